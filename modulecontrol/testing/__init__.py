@@ -1,0 +1,1 @@
+"""Test helpers shipped with modulecontrol, for integrators testing their own drivers."""

@@ -1,0 +1,85 @@
+"""Units: one pint registry for the whole process, and helpers to go to and from SI.
+
+Why one registry: pint quantities from different registries cannot be combined, so every
+module (descriptors, recipes, simulators) must share this one.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import Any
+
+import pint
+
+ureg: pint.UnitRegistry[Any] = pint.UnitRegistry(autoconvert_offset_to_baseunit=True)
+ureg.define("percent = 0.01 = %")
+ureg.define("ppm = 1e-6")
+Quantity = ureg.Quantity
+
+
+class UnitError(ValueError):
+    """A unit could not be parsed or is not compatible with the one expected."""
+
+
+@lru_cache(maxsize=1024)
+def parse_unit(text: str) -> pint.Unit:
+    """Parse a unit string such as ``mL/min`` or ``degC``; ``""`` and ``1`` mean dimensionless."""
+    t = text.strip()
+    if t in ("", "1", "-"):
+        return ureg.dimensionless
+    try:
+        return ureg.Unit(t)
+    except (pint.errors.UndefinedUnitError, pint.errors.DefinitionSyntaxError, ValueError,
+            AttributeError, TypeError, AssertionError) as exc:
+        raise UnitError(f"unknown unit '{text}'") from exc
+
+
+def parse_quantity(value: Any, default_unit: str | None = None) -> pint.Quantity:
+    """Parse ``'0.5 mL/min'``, ``'60 degC'`` or a bare number (in ``default_unit``).
+
+    Rejects NaN and infinity: a setpoint or limit that is not a finite number is always a
+    mistake in process control.
+    """
+    if isinstance(value, bool):
+        raise UnitError(f"expected a quantity, got boolean {value!r}")
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise UnitError(f"value must be finite, got {value!r}")
+        return Quantity(float(value), parse_unit(default_unit or ""))
+    if not isinstance(value, str):
+        raise UnitError(f"expected a number or a quantity string, got {type(value).__name__}")
+    text = value.strip()
+    if not text:
+        raise UnitError("empty quantity")
+    number, _, unit = text.partition(" ")
+    try:
+        magnitude = float(number)
+    except ValueError:
+        raise UnitError(f"cannot read a number in '{value}' (write e.g. '0.5 mL/min')") from None
+    if not math.isfinite(magnitude):
+        raise UnitError(f"value must be finite, got '{value}'")
+    unit = unit.strip()
+    return Quantity(magnitude, parse_unit(unit if unit else (default_unit or "")))
+
+
+def convert(value: Any, to_unit: str, default_unit: str | None = None) -> float:
+    """Magnitude of ``value`` in ``to_unit``; raises :class:`UnitError` when incompatible."""
+    q = parse_quantity(value, default_unit if default_unit is not None else to_unit)
+    try:
+        return float(q.to(parse_unit(to_unit)).magnitude)
+    except pint.errors.DimensionalityError as exc:
+        raise UnitError(f"'{value}' is not compatible with unit '{to_unit}'") from exc
+
+
+def compatible(unit_a: str, unit_b: str) -> bool:
+    """True when quantities in the two units can be converted into each other."""
+    try:
+        return bool(parse_unit(unit_a).dimensionality == parse_unit(unit_b).dimensionality)
+    except UnitError:
+        return False
+
+
+def to_si(value: Any, default_unit: str | None = None) -> float:
+    """Magnitude in the SI base units (temperatures in kelvin)."""
+    return float(parse_quantity(value, default_unit).to_base_units().magnitude)
