@@ -30,12 +30,18 @@ def parse_unit(text: str) -> pint.Unit:
         return ureg.dimensionless
     try:
         return ureg.Unit(t)
-    except (pint.errors.UndefinedUnitError, pint.errors.DefinitionSyntaxError, ValueError,
-            AttributeError, TypeError, AssertionError) as exc:
+    except (
+        pint.errors.UndefinedUnitError,
+        pint.errors.DefinitionSyntaxError,
+        ValueError,
+        AttributeError,
+        TypeError,
+        AssertionError,
+    ) as exc:
         raise UnitError(f"unknown unit '{text}'") from exc
 
 
-def parse_quantity(value: Any, default_unit: str | None = None) -> pint.Quantity:
+def parse_quantity(value: Any, default_unit: str | None = None) -> Any:
     """Parse ``'0.5 mL/min'``, ``'60 degC'`` or a bare number (in ``default_unit``).
 
     Rejects NaN and infinity: a setpoint or limit that is not a finite number is always a

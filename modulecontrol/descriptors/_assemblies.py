@@ -1,0 +1,388 @@
+"""MTP data assemblies (VDI/VDE/NAMUR 2658-3/-4) as descriptor data.
+
+Each class lists its attributes so that bindings and actions can be checked against them:
+binding ``VExt`` on an ``AnaView`` is an error with a suggestion, not a silent no-op.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from modulecontrol.descriptors._base import Ident, Model, UnitStr, quantity_in
+from modulecontrol.descriptors._bindings import AttributeBinding
+from modulecontrol.errors import did_you_mean
+
+_COMMON = ("TagName", "TagDescription", "WQC", "OSLevel")
+_ANA_SCALE = ("VSclMin", "VSclMax", "VUnit")
+_OP_SRC = (
+    "StateChannel",
+    "StateOffAut",
+    "StateOpAut",
+    "StateAutAut",
+    "StateOffOp",
+    "StateOpOp",
+    "StateAutOp",
+    "StateOpAct",
+    "StateAutAct",
+    "StateOffAct",
+    "SrcChannel",
+    "SrcExtAut",
+    "SrcIntOp",
+    "SrcIntAut",
+    "SrcExtOp",
+    "SrcIntAct",
+    "SrcExtAct",
+)
+_PARAM = (
+    "VOp",
+    "VInt",
+    "VExt",
+    "VReq",
+    "VOut",
+    "VFbk",
+    "Sync",
+    "ApplyEn",
+    "ApplyExt",
+    "ApplyOp",
+    "ApplyInt",
+)
+_ANA_LIMITS = (
+    "VAHEn",
+    "VAHLim",
+    "VAHAct",
+    "VWHEn",
+    "VWHLim",
+    "VWHAct",
+    "VTHEn",
+    "VTHLim",
+    "VTHAct",
+    "VTLEn",
+    "VTLLim",
+    "VTLAct",
+    "VWLEn",
+    "VWLLim",
+    "VWLAct",
+    "VALEn",
+    "VALLim",
+    "VALAct",
+)
+_DRV = (
+    "SafePos",
+    "SafePosAct",
+    "FwdEn",
+    "RevEn",
+    "StopOp",
+    "FwdOp",
+    "RevOp",
+    "StopAut",
+    "FwdAut",
+    "RevAut",
+    "FwdCtrl",
+    "RevCtrl",
+    "RevFbkCalc",
+    "RevFbk",
+    "FwdFbkCalc",
+    "FwdFbk",
+    "Trip",
+    "ResetOp",
+    "ResetAut",
+    "PermEn",
+    "Permit",
+    "IntlEn",
+    "Interlock",
+    "ProtEn",
+    "Protect",
+    *_OP_SRC,
+)
+_VLV = (
+    "SafePos",
+    "SafePosEn",
+    "SafePosAct",
+    "OpenAut",
+    "CloseAut",
+    "OpenOp",
+    "CloseOp",
+    "OpenAct",
+    "CloseAct",
+    "Ctrl",
+    "OpenFbkCalc",
+    "OpenFbk",
+    "CloseFbkCalc",
+    "CloseFbk",
+    "ResetOp",
+    "ResetAut",
+    "PermEn",
+    "Permit",
+    "IntlEn",
+    "Interlock",
+    "ProtEn",
+    "Protect",
+    *_OP_SRC,
+)
+
+DA_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "AnaView": ("V", *_ANA_SCALE, *_COMMON),
+    "BinView": ("V", "VState0", "VState1", *_COMMON),
+    "DIntView": ("V", *_ANA_SCALE, *_COMMON),
+    "StringView": ("V", *_COMMON),
+    "AnaMon": ("V", *_ANA_SCALE, *_ANA_LIMITS, *_COMMON),
+    "BinMon": ("V", "VState0", "VState1", "VFlutEn", "VFlutTi", "VFlutCnt", "VFlutAct", *_COMMON),
+    "AnaServParam": (*_PARAM, "VMin", "VMax", *_ANA_SCALE, *_OP_SRC, *_COMMON),
+    "DIntServParam": (*_PARAM, "VMin", "VMax", *_ANA_SCALE, *_OP_SRC, *_COMMON),
+    "BinServParam": (*_PARAM, "VState0", "VState1", *_OP_SRC, *_COMMON),
+    "StringServParam": (*_PARAM, *_OP_SRC, *_COMMON),
+    "AnaDrv": (
+        *_DRV,
+        "RpmSclMax",
+        "RpmSclMin",
+        "RpmUnit",
+        "RpmMin",
+        "RpmMax",
+        "RpmInt",
+        "RpmMan",
+        "Rpm",
+        "RpmRbk",
+        "RpmFbkCalc",
+        "RpmFbk",
+        "RpmAHEn",
+        "RpmAHLim",
+        "RpmALEn",
+        "RpmALLim",
+        *_COMMON,
+    ),
+    "BinDrv": (*_DRV, *_COMMON),
+    "BinVlv": (*_VLV, *_COMMON),
+    "MonBinVlv": (
+        *_VLV,
+        "MonEn",
+        "MonSafePos",
+        "MonStatErr",
+        "MonDynErr",
+        "MonStatTi",
+        "MonDynTi",
+        *_COMMON,
+    ),
+    "AnaVlv": (
+        *_VLV,
+        "Pos",
+        "PosSclMin",
+        "PosSclMax",
+        "PosUnit",
+        "PosMin",
+        "PosMax",
+        "PosInt",
+        "PosMan",
+        "PosRbk",
+        "PosFbkCalc",
+        "PosFbk",
+        *_COMMON,
+    ),
+    "PIDCtrl": (
+        "PV",
+        "PVSclMin",
+        "PVSclMax",
+        "PVUnit",
+        "SPMan",
+        "SPInt",
+        "SPSclMin",
+        "SPSclMax",
+        "SPUnit",
+        "SPIntMin",
+        "SPIntMax",
+        "SPManMin",
+        "SPManMax",
+        "SP",
+        "MVMan",
+        "MV",
+        "MVMin",
+        "MVMax",
+        "MVUnit",
+        "MVSclMin",
+        "MVSclMax",
+        "P",
+        "Ti",
+        "Td",
+        *_OP_SRC,
+        *_COMMON,
+    ),
+    "AnaMan": ("VOut", "VMan", "VRbk", "VFbk", "VMin", "VMax", *_ANA_SCALE, *_COMMON),
+    "BinMan": ("VOut", "VMan", "VRbk", "VFbk", "VState0", "VState1", *_COMMON),
+}
+"""Attributes per data-assembly class (the subset of 2658-4 this release binds and serves)."""
+
+DAClass = Literal[
+    "AnaView",
+    "BinView",
+    "DIntView",
+    "StringView",
+    "AnaMon",
+    "BinMon",
+    "AnaServParam",
+    "DIntServParam",
+    "BinServParam",
+    "StringServParam",
+    "AnaDrv",
+    "BinDrv",
+    "BinVlv",
+    "MonBinVlv",
+    "AnaVlv",
+    "PIDCtrl",
+    "AnaMan",
+    "BinMan",
+]
+
+PARAM_CLASSES = frozenset({"AnaServParam", "DIntServParam", "BinServParam", "StringServParam"})
+VIEW_CLASSES = frozenset({"AnaView", "BinView", "DIntView", "StringView", "AnaMon", "BinMon"})
+ANALOG_CLASSES = frozenset(
+    {
+        "AnaView",
+        "DIntView",
+        "AnaMon",
+        "AnaServParam",
+        "DIntServParam",
+        "AnaMan",
+        "AnaDrv",
+        "AnaVlv",
+        "PIDCtrl",
+    }
+)
+BINARY_CLASSES = frozenset(
+    {"BinView", "BinMon", "BinServParam", "BinMan", "BinDrv", "BinVlv", "MonBinVlv"}
+)
+STRING_CLASSES = frozenset({"StringView", "StringServParam"})
+WRITABLE_CLASSES = PARAM_CLASSES | frozenset(
+    {"AnaMan", "BinMan", "AnaDrv", "BinDrv", "BinVlv", "MonBinVlv", "AnaVlv", "PIDCtrl"}
+)
+
+PRIMARY_ATTRIBUTE: dict[str, str] = {
+    **{c: "V" for c in VIEW_CLASSES},
+    **{c: "VOut" for c in PARAM_CLASSES},
+    "AnaMan": "VOut",
+    "BinMan": "VOut",
+    "AnaDrv": "Rpm",
+    "BinDrv": "FwdCtrl",
+    "BinVlv": "Ctrl",
+    "MonBinVlv": "Ctrl",
+    "AnaVlv": "Pos",
+    "PIDCtrl": "PV",
+}
+"""The attribute that carries "the value" of an assembly when a recipe says ``P1.Flow``."""
+
+SETPOINT_ATTRIBUTE: dict[str, str] = {
+    **{c: "VExt" for c in PARAM_CLASSES},
+    "AnaMan": "VMan",
+    "BinMan": "VMan",
+    "AnaDrv": "RpmMan",
+    "BinDrv": "FwdAut",
+    "BinVlv": "OpenAut",
+    "MonBinVlv": "OpenAut",
+    "AnaVlv": "PosMan",
+    "PIDCtrl": "SPMan",
+}
+"""The attribute written when a recipe sets an assembly (the external/automatic channel)."""
+
+
+def value_kind(da_class: str) -> Literal["number", "bool", "str"]:
+    if da_class in BINARY_CLASSES:
+        return "bool"
+    if da_class in STRING_CLASSES:
+        return "str"
+    return "number"
+
+
+class DataAssembly(Model):
+    """One MTP data assembly of a module type: a measured value, parameter, drive or valve."""
+
+    name: Ident
+    class_: DAClass = Field(alias="class")
+    description: str = ""
+    unit: UnitStr = ""
+    min: Any = None
+    max: Any = None
+    scale_min: Any = None
+    scale_max: Any = None
+    default: Any = None
+    safe_value: Any = None
+    state0: str = "false"
+    state1: str = "true"
+    idempotent: bool = False
+    """Whether writing the same value twice is harmless, so a timed-out write may be retried."""
+    bindings: dict[str, AttributeBinding] = Field(default_factory=dict)
+
+    @field_validator("min", "max", "scale_min", "scale_max", mode="before")
+    @classmethod
+    def _limit(cls, v: Any) -> Any:
+        if v is None or isinstance(v, bool):
+            if isinstance(v, bool):
+                raise ValueError("a limit must be a number or a quantity like '10 mL/min'")
+            return v
+        if not isinstance(v, int | float | str):
+            raise ValueError("a limit must be a number or a quantity like '10 mL/min'")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> DataAssembly:
+        kind = value_kind(self.class_)
+        for fname in ("min", "max", "scale_min", "scale_max"):
+            raw = getattr(self, fname)
+            if raw is None:
+                continue
+            if kind != "number":
+                raise ValueError(f"'{fname}' applies only to analog assemblies, not {self.class_}")
+            object.__setattr__(self, fname, quantity_in(self.unit, raw))
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        for fname in ("default", "safe_value"):
+            raw = getattr(self, fname)
+            if raw is None:
+                continue
+            object.__setattr__(self, fname, self.coerce(raw, what=fname))
+        allowed = DA_ATTRIBUTES[self.class_]
+        for attr in self.bindings:
+            if attr not in allowed:
+                raise ValueError(
+                    f"'{attr}' is not an attribute of {self.class_}{did_you_mean(attr, allowed)}"
+                )
+        return self
+
+    def coerce(self, raw: Any, what: str = "value") -> Any:
+        """Convert a YAML or recipe value to this assembly's kind and unit, checking limits."""
+        kind = value_kind(self.class_)
+        if kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            if raw in (0, 1):
+                return bool(raw)
+            if isinstance(raw, str) and raw in (self.state0, self.state1):
+                return raw == self.state1
+            raise ValueError(f"{what} of {self.name} must be true/false, got {raw!r}")
+        if kind == "str":
+            return str(raw)
+        if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+            raise ValueError(f"{what} of {self.name} must be a number, got {raw!r}")
+        value = quantity_in(self.unit, raw)
+        lo, hi = self.min, self.max
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise ValueError(
+                f"{what} {raw!r} of {self.name} is outside its limits "
+                f"[{_fmt(lo)}, {_fmt(hi)}] {self.unit}".rstrip()
+            )
+        if self.class_ in ("DIntView", "DIntServParam"):
+            if not float(value).is_integer():
+                raise ValueError(f"{what} of {self.name} must be a whole number, got {raw!r}")
+            return int(value)
+        return value
+
+    @property
+    def writable(self) -> bool:
+        return self.class_ in WRITABLE_CLASSES
+
+    @property
+    def kind(self) -> Literal["number", "bool", "str"]:
+        return value_kind(self.class_)
+
+
+def _fmt(v: float | None) -> str:
+    return "-inf" if v is None else f"{v:g}"

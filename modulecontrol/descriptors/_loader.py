@@ -1,0 +1,224 @@
+"""Loading descriptors from YAML with every problem located, and the built-in type library."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from modulecontrol.descriptors._module import ModuleType
+from modulecontrol.descriptors._plant import ModuleInstance, Plant
+from modulecontrol.errors import ConfigError, Location, Problem, did_you_mean
+from modulecontrol.yamlio import YamlDoc, dump_yaml, load_yaml, load_yaml_text, validation_problems
+
+M = TypeVar("M", bound=BaseModel)
+
+KINDS = ("ModuleType", "Plant", "Recipe", "Species", "Scenario")
+
+
+def _validate(model: type[M], doc: YamlDoc, context: dict[str, Any] | None = None) -> M:
+    if not isinstance(doc.data, dict):
+        raise ConfigError.single(
+            f"expected a mapping of keys (a {model.__name__} document), "
+            f"got {type(doc.data).__name__}",
+            doc.locate(()),
+        )
+    try:
+        return model.model_validate(doc.data, context=context)
+    except ValidationError as exc:
+        raise ConfigError(validation_problems(exc, doc, model)) from None
+
+
+def _located(doc: YamlDoc, items: Iterable[tuple[tuple[str | int, ...], str]]) -> list[Problem]:
+    return [Problem(msg, doc.locate(path)) for path, msg in items]
+
+
+def module_type_from_doc(doc: YamlDoc) -> ModuleType:
+    """Validate a parsed module-type document, reporting every cross-reference at its line."""
+    mt = _validate(ModuleType, doc, {"defer_references": True})
+    problems = _located(doc, mt.reference_problems())
+    if problems:
+        raise ConfigError(problems)
+    return mt
+
+
+def load_module_type(path: str | Path) -> ModuleType:
+    return module_type_from_doc(load_yaml(path))
+
+
+def module_type_from_text(text: str, file: str = "<string>") -> ModuleType:
+    return module_type_from_doc(load_yaml_text(text, file))
+
+
+@dataclass
+class TypeLibrary:
+    """Module types by name, remembering where each was defined (for duplicate errors)."""
+
+    types: dict[str, ModuleType] = field(default_factory=dict)
+    origins: dict[str, str] = field(default_factory=dict)
+
+    def add(self, mt: ModuleType, origin: str, location: Location | None = None) -> None:
+        if mt.name in self.types and self.origins[mt.name] != origin:
+            raise ConfigError.single(
+                f"module type '{mt.name}' is already defined in {self.origins[mt.name]}", location
+            )
+        self.types[mt.name] = mt
+        self.origins[mt.name] = origin
+
+    def get(self, name: str) -> ModuleType:
+        try:
+            return self.types[name]
+        except KeyError:
+            raise KeyError(
+                f"unknown module type '{name}'{did_you_mean(name, self.types)}"
+            ) from None
+
+    def copy(self) -> TypeLibrary:
+        return TypeLibrary(dict(self.types), dict(self.origins))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.types
+
+    def __iter__(self) -> Any:
+        return iter(sorted(self.types))
+
+
+_BUILTIN: TypeLibrary | None = None
+
+
+def builtin_types() -> TypeLibrary:
+    """The module types shipped with modulecontrol (``modulecontrol/descriptors/builtin``)."""
+    global _BUILTIN
+    if _BUILTIN is None:
+        lib = TypeLibrary()
+        folder = resources.files("modulecontrol.descriptors").joinpath("builtin")
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+            if entry.name.endswith((".yaml", ".yml")):
+                origin = f"builtin/{entry.name}"
+                lib.add(module_type_from_text(entry.read_text("utf-8"), origin), origin)
+        _BUILTIN = lib
+    return _BUILTIN.copy()
+
+
+def builtin_type_files() -> list[Path]:
+    folder = Path(str(resources.files("modulecontrol.descriptors").joinpath("builtin")))
+    return sorted(folder.glob("*.yaml"))
+
+
+@dataclass
+class PlantConfig:
+    """A validated plant with the module types it uses (overrides applied per instance)."""
+
+    plant: Plant
+    file: str
+    library: TypeLibrary
+    instance_types: dict[str, ModuleType] = field(default_factory=dict)
+
+    def type_of(self, tag: str) -> ModuleType:
+        return self.instance_types[self.plant.module(tag).tag]
+
+    def instance(self, tag: str) -> ModuleInstance:
+        return self.plant.module(tag)
+
+    @property
+    def base_dir(self) -> Path:
+        return Path(self.file).parent
+
+    def resolve(self, relative: str) -> Path:
+        p = Path(relative)
+        return p if p.is_absolute() else self.base_dir / p
+
+
+def apply_overrides(mt: ModuleType, inst: ModuleInstance) -> ModuleType:
+    """The instance's view of its type: assembly limits, safe values and properties replaced."""
+    ov = inst.overrides
+    if not ov.assemblies and not ov.properties and not ov.simulator:
+        return mt
+    data = mt.model_dump(by_alias=True, exclude_none=True)
+    for da in data.get("data_assemblies", []):
+        change = ov.assemblies.get(da["name"])
+        if change is not None:
+            da.update(change.model_dump(exclude_none=True))
+    data.setdefault("properties", {}).update(ov.properties)
+    if ov.simulator:
+        if data.get("simulator") is None:
+            raise ValueError(f"module type {mt.name} has no simulator to override")
+        data["simulator"].setdefault("parameters", {}).update(ov.simulator)
+    return ModuleType.model_validate(data)
+
+
+def plant_from_doc(doc: YamlDoc, library: TypeLibrary | None = None) -> PlantConfig:
+    """Validate a plant document: schema, extra type files, topology, per-instance overrides."""
+    plant = _validate(Plant, doc)
+    lib = (library or builtin_types()).copy()
+    problems: list[Problem] = []
+    base = Path(doc.file).parent
+    for i, rel in enumerate(plant.types):
+        path = Path(rel) if Path(rel).is_absolute() else base / rel
+        try:
+            lib.add(load_module_type(path), str(path), doc.locate(("types", i)))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    problems.extend(_located(doc, plant.topology_problems(lib.types)))
+    config = PlantConfig(plant, doc.file, lib)
+    for i, inst in enumerate(plant.modules):
+        if inst.type not in lib:
+            continue
+        try:
+            config.instance_types[inst.tag] = apply_overrides(lib.types[inst.type], inst)
+        except (ValidationError, ValueError) as exc:
+            text = str(exc).splitlines()
+            detail = text[-1].strip() if text else str(exc)
+            if isinstance(exc, ValidationError):
+                errs = exc.errors(include_url=False)
+                detail = errs[0]["msg"].removeprefix("Value error, ") if errs else detail
+            problems.append(
+                Problem(
+                    f"overrides of {inst.tag}: {detail}", doc.locate(("modules", i, "overrides"))
+                )
+            )
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def load_plant(path: str | Path, library: TypeLibrary | None = None) -> PlantConfig:
+    return plant_from_doc(load_yaml(path), library)
+
+
+Validator = Callable[[YamlDoc], object]
+_EXTRA_KINDS: dict[str, Validator] = {}
+
+
+def register_kind(kind: str, validator: Validator) -> None:
+    """Let other layers (recipes, simulators) teach ``validate_file`` their document kinds."""
+    _EXTRA_KINDS[kind] = validator
+
+
+def validate_file(path: str | Path) -> Any:
+    """Load any modulecontrol YAML document by its ``kind`` and return the validated object."""
+    doc = load_yaml(path)
+    if not isinstance(doc.data, dict):
+        raise ConfigError.single("expected a mapping with a 'kind' key", doc.locate(()))
+    kind = doc.data.get("kind")
+    if kind == "ModuleType":
+        return module_type_from_doc(doc)
+    if kind == "Plant":
+        return plant_from_doc(doc)
+    if isinstance(kind, str) and kind in _EXTRA_KINDS:
+        return _EXTRA_KINDS[kind](doc)
+    known = ["ModuleType", "Plant", *_EXTRA_KINDS]
+    if kind is None:
+        raise ConfigError.single(f"missing 'kind' (one of: {', '.join(known)})", doc.locate(()))
+    raise ConfigError.single(
+        f"unknown kind '{kind}'{did_you_mean(str(kind), known)}", doc.locate(("kind",))
+    )
+
+
+def dump_model(model: BaseModel) -> str:
+    """YAML for a descriptor; loading it again gives an equal model."""
+    return dump_yaml(model.model_dump(by_alias=True, exclude_defaults=True, mode="json"))

@@ -1,0 +1,373 @@
+"""Module types: what an MTP Process Equipment Assembly (PEA) offers, as data."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from modulecontrol.descriptors._assemblies import (
+    DA_ATTRIBUTES,
+    PARAM_CLASSES,
+    DataAssembly,
+)
+from modulecontrol.descriptors._base import Ident, Model
+from modulecontrol.descriptors._bindings import AttributeBinding, OpcUaBinding
+from modulecontrol.errors import did_you_mean
+
+PathKey = tuple[str | int, ...]
+
+SERVICE_CONTROL_ATTRIBUTES: tuple[str, ...] = (
+    "CommandOp",
+    "CommandInt",
+    "CommandExt",
+    "CommandEn",
+    "StateCur",
+    "ProcedureOp",
+    "ProcedureInt",
+    "ProcedureExt",
+    "ProcedureReq",
+    "ProcedureCur",
+    "StateChannel",
+    "StateOffAut",
+    "StateOpAut",
+    "StateAutAut",
+    "StateOffOp",
+    "StateOpOp",
+    "StateAutOp",
+    "StateOpAct",
+    "StateAutAct",
+    "StateOffAct",
+    "SrcChannel",
+    "SrcExtAut",
+    "SrcIntOp",
+    "SrcIntAut",
+    "SrcExtOp",
+    "SrcIntAct",
+    "SrcExtAct",
+    "PosTextID",
+    "InteractQuestionID",
+    "InteractAnswerID",
+    "WQC",
+    "OSLevel",
+    "TagName",
+    "TagDescription",
+)
+"""Attributes of an MTP ServiceControl object (2658-4)."""
+
+ServiceStateName = Literal[
+    "Idle",
+    "Starting",
+    "Execute",
+    "Completing",
+    "Completed",
+    "Pausing",
+    "Paused",
+    "Resuming",
+    "Holding",
+    "Held",
+    "Unholding",
+    "Stopping",
+    "Stopped",
+    "Aborting",
+    "Aborted",
+    "Resetting",
+]
+
+
+class Port(Model):
+    """A material connection point (inlet or outlet) of a module."""
+
+    name: Ident
+    direction: Literal["in", "out"]
+    required: bool = True
+    merge: bool = False
+    """An inlet that accepts several streams (a manifold). Without it, two streams into one
+    inlet are rejected: they need a mixer module."""
+
+
+class Write(Model):
+    """One write done by a proxy when a service enters a state (for devices without a PEA)."""
+
+    write: str
+    """``Assembly`` (its setpoint attribute) or ``Assembly.Attribute``."""
+    value: Any = None
+    param: Ident | None = None
+    """Take the value from this service parameter instead of ``value``."""
+
+    @model_validator(mode="after")
+    def _one(self) -> Write:
+        if (self.value is None) == (self.param is None):
+            raise ValueError("a write needs exactly one of 'value' or 'param'")
+        return self
+
+    @property
+    def assembly(self) -> str:
+        return self.write.split(".", 1)[0]
+
+    @property
+    def attribute(self) -> str | None:
+        parts = self.write.split(".", 1)
+        return parts[1] if len(parts) == 2 else None
+
+
+class Procedure(Model):
+    """A procedure of a service: one way of running it (e.g. Continuous, Volume)."""
+
+    name: Ident
+    id: int = Field(ge=1, le=2**31 - 1)
+    description: str = ""
+    self_completing: bool = False
+    default: bool = False
+    parameters: list[Ident] = Field(default_factory=list)
+    report_values: list[Ident] = Field(default_factory=list)
+    complete_when: str | None = None
+    """For self-completing procedures on devices without a PEA: a condition over the module's
+    own signals (condition language) after which the proxy leaves Execute."""
+
+
+class Service(Model):
+    """An MTP service with its procedures and parameters."""
+
+    name: Ident
+    description: str = ""
+    procedures: list[Procedure] = Field(min_length=1)
+    config_parameters: list[Ident] = Field(default_factory=list)
+    actions: dict[ServiceStateName, list[Write]] = Field(default_factory=dict)
+    bindings: dict[str, AttributeBinding] = Field(default_factory=dict)
+
+    @field_validator("bindings")
+    @classmethod
+    def _attrs(cls, v: dict[str, AttributeBinding]) -> dict[str, AttributeBinding]:
+        for attr in v:
+            if attr not in SERVICE_CONTROL_ATTRIBUTES:
+                raise ValueError(
+                    f"'{attr}' is not a ServiceControl attribute"
+                    f"{did_you_mean(attr, SERVICE_CONTROL_ATTRIBUTES)}"
+                )
+        return v
+
+    @model_validator(mode="after")
+    def _unique(self) -> Service:
+        _unique_names([p.name for p in self.procedures], "procedure")
+        ids = [p.id for p in self.procedures]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise ValueError(f"procedure id {sorted(dup)[0]} is used twice in service {self.name}")
+        if sum(p.default for p in self.procedures) > 1:
+            raise ValueError(f"service {self.name} has more than one default procedure")
+        return self
+
+    def procedure(self, name_or_id: str | int) -> Procedure:
+        for p in self.procedures:
+            if p.name == name_or_id or p.id == name_or_id:
+                return p
+        raise KeyError(
+            f"unknown procedure '{name_or_id}' of service {self.name}"
+            f"{did_you_mean(str(name_or_id), [p.name for p in self.procedures])}"
+        )
+
+    @property
+    def default_procedure(self) -> Procedure:
+        for p in self.procedures:
+            if p.default:
+                return p
+        return self.procedures[0]
+
+
+class OpcUaDefaults(Model):
+    """How attributes without an explicit OPC UA binding are found on a PEA's server."""
+
+    namespace_uri: str
+    node_id_template: str = "{assembly}.{attribute}"
+
+    @field_validator("node_id_template")
+    @classmethod
+    def _tmpl(cls, v: str) -> str:
+        for field in ("{assembly}", "{attribute}"):
+            if field not in v:
+                raise ValueError(f"node_id_template must contain {field}")
+        stripped = v.replace("{assembly}", "").replace("{attribute}", "")
+        if "{" in stripped or "}" in stripped:
+            raise ValueError("node_id_template may only use {assembly} and {attribute}")
+        return v
+
+    def binding(self, assembly: str, attribute: str, writable: bool) -> OpcUaBinding:
+        ident = self.node_id_template.replace("{assembly}", assembly).replace(
+            "{attribute}", attribute
+        )
+        return OpcUaBinding(
+            namespace_uri=self.namespace_uri,
+            identifier=f"s={ident}",
+            access="readwrite" if writable else "read",
+        )
+
+
+class SimulatorSpec(Model):
+    """Which process model stands in for this module type, and how its variables map."""
+
+    model: Ident
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    links: dict[str, str] = Field(default_factory=dict)
+    """``Assembly`` or ``Assembly.Attribute`` -> model variable name."""
+
+
+class ModuleType(Model):
+    """A module type, the way a Module Type Package describes a PEA."""
+
+    kind: Literal["ModuleType"] = "ModuleType"
+    name: Ident
+    vendor: str = ""
+    version: str = "1.0.0"
+    description: str = ""
+    category: str = ""
+    ports: list[Port] = Field(default_factory=list)
+    properties: dict[str, Any] = Field(default_factory=dict)
+    """Static facts, e.g. ``volume: 10 mL`` of a reactor, used for residence times."""
+    opcua: OpcUaDefaults | None = None
+    data_assemblies: list[DataAssembly] = Field(default_factory=list)
+    services: list[Service] = Field(default_factory=list)
+    safe_state: list[Write] = Field(default_factory=list)
+    simulator: SimulatorSpec | None = None
+
+    @model_validator(mode="after")
+    def _references(self, info: ValidationInfo) -> ModuleType:
+        if info.context and info.context.get("defer_references"):
+            return self
+        problems = self.reference_problems()
+        if problems:
+            raise ValueError(problems[0][1])
+        return self
+
+    def reference_problems(self) -> list[tuple[PathKey, str]]:
+        """Cross-references inside the type, each with the path of the offending item.
+
+        Kept out of field validators so a loader can report every problem at its own line.
+        """
+        out: list[tuple[PathKey, str]] = []
+        for what, names, key in (
+            ("port", [p.name for p in self.ports], "ports"),
+            ("data assembly", [d.name for d in self.data_assemblies], "data_assemblies"),
+            ("service", [s.name for s in self.services], "services"),
+        ):
+            seen: set[str] = set()
+            for i, n in enumerate(names):
+                if n in seen:
+                    out.append(((key, i, "name"), f"{what} name '{n}' is used twice"))
+                seen.add(n)
+        das = {d.name: d for d in self.data_assemblies}
+        for si, svc in enumerate(self.services):
+            base: PathKey = ("services", si)
+            for k, pname in enumerate(svc.config_parameters):
+                msg = self._param_problem(das, pname, f"service {svc.name}")
+                if msg:
+                    out.append(((*base, "config_parameters", k), msg))
+            for pi, proc in enumerate(svc.procedures):
+                pbase: PathKey = (*base, "procedures", pi)
+                for k, pname in enumerate(proc.parameters):
+                    msg = self._param_problem(das, pname, f"procedure {svc.name}.{proc.name}")
+                    if msg:
+                        out.append(((*pbase, "parameters", k), msg))
+                for k, rname in enumerate(proc.report_values):
+                    if rname not in das:
+                        out.append(
+                            (
+                                (*pbase, "report_values", k),
+                                f"procedure {svc.name}.{proc.name}: report value '{rname}' is not "
+                                f"a data assembly{did_you_mean(rname, das)}",
+                            )
+                        )
+            params = {p for proc in svc.procedures for p in proc.parameters}
+            params |= set(svc.config_parameters)
+            for state, writes in svc.actions.items():
+                for wi, w in enumerate(writes):
+                    where = f"service {svc.name} action on {state}"
+                    wpath: PathKey = (*base, "actions", state, wi)
+                    msg = self._write_problem(das, w, where)
+                    if msg:
+                        out.append((wpath, msg))
+                    if w.param is not None and w.param not in params:
+                        out.append(
+                            (
+                                (*wpath, "param"),
+                                f"{where}: '{w.param}' is not a parameter of the service"
+                                f"{did_you_mean(w.param, params)}",
+                            )
+                        )
+        for wi, w in enumerate(self.safe_state):
+            msg = self._write_problem(das, w, "safe_state")
+            if msg:
+                out.append((("safe_state", wi), msg))
+            if w.param is not None:
+                out.append(
+                    (
+                        ("safe_state", wi, "param"),
+                        "safe_state writes take fixed values, not parameters",
+                    )
+                )
+        return out
+
+    @staticmethod
+    def _param_problem(das: dict[str, DataAssembly], name: str, where: str) -> str | None:
+        if name not in das:
+            return f"{where}: parameter '{name}' is not a data assembly{did_you_mean(name, das)}"
+        if das[name].class_ not in PARAM_CLASSES:
+            return (
+                f"{where}: parameter '{name}' is a {das[name].class_}; parameters must be "
+                f"one of {', '.join(sorted(PARAM_CLASSES))}"
+            )
+        return None
+
+    @staticmethod
+    def _write_problem(das: dict[str, DataAssembly], w: Write, where: str) -> str | None:
+        if w.assembly not in das:
+            return f"{where}: '{w.assembly}' is not a data assembly{did_you_mean(w.assembly, das)}"
+        da = das[w.assembly]
+        if w.attribute is not None and w.attribute not in DA_ATTRIBUTES[da.class_]:
+            return (
+                f"{where}: '{w.attribute}' is not an attribute of {da.class_}"
+                f"{did_you_mean(w.attribute, DA_ATTRIBUTES[da.class_])}"
+            )
+        if not da.writable:
+            return f"{where}: {w.assembly} is a {da.class_}, which cannot be written"
+        if w.value is not None:
+            try:
+                da.coerce(w.value, what=f"{where} value")
+            except ValueError as exc:
+                return str(exc)
+        return None
+
+    def assembly(self, name: str) -> DataAssembly:
+        for d in self.data_assemblies:
+            if d.name == name:
+                return d
+        raise KeyError(
+            f"module type {self.name} has no data assembly '{name}'"
+            f"{did_you_mean(name, [d.name for d in self.data_assemblies])}"
+        )
+
+    def service(self, name: str) -> Service:
+        for s in self.services:
+            if s.name == name:
+                return s
+        raise KeyError(
+            f"module type {self.name} has no service '{name}'"
+            f"{did_you_mean(name, [s.name for s in self.services])}"
+        )
+
+    def port(self, name: str) -> Port:
+        for p in self.ports:
+            if p.name == name:
+                return p
+        raise KeyError(
+            f"module type {self.name} has no port '{name}'"
+            f"{did_you_mean(name, [p.name for p in self.ports])}"
+        )
+
+
+def _unique_names(names: list[str], what: str) -> None:
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            raise ValueError(f"{what} name '{n}' is used twice")
+        seen.add(n)

@@ -1,0 +1,321 @@
+"""Module instances, endpoints and plants (instances joined by flow connections)."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from modulecontrol.descriptors._base import Ident, Model, Seconds, quantity_in
+from modulecontrol.descriptors._module import ModuleType
+from modulecontrol.errors import did_you_mean
+
+PathKey = tuple[str | int, ...]
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+class _EndpointBase(Model):
+    timeout: Seconds = Field(default=1.0, gt=0, le=600)
+    """Every I/O on this endpoint gives up after this long."""
+
+
+class ModbusTcpEndpoint(_EndpointBase):
+    protocol: Literal["modbus-tcp"]
+    host: str = "127.0.0.1"
+    port: int = Field(default=502, ge=1, le=65535)
+    unit_id: int = Field(default=1, ge=0, le=247)
+    read_retries: int = Field(default=1, ge=0, le=10)
+    """Reads may be retried; writes never are, unless the assembly is marked idempotent."""
+    reconnect_max_delay: Seconds = Field(default=10.0, gt=0, le=300)
+    max_gap: int = Field(default=8, ge=0, le=124)
+    """Coalescing: registers or bits allowed between two tags read in one request."""
+
+
+class ModbusRtuEndpoint(_EndpointBase):
+    protocol: Literal["modbus-rtu"]
+    port: str
+    baudrate: int = Field(default=19200, gt=0)
+    bytesize: Literal[7, 8] = 8
+    parity: Literal["N", "E", "O"] = "E"
+    stopbits: Literal[1, 2] = 1
+    unit_id: int = Field(default=1, ge=0, le=247)
+    read_retries: int = Field(default=1, ge=0, le=10)
+    reconnect_max_delay: Seconds = Field(default=10.0, gt=0, le=300)
+    max_gap: int = Field(default=8, ge=0, le=124)
+
+
+class OpcUaEndpoint(_EndpointBase):
+    protocol: Literal["opcua"]
+    url: str
+    namespace_uri: str | None = None
+    """Overrides the module type's namespace URI (a vendor PEA with its own)."""
+    security_policy: Literal["None", "Basic256Sha256"] = "Basic256Sha256"
+    security_mode: Literal["None", "Sign", "SignAndEncrypt"] = "SignAndEncrypt"
+    certificate: str | None = None
+    private_key: str | None = None
+    server_certificate: str | None = None
+    trust_list: list[str] = Field(default_factory=list)
+    verify_server: bool = True
+    username: str | None = None
+    password_env: str | None = None
+    """Name of the environment variable that holds the password: never the password itself."""
+    sampling_interval: Seconds = Field(default=0.1, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^opc\.tcp://[^/:\s]+(:\d+)?(/.*)?$", v):
+            raise ValueError(f"'{v}' is not an OPC UA endpoint URL (opc.tcp://host:port/path)")
+        return v
+
+    @model_validator(mode="after")
+    def _security(self) -> OpcUaEndpoint:
+        if (self.security_policy == "None") != (self.security_mode == "None"):
+            raise ValueError("security_policy and security_mode must both be 'None' or neither")
+        return self
+
+
+class SerialEndpoint(_EndpointBase):
+    protocol: Literal["serial"]
+    port: str
+    baudrate: int = Field(default=9600, gt=0)
+    bytesize: Literal[7, 8] = 8
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    write_terminator: str = "\r"
+    read_terminator: str = "\r"
+    address: int | None = Field(default=None, ge=0, le=99)
+    """Device address on a daisy chain, available to command templates as a prefix."""
+
+
+Endpoint = Annotated[
+    ModbusTcpEndpoint | ModbusRtuEndpoint | OpcUaEndpoint | SerialEndpoint,
+    Field(discriminator="protocol"),
+]
+
+TRANSPORT_OF: dict[str, str] = {
+    "modbus-tcp": "modbus",
+    "modbus-rtu": "modbus",
+    "opcua": "opcua",
+    "serial": "serial",
+}
+
+
+class AssemblyOverride(Model):
+    """Per-instance changes to a data assembly of the type (tighter limits, other safe value)."""
+
+    min: Any = None
+    max: Any = None
+    default: Any = None
+    safe_value: Any = None
+
+
+class Overrides(Model):
+    assemblies: dict[str, AssemblyOverride] = Field(default_factory=dict)
+    properties: dict[str, Any] = Field(default_factory=dict)
+    simulator: dict[str, Any] = Field(default_factory=dict)
+    """Parameters of the simulator model for this instance."""
+
+
+class ModuleInstance(Model):
+    """A module in a plant: a tag, its type, and how to reach it."""
+
+    tag: Ident
+    type: Ident
+    description: str = ""
+    endpoint: Endpoint | None = None
+    """How to reach the module; passive modules (a T-mixer, tubing) have none."""
+    simulated: bool = False
+    """Start a simulator for this module on its endpoint instead of talking to hardware."""
+    overrides: Overrides = Field(default_factory=Overrides)
+
+    @property
+    def transport(self) -> str | None:
+        return None if self.endpoint is None else TRANSPORT_OF[self.endpoint.protocol]
+
+
+class Connection(Model):
+    """A flow connection from an outlet port to an inlet port (``P1.outlet`` -> ``M1.in_a``)."""
+
+    from_: str = Field(alias="from")
+    to: str
+    volume: Any = 0.0
+    """Internal volume of the tubing, for residence times (e.g. ``'0.2 mL'``)."""
+
+    @field_validator("from_", "to")
+    @classmethod
+    def _port_ref(cls, v: str) -> str:
+        if not re.match(r"^[A-Za-z_]\w*\.[A-Za-z_]\w*$", v):
+            raise ValueError(f"'{v}' must name a module port as MODULE.PORT")
+        return v
+
+    @field_validator("volume", mode="before")
+    @classmethod
+    def _vol(cls, v: Any) -> float:
+        if isinstance(v, bool) or not isinstance(v, int | float | str):
+            raise ValueError("volume must be a quantity like '0.2 mL'")
+        m3 = quantity_in("m**3", v) if isinstance(v, str) else float(v)
+        if m3 < 0:
+            raise ValueError("volume must not be negative")
+        return m3
+
+    @property
+    def source(self) -> tuple[str, str]:
+        a, b = self.from_.split(".")
+        return a, b
+
+    @property
+    def target(self) -> tuple[str, str]:
+        a, b = self.to.split(".")
+        return a, b
+
+
+class Plant(Model):
+    """Module instances and the flow connections between them."""
+
+    kind: Literal["Plant"] = "Plant"
+    name: str
+    description: str = ""
+    types: list[str] = Field(default_factory=list)
+    """Extra module-type files, relative to the plant file."""
+    species: str | None = None
+    """Species table (YAML) for the simulators, relative to the plant file."""
+    modules: list[ModuleInstance] = Field(default_factory=list)
+    connections: list[Connection] = Field(default_factory=list)
+
+    def module(self, tag: str) -> ModuleInstance:
+        for m in self.modules:
+            if m.tag == tag:
+                return m
+        raise KeyError(
+            f"no module '{tag}' in plant {self.name}"
+            f"{did_you_mean(tag, [m.tag for m in self.modules])}"
+        )
+
+    def topology_problems(self, types: dict[str, ModuleType]) -> list[tuple[PathKey, str]]:
+        """Unknown types and ports, wrong directions, shared inlets and outlets, open ports."""
+        out: list[tuple[PathKey, str]] = []
+        tags: dict[str, ModuleInstance] = {}
+        for i, m in enumerate(self.modules):
+            if m.tag in tags:
+                out.append((("modules", i, "tag"), f"module tag '{m.tag}' is used twice"))
+                continue
+            tags[m.tag] = m
+            if m.type not in types:
+                out.append(
+                    (
+                        ("modules", i, "type"),
+                        f"unknown module type '{m.type}'{did_you_mean(m.type, types)}",
+                    )
+                )
+                continue
+            mt = types[m.type]
+            for name, ov in m.overrides.assemblies.items():
+                try:
+                    mt.assembly(name)
+                except KeyError as exc:
+                    out.append((("modules", i, "overrides", "assemblies", name), str(exc.args[0])))
+                    continue
+                _ = ov
+            if m.endpoint is None:
+                if mt.data_assemblies or mt.services:
+                    out.append(
+                        (
+                            (("modules", i, "tag")),
+                            f"module {m.tag} ({mt.name}) has signals and needs an 'endpoint'",
+                        )
+                    )
+                continue
+            if m.simulated and hasattr(m.endpoint, "host") and m.endpoint.host not in _LOOPBACK:
+                out.append(
+                    (
+                        ("modules", i, "endpoint", "host"),
+                        "a simulated module must listen on loopback (127.0.0.1) unless you "
+                        "bind it elsewhere on purpose with 'modulecontrol sim serve --host'",
+                    )
+                )
+            if m.transport not in _transports(mt) and (mt.data_assemblies or mt.services):
+                out.append(
+                    (
+                        ("modules", i, "endpoint"),
+                        f"module type {mt.name} has no OPC UA bindings; "
+                        f"use one of its transports: {', '.join(_transports(mt)) or 'none'}",
+                    )
+                )
+        used_in: dict[tuple[str, str], int] = {}
+        used_out: dict[tuple[str, str], int] = {}
+        for ci, c in enumerate(self.connections):
+            for end, (tag, port), want in (("from", c.source, "out"), ("to", c.target, "in")):
+                if tag not in tags:
+                    out.append(
+                        (
+                            ("connections", ci, end),
+                            f"unknown module '{tag}'{did_you_mean(tag, tags)}",
+                        )
+                    )
+                    continue
+                mtype = types.get(tags[tag].type)
+                if mtype is None:
+                    continue
+                names = [p.name for p in mtype.ports]
+                if port not in names:
+                    out.append(
+                        (
+                            ("connections", ci, end),
+                            f"module {tag} ({mtype.name}) has no port '{port}'"
+                            f"{did_you_mean(port, names)}",
+                        )
+                    )
+                    continue
+                p = mtype.port(port)
+                if p.direction != want:
+                    out.append(
+                        (
+                            ("connections", ci, end),
+                            f"{tag}.{port} is an {'inlet' if p.direction == 'in' else 'outlet'}"
+                            f"; '{end}' needs an {'outlet' if want == 'out' else 'inlet'}",
+                        )
+                    )
+                    continue
+                book = used_out if want == "out" else used_in
+                if (tag, port) in book and not (want == "in" and p.merge):
+                    first = book[(tag, port)]
+                    msg = (
+                        f"{tag}.{port} already receives a stream (connection {first + 1}): "
+                        "two streams into one inlet need a mixer module"
+                        if want == "in"
+                        else f"{tag}.{port} already feeds connection {first + 1}: "
+                        "splitting a stream needs a splitter or valve module"
+                    )
+                    out.append((("connections", ci, end), msg))
+                else:
+                    book.setdefault((tag, port), ci)
+        for i, m in enumerate(self.modules):
+            mtype = types.get(m.type)
+            if mtype is None or tags.get(m.tag) is not m:
+                continue
+            for p in mtype.ports:
+                if not p.required:
+                    continue
+                book = used_in if p.direction == "in" else used_out
+                if (m.tag, p.name) not in book:
+                    out.append(
+                        (
+                            ("modules", i, "tag"),
+                            f"required {'inlet' if p.direction == 'in' else 'outlet'} "
+                            f"{m.tag}.{p.name} is not connected",
+                        )
+                    )
+        return out
+
+
+def _transports(mt: ModuleType) -> list[str]:
+    found: set[str] = set()
+    bound = [b for d in mt.data_assemblies for b in d.bindings.values()]
+    bound += [b for s in mt.services for b in s.bindings.values()]
+    for b in bound:
+        found.update(t for t in ("modbus", "opcua", "serial") if getattr(b, t) is not None)
+    if mt.opcua is not None:
+        found.add("opcua")
+    return sorted(found)
