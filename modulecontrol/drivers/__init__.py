@@ -1,0 +1,46 @@
+"""Drivers: one per transport (Modbus, OPC UA, serial) plus plug-ins found by entry point."""
+
+from modulecontrol.drivers._base import (
+    BaseDriver,
+    Callback,
+    DeviceRejected,
+    Disconnected,
+    Driver,
+    DriverError,
+    DriverTimeout,
+    Health,
+    NotWritable,
+    OutOfRange,
+    Quality,
+    Subscription,
+    TagInfo,
+    TagValue,
+    UnknownTag,
+    check_value,
+    tag_table,
+)
+from modulecontrol.drivers._registry import GROUP, UnknownDriver, available_drivers, load_driver
+
+__all__ = [
+    "GROUP",
+    "BaseDriver",
+    "Callback",
+    "DeviceRejected",
+    "Disconnected",
+    "Driver",
+    "DriverError",
+    "DriverTimeout",
+    "Health",
+    "NotWritable",
+    "OutOfRange",
+    "Quality",
+    "Subscription",
+    "TagInfo",
+    "TagValue",
+    "UnknownDriver",
+    "UnknownTag",
+    "available_drivers",
+    "check_value",
+    "load_driver",
+    "tag_table",
+]

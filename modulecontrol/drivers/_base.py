@@ -1,0 +1,331 @@
+"""The driver interface every transport implements, its typed errors and shared machinery.
+
+A driver speaks one protocol to one module instance. It knows the module's tags (the
+``Assembly.Attribute`` pairs its descriptor binds for that transport) and nothing about
+services or recipes: that is the proxy's job. Values cross this interface in the engineering
+unit of their data assembly (``DataAssembly.unit``); the driver applies register scaling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from modulecontrol.descriptors import DataAssembly, ModuleInstance, ModuleType
+from modulecontrol.descriptors._bindings import ModbusBinding, OpcUaBinding, SerialBinding
+from modulecontrol.errors import did_you_mean
+
+
+class DriverError(Exception):
+    """Base of every error a driver raises; ``tag`` names the tag when one is involved."""
+
+    def __init__(self, message: str, *, tag: str | None = None, module: str | None = None):
+        self.tag = tag
+        self.module = module
+        where = " ".join(x for x in (module, tag) if x)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class DriverTimeout(DriverError):
+    """The device did not answer within the endpoint's timeout."""
+
+
+class Disconnected(DriverError):
+    """No link to the device (never connected, lost, or closed)."""
+
+
+class DeviceRejected(DriverError):
+    """The device answered with an error (Modbus exception code, OPC UA bad status, ``?``)."""
+
+    def __init__(self, message: str, *, code: int | str | None = None, **kw: Any) -> None:
+        self.code = code
+        super().__init__(message, **kw)
+
+
+class OutOfRange(DriverError):
+    """A value to write is outside the assembly's limits or the register's range."""
+
+
+class NotWritable(DriverError):
+    """The tag is read-only (an input register, a view, a read-only node)."""
+
+
+class UnknownTag(DriverError):
+    """The tag is not bound for this transport in the module's descriptor."""
+
+
+class Quality(enum.Enum):
+    GOOD = "good"
+    UNCERTAIN = "uncertain"
+    BAD = "bad"
+
+
+@dataclass(frozen=True, slots=True)
+class TagValue:
+    """A value as read: engineering value, raw device value, quality and time (UNIX s)."""
+
+    value: Any
+    quality: Quality = Quality.GOOD
+    timestamp: float = field(default_factory=time.time)
+    raw: Any = None
+
+    @property
+    def good(self) -> bool:
+        return self.quality is Quality.GOOD
+
+
+@dataclass
+class Health:
+    """What an operator screen shows about a link."""
+
+    connected: bool = False
+    last_error: str | None = None
+    last_error_time: float | None = None
+    round_trip: float | None = None
+    """Seconds of the last successful request."""
+    reconnects: int = 0
+    requests: int = 0
+    errors: int = 0
+
+
+@dataclass(frozen=True)
+class TagInfo:
+    """One tag of a module as a transport sees it."""
+
+    name: str
+    assembly: DataAssembly
+    attribute: str
+    binding: ModbusBinding | OpcUaBinding | SerialBinding
+
+    @property
+    def writable(self) -> bool:
+        b = self.binding
+        if isinstance(b, ModbusBinding):
+            return b.writable
+        if isinstance(b, OpcUaBinding):
+            return b.access in ("write", "readwrite")
+        return b.write is not None
+
+    @property
+    def readable(self) -> bool:
+        b = self.binding
+        if isinstance(b, SerialBinding):
+            return b.read is not None
+        if isinstance(b, OpcUaBinding):
+            return b.access in ("read", "readwrite")
+        return True
+
+
+Callback = Callable[[Mapping[str, TagValue]], None]
+
+
+class Subscription(Protocol):
+    async def cancel(self) -> None: ...
+
+
+@runtime_checkable
+class Driver(Protocol):
+    """What the proxies use. Every I/O method honours the endpoint's timeout."""
+
+    transport: ClassVar[str]
+    tags: Mapping[str, TagInfo]
+
+    async def connect(self) -> None: ...
+    async def close(self) -> None: ...
+    async def read(self, tags: Sequence[str]) -> dict[str, TagValue]: ...
+    async def write(self, tag: str, value: Any) -> None: ...
+    async def subscribe(
+        self, tags: Sequence[str], interval: float, callback: Callback
+    ) -> Subscription: ...
+    def health(self) -> Health: ...
+
+
+def tag_table(module_type: ModuleType, transport: str) -> dict[str, TagInfo]:
+    """Every ``Assembly.Attribute`` of the type that has a binding for ``transport``.
+
+    For OPC UA, a type with ``opcua`` defaults gets a binding for every attribute of every
+    assembly and service (the PEA publishes them all); explicit bindings win.
+    """
+    from modulecontrol.descriptors._assemblies import DA_ATTRIBUTES, WRITABLE_CLASSES
+
+    out: dict[str, TagInfo] = {}
+    for da in module_type.data_assemblies:
+        for attr, ab in da.bindings.items():
+            b = ab.for_transport(transport)
+            if b is not None:
+                out[f"{da.name}.{attr}"] = TagInfo(f"{da.name}.{attr}", da, attr, b)
+        if transport == "opcua" and module_type.opcua is not None:
+            for attr in DA_ATTRIBUTES[da.class_]:
+                name = f"{da.name}.{attr}"
+                if name not in out:
+                    writable = da.class_ in WRITABLE_CLASSES and attr in _WRITABLE_ATTRS
+                    out[name] = TagInfo(name, da, attr,
+                                        module_type.opcua.binding(da.name, attr, writable))
+    return out
+
+
+_WRITABLE_ATTRS = frozenset({
+    "VExt", "ApplyExt", "VMan", "OpenAut", "CloseAut", "FwdAut", "RevAut", "StopAut",
+    "RpmMan", "PosMan", "SPMan", "MVMan", "StateOffOp", "StateOpOp", "StateAutOp", "SrcExtOp",
+    "SrcIntOp", "StateOffAut", "StateOpAut", "StateAutAut", "SrcExtAut", "SrcIntAut",
+    "ResetAut", "ResetOp", "VOp", "ApplyOp",
+})
+
+
+class BaseDriver:
+    """Shared machinery: tag lookup, write checks, health bookkeeping, polling subscriptions.
+
+    Transports subclass it and implement ``_connect``, ``_close``, ``_read`` and ``_write``.
+    """
+
+    transport: ClassVar[str] = ""
+
+    def __init__(self, module_type: ModuleType, instance: ModuleInstance) -> None:
+        if instance.endpoint is None:
+            raise ValueError(f"module {instance.tag} has no endpoint")
+        self.module_type = module_type
+        self.instance = instance
+        self.tag_name = instance.tag
+        self.timeout = float(instance.endpoint.timeout)
+        self.tags: dict[str, TagInfo] = tag_table(module_type, self.transport)
+        self._health = Health()
+        self._subs: set[asyncio.Task[None]] = set()
+
+    # -- to implement -------------------------------------------------------------------
+    async def _connect(self) -> None:
+        raise NotImplementedError
+
+    async def _close(self) -> None:
+        raise NotImplementedError
+
+    async def _read(self, infos: Sequence[TagInfo]) -> dict[str, TagValue]:
+        raise NotImplementedError
+
+    async def _write(self, info: TagInfo, value: Any) -> None:
+        raise NotImplementedError
+
+    # -- public -------------------------------------------------------------------------
+    async def connect(self) -> None:
+        try:
+            await asyncio.wait_for(self._connect(), self.timeout * 5)
+        except TimeoutError:
+            self._fail("connect timed out")
+            raise DriverTimeout("connect timed out", module=self.tag_name) from None
+        self._health.connected = True
+
+    async def close(self) -> None:
+        for task in list(self._subs):
+            task.cancel()
+        for task in list(self._subs):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._subs.clear()
+        await self._close()
+        self._health.connected = False
+
+    async def __aenter__(self) -> BaseDriver:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def info(self, tag: str) -> TagInfo:
+        try:
+            return self.tags[tag]
+        except KeyError:
+            raise UnknownTag(
+                f"not bound for {self.transport}{did_you_mean(tag, self.tags)}",
+                tag=tag, module=self.tag_name,
+            ) from None
+
+    async def read(self, tags: Sequence[str]) -> dict[str, TagValue]:
+        infos = [self.info(t) for t in tags]
+        for i in infos:
+            if not i.readable:
+                raise NotWritable("tag is write-only", tag=i.name, module=self.tag_name)
+        values: dict[str, TagValue] = await self._timed(self._read(infos))
+        return values
+
+    async def write(self, tag: str, value: Any) -> None:
+        info = self.info(tag)
+        if not info.writable:
+            raise NotWritable("tag is read-only", tag=tag, module=self.tag_name)
+        try:
+            checked = check_value(info, value)
+        except ValueError as exc:
+            raise OutOfRange(str(exc), tag=tag, module=self.tag_name) from None
+        await self._timed(self._write(info, checked))
+
+    async def subscribe(self, tags: Sequence[str], interval: float, callback: Callback
+                        ) -> Subscription:
+        """Poll ``tags`` every ``interval`` s; the callback must not block (hand off to a queue)."""
+        infos = [self.info(t) for t in tags]
+        names = [i.name for i in infos]
+
+        async def poll() -> None:
+            next_t = time.monotonic()
+            while True:
+                try:
+                    values = await self.read(names)
+                except DriverError:
+                    values = {n: TagValue(None, Quality.BAD) for n in names}
+                callback(values)
+                next_t += interval
+                await asyncio.sleep(max(0.0, next_t - time.monotonic()))
+
+        task = asyncio.get_running_loop().create_task(poll(), name=f"poll {self.tag_name}")
+        self._subs.add(task)
+        return _TaskSubscription(task, self._subs)
+
+    def health(self) -> Health:
+        return self._health
+
+    # -- helpers for transports ----------------------------------------------------------
+    async def _timed(self, coro: Awaitable[Any]) -> Any:
+        t0 = time.perf_counter()
+        self._health.requests += 1
+        try:
+            result = await asyncio.wait_for(coro, self.timeout)
+        except TimeoutError:
+            self._fail("timeout")
+            raise DriverTimeout(f"no answer within {self.timeout:g} s",
+                                module=self.tag_name) from None
+        except DriverError as exc:
+            self._fail(str(exc))
+            raise
+        self._health.round_trip = time.perf_counter() - t0
+        return result
+
+    def _fail(self, message: str) -> None:
+        self._health.errors += 1
+        self._health.last_error = message
+        self._health.last_error_time = time.time()
+
+
+class _TaskSubscription:
+    def __init__(self, task: asyncio.Task[None], owner: set[asyncio.Task[None]]) -> None:
+        self._task = task
+        self._owner = owner
+
+    async def cancel(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._owner.discard(self._task)
+
+
+def check_value(info: TagInfo, value: Any) -> Any:
+    """Coerce to the assembly's kind and check its limits (for the value-carrying attributes)."""
+    da = info.assembly
+    attr = info.attribute
+    if attr in ("VMan", "VExt", "VOp", "VInt", "V", "VOut", "RpmMan", "PosMan", "SPMan"):
+        return da.coerce(value)
+    if isinstance(value, bool | int | float | str):
+        return value
+    raise ValueError(f"cannot write {type(value).__name__} to {info.name}")
