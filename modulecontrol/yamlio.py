@@ -192,6 +192,17 @@ def validation_problems(
             key = str(loc[-1]) if loc else "?"
             msg = f"missing required key '{key}'"
             where = doc.locate(full[:-1])
+        elif etype == "union_tag_invalid":
+            ctx = err.get("ctx", {})
+            tag = str(ctx.get("tag", ""))
+            expected = str(ctx.get("expected_tags", ""))
+            choices = [c.strip().strip("'\"") for c in expected.split(",")]
+            disc = str(ctx.get("discriminator", "kind")).strip("'")
+            msg = (
+                f"{_name(loc)}: unknown {disc} '{tag}'; expected one of {expected}"
+                f"{did_you_mean(tag, [c for c in choices if c])}"
+            )
+            where = doc.locate((*full, disc))
         elif etype == "literal_error":
             expected = str(err.get("ctx", {}).get("expected", ""))
             choices = [c.strip().strip("'\"") for c in expected.replace(" or ", ",").split(",")]

@@ -239,7 +239,7 @@ class Plant(Model):
                 out.append(
                     (
                         ("modules", i, "endpoint"),
-                        f"module type {mt.name} has no OPC UA bindings; "
+                        f"module type {mt.name} has no {m.transport} bindings; "
                         f"use one of its transports: {', '.join(_transports(mt)) or 'none'}",
                     )
                 )

@@ -1,0 +1,167 @@
+"""The ``modulecontrol`` command line.
+
+typer gives typed options and ``--help`` for free; rich renders tables and live views. Every
+command that reads user files reports problems as ``path:line:col: message`` lines and exits
+with code 2 (invalid input) or 1 (checks failed), so editors and CI can parse the output.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from modulecontrol import __version__
+from modulecontrol.errors import ConfigError
+
+app = typer.Typer(
+    name="modulecontrol",
+    help="Modular, plug-and-play control of process equipment (MTP, OPC UA, Modbus, serial).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_INVALID = 2
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"modulecontrol {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print version.")
+    ] = False,
+) -> None:
+    """modulecontrol: descriptors, drivers, recipes, simulators and batch records."""
+
+
+def report_problems(exc: ConfigError) -> None:
+    """Print one ``file:line:col: message`` line per problem, without rich markup."""
+    for p in exc.problems:
+        print(str(p), file=sys.stderr)
+
+
+@app.command()
+def validate(
+    paths: Annotated[list[Path], typer.Argument(help="Descriptor, plant or recipe files.")],
+    plant: Annotated[
+        Path | None, typer.Option("--plant", help="Plant to validate recipes against.")
+    ] = None,
+) -> None:
+    """Validate YAML documents; print every problem as path:line:col: message."""
+    from modulecontrol.descriptors import validate_file
+
+    failed = 0
+    for path in paths:
+        try:
+            if plant is not None and _is_recipe(path):
+                from modulecontrol.descriptors._loader import _EXTRA_KINDS
+
+                checker = _EXTRA_KINDS.get("Recipe+Plant")
+                if checker is None:
+                    raise ConfigError.single("recipes are not supported by this version")
+                from modulecontrol.yamlio import load_yaml
+
+                checker(load_yaml(path), plant)  # type: ignore[call-arg]
+            else:
+                validate_file(path)
+        except ConfigError as exc:
+            failed += 1
+            report_problems(exc)
+        else:
+            console.print(f"[green]ok[/green] {path}")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _is_recipe(path: Path) -> bool:
+    from modulecontrol.yamlio import load_yaml
+
+    try:
+        doc = load_yaml(path)
+    except ConfigError:
+        return False
+    return isinstance(doc.data, dict) and doc.data.get("kind") == "Recipe"
+
+
+@app.command()
+def describe(
+    type_name: Annotated[str, typer.Argument(metavar="TYPE", help="Built-in type or YAML file.")],
+) -> None:
+    """Show a module type: services, procedures, parameters and data assemblies."""
+    from modulecontrol.descriptors import builtin_types, load_module_type
+
+    try:
+        if type_name.endswith((".yaml", ".yml")) or Path(type_name).is_file():
+            mt = load_module_type(type_name)
+        else:
+            mt = builtin_types().get(type_name)
+    except ConfigError as exc:
+        report_problems(exc)
+        raise typer.Exit(EXIT_INVALID) from None
+    except KeyError as exc:
+        err_console.print(str(exc.args[0]))
+        raise typer.Exit(EXIT_INVALID) from None
+    console.print(f"[bold]{mt.name}[/bold] {mt.version} ({mt.vendor}) — {mt.description}")
+    if mt.ports:
+        console.print("ports: " + ", ".join(f"{p.name} ({p.direction})" for p in mt.ports))
+    svc_table = Table("service", "procedure", "id", "self-completing", "parameters", "reports")
+    for s in mt.services:
+        for p in s.procedures:
+            svc_table.add_row(
+                s.name,
+                p.name + (" *" if p is s.default_procedure else ""),
+                str(p.id),
+                "yes" if p.self_completing else "no",
+                ", ".join([*s.config_parameters, *p.parameters]),
+                ", ".join(p.report_values),
+            )
+    console.print(svc_table)
+    da_table = Table("data assembly", "class", "unit", "min", "max", "safe", "bound")
+    for d in mt.data_assemblies:
+        da_table.add_row(
+            d.name,
+            d.class_,
+            d.unit,
+            _g(d.min),
+            _g(d.max),
+            "" if d.safe_value is None else str(d.safe_value),
+            ", ".join(d.bindings),
+        )
+    console.print(da_table)
+
+
+def _g(v: object) -> str:
+    return "" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
+
+
+@app.command("types")
+def list_types() -> None:
+    """List the built-in module types."""
+    from modulecontrol.descriptors import builtin_types
+
+    lib = builtin_types()
+    table = Table("type", "category", "description")
+    for name in lib:
+        mt = lib.get(name)
+        table.add_row(name, mt.category, mt.description)
+    console.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
