@@ -102,12 +102,28 @@ _NONE_DIM = UnitsContainer({})
 
 _DIM_NAMES: dict[UnitsContainer, str] = {}
 for _unit, _name in (
-    ("K", "temperature"), ("Pa", "pressure"), ("s", "time"), ("m^3/s", "volume flow"),
-    ("kg/s", "mass flow"), ("m", "length"), ("kg", "mass"), ("m^3", "volume"),
-    ("", "dimensionless"), ("K/s", "temperature rate"), ("Pa/s", "pressure rate"),
-    ("1/s", "frequency"), ("kg/m^3", "density"), ("m/s", "speed"), ("W", "power"),
-    ("J", "energy"), ("mol/m^3", "concentration"), ("mol", "amount"), ("A", "current"),
-    ("V", "voltage"), ("Pa*s", "viscosity"), ("N", "force"),
+    ("K", "temperature"),
+    ("Pa", "pressure"),
+    ("s", "time"),
+    ("m^3/s", "volume flow"),
+    ("kg/s", "mass flow"),
+    ("m", "length"),
+    ("kg", "mass"),
+    ("m^3", "volume"),
+    ("", "dimensionless"),
+    ("K/s", "temperature rate"),
+    ("Pa/s", "pressure rate"),
+    ("1/s", "frequency"),
+    ("kg/m^3", "density"),
+    ("m/s", "speed"),
+    ("W", "power"),
+    ("J", "energy"),
+    ("mol/m^3", "concentration"),
+    ("mol", "amount"),
+    ("A", "current"),
+    ("V", "voltage"),
+    ("Pa*s", "viscosity"),
+    ("N", "force"),
 ):
     _DIM_NAMES[parse_unit(_unit).dimensionality] = _name
 
@@ -213,6 +229,13 @@ def _describe(node: Expr, t: Type) -> str:
     return f"'{text}' ({t.kind})"
 
 
+def start_col(node: Expr) -> int:
+    """Column where the text of ``node`` starts (a binary node's own col is its operator)."""
+    while isinstance(node, Binary | Compare | BoolOp | Hold):
+        node = node.left if not isinstance(node, Hold) else node.condition
+    return node.col
+
+
 def _is_bare_number(node: Expr) -> bool:
     while isinstance(node, Neg):
         node = node.operand
@@ -239,7 +262,7 @@ class Checker:
         t = self.visit(expr)
         if t.kind not in (None, "bool"):
             self.problem(
-                expr.col,
+                start_col(expr),
                 f"a condition must be true or false, but {_describe(expr, t)} is a {t.kind};"
                 " compare it with something",
             )
@@ -251,7 +274,10 @@ class Checker:
 
     def _visit(self, node: Expr) -> Type:
         if isinstance(node, Number):
-            return _number_type(node.value, node.unit, const=True)
+            t = _number_type(node.value, node.unit, const=True)
+            if not (isinstance(t.value, float) and math.isfinite(t.value)):
+                return self.problem(node.col, f"'{unparse(node)}' is too large in SI units")
+            return t
         if isinstance(node, BoolLit):
             return Type("bool", value=node.value, const=True)
         if isinstance(node, String):
@@ -280,7 +306,7 @@ class Checker:
             for side, st in ((node.left, lt), (node.right, rt)):
                 if st.kind not in (None, "bool"):
                     self.problem(
-                        side.col,
+                        start_col(side),
                         f"'{node.op}' needs true/false on both sides, got {_describe(side, st)}",
                     )
             return Type("bool")
@@ -320,7 +346,7 @@ class Checker:
         ct = self.visit(node.condition)
         if ct.kind not in (None, "bool"):
             self.problem(
-                node.condition.col,
+                start_col(node.condition),
                 "'for' needs a true/false condition before it,"
                 f" got {_describe(node.condition, ct)}",
             )
@@ -333,12 +359,14 @@ class Checker:
             return
         if t.kind != "number" or (t.dim is not None and t.dim != _TIME):
             self.problem(
-                node.col, f"{what} needs a duration such as '30 s', got {_describe(node, t)}"
+                start_col(node), f"{what} needs a duration such as '30 s', got {_describe(node, t)}"
             )
         elif not t.const:
-            self.problem(node.col, f"{what} needs a fixed duration, not one that reads signals")
+            self.problem(
+                start_col(node), f"{what} needs a fixed duration, not one that reads signals"
+            )
         elif isinstance(t.value, float) and not t.value > 0:
-            self.problem(node.col, f"{what} needs a positive duration, got {unparse(node)}")
+            self.problem(start_col(node), f"{what} needs a positive duration, got {unparse(node)}")
 
     def _compare(self, node: Compare) -> Type:
         lt, rt = self.visit(node.left), self.visit(node.right)
@@ -380,7 +408,7 @@ class Checker:
         for bare, other, ot in ((left, right, rt), (right, left, lt)):
             if _is_bare_number(bare) and ot.scaled:
                 self.problem(
-                    bare.col,
+                    start_col(bare),
                     f"'{unparse(bare)}' has no unit but {unparse(other)} is in {ot.scaled};"
                     f" write '{unparse(bare)} {ot.scaled}'",
                 )
@@ -391,7 +419,9 @@ class Checker:
         lt, rt = self.visit(node.left), self.visit(node.right)
         for side, st in ((node.left, lt), (node.right, rt)):
             if st.kind not in (None, "number"):
-                self.problem(side.col, f"'{node.op}' needs numbers, got {_describe(side, st)}")
+                self.problem(
+                    start_col(side), f"'{node.op}' needs numbers, got {_describe(side, st)}"
+                )
                 return _UNKNOWN
         if lt.kind is None or rt.kind is None:
             return _UNKNOWN
@@ -417,8 +447,10 @@ class Checker:
         if spec is None:
             return self.problem(
                 node.col,
-                f"unknown function '{node.name}'" + _did_you_mean(node.name, FUNCTIONS)
-                + "; known: " + ", ".join(sorted(FUNCTIONS)),
+                f"unknown function '{node.name}'"
+                + _did_you_mean(node.name, FUNCTIONS)
+                + "; known: "
+                + ", ".join(sorted(FUNCTIONS)),
             )
         if len(node.args) != len(spec.args):
             for arg in node.args:
@@ -432,41 +464,42 @@ class Checker:
         first, ft = node.args[0], types[0]
         if spec.args[0] == "signal" and not isinstance(first, Signal):
             return self.problem(
-                first.col, f"{node.name}() reads the history of a signal: write {spec.usage}"
+                start_col(first), f"{node.name}() reads the history of a signal: write {spec.usage}"
             )
         if ft.kind is None:
             return _UNKNOWN
         if ft.kind != "number":
             return self.problem(
-                first.col, f"{node.name}() needs a number, got {_describe(first, ft)}"
+                start_col(first), f"{node.name}() needs a number, got {_describe(first, ft)}"
             )
         for role, arg, at in zip(spec.args[1:], node.args[1:], types[1:], strict=True):
             if role == "window":
                 self._duration(arg, f"the window of {node.name}()")
             elif role == "band" and at.kind is not None:
                 if at.kind != "number":
-                    self.problem(arg.col, f"the band of {node.name}() must be a number")
+                    self.problem(start_col(arg), f"the band of {node.name}() must be a number")
                 elif not at.const:
                     self.problem(
-                        arg.col, f"the band of {node.name}() must be fixed, not read signals"
+                        start_col(arg), f"the band of {node.name}() must be fixed, not read signals"
                     )
                 elif at.temp == "abs":
                     self.problem(
-                        arg.col,
+                        start_col(arg),
                         f"the band '{unparse(arg)}' is an absolute temperature;"
                         " write it in K or delta_degC",
                     )
                 elif _is_bare_number(arg) and ft.scaled:
                     self.problem(
-                        arg.col, f"'{unparse(arg)}' has no unit: write '{unparse(arg)} {ft.scaled}'"
+                        start_col(arg),
+                        f"'{unparse(arg)}' has no unit: write '{unparse(arg)} {ft.scaled}'",
                     )
                 elif ft.dim is not None and at.dim is not None and ft.dim != at.dim:
                     self.problem(
-                        arg.col,
+                        start_col(arg),
                         f"the band {_describe(arg, at)} does not match {_describe(first, ft)}",
                     )
                 elif isinstance(at.value, float) and at.value < 0:
-                    self.problem(arg.col, "the band must not be negative")
+                    self.problem(start_col(arg), "the band must not be negative")
         if node.name == "stable":
             return Type("bool")
         if node.name == "rate":

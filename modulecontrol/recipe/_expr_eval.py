@@ -34,7 +34,7 @@ from ._expr_ast import (
     String,
     unparse,
 )
-from ._expr_check import Checker, ParameterValue, Problem, SignalInfo
+from ._expr_check import Checker, ParameterValue, Problem, SignalInfo, start_col
 from ._expr_parse import parse
 
 __all__ = [
@@ -221,7 +221,9 @@ class _Compiler:
         value = self.checker.types[id(node)].value
         if not isinstance(value, float):
             # The checker accepted it, so it is constant; it only failed to fold (x / 0).
-            raise ConditionError("", [Problem(node.col, f"'{unparse(node)}' has no finite value")])
+            raise ConditionError(
+                "", [Problem(start_col(node), f"'{unparse(node)}' has no finite value")]
+            )
         return value
 
     def compile(self, node: Expr) -> Fn:

@@ -138,9 +138,7 @@ def tokenize(text: str) -> list[Token]:
                 # '5x', '2e', '1.2.3': letters glued to a number.
                 m_unit = _unit_at(text, pos)
                 if m_unit is None:
-                    raise ExprSyntaxError(
-                        pos + 1, f"expected a space or operator after '{number}'"
-                    )
+                    raise ExprSyntaxError(pos + 1, f"expected a space or operator after '{number}'")
             skip = pos
             while skip < n and text[skip] == " ":
                 skip += 1
@@ -160,9 +158,7 @@ def tokenize(text: str) -> list[Token]:
                 raise ExprSyntaxError(col, f"unexpected character {ch!r}")
             pos = m.end()
             if pos < n and text[pos] == ".":
-                raise ExprSyntaxError(
-                    pos + 1, f"a signal name cannot end with '.': '{m.group()}.'"
-                )
+                raise ExprSyntaxError(pos + 1, f"a signal name cannot end with '.': '{m.group()}.'")
             tokens.append(Token("name", m.group(), col))
             continue
         if ch in "\"'":
