@@ -35,6 +35,7 @@ from ._expr_ast import (
     String,
     unparse,
 )
+from ._expr_parse import MAX_DEPTH
 
 __all__ = ["FUNCTIONS", "ParameterValue", "Problem", "SignalInfo", "check"]
 
@@ -229,6 +230,31 @@ def _describe(node: Expr, t: Type) -> str:
     return f"'{text}' ({t.kind})"
 
 
+def _children(node: Expr) -> tuple[Expr, ...]:
+    if isinstance(node, Neg | Not):
+        return (node.operand,)
+    if isinstance(node, Binary | Compare | BoolOp):
+        return (node.left, node.right)
+    if isinstance(node, Hold):
+        return (node.condition, node.duration)
+    if isinstance(node, Call):
+        return node.args
+    return ()
+
+
+def tree_depth(root: Expr) -> int:
+    """Tree depth, computed without recursion so that any tree can be measured."""
+    deepest = 0
+    stack = [(root, 1)]
+    while stack:
+        node, d = stack.pop()
+        deepest = max(deepest, d)
+        if deepest > MAX_DEPTH:
+            break
+        stack.extend((c, d + 1) for c in _children(node))
+    return deepest
+
+
 def start_col(node: Expr) -> int:
     """Column where the text of ``node`` starts (a binary node's own col is its operator)."""
     while isinstance(node, Binary | Compare | BoolOp | Hold):
@@ -259,6 +285,10 @@ class Checker:
         return _UNKNOWN
 
     def run(self, expr: Expr) -> None:
+        if tree_depth(expr) > MAX_DEPTH:
+            # Trees built in Python skip the parser's limit; keep the recursion below bounded.
+            self.problem(start_col(expr), f"expression nests more than {MAX_DEPTH} levels deep")
+            return
         t = self.visit(expr)
         if t.kind not in (None, "bool"):
             self.problem(

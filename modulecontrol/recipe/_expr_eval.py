@@ -34,8 +34,8 @@ from ._expr_ast import (
     String,
     unparse,
 )
-from ._expr_check import Checker, ParameterValue, Problem, SignalInfo, start_col
-from ._expr_parse import parse
+from ._expr_check import Checker, ParameterValue, Problem, SignalInfo, start_col, tree_depth
+from ._expr_parse import MAX_DEPTH, parse
 
 __all__ = [
     "Condition",
@@ -453,7 +453,10 @@ def compile_condition(
     problem found by the checker. Parameters must have values here: they are fixed for the run.
     """
     expr = parse(source) if isinstance(source, str) else source
-    text = source if isinstance(source, str) else unparse(source)
+    if isinstance(source, str):
+        text = source
+    else:
+        text = unparse(source) if tree_depth(source) <= MAX_DEPTH else "<deeply nested expression>"
     checker = Checker(signals, parameters or {})
     checker.run(expr)
     problems = sorted(checker.problems, key=lambda p: p.col)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from modulecontrol.recipe.expr import ParameterValue, Problem, SignalInfo, check, parse
+from modulecontrol.recipe.expr import (
+    ConditionError,
+    ParameterValue,
+    Problem,
+    SignalInfo,
+    check,
+    compile_condition,
+    parse,
+)
 from modulecontrol.units import UnitError, ureg
 
 SIGNALS = {
@@ -125,3 +133,15 @@ def test_signal_info_validates() -> None:
         SignalInfo(kind="float")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="no unit"):
         SignalInfo("bar", kind="bool")
+
+
+def test_deep_tree_built_in_python_is_rejected_not_crashing() -> None:
+    from modulecontrol.recipe.expr import Not, Signal
+
+    tree: Not | Signal = Signal("V1.Waste")
+    for _ in range(5000):
+        tree = Not(tree)
+    found = check(tree, SIGNALS, PARAMS)
+    assert len(found) == 1 and "nests more than 50" in found[0].message
+    with pytest.raises(ConditionError, match="nests more than 50"):
+        compile_condition(tree, SIGNALS, PARAMS)
