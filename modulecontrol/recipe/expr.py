@@ -1,0 +1,66 @@
+"""The condition language of recipes: ``R1.T > 59.5 degC for 30 s``.
+
+Conditions are parsed into an immutable tree (:func:`parse`, :func:`unparse`), checked
+against the plant's signals (:func:`check`), and compiled to a :class:`Condition` that
+evaluates over SI floats with three-valued logic. Nothing here ever calls ``eval``.
+See docs/conditions.md for the language reference.
+"""
+
+from ._expr_ast import (
+    Binary,
+    BoolLit,
+    BoolOp,
+    Call,
+    Compare,
+    Expr,
+    Hold,
+    Neg,
+    Not,
+    Number,
+    Param,
+    Signal,
+    String,
+    unparse,
+)
+from ._expr_check import FUNCTIONS, ParameterValue, Problem, SignalInfo, check
+from ._expr_eval import (
+    Condition,
+    ConditionError,
+    HistoryProvider,
+    SignalHistory,
+    compile_condition,
+    to_si,
+)
+from ._expr_parse import MAX_DEPTH, MAX_LENGTH, ExprSyntaxError, parse
+
+__all__ = [
+    "FUNCTIONS",
+    "MAX_DEPTH",
+    "MAX_LENGTH",
+    "Binary",
+    "BoolLit",
+    "BoolOp",
+    "Call",
+    "Compare",
+    "Condition",
+    "ConditionError",
+    "Expr",
+    "ExprSyntaxError",
+    "HistoryProvider",
+    "Hold",
+    "Neg",
+    "Not",
+    "Number",
+    "Param",
+    "ParameterValue",
+    "Problem",
+    "Signal",
+    "SignalHistory",
+    "SignalInfo",
+    "String",
+    "check",
+    "compile_condition",
+    "parse",
+    "to_si",
+    "unparse",
+]
