@@ -1,0 +1,279 @@
+"""The recipe language (YAML, ISA-88 inspired) as pydantic models.
+
+A recipe is data: header, typed parameters, plant-wide blocks (interlocks, alarms,
+steady-state detectors, divert control) and a procedure of unit procedures whose steps are
+one of a small set of kinds. Conditions stay strings here; the validator parses them with
+:mod:`modulecontrol.recipe.expr` against the plant's signals.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+
+from modulecontrol.descriptors._base import Ident, Model, UnitStr
+from modulecontrol.descriptors._module import ServiceStateName
+
+PARAM_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+CommandName = Literal[
+    "start", "stop", "hold", "unhold", "pause", "resume", "abort", "reset", "restart", "complete"
+]
+
+
+class ParameterSpec(Model):
+    """A recipe parameter: typed, with unit, default and range; overridable at run time."""
+
+    type: Literal["number", "integer", "duration", "bool", "string"] = "number"
+    unit: UnitStr = ""
+    default: Any = None
+    min: Any = None
+    max: Any = None
+    choices: list[str] | None = None
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _unit_for_type(self) -> ParameterSpec:
+        if self.type == "duration" and not self.unit:
+            object.__setattr__(self, "unit", "s")
+        if self.type in ("bool", "string") and self.unit:
+            raise ValueError(f"a {self.type} parameter has no unit")
+        return self
+
+
+class GotoHandler(Model):
+    goto: Ident
+
+
+Handler = Literal["hold", "abort", "stop", "continue"] | GotoHandler
+"""What happens when a step times out or fails: hold the recipe (operator decides), abort,
+stop, carry on, or go to a named block of the ``cleanup`` section."""
+
+
+class _StepBase(Model):
+    name: Ident | None = None
+    description: str = ""
+    timeout: Any = None
+    """Duration (``'10 min'`` or ``${param}``); without one a step may wait for ever."""
+    on_timeout: Handler | None = None
+    on_error: Handler | None = None
+
+
+class ServiceCall(Model):
+    module: Ident
+    service: Ident
+    procedure: Ident | int | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    command: CommandName = "start"
+    wait_for: ServiceStateName | None = None
+    """State to wait for; by default the state the command leads to (Execute after start,
+    Completed after start of a self-completing procedure, Stopped after stop, ...)."""
+
+
+class ServiceStep(_StepBase):
+    service: ServiceCall
+
+
+class SetStep(_StepBase):
+    set: dict[str, Any] = Field(min_length=1)
+    """``MODULE.ASSEMBLY: value`` pairs, written in order."""
+
+
+class WaitSpec(Model):
+    duration: Any = None
+    until: str | None = None
+    residence_times: Any = None
+    path: list[Ident] | None = None
+    """For ``residence_times``: the flow path as ``[FROM_MODULE, TO_MODULE]`` (or more
+    intermediate modules); its volume over its current flow is one residence time."""
+
+    @model_validator(mode="after")
+    def _one(self) -> WaitSpec:
+        given = [
+            k for k in ("duration", "until", "residence_times") if getattr(self, k) is not None
+        ]
+        if len(given) != 1:
+            raise ValueError("a wait needs exactly one of 'duration', 'until', 'residence_times'")
+        if self.residence_times is not None and not self.path:
+            raise ValueError("'residence_times' needs a 'path' of modules, e.g. [P1, V1]")
+        if self.path is not None and self.residence_times is None:
+            raise ValueError("'path' only goes with 'residence_times'")
+        return self
+
+
+class WaitStep(_StepBase):
+    wait: WaitSpec
+
+
+class PromptSpec(Model):
+    message: str
+    choices: list[str] = Field(default_factory=lambda: ["ok"])
+
+
+class PromptStep(_StepBase):
+    prompt: PromptSpec
+
+
+class SequenceStep(_StepBase):
+    sequence: list[Step] = Field(min_length=1)
+
+
+class ParallelStep(_StepBase):
+    parallel: list[list[Step]] = Field(min_length=2)
+    """Branches run at the same time; the step ends when every branch has ended."""
+
+
+class RepeatSpec(Model):
+    times: Any = None
+    until: str | None = None
+    max: int = Field(default=1000, ge=1, le=1_000_000)
+    """Upper bound on iterations of an ``until`` loop: every loop in a recipe is bounded."""
+    steps: list[Step] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _bound(self) -> RepeatSpec:
+        if (self.times is None) == (self.until is None):
+            raise ValueError("a repeat needs exactly one of 'times' or 'until'")
+        return self
+
+
+class RepeatStep(_StepBase):
+    repeat: RepeatSpec
+
+
+STEP_KINDS = ("service", "set", "wait", "prompt", "sequence", "parallel", "repeat")
+
+
+def _step_kind(value: Any) -> str | None:
+    if isinstance(value, dict):
+        kinds = [k for k in STEP_KINDS if k in value]
+        return kinds[0] if len(kinds) == 1 else None
+    for kind, cls in _KIND_CLASSES.items():
+        if isinstance(value, cls):
+            return kind
+    return None
+
+
+Step = Annotated[
+    Annotated[ServiceStep, Tag("service")]
+    | Annotated[SetStep, Tag("set")]
+    | Annotated[WaitStep, Tag("wait")]
+    | Annotated[PromptStep, Tag("prompt")]
+    | Annotated[SequenceStep, Tag("sequence")]
+    | Annotated[ParallelStep, Tag("parallel")]
+    | Annotated[RepeatStep, Tag("repeat")],
+    Discriminator(
+        _step_kind,
+        custom_error_type="step_kind",
+        custom_error_message=f"a step needs exactly one of: {', '.join(STEP_KINDS)}",
+    ),
+]
+
+_KIND_CLASSES: dict[str, type] = {
+    "service": ServiceStep,
+    "set": SetStep,
+    "wait": WaitStep,
+    "prompt": PromptStep,
+    "sequence": SequenceStep,
+    "parallel": ParallelStep,
+    "repeat": RepeatStep,
+}
+
+
+class UnitProcedure(Model):
+    """A named block of steps (an ISA-88 unit procedure or operation)."""
+
+    name: Ident
+    description: str = ""
+    steps: list[Step] = Field(min_length=1)
+
+
+class Interlock(Model):
+    """While ``when`` is true, ``action`` is taken; the recipe resumes per ``resume``."""
+
+    name: Ident
+    when: str
+    action: Literal["hold", "stop", "abort", "safe_state"] = "hold"
+    modules: list[Ident] = Field(default_factory=list)
+    """For ``safe_state`` (and optionally ``stop``/``abort``): the modules acted on; empty
+    means the whole recipe (``hold``/``stop``/``abort``) or every module (``safe_state``)."""
+    resume: Literal["auto", "ack"] = "ack"
+    """After a hold: resume by itself when the condition clears, or wait for an operator."""
+    description: str = ""
+
+
+class Alarm(Model):
+    """Limit alarm on one signal with hysteresis, delay and priority."""
+
+    name: Ident
+    signal: str
+    high: Any = None
+    low: Any = None
+    hysteresis: Any = 0
+    delay: Any = 0
+    priority: Literal["low", "medium", "high", "urgent"] = "medium"
+    message: str = ""
+
+    @model_validator(mode="after")
+    def _limit(self) -> Alarm:
+        if self.high is None and self.low is None:
+            raise ValueError("an alarm needs 'high', 'low' or both")
+        return self
+
+
+class SteadyState(Model):
+    """``signal`` within ``band`` for ``residence_times`` residence times of ``path``."""
+
+    name: Ident
+    signal: str
+    band: Any
+    residence_times: Any = 3
+    path: list[Ident] = Field(min_length=2)
+
+
+class Divert(Model):
+    """Route to product while ``product_when`` holds, else to waste; volumes are counted."""
+
+    valve: Ident
+    product_when: str
+    enabled_from: Ident | None = None
+    """Name of the step from which divert control is active (default: from the start)."""
+
+
+class Recipe(Model):
+    kind: Literal["Recipe"] = "Recipe"
+    name: str
+    version: str = "1.0.0"
+    product: str = ""
+    plant: str | None = None
+    """Plant file, relative to the recipe (``--plant`` on the command line overrides it)."""
+    author: str = ""
+    description: str = ""
+    parameters: dict[Ident, ParameterSpec] = Field(default_factory=dict)
+    interlocks: list[Interlock] = Field(default_factory=list)
+    alarms: list[Alarm] = Field(default_factory=list)
+    steady_state: list[SteadyState] = Field(default_factory=list)
+    divert: Divert | None = None
+    procedure: list[UnitProcedure] = Field(min_length=1)
+    cleanup: list[UnitProcedure] = Field(default_factory=list)
+    """Blocks reached only through ``goto`` handlers; the recipe ends (Stopped) after one."""
+
+    @field_validator("parameters")
+    @classmethod
+    def _no_reserved(cls, v: dict[str, ParameterSpec]) -> dict[str, ParameterSpec]:
+        return v
+
+
+for _cls in (SequenceStep, ParallelStep, RepeatSpec, UnitProcedure, Recipe):
+    _cls.model_rebuild()
+
+
+def step_kind(step: Any) -> str:
+    kind = _step_kind(step)
+    assert kind is not None
+    return kind
+
+
+AnyStep = ServiceStep | SetStep | WaitStep | PromptStep | SequenceStep | ParallelStep | RepeatStep
