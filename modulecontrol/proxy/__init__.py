@@ -1,0 +1,20 @@
+"""Module proxies: one per module instance, joining descriptor, driver and state machines."""
+
+from modulecontrol.proxy._module import (
+    LocalService,
+    ModuleProxy,
+    ProxyOptions,
+    ServiceProxy,
+    proxies_for,
+)
+from modulecontrol.proxy._signals import read_attribute, write_attribute
+
+__all__ = [
+    "LocalService",
+    "ModuleProxy",
+    "ProxyOptions",
+    "ServiceProxy",
+    "proxies_for",
+    "read_attribute",
+    "write_attribute",
+]

@@ -1,0 +1,451 @@
+"""Module proxies: what the orchestrator holds for each module instance.
+
+A proxy joins a descriptor and a driver. It keeps the latest value of every tag, offers the
+module's services with their MTP state machines, writes set points with limit checks, and
+owns the module's fault reaction:
+
+* **PEA services** (an OPC UA module with its own state machine) are followed: the proxy
+  reads ``StateCur`` and commands through the driver's MTP handshake.
+* **Local services** (a plain Modbus or serial device) run the MTP state machine in the
+  proxy; entering a state performs the descriptor's ``actions`` as device writes.
+
+On communication loss the module is reported faulted; when the link returns, the proxy
+drives the descriptor's safe state before anything else and aborts its local services, so a
+pump that lost its controller is never left running unobserved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from modulecontrol.descriptors import PARAM_CLASSES, DataAssembly, ModuleInstance, ModuleType
+from modulecontrol.descriptors._module import Service, Write
+from modulecontrol.drivers import Driver, DriverError, NotWritable, Quality, TagValue, load_driver
+from modulecontrol.proxy._signals import read_attribute, write_attribute
+from modulecontrol.statemachine import (
+    Channel,
+    Command,
+    CommandRefused,
+    OperationMode,
+    Procedure,
+    ServiceStateMachine,
+    SourceMode,
+    State,
+    StateChange,
+    WorkContext,
+)
+from modulecontrol.units import to_si
+
+_log = logging.getLogger(__name__)
+
+ValueListener = Callable[[str, Mapping[str, TagValue]], None]
+StateListener = Callable[[str, StateChange], None]
+FaultListener = Callable[[str, str | None], None]
+
+
+class ServiceProxy(Protocol):
+    """A service as the orchestrator sees it, whether it runs in the module or the proxy."""
+
+    name: str
+
+    @property
+    def state(self) -> State: ...
+
+    async def command(
+        self,
+        command: Command,
+        *,
+        procedure: int | str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+    ) -> State: ...
+
+    async def wait_for(self, *states: State, timeout: float | None = None) -> State: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass
+class ProxyOptions:
+    poll_interval: float = 0.2
+    """Seconds between reads of the module's tags."""
+    complete_poll: float = 0.05
+    """Seconds between checks of a self-completing procedure's completion condition."""
+    safe_state_on_reconnect: bool = True
+
+
+class ModuleProxy:
+    """One module instance: values, services, set points and fault reaction."""
+
+    def __init__(
+        self,
+        module_type: ModuleType,
+        instance: ModuleInstance,
+        driver: Driver | None = None,
+        options: ProxyOptions | None = None,
+    ) -> None:
+        self.tag = instance.tag
+        self.type = module_type
+        self.instance = instance
+        self.options = options or ProxyOptions()
+        if driver is None and instance.endpoint is not None:
+            driver = load_driver(instance.transport or "")(module_type, instance)
+        self.driver = driver
+        self.values: dict[str, TagValue] = {}
+        self.parameters: dict[str, Any] = {}
+        """Service parameters held by the proxy (ServParams the device does not bind)."""
+        self.fault: str | None = None
+        self.services: dict[str, ServiceProxy] = {}
+        self._value_listeners: list[ValueListener] = []
+        self._state_listeners: list[StateListener] = []
+        self._fault_listeners: list[FaultListener] = []
+        self._subscription: Any = None
+        self._recovery: asyncio.Task[None] | None = None
+        self._read_names: dict[str, str] = {}
+        for da in module_type.data_assemblies:
+            if da.default is not None and da.class_ in PARAM_CLASSES:
+                self.parameters[da.name] = da.default
+
+    # -- lifecycle --------------------------------------------------------------------------
+    @property
+    def passive(self) -> bool:
+        return self.driver is None
+
+    @property
+    def faulted(self) -> bool:
+        return self.fault is not None
+
+    async def start(self) -> None:
+        """Connect, read everything once, subscribe, and create the services."""
+        for svc in self.type.services:
+            self.services[svc.name] = self._make_service(svc)
+        if self.driver is None:
+            return
+        await self.driver.connect()
+        tags = self._readable_tags()
+        for da in self.type.data_assemblies:
+            attr = read_attribute(da, self.driver.tags)
+            if attr is not None:
+                self._read_names[f"{da.name}.{attr}"] = da.name
+        if tags:
+            self._on_values(await self.driver.read(tags))
+            self._subscription = await self.driver.subscribe(
+                tags, self.options.poll_interval, self._on_values
+            )
+
+    def _make_service(self, svc: Service) -> ServiceProxy:
+        factory = getattr(self.driver, "service_proxy", None)
+        if factory is not None and not svc.actions:
+            remote: ServiceProxy = factory(self, svc)
+            return remote
+        return LocalService(self, svc)
+
+    async def close(self) -> None:
+        if self._recovery is not None:
+            self._recovery.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._recovery
+        for svc in self.services.values():
+            await svc.close()
+        if self._subscription is not None:
+            with contextlib.suppress(Exception):
+                await self._subscription.cancel()
+        if self.driver is not None:
+            with contextlib.suppress(Exception):
+                await self.driver.close()
+
+    def _readable_tags(self) -> list[str]:
+        if self.driver is None:
+            return []
+        return [name for name, info in self.driver.tags.items() if info.readable]
+
+    # -- listeners --------------------------------------------------------------------------
+    def on_values(self, listener: ValueListener) -> None:
+        self._value_listeners.append(listener)
+
+    def on_state(self, listener: StateListener) -> None:
+        self._state_listeners.append(listener)
+
+    def on_fault(self, listener: FaultListener) -> None:
+        self._fault_listeners.append(listener)
+
+    def notify_state(self, change: StateChange) -> None:
+        for listener in list(self._state_listeners):
+            try:
+                listener(self.tag, change)
+            except Exception:
+                _log.exception("%s: state listener failed", self.tag)
+
+    # -- values -----------------------------------------------------------------------------
+    def _on_values(self, values: Mapping[str, TagValue]) -> None:
+        named: dict[str, TagValue] = {}
+        for tag, tv in values.items():
+            self.values[tag] = tv
+            named[tag] = tv
+            primary = self._read_names.get(tag)
+            if primary is not None:
+                self.values[primary] = tv
+                named[primary] = tv
+        all_bad = bool(values) and all(v.quality is Quality.BAD for v in values.values())
+        if all_bad and self.fault is None:
+            self._set_fault("communication lost")
+        elif not all_bad and self.fault == "communication lost":
+            self._set_fault(None)
+            if self.options.safe_state_on_reconnect and self._recovery is None:
+                self._recovery = asyncio.get_running_loop().create_task(self._recover())
+        for listener in list(self._value_listeners):
+            try:
+                listener(self.tag, named)
+            except Exception:
+                _log.exception("%s: value listener failed", self.tag)
+
+    def _set_fault(self, fault: str | None) -> None:
+        self.fault = fault
+        for listener in list(self._fault_listeners):
+            try:
+                listener(self.tag, fault)
+            except Exception:
+                _log.exception("%s: fault listener failed", self.tag)
+
+    async def _recover(self) -> None:
+        """The link is back: safe state first, then abort what the proxy was running."""
+        try:
+            if self.type.safe_state or any(
+                d.safe_value is not None for d in self.type.data_assemblies
+            ):
+                await self.apply_safe_state()
+            for svc in self.services.values():
+                if isinstance(svc, LocalService) and svc.state not in _AT_REST:
+                    with contextlib.suppress(CommandRefused):
+                        svc.machine.command(Command.ABORT, Channel.PEA)
+        finally:
+            self._recovery = None
+
+    def value(self, name: str) -> Any:
+        """Latest engineering value of ``Assembly`` or ``Assembly.Attribute`` (None if unknown)."""
+        tv = self.values.get(name)
+        if tv is not None and tv.quality is not Quality.BAD:
+            return tv.value
+        if name in self.parameters:
+            return self.parameters[name]
+        return None
+
+    def si_values(self) -> dict[str, Any]:
+        """``TAG.Assembly`` -> value in SI (numbers) or as is (bool/str), for conditions."""
+        out: dict[str, Any] = {}
+        for da in self.type.data_assemblies:
+            v = self.value(da.name)
+            out[f"{self.tag}.{da.name}"] = _si(da, v)
+        for name, svc in self.services.items():
+            out[f"{self.tag}.{name}.state"] = svc.state.label
+        return out
+
+    async def refresh(self, names: Sequence[str] | None = None) -> None:
+        """Read now instead of waiting for the next poll."""
+        if self.driver is None:
+            return
+        tags = list(names) if names is not None else self._readable_tags()
+        if tags:
+            self._on_values(await self.driver.read(tags))
+
+    # -- writes -----------------------------------------------------------------------------
+    async def set(self, assembly: str, value: Any) -> Any:
+        """Set an assembly to ``value`` (limits and units checked); returns the coerced value.
+
+        Service parameters the device does not bind are kept by the proxy and take effect
+        through the service's actions; bound ones are written (with the MTP Apply handshake
+        when the module has one).
+        """
+        da = self.type.assembly(assembly)
+        coerced = da.coerce(value)
+        bound = self.driver.tags if self.driver is not None else {}
+        attr = write_attribute(da, bound)
+        if attr is None:
+            if da.class_ in PARAM_CLASSES:
+                self.parameters[assembly] = coerced
+                return coerced
+            raise NotWritable("no writable attribute bound", tag=assembly, module=self.tag)
+        assert self.driver is not None
+        await self.driver.write(f"{assembly}.{attr}", coerced)
+        if da.class_ in PARAM_CLASSES:
+            self.parameters[assembly] = coerced
+            if f"{assembly}.ApplyExt" in bound:
+                await self.driver.write(f"{assembly}.ApplyExt", True)
+        return coerced
+
+    async def perform(self, writes: Sequence[Write], params: Mapping[str, Any]) -> None:
+        for w in writes:
+            value = params.get(w.param, self.parameters.get(w.param)) if w.param else w.value
+            if w.attribute is None:
+                await self.set(w.assembly, value)
+            else:
+                assert self.driver is not None
+                da = self.type.assembly(w.assembly)
+                await self.driver.write(w.write, da.coerce(value) if _is_value_attr(w) else value)
+
+    async def apply_safe_state(self) -> list[str]:
+        """Write the safe state (every write attempted); returns the errors, empty if none."""
+        errors: list[str] = []
+        if self.driver is None:
+            return errors
+        done: set[str] = set()
+        for w in self.type.safe_state:
+            try:
+                await self.perform([w], {})
+                done.add(w.assembly)
+            except (DriverError, ValueError) as exc:
+                errors.append(f"{w.write}: {exc}")
+        for da in self.type.data_assemblies:
+            if da.safe_value is None or da.name in done:
+                continue
+            try:
+                await self.set(da.name, da.safe_value)
+            except (DriverError, ValueError) as exc:
+                errors.append(f"{da.name}: {exc}")
+        return errors
+
+
+_AT_REST = frozenset({State.IDLE, State.STOPPED, State.ABORTED, State.COMPLETED})
+
+
+def _is_value_attr(w: Write) -> bool:
+    return w.attribute in ("VMan", "VExt", "VOp", "VInt", "V", "OpenAut", "Ctrl", "RpmMan")
+
+
+def _si(da: DataAssembly, v: Any) -> Any:
+    if v is None or isinstance(v, bool | str) or da.kind != "number":
+        return v
+    try:
+        return to_si(float(v), da.unit)
+    except (TypeError, ValueError):
+        return None
+
+
+class LocalService:
+    """An MTP service run by the proxy for a device without its own state machine."""
+
+    def __init__(self, proxy: ModuleProxy, service: Service) -> None:
+        self.proxy = proxy
+        self.service = service
+        self.name = service.name
+        self.machine = ServiceStateMachine(
+            f"{proxy.tag}.{service.name}",
+            procedures=[
+                Procedure(p.id, p.name, self_completing=p.self_completing, is_default=p.default)
+                for p in service.procedures
+            ],
+            operation_mode=OperationMode.AUTOMATIC,
+            source_mode=SourceMode.EXTERNAL,
+        )
+        self._params: dict[str, Any] = {}
+        for state_name, writes in service.actions.items():
+            self.machine.set_work(State[state_name.upper()], self._writer(writes))
+        if any(p.self_completing for p in service.procedures):
+            self.machine.set_work(State.EXECUTE, self._execute)
+        self.machine.subscribe(proxy.notify_state)
+
+    @property
+    def state(self) -> State:
+        return self.machine.state
+
+    def _writer(self, writes: Sequence[Write]) -> Callable[[WorkContext], Any]:
+        async def work(ctx: WorkContext) -> None:
+            await self.proxy.perform(writes, self._params)
+            if ctx.state is State.EXECUTE:
+                await self._execute(ctx)
+
+        return work
+
+    async def _execute(self, ctx: WorkContext) -> None:
+        """Self-completing procedures end when their ``complete_when`` condition holds."""
+        proc = ctx.procedure
+        if proc is None or not proc.self_completing:
+            await asyncio.Event().wait()  # continuous: runs until commanded away
+            return
+        spec = self.service.procedure(proc.id)
+        if spec.complete_when is None:
+            return
+        cond = _module_condition(self.proxy, spec.complete_when, self._params)
+        t = 0.0
+        while True:
+            values = self.proxy_values()
+            await self.proxy.refresh()
+            values = self.proxy_values()
+            t = time.monotonic()
+            if cond.update(t, values):
+                return
+            await asyncio.sleep(self.proxy.options.complete_poll)
+
+    def proxy_values(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for da in self.proxy.type.data_assemblies:
+            v = self._params.get(da.name, self.proxy.value(da.name))
+            out[da.name] = _si(da, v)
+        return out
+
+    async def command(
+        self,
+        command: Command,
+        *,
+        procedure: int | str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+    ) -> State:
+        if parameters:
+            self._set_parameters(procedure, parameters)
+        if procedure is not None:
+            pid = self.service.procedure(procedure).id
+            self.machine.request_procedure(pid, Channel.EXTERNAL)
+        if command in (Command.START, Command.RESTART):
+            proc = self.service.procedure(self.machine.procedure_req)
+            self._params = {
+                name: self.proxy.parameters.get(name)
+                for name in [*self.service.config_parameters, *proc.parameters]
+            }
+        return self.machine.command(command, Channel.EXTERNAL)
+
+    def _set_parameters(self, procedure: int | str | None, params: Mapping[str, Any]) -> None:
+        proc = (
+            self.service.procedure(procedure)
+            if procedure is not None
+            else self.service.procedure(self.machine.procedure_req)
+        )
+        allowed = {*self.service.config_parameters, *proc.parameters}
+        for name, raw in params.items():
+            if name not in allowed:
+                raise ValueError(
+                    f"{self.proxy.tag}.{self.name}: '{name}' is not a parameter of procedure "
+                    f"{proc.name} (parameters: {', '.join(sorted(allowed)) or 'none'})"
+                )
+            self.proxy.parameters[name] = self.proxy.type.assembly(name).coerce(raw)
+
+    async def wait_for(self, *states: State, timeout: float | None = None) -> State:
+        async with asyncio.timeout(timeout):
+            return await self.machine.wait_for(*states)
+
+    async def close(self) -> None:
+        await self.machine.aclose()
+
+
+def _module_condition(proxy: ModuleProxy, text: str, params: Mapping[str, Any]) -> Any:
+    """Compile a module-local condition (``DeliveredVolume >= VolumeSP``)."""
+    from modulecontrol.recipe.expr import SignalInfo, compile_condition
+
+    signals: dict[str, SignalInfo] = {}
+    for da in proxy.type.data_assemblies:
+        signals[da.name] = SignalInfo(da.unit if da.kind == "number" else "", da.kind)
+    return compile_condition(text, signals)
+
+
+def proxies_for(config: Any, drivers: Mapping[str, Driver] | None = None,
+                options: ProxyOptions | None = None) -> dict[str, ModuleProxy]:
+    """A proxy per module of a plant (``PlantConfig``)."""
+    out: dict[str, ModuleProxy] = {}
+    for inst in config.plant.modules:
+        drv = (drivers or {}).get(inst.tag)
+        out[inst.tag] = ModuleProxy(config.type_of(inst.tag), inst, drv, options)
+    return out
