@@ -139,7 +139,7 @@ class ServiceModel(RuleBasedStateMachine):
 
 
 TestServiceModel = ServiceModel.TestCase
-TestServiceModel.settings = settings(max_examples=200, stateful_step_count=50, deadline=None)
+TestServiceModel.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
 
 
 # ------------------------------------------------------------------ async interleavings

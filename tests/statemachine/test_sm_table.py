@@ -154,3 +154,16 @@ def test_cli_plain() -> None:
     result = CliRunner().invoke(app, ["--plain"])
     assert result.exit_code == 0, result.output
     assert "Completed" in result.output and "131072" in result.output
+
+
+def test_docs_command_en_table_matches_code() -> None:
+    """docs/state-machine.md must stay true to the code (and to the golden model)."""
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "state-machine.md"
+    rows: dict[str, tuple[int, int]] = {}
+    for line in doc.read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and cells[0] in STATE_CODES and cells[1].isdigit():
+            rows[cells[0]] = (int(cells[1]), int(cells[3]))
+    assert rows == {name: (STATE_CODES[name], GOLDEN_COMMAND_EN[name]) for name in STATE_CODES}
