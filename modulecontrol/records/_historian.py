@@ -98,8 +98,9 @@ class TagConfig:
 
     ``period``: minimum seconds between two stored samples (faster ones are skipped).
     ``deadband``: a sample is skipped when it differs from the last *stored* value by no more
-    than this (absolute, in the tag's unit); None stores every value, 0 stores changes only. ``max_interval``: store anyway when this long has
-    passed since the last stored sample, so a flat signal still shows it is alive.
+    than this (absolute, in the tag's unit); None stores every value, 0 stores changes only.
+    ``max_interval``: store anyway when this long has passed since the last stored sample,
+    so a flat signal still shows it is alive.
     A change of quality is always stored.
     """
 
@@ -465,7 +466,10 @@ class Historian:
             from modulecontrol.records._report import FigureSpec
 
             if "figures" in metadata:  # fail now, not when the report is made
-                FigureSpec.model_validate(metadata["figures"])
+                try:
+                    FigureSpec.model_validate(metadata["figures"])
+                except ValueError as exc:
+                    raise ValueError(f"run metadata 'figures' is invalid: {exc}") from None
         ts = self.clock() if t is None else t
         rh = content_hash(recipe_text) if recipe_text is not None else recipe_hash
         ph = content_hash(plant_text) if plant_text is not None else plant_hash
@@ -564,6 +568,15 @@ class Historian:
         await self.close()
 
     # ------------------------------------------------------------------ internals
+
+    def _pause_writer(self, paused: bool) -> None:
+        """Test hook: stall the writer (to exercise back-pressure) or let it go on."""
+        with self._cond:
+            if paused:
+                self._pause.set()
+            else:
+                self._pause.clear()
+            self._cond.notify()
 
     def _default_run(self, run_id: int | None) -> int | None:
         if run_id is not None:

@@ -472,7 +472,7 @@ def _figures(data: _RunData) -> dict[str, Any]:
             out["purity_mean_pct"] = _round(float(np.sum(pur[good] * w[good]) / np.sum(w[good])))
             out["purity_min_pct"] = _round(float(np.min(pur[good])))
             if spec.purity_spec is not None:
-                below = good & (pur < spec.purity_spec)
+                below = np.isfinite(pur) & (pur < spec.purity_spec)  # whole run
                 out["off_spec_time_s"] = _round(float(np.sum(grid.dt[below])))
         else:
             out["purity_mean_pct"] = None
@@ -596,7 +596,7 @@ def _plots(data: _RunData) -> list[tuple[str, str]]:
         ax.set_xlim(0, max((b - a) / scale, 1e-9))
         ax.set_xlabel(xl)
         ax.set_title("service and recipe states")
-        out.append(("states", _png(fig)))
+        out.append(("service and recipe states", _png(fig)))
     return out
 
 
@@ -635,7 +635,8 @@ _FIG_LABELS = {
     "product_mass_g": "product collected [g]", "product_volume_ml": "product collected [mL]",
     "product_compound_g": "product compound [g]", "throughput_g_per_h": "throughput [g/h]",
     "yield_pct": "yield [%]", "purity_mean_pct": "purity, time-weighted mean [%]",
-    "purity_min_pct": "purity, minimum [%]", "off_spec_time_s": "time below purity spec [s]",
+    "purity_min_pct": "purity, minimum [%]",
+    "off_spec_time_s": "time below purity spec, whole run [s]",
     "time_to_steady_state_s": "time to steady state [s]",
     "steady_state_reference": "steady-state reference value",
     "diverted_volume_ml": "off-spec (diverted) volume [mL]",
