@@ -514,7 +514,10 @@ def tag_groups(run: RunInfo, series: dict[str, Any]) -> dict[str, list[str]]:
         s = series[name]
         g = override.get(name) or s.group or _family(s.unit)
         groups.setdefault(g, []).append(name)
-    return groups
+    order = ["flows", "temperatures", "pressures", "analyzer signals"]
+    return dict(sorted(groups.items(),
+                       key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order),
+                                       kv[0])))
 
 
 def _json_doc(data: _RunData) -> dict[str, Any]:
