@@ -1,0 +1,69 @@
+"""Batch records: historian, audit trail, run records and batch reports (one SQLite file).
+
+Public API::
+
+    Historian, TagConfig, EventKind, RunResult, AlarmPriority   # recording
+    AuditTrail, AuditEntry, AuditIssue, AuditReport, verify_audit   # 21 CFR Part 11 style trail
+    report, run_figures, list_runs, RunInfo, FigureSpec, StreamSpec, SteadyStateSpec  # reports
+
+See docs/records.md for the loss rules and the figures metadata.
+"""
+
+from modulecontrol.records._audit import (
+    AuditEntry,
+    AuditIssue,
+    AuditReport,
+    AuditTrail,
+    verify_audit,
+)
+from modulecontrol.records._db import DEFAULT_DB, RecordsError
+from modulecontrol.records._historian import (
+    OVERFLOW_ALARM,
+    QUALITY_BAD,
+    QUALITY_GOOD,
+    AlarmPriority,
+    EventKind,
+    Historian,
+    HistorianStats,
+    RunResult,
+    TagConfig,
+    TagFilter,
+    content_hash,
+)
+from modulecontrol.records._report import (
+    FigureSpec,
+    RunInfo,
+    SteadyStateSpec,
+    StreamSpec,
+    list_runs,
+    report,
+    run_figures,
+)
+
+__all__ = [
+    "DEFAULT_DB",
+    "OVERFLOW_ALARM",
+    "QUALITY_BAD",
+    "QUALITY_GOOD",
+    "AlarmPriority",
+    "AuditEntry",
+    "AuditIssue",
+    "AuditReport",
+    "AuditTrail",
+    "EventKind",
+    "FigureSpec",
+    "Historian",
+    "HistorianStats",
+    "RecordsError",
+    "RunInfo",
+    "RunResult",
+    "SteadyStateSpec",
+    "StreamSpec",
+    "TagConfig",
+    "TagFilter",
+    "content_hash",
+    "list_runs",
+    "report",
+    "run_figures",
+    "verify_audit",
+]

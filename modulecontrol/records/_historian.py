@@ -1,0 +1,746 @@
+"""The historian: samples, events, alarms, operator actions and run records in SQLite.
+
+Why a writer thread: the control loop (asyncio) must never wait for a disk. Every public
+recording call only appends to an in-memory buffer under a lock held for microseconds; one
+writer thread owns the database connection and commits in batches.
+
+Loss rules (also in docs/records.md):
+
+* Samples go into a bounded buffer (``queue_capacity``). The writer commits them at least
+  every ``flush_interval`` seconds (or sooner when ``batch_size`` are waiting). When the
+  buffer is full, a new sample is *not* stored: it is counted in ``stats.samples_overflowed``,
+  and the first overflow of an episode raises the alarm ``historian.queue_overflow``; the
+  alarm is cleared, with the number dropped, when the buffer accepts samples again.
+* Events, alarms, operator actions and run records go into an unbounded list (they are rare)
+  and the writer is woken at once, so they are committed within milliseconds; they are never
+  dropped. ``await flush()`` returns once everything recorded before it is committed.
+* A kill -9 therefore loses at most the samples of the last ``flush_interval`` (plus the
+  duration of one commit) and only events recorded in the last few milliseconds that were
+  never confirmed by ``flush()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import os
+import socket
+import sqlite3
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
+from hashlib import sha256
+from pathlib import Path
+from typing import Any
+
+from modulecontrol.records._audit import append_entry, canonical_json
+from modulecontrol.records._db import DEFAULT_DB, connect
+
+log = logging.getLogger(__name__)
+
+#: OPC UA "Good" quality code; historians and MTP both use the OPC status byte convention.
+QUALITY_GOOD = 192
+QUALITY_BAD = 0
+
+OVERFLOW_ALARM = "historian.queue_overflow"
+
+
+class EventKind(StrEnum):
+    """Kinds of events; free text is allowed too, these are the ones reports understand."""
+
+    STATE_CHANGE = "state_change"      # payload: {"state": "Execute", "previous": "Starting"}
+    COMMAND = "command"                # payload: {"command": "Start"}
+    STEP_TRANSITION = "step_transition"  # payload: {"step": "heat", "previous": "fill"}
+    PARAMETER_WRITE = "parameter_write"  # payload: {"name":..., "old":..., "new":...}
+    FAULT = "fault"
+    DEVIATION = "deviation"
+    MESSAGE = "message"
+    RUN_START = "run_start"
+    RUN_END = "run_end"
+    ALARM_RAISED = "alarm_raised"
+    ALARM_ACKED = "alarm_acked"
+    ALARM_CLEARED = "alarm_cleared"
+    OPERATOR_ACTION = "operator_action"
+    OVERFLOW = "historian_overflow"
+
+
+class RunResult(StrEnum):
+    """How a run ended; ``interrupted`` is set only by crash recovery or an unclean close."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    ABORTED = "aborted"
+    STOPPED = "stopped"
+    INTERRUPTED = "interrupted"
+
+
+class AlarmPriority(IntEnum):
+    """Alarm priorities (higher is more urgent); any int 1..1000 is accepted."""
+
+    LOW = 250
+    MEDIUM = 500
+    HIGH = 750
+    CRITICAL = 1000
+
+
+@dataclass(frozen=True)
+class TagConfig:
+    """How one tag is stored.
+
+    ``period``: minimum seconds between two stored samples (faster ones are skipped).
+    ``deadband``: a sample is skipped when it differs from the last *stored* value by no more
+    than this (absolute, in the tag's unit); None stores every value, 0 stores changes only.
+    ``max_interval``: store anyway when this long has passed since the last stored sample,
+    so a flat signal still shows it is alive.
+    A change of quality is always stored.
+    """
+
+    unit: str = ""
+    period: float = 0.0
+    deadband: float | None = None
+    max_interval: float | None = None
+    group: str | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not (self.period >= 0 and math.isfinite(self.period)):
+            raise ValueError(f"period must be a finite number >= 0 s, got {self.period!r}")
+        if self.deadband is not None and not (self.deadband >= 0
+                                              and math.isfinite(self.deadband)):
+            raise ValueError(f"deadband must be a finite number >= 0, got {self.deadband!r}")
+        if self.max_interval is not None and not self.max_interval > 0:
+            raise ValueError(f"max_interval must be > 0 s or None, got {self.max_interval!r}")
+
+
+class TagFilter:
+    """Period/deadband filter of one tag; pure and cheap so it runs on the caller's thread."""
+
+    __slots__ = ("_cfg", "_last_q", "_last_t", "_last_v")
+
+    def __init__(self, cfg: TagConfig) -> None:
+        self._cfg = cfg
+        self._last_t: float | None = None
+        self._last_v = 0.0
+        self._last_q = QUALITY_GOOD
+
+    def accept(self, t: float, value: float, quality: int = QUALITY_GOOD) -> bool:
+        """True when the sample must be stored; updates the filter's memory if so."""
+        cfg = self._cfg
+        last_t = self._last_t
+        if last_t is not None and quality == self._last_q:
+            dt = t - last_t
+            if dt < cfg.period:
+                return False
+            heartbeat = cfg.max_interval is not None and dt >= cfg.max_interval
+            if not heartbeat and cfg.deadband is not None:
+                last_v = self._last_v
+                if math.isnan(value) or math.isnan(last_v):
+                    if math.isnan(value) and math.isnan(last_v):
+                        return False
+                elif abs(value - last_v) <= cfg.deadband:
+                    return False
+        self._last_t = t
+        self._last_v = value
+        self._last_q = quality
+        return True
+
+
+@dataclass
+class HistorianStats:
+    """Counters for monitoring the historian itself (exposed, and used by the benchmark)."""
+
+    samples_offered: int = 0
+    samples_filtered: int = 0
+    samples_queued: int = 0
+    samples_written: int = 0
+    samples_overflowed: int = 0
+    events_written: int = 0
+    flushes: int = 0
+    write_errors: int = 0
+    queue_high_water: int = 0
+    last_flush_s: float = 0.0
+    max_flush_s: float = 0.0
+    last_error: str = ""
+    overflow_episodes: list[int] = field(default_factory=list)
+
+
+def content_hash(content: str | bytes) -> str:
+    """SHA-256 hex of a recipe or plant file, as stored in run records."""
+    data = content.encode() if isinstance(content, str) else content
+    return sha256(data).hexdigest()
+
+
+_Op = Callable[[sqlite3.Connection], Any]
+
+
+class _OwnerLock:
+    """Proof of life of one Historian instance, readable by other processes.
+
+    Why a lock file and not a pid: pids are reused, and a second Historian in the same
+    process must not look dead. An ``flock`` is released by the kernel when the process
+    dies, whatever the pid; another open file description (even in the same process)
+    cannot take it while it is held.
+    """
+
+    def __init__(self, db: Path, token: str) -> None:
+        self.dir = db.with_name(db.name + ".owners")
+        self.path = self.dir / f"{token}.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        if sys.platform != "win32":
+            import fcntl
+
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(self._fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            os.close(self._fd)
+            self._fd = None
+
+    @staticmethod
+    def owner_alive(db: Path, token: str, pid: int, host: str) -> bool:
+        path = db.with_name(db.name + ".owners") / f"{token}.lock"
+        if not path.exists():
+            return False
+        if sys.platform == "win32":  # pragma: no cover - no flock; fall back on the pid
+            if host != socket.gethostname():
+                return True
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                return False
+            return True
+        import fcntl
+
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return False
+
+
+class Historian:
+    """Records everything a run produces into one SQLite file, without blocking the caller.
+
+    Use it from asyncio::
+
+        hist = Historian("runs/modulecontrol.db")
+        hist.configure_tag("R1.T", TagConfig(unit="degC", deadband=0.05))
+        run = await hist.start_run("lomustine", recipe_version="1.2", recipe_text=text)
+        hist.record_sample("R1.T", 59.8)
+        hist.record_event(EventKind.STATE_CHANGE, "R1.Heat", {"state": "Execute"})
+        await hist.end_run(run, RunResult.COMPLETED)
+        await hist.close()
+
+    ``clock`` gives sample and event times in seconds since the Unix epoch (UTC); inject the
+    plant clock in simulated runs.
+    """
+
+    def __init__(self, db: str | Path = DEFAULT_DB, *, flush_interval: float = 0.5,
+                 queue_capacity: int = 100_000, batch_size: int = 20_000,
+                 synchronous: str = "FULL", clock: Callable[[], float] = time.time,
+                 audit_key: bytes | None = None) -> None:
+        if not 0 < flush_interval <= 60:
+            raise ValueError(f"flush_interval must be in (0, 60] s, got {flush_interval!r}")
+        if queue_capacity < 1 or batch_size < 1:
+            raise ValueError("queue_capacity and batch_size must be >= 1")
+        self.path = Path(db)
+        self.flush_interval = float(flush_interval)
+        self.queue_capacity = int(queue_capacity)
+        self.batch_size = int(batch_size)
+        self.clock = clock
+        self.stats = HistorianStats()
+        self._audit_key = audit_key
+        self._token = uuid.uuid4().hex
+        self._pid = os.getpid()
+        self._host = socket.gethostname()
+        self._conn = connect(self.path, synchronous=synchronous)
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._samples: list[tuple[str, float, float, float | None, int]] = []
+        self._ops: deque[tuple[_Op, Future[Any] | None]] = deque()
+        self._filters: dict[str, TagFilter] = {}
+        self._tag_ids: dict[str, int] = {}
+        self._overflowing = False
+        self._episode_dropped = 0
+        self._stop = False
+        self._closed = False
+        self._pause = threading.Event()  # test hook: set() stalls the writer
+        self._active_runs: list[int] = []
+        self._owner = _OwnerLock(self.path, self._token)
+        self._owner.acquire()
+        self.recovered_runs = self._recover_interrupted()
+        self._thread = threading.Thread(target=self._writer, name=f"historian:{self.path.name}",
+                                        daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ recording (non-blocking)
+
+    def configure_tag(self, name: str, config: TagConfig | None = None) -> None:
+        """Set the unit, filtering and group of a tag; unconfigured tags store every sample."""
+        cfg = config or TagConfig()
+        with self._lock:
+            self._filters[name] = TagFilter(cfg)
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO tags(name, unit, grp, description) VALUES (?,?,?,?) ON CONFLICT(name)"
+                " DO UPDATE SET unit=excluded.unit, grp=excluded.grp,"
+                " description=excluded.description",
+                (name, cfg.unit, cfg.group, cfg.description))
+
+        self._submit(op, wait=False)
+
+    def record_sample(self, tag: str, value: float, *, t: float | None = None,
+                      raw: float | None = None, quality: int = QUALITY_GOOD) -> bool:
+        """Queue one sample; returns False when it was filtered out or dropped on overflow.
+
+        Never blocks beyond a short lock; safe from any thread.
+        """
+        ts = self.clock() if t is None else t
+        v = float(value)
+        with self._lock:
+            st = self.stats
+            st.samples_offered += 1
+            f = self._filters.get(tag)
+            if f is not None and not f.accept(ts, v, quality):
+                st.samples_filtered += 1
+                return False
+            buf = self._samples
+            if len(buf) >= self.queue_capacity:
+                st.samples_overflowed += 1
+                self._episode_dropped += 1
+                if not self._overflowing:
+                    self._overflowing = True
+                    self._ops.append((self._alarm_raise_op(
+                        OVERFLOW_ALARM, "historian sample queue full: samples are being dropped",
+                        AlarmPriority.HIGH, {"capacity": self.queue_capacity}, ts), None))
+                    self._cond.notify()
+                return False
+            buf.append((tag, ts, v, raw, quality))
+            st.samples_queued += 1
+            n = len(buf)
+            if n > st.queue_high_water:
+                st.queue_high_water = n
+            if n == self.batch_size:
+                self._cond.notify()
+        return True
+
+    def record_event(self, kind: EventKind | str, source: str = "",
+                     payload: Mapping[str, Any] | None = None, *, run_id: int | None = None,
+                     t: float | None = None) -> Future[int]:
+        """Queue an event; the writer commits it at once. Never dropped.
+
+        The returned future gives the event id once committed (``await
+        asyncio.wrap_future(f)``), or call :meth:`flush`.
+        """
+        ts = self.clock() if t is None else t
+        rid = self._default_run(run_id)
+        body = canonical_json(dict(payload or {}))
+        k = str(kind)
+
+        def op(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "INSERT INTO events(run_id, t, kind, source, payload) VALUES (?,?,?,?,?)",
+                (rid, ts, k, source, body))
+            self.stats.events_written += 1
+            return int(cur.lastrowid or 0)
+
+        return self._submit(op)
+
+    async def commit_event(self, kind: EventKind | str, source: str = "",
+                           payload: Mapping[str, Any] | None = None, *,
+                           run_id: int | None = None, t: float | None = None) -> int:
+        """:meth:`record_event` and wait until it is committed; returns the event id."""
+        return await asyncio.wrap_future(self.record_event(kind, source, payload, run_id=run_id,
+                                                           t=t))
+
+    def raise_alarm(self, name: str, message: str = "", priority: int = AlarmPriority.MEDIUM,
+                    payload: Mapping[str, Any] | None = None, *, t: float | None = None) -> None:
+        """Raise an alarm (ignored while an alarm of that name is still uncleared)."""
+        if not 1 <= int(priority) <= 1000:
+            raise ValueError(f"alarm priority must be 1..1000, got {priority!r}")
+        ts = self.clock() if t is None else t
+        self._submit(self._alarm_raise_op(name, message, int(priority), dict(payload or {}), ts))
+
+    def acknowledge_alarm(self, name: str, user: str, *, t: float | None = None) -> None:
+        """Acknowledge the newest unacknowledged alarm of that name (no-op if there is none)."""
+        ts = self.clock() if t is None else t
+        rid = self._default_run(None)
+
+        def op(conn: sqlite3.Connection) -> None:
+            cur = conn.execute(
+                "UPDATE alarms SET t_acked=?, acked_by=? WHERE id = (SELECT id FROM alarms"
+                " WHERE name=? AND t_acked IS NULL ORDER BY id DESC LIMIT 1)", (ts, user, name))
+            if cur.rowcount:
+                self._insert_event(conn, rid, ts, EventKind.ALARM_ACKED, name, {"user": user})
+
+        self._submit(op)
+
+    def clear_alarm(self, name: str, payload: Mapping[str, Any] | None = None, *,
+                    t: float | None = None) -> None:
+        """Mark the active alarm of that name cleared (its condition went away)."""
+        ts = self.clock() if t is None else t
+        self._submit(self._alarm_clear_op(name, dict(payload or {}), ts))
+
+    def record_operator_action(self, user: str, action: str, target: str = "", *,
+                               old_value: Any = None, new_value: Any = None, reason: str = "",
+                               audit: bool = True, t: float | None = None) -> Future[Any]:
+        """Record what an operator did; with ``audit`` also an audit-trail entry, same commit.
+
+        The old value is kept in both records, so a changed parameter's original stays
+        readable.
+        """
+        if not user.strip():
+            raise ValueError("an operator action needs the user who did it")
+        if audit and not reason.strip():
+            raise ValueError("an audited operator action needs a reason")
+        ts = self.clock() if t is None else t
+        rid = self._default_run(None)
+        old_j, new_j = canonical_json(old_value), canonical_json(new_value)
+        key = self._audit_key
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO operator_actions(run_id, t, user, action, target, old_value,"
+                " new_value, reason) VALUES (?,?,?,?,?,?,?,?)",
+                (rid, ts, user, action, target, old_j, new_j, reason))
+            self._insert_event(conn, rid, ts, EventKind.OPERATOR_ACTION, target,
+                               {"user": user, "action": action, "old": old_value,
+                                "new": new_value, "reason": reason})
+            if audit:
+                append_entry(conn, user=user, action=action, obj=target, old_value=old_value,
+                             new_value=new_value, reason=reason, key=key, in_transaction=True)
+
+        return self._submit(op)
+
+    # ------------------------------------------------------------------ runs (awaitable)
+
+    async def start_run(self, recipe_name: str, *, recipe_version: str = "",
+                        recipe_text: str | bytes | None = None, recipe_hash: str = "",
+                        plant_text: str | bytes | None = None, plant_hash: str = "",
+                        parameters: Mapping[str, Any] | None = None,
+                        metadata: Mapping[str, Any] | None = None, operator: str = "",
+                        t: float | None = None) -> int:
+        """Open a run record and return its id; later events default to this run.
+
+        ``metadata`` may carry ``tag_groups`` ({tag: group}) and ``figures`` (see
+        :class:`~modulecontrol.records.FigureSpec`) for the batch report.
+        """
+        return await asyncio.wrap_future(self.start_run_nowait(
+            recipe_name, recipe_version=recipe_version, recipe_text=recipe_text,
+            recipe_hash=recipe_hash, plant_text=plant_text, plant_hash=plant_hash,
+            parameters=parameters, metadata=metadata, operator=operator, t=t))
+
+    def start_run_nowait(self, recipe_name: str, *, recipe_version: str = "",
+                         recipe_text: str | bytes | None = None, recipe_hash: str = "",
+                         plant_text: str | bytes | None = None, plant_hash: str = "",
+                         parameters: Mapping[str, Any] | None = None,
+                         metadata: Mapping[str, Any] | None = None, operator: str = "",
+                         t: float | None = None) -> Future[int]:
+        """:meth:`start_run` for code without an event loop; the future gives the run id."""
+        if metadata is not None:
+            from modulecontrol.records._report import FigureSpec
+
+            if "figures" in metadata:  # fail now, not when the report is made
+                try:
+                    FigureSpec.model_validate(metadata["figures"])
+                except ValueError as exc:
+                    raise ValueError(f"run metadata 'figures' is invalid: {exc}") from None
+        ts = self.clock() if t is None else t
+        rh = content_hash(recipe_text) if recipe_text is not None else recipe_hash
+        ph = content_hash(plant_text) if plant_text is not None else plant_hash
+        params = canonical_json(dict(parameters or {}))
+        meta = canonical_json(dict(metadata or {}))
+
+        def op(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "INSERT INTO runs(recipe_name, recipe_version, recipe_hash, plant_hash,"
+                " parameters, metadata, operator, t_start, result, owner_token, owner_pid,"
+                " owner_host) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (recipe_name, recipe_version, rh, ph, params, meta, operator, ts,
+                 RunResult.RUNNING.value, self._token, self._pid, self._host))
+            rid = int(cur.lastrowid or 0)
+            self._insert_event(conn, rid, ts, EventKind.RUN_START, "run",
+                               {"recipe": recipe_name, "version": recipe_version})
+            with self._lock:
+                self._active_runs.append(rid)
+            return rid
+
+        return self._submit(op)
+
+    async def end_run(self, run_id: int | None = None, result: RunResult | str =
+                      RunResult.COMPLETED, note: str = "", *, t: float | None = None) -> None:
+        """Close a run record with its result; waits until that is committed."""
+        await asyncio.wrap_future(self.end_run_nowait(run_id, result, note, t=t))
+
+    def end_run_nowait(self, run_id: int | None = None, result: RunResult | str =
+                       RunResult.COMPLETED, note: str = "", *,
+                       t: float | None = None) -> Future[None]:
+        """:meth:`end_run` for code without an event loop."""
+        res = RunResult(result)
+        if res is RunResult.RUNNING:
+            raise ValueError("end_run needs a final result, not 'running'")
+        rid = self._default_run(run_id)
+        if rid is None:
+            raise ValueError("no run to end: start_run() first or pass run_id")
+        ts = self.clock() if t is None else t
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE runs SET t_end=?, result=?, note=? WHERE id=?",
+                         (ts, res.value, note, rid))
+            self._insert_event(conn, rid, ts, EventKind.RUN_END, "run",
+                               {"result": res.value, "note": note})
+            with self._lock:
+                if rid in self._active_runs:
+                    self._active_runs.remove(rid)
+
+        return self._submit(op)
+
+    @property
+    def current_run(self) -> int | None:
+        """The most recently started run that has not ended (None if none)."""
+        with self._lock:
+            return self._active_runs[-1] if self._active_runs else None
+
+    # ------------------------------------------------------------------ flushing and closing
+
+    async def flush(self) -> None:
+        """Wait until everything recorded before this call is committed to disk."""
+        await asyncio.wrap_future(self._barrier())
+
+    def flush_sync(self, timeout: float | None = 30.0) -> None:
+        """:meth:`flush` for threads without an event loop (blocks the caller)."""
+        self._barrier().result(timeout)
+
+    async def close(self) -> None:
+        """Flush, stop the writer and release the database (see :meth:`close_sync`)."""
+        await asyncio.to_thread(self.close_sync)
+
+    def close_sync(self, timeout: float | None = 30.0) -> None:
+        """Flush and stop. Runs this instance left running are marked ``interrupted``.
+
+        Why: nobody can end them any more, and a report must not show them as live.
+        """
+        if self._closed:
+            return
+        with self._lock:
+            runs = list(self._active_runs)
+        for rid in runs:
+            self.end_run_nowait(rid, RunResult.INTERRUPTED,
+                                "historian closed while the run was still active")
+        with self._cond:
+            self._stop = True
+            self._pause.clear()
+            self._cond.notify()
+        self._thread.join(timeout)
+        self._closed = True
+        self._conn.close()
+        self._owner.release()
+
+    async def __aenter__(self) -> Historian:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ internals
+
+    def _pause_writer(self, paused: bool) -> None:
+        """Test hook: stall the writer (to exercise back-pressure) or let it go on."""
+        with self._cond:
+            if paused:
+                self._pause.set()
+            else:
+                self._pause.clear()
+            self._cond.notify()
+
+    def _default_run(self, run_id: int | None) -> int | None:
+        if run_id is not None:
+            return run_id
+        with self._lock:
+            return self._active_runs[-1] if self._active_runs else None
+
+    def _submit(self, op: _Op, wait: bool = True) -> Future[Any]:
+        fut: Future[Any] = Future()
+        with self._cond:
+            if self._stop:
+                raise RuntimeError("historian is closed: open a new Historian to record more")
+            self._ops.append((op, fut))
+            self._cond.notify()
+        return fut
+
+    def _barrier(self) -> Future[None]:
+        def op(conn: sqlite3.Connection) -> None:
+            return None
+
+        return self._submit(op)
+
+    @staticmethod
+    def _insert_event(conn: sqlite3.Connection, rid: int | None, t: float, kind: str,
+                      source: str, payload: Mapping[str, Any]) -> None:
+        conn.execute("INSERT INTO events(run_id, t, kind, source, payload) VALUES (?,?,?,?,?)",
+                     (rid, t, str(kind), source, canonical_json(dict(payload))))
+
+    def _alarm_raise_op(self, name: str, message: str, priority: int,
+                        payload: Mapping[str, Any], t: float) -> _Op:
+        rid = self._active_runs[-1] if self._active_runs else None
+        body = canonical_json(dict(payload))
+
+        def op(conn: sqlite3.Connection) -> None:
+            active = conn.execute("SELECT 1 FROM alarms WHERE name=? AND t_cleared IS NULL",
+                                  (name,)).fetchone()
+            if active:
+                return
+            conn.execute("INSERT INTO alarms(run_id, name, message, priority, t_raised, payload)"
+                         " VALUES (?,?,?,?,?,?)", (rid, name, message, priority, t, body))
+            self._insert_event(conn, rid, t, EventKind.ALARM_RAISED, name,
+                               {"message": message, "priority": priority, **payload})
+
+        return op
+
+    def _alarm_clear_op(self, name: str, payload: Mapping[str, Any], t: float) -> _Op:
+        rid = self._active_runs[-1] if self._active_runs else None
+
+        def op(conn: sqlite3.Connection) -> None:
+            cur = conn.execute("UPDATE alarms SET t_cleared=? WHERE name=? AND t_cleared IS NULL",
+                               (t, name))
+            if cur.rowcount:
+                self._insert_event(conn, rid, t, EventKind.ALARM_CLEARED, name, dict(payload))
+
+        return op
+
+    def _tag_id(self, conn: sqlite3.Connection, name: str) -> int:
+        tid = self._tag_ids.get(name)
+        if tid is None:
+            conn.execute("INSERT OR IGNORE INTO tags(name) VALUES (?)", (name,))
+            row = conn.execute("SELECT id FROM tags WHERE name=?", (name,)).fetchone()
+            tid = int(row[0])
+            self._tag_ids[name] = tid
+        return tid
+
+    def _writer(self) -> None:
+        conn = self._conn
+        deadline = time.monotonic() + self.flush_interval
+        while True:
+            with self._cond:
+                while not self._stop and (self._pause.is_set() or (
+                        not self._ops and len(self._samples) < self.batch_size)):
+                    paused = self._pause.is_set()
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 and not paused:
+                        break
+                    self._cond.wait(0.05 if paused else remaining)
+                ops, self._ops = self._ops, deque()
+                samples, self._samples = self._samples, []
+                dropped = self._episode_dropped if self._overflowing else 0
+                if self._overflowing:
+                    self._overflowing = False
+                    self._episode_dropped = 0
+                stopping = self._stop
+            deadline = time.monotonic() + self.flush_interval
+            if ops or samples or dropped:
+                self._write(conn, ops, samples, dropped)
+            if stopping:
+                with self._lock:
+                    if not self._ops and not self._samples:
+                        return
+
+    def _write(self, conn: sqlite3.Connection, ops: deque[tuple[_Op, Future[Any] | None]],
+               samples: list[tuple[str, float, float, float | None, int]], dropped: int) -> None:
+        t0 = time.perf_counter()
+        results: list[tuple[Future[Any] | None, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op, fut in ops:
+                results.append((fut, op(conn)))
+            if samples:
+                ids = self._tag_ids
+                missing = {s[0] for s in samples if s[0] not in ids}
+                for name in missing:
+                    self._tag_id(conn, name)
+                conn.executemany(
+                    "INSERT INTO samples(tag_id, t, value, raw, quality) VALUES (?,?,?,?,?)",
+                    [(ids[n], t, v, r, q) for n, t, v, r, q in samples])
+            if dropped:
+                now = self.clock()
+                self._insert_event(conn, self._active_runs[-1] if self._active_runs else None,
+                                   now, EventKind.OVERFLOW, "historian", {"dropped": dropped})
+                self._alarm_clear_op(OVERFLOW_ALARM, {"dropped": dropped}, now)(conn)
+            conn.execute("COMMIT")
+        except Exception as exc:  # the writer must survive a bad batch and say so
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            self.stats.write_errors += 1
+            self.stats.last_error = f"{type(exc).__name__}: {exc}"
+            log.error("historian write failed (%d ops, %d samples lost): %s",
+                      len(ops), len(samples), exc)
+            for _op, fut in ops:
+                if fut is not None and not fut.done():
+                    fut.set_exception(exc)
+            return
+        st = self.stats
+        st.samples_written += len(samples)
+        st.flushes += 1
+        if dropped:
+            st.overflow_episodes.append(dropped)
+        dt = time.perf_counter() - t0
+        st.last_flush_s = dt
+        st.max_flush_s = max(st.max_flush_s, dt)
+        for fut, res in results:
+            if fut is not None and not fut.done():
+                fut.set_result(res)
+
+    def _recover_interrupted(self) -> list[int]:
+        """Mark runs whose owning Historian is gone as ``interrupted``; returns their ids."""
+        conn = self._conn
+        rows = conn.execute("SELECT id, owner_token, owner_pid, owner_host, t_start FROM runs"
+                            " WHERE result='running'").fetchall()
+        recovered: list[int] = []
+        for rid, token, pid, host, t_start in rows:
+            if token == self._token or _OwnerLock.owner_alive(self.path, token, pid, host):
+                continue
+            last = conn.execute(
+                "SELECT MAX(t) FROM events WHERE run_id=?", (rid,)).fetchone()[0]
+            last_sample = conn.execute(
+                "SELECT MAX(t) FROM samples WHERE t >= ?", (t_start,)).fetchone()[0]
+            t_end = max(x for x in (t_start, last, last_sample) if x is not None)
+            note = (f"owner process {pid} on {host} ended without closing the run;"
+                    f" marked at reopen by process {self._pid}")
+            conn.execute("BEGIN IMMEDIATE")
+            cur = conn.execute("UPDATE runs SET result=?, t_end=?, note=? WHERE id=? AND"
+                               " result='running'", (RunResult.INTERRUPTED.value, t_end, note, rid))
+            if cur.rowcount:
+                self._insert_event(conn, rid, t_end, EventKind.RUN_END, "historian",
+                                   {"result": RunResult.INTERRUPTED.value, "note": note})
+                recovered.append(int(rid))
+            conn.execute("COMMIT")
+        return recovered
+
+
+def load_json(text: str | None) -> Any:
+    """Decode a JSON column (None stays None)."""
+    return None if text is None else json.loads(text)

@@ -1,0 +1,104 @@
+"""CLI for batch records: ``audit verify``, ``runs`` and ``report``.
+
+Mount in the main CLI as::
+
+    from modulecontrol.records import cli as records_cli
+    main.add_typer(records_cli.audit_app, name="audit")
+    main.command("runs")(records_cli.runs)
+    main.command("report")(records_cli.report_cmd)
+
+``app`` bundles all three for standalone use (``python -m modulecontrol.records.cli``).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from modulecontrol.records._audit import verify_audit
+from modulecontrol.records._db import DEFAULT_DB, RecordsError
+from modulecontrol.records._report import ReportFormat, list_runs, report
+
+app = typer.Typer(help="Batch records: runs, reports and the audit trail.", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit trail (21 CFR Part 11 style).", no_args_is_help=True)
+
+DbOpt = Annotated[Path, typer.Option("--db", help="Records database (SQLite file).")]
+
+
+def _fail(msg: str) -> None:
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(2)
+
+
+@audit_app.command("verify")
+def audit_verify(db: DbOpt = DEFAULT_DB) -> None:
+    """Check the hash chain; exit 1 and name each bad entry if it was tampered with."""
+    try:
+        rep = verify_audit(db)
+    except RecordsError as exc:
+        _fail(str(exc))
+        return
+    if rep.ok:
+        typer.echo(f"audit trail OK: {rep.entries} entries, head {rep.head_hash}")
+        return
+    typer.echo(f"audit trail FAILED verification: {len(rep.issues)} issue(s) in"
+               f" {rep.entries} entries", err=True)
+    for issue in rep.issues:
+        typer.echo(f"  {issue}", err=True)
+    raise typer.Exit(1)
+
+
+def runs(db: DbOpt = DEFAULT_DB) -> None:
+    """List the recorded runs."""
+    from datetime import UTC, datetime
+
+    try:
+        items = list_runs(db)
+    except RecordsError as exc:
+        _fail(str(exc))
+        return
+    if not items:
+        typer.echo("no runs recorded")
+        return
+    typer.echo(f"{'id':>4}  {'start (UTC)':<20} {'duration':>9}  {'result':<11} recipe")
+    for r in items:
+        start = datetime.fromtimestamp(r.t_start, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        dur = "" if r.duration_s is None else f"{r.duration_s:.0f} s"
+        typer.echo(f"{r.id:>4}  {start:<20} {dur:>9}  {r.result:<11} {r.recipe_name}"
+                   f" {r.recipe_version}".rstrip())
+
+
+def report_cmd(
+    run: Annotated[int, typer.Argument(help="Run id (see `runs`).")],
+    db: DbOpt = DEFAULT_DB,
+    format: Annotated[str, typer.Option("--format", "-f", help="html, json or csv")] = "html",
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="Output file; default:"
+                                             " run-<id>.html beside the database for HTML,"
+                                             " standard output for JSON and CSV.")] = None,
+) -> None:
+    """Write the batch report of one run."""
+    if format not in ("html", "json", "csv"):
+        _fail(f"--format must be html, json or csv, not '{format}'")
+    fmt: ReportFormat = format  # type: ignore[assignment]
+    if out is None and fmt == "html":
+        out = db.parent / f"run-{run}.html"
+    try:
+        text = report(db, run, fmt, out)
+    except RecordsError as exc:
+        _fail(str(exc))
+        return
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        typer.echo(f"wrote {out}")
+
+
+app.add_typer(audit_app, name="audit")
+app.command("runs")(runs)
+app.command("report")(report_cmd)
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
