@@ -64,6 +64,7 @@ class _LineProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.lost: BaseException | None = None
         self._wake: asyncio.Event = asyncio.Event()
+        self.closed: asyncio.Event = asyncio.Event()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -76,6 +77,7 @@ class _LineProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = exc if exc is not None else ConnectionResetError("port closed")
         self._wake.set()
+        self.closed.set()
 
     @property
     def alive(self) -> bool:
@@ -181,7 +183,7 @@ class _Port:
         if proto is not None and proto.lost is None:
             # Let the transport finish closing the file descriptor before the loop moves on.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proto._wake.wait(), 1.0)
+                await asyncio.wait_for(proto.closed.wait(), 1.0)
 
 
 _PORTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Port]] = (

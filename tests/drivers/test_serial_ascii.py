@@ -159,3 +159,11 @@ def test_framed_reply_round_trips(value: float, addr: int, kind: str) -> None:
     line = body + checksum_hex(kind, body).encode() + b"\r"  # type: ignore[arg-type]
     got, _ = parse_reply(f, _COMMANDS[0], line)
     assert got == pytest.approx(value, abs=5e-4)
+
+
+def test_documented_checksum_examples() -> None:
+    # The examples in docs/syringe-protocol.md.
+    assert Framing(checksum="crc16-modbus").frame("DIA") == b"DIA75C6\r"
+    assert Framing(checksum="crc16-modbus").unframe(b"S14.50C108\r") == "S14.50"
+    assert Framing(address=1, checksum="sum8").frame("RUN") == b"01RUN56\r"
+    assert Framing(address=1, checksum="sum8").unframe(b"01IAA\r") == "I"
