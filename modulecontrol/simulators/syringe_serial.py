@@ -125,8 +125,7 @@ class BuiltinSyringe:
     @running.setter
     def running(self, value: bool) -> None:
         self._sync()
-        if value:
-            self._stalled = False
+        self._stalled = False  # RUN and STP both acknowledge the stall alarm
         self._running = bool(value) and self._left > 0
         self._check_force()
 

@@ -151,6 +151,8 @@ async def test_stall_raises_alarm_prompt(tmp_path: Path, pump_type: ModuleType) 
             v = await d.read(["Stalled.V", "Run.VRbk"])
             assert v["Stalled.V"].value is True and v["Stalled.V"].raw == "A1"
             assert v["Run.VRbk"].value is False
+            await d.write("Run.VMan", False)
+            assert (await d.read(["Stalled.V"]))["Stalled.V"].raw == "S0"
 
 
 async def test_device_errors_are_rejections(drv: SerialDriver) -> None:
