@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from modulecontrol.descriptors._base import Ident, Model, Seconds, quantity_in
 from modulecontrol.descriptors._module import ModuleType
@@ -76,6 +76,10 @@ class OpcUaEndpoint(_EndpointBase):
         return self
 
 
+Terminator = Annotated[str, StringConstraints(strip_whitespace=False, min_length=1)]
+"""Line terminators are whitespace by nature: exempt from the models' whitespace stripping."""
+
+
 class SerialEndpoint(_EndpointBase):
     protocol: Literal["serial"]
     port: str
@@ -83,10 +87,29 @@ class SerialEndpoint(_EndpointBase):
     bytesize: Literal[7, 8] = 8
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
-    write_terminator: str = "\r"
-    read_terminator: str = "\r"
+    write_terminator: Terminator = "\r"
+    read_terminator: Terminator = "\r"
     address: int | None = Field(default=None, ge=0, le=99)
-    """Device address on a daisy chain, available to command templates as a prefix."""
+    """Device address on a daisy chain: sent as a two-digit prefix of every request and
+    expected at the start of every reply."""
+    checksum: Literal["none", "sum8", "xor", "crc16-modbus"] = "none"
+    """Appended to requests (and checked on replies) as uppercase hex before the terminator."""
+    error_pattern: str | None = r"^[A-Z]?(?P<code>\?[A-Z]*)$"
+    """A reply matching this regular expression is a device error; group ``code`` (or the
+    whole match) becomes ``DeviceRejected.code``. The default reads ``?``, ``?OOR`` or
+    ``S?NA`` (one status letter, then the code). ``null`` turns error detection off."""
+
+    @field_validator("error_pattern")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            re.compile(v)
+        except re.error as exc:
+            raise ValueError(f"error_pattern '{v}' is not a valid regular expression: {exc}"
+                             ) from None
+        return v
 
 
 Endpoint = Annotated[
