@@ -7,6 +7,7 @@ feeds (modules with a ``flow_signal`` property) upstream of it.
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict, deque
 from collections.abc import Mapping, Sequence
 
@@ -34,7 +35,7 @@ def find_path(config: PlantConfig, waypoints: Sequence[str]) -> list[str]:
         raise PathError("a flow path needs at least two modules")
     down, _ = _graph(config)
     full: list[str] = [waypoints[0]]
-    for a, b in zip(waypoints, waypoints[1:], strict=False):
+    for a, b in itertools.pairwise(waypoints):
         seg = _bfs(down, a, b)
         if seg is None:
             raise PathError(f"no flow path from {a} to {b} along the plant's connections")
