@@ -133,7 +133,9 @@ class Driver(Protocol):
     """What the proxies use. Every I/O method honours the endpoint's timeout."""
 
     transport: ClassVar[str]
-    tags: Mapping[str, TagInfo]
+
+    @property
+    def tags(self) -> Mapping[str, TagInfo]: ...
 
     async def connect(self) -> None: ...
     async def close(self) -> None: ...

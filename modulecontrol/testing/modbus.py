@@ -42,7 +42,7 @@ class Access:
     count: int
 
 
-class RecordingStore(ModbusServerContext):  # type: ignore[misc]
+class RecordingStore(ModbusServerContext):
     """Coils, discrete inputs, holding and input registers per unit, with a log of accesses.
 
     ``delay`` (s) holds every reply back; ``silent`` units never answer; addresses at or past
@@ -53,7 +53,7 @@ class RecordingStore(ModbusServerContext):  # type: ignore[misc]
         # ModbusServerContext.__init__ builds pymodbus' own store; this one replaces it, and
         # ``old_simulator`` makes the server call our async_getValues/async_setValues.
         self.old_simulator = True
-        self.simdevices: list[object] = []
+        self.simdevices = []
         self.size = size
         self.tables: dict[int, dict[str, list[int]]] = {
             u: {t: [0] * size for t in ("coil", "discrete_input", "holding", "input")}
@@ -82,6 +82,7 @@ class RecordingStore(ModbusServerContext):  # type: ignore[misc]
     def wake(self) -> None:
         """Let silent units' pending requests end (call before stopping the server)."""
         self._release.set()
+        self._release = asyncio.Event()
 
     # -- pymodbus datastore protocol -------------------------------------------------------
     def device_ids(self) -> list[int]:
@@ -94,7 +95,7 @@ class RecordingStore(ModbusServerContext):  # type: ignore[misc]
 
     async def _hold(self, device_id: int) -> None:
         if device_id in self.silent:
-            await self._release.wait()
+            await self._release.wait()  # the event object of the moment, set by wake()
             raise asyncio.CancelledError
         if self.delay:
             await asyncio.sleep(self.delay)
@@ -131,7 +132,7 @@ def free_port() -> int:
         return port
 
 
-class _Handler(ServerRequestHandler):  # type: ignore[misc]
+class _Handler(ServerRequestHandler):
     """pymodbus' handler, but each reply is bound to its own request.
 
     pymodbus 3.16 reads ``self.last_pdu`` again *after* awaiting the datastore, so a reply that
@@ -153,12 +154,13 @@ class _Handler(ServerRequestHandler):  # type: ignore[misc]
             return
         response.transaction_id = pdu.transaction_id
         response.dev_id = pdu.dev_id
-        self.server_send(response, addr)
+        self.server_send(response, addr)  # type: ignore[no-untyped-call]
 
 
-class _Server(ModbusTcpServer):  # type: ignore[misc]
+class _Server(ModbusTcpServer):
     def callback_new_connection(self) -> _Handler:
-        return _Handler(self, self.trace_packet, self.trace_pdu, self.trace_connect)
+        return _Handler(  # type: ignore[no-untyped-call]
+            self, self.trace_packet, self.trace_pdu, self.trace_connect)
 
 
 class TcpDevice:
@@ -176,10 +178,9 @@ class TcpDevice:
     async def stop(self) -> None:
         if self._server is not None:
             self.store.wake()
-            await self._server.shutdown()
+            await self._server.shutdown()  # type: ignore[no-untyped-call]
             self._server = None
             await asyncio.sleep(0.01)
-            self.store._release = asyncio.Event()
 
     async def __aenter__(self) -> TcpDevice:
         await self.start()

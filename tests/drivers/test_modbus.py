@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 from _modbus_fixtures import ALL_TYPES, ORDERS, TYPES, expected_registers, rtu_driver, tcp_driver
 
+from modulecontrol.descriptors import ModbusBinding
 from modulecontrol.drivers import (
     DeviceRejected,
     Disconnected,
@@ -21,7 +22,7 @@ from modulecontrol.drivers import (
 )
 from modulecontrol.testing.modbus import RecordingStore, RtuResponder, TcpDevice, free_port
 
-SAMPLES = {
+SAMPLES: dict[str, list[float]] = {
     "int16": [-32768, -1, 0, 12345, 32767],
     "uint16": [0, 1, 40000, 65535],
     "int32": [-(2**31), -70000, 0, 2**31 - 1],
@@ -50,7 +51,9 @@ async def test_round_trip_every_type_and_order(device: TcpDevice) -> None:
         for kind in TYPES:
             for wo, bo in ORDERS:
                 tag = f"{_name(kind, wo, bo)}.VMan"
-                addr = drv.tags[tag].binding.address  # type: ignore[union-attr]
+                binding = drv.tags[tag].binding
+                assert isinstance(binding, ModbusBinding)
+                addr = binding.address
                 for v in SAMPLES[kind]:
                     await drv.write(tag, v)
                     regs = device.store.get(1, "holding", addr, len(expected_registers(
