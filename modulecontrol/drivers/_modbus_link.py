@@ -146,7 +146,8 @@ class Link:
             await self.ensure()
             try:
                 # pymodbus times out at self.timeout; ours is a safety net above it.
-                rsp = await asyncio.wait_for(call(), self.timeout * 1.5 + 0.05)
+                async with asyncio.timeout(self.timeout * 1.5 + 0.05):  # no extra task
+                    rsp = await call()
             except TimeoutError:
                 raise DriverTimeout(
                     f"unit {unit} did not answer {what} within {self.timeout:g} s"
