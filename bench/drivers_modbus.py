@@ -79,7 +79,7 @@ async def _run(seconds: float) -> dict[str, Any]:
             for b in bindings.values():
                 await calls[b.table](b.address, count=b.count, device_id=1)
 
-        rates = {}
+        rates: dict[str, float] = {}
         for _ in range(2):  # interleave to spread machine noise over all three
             for name, fn in (("driver", via_driver), ("raw", raw), ("naive", naive)):
                 rates[name] = max(rates.get(name, 0.0), await _rate(fn, seconds))

@@ -33,3 +33,8 @@ def list_drivers() -> None:
     for row in driver_rows():
         table.add_row(*row)
     Console().print(table)
+
+
+@app.callback()
+def _group() -> None:
+    """Inspect installed drivers."""
