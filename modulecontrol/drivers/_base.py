@@ -133,7 +133,9 @@ class Driver(Protocol):
     """What the proxies use. Every I/O method honours the endpoint's timeout."""
 
     transport: ClassVar[str]
-    tags: Mapping[str, TagInfo]
+
+    @property
+    def tags(self) -> Mapping[str, TagInfo]: ...
 
     async def connect(self) -> None: ...
     async def close(self) -> None: ...
@@ -175,6 +177,10 @@ _WRITABLE_ATTRS = frozenset({
     "SrcIntOp", "StateOffAut", "StateOpAut", "StateAutAut", "SrcExtAut", "SrcIntAut",
     "ResetAut", "ResetOp", "VOp", "ApplyOp",
 })
+
+
+class _Default(enum.Enum):
+    TIMEOUT = 0
 
 
 class BaseDriver:
@@ -249,7 +255,8 @@ class BaseDriver:
         for i in infos:
             if not i.readable:
                 raise NotWritable("tag is write-only", tag=i.name, module=self.tag_name)
-        values: dict[str, TagValue] = await self._timed(self._read(infos))
+        values: dict[str, TagValue] = await self._timed(self._read(infos),
+                                                        self._budget("read", len(infos)))
         return values
 
     async def write(self, tag: str, value: Any) -> None:
@@ -260,7 +267,7 @@ class BaseDriver:
             checked = check_value(info, value)
         except ValueError as exc:
             raise OutOfRange(str(exc), tag=tag, module=self.tag_name) from None
-        await self._timed(self._write(info, checked))
+        await self._timed(self._write(info, checked), self._budget("write", 1))
 
     async def subscribe(self, tags: Sequence[str], interval: float, callback: Callback
                         ) -> Subscription:
@@ -287,11 +294,24 @@ class BaseDriver:
         return self._health
 
     # -- helpers for transports ----------------------------------------------------------
-    async def _timed(self, coro: Awaitable[Any]) -> Any:
+    def _budget(self, op: str, count: int) -> float | None:
+        """Seconds one ``read``/``write`` call may take in all (``op`` names which).
+
+        The default is one endpoint timeout. A transport that retries or splits a call into
+        several wire requests bounds each request itself and returns ``None`` here, so the
+        outer deadline cannot cut its retries short.
+        """
+        return self.timeout
+
+    async def _timed(self, coro: Awaitable[Any],
+                     budget: float | _Default | None = _Default.TIMEOUT) -> Any:
+        """Await ``coro`` within ``budget`` s (default: the endpoint timeout; None: unbounded)."""
+        if isinstance(budget, _Default):
+            budget = self.timeout
         t0 = time.perf_counter()
         self._health.requests += 1
         try:
-            result = await asyncio.wait_for(coro, self.timeout)
+            result = await asyncio.wait_for(coro, budget)
         except TimeoutError:
             self._fail("timeout")
             raise DriverTimeout(f"no answer within {self.timeout:g} s",

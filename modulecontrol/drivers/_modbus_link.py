@@ -1,0 +1,212 @@
+"""One pymodbus client per physical link, shared by every driver that uses it.
+
+Why a pool: on an RS-485 line several devices (unit ids) hang off one serial port, and a
+port can be opened once. Every module instance on that port gets its own driver, so drivers
+borrow the port's client from here and take its lock for each request, which keeps frames of
+different units from interleaving. A TCP gateway serving several unit ids is shared the same way.
+
+Reconnection is ours, not pymodbus's (``reconnect_delay=0``): a request on a dropped link tries
+to connect at most once per back-off period, doubling from 0.1 s up to the endpoint's
+``reconnect_max_delay``, and fails fast with Disconnected in between. That keeps every call
+bounded in time and makes the back-off observable in ``health()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.constants import ExcCodes
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+
+from modulecontrol.descriptors import ModbusRtuEndpoint, ModbusTcpEndpoint
+from modulecontrol.drivers._base import DeviceRejected, Disconnected, DriverError, DriverTimeout
+
+FIRST_DELAY = 0.1
+"""Seconds before the first reconnect attempt after a link drops."""
+
+EXCEPTION_NAMES: dict[int, str] = {
+    int(ExcCodes.ILLEGAL_FUNCTION): "illegal function",
+    int(ExcCodes.ILLEGAL_ADDRESS): "illegal data address",
+    int(ExcCodes.ILLEGAL_VALUE): "illegal data value",
+    int(ExcCodes.DEVICE_FAILURE): "server device failure",
+    int(ExcCodes.ACKNOWLEDGE): "acknowledge",
+    int(ExcCodes.DEVICE_BUSY): "server device busy",
+    int(ExcCodes.NEGATIVE_ACKNOWLEDGE): "negative acknowledge",
+    int(ExcCodes.MEMORY_PARITY_ERROR): "memory parity error",
+    int(ExcCodes.GATEWAY_PATH_UNAVIABLE): "gateway path unavailable",
+    int(ExcCodes.GATEWAY_NO_RESPONSE): "gateway target device failed to respond",
+}
+
+ModbusEndpoint = ModbusTcpEndpoint | ModbusRtuEndpoint
+
+
+def link_key(ep: ModbusEndpoint) -> tuple[Any, ...]:
+    if isinstance(ep, ModbusTcpEndpoint):
+        return ("tcp", ep.host, ep.port)
+    return ("rtu", ep.port)
+
+
+def describe(ep: ModbusEndpoint) -> str:
+    if isinstance(ep, ModbusTcpEndpoint):
+        return f"{ep.host}:{ep.port}"
+    return ep.port
+
+
+class Link:
+    """A pymodbus client, its request lock and our reconnect bookkeeping."""
+
+    def __init__(self, ep: ModbusEndpoint) -> None:
+        self.endpoint = ep
+        self.where = describe(ep)
+        self.timeout = float(ep.timeout)
+        self.max_delay = float(ep.reconnect_max_delay)
+        self.client: AsyncModbusTcpClient | AsyncModbusSerialClient
+        # retries=0: pymodbus must never re-send on its own, or a timed-out write could be
+        # executed twice; the driver decides what may be retried.
+        if isinstance(ep, ModbusTcpEndpoint):
+            self.client = AsyncModbusTcpClient(
+                ep.host, port=ep.port, timeout=self.timeout, retries=0, reconnect_delay=0
+            )
+        else:
+            self.client = AsyncModbusSerialClient(
+                ep.port, baudrate=ep.baudrate, bytesize=ep.bytesize, parity=ep.parity,
+                stopbits=ep.stopbits, timeout=self.timeout, retries=0, reconnect_delay=0,
+            )
+        self.lock = asyncio.Lock()
+        self.users = 0
+        self.delay = FIRST_DELAY
+        self.next_attempt = 0.0
+        self.ever_connected = False
+        self.reconnects = 0
+        self.closed = False
+
+    def compatible(self, ep: ModbusEndpoint) -> str | None:
+        """Why ``ep`` cannot share this link (different line settings), or None."""
+        mine = self.endpoint
+        if isinstance(mine, ModbusRtuEndpoint) and isinstance(ep, ModbusRtuEndpoint):
+            for f in ("baudrate", "bytesize", "parity", "stopbits"):
+                if getattr(mine, f) != getattr(ep, f):
+                    return (f"{f} {getattr(ep, f)} differs from {getattr(mine, f)} set by "
+                            f"another module on {ep.port}; devices on one line share settings")
+        return None
+
+    @property
+    def connected(self) -> bool:
+        return self.is_up()
+
+    def is_up(self) -> bool:
+        return bool(self.client.connected)
+
+    async def ensure(self, *, force: bool = False) -> None:
+        """Connect if needed, at most once per back-off period (``force`` skips the wait)."""
+        if self.is_up():
+            return
+        now = time.monotonic()
+        if not force and now < self.next_attempt:
+            raise Disconnected(
+                f"no link to {self.where}; next reconnect attempt in "
+                f"{self.next_attempt - now:.1f} s"
+            )
+        try:
+            ok = await asyncio.wait_for(self.client.connect(), self.timeout + 1.0)
+        except (TimeoutError, OSError, ModbusException):
+            ok = False
+        if not ok or not self.is_up():
+            self.next_attempt = time.monotonic() + self.delay
+            self.delay = min(self.delay * 2, self.max_delay)
+            raise Disconnected(
+                f"cannot connect to {self.where}: check that the device is powered and "
+                "reachable and that the endpoint's host/port is right"
+            )
+        if self.ever_connected:
+            self.reconnects += 1
+        self.ever_connected = True
+        self.delay = FIRST_DELAY
+        self.next_attempt = 0.0
+
+    async def request(self, unit: int, what: str, call: Callable[[], Awaitable[Any]],
+                      module: str | None = None) -> Any:
+        """Run one request under the link lock and map every failure to a typed error."""
+        try:
+            return await self._request(unit, what, call)
+        except DeviceRejected as exc:
+            raise DeviceRejected(str(exc), code=exc.code, module=module) from None
+        except DriverError as exc:
+            raise type(exc)(str(exc), module=module) from None
+
+    async def _request(self, unit: int, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        async with self.lock:
+            if self.closed:
+                raise Disconnected(f"link to {self.where} is closed")
+            await self.ensure()
+            try:
+                # pymodbus times out at self.timeout; ours is a safety net above it.
+                async with asyncio.timeout(self.timeout * 1.5 + 0.05):  # no extra task
+                    rsp = await call()
+            except TimeoutError:
+                raise DriverTimeout(
+                    f"unit {unit} did not answer {what} within {self.timeout:g} s"
+                ) from None
+            except ConnectionException as exc:
+                raise Disconnected(f"link to {self.where} lost during {what}: {exc}") from None
+            except ModbusIOException as exc:
+                if not self.connected:
+                    raise Disconnected(f"link to {self.where} lost during {what}") from None
+                if "No response" in str(exc):
+                    raise DriverTimeout(
+                        f"unit {unit} did not answer {what} within {self.timeout:g} s"
+                    ) from None
+                raise DriverError(f"bad reply from unit {unit} to {what}: {exc}") from None
+            except ModbusException as exc:
+                raise DriverError(f"bad reply from unit {unit} to {what}: {exc}") from None
+        if rsp is None:
+            raise DriverTimeout(f"unit {unit} gave no reply to {what}")
+        if rsp.isError():
+            code = int(getattr(rsp, "exception_code", 0))
+            name = EXCEPTION_NAMES.get(code, "unknown exception")
+            raise DeviceRejected(
+                f"unit {unit} rejected {what}: Modbus exception {code} ({name})", code=code
+            )
+        return rsp
+
+    async def shutdown(self) -> None:
+        self.closed = True
+        self.client.close()
+        await asyncio.sleep(0)
+
+
+_POOL: dict[tuple[Any, ...], Link] = {}
+
+
+async def acquire(ep: ModbusEndpoint) -> Link:
+    """The shared link for ``ep`` in the running loop, created on first use."""
+    key = (id(asyncio.get_running_loop()), *link_key(ep))
+    link = _POOL.get(key)
+    if link is not None and link.closed:
+        link = None
+    if link is None:
+        link = Link(ep)
+        _POOL[key] = link
+    else:
+        problem = link.compatible(ep)
+        if problem:
+            raise ValueError(problem)
+    link.users += 1
+    return link
+
+
+async def release(link: Link) -> None:
+    """Drop one user; the last one closes the client and frees the port."""
+    link.users -= 1
+    if link.users > 0:
+        return
+    for key, value in list(_POOL.items()):
+        if value is link:
+            del _POOL[key]
+    with contextlib.suppress(Exception):
+        await link.shutdown()

@@ -1,0 +1,40 @@
+"""``modulecontrol drivers``: what drivers are installed and where each comes from."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from modulecontrol.drivers._registry import _BUILTIN, available_drivers
+
+app = typer.Typer(help="Drivers found through the 'modulecontrol.drivers' entry points.",
+                  no_args_is_help=True)
+
+
+def driver_rows() -> list[tuple[str, str, str]]:
+    """(name, target, origin) per driver; origin is 'built-in' or the distribution name."""
+    rows = []
+    for name, ep in available_drivers().items():
+        dist = getattr(ep, "dist", None)
+        dist_name = getattr(dist, "name", None) if dist is not None else None
+        if dist_name is None or (dist_name == "modulecontrol" and _BUILTIN.get(name) == ep.value):
+            origin = "built-in"
+        else:
+            origin = f"{dist_name} {getattr(dist, 'version', '')}".strip()
+        rows.append((name, ep.value, origin))
+    return rows
+
+
+@app.command("list")
+def list_drivers() -> None:
+    """List installed drivers: name, import target, and the package that provides it."""
+    table = Table("name", "target", "from")
+    for row in driver_rows():
+        table.add_row(*row)
+    Console().print(table)
+
+
+@app.callback()
+def _group() -> None:
+    """Inspect installed drivers."""

@@ -1,0 +1,202 @@
+"""Modbus TCP and RTU driver on pymodbus' async clients.
+
+The register map comes from the module type (``ModbusBinding`` on each attribute); this
+module only moves values. Reads of one module are coalesced into the fewest requests
+(:func:`plan_reads`); reads are retried up to the endpoint's ``read_retries``; writes are sent
+once unless the data assembly is ``idempotent``, because a write whose reply was lost may
+already have been executed (a "zero the totaliser" command must not run twice).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, ClassVar
+
+from modulecontrol.descriptors import (
+    ModbusRtuEndpoint,
+    ModbusTcpEndpoint,
+    ModuleInstance,
+    ModuleType,
+)
+from modulecontrol.descriptors._bindings import ModbusBinding
+from modulecontrol.drivers import _modbus_link
+from modulecontrol.drivers._base import (
+    BaseDriver,
+    Disconnected,
+    DriverError,
+    DriverTimeout,
+    Health,
+    OutOfRange,
+    TagInfo,
+    TagValue,
+)
+from modulecontrol.drivers._modbus_codec import (
+    decode_registers,
+    encode_registers,
+    to_engineering,
+    to_raw,
+    with_bit,
+)
+from modulecontrol.drivers._modbus_link import EXCEPTION_NAMES, Link
+from modulecontrol.drivers._modbus_plan import MAX_BITS, MAX_REGISTERS, Block, plan_reads
+
+__all__ = ["EXCEPTION_NAMES", "MAX_BITS", "MAX_REGISTERS", "Block", "ModbusDriver", "plan_reads"]
+
+_RETRYABLE = (DriverTimeout, Disconnected)
+
+
+class ModbusDriver(BaseDriver):
+    """Talks Modbus TCP or RTU to one module instance (one unit id, or several per binding)."""
+
+    transport: ClassVar[str] = "modbus"
+
+    def __init__(self, module_type: ModuleType, instance: ModuleInstance) -> None:
+        super().__init__(module_type, instance)
+        ep = instance.endpoint
+        if not isinstance(ep, ModbusTcpEndpoint | ModbusRtuEndpoint):
+            raise ValueError(
+                f"module {instance.tag}: the modbus driver needs a 'modbus-tcp' or 'modbus-rtu' "
+                f"endpoint, not '{getattr(ep, 'protocol', None)}'"
+            )
+        self.endpoint: ModbusTcpEndpoint | ModbusRtuEndpoint = ep
+        self.unit_id = ep.unit_id
+        self.read_retries = ep.read_retries
+        self.max_gap = ep.max_gap
+        self._link: Link | None = None
+        self._plans: dict[tuple[str, ...], list[Block]] = {}
+
+    # -- BaseDriver hooks ------------------------------------------------------------------
+    def _budget(self, op: str, count: int) -> float | None:
+        # Each wire request is bounded by the link (timeout) and retries are counted here.
+        return None
+
+    async def _connect(self) -> None:
+        if self._link is None:
+            self._link = await _modbus_link.acquire(self.endpoint)
+        try:
+            await self._link.ensure(force=True)
+        except Disconnected as exc:
+            self._fail(str(exc))
+            raise Disconnected(str(exc), module=self.tag_name) from None
+
+    async def _close(self) -> None:
+        link, self._link = self._link, None
+        if link is not None:
+            await _modbus_link.release(link)
+
+    def health(self) -> Health:
+        if self._link is not None:
+            self._health.connected = self._link.connected
+            self._health.reconnects = self._link.reconnects
+        return self._health
+
+    async def _read(self, infos: Sequence[TagInfo]) -> dict[str, TagValue]:
+        key = tuple(i.name for i in infos)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = plan_reads([(i.name, _mb(i)) for i in infos], self.max_gap,
+                              default_unit=self.unit_id)
+            if len(self._plans) < 256:
+                self._plans[key] = plan
+        by_name = {i.name: i for i in infos}
+        out: dict[str, TagValue] = {}
+        for block in plan:
+            data = await self._with_retries(
+                self.read_retries, lambda b=block: self._read_block(b)  # type: ignore[misc]
+            )
+            now = time.time()
+            for name in block.tags:
+                info = by_name[name]
+                b = _mb(info)
+                at = b.address - block.address
+                if b.table in ("coil", "discrete_input"):
+                    raw: int | float | bool = bool(data[at])
+                else:
+                    raw = decode_registers(b, data[at:at + b.count])
+                value = to_engineering(b, raw)
+                if info.assembly.kind == "bool" and not isinstance(value, bool):
+                    value = bool(value)
+                out[name] = TagValue(value, timestamp=now, raw=raw)
+        return out
+
+    async def _write(self, info: TagInfo, value: Any) -> None:
+        b = _mb(info)
+        try:
+            raw = to_raw(b, value)
+        except ValueError as exc:
+            raise OutOfRange(str(exc), tag=info.name, module=self.tag_name) from None
+        retries = self.read_retries if info.assembly.idempotent else 0
+        await self._with_retries(retries, lambda: self._write_raw(info, b, raw))
+
+    # -- wire ------------------------------------------------------------------------------
+    def _unit(self, b: ModbusBinding) -> int:
+        return self.unit_id if b.unit_id is None else b.unit_id
+
+    def _require_link(self) -> Link:
+        if self._link is None:
+            raise Disconnected("not connected: call connect() first", module=self.tag_name)
+        return self._link
+
+    async def _with_retries(self, retries: int, attempt: Callable[[], Awaitable[Any]]) -> Any:
+        """Run ``attempt`` up to ``retries`` more times after a timeout or lost link."""
+        for n in range(retries + 1):
+            try:
+                return await attempt()
+            except _RETRYABLE:
+                if n == retries:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _read_block(self, block: Block) -> list[Any]:
+        link = self._require_link()
+        c = link.client
+        u = block.unit_id
+        what = f"read of {block.count} {block.table} at {block.address}"
+        calls = {
+            "coil": c.read_coils,
+            "discrete_input": c.read_discrete_inputs,
+            "holding": c.read_holding_registers,
+            "input": c.read_input_registers,
+        }
+        fn = calls[block.table]
+        rsp = await link.request(
+            u, what, lambda: fn(block.address, count=block.count, device_id=u), self.tag_name
+        )
+        data = list(rsp.bits if block.table in ("coil", "discrete_input") else rsp.registers)
+        if len(data) < block.count:
+            raise DriverError(
+                f"unit {u} answered {what} with {len(data)} values", module=self.tag_name
+            )
+        return data[:block.count]
+
+    async def _write_raw(self, info: TagInfo, b: ModbusBinding, raw: int | float | bool) -> None:
+        link = self._require_link()
+        c = link.client
+        u = self._unit(b)
+        what = f"write of {info.name} ({b.table} {b.address})"
+        m = self.tag_name
+        if b.table == "coil":
+            await link.request(u, what, lambda: c.write_coil(b.address, bool(raw), device_id=u), m)
+            return
+        if b.bit is not None:
+            # Read-modify-write of a packed boolean; not atomic against other masters.
+            rsp = await link.request(
+                u, what, lambda: c.read_holding_registers(b.address, count=1, device_id=u), m
+            )
+            word = with_bit(int(rsp.registers[0]), b.bit, bool(raw))
+            await link.request(u, what, lambda: c.write_register(b.address, word, device_id=u), m)
+            return
+        regs = encode_registers(b, raw)
+        if len(regs) == 1:
+            await link.request(
+                u, what, lambda: c.write_register(b.address, regs[0], device_id=u), m)
+        else:
+            await link.request(
+                u, what, lambda: c.write_registers(b.address, regs, device_id=u), m)
+
+
+def _mb(info: TagInfo) -> ModbusBinding:
+    b = info.binding
+    assert isinstance(b, ModbusBinding)
+    return b
