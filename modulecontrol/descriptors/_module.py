@@ -277,6 +277,9 @@ class ModuleType(Model):
                                 f"a data assembly{did_you_mean(rname, das)}",
                             )
                         )
+                if proc.complete_when is not None:
+                    for col, msg in _condition_problems(proc.complete_when, das):
+                        out.append(((*pbase, "complete_when"), f"complete_when col {col}: {msg}"))
             params = {p for proc in svc.procedures for p in proc.parameters}
             params |= set(svc.config_parameters)
             for state, writes in svc.actions.items():
@@ -371,3 +374,18 @@ def _unique_names(names: list[str], what: str) -> None:
         if n in seen:
             raise ValueError(f"{what} name '{n}' is used twice")
         seen.add(n)
+
+
+def _condition_problems(text: str, das: dict[str, DataAssembly]) -> list[tuple[int, str]]:
+    """Problems of a module-local condition, where the module calls itself ``this``."""
+    from modulecontrol.recipe.expr import ExprSyntaxError, SignalInfo, check, parse
+
+    signals = {
+        f"this.{d.name}": SignalInfo(d.unit if d.kind == "number" else "", d.kind)
+        for d in das.values()
+    }
+    try:
+        expr = parse(text)
+    except ExprSyntaxError as exc:
+        return [(exc.col, exc.message)]
+    return [(p.col, p.message) for p in check(expr, signals)]

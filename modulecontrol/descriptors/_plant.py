@@ -107,8 +107,9 @@ class SerialEndpoint(_EndpointBase):
         try:
             re.compile(v)
         except re.error as exc:
-            raise ValueError(f"error_pattern '{v}' is not a valid regular expression: {exc}"
-                             ) from None
+            raise ValueError(
+                f"error_pattern '{v}' is not a valid regular expression: {exc}"
+            ) from None
         return v
 
 

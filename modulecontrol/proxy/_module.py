@@ -385,7 +385,7 @@ class LocalService:
         out: dict[str, Any] = {}
         for da in self.proxy.type.data_assemblies:
             v = self._params.get(da.name, self.proxy.value(da.name))
-            out[da.name] = _si(da, v)
+            out[f"this.{da.name}"] = _si(da, v)
         return out
 
     async def command(
@@ -432,17 +432,18 @@ class LocalService:
 
 
 def _module_condition(proxy: ModuleProxy, text: str, params: Mapping[str, Any]) -> Any:
-    """Compile a module-local condition (``DeliveredVolume >= VolumeSP``)."""
+    """Compile a module-local condition (``this.DeliveredVolume >= this.VolumeSP``)."""
     from modulecontrol.recipe.expr import SignalInfo, compile_condition
 
     signals: dict[str, SignalInfo] = {}
     for da in proxy.type.data_assemblies:
-        signals[da.name] = SignalInfo(da.unit if da.kind == "number" else "", da.kind)
+        signals[f"this.{da.name}"] = SignalInfo(da.unit if da.kind == "number" else "", da.kind)
     return compile_condition(text, signals)
 
 
-def proxies_for(config: Any, drivers: Mapping[str, Driver] | None = None,
-                options: ProxyOptions | None = None) -> dict[str, ModuleProxy]:
+def proxies_for(
+    config: Any, drivers: Mapping[str, Driver] | None = None, options: ProxyOptions | None = None
+) -> dict[str, ModuleProxy]:
     """A proxy per module of a plant (``PlantConfig``)."""
     out: dict[str, ModuleProxy] = {}
     for inst in config.plant.modules:

@@ -1,0 +1,145 @@
+"""A plain Modbus pump behind a proxy: the proxy runs the MTP state machine and writes the
+descriptor's actions to a real pymodbus server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import AsyncIterator
+
+import pytest
+
+from modulecontrol.descriptors import ModbusTcpEndpoint, ModuleInstance, builtin_types
+from modulecontrol.proxy import ModuleProxy, ProxyOptions
+from modulecontrol.statemachine import Command, State
+from modulecontrol.testing.modbus import RecordingStore, TcpDevice
+
+
+def _f32(regs: list[int]) -> float:
+    return float(struct.unpack(">f", struct.pack(">HH", *regs))[0])
+
+
+def _regs(value: float) -> list[int]:
+    hi, lo = struct.unpack(">HH", struct.pack(">f", value))
+    return [hi, lo]
+
+
+@pytest.fixture
+async def device() -> AsyncIterator[TcpDevice]:
+    dev = TcpDevice(RecordingStore(units=(1,)))
+    await dev.start()
+    yield dev
+    await dev.stop()
+
+
+def _proxy(port: int) -> ModuleProxy:
+    inst = ModuleInstance(
+        tag="P1",
+        type="HPLCPump",
+        endpoint=ModbusTcpEndpoint(
+            protocol="modbus-tcp", port=port, timeout=0.3, reconnect_max_delay=0.2
+        ),
+    )
+    return ModuleProxy(
+        builtin_types().get("HPLCPump"),
+        inst,
+        options=ProxyOptions(poll_interval=0.05, complete_poll=0.02),
+    )
+
+
+async def test_dosing_continuous_writes_actions(device: TcpDevice) -> None:
+    proxy = _proxy(device.port)
+    await proxy.start()
+    try:
+        dosing = proxy.services["Dosing"]
+        assert dosing.state is State.IDLE
+        await dosing.command(
+            Command.START, procedure="Continuous", parameters={"FlowSP": "750 uL/min"}
+        )
+        await dosing.wait_for(State.EXECUTE, timeout=2)
+        store = device.store
+        assert _f32(store.get(1, "holding", 0, 2)) == pytest.approx(0.75)
+        assert store.get(1, "coil", 0) == [1]
+        assert store.get(1, "coil", 1) == [1]  # delivered-volume counter reset
+        await dosing.command(Command.STOP)
+        await dosing.wait_for(State.STOPPED, timeout=2)
+        assert store.get(1, "coil", 0) == [0]
+    finally:
+        await proxy.close()
+
+
+async def test_parameter_limits_refused_before_anything_moves(device: TcpDevice) -> None:
+    proxy = _proxy(device.port)
+    await proxy.start()
+    try:
+        with pytest.raises(ValueError, match="outside its limits"):
+            await proxy.services["Dosing"].command(
+                Command.START, parameters={"FlowSP": "50 mL/min"}
+            )
+        assert proxy.services["Dosing"].state is State.IDLE
+        assert device.store.count("write") == 0
+    finally:
+        await proxy.close()
+
+
+async def test_volume_procedure_completes_by_itself(device: TcpDevice) -> None:
+    proxy = _proxy(device.port)
+    await proxy.start()
+    try:
+        dosing = proxy.services["Dosing"]
+        await dosing.command(
+            Command.START, procedure="Volume", parameters={"FlowSP": 2, "VolumeSP": "3 mL"}
+        )
+        await dosing.wait_for(State.EXECUTE, timeout=2)
+        await asyncio.sleep(0.1)
+        assert dosing.state is State.EXECUTE
+        device.store.set(1, "input", 4, _regs(3.2))  # the pump has delivered 3.2 mL
+        await dosing.wait_for(State.COMPLETED, timeout=3)
+        assert device.store.get(1, "coil", 0) == [0]  # Completing action stopped the pump
+    finally:
+        await proxy.close()
+
+
+async def test_values_follow_the_device(device: TcpDevice) -> None:
+    proxy = _proxy(device.port)
+    seen: list[float] = []
+    proxy.on_values(lambda tag, v: seen.append(v["Pressure"].value) if "Pressure" in v else None)
+    await proxy.start()
+    try:
+        device.store.set(1, "input", 2, _regs(12.5))
+        for _ in range(100):
+            if proxy.value("Pressure") == pytest.approx(12.5):
+                break
+            await asyncio.sleep(0.02)
+        assert proxy.value("Pressure") == pytest.approx(12.5)
+        si = proxy.si_values()
+        assert si["P1.Pressure"] == pytest.approx(12.5e5)
+        assert si["P1.Dosing.state"] == "Idle"
+        assert seen
+    finally:
+        await proxy.close()
+
+
+async def test_comm_loss_faults_and_safe_state_on_return(device: TcpDevice) -> None:
+    proxy = _proxy(device.port)
+    faults: list[str | None] = []
+    proxy.on_fault(lambda tag, f: faults.append(f))
+    await proxy.start()
+    try:
+        dosing = proxy.services["Dosing"]
+        await dosing.command(Command.START, parameters={"FlowSP": 1})
+        await dosing.wait_for(State.EXECUTE, timeout=2)
+        assert device.store.get(1, "coil", 0) == [1]
+        await device.stop()
+        for _ in range(200):
+            if proxy.faulted:
+                break
+            await asyncio.sleep(0.02)
+        assert proxy.faulted and faults == ["communication lost"]
+        await device.start()
+        await dosing.wait_for(State.ABORTED, timeout=5)
+        assert faults[-1] is None
+        assert device.store.get(1, "coil", 0) == [0]
+        assert _f32(device.store.get(1, "holding", 0, 2)) == 0.0
+    finally:
+        await proxy.close()
