@@ -126,7 +126,7 @@ async def test_exception_response_is_device_rejected(device: TcpDevice) -> None:
 
 async def test_unknown_tag_suggests(device: TcpDevice) -> None:
     async with tcp_driver(device.port) as drv:
-        with pytest.raises(UnknownTag, match="Pump.VMan"):
+        with pytest.raises(UnknownTag, match=r"Pump\.VMan"):
             await drv.read(["Pump.VMn"])
 
 
