@@ -105,7 +105,9 @@ def test_bad_procedure_id(tmp_path: Path) -> None:
 
 
 def test_duplicate_procedure_ids(tmp_path: Path) -> None:
-    text = TEXT.replace("<Value>2</Value>\n        </Attribute>", "<Value>1</Value>\n        </Attribute>", 1)
+    text = TEXT.replace(
+        "<Value>2</Value>\n        </Attribute>", "<Value>1</Value>\n        </Attribute>", 1
+    )
     assert text != TEXT
     path = _write(tmp_path, text)
     assert any("procedure id 1 is used twice" in e for e in _errors(path))
@@ -134,7 +136,9 @@ def test_not_a_caex_file(tmp_path: Path) -> None:
 def test_no_module_type_package(tmp_path: Path) -> None:
     text = TEXT.replace('RefBaseSystemUnitPath="MTPSUCLib/ModuleTypePackage"', "")
     path = _write(tmp_path, text)
-    assert any("no InternalElement of class MTPSUCLib/ModuleTypePackage" in e for e in _errors(path))
+    assert any(
+        "no InternalElement of class MTPSUCLib/ModuleTypePackage" in e for e in _errors(path)
+    )
 
 
 @pytest.mark.parametrize(
@@ -196,9 +200,9 @@ def test_types_are_found_by_class_path_not_by_name(tmp_path: Path) -> None:
 
 def test_unsupported_class_is_skipped_with_a_warning(tmp_path: Path) -> None:
     text = TEXT.replace(
-        "MTPDataObjectSUCLib/DataAssembly/IndicatorElement/BinView\">\n"
+        'MTPDataObjectSUCLib/DataAssembly/IndicatorElement/BinView">\n'
         "            <Description>HC30_Self_Full",
-        "MTPDataObjectSUCLib/DataAssembly/DiagnosticElement/LockView4\">\n"
+        'MTPDataObjectSUCLib/DataAssembly/DiagnosticElement/LockView4">\n'
         "            <Description>HC30_Self_Full",
     )
     assert text != TEXT

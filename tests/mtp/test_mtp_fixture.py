@@ -44,7 +44,9 @@ def test_lists_data_assemblies_with_their_classes() -> None:
         ("HC30N11_DB_MTPMonBinDrv_Instance", "MonBinDrv"),
         ("PeaInformationLabel", "PeaInformationLabel"),
     ]
-    assert report.renamed == {"HC30N11_DB.MTPMonBinDrv_Instance": "HC30N11_DB_MTPMonBinDrv_Instance"}
+    assert report.renamed == {
+        "HC30N11_DB.MTPMonBinDrv_Instance": "HC30N11_DB_MTPMonBinDrv_Instance"
+    }
     assert report.endpoints == {"HC30": "opc.tcp://134.130.125.142:4840"}
     assert report.manifest_version == "1.1.0"
     assert report.schema_version == "3.0"
@@ -55,7 +57,9 @@ def test_lists_data_assemblies_with_their_classes() -> None:
 def test_every_opcua_item_becomes_a_binding() -> None:
     hc30_text = HC30.read_text(encoding="utf-8-sig")
     mt = import_manifest(HC30)
-    items = len(re.findall(r'RefBaseClassPath="MTPCommunicationICLib/DataItem/OPCUAItem"', hc30_text))
+    items = len(
+        re.findall(r'RefBaseClassPath="MTPCommunicationICLib/DataItem/OPCUAItem"', hc30_text)
+    )
     assert items == 158
     bound = sum(len(d.bindings) for d in mt.data_assemblies)
     bound += sum(len(s.bindings) for s in mt.services)
