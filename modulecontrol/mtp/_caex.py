@@ -9,6 +9,7 @@ tools name elements freely. A class from a vendor library is followed through th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -35,6 +36,7 @@ EXTRAS_PREFIX = "modulecontrol:"
 """Marks an ``AdditionalInformation`` whose text (after the prefix) is a JSON object with
 descriptor facts that MTP has no attribute for (engineering unit as text, limits, defaults)."""
 
+_FULL_NODE_ID = re.compile(r"^(?:ns=\d+;|nsu=[^;]+;)([sigb]=.+)$")
 _Std = Callable[["Node"], str]
 
 
@@ -68,6 +70,14 @@ class OpcUaItem:
 
     @property
     def node_id(self) -> str:
+        """The identifier as a node id without namespace (the namespace goes by URI).
+
+        Some generators write a whole node id (``ns=3;s=Tank.V``) into Identifier; its
+        server-specific namespace index is dropped and its own type prefix kept.
+        """
+        full = _FULL_NODE_ID.match(self.identifier)
+        if full:
+            return full.group(1)
         prefix = {"xs:int": "i", "xs:unsignedint": "i", "xs:id": "g", "xs:base64binary": "b"}
         return f"{prefix.get(self.identifier_type.lower(), 's')}={self.identifier}"
 

@@ -12,6 +12,7 @@ before parsing.
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,9 +161,34 @@ def parse_bytes(data: bytes, file: str = "<manifest>") -> XmlDoc:
     return XmlDoc(roots[0], file, namespaces[0])
 
 
+def _from_container(p: Path) -> XmlDoc:
+    """The manifest inside an ``.mtp`` package (a ZIP); sizes are checked before inflating."""
+    try:
+        with zipfile.ZipFile(p) as z:
+            names = [i for i in z.infolist() if i.filename.lower().endswith(".aml")]
+            if not names:
+                raise ConfigError.single("the MTP package holds no .aml manifest", Location(str(p)))
+            names.sort(key=lambda i: (Path(i.filename).name.lower() != "manifest.aml", i.filename))
+            info = names[0]
+            if info.file_size > MAX_MANIFEST_BYTES:
+                raise ConfigError.single(
+                    f"{info.filename} is {info.file_size} bytes; manifests above "
+                    f"{MAX_MANIFEST_BYTES} bytes are refused",
+                    Location(str(p)),
+                )
+            with z.open(info) as f:
+                data = f.read(MAX_MANIFEST_BYTES + 1)
+    except zipfile.BadZipFile as exc:
+        raise ConfigError.single(f"broken MTP package: {exc}", Location(str(p))) from None
+    return parse_bytes(data, f"{p}!{info.filename}")
+
+
 def parse_file(path: str | Path) -> XmlDoc:
-    """Read and parse a manifest file; size is checked before the file is read whole."""
+    """Read and parse a manifest (``.aml``, or the ``.aml`` inside an ``.mtp`` ZIP package);
+    size is checked before the file is read whole."""
     p = Path(path)
+    if p.is_file() and zipfile.is_zipfile(p):
+        return _from_container(p)
     try:
         size = p.stat().st_size
     except OSError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -210,3 +211,49 @@ def test_unsupported_class_is_skipped_with_a_warning(tmp_path: Path) -> None:
     report = import_manifest_report(path)
     assert "HC30_Self_Full" not in [d.name for d in report.module_type.data_assemblies]
     assert any("LockView4 is not supported" in str(w) for w in report.warnings)
+
+
+def test_identifier_holding_a_whole_node_id(tmp_path: Path) -> None:
+    old = '<Value>"ProcessValues_DB"."MTPAnalogOut"[1]."V"</Value>'
+    assert TEXT.count(old) == 1
+    path = _write(tmp_path, TEXT.replace(old, "<Value>ns=3;i=1234</Value>"))
+    v = import_manifest(path).assembly("HC30_FlowView_F13").bindings["V"].opcua
+    assert v is not None and v.identifier == "i=1234"
+
+
+def test_mtp_zip_package(tmp_path: Path) -> None:
+
+    pkg = tmp_path / "HC30.mtp"
+    with zipfile.ZipFile(pkg, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("readme.txt", "x")
+        z.write(HC30, "manifest.aml")
+    mt = import_manifest(pkg)
+    assert [s.name for s in mt.services] == ["Stirring"]
+    assert all(r.status == "pass" for r in check_manifest(pkg))
+    empty = tmp_path / "empty.mtp"
+    with zipfile.ZipFile(empty, "w") as z:
+        z.writestr("readme.txt", "x")
+    assert "holds no .aml manifest" in _errors(empty)[0]
+
+
+def test_zip_bomb_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+
+    monkeypatch.setattr(_xml, "MAX_MANIFEST_BYTES", 10_000)
+    pkg = tmp_path / "bomb.mtp"
+    with zipfile.ZipFile(pkg, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("manifest.aml", "<CAEXFile>" + " " * 100_000 + "</CAEXFile>")
+    assert "manifests above 10000 bytes are refused" in _errors(pkg)[0]
+
+
+def test_derived_class_without_binding_support_maps_to_its_base(tmp_path: Path) -> None:
+    text = TEXT.replace(
+        'RefBaseSystemUnitPath="MTPDataObjectSUCLib/DataAssembly/IndicatorElement/AnaView">\n'
+        "            <Description>HC30_LevelView_L10",
+        'RefBaseSystemUnitPath="MTPDataObjectSUCLib/DataAssembly/IndicatorElement/DIntView/'
+        'DIntMon">\n            <Description>HC30_LevelView_L10',
+    )
+    assert text != TEXT
+    report = import_manifest_report(_write(tmp_path, text))
+    assert report.module_type.assembly("HC30_LevelView_L10").class_ == "DIntView"
+    assert report.assembly_classes["HC30_LevelView_L10"] == "DIntMon"
+    assert any("imported as its base class DIntView" in str(w) for w in report.warnings)
