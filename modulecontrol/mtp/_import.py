@@ -35,6 +35,7 @@ from modulecontrol.mtp._caex import (
     read_manifest,
 )
 from modulecontrol.mtp._classes import MANDATORY_ATTRIBUTES
+from modulecontrol.mtp._plan import BOOL_EXTRA_FIELDS, DA_EXTRA_FIELDS
 from modulecontrol.mtp._units import unit_for_code
 from modulecontrol.mtp._xml import Node, parse_file
 
@@ -200,7 +201,8 @@ class _Importer:
                 self.m.warn(da.node, f"data assembly '{da.name}': unreadable modulecontrol data")
             else:
                 if isinstance(extras, dict):
-                    return extras
+                    allowed = (*DA_EXTRA_FIELDS, *BOOL_EXTRA_FIELDS)
+                    return {k: v for k, v in extras.items() if k in allowed}
         out: dict[str, Any] = {}
         kind = value_kind(cls)
 
@@ -259,15 +261,15 @@ class _Importer:
             data["description"] = da.description
         data["bindings"] = self.bindings(da, DA_ATTRIBUTES[cls], cls)
         statics = self.statics(da, cls)
-        try:
-            DataAssembly.model_validate({**data, **statics})
-        except ValidationError as exc:
-            msg = exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
-            self.m.warn(
-                da.node,
-                f"data assembly '{da.name}': default values ignored ({msg})",
-            )
-            statics = {k: v for k, v in statics.items() if k in ("unit", "description")}
+        for keep in (None, ("unit", "description"), ("description",)):
+            if keep is not None:
+                statics = {k: v for k, v in statics.items() if k in keep}
+            try:
+                DataAssembly.model_validate({**data, **statics})
+                break
+            except ValidationError as exc:
+                msg = exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
+                self.m.warn(da.node, f"data assembly '{da.name}': facts ignored ({msg})")
         data.update(statics)
         return data
 

@@ -257,3 +257,30 @@ def test_derived_class_without_binding_support_maps_to_its_base(tmp_path: Path) 
     assert report.module_type.assembly("HC30_LevelView_L10").class_ == "DIntView"
     assert report.assembly_classes["HC30_LevelView_L10"] == "DIntMon"
     assert any("imported as its base class DIntView" in str(w) for w in report.warnings)
+
+
+def test_inconsistent_defaults_are_dropped_with_a_warning(tmp_path: Path) -> None:
+    # VMin above VMax in the parameter's DefaultValues: limits ignored, import still works
+    start = TEXT.index('<InternalElement Name="HC30_Duration_Stirring_Durration"')
+    vmin = TEXT.index('<Attribute Name="VMin"', start)
+    dv = TEXT.index("<DefaultValue>0.0</DefaultValue>", vmin)
+    text = TEXT[:dv] + "<DefaultValue>99.0</DefaultValue>" + TEXT[dv + 32 :]
+    report = import_manifest_report(_write(tmp_path, text))
+    da = report.module_type.assembly("HC30_Duration_Stirring_Durration")
+    assert (da.min, da.max, da.unit) == (None, None, "s")
+    assert any("facts ignored" in str(w) and "greater than max" in str(w) for w in report.warnings)
+
+
+def test_modulecontrol_data_cannot_override_names(tmp_path: Path) -> None:
+    extra = (
+        "<AdditionalInformation>"
+        'modulecontrol:{"name": "Evil", "unit": "bar"}'
+        "</AdditionalInformation>"
+    )
+    text = TEXT.replace(
+        "<Description>HC30_FlowView_F13</Description>",
+        "<Description>HC30_FlowView_F13</Description>" + extra,
+        1,
+    )
+    mt = import_manifest(_write(tmp_path, text))
+    assert mt.assembly("HC30_FlowView_F13").unit == "bar"

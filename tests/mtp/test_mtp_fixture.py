@@ -7,7 +7,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from modulecontrol.mtp import check_manifest, import_manifest, import_manifest_report
+from modulecontrol.mtp import (
+    check_manifest,
+    format_results,
+    import_manifest,
+    import_manifest_report,
+)
 
 HC30 = Path(__file__).parent / "data" / "HC30_Stirring_V8.aml"
 
@@ -110,5 +115,6 @@ def test_static_check_passes_every_check() -> None:
         "unique-ids",
         "importable",
     } <= checks
+    assert format_results(results).splitlines()[-1] == f"{len(results)} passed, 0 failed"
     mandatory = [r.subject for r in results if r.check == "mandatory-attributes"]
     assert len(mandatory) == 10
