@@ -209,6 +209,36 @@ DA_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     ),
     "AnaMan": ("VOut", "VMan", "VRbk", "VFbk", "VMin", "VMax", *_ANA_SCALE, *_COMMON),
     "BinMan": ("VOut", "VMan", "VRbk", "VFbk", "VState0", "VState1", *_COMMON),
+    "MonBinDrv": (
+        *_DRV,
+        "MonEn",
+        "MonSafePos",
+        "MonStatErr",
+        "MonDynErr",
+        "MonStatTi",
+        "MonDynTi",
+        *_COMMON,
+    ),
+    "BinProcessValueIn": ("V", "VQC", "VState0", "VState1", *_COMMON),
+    "ProcedureHealthView": ("CommandInfo", *_COMMON),
+    "PeaInformationLabel": (
+        "AssetId",
+        "ComponentName",
+        "DeviceClass",
+        "DeviceHealth",
+        "DeviceManual",
+        "DeviceRevision",
+        "HardwareRevision",
+        "Manufacturer",
+        "ManufacturerUri",
+        "Model",
+        "ProductCode",
+        "ProductInstanceUri",
+        "RevisionCounter",
+        "SerialNumber",
+        "SoftwareRevision",
+        *_COMMON,
+    ),
 }
 """Attributes per data-assembly class (the subset of 2658-4 this release binds and serves)."""
 
@@ -231,6 +261,10 @@ DAClass = Literal[
     "PIDCtrl",
     "AnaMan",
     "BinMan",
+    "MonBinDrv",
+    "BinProcessValueIn",
+    "ProcedureHealthView",
+    "PeaInformationLabel",
 ]
 
 PARAM_CLASSES = frozenset({"AnaServParam", "DIntServParam", "BinServParam", "StringServParam"})
@@ -249,11 +283,32 @@ ANALOG_CLASSES = frozenset(
     }
 )
 BINARY_CLASSES = frozenset(
-    {"BinView", "BinMon", "BinServParam", "BinMan", "BinDrv", "BinVlv", "MonBinVlv"}
+    {
+        "BinView",
+        "BinMon",
+        "BinServParam",
+        "BinMan",
+        "BinDrv",
+        "MonBinDrv",
+        "BinVlv",
+        "MonBinVlv",
+        "BinProcessValueIn",
+    }
 )
-STRING_CLASSES = frozenset({"StringView", "StringServParam"})
+STRING_CLASSES = frozenset({"StringView", "StringServParam", "PeaInformationLabel"})
 WRITABLE_CLASSES = PARAM_CLASSES | frozenset(
-    {"AnaMan", "BinMan", "AnaDrv", "BinDrv", "BinVlv", "MonBinVlv", "AnaVlv", "PIDCtrl"}
+    {
+        "AnaMan",
+        "BinMan",
+        "AnaDrv",
+        "BinDrv",
+        "MonBinDrv",
+        "BinVlv",
+        "MonBinVlv",
+        "AnaVlv",
+        "PIDCtrl",
+        "BinProcessValueIn",
+    }
 )
 
 PRIMARY_ATTRIBUTE: dict[str, str] = {
@@ -263,10 +318,14 @@ PRIMARY_ATTRIBUTE: dict[str, str] = {
     "BinMan": "VOut",
     "AnaDrv": "Rpm",
     "BinDrv": "FwdCtrl",
+    "MonBinDrv": "FwdCtrl",
     "BinVlv": "Ctrl",
     "MonBinVlv": "Ctrl",
     "AnaVlv": "Pos",
     "PIDCtrl": "PV",
+    "BinProcessValueIn": "V",
+    "ProcedureHealthView": "CommandInfo",
+    "PeaInformationLabel": "ComponentName",
 }
 """The attribute that carries "the value" of an assembly when a recipe says ``P1.Flow``."""
 
@@ -276,10 +335,12 @@ SETPOINT_ATTRIBUTE: dict[str, str] = {
     "BinMan": "VMan",
     "AnaDrv": "RpmMan",
     "BinDrv": "FwdAut",
+    "MonBinDrv": "FwdAut",
     "BinVlv": "OpenAut",
     "MonBinVlv": "OpenAut",
     "AnaVlv": "PosMan",
     "PIDCtrl": "SPMan",
+    "BinProcessValueIn": "V",
 }
 """The attribute written when a recipe sets an assembly (the external/automatic channel)."""
 
