@@ -163,9 +163,11 @@ def _mount() -> None:
     """Sub-command groups live beside the code they drive; they are mounted here."""
     from modulecontrol._statemachine.cli import app as states_app
     from modulecontrol.drivers.cli import app as drivers_app
+    from modulecontrol.mtp.cli import app as mtp_app
     from modulecontrol.records import cli as records_cli
 
     app.add_typer(drivers_app, name="drivers", help="List installed drivers.")
+    app.add_typer(mtp_app, name="mtp", help="MTP manifests: import, export, check.")
     app.add_typer(states_app, name="states", help="Print the MTP service state table.")
     app.add_typer(records_cli.audit_app, name="audit", help="Verify the audit trail.")
     app.command("runs")(records_cli.runs)
