@@ -349,6 +349,21 @@ def _to_seconds(value: Any) -> float:
         raise ValueError(f"'{value}' is not a duration (write e.g. '10 s' or '5 min')") from None
 
 
+def _naming(message: str, name: str) -> str:
+    """Prefix a value error with the assembly's name when the message does not say it."""
+    return message if name in message else f"{name}: {message}"
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def _close(word: str, choices: list[str]) -> str:
+    """A did-you-mean hint only when something is close (the caller lists the choices)."""
+    hint = did_you_mean(word, choices)
+    return hint if hint.startswith(" (did you mean") else ""
+
+
 def _sorted(problems: list[Problem]) -> list[Problem]:
     seen: set[str] = set()
     unique: list[Problem] = []
@@ -754,7 +769,7 @@ class _Validator:
                 self.add(
                     (*spath, "procedure"),
                     f"{call.module}.{call.service} has no procedure '{call.procedure}'"
-                    f"{did_you_mean(str(call.procedure), [p.name for p in svc.procedures])}"
+                    f"{_close(str(call.procedure), [p.name for p in svc.procedures])}"
                     f"; procedures: {listed}",
                 )
                 proc = None
@@ -769,7 +784,7 @@ class _Validator:
                 )
                 self.add(
                     ppath,
-                    f"'{name}' is not a parameter of {where}{did_you_mean(name, allowed)}"
+                    f"'{name}' is not a parameter of {where}{_close(name, allowed)}"
                     f"; parameters: {', '.join(allowed) or 'none'}",
                     key=True,
                 )
@@ -778,9 +793,9 @@ class _Validator:
             if value is _UNRESOLVED:
                 continue
             try:
-                mt.assembly(name).coerce(value, what=f"{call.module}.{call.service} parameter")
+                mt.assembly(name).coerce(value)
             except ValueError as exc:
-                self.add(ppath, str(exc))
+                self.add(ppath, f"{call.module}.{call.service}: {_naming(str(exc), name)}")
 
     def set_step(self, path: PathKey, step: SetStep) -> None:
         for target, raw in step.set.items():
@@ -812,7 +827,7 @@ class _Validator:
                 writable = [d.name for d in mt.data_assemblies if d.writable]
                 self.add(
                     tpath,
-                    f"{target} is a {da.class_}, which cannot be written "
+                    f"{target} is {_article(da.class_)} {da.class_}, which cannot be written "
                     f"(writable: {', '.join(writable) or 'none'})",
                     key=True,
                 )
@@ -821,9 +836,9 @@ class _Validator:
             if value is _UNRESOLVED:
                 continue
             try:
-                da.coerce(value, what=f"set {tag}")
+                da.coerce(value)
             except ValueError as exc:
-                self.add(tpath, str(exc))
+                self.add(tpath, f"set {tag}: {_naming(str(exc), name)}")
 
     def wait_step(self, path: PathKey, step: WaitStep) -> None:
         spec = step.wait
