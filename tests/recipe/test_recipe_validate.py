@@ -147,7 +147,7 @@ def test_condition_columns_map_to_file(tmp_path: Path, plant: PlantConfig) -> No
     )
     with pytest.raises(ConfigError) as info:
         load_recipe(_write(tmp_path, body), plant)
-    locs = {p.message.split("'")[1]: p.location for p in info.value.problems}
+    locs = {p.message.split("'")[1]: p.location for p in info.value.problems if p.location}
     assert (locs["R1.X"].line, locs["R1.X"].col) == (7, 23)
     assert (locs["R1.Y"].line, locs["R1.Y"].col) == (8, 24)
     assert locs["R1.Z"].line == 10
