@@ -209,10 +209,6 @@ def recipe_from_doc(doc: YamlDoc) -> Recipe:
                 continue
             if p.location in steps_done:
                 continue
-            if "unknown key" in p.message and any(
-                p.location == k for k in keys_done
-            ):  # pragma: no cover - same as above, kept explicit
-                continue
             problems.append(p)
         raise ConfigError(_sorted(problems)) from None
     except RecursionError:
