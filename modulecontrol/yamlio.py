@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,14 +172,21 @@ def validation_problems(
     doc: YamlDoc,
     model: type[BaseModel] | None = None,
     prefix: PathKey = (),
+    rewrite: Callable[[PathKey], PathKey] | None = None,
 ) -> list[Problem]:
-    """Turn a pydantic ``ValidationError`` into located, actionable problems."""
+    """Turn a pydantic ``ValidationError`` into located, actionable problems.
+
+    ``rewrite`` maps pydantic's error path onto the document's path; models with
+    callable-discriminated unions need it to drop the tag pydantic inserts after each item.
+    """
     problems: list[Problem] = []
     seen: set[tuple[PathKey, str]] = set()
     for err in exc.errors(include_url=False):
         loc: PathKey = tuple(
             p for p in err["loc"] if isinstance(p, str | int) and not _is_union_tag(p)
         )
+        if rewrite is not None:
+            loc = rewrite(loc)
         full = (*prefix, *loc)
         etype = err["type"]
         if etype == "extra_forbidden":

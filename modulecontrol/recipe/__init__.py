@@ -1,4 +1,48 @@
 """Recipes: YAML procedures run against a plant, and the condition language they use.
 
-The condition language lives in :mod:`modulecontrol.recipe.expr`.
+:func:`load_recipe` loads and validates a recipe against a plant (every problem located);
+:func:`plant_signals` names the signals conditions may read. The condition language lives in
+:mod:`modulecontrol.recipe.expr`; see docs/recipes.md and docs/conditions.md.
 """
+
+from modulecontrol.recipe._model import (
+    Alarm,
+    Divert,
+    Interlock,
+    ParameterSpec,
+    Recipe,
+    ServiceCall,
+    SteadyState,
+    UnitProcedure,
+)
+from modulecontrol.recipe._params import ResolvedParameter, parse_set_options
+from modulecontrol.recipe._signals import attribute_signal, plant_signals
+from modulecontrol.recipe._states import transition
+from modulecontrol.recipe._validate import (
+    ValidatedRecipe,
+    load_recipe,
+    recipe_from_doc,
+    validate_recipe_doc,
+    validate_recipe_with_plant,
+)
+
+__all__ = [
+    "Alarm",
+    "Divert",
+    "Interlock",
+    "ParameterSpec",
+    "Recipe",
+    "ResolvedParameter",
+    "ServiceCall",
+    "SteadyState",
+    "UnitProcedure",
+    "ValidatedRecipe",
+    "attribute_signal",
+    "load_recipe",
+    "parse_set_options",
+    "plant_signals",
+    "recipe_from_doc",
+    "transition",
+    "validate_recipe_doc",
+    "validate_recipe_with_plant",
+]

@@ -1,0 +1,1165 @@
+"""Loading and validating recipes against a plant, every problem located.
+
+Why all of this happens before a run: a recipe drives real pumps and heaters for hours. A
+typo in a service name, a flow outside a pump's limits, a condition comparing a pressure with
+a temperature or a ``hold`` sent to a service that is not running must stop the recipe at
+load time, each reported as ``file:line:col: message`` like a compiler would, so nothing
+runs until every problem is fixed.
+
+The checks run in two phases: the schema (pydantic models of :mod:`._model`, with step kinds
+and unknown keys explained), then the meaning against the plant (parameters, modules,
+services, values, conditions, paths, handlers, names and service states). The second phase
+needs a valid schema, so a file with schema errors reports only those.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pint
+from pydantic import BaseModel, ValidationError
+
+from modulecontrol.descriptors import ModuleType, PlantConfig, load_plant, register_kind
+from modulecontrol.descriptors._module import Procedure
+from modulecontrol.errors import ConfigError, Location, Problem, did_you_mean
+from modulecontrol.recipe._expr_ast import BoolLit
+from modulecontrol.recipe._expr_check import SignalInfo, check
+from modulecontrol.recipe._expr_eval import Condition, compile_condition
+from modulecontrol.recipe._expr_parse import ExprSyntaxError, parse
+from modulecontrol.recipe._model import (
+    PARAM_REF,
+    STEP_KINDS,
+    AnyStep,
+    GotoHandler,
+    ParallelStep,
+    PromptSpec,
+    Recipe,
+    RepeatSpec,
+    RepeatStep,
+    SequenceStep,
+    ServiceCall,
+    ServiceStep,
+    SetStep,
+    UnitProcedure,
+    WaitSpec,
+    WaitStep,
+    _StepBase,
+)
+from modulecontrol.recipe._params import ResolvedParameter, resolve_parameter, spec_problems
+from modulecontrol.recipe._signals import plant_signals
+from modulecontrol.recipe._states import STABLE_STATES, TRANSIENT_TARGET, enabled, transition
+from modulecontrol.units import UnitError, parse_quantity, parse_unit, ureg
+from modulecontrol.yamlio import PathKey, YamlDoc, load_yaml, validation_problems
+
+__all__ = [
+    "ResolvedParameter",
+    "ValidatedRecipe",
+    "load_recipe",
+    "recipe_from_doc",
+    "validate_recipe_doc",
+    "validate_recipe_with_plant",
+]
+
+MAX_STEP_DEPTH = 20
+"""Deepest nesting of sequence/parallel/repeat steps; deeper recipes are rejected."""
+
+_COMMON_STEP_KEYS = tuple(n for n in _StepBase.model_fields)
+_SPEC_MODELS: dict[str, type[BaseModel]] = {
+    "service": ServiceCall,
+    "wait": WaitSpec,
+    "prompt": PromptSpec,
+    "repeat": RepeatSpec,
+}
+_ANY_REF = re.compile(r"\$\{([^}]*)\}?")
+
+
+class _Unresolved:
+    """A value that uses a parameter without a value (reported elsewhere): skip its checks."""
+
+
+_UNRESOLVED = _Unresolved()
+
+
+# --------------------------------------------------------------------------- schema phase
+
+
+def _strip_step_tags(loc: PathKey) -> PathKey:
+    """Drop the union tag pydantic inserts after each step index (``steps.0.wait.until``)."""
+    out: list[str | int] = []
+    for i, part in enumerate(loc):
+        if i > 0 and isinstance(loc[i - 1], int) and part in STEP_KINDS:
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _step_lists(data: Any) -> Iterator[tuple[PathKey, list[Any]]]:
+    """Every list of steps in raw recipe data (top-level blocks only)."""
+    if not isinstance(data, dict):
+        return
+    for section in ("procedure", "cleanup"):
+        blocks = data.get(section)
+        if not isinstance(blocks, list):
+            continue
+        for i, block in enumerate(blocks):
+            if isinstance(block, dict) and isinstance(block.get("steps"), list):
+                yield (section, i, "steps"), block["steps"]
+
+
+def _raw_step_problems(doc: YamlDoc) -> tuple[list[Problem], set[Location], set[Location]]:
+    """Step kinds and keys explained with suggestions, before pydantic's generic messages.
+
+    Returns the problems, the locations of steps already explained, and those of keys.
+    """
+    problems: list[Problem] = []
+    steps_done: set[Location] = set()
+    keys_done: set[Location] = set()
+
+    def key_problem(path: PathKey, msg: str) -> None:
+        loc = doc.locate(path, key=True)
+        keys_done.add(loc)
+        problems.append(Problem(msg, loc))
+
+    def visit(path: PathKey, steps: list[Any], depth: int) -> None:
+        if depth > MAX_STEP_DEPTH:
+            problems.append(
+                Problem(f"steps nest more than {MAX_STEP_DEPTH} levels deep", doc.locate(path))
+            )
+            steps_done.add(doc.locate(path))
+            return
+        for j, step in enumerate(steps):
+            spath = (*path, j)
+            if not isinstance(step, dict):
+                continue
+            kinds = [k for k in STEP_KINDS if k in step]
+            if not kinds:
+                unknown = [k for k in step if k not in _COMMON_STEP_KEYS]
+                steps_done.add(doc.locate(spath))
+                if unknown:
+                    key_problem(
+                        (*spath, unknown[0]),
+                        f"unknown step kind '{unknown[0]}'{did_you_mean(unknown[0], STEP_KINDS)}",
+                    )
+                else:
+                    problems.append(
+                        Problem(f"a step needs one of: {', '.join(STEP_KINDS)}", doc.locate(spath))
+                    )
+                continue
+            if len(kinds) > 1:
+                steps_done.add(doc.locate(spath))
+                key_problem(
+                    (*spath, kinds[1]),
+                    f"a step has more than one kind ({', '.join(kinds)}): "
+                    "one step does one thing, split it",
+                )
+                continue
+            kind = kinds[0]
+            for k in step:
+                if k != kind and k not in _COMMON_STEP_KEYS:
+                    key_problem(
+                        (*spath, k),
+                        f"unknown key '{k}' in a {kind} step"
+                        f"{did_you_mean(k, (*_COMMON_STEP_KEYS, kind))}",
+                    )
+            body = step[kind]
+            model = _SPEC_MODELS.get(kind)
+            if model is not None and isinstance(body, dict):
+                allowed = list(model.model_fields)
+                for k in body:
+                    if k not in allowed:
+                        key_problem(
+                            (*spath, kind, k), f"unknown key '{k}'{did_you_mean(k, allowed)}"
+                        )
+            if kind == "sequence" and isinstance(body, list):
+                visit((*spath, "sequence"), body, depth + 1)
+            elif kind == "parallel" and isinstance(body, list):
+                for b, branch in enumerate(body):
+                    if isinstance(branch, list):
+                        visit((*spath, "parallel", b), branch, depth + 1)
+            elif (
+                kind == "repeat" and isinstance(body, dict) and isinstance(body.get("steps"), list)
+            ):
+                visit((*spath, "repeat", "steps"), body["steps"], depth + 1)
+
+    for path, steps in _step_lists(doc.data):
+        visit(path, steps, 1)
+    return problems, steps_done, keys_done
+
+
+def recipe_from_doc(doc: YamlDoc) -> Recipe:
+    """The schema phase: a :class:`Recipe` or a :class:`ConfigError` with every problem."""
+    if not isinstance(doc.data, dict):
+        raise ConfigError.single(
+            f"expected a mapping of keys (a Recipe document), got {type(doc.data).__name__}",
+            doc.locate(()),
+        )
+    raw_problems, steps_done, keys_done = _raw_step_problems(doc)
+    if raw_problems and any("nest more than" in p.message for p in raw_problems):
+        raise ConfigError(raw_problems)
+    try:
+        recipe = Recipe.model_validate(doc.data)
+    except ValidationError as exc:
+        problems = list(raw_problems)
+        for p in validation_problems(exc, doc, Recipe, rewrite=_strip_step_tags):
+            if p.location in keys_done and p.message.startswith("unknown key"):
+                continue
+            if p.location in steps_done:
+                continue
+            problems.append(p)
+        raise ConfigError(_sorted(problems)) from None
+    except RecursionError:
+        raise ConfigError.single("recipe nests too deeply", doc.locate(())) from None
+    if raw_problems:
+        raise ConfigError(_sorted(raw_problems))
+    return recipe
+
+
+# --------------------------------------------------------------------------- result
+
+
+@dataclass
+class ValidatedRecipe:
+    """A recipe that passed every check, with what a run needs to execute and log it.
+
+    ``parameters`` are the values for this run (defaults with ``--set`` overrides applied);
+    ``signals`` is the catalogue conditions were checked against (see
+    :func:`~modulecontrol.recipe.plant_signals`); :meth:`location` gives the
+    ``file:line:col`` of any step for event logs.
+    """
+
+    recipe: Recipe
+    plant: PlantConfig
+    parameters: dict[str, ResolvedParameter]
+    signals: dict[str, SignalInfo]
+    file: str
+    doc: YamlDoc
+    step_paths: dict[int, PathKey] = field(default_factory=dict, repr=False)
+
+    def resolve(self, value: Any) -> Any:
+        """``value`` with every ``${name}`` replaced, recursively through lists and dicts.
+
+        A string that is exactly ``${name}`` becomes the parameter's value (a quantity string
+        such as ``'0.5 mL/min'`` for numbers with a unit, so assemblies convert it safely; a
+        bool or string as is); a reference inside longer text is replaced by its text.
+        """
+        return _substitute(value, self.parameters)
+
+    def seconds(self, value: Any) -> float:
+        """A duration (``'10 min'``, ``30``, ``'${t}'``) in seconds."""
+        return _to_seconds(self.resolve(value))
+
+    def path(self, step: AnyStep) -> PathKey:
+        return self.step_paths[id(step)]
+
+    def location(self, step: AnyStep) -> Location:
+        """Where ``step`` is written, for logs and run records."""
+        return self.doc.locate(self.step_paths[id(step)])
+
+    def label(self, step: AnyStep) -> str:
+        """The step's name, or its place such as ``heat.steps[2]`` when it has none."""
+        if step.name:
+            return step.name
+        path = self.step_paths[id(step)]
+        section, index = path[0], path[1]
+        blocks = self.recipe.procedure if section == "procedure" else self.recipe.cleanup
+        out = blocks[int(index)].name
+        for part in path[2:]:
+            out += f"[{part}]" if isinstance(part, int) else f".{part}"
+        return out
+
+    def steps(self) -> Iterator[tuple[AnyStep, PathKey]]:
+        """Every step (nested ones included) with its path, in document order."""
+        items = sorted(self.step_paths.items(), key=lambda kv: self.doc.locate(kv[1]).line)
+        by_id = {id(s): s for s in _all_steps(self.recipe)}
+        for sid, path in items:
+            if sid in by_id:
+                yield by_id[sid], path
+
+    def parameter_values(self) -> dict[str, Any]:
+        """Parameters in the form :func:`~modulecontrol.recipe.expr.compile_condition` takes."""
+        return {n: p.for_check() for n, p in self.parameters.items()}
+
+    def compile(self, condition: str) -> Condition:
+        """Compile a condition of this recipe against its signals and parameter values."""
+        return compile_condition(condition, self.signals, self.parameter_values())
+
+
+def _all_steps(recipe: Recipe) -> Iterator[AnyStep]:
+    def walk(steps: list[Any]) -> Iterator[AnyStep]:
+        for s in steps:
+            yield s
+            if isinstance(s, SequenceStep):
+                yield from walk(s.sequence)
+            elif isinstance(s, ParallelStep):
+                for branch in s.parallel:
+                    yield from walk(branch)
+            elif isinstance(s, RepeatStep):
+                yield from walk(s.repeat.steps)
+
+    for block in (*recipe.procedure, *recipe.cleanup):
+        yield from walk(block.steps)
+
+
+def _substitute(value: Any, params: Mapping[str, ResolvedParameter | None]) -> Any:
+    if isinstance(value, str):
+        m = PARAM_REF.fullmatch(value.strip())
+        if m:
+            p = params.get(m.group(1))
+            if p is None:
+                return _UNRESOLVED
+            return p.substitute()
+        unresolved = False
+
+        def repl(match: re.Match[str]) -> str:
+            nonlocal unresolved
+            p = params.get(match.group(1))
+            if p is None:
+                unresolved = True
+                return match.group(0)
+            return p.text()
+
+        out = PARAM_REF.sub(repl, value)
+        return _UNRESOLVED if unresolved else out
+    if isinstance(value, list):
+        items = [_substitute(v, params) for v in value]
+        return _UNRESOLVED if any(i is _UNRESOLVED for i in items) else items
+    if isinstance(value, dict):
+        d = {k: _substitute(v, params) for k, v in value.items()}
+        return _UNRESOLVED if any(v is _UNRESOLVED for v in d.values()) else d
+    return value
+
+
+def _to_seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"expected a duration like '10 s' or '5 min', got {value!r}")
+    try:
+        q = parse_quantity(value, "s")
+        return float(q.to(parse_unit("s")).magnitude)
+    except UnitError as exc:
+        raise ValueError(str(exc)) from None
+    except (pint.errors.PintError, ValueError, TypeError, OverflowError):
+        raise ValueError(f"'{value}' is not a duration (write e.g. '10 s' or '5 min')") from None
+
+
+def _naming(message: str, name: str) -> str:
+    """Prefix a value error with the assembly's name when the message does not say it."""
+    return message if name in message else f"{name}: {message}"
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def _close(word: str, choices: list[str]) -> str:
+    """A did-you-mean hint only when something is close (the caller lists the choices)."""
+    hint = did_you_mean(word, choices)
+    return hint if hint.startswith(" (did you mean") else ""
+
+
+def _sorted(problems: list[Problem]) -> list[Problem]:
+    seen: set[str] = set()
+    unique: list[Problem] = []
+    for p in problems:
+        if str(p) not in seen:
+            seen.add(str(p))
+            unique.append(p)
+
+    def key(p: Problem) -> tuple[int, int]:
+        loc = p.location
+        return (loc.line, loc.col) if loc else (0, 0)
+
+    return sorted(unique, key=key)
+
+
+# --------------------------------------------------------------------------- meaning phase
+
+Key = tuple[str, str]
+States = frozenset[str] | None
+"""Possible stable states of one service at a point in the recipe; None means unknown."""
+
+
+@dataclass
+class _Flow:
+    """Service states along one path through the steps, for the command-sequence check."""
+
+    states: dict[Key, States] = field(default_factory=dict)
+    self_completing: dict[Key, bool] = field(default_factory=dict)
+
+    def copy(self) -> _Flow:
+        return _Flow(dict(self.states), dict(self.self_completing))
+
+    def get(self, key: Key) -> States:
+        s = self.states.get(key, frozenset({"Idle"}))
+        if s is not None and self.self_completing.get(key) and "Execute" in s:
+            s = s | {"Completed"}
+        return s
+
+    def merge(self, other: _Flow) -> _Flow:
+        out = self.copy()
+        for key in set(self.states) | set(other.states):
+            a, b = self.get(key), other.get(key)
+            out.states[key] = None if a is None or b is None else a | b
+        for key, v in other.self_completing.items():
+            out.self_completing[key] = v or out.self_completing.get(key, False)
+        return out
+
+
+@dataclass
+class _ServiceInfo:
+    key: Key
+    procedure: Procedure | None
+
+
+class _Validator:
+    def __init__(
+        self,
+        doc: YamlDoc,
+        recipe: Recipe,
+        config: PlantConfig,
+        overrides: Mapping[str, str],
+        text: str | None,
+    ) -> None:
+        self.doc = doc
+        self.recipe = recipe
+        self.config = config
+        self.overrides = overrides
+        self.lines = text.splitlines() if text is not None else None
+        self.problems: list[Problem] = []
+        self.params: dict[str, ResolvedParameter | None] = {}
+        self.check_params: dict[str, Any] = {}
+        self.signals: dict[str, SignalInfo] = {}
+        self.condition_paths: set[PathKey] = set()
+        self.step_paths: dict[int, PathKey] = {}
+        self.services: dict[int, _ServiceInfo] = {}
+        self.step_names: dict[str, PathKey] = {}
+        self.gotos: set[str] = set()
+        self.tags = {m.tag for m in config.plant.modules}
+
+    # ---------------------------------------------------------------- helpers
+
+    def add(self, path: PathKey, message: str, *, key: bool = False) -> None:
+        self.problems.append(Problem(message, self.doc.locate(path, key=key)))
+
+    def locate_col(self, path: PathKey, col: int) -> Location:
+        """Column ``col`` (1-based) of the string at ``path``, as a file position.
+
+        Plain and quoted one-line scalars map exactly (a quote adds one); block scalars
+        (``|``, ``>``), folded lines and escapes fall back to the value's start.
+        """
+        base = self.doc.locate(path)
+        if self.lines is None or path not in self.doc.values:
+            return base
+        line, c0 = self.doc.values[path]
+        if line >= len(self.lines):
+            return base
+        src = self.lines[line]
+        ch = src[c0 : c0 + 1]
+        if ch in ("|", ">"):
+            return base
+        offset = 1 if ch in ('"', "'") else 0
+        col0 = c0 + offset + col - 1
+        if col0 >= len(src):
+            return base
+        return Location(self.doc.file, line + 1, col0 + 1)
+
+    def module(self, path: PathKey, tag: str) -> ModuleType | None:
+        if tag not in self.tags:
+            self.add(
+                path,
+                f"unknown module '{tag}' in plant {self.config.plant.name}"
+                f"{did_you_mean(tag, self.tags)}",
+            )
+            return None
+        return self.config.instance_types.get(tag)
+
+    def resolve(self, value: Any) -> Any:
+        return _substitute(value, self.params)
+
+    def duration(self, path: PathKey, raw: Any, what: str, *, zero: bool = False) -> float | None:
+        value = self.resolve(raw)
+        if value is _UNRESOLVED:
+            return None
+        try:
+            seconds = _to_seconds(value)
+        except ValueError as exc:
+            self.add(path, f"{what}: {exc}")
+            return None
+        if seconds < 0 or (seconds == 0 and not zero):
+            self.add(path, f"{what} must be {'zero or ' if zero else ''}positive, got {raw!r}")
+            return None
+        return seconds
+
+    def positive_number(self, path: PathKey, raw: Any, what: str, *, integer: bool) -> None:
+        value = self.resolve(raw)
+        if value is _UNRESOLVED:
+            return
+        if isinstance(value, str):
+            try:
+                q = parse_quantity(value)
+                value = float(q.to(ureg.dimensionless).magnitude)
+            except (UnitError, pint.errors.PintError, ValueError, TypeError):
+                self.add(path, f"{what} must be a number, got {raw!r}")
+                return
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            self.add(path, f"{what} must be a positive number, got {raw!r}")
+            return
+        if integer and not float(value).is_integer():
+            self.add(path, f"{what} must be a whole number, got {raw!r}")
+
+    def condition(self, path: PathKey, text: str) -> Any:
+        self.condition_paths.add(path)
+        try:
+            expr = parse(text)
+        except ExprSyntaxError as exc:
+            self.problems.append(Problem(exc.message, self.locate_col(path, exc.col)))
+            return None
+        for p in check(expr, self.signals, self.check_params):
+            self.problems.append(Problem(p.message, self.locate_col(path, p.col)))
+        return expr
+
+    def signal_quantity(
+        self, path: PathKey, raw: Any, signal: SignalInfo, what: str, *, difference: bool
+    ) -> float | None:
+        """``raw`` as a value of (or, with ``difference``, a span of) ``signal``, in SI."""
+        value = self.resolve(raw)
+        if value is _UNRESOLVED:
+            return None
+        unit = signal.unit
+        offset = not ureg.Quantity(1.0, parse_unit(unit))._is_multiplicative
+        default = f"delta_{unit}" if difference and offset else unit
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            self.add(path, f"{what} must be a number or a quantity in {unit or 'no unit'}")
+            return None
+        try:
+            q = parse_quantity(value, default)
+            if difference and not q._is_multiplicative:
+                self.add(
+                    path,
+                    f"{what} is a difference: write it in K or delta_{q.units:~}, "
+                    f"not as an absolute temperature ({raw!r})",
+                )
+                return None
+            si = float(q.to_base_units().magnitude)
+            if q.dimensionality != parse_unit(unit).dimensionality:
+                raise pint.errors.DimensionalityError(q.units, unit)
+        except UnitError as exc:
+            self.add(path, f"{what}: {exc}")
+            return None
+        except (pint.errors.PintError, ValueError, TypeError, OverflowError):
+            self.add(path, f"{what} {raw!r} is not compatible with the signal's unit '{unit}'")
+            return None
+        return si
+
+    def flow_path(self, path: PathKey, modules: list[str]) -> None:
+        known = [m for m in modules if m in self.tags]
+        for i, tag in enumerate(modules):
+            self.module((*path, i), tag)
+        if len(known) != len(modules):
+            return
+        graph: dict[str, set[str]] = {}
+        for c in self.config.plant.connections:
+            graph.setdefault(c.source[0], set()).add(c.target[0])
+        for i in range(len(modules) - 1):
+            a, b = modules[i], modules[i + 1]
+            seen = {a}
+            todo = [a]
+            while todo:
+                for nxt in graph.get(todo.pop(), ()):
+                    if nxt not in seen:
+                        seen.add(nxt)
+                        todo.append(nxt)
+            if b not in seen or a == b:
+                self.add(
+                    (*path, i + 1),
+                    f"no flow path from {a} to {b} through the plant's connections"
+                    + (f" ({a} feeds: {', '.join(sorted(graph[a]))})" if graph.get(a) else ""),
+                )
+                return
+
+    def goto(self, path: PathKey, handler: Any) -> None:
+        if isinstance(handler, GotoHandler):
+            self.gotos.add(handler.goto)
+            blocks = [b.name for b in self.recipe.cleanup]
+            if handler.goto not in blocks:
+                self.add(
+                    (*path, "goto"),
+                    f"goto '{handler.goto}': no such block in 'cleanup'"
+                    f"{did_you_mean(handler.goto, blocks)}",
+                )
+
+    # ---------------------------------------------------------------- phases
+
+    def run(self) -> ValidatedRecipe:
+        self.check_parameters()
+        self.signals = plant_signals(self.config, self.recipe)
+        self.check_names()
+        for i, block in enumerate(self.recipe.procedure):
+            self.static_steps(("procedure", i, "steps"), block.steps, block)
+        for i, block in enumerate(self.recipe.cleanup):
+            self.static_steps(("cleanup", i, "steps"), block.steps, block)
+        self.check_plantwide()
+        self.check_reachability()
+        flow = _Flow()
+        for i, block in enumerate(self.recipe.procedure):
+            flow = self.flow_steps(("procedure", i, "steps"), block.steps, flow, 0)
+        for i, block in enumerate(self.recipe.cleanup):
+            unknown = _Flow({k: None for k in flow.states}, {})
+            self.flow_steps(("cleanup", i, "steps"), block.steps, unknown, 0)
+        self.scan_references((), self.doc.data)
+        if self.problems:
+            raise ConfigError(_sorted(self.problems))
+        params = {n: p for n, p in self.params.items() if p is not None}
+        return ValidatedRecipe(
+            self.recipe, self.config, params, self.signals, self.doc.file, self.doc,
+            self.step_paths,
+        )  # fmt: skip
+
+    def check_parameters(self) -> None:
+        specs = self.recipe.parameters
+        for name, value in self.overrides.items():
+            if name not in specs:
+                self.problems.append(
+                    Problem(
+                        f"unknown parameter '{name}'{did_you_mean(name, specs)}",
+                        Location(f"--set {name}={value}"),
+                    )
+                )
+        for name, spec in specs.items():
+            path: PathKey = ("parameters", name)
+            bad_spec = spec_problems(spec)
+            for key, msg in bad_spec:
+                self.add((*path, key), f"parameter '{name}': {msg}")
+            self.params[name] = None
+            self.check_params[name] = SignalInfo(
+                spec.unit if spec.type in ("number", "integer", "duration") else "",
+                "bool" if spec.type == "bool" else "str" if spec.type == "string" else "number",
+            )
+            if bad_spec:
+                continue
+            if spec.default is not None:
+                try:
+                    self.params[name] = resolve_parameter(name, spec, spec.default, "default")
+                except ValueError as exc:
+                    self.add((*path, "default"), f"parameter '{name}': default {exc}")
+            if name in self.overrides:
+                raw = self.overrides[name]
+                try:
+                    self.params[name] = resolve_parameter(name, spec, raw, "override")
+                except ValueError as exc:
+                    self.problems.append(
+                        Problem(f"parameter '{name}': {exc}", Location(f"--set {name}={raw}"))
+                    )
+                    self.params[name] = None
+            elif spec.default is None:
+                self.add(
+                    path,
+                    f"parameter '{name}' has no default: give it with --set {name}=VALUE",
+                    key=True,
+                )
+            p = self.params[name]
+            if p is not None:
+                self.check_params[name] = p.for_check()
+
+    def check_names(self) -> None:
+        blocks: dict[str, PathKey] = {}
+        for section in ("procedure", "cleanup"):
+            for i, block in enumerate(getattr(self.recipe, section)):
+                if block.name in blocks:
+                    self.add(
+                        (section, i, "name"),
+                        f"block name '{block.name}' is used twice "
+                        f"(first at line {self.doc.locate(blocks[block.name]).line})",
+                    )
+                else:
+                    blocks[block.name] = (section, i, "name")
+        named: tuple[tuple[str, list[Any], str], ...] = (
+            ("interlock", self.recipe.interlocks, "interlocks"),
+            ("alarm", self.recipe.alarms, "alarms"),
+            ("steady-state detector", self.recipe.steady_state, "steady_state"),
+        )
+        for what, items, key in named:
+            seen: set[str] = set()
+            for i, item in enumerate(items):
+                if item.name in seen:
+                    self.add((key, i, "name"), f"{what} name '{item.name}' is used twice")
+                seen.add(item.name)
+
+    def static_steps(self, path: PathKey, steps: list[Any], block: UnitProcedure) -> None:
+        for j, step in enumerate(steps):
+            self.static_step((*path, j), step, block)
+
+    def static_step(self, path: PathKey, step: Any, block: UnitProcedure) -> None:
+        self.step_paths[id(step)] = path
+        if step.name is not None:
+            if step.name in self.step_names:
+                first = self.doc.locate(self.step_names[step.name]).line
+                self.add(
+                    (*path, "name"),
+                    f"step name '{step.name}' is used twice (first at line {first})",
+                )
+            else:
+                self.step_names[step.name] = (*path, "name")
+        if step.timeout is not None:
+            self.duration((*path, "timeout"), step.timeout, "timeout")
+        elif step.on_timeout is not None:
+            self.add(
+                (*path, "on_timeout"),
+                "'on_timeout' without a 'timeout' never fires: add 'timeout: DURATION'",
+                key=True,
+            )
+        for hkey in ("on_timeout", "on_error"):
+            self.goto((*path, hkey), getattr(step, hkey))
+        if isinstance(step, ServiceStep):
+            self.service_step(path, step)
+        elif isinstance(step, SetStep):
+            self.set_step(path, step)
+        elif isinstance(step, WaitStep):
+            self.wait_step(path, step)
+        elif isinstance(step, SequenceStep):
+            self.static_steps((*path, "sequence"), step.sequence, block)
+        elif isinstance(step, ParallelStep):
+            for b, branch in enumerate(step.parallel):
+                self.static_steps((*path, "parallel", b), branch, block)
+        elif isinstance(step, RepeatStep):
+            spec = step.repeat
+            rpath = (*path, "repeat")
+            if spec.times is not None:
+                self.positive_number((*rpath, "times"), spec.times, "times", integer=True)
+            if spec.until is not None:
+                self.condition((*rpath, "until"), spec.until)
+            self.static_steps((*rpath, "steps"), spec.steps, block)
+        else:  # prompt
+            choices = step.prompt.choices
+            if not choices:
+                self.add((*path, "prompt", "choices"), "a prompt needs at least one choice")
+            elif len(set(choices)) != len(choices):
+                self.add((*path, "prompt", "choices"), "prompt choices must be different")
+
+    def service_step(self, path: PathKey, step: ServiceStep) -> None:
+        call = step.service
+        spath = (*path, "service")
+        mt = self.module((*spath, "module"), call.module)
+        if mt is None:
+            return
+        names = [s.name for s in mt.services]
+        if call.service not in names:
+            self.add(
+                (*spath, "service"),
+                f"module {call.module} ({mt.name}) has no service '{call.service}'"
+                f"{did_you_mean(call.service, names)}",
+            )
+            return
+        svc = mt.service(call.service)
+        proc: Procedure | None
+        if call.procedure is None:
+            proc = svc.default_procedure
+        else:
+            try:
+                proc = svc.procedure(call.procedure)
+            except KeyError:
+                listed = ", ".join(f"{p.name} ({p.id})" for p in svc.procedures)
+                self.add(
+                    (*spath, "procedure"),
+                    f"{call.module}.{call.service} has no procedure '{call.procedure}'"
+                    f"{_close(str(call.procedure), [p.name for p in svc.procedures])}"
+                    f"; procedures: {listed}",
+                )
+                proc = None
+        self.services[id(step)] = _ServiceInfo((call.module, call.service), proc)
+        allowed = list(svc.config_parameters)
+        allowed += proc.parameters if proc else [p for q in svc.procedures for p in q.parameters]
+        for name, raw in call.parameters.items():
+            ppath = (*spath, "parameters", name)
+            if name not in allowed:
+                where = f"{call.module}.{call.service}" + (
+                    f" procedure {proc.name}" if proc else ""
+                )
+                self.add(
+                    ppath,
+                    f"'{name}' is not a parameter of {where}{_close(name, allowed)}"
+                    f"; parameters: {', '.join(allowed) or 'none'}",
+                    key=True,
+                )
+                continue
+            value = self.resolve(raw)
+            if value is _UNRESOLVED:
+                continue
+            try:
+                mt.assembly(name).coerce(value)
+            except ValueError as exc:
+                self.add(ppath, f"{call.module}.{call.service}: {_naming(str(exc), name)}")
+
+    def set_step(self, path: PathKey, step: SetStep) -> None:
+        for target, raw in step.set.items():
+            tpath = (*path, "set", target)
+            parts = target.split(".")
+            if len(parts) != 2:
+                self.add(
+                    tpath, f"'{target}': write MODULE.ASSEMBLY, e.g. P1.FlowSetpoint", key=True
+                )
+                continue
+            tag, name = parts
+            if tag not in self.tags:
+                self.add(tpath, f"unknown module '{tag}'{did_you_mean(tag, self.tags)}", key=True)
+                continue
+            mt = self.config.instance_types.get(tag)
+            if mt is None:
+                continue
+            das = [d.name for d in mt.data_assemblies]
+            if name not in das:
+                self.add(
+                    tpath,
+                    f"module {tag} ({mt.name}) has no data assembly '{name}'"
+                    f"{did_you_mean(name, das)}",
+                    key=True,
+                )
+                continue
+            da = mt.assembly(name)
+            if not da.writable:
+                writable = [d.name for d in mt.data_assemblies if d.writable]
+                self.add(
+                    tpath,
+                    f"{target} is {_article(da.class_)} {da.class_}, which cannot be written "
+                    f"(writable: {', '.join(writable) or 'none'})",
+                    key=True,
+                )
+                continue
+            value = self.resolve(raw)
+            if value is _UNRESOLVED:
+                continue
+            try:
+                da.coerce(value)
+            except ValueError as exc:
+                self.add(tpath, f"set {tag}: {_naming(str(exc), name)}")
+
+    def wait_step(self, path: PathKey, step: WaitStep) -> None:
+        spec = step.wait
+        wpath = (*path, "wait")
+        if spec.duration is not None:
+            self.duration((*wpath, "duration"), spec.duration, "wait duration")
+        if spec.until is not None:
+            expr = self.condition((*wpath, "until"), spec.until)
+            if isinstance(expr, BoolLit) and not expr.value and step.timeout is None:
+                self.add(
+                    (*wpath, "until"),
+                    "this wait never ends ('until: false' without a timeout): "
+                    "the steps after it cannot be reached",
+                )
+        if spec.residence_times is not None:
+            self.positive_number(
+                (*wpath, "residence_times"), spec.residence_times, "residence_times", integer=False
+            )
+            self.flow_path((*wpath, "path"), list(spec.path or []))
+
+    def check_plantwide(self) -> None:
+        r = self.recipe
+        for i, il in enumerate(r.interlocks):
+            self.condition(("interlocks", i, "when"), il.when)
+            for k, tag in enumerate(il.modules):
+                self.module(("interlocks", i, "modules", k), tag)
+        for i, al in enumerate(r.alarms):
+            apath: PathKey = ("alarms", i)
+            sig = self.signals.get(al.signal)
+            if sig is None:
+                self.add(
+                    (*apath, "signal"),
+                    f"unknown signal '{al.signal}'{did_you_mean(al.signal, self.signals)}",
+                )
+                continue
+            if sig.kind != "number":
+                self.add(
+                    (*apath, "signal"),
+                    f"alarm on {al.signal} ({sig.kind}): limit alarms need a number signal; "
+                    "use an interlock for true/false signals",
+                )
+                continue
+            lims = {}
+            for key in ("high", "low"):
+                raw = getattr(al, key)
+                if raw is not None:
+                    lims[key] = self.signal_quantity(
+                        (*apath, key), raw, sig, f"alarm {key}", difference=False
+                    )
+            hyst = self.signal_quantity(
+                (*apath, "hysteresis"), al.hysteresis, sig, "hysteresis", difference=True
+            )
+            if hyst is not None and hyst < 0:
+                self.add((*apath, "hysteresis"), "hysteresis must not be negative")
+            lo, hi = lims.get("low"), lims.get("high")
+            if lo is not None and hi is not None and lo >= hi:
+                self.add((*apath, "low"), "alarm low limit must be below its high limit")
+            self.duration((*apath, "delay"), al.delay, "alarm delay", zero=True)
+        for i, ss in enumerate(r.steady_state):
+            spath: PathKey = ("steady_state", i)
+            sig = self.signals.get(ss.signal)
+            if sig is None:
+                self.add(
+                    (*spath, "signal"),
+                    f"unknown signal '{ss.signal}'{did_you_mean(ss.signal, self.signals)}",
+                )
+            elif sig.kind != "number":
+                self.add((*spath, "signal"), f"steady state needs a number signal, not {sig.kind}")
+            else:
+                band = self.signal_quantity((*spath, "band"), ss.band, sig, "band", difference=True)
+                if band is not None and band <= 0:
+                    self.add((*spath, "band"), "band must be positive")
+            self.positive_number(
+                (*spath, "residence_times"), ss.residence_times, "residence_times", integer=False
+            )
+            self.flow_path((*spath, "path"), ss.path)
+        if r.divert is not None:
+            d = r.divert
+            mt = self.module(("divert", "valve"), d.valve)
+            if mt is not None and "Divert" not in [s.name for s in mt.services]:
+                self.add(
+                    ("divert", "valve"),
+                    f"module {d.valve} ({mt.name}) has no Divert service: "
+                    "divert control needs a divert valve module",
+                )
+            self.condition(("divert", "product_when"), d.product_when)
+            if d.enabled_from is not None:
+                procedure_steps = [n for n, p in self.step_names.items() if p[0] == "procedure"]
+                if d.enabled_from not in procedure_steps:
+                    self.add(
+                        ("divert", "enabled_from"),
+                        f"no step named '{d.enabled_from}' in the procedure"
+                        f"{did_you_mean(d.enabled_from, procedure_steps)}",
+                    )
+
+    def check_reachability(self) -> None:
+        for i, block in enumerate(self.recipe.cleanup):
+            if block.name not in self.gotos:
+                self.add(
+                    ("cleanup", i, "name"),
+                    f"cleanup block '{block.name}' is never reached: "
+                    f"no handler has 'goto: {block.name}'",
+                )
+
+    def flow_steps(self, path: PathKey, steps: list[Any], flow: _Flow, depth: int) -> _Flow:
+        for j, step in enumerate(steps):
+            flow = self.flow_step((*path, j), step, flow, depth)
+        return flow
+
+    def flow_step(self, path: PathKey, step: Any, flow: _Flow, depth: int) -> _Flow:
+        before = flow
+        if isinstance(step, ServiceStep):
+            info = self.services.get(id(step))
+            if info is None:
+                return flow
+            flow = self.command(path, step.service, info, flow)
+        elif isinstance(step, SequenceStep):
+            flow = self.flow_steps((*path, "sequence"), step.sequence, flow, depth)
+        elif isinstance(step, ParallelStep):
+            results = []
+            owner: dict[Key, int] = {}
+            for b, branch in enumerate(step.parallel):
+                bpath = (*path, "parallel", b)
+                touched = self.touched(branch)
+                for key in sorted(touched):
+                    if key in owner:
+                        self.add(
+                            bpath,
+                            f"{key[0]}.{key[1]} is commanded in parallel branches "
+                            f"{owner[key] + 1} and {b + 1}: their order is undefined",
+                        )
+                    else:
+                        owner[key] = b
+                results.append(self.flow_steps(bpath, branch, flow.copy(), depth))
+            merged = flow.copy()
+            for key, b in owner.items():
+                merged.states[key] = results[b].states.get(key, flow.get(key))
+                if key in results[b].self_completing:
+                    merged.self_completing[key] = results[b].self_completing[key]
+            flow = merged
+        elif isinstance(step, RepeatStep):
+            rpath = (*path, "repeat", "steps")
+            out = self.flow_steps(rpath, step.repeat.steps, flow, depth + 1)
+            once = step.repeat.times is not None and self.resolve(step.repeat.times) in (1, "1")
+            if not once:
+                if depth >= 3:
+                    for key in self.touched(step.repeat.steps):
+                        out.states[key] = None
+                else:
+                    for _ in range(len(STABLE_STATES) + 1):
+                        again = out.merge(self.flow_steps(rpath, step.repeat.steps, out, depth + 1))
+                        if again.states == out.states:
+                            break
+                        out = again
+            flow = out
+        if "continue" in (step.on_error, step.on_timeout):
+            flow = flow.merge(before)
+        return flow
+
+    def touched(self, steps: list[Any]) -> set[Key]:
+        out: set[Key] = set()
+        for s in steps:
+            if isinstance(s, ServiceStep) and id(s) in self.services:
+                out.add(self.services[id(s)].key)
+            elif isinstance(s, SequenceStep):
+                out |= self.touched(s.sequence)
+            elif isinstance(s, ParallelStep):
+                for branch in s.parallel:
+                    out |= self.touched(branch)
+            elif isinstance(s, RepeatStep):
+                out |= self.touched(s.repeat.steps)
+        return out
+
+    def command(self, path: PathKey, call: ServiceCall, info: _ServiceInfo, flow: _Flow) -> _Flow:
+        key = info.key
+        cmd = call.command
+        current = flow.get(key)
+        flow = flow.copy()
+        name = f"{key[0]}.{key[1]}"
+        if current is None:
+            results = {t for s in STABLE_STATES if (t := transition(s, cmd)) is not None}
+        else:
+            bad = sorted(s for s in current if transition(s, cmd) is None)
+            if bad:
+                hints = "; ".join(f"in {s}: {', '.join(enabled(s)) or 'none'}" for s in bad)
+                self.add(
+                    (*path, "service", "command")
+                    if "command" in call.model_fields_set
+                    else (*path, "service"),
+                    f"'{cmd}' is not possible here: {name} "
+                    f"{'is' if len(current) == 1 else 'may be'} in {' or '.join(bad)} "
+                    f"(possible {hints})",
+                )
+            results = {t for s in current if (t := transition(s, cmd)) is not None}
+        if not results:
+            flow.states[key] = None
+            return flow
+        if cmd in ("start", "restart"):
+            flow.self_completing[key] = bool(info.procedure and info.procedure.self_completing)
+        selfc = flow.self_completing.get(key, False)
+        reachable = set(results) | ({"Completed"} if selfc and "Execute" in results else set())
+        if call.wait_for is not None:
+            target = TRANSIENT_TARGET.get(call.wait_for, call.wait_for)
+            if target not in reachable:
+                why = (
+                    f" ({info.procedure.name} does not complete by itself)"
+                    if target == "Completed" and info.procedure and not selfc
+                    else ""
+                )
+                self.add(
+                    (*path, "service", "wait_for"),
+                    f"wait_for {call.wait_for}: '{cmd}' of {name} leads to "
+                    f"{' or '.join(sorted(reachable))}, never {target}{why}",
+                )
+                flow.states[key] = frozenset(reachable)
+                return flow
+            flow.states[key] = frozenset({target})
+        elif cmd in ("start", "restart") and selfc:
+            flow.states[key] = frozenset({"Completed"})
+        else:
+            flow.states[key] = frozenset(results)
+        return flow
+
+    def scan_references(self, path: PathKey, data: Any) -> None:
+        """``${name}`` of undefined parameters anywhere outside conditions (checked there)."""
+        if isinstance(data, dict):
+            for k, v in data.items():
+                self.scan_references((*path, k), v)
+        elif isinstance(data, list):
+            for i, v in enumerate(data):
+                self.scan_references((*path, i), v)
+        elif isinstance(data, str) and path not in self.condition_paths and "${" in data:
+            for m in _ANY_REF.finditer(data):
+                name = m.group(1)
+                loc = self.locate_col(path, m.start() + 1)
+                if not m.group(0).endswith("}") or not re.fullmatch(
+                    r"[A-Za-z_][A-Za-z0-9_]*", name
+                ):
+                    self.problems.append(
+                        Problem(f"malformed parameter reference '{m.group(0)}'", loc)
+                    )
+                elif name not in self.recipe.parameters:
+                    self.problems.append(
+                        Problem(
+                            f"unknown parameter '{name}'"
+                            f"{did_you_mean(name, self.recipe.parameters)}",
+                            loc,
+                        )
+                    )
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def _plant_for(doc: YamlDoc, recipe: Recipe, plant: PlantConfig | str | Path | None) -> PlantConfig:
+    if isinstance(plant, PlantConfig):
+        return plant
+    if plant is not None:
+        return load_plant(plant)
+    if recipe.plant is None:
+        raise ConfigError.single(
+            "the recipe names no plant: add 'plant: path/to/plant.yaml' (relative to the "
+            "recipe) or give --plant PLANT",
+            doc.locate(("name",), key=True),
+        )
+    path = Path(recipe.plant)
+    if not path.is_absolute():
+        path = Path(doc.file).parent / path
+    if not path.is_file():
+        raise ConfigError.single(
+            f"plant file '{recipe.plant}' not found (looked for {path})", doc.locate(("plant",))
+        )
+    return load_plant(path)
+
+
+def validate_recipe_doc(
+    doc: YamlDoc,
+    plant: PlantConfig | str | Path | None = None,
+    overrides: Mapping[str, str] | None = None,
+    text: str | None = None,
+) -> ValidatedRecipe:
+    """Validate a parsed recipe document against a plant (by default the one it names).
+
+    ``text`` is the file's source, used to map columns inside conditions exactly; without
+    it the file is read again when it exists.
+    """
+    recipe = recipe_from_doc(doc)
+    config = _plant_for(doc, recipe, plant)
+    if text is None:
+        try:
+            text = Path(doc.file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            text = None
+    return _Validator(doc, recipe, config, overrides or {}, text).run()
+
+
+def load_recipe(
+    path: str | Path,
+    plant: PlantConfig | str | Path | None = None,
+    overrides: Mapping[str, str] | None = None,
+) -> ValidatedRecipe:
+    """Load, validate and resolve a recipe; :class:`ConfigError` lists every problem.
+
+    ``plant`` overrides the recipe's ``plant:``; ``overrides`` are ``--set name=value``
+    strings, parsed with units and checked like defaults.
+    """
+    p = Path(path)
+    doc = load_yaml(p)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        text = None
+    return validate_recipe_doc(doc, plant, overrides, text)
+
+
+def validate_recipe_with_plant(
+    doc: YamlDoc, plant_path: str | Path | None = None
+) -> ValidatedRecipe:
+    """For ``modulecontrol validate RECIPE --plant PLANT``."""
+    return validate_recipe_doc(doc, plant_path)
+
+
+def _validate_named_plant(doc: YamlDoc) -> ValidatedRecipe:
+    return validate_recipe_doc(doc)
+
+
+register_kind("Recipe", _validate_named_plant)
+register_kind("Recipe+Plant", validate_recipe_with_plant)
