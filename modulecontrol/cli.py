@@ -60,6 +60,7 @@ def validate(
     ] = None,
 ) -> None:
     """Validate YAML documents; print every problem as path:line:col: message."""
+    import modulecontrol.recipe  # noqa: F401  (registers the Recipe document kind)
     from modulecontrol.descriptors import validate_file
 
     failed = 0
