@@ -1,0 +1,1 @@
+"""Simulators: process models and the protocol servers that expose them."""
