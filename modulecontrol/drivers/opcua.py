@@ -67,6 +67,28 @@ from modulecontrol.errors import did_you_mean
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+
+class _RedactIdentity(logging.Filter):
+    """Hide the identity token in asyncua's DEBUG dump of ActivateSessionRequest.
+
+    asyncua logs every request it sends at DEBUG, and with a secure channel the user token
+    carries the password unencrypted inside the (encrypted) message: a debug log would
+    otherwise hold the plant password in clear text.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno <= logging.DEBUG and "IdentityToken" in str(record.msg) + str(
+                record.args):
+            record.msg = "Sending: ActivateSessionRequest (identity token redacted)"
+            record.args = ()
+        return True
+
+
+_REDACT = _RedactIdentity()
+for _name in ("asyncua.client.ua_client.UASocketProtocol", "asyncua.client.ua_client",
+              "asyncua.client.client"):
+    logging.getLogger(_name).addFilter(_REDACT)
+
 STATE_CODES: dict[str, int] = {
     "Stopped": 4, "Starting": 8, "Idle": 16, "Paused": 32, "Execute": 64, "Stopping": 128,
     "Aborting": 256, "Aborted": 512, "Holding": 1024, "Held": 2048, "Unholding": 4096,
