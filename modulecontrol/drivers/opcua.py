@@ -512,7 +512,9 @@ class OpcUaDriver(BaseDriver):
         except UaStatusCodeError as exc:
             raise self._connect_refused(exc.code) from None
         except UaError as exc:
-            raise DeviceRejected(f"connection to {ep.url} failed: {exc}",
+            hint = (" (the server offers no endpoint with this security_policy and "
+                    "security_mode)" if "No matching endpoints" in str(exc) else "")
+            raise DeviceRejected(f"connection to {ep.url} failed: {exc}{hint}",
                                  module=self.tag_name) from None
         except (OSError, ConnectionError) as exc:
             raise Disconnected(f"cannot reach {ep.url}: {exc}", module=self.tag_name) from None
@@ -1040,7 +1042,9 @@ class OpcUaDriver(BaseDriver):
 
 
 def _matches(value: Any, want: Any, tolerance: float | None) -> bool:
-    if isinstance(want, bool) or not isinstance(want, int | float):
+    if isinstance(want, bool):
+        return isinstance(value, bool) and value == want
+    if not isinstance(want, int | float):
         return bool(value == want)
     if not isinstance(value, int | float) or isinstance(value, bool):
         return False

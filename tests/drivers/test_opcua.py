@@ -175,12 +175,12 @@ async def test_slow_callback_does_not_block_reads(pea: tuple[PeaServer, MiniPea]
 async def test_mtp_handshake_tempering(pea: tuple[PeaServer, MiniPea],
                                        driver: OpcUaDriver) -> None:
     server, mini = pea
-    state = await driver.run_service("Tempering", "Start", parameters={"TempSP": 60.0})
+    state = await driver.run_service("Tempering", "Start", parameters={"TempSP": "140 degF"})
     assert state == "Execute"
     assert server.get("Tempering.StateAutAct") is True
     assert server.get("Tempering.SrcExtAct") is True
     assert server.get("Tempering.ProcedureReq") == 1
-    assert server.get("TempSP.VFbk") == 60.0
+    assert server.get("TempSP.VFbk") == pytest.approx(60.0)
     assert server.get("TempSP.SrcExtAct") is True
     assert await driver.run_service("Tempering", "Stop") == "Stopped"
     assert await driver.run_service("Tempering", "Reset") == "Idle"

@@ -12,6 +12,7 @@ import pytest
 import pytest_asyncio
 
 from modulecontrol.descriptors import ModuleInstance
+from modulecontrol.drivers import DeviceRejected
 from modulecontrol.drivers.opcua import (
     AuthenticationFailed,
     OpcUaDriver,
@@ -122,6 +123,6 @@ async def test_verify_server_false_accepts_any(secure: Secure,
 
 async def test_insecure_client_refused_by_secure_server(secure: Secure) -> None:
     drv = OpcUaDriver(coil_reactor(), instance(secure.server.url))
-    with pytest.raises(Exception, match="refused|SecurityPolicy|Bad"):
+    with pytest.raises(DeviceRejected, match="offers no endpoint with this security_policy"):
         await drv.connect()
     await drv.close()

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from modulecontrol.descriptors import ModuleInstance
 from modulecontrol.drivers import load_driver, tag_table
-from modulecontrol.drivers.opcua import OpcUaDriver, _to_wire
+from modulecontrol.drivers.opcua import OpcUaDriver, _matches, _to_wire
 from tests.drivers._opcua_pea import coil_reactor
 
 
@@ -43,3 +43,61 @@ def test_endpoint_must_be_opcua() -> None:
          "endpoint": {"protocol": "modbus-tcp", "host": "127.0.0.1"}})
     with pytest.raises(ValueError, match="needs an 'opcua' endpoint"):
         OpcUaDriver(coil_reactor(), inst)
+
+
+def test_served_types_follow_mtp() -> None:
+    from modulecontrol.simulators.opcua_pea import attribute_variant_type
+
+    tags = tag_table(coil_reactor(), "opcua")
+    vt = ua.VariantType
+    expected = {
+        "Tempering.StateCur": vt.UInt32, "Tempering.CommandEn": vt.UInt32,
+        "Tempering.StateAutOp": vt.Boolean, "Tempering.TagName": vt.String,
+        "TempSP.VExt": vt.Double, "TempSP.ApplyExt": vt.Boolean, "TempSP.VUnit": vt.Int32,
+        "Fouled.V": vt.Boolean, "T.WQC": vt.Byte, "T.VAHLim": vt.Double,
+    }
+    assert {t: attribute_variant_type(tags[t]) for t in expected} == expected
+
+
+def test_explicit_service_binding_wins() -> None:
+    mt = coil_reactor().model_copy(deep=True)
+    svc = mt.services[0]
+    from modulecontrol.descriptors import AttributeBinding
+
+    svc.bindings["StateCur"] = AttributeBinding.model_validate(
+        {"opcua": {"namespace_uri": "urn:x", "identifier": "i=5001"}})
+    info = tag_table(mt, "opcua")["Tempering.StateCur"]
+    assert info.binding.identifier == "i=5001"  # type: ignore[union-attr]
+    assert info.service is svc
+
+
+@given(want=st.floats(-1e6, 1e6), delta=st.floats(0, 1e-3))
+@settings(max_examples=200, deadline=None)
+def test_matches_tolerance(want: float, delta: float) -> None:
+    assert _matches(want + delta, want, tolerance=1e-3 + 1e-9 * abs(want))
+    assert not _matches(want + 1.0, want, tolerance=0.5)
+    assert _matches(True, True, None) and not _matches(1, True, None)
+
+
+def test_identity_token_redacted_in_asyncua_debug_log() -> None:
+    import logging
+
+    logger = logging.getLogger("asyncua.client.ua_client.UASocketProtocol")
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep(level=logging.DEBUG)
+    old = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        logger.debug("Sending: %s", "UserNameIdentityToken(Password=b'hunter2')")
+        logger.debug("Sending: %s", "ReadRequest")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old)
+    assert "hunter2" not in records[0].getMessage()
+    assert records[1].getMessage() == "Sending: ReadRequest"
