@@ -27,7 +27,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from hashlib import sha256
 from pathlib import Path
@@ -440,6 +440,14 @@ def _status_name(code: int) -> str:
         return f"0x{code:08X}"
 
 
+def backoff_delays(first: float = _FIRST_BACKOFF, cap: float = MAX_BACKOFF) -> Iterator[float]:
+    """Pauses before reconnect attempts: ``first``, doubling, never above ``cap``."""
+    delay = min(first, cap)
+    while True:
+        yield delay
+        delay = min(delay * 2, cap)
+
+
 # -- driver ----------------------------------------------------------------------------------
 class OpcUaDriver(BaseDriver):
     """OPC UA client for one MTP PEA (or any server whose node map is in the descriptor)."""
@@ -665,10 +673,10 @@ class OpcUaDriver(BaseDriver):
     async def _reconnect(self, old: Client | None) -> None:
         if old is not None:
             await self._disconnect_quietly(old)
-        delay = _FIRST_BACKOFF
+        delays = backoff_delays()
         try:
             while not self._closing:
-                await asyncio.sleep(delay)
+                await asyncio.sleep(next(delays))
                 client: Client | None = None
                 try:
                     fresh, node_ids = await asyncio.wait_for(self._open_client(),
@@ -680,7 +688,6 @@ class OpcUaDriver(BaseDriver):
                     if client is not None:
                         await self._disconnect_quietly(client)
                     self._fail(f"reconnect failed: {exc or type(exc).__name__}")
-                    delay = min(delay * 2, MAX_BACKOFF)
                     continue
                 self._client = client
                 self._node_ids = node_ids
@@ -1140,5 +1147,6 @@ __all__ = [
     "ServiceTimeout",
     "SubscriptionReport",
     "UntrustedServer",
+    "backoff_delays",
     "state_name",
 ]

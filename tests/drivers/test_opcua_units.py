@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from modulecontrol.descriptors import ModuleInstance
 from modulecontrol.drivers import load_driver, tag_table
-from modulecontrol.drivers.opcua import OpcUaDriver, _matches, _to_wire
+from modulecontrol.drivers.opcua import MAX_BACKOFF, OpcUaDriver, _matches, _to_wire, backoff_delays
 from tests.drivers._opcua_pea import coil_reactor
 
 
@@ -101,3 +101,13 @@ def test_identity_token_redacted_in_asyncua_debug_log() -> None:
         logger.setLevel(old)
     assert "hunter2" not in records[0].getMessage()
     assert records[1].getMessage() == "Sending: ReadRequest"
+
+
+@given(first=st.floats(0.001, 20), n=st.integers(1, 40))
+def test_backoff_is_bounded_and_grows(first: float, n: int) -> None:
+    gen = backoff_delays(first)
+    delays = [next(gen) for _ in range(n)]
+    assert all(0 < d <= MAX_BACKOFF for d in delays)
+    assert delays == sorted(delays)
+    if n >= 20:
+        assert delays[-1] == MAX_BACKOFF
