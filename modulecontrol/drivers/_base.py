@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from modulecontrol.descriptors import DataAssembly, ModuleInstance, ModuleType
+from modulecontrol.descriptors import DataAssembly, ModuleInstance, ModuleType, Service
 from modulecontrol.descriptors._bindings import ModbusBinding, OpcUaBinding, SerialBinding
 from modulecontrol.errors import did_you_mean
 
@@ -95,12 +95,19 @@ class Health:
 
 @dataclass(frozen=True)
 class TagInfo:
-    """One tag of a module as a transport sees it."""
+    """One tag of a module as a transport sees it.
+
+    ``Service.Attribute`` tags (ServiceControl attributes such as ``Tempering.StateCur``)
+    carry the ``service``; ServiceControl is not a data-assembly class, so their
+    ``assembly`` is a stand-in ``DIntView`` named after the service (no unit, no limits)
+    that keeps code reading ``info.assembly`` working. Check ``service`` first.
+    """
 
     name: str
     assembly: DataAssembly
     attribute: str
     binding: ModbusBinding | OpcUaBinding | SerialBinding
+    service: Service | None = None
 
     @property
     def writable(self) -> bool:
@@ -151,9 +158,12 @@ def tag_table(module_type: ModuleType, transport: str) -> dict[str, TagInfo]:
     """Every ``Assembly.Attribute`` of the type that has a binding for ``transport``.
 
     For OPC UA, a type with ``opcua`` defaults gets a binding for every attribute of every
-    assembly and service (the PEA publishes them all); explicit bindings win.
+    assembly and service (the PEA publishes them all); explicit bindings win. Services
+    contribute ``Service.Attribute`` tags for their ServiceControl attributes (explicit
+    ``bindings`` of the service, or the type's OPC UA defaults).
     """
     from modulecontrol.descriptors._assemblies import DA_ATTRIBUTES, WRITABLE_CLASSES
+    from modulecontrol.descriptors._module import SERVICE_CONTROL_ATTRIBUTES
 
     out: dict[str, TagInfo] = {}
     for da in module_type.data_assemblies:
@@ -168,7 +178,31 @@ def tag_table(module_type: ModuleType, transport: str) -> dict[str, TagInfo]:
                     writable = da.class_ in WRITABLE_CLASSES and attr in _WRITABLE_ATTRS
                     out[name] = TagInfo(name, da, attr,
                                         module_type.opcua.binding(da.name, attr, writable))
+    for svc in module_type.services:
+        stand_in = DataAssembly.model_validate(
+            {"name": svc.name, "class": "DIntView", "description": f"ServiceControl {svc.name}"}
+        )
+        for attr, ab in svc.bindings.items():
+            b = ab.for_transport(transport)
+            if b is not None:
+                name = f"{svc.name}.{attr}"
+                out[name] = TagInfo(name, stand_in, attr, b, service=svc)
+        if transport == "opcua" and module_type.opcua is not None:
+            for attr in SERVICE_CONTROL_ATTRIBUTES:
+                name = f"{svc.name}.{attr}"
+                if name not in out:
+                    b = module_type.opcua.binding(
+                        svc.name, attr, attr in SERVICE_CONTROL_WRITABLE)
+                    out[name] = TagInfo(name, stand_in, attr, b, service=svc)
     return out
+
+
+SERVICE_CONTROL_WRITABLE = frozenset({
+    "CommandOp", "CommandExt", "ProcedureOp", "ProcedureExt", "StateOffAut", "StateOpAut",
+    "StateAutAut", "StateOffOp", "StateOpOp", "StateAutOp", "SrcExtAut", "SrcIntOp",
+    "SrcIntAut", "SrcExtOp", "InteractAnswerID",
+})
+"""ServiceControl attributes an orchestrator (POL) writes; the rest are the PEA's outputs."""
 
 
 _WRITABLE_ATTRS = frozenset({

@@ -1,0 +1,393 @@
+"""Build an OPC UA server that publishes a module type the way an MTP PEA does.
+
+The address space is derived from the same tag table the OPC UA driver uses
+(:func:`modulecontrol.drivers.tag_table`), so a driver and a served PEA can never disagree
+on node ids: every ``Assembly.Attribute`` and ``Service.Attribute`` tag becomes one variable
+at its binding's node id, in the namespace registered under the binding's URI.
+
+Variables are grouped in one folder per data assembly and per service below an object named
+after the module type. Why: asyncua checks sibling browse names when adding a node, so adding
+thousands of variables under one parent is quadratic; small folders keep start-up linear.
+
+The server has no behaviour of its own: a simulator (or a test) reacts to writes through
+:meth:`PeaServer.on_write` and publishes values with :meth:`PeaServer.set`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from asyncua import ua
+from asyncua.crypto import cert_gen
+from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.server.server import Server
+from asyncua.server.user_managers import UserManager
+from asyncua.ua.attribute_ids import AttributeIds
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from modulecontrol.descriptors import ModuleType
+from modulecontrol.descriptors._assemblies import (
+    ANALOG_CLASSES,
+    BINARY_CLASSES,
+    STRING_CLASSES,
+)
+from modulecontrol.descriptors._bindings import OpcUaBinding
+from modulecontrol.drivers._base import TagInfo, tag_table
+
+WriteHandler = Callable[[str, Any], Awaitable[None]]
+
+_VALUE_ATTRS = frozenset({
+    "V", "VExt", "VOp", "VInt", "VReq", "VOut", "VFbk", "VMin", "VMax", "VSclMin", "VSclMax",
+    "VMan", "VRbk", "VAHLim", "VWHLim", "VTHLim", "VTLLim", "VWLLim", "VALLim",
+})
+_VALUE_PREFIXES = ("Rpm", "Pos", "PV", "SP", "MV")
+_UINT32_ATTRS = frozenset({
+    "CommandOp", "CommandInt", "CommandExt", "CommandEn", "StateCur", "ProcedureOp",
+    "ProcedureInt", "ProcedureExt", "ProcedureReq", "ProcedureCur", "PosTextID",
+    "InteractQuestionID", "InteractAnswerID",
+})
+_BYTE_ATTRS = frozenset({"WQC", "OSLevel"})
+_STRING_ATTRS = frozenset({"TagName", "TagDescription", "VState0", "VState1"})
+_DOUBLE_ATTRS = frozenset({"VFlutTi", "MonStatTi", "MonDynTi", "P", "Ti", "Td"})
+_INT32_ATTRS = frozenset({"VFlutCnt"})
+
+
+def attribute_variant_type(info: TagInfo) -> ua.VariantType:
+    """The OPC UA type an MTP attribute is published with (2658-4 data types, simplified).
+
+    ServiceControl numbers are DWORDs (UInt32); quality codes and OS levels are bytes; the
+    value-carrying attributes follow the assembly's kind (Boolean, Int32 for DInt classes,
+    String, Double otherwise); the switches (``*Op``, ``*Aut``, ``*Act``, ``*En``) are Boolean.
+    """
+    attr = info.attribute
+    cls = info.assembly.class_
+    if info.service is not None:
+        if attr in _UINT32_ATTRS:
+            return ua.VariantType.UInt32
+        if attr in _BYTE_ATTRS:
+            return ua.VariantType.Byte
+        if attr in _STRING_ATTRS:
+            return ua.VariantType.String
+        return ua.VariantType.Boolean
+    if attr in _BYTE_ATTRS:
+        return ua.VariantType.Byte
+    if attr in _STRING_ATTRS:
+        return ua.VariantType.String
+    if attr.endswith("Unit"):
+        return ua.VariantType.Int32
+    if attr in _DOUBLE_ATTRS:
+        return ua.VariantType.Double
+    if attr in _INT32_ATTRS:
+        return ua.VariantType.Int32
+    is_value = attr in _VALUE_ATTRS or (
+        attr.startswith(_VALUE_PREFIXES) and not attr.endswith(("En", "Act", "Calc"))
+    )
+    if is_value:
+        if cls in BINARY_CLASSES and attr not in ("VMin", "VMax"):
+            return ua.VariantType.Boolean
+        if cls in STRING_CLASSES:
+            return ua.VariantType.String
+        if cls in ("DIntView", "DIntServParam"):
+            return ua.VariantType.Int32
+        if cls in ANALOG_CLASSES:
+            return ua.VariantType.Double
+    return ua.VariantType.Boolean
+
+
+def initial_value(info: TagInfo, vtype: ua.VariantType) -> Any:
+    """A sensible start value: defaults and scale limits of the assembly, tag names, zeros."""
+    da = info.assembly
+    attr = info.attribute
+    if vtype is ua.VariantType.String:
+        if attr == "TagName":
+            return da.name
+        if attr == "TagDescription":
+            return da.description
+        if attr == "VState0":
+            return da.state0
+        if attr == "VState1":
+            return da.state1
+        return "" if da.default is None else str(da.default)
+    if vtype is ua.VariantType.Boolean:
+        if attr in ("V", "VOut", "VReq", "VFbk", "VExt") and isinstance(da.default, bool):
+            return da.default
+        return False
+    if vtype is ua.VariantType.Double:
+        if attr in ("VMin", "VSclMin") and (da.min if attr == "VMin" else da.scale_min) is not None:
+            return float(da.min if attr == "VMin" else da.scale_min)
+        if attr in ("VMax", "VSclMax") and (da.max if attr == "VMax" else da.scale_max) is not None:
+            return float(da.max if attr == "VMax" else da.scale_max)
+        if attr in ("V", "VOut", "VReq", "VFbk", "VExt") and isinstance(da.default, int | float):
+            return float(da.default)
+        return 0.0
+    if attr in ("V", "VOut", "VReq", "VFbk", "VExt") and isinstance(da.default, int):
+        return int(da.default)
+    return 0
+
+
+class PasswordUsers(UserManager):
+    """Username/password check for a served PEA; anonymous sessions are refused.
+
+    Why a class of our own: asyncua's default user manager accepts everyone, and a test of
+    "wrong password is refused" needs a server that refuses.
+    """
+
+    def __init__(self, users: Mapping[str, str]) -> None:
+        self._users = dict(users)
+
+    def get_user(
+        self, iserver: Any, username: str | None = None, password: str | None = None,
+        certificate: Any = None,
+    ) -> User | None:
+        if username is None or self._users.get(username) != password:
+            return None
+        return User(role=UserRole.User, name=username)
+
+
+@dataclass
+class PeaServer:
+    """A running (or ready) OPC UA server publishing one module type."""
+
+    server: Server
+    module_type: ModuleType
+    url: str
+    tags: dict[str, TagInfo]
+    node_ids: dict[str, ua.NodeId]
+    variant_types: dict[str, ua.VariantType]
+    namespaces: dict[str, int]
+    read_requests: int = 0
+    """External Read service calls served (a batched read counts once)."""
+    read_nodes: int = 0
+    """Nodes read by those calls."""
+    write_requests: int = 0
+    _by_node: dict[ua.NodeId, str] = field(default_factory=dict)
+    _handlers: list[WriteHandler] = field(default_factory=list)
+    _started: bool = False
+
+    async def set(self, tag: str, value: Any) -> None:
+        """Publish a value (server side: no session, no write callbacks; subscribers see it)."""
+        vtype = self.variant_types[tag]
+        dv = ua.DataValue(ua.Variant(_coerce(value, vtype), vtype))
+        await self.server.write_attribute_value(self.node_ids[tag], dv)
+
+    def get(self, tag: str) -> Any:
+        variant = self.server.read_attribute_value(self.node_ids[tag]).Value
+        return None if variant is None else variant.Value
+
+    def on_write(self, handler: WriteHandler) -> None:
+        """Call ``handler(tag, value)`` after every successful client write (in order)."""
+        self._handlers.append(handler)
+
+    async def set_status(self, tag: str, status: int) -> None:
+        """Make a node answer with a status code, e.g. ``StatusCodes.BadSensorFailure``."""
+        dv = ua.DataValue(StatusCode=ua.StatusCode(ua.UInt32(status)))
+        await self.server.write_attribute_value(self.node_ids[tag], dv)
+
+    async def set_read_only(self, tag: str) -> None:
+        """Refuse client writes to a node (clients get ``BadNotWritable``), e.g. while a
+        parameter is locked or for tests of a driver's bad-status path."""
+        level = ua.DataValue(ua.Variant(ua.AccessLevel.CurrentRead.mask, ua.VariantType.Byte))
+        for attr in (AttributeIds.AccessLevel, AttributeIds.UserAccessLevel):
+            await self.server.write_attribute_value(self.node_ids[tag], level, attr)
+
+    async def start(self) -> None:
+        await self.server.start()
+        self._started = True
+
+    async def stop(self) -> None:
+        if self._started:
+            self._started = False
+            await self.server.stop()
+
+    async def __aenter__(self) -> PeaServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _post_read(self, event: Any, _dispatcher: Any) -> None:
+        if getattr(event, "is_external", True):
+            self.read_requests += 1
+            self.read_nodes += len(event.request_params.NodesToRead)
+
+    async def _post_write(self, event: Any, _dispatcher: Any) -> None:
+        if not getattr(event, "is_external", True):
+            return
+        self.write_requests += 1
+        results = event.response_params or []
+        for wv, status in zip(event.request_params.NodesToWrite, results, strict=False):
+            tag = self._by_node.get(wv.NodeId)
+            if tag is None or not status.is_good():
+                continue
+            for handler in self._handlers:
+                await handler(tag, wv.Value.Value.Value)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (asyncua needs the port before it binds)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def build_pea_server(
+    module_type: ModuleType,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    namespace_uri: str | None = None,
+    certificate: str | Path | None = None,
+    private_key: str | Path | None = None,
+    users: Mapping[str, str] | None = None,
+    allow_insecure: bool = True,
+    name: str | None = None,
+    clock: bool = False,
+) -> PeaServer:
+    """An asyncua server with one variable per OPC UA tag of ``module_type`` (not started).
+
+    ``namespace_uri`` replaces the type's default namespace (as an endpoint override does).
+    With ``certificate`` and ``private_key`` the server offers Basic256Sha256 Sign and
+    SignAndEncrypt (and, if ``allow_insecure``, also no security). With ``users`` only those
+    username/password pairs may open a session. ``clock`` keeps asyncua's once-a-second
+    update of ServerStatus.CurrentTime (off by default: it makes ``stop()`` wait up to 1 s).
+    """
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        raise ValueError(f"a simulated PEA listens on loopback only, not {host!r}")
+    tags = tag_table(module_type, "opcua")
+    if not tags:
+        raise ValueError(f"module type {module_type.name} has no OPC UA tags (no 'opcua:' "
+                         "defaults and no opcua bindings)")
+    server = Server()
+    await server.init()
+    server.disable_clock(not clock)
+    server.set_server_name(name or f"modulecontrol PEA {module_type.name}")
+    port = port or free_port(host)
+    url = f"opc.tcp://{host}:{port}/modulecontrol/{module_type.name}"
+    server.set_endpoint(url)
+    if certificate is not None and private_key is not None:
+        await server.load_certificate(str(certificate))
+        await server.load_private_key(str(private_key))
+        policies = [
+            ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
+            ua.SecurityPolicyType.Basic256Sha256_Sign,
+        ]
+        if allow_insecure:
+            policies.append(ua.SecurityPolicyType.NoSecurity)
+        server.set_security_policy(policies)
+        cert = x509.load_der_x509_certificate(_der(Path(certificate)))
+        uris = _san_uris(cert)
+        if uris:
+            await server.set_application_uri(uris[0])
+    else:
+        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+    if users is not None:
+        server.iserver.user_manager = PasswordUsers(users)
+        server.set_identity_tokens([ua.UserNameIdentityToken])
+
+    default_uri = module_type.opcua.namespace_uri if module_type.opcua else None
+    namespaces: dict[str, int] = {}
+    root_ns = await _ns(server, namespaces,
+                        namespace_uri or default_uri or f"urn:modulecontrol:{module_type.name}")
+    root = await server.nodes.objects.add_object(root_ns, module_type.name)
+    folders: dict[str, Any] = {}
+    node_ids: dict[str, ua.NodeId] = {}
+    vtypes: dict[str, ua.VariantType] = {}
+    for tag, info in tags.items():
+        b = info.binding
+        assert isinstance(b, OpcUaBinding)
+        uri = b.namespace_uri
+        if namespace_uri is not None and (uri is None or uri == default_uri):
+            uri = namespace_uri
+        ns = await _ns(server, namespaces, uri) if uri else 0
+        nodeid = node_id_for(b.identifier, ns)
+        owner = tag.split(".", 1)[0]
+        if owner not in folders:
+            folders[owner] = await root.add_folder(ns or root.nodeid.NamespaceIndex, owner)
+        vtype = attribute_variant_type(info)
+        var = await folders[owner].add_variable(
+            nodeid, ua.QualifiedName(info.attribute, nodeid.NamespaceIndex),
+            ua.Variant(_coerce(initial_value(info, vtype), vtype), vtype),
+        )
+        if info.writable:
+            await var.set_writable()
+        node_ids[tag] = nodeid
+        vtypes[tag] = vtype
+    pea = PeaServer(server, module_type, url, tags, node_ids, vtypes, namespaces)
+    pea._by_node = {nid: tag for tag, nid in node_ids.items()}
+    from asyncua.common.callback import CallbackType
+
+    server.subscribe_server_callback(CallbackType.PostRead, pea._post_read)
+    server.subscribe_server_callback(CallbackType.PostWrite, pea._post_write)
+    return pea
+
+
+def node_id_for(identifier: str, namespace_index: int) -> ua.NodeId:
+    """A binding identifier (``s=``, ``i=``, ``g=``, ``b=``, optionally with ``ns=``)."""
+    if identifier.startswith("ns="):
+        return ua.NodeId.from_string(identifier)
+    return ua.NodeId.from_string(f"ns={namespace_index};{identifier}")
+
+
+async def _ns(server: Server, known: dict[str, int], uri: str) -> int:
+    if uri not in known:
+        known[uri] = await server.register_namespace(uri)
+    return known[uri]
+
+
+def _coerce(value: Any, vtype: ua.VariantType) -> Any:
+    if vtype is ua.VariantType.Boolean:
+        return bool(value)
+    if vtype in (ua.VariantType.Double, ua.VariantType.Float):
+        return float(value)
+    if vtype is ua.VariantType.String:
+        return str(value)
+    return int(value)
+
+
+def _der(path: Path) -> bytes:
+    data = path.read_bytes()
+    if data.startswith(b"-----BEGIN"):
+        return x509.load_pem_x509_certificate(data).public_bytes(Encoding.DER)
+    return data
+
+
+def _san_uris(cert: x509.Certificate) -> list[str]:
+    with contextlib.suppress(x509.ExtensionNotFound):
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        return list(san.value.get_values_for_type(x509.UniformResourceIdentifier))
+    return []
+
+
+def make_certificate(
+    directory: str | Path, name: str, application_uri: str, *, server: bool,
+    host: str = "localhost", days: int = 30,
+) -> tuple[Path, Path]:
+    """A self-signed application certificate (DER) and its key (PEM) for tests and demos.
+
+    The certificate names ``application_uri`` and ``host`` as subject alternative names, as
+    OPC UA applications expect. Returns ``(certificate_path, key_path)``.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    key = cert_gen.generate_private_key()
+    use = [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
+    cert = cert_gen.generate_self_signed_app_certificate(
+        key, name, {"organizationName": "modulecontrol"},
+        [x509.UniformResourceIdentifier(application_uri), x509.DNSName(host),
+         x509.DNSName(socket.gethostname())],
+        extended=use, days=days,
+    )
+    cert_path = directory / f"{name}.der"
+    key_path = directory / f"{name}.pem"
+    cert_path.write_bytes(cert.public_bytes(Encoding.DER))
+    key_path.write_bytes(cert_gen.dump_private_key_as_pem(key))
+    return cert_path, key_path

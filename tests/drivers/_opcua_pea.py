@@ -1,0 +1,170 @@
+"""A tiny MTP PEA behaviour for OPC UA driver tests (the real simulator comes elsewhere).
+
+It reacts to client writes on a :class:`PeaServer` the way 2658-4 describes: operation and
+source mode switches (``*Op`` edge requests reset by the PEA, ``*Aut`` when the channel bit
+is set), procedure requests, parameter apply (VExt -> VReq/VOut/VFbk), and a service state
+machine with short transient states so a poller sees them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from modulecontrol.descriptors import ModuleInstance, ModuleType, builtin_types
+from modulecontrol.drivers.opcua import COMMAND_CODES, STATE_CODES
+from modulecontrol.simulators.opcua_pea import PeaServer
+
+ENABLED: dict[str, tuple[str, ...]] = {
+    "Idle": ("Start", "Stop", "Abort"),
+    "Starting": ("Stop", "Abort"),
+    "Execute": ("Stop", "Hold", "Pause", "Abort", "Complete", "Restart"),
+    "Stopping": ("Abort",),
+    "Stopped": ("Reset", "Abort"),
+    "Aborting": (),
+    "Aborted": ("Reset",),
+    "Completing": ("Stop", "Abort"),
+    "Completed": ("Reset", "Stop", "Abort"),
+    "Holding": ("Stop", "Abort"),
+    "Held": ("Unhold", "Stop", "Abort"),
+    "Unholding": ("Stop", "Abort"),
+    "Pausing": ("Stop", "Abort"),
+    "Paused": ("Resume", "Stop", "Abort"),
+    "Resuming": ("Stop", "Abort"),
+    "Resetting": ("Abort",),
+}
+# command -> (allowed from, transient state, final state)
+TRANSITIONS: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "Start": (("Idle",), "Starting", "Execute"),
+    "Restart": (("Execute",), "Starting", "Execute"),
+    "Stop": (("Idle", "Starting", "Execute", "Completing", "Completed", "Held", "Paused",
+              "Holding", "Unholding", "Pausing", "Resuming"), "Stopping", "Stopped"),
+    "Abort": (tuple(s for s in STATE_CODES if s not in ("Aborting", "Aborted")),
+              "Aborting", "Aborted"),
+    "Reset": (("Stopped", "Aborted", "Completed"), "Resetting", "Idle"),
+    "Hold": (("Execute",), "Holding", "Held"),
+    "Unhold": (("Held",), "Unholding", "Execute"),
+    "Pause": (("Execute",), "Pausing", "Paused"),
+    "Resume": (("Paused",), "Resuming", "Execute"),
+    "Complete": (("Execute",), "Completing", "Completed"),
+}
+COMMAND_NAMES = {v: k for k, v in COMMAND_CODES.items()}
+
+
+def coil_reactor() -> ModuleType:
+    return builtin_types().get("CoilReactor")
+
+
+def instance(url: str, **endpoint: Any) -> ModuleInstance:
+    ep = {"protocol": "opcua", "url": url, "security_policy": "None", "security_mode": "None",
+          "timeout": 2.0, "sampling_interval": 0.02, **endpoint}
+    return ModuleInstance.model_validate({"tag": "R1", "type": "CoilReactor", "endpoint": ep})
+
+
+class MiniPea:
+    """Behaviour attached to a served module type; ``transient`` is each transient state's
+    duration in seconds."""
+
+    def __init__(self, pea: PeaServer, transient: float = 0.05) -> None:
+        self.pea = pea
+        self.transient = transient
+        self.commands: list[tuple[str, str]] = []
+        self.locked: set[str] = set()
+        """Objects that refuse mode switches (to test refusals)."""
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.services = [s.name for s in pea.module_type.services]
+        self.objects = self.services + [
+            d.name for d in pea.module_type.data_assemblies if d.writable]
+
+    async def install(self) -> None:
+        for obj in self.objects:
+            await self._set(obj, "StateOpAct", True)
+            await self._set(obj, "SrcIntAct", True)
+        for svc in self.services:
+            await self.set_state(svc, "Idle")
+        self.pea.on_write(self._on_write)
+
+    async def _set(self, obj: str, attr: str, value: Any) -> None:
+        tag = f"{obj}.{attr}"
+        if tag in self.pea.node_ids:
+            await self.pea.set(tag, value)
+
+    def _get(self, obj: str, attr: str) -> Any:
+        return self.pea.get(f"{obj}.{attr}")
+
+    def state(self, svc: str) -> str:
+        code = self._get(svc, "StateCur")
+        return next(k for k, v in STATE_CODES.items() if v == code)
+
+    async def set_state(self, svc: str, state: str) -> None:
+        en = 0
+        for c in ENABLED[state]:
+            en |= COMMAND_CODES[c]
+        await self._set(svc, "StateCur", STATE_CODES[state])
+        await self._set(svc, "CommandEn", en)
+
+    async def _on_write(self, tag: str, value: Any) -> None:
+        obj, attr = tag.split(".", 1)
+        if obj in self.locked:
+            return
+        if attr in ("StateAutOp", "StateAutAut") and value:
+            channel = bool(self._get(obj, "StateChannel"))
+            if channel == (attr == "StateAutAut"):
+                await self._set(obj, "StateAutAct", True)
+                await self._set(obj, "StateOpAct", False)
+                await self._set(obj, "StateOffAct", False)
+            if attr == "StateAutOp":
+                await self._set(obj, attr, False)
+        elif attr in ("SrcExtOp", "SrcExtAut") and value:
+            channel = bool(self._get(obj, "SrcChannel"))
+            if self._get(obj, "StateAutAct") and channel == (attr == "SrcExtAut"):
+                await self._set(obj, "SrcExtAct", True)
+                await self._set(obj, "SrcIntAct", False)
+            if attr == "SrcExtOp":
+                await self._set(obj, attr, False)
+        elif attr == "ProcedureExt":
+            ids = {p.id for p in self.pea.module_type.service(obj).procedures}
+            if self._get(obj, "SrcExtAct") and self.state(obj) == "Idle" and value in ids:
+                await self._set(obj, "ProcedureReq", value)
+        elif attr == "ApplyExt" and value:
+            if self._get(obj, "SrcExtAct"):
+                v = self._get(obj, "VExt")
+                for a in ("VReq", "VOut", "VFbk"):
+                    await self._set(obj, a, v)
+            await self._set(obj, "ApplyExt", False)
+        elif attr == "CommandExt" and value:
+            await self._command(obj, COMMAND_NAMES.get(int(value), "?"))
+
+    async def _command(self, svc: str, command: str) -> None:
+        state = self.state(svc)
+        self.commands.append((svc, command))
+        await self._set(svc, "CommandExt", 0)
+        if not (self._get(svc, "StateAutAct") and self._get(svc, "SrcExtAct")):
+            return
+        if command not in ENABLED[state] or command not in TRANSITIONS:
+            return
+        allowed, transient, final = TRANSITIONS[command]
+        if state not in allowed:
+            return
+        if command in ("Start", "Restart"):
+            await self._set(svc, "ProcedureCur", self._get(svc, "ProcedureReq"))
+        await self.set_state(svc, transient)
+
+        async def finish() -> None:
+            await asyncio.sleep(self.transient)
+            if self.state(svc) == transient:
+                await self.set_state(svc, final)
+
+        task = asyncio.get_running_loop().create_task(finish())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def reset_modes(self) -> None:
+        """Back to Operator/Internal and Idle (between tests sharing one server)."""
+        for obj in self.objects:
+            for attr, v in (("StateAutAct", False), ("StateOpAct", True), ("SrcExtAct", False),
+                            ("SrcIntAct", True), ("StateChannel", False), ("SrcChannel", False)):
+                await self._set(obj, attr, v)
+        for svc in self.services:
+            await self.set_state(svc, "Idle")
+            await self._set(svc, "ProcedureReq", 0)
