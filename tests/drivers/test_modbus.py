@@ -8,7 +8,6 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-from _modbus_fixtures import ALL_TYPES, ORDERS, TYPES, expected_registers, rtu_driver, tcp_driver
 
 from modulecontrol.descriptors import ModbusBinding
 from modulecontrol.drivers import (
@@ -21,6 +20,14 @@ from modulecontrol.drivers import (
     UnknownTag,
 )
 from modulecontrol.testing.modbus import RecordingStore, RtuResponder, TcpDevice, free_port
+from tests.drivers._modbus_fixtures import (
+    ALL_TYPES,
+    ORDERS,
+    TYPES,
+    expected_registers,
+    rtu_driver,
+    tcp_driver,
+)
 
 SAMPLES: dict[str, list[float]] = {
     "int16": [-32768, -1, 0, 12345, 32767],

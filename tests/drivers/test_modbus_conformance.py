@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from _modbus_fixtures import tcp_driver
 
 from modulecontrol.descriptors import builtin_types
 from modulecontrol.testing import (
@@ -19,6 +18,7 @@ from modulecontrol.testing import (
     safe_state_writes,
 )
 from modulecontrol.testing.modbus import RecordingStore, TcpDevice
+from tests.drivers._modbus_fixtures import tcp_driver
 
 PUMP = builtin_types().get("HPLCPump")
 

@@ -4,7 +4,6 @@ observers, self-completing procedures."""
 from __future__ import annotations
 
 import pytest
-from sm_golden import GOLDEN, expected_rest
 
 from modulecontrol.statemachine import (
     Channel,
@@ -18,6 +17,7 @@ from modulecontrol.statemachine import (
     StateChange,
     StateMachineOptions,
 )
+from tests.statemachine.sm_golden import GOLDEN, expected_rest
 
 PROCS = (
     Procedure(1, "Continuous", is_default=True),

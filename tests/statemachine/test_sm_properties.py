@@ -10,7 +10,6 @@ import contextlib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
-from sm_golden import ACTING, expected_rest, expected_rows
 
 from modulecontrol.statemachine import (
     Channel,
@@ -24,6 +23,7 @@ from modulecontrol.statemachine import (
     StateMachineOptions,
     WorkContext,
 )
+from tests.statemachine.sm_golden import ACTING, expected_rest, expected_rows
 
 PROCS = (
     Procedure(1, "Continuous", is_default=True),

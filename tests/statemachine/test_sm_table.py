@@ -6,14 +6,6 @@ import json
 
 import pytest
 from rich.console import Console
-from sm_golden import (
-    ACTING,
-    COMMAND_CODES,
-    GOLDEN,
-    GOLDEN_COMMAND_EN,
-    STATE_CODES,
-    expected_rows,
-)
 from typer.testing import CliRunner
 
 from modulecontrol._statemachine.cli import app
@@ -25,6 +17,14 @@ from modulecontrol.statemachine import (
     render_state_table,
     state_table,
     state_table_text,
+)
+from tests.statemachine.sm_golden import (
+    ACTING,
+    COMMAND_CODES,
+    GOLDEN,
+    GOLDEN_COMMAND_EN,
+    STATE_CODES,
+    expected_rows,
 )
 
 
