@@ -843,7 +843,7 @@ class OpcUaDriver(BaseDriver):
             automatic=get("StateAutAct"), external=get("SrcExtAct"),
         )
 
-    async def ensure_automatic_external(self, obj: str, *, timeout: float | None = None) -> None:  # noqa: ASYNC109
+    async def ensure_automatic_external(self, obj: str, *, timeout: float | None = None) -> None:
         """Put a service or parameter into operation mode Automatic and source External.
 
         MTP (2658-4) switches with edge-triggered ``*Op`` requests when ``StateChannel`` /
@@ -871,7 +871,7 @@ class OpcUaDriver(BaseDriver):
                     f"({await self._mode_text(obj)})", module=self.tag_name)
 
     async def select_procedure(self, service: str, procedure: str | int, *,
-                               timeout: float | None = None) -> int:  # noqa: ASYNC109
+                               timeout: float | None = None) -> int:
         """Write ProcedureExt and wait until ProcedureReq confirms it; returns the id."""
         svc = self.service(service)
         try:
@@ -894,7 +894,7 @@ class OpcUaDriver(BaseDriver):
     async def apply_parameters(self, service: str, parameters: Mapping[str, Any], *,
                                procedure: str | int | None = None,
                                tolerance: float | None = None,
-                               timeout: float | None = None) -> None:  # noqa: ASYNC109
+                               timeout: float | None = None) -> None:
         """Write each parameter's VExt, then ApplyExt, and wait until VFbk matches.
 
         Parameters are data assemblies listed by the procedure or as configuration
@@ -953,7 +953,7 @@ class OpcUaDriver(BaseDriver):
         return status
 
     async def wait_for_state(self, service: str, states: Iterable[str], *,
-                             timeout: float | None = None,  # noqa: ASYNC109
+                             timeout: float | None = None,
                              start_state: str | None = None) -> str:
         """Poll StateCur until it is one of ``states``; returns the state reached.
 
@@ -994,7 +994,7 @@ class OpcUaDriver(BaseDriver):
                           procedure: str | int | None = None,
                           parameters: Mapping[str, Any] | None = None,
                           wait_for: str | Iterable[str] | None = None,
-                          timeout: float | None = None,  # noqa: ASYNC109
+                          timeout: float | None = None,
                           tolerance: float | None = None) -> str:
         """The whole handshake for one command; returns the state reached.
 
@@ -1031,7 +1031,7 @@ class OpcUaDriver(BaseDriver):
     def _mtp_timeout(self, timeout: float | None) -> float:
         return float(timeout) if timeout is not None else max(10.0, 10 * self.timeout)
 
-    async def _wait_value(self, tag: str, ok: Callable[[Any], bool], timeout: float) -> bool:  # noqa: ASYNC109
+    async def _wait_value(self, tag: str, ok: Callable[[Any], bool], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while True:
             if ok((await self.read([tag]))[tag].value):
