@@ -4,6 +4,7 @@ from modulecontrol.proxy._module import (
     LocalService,
     ModuleProxy,
     ProxyOptions,
+    RemoteService,
     ServiceProxy,
     proxies_for,
 )
@@ -13,6 +14,7 @@ __all__ = [
     "LocalService",
     "ModuleProxy",
     "ProxyOptions",
+    "RemoteService",
     "ServiceProxy",
     "proxies_for",
     "read_attribute",

@@ -139,10 +139,9 @@ class ModuleProxy:
             )
 
     def _make_service(self, svc: Service) -> ServiceProxy:
-        factory = getattr(self.driver, "service_proxy", None)
-        if factory is not None and not svc.actions:
-            remote: ServiceProxy = factory(self, svc)
-            return remote
+        """A PEA's own state machine is followed; otherwise the proxy runs one."""
+        if self.driver is not None and f"{svc.name}.StateCur" in self.driver.tags:
+            return RemoteService(self, svc)
         return LocalService(self, svc)
 
     async def close(self) -> None:
@@ -429,6 +428,90 @@ class LocalService:
 
     async def close(self) -> None:
         await self.machine.aclose()
+
+
+class RemoteService:
+    """A service whose state machine runs in the module (an MTP PEA over OPC UA).
+
+    Commands go through the driver's MTP handshake (mode, procedure, parameters with Apply,
+    CommandExt checked against CommandEn); the state is the PEA's ``StateCur`` as read.
+    """
+
+    def __init__(self, proxy: ModuleProxy, service: Service) -> None:
+        self.proxy = proxy
+        self.service = service
+        self.name = service.name
+        self._tag = f"{service.name}.StateCur"
+        self._last: State | None = None
+        proxy.on_values(self._on_values)
+
+    @property
+    def state(self) -> State:
+        code = self.proxy.value(self._tag)
+        try:
+            return State(int(code))
+        except (TypeError, ValueError):
+            return self._last or State.IDLE
+
+    def _on_values(self, tag: str, values: Mapping[str, TagValue]) -> None:
+        tv = values.get(self._tag)
+        if tv is None or tv.value is None:
+            return
+        try:
+            new = State(int(tv.value))
+        except ValueError:
+            return
+        old, self._last = self._last, new
+        if old is not None and old is not new:
+            proc = self.proxy.value(f"{self.name}.ProcedureCur")
+            self.proxy.notify_state(
+                StateChange(
+                    service=f"{self.proxy.tag}.{self.name}",
+                    old=old,
+                    new=new,
+                    command=None,
+                    channel=None,
+                    time=time.time(),
+                    procedure=int(proc or 0),
+                )
+            )
+
+    async def command(
+        self,
+        command: Command,
+        *,
+        procedure: int | str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+    ) -> State:
+        drv: Any = self.proxy.driver
+        await drv.ensure_automatic_external(self.name)
+        if command in (Command.START, Command.RESTART) or procedure is not None:
+            proc = (
+                self.service.procedure(procedure)
+                if procedure is not None
+                else self.service.default_procedure
+            )
+            await drv.select_procedure(self.name, proc.id)
+            procedure = proc.id
+        if parameters:
+            coerced = {k: self.proxy.type.assembly(k).coerce(v) for k, v in parameters.items()}
+            await drv.apply_parameters(self.name, coerced, procedure=procedure)
+            self.proxy.parameters.update(coerced)
+        await drv.send_command(self.name, command.label)
+        await self.proxy.refresh([self._tag])
+        return self.state
+
+    async def wait_for(self, *states: State, timeout: float | None = None) -> State:
+        async with asyncio.timeout(timeout):
+            while True:
+                await self.proxy.refresh([self._tag])
+                current = self.state
+                if current in states:
+                    return current
+                await asyncio.sleep(self.proxy.options.complete_poll)
+
+    async def close(self) -> None:
+        return None
 
 
 def _module_condition(proxy: ModuleProxy, text: str, params: Mapping[str, Any]) -> Any:
