@@ -1,0 +1,123 @@
+"""Benchmark: in-process simulation speed of a small continuous plant over 24 h simulated.
+
+Plant: 3 HPLC pumps (reagent A, reagent B, antisolvent), T-mixer, two jacketed coil reactors
+(A + B -> C, then the reversible C <=> D), two thermostats, BPR, PAT analyzer, divert valve,
+antisolvent mixer and an MSMPR crystallizer. ``run()`` steps it with control intervals of
+1 s, 5 s and 10 s and reports the speed factor (simulated / wall time) for each.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from modulecontrol.simulators.models import (
+    BackPressureRegulator,
+    BprParams,
+    CoilReactor,
+    CoilReactorParams,
+    DivertValve,
+    DivertValveParams,
+    Flowsheet,
+    HplcPump,
+    HplcPumpParams,
+    MsmprCrystallizer,
+    MsmprParams,
+    PatAnalyzer,
+    PatAnalyzerParams,
+    Reaction,
+    Solubility,
+    Species,
+    SpeciesTable,
+    Thermostat,
+    ThermostatParams,
+    TMixer,
+    TMixerParams,
+)
+
+DAY = 86400.0
+
+
+def build_plant() -> Flowsheet:
+    """The benchmark plant, ready to run (pumps started)."""
+    sp = SpeciesTable([
+        Species(name="MeOH", molar_mass="32.04 g/mol", density="792 kg/m**3",
+                viscosity="0.55 mPa*s", heat_capacity="2530 J/(kg*K)"),
+        Species(name="water", molar_mass="18.015 g/mol", density="997 kg/m**3",
+                viscosity="0.89 mPa*s"),
+        Species(name="A", molar_mass="100 g/mol", density="1100 kg/m**3"),
+        Species(name="B", molar_mass="80 g/mol", density="1000 kg/m**3"),
+        Species(name="C", molar_mass="180 g/mol", density="1200 kg/m**3"),
+        Species(name="D", molar_mass="180 g/mol", density="1250 kg/m**3"),
+    ])
+    r1 = Reaction(name="coupling", stoichiometry={"A": -1, "B": -1, "C": 1},
+                  k_ref="0.05 L/(mol*s)", Ea="50 kJ/mol", T_ref="60 degC", dH="-80 kJ/mol")
+    r2 = Reaction(name="isomerisation", stoichiometry={"C": -1, "D": 1}, k_ref="0.01 1/s",
+                  Ea="60 kJ/mol", T_ref="80 degC", reversible=True, k_ref_reverse="0.002 1/s",
+                  Ea_reverse="70 kJ/mol", dH="10 kJ/mol")
+    units = [
+        HplcPump("P1", sp, HplcPumpParams(feed={"MeOH": "20 mol/L", "A": "1 mol/L"},
+                                          flow_setpoint="1 mL/min", running=True,
+                                          ramp_rate="1 mL/min/s", pulsation=0.02)),
+        HplcPump("P2", sp, HplcPumpParams(feed={"MeOH": "20 mol/L", "B": "1.1 mol/L"},
+                                          flow_setpoint="1 mL/min", running=True)),
+        HplcPump("P3", sp, HplcPumpParams(feed={"water": "55 mol/L"},
+                                          flow_setpoint="2 mL/min", running=True)),
+        TMixer("M1", sp, TMixerParams()),
+        Thermostat("TH1", sp, ThermostatParams(setpoint="60 degC", tau=120)),
+        Thermostat("TH2", sp, ThermostatParams(setpoint="80 degC", tau=120)),
+        CoilReactor("R1", sp, CoilReactorParams(volume="10 mL", inner_diameter="1 mm",
+                                                design_flow="2 mL/min", max_tanks=30,
+                                                reactions=[r1], max_substep=10)),
+        CoilReactor("R2", sp, CoilReactorParams(volume="20 mL", inner_diameter="1.6 mm",
+                                                design_flow="2 mL/min", max_tanks=30,
+                                                reactions=[r2], max_substep=10)),
+        BackPressureRegulator("BPR", sp, BprParams(setpoint="5 bar")),
+        PatAnalyzer("PAT", sp, PatAnalyzerParams(species=["A", "C", "D"], product="D",
+                                                 dead_time=30, noise=0.5, seed=1)),
+        DivertValve("V1", sp, DivertValveParams()),
+        TMixer("M2", sp, TMixerParams()),
+        MsmprCrystallizer("CR", sp, MsmprParams(
+            volume="200 mL", solute="D", antisolvent="water", crystal_density=1250,
+            solubility=Solubility(coefficients=[200.0, 5.0], antisolvent_exponent=4.0),
+            kb1=1e7, b1=2.0, kb2=1e5, b2=1.0, j=1.0, kg=2e-8, g=1.2,
+            jacket_temperature="10 degC", max_substep=60)),
+    ]
+    fs = Flowsheet(sp, units)
+    for src, dst in [(("P1", "out"), ("M1", "in1")), (("P2", "out"), ("M1", "in2")),
+                     (("M1", "out"), ("R1", "in")), (("R1", "out"), ("R2", "in")),
+                     (("R2", "out"), ("BPR", "in")), (("BPR", "out"), ("PAT", "in")),
+                     (("PAT", "out"), ("V1", "in")), (("V1", "product"), ("M2", "in1")),
+                     (("P3", "out"), ("M2", "in2")), (("M2", "out"), ("CR", "feed"))]:
+        fs.connect(src, dst)
+    fs.link_jacket("TH1", "R1")
+    fs.link_jacket("TH2", "R2")
+    return fs
+
+
+def measure(dt: float, duration: float = DAY) -> dict[str, float]:
+    fs = build_plant()
+    n = math.ceil(duration / dt)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fs.step(dt)
+    wall = time.perf_counter() - t0
+    worst = max(abs(b.residual) / max(b.mass_in, 1e-30) for b in fs.balances().values())
+    return {"wall_s": wall, "speed_factor": n * dt / wall, "steps": float(n),
+            "us_per_step": wall / n * 1e6, "worst_relative_mass_residual": worst}
+
+
+def run() -> dict[str, Any]:
+    """Speed factors for 24 h simulated at several control intervals."""
+    out: dict[str, Any] = {"simulated_s": DAY}
+    for dt in (1.0, 5.0, 10.0):
+        out[f"dt_{dt:g}s"] = measure(dt)
+    out["speed_factor"] = out["dt_5s"]["speed_factor"]
+    return out
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(run(), indent=2))
