@@ -79,6 +79,10 @@ class _PumpBase(UnitModel):
     def discharge_pressure(self) -> float:
         return self.outlet_pressures["out"]
 
+    def _pushing(self) -> bool:
+        """True when the pump tries to deliver (so over-pressure acts on it)."""
+        return bool(getattr(self, "running", False)) and getattr(self, "flow_setpoint", 0.0) > 0
+
     def _leak(self, q: float) -> float:
         """Delivered flow after a leak fault (``fraction`` of the pumped flow is lost)."""
         f = self.faults.get("leak")
@@ -114,7 +118,7 @@ class HplcPump(_PumpBase):
         return min(max(self.flow_setpoint, 0.0), self.p.max_flow)
 
     def _step(self, dt: float, inlets: dict[str, Stream]) -> dict[str, Stream]:
-        if self.discharge_pressure > self.p.max_pressure and self.flow > 0.0:
+        if self.discharge_pressure > self.p.max_pressure and self._pushing():
             self.tripped = True
         if "stall" in self.faults:
             self.flow = 0.0
@@ -197,7 +201,7 @@ class SyringePump(_PumpBase):
 
     def _step(self, dt: float, inlets: dict[str, Stream]) -> dict[str, Stream]:
         self._drawn = 0.0
-        if self.discharge_pressure * self.area > self.p.max_force and self.flow > 0.0:
+        if self.discharge_pressure * self.area > self.p.max_force and self._pushing():
             self.tripped = True  # stall: the motor cannot push the plunger
         if self.refilling:
             add = min(self.p.refill_flow * dt, self.p.syringe_volume - self.volume_left)
