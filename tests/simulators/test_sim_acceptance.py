@@ -27,6 +27,7 @@ from modulecontrol.simulators.models import (
     TMixer,
     TMixerParams,
 )
+from modulecontrol.units import to_si as q
 
 TAU = 600.0
 VOLUME = 1e-5
@@ -61,7 +62,7 @@ def test_dynamic_reactor_settles_on_the_steady_state(species: SpeciesTable, n: i
 
 def test_thermostat_first_order_step(species: SpeciesTable) -> None:
     th = Thermostat("TH", species, ThermostatParams(
-        tau=60, initial_temperature="25 degC", setpoint="50 degC", max_heating_power=1e5))
+        tau=60, initial_temperature=q("25 degC"), setpoint=q("50 degC"), max_heating_power=1e5))
     temps = {}
     for k in range(1, 181):
         th.step(1.0)
@@ -71,17 +72,17 @@ def test_thermostat_first_order_step(species: SpeciesTable) -> None:
 
 
 def test_pressure_drop_hagen_poiseuille(species: SpeciesTable) -> None:
-    table = SpeciesTable([Species(name="solvent", molar_mass="46 g/mol", density=790,
-                                  viscosity="0.46 mPa*s")])
-    reactor = CoilReactor("R", table, CoilReactorParams(volume="10 mL",
-                                                         inner_diameter="1.0 mm", n_tanks=10))
+    table = SpeciesTable([Species(name="solvent", molar_mass=q("46 g/mol"), density=790,
+                                  viscosity=q("0.46 mPa*s"))])
+    reactor = CoilReactor("R", table, CoilReactorParams(volume=q("10 mL"),
+                                                         inner_diameter=q("1.0 mm"), n_tanks=10))
     reactor.step(1.0, {"in": Stream.of(table, "1 mL/min", concentrations={"solvent": 17000})})
     assert reactor.pressure_drop() == pytest.approx(3.98e3, rel=0.01)
 
 
 def _msmpr(table: SpeciesTable) -> MsmprCrystallizer:
     return MsmprCrystallizer("CR", table, MsmprParams(
-        volume="1 L", solute="API", crystal_density=1300, shape_factor=math.pi / 6,
+        volume=q("1 L"), solute="API", crystal_density=1300, shape_factor=math.pi / 6,
         solubility=Solubility(coefficients=[10.0]), fixed_nucleation_rate=1e8,
         fixed_growth_rate=1e-8, max_substep=60))  # 0.01 um/s
 
@@ -103,14 +104,14 @@ def test_msmpr_fixed_kinetics_moments() -> None:
 
 
 def _plant(species: SpeciesTable) -> Flowsheet:
-    r = Reaction(stoichiometry={"A": -1, "B": 1}, k_ref="0.004 1/s", reversible=True,
-                 k_ref_reverse="0.001 1/s", Ea="40 kJ/mol", dH="-30 kJ/mol")
+    r = Reaction(stoichiometry={"A": -1, "B": 1}, k_ref=q("0.004 1/s"), reversible=True,
+                 k_ref_reverse=q("0.001 1/s"), Ea=q("40 kJ/mol"), dH=q("-30 kJ/mol"))
     pump = HplcPump("P1", species, HplcPumpParams(
-        feed={"solvent": 15000, "A": 800}, flow_setpoint="1 mL/min", running=True,
-        ramp_rate="0.5 mL/min/s", pulsation=0.05))
+        feed={"solvent": 15000, "A": 800}, flow_setpoint=q("1 mL/min"), running=True,
+        ramp_rate=q("0.5 mL/min/s"), pulsation=0.05))
     reactor = CoilReactor("R1", species, CoilReactorParams(
-        volume="10 mL", inner_diameter="1 mm", design_flow="1 mL/min", reactions=[r],
-        jacket_temperature="60 degC", max_tanks=40))
+        volume=q("10 mL"), inner_diameter=q("1 mm"), design_flow=q("1 mL/min"), reactions=[r],
+        jacket_temperature=q("60 degC"), max_tanks=40))
     valve = DivertValve("V1", species, DivertValveParams())
     return Flowsheet(species, [pump, reactor, valve],
                      [((pump, "out"), (reactor, "in")), ((reactor, "out"), (valve, "in"))])
@@ -142,12 +143,12 @@ def test_mass_balance_closes_over_24h(species: SpeciesTable) -> None:
 
 def test_step_in_pump_flow_reaches_outlet_after_residence_time(species: SpeciesTable) -> None:
     solvent = HplcPump("P0", species, HplcPumpParams(feed={"solvent": 17000},
-                                                      flow_setpoint="1 mL/min", running=True))
+                                                      flow_setpoint=q("1 mL/min"), running=True))
     reagent = HplcPump("P1", species, HplcPumpParams(feed={"solvent": 15000, "A": 800},
-                                                      flow_setpoint="0.5 mL/min", running=True))
+                                                      flow_setpoint=q("0.5 mL/min"), running=True))
     mixer = TMixer("M", species, TMixerParams())
-    reactor = CoilReactor("R", species, CoilReactorParams(volume="10 mL",
-                                                          inner_diameter="1 mm", n_tanks=50))
+    reactor = CoilReactor("R", species, CoilReactorParams(volume=q("10 mL"),
+                                                          inner_diameter=q("1 mm"), n_tanks=50))
     fs = Flowsheet(species, [solvent, reagent, mixer, reactor], [
         ((solvent, "out"), (mixer, "in1")), ((reagent, "out"), (mixer, "in2")),
         ((mixer, "out"), (reactor, "in"))])

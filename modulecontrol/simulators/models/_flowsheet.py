@@ -113,29 +113,29 @@ class Flowsheet:
         return {dp: produced[(su, sp)] for (su, sp), (du, dp) in self._links.items()
                 if du == unit.name and (su, sp) in produced}
 
-    def _apply_jackets(self, before: bool) -> None:
+    def _load_thermostats(self) -> None:
+        """Each thermostat carries the summed wall duty of the units it serves."""
+        loads: dict[str, float] = {t: 0.0 for t, _ in self._jackets}
         for t, u in self._jackets:
-            therm = self.units[t]
             unit: _Jacketed = self.units[u]  # type: ignore[assignment]
+            loads[t] += unit.wall_heat_duty
+        for t, load in loads.items():
+            therm = self.units[t]
             assert isinstance(therm, Thermostat)
-            if before:
-                unit.jacket_temperature = therm.temperature
-            else:
-                therm.heat_load = sum(
-                    self.units[uu].wall_heat_duty  # type: ignore[attr-defined]
-                    for tt, uu in self._jackets if tt == t)
+            therm.heat_load = load
 
     def _run(self, step: Callable[[UnitModel, dict[str, Stream]], dict[str, Stream]]) -> None:
         produced: dict[tuple[str, str], Stream] = {}
-        jacketed = {u for _, u in self._jackets}
+        serving = {u: t for t, u in self._jackets}
         for unit in self.order():
-            if unit.name in jacketed:
-                for t, u in self._jackets:
-                    if u == unit.name:
-                        unit.jacket_temperature = self.units[t].temperature  # type: ignore
+            if unit.name in serving:
+                therm = self.units[serving[unit.name]]
+                assert isinstance(therm, Thermostat)
+                jacketed: _Jacketed = unit  # type: ignore[assignment]
+                jacketed.jacket_temperature = therm.temperature
             for port, s in step(unit, self._inlets_of(unit, produced)).items():
                 produced[(unit.name, port)] = s
-        self._apply_jackets(before=False)
+        self._load_thermostats()
         self.streams = produced
         self.propagate_pressures()
 
