@@ -58,8 +58,10 @@ class Solubility(BaseModel):
 
     def __call__(self, temp: float | FloatArray, phi: float = 0.0) -> float | FloatArray:
         if self.kind == "polynomial":
-            base = np.polynomial.polynomial.polyval(temp - self.reference_temperature,
-                                                    self.coefficients)
+            x = temp - self.reference_temperature
+            base = 0.0 * x
+            for a in reversed(self.coefficients):  # Horner
+                base = base * x + a
         else:
             a, b, c = ([*list(self.coefficients), 0.0, 0.0, 0.0])[:3]
             base = np.exp(a + b / temp + c * np.log(temp))
@@ -103,6 +105,7 @@ class MsmprParams(BaseModel):
 # state layout: c, mu0..mu4, T, then outflow integrals of c and mu0..mu4
 _C, _MU, _T, _CUM = 0, slice(1, 6), 6, slice(7, 13)
 _NSTATE = 13
+_K = np.arange(1.0, 5.0)
 
 
 @register_model
@@ -186,8 +189,7 @@ class MsmprCrystallizer(UnitModel):
             out = np.zeros_like(y)
             out[:, _C] = q_v * (c_in - c) - rk_m * 3.0 * g * mu[:, 2]
             out[:, 1] = b + q_v * (mu_in[0] - mu[:, 0])
-            for k in range(1, 5):
-                out[:, 1 + k] = k * g * mu[:, k - 1] + q_v * (mu_in[k] - mu[:, k])
+            out[:, 2:6] = _K * g[:, None] * mu[:, 0:4] + q_v * (mu_in[1:] - mu[:, 1:])
             out[:, _T] = q_v * (t_in - temp) + kappa * (tj - temp)
             out[:, 7] = q_v * c
             out[:, 8:13] = q_v * mu

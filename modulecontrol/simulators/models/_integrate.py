@@ -24,16 +24,18 @@ RHS = Callable[[FloatArray], FloatArray]
 _GAMMA = 1.0 + 1.0 / np.sqrt(2.0)
 
 
-def ros2_step(f: RHS, jac: RHS, y: FloatArray, h: float) -> FloatArray:
+def ros2_step(f: RHS, jac: RHS, y: FloatArray, h: float,
+              f0: FloatArray | None = None) -> FloatArray:
     """One ROS2 step of size ``h`` for a batch ``y`` of shape (B, m).
 
-    ``f(y)`` returns (B, m) derivatives and ``jac(y)`` returns (B, m, m) Jacobians. The method
-    keeps order 2 even with an approximate Jacobian (it is a W-method).
+    ``f(y)`` returns (B, m) derivatives and ``jac(y)`` returns (B, m, m) Jacobians; pass
+    ``f0 = f(y)`` when it comes for free with the Jacobian. The method keeps order 2 even with
+    an approximate Jacobian (it is a W-method).
     """
     m = y.shape[-1]
     w = np.eye(m) - (_GAMMA * h) * jac(y)
     winv = np.linalg.inv(w)
-    k1 = np.einsum("bij,bj->bi", winv, f(y))
+    k1 = np.einsum("bij,bj->bi", winv, f(y) if f0 is None else f0)
     k2 = np.einsum("bij,bj->bi", winv, f(y + h * k1) - 2.0 * k1)
     out: FloatArray = y + (1.5 * h) * k1 + (0.5 * h) * k2
     return out
