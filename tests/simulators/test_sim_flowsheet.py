@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from modulecontrol.clock import Clock
 from modulecontrol.simulators.models import (
@@ -89,3 +92,44 @@ async def test_run_paced_by_a_fast_clock(species: SpeciesTable) -> None:
     assert time.monotonic() - t0 < 5.0
     assert clock.now() == pytest.approx(3600.0)
     assert fs.time == pytest.approx(3600.0) and len(ticks) == 360
+
+
+def test_every_state_variable_has_a_unit_and_a_finite_value() -> None:
+    from modulecontrol.simulators.models import demo_plant
+    from modulecontrol.units import parse_unit
+
+    fs = demo_plant()
+    for _ in range(50):
+        fs.step(10.0)
+    for unit in fs.units.values():
+        assert unit.params is not None
+        for name, value in unit.state().items():
+            parse_unit(unit.state_unit(name))  # raises for a missing or bad unit
+            assert math.isfinite(value) or name == "residence_time", (unit.name, name)
+    with pytest.raises(KeyError, match="known"):
+        fs.units["R1"].state_unit("colour")
+
+
+@settings(max_examples=15, deadline=None)
+@given(flows=st.lists(st.floats(0.0, 5.0), min_size=3, max_size=12),
+       dts=st.lists(st.sampled_from([0.5, 3.0, 17.0, 60.0]), min_size=3, max_size=12))
+def test_reactor_conserves_mass_for_any_flow_history(flows: list[float],
+                                                     dts: list[float]) -> None:
+    from modulecontrol.simulators.models import Species
+
+    table = SpeciesTable([Species(name="s", molar_mass=0.046, density=790),
+                          Species(name="A", molar_mass=0.1, density=1000),
+                          Species(name="B", molar_mass=0.1, density=1000)])
+    rx = Reaction(stoichiometry={"A": -1, "B": 1}, k_ref=0.05, reversible=True,
+                  k_ref_reverse=0.01, dH=-5e4)
+    reactor = CoilReactor("R", table, CoilReactorParams(
+        volume=q("5 mL"), inner_diameter=q("1 mm"), n_tanks=7, reactions=[rx], ua=0.1,
+        max_substep=5.0))
+    from modulecontrol.simulators.models import Stream
+
+    for f, dt in zip(flows, dts, strict=False):
+        feed = Stream.of(table, f * 1e-6 / 60, 300.0, {"s": 15000, "A": 900})
+        reactor.step(dt, {"in": feed})
+    b = reactor.balance()
+    assert abs(b.residual) <= 1e-9 * max(b.mass_in, b.holdup, 1e-12)
+    assert reactor.c.min() > -1e-6 * 900

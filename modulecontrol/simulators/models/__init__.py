@@ -8,6 +8,7 @@ registered by kind name in :data:`MODELS`; :func:`create_model` builds one from 
 
 from ._base import MODELS, Balance, FaultError, UnitModel, create_model, register_model
 from ._crystallizer import MsmprCrystallizer, MsmprParams, Solubility
+from ._demo import demo_plant
 from ._flowsheet import Flowsheet
 from ._inline import (
     BackPressureRegulator,
@@ -64,6 +65,7 @@ __all__ = [
     "ThermostatParams",
     "UnitModel",
     "create_model",
+    "demo_plant",
     "hagen_poiseuille",
     "mix",
     "register_model",

@@ -75,9 +75,14 @@ class UnitModel(ABC):
     inlets: tuple[str, ...] = ()
     outlets: tuple[str, ...] = ()
 
-    def __init__(self, name: str, species: SpeciesTable) -> None:
+    #: SI unit of every variable in :meth:`state` (``c_<species>`` is always mol/m**3)
+    state_units: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, name: str, species: SpeciesTable, params: BaseModel) -> None:
         self.name = name
         self.species = species
+        #: the validated parameters the model was built from (SI values)
+        self.params = params
         self.time = 0.0
         self.faults: dict[str, dict[str, float]] = {}
         self._sensor_faults: dict[str, _SensorFault] = {}
@@ -163,6 +168,15 @@ class UnitModel(ABC):
     @abstractmethod
     def state(self) -> dict[str, float]:
         """True values of the named state variables, SI units."""
+
+    def state_unit(self, variable: str) -> str:
+        """SI unit of a state variable (``""`` for dimensionless and flags)."""
+        if variable in self.state_units:
+            return self.state_units[variable]
+        if variable.startswith("c_"):
+            return "mol/m**3"
+        raise KeyError(f"{self.name}: unknown state variable '{variable}' "
+                       f"(known: {', '.join(sorted(self.state()))})")
 
     def measurements(self) -> dict[str, float]:
         """What sensors report: :meth:`state` with sensor faults (stuck, noise, drift) applied."""

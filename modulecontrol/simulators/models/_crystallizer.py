@@ -113,13 +113,20 @@ class MsmprCrystallizer(UnitModel):
     """Continuous cooling/antisolvent crystallizer; inlets ``feed`` and ``antisolvent``."""
 
     kind = "msmpr"
+    state_units: ClassVar[dict[str, str]] = {
+        "temperature": "K", "jacket_temperature": "K", "concentration": "mol/m**3",
+        "solubility": "mol/m**3", "supersaturation": "", "nucleation_rate": "1/(m**3*s)",
+        "growth_rate": "m/s", "mu0": "1/m**3", "mu1": "m/m**3", "mu2": "m**2/m**3",
+        "mu3": "m**3/m**3", "mu4": "m**4/m**3", "L10": "m", "L43": "m",
+        "suspension_density": "kg/m**3", "yield": "", "residence_time": "s",
+        "wall_heat_duty": "W"}
     Params = MsmprParams
     inputs: ClassVar[dict[str, str]] = {"jacket_temperature": "K"}
     inlets = ("feed", "antisolvent")
     outlets = ("product",)
 
     def __init__(self, name: str, species: SpeciesTable, params: MsmprParams) -> None:
-        super().__init__(name, species)
+        super().__init__(name, species, params)
         self.p = params
         self._i = species.index(params.solute)
         self._ias = species.index(params.antisolvent) if params.antisolvent else None

@@ -33,12 +33,14 @@ class TMixer(UnitModel):
     """Ideal mixing: moles and volumes add, temperature by heat-capacity weighting."""
 
     kind = "tmixer"
+    state_units: ClassVar[dict[str, str]] = {
+        "flow": "m**3/s", "temperature": "K", "pressure": "Pa"}
     Params = TMixerParams
 
     def __init__(self, name: str, species: SpeciesTable, params: TMixerParams) -> None:
         self.inlets = tuple(f"in{i + 1}" for i in range(params.n_inlets))
         self.outlets = ("out",)
-        super().__init__(name, species)
+        super().__init__(name, species, params)
         self.p = params
         self._last: Stream | None = None
 
@@ -69,13 +71,16 @@ class DivertValve(UnitModel):
     """Three-way valve sending the stream to ``product`` or ``waste``; volumes are counted."""
 
     kind = "divert_valve"
+    state_units: ClassVar[dict[str, str]] = {
+        "to_waste": "", "product_volume": "m**3", "diverted_volume": "m**3",
+        "switch_count": ""}
     Params = DivertValveParams
     inputs: ClassVar[dict[str, str]] = {"to_waste": "bool"}
     inlets = ("in",)
     outlets = ("product", "waste")
 
     def __init__(self, name: str, species: SpeciesTable, params: DivertValveParams) -> None:
-        super().__init__(name, species)
+        super().__init__(name, species, params)
         self.p = params
         self.to_waste = params.to_waste
         self.product_volume = 0.0
@@ -121,13 +126,15 @@ class BackPressureRegulator(UnitModel):
     """Ideal BPR: upstream pressure = outlet pressure + setpoint, whatever the flow."""
 
     kind = "bpr"
+    state_units: ClassVar[dict[str, str]] = {
+        "setpoint": "Pa", "inlet_pressure": "Pa", "outlet_pressure": "Pa"}
     Params = BprParams
     inputs: ClassVar[dict[str, str]] = {"setpoint": "Pa"}
     inlets = ("in",)
     outlets = ("out",)
 
     def __init__(self, name: str, species: SpeciesTable, params: BprParams) -> None:
-        super().__init__(name, species)
+        super().__init__(name, species, params)
         self.setpoint = params.setpoint
 
     def _step(self, dt: float, inlets: dict[str, Stream]) -> dict[str, Stream]:
@@ -163,12 +170,14 @@ class PatAnalyzer(UnitModel):
     """Pass-through unit that reports delayed, noisy, drifting concentrations and purity."""
 
     kind = "pat_analyzer"
+    state_units: ClassVar[dict[str, str]] = {
+        "valid": "", "purity": "", "true_purity": ""}
     Params = PatAnalyzerParams
     inlets = ("in",)
     outlets = ("out",)
 
     def __init__(self, name: str, species: SpeciesTable, params: PatAnalyzerParams) -> None:
-        super().__init__(name, species)
+        super().__init__(name, species, params)
         self.p = params
         self._idx = np.array([species.index(n) for n in params.species])
         self._prod = (params.species.index(params.product)

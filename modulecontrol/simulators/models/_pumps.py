@@ -51,9 +51,9 @@ class _PumpBase(UnitModel):
     outlets = ("out",)
     fault_kinds = ("stall", "leak")
 
-    def __init__(self, name: str, species: SpeciesTable, feed: dict[str, float],
-                 feed_temperature: float) -> None:
-        super().__init__(name, species)
+    def __init__(self, name: str, species: SpeciesTable, params: _Feed) -> None:
+        super().__init__(name, species, params)
+        feed, feed_temperature = params.feed, params.feed_temperature
         self.feed_conc = species.vector(feed)
         self.feed_temperature = feed_temperature
         self.tripped = False
@@ -101,11 +101,14 @@ class HplcPump(_PumpBase):
     """Piston pump with flow ramp, optional pulsation, over-pressure trip and leak fault."""
 
     kind = "hplc_pump"
+    state_units: ClassVar[dict[str, str]] = {
+        "flow": "m**3/s", "flow_setpoint": "m**3/s", "running": "", "tripped": "",
+        "pressure": "Pa", "delivered_volume": "m**3", "leaked_volume": "m**3"}
     Params = HplcPumpParams
     inputs: ClassVar[dict[str, str]] = {"flow_setpoint": "m**3/s", "running": "bool"}
 
     def __init__(self, name: str, species: SpeciesTable, params: HplcPumpParams) -> None:
-        super().__init__(name, species, params.feed, params.feed_temperature)
+        super().__init__(name, species, params)
         self.p = params
         self.flow_setpoint = params.flow_setpoint
         self.running = params.running
@@ -178,11 +181,15 @@ class SyringePump(_PumpBase):
     """Syringe pump with finite volume, refill cycle and force-limited stall."""
 
     kind = "syringe_pump"
+    state_units: ClassVar[dict[str, str]] = {
+        "flow": "m**3/s", "flow_setpoint": "m**3/s", "running": "", "tripped": "",
+        "pressure": "Pa", "force": "N", "volume_left": "m**3", "refilling": "", "empty": "",
+        "delivered_volume": "m**3", "leaked_volume": "m**3"}
     Params = SyringePumpParams
     inputs: ClassVar[dict[str, str]] = {"flow_setpoint": "m**3/s", "running": "bool"}
 
     def __init__(self, name: str, species: SpeciesTable, params: SyringePumpParams) -> None:
-        super().__init__(name, species, params.feed, params.feed_temperature)
+        super().__init__(name, species, params)
         self.p = params
         self.flow_setpoint = params.flow_setpoint
         self.running = params.running

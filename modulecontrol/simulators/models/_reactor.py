@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy.integrate import solve_ivp
 from scipy.linalg import toeplitz
 from scipy.optimize import root
-from scipy.special import gammainc, gammaln
+from scipy.special import gammainc, gammaln, xlogy
 
 from ._base import UnitModel, register_model
 from ._integrate import FloatArray, ros2_step
@@ -261,6 +261,10 @@ class CoilReactor(UnitModel):
     """Tanks-in-series coil reactor; see the module docstring for the equations."""
 
     kind = "coil_reactor"
+    state_units: ClassVar[dict[str, str]] = {
+        "flow": "m**3/s", "residence_time": "s", "temperature": "K", "max_temperature": "K",
+        "jacket_temperature": "K", "wall_heat_duty": "W", "pressure_drop": "Pa",
+        "inlet_pressure": "Pa", "fouling": "", "n_tanks": ""}
     Params = CoilReactorParams
     inputs: ClassVar[dict[str, str]] = {"jacket_temperature": "K"}
     fault_kinds = ("fouling",)
@@ -268,7 +272,7 @@ class CoilReactor(UnitModel):
     outlets = ("out",)
 
     def __init__(self, name: str, species: SpeciesTable, params: CoilReactorParams) -> None:
-        super().__init__(name, species)
+        super().__init__(name, species, params)
         self.p = params
         self.length = params.volume / (math.pi * params.inner_diameter ** 2 / 4.0)
         if params.n_tanks is not None:
@@ -334,7 +338,7 @@ class CoilReactor(UnitModel):
         n = self.n_tanks
         x = h / tau_t
         m = np.arange(n + 1, dtype=float)
-        pois = np.exp(-x + m * math.log(x) - gammaln(m + 1.0))
+        pois = np.exp(-x + xlogy(m, x) - gammaln(m + 1.0))
         e = toeplitz(pois[:n], np.zeros(n))
         k1 = m[:n] + 1.0
         g_c = gammainc(k1, x)
@@ -352,10 +356,16 @@ class CoilReactor(UnitModel):
     def _transport(self, h: float, s: Stream, kappa: float) -> FloatArray:
         """Advance flow and wall exchange by h exactly; returns moles that left, per species."""
         tj = self.jacket_temperature
-        if self.flow <= 0.0:
-            self.T = tj + (self.T - tj) * math.exp(-kappa * h)
-            return np.zeros(len(self.species))
         v_t = self.effective_volume / self.n_tanks
+        x = h * self.flow / v_t
+        if x < 1e-9:
+            # (almost) no flow: one explicit flux step is exact to O(x^2) and conserves moles
+            prev = np.vstack([s.conc[None], self.c[:-1]])
+            moles_out: FloatArray = v_t * x * self.c[-1]
+            self.c = self.c + x * (prev - self.c)
+            t_prev = np.concatenate([[s.temperature], self.T[:-1]])
+            self.T = tj + (self.T + x * (t_prev - self.T) - tj) * math.exp(-kappa * h)
+            return moles_out
         e, g_c, cum_e, cum_g, e_t, g_t = self._weights(h, v_t / self.flow, kappa)
         moles: FloatArray = v_t * (cum_e @ self.c + cum_g[0] * s.conc)
         self.c = e @ self.c + np.outer(g_c, s.conc)

@@ -51,12 +51,14 @@ class Thermostat(UnitModel):
     heat duty into ``heat_load``."""
 
     kind = "thermostat"
+    state_units: ClassVar[dict[str, str]] = {
+        "temperature": "K", "setpoint": "K", "power": "W", "heat_load": "W", "failed": ""}
     Params = ThermostatParams
     inputs: ClassVar[dict[str, str]] = {"setpoint": "K", "heat_load": "W"}
     fault_kinds = ("failure",)
 
     def __init__(self, name: str, species: SpeciesTable, params: ThermostatParams) -> None:
-        super().__init__(name, species)
+        super().__init__(name, species, params)
         self.p = params
         self.temperature = params.initial_temperature
         self.setpoint = params.setpoint
