@@ -41,6 +41,7 @@ class Flowsheet:
         self._links: dict[tuple[str, str], tuple[str, str]] = {}  # (src, out) -> (dst, in)
         self._jackets: list[tuple[str, str]] = []  # (thermostat, unit)
         self._order: list[UnitModel] | None = None
+        self._feeds: dict[str, list[tuple[tuple[str, str], str]]] = {}
         self.streams: dict[tuple[str, str], Stream] = {}
         self.time = 0.0
         for u in units:
@@ -96,10 +97,13 @@ class Flowsheet:
             ts: TopologicalSorter[str] = TopologicalSorter()
             for name in self.units:
                 ts.add(name)
-            for (src, _), (dst, _) in self._links.items():
-                ts.add(dst, src)
+            for (src_unit, _), (dst_unit, _) in self._links.items():
+                ts.add(dst_unit, src_unit)
             for t, u in self._jackets:
                 ts.add(u, t)
+            self._feeds = {}
+            for link, (du, dp) in self._links.items():
+                self._feeds.setdefault(du, []).append((link, dp))
             try:
                 self._order = [self.units[n] for n in ts.static_order()]
             except CycleError as exc:
@@ -110,8 +114,8 @@ class Flowsheet:
     # -- stepping -------------------------------------------------------------------------
     def _inlets_of(self, unit: UnitModel, produced: Mapping[tuple[str, str], Stream]
                    ) -> dict[str, Stream]:
-        return {dp: produced[(su, sp)] for (su, sp), (du, dp) in self._links.items()
-                if du == unit.name and (su, sp) in produced}
+        feeds = self._feeds.get(unit.name, ())
+        return {dp: produced[src] for src, dp in feeds if src in produced}
 
     def _load_thermostats(self) -> None:
         """Each thermostat carries the summed wall duty of the units it serves."""
