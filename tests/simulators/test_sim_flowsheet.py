@@ -45,6 +45,10 @@ def test_thermostat_drives_jacket_and_carries_the_heat_load(species: SpeciesTabl
     fs = _jacketed(species)
     for _ in range(400):
         fs.step(5.0)
+    with pytest.raises(ValueError, match="already has a thermostat"):
+        fs.link_jacket("TH", "R")
+    with pytest.raises(TypeError, match="not a thermostat"):
+        fs.link_jacket("P", "R")
     th, reactor = fs.units["TH"], fs.units["R"]
     assert isinstance(th, Thermostat) and isinstance(reactor, CoilReactor)
     assert reactor.jacket_temperature == pytest.approx(th.temperature)

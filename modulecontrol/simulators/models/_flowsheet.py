@@ -88,6 +88,8 @@ class Flowsheet:
             raise TypeError(f"'{t.name}' is not a thermostat")
         if not (hasattr(u, "jacket_temperature") and hasattr(u, "wall_heat_duty")):
             raise TypeError(f"'{u.name}' has no jacket")
+        if any(uu == u.name for _, uu in self._jackets):
+            raise ValueError(f"'{u.name}' already has a thermostat on its jacket")
         self._jackets.append((t.name, u.name))
         self._order = None
 
