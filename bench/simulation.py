@@ -30,8 +30,13 @@ def measure(dt: float, duration: float = DAY) -> dict[str, float]:
         fs.step(dt)
     wall = time.perf_counter() - t0
     worst = max(abs(b.residual) / max(b.mass_in, 1e-30) for b in fs.balances().values())
-    return {"wall_s": wall, "speed_factor": n * dt / wall, "steps": float(n),
-            "us_per_step": wall / n * 1e6, "worst_relative_mass_residual": worst}
+    return {
+        "wall_s": wall,
+        "speed_factor": n * dt / wall,
+        "steps": float(n),
+        "us_per_step": wall / n * 1e6,
+        "worst_relative_mass_residual": worst,
+    }
 
 
 def run() -> dict[str, Any]:

@@ -34,14 +34,23 @@ VOLUME = 1e-5
 
 
 def _first_order_reactor(species: SpeciesTable, n: int) -> CoilReactor:
-    return CoilReactor("R", species, CoilReactorParams(
-        volume=VOLUME, inner_diameter=1e-3, n_tanks=n, ua=0.0,
-        reactions=[Reaction(stoichiometry={"A": -1, "B": 1}, k_ref=2.0 / TAU)]))
+    return CoilReactor(
+        "R",
+        species,
+        CoilReactorParams(
+            volume=VOLUME,
+            inner_diameter=1e-3,
+            n_tanks=n,
+            ua=0.0,
+            reactions=[Reaction(stoichiometry={"A": -1, "B": 1}, k_ref=2.0 / TAU)],
+        ),
+    )
 
 
 @pytest.mark.parametrize(("n", "expected"), [(1, 0.6667), (5, 0.8141), (50, 0.8593)])
-def test_tanks_in_series_first_order_conversion(species: SpeciesTable, n: int,
-                                                expected: float) -> None:
+def test_tanks_in_series_first_order_conversion(
+    species: SpeciesTable, n: int, expected: float
+) -> None:
     feed = Stream.of(species, VOLUME / TAU, 298.15, {"solvent": 15000, "A": 1000})
     reactor = _first_order_reactor(species, n)
     reactor.steady_state({"in": feed})
@@ -56,13 +65,17 @@ def test_dynamic_reactor_settles_on_the_steady_state(species: SpeciesTable, n: i
     reactor = _first_order_reactor(species, n)
     for _ in range(int(25 * TAU / 5.0)):
         out = reactor.step(5.0, {"in": feed})["out"]
-    assert 1 - out.concentration("A") / 1000 == pytest.approx(1 - (1 + 2.0 / n) ** -n,
-                                                              abs=3e-4)
+    assert 1 - out.concentration("A") / 1000 == pytest.approx(1 - (1 + 2.0 / n) ** -n, abs=3e-4)
 
 
 def test_thermostat_first_order_step(species: SpeciesTable) -> None:
-    th = Thermostat("TH", species, ThermostatParams(
-        tau=60, initial_temperature=q("25 degC"), setpoint=q("50 degC"), max_heating_power=1e5))
+    th = Thermostat(
+        "TH",
+        species,
+        ThermostatParams(
+            tau=60, initial_temperature=q("25 degC"), setpoint=q("50 degC"), max_heating_power=1e5
+        ),
+    )
     temps = {}
     for k in range(1, 181):
         th.step(1.0)
@@ -72,24 +85,40 @@ def test_thermostat_first_order_step(species: SpeciesTable) -> None:
 
 
 def test_pressure_drop_hagen_poiseuille(species: SpeciesTable) -> None:
-    table = SpeciesTable([Species(name="solvent", molar_mass=q("46 g/mol"), density=790,
-                                  viscosity=q("0.46 mPa*s"))])
-    reactor = CoilReactor("R", table, CoilReactorParams(volume=q("10 mL"),
-                                                         inner_diameter=q("1.0 mm"), n_tanks=10))
+    table = SpeciesTable(
+        [Species(name="solvent", molar_mass=q("46 g/mol"), density=790, viscosity=q("0.46 mPa*s"))]
+    )
+    reactor = CoilReactor(
+        "R", table, CoilReactorParams(volume=q("10 mL"), inner_diameter=q("1.0 mm"), n_tanks=10)
+    )
     reactor.step(1.0, {"in": Stream.of(table, "1 mL/min", concentrations={"solvent": 17000})})
     assert reactor.pressure_drop() == pytest.approx(3.98e3, rel=0.01)
 
 
 def _msmpr(table: SpeciesTable) -> MsmprCrystallizer:
-    return MsmprCrystallizer("CR", table, MsmprParams(
-        volume=q("1 L"), solute="API", crystal_density=1300, shape_factor=math.pi / 6,
-        solubility=Solubility(coefficients=[10.0]), fixed_nucleation_rate=1e8,
-        fixed_growth_rate=1e-8, max_substep=60))  # 0.01 um/s
+    return MsmprCrystallizer(
+        "CR",
+        table,
+        MsmprParams(
+            volume=q("1 L"),
+            solute="API",
+            crystal_density=1300,
+            shape_factor=math.pi / 6,
+            solubility=Solubility(coefficients=[10.0]),
+            fixed_nucleation_rate=1e8,
+            fixed_growth_rate=1e-8,
+            max_substep=60,
+        ),
+    )  # 0.01 um/s
 
 
 def test_msmpr_fixed_kinetics_moments() -> None:
-    table = SpeciesTable([Species(name="water", molar_mass=0.018, density=1000),
-                          Species(name="API", molar_mass=0.3, density=1300)])
+    table = SpeciesTable(
+        [
+            Species(name="water", molar_mass=0.018, density=1000),
+            Species(name="API", molar_mass=0.3, density=1300),
+        ]
+    )
     feed = Stream(table, 1e-3 / 1800, 298.15, 1e5, np.array([50000.0, 100.0]))
     steady = _msmpr(table)
     steady.steady_state({"feed": feed})
@@ -104,17 +133,43 @@ def test_msmpr_fixed_kinetics_moments() -> None:
 
 
 def _plant(species: SpeciesTable) -> Flowsheet:
-    r = Reaction(stoichiometry={"A": -1, "B": 1}, k_ref=q("0.004 1/s"), reversible=True,
-                 k_ref_reverse=q("0.001 1/s"), Ea=q("40 kJ/mol"), dH=q("-30 kJ/mol"))
-    pump = HplcPump("P1", species, HplcPumpParams(
-        feed={"solvent": 15000, "A": 800}, flow_setpoint=q("1 mL/min"), running=True,
-        ramp_rate=q("0.5 mL/min/s"), pulsation=0.05))
-    reactor = CoilReactor("R1", species, CoilReactorParams(
-        volume=q("10 mL"), inner_diameter=q("1 mm"), design_flow=q("1 mL/min"), reactions=[r],
-        jacket_temperature=q("60 degC"), max_tanks=40))
+    r = Reaction(
+        stoichiometry={"A": -1, "B": 1},
+        k_ref=q("0.004 1/s"),
+        reversible=True,
+        k_ref_reverse=q("0.001 1/s"),
+        Ea=q("40 kJ/mol"),
+        dH=q("-30 kJ/mol"),
+    )
+    pump = HplcPump(
+        "P1",
+        species,
+        HplcPumpParams(
+            feed={"solvent": 15000, "A": 800},
+            flow_setpoint=q("1 mL/min"),
+            running=True,
+            ramp_rate=q("0.5 mL/min/s"),
+            pulsation=0.05,
+        ),
+    )
+    reactor = CoilReactor(
+        "R1",
+        species,
+        CoilReactorParams(
+            volume=q("10 mL"),
+            inner_diameter=q("1 mm"),
+            design_flow=q("1 mL/min"),
+            reactions=[r],
+            jacket_temperature=q("60 degC"),
+            max_tanks=40,
+        ),
+    )
     valve = DivertValve("V1", species, DivertValveParams())
-    return Flowsheet(species, [pump, reactor, valve],
-                     [((pump, "out"), (reactor, "in")), ((reactor, "out"), (valve, "in"))])
+    return Flowsheet(
+        species,
+        [pump, reactor, valve],
+        [((pump, "out"), (reactor, "in")), ((reactor, "out"), (valve, "in"))],
+    )
 
 
 def test_mass_balance_closes_over_24h(species: SpeciesTable) -> None:
@@ -142,16 +197,31 @@ def test_mass_balance_closes_over_24h(species: SpeciesTable) -> None:
 
 
 def test_step_in_pump_flow_reaches_outlet_after_residence_time(species: SpeciesTable) -> None:
-    solvent = HplcPump("P0", species, HplcPumpParams(feed={"solvent": 17000},
-                                                      flow_setpoint=q("1 mL/min"), running=True))
-    reagent = HplcPump("P1", species, HplcPumpParams(feed={"solvent": 15000, "A": 800},
-                                                      flow_setpoint=q("0.5 mL/min"), running=True))
+    solvent = HplcPump(
+        "P0",
+        species,
+        HplcPumpParams(feed={"solvent": 17000}, flow_setpoint=q("1 mL/min"), running=True),
+    )
+    reagent = HplcPump(
+        "P1",
+        species,
+        HplcPumpParams(
+            feed={"solvent": 15000, "A": 800}, flow_setpoint=q("0.5 mL/min"), running=True
+        ),
+    )
     mixer = TMixer("M", species, TMixerParams())
-    reactor = CoilReactor("R", species, CoilReactorParams(volume=q("10 mL"),
-                                                          inner_diameter=q("1 mm"), n_tanks=50))
-    fs = Flowsheet(species, [solvent, reagent, mixer, reactor], [
-        ((solvent, "out"), (mixer, "in1")), ((reagent, "out"), (mixer, "in2")),
-        ((mixer, "out"), (reactor, "in"))])
+    reactor = CoilReactor(
+        "R", species, CoilReactorParams(volume=q("10 mL"), inner_diameter=q("1 mm"), n_tanks=50)
+    )
+    fs = Flowsheet(
+        species,
+        [solvent, reagent, mixer, reactor],
+        [
+            ((solvent, "out"), (mixer, "in1")),
+            ((reagent, "out"), (mixer, "in2")),
+            ((mixer, "out"), (reactor, "in")),
+        ],
+    )
     fs.steady_state()
     c_before = fs.stream(reactor, "out").concentration("A")
     reagent.set_input("flow_setpoint", "1 mL/min")

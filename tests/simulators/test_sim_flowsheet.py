@@ -27,15 +27,35 @@ from modulecontrol.units import to_si as q
 
 
 def _jacketed(species: SpeciesTable, max_substep: float = 10.0) -> Flowsheet:
-    rx = Reaction(stoichiometry={"A": -1, "B": 1}, k_ref=0.01, Ea=q("50 kJ/mol"),
-                  T_ref=q("50 degC"), dH=q("-100 kJ/mol"))
-    pump = HplcPump("P", species, HplcPumpParams(feed={"solvent": 15000, "A": 2000},
-                                                 flow_setpoint=q("2 mL/min"), running=True))
-    reactor = CoilReactor("R", species, CoilReactorParams(
-        volume=q("10 mL"), inner_diameter=q("1 mm"), n_tanks=10, reactions=[rx], ua=0.5,
-        max_substep=max_substep))
-    th = Thermostat("TH", species, ThermostatParams(setpoint=q("50 degC"),
-                                                    initial_temperature=q("20 degC")))
+    rx = Reaction(
+        stoichiometry={"A": -1, "B": 1},
+        k_ref=0.01,
+        Ea=q("50 kJ/mol"),
+        T_ref=q("50 degC"),
+        dH=q("-100 kJ/mol"),
+    )
+    pump = HplcPump(
+        "P",
+        species,
+        HplcPumpParams(
+            feed={"solvent": 15000, "A": 2000}, flow_setpoint=q("2 mL/min"), running=True
+        ),
+    )
+    reactor = CoilReactor(
+        "R",
+        species,
+        CoilReactorParams(
+            volume=q("10 mL"),
+            inner_diameter=q("1 mm"),
+            n_tanks=10,
+            reactions=[rx],
+            ua=0.5,
+            max_substep=max_substep,
+        ),
+    )
+    th = Thermostat(
+        "TH", species, ThermostatParams(setpoint=q("50 degC"), initial_temperature=q("20 degC"))
+    )
     fs = Flowsheet(species, [pump, reactor, th], [((pump, "out"), (reactor, "in"))])
     fs.link_jacket(th, reactor)
     return fs
@@ -115,20 +135,35 @@ def test_every_state_variable_has_a_unit_and_a_finite_value() -> None:
 
 
 @settings(max_examples=15, deadline=None)
-@given(flows=st.lists(st.floats(0.0, 5.0), min_size=3, max_size=12),
-       dts=st.lists(st.sampled_from([0.5, 3.0, 17.0, 60.0]), min_size=3, max_size=12))
-def test_reactor_conserves_mass_for_any_flow_history(flows: list[float],
-                                                     dts: list[float]) -> None:
+@given(
+    flows=st.lists(st.floats(0.0, 5.0), min_size=3, max_size=12),
+    dts=st.lists(st.sampled_from([0.5, 3.0, 17.0, 60.0]), min_size=3, max_size=12),
+)
+def test_reactor_conserves_mass_for_any_flow_history(flows: list[float], dts: list[float]) -> None:
     from modulecontrol.simulators.models import Species
 
-    table = SpeciesTable([Species(name="s", molar_mass=0.046, density=790),
-                          Species(name="A", molar_mass=0.1, density=1000),
-                          Species(name="B", molar_mass=0.1, density=1000)])
-    rx = Reaction(stoichiometry={"A": -1, "B": 1}, k_ref=0.05, reversible=True,
-                  k_ref_reverse=0.01, dH=-5e4)
-    reactor = CoilReactor("R", table, CoilReactorParams(
-        volume=q("5 mL"), inner_diameter=q("1 mm"), n_tanks=7, reactions=[rx], ua=0.1,
-        max_substep=5.0))
+    table = SpeciesTable(
+        [
+            Species(name="s", molar_mass=0.046, density=790),
+            Species(name="A", molar_mass=0.1, density=1000),
+            Species(name="B", molar_mass=0.1, density=1000),
+        ]
+    )
+    rx = Reaction(
+        stoichiometry={"A": -1, "B": 1}, k_ref=0.05, reversible=True, k_ref_reverse=0.01, dH=-5e4
+    )
+    reactor = CoilReactor(
+        "R",
+        table,
+        CoilReactorParams(
+            volume=q("5 mL"),
+            inner_diameter=q("1 mm"),
+            n_tanks=7,
+            reactions=[rx],
+            ua=0.1,
+            max_substep=5.0,
+        ),
+    )
     from modulecontrol.simulators.models import Stream
 
     for f, dt in zip(flows, dts, strict=False):

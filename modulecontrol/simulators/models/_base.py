@@ -123,8 +123,9 @@ class UnitModel(ABC):
         given = dict(inlets or {})
         unknown = set(given) - set(self.inlets)
         if unknown:
-            raise KeyError(f"{self.name}: unknown inlet port(s) {sorted(unknown)} "
-                           f"(ports: {list(self.inlets)})")
+            raise KeyError(
+                f"{self.name}: unknown inlet port(s) {sorted(unknown)} (ports: {list(self.inlets)})"
+            )
         for port in self.inlets:
             if port not in given:
                 given[port] = Stream.empty(self.species, pressure=self.inlet_pressure)
@@ -155,8 +156,10 @@ class UnitModel(ABC):
     def set_input(self, name: str, value: Any) -> None:
         """Write an input/setpoint by name; quantity strings are converted to SI."""
         if name not in self.inputs:
-            raise KeyError(f"{self.name}: unknown input '{name}' "
-                           f"(inputs: {', '.join(sorted(self.inputs)) or 'none'})")
+            raise KeyError(
+                f"{self.name}: unknown input '{name}' "
+                f"(inputs: {', '.join(sorted(self.inputs)) or 'none'})"
+            )
         unit = self.inputs[name]
         if unit == "bool":
             setattr(self, name, bool(value))
@@ -175,8 +178,10 @@ class UnitModel(ABC):
             return self.state_units[variable]
         if variable.startswith("c_"):
             return "mol/m**3"
-        raise KeyError(f"{self.name}: unknown state variable '{variable}' "
-                       f"(known: {', '.join(sorted(self.state()))})")
+        raise KeyError(
+            f"{self.name}: unknown state variable '{variable}' "
+            f"(known: {', '.join(sorted(self.state()))})"
+        )
 
     def measurements(self) -> dict[str, float]:
         """What sensors report: :meth:`state` with sensor faults (stuck, noise, drift) applied."""
@@ -199,8 +204,10 @@ class UnitModel(ABC):
             var = str(params.get("variable", ""))
             current = self.state()
             if var not in current:
-                raise FaultError(f"{self.name}: sensor fault needs variable=<one of "
-                                 f"{', '.join(sorted(current))}>")
+                raise FaultError(
+                    f"{self.name}: sensor fault needs variable=<one of "
+                    f"{', '.join(sorted(current))}>"
+                )
             if kind == "stuck":
                 value = float(params.get("value", current[var]))
             else:
@@ -211,8 +218,10 @@ class UnitModel(ABC):
             self._sensor_faults[var] = _SensorFault(kind, value, self.time)
             return
         if kind not in self.fault_kinds:
-            raise FaultError(f"{self.name}: unknown fault '{kind}' (known: stuck, noise, drift"
-                             f"{''.join(', ' + k for k in self.fault_kinds)})")
+            raise FaultError(
+                f"{self.name}: unknown fault '{kind}' (known: stuck, noise, drift"
+                f"{''.join(', ' + k for k in self.fault_kinds)})"
+            )
         self.faults[kind] = {k: float(v) for k, v in params.items()}
         self._on_fault(kind, self.faults[kind])
 
@@ -222,8 +231,9 @@ class UnitModel(ABC):
             if variable is not None:
                 self._sensor_faults.pop(variable, None)
             else:
-                self._sensor_faults = {v: f for v, f in self._sensor_faults.items()
-                                       if f.kind != kind}
+                self._sensor_faults = {
+                    v: f for v, f in self._sensor_faults.items() if f.kind != kind
+                }
             return
         if self.faults.pop(kind, None) is not None:
             self._on_fault(kind, None)
@@ -240,8 +250,13 @@ class UnitModel(ABC):
     def balance(self) -> Balance:
         """Cumulative mass bookkeeping since construction or the last steady-state solve."""
         h = self.holdup_mass()
-        return Balance(self._mass_in, self._mass_out, self._mass_lost, h,
-                       h if self._holdup0 is None else self._holdup0)
+        return Balance(
+            self._mass_in,
+            self._mass_out,
+            self._mass_lost,
+            h,
+            h if self._holdup0 is None else self._holdup0,
+        )
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} t={self.time:g}s>"
@@ -260,14 +275,16 @@ def register_model(cls: M) -> M:
     return cls
 
 
-def create_model(kind: str, name: str, species: SpeciesTable,
-                 params: Mapping[str, Any] | BaseModel | None = None) -> UnitModel:
+def create_model(
+    kind: str, name: str, species: SpeciesTable, params: Mapping[str, Any] | BaseModel | None = None
+) -> UnitModel:
     """Build a registered model from a parameter mapping (values may carry units)."""
     try:
         cls = MODELS[kind]
     except KeyError:
-        raise KeyError(f"unknown model kind '{kind}' (known: {', '.join(sorted(MODELS))})"
-                       ) from None
+        raise KeyError(
+            f"unknown model kind '{kind}' (known: {', '.join(sorted(MODELS))})"
+        ) from None
     p = params if isinstance(params, BaseModel) else cls.Params.model_validate(params or {})
     factory: Callable[..., UnitModel] = cls
     return factory(name, species, p)

@@ -66,7 +66,8 @@ class Solubility(BaseModel):
             a, b, c = ([*list(self.coefficients), 0.0, 0.0, 0.0])[:3]
             base = np.exp(a + b / temp + c * np.log(temp))
         out: float | FloatArray = np.maximum(base, 1e-12) * math.exp(
-            -self.antisolvent_exponent * phi)
+            -self.antisolvent_exponent * phi
+        )
         return out
 
 
@@ -114,12 +115,25 @@ class MsmprCrystallizer(UnitModel):
 
     kind = "msmpr"
     state_units: ClassVar[dict[str, str]] = {
-        "temperature": "K", "jacket_temperature": "K", "concentration": "mol/m**3",
-        "solubility": "mol/m**3", "supersaturation": "", "nucleation_rate": "1/(m**3*s)",
-        "growth_rate": "m/s", "mu0": "1/m**3", "mu1": "m/m**3", "mu2": "m**2/m**3",
-        "mu3": "m**3/m**3", "mu4": "m**4/m**3", "L10": "m", "L43": "m",
-        "suspension_density": "kg/m**3", "yield": "", "residence_time": "s",
-        "wall_heat_duty": "W"}
+        "temperature": "K",
+        "jacket_temperature": "K",
+        "concentration": "mol/m**3",
+        "solubility": "mol/m**3",
+        "supersaturation": "",
+        "nucleation_rate": "1/(m**3*s)",
+        "growth_rate": "m/s",
+        "mu0": "1/m**3",
+        "mu1": "m/m**3",
+        "mu2": "m**2/m**3",
+        "mu3": "m**3/m**3",
+        "mu4": "m**4/m**3",
+        "L10": "m",
+        "L43": "m",
+        "suspension_density": "kg/m**3",
+        "yield": "",
+        "residence_time": "s",
+        "wall_heat_duty": "W",
+    }
     Params = MsmprParams
     inputs: ClassVar[dict[str, str]] = {"jacket_temperature": "K"}
     inlets = ("feed", "antisolvent")
@@ -155,25 +169,30 @@ class MsmprCrystallizer(UnitModel):
 
     def solubility(self, temp: float | None = None, phi: float | None = None) -> float:
         """c* in mol/m3 at ``temp`` (default: current) and antisolvent fraction ``phi``."""
-        return float(self.p.solubility(self.T if temp is None else temp,
-                                       self._phi(self.c) if phi is None else phi))
+        return float(
+            self.p.solubility(
+                self.T if temp is None else temp, self._phi(self.c) if phi is None else phi
+            )
+        )
 
-    def _kinetics(self, c: FloatArray, temp: FloatArray, mu3: FloatArray, phi: float
-                  ) -> tuple[FloatArray, FloatArray, FloatArray]:
+    def _kinetics(
+        self, c: FloatArray, temp: FloatArray, mu3: FloatArray, phi: float
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
         p = self.p
         cs = p.solubility(temp, phi)
         sigma = np.maximum(c - cs, 0.0) / cs
         if p.fixed_growth_rate is not None:
             g = np.full_like(c, p.fixed_growth_rate)
         else:
-            arr = np.exp(-p.growth_activation_energy / R_GAS
-                         * (1.0 / temp - 1.0 / p.reference_temperature))
-            g = p.kg * sigma ** p.g * arr
+            arr = np.exp(
+                -p.growth_activation_energy / R_GAS * (1.0 / temp - 1.0 / p.reference_temperature)
+            )
+            g = p.kg * sigma**p.g * arr
         if p.fixed_nucleation_rate is not None:
             b = np.full_like(c, p.fixed_nucleation_rate)
         else:
             mt = np.maximum(self._rk * mu3, 0.0)
-            b = p.kb1 * sigma ** p.b1 + p.kb2 * sigma ** p.b2 * mt ** p.j
+            b = p.kb1 * sigma**p.b1 + p.kb2 * sigma**p.b2 * mt**p.j
         return b, g, sigma
 
     def _jacket(self, t: float) -> float:
@@ -238,8 +257,7 @@ class MsmprCrystallizer(UnitModel):
         q_v = self.flow / self.p.volume
         decay = math.exp(-q_v * dt)
         others = s.conc + (self.c - s.conc) * decay
-        moles_others = (self.flow * dt * s.conc
-                        + (self.c - s.conc) * self.p.volume * (1.0 - decay))
+        moles_others = self.flow * dt * s.conc + (self.c - s.conc) * self.p.volume * (1.0 - decay)
         self.c = others
         self.c[self._i] = y[0, _C]
         self.mu = y[0, _MU].copy()
@@ -254,16 +272,16 @@ class MsmprCrystallizer(UnitModel):
         else:
             conc, mom = self.c.copy(), self.mu.copy()
         solids = Solids(mom, self.p.crystal_density, self.p.shape_factor)
-        return {"product": Stream(self.species, self.flow, self.T, AMBIENT_PRESSURE, conc,
-                                  solids)}
+        return {"product": Stream(self.species, self.flow, self.T, AMBIENT_PRESSURE, conc, solids)}
 
     def upstream_pressure(self, outlet_pressures: object) -> float:
         """An open vessel: the feed line ends at atmospheric pressure."""
         return AMBIENT_PRESSURE
 
     def holdup_mass(self) -> float:
-        return self.p.volume * (float(self.c @ self.species.molar_mass)
-                                + self._rk * float(self.mu[3]))
+        return self.p.volume * (
+            float(self.c @ self.species.molar_mass) + self._rk * float(self.mu[3])
+        )
 
     # -- steady state ------------------------------------------------------------------------
     def _steady(self, inlets: dict[str, Stream]) -> dict[str, Stream]:
@@ -297,8 +315,13 @@ class MsmprCrystallizer(UnitModel):
             mu = moments(c_in)
             c = c_in - self._rk * mu[3] / self._m
         elif c_in > cs:
-            c = brentq(lambda x: self._rk * moments(x)[3] - self._m * (c_in - x), cs, c_in,
-                       xtol=1e-12 * max(c_in, 1.0), rtol=1e-12)
+            c = brentq(
+                lambda x: self._rk * moments(x)[3] - self._m * (c_in - x),
+                cs,
+                c_in,
+                xtol=1e-12 * max(c_in, 1.0),
+                rtol=1e-12,
+            )
             mu = moments(c)
         else:
             c, mu = c_in, np.zeros(5)
@@ -309,8 +332,11 @@ class MsmprCrystallizer(UnitModel):
         self._B, self._G, self._sigma = float(b[0]), float(g[0]), float(sig[0])
         self.wall_heat_duty = self.p.ua * (self.T - tj)
         solids = Solids(mu.copy(), self.p.crystal_density, self.p.shape_factor)
-        return {"product": Stream(self.species, self.flow, self.T, AMBIENT_PRESSURE,
-                                  self.c.copy(), solids)}
+        return {
+            "product": Stream(
+                self.species, self.flow, self.T, AMBIENT_PRESSURE, self.c.copy(), solids
+            )
+        }
 
     # -- state -----------------------------------------------------------------------------------
     def state(self) -> dict[str, float]:
@@ -318,12 +344,18 @@ class MsmprCrystallizer(UnitModel):
         solid_molar = self._rk * float(mu[3]) / self._m
         fed = self._c_in_solute
         return {
-            "temperature": self.T, "jacket_temperature": self.jacket_temperature,
-            "concentration": float(self.c[self._i]), "solubility": self.solubility(),
-            "supersaturation": self._sigma, "nucleation_rate": self._B,
+            "temperature": self.T,
+            "jacket_temperature": self.jacket_temperature,
+            "concentration": float(self.c[self._i]),
+            "solubility": self.solubility(),
+            "supersaturation": self._sigma,
+            "nucleation_rate": self._B,
             "growth_rate": self._G,
-            "mu0": float(mu[0]), "mu1": float(mu[1]), "mu2": float(mu[2]),
-            "mu3": float(mu[3]), "mu4": float(mu[4]),
+            "mu0": float(mu[0]),
+            "mu1": float(mu[1]),
+            "mu2": float(mu[2]),
+            "mu3": float(mu[3]),
+            "mu4": float(mu[4]),
             "L10": float(mu[1] / mu[0]) if mu[0] > 0 else 0.0,
             "L43": float(mu[4] / mu[3]) if mu[3] > 0 else 0.0,
             "suspension_density": self._rk * float(mu[3]),

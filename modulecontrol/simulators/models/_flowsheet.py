@@ -32,9 +32,13 @@ class Flowsheet:
     """A plant of unit models. Connections map ``(unit, outlet port)`` to
     ``(unit, inlet port)``; units may be given as instances or names."""
 
-    def __init__(self, species: SpeciesTable, units: Iterable[UnitModel] = (),
-                 connections: Iterable[tuple[Port, Port]] = (),
-                 ambient_pressure: float = AMBIENT_PRESSURE) -> None:
+    def __init__(
+        self,
+        species: SpeciesTable,
+        units: Iterable[UnitModel] = (),
+        connections: Iterable[tuple[Port, Port]] = (),
+        ambient_pressure: float = AMBIENT_PRESSURE,
+    ) -> None:
         self.species = species
         self.ambient_pressure = ambient_pressure
         self.units: dict[str, UnitModel] = {}
@@ -109,13 +113,16 @@ class Flowsheet:
             try:
                 self._order = [self.units[n] for n in ts.static_order()]
             except CycleError as exc:
-                raise ValueError(f"recycle loops are not supported (cycle: {exc.args[1]}); "
-                                 "break the loop with a tank or a fixed feed") from None
+                raise ValueError(
+                    f"recycle loops are not supported (cycle: {exc.args[1]}); "
+                    "break the loop with a tank or a fixed feed"
+                ) from None
         return self._order
 
     # -- stepping -------------------------------------------------------------------------
-    def _inlets_of(self, unit: UnitModel, produced: Mapping[tuple[str, str], Stream]
-                   ) -> dict[str, Stream]:
+    def _inlets_of(
+        self, unit: UnitModel, produced: Mapping[tuple[str, str], Stream]
+    ) -> dict[str, Stream]:
         feeds = self._feeds.get(unit.name, ())
         return {dp: produced[src] for src, dp in feeds if src in produced}
 
@@ -162,13 +169,19 @@ class Flowsheet:
             outs: dict[str, float] = {}
             for port in unit.outlets:
                 dst = self._links.get((unit.name, port))
-                outs[port] = (self.units[dst[0]].inlet_pressure if dst is not None
-                              else self.ambient_pressure)
+                outs[port] = (
+                    self.units[dst[0]].inlet_pressure if dst is not None else self.ambient_pressure
+                )
             unit.outlet_pressures = outs
             unit.inlet_pressure = unit.upstream_pressure(outs)
 
-    async def run(self, clock: Clock, dt: float, duration: float,
-                  on_step: Callable[[Flowsheet], None] | None = None) -> None:
+    async def run(
+        self,
+        clock: Clock,
+        dt: float,
+        duration: float,
+        on_step: Callable[[Flowsheet], None] | None = None,
+    ) -> None:
         """Step every ``dt`` simulated seconds for ``duration``, paced by ``clock``."""
         t0 = clock.now()
         n = round(duration / dt)
@@ -190,8 +203,7 @@ class Flowsheet:
         try:
             return self.streams[(u.name, port)]
         except KeyError:
-            raise KeyError(f"no stream at {u.name}.{port} yet (step the flowsheet first)"
-                           ) from None
+            raise KeyError(f"no stream at {u.name}.{port} yet (step the flowsheet first)") from None
 
     def state(self) -> dict[str, dict[str, float]]:
         return {name: u.state() for name, u in self.units.items()}

@@ -33,8 +33,7 @@ class TMixer(UnitModel):
     """Ideal mixing: moles and volumes add, temperature by heat-capacity weighting."""
 
     kind = "tmixer"
-    state_units: ClassVar[dict[str, str]] = {
-        "flow": "m**3/s", "temperature": "K", "pressure": "Pa"}
+    state_units: ClassVar[dict[str, str]] = {"flow": "m**3/s", "temperature": "K", "pressure": "Pa"}
     Params = TMixerParams
 
     def __init__(self, name: str, species: SpeciesTable, params: TMixerParams) -> None:
@@ -53,8 +52,11 @@ class TMixer(UnitModel):
 
     def state(self) -> dict[str, float]:
         s = self._last
-        return {"flow": s.flow if s else 0.0, "temperature": s.temperature if s else 0.0,
-                "pressure": self.inlet_pressure}
+        return {
+            "flow": s.flow if s else 0.0,
+            "temperature": s.temperature if s else 0.0,
+            "pressure": self.inlet_pressure,
+        }
 
 
 # ----------------------------------------------------------------------------- divert valve
@@ -72,8 +74,11 @@ class DivertValve(UnitModel):
 
     kind = "divert_valve"
     state_units: ClassVar[dict[str, str]] = {
-        "to_waste": "", "product_volume": "m**3", "diverted_volume": "m**3",
-        "switch_count": ""}
+        "to_waste": "",
+        "product_volume": "m**3",
+        "diverted_volume": "m**3",
+        "switch_count": "",
+    }
     Params = DivertValveParams
     inputs: ClassVar[dict[str, str]] = {"to_waste": "bool"}
     inlets = ("in",)
@@ -98,17 +103,28 @@ class DivertValve(UnitModel):
             self.diverted_volume += s.flow * dt
         else:
             self.product_volume += s.flow * dt
-        return {active: s.with_(pressure=self.outlet_pressures[active]),
-                idle: Stream(self.species, 0.0, s.temperature, self.outlet_pressures[idle],
-                             np.zeros(len(self.species)))}
+        return {
+            active: s.with_(pressure=self.outlet_pressures[active]),
+            idle: Stream(
+                self.species,
+                0.0,
+                s.temperature,
+                self.outlet_pressures[idle],
+                np.zeros(len(self.species)),
+            ),
+        }
 
     def upstream_pressure(self, outlet_pressures: Mapping[str, float]) -> float:
         active = "waste" if self.to_waste else "product"
         return outlet_pressures[active] + self.p.pressure_drop
 
     def state(self) -> dict[str, float]:
-        return {"to_waste": float(self.to_waste), "product_volume": self.product_volume,
-                "diverted_volume": self.diverted_volume, "switch_count": float(self.switch_count)}
+        return {
+            "to_waste": float(self.to_waste),
+            "product_volume": self.product_volume,
+            "diverted_volume": self.diverted_volume,
+            "switch_count": float(self.switch_count),
+        }
 
 
 # ------------------------------------------------------------------- back-pressure regulator
@@ -127,7 +143,10 @@ class BackPressureRegulator(UnitModel):
 
     kind = "bpr"
     state_units: ClassVar[dict[str, str]] = {
-        "setpoint": "Pa", "inlet_pressure": "Pa", "outlet_pressure": "Pa"}
+        "setpoint": "Pa",
+        "inlet_pressure": "Pa",
+        "outlet_pressure": "Pa",
+    }
     Params = BprParams
     inputs: ClassVar[dict[str, str]] = {"setpoint": "Pa"}
     inlets = ("in",)
@@ -144,8 +163,11 @@ class BackPressureRegulator(UnitModel):
         return self.setpoint
 
     def state(self) -> dict[str, float]:
-        return {"setpoint": self.setpoint, "inlet_pressure": self.inlet_pressure,
-                "outlet_pressure": self.outlet_pressures["out"]}
+        return {
+            "setpoint": self.setpoint,
+            "inlet_pressure": self.inlet_pressure,
+            "outlet_pressure": self.outlet_pressures["out"],
+        }
 
 
 # ----------------------------------------------------------------------------- PAT analyzer
@@ -170,8 +192,7 @@ class PatAnalyzer(UnitModel):
     """Pass-through unit that reports delayed, noisy, drifting concentrations and purity."""
 
     kind = "pat_analyzer"
-    state_units: ClassVar[dict[str, str]] = {
-        "valid": "", "purity": "", "true_purity": ""}
+    state_units: ClassVar[dict[str, str]] = {"valid": "", "purity": "", "true_purity": ""}
     Params = PatAnalyzerParams
     inlets = ("in",)
     outlets = ("out",)
@@ -180,11 +201,12 @@ class PatAnalyzer(UnitModel):
         super().__init__(name, species, params)
         self.p = params
         self._idx = np.array([species.index(n) for n in params.species])
-        self._prod = (params.species.index(params.product)
-                      if params.product is not None else None)
+        self._prod = params.species.index(params.product) if params.product is not None else None
         if params.product is not None and params.product not in params.species:
-            raise ValueError(f"{name}: product '{params.product}' must be one of the measured "
-                             f"species {params.species}")
+            raise ValueError(
+                f"{name}: product '{params.product}' must be one of the measured "
+                f"species {params.species}"
+            )
         self._rng = np.random.default_rng(params.seed)
         self._history: deque[tuple[float, np.ndarray]] = deque()
         self._true = np.zeros(len(self._idx))
@@ -204,8 +226,7 @@ class PatAnalyzer(UnitModel):
             self._seen = seen
             self.valid = True
         if self.valid:
-            noise = (self._rng.normal(0.0, self.p.noise, len(self._idx))
-                     if self.p.noise > 0 else 0.0)
+            noise = self._rng.normal(0.0, self.p.noise, len(self._idx)) if self.p.noise > 0 else 0.0
             self.measured = self._seen + noise + self.p.drift * now
         return {"out": s.with_(pressure=self.outlet_pressures["out"])}
 
@@ -224,8 +245,10 @@ class PatAnalyzer(UnitModel):
         return max(float(values[prod]), 0.0) / total if total > 0 else 0.0
 
     def state(self) -> dict[str, float]:
-        out = {f"c_{n}": float(v) if self.valid else 0.0
-               for n, v in zip(self.p.species, self.measured, strict=True)}
+        out = {
+            f"c_{n}": float(v) if self.valid else 0.0
+            for n, v in zip(self.p.species, self.measured, strict=True)
+        }
         out["valid"] = float(self.valid)
         if self._prod is not None:
             out["purity"] = self._purity(self.measured, self._prod) if self.valid else 0.0

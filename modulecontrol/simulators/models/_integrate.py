@@ -24,8 +24,9 @@ RHS = Callable[[FloatArray], FloatArray]
 _GAMMA = 1.0 + 1.0 / np.sqrt(2.0)
 
 
-def ros2_step(f: RHS, jac: RHS, y: FloatArray, h: float,
-              f0: FloatArray | None = None) -> FloatArray:
+def ros2_step(
+    f: RHS, jac: RHS, y: FloatArray, h: float, f0: FloatArray | None = None
+) -> FloatArray:
     """One ROS2 step of size ``h`` for a batch ``y`` of shape (B, m).
 
     ``f(y)`` returns (B, m) derivatives and ``jac(y)`` returns (B, m, m) Jacobians; pass

@@ -92,8 +92,11 @@ class _PumpBase(UnitModel):
         return self._drawn
 
     def _out(self, q: float) -> dict[str, Stream]:
-        return {"out": Stream(self.species, q, self.feed_temperature, self.discharge_pressure,
-                              self.feed_conc)}
+        return {
+            "out": Stream(
+                self.species, q, self.feed_temperature, self.discharge_pressure, self.feed_conc
+            )
+        }
 
 
 @register_model
@@ -102,8 +105,14 @@ class HplcPump(_PumpBase):
 
     kind = "hplc_pump"
     state_units: ClassVar[dict[str, str]] = {
-        "flow": "m**3/s", "flow_setpoint": "m**3/s", "running": "", "tripped": "",
-        "pressure": "Pa", "delivered_volume": "m**3", "leaked_volume": "m**3"}
+        "flow": "m**3/s",
+        "flow_setpoint": "m**3/s",
+        "running": "",
+        "tripped": "",
+        "pressure": "Pa",
+        "delivered_volume": "m**3",
+        "leaked_volume": "m**3",
+    }
     Params = HplcPumpParams
     inputs: ClassVar[dict[str, str]] = {"flow_setpoint": "m**3/s", "running": "bool"}
 
@@ -139,8 +148,10 @@ class HplcPump(_PumpBase):
         if self.p.pulsation > 0.0 and mean > 0.0:
             # q(t) = mean*(1 + a sin(phi)), phi advancing at 2*pi*mean/V_stroke: exact average
             dphi = 2.0 * math.pi * mean * dt / self.p.stroke_volume
-            avg = mean * (1.0 + self.p.pulsation * (math.cos(self._phase)
-                                                    - math.cos(self._phase + dphi)) / dphi)
+            avg = mean * (
+                1.0
+                + self.p.pulsation * (math.cos(self._phase) - math.cos(self._phase + dphi)) / dphi
+            )
             self._phase = (self._phase + dphi) % (2.0 * math.pi)
             mean = avg
         delivered = self._leak(mean)
@@ -157,9 +168,12 @@ class HplcPump(_PumpBase):
     def state(self) -> dict[str, float]:
         inst = self.flow * (1.0 + self.p.pulsation * math.sin(self._phase))
         return {
-            "flow": inst, "flow_setpoint": self.flow_setpoint,
-            "running": float(self.running), "tripped": float(self.tripped),
-            "pressure": self.discharge_pressure, "delivered_volume": self.delivered_volume,
+            "flow": inst,
+            "flow_setpoint": self.flow_setpoint,
+            "running": float(self.running),
+            "tripped": float(self.tripped),
+            "pressure": self.discharge_pressure,
+            "delivered_volume": self.delivered_volume,
             "leaked_volume": self.leaked_volume,
         }
 
@@ -182,9 +196,18 @@ class SyringePump(_PumpBase):
 
     kind = "syringe_pump"
     state_units: ClassVar[dict[str, str]] = {
-        "flow": "m**3/s", "flow_setpoint": "m**3/s", "running": "", "tripped": "",
-        "pressure": "Pa", "force": "N", "volume_left": "m**3", "refilling": "", "empty": "",
-        "delivered_volume": "m**3", "leaked_volume": "m**3"}
+        "flow": "m**3/s",
+        "flow_setpoint": "m**3/s",
+        "running": "",
+        "tripped": "",
+        "pressure": "Pa",
+        "force": "N",
+        "volume_left": "m**3",
+        "refilling": "",
+        "empty": "",
+        "delivered_volume": "m**3",
+        "leaked_volume": "m**3",
+    }
     Params = SyringePumpParams
     inputs: ClassVar[dict[str, str]] = {"flow_setpoint": "m**3/s", "running": "bool"}
 
@@ -193,11 +216,14 @@ class SyringePump(_PumpBase):
         self.p = params
         self.flow_setpoint = params.flow_setpoint
         self.running = params.running
-        self.volume_left = (params.syringe_volume if params.initial_volume is None
-                            else min(params.initial_volume, params.syringe_volume))
+        self.volume_left = (
+            params.syringe_volume
+            if params.initial_volume is None
+            else min(params.initial_volume, params.syringe_volume)
+        )
         self.refilling = False
         self.flow = 0.0
-        self.area = math.pi * params.diameter ** 2 / 4.0
+        self.area = math.pi * params.diameter**2 / 4.0
 
     def refill(self) -> None:
         """Start a refill: the pump draws from its reservoir and delivers nothing meanwhile."""
@@ -235,12 +261,17 @@ class SyringePump(_PumpBase):
 
     def state(self) -> dict[str, float]:
         return {
-            "flow": self.flow, "flow_setpoint": self.flow_setpoint,
-            "running": float(self.running), "tripped": float(self.tripped),
-            "pressure": self.discharge_pressure, "force": self.discharge_pressure * self.area,
-            "volume_left": self.volume_left, "refilling": float(self.refilling),
+            "flow": self.flow,
+            "flow_setpoint": self.flow_setpoint,
+            "running": float(self.running),
+            "tripped": float(self.tripped),
+            "pressure": self.discharge_pressure,
+            "force": self.discharge_pressure * self.area,
+            "volume_left": self.volume_left,
+            "refilling": float(self.refilling),
             "empty": float(self.volume_left <= 0.0),
-            "delivered_volume": self.delivered_volume, "leaked_volume": self.leaked_volume,
+            "delivered_volume": self.delivered_volume,
+            "leaked_volume": self.leaked_volume,
         }
 
 

@@ -77,12 +77,18 @@ class Reaction(BaseModel):
         return self
 
     def forward_orders(self) -> dict[str, float]:
-        return self.orders if self.orders is not None else {
-            s: -nu for s, nu in self.stoichiometry.items() if nu < 0}
+        return (
+            self.orders
+            if self.orders is not None
+            else {s: -nu for s, nu in self.stoichiometry.items() if nu < 0}
+        )
 
     def backward_orders(self) -> dict[str, float]:
-        return self.reverse_orders if self.reverse_orders is not None else {
-            s: nu for s, nu in self.stoichiometry.items() if nu > 0}
+        return (
+            self.reverse_orders
+            if self.reverse_orders is not None
+            else {s: nu for s, nu in self.stoichiometry.items() if nu > 0}
+        )
 
 
 def _rate_constant(value: float | str, order: float) -> float:
@@ -94,8 +100,9 @@ def _rate_constant(value: float | str, order: float) -> float:
 class Kinetics:
     """Compiled reaction set: vectorised rates and analytic Jacobians over a batch of tanks."""
 
-    def __init__(self, reactions: list[Reaction], species: SpeciesTable,
-                 allow_unbalanced: bool = False) -> None:
+    def __init__(
+        self, reactions: list[Reaction], species: SpeciesTable, allow_unbalanced: bool = False
+    ) -> None:
         ns, nr = len(species), len(reactions)
         self.nr = nr
         self.S = np.zeros((nr, ns))
@@ -126,10 +133,12 @@ class Kinetics:
             if abs(imbalance) > 1e-6 * scale and not allow_unbalanced:
                 raise ValueError(
                     f"reaction {label} is not mass balanced (sum nu*M = {imbalance:.4g} kg/mol);"
-                    " fix the stoichiometry or molar masses, or set allow_unbalanced: true")
+                    " fix the stoichiometry or molar masses, or set allow_unbalanced: true"
+                )
 
-    def _k(self, k_ref: FloatArray, ea: FloatArray, temp: FloatArray
-           ) -> tuple[FloatArray, FloatArray]:
+    def _k(
+        self, k_ref: FloatArray, ea: FloatArray, temp: FloatArray
+    ) -> tuple[FloatArray, FloatArray]:
         arr = np.exp(-ea / R_GAS * (1.0 / temp[:, None] - 1.0 / self.Tref))
         k = k_ref * arr
         return k, k * ea / (R_GAS * temp[:, None] ** 2)
@@ -158,8 +167,9 @@ class Kinetics:
         out: FloatArray = r
         return out
 
-    def rates_and_jac(self, c: FloatArray, temp: FloatArray
-                      ) -> tuple[FloatArray, FloatArray, FloatArray]:
+    def rates_and_jac(
+        self, c: FloatArray, temp: FloatArray
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
         kf, dkf = self._k(self.kf, self.Ef, temp)
         pf, dpf = self._power(c, self.A)
         r = kf * pf
@@ -201,8 +211,13 @@ class Kinetics:
         return f, j
 
 
-def tanks_from_dispersion(volume: float, inner_diameter: float, flow: float,
-                          diffusivity: float = 1e-9, max_tanks: int = 100) -> tuple[int, float]:
+def tanks_from_dispersion(
+    volume: float,
+    inner_diameter: float,
+    flow: float,
+    diffusivity: float = 1e-9,
+    max_tanks: int = 100,
+) -> tuple[int, float]:
     """Number of tanks matching the residence-time variance of laminar coil flow.
 
     Taylor-Aris axial dispersion D = Dm + u^2 d^2 / (192 Dm); Bodenstein Bo = u L / D; closed
@@ -210,18 +225,18 @@ def tanks_from_dispersion(volume: float, inner_diameter: float, flow: float,
     Engineering, ch. 13); N = 1/sigma_theta^2, rounded, clipped to [1, max_tanks].
     Returns (N, Bo).
     """
-    area = math.pi * inner_diameter ** 2 / 4.0
+    area = math.pi * inner_diameter**2 / 4.0
     length = volume / area
     u = flow / area
-    disp = diffusivity + u ** 2 * inner_diameter ** 2 / (192.0 * diffusivity)
+    disp = diffusivity + u**2 * inner_diameter**2 / (192.0 * diffusivity)
     bo = u * length / disp
-    var = 2.0 / bo - 2.0 / bo ** 2 * (1.0 - math.exp(-bo))
+    var = 2.0 / bo - 2.0 / bo**2 * (1.0 - math.exp(-bo))
     return int(min(max(round(1.0 / var), 1), max_tanks)), bo
 
 
 def hagen_poiseuille(viscosity: float, length: float, flow: float, diameter: float) -> float:
     """Laminar pressure drop, Pa: 128 mu L Q / (pi d^4)."""
-    return 128.0 * viscosity * length * flow / (math.pi * diameter ** 4)
+    return 128.0 * viscosity * length * flow / (math.pi * diameter**4)
 
 
 class CoilReactorParams(BaseModel):
@@ -262,9 +277,17 @@ class CoilReactor(UnitModel):
 
     kind = "coil_reactor"
     state_units: ClassVar[dict[str, str]] = {
-        "flow": "m**3/s", "residence_time": "s", "temperature": "K", "max_temperature": "K",
-        "jacket_temperature": "K", "wall_heat_duty": "W", "pressure_drop": "Pa",
-        "inlet_pressure": "Pa", "fouling": "", "n_tanks": ""}
+        "flow": "m**3/s",
+        "residence_time": "s",
+        "temperature": "K",
+        "max_temperature": "K",
+        "jacket_temperature": "K",
+        "wall_heat_duty": "W",
+        "pressure_drop": "Pa",
+        "inlet_pressure": "Pa",
+        "fouling": "",
+        "n_tanks": "",
+    }
     Params = CoilReactorParams
     inputs: ClassVar[dict[str, str]] = {"jacket_temperature": "K"}
     fault_kinds = ("fouling",)
@@ -274,17 +297,24 @@ class CoilReactor(UnitModel):
     def __init__(self, name: str, species: SpeciesTable, params: CoilReactorParams) -> None:
         super().__init__(name, species, params)
         self.p = params
-        self.length = params.volume / (math.pi * params.inner_diameter ** 2 / 4.0)
+        self.length = params.volume / (math.pi * params.inner_diameter**2 / 4.0)
         if params.n_tanks is not None:
             self.n_tanks = params.n_tanks
             self.bodenstein = math.nan
         else:
             assert params.design_flow is not None
             self.n_tanks, self.bodenstein = tanks_from_dispersion(
-                params.volume, params.inner_diameter, params.design_flow,
-                params.diffusivity, params.max_tanks)
-        self.ua = (params.ua if params.ua is not None
-                   else params.wall_htc * math.pi * params.inner_diameter * self.length)
+                params.volume,
+                params.inner_diameter,
+                params.design_flow,
+                params.diffusivity,
+                params.max_tanks,
+            )
+        self.ua = (
+            params.ua
+            if params.ua is not None
+            else params.wall_htc * math.pi * params.inner_diameter * self.length
+        )
         self.kinetics = Kinetics(params.reactions, species, params.allow_unbalanced)
         n, ns = self.n_tanks, len(species)
         self.c = np.zeros((n, ns))
@@ -315,8 +345,9 @@ class CoilReactor(UnitModel):
         if kind != "fouling":
             return
         before = self.holdup_mass()
-        self.fouling = (0.0 if params is None
-                        else min(max(params.get("volume_fraction", 0.1), 0.0), 0.95))
+        self.fouling = (
+            0.0 if params is None else min(max(params.get("volume_fraction", 0.1), 0.0), 0.95)
+        )
         self._mass_lost += before - self.holdup_mass()
         self._cache.clear()
 
@@ -326,8 +357,9 @@ class CoilReactor(UnitModel):
         return hagen_poiseuille(self._mu, self.length, self.flow, d)
 
     def holdup_mass(self) -> float:
-        return self.effective_volume / self.n_tanks * float((self.c @ self.species.molar_mass)
-                                                             .sum())
+        return (
+            self.effective_volume / self.n_tanks * float((self.c @ self.species.molar_mass).sum())
+        )
 
     # -- exact transport --------------------------------------------------------------------
     def _weights(self, h: float, tau_t: float, kappa: float) -> tuple[FloatArray, ...]:
@@ -403,11 +435,13 @@ class CoilReactor(UnitModel):
             for i in range(n_sub):
                 self._react(h)
                 moles = moles + self._transport(h if i < n_sub - 1 else 0.5 * h, s, kappa)
-        self.wall_heat_duty = self.ua / self.n_tanks * float((self.T - self.jacket_temperature)
-                                                               .sum())
+        self.wall_heat_duty = (
+            self.ua / self.n_tanks * float((self.T - self.jacket_temperature).sum())
+        )
         conc = moles / (self.flow * dt) if self.flow > 0.0 else self.c[-1].copy()
-        self._out = Stream(self.species, self.flow, float(self.T[-1]),
-                           self.outlet_pressures["out"], conc)
+        self._out = Stream(
+            self.species, self.flow, float(self.T[-1]), self.outlet_pressures["out"], conc
+        )
         return {"out": self._out}
 
     def _full_rhs(self, s: Stream, kappa: float) -> Any:
@@ -417,7 +451,7 @@ class CoilReactor(UnitModel):
 
         def rhs(_t: float, z: FloatArray) -> FloatArray:
             c = z[: n * ns].reshape(n, ns)
-            temp = z[n * ns: n * ns + n]
+            temp = z[n * ns : n * ns + n]
             c_prev = np.vstack([s.conc[None], c[:-1]])
             t_prev = np.concatenate([[s.temperature], temp[:-1]])
             dc = (c_prev - c) / tau_t
@@ -433,14 +467,15 @@ class CoilReactor(UnitModel):
     def _step_bdf(self, dt: float, s: Stream, kappa: float) -> FloatArray:
         n, ns = self.n_tanks, len(self.species)
         z0 = np.concatenate([self.c.ravel(), self.T, np.zeros(ns)])
-        sol = solve_ivp(self._full_rhs(s, kappa), (0.0, dt), z0, method="BDF",
-                        rtol=1e-8, atol=1e-10)
+        sol = solve_ivp(
+            self._full_rhs(s, kappa), (0.0, dt), z0, method="BDF", rtol=1e-8, atol=1e-10
+        )
         if not sol.success:
             raise RuntimeError(f"{self.name}: BDF integration failed: {sol.message}")
         z = sol.y[:, -1]
         self.c = z[: n * ns].reshape(n, ns).copy()
-        self.T = z[n * ns: n * ns + n].copy()
-        moles: FloatArray = z[n * ns + n:] * self.effective_volume / self.n_tanks
+        self.T = z[n * ns : n * ns + n].copy()
+        moles: FloatArray = z[n * ns + n :] * self.effective_volume / self.n_tanks
         return moles
 
     # -- steady state ------------------------------------------------------------------------
@@ -459,13 +494,19 @@ class CoilReactor(UnitModel):
             self.c[k], self.T[k] = y[:-1], y[-1]
             prev = y
         self.wall_heat_duty = self.ua / self.n_tanks * float((self.T - tj).sum())
-        self._out = Stream(self.species, self.flow, float(self.T[-1]),
-                           self.outlet_pressures["out"], self.c[-1].copy())
+        self._out = Stream(
+            self.species,
+            self.flow,
+            float(self.T[-1]),
+            self.outlet_pressures["out"],
+            self.c[-1].copy(),
+        )
         return {"out": self._out}
 
     @staticmethod
-    def _solve_tank(prev: FloatArray, tau_t: float, kappa: float, tj: float, rc: float,
-                    kin: Kinetics) -> FloatArray:
+    def _solve_tank(
+        prev: FloatArray, tau_t: float, kappa: float, tj: float, rc: float, kin: Kinetics
+    ) -> FloatArray:
         m = prev.size
         lin = np.full(m, 1.0 / tau_t)
         lin[-1] += kappa
@@ -492,8 +533,15 @@ class CoilReactor(UnitModel):
         if converged(sol.x):
             return np.asarray(sol.x, dtype=float)
         # fall back: relax the tank ODE in pseudo-time (robust for stiff, fast kinetics)
-        relax = solve_ivp(lambda _t, y: fun(y), (0.0, 200.0 * tau_t), prev.copy(),
-                          method="BDF", jac=lambda _t, y: jac(y), rtol=1e-10, atol=1e-12)
+        relax = solve_ivp(
+            lambda _t, y: fun(y),
+            (0.0, 200.0 * tau_t),
+            prev.copy(),
+            method="BDF",
+            jac=lambda _t, y: jac(y),
+            rtol=1e-10,
+            atol=1e-12,
+        )
         sol = root(fun, relax.y[:, -1], jac=jac, method="hybr", tol=1e-12)
         if not converged(sol.x):
             raise RuntimeError(f"steady-state tank solve failed: {sol.message}")
@@ -507,11 +555,15 @@ class CoilReactor(UnitModel):
 
     def state(self) -> dict[str, float]:
         out: dict[str, float] = {
-            "flow": self.flow, "residence_time": self.residence_time,
-            "temperature": float(self.T[-1]), "max_temperature": float(self.T.max()),
+            "flow": self.flow,
+            "residence_time": self.residence_time,
+            "temperature": float(self.T[-1]),
+            "max_temperature": float(self.T.max()),
             "jacket_temperature": self.jacket_temperature,
-            "wall_heat_duty": self.wall_heat_duty, "pressure_drop": self.pressure_drop(),
-            "inlet_pressure": self.inlet_pressure, "fouling": self.fouling,
+            "wall_heat_duty": self.wall_heat_duty,
+            "pressure_drop": self.pressure_drop(),
+            "inlet_pressure": self.inlet_pressure,
+            "fouling": self.fouling,
             "n_tanks": float(self.n_tanks),
         }
         for name, c in zip(self.species.names, self._out.conc, strict=True):

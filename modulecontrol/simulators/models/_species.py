@@ -71,8 +71,9 @@ class SpeciesTable:
             [s.heat_capacity or DEFAULT_HEAT_CAPACITY for s in self.species]
         )
         self._has_mu = np.array([s.viscosity is not None for s in self.species])
-        self._ln_mu = np.array([math.log(s.viscosity) if s.viscosity else 0.0
-                                for s in self.species])
+        self._ln_mu = np.array(
+            [math.log(s.viscosity) if s.viscosity else 0.0 for s in self.species]
+        )
 
     @classmethod
     def from_yaml(cls, source: str | Path) -> SpeciesTable:
@@ -146,18 +147,29 @@ class Stream:
     solids: Solids | None = field(default=None)
 
     @classmethod
-    def empty(cls, table: SpeciesTable, temperature: float = 298.15,
-              pressure: float = AMBIENT_PRESSURE) -> Stream:
+    def empty(
+        cls, table: SpeciesTable, temperature: float = 298.15, pressure: float = AMBIENT_PRESSURE
+    ) -> Stream:
         """No flow; used for unconnected inlets."""
         return cls(table, 0.0, temperature, pressure, np.zeros(len(table)))
 
     @classmethod
-    def of(cls, table: SpeciesTable, flow: Any, temperature: Any = 298.15,
-           concentrations: Mapping[str, Any] | None = None,
-           pressure: Any = AMBIENT_PRESSURE) -> Stream:
+    def of(
+        cls,
+        table: SpeciesTable,
+        flow: Any,
+        temperature: Any = 298.15,
+        concentrations: Mapping[str, Any] | None = None,
+        pressure: Any = AMBIENT_PRESSURE,
+    ) -> Stream:
         """Build a stream from values that may carry units (``'1 mL/min'``, ``'60 degC'``)."""
-        return cls(table, si(flow, "m**3/s"), si(temperature, "K"), si(pressure, "Pa"),
-                   table.vector(concentrations or {}))
+        return cls(
+            table,
+            si(flow, "m**3/s"),
+            si(temperature, "K"),
+            si(pressure, "Pa"),
+            table.vector(concentrations or {}),
+        )
 
     def with_(self, **changes: Any) -> Stream:
         """A copy with some fields changed."""
@@ -225,7 +237,9 @@ def mix(streams: Sequence[Stream], table: SpeciesTable, pressure: float) -> Stre
     if carriers:
         ref = carriers[0].solids
         assert ref is not None
-        mom = sum((s.flow * s.solids.moments for s in carriers if s.solids is not None),
-                  np.zeros(5)) / q
+        mom = (
+            sum((s.flow * s.solids.moments for s in carriers if s.solids is not None), np.zeros(5))
+            / q
+        )
         solids = Solids(mom, ref.crystal_density, ref.shape_factor)
     return Stream(table, q, temp, pressure, conc, solids)

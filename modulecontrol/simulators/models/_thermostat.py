@@ -40,8 +40,10 @@ class ThermostatParams(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> ThermostatParams:
         if self.ua_ambient >= self.heat_capacity / self.tau:
-            raise ValueError("ua_ambient must be below heat_capacity/tau (the bath would "
-                             "follow ambient faster than its own controller)")
+            raise ValueError(
+                "ua_ambient must be below heat_capacity/tau (the bath would "
+                "follow ambient faster than its own controller)"
+            )
         return self
 
 
@@ -52,7 +54,12 @@ class Thermostat(UnitModel):
 
     kind = "thermostat"
     state_units: ClassVar[dict[str, str]] = {
-        "temperature": "K", "setpoint": "K", "power": "W", "heat_load": "W", "failed": ""}
+        "temperature": "K",
+        "setpoint": "K",
+        "power": "W",
+        "heat_load": "W",
+        "failed": "",
+    }
     Params = ThermostatParams
     inputs: ClassVar[dict[str, str]] = {"setpoint": "K", "heat_load": "W"}
     fault_kinds = ("failure",)
@@ -111,8 +118,9 @@ class Thermostat(UnitModel):
             power = regime
             drive = power + self.heat_load
             t_switch = math.inf
-            target = (None if "failure" in self.faults
-                      else self.setpoint - (power - d_ss) / a)  # where the demand = limit
+            target = (
+                None if "failure" in self.faults else self.setpoint - (power - d_ss) / a
+            )  # where the demand = limit
             if p.ua_ambient > 0.0:
                 t_eq = p.ambient_temperature + drive / p.ua_ambient
                 k = p.ua_ambient / p.heat_capacity
@@ -143,9 +151,13 @@ class Thermostat(UnitModel):
         return {}
 
     def state(self) -> dict[str, float]:
-        return {"temperature": self.temperature, "setpoint": self.setpoint,
-                "power": self.power, "heat_load": self.heat_load,
-                "failed": float("failure" in self.faults)}
+        return {
+            "temperature": self.temperature,
+            "setpoint": self.setpoint,
+            "power": self.power,
+            "heat_load": self.heat_load,
+            "failed": float("failure" in self.faults),
+        }
 
 
 __all__ = ["Thermostat", "ThermostatParams"]
