@@ -1,1 +1,2 @@
-"""Simulators: process models and the protocol servers that expose them."""
+"""Simulators: process models (``modulecontrol.simulators.models``) and the protocol servers
+that expose them as the real devices would."""

@@ -1,0 +1,290 @@
+"""The uniform interface every process model offers, plus the model registry.
+
+Why uniform: protocol servers and the descriptor mapper (a later layer) must drive any model
+the same way: build it from a parameter mapping, write inputs by name, call ``step``, read a
+flat dict of named SI values, inject faults. Model-specific physics lives in ``_step``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+from zlib import crc32
+
+import numpy as np
+from pydantic import BaseModel
+
+from ._quantities import si
+from ._species import AMBIENT_PRESSURE, SpeciesTable, Stream
+
+__all__ = [
+    "MODELS",
+    "Balance",
+    "FaultError",
+    "UnitModel",
+    "create_model",
+    "register_model",
+]
+
+
+class FaultError(ValueError):
+    """A fault name or its arguments do not fit the model."""
+
+
+@dataclass
+class Balance:
+    """Cumulative mass bookkeeping of one unit, kg. Closes as
+    ``mass_in = mass_out + mass_lost + (holdup - holdup_initial)``."""
+
+    mass_in: float
+    mass_out: float
+    mass_lost: float
+    holdup: float
+    holdup_initial: float
+
+    @property
+    def residual(self) -> float:
+        """What the identity leaves over (kg); zero for a conservative model."""
+        return self.mass_in - self.mass_out - self.mass_lost - (self.holdup - self.holdup_initial)
+
+
+@dataclass
+class _SensorFault:
+    kind: str  # stuck | noise | drift
+    value: float  # stuck value, noise std, or drift rate per second
+    since: float
+
+
+P = TypeVar("P", bound=BaseModel)
+
+
+class UnitModel(ABC):
+    """Base of all process models.
+
+    Subclasses set ``kind`` (registry name), ``Params`` (a pydantic model), the port names,
+    ``inputs`` (writable input name -> SI unit) and implement ``_step`` and ``state``.
+    """
+
+    kind: ClassVar[str]
+    Params: ClassVar[type[BaseModel]]
+    inputs: ClassVar[dict[str, str]] = {}
+    #: model-specific faults this model accepts (sensor faults are always accepted)
+    fault_kinds: ClassVar[tuple[str, ...]] = ()
+    inlets: tuple[str, ...] = ()
+    outlets: tuple[str, ...] = ()
+
+    #: SI unit of every variable in :meth:`state` (``c_<species>`` is always mol/m**3)
+    state_units: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, name: str, species: SpeciesTable, params: BaseModel) -> None:
+        self.name = name
+        self.species = species
+        #: the validated parameters the model was built from (SI values)
+        self.params = params
+        self.time = 0.0
+        self.faults: dict[str, dict[str, float]] = {}
+        self._sensor_faults: dict[str, _SensorFault] = {}
+        self._rng = np.random.default_rng(crc32(name.encode()))  # stable per name
+        self.outlet_pressures: dict[str, float] = {p: AMBIENT_PRESSURE for p in self.outlets}
+        self.inlet_pressure = AMBIENT_PRESSURE
+        self._mass_in = 0.0
+        self._mass_out = 0.0
+        self._mass_lost = 0.0
+        self._holdup0: float | None = None
+
+    # -- stepping ---------------------------------------------------------------------------
+    def step(self, dt: float, inlets: Mapping[str, Stream] | None = None) -> dict[str, Stream]:
+        """Advance ``dt`` seconds with inlet streams held constant; returns outlet streams.
+
+        Outlet streams carry the step-average composition, so downstream units receive exactly
+        the moles that left (mass balances close to round-off).
+        """
+        if dt <= 0.0:
+            raise ValueError(f"{self.name}: dt must be > 0, got {dt!r}")
+        if self._holdup0 is None:
+            self._holdup0 = self.holdup_mass()
+        ins = self._complete(inlets)
+        out = self._step(dt, ins)
+        self._mass_in += dt * sum(s.mass_flow for s in ins.values()) + self._source_mass(dt)
+        self._mass_out += dt * sum(s.mass_flow for s in out.values())
+        self.time += dt
+        return out
+
+    def steady_state(self, inlets: Mapping[str, Stream] | None = None) -> dict[str, Stream]:
+        """Put the model in its steady state for these inlets and return the outlets."""
+        out = self._steady(self._complete(inlets))
+        self._holdup0 = None  # bookkeeping restarts from the new state
+        self._mass_in = self._mass_out = self._mass_lost = 0.0
+        return out
+
+    def _complete(self, inlets: Mapping[str, Stream] | None) -> dict[str, Stream]:
+        given = dict(inlets or {})
+        unknown = set(given) - set(self.inlets)
+        if unknown:
+            raise KeyError(
+                f"{self.name}: unknown inlet port(s) {sorted(unknown)} (ports: {list(self.inlets)})"
+            )
+        for port in self.inlets:
+            if port not in given:
+                given[port] = Stream.empty(self.species, pressure=self.inlet_pressure)
+        return given
+
+    @abstractmethod
+    def _step(self, dt: float, inlets: dict[str, Stream]) -> dict[str, Stream]: ...
+
+    def _steady(self, inlets: dict[str, Stream]) -> dict[str, Stream]:
+        """Default for units without holdup: one step is the steady state."""
+        return self._step(1.0, inlets)
+
+    def _source_mass(self, dt: float) -> float:
+        """Mass drawn from outside the flowsheet during the last step (sources override)."""
+        return 0.0
+
+    # -- pressure ---------------------------------------------------------------------------
+    def pressure_drop(self) -> float:
+        """Pa across the unit at its last throughput; override for resistive units."""
+        return 0.0
+
+    def upstream_pressure(self, outlet_pressures: Mapping[str, float]) -> float:
+        """Inlet pressure given the pressures at the outlets (back-propagation)."""
+        base = max(outlet_pressures.values()) if outlet_pressures else AMBIENT_PRESSURE
+        return base + self.pressure_drop()
+
+    # -- inputs, state, faults ----------------------------------------------------------------
+    def set_input(self, name: str, value: Any) -> None:
+        """Write an input/setpoint by name; quantity strings are converted to SI."""
+        if name not in self.inputs:
+            raise KeyError(
+                f"{self.name}: unknown input '{name}' "
+                f"(inputs: {', '.join(sorted(self.inputs)) or 'none'})"
+            )
+        unit = self.inputs[name]
+        if unit == "bool":
+            setattr(self, name, bool(value))
+        elif unit == "str":
+            setattr(self, name, str(value))
+        else:
+            setattr(self, name, si(value, unit or "dimensionless"))
+
+    @abstractmethod
+    def state(self) -> dict[str, float]:
+        """True values of the named state variables, SI units."""
+
+    def state_unit(self, variable: str) -> str:
+        """SI unit of a state variable (``""`` for dimensionless and flags)."""
+        if variable in self.state_units:
+            return self.state_units[variable]
+        if variable.startswith("c_"):
+            return "mol/m**3"
+        raise KeyError(
+            f"{self.name}: unknown state variable '{variable}' "
+            f"(known: {', '.join(sorted(self.state()))})"
+        )
+
+    def measurements(self) -> dict[str, float]:
+        """What sensors report: :meth:`state` with sensor faults (stuck, noise, drift) applied."""
+        values = self.state()
+        for var, f in self._sensor_faults.items():
+            if var not in values:
+                continue
+            if f.kind == "stuck":
+                values[var] = f.value
+            elif f.kind == "noise":
+                values[var] += float(self._rng.normal(0.0, f.value))
+            elif f.kind == "drift":
+                values[var] += f.value * (self.time - f.since)
+        return values
+
+    def inject_fault(self, kind: str, **params: float | str) -> None:
+        """Inject a fault. Sensor faults: ``stuck`` (variable, value?), ``noise`` (variable,
+        std), ``drift`` (variable, rate per s). Model faults: see ``fault_kinds``."""
+        if kind in ("stuck", "noise", "drift"):
+            var = str(params.get("variable", ""))
+            current = self.state()
+            if var not in current:
+                raise FaultError(
+                    f"{self.name}: sensor fault needs variable=<one of "
+                    f"{', '.join(sorted(current))}>"
+                )
+            if kind == "stuck":
+                value = float(params.get("value", current[var]))
+            else:
+                key = "std" if kind == "noise" else "rate"
+                if key not in params:
+                    raise FaultError(f"{self.name}: {kind} fault needs {key}=<number>")
+                value = float(params[key])
+            self._sensor_faults[var] = _SensorFault(kind, value, self.time)
+            return
+        if kind not in self.fault_kinds:
+            raise FaultError(
+                f"{self.name}: unknown fault '{kind}' (known: stuck, noise, drift"
+                f"{''.join(', ' + k for k in self.fault_kinds)})"
+            )
+        self.faults[kind] = {k: float(v) for k, v in params.items()}
+        self._on_fault(kind, self.faults[kind])
+
+    def clear_fault(self, kind: str, variable: str | None = None) -> None:
+        """Remove a fault (a sensor fault by its variable)."""
+        if kind in ("stuck", "noise", "drift"):
+            if variable is not None:
+                self._sensor_faults.pop(variable, None)
+            else:
+                self._sensor_faults = {
+                    v: f for v, f in self._sensor_faults.items() if f.kind != kind
+                }
+            return
+        if self.faults.pop(kind, None) is not None:
+            self._on_fault(kind, None)
+
+    def _on_fault(self, kind: str, params: dict[str, float] | None) -> None:
+        """Hook: react to a model fault being set (params) or cleared (None)."""
+        return None
+
+    # -- balances -----------------------------------------------------------------------------
+    def holdup_mass(self) -> float:
+        """Mass inside the unit, kg (zero for units without holdup)."""
+        return 0.0
+
+    def balance(self) -> Balance:
+        """Cumulative mass bookkeeping since construction or the last steady-state solve."""
+        h = self.holdup_mass()
+        return Balance(
+            self._mass_in,
+            self._mass_out,
+            self._mass_lost,
+            h,
+            h if self._holdup0 is None else self._holdup0,
+        )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} t={self.time:g}s>"
+
+
+MODELS: dict[str, type[UnitModel]] = {}
+
+M = TypeVar("M", bound=type[UnitModel])
+
+
+def register_model(cls: M) -> M:
+    """Class decorator: make the model constructible by its ``kind`` name."""
+    if cls.kind in MODELS and MODELS[cls.kind] is not cls:
+        raise ValueError(f"model kind '{cls.kind}' is already registered")
+    MODELS[cls.kind] = cls
+    return cls
+
+
+def create_model(
+    kind: str, name: str, species: SpeciesTable, params: Mapping[str, Any] | BaseModel | None = None
+) -> UnitModel:
+    """Build a registered model from a parameter mapping (values may carry units)."""
+    try:
+        cls = MODELS[kind]
+    except KeyError:
+        raise KeyError(
+            f"unknown model kind '{kind}' (known: {', '.join(sorted(MODELS))})"
+        ) from None
+    p = params if isinstance(params, BaseModel) else cls.Params.model_validate(params or {})
+    factory: Callable[..., UnitModel] = cls
+    return factory(name, species, p)

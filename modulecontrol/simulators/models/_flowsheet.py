@@ -1,0 +1,209 @@
+"""Flowsheet: units plus stream connections, stepped together in topological order.
+
+Per step: thermostats first (utilities), then every unit in topological order with the
+streams its upstream units produced in this same step; then pressures are propagated
+backwards from the outlets (ambient) through back-pressure regulators and pressure drops.
+Liquids are treated as incompressible, so pressure is quasi-static; pumps see the discharge
+pressure of the previous step (a one-step lag).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Mapping
+from graphlib import CycleError, TopologicalSorter
+from typing import Protocol
+
+from modulecontrol.clock import Clock
+
+from ._base import Balance, UnitModel
+from ._species import AMBIENT_PRESSURE, SpeciesTable, Stream
+from ._thermostat import Thermostat
+
+Port = tuple[UnitModel | str, str]
+
+
+class _Jacketed(Protocol):
+    jacket_temperature: float
+    wall_heat_duty: float
+
+
+class Flowsheet:
+    """A plant of unit models. Connections map ``(unit, outlet port)`` to
+    ``(unit, inlet port)``; units may be given as instances or names."""
+
+    def __init__(
+        self,
+        species: SpeciesTable,
+        units: Iterable[UnitModel] = (),
+        connections: Iterable[tuple[Port, Port]] = (),
+        ambient_pressure: float = AMBIENT_PRESSURE,
+    ) -> None:
+        self.species = species
+        self.ambient_pressure = ambient_pressure
+        self.units: dict[str, UnitModel] = {}
+        self._links: dict[tuple[str, str], tuple[str, str]] = {}  # (src, out) -> (dst, in)
+        self._jackets: list[tuple[str, str]] = []  # (thermostat, unit)
+        self._order: list[UnitModel] | None = None
+        self._feeds: dict[str, list[tuple[tuple[str, str], str]]] = {}
+        self.streams: dict[tuple[str, str], Stream] = {}
+        self.time = 0.0
+        for u in units:
+            self.add(u)
+        for src, dst in connections:
+            self.connect(src, dst)
+
+    # -- building -------------------------------------------------------------------------
+    def add(self, unit: UnitModel) -> UnitModel:
+        if unit.name in self.units:
+            raise ValueError(f"duplicate unit name '{unit.name}'")
+        if unit.species is not self.species:
+            raise ValueError(f"unit '{unit.name}' uses another species table than the flowsheet")
+        self.units[unit.name] = unit
+        self._order = None
+        return unit
+
+    def _unit(self, ref: UnitModel | str) -> UnitModel:
+        name = ref if isinstance(ref, str) else ref.name
+        try:
+            return self.units[name]
+        except KeyError:
+            raise KeyError(f"unknown unit '{name}' (units: {', '.join(self.units)})") from None
+
+    def connect(self, src: Port, dst: Port) -> None:
+        """Route outlet ``src`` into inlet ``dst``; each port takes one connection."""
+        su, sp = self._unit(src[0]), src[1]
+        du, dp = self._unit(dst[0]), dst[1]
+        if sp not in su.outlets:
+            raise KeyError(f"'{su.name}' has no outlet '{sp}' (outlets: {list(su.outlets)})")
+        if dp not in du.inlets:
+            raise KeyError(f"'{du.name}' has no inlet '{dp}' (inlets: {list(du.inlets)})")
+        if (su.name, sp) in self._links:
+            raise ValueError(f"outlet {su.name}.{sp} is already connected")
+        if (du.name, dp) in self._links.values():
+            raise ValueError(f"inlet {du.name}.{dp} is already connected (use a tmixer)")
+        self._links[(su.name, sp)] = (du.name, dp)
+        self._order = None
+
+    def link_jacket(self, thermostat: Thermostat | str, unit: UnitModel | str) -> None:
+        """The unit's jacket follows the thermostat; its wall duty loads the thermostat."""
+        t, u = self._unit(thermostat), self._unit(unit)
+        if not isinstance(t, Thermostat):
+            raise TypeError(f"'{t.name}' is not a thermostat")
+        if not (hasattr(u, "jacket_temperature") and hasattr(u, "wall_heat_duty")):
+            raise TypeError(f"'{u.name}' has no jacket")
+        if any(uu == u.name for _, uu in self._jackets):
+            raise ValueError(f"'{u.name}' already has a thermostat on its jacket")
+        self._jackets.append((t.name, u.name))
+        self._order = None
+
+    def order(self) -> list[UnitModel]:
+        """Units in stepping order (thermostats before what they serve)."""
+        if self._order is None:
+            ts: TopologicalSorter[str] = TopologicalSorter()
+            for name in self.units:
+                ts.add(name)
+            for (src_unit, _), (dst_unit, _) in self._links.items():
+                ts.add(dst_unit, src_unit)
+            for t, u in self._jackets:
+                ts.add(u, t)
+            self._feeds = {}
+            for link, (du, dp) in self._links.items():
+                self._feeds.setdefault(du, []).append((link, dp))
+            try:
+                self._order = [self.units[n] for n in ts.static_order()]
+            except CycleError as exc:
+                raise ValueError(
+                    f"recycle loops are not supported (cycle: {exc.args[1]}); "
+                    "break the loop with a tank or a fixed feed"
+                ) from None
+        return self._order
+
+    # -- stepping -------------------------------------------------------------------------
+    def _inlets_of(
+        self, unit: UnitModel, produced: Mapping[tuple[str, str], Stream]
+    ) -> dict[str, Stream]:
+        feeds = self._feeds.get(unit.name, ())
+        return {dp: produced[src] for src, dp in feeds if src in produced}
+
+    def _load_thermostats(self) -> None:
+        """Each thermostat carries the summed wall duty of the units it serves."""
+        loads: dict[str, float] = {t: 0.0 for t, _ in self._jackets}
+        for t, u in self._jackets:
+            unit: _Jacketed = self.units[u]  # type: ignore[assignment]
+            loads[t] += unit.wall_heat_duty
+        for t, load in loads.items():
+            therm = self.units[t]
+            assert isinstance(therm, Thermostat)
+            therm.heat_load = load
+
+    def _run(self, step: Callable[[UnitModel, dict[str, Stream]], dict[str, Stream]]) -> None:
+        produced: dict[tuple[str, str], Stream] = {}
+        serving = {u: t for t, u in self._jackets}
+        for unit in self.order():
+            if unit.name in serving:
+                therm = self.units[serving[unit.name]]
+                assert isinstance(therm, Thermostat)
+                jacketed: _Jacketed = unit  # type: ignore[assignment]
+                jacketed.jacket_temperature = therm.temperature
+            for port, s in step(unit, self._inlets_of(unit, produced)).items():
+                produced[(unit.name, port)] = s
+        self._load_thermostats()
+        self.streams = produced
+        self.propagate_pressures()
+
+    def step(self, dt: float) -> None:
+        """Advance the whole plant by ``dt`` seconds."""
+        self._run(lambda u, ins: u.step(dt, ins))
+        self.time += dt
+
+    def steady_state(self, sweeps: int = 3) -> None:
+        """Solve every unit's steady state in topological order. A few sweeps settle the
+        couplings that point backwards (thermostat heat load, pump discharge pressure)."""
+        for _ in range(sweeps):
+            self._run(lambda u, ins: u.steady_state(ins))
+
+    def propagate_pressures(self) -> None:
+        """Set every unit's inlet/outlet pressures, walking upstream from open ends."""
+        for unit in reversed(self.order()):
+            outs: dict[str, float] = {}
+            for port in unit.outlets:
+                dst = self._links.get((unit.name, port))
+                outs[port] = (
+                    self.units[dst[0]].inlet_pressure if dst is not None else self.ambient_pressure
+                )
+            unit.outlet_pressures = outs
+            unit.inlet_pressure = unit.upstream_pressure(outs)
+
+    async def run(
+        self,
+        clock: Clock,
+        dt: float,
+        duration: float,
+        on_step: Callable[[Flowsheet], None] | None = None,
+    ) -> None:
+        """Step every ``dt`` simulated seconds for ``duration``, paced by ``clock``."""
+        t0 = clock.now()
+        n = round(duration / dt)
+        for k in range(1, n + 1):
+            self.step(dt)
+            if on_step is not None:
+                on_step(self)
+            await clock.sleep_until(t0 + k * dt)
+            await asyncio.sleep(0)
+
+    # -- reading ----------------------------------------------------------------------------
+    def balances(self) -> dict[str, Balance]:
+        """Mass bookkeeping of every unit."""
+        return {name: u.balance() for name, u in self.units.items()}
+
+    def stream(self, unit: UnitModel | str, port: str) -> Stream:
+        """The stream an outlet produced in the last step."""
+        u = self._unit(unit)
+        try:
+            return self.streams[(u.name, port)]
+        except KeyError:
+            raise KeyError(f"no stream at {u.name}.{port} yet (step the flowsheet first)") from None
+
+    def state(self) -> dict[str, dict[str, float]]:
+        return {name: u.state() for name, u in self.units.items()}

@@ -1,0 +1,268 @@
+"""Units without holdup: T-mixer, divert valve, back-pressure regulator, PAT analyzer.
+
+Their internal volumes are microlitres against millilitres of reactor, so they are modelled
+as instantaneous; their only dynamics are the analyzer's dead time and drift.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from typing import ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from ._base import UnitModel, register_model
+from ._quantities import Concentration, Pressure, Time
+from ._species import SpeciesTable, Stream, mix
+
+# --------------------------------------------------------------------------------- T-mixer
+
+
+class TMixerParams(BaseModel):
+    """``n_inlets`` ports named ``in1`` .. ``inN``; ``pressure_drop`` is a constant loss."""
+
+    model_config = ConfigDict(extra="forbid")
+    n_inlets: int = Field(default=2, ge=2, le=16)
+    pressure_drop: Pressure = Field(default=0.0, ge=0)
+
+
+@register_model
+class TMixer(UnitModel):
+    """Ideal mixing: moles and volumes add, temperature by heat-capacity weighting."""
+
+    kind = "tmixer"
+    state_units: ClassVar[dict[str, str]] = {"flow": "m**3/s", "temperature": "K", "pressure": "Pa"}
+    Params = TMixerParams
+
+    def __init__(self, name: str, species: SpeciesTable, params: TMixerParams) -> None:
+        self.inlets = tuple(f"in{i + 1}" for i in range(params.n_inlets))
+        self.outlets = ("out",)
+        super().__init__(name, species, params)
+        self.p = params
+        self._last: Stream | None = None
+
+    def _step(self, dt: float, inlets: dict[str, Stream]) -> dict[str, Stream]:
+        self._last = mix(list(inlets.values()), self.species, self.outlet_pressures["out"])
+        return {"out": self._last}
+
+    def pressure_drop(self) -> float:
+        return self.p.pressure_drop
+
+    def state(self) -> dict[str, float]:
+        s = self._last
+        return {
+            "flow": s.flow if s else 0.0,
+            "temperature": s.temperature if s else 0.0,
+            "pressure": self.inlet_pressure,
+        }
+
+
+# ----------------------------------------------------------------------------- divert valve
+
+
+class DivertValveParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    to_waste: bool = False
+    pressure_drop: Pressure = Field(default=0.0, ge=0)
+
+
+@register_model
+class DivertValve(UnitModel):
+    """Three-way valve sending the stream to ``product`` or ``waste``; volumes are counted."""
+
+    kind = "divert_valve"
+    state_units: ClassVar[dict[str, str]] = {
+        "to_waste": "",
+        "product_volume": "m**3",
+        "diverted_volume": "m**3",
+        "switch_count": "",
+    }
+    Params = DivertValveParams
+    inputs: ClassVar[dict[str, str]] = {"to_waste": "bool"}
+    inlets = ("in",)
+    outlets = ("product", "waste")
+
+    def __init__(self, name: str, species: SpeciesTable, params: DivertValveParams) -> None:
+        super().__init__(name, species, params)
+        self.p = params
+        self.to_waste = params.to_waste
+        self.product_volume = 0.0
+        self.diverted_volume = 0.0
+        self.switch_count = 0
+        self._last_position = params.to_waste
+
+    def _step(self, dt: float, inlets: dict[str, Stream]) -> dict[str, Stream]:
+        s = inlets["in"]
+        if self.to_waste != self._last_position:
+            self.switch_count += 1
+            self._last_position = self.to_waste
+        active, idle = ("waste", "product") if self.to_waste else ("product", "waste")
+        if self.to_waste:
+            self.diverted_volume += s.flow * dt
+        else:
+            self.product_volume += s.flow * dt
+        return {
+            active: s.with_(pressure=self.outlet_pressures[active]),
+            idle: Stream(
+                self.species,
+                0.0,
+                s.temperature,
+                self.outlet_pressures[idle],
+                np.zeros(len(self.species)),
+            ),
+        }
+
+    def upstream_pressure(self, outlet_pressures: Mapping[str, float]) -> float:
+        active = "waste" if self.to_waste else "product"
+        return outlet_pressures[active] + self.p.pressure_drop
+
+    def state(self) -> dict[str, float]:
+        return {
+            "to_waste": float(self.to_waste),
+            "product_volume": self.product_volume,
+            "diverted_volume": self.diverted_volume,
+            "switch_count": float(self.switch_count),
+        }
+
+
+# ------------------------------------------------------------------- back-pressure regulator
+
+
+class BprParams(BaseModel):
+    """``setpoint`` is the pressure held above the outlet pressure (spring-loaded BPR)."""
+
+    model_config = ConfigDict(extra="forbid")
+    setpoint: Pressure = Field(default=5.0e5, ge=0)
+
+
+@register_model
+class BackPressureRegulator(UnitModel):
+    """Ideal BPR: upstream pressure = outlet pressure + setpoint, whatever the flow."""
+
+    kind = "bpr"
+    state_units: ClassVar[dict[str, str]] = {
+        "setpoint": "Pa",
+        "inlet_pressure": "Pa",
+        "outlet_pressure": "Pa",
+    }
+    Params = BprParams
+    inputs: ClassVar[dict[str, str]] = {"setpoint": "Pa"}
+    inlets = ("in",)
+    outlets = ("out",)
+
+    def __init__(self, name: str, species: SpeciesTable, params: BprParams) -> None:
+        super().__init__(name, species, params)
+        self.setpoint = params.setpoint
+
+    def _step(self, dt: float, inlets: dict[str, Stream]) -> dict[str, Stream]:
+        return {"out": inlets["in"].with_(pressure=self.outlet_pressures["out"])}
+
+    def pressure_drop(self) -> float:
+        return self.setpoint
+
+    def state(self) -> dict[str, float]:
+        return {
+            "setpoint": self.setpoint,
+            "inlet_pressure": self.inlet_pressure,
+            "outlet_pressure": self.outlet_pressures["out"],
+        }
+
+
+# ----------------------------------------------------------------------------- PAT analyzer
+
+
+class PatAnalyzerParams(BaseModel):
+    """Inline analyzer (e.g. flow-cell IR/UV): measures ``species`` concentrations and the
+    purity of ``product`` among them, after ``dead_time``, with Gaussian ``noise`` (mol/m3,
+    seeded) and linear ``drift`` (mol/m3 per s)."""
+
+    model_config = ConfigDict(extra="forbid")
+    species: list[str] = Field(min_length=1)
+    product: str | None = None
+    dead_time: Time = Field(default=0.0, ge=0)
+    noise: Concentration = Field(default=0.0, ge=0)
+    drift: float = 0.0
+    seed: int = 0
+
+
+@register_model
+class PatAnalyzer(UnitModel):
+    """Pass-through unit that reports delayed, noisy, drifting concentrations and purity."""
+
+    kind = "pat_analyzer"
+    state_units: ClassVar[dict[str, str]] = {"valid": "", "purity": "", "true_purity": ""}
+    Params = PatAnalyzerParams
+    inlets = ("in",)
+    outlets = ("out",)
+
+    def __init__(self, name: str, species: SpeciesTable, params: PatAnalyzerParams) -> None:
+        super().__init__(name, species, params)
+        self.p = params
+        self._idx = np.array([species.index(n) for n in params.species])
+        self._prod = params.species.index(params.product) if params.product is not None else None
+        if params.product is not None and params.product not in params.species:
+            raise ValueError(
+                f"{name}: product '{params.product}' must be one of the measured "
+                f"species {params.species}"
+            )
+        self._rng = np.random.default_rng(params.seed)
+        self._history: deque[tuple[float, np.ndarray]] = deque()
+        self._true = np.zeros(len(self._idx))
+        self.measured = np.full(len(self._idx), np.nan)
+        self.valid = False
+
+    def _step(self, dt: float, inlets: dict[str, Stream]) -> dict[str, Stream]:
+        s = inlets["in"]
+        now = self.time + dt
+        self._true = s.conc[self._idx].copy()
+        self._history.append((now, self._true))
+        horizon = now - self.p.dead_time
+        seen: np.ndarray | None = None
+        while self._history and self._history[0][0] <= horizon + 1e-9:
+            seen = self._history.popleft()[1]
+        if seen is not None:
+            self._seen = seen
+            self.valid = True
+        if self.valid:
+            noise = self._rng.normal(0.0, self.p.noise, len(self._idx)) if self.p.noise > 0 else 0.0
+            self.measured = self._seen + noise + self.p.drift * now
+        return {"out": s.with_(pressure=self.outlet_pressures["out"])}
+
+    def _steady(self, inlets: dict[str, Stream]) -> dict[str, Stream]:
+        s = inlets["in"]
+        self._true = s.conc[self._idx].copy()
+        self._seen = self._true
+        self.measured = self._true.copy()
+        self.valid = True
+        self._history.clear()
+        return {"out": s.with_(pressure=self.outlet_pressures["out"])}
+
+    @staticmethod
+    def _purity(values: np.ndarray, prod: int) -> float:
+        total = float(np.clip(values, 0.0, None).sum())
+        return max(float(values[prod]), 0.0) / total if total > 0 else 0.0
+
+    def state(self) -> dict[str, float]:
+        out = {
+            f"c_{n}": float(v) if self.valid else 0.0
+            for n, v in zip(self.p.species, self.measured, strict=True)
+        }
+        out["valid"] = float(self.valid)
+        if self._prod is not None:
+            out["purity"] = self._purity(self.measured, self._prod) if self.valid else 0.0
+            out["true_purity"] = self._purity(self._true, self._prod)
+        return out
+
+
+__all__ = [
+    "BackPressureRegulator",
+    "BprParams",
+    "DivertValve",
+    "DivertValveParams",
+    "PatAnalyzer",
+    "PatAnalyzerParams",
+    "TMixer",
+    "TMixerParams",
+]

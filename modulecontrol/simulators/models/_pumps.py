@@ -1,0 +1,278 @@
+"""Pumps: an HPLC (piston) pump and a syringe pump, both sources of a feed stream.
+
+Both read the discharge pressure that the flowsheet back-propagated in the previous step (the
+liquid is incompressible, so pressure follows flow instantly; the one-step lag only delays a
+trip by one control interval). Over-pressure stops the pump until :meth:`reset`, like real
+pump controllers do; this latching also avoids on/off chatter at the limit.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ._base import UnitModel, register_model
+from ._quantities import (
+    Concentration,
+    Flow,
+    FlowRamp,
+    Force,
+    Length,
+    Pressure,
+    Temperature,
+    Volume,
+    si,
+)
+from ._species import SpeciesTable, Stream
+
+
+class _Feed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    feed: dict[str, Concentration] = Field(default_factory=dict)
+    feed_temperature: Temperature = 298.15
+
+
+class HplcPumpParams(_Feed):
+    """HPLC pump: ``max_pressure`` trips it; ``pulsation`` is the relative flow amplitude of
+    the piston stroke (0 = ideal), ``stroke_volume`` sets its frequency (Q / V_stroke)."""
+
+    max_flow: Flow = Field(default=1.6667e-6, gt=0)  # 100 mL/min
+    ramp_rate: FlowRamp = Field(default=math.inf, gt=0)
+    max_pressure: Pressure = Field(default=4.0e7, gt=0)  # 400 bar
+    pulsation: float = Field(default=0.0, ge=0, lt=1)
+    stroke_volume: Volume = Field(default=1.0e-7, gt=0)  # 100 uL
+    flow_setpoint: Flow = Field(default=0.0, ge=0)
+    running: bool = False
+
+
+class _PumpBase(UnitModel):
+    outlets = ("out",)
+    fault_kinds = ("stall", "leak")
+
+    def __init__(self, name: str, species: SpeciesTable, params: _Feed) -> None:
+        super().__init__(name, species, params)
+        feed, feed_temperature = params.feed, params.feed_temperature
+        self.feed_conc = species.vector(feed)
+        self.feed_temperature = feed_temperature
+        self.tripped = False
+        self.delivered_volume = 0.0
+        self.leaked_volume = 0.0
+        self._drawn = 0.0  # mass drawn from the reservoir in the last step
+
+    @property
+    def _feed_density(self) -> float:
+        return float(self.feed_conc @ self.species.molar_mass)
+
+    def set_feed(self, concentrations: dict[str, Any], temperature: Any | None = None) -> None:
+        """Change the reservoir (e.g. a reagent bottle swap)."""
+        self.feed_conc = self.species.vector(concentrations)
+        if temperature is not None:
+            self.feed_temperature = si(temperature, "K")
+
+    def reset(self) -> None:
+        """Acknowledge an over-pressure trip or stall so the pump may run again."""
+        self.tripped = False
+
+    @property
+    def discharge_pressure(self) -> float:
+        return self.outlet_pressures["out"]
+
+    def _pushing(self) -> bool:
+        """True when the pump tries to deliver (so over-pressure acts on it)."""
+        return bool(getattr(self, "running", False)) and getattr(self, "flow_setpoint", 0.0) > 0
+
+    def _leak(self, q: float) -> float:
+        """Delivered flow after a leak fault (``fraction`` of the pumped flow is lost)."""
+        f = self.faults.get("leak")
+        return q * (1.0 - min(max(f.get("fraction", 0.1), 0.0), 1.0)) if f else q
+
+    def _source_mass(self, dt: float) -> float:
+        return self._drawn
+
+    def _out(self, q: float) -> dict[str, Stream]:
+        return {
+            "out": Stream(
+                self.species, q, self.feed_temperature, self.discharge_pressure, self.feed_conc
+            )
+        }
+
+
+@register_model
+class HplcPump(_PumpBase):
+    """Piston pump with flow ramp, optional pulsation, over-pressure trip and leak fault."""
+
+    kind = "hplc_pump"
+    state_units: ClassVar[dict[str, str]] = {
+        "flow": "m**3/s",
+        "flow_setpoint": "m**3/s",
+        "running": "",
+        "tripped": "",
+        "pressure": "Pa",
+        "delivered_volume": "m**3",
+        "leaked_volume": "m**3",
+    }
+    Params = HplcPumpParams
+    inputs: ClassVar[dict[str, str]] = {"flow_setpoint": "m**3/s", "running": "bool"}
+
+    def __init__(self, name: str, species: SpeciesTable, params: HplcPumpParams) -> None:
+        super().__init__(name, species, params)
+        self.p = params
+        self.flow_setpoint = params.flow_setpoint
+        self.running = params.running
+        self.flow = 0.0  # actual pumped flow (before leak), m3/s
+        self._phase = 0.0
+
+    def _target(self) -> float:
+        if not self.running or self.tripped or "stall" in self.faults:
+            return 0.0
+        return min(max(self.flow_setpoint, 0.0), self.p.max_flow)
+
+    def _step(self, dt: float, inlets: dict[str, Stream]) -> dict[str, Stream]:
+        if self.discharge_pressure > self.p.max_pressure and self._pushing():
+            self.tripped = True
+        if "stall" in self.faults:
+            self.flow = 0.0
+        target = self._target()
+        q0 = self.flow
+        # ramp at a constant rate: the exact mean flow over the step is a trapezoid + plateau
+        t_ramp = abs(target - q0) / self.p.ramp_rate if math.isfinite(self.p.ramp_rate) else 0.0
+        if t_ramp >= dt:
+            q1 = q0 + math.copysign(self.p.ramp_rate * dt, target - q0)
+            mean = 0.5 * (q0 + q1)
+        else:
+            q1 = target
+            mean = (0.5 * (q0 + q1) * t_ramp + target * (dt - t_ramp)) / dt
+        self.flow = q1
+        if self.p.pulsation > 0.0 and mean > 0.0:
+            # q(t) = mean*(1 + a sin(phi)), phi advancing at 2*pi*mean/V_stroke: exact average
+            dphi = 2.0 * math.pi * mean * dt / self.p.stroke_volume
+            avg = mean * (
+                1.0
+                + self.p.pulsation * (math.cos(self._phase) - math.cos(self._phase + dphi)) / dphi
+            )
+            self._phase = (self._phase + dphi) % (2.0 * math.pi)
+            mean = avg
+        delivered = self._leak(mean)
+        self.leaked_volume += (mean - delivered) * dt
+        self.delivered_volume += delivered * dt
+        self._drawn = mean * dt * self._feed_density
+        self._mass_lost += (mean - delivered) * dt * self._feed_density
+        return self._out(delivered)
+
+    def _steady(self, inlets: dict[str, Stream]) -> dict[str, Stream]:
+        self.flow = self._target()
+        return self._out(self._leak(self.flow))
+
+    def state(self) -> dict[str, float]:
+        inst = self.flow * (1.0 + self.p.pulsation * math.sin(self._phase))
+        return {
+            "flow": inst,
+            "flow_setpoint": self.flow_setpoint,
+            "running": float(self.running),
+            "tripped": float(self.tripped),
+            "pressure": self.discharge_pressure,
+            "delivered_volume": self.delivered_volume,
+            "leaked_volume": self.leaked_volume,
+        }
+
+
+class SyringePumpParams(_Feed):
+    """Syringe pump: stalls when pressure x plunger area exceeds ``max_force``."""
+
+    diameter: Length = Field(gt=0)
+    syringe_volume: Volume = Field(gt=0)
+    initial_volume: Volume | None = Field(default=None, ge=0)  # default: full
+    max_force: Force = Field(default=500.0, gt=0)
+    refill_flow: Flow = Field(default=1.6667e-7, gt=0)  # 10 mL/min
+    flow_setpoint: Flow = Field(default=0.0, ge=0)
+    running: bool = False
+
+
+@register_model
+class SyringePump(_PumpBase):
+    """Syringe pump with finite volume, refill cycle and force-limited stall."""
+
+    kind = "syringe_pump"
+    state_units: ClassVar[dict[str, str]] = {
+        "flow": "m**3/s",
+        "flow_setpoint": "m**3/s",
+        "running": "",
+        "tripped": "",
+        "pressure": "Pa",
+        "force": "N",
+        "volume_left": "m**3",
+        "refilling": "",
+        "empty": "",
+        "delivered_volume": "m**3",
+        "leaked_volume": "m**3",
+    }
+    Params = SyringePumpParams
+    inputs: ClassVar[dict[str, str]] = {"flow_setpoint": "m**3/s", "running": "bool"}
+
+    def __init__(self, name: str, species: SpeciesTable, params: SyringePumpParams) -> None:
+        super().__init__(name, species, params)
+        self.p = params
+        self.flow_setpoint = params.flow_setpoint
+        self.running = params.running
+        self.volume_left = (
+            params.syringe_volume
+            if params.initial_volume is None
+            else min(params.initial_volume, params.syringe_volume)
+        )
+        self.refilling = False
+        self.flow = 0.0
+        self.area = math.pi * params.diameter**2 / 4.0
+
+    def refill(self) -> None:
+        """Start a refill: the pump draws from its reservoir and delivers nothing meanwhile."""
+        self.refilling = True
+
+    def holdup_mass(self) -> float:
+        return self.volume_left * self._feed_density
+
+    def _step(self, dt: float, inlets: dict[str, Stream]) -> dict[str, Stream]:
+        self._drawn = 0.0
+        if self.discharge_pressure * self.area > self.p.max_force and self._pushing():
+            self.tripped = True  # stall: the motor cannot push the plunger
+        if self.refilling:
+            add = min(self.p.refill_flow * dt, self.p.syringe_volume - self.volume_left)
+            self.volume_left += add
+            self._drawn = add * self._feed_density
+            if self.volume_left >= self.p.syringe_volume * (1 - 1e-12):
+                self.refilling = False
+            self.flow = 0.0
+            return self._out(0.0)
+        ok = self.running and not self.tripped and "stall" not in self.faults
+        q = min(self.flow_setpoint, self.volume_left / dt) if ok else 0.0
+        self.volume_left = max(self.volume_left - q * dt, 0.0)
+        self.flow = q
+        delivered = self._leak(q)
+        self.leaked_volume += (q - delivered) * dt
+        self._mass_lost += (q - delivered) * dt * self._feed_density
+        self.delivered_volume += delivered * dt
+        return self._out(delivered)
+
+    def _steady(self, inlets: dict[str, Stream]) -> dict[str, Stream]:
+        ok = self.running and not self.tripped and "stall" not in self.faults
+        self.flow = self.flow_setpoint if ok else 0.0
+        return self._out(self._leak(self.flow))
+
+    def state(self) -> dict[str, float]:
+        return {
+            "flow": self.flow,
+            "flow_setpoint": self.flow_setpoint,
+            "running": float(self.running),
+            "tripped": float(self.tripped),
+            "pressure": self.discharge_pressure,
+            "force": self.discharge_pressure * self.area,
+            "volume_left": self.volume_left,
+            "refilling": float(self.refilling),
+            "empty": float(self.volume_left <= 0.0),
+            "delivered_volume": self.delivered_volume,
+            "leaked_volume": self.leaked_volume,
+        }
+
+
+__all__ = ["HplcPump", "HplcPumpParams", "SyringePump", "SyringePumpParams"]

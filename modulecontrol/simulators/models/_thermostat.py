@@ -1,0 +1,163 @@
+"""Thermostat / chiller: bath temperature with a first-order response and power limits.
+
+Model: the bath (heat capacity C) receives controller power P, the process heat load Q_p
+(heat released into the jacket by linked units, W) and ambient exchange UA_a (T_a - T):
+
+    C dT/dt = P + Q_p + UA_a (T_a - T)
+
+The controller asks for the power that makes the bath follow dT/dt = (T_sp - T)/tau, i.e.
+P_dem = C (T_sp - T)/tau - Q_p - UA_a (T_a - T), clipped to [-P_cool, P_heat]. Every regime is
+a linear ODE, so a step is solved exactly: piecewise exponentials (or ramps), switching at
+the analytically computed time where the demand crosses a limit. No step-size error.
+Failure fault: P = 0 (the bath drifts towards T_a + Q_p/UA_a).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ._base import UnitModel, register_model
+from ._quantities import Conductance, HeatCapacityTotal, Power, Temperature, Time
+from ._species import SpeciesTable, Stream
+
+
+class ThermostatParams(BaseModel):
+    """Defaults resemble a small lab circulator (2 kW heating, 1 kW cooling, 3 L bath)."""
+
+    model_config = ConfigDict(extra="forbid")
+    tau: Time = Field(default=120.0, gt=0)
+    heat_capacity: HeatCapacityTotal = Field(default=1.2e4, gt=0)
+    max_heating_power: Power = Field(default=2000.0, ge=0)
+    max_cooling_power: Power = Field(default=1000.0, ge=0)
+    ua_ambient: Conductance = Field(default=0.0, ge=0)
+    ambient_temperature: Temperature = 293.15
+    initial_temperature: Temperature = 293.15
+    setpoint: Temperature = 293.15
+
+    @model_validator(mode="after")
+    def _check(self) -> ThermostatParams:
+        if self.ua_ambient >= self.heat_capacity / self.tau:
+            raise ValueError(
+                "ua_ambient must be below heat_capacity/tau (the bath would "
+                "follow ambient faster than its own controller)"
+            )
+        return self
+
+
+@register_model
+class Thermostat(UnitModel):
+    """A utility: no process streams; linked units read ``temperature`` and report their
+    heat duty into ``heat_load``."""
+
+    kind = "thermostat"
+    state_units: ClassVar[dict[str, str]] = {
+        "temperature": "K",
+        "setpoint": "K",
+        "power": "W",
+        "heat_load": "W",
+        "failed": "",
+    }
+    Params = ThermostatParams
+    inputs: ClassVar[dict[str, str]] = {"setpoint": "K", "heat_load": "W"}
+    fault_kinds = ("failure",)
+
+    def __init__(self, name: str, species: SpeciesTable, params: ThermostatParams) -> None:
+        super().__init__(name, species, params)
+        self.p = params
+        self.temperature = params.initial_temperature
+        self.setpoint = params.setpoint
+        self.heat_load = 0.0
+        self.power = 0.0
+
+    # demand(T) = a*(T_sp - T) + d_ss
+    def _coeffs(self) -> tuple[float, float]:
+        p = self.p
+        a = p.heat_capacity / p.tau - p.ua_ambient
+        d_ss = -self.heat_load - p.ua_ambient * (p.ambient_temperature - self.setpoint)
+        return a, d_ss
+
+    def _regime(self, temp: float) -> float | None:
+        """Clipped power, or None when the controller is within its limits."""
+        if "failure" in self.faults:
+            return 0.0
+        a, d_ss = self._coeffs()
+        d = a * (self.setpoint - temp) + d_ss
+        if d > self.p.max_heating_power:
+            return self.p.max_heating_power
+        if d < -self.p.max_cooling_power:
+            return -self.p.max_cooling_power
+        return None
+
+    def _advance(self, dt: float) -> None:
+        p = self.p
+        a, d_ss = self._coeffs()
+        remaining = dt
+        regime = self._regime(self.temperature)
+        for _ in range(4):  # at most: saturated -> free -> saturated; bounded for safety
+            if remaining <= 0.0:
+                break
+            t0 = self.temperature
+            if regime is None:  # free: exact first-order response
+                amp = a * (self.setpoint - t0)
+                t_switch, nxt = math.inf, None
+                for lim in (p.max_heating_power, -p.max_cooling_power):
+                    ratio = (lim - d_ss) / amp if amp != 0.0 else -1.0
+                    if 0.0 < ratio < 1.0 and (lim - d_ss) * amp > 0:
+                        t_switch, nxt = -p.tau * math.log(ratio), lim
+                h = min(remaining, t_switch)
+                self.temperature = self.setpoint + (t0 - self.setpoint) * math.exp(-h / p.tau)
+                self.power = a * (self.setpoint - self.temperature) + d_ss
+                remaining -= h
+                regime = nxt
+                if t_switch > h:
+                    break
+                continue
+            power = regime
+            drive = power + self.heat_load
+            t_switch = math.inf
+            target = (
+                None if "failure" in self.faults else self.setpoint - (power - d_ss) / a
+            )  # where the demand = limit
+            if p.ua_ambient > 0.0:
+                t_eq = p.ambient_temperature + drive / p.ua_ambient
+                k = p.ua_ambient / p.heat_capacity
+                if target is not None and t0 != t_eq:
+                    ratio = (target - t_eq) / (t0 - t_eq)
+                    if 0.0 < ratio <= 1.0:
+                        t_switch = -math.log(ratio) / k
+                h = min(remaining, t_switch)
+                self.temperature = t_eq + (t0 - t_eq) * math.exp(-k * h)
+            else:
+                slope = drive / p.heat_capacity
+                if target is not None and slope != 0.0 and (target - t0) / slope >= 0.0:
+                    t_switch = (target - t0) / slope
+                h = min(remaining, t_switch)
+                self.temperature = t0 + slope * h
+            self.power = power
+            remaining -= h
+            if t_switch > h:
+                break
+            regime = None
+
+    def _step(self, dt: float, inlets: dict[str, Stream]) -> dict[str, Stream]:
+        self._advance(dt)
+        return {}
+
+    def _steady(self, inlets: dict[str, Stream]) -> dict[str, Stream]:
+        self._advance(1e6 * self.p.tau)
+        return {}
+
+    def state(self) -> dict[str, float]:
+        return {
+            "temperature": self.temperature,
+            "setpoint": self.setpoint,
+            "power": self.power,
+            "heat_load": self.heat_load,
+            "failed": float("failure" in self.faults),
+        }
+
+
+__all__ = ["Thermostat", "ThermostatParams"]
