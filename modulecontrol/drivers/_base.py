@@ -59,6 +59,21 @@ class UnknownTag(DriverError):
     """The tag is not bound for this transport in the module's descriptor."""
 
 
+class BadReply(DriverError):
+    """The device answered, but not as its descriptor says it does: garbage, a wrong checksum
+    or address, a pattern that does not match, a value that does not convert. ``reply`` keeps
+    the text so the user can compare it with the descriptor."""
+
+    def __init__(self, message: str, *, reply: str | None = None, **kw: Any) -> None:
+        self.reply = reply
+        super().__init__(message, **kw)
+
+
+class BadRequest(DriverError):
+    """The value cannot be put into the request (a command template: wrong type, not ASCII);
+    nothing was sent."""
+
+
 class Quality(enum.Enum):
     GOOD = "good"
     UNCERTAIN = "uncertain"
