@@ -1,6 +1,8 @@
 """Drivers: one per transport (Modbus, OPC UA, serial) plus plug-ins found by entry point."""
 
 from modulecontrol.drivers._base import (
+    BadReply,
+    BadRequest,
     BaseDriver,
     Callback,
     DeviceRejected,
@@ -23,6 +25,8 @@ from modulecontrol.drivers._registry import GROUP, UnknownDriver, available_driv
 
 __all__ = [
     "GROUP",
+    "BadReply",
+    "BadRequest",
     "BaseDriver",
     "Callback",
     "DeviceRejected",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from modulecontrol.descriptors import SerialCommand, SerialEndpoint
-from modulecontrol.drivers._base import DeviceRejected, DriverError
+from modulecontrol.drivers._base import BadReply, DeviceRejected
 
 Checksum = Literal["none", "sum8", "xor", "crc16-modbus"]
 CHECKSUM_DIGITS: dict[str, int] = {"none": 0, "sum8": 2, "xor": 2, "crc16-modbus": 4}
@@ -22,15 +22,6 @@ MAX_LINE = 4096
 
 _TRUE = frozenset({"1", "true", "on", "yes"})
 _FALSE = frozenset({"0", "false", "off", "no"})
-
-
-class BadReply(DriverError):
-    """The reply does not fit the descriptor: garbage, wrong checksum, wrong address, a
-    pattern that does not match or a value that does not convert. ``reply`` keeps the text."""
-
-    def __init__(self, message: str, *, reply: str | None = None, **kw: Any) -> None:
-        self.reply = reply
-        super().__init__(message, **kw)
 
 
 def checksum_hex(kind: Checksum, data: bytes) -> str:

@@ -59,6 +59,21 @@ class UnknownTag(DriverError):
     """The tag is not bound for this transport in the module's descriptor."""
 
 
+class BadReply(DriverError):
+    """The device answered, but not as its descriptor says it does: garbage, a wrong checksum
+    or address, a pattern that does not match, a value that does not convert. ``reply`` keeps
+    the text so the user can compare it with the descriptor."""
+
+    def __init__(self, message: str, *, reply: str | None = None, **kw: Any) -> None:
+        self.reply = reply
+        super().__init__(message, **kw)
+
+
+class BadRequest(DriverError):
+    """The value cannot be put into the request (a command template: wrong type, not ASCII);
+    nothing was sent."""
+
+
 class Quality(enum.Enum):
     GOOD = "good"
     UNCERTAIN = "uncertain"
@@ -217,6 +232,10 @@ class _Default(enum.Enum):
     TIMEOUT = 0
 
 
+_MAX_PREPARED = 256
+"""Distinct tag lists a driver keeps prepared reads for."""
+
+
 class BaseDriver:
     """Shared machinery: tag lookup, write checks, health bookkeeping, polling subscriptions.
 
@@ -235,6 +254,7 @@ class BaseDriver:
         self.tags: dict[str, TagInfo] = tag_table(module_type, self.transport)
         self._health = Health()
         self._subs: set[asyncio.Task[None]] = set()
+        self._prepared: dict[tuple[str, ...], tuple[Any, float | None]] = {}
 
     # -- to implement -------------------------------------------------------------------
     async def _connect(self) -> None:
@@ -285,12 +305,38 @@ class BaseDriver:
             ) from None
 
     async def read(self, tags: Sequence[str]) -> dict[str, TagValue]:
-        infos = [self.info(t) for t in tags]
+        key = tags if type(tags) is tuple else tuple(tags)
+        prepared = self._prepared.get(key)
+        if prepared is None:
+            prepared = self._prepare_read(key)
+        plan, budget = prepared
+        values: dict[str, TagValue] = await self._timed(self._read_prepared(plan), budget)
+        return values
+
+    def _prepare_read(self, key: tuple[str, ...]) -> tuple[Any, float | None]:
+        """Check a tag list once and keep what reading it needs, keyed by the names.
+
+        Why: a subscription or a proxy polls the same list again and again; resolving and
+        checking 40 names (and, for Modbus, planning and compiling decoders) on every poll
+        costs more than decoding the reply.
+        """
+        infos = [self.info(t) for t in key]
         for i in infos:
             if not i.readable:
                 raise NotWritable("tag is write-only", tag=i.name, module=self.tag_name)
-        values: dict[str, TagValue] = await self._timed(self._read(infos),
-                                                        self._budget("read", len(infos)))
+        prepared = (self._compile_read(infos), self._budget("read", len(infos)))
+        if len(self._prepared) >= _MAX_PREPARED:
+            self._prepared.clear()  # a caller inventing lists: keep memory bounded
+        self._prepared[key] = prepared
+        return prepared
+
+    def _compile_read(self, infos: Sequence[TagInfo]) -> Any:
+        """What :meth:`_read_prepared` gets for these tags (default: the infos themselves)."""
+        return infos
+
+    async def _read_prepared(self, plan: Any) -> dict[str, TagValue]:
+        """Read a list compiled by :meth:`_compile_read` (default: ``_read(infos)``)."""
+        values: dict[str, TagValue] = await self._read(plan)
         return values
 
     async def write(self, tag: str, value: Any) -> None:
@@ -340,12 +386,16 @@ class BaseDriver:
     async def _timed(self, coro: Awaitable[Any],
                      budget: float | _Default | None = _Default.TIMEOUT) -> Any:
         """Await ``coro`` within ``budget`` s (default: the endpoint timeout; None: unbounded)."""
-        if isinstance(budget, _Default):
+        if budget is _Default.TIMEOUT:
             budget = self.timeout
+        health = self._health
+        health.requests += 1
         t0 = time.perf_counter()
-        self._health.requests += 1
         try:
-            result = await asyncio.wait_for(coro, budget)
+            if budget is None:
+                result = await coro
+            else:
+                result = await asyncio.wait_for(coro, budget)
         except TimeoutError:
             self._fail("timeout")
             raise DriverTimeout(f"no answer within {self.timeout:g} s",
@@ -353,7 +403,7 @@ class BaseDriver:
         except DriverError as exc:
             self._fail(str(exc))
             raise
-        self._health.round_trip = time.perf_counter() - t0
+        health.round_trip = time.perf_counter() - t0
         return result
 
     def _fail(self, message: str) -> None:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 from pymodbus.client.mixin import ModbusClientMixin
 
-from modulecontrol.descriptors._bindings import ModbusBinding
+from modulecontrol.descriptors._bindings import REGISTER_COUNT, ModbusBinding
+from modulecontrol.drivers._base import Quality, TagValue
 
 _DT = ModbusClientMixin.DATATYPE
 _DATATYPE: dict[str, Any] = {
@@ -125,3 +126,89 @@ def _eng(b: ModbusBinding, raw: int) -> float:
 def with_bit(word: int, bit: int, on: bool) -> int:
     """``word`` with ``bit`` set or cleared (read-modify-write of a packed boolean)."""
     return (word | (1 << bit)) if on else (word & ~(1 << bit) & 0xFFFF)
+
+
+# -- compiled read decoders -----------------------------------------------------------------
+# Why: a poll decodes the same tags from the same block layout every time. Working out per tag
+# and per call which struct, which slice, whether to scale and whether the assembly wants a
+# bool costs more than the decoding itself, so it is done once per read plan (BlockDecoder)
+# and the hot loop only indexes, unpacks and scales.
+
+BITS, REG_BIT, STRUCT, GENERIC = 0, 1, 2, 3
+"""How a tag is taken out of its block: a bit of a bit table, a bit of a register, one
+``struct.unpack_from`` on the block's bytes (big/big or little/little layouts), or the general
+:func:`decode_registers` (mixed word/byte orders)."""
+
+
+class TagDecoder(NamedTuple):
+    """One tag of a block, with everything its decoding needs resolved in advance."""
+
+    name: str
+    kind: int
+    at: int
+    """Index of the tag's first register/bit in the block (a byte offset for STRUCT)."""
+    unpack_from: Callable[[bytes, int], tuple[Any, ...]] | None
+    bit: int
+    binding: ModbusBinding
+    scale: float
+    offset: float
+    scaled: bool
+    as_bool: bool
+    """The assembly holds a boolean: a numeric register is read as ``value != 0``."""
+
+
+def tag_decoder(name: str, b: ModbusBinding, block_address: int, as_bool: bool) -> TagDecoder:
+    """The decoder of tag ``name`` bound by ``b`` inside a block starting at ``block_address``."""
+    at = b.address - block_address
+    kind = b.type or "uint16"
+    scaled = kind != "bool" and (b.scale != 1.0 or b.offset != 0.0)
+    common = (b, float(b.scale), float(b.offset), scaled, as_bool)
+    if b.table in ("coil", "discrete_input"):
+        return TagDecoder(name, BITS, at, None, 0, *common)
+    if kind == "bool":
+        assert b.bit is not None
+        return TagDecoder(name, REG_BIT, at, None, b.bit, *common)
+    single = REGISTER_COUNT[kind] == 1
+    if b.byte_order == b.word_order or single:
+        # big/big is the wire order; little/little is the whole value byte-reversed, which
+        # is plain little-endian. A single register has no word order.
+        endian = "<" if b.byte_order == "little" else ">"
+        fmt = struct.Struct(endian + _STRUCT[kind].format[1:])
+        return TagDecoder(name, STRUCT, 2 * at, fmt.unpack_from, 0, *common)
+    return TagDecoder(name, GENERIC, at, None, 0, *common)
+
+
+class BlockDecoder:
+    """Turns one block's reply (registers or bits) into TagValues, for a fixed set of tags."""
+
+    __slots__ = ("_pack", "bits", "count", "tags")
+
+    def __init__(self, count: int, bits: bool, tags: Sequence[TagDecoder]) -> None:
+        self.count = count
+        self.bits = bits
+        self.tags = tuple(tags)
+        needs_bytes = any(t.kind == STRUCT for t in self.tags)
+        self._pack = struct.Struct(f">{count}H").pack if needs_bytes else None
+
+    def decode(self, data: Sequence[Any], now: float, out: dict[str, TagValue]) -> None:
+        """Add the block's tags to ``out``; ``data`` must hold at least ``count`` values."""
+        if len(data) != self.count:
+            if len(data) < self.count:
+                raise ValueError(f"{len(data)} values instead of {self.count}")
+            data = data[:self.count]
+        buf = self._pack(*data) if self._pack is not None else b""
+        good = Quality.GOOD
+        raw: int | float | bool
+        for name, kind, at, unpack_from, bit, b, scale, offset, scaled, as_bool in self.tags:
+            if kind == STRUCT:
+                raw = unpack_from(buf, at)[0]  # type: ignore[misc]
+            elif kind == BITS:
+                raw = bool(data[at])
+            elif kind == REG_BIT:
+                raw = bool((data[at] >> bit) & 1)
+            else:
+                raw = decode_registers(b, data[at:at + b.count])
+            value = raw * scale + offset if scaled else raw
+            if as_bool:
+                value = bool(value)
+            out[name] = TagValue(value, good, now, raw)

@@ -77,6 +77,14 @@ class Link:
                 ep.port, baudrate=ep.baudrate, bytesize=ep.bytesize, parity=ep.parity,
                 stopbits=ep.stopbits, timeout=self.timeout, retries=0, reconnect_delay=0,
             )
+        c = self.client
+        self.readers: dict[str, Callable[..., Awaitable[Any]]] = {
+            "coil": c.read_coils,
+            "discrete_input": c.read_discrete_inputs,
+            "holding": c.read_holding_registers,
+            "input": c.read_input_registers,
+        }
+        """The client's read call per table, looked up once rather than per request."""
         self.lock = asyncio.Lock()
         self.users = 0
         self.delay = FIRST_DELAY
@@ -129,48 +137,53 @@ class Link:
         self.delay = FIRST_DELAY
         self.next_attempt = 0.0
 
-    async def request(self, unit: int, what: str, call: Callable[[], Awaitable[Any]],
-                      module: str | None = None) -> Any:
-        """Run one request under the link lock and map every failure to a typed error."""
-        try:
-            return await self._request(unit, what, call)
-        except DeviceRejected as exc:
-            raise DeviceRejected(str(exc), code=exc.code, module=module) from None
-        except DriverError as exc:
-            raise type(exc)(str(exc), module=module) from None
+    async def request(self, unit: int, what: str, call: Callable[..., Awaitable[Any]],
+                      *args: Any, module: str | None = None, **kwargs: Any) -> Any:
+        """Run ``call(*args, **kwargs)`` under the link lock; map every failure to a typed error.
 
-    async def _request(self, unit: int, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        One deadline per wire request: pymodbus' own wait for the reply (``timeout``, retries
+        off). ``ensure`` bounds the connect. No second timer is layered on top, since each
+        costs a timer handle per request and could only fire after pymodbus' has.
+        """
         async with self.lock:
             if self.closed:
-                raise Disconnected(f"link to {self.where} is closed")
-            await self.ensure()
+                raise Disconnected(f"link to {self.where} is closed", module=module)
+            if not self.client.connected:
+                try:
+                    await self.ensure()
+                except Disconnected as exc:
+                    raise Disconnected(str(exc), module=module) from None
             try:
-                # pymodbus times out at self.timeout; ours is a safety net above it.
-                async with asyncio.timeout(self.timeout * 1.5 + 0.05):  # no extra task
-                    rsp = await call()
+                rsp = await call(*args, **kwargs)
             except TimeoutError:
                 raise DriverTimeout(
-                    f"unit {unit} did not answer {what} within {self.timeout:g} s"
+                    f"unit {unit} did not answer {what} within {self.timeout:g} s", module=module
                 ) from None
             except ConnectionException as exc:
-                raise Disconnected(f"link to {self.where} lost during {what}: {exc}") from None
+                raise Disconnected(f"link to {self.where} lost during {what}: {exc}",
+                                   module=module) from None
             except ModbusIOException as exc:
                 if not self.connected:
-                    raise Disconnected(f"link to {self.where} lost during {what}") from None
+                    raise Disconnected(f"link to {self.where} lost during {what}",
+                                       module=module) from None
                 if "No response" in str(exc):
                     raise DriverTimeout(
-                        f"unit {unit} did not answer {what} within {self.timeout:g} s"
+                        f"unit {unit} did not answer {what} within {self.timeout:g} s",
+                        module=module,
                     ) from None
-                raise DriverError(f"bad reply from unit {unit} to {what}: {exc}") from None
+                raise DriverError(f"bad reply from unit {unit} to {what}: {exc}",
+                                  module=module) from None
             except ModbusException as exc:
-                raise DriverError(f"bad reply from unit {unit} to {what}: {exc}") from None
+                raise DriverError(f"bad reply from unit {unit} to {what}: {exc}",
+                                  module=module) from None
         if rsp is None:
-            raise DriverTimeout(f"unit {unit} gave no reply to {what}")
+            raise DriverTimeout(f"unit {unit} gave no reply to {what}", module=module)
         if rsp.isError():
             code = int(getattr(rsp, "exception_code", 0))
             name = EXCEPTION_NAMES.get(code, "unknown exception")
             raise DeviceRejected(
-                f"unit {unit} rejected {what}: Modbus exception {code} ({name})", code=code
+                f"unit {unit} rejected {what}: Modbus exception {code} ({name})", code=code,
+                module=module,
             )
         return rsp
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from modulecontrol.descriptors import (
@@ -32,14 +33,20 @@ from modulecontrol.drivers._base import (
     TagValue,
 )
 from modulecontrol.drivers._modbus_codec import (
-    decode_registers,
+    BlockDecoder,
     encode_registers,
-    to_engineering,
+    tag_decoder,
     to_raw,
     with_bit,
 )
 from modulecontrol.drivers._modbus_link import EXCEPTION_NAMES, Link
-from modulecontrol.drivers._modbus_plan import MAX_BITS, MAX_REGISTERS, Block, plan_reads
+from modulecontrol.drivers._modbus_plan import (
+    BIT_TABLES,
+    MAX_BITS,
+    MAX_REGISTERS,
+    Block,
+    plan_reads,
+)
 
 __all__ = ["EXCEPTION_NAMES", "MAX_BITS", "MAX_REGISTERS", "Block", "ModbusDriver", "plan_reads"]
 
@@ -64,7 +71,6 @@ class ModbusDriver(BaseDriver):
         self.read_retries = ep.read_retries
         self.max_gap = ep.max_gap
         self._link: Link | None = None
-        self._plans: dict[tuple[str, ...], list[Block]] = {}
 
     # -- BaseDriver hooks ------------------------------------------------------------------
     def _budget(self, op: str, count: int) -> float | None:
@@ -91,33 +97,47 @@ class ModbusDriver(BaseDriver):
             self._health.reconnects = self._link.reconnects
         return self._health
 
-    async def _read(self, infos: Sequence[TagInfo]) -> dict[str, TagValue]:
-        key = tuple(i.name for i in infos)
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = plan_reads([(i.name, _mb(i)) for i in infos], self.max_gap,
-                              default_unit=self.unit_id)
-            if len(self._plans) < 256:
-                self._plans[key] = plan
+    def _compile_read(self, infos: Sequence[TagInfo]) -> list[_BlockRead]:
+        """Plan the requests for these tags and a decoder per block, once per tag list."""
         by_name = {i.name: i for i in infos}
+        plan = plan_reads([(i.name, _mb(i)) for i in infos], self.max_gap,
+                          default_unit=self.unit_id)
+        steps: list[_BlockRead] = []
+        for blk in plan:
+            decoders = [tag_decoder(n, _mb(by_name[n]), blk.address,
+                                    by_name[n].assembly.kind == "bool") for n in blk.tags]
+            steps.append(_BlockRead(
+                blk, f"read of {blk.count} {blk.table} at {blk.address}",
+                BlockDecoder(blk.count, blk.table in BIT_TABLES, decoders)))
+        return steps
+
+    async def _read(self, infos: Sequence[TagInfo]) -> dict[str, TagValue]:
+        return await self._read_prepared(self._compile_read(infos))
+
+    async def _read_prepared(self, plan: list[_BlockRead]) -> dict[str, TagValue]:
         out: dict[str, TagValue] = {}
-        for block in plan:
-            data = await self._with_retries(
-                self.read_retries, lambda b=block: self._read_block(b)  # type: ignore[misc]
-            )
-            now = time.time()
-            for name in block.tags:
-                info = by_name[name]
-                b = _mb(info)
-                at = b.address - block.address
-                if b.table in ("coil", "discrete_input"):
-                    raw: int | float | bool = bool(data[at])
-                else:
-                    raw = decode_registers(b, data[at:at + b.count])
-                value = to_engineering(b, raw)
-                if info.assembly.kind == "bool" and not isinstance(value, bool):
-                    value = bool(value)
-                out[name] = TagValue(value, timestamp=now, raw=raw)
+        retries = self.read_retries
+        module = self.tag_name
+        for step in plan:
+            blk = step.block
+            attempt = 0
+            while True:  # retry a block after a timeout or lost link, never after a rejection
+                try:
+                    link = self._require_link()
+                    rsp = await link.request(
+                        blk.unit_id, step.what, link.readers[blk.table], blk.address,
+                        count=blk.count, device_id=blk.unit_id, module=module)
+                    break
+                except _RETRYABLE:
+                    if attempt >= retries:
+                        raise
+                    attempt += 1
+            data = rsp.bits if step.decoder.bits else rsp.registers
+            try:
+                step.decoder.decode(data, time.time(), out)
+            except ValueError as exc:
+                raise DriverError(f"unit {blk.unit_id} answered {step.what} with {exc}",
+                                  module=module) from None
         return out
 
     async def _write(self, info: TagInfo, value: Any) -> None:
@@ -148,28 +168,6 @@ class ModbusDriver(BaseDriver):
                     raise
         raise AssertionError("unreachable")
 
-    async def _read_block(self, block: Block) -> list[Any]:
-        link = self._require_link()
-        c = link.client
-        u = block.unit_id
-        what = f"read of {block.count} {block.table} at {block.address}"
-        calls = {
-            "coil": c.read_coils,
-            "discrete_input": c.read_discrete_inputs,
-            "holding": c.read_holding_registers,
-            "input": c.read_input_registers,
-        }
-        fn = calls[block.table]
-        rsp = await link.request(
-            u, what, lambda: fn(block.address, count=block.count, device_id=u), self.tag_name
-        )
-        data = list(rsp.bits if block.table in ("coil", "discrete_input") else rsp.registers)
-        if len(data) < block.count:
-            raise DriverError(
-                f"unit {u} answered {what} with {len(data)} values", module=self.tag_name
-            )
-        return data[:block.count]
-
     async def _write_raw(self, info: TagInfo, b: ModbusBinding, raw: int | float | bool) -> None:
         link = self._require_link()
         c = link.client
@@ -177,23 +175,31 @@ class ModbusDriver(BaseDriver):
         what = f"write of {info.name} ({b.table} {b.address})"
         m = self.tag_name
         if b.table == "coil":
-            await link.request(u, what, lambda: c.write_coil(b.address, bool(raw), device_id=u), m)
+            await link.request(u, what, c.write_coil, b.address, bool(raw), device_id=u, module=m)
             return
         if b.bit is not None:
             # Read-modify-write of a packed boolean; not atomic against other masters.
-            rsp = await link.request(
-                u, what, lambda: c.read_holding_registers(b.address, count=1, device_id=u), m
-            )
+            rsp = await link.request(u, what, c.read_holding_registers, b.address, count=1,
+                                     device_id=u, module=m)
             word = with_bit(int(rsp.registers[0]), b.bit, bool(raw))
-            await link.request(u, what, lambda: c.write_register(b.address, word, device_id=u), m)
+            await link.request(u, what, c.write_register, b.address, word, device_id=u, module=m)
             return
         regs = encode_registers(b, raw)
         if len(regs) == 1:
-            await link.request(
-                u, what, lambda: c.write_register(b.address, regs[0], device_id=u), m)
+            await link.request(u, what, c.write_register, b.address, regs[0], device_id=u,
+                               module=m)
         else:
-            await link.request(
-                u, what, lambda: c.write_registers(b.address, regs, device_id=u), m)
+            await link.request(u, what, c.write_registers, b.address, regs, device_id=u,
+                               module=m)
+
+
+@dataclass(frozen=True, slots=True)
+class _BlockRead:
+    """One wire request of a compiled read: the block, its error label, its decoder."""
+
+    block: Block
+    what: str
+    decoder: BlockDecoder
 
 
 def _mb(info: TagInfo) -> ModbusBinding:

@@ -31,13 +31,14 @@ from modulecontrol.descriptors import (
 )
 from modulecontrol.drivers._ascii import (
     MAX_LINE,
-    BadReply,
     Framing,
     checksum_hex,
     parse_reply,
     render,
 )
 from modulecontrol.drivers._base import (
+    BadReply,
+    BadRequest,
     BaseDriver,
     DeviceRejected,
     Disconnected,
@@ -49,10 +50,6 @@ from modulecontrol.drivers._base import (
 )
 
 __all__ = ["BadReply", "BadRequest", "Framing", "SerialDriver", "checksum_hex"]
-
-
-class BadRequest(DriverError):
-    """The value cannot be put into the command template (wrong type, not ASCII)."""
 
 
 class _LineProtocol(asyncio.Protocol):

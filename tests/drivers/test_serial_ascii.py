@@ -9,9 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modulecontrol.descriptors import SerialCommand, SerialEndpoint
-from modulecontrol.drivers import DeviceRejected
+from modulecontrol.drivers import BadReply, DeviceRejected
 from modulecontrol.drivers._ascii import (
-    BadReply,
     Framing,
     checksum_hex,
     convert,
