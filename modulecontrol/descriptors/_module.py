@@ -131,6 +131,8 @@ class Procedure(Model):
     default: bool = False
     parameters: list[Ident] = Field(default_factory=list)
     report_values: list[Ident] = Field(default_factory=list)
+    actions: dict[ServiceStateName, list[Write]] = Field(default_factory=dict)
+    """Writes for this procedure only; they replace the service's actions for that state."""
     complete_when: str | None = None
     """For self-completing procedures on devices without a PEA: a condition over the module's
     own signals (condition language) after which the proxy leaves Execute."""
@@ -292,21 +294,38 @@ class ModuleType(Model):
                         out.append(((*pbase, "complete_when"), f"complete_when col {col}: {msg}"))
             params = {p for proc in svc.procedures for p in proc.parameters}
             params |= set(svc.config_parameters)
-            for state, writes in svc.actions.items():
-                for wi, w in enumerate(writes):
-                    where = f"service {svc.name} action on {state}"
-                    wpath: PathKey = (*base, "actions", state, wi)
-                    msg = self._write_problem(das, w, where)
-                    if msg:
-                        out.append((wpath, msg))
-                    if w.param is not None and w.param not in params:
-                        out.append(
-                            (
-                                (*wpath, "param"),
-                                f"{where}: '{w.param}' is not a parameter of the service"
-                                f"{did_you_mean(w.param, params)}",
-                            )
+            action_sets: list[tuple[PathKey, str, dict[str, list[Write]]]] = [
+                (
+                    (*base, "actions"),
+                    f"service {svc.name}",
+                    {str(k): v for k, v in svc.actions.items()},
+                )
+            ]
+            for pi, proc in enumerate(svc.procedures):
+                if proc.actions:
+                    action_sets.append(
+                        (
+                            (*base, "procedures", pi, "actions"),
+                            f"procedure {svc.name}.{proc.name}",
+                            {str(k): v for k, v in proc.actions.items()},
                         )
+                    )
+            for apath, owner, actions in action_sets:
+                for state, writes in actions.items():
+                    for wi, w in enumerate(writes):
+                        where = f"{owner} action on {state}"
+                        wpath: PathKey = (*apath, state, wi)
+                        msg = self._write_problem(das, w, where)
+                        if msg:
+                            out.append((wpath, msg))
+                        if w.param is not None and w.param not in params:
+                            out.append(
+                                (
+                                    (*wpath, "param"),
+                                    f"{where}: '{w.param}' is not a parameter of the service"
+                                    f"{did_you_mean(w.param, params)}",
+                                )
+                            )
         for wi, w in enumerate(self.safe_state):
             msg = self._write_problem(das, w, "safe_state")
             if msg:

@@ -342,23 +342,30 @@ class LocalService:
             source_mode=SourceMode.EXTERNAL,
         )
         self._params: dict[str, Any] = {}
-        for state_name, writes in service.actions.items():
-            self.machine.set_work(State[state_name.upper()], self._writer(writes))
+        states = set(service.actions)
+        for proc in service.procedures:
+            states |= set(proc.actions)
         if any(p.self_completing for p in service.procedures):
-            self.machine.set_work(State.EXECUTE, self._execute)
+            states.add("Execute")
+        for state_name in states:
+            self.machine.set_work(State[state_name.upper()], self._work)
         self.machine.subscribe(proxy.notify_state)
 
     @property
     def state(self) -> State:
         return self.machine.state
 
-    def _writer(self, writes: Sequence[Write]) -> Callable[[WorkContext], Any]:
-        async def work(ctx: WorkContext) -> None:
-            await self.proxy.perform(writes, self._params)
-            if ctx.state is State.EXECUTE:
-                await self._execute(ctx)
-
-        return work
+    async def _work(self, ctx: WorkContext) -> None:
+        """Entering a state: the procedure's writes for it, else the service's; then, in
+        Execute, wait for a self-completing procedure's completion condition."""
+        label: Any = ctx.state.label
+        writes: Sequence[Write] = self.service.actions.get(label, [])
+        if ctx.procedure is not None:
+            proc = self.service.procedure(ctx.procedure.id)
+            writes = proc.actions.get(label, writes)
+        await self.proxy.perform(writes, self._params)
+        if ctx.state is State.EXECUTE:
+            await self._execute(ctx)
 
     async def _execute(self, ctx: WorkContext) -> None:
         """Self-completing procedures end when their ``complete_when`` condition holds."""

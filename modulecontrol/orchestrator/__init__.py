@@ -1,0 +1,21 @@
+"""The orchestrator: runs validated recipes across module proxies as state machines."""
+
+from modulecontrol.orchestrator._events import Event, EventLog
+from modulecontrol.orchestrator._operator import OperatorChannel, Prompt
+from modulecontrol.orchestrator._runner import (
+    Orchestrator,
+    Progress,
+    RunResult,
+    StepFailed,
+)
+
+__all__ = [
+    "Event",
+    "EventLog",
+    "OperatorChannel",
+    "Orchestrator",
+    "Progress",
+    "Prompt",
+    "RunResult",
+    "StepFailed",
+]

@@ -1,0 +1,145 @@
+"""Plant-wide supervision: interlocks, alarms, steady-state detectors and divert control.
+
+All of them are evaluated on one tick against the same snapshot of values (SI), so their
+decisions are consistent with each other and deterministic under the virtual clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from modulecontrol.recipe._model import Alarm, Interlock, SteadyState
+from modulecontrol.recipe.expr import Condition, SignalHistory
+from modulecontrol.units import to_si
+
+
+@dataclass
+class InterlockState:
+    spec: Interlock
+    condition: Condition
+    active: bool = False
+    trips: int = 0
+    awaiting_ack: bool = False
+
+
+@dataclass
+class AlarmState:
+    spec: Alarm
+    unit: str
+    high: float | None
+    low: float | None
+    hysteresis: float
+    delay: float
+    active: bool = False
+    acknowledged: bool = False
+    pending_since: float | None = None
+    raised: int = 0
+
+    @classmethod
+    def build(cls, spec: Alarm, unit: str, resolve: Any) -> AlarmState:
+        def q(v: Any) -> float | None:
+            if v is None:
+                return None
+            return to_si(resolve(v), unit)
+
+        hyst_raw = resolve(spec.hysteresis)
+        if isinstance(hyst_raw, int | float):
+            hyst = float(hyst_raw) * _delta_scale(unit)
+        else:
+            hyst = _delta_si(str(hyst_raw))
+        delay_raw = resolve(spec.delay)
+        delay = float(delay_raw) if isinstance(delay_raw, int | float) else to_si(delay_raw, "s")
+        return cls(spec, unit, q(spec.high), q(spec.low), hyst, delay)
+
+    def step(self, now: float, value: Any) -> str | None:
+        """Returns ``'raise'`` or ``'clear'`` when the alarm changes, else None."""
+        if (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+        ):
+            return None
+        v = float(value)
+        if not self.active:
+            out = (self.high is not None and v > self.high) or (
+                self.low is not None and v < self.low
+            )
+            if not out:
+                self.pending_since = None
+                return None
+            if self.pending_since is None:
+                self.pending_since = now
+            if now - self.pending_since >= self.delay:
+                self.active = True
+                self.acknowledged = False
+                self.raised += 1
+                return "raise"
+            return None
+        back = (self.high is None or v < self.high - self.hysteresis) and (
+            self.low is None or v > self.low + self.hysteresis
+        )
+        if back:
+            self.active = False
+            self.pending_since = None
+            return "clear"
+        return None
+
+
+def _delta_scale(unit: str) -> float:
+    """SI size of one unit step (so hysteresis in degC is a difference in K)."""
+    if not unit:
+        return 1.0
+    return to_si(1.0, unit) - to_si(0.0, unit)
+
+
+def _delta_si(text: str) -> float:
+    number, _, unit = text.strip().partition(" ")
+    return float(number) * _delta_scale(unit.strip())
+
+
+@dataclass
+class SteadyStateDetector:
+    """``signal`` within ``band`` over a window of N residence times (window follows flow)."""
+
+    spec: SteadyState
+    band: float
+    residence_times: float
+    history: SignalHistory = field(default_factory=lambda: SignalHistory(retention=86400.0))
+    steady: bool = False
+    since: float | None = None
+    first_steady_at: float | None = None
+
+    def step(self, now: float, value: Any, residence_time: float) -> bool | None:
+        """Returns the new steady flag when it changes, else None."""
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            self.history.record(now, {"x": float(value)})
+        window = self.residence_times * residence_time
+        result = False
+        if math.isfinite(window) and window > 0:
+            samples = self.history.window("x", now - window, now)
+            if samples and samples[0][0] <= now - window + 1e-9:
+                vals = [float(s[1]) for s in samples if isinstance(s[1], int | float)]
+                if vals and max(vals) - min(vals) <= self.band:
+                    result = True
+        if result != self.steady:
+            self.steady = result
+            if result and self.first_steady_at is None:
+                self.first_steady_at = now
+            return result
+        return None
+
+
+@dataclass
+class DivertControl:
+    valve: str
+    condition: Condition
+    to_product: bool = False
+    switches: int = 0
+    active: bool = True
+
+
+def snapshot(values: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(values)
