@@ -258,6 +258,11 @@ class Recipe(Model):
     divert: Divert | None = None
     procedure: list[UnitProcedure] = Field(min_length=1)
     cleanup: list[UnitProcedure] = Field(default_factory=list)
+    report: dict[str, Any] | None = None
+    """Which tags mean what for the batch report's figures (feeds, product, purity, divert):
+    see ``FigureSpec`` in docs/records.md."""
+    display: list[str] = Field(default_factory=list)
+    """Signals shown in the live view of ``modulecontrol run`` (``TAG.Assembly``)."""
     """Blocks reached only through ``goto`` handlers; the recipe ends (Stopped) after one."""
 
     @field_validator("parameters")

@@ -602,6 +602,7 @@ class _Validator:
         for i, block in enumerate(self.recipe.cleanup):
             self.static_steps(("cleanup", i, "steps"), block.steps, block)
         self.check_plantwide()
+        self.check_report()
         self.check_reachability()
         flow = _Flow()
         for i, block in enumerate(self.recipe.procedure):
@@ -617,6 +618,26 @@ class _Validator:
             self.recipe, self.config, params, self.signals, self.doc.file, self.doc,
             self.step_paths,
         )  # fmt: skip
+
+    def check_report(self) -> None:
+        """``display`` names signals; ``report`` is the batch report's figure mapping."""
+        for i, name in enumerate(self.recipe.display):
+            if name not in self.signals:
+                hint = _close(name, list(self.signals))
+                self.add(("display", i), f"unknown signal '{name}'{hint}")
+        if self.recipe.report is None:
+            return
+        from pydantic import ValidationError
+
+        from modulecontrol.records._report import FigureSpec
+
+        try:
+            FigureSpec.model_validate(self.recipe.report)
+        except ValidationError as exc:
+            for err in exc.errors(include_url=False):
+                loc = tuple(p for p in err["loc"] if isinstance(p, str | int))
+                msg = str(err["msg"]).removeprefix("Value error, ")
+                self.add(("report", *loc), f"report.{'.'.join(map(str, loc))}: {msg}")
 
     def check_parameters(self) -> None:
         specs = self.recipe.parameters
