@@ -16,7 +16,7 @@ One driver talks to one PEA. What it adds to :class:`BaseDriver`:
   exponential backoff (cap 10 s) and re-created subscriptions;
 * the MTP handshake per service: operation mode Automatic, source External, procedure,
   parameters, command (only if enabled), wait for the expected state. See
-  ``docs/drivers-opcua.md``.
+  ``docs/drivers.md`` (OPC UA).
 """
 
 from __future__ import annotations

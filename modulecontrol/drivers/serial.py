@@ -2,7 +2,7 @@
 
 The descriptor declares each exchange (pymeasure style): a command template, a response
 pattern and a conversion; the endpoint declares the framing (terminators, daisy-chain address,
-checksum, error replies). See ``docs/drivers-serial.md``.
+checksum, error replies). See ``docs/drivers.md`` (Serial).
 
 Async I/O runs on pyserial-asyncio-fast: on POSIX it registers the port's file descriptor with
 the event loop (no thread per port, no polling), so a timeout is a plain ``asyncio.wait_for``
