@@ -131,7 +131,9 @@ class LineTags:
     """Which modules of the plant play which role in the KPIs."""
 
     amine_pump: str = "P1"
+    mixer1: str = "M1"  # feeds R1
     reactor1: str = "R1"
+    mixer2: str = "M2"  # feeds R2
     reactor2: str = "R2"
     analyzer: str = "PAT1"
     valve: str = "V1"
@@ -302,8 +304,8 @@ def build_flowsheet(
 def line_streams(fs: Flowsheet, tags: LineTags | None = None) -> LineStreams:
     """Pick the KPI streams out of a stepped (or steady-state) flowsheet."""
     t = tags or LineTags()
-    r1_in = _inlet(fs, t.reactor1, "in")
-    r2_in = _inlet(fs, t.reactor2, "in")
+    r1_in = fs.stream(t.mixer1, "out")
+    r2_in = fs.stream(t.mixer2, "out")
     return LineStreams(
         amine_feed=fs.stream(t.amine_pump, "out"),
         reactor1_in=r1_in,
@@ -314,13 +316,6 @@ def line_streams(fs: Flowsheet, tags: LineTags | None = None) -> LineStreams:
         crystallizer_feed=fs.stream(t.valve, "product"),
         crystallizer_out=fs.stream(t.crystallizer, "product"),
     )
-
-
-def _inlet(fs: Flowsheet, tag: str, port: str) -> Stream:
-    for (src, sport), (dst, dport) in fs._links.items():  # noqa: SLF001 - same package
-        if dst == tag and dport == port:
-            return fs.stream(src, sport)
-    raise KeyError(f"nothing feeds {tag}.{port}")
 
 
 def steady_state_kpis(
@@ -389,4 +384,3 @@ def product_overrides(product: str) -> tuple[Route, dict[str, dict[str, Any]]]:
             "CR1": {"solute": "semustine"},
         }
     raise ValueError(f"unknown product '{product}' (known: lomustine, semustine)")
-
