@@ -335,7 +335,7 @@ def time_to_steady_state(
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
     route: Route = LOMUSTINE,
     dt: float = 10.0,
-    horizon: float = 4.0 * 3600.0,
+    horizon: float = 3.0 * 3600.0,
     tolerance: float = 0.02,
 ) -> tuple[float, list[tuple[float, float]]]:
     """Start-up from an empty line with all pumps started at t = 0: the time after which the
