@@ -29,6 +29,7 @@ __all__ = [
     "Route",
     "Workup",
     "build_flowsheet",
+    "crystal_molar_flow",
     "cyclohexyl_balance",
     "kpis",
     "line_streams",
@@ -247,13 +248,6 @@ def _model_params(config: PlantConfig, tag: str, kind: str) -> dict[str, Any]:
         if key in fields and key not in params and key in mt.properties:
             params[key] = mt.properties[key]
     return params
-
-
-def _merge(base: dict[str, Any], change: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in change.items():
-        out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def build_flowsheet(
