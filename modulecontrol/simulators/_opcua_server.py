@@ -124,21 +124,7 @@ class PeaRuntime:
         settings = spec.get(state.label)  # type: ignore[call-overload]
         if not settings:
             return
-        for var, value in settings.items():
-            if isinstance(value, dict) and "param" in value:
-                name = str(value["param"])
-                raw = self.params.get(name)
-                if raw is None:
-                    continue
-                da = self.mt.assembly(name)
-                from modulecontrol.units import convert
-
-                unit = self.view.variable(var).unit
-                v: Any = convert(float(raw), unit, da.unit) if (
-                    da.kind == "number" and unit and da.unit) else raw
-                self.view.write_var(var, v)
-            else:
-                self.view.write_var(var, value)
+        self.view.apply_settings(settings, self.params)
 
     def _on_change(self, change: StateChange) -> None:
         svc = change.service

@@ -177,11 +177,32 @@ class SimulatedPlant:
                 await self._task
             self._task = None
 
+    def start_services(self) -> None:
+        """Put every module in the state its services reach when started with their default
+        procedure and parameter defaults: the type's ``actions`` for Starting (devices run by
+        a proxy) or its ``simulator.services`` settings for Execute (PEAs)."""
+        for view in self.views.values():
+            mt = view.module_type
+            defaults = {d.name: d.default for d in mt.data_assemblies if d.default is not None}
+            for svc in mt.services:
+                sim = view.spec.services.get(svc.name)
+                if sim is not None:
+                    view.apply_settings(sim.get("Execute", {}), defaults)
+                    continue
+                for w in svc.actions.get("Starting", []):
+                    value = defaults.get(w.param) if w.param is not None else w.value
+                    if value is not None:
+                        view.write(w.assembly, w.attribute, value)
+
     # -- steady state -----------------------------------------------------------------------
     def steady_state(self) -> list[StreamReport]:
         """Solve the plant's steady state at the current set points; one report per outlet
         of every modelled module (by the module's own port names)."""
-        self.flowsheet.steady_state()
+        try:
+            self.flowsheet.steady_state()
+        except ValueError as exc:
+            raise ValueError(f"no steady state: {exc} (start the feeds, or route the flow "
+                             "there, e.g. --set V1.Valve=true)") from None
         out: list[StreamReport] = []
         for tag, view in self.views.items():
             mt = view.module_type

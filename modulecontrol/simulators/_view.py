@@ -153,6 +153,24 @@ class ModuleView:
             self.write_var(name, value)
         return True
 
+    def apply_settings(self, settings: Mapping[str, Any], params: Mapping[str, Any]) -> None:
+        """Apply ``simulator.services`` settings: ``var: value`` or ``var: {param: Name}``
+        (the parameter's value in its assembly's unit)."""
+        for var, value in settings.items():
+            if isinstance(value, Mapping) and "param" in value:
+                name = str(value["param"])
+                raw = params.get(name)
+                if raw is None:
+                    continue
+                da = self.module_type.assembly(name)
+                unit = self.variable(var).unit
+                if da.kind == "number" and (unit or da.unit):
+                    self.write_var(var, _convert(float(raw), unit, da.unit))
+                else:
+                    self.write_var(var, raw)
+            else:
+                self.write_var(var, value)
+
 
 def _convert(value: float, to_unit: str, from_unit: str) -> float:
     if not to_unit and not from_unit:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
 from modulecontrol.clock import Clock
 from modulecontrol.descriptors import PlantConfig, load_plant
@@ -19,18 +20,22 @@ from modulecontrol.statemachine import Command, State
 PLANT = Path(__file__).resolve().parents[2] / "recipes" / "lomustine" / "plant.yaml"
 OPTS = ProxyOptions(poll_interval=0.05, complete_poll=0.02)
 
+# One served plant for the whole file: starting four OPC UA servers dominates the run time.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
 
 @pytest.fixture(scope="module")
 def config() -> PlantConfig:
     return load_plant(PLANT)
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def served(config: PlantConfig) -> AsyncIterator[PlantServer]:
     plant = SimulatedPlant.from_config(config, Clock.scaled(50), dt=1.0)
     server = PlantServer(plant, free_ports=True, publish_interval=0.05)
     async with server:
         yield server
+        plant.faults.clear_all()
 
 
 def proxy(server: PlantServer, tag: str) -> ModuleProxy:
