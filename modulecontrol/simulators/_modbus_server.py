@@ -174,7 +174,7 @@ class _Handler(ServerRequestHandler):
             return
         if unit is not None and unit.view.transport.garbage:
             with contextlib.suppress(Exception):
-                self.send(b"\x13\x37garbage\xff\x00")  # type: ignore[no-untyped-call]
+                self.send(b"\x13\x37garbage\xff\x00")
             return
         response.transaction_id = pdu.transaction_id
         response.dev_id = pdu.dev_id
