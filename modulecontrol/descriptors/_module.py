@@ -220,8 +220,20 @@ class SimulatorSpec(Model):
 
     model: Ident
     parameters: dict[str, Any] = Field(default_factory=dict)
+    """Model parameters (values may carry units). Parameters the model takes but that are
+    missing here are taken from the type's ``properties`` of the same name (e.g. ``volume``)."""
     links: dict[str, str] = Field(default_factory=dict)
     """``Assembly`` or ``Assembly.Attribute`` -> model variable name."""
+    ports: dict[str, str] = Field(default_factory=dict)
+    """Module port -> model port, where the names differ (``outlet: out``)."""
+    thermostat: dict[str, Any] | None = None
+    """Parameters of a thermostat model that drives the jacket (``{}`` for its defaults);
+    ``None`` when the module has no jacket of its own."""
+    services: dict[str, dict[ServiceStateName, dict[str, Any]]] = Field(default_factory=dict)
+    """What a service does to the model when it enters a state, for modules that run their
+    own state machine (a PEA): ``{Tempering: {Execute: {temperature_setpoint: {param:
+    TempSP}}, Stopping: {temperature_setpoint: 20 degC}}}``. A value ``{param: Name}`` takes
+    the parameter's applied value (VOut)."""
 
 
 class ModuleType(Model):

@@ -1,2 +1,46 @@
 """Simulators: process models (``modulecontrol.simulators.models``) and the protocol servers
-that expose them as the real devices would."""
+that expose them as the real devices would (see ``docs/simulators.md``)."""
+
+from modulecontrol.simulators._faults import (
+    FAULTS,
+    FaultInjector,
+    FaultRecord,
+    Scenario,
+    ScenarioFault,
+    load_scenario,
+    scenario_from_doc,
+)
+from modulecontrol.simulators._opcua_server import PeaRuntime, SecurityError
+from modulecontrol.simulators._plant import (
+    DEFAULT_SPECIES,
+    PlantBuildError,
+    SimulatedPlant,
+    StreamReport,
+    default_species,
+)
+from modulecontrol.simulators._serve import PlantServer, ServedEndpoint, ServeError
+from modulecontrol.simulators._view import ModuleView, TransportFaults, Variable, ViewError
+
+__all__ = [
+    "DEFAULT_SPECIES",
+    "FAULTS",
+    "FaultInjector",
+    "FaultRecord",
+    "ModuleView",
+    "PeaRuntime",
+    "PlantBuildError",
+    "PlantServer",
+    "Scenario",
+    "ScenarioFault",
+    "SecurityError",
+    "ServeError",
+    "ServedEndpoint",
+    "SimulatedPlant",
+    "StreamReport",
+    "TransportFaults",
+    "Variable",
+    "ViewError",
+    "default_species",
+    "load_scenario",
+    "scenario_from_doc",
+]

@@ -1,0 +1,275 @@
+"""An MTP PEA over OPC UA for a simulated module: nodes, modes, services, model coupling.
+
+The address space comes from :func:`build_pea_server` (the driver's own tag table). This
+module adds the PEA's behaviour as 2658-4 describes it and the OPC UA driver expects:
+
+* operation and source modes per service and per parameter: ``*Op`` edge requests (the PEA
+  resets them), ``*Aut`` level requests when the channel bit is set, ``*Act`` confirmations;
+* ``ProcedureExt`` -> ``ProcedureReq``; ``VExt`` + ``ApplyExt`` -> ``VReq``/``VOut``/``VFbk``;
+* ``CommandExt`` executed by a :class:`ServiceStateMachine` and cleared;
+  ``StateCur``/``CommandEn``/``ProcedureCur`` published on every change;
+* entering a state applies the type's ``simulator.services`` settings to the model, so
+  Tempering/Execute really drives the jacket toward ``TempSP``;
+* monitored values published from the model after every plant step (or a ``bad_status``
+  fault's status code instead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from modulecontrol.descriptors import OpcUaEndpoint
+from modulecontrol.simulators._view import ModuleView
+from modulecontrol.simulators.opcua_pea import PeaServer, build_pea_server, make_certificate
+from modulecontrol.statemachine import (
+    Channel,
+    CommandRefused,
+    OperationMode,
+    Procedure,
+    ServiceStateMachine,
+    SourceMode,
+    State,
+    StateChange,
+)
+
+__all__ = ["PeaRuntime", "SecurityError", "serve_pea"]
+
+_log = logging.getLogger(__name__)
+
+_OUTPUT_CLASSES = frozenset({"AnaView", "AnaMon", "BinView", "BinMon", "DIntView", "DIntMon",
+                             "StringView"})
+_MODES = {"Off": OperationMode.OFFLINE, "Op": OperationMode.OPERATOR,
+          "Aut": OperationMode.AUTOMATIC}
+
+
+class SecurityError(RuntimeError):
+    """A secured endpoint without the credentials to serve it."""
+
+
+class PeaRuntime:
+    """The behaviour of one served PEA, bound to a module view."""
+
+    def __init__(self, view: ModuleView, pea: PeaServer) -> None:
+        self.view = view
+        self.pea = pea
+        self.mt = view.module_type
+        self.machines: dict[str, ServiceStateMachine] = {}
+        self.params: dict[str, Any] = {}
+        """Applied (VOut) values of the service parameters."""
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._publishing = False
+        self._objects = [s.name for s in self.mt.services] + [
+            d.name for d in self.mt.data_assemblies if d.writable]
+
+    # -- setup ------------------------------------------------------------------------------
+    async def install(self) -> None:
+        for obj in self._objects:
+            for attr, v in (("StateOpAct", True), ("StateAutAct", False), ("StateOffAct", False),
+                            ("SrcIntAct", True), ("SrcExtAct", False)):
+                await self._set(obj, attr, v)
+        for da in self.mt.data_assemblies:
+            if da.default is not None and da.writable:
+                self.params[da.name] = da.default
+                for a in ("VReq", "VOut", "VFbk", "VExt"):
+                    await self._set(da.name, a, da.default)
+        for svc in self.mt.services:
+            procs = [Procedure(p.id, p.name, p.self_completing, p is svc.default_procedure)
+                     for p in svc.procedures]
+            m = ServiceStateMachine(svc.name, procedures=procs,
+                                    operation_mode=OperationMode.OPERATOR)
+            m.subscribe(self._on_change)
+            self.machines[svc.name] = m
+            await self._publish_service(svc.name)
+        self.pea.on_write(self._on_write)
+        await self.publish_values()
+
+    async def close(self) -> None:
+        for m in self.machines.values():
+            await m.aclose()
+        for t in list(self._tasks):
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+    # -- helpers ----------------------------------------------------------------------------
+    async def _set(self, obj: str, attr: str, value: Any) -> None:
+        tag = f"{obj}.{attr}"
+        if tag in self.pea.node_ids:
+            await self.pea.set(tag, value)
+
+    def _get(self, obj: str, attr: str) -> Any:
+        tag = f"{obj}.{attr}"
+        return self.pea.get(tag) if tag in self.pea.node_ids else None
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _publish_service(self, svc: str) -> None:
+        m = self.machines[svc]
+        await self._set(svc, "StateCur", m.state_cur)
+        await self._set(svc, "CommandEn", m.command_en)
+        await self._set(svc, "ProcedureReq", m.procedure_req)
+        await self._set(svc, "ProcedureCur", m.procedure_cur)
+
+    # -- model coupling ---------------------------------------------------------------------
+    def _apply_state(self, svc: str, state: State) -> None:
+        """Apply the simulator's settings for ``svc`` entering ``state`` to the model."""
+        spec = self.view.spec.services.get(svc, {})
+        settings = spec.get(state.label)  # type: ignore[call-overload]
+        if not settings:
+            return
+        self.view.apply_settings(settings, self.params)
+
+    def _on_change(self, change: StateChange) -> None:
+        svc = change.service
+        try:
+            self._apply_state(svc, change.new)
+        except Exception:  # a bad setting must not break the state machine
+            _log.exception("%s.%s: applying %s settings failed", self.view.tag, svc,
+                           change.new.label)
+        self._spawn(self._publish_service(svc))
+
+    async def publish_values(self) -> None:
+        """Publish every monitored value from the model (or the bad-status fault)."""
+        if self._publishing:
+            return
+        self._publishing = True
+        try:
+            bad = self.view.transport.bad_status
+            for tag, info in self.pea.tags.items():
+                if info.service is not None or info.assembly.class_ not in _OUTPUT_CLASSES:
+                    continue
+                if info.attribute != "V":
+                    continue
+                if bad is not None:
+                    await self.pea.set_status(tag, bad)
+                    continue
+                value = self.view.read(info.assembly.name, info.attribute)
+                if value is not None:
+                    await self.pea.set(tag, value)
+        finally:
+            self._publishing = False
+
+    # -- client writes ----------------------------------------------------------------------
+    async def _on_write(self, tag: str, value: Any) -> None:
+        obj, _, attr = tag.partition(".")
+        if self.view.transport.silent:
+            return
+        m = self.machines.get(obj)
+        if attr.startswith("State") and attr.endswith(("Op", "Aut")) and value:
+            await self._operation_mode(obj, attr, m)
+        elif attr.startswith("Src") and attr.endswith(("Op", "Aut")) and value:
+            await self._source_mode(obj, attr, m)
+        elif attr in ("ProcedureExt", "ProcedureOp") and m is not None:
+            channel = Channel.EXTERNAL if attr == "ProcedureExt" else Channel.OPERATOR
+            with contextlib.suppress(CommandRefused):
+                m.request_procedure(int(value), channel)
+            await self._publish_service(obj)
+        elif attr in ("CommandExt", "CommandOp") and m is not None:
+            channel = Channel.EXTERNAL if attr == "CommandExt" else Channel.OPERATOR
+            if value:
+                try:
+                    m.command(int(value), channel)
+                except CommandRefused as exc:
+                    _log.info("%s.%s: %s", self.view.tag, obj, exc.reason)
+            await self._set(obj, attr, 0)
+            await self._publish_service(obj)
+        elif attr in ("ApplyExt", "ApplyOp") and value:
+            src_ok = bool(self._get(obj, "SrcExtAct")) if attr == "ApplyExt" else bool(
+                self._get(obj, "StateOpAct"))
+            if src_ok:
+                v = self._get(obj, "VExt" if attr == "ApplyExt" else "VOp")
+                for a in ("VReq", "VOut", "VFbk"):
+                    await self._set(obj, a, v)
+                self.params[obj] = v
+                self._reapply(obj)
+            await self._set(obj, attr, False)
+        elif attr in ("VMan", "OpenAut", "Ctrl", "RpmMan"):
+            self.view.write(obj, attr, value)
+
+    def _reapply(self, param: str) -> None:
+        """A parameter changed while its service executes: the new value takes effect."""
+        for svc in self.mt.services:
+            uses = {*svc.config_parameters, *(p for pr in svc.procedures for p in pr.parameters)}
+            m = self.machines.get(svc.name)
+            if param in uses and m is not None and m.state is State.EXECUTE:
+                self._apply_state(svc.name, State.EXECUTE)
+
+    async def _operation_mode(self, obj: str, attr: str, m: ServiceStateMachine | None) -> None:
+        via_aut = attr.endswith("Aut")
+        mode_key = attr[len("State"):-(3 if via_aut else 2)]
+        channel = bool(self._get(obj, "StateChannel"))
+        if via_aut != channel or mode_key not in _MODES:
+            if not via_aut:
+                await self._set(obj, attr, False)
+            return
+        ok = True
+        if m is not None:
+            try:
+                m.set_operation_mode(_MODES[mode_key])
+            except CommandRefused:
+                ok = False
+        if ok:
+            for key in _MODES:
+                await self._set(obj, f"State{key}Act", key == mode_key)
+        if not via_aut:
+            await self._set(obj, attr, False)
+        if m is not None:
+            await self._publish_service(obj)
+
+    async def _source_mode(self, obj: str, attr: str, m: ServiceStateMachine | None) -> None:
+        via_aut = attr.endswith("Aut")
+        src = attr[len("Src"):-(3 if via_aut else 2)]
+        channel = bool(self._get(obj, "SrcChannel"))
+        if via_aut == channel and src in ("Ext", "Int") and self._get(obj, "StateAutAct"):
+            if m is not None:
+                m.set_source_mode(SourceMode.EXTERNAL if src == "Ext" else SourceMode.INTERNAL)
+            await self._set(obj, "SrcExtAct", src == "Ext")
+            await self._set(obj, "SrcIntAct", src == "Int")
+        if not via_aut:
+            await self._set(obj, attr, False)
+
+
+async def serve_pea(view: ModuleView, endpoint: OpcUaEndpoint, host: str, port: int,
+                    path: str, pki: Path | None = None) -> tuple[PeaServer, PeaRuntime]:
+    """Build, start and animate the PEA of one module (security per its endpoint).
+
+    ``security_policy: "None"`` serves without security. Otherwise Basic256Sha256
+    SignAndEncrypt with a certificate generated into ``pki`` and the endpoint's
+    ``username`` whose password is read from the environment variable ``password_env``;
+    without those the server refuses to start.
+    """
+    import os
+
+    kwargs: dict[str, Any] = {}
+    if endpoint.security_policy != "None":
+        if not endpoint.username or not endpoint.password_env:
+            raise SecurityError(
+                f"{view.tag}: a secured OPC UA endpoint needs 'username' and 'password_env' "
+                "(or security_policy: \"None\" for a loopback-only simulation)")
+        password = os.environ.get(endpoint.password_env)
+        if not password:
+            raise SecurityError(
+                f"{view.tag}: environment variable {endpoint.password_env} is not set; "
+                "export the password there before serving (there are no default credentials)")
+        folder = pki or Path("runs/pki")
+        uri = f"urn:modulecontrol:sim:{view.tag}"
+        cert, key = make_certificate(folder, f"sim-{view.tag}", uri, server=True)
+        kwargs.update(certificate=cert, private_key=key, users={endpoint.username: password},
+                      allow_insecure=False)
+    pea = await build_pea_server(view.module_type, host=host, port=port,
+                                 namespace_uri=endpoint.namespace_uri,
+                                 name=f"modulecontrol simulated {view.tag}", **kwargs)
+    url = f"opc.tcp://{host}:{port}{path}"
+    pea.server.set_endpoint(url)
+    pea.url = url
+    runtime = PeaRuntime(view, pea)
+    await pea.start()
+    await runtime.install()
+    return pea, runtime

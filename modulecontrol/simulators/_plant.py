@@ -1,0 +1,272 @@
+"""A plant of process models built from a plant file, stepped on the shared clock.
+
+One model per simulated (or passive) module instance, from its type's ``simulator`` section
+plus the instance's ``overrides.simulator``; connections from the plant's flow connections
+(module port names mapped to model port names by ``simulator.ports``); a thermostat on the
+jacket where the type asks for one. The protocol servers only see :class:`ModuleView` s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from modulecontrol.clock import Clock
+from modulecontrol.descriptors import ModuleInstance, ModuleType, PlantConfig
+from modulecontrol.simulators._faults import FaultInjector
+from modulecontrol.simulators._view import ModuleView, ViewError
+from modulecontrol.simulators.models import (
+    MODELS,
+    Flowsheet,
+    Species,
+    SpeciesTable,
+    Stream,
+    Thermostat,
+    create_model,
+)
+
+__all__ = ["DEFAULT_SPECIES", "PlantBuildError", "SimulatedPlant", "StreamReport",
+           "default_species"]
+
+DEFAULT_SPECIES: tuple[dict[str, Any], ...] = (
+    {"name": "THF", "molar_mass": "72.11 g/mol", "density": "889 kg/m**3",
+     "viscosity": "0.46 mPa*s", "heat_capacity": "1720 J/(kg*K)"},
+    {"name": "heptane", "molar_mass": "100.2 g/mol", "density": "684 kg/m**3",
+     "viscosity": "0.39 mPa*s", "heat_capacity": "2240 J/(kg*K)"},
+    {"name": "water", "molar_mass": "18.015 g/mol", "density": "997 kg/m**3",
+     "viscosity": "0.89 mPa*s", "heat_capacity": "4180 J/(kg*K)"},
+    {"name": "product", "molar_mass": "233.7 g/mol", "density": "1300 kg/m**3"},
+    {"name": "intermediate", "molar_mass": "190.7 g/mol", "density": "1200 kg/m**3"},
+    {"name": "impurity", "molar_mass": "250 g/mol", "density": "1250 kg/m**3"},
+)
+"""Used when the plant names no ``species:`` file: three solvents and three placeholder
+solutes that the built-in analyzer and crystallizer parameters refer to."""
+
+
+def default_species() -> SpeciesTable:
+    return SpeciesTable(Species.model_validate(s) for s in DEFAULT_SPECIES)
+
+
+class PlantBuildError(ValueError):
+    """The plant cannot be simulated as written; the message names the module and the fix."""
+
+
+@dataclass(frozen=True)
+class StreamReport:
+    """A module outlet at steady state, in engineering units for people."""
+
+    module: str
+    port: str
+    flow_ml_min: float
+    temperature_c: float
+    pressure_bar: float
+    concentrations: dict[str, float]
+    """mol/L of every species present."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"module": self.module, "port": self.port, "flow_mL_min": self.flow_ml_min,
+                "T_degC": self.temperature_c, "p_bar": self.pressure_bar,
+                "c_mol_L": self.concentrations}
+
+
+class SimulatedPlant:
+    """Process models of a plant, their flowsheet, and the task that steps it every ``dt``."""
+
+    def __init__(self, config: PlantConfig, flowsheet: Flowsheet, views: dict[str, ModuleView],
+                 clock: Clock, dt: float) -> None:
+        if dt <= 0:
+            raise ValueError(f"dt must be > 0 simulated seconds, got {dt!r}")
+        self.config = config
+        self.flowsheet = flowsheet
+        self.views = views
+        """Every modelled module (passive ones too) by tag."""
+        self.clock = clock
+        self.dt = dt
+        self.faults = FaultInjector(self)
+        self._listeners: list[Callable[[SimulatedPlant], None]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    # -- building ---------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: PlantConfig, clock: Clock, species: SpeciesTable | None = None,
+                    dt: float = 1.0) -> SimulatedPlant:
+        """Models for every simulated or passive module of ``config``, wired as the plant is.
+
+        Modules that are neither (real hardware) are left out together with their
+        connections. The species table is ``species``, else the plant's ``species:`` file
+        (relative to the plant file), else :func:`default_species`.
+        """
+        if species is None:
+            if config.plant.species:
+                path = config.resolve(config.plant.species)
+                try:
+                    species = SpeciesTable.from_yaml(path)
+                except (OSError, ValueError) as exc:
+                    raise PlantBuildError(f"{config.file}: species file {path}: {exc}") from None
+            else:
+                species = default_species()
+        fs = Flowsheet(species)
+        views: dict[str, ModuleView] = {}
+        for inst in config.plant.modules:
+            if not (inst.simulated or inst.endpoint is None):
+                continue
+            mt = config.type_of(inst.tag)
+            views[inst.tag] = _build_view(inst, mt, species, fs)
+        for c in config.plant.connections:
+            (a, pa), (b, pb) = c.source, c.target
+            if a not in views or b not in views:
+                continue
+            src = (a, views[a].spec.ports.get(pa, pa))
+            dst = (b, views[b].spec.ports.get(pb, pb))
+            try:
+                fs.connect(src, dst)
+            except (KeyError, ValueError) as exc:
+                raise PlantBuildError(
+                    f"connection {c.from_} -> {c.to}: {exc.args[0]}; map the module's port "
+                    "names to the model's with 'simulator.ports' in the module type"
+                ) from None
+        return cls(config, fs, views, clock, dt)
+
+    # -- access -----------------------------------------------------------------------------
+    def view(self, tag: str) -> ModuleView:
+        try:
+            return self.views[tag]
+        except KeyError:
+            raise KeyError(f"no simulated module '{tag}' (simulated: "
+                           f"{', '.join(self.views)})") from None
+
+    @property
+    def time(self) -> float:
+        """Simulated seconds the flowsheet has advanced."""
+        return self.flowsheet.time
+
+    def on_step(self, listener: Callable[[SimulatedPlant], None]) -> None:
+        """Call ``listener(plant)`` after every step (servers publish values from it)."""
+        self._listeners.append(listener)
+
+    # -- stepping ---------------------------------------------------------------------------
+    def step(self, n: int = 1) -> None:
+        for _ in range(n):
+            self.flowsheet.step(self.dt)
+            for listener in list(self._listeners):
+                listener(self)
+
+    async def run(self, duration: float | None = None) -> None:
+        """Step every ``dt`` simulated seconds, paced by the clock, for ``duration`` (or
+        forever)."""
+        t0 = self.clock.now()
+        k = 0
+        while duration is None or k * self.dt < duration - 1e-9:
+            k += 1
+            self.step()
+            await self.clock.sleep_until(t0 + k * self.dt)
+            await asyncio.sleep(0)
+
+    def start(self) -> None:
+        """Run the stepping task in the background (idempotent)."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self.run(), name="sim-plant")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def start_services(self) -> None:
+        """Put every module in the state its services reach when started with their default
+        procedure and parameter defaults: the type's ``actions`` for Starting (devices run by
+        a proxy) or its ``simulator.services`` settings for Execute (PEAs)."""
+        for view in self.views.values():
+            mt = view.module_type
+            defaults = {d.name: d.default for d in mt.data_assemblies if d.default is not None}
+            for svc in mt.services:
+                sim = view.spec.services.get(svc.name)
+                if sim is not None:
+                    view.apply_settings(sim.get("Execute", {}), defaults)
+                    continue
+                for w in svc.actions.get("Starting", []):
+                    value = defaults.get(w.param) if w.param is not None else w.value
+                    if value is not None:
+                        view.write(w.assembly, w.attribute, value)
+
+    # -- steady state -----------------------------------------------------------------------
+    def steady_state(self) -> list[StreamReport]:
+        """Solve the plant's steady state at the current set points; one report per outlet
+        of every modelled module (by the module's own port names)."""
+        try:
+            self.flowsheet.steady_state()
+        except ValueError as exc:
+            raise ValueError(f"no steady state: {exc} (start the feeds, or route the flow "
+                             "there, e.g. --set V1.Valve=true)") from None
+        out: list[StreamReport] = []
+        for tag, view in self.views.items():
+            mt = view.module_type
+            back = {v: k for k, v in view.spec.ports.items()}
+            for port in view.model.outlets:
+                s = self.flowsheet.streams.get((view.model.name, port))
+                if s is None:
+                    continue
+                name = back.get(port, port)
+                if mt.ports and name not in {p.name for p in mt.ports}:
+                    continue
+                out.append(_report(tag, name, s))
+        return out
+
+
+def _report(tag: str, port: str, s: Stream) -> StreamReport:
+    conc = {n: float(c) / 1000.0 for n, c in zip(s.table.names, s.conc, strict=True) if c > 0}
+    return StreamReport(tag, port, s.flow * 6e7, s.temperature - 273.15, s.pressure / 1e5, conc)
+
+
+def _build_view(inst: ModuleInstance, mt: ModuleType, species: SpeciesTable,
+                fs: Flowsheet) -> ModuleView:
+    spec = mt.simulator
+    if spec is None:
+        raise PlantBuildError(
+            f"module {inst.tag}: type {mt.name} has no 'simulator' section, so it cannot be "
+            "simulated; set 'simulated: false' or give the type a simulator")
+    if spec.model not in MODELS:
+        raise PlantBuildError(
+            f"module {inst.tag}: unknown simulator model '{spec.model}' "
+            f"(known: {', '.join(sorted(MODELS))})")
+    params = dict(spec.parameters)
+    roles = params.pop("roles", {}) if spec.model == "pat_analyzer" else {}
+    fields = MODELS[spec.model].Params.model_fields
+    for key, value in mt.properties.items():
+        if key in fields and key not in params:
+            params[key] = value
+    try:
+        model = create_model(spec.model, inst.tag, species, params)
+        thermostat = None
+        if spec.thermostat is not None:
+            made = create_model("thermostat", f"{inst.tag}.jacket", species, spec.thermostat)
+            assert isinstance(made, Thermostat)
+            thermostat = made
+    except (KeyError, ValueError) as exc:
+        raise PlantBuildError(f"module {inst.tag} ({mt.name}): simulator parameters: "
+                              f"{exc}") from None
+    fs.add(model)
+    if thermostat is not None:
+        fs.add(thermostat)
+        fs.link_jacket(thermostat, model)
+    view = ModuleView(inst.tag, mt, model, thermostat, dict(roles))
+    for signal, var in spec.links.items():
+        try:
+            view.variable(var)
+        except ViewError as exc:
+            raise PlantBuildError(f"module type {mt.name}: simulator link {signal}: "
+                                  f"{exc}") from None
+    for svc, states in spec.services.items():
+        for state, sets in states.items():
+            for var in sets:
+                try:
+                    view.variable(var)
+                except ViewError as exc:
+                    raise PlantBuildError(f"module type {mt.name}: simulator services."
+                                          f"{svc}.{state}: {exc}") from None
+    return view

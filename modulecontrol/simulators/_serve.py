@@ -1,0 +1,230 @@
+"""Serve every simulated module of a plant on its endpoint, over the real protocol.
+
+Ports: the plant's fixed ports are used as written, shifted by ``port_offset``, replaced
+per module by ``ports``, or (``free_ports=True``, for tests) chosen free by the OS. Serial
+modules get a pseudo-terminal. :attr:`PlantServer.endpoints` and :meth:`served_config` tell
+the caller where each module really is, so drivers and proxies connect to the right place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import re
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from modulecontrol.descriptors import (
+    Endpoint,
+    ModbusTcpEndpoint,
+    OpcUaEndpoint,
+    PlantConfig,
+    SerialEndpoint,
+)
+from modulecontrol.simulators._faults import FaultRecord
+from modulecontrol.simulators._modbus_server import ModbusModuleServer
+from modulecontrol.simulators._opcua_server import PeaRuntime, serve_pea
+from modulecontrol.simulators._plant import SimulatedPlant
+from modulecontrol.simulators._serial import serial_emulator, sync_faults
+from modulecontrol.simulators._view import ModuleView
+from modulecontrol.simulators.opcua_pea import PeaServer
+from modulecontrol.simulators.syringe_serial import SyringeSerialEmulator
+
+__all__ = ["PlantServer", "ServeError", "ServedEndpoint"]
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+class ServeError(RuntimeError):
+    """A module cannot be served as configured; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class ServedEndpoint:
+    """Where one simulated module listens."""
+
+    tag: str
+    type: str
+    protocol: str
+    address: str
+    """``host:port (unit n)``, an ``opc.tcp://`` URL, or a pty path."""
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class PlantServer:
+    """Protocol servers for a :class:`SimulatedPlant` (and the task stepping it)."""
+
+    def __init__(self, plant: SimulatedPlant, *, port_offset: int = 0,
+                 ports: Mapping[str, int] | None = None, free_ports: bool = False,
+                 allow_remote: bool = False, pki: str | Path | None = None,
+                 publish_interval: float = 0.1) -> None:
+        self.plant = plant
+        self.port_offset = port_offset
+        self.ports = dict(ports or {})
+        self.free_ports = free_ports
+        self.allow_remote = allow_remote
+        self.pki = Path(pki) if pki is not None else None
+        self.publish_interval = publish_interval
+        self.endpoints: dict[str, Endpoint] = {}
+        """Tag -> the endpoint the module is really served on."""
+        self.modbus: dict[tuple[str, int], ModbusModuleServer] = {}
+        self.peas: dict[str, tuple[PeaServer, PeaRuntime]] = {}
+        self.serial: dict[str, SyringeSerialEmulator] = {}
+        self._publisher: asyncio.Task[None] | None = None
+        plant.faults.on_record(self._on_fault)
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _host(self, tag: str, host: str) -> str:
+        if host not in _LOOPBACK and not self.allow_remote:
+            raise ServeError(
+                f"{tag}: refusing to serve a simulator on {host}; simulated modules listen on "
+                "127.0.0.1 unless you pass allow_remote=True (--allow-remote)")
+        return "127.0.0.1" if host == "localhost" else host
+
+    def _port(self, tag: str, host: str, port: int, chosen: dict[int, int]) -> int:
+        if tag in self.ports:
+            return self.ports[tag]
+        if self.free_ports:
+            if port not in chosen:  # modules sharing a port keep sharing it
+                chosen[port] = _free_port(host)
+            return chosen[port]
+        new = port + self.port_offset
+        if not 1 <= new <= 65535:
+            raise ServeError(f"{tag}: port {port} + offset {self.port_offset} is out of range")
+        return new
+
+    def _on_fault(self, rec: FaultRecord) -> None:
+        emu = self.serial.get(rec.module)
+        if emu is not None:
+            sync_faults(self.plant.view(rec.module).transport, emu.faults)
+        if rec.module in self.peas:
+            _, runtime = self.peas[rec.module]
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().create_task(runtime.publish_values())
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start every server, then the plant's stepping task; on any failure, stop what was
+        started and raise."""
+        try:
+            await self._start_servers()
+        except BaseException:
+            await self.stop()
+            raise
+        self.plant.start()
+        self._publisher = asyncio.get_running_loop().create_task(self._publish(),
+                                                                 name="sim-publish")
+
+    async def _start_servers(self) -> None:
+        cfg = self.plant.config
+        chosen: dict[int, int] = {}
+        modbus_units: dict[tuple[str, int], dict[int, ModuleView]] = {}
+        for tag, view in self.plant.views.items():
+            ep = cfg.instance(tag).endpoint
+            if ep is None:
+                continue
+            if isinstance(ep, ModbusTcpEndpoint):
+                host = self._host(tag, ep.host)
+                port = self._port(tag, host, ep.port, chosen)
+                units = modbus_units.setdefault((host, port), {})
+                if ep.unit_id in units:
+                    raise ServeError(f"{tag}: unit id {ep.unit_id} on {host}:{port} is "
+                                     f"already used by {units[ep.unit_id].tag}")
+                units[ep.unit_id] = view
+                self.endpoints[tag] = ep.model_copy(update={"host": host, "port": port})
+            elif isinstance(ep, OpcUaEndpoint):
+                m = re.match(r"^opc\.tcp://([^/:\s]+)(?::(\d+))?(/.*)?$", ep.url)
+                assert m is not None  # the endpoint model validated the URL
+                host = self._host(tag, m.group(1))
+                port = self._port(tag, host, int(m.group(2) or 4840), chosen)
+                path = m.group(3) or ""
+                pea, runtime = await serve_pea(view, ep, host, port, path, self.pki)
+                self.peas[tag] = (pea, runtime)
+                self.endpoints[tag] = ep.model_copy(update={"url": pea.url})
+            elif isinstance(ep, SerialEndpoint):
+                emu = serial_emulator(view)
+                if ep.address is not None:
+                    emu.pumps = {ep.address: emu.pumps[0]}
+                emu.checksum = ep.checksum
+                emu.request_terminator = ep.write_terminator.encode()
+                emu.reply_terminator = ep.read_terminator.encode()
+                await emu.start()
+                self.serial[tag] = emu
+                self.endpoints[tag] = ep.model_copy(update={"port": emu.port})
+            else:
+                raise ServeError(f"{tag}: serving {ep.protocol} is not supported; simulate it "
+                                 "over modbus-tcp, opcua or serial")
+        for (host, port), units in modbus_units.items():
+            server = ModbusModuleServer(host, port, units)
+            await server.start()
+            self.modbus[(host, port)] = server
+
+    async def _publish(self) -> None:
+        while True:
+            for _, runtime in self.peas.values():
+                await runtime.publish_values()
+            await asyncio.sleep(self.publish_interval)
+
+    async def stop(self) -> None:
+        if self._publisher is not None:
+            self._publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._publisher
+            self._publisher = None
+        await self.plant.stop()
+        for server in self.modbus.values():
+            with contextlib.suppress(Exception):
+                await server.stop()
+        self.modbus.clear()
+        for pea, runtime in self.peas.values():
+            with contextlib.suppress(Exception):
+                await runtime.close()
+            with contextlib.suppress(Exception):
+                await pea.stop()
+        self.peas.clear()
+        for emu in self.serial.values():
+            with contextlib.suppress(Exception):
+                await emu.stop()
+        self.serial.clear()
+
+    async def __aenter__(self) -> PlantServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- where things are -------------------------------------------------------------------
+    def served_config(self) -> PlantConfig:
+        """The plant configuration with every served module's real endpoint."""
+        cfg = self.plant.config
+        modules = [m.model_copy(update={"endpoint": self.endpoints[m.tag]})
+                   if m.tag in self.endpoints else m for m in cfg.plant.modules]
+        plant = cfg.plant.model_copy(update={"modules": modules})
+        return dataclasses.replace(cfg, plant=plant)
+
+    def table(self) -> list[ServedEndpoint]:
+        out: list[ServedEndpoint] = []
+        for tag, ep in self.endpoints.items():
+            typ = self.plant.config.instance(tag).type
+            if isinstance(ep, ModbusTcpEndpoint):
+                addr = f"{ep.host}:{ep.port} (unit {ep.unit_id})"
+            elif isinstance(ep, OpcUaEndpoint):
+                sec = "no security" if ep.security_policy == "None" else (
+                    f"{ep.security_policy} {ep.security_mode}")
+                addr = f"{ep.url} ({sec})"
+            elif isinstance(ep, SerialEndpoint):
+                addr = ep.port
+            else:
+                addr = "?"
+            out.append(ServedEndpoint(tag, typ, ep.protocol, addr))
+        return out

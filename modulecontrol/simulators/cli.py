@@ -1,0 +1,137 @@
+"""``modulecontrol sim``: serve a plant's simulated modules, or print its steady state."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from modulecontrol.clock import Clock
+from modulecontrol.descriptors import load_plant
+from modulecontrol.errors import ConfigError
+from modulecontrol.units import UnitError, to_si
+
+app = typer.Typer(help="Simulated modules over real protocols, and plant steady states.",
+                  no_args_is_help=True)
+_console = Console()
+
+
+def _seconds(text: str | None, what: str) -> float | None:
+    if text is None:
+        return None
+    try:
+        return to_si(text, "s")
+    except UnitError as exc:
+        raise typer.BadParameter(f"{what}: {exc} (write e.g. '10 min')") from None
+
+
+@app.command()
+def serve(
+    plant: Annotated[Path, typer.Argument(help="Plant file (kind: Plant).")],
+    speed: Annotated[float, typer.Option(help="Simulated seconds per wall second.")] = 1.0,
+    faults: Annotated[Path | None, typer.Option(help="Fault scenario (kind: Scenario).")] = None,
+    duration: Annotated[str | None, typer.Option(help="Stop after this simulated time, "
+                                                 "e.g. '2 h' (default: until Ctrl-C).")] = None,
+    dt: Annotated[float, typer.Option(help="Model step, simulated seconds.")] = 1.0,
+    port_offset: Annotated[int, typer.Option(help="Add this to every TCP port.")] = 0,
+    allow_remote: Annotated[bool, typer.Option(help="Allow non-loopback hosts.")] = False,
+    pki: Annotated[Path, typer.Option(help="Folder for generated OPC UA certificates.")] = Path(
+        "runs/pki"),
+) -> None:
+    """Start every simulated module on its endpoint and print where each one listens."""
+    from modulecontrol.simulators._faults import load_scenario
+    from modulecontrol.simulators._plant import SimulatedPlant
+    from modulecontrol.simulators._serve import PlantServer, ServeError
+
+    if speed <= 0:
+        raise typer.BadParameter("--speed must be > 0")
+    limit = _seconds(duration, "--duration")
+    try:
+        cfg = load_plant(plant)
+        scenario = load_scenario(faults, cfg) if faults is not None else None
+    except ConfigError as exc:
+        _console.print(str(exc), markup=False)
+        raise typer.Exit(2) from None
+
+    async def main() -> None:
+        clock = Clock.realtime() if speed == 1.0 else Clock.scaled(speed)
+        sim = SimulatedPlant.from_config(cfg, clock, dt=dt)
+        sim.faults.on_record(lambda r: _console.print(
+            f"t={r.time:10.1f} s  {r.module}: fault {r.fault} {r.event} {r.params or ''}",
+            markup=False))
+        server = PlantServer(sim, port_offset=port_offset, allow_remote=allow_remote, pki=pki)
+        async with server:
+            table = Table(title=f"{cfg.plant.name}: simulated modules")
+            for col in ("tag", "type", "protocol", "endpoint"):
+                table.add_column(col)
+            for ep in server.table():
+                table.add_row(ep.tag, ep.type, ep.protocol, ep.address)
+            _console.print(table)
+            task = sim.faults.start_scenario(scenario) if scenario is not None else None
+            try:
+                if limit is None:
+                    await asyncio.Event().wait()
+                else:
+                    await clock.sleep(limit)
+            finally:
+                if task is not None:
+                    await sim.faults.cancel(task)
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(main())
+    except (ServeError, ValueError, OSError) as exc:
+        _console.print(f"error: {exc}", markup=False)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def steady(
+    plant: Annotated[Path, typer.Argument(help="Plant file (kind: Plant).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="TAG.Assembly=value applied after the services start (repeatable), "
+        "e.g. V1.Valve=true or P1.FlowSetpoint=2.5 (the assembly's unit).")] = None,
+) -> None:
+    """Steady-state streams at every module outlet, with every service started with its
+    default procedure and parameter defaults (then the --set values)."""
+    from modulecontrol.simulators._plant import SimulatedPlant
+
+    try:
+        cfg = load_plant(plant)
+    except ConfigError as exc:
+        _console.print(str(exc), markup=False)
+        raise typer.Exit(2) from None
+    try:
+        sim = SimulatedPlant.from_config(cfg, Clock.fast())
+        sim.start_services()
+        for item in set_ or []:
+            key, sep, value = item.partition("=")
+            tag, dot, assembly = key.strip().partition(".")
+            if not sep or not dot:
+                raise typer.BadParameter(f"'{item}': write TAG.Assembly=value")
+            text = value.strip().lower()
+            parsed: object = text == "true" if text in ("true", "false") else float(text)
+            if not sim.view(tag).write(assembly, None, parsed):
+                raise typer.BadParameter(f"'{key}' is not linked to the simulator")
+        reports = sim.steady_state()
+    except (ValueError, KeyError) as exc:
+        _console.print(f"error: {exc}", markup=False)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps([r.as_dict() for r in reports], indent=2))
+        return
+    table = Table(title=f"{cfg.plant.name}: steady state")
+    for col in ("outlet", "flow mL/min", "T degC", "p bar", "concentrations mol/L"):
+        table.add_column(col)
+    for r in reports:
+        conc = ", ".join(f"{k} {v:.4g}" for k, v in r.concentrations.items())
+        table.add_row(f"{r.module}.{r.port}", f"{r.flow_ml_min:.4g}", f"{r.temperature_c:.2f}",
+                      f"{r.pressure_bar:.3f}", conc)
+    _console.print(table)

@@ -1,0 +1,115 @@
+"""Fault scenarios, the fault record, security refusal and the CLI (no servers needed)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from modulecontrol.clock import Clock
+from modulecontrol.descriptors import OpcUaEndpoint, load_plant, validate_file
+from modulecontrol.errors import ConfigError
+from modulecontrol.simulators import (
+    FaultRecord,
+    Scenario,
+    SecurityError,
+    SimulatedPlant,
+    load_scenario,
+)
+from modulecontrol.simulators._opcua_server import serve_pea
+from modulecontrol.simulators.cli import app
+from modulecontrol.simulators.models import FaultError
+
+PLANT = Path(__file__).resolve().parents[2] / "recipes" / "lomustine" / "plant.yaml"
+
+
+def _plant(clock: Clock | None = None) -> SimulatedPlant:
+    return SimulatedPlant.from_config(load_plant(PLANT), clock or Clock.fast())
+
+
+def test_scenario_errors_are_located(tmp_path: Path) -> None:
+    f = tmp_path / "s.yaml"
+    f.write_text("kind: Scenario\nfaults:\n  - {at: 2 h, module: PX, fault: stal}\n"
+                 "  - {at: soon, module: P1, fault: stall}\n")
+    with pytest.raises(ConfigError) as info:
+        validate_file(f)
+    assert f"{f}:4:" in str(info.value)  # 'soon' is not a duration
+    f.write_text("kind: Scenario\nfaults:\n  - {at: 2 h, module: PX, fault: stal}\n")
+    with pytest.raises(ConfigError) as info:
+        load_scenario(f, load_plant(PLANT))
+    text = str(info.value)
+    assert f"{f}:3:" in text and "did you mean 'stall'" in text and "no module 'PX'" in text
+
+
+async def test_scenario_plays_on_the_clock() -> None:
+    clock = Clock.fast()
+    plant = _plant(clock)
+    seen: list[FaultRecord] = []
+    plant.faults.on_record(seen.append)
+    sc = Scenario.model_validate({"faults": [
+        {"at": "1 min", "module": "P1", "fault": "stall", "duration": "30 s"},
+        {"at": "2 min", "module": "R1", "fault": "fouling", "params": {"volume_fraction": 0.2}},
+    ]})
+    plant.start()
+    try:
+        await plant.faults.play(sc)
+    finally:
+        await plant.stop()
+    assert [(r.module, r.fault, r.event) for r in seen] == [
+        ("P1", "stall", "start"), ("P1", "stall", "end"), ("R1", "fouling", "start")]
+    assert [r.time for r in seen] == pytest.approx([60.0, 90.0, 120.0], abs=1.0)
+    assert plant.view("R1").read("Fouled") is True
+    assert ("R1", "fouling") in plant.faults.active
+
+
+def test_sensor_fault_in_assembly_units() -> None:
+    plant = _plant()
+    plant.step(2)
+    r1 = plant.view("R1")
+    plant.faults.inject("R1", "stuck", variable="T", value=80.0)
+    assert r1.read("T") == pytest.approx(80.0)
+    plant.faults.clear("R1", "stuck")
+    assert r1.read("T") < 30.0
+    with pytest.raises(FaultError):
+        plant.faults.inject("M1", "stall")
+    with pytest.raises(FaultError, match="unknown fault"):
+        plant.faults.inject("P1", "explode")
+
+
+def test_thermostat_failure_on_the_jacket() -> None:
+    plant = _plant()
+    r1 = plant.view("R1")
+    r1.write_var("temperature_setpoint", "60 degC")
+    plant.faults.inject("R1", "thermostat_failure")
+    plant.step(120)
+    assert r1.read("JacketT") < 25.0
+    plant.faults.clear("R1", "thermostat_failure")
+    plant.step(300)
+    assert r1.read("JacketT") > 55.0
+
+
+async def test_secured_endpoint_needs_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    plant = _plant()
+    ep = OpcUaEndpoint(protocol="opcua", url="opc.tcp://127.0.0.1:4840/x", username="op",
+                       password_env="MC_TEST_SIM_PASSWORD")
+    monkeypatch.delenv("MC_TEST_SIM_PASSWORD", raising=False)
+    with pytest.raises(SecurityError, match="MC_TEST_SIM_PASSWORD"):
+        await serve_pea(plant.view("R1"), ep, "127.0.0.1", 4840, "/x")
+    bare = OpcUaEndpoint(protocol="opcua", url="opc.tcp://127.0.0.1:4840/x")
+    with pytest.raises(SecurityError, match="username"):
+        await serve_pea(plant.view("R1"), bare, "127.0.0.1", 4840, "/x")
+    assert "MC_TEST_SIM_PASSWORD" not in os.environ
+
+
+def test_cli_steady_json() -> None:
+    import json
+
+    result = CliRunner().invoke(app, ["steady", str(PLANT), "--json", "--set", "V1.Valve=true",
+                                      "--set", "P1.FlowSetpoint=3"])
+    assert result.exit_code == 0, result.output
+    rows = {f"{r['module']}.{r['port']}": r for r in json.loads(result.output)}
+    assert rows["M1.outlet"]["flow_mL_min"] == pytest.approx(4.0)  # P1 3 + P2 default 1
+    assert rows["V1.product"]["flow_mL_min"] == pytest.approx(4.5)  # + P3 0.5
+    assert rows["V1.waste"]["flow_mL_min"] == pytest.approx(0.0)
