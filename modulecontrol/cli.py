@@ -60,7 +60,8 @@ def validate(
     ] = None,
 ) -> None:
     """Validate YAML documents; print every problem as path:line:col: message."""
-    import modulecontrol.recipe  # noqa: F401  (registers the Recipe document kind)
+    import modulecontrol.recipe
+    import modulecontrol.simulators  # noqa: F401  (registers the Scenario document kind)
     from modulecontrol.descriptors import validate_file
 
     failed = 0
@@ -147,6 +148,43 @@ def _g(v: object) -> str:
     return "" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
 
 
+@app.command()
+def run(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
+    plant: Annotated[
+        Path | None, typer.Option("--plant", help="Plant file (default: the recipe's plant:).")
+    ] = None,
+    simulate: Annotated[
+        bool, typer.Option("--simulate", help="Start the plant's simulators on 127.0.0.1.")
+    ] = False,
+    speed: Annotated[float, typer.Option("--speed", help="Clock speed factor (simulated).")] = 1.0,
+    db: Annotated[Path, typer.Option("--db", help="Run database.")] = Path("runs/modulecontrol.db"),
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a parameter: name=value.")
+    ] = None,
+    faults: Annotated[
+        Path | None, typer.Option("--faults", help="Fault scenario for the simulators.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Run on simulators as fast as possible; plan only.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Answer every prompt with its first choice.")
+                   ] = False,
+    live: Annotated[bool, typer.Option("--live/--no-live", help="Live view in a terminal.")] = True,
+    report_dir: Annotated[
+        Path, typer.Option("--report-dir", help="Where the HTML batch report goes.")
+    ] = Path("runs"),
+) -> None:
+    """Run a recipe. Exit codes: 0 completed, 2 invalid input, 3 aborted, 4 stopped,
+    5 connection failure."""
+    from modulecontrol._runcli import run_command
+
+    code = run_command(recipe, plant, simulate=simulate or dry_run, speed=speed, db=db,
+                       sets=set_ or [], faults=faults, dry_run=dry_run, yes=yes, live=live,
+                       report_dir=report_dir)
+    raise typer.Exit(code)
+
+
 @app.command("types")
 def list_types() -> None:
     """List the built-in module types."""
@@ -166,9 +204,11 @@ def _mount() -> None:
     from modulecontrol.drivers.cli import app as drivers_app
     from modulecontrol.mtp.cli import app as mtp_app
     from modulecontrol.records import cli as records_cli
+    from modulecontrol.simulators.cli import app as sim_app
 
     app.add_typer(drivers_app, name="drivers", help="List installed drivers.")
     app.add_typer(mtp_app, name="mtp", help="MTP manifests: import, export, check.")
+    app.add_typer(sim_app, name="sim", help="Serve simulated plants; steady states.")
     app.add_typer(states_app, name="states", help="Print the MTP service state table.")
     app.add_typer(records_cli.audit_app, name="audit", help="Verify the audit trail.")
     app.command("runs")(records_cli.runs)

@@ -449,6 +449,7 @@ class Orchestrator:
             self.progress.step, self.progress.step_kind = label, kind
             self.progress.step_started = self.clock.now()
             self.progress.step_duration = None
+            self._divert_switch(step.name)
             self.log.emit(
                 "step_started",
                 label,
@@ -842,10 +843,32 @@ class Orchestrator:
             d.switches += 1
             self.log.emit("divert", d.valve, "to product" if want else "to waste", to_product=want)
 
-    def activate_divert(self) -> None:
-        if self.divert is not None and not self.divert.active:
-            self.divert.active = True
-            self.log.emit("divert_enabled", self.divert.valve, "divert control active")
+    def _divert_switch(self, step_name: str | None) -> None:
+        """Divert control starts and ends at the steps the recipe names."""
+        spec, d = self.recipe.divert, self.divert
+        if spec is None or d is None or step_name is None:
+            return
+        if step_name == spec.enabled_from and not d.active:
+            d.active = True
+            self.log.emit("divert_enabled", d.valve, f"divert control active from {step_name}")
+        elif step_name == spec.disabled_from and d.active:
+            d.active = False
+            self.log.emit("divert_disabled", d.valve, f"divert control ends at {step_name}")
+            if d.to_product:
+                asyncio.get_running_loop().create_task(self._divert_to_waste())
+
+    async def _divert_to_waste(self) -> None:
+        d = self.divert
+        assert d is not None
+        proxy = self.proxies[d.valve]
+        try:
+            await proxy.set(_valve_assembly(proxy), False)
+        except (DriverError, ValueError) as exc:
+            self.log.emit("divert_failed", d.valve, str(exc))
+            return
+        d.to_product = False
+        self.derived["divert.product"] = False
+        self.log.emit("divert", d.valve, "to waste", to_product=False)
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:

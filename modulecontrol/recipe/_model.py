@@ -240,6 +240,8 @@ class Divert(Model):
     product_when: str
     enabled_from: Ident | None = None
     """Name of the step from which divert control is active (default: from the start)."""
+    disabled_from: Ident | None = None
+    """Name of the step from which divert control ends, the valve to waste (shutdown)."""
 
 
 class Recipe(Model):

@@ -942,13 +942,14 @@ class _Validator:
                     "divert control needs a divert valve module",
                 )
             self.condition(("divert", "product_when"), d.product_when)
-            if d.enabled_from is not None:
-                procedure_steps = [n for n, p in self.step_names.items() if p[0] == "procedure"]
-                if d.enabled_from not in procedure_steps:
+            procedure_steps = [n for n, p in self.step_names.items() if p[0] == "procedure"]
+            for key in ("enabled_from", "disabled_from"):
+                name = getattr(d, key)
+                if name is not None and name not in procedure_steps:
                     self.add(
-                        ("divert", "enabled_from"),
-                        f"no step named '{d.enabled_from}' in the procedure"
-                        f"{did_you_mean(d.enabled_from, procedure_steps)}",
+                        ("divert", key),
+                        f"no step named '{name}' in the procedure"
+                        f"{did_you_mean(name, procedure_steps)}",
                     )
 
     def check_reachability(self) -> None:

@@ -18,7 +18,13 @@ from modulecontrol.simulators._plant import (
     StreamReport,
     default_species,
 )
-from modulecontrol.simulators._serve import PlantServer, ServedEndpoint, ServeError
+from modulecontrol.simulators._serve import (
+    PlantServer,
+    ServedEndpoint,
+    ServedPlant,
+    ServeError,
+    serve_plant,
+)
 from modulecontrol.simulators._view import ModuleView, TransportFaults, Variable, ViewError
 
 __all__ = [
@@ -35,6 +41,7 @@ __all__ = [
     "SecurityError",
     "ServeError",
     "ServedEndpoint",
+    "ServedPlant",
     "SimulatedPlant",
     "StreamReport",
     "TransportFaults",
@@ -43,4 +50,5 @@ __all__ = [
     "default_species",
     "load_scenario",
     "scenario_from_doc",
+    "serve_plant",
 ]

@@ -1,0 +1,259 @@
+"""``modulecontrol run``: validation, live view, Ctrl-C handling, prompts and summary."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from modulecontrol.errors import ConfigError
+from modulecontrol.orchestrator import Event, Orchestrator
+from modulecontrol.session import (
+    EXIT_INVALID,
+    RunOptions,
+    RunOutcome,
+    Session,
+)
+from modulecontrol.statemachine import Command, State
+
+console = Console()
+
+
+def run_command(recipe: Path, plant: Path | None, *, simulate: bool, speed: float, db: Path,
+                sets: list[str], faults: Path | None, dry_run: bool, yes: bool, live: bool,
+                report_dir: Path) -> int:
+    from modulecontrol.recipe import parse_set_options
+
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    try:
+        overrides = parse_set_options(sets)
+    except ValueError as exc:
+        print(f"--set: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    tmp: tempfile.TemporaryDirectory[str] | None = None
+    if dry_run:
+        tmp = tempfile.TemporaryDirectory(prefix="modulecontrol-dry-")
+        db = Path(tmp.name) / "dry.db"
+        speed = max(speed, 2000.0)
+    options = RunOptions(
+        simulate=simulate, speed=speed, db=db, overrides=overrides, faults=faults,
+        report_dir=None if dry_run else report_dir,
+        auto_answer="__first__" if (yes or dry_run or not interactive) else None,
+    )
+    if options.auto_answer and not (yes or dry_run):
+        console.print("[yellow]not a terminal: prompts are answered with their first "
+                      "choice (pass --yes to say so)[/yellow]")
+    try:
+        session = Session.load(recipe, plant, options)
+    except ConfigError as exc:
+        for p in exc.problems:
+            print(str(p), file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        outcome = asyncio.run(_run(session, live=live and interactive and not dry_run,
+                                   interactive=interactive))
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    if dry_run:
+        _plan(outcome, session)
+    else:
+        _summary(outcome)
+    return outcome.exit_code
+
+
+async def _run(session: Session, *, live: bool, interactive: bool) -> RunOutcome:
+    task = asyncio.create_task(session.run())
+    loop = asyncio.get_running_loop()
+    orch: Orchestrator | None = None
+    for _ in range(20000):
+        if session.orchestrator is not None or task.done():
+            break
+        await asyncio.sleep(0.01)
+    orch = session.orchestrator
+    if orch is None:
+        return await task
+
+    interrupted = asyncio.Event()
+
+    def on_sigint() -> None:
+        interrupted.set()
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+    helpers = [asyncio.create_task(_ctrl_c(orch, interrupted, interactive))]
+    if interactive:
+        helpers.append(asyncio.create_task(_prompts(session)))
+    try:
+        if live:
+            from modulecontrol._live import LiveView
+
+            signals = list(orch.recipe.display) or _default_signals(orch)
+            view = LiveView(orch, signals)
+            with Live(view, console=console, refresh_per_second=4, transient=False):
+                return await task
+        orch.subscribe(_printer())
+        return await task
+    finally:
+        for h in helpers:
+            h.cancel()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGINT)
+
+
+def _default_signals(orch: Orchestrator) -> list[str]:
+    out: list[str] = []
+    for tag, proxy in orch.proxies.items():
+        for da in proxy.type.data_assemblies:
+            if da.class_ in ("AnaView", "AnaMon") and len(out) < 10:
+                out.append(f"{tag}.{da.name}")
+    return out
+
+
+_QUIET = {"service_state", "parameter_write", "iteration", "block_finished"}
+
+
+def _printer() -> Any:
+    def show(ev: Event) -> None:
+        if ev.kind in _QUIET or ev.kind == "step_finished":
+            return
+        h, rem = divmod(int(ev.t), 3600)
+        m, s = divmod(rem, 60)
+        console.print(f"[dim]{h:d}:{m:02d}:{s:02d}[/dim] {ev.kind:<18} {ev.source}: "
+                      f"{ev.message}", highlight=False)
+
+    return show
+
+
+async def _ctrl_c(orch: Orchestrator, interrupted: asyncio.Event, interactive: bool) -> None:
+    """Ctrl-C holds the recipe and asks what to do; a second Ctrl-C without a terminal stops."""
+    while True:
+        await interrupted.wait()
+        interrupted.clear()
+        held = orch.try_command(Command.HOLD, "Ctrl-C")
+        if not interactive:
+            orch.try_command(Command.STOP, "Ctrl-C (no terminal to ask)")
+            continue
+        if held:
+            await orch.machine.wait_for(State.HELD, State.STOPPED, State.ABORTED)
+        answer = await asyncio.to_thread(
+            _ask, "Recipe held. [r]esume, [s]top or [a]bort? ", {"r", "s", "a"})
+        cmd = {"r": Command.UNHOLD, "s": Command.STOP, "a": Command.ABORT}[answer]
+        orch.try_command(cmd, "operator after Ctrl-C")
+
+
+def _ask(question: str, choices: set[str]) -> str:
+    while True:
+        try:
+            line = input(question).strip().lower()[:1]
+        except EOFError:
+            return "s"
+        if line in choices:
+            return line
+
+
+async def _prompts(session: Session) -> None:
+    """Answer operator prompts from the terminal."""
+    op = session.operator
+    while True:
+        for pid, prompt in list(op.pending.items()):
+            choices = "/".join(prompt.choices)
+            answer = await asyncio.to_thread(
+                _ask_choice, f"\n{prompt.source}: {prompt.message} [{choices}] ", prompt.choices)
+            with contextlib.suppress(KeyError, ValueError):
+                op.answer(pid, answer)
+        await asyncio.sleep(0.2)
+
+
+def _ask_choice(question: str, choices: list[str]) -> str:
+    while True:
+        try:
+            line = input(question).strip()
+        except EOFError:
+            return choices[0]
+        if not line:
+            return choices[0]
+        for c in choices:
+            if c.lower().startswith(line.lower()):
+                return c
+
+
+def _summary(outcome: RunOutcome) -> None:
+    if outcome.result is None:
+        console.print(f"[red]run failed:[/red] {outcome.message}")
+        return
+    colour = {"completed": "green", "stopped": "yellow", "aborted": "red"}[outcome.result.value]
+    console.print(f"[{colour}]run {outcome.run_id} {outcome.result.value}[/{colour}] after "
+                  f"{outcome.sim_seconds / 3600:.2f} h simulated time")
+    fig = outcome.figures
+    if fig:
+        table = Table("figure", "value", title="batch summary")
+        for key, label in _FIGURES:
+            if key in fig and fig[key] is not None:
+                table.add_row(label, _fmt(fig[key]))
+        console.print(table)
+    if outcome.report is not None:
+        console.print(f"report: {outcome.report}")
+    if outcome.message:
+        console.print(outcome.message)
+
+
+_FIGURES = [
+    ("overall_yield", "overall yield"),
+    ("yield", "yield"),
+    ("throughput_g_per_h", "throughput (g/h)"),
+    ("purity", "purity"),
+    ("time_to_steady_state_s", "time to steady state (s)"),
+    ("off_spec_volume_ml", "off-spec (diverted) volume (mL)"),
+    ("material_balance", "material balance"),
+]
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={_fmt(x)}" for k, x in v.items())
+    return str(v)
+
+
+def _plan(outcome: RunOutcome, session: Session) -> None:
+    """Dry run: steps with their simulated start and duration, material used per feed."""
+    table = Table("step", "kind", "start", "duration", title="plan (dry run on simulators)")
+    starts: dict[str, Event] = {}
+    for ev in outcome.events:
+        if ev.kind == "step_started":
+            starts[ev.source] = ev
+        elif ev.kind in ("step_finished", "step_failed", "step_timeout") and ev.source in starts:
+            st = starts.pop(ev.source)
+            table.add_row(ev.source, str(st.data.get("step_kind", "")), _hms(st.t),
+                          _hms(ev.t - st.t))
+    console.print(table)
+    orch = session.orchestrator
+    if orch is not None:
+        used = Table("feed", "delivered", title="material used")
+        from modulecontrol.descriptors._topology import feeds
+
+        for tag in feeds(orch.plant):
+            proxy = orch.proxies[tag]
+            for name in ("DeliveredVolume", "Dispensed"):
+                v = proxy.value(name)
+                if v is not None:
+                    used.add_row(tag, f"{v:.4g} {proxy.type.assembly(name).unit}")
+        console.print(used)
+    result = outcome.result.value if outcome.result else f"failed: {outcome.message}"
+    console.print(f"dry run {result}; {outcome.sim_seconds / 3600:.2f} h simulated")
+
+
+def _hms(s: float) -> str:
+    h, rem = divmod(int(s), 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h:d}:{m:02d}:{sec:02d}"

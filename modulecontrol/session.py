@@ -1,0 +1,304 @@
+"""One run of a recipe, end to end: plant, (simulators), proxies, orchestrator, records.
+
+This is what ``modulecontrol run`` and ``make run`` call. It owns the wiring so that the CLI,
+tests and notebooks start runs the same way, and it guarantees the order of shutdown:
+orchestrator first, then proxies (safe states already applied), then simulators, then the
+historian, so no record is lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from modulecontrol.clock import Clock
+from modulecontrol.descriptors import PlantConfig
+from modulecontrol.drivers import DriverError, Quality, TagValue
+from modulecontrol.orchestrator import Event, OperatorChannel, Orchestrator, RunResult
+from modulecontrol.proxy import ModuleProxy, ProxyOptions, proxies_for
+from modulecontrol.recipe import ValidatedRecipe, load_recipe
+from modulecontrol.records import EventKind, Historian, TagConfig
+from modulecontrol.records import RunResult as RecordResult
+
+_log = logging.getLogger(__name__)
+
+EXIT_COMPLETED = 0
+EXIT_INVALID = 2
+EXIT_ABORTED = 3
+EXIT_STOPPED = 4
+EXIT_CONNECTION = 5
+
+_EXIT = {
+    RunResult.COMPLETED: EXIT_COMPLETED,
+    RunResult.ABORTED: EXIT_ABORTED,
+    RunResult.STOPPED: EXIT_STOPPED,
+}
+_PRIORITY = {"low": 250, "medium": 500, "high": 750, "urgent": 1000}
+
+
+class Simulation(Protocol):
+    """What the session needs from a running simulated plant."""
+
+    config: PlantConfig
+    """The plant as drivers must see it (pseudo-terminal paths, ports actually bound)."""
+
+    async def stop(self) -> None: ...
+
+
+SimulationFactory = Callable[[PlantConfig, Clock], Awaitable[Simulation]]
+
+
+@dataclass
+class RunOptions:
+    simulate: bool = False
+    speed: float = 1.0
+    db: Path = Path("runs/modulecontrol.db")
+    overrides: Mapping[str, str] = field(default_factory=dict)
+    faults: Path | None = None
+    report_dir: Path | None = Path("runs")
+    tick: float | None = None
+    """Supervision period in simulated seconds (default: 1 s x speed/60, at least 1 s)."""
+    poll_interval: float = 0.1
+    operator: str = "operator"
+    auto_answer: str | None = None
+    on_comm_loss: str = "hold"
+
+
+@dataclass
+class RunOutcome:
+    result: RunResult | None
+    exit_code: int
+    run_id: int | None = None
+    report: Path | None = None
+    figures: dict[str, Any] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+    message: str = ""
+    sim_seconds: float = 0.0
+
+
+def _read_or_none(path: str) -> bytes | None:
+    """The file's bytes for the run record (its hash goes into the record too)."""
+    try:
+        return Path(path).read_bytes()
+    except OSError:
+        return None
+
+
+class Session:
+    """Prepare, run and record one recipe run. Use :meth:`run`, or the steps one by one."""
+
+    def __init__(self, recipe: ValidatedRecipe, options: RunOptions,
+                 simulation_factory: SimulationFactory | None = None) -> None:
+        self.vr = recipe
+        self.options = options
+        self.clock = Clock.scaled(options.speed) if options.speed != 1 else Clock.realtime()
+        self.simulation_factory = simulation_factory
+        self.simulation: Simulation | None = None
+        self.proxies: dict[str, ModuleProxy] = {}
+        self.historian: Historian | None = None
+        self.orchestrator: Orchestrator | None = None
+        self.operator = OperatorChannel(options.operator, options.auto_answer)
+        self.run_id: int | None = None
+
+    @classmethod
+    def load(cls, recipe: str | Path, plant: str | Path | None, options: RunOptions,
+             simulation_factory: SimulationFactory | None = None) -> Session:
+        """Validate first: raises ConfigError and nothing starts if anything is wrong."""
+        vr = load_recipe(recipe, plant, dict(options.overrides))
+        return cls(vr, options, simulation_factory)
+
+    @property
+    def tick(self) -> float:
+        if self.options.tick is not None:
+            return self.options.tick
+        return max(1.0, self.options.speed * self.options.poll_interval)
+
+    async def start(self) -> None:
+        """Simulators (if asked), then connect every module; raises DriverError on failure."""
+        config = self.vr.plant
+        if self.options.simulate:
+            if self.simulation_factory is None:
+                from modulecontrol.simulators import load_scenario, serve_plant
+
+                scenario = (load_scenario(self.options.faults, config)
+                            if self.options.faults is not None else None)
+
+                async def factory(cfg: PlantConfig, clock: Clock) -> Simulation:
+                    return await serve_plant(cfg, clock, scenario=scenario)
+
+                self.simulation_factory = factory
+            self.simulation = await self.simulation_factory(config, self.clock)
+            config = self.simulation.config
+        self.proxies = proxies_for(config, options=ProxyOptions(
+            poll_interval=self.options.poll_interval))
+        started: list[ModuleProxy] = []
+        try:
+            for proxy in self.proxies.values():
+                await proxy.start()
+                started.append(proxy)
+        except (DriverError, OSError) as exc:
+            for p in started:
+                await p.close()
+            raise DriverError(f"cannot connect to {proxy.tag}: {exc}") from exc
+
+    async def run(self) -> RunOutcome:
+        """The whole run: start, record, execute, shut down, report."""
+        opts = self.options
+        opts.db.parent.mkdir(parents=True, exist_ok=True)
+        self.historian = Historian(opts.db, clock=lambda: self.clock.datetime().timestamp())
+        try:
+            try:
+                await self.start()
+            except DriverError as exc:
+                return RunOutcome(None, EXIT_CONNECTION, message=str(exc))
+            await self._open_record()
+            orch = Orchestrator(self.vr, self.proxies, clock=self.clock, operator=self.operator,
+                                tick=self.tick,
+                                on_comm_loss=opts.on_comm_loss)  # type: ignore[arg-type]
+            self.orchestrator = orch
+            self._wire_records(orch)
+            result = await orch.run()
+            outcome = RunOutcome(result, _EXIT[result], self.run_id, events=orch.log.events,
+                                 sim_seconds=self.clock.now())
+        finally:
+            await self._shutdown()
+        await self._close_record(outcome)
+        return outcome
+
+    async def _open_record(self) -> None:
+        assert self.historian is not None
+        recipe_text, plant_text = _read_or_none(self.vr.file), _read_or_none(self.vr.plant.file)
+        for tag, proxy in self.proxies.items():
+            for da in proxy.type.data_assemblies:
+                if da.kind == "number":
+                    self.historian.configure_tag(f"{tag}.{da.name}", TagConfig(
+                        unit=da.unit, deadband=0.0, max_interval=600.0))
+        metadata: dict[str, Any] = {
+            "plant": self.vr.plant.plant.name,
+            "simulated": self.options.simulate,
+            "speed": self.options.speed,
+        }
+        if self.vr.recipe.report is not None:
+            metadata["figures"] = self.vr.recipe.report
+        self.run_id = await self.historian.start_run(
+            self.vr.recipe.name,
+            recipe_version=self.vr.recipe.version,
+            recipe_text=recipe_text,
+            plant_text=plant_text,
+            parameters={n: p.text() for n, p in self.vr.parameters.items()},
+            metadata=metadata,
+            operator=self.options.operator,
+        )
+
+    def _wire_records(self, orch: Orchestrator) -> None:
+        hist = self.historian
+        assert hist is not None
+
+        def on_event(ev: Event) -> None:
+            payload = {"message": ev.message, "sim_time": ev.t, **_jsonable(ev.data)}
+            if ev.kind in ("recipe_state", "service_state"):
+                payload["state"], payload["previous"] = ev.data.get("new"), ev.data.get("old")
+            elif ev.kind == "step_started":
+                payload["step"] = ev.source
+            if ev.kind == "alarm_raised":
+                hist.raise_alarm(ev.source, ev.message,
+                                 _PRIORITY.get(str(ev.data.get("priority")), 500), payload)
+            elif ev.kind == "alarm_cleared":
+                hist.clear_alarm(ev.source, payload)
+            elif ev.kind == "operator_action":
+                with contextlib.suppress(ValueError):
+                    hist.record_operator_action(
+                        str(ev.data.get("user") or self.options.operator), "answer",
+                        ev.source, new_value=ev.data.get("answer"),
+                        reason=f"prompt: {ev.message}")
+            else:
+                hist.record_event(_KIND.get(ev.kind, ev.kind), ev.source, payload)
+
+        orch.subscribe(on_event)
+
+        def on_values(tag: str, values: Mapping[str, TagValue]) -> None:
+            proxy = self.proxies[tag]
+            names = {d.name for d in proxy.type.data_assemblies}
+            for name, tv in values.items():
+                if name not in names and not name.endswith(".StateCur"):
+                    continue
+                v = tv.value
+                if isinstance(v, bool):
+                    v = float(v)
+                if not isinstance(v, int | float) or not math.isfinite(float(v)):
+                    continue
+                hist.record_sample(f"{tag}.{name}", float(v),
+                                   quality=192 if tv.quality is Quality.GOOD else 0)
+
+        for proxy in self.proxies.values():
+            proxy.on_values(on_values)
+
+    async def _shutdown(self) -> None:
+        for proxy in self.proxies.values():
+            with contextlib.suppress(Exception):
+                await proxy.close()
+        if self.simulation is not None:
+            with contextlib.suppress(Exception):
+                await self.simulation.stop()
+
+    async def _close_record(self, outcome: RunOutcome) -> None:
+        hist = self.historian
+        if hist is None:
+            return
+        try:
+            if self.run_id is not None and outcome.result is not None:
+                await hist.end_run(self.run_id, RecordResult(outcome.result.value))
+            await hist.flush()
+        finally:
+            await hist.close()
+        if self.run_id is not None and self.options.report_dir is not None:
+            from modulecontrol.records import report, run_figures
+
+            out = self.options.report_dir / f"run-{self.run_id}.html"
+            try:
+                report(self.options.db, self.run_id, "html", out)
+                outcome.report = out
+                outcome.figures = dict(run_figures(self.options.db, self.run_id))
+            except Exception as exc:  # a report problem must not hide the run's result
+                _log.exception("report failed")
+                outcome.message = f"report failed: {exc}"
+
+
+_KIND = {
+    "recipe_state": EventKind.STATE_CHANGE,
+    "service_state": EventKind.STATE_CHANGE,
+    "step_started": EventKind.STEP_TRANSITION,
+    "step_finished": EventKind.STEP_TRANSITION,
+    "parameter_write": EventKind.PARAMETER_WRITE,
+    "module_fault": EventKind.FAULT,
+    "command": EventKind.COMMAND,
+}
+
+
+def _jsonable(data: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            out[k] = str(v)
+        elif isinstance(v, str | int | float | bool) or v is None:
+            out[k] = v
+        elif isinstance(v, list | tuple):
+            out[k] = [x if isinstance(x, str | int | float | bool) else str(x) for x in v]
+        elif isinstance(v, dict):
+            out[k] = {str(a): (b if isinstance(b, str | int | float | bool) else str(b))
+                      for a, b in v.items()}
+        else:
+            out[k] = str(v)
+    return out
+
+
+async def run_recipe(recipe: str | Path, plant: str | Path | None = None,
+                     options: RunOptions | None = None) -> RunOutcome:
+    """Validate, run and record; the convenience entry point for scripts and tests."""
+    session = Session.load(recipe, plant, options or RunOptions())
+    return await session.run()
