@@ -33,6 +33,11 @@ def run_command(recipe: Path, plant: Path | None, *, simulate: bool, speed: floa
     from modulecontrol.recipe import parse_set_options
 
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    import logging
+
+    # asyncua reports every unsecured loopback session at WARNING: keep the terminal for
+    # the run; real problems reach the user as typed errors.
+    logging.getLogger("asyncua").setLevel(logging.ERROR)
     try:
         overrides = parse_set_options(sets)
     except ValueError as exc:
@@ -122,10 +127,15 @@ _QUIET = {"service_state", "parameter_write", "iteration", "block_finished"}
 
 
 def _printer() -> Any:
+    """One line per event, times relative to the start of the run."""
+    t0: list[float] = []
+
     def show(ev: Event) -> None:
+        if not t0:
+            t0.append(ev.t)
         if ev.kind in _QUIET or ev.kind == "step_finished":
             return
-        h, rem = divmod(int(ev.t), 3600)
+        h, rem = divmod(int(ev.t - t0[0]), 3600)
         m, s = divmod(rem, 60)
         console.print(f"[dim]{h:d}:{m:02d}:{s:02d}[/dim] {ev.kind:<18} {ev.source}: "
                       f"{ev.message}", highlight=False)

@@ -237,6 +237,14 @@ class Session:
 
         for proxy in self.proxies.values():
             proxy.on_values(on_values)
+        faults = getattr(getattr(self.simulation, "plant", None), "faults", None)
+        if faults is not None:
+            def on_fault(rec: Any) -> None:
+                orch.log.emit("sim_fault", rec.module,
+                              f"simulated fault {rec.fault} {rec.event}",
+                              fault=rec.fault, phase=rec.event, sim_time=rec.time)
+
+            faults.on_record(on_fault)
 
     async def _shutdown(self) -> None:
         for proxy in self.proxies.values():

@@ -37,6 +37,7 @@ class AlarmState:
     acknowledged: bool = False
     pending_since: float | None = None
     raised: int = 0
+    enabled: bool = True
 
     @classmethod
     def build(cls, spec: Alarm, unit: str, resolve: Any) -> AlarmState:
@@ -52,7 +53,9 @@ class AlarmState:
             hyst = _delta_si(str(hyst_raw))
         delay_raw = resolve(spec.delay)
         delay = float(delay_raw) if isinstance(delay_raw, int | float) else to_si(delay_raw, "s")
-        return cls(spec, unit, q(spec.high), q(spec.low), hyst, delay)
+        state = cls(spec, unit, q(spec.high), q(spec.low), hyst, delay)
+        state.enabled = spec.enabled_from is None
+        return state
 
     def step(self, now: float, value: Any) -> str | None:
         """Returns ``'raise'`` or ``'clear'`` when the alarm changes, else None."""

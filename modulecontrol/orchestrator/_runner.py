@@ -443,6 +443,9 @@ class Orchestrator:
 
     async def _run_step(self, step: AnyStep, where: str) -> None:
         label = self.validated.label(step)
+        if step.name is None and isinstance(step, ServiceStep):
+            call = step.service
+            label = f"{call.module}.{call.service} {call.command}"
         kind = _kind(step)
         while True:
             await self._gate_open()
@@ -717,6 +720,8 @@ class Orchestrator:
                 hit = None
             await self._interlock(il, bool(hit))
         for al in self.alarms:
+            if not al.enabled:
+                continue
             change = al.step(now, values.get(al.spec.signal))
             if change == "raise":
                 self.log.emit(
@@ -844,7 +849,19 @@ class Orchestrator:
             self.log.emit("divert", d.valve, "to product" if want else "to waste", to_product=want)
 
     def _divert_switch(self, step_name: str | None) -> None:
-        """Divert control starts and ends at the steps the recipe names."""
+        """Divert control and alarms start and end at the steps the recipe names."""
+        for al in self.alarms:
+            if step_name is not None and step_name == al.spec.enabled_from and not al.enabled:
+                al.enabled = True
+                self.log.emit("alarm_enabled", al.spec.name, f"evaluated from {step_name}")
+            elif step_name is not None and step_name == al.spec.disabled_from and al.enabled:
+                al.enabled = False
+                if al.active:
+                    al.active = False
+                    self.log.emit("alarm_cleared", al.spec.name,
+                                  f"no longer evaluated from {step_name}",
+                                  priority=al.spec.priority)
+                self.log.emit("alarm_disabled", al.spec.name, f"not evaluated from {step_name}")
         spec, d = self.recipe.divert, self.divert
         if spec is None or d is None or step_name is None:
             return

@@ -215,6 +215,11 @@ class Alarm(Model):
     delay: Any = 0
     priority: Literal["low", "medium", "high", "urgent"] = "medium"
     message: str = ""
+    enabled_from: Ident | None = None
+    """Name of the step from which the alarm is evaluated (default: from the start), so a
+    purity alarm does not fire while the line is still filling."""
+    disabled_from: Ident | None = None
+    """Name of the step from which the alarm is no longer evaluated (shutdown)."""
 
     @model_validator(mode="after")
     def _limit(self) -> Alarm:

@@ -884,6 +884,7 @@ class _Validator:
                 self.module(("interlocks", i, "modules", k), tag)
         for i, al in enumerate(r.alarms):
             apath: PathKey = ("alarms", i)
+            self.phase_steps(apath, al)
             sig = self.signals.get(al.signal)
             if sig is None:
                 self.add(
@@ -942,15 +943,19 @@ class _Validator:
                     "divert control needs a divert valve module",
                 )
             self.condition(("divert", "product_when"), d.product_when)
-            procedure_steps = [n for n, p in self.step_names.items() if p[0] == "procedure"]
-            for key in ("enabled_from", "disabled_from"):
-                name = getattr(d, key)
-                if name is not None and name not in procedure_steps:
-                    self.add(
-                        ("divert", key),
-                        f"no step named '{name}' in the procedure"
-                        f"{did_you_mean(name, procedure_steps)}",
-                    )
+            self.phase_steps(("divert",), d)
+
+    def phase_steps(self, path: PathKey, obj: Any) -> None:
+        """``enabled_from`` / ``disabled_from`` must name steps of the procedure."""
+        procedure_steps = [n for n, p in self.step_names.items() if p[0] == "procedure"]
+        for key in ("enabled_from", "disabled_from"):
+            name = getattr(obj, key)
+            if name is not None and name not in procedure_steps:
+                self.add(
+                    (*path, key),
+                    f"no step named '{name}' in the procedure"
+                    f"{did_you_mean(name, procedure_steps)}",
+                )
 
     def check_reachability(self) -> None:
         for i, block in enumerate(self.recipe.cleanup):
