@@ -8,6 +8,7 @@ historian, so no record is lost.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -136,15 +137,17 @@ class Session:
             config = self.simulation.config
         self.proxies = proxies_for(config, options=ProxyOptions(
             poll_interval=self.options.poll_interval))
-        started: list[ModuleProxy] = []
-        try:
-            for proxy in self.proxies.values():
-                await proxy.start()
-                started.append(proxy)
-        except (DriverError, OSError) as exc:
-            for p in started:
-                await p.close()
-            raise DriverError(f"cannot connect to {proxy.tag}: {exc}") from exc
+        # Connect every module at once: OPC UA sessions take a moment each.
+        results = await asyncio.gather(*(p.start() for p in self.proxies.values()),
+                                       return_exceptions=True)
+        failed = [(p.tag, r) for p, r in zip(self.proxies.values(), results, strict=True)
+                  if isinstance(r, BaseException)]
+        if failed:
+            for p in self.proxies.values():
+                with contextlib.suppress(Exception):
+                    await p.close()
+            detail = "; ".join(f"{tag}: {exc}" for tag, exc in failed)
+            raise DriverError(f"cannot connect to {len(failed)} module(s): {detail}")
 
     async def run(self) -> RunOutcome:
         """The whole run: start, record, execute, shut down, report."""
