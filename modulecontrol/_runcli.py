@@ -217,13 +217,19 @@ def _summary(outcome: RunOutcome) -> None:
 
 
 _FIGURES = [
-    ("overall_yield", "overall yield"),
-    ("yield", "yield"),
-    ("throughput_g_per_h", "throughput (g/h)"),
-    ("purity", "purity"),
-    ("time_to_steady_state_s", "time to steady state (s)"),
+    ("time_to_steady_state_s", "time to steady state, from feed start (s)"),
+    ("production_time_s", "production time, to product (s)"),
+    ("throughput_g_per_h", "throughput while to product (g/h)"),
+    ("isolated_throughput_g_per_h", "isolated throughput while to product (g/h)"),
+    ("yield_pct", "yield while to product (%)"),
+    ("isolated_yield_pct", "isolated yield while to product (%)"),
+    ("overall_isolated_yield_pct", "isolated yield, whole run (%)"),
+    ("product_total_g", "product, whole run (g)"),
+    ("purity_mean_pct", "purity, mean while to product (%)"),
+    ("off_spec_time_s", "off-spec time (s)"),
     ("off_spec_volume_ml", "off-spec (diverted) volume (mL)"),
-    ("material_balance", "material balance"),
+    ("material_balance_pct", "material balance out/in (%)"),
+    ("deviations", "deviations"),
 ]
 
 

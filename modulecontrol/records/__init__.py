@@ -4,7 +4,8 @@ Public API::
 
     Historian, TagConfig, EventKind, RunResult, AlarmPriority   # recording
     AuditTrail, AuditEntry, AuditIssue, AuditReport, verify_audit   # 21 CFR Part 11 style trail
-    report, run_figures, list_runs, RunInfo, FigureSpec, StreamSpec, SteadyStateSpec  # reports
+    report, run_figures, list_runs, RunInfo, FigureSpec, StreamSpec, SteadyStateSpec,
+    BalanceSpec, WorkupSpec, extraction_recovery                 # reports
 
 See docs/records.md for the loss rules and the figures metadata.
 """
@@ -31,6 +32,7 @@ from modulecontrol.records._historian import (
     content_hash,
 )
 from modulecontrol.records._report import (
+    BalanceSpec,
     FigureSpec,
     RunInfo,
     SteadyStateSpec,
@@ -39,6 +41,7 @@ from modulecontrol.records._report import (
     report,
     run_figures,
 )
+from modulecontrol.records._workup import WorkupSpec, extraction_recovery
 
 __all__ = [
     "DEFAULT_DB",
@@ -50,6 +53,7 @@ __all__ = [
     "AuditIssue",
     "AuditReport",
     "AuditTrail",
+    "BalanceSpec",
     "EventKind",
     "FigureSpec",
     "Historian",
@@ -61,7 +65,9 @@ __all__ = [
     "StreamSpec",
     "TagConfig",
     "TagFilter",
+    "WorkupSpec",
     "content_hash",
+    "extraction_recovery",
     "list_runs",
     "report",
     "run_figures",

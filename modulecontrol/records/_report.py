@@ -22,9 +22,10 @@ from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from modulecontrol.records._db import RecordsError, connect
+from modulecontrol.records._workup import WorkupSpec
 from modulecontrol.units import UnitError, compatible, convert
 
 ReportFormat = Literal["html", "json", "csv"]
@@ -46,13 +47,18 @@ def _check_quantity(text: str | None, unit: str, what: str) -> str | None:
 
 
 class StreamSpec(_Strict):
-    """One material stream measured by a flow tag (mass, volume or molar flow per time).
+    """One material stream: a flow tag (mass, volume or molar flow per time), a totaliser tag
+    (cumulative mass, volume or amount), or both.
 
-    ``density`` converts between volume and mass; ``concentration`` (amount per volume) of
-    the compound of interest, or ``molar_mass`` for a neat stream, gives moles for yield.
+    Amounts come from the totaliser when there is one (it counts what really passed, whatever
+    the sampling of the flow), from the integrated flow otherwise; whether the stream is
+    running comes from the flow tag when there is one. ``density`` converts between volume and
+    mass; ``concentration`` (amount per volume) of the compound of interest, or
+    ``molar_mass`` for a neat stream, gives moles for yield.
     """
 
-    tag: str
+    tag: str | None = None
+    totaliser: str | None = None
     name: str = ""
     density: str | None = None
     concentration: str | None = None
@@ -73,18 +79,42 @@ class StreamSpec(_Strict):
     def _mm(cls, v: str | None) -> str | None:
         return _check_quantity(v, "g/mol", "molar_mass")
 
+    @model_validator(mode="after")
+    def _one_tag(self) -> StreamSpec:
+        if self.tag is None and self.totaliser is None:
+            raise ValueError("a stream needs a flow 'tag', a 'totaliser' tag, or both")
+        return self
+
+    @property
+    def key(self) -> str:
+        """How the report names the stream: its name, else its tag."""
+        return self.name or self.tag or self.totaliser or ""
+
+    def matches(self, key: str) -> bool:
+        return key in (self.name, self.tag, self.totaliser)
+
 
 class SteadyStateSpec(_Strict):
-    """Steady state: ``tag`` stays within ``tolerance`` (relative) of its reference.
+    """When the line reached steady state.
 
-    The reference is ``target`` when given, otherwise the mean of the last ``window``
-    seconds of the run.
+    The orchestrator's first ``steady_state`` event with ``steady: true`` (from the recipe's
+    steady-state detector named ``event``, or any when ``event`` is not given) counts. Only
+    when the run has no such event, the signal ``tag`` is used: it must stay within
+    ``tolerance`` (relative) of ``target``, or of the mean of the last ``window`` seconds.
     """
 
-    tag: str
+    event: str | None = None
+    tag: str | None = None
     tolerance: float = Field(0.02, gt=0)
     window: float = Field(60.0, gt=0)
     target: float | None = None
+
+
+class BalanceSpec(_Strict):
+    """The material-balance boundary: streams (by name or tag) that cross it in and out."""
+
+    inputs: list[str] = Field(min_length=1)
+    outputs: list[str] = Field(min_length=1)
 
 
 class FigureSpec(_Strict):
@@ -94,16 +124,21 @@ class FigureSpec(_Strict):
 
         figures:
           feeds:
-            - {tag: P1.flow, name: amine, density: 0.95 g/mL, concentration: 0.5 mol/L}
+            - {tag: P1.flow, totaliser: P1.volume, name: amine, density: 0.95 g/mL,
+               concentration: 0.5 mol/L}
             - {tag: P2.flow, name: reagent, density: 1.05 g/mL}
           limiting_feed: amine
+          start_step: feeds_on
           product: {tag: OUT.flow, density: 1.0 g/mL}
-          outlets: [{tag: WASTE.flow, density: 1.0 g/mL}]
+          product_basis: purity
+          outlets: [{totaliser: V3.waste_volume, name: waste, density: 1.0 g/mL}]
+          waste: waste
           product_molar_mass: 233.7 g/mol
           purity_tag: AT1.purity
           purity_spec: 98.0
-          divert_tag: V3.divert
-          steady_state: {tag: AT1.purity, tolerance: 0.01, window: 120}
+          divert_tag: V3.to_product
+          steady_state: {event: purity, tag: AT1.purity, tolerance: 0.01, window: 120}
+          workup: {partition_coefficient: 10, phase_ratio: 1, washes: 2}
     """
 
     feeds: list[StreamSpec] = []
@@ -111,22 +146,56 @@ class FigureSpec(_Strict):
     outlets: list[StreamSpec] = []
     limiting_feed: str | None = None
     product_molar_mass: str | None = None
+    product_basis: Literal["auto", "stream", "concentration", "purity"] = "auto"
     stoichiometry: float = Field(1.0, gt=0)
     purity_tag: str | None = None
     purity_spec: float | None = None
     divert_tag: str | None = None
+    divert_product_state: Literal["high", "low"] = "high"
+    waste: str | None = None
+    diverted_feeds: list[str] | None = None
+    start_step: str | None = None
     steady_state: SteadyStateSpec | None = None
+    workup: WorkupSpec | None = None
+    balance: BalanceSpec | None = None
 
     @field_validator("product_molar_mass")
     @classmethod
     def _pmm(cls, v: str | None) -> str | None:
         return _check_quantity(v, "g/mol", "product_molar_mass")
 
+    @model_validator(mode="after")
+    def _names(self) -> FigureSpec:
+        streams = self.streams()
+        known = ", ".join(s.key for s in streams) or "none"
+        if self.waste is not None and not any(o.matches(self.waste) for o in self.outlets):
+            outs = ", ".join(o.key for o in self.outlets) or "none"
+            raise ValueError(f"waste '{self.waste}' is not one of the outlets (known: {outs})")
+        for key in self.diverted_feeds or []:
+            if not any(f.matches(key) for f in self.feeds):
+                raise ValueError(f"diverted_feeds: '{key}' is not one of the feeds")
+        if self.balance is not None:
+            for key in [*self.balance.inputs, *self.balance.outputs]:
+                if not any(s.matches(key) for s in streams):
+                    raise ValueError(f"balance: '{key}' is not a feed, the product or an"
+                                     f" outlet (known: {known})")
+        return self
+
+    def streams(self) -> list[StreamSpec]:
+        """Feeds, product and outlets, in that order."""
+        return [*self.feeds, *([self.product] if self.product else []), *self.outlets]
+
+    def stream(self, key: str) -> StreamSpec:
+        for s in self.streams():
+            if s.matches(key):
+                return s
+        raise RecordsError(f"no stream '{key}' in the figures metadata")
+
     def feed(self, key: str) -> StreamSpec:
         for f in self.feeds:
-            if key in (f.name, f.tag):
+            if f.matches(key):
                 return f
-        known = ", ".join(f.name or f.tag for f in self.feeds) or "none"
+        known = ", ".join(f.key for f in self.feeds) or "none"
         raise RecordsError(f"limiting_feed '{key}' is not one of the feeds (known: {known})")
 
 
@@ -262,7 +331,11 @@ def _step(series: _Series, times: NDArray[np.float64]) -> NDArray[np.float64]:
 
 
 class _Grid:
-    """Piecewise-constant time grid over the run, on the union of the tags' sample times."""
+    """Piecewise-constant time grid over the run, on the union of the tags' sample times.
+
+    Every figure is a sum over the cells of this grid, so windows (production, off-spec,
+    feeding) are boolean masks over the same cells and always add up to the whole run.
+    """
 
     def __init__(self, data: _RunData, tags: list[str]) -> None:
         a, b = data.run.t_start, data.t_end
@@ -271,6 +344,7 @@ class _Grid:
             s = data.need(tg)
             pts.append(s.t[(s.t > a) & (s.t < b)])
         edges = np.unique(np.concatenate(pts))
+        self.edges = edges
         self.start = edges[:-1]
         self.dt = np.diff(edges)
         self.data = data
@@ -278,54 +352,89 @@ class _Grid:
     def values(self, tag: str) -> NDArray[np.float64]:
         return _step(self.data.need(tag), self.start)
 
+    def increments(self, tag: str) -> NDArray[np.float64]:
+        """What a totaliser added in each cell; a drop (reset) adds nothing, unknown adds 0.
+
+        A stored sample holds until the next, so the amount a sample reports arrives in the
+        cell that ends at that sample: the interval during which it was delivered.
+        """
+        v = _step(self.data.need(tag), self.edges)
+        d = np.diff(v)
+        return np.where(np.isfinite(d) & (d > 0), d, 0.0)
+
     def integral(self, y: NDArray[np.float64], mask: NDArray[np.bool_] | None = None) -> float:
         w = self.dt if mask is None else self.dt * mask
         good = np.isfinite(y)
         return float(np.sum(np.where(good, y, 0.0) * w))
 
 
-def _flow_kind(unit: str) -> str:
-    if compatible(unit, "g/s"):
-        return "mass"
-    if compatible(unit, "mL/s"):
-        return "volume"
-    if compatible(unit, "mol/s"):
-        return "molar"
-    raise RecordsError(f"tag unit '{unit}' is not a mass, volume or molar flow; a stream tag"
-                       " in the figures metadata must be one")
+_BASES = (("mass", "g"), ("volume", "mL"), ("molar", "mol"))
 
 
-@dataclass
-class _StreamTotals:
-    mass_g: float | None
-    volume_ml: float | None
-    mol: float | None
+def _kind(unit: str, per_time: bool) -> tuple[str, str]:
+    """("mass" | "volume" | "molar", base unit) of a flow (per time) or a totaliser unit."""
+    for kind, base in _BASES:
+        if compatible(unit, f"{base}/s" if per_time else base):
+            return kind, base
+    what = "flow (per time)" if per_time else "totaliser (cumulative amount)"
+    raise RecordsError(f"tag unit '{unit}' is not a mass, volume or molar {what}; a stream"
+                       f" tag in the figures metadata must be one")
 
 
-def _stream_totals(grid: _Grid, spec: StreamSpec,
-                   mask: NDArray[np.bool_] | None = None) -> _StreamTotals:
-    s = grid.data.need(spec.tag)
-    kind = _flow_kind(s.unit)
-    y = grid.values(spec.tag)
-    density = convert(spec.density, "g/mL") if spec.density else None
-    conc = convert(spec.concentration, "mol/mL") if spec.concentration else None
-    mm = convert(spec.molar_mass, "g/mol") if spec.molar_mass else None
-    mass = vol = mol = None
-    if kind == "mass":
-        mass = grid.integral(y * convert(1.0, "g/s", s.unit), mask)
-        vol = mass / density if density else None
-    elif kind == "volume":
-        vol = grid.integral(y * convert(1.0, "mL/s", s.unit), mask)
-        mass = vol * density if density else None
-    else:
-        mol = grid.integral(y * convert(1.0, "mol/s", s.unit), mask)
-        mass = mol * mm if mm else None
-    if mol is None:
-        if conc is not None and vol is not None:
-            mol = vol * conc
-        elif mm is not None and mass is not None:
-            mol = mass / mm
-    return _StreamTotals(mass, vol, mol)
+class _Stream:
+    """Per-cell amounts of one stream in g, mL and mol (None where the spec cannot say)."""
+
+    def __init__(self, grid: _Grid, spec: StreamSpec) -> None:
+        self.spec = spec
+        if spec.totaliser is not None:
+            unit = grid.data.need(spec.totaliser).unit
+            kind, base = _kind(unit, per_time=False)
+            raw = grid.increments(spec.totaliser) * convert(1.0, base, unit)
+        else:
+            assert spec.tag is not None
+            unit = grid.data.need(spec.tag).unit
+            kind, base = _kind(unit, per_time=True)
+            y = grid.values(spec.tag) * convert(1.0, f"{base}/s", unit)
+            raw = np.where(np.isfinite(y), y, 0.0) * grid.dt
+        if spec.tag is not None:
+            flow = grid.values(spec.tag)
+            self.running: NDArray[np.bool_] = np.isfinite(flow) & (flow > 0)
+        else:
+            self.running = raw > 0
+        density = convert(spec.density, "g/mL") if spec.density else None
+        conc = convert(spec.concentration, "mol/mL") if spec.concentration else None
+        mm = convert(spec.molar_mass, "g/mol") if spec.molar_mass else None
+        g = ml = mol = None
+        if kind == "mass":
+            g = raw
+            ml = g / density if density else None
+        elif kind == "volume":
+            ml = raw
+            g = ml * density if density else None
+        else:
+            mol = raw
+            g = mol * mm if mm else None
+        if mol is None:
+            if conc is not None and ml is not None:
+                mol = ml * conc
+            elif mm is not None and g is not None:
+                mol = g / mm
+        self.g, self.ml, self.mol = g, ml, mol
+
+    @staticmethod
+    def _sum(x: NDArray[np.float64] | None, mask: NDArray[np.bool_] | None) -> float | None:
+        if x is None:
+            return None
+        return float(np.sum(x if mask is None else x * mask))
+
+    def mass_g(self, mask: NDArray[np.bool_] | None = None) -> float | None:
+        return self._sum(self.g, mask)
+
+    def volume_ml(self, mask: NDArray[np.bool_] | None = None) -> float | None:
+        return self._sum(self.ml, mask)
+
+    def amount_mol(self, mask: NDArray[np.bool_] | None = None) -> float | None:
+        return self._sum(self.mol, mask)
 
 
 def _round(x: float | None, nd: int = 6) -> float | None:
@@ -334,10 +443,13 @@ def _round(x: float | None, nd: int = 6) -> float | None:
     return float(f"{x:.{nd}g}")
 
 
-def _time_to_steady(data: _RunData, spec: SteadyStateSpec) -> tuple[float | None, float | None]:
+def _signal_steady(data: _RunData, spec: SteadyStateSpec, t0: float) -> tuple[float | None,
+                                                                              float | None]:
+    """(time after ``t0`` from which ``spec.tag`` stays in its band, reference value)."""
+    assert spec.tag is not None
     s = data.need(spec.tag)
-    a, b = data.run.t_start, data.t_end
-    sel = (s.t >= a) & (s.t <= b) & np.isfinite(s.v)
+    b = data.t_end
+    sel = (s.t >= t0) & (s.t <= b) & np.isfinite(s.v)
     t, v = s.t[sel], s.v[sel]
     if len(t) == 0:
         return None, None
@@ -356,18 +468,19 @@ def _time_to_steady(data: _RunData, spec: SteadyStateSpec) -> tuple[float | None
     tol = abs(ref) * spec.tolerance if ref != 0 else spec.tolerance
     bad = np.abs(v - ref) > tol
     if not bad.any():
-        return 0.0 if t[0] <= a else float(t[0] - a), ref
+        return max(0.0, float(t[0] - t0)), ref
     last_bad = int(np.nonzero(bad)[0][-1])
     if last_bad + 1 >= len(t):
         return None, ref
-    return float(t[last_bad + 1] - a), ref
+    return float(t[last_bad + 1] - t0), ref
 
 
 def run_figures(db: str | Path | sqlite3.Connection, run_id: int) -> dict[str, Any]:
     """The figures of one run as plain data (what the JSON report holds under ``figures``).
 
-    Masses in g, volumes in mL, amounts in mol, times in s, percentages in %; a figure that
-    the metadata does not allow to compute is None, with the reason in ``notes``.
+    Masses in g, volumes in mL, amounts in mol, times in s (``*_at_s`` relative to the run
+    start), percentages in %; a figure that the metadata does not allow to compute is None,
+    with the reason in ``notes``. Definitions: docs/records.md.
     """
     conn, own = _open(db)
     try:
@@ -379,112 +492,328 @@ def run_figures(db: str | Path | sqlite3.Connection, run_id: int) -> dict[str, A
     return _figures(data)
 
 
-def _figures(data: _RunData) -> dict[str, Any]:
-    run = data.run
-    duration = data.t_end - run.t_start
-    out: dict[str, Any] = {"duration_s": _round(duration)}
-    notes: list[str] = []
+def _spec(run: RunInfo) -> FigureSpec:
     try:
-        spec = FigureSpec.model_validate(run.metadata.get("figures", {}))
+        return FigureSpec.model_validate(run.metadata.get("figures", {}))
     except ValueError as exc:
         raise RecordsError(f"run {run.id}: figures metadata is invalid: {exc}") from exc
-    tags = [f.tag for f in spec.feeds] + [o.tag for o in spec.outlets]
-    for t in (spec.product.tag if spec.product else None, spec.purity_tag, spec.divert_tag):
-        if t:
-            tags.append(t)
-    grid = _Grid(data, tags) if duration > 0 else None
-    out["deviations"] = sum(1 for e in data.events if e[1] == "deviation")
+
+
+def _pct(num: float | None, den: float | None) -> float | None:
+    if num is None or den is None or den <= 0:
+        return None
+    return 100.0 * num / den
+
+
+def _figures(data: _RunData) -> dict[str, Any]:
+    run = data.run
+    a = run.t_start
+    duration = data.t_end - a
+    out: dict[str, Any] = {"duration_s": _round(duration)}
+    notes: list[str] = []
+    spec = _spec(run)
+    devs = _deviations(data)
+    out["deviations"] = len(devs)
+    out["interlock_trips"] = sum(1 for d in devs if d["kind"] == "interlock")
+    out["holds"] = sum(1 for d in devs if d["kind"] == "hold")
+    out["hold_time_s"] = _round(sum(d["duration_s"] or 0.0 for d in devs if d["kind"] == "hold"))
+    out["sim_faults"] = sum(1 for d in devs if d["kind"] == "sim_fault")
     out["alarms"] = len(data.alarms)
     out["operator_actions"] = len(data.actions)
-    if grid is None:
+    if duration <= 0:
         notes.append("run has no duration: no flow figures")
         out["notes"] = notes
         return out
-    divert = None
+    tags: list[str] = []
+    for st in spec.streams():
+        tags += [t for t in (st.tag, st.totaliser) if t]
+    tags += [t for t in (spec.purity_tag, spec.divert_tag) if t]
+    grid = _Grid(data, tags)
+    streams = {st.key: _Stream(grid, st) for st in spec.streams()}
+    feeds = [streams[f.key] for f in spec.feeds]
+    lim = streams[spec.feed(spec.limiting_feed).key] if spec.limiting_feed else None
+
+    # -- windows: feeding (limiting feed, else any feed, running), production (to product)
+    if lim is not None:
+        feeding = lim.running
+    elif feeds:
+        feeding = np.logical_or.reduce([f.running for f in feeds])
+    else:
+        feeding = np.zeros(grid.dt.shape, dtype=bool)
+    prod: NDArray[np.bool_] | None = None
     if spec.divert_tag:
-        divert = np.nan_to_num(grid.values(spec.divert_tag), nan=0.0) > 0.5
-    collect = None if divert is None else ~divert
-    feeds_in = [_stream_totals(grid, f) for f in spec.feeds]
-    outs = [_stream_totals(grid, o) for o in spec.outlets]
-    if spec.product is not None:
-        p_all = _stream_totals(grid, spec.product)
-        p_col = _stream_totals(grid, spec.product, collect)
-        p_div = _stream_totals(grid, spec.product, divert) if divert is not None else None
-        out["product_mass_g"] = _round(p_col.mass_g)
-        out["product_volume_ml"] = _round(p_col.volume_ml)
-        out["diverted_volume_ml"] = _round(p_div.volume_ml) if p_div else 0.0
-        out["diverted_mass_g"] = _round(p_div.mass_g) if p_div else 0.0
-        outs = [p_all, *outs]
-        # mass of the compound itself: from concentration, else purity, else the stream
-        compound_g: float | None = None
-        mm = convert(spec.product_molar_mass, "g/mol") if spec.product_molar_mass else None
-        if spec.product.concentration and mm and p_col.mol is not None:
-            compound_g = p_col.mol * mm
-        elif spec.purity_tag and p_col.mass_g is not None:
-            s = data.need(spec.product.tag)
-            kind = _flow_kind(s.unit)
-            y = grid.values(spec.product.tag)
-            if kind == "mass":
-                gps = y * convert(1.0, "g/s", s.unit)
-            elif kind == "volume" and spec.product.density:
-                gps = (y * convert(1.0, "mL/s", s.unit)
-                       * convert(spec.product.density, "g/mL"))
-            else:
-                gps = np.full_like(y, np.nan)
-            frac = grid.values(spec.purity_tag) * convert(
-                1.0, "", data.need(spec.purity_tag).unit or "")
-            compound_g = grid.integral(gps * frac, collect)
+        dv = grid.values(spec.divert_tag)
+        high = np.isfinite(dv) & (dv > 0.5)
+        prod = high if spec.divert_product_state == "high" else np.isfinite(dv) & ~high
+        out["production_time_s"] = _round(float(np.sum(grid.dt[prod])))
+        if prod.any():
+            idx = np.nonzero(prod)[0]
+            out["production_start_at_s"] = _round(float(grid.start[idx[0]] - a))
+            out["production_end_at_s"] = _round(float(grid.edges[idx[-1] + 1] - a))
         else:
-            compound_g = p_col.mass_g
-        out["product_compound_g"] = _round(compound_g)
-        out["throughput_g_per_h"] = _round(compound_g / (duration / 3600.0)
-                                           if compound_g is not None else None)
-        if compound_g is None:
-            notes.append("product mass unknown: give the product stream a density, or a mass"
-                         " flow tag")
-        if spec.limiting_feed:
-            lim = feeds_in[spec.feeds.index(spec.feed(spec.limiting_feed))]
-            if lim.mol and compound_g is not None and mm:
-                out["yield_pct"] = _round(100.0 * (compound_g / mm) / (lim.mol *
-                                                                       spec.stoichiometry))
-            else:
-                out["yield_pct"] = None
-                notes.append("yield needs the limiting feed's concentration or molar_mass and"
-                              " product_molar_mass")
-    in_g = [f.mass_g for f in feeds_in]
-    out_g = [o.mass_g for o in outs]
+            notes.append(f"{spec.divert_tag} never sent the stream to product: production"
+                         " figures are None")
+    else:
+        notes.append("no divert_tag: production figures are taken over the whole run")
+
+    # -- start-up: feed start and steady state
+    t0 = _feed_start(data, spec, grid, feeding, notes)
+    out["feed_start_at_s"] = _round(None if t0 is None else t0 - a)
+    _steady(data, spec, t0, out, notes)
+
+    # -- product, yield, throughput: production window and whole run
+    mm = convert(spec.product_molar_mass, "g/mol") if spec.product_molar_mass else None
+    if spec.product is not None:
+        p = streams[spec.product.key]
+        compound = _compound(grid, spec, p, mm, notes)
+        win = prod if prod is not None else None
+        win_h = (float(np.sum(grid.dt[win])) if win is not None else duration) / 3600.0
+        prod_g = float(np.sum(compound * win)) if compound is not None and win is not None \
+            else (float(np.sum(compound)) if compound is not None else None)
+        total_g = float(np.sum(compound)) if compound is not None else None
+        out["product_stream_mass_g"] = _round(p.mass_g(win))
+        out["product_stream_volume_ml"] = _round(p.volume_ml(win))
+        out["product_g"] = _round(prod_g)
+        out["product_total_g"] = _round(total_g)
+        out["throughput_g_per_h"] = _round(prod_g / win_h if prod_g is not None and win_h > 0
+                                           else None)
+        out["throughput_overall_g_per_h"] = _round(
+            total_g / (duration / 3600.0) if total_g is not None else None)
+        lim_win = lim.amount_mol(win) if lim is not None else None
+        lim_all = lim.amount_mol() if lim is not None else None
+        yw = yt = None
+        if lim is not None and mm and prod_g is not None and total_g is not None:
+            yw = _pct(prod_g / mm, None if lim_win is None else lim_win * spec.stoichiometry)
+            yt = _pct(total_g / mm, None if lim_all is None else lim_all * spec.stoichiometry)
+        elif spec.limiting_feed:
+            notes.append("yield needs the limiting feed's concentration or molar_mass and"
+                         " product_molar_mass")
+        out["yield_pct"] = _round(yw)
+        out["overall_yield_pct"] = _round(yt)
+        if spec.workup is not None:
+            rec = spec.workup.recovery
+            out["workup_recovery_pct"] = _round(100.0 * rec)
+            out["isolated_product_g"] = _round(None if prod_g is None else prod_g * rec)
+            out["isolated_product_total_g"] = _round(None if total_g is None else total_g * rec)
+            out["isolated_throughput_g_per_h"] = _round(
+                None if out["throughput_g_per_h"] is None else out["throughput_g_per_h"] * rec)
+            out["isolated_yield_pct"] = _round(None if yw is None else yw * rec)
+            out["overall_isolated_yield_pct"] = _round(None if yt is None else yt * rec)
+
+    # -- purity over the production window
+    if spec.purity_tag:
+        pur = grid.values(spec.purity_tag) * convert(
+            1.0, "percent", data.need(spec.purity_tag).unit or "")
+        w = grid.dt if prod is None else grid.dt * prod
+        good = np.isfinite(pur) & (w > 0)
+        out["purity_mean_pct"] = _round(float(np.sum(pur[good] * w[good]) / np.sum(w[good]))) \
+            if good.any() else None
+        out["purity_min_pct"] = _round(float(np.min(pur[good]))) if good.any() else None
+        if spec.purity_spec is not None:
+            below = np.isfinite(pur) & (pur < spec.purity_spec) & feeding
+            out["purity_below_spec_s"] = _round(float(np.sum(grid.dt[below])))
+
+    # -- off-spec: diverted to waste while feeding
+    if prod is not None:
+        off = feeding & ~prod
+        out["off_spec_time_s"] = _round(float(np.sum(grid.dt[off])))
+        if spec.waste is not None:
+            ws = streams[spec.stream(spec.waste).key]
+            out["off_spec_volume_ml"] = _round(ws.volume_ml(feeding))
+            out["off_spec_mass_g"] = _round(ws.mass_g(feeding))
+            out["off_spec_source"] = f"outlet {ws.spec.key}"
+        else:
+            keys = spec.diverted_feeds if spec.diverted_feeds is not None else \
+                [f.key for f in spec.feeds]
+            parts = [streams[spec.stream(k).key] for k in keys]
+            vols = [x.volume_ml(off) for x in parts]
+            masses = [x.mass_g(off) for x in parts]
+            out["off_spec_volume_ml"] = _round(None if None in vols or not parts
+                                               else sum(v for v in vols if v is not None))
+            out["off_spec_mass_g"] = _round(None if None in masses or not parts
+                                            else sum(m for m in masses if m is not None))
+            out["off_spec_source"] = "feeds " + ", ".join(keys)
+        if out["off_spec_volume_ml"] is None:
+            notes.append("off-spec volume needs volume totalisers or flows, or densities")
+
+    # -- material balance over the boundary
     if spec.feeds:
+        if spec.balance is not None:
+            ins = [spec.stream(k).key for k in spec.balance.inputs]
+            outs = [spec.stream(k).key for k in spec.balance.outputs]
+        else:
+            ins = [f.key for f in spec.feeds]
+            outs = [st.key for st in ([spec.product] if spec.product else []) + spec.outlets]
+        in_g = [streams[k].mass_g() for k in ins]
+        out_g = [streams[k].mass_g() for k in outs]
         total_in = None if None in in_g else float(sum(x for x in in_g if x is not None))
         total_out = None if (None in out_g or not out_g) else float(
             sum(x for x in out_g if x is not None))
         out["mass_in_g"] = _round(total_in)
         out["mass_out_g"] = _round(total_out)
-        out["material_balance_pct"] = _round(
-            100.0 * total_out / total_in if total_in and total_out is not None else None)
+        out["material_balance_pct"] = _round(_pct(total_out, total_in))
+        out["balance_boundary"] = {"in": ins, "out": outs}
         if total_in is None or total_out is None:
-            notes.append("material balance needs every stream in mass, or with a density")
-    if spec.purity_tag:
-        pur = grid.values(spec.purity_tag) * convert(
-            1.0, "percent", data.need(spec.purity_tag).unit or "")
-        w = grid.dt if collect is None else grid.dt * collect
-        good = np.isfinite(pur) & (w > 0)
-        if good.any():
-            out["purity_mean_pct"] = _round(float(np.sum(pur[good] * w[good]) / np.sum(w[good])))
-            out["purity_min_pct"] = _round(float(np.min(pur[good])))
-            if spec.purity_spec is not None:
-                below = np.isfinite(pur) & (pur < spec.purity_spec)  # whole run
-                out["off_spec_time_s"] = _round(float(np.sum(grid.dt[below])))
-        else:
-            out["purity_mean_pct"] = None
-    if spec.steady_state is not None:
-        tss, ref = _time_to_steady(data, spec.steady_state)
-        out["time_to_steady_state_s"] = _round(tss)
-        out["steady_state_reference"] = _round(ref)
-        if tss is None:
-            notes.append(f"{spec.steady_state.tag} never settled within"
-                         f" {spec.steady_state.tolerance:.1%} of its reference")
+            missing = [k for k, g in zip([*ins, *outs], [*in_g, *out_g], strict=True)
+                       if g is None]
+            notes.append("material balance needs every stream in mass, or with a density"
+                         f" (missing: {', '.join(missing) or 'outlets'})")
+    out["streams"] = {k: {"mass_g": _round(st.mass_g()), "volume_ml": _round(st.volume_ml()),
+                          "mol": _round(st.amount_mol())} for k, st in streams.items()}
     out["notes"] = notes
     return out
+
+
+def _feed_start(data: _RunData, spec: FigureSpec, grid: _Grid, feeding: NDArray[np.bool_],
+                notes: list[str]) -> float | None:
+    """t0 of the start-up: the named step's start, else the first cell with feed running."""
+    if spec.start_step is not None:
+        for t, kind, source, payload in data.events:
+            if kind == "step_transition" and (payload.get("step") == spec.start_step or (
+                    source == spec.start_step and "started" in str(payload.get("message")))):
+                return float(t)
+        notes.append(f"start_step '{spec.start_step}' never started: feed start taken from"
+                     " the feed signals")
+    if feeding.any():
+        return float(grid.start[int(np.argmax(feeding))])
+    if spec.feeds:
+        notes.append("no feed ever ran: no feed start")
+    return None
+
+
+def _steady(data: _RunData, spec: FigureSpec, t0: float | None, out: dict[str, Any],
+            notes: list[str]) -> None:
+    ss = spec.steady_state
+    name = ss.event if ss is not None else None
+    ref_t = t0 if t0 is not None else data.run.t_start
+    for t, kind, source, payload in data.events:
+        if kind == "steady_state" and payload.get("steady") is True and (
+                name is None or source == name):
+            out["time_to_steady_state_s"] = _round(max(0.0, t - ref_t))
+            out["steady_state_at_s"] = _round(t - data.run.t_start)
+            out["steady_state_source"] = f"event {source}".strip()
+            return
+    if ss is None or ss.tag is None:
+        if ss is not None:
+            notes.append("no steady_state event in the run and no steady_state.tag to fall"
+                         " back on")
+        return
+    tss, ref = _signal_steady(data, ss, ref_t)
+    out["time_to_steady_state_s"] = _round(tss)
+    out["steady_state_at_s"] = _round(None if tss is None else ref_t + tss - data.run.t_start)
+    out["steady_state_source"] = f"signal {ss.tag}"
+    out["steady_state_reference"] = _round(ref)
+    if tss is None:
+        notes.append(f"{ss.tag} never settled within {ss.tolerance:.1%} of its reference")
+
+
+def _compound(grid: _Grid, spec: FigureSpec, p: _Stream, mm: float | None,
+              notes: list[str]) -> NDArray[np.float64] | None:
+    """Grams of the compound itself per cell, by ``product_basis``."""
+    basis = spec.product_basis
+    assert spec.product is not None
+    if basis == "auto":
+        if spec.product.concentration and mm:
+            basis = "concentration"
+        elif spec.purity_tag and p.g is not None:
+            basis = "purity"
+        else:
+            basis = "stream"
+    if basis == "concentration":
+        if p.mol is None or not mm or not spec.product.concentration:
+            notes.append("product_basis concentration needs the product's concentration, a"
+                         " volume (or density) and product_molar_mass")
+            return None
+        return p.mol * mm
+    if p.g is None:
+        notes.append("product mass unknown: give the product stream a density, or a mass"
+                     " flow or mass totaliser tag")
+        return None
+    if basis == "purity":
+        if not spec.purity_tag:
+            notes.append("product_basis purity needs purity_tag")
+            return None
+        frac = grid.values(spec.purity_tag) * convert(
+            1.0, "", grid.data.need(spec.purity_tag).unit or "")
+        return np.where(np.isfinite(frac), p.g * frac, 0.0)
+    return p.g
+
+
+_HOLD_STATES = ("Holding", "Held")
+
+
+def _deviations(data: _RunData) -> list[dict[str, Any]]:
+    """Interlock trips, holds, faults, operator answers and other departures, in time order.
+
+    Paired events (trip/clear, hold/release, fault start/end) become one entry with its
+    duration; one that never ended has ``duration_s`` None (it lasted to the end of the run).
+    """
+    a = data.run.t_start
+    items: list[dict[str, Any]] = []
+    open_: dict[tuple[str, str], dict[str, Any]] = {}
+    divert_on, was_product = True, False
+
+    def add(t: float, kind: str, source: str, details: str,
+            key: tuple[str, str] | None = None) -> None:
+        item = {"t": t, "at_s": _round(t - a), "kind": kind, "source": source,
+                "duration_s": None, "details": details}
+        items.append(item)
+        if key is not None:
+            open_[key] = item
+
+    def close(key: tuple[str, str], t: float, extra: str = "") -> None:
+        item = open_.pop(key, None)
+        if item is not None:
+            item["duration_s"] = _round(t - item["t"])
+            if extra:
+                item["details"] = f"{item['details']}; {extra}"
+
+    for t, kind, source, p in data.events:
+        if kind == "interlock_tripped":
+            add(t, "interlock", source, f"{p.get('condition', '')} -> {p.get('action', '')}"
+                .strip(), ("interlock", source))
+        elif kind == "interlock_cleared":
+            close(("interlock", source), t)
+        elif kind == "state_change" and source == "recipe":
+            state = str(p.get("state"))
+            if state in _HOLD_STATES:
+                if ("hold", "recipe") not in open_:
+                    add(t, "hold", "recipe", str(p.get("reason") or "hold"), ("hold", "recipe"))
+            else:
+                close(("hold", "recipe"), t, f"then {state}")
+        elif kind == "sim_fault":
+            fault = str(p.get("fault", ""))
+            if p.get("phase") == "end":
+                close(("sim_fault", f"{source}:{fault}"), t)
+            else:
+                add(t, "sim_fault", source, fault, ("sim_fault", f"{source}:{fault}"))
+        elif kind == "fault":
+            add(t, "module_fault", source, str(p.get("message", "")), ("fault", source))
+        elif kind == "module_recovered":
+            close(("fault", source), t)
+        elif kind == "deviation":
+            add(t, "deviation", source, json.dumps({k: v for k, v in p.items()
+                                                    if k != "sim_time"}, sort_keys=True))
+        elif kind == "divert_enabled":
+            divert_on, was_product = True, False
+        elif kind == "divert_disabled":
+            divert_on = False
+        elif kind == "divert":
+            if p.get("to_product") is True:
+                close(("off_spec", source), t)
+                was_product = True
+            elif divert_on and was_product:
+                add(t, "off_spec", source, "diverted to waste during production",
+                    ("off_spec", source))
+        elif kind in ("command_refused", "command_timeout", "divert_failed", "goto",
+                      "operator_prompt"):
+            add(t, kind, source, str(p.get("message", "")))
+    for act in data.actions:
+        if act["action"] == "answer":
+            add(act["t"], "operator_answer", act["target"] or "",
+                f"{act['user']}: {json.dumps(act['new_value'])} ({act['reason']})")
+    items.sort(key=lambda d: d["t"])
+    return items
 
 
 # ---------------------------------------------------------------------------- exports
@@ -528,8 +857,7 @@ def _json_doc(data: _RunData) -> dict[str, Any]:
         "run": info,
         "figures": _figures(data),
         "alarms": data.alarms,
-        "deviations": [{"t": t, "source": s, "payload": p} for t, k, s, p in data.events
-                       if k == "deviation"],
+        "deviations": _deviations(data),
         "operator_actions": data.actions,
         "tags": {n: {"unit": s.unit, "samples": int(np.sum(s.t >= run.t_start))}
                  for n, s in sorted(data.series.items())},
@@ -633,19 +961,50 @@ def _table(head: list[str], rows: list[list[Any]]) -> str:
 
 
 _FIG_LABELS = {
-    "duration_s": "duration [s]", "mass_in_g": "mass in [g]", "mass_out_g": "mass out [g]",
-    "material_balance_pct": "material balance (out/in) [%]",
-    "product_mass_g": "product collected [g]", "product_volume_ml": "product collected [mL]",
-    "product_compound_g": "product compound [g]", "throughput_g_per_h": "throughput [g/h]",
-    "yield_pct": "yield [%]", "purity_mean_pct": "purity, time-weighted mean [%]",
-    "purity_min_pct": "purity, minimum [%]",
-    "off_spec_time_s": "time below purity spec, whole run [s]",
-    "time_to_steady_state_s": "time to steady state [s]",
+    "duration_s": "duration [s]",
+    "feed_start_at_s": "first feed start [s after run start]",
+    "time_to_steady_state_s": "time to steady state, from first feed start [s]",
+    "steady_state_at_s": "steady state reached [s after run start]",
+    "steady_state_source": "steady state taken from",
     "steady_state_reference": "steady-state reference value",
-    "diverted_volume_ml": "off-spec (diverted) volume [mL]",
-    "diverted_mass_g": "off-spec (diverted) mass [g]", "deviations": "deviations",
+    "production_time_s": "production time (to product) [s]",
+    "production_start_at_s": "production start [s after run start]",
+    "production_end_at_s": "production end [s after run start]",
+    "product_g": "product, production window [g]",
+    "product_total_g": "product, whole run [g]",
+    "product_stream_mass_g": "product stream, production window [g]",
+    "product_stream_volume_ml": "product stream, production window [mL]",
+    "throughput_g_per_h": "throughput, production window [g/h]",
+    "throughput_overall_g_per_h": "throughput, whole run [g/h]",
+    "yield_pct": "yield, production window [%]",
+    "overall_yield_pct": "yield, whole run [%]",
+    "workup_recovery_pct": "work-up recovery (model) [%]",
+    "isolated_product_g": "isolated product, production window [g]",
+    "isolated_product_total_g": "isolated product, whole run [g]",
+    "isolated_throughput_g_per_h": "isolated throughput, production window [g/h]",
+    "isolated_yield_pct": "isolated yield, production window [%]",
+    "overall_isolated_yield_pct": "isolated yield, whole run [%]",
+    "purity_mean_pct": "purity, time-weighted mean over production [%]",
+    "purity_min_pct": "purity, minimum over production [%]",
+    "purity_below_spec_s": "time below purity spec while feeding [s]",
+    "off_spec_time_s": "off-spec time (to waste while feeding) [s]",
+    "off_spec_volume_ml": "off-spec volume (to waste while feeding) [mL]",
+    "off_spec_mass_g": "off-spec mass (to waste while feeding) [g]",
+    "off_spec_source": "off-spec measured by",
+    "mass_in_g": "mass in [g]", "mass_out_g": "mass out [g]",
+    "material_balance_pct": "material balance (out/in) [%]",
+    "balance_boundary": "balance boundary",
+    "deviations": "deviations (listed below)", "interlock_trips": "interlock trips",
+    "holds": "holds", "hold_time_s": "time held [s]", "sim_faults": "simulated faults",
     "alarms": "alarms", "operator_actions": "operator actions",
 }
+
+
+def _fig_value(v: Any) -> Any:
+    if isinstance(v, dict):
+        return "; ".join(f"{k}: {', '.join(map(str, x)) if isinstance(x, list) else x}"
+                         for k, x in v.items())
+    return v
 
 
 def _html(data: _RunData) -> str:
@@ -657,12 +1016,16 @@ def _html(data: _RunData) -> str:
             ["operator", run.operator], ["start (UTC)", _iso(run.t_start)],
             ["end (UTC)", _iso(run.t_end)], ["result", run.result], ["note", run.note],
             ["parameters", json.dumps(run.parameters, sort_keys=True)]]
-    fig_rows = [[_FIG_LABELS.get(k, k), v] for k, v in figs.items() if k != "notes"]
+    fig_rows = [[_FIG_LABELS.get(k, k), _fig_value(v)] for k, v in figs.items()
+                if k not in ("notes", "streams")]
+    stream_rows = [[k, v["mass_g"], v["volume_ml"], v["mol"]]
+                   for k, v in figs.get("streams", {}).items()]
     fig_rows += [["note", n] for n in figs.get("notes", [])]
     alarms = [[al["name"], al["priority"], al["message"], _iso(al["raised"]),
                _iso(al["acknowledged"]), al["acked_by"], _iso(al["cleared"])]
               for al in data.alarms]
-    devs = [[f"{d['t'] - a:.1f}", d["source"], json.dumps(d["payload"])]
+    devs = [[f"{d['at_s']:.1f}", d["kind"], d["source"],
+             "" if d["duration_s"] is None else f"{d['duration_s']:.1f}", d["details"]]
             for d in doc["deviations"]]
     acts = [[f"{x['t'] - a:.1f}", x["user"], x["action"], x["target"],
              json.dumps(x["old_value"]), json.dumps(x["new_value"]), x["reason"]]
@@ -675,15 +1038,17 @@ def _html(data: _RunData) -> str:
     title = f"Batch report: run {run.id} ({run.recipe_name})"
     alarm_t = _table(["name", "priority", "message", "raised", "acknowledged", "by", "cleared"],
                      alarms)
-    dev_t = _table(["t [s]", "source", "details"], devs)
+    dev_t = _table(["t [s]", "kind", "source", "duration [s]", "details"], devs)
+    stream_t = _table(["stream", "mass [g]", "volume [mL]", "amount [mol]"], stream_rows)
     act_t = _table(["t [s]", "user", "action", "object", "old", "new", "reason"], acts)
     stamp = _iso(datetime.now(UTC).timestamp())
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
             f"</title><style>{style}</style></head><body><h1>{html.escape(title)}</h1>"
             f"<h2>Run</h2>{_table(['field', 'value'], info)}"
             f"<h2>Figures</h2>{_table(['figure', 'value'], fig_rows)}"
+            f"<h3>Streams, whole run</h3>{stream_t}"
             f"<h2>Trends and states</h2>{imgs or '<p class=none>no samples</p>'}"
-            f"<h2>Alarms</h2>{alarm_t}<h2>Deviations</h2>{dev_t}"
+            f"<h2>Alarms</h2>{alarm_t}<h2>Deviations and interventions</h2>{dev_t}"
             f"<h2>Operator actions</h2>{act_t}"
             f"<p class='none'>generated {stamp}</p></body></html>")
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from modulecontrol.descriptors import PlantConfig, load_plant
+from modulecontrol.records._workup import extraction_recovery
 
 from .models import MODELS, Flowsheet, HplcPump, SpeciesTable, Stream, SyringePump, create_model
 
@@ -123,8 +124,7 @@ class Workup:
 
     @property
     def recovery(self) -> float:
-        kr = self.partition_coefficient * self.phase_ratio
-        return float((kr / (1.0 + kr)) ** self.washes)
+        return extraction_recovery(self.partition_coefficient, self.phase_ratio, self.washes)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,13 @@ from modulecontrol.records import (
 from modulecontrol.records.cli import app
 
 T0 = 1_700_000_000.0
+
+
+def approx(x: float) -> object:
+    """Figures are rounded to 6 significant digits."""
+    return pytest.approx(x, rel=1e-5)
+
+
 HOURS = 2.0
 END = T0 + HOURS * 3600
 DIVERT_UNTIL = T0 + 1800  # first 30 min to waste, purity 50 % then 99 %
@@ -43,6 +50,8 @@ FIGURES = {
     "purity_tag": "AT.purity",
     "purity_spec": 98.0,
     "divert_tag": "V.divert",
+    "divert_product_state": "low",  # 1 = to waste on this plant
+    "diverted_feeds": ["amine"],
     "steady_state": {"tag": "AT.purity", "tolerance": 0.01, "window": 600},
 }
 
@@ -85,25 +94,34 @@ async def _make_run(db: Path) -> int:
 async def test_figures_match_known_input(db: Path) -> None:
     rid = await _make_run(db)
     f = run_figures(db, rid)
-    assert f["duration_s"] == pytest.approx(7200)
+    assert f["duration_s"] == approx(7200)
     # feeds: 1 mL/min x 1 g/mL = 60 g/h, + 30 g/h -> 180 g in; product 90 g/h -> 180 g out
-    assert f["mass_in_g"] == pytest.approx(180.0)
-    assert f["mass_out_g"] == pytest.approx(180.0)
-    assert f["material_balance_pct"] == pytest.approx(100.0)
-    # 30 min diverted: 45 g = 45 mL of the 1 g/mL product stream
-    assert f["diverted_mass_g"] == pytest.approx(45.0)
-    assert f["diverted_volume_ml"] == pytest.approx(45.0)
-    assert f["product_mass_g"] == pytest.approx(135.0)
-    compound = 90.0 * 0.99 * 1.5
-    assert f["product_compound_g"] == pytest.approx(compound)
-    assert f["throughput_g_per_h"] == pytest.approx(compound / HOURS)
-    amine_mol = 120.0 / 1000 * AMINE_C
-    assert f["yield_pct"] == pytest.approx(100 * compound / M_PRODUCT / amine_mol)
-    assert f["purity_mean_pct"] == pytest.approx(99.0)
-    assert f["purity_min_pct"] == pytest.approx(99.0)  # while collecting
-    assert f["off_spec_time_s"] == pytest.approx(1800.0)
-    assert f["time_to_steady_state_s"] == pytest.approx(1800.0)
+    assert f["mass_in_g"] == approx(180.0)
+    assert f["mass_out_g"] == approx(180.0)
+    assert f["material_balance_pct"] == approx(100.0)
+    # first 30 min to waste while the amine runs: 30 mL off-spec (1 mL/min x 30 min)
+    assert f["off_spec_time_s"] == approx(1800.0)
+    assert f["off_spec_volume_ml"] == approx(30.0)
+    assert f["off_spec_mass_g"] == approx(30.0)
+    assert f["production_time_s"] == approx(5400.0)
+    assert f["product_stream_mass_g"] == approx(135.0)
+    compound = 90.0 * 0.99 * 1.5  # purity basis (auto: no product concentration)
+    assert f["product_g"] == approx(compound)
+    assert f["product_total_g"] == approx(90.0 * (0.5 * 0.5 + 0.99 * 1.5))
+    assert f["throughput_g_per_h"] == approx(compound / 1.5)
+    assert f["throughput_overall_g_per_h"] == approx(f["product_total_g"] / HOURS)
+    amine_mol_window = 90.0 / 1000 * AMINE_C
+    assert f["yield_pct"] == approx(100 * compound / M_PRODUCT / amine_mol_window)
+    assert f["overall_yield_pct"] == approx(
+        100 * f["product_total_g"] / M_PRODUCT / (120.0 / 1000 * AMINE_C))
+    assert f["purity_mean_pct"] == approx(99.0)
+    assert f["purity_min_pct"] == approx(99.0)  # while collecting
+    assert f["purity_below_spec_s"] == approx(1800.0)
+    # no steady_state event: the signal detector, from the first feed sample (run start)
+    assert f["steady_state_source"] == "signal AT.purity"
+    assert f["time_to_steady_state_s"] == approx(1800.0)
     assert (f["deviations"], f["alarms"], f["operator_actions"]) == (1, 1, 1)
+    assert "workup_recovery_pct" not in f  # no workup in the metadata
     assert f["notes"] == []
 
 
@@ -115,8 +133,9 @@ async def test_constant_flow_throughput_without_extras(db: Path) -> None:
     await h.end_run(rid, t=T0 + 1800)
     await h.close()
     f = run_figures(db, rid)
-    assert f["throughput_g_per_h"] == pytest.approx(250.0)
-    assert f["product_mass_g"] == pytest.approx(125.0)
+    assert f["throughput_g_per_h"] == approx(250.0)
+    assert f["product_stream_mass_g"] == approx(125.0)
+    assert f["product_g"] == approx(125.0)
 
 
 async def test_html_json_csv(db: Path, tmp_path: Path) -> None:
