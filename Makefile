@@ -20,8 +20,13 @@ $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
 
 venv: $(VENV)/.installed
 
+# The main job: the simulated continuous lomustine campaign (8 h simulated in about 2.5 min).
+CAMPAIGN ?= recipes/lomustine/campaign.yaml
+SPEED    ?= 240
+RUN_ARGS ?=
+
 run: $(VENV)/.installed
-	$(VENV)/bin/modulecontrol demo
+	$(VENV)/bin/modulecontrol run $(CAMPAIGN) --simulate --speed $(SPEED) --yes $(RUN_ARGS)
 
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
