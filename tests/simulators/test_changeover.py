@@ -27,7 +27,6 @@ from modulecontrol.simulators.models import (
     create_model,
 )
 
-
 _SPECIES = SpeciesTable.from_yaml(DEFAULT_PLANT.parent / "species.yaml")
 
 
