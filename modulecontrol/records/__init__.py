@@ -4,7 +4,8 @@ Public API::
 
     Historian, TagConfig, EventKind, RunResult, AlarmPriority   # recording
     AuditTrail, AuditEntry, AuditIssue, AuditReport, verify_audit   # 21 CFR Part 11 style trail
-    report, run_figures, list_runs, RunInfo, FigureSpec, StreamSpec, SteadyStateSpec  # reports
+    report, run_figures, list_runs, RunInfo, FigureSpec, StreamSpec, SteadyStateSpec,  # reports
+    IntervalSpec
 
 See docs/records.md for the loss rules and the figures metadata.
 """
@@ -32,6 +33,7 @@ from modulecontrol.records._historian import (
 )
 from modulecontrol.records._report import (
     FigureSpec,
+    IntervalSpec,
     RunInfo,
     SteadyStateSpec,
     StreamSpec,
@@ -54,6 +56,7 @@ __all__ = [
     "FigureSpec",
     "Historian",
     "HistorianStats",
+    "IntervalSpec",
     "RecordsError",
     "RunInfo",
     "RunResult",
