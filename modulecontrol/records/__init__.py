@@ -6,6 +6,7 @@ Public API::
     AuditTrail, AuditEntry, AuditIssue, AuditReport, verify_audit   # 21 CFR Part 11 style trail
     report, run_figures, list_runs, RunInfo, FigureSpec, StreamSpec, SteadyStateSpec,
     BalanceSpec, WorkupSpec, extraction_recovery                 # reports
+    IntervalSpec
 
 See docs/records.md for the loss rules and the figures metadata.
 """
@@ -34,6 +35,7 @@ from modulecontrol.records._historian import (
 from modulecontrol.records._report import (
     BalanceSpec,
     FigureSpec,
+    IntervalSpec,
     RunInfo,
     SteadyStateSpec,
     StreamSpec,
@@ -58,6 +60,7 @@ __all__ = [
     "FigureSpec",
     "Historian",
     "HistorianStats",
+    "IntervalSpec",
     "RecordsError",
     "RunInfo",
     "RunResult",

@@ -117,6 +117,22 @@ class BalanceSpec(_Strict):
     outputs: list[str] = Field(min_length=1)
 
 
+class IntervalSpec(_Strict):
+    """Figures between two named recipe steps, e.g. a product changeover: from the moment
+    step ``start`` started to the moment step ``end`` started.
+
+    ``counters`` names totalizer tags (a pump's delivered volume, a valve's waste volume)
+    whose increase over the interval is summed per figure: ``{solvent_ml: [P1.DeliveredVolume,
+    P2.DeliveredVolume]}``; a counter reset inside the interval is bridged (only increases
+    count). Values are in the unit of the first tag of each figure.
+    """
+
+    name: str = Field(min_length=1)
+    start: str = Field(min_length=1)
+    end: str = Field(min_length=1)
+    counters: dict[str, list[str]] = {}
+
+
 class FigureSpec(_Strict):
     """Which tags mean what, for the figures of a batch report (``metadata["figures"]``).
 
@@ -158,6 +174,7 @@ class FigureSpec(_Strict):
     steady_state: SteadyStateSpec | None = None
     workup: WorkupSpec | None = None
     balance: BalanceSpec | None = None
+    intervals: list[IntervalSpec] = []
 
     @field_validator("product_molar_mass")
     @classmethod
@@ -660,6 +677,8 @@ def _figures(data: _RunData) -> dict[str, Any]:
                          f" (missing: {', '.join(missing) or 'outlets'})")
     out["streams"] = {k: {"mass_g": _round(st.mass_g()), "volume_ml": _round(st.volume_ml()),
                           "mol": _round(st.amount_mol())} for k, st in streams.items()}
+    for iv in spec.intervals:
+        out.update(_interval(data, iv, notes))
     out["notes"] = notes
     return out
 
@@ -814,6 +833,44 @@ def _deviations(data: _RunData) -> list[dict[str, Any]]:
                 f"{act['user']}: {json.dumps(act['new_value'])} ({act['reason']})")
     items.sort(key=lambda d: d["t"])
     return items
+
+
+def _step_start(data: _RunData, step: str) -> float | None:
+    """When the step named ``step`` first started (its first step transition event)."""
+    for t, kind, source, payload in data.events:
+        if kind == "step_transition" and (payload.get("step") == step or source == step):
+            return float(t)
+    return None
+
+
+def _increase(series: _Series, a: float, b: float) -> float:
+    """How much a totalizer rose between ``a`` and ``b`` (resets bridged)."""
+    inside = (series.t > a) & (series.t <= b)
+    start = _step(series, np.array([a]))[0]
+    v = np.concatenate([[start], series.v[inside]])
+    v = v[np.isfinite(v)]
+    return float(np.sum(np.clip(np.diff(v), 0.0, None))) if v.size > 1 else 0.0
+
+
+def _interval(data: _RunData, iv: IntervalSpec, notes: list[str]) -> dict[str, Any]:
+    a, b = _step_start(data, iv.start), _step_start(data, iv.end)
+    keys = [f"{iv.name}.duration_s", *(f"{iv.name}.{k}" for k in iv.counters)]
+    if a is None or b is None or b < a:
+        missing = [n for n, t in ((iv.start, a), (iv.end, b)) if t is None]
+        notes.append(f"interval {iv.name}: " + (
+            f"step(s) {', '.join(missing)} never started" if missing
+            else f"step {iv.end} started before {iv.start}"))
+        return dict.fromkeys(keys)
+    out: dict[str, Any] = {keys[0]: _round(b - a)}
+    for figure, tags in iv.counters.items():
+        unit = data.need(tags[0]).unit if tags else ""
+        total = 0.0
+        for tg in tags:
+            s = data.need(tg)
+            total += _increase(s, a, b) * (convert(1.0, unit, s.unit) if unit and s.unit
+                                           else 1.0)
+        out[f"{iv.name}.{figure}"] = _round(total)
+    return out
 
 
 # ---------------------------------------------------------------------------- exports

@@ -149,7 +149,10 @@ class ViewStore(ModbusServerContext):
             return exc
         if address + len(values) > _SIZE:
             return ExcCodes.ILLEGAL_ADDRESS
-        unit.write(_TABLE_OF_FC[func_code], address, [int(v) for v in values])
+        try:
+            unit.write(_TABLE_OF_FC[func_code], address, [int(v) for v in values])
+        except ValueError:  # e.g. an inlet channel without a feed: refused as a device would
+            return ExcCodes.ILLEGAL_VALUE
         return None
 
 

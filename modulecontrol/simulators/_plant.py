@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,13 +177,25 @@ class SimulatedPlant:
                 await self._task
             self._task = None
 
-    def start_services(self) -> None:
+    def start_services(
+        self, parameters: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> None:
         """Put every module in the state its services reach when started with their default
         procedure and parameter defaults: the type's ``actions`` for Starting (devices run by
-        a proxy) or its ``simulator.services`` settings for Execute (PEAs)."""
+        a proxy) or its ``simulator.services`` settings for Execute (PEAs).
+
+        ``parameters`` replaces defaults per module, in the assemblies' units (``{"R2":
+        {"TempSP": 15}, "P1": {"InletSP": 2}}``): an operating point without a recipe.
+        """
+        given = dict(parameters or {})
+        unknown = set(given) - set(self.views)
+        if unknown:
+            raise KeyError(f"parameters for modules that are not simulated: {sorted(unknown)}")
         for view in self.views.values():
             mt = view.module_type
             defaults = {d.name: d.default for d in mt.data_assemblies if d.default is not None}
+            for name, value in given.get(view.tag, {}).items():
+                defaults[name] = mt.assembly(name).coerce(value, what="parameter")
             for svc in mt.services:
                 sim = view.spec.services.get(svc.name)
                 if sim is not None:

@@ -301,12 +301,14 @@ def _virtual_variables(view: ModuleView) -> dict[str, Variable]:
             return float(bool(m.valid) and bool(view.stored["measuring"]))
 
         out["valid"] = Variable("", valid, boolean=True)
-        roles = {"product": m.p.product, **view.roles}
-        for role, species in roles.items():
-            if species is None:
-                continue
+        # the species behind a role follows the selected method (a changeover switches the
+        # product); the type's ``roles`` apply where the method names none
+        for role in {"product", *view.roles, *(r for me in m.methods.values() for r in me.roles)}:
 
-            def conc(species: str = species) -> float:
+            def conc(role: str = role) -> float:
+                species = m.role(role) or view.roles.get(role)
+                if species is None:
+                    return 0.0
                 return float(m.measurements().get(f"c_{species}", 0.0))
 
             out[role] = Variable("mol/m**3", conc)

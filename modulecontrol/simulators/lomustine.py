@@ -1,9 +1,10 @@
-"""The continuous lomustine line as a process model: flowsheet, steady state and KPIs.
+"""The continuous lomustine line as a process model: operating point, steady state and KPIs.
 
 Why a separate module: the chemistry (species, kinetics, feeds, crystallizer) is plant data in
-``recipes/lomustine/``; this module only turns that data into a :class:`Flowsheet` with the
-existing process models and defines the key performance indicators once, so the simulator,
-the tests and the batch report compute yield, throughput and purity the same way.
+``recipes/lomustine/``; the line is built by :class:`SimulatedPlant` like any simulated plant,
+and this module only puts it at its operating point (services started, divert to product)
+and defines the key performance indicators once, so the simulator, the tests and the batch
+report compute yield, throughput and purity the same way.
 See ``docs/lomustine.md`` for the chemistry and the published numbers behind it.
 """
 
@@ -11,25 +12,31 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from modulecontrol.descriptors import PlantConfig, load_plant
+from modulecontrol.clock import Clock
+from modulecontrol.descriptors import ModuleType, PlantConfig, load_plant
 from modulecontrol.records._workup import extraction_recovery
 
-from .models import MODELS, Flowsheet, HplcPump, SpeciesTable, Stream, SyringePump, create_model
+from ._plant import SimulatedPlant
+from .models import Flowsheet, Stream
 
 __all__ = [
+    "FLUSH_PARAMETERS",
     "LOMUSTINE",
+    "PRODUCTS",
     "PURITY_SPEC",
     "SEMUSTINE",
     "Kpis",
     "LineStreams",
     "LineTags",
+    "Product",
     "Route",
     "Workup",
     "build_flowsheet",
+    "build_line",
     "crystal_molar_flow",
     "cyclohexyl_balance",
     "kpis",
@@ -45,21 +52,6 @@ DEFAULT_PLANT = Path(__file__).resolve().parents[2] / "recipes" / "lomustine" / 
 #: Analyzer purity below which the stream is off-spec (model assumption, used by the divert
 #: logic of the campaign): the operating point gives about 0.92.
 PURITY_SPEC = 0.90
-
-# descriptor port -> model port, per model kind
-_PORTS: dict[str, dict[str, str]] = {
-    "tmixer": {"inlet_a": "in1", "inlet_b": "in2", "outlet": "out"},
-    "coil_reactor": {"inlet": "in", "outlet": "out"},
-    "bpr": {"inlet": "in", "outlet": "out"},
-    "pat_analyzer": {"inlet": "in", "outlet": "out"},
-    "divert_valve": {"inlet": "in", "product": "product", "waste": "waste"},
-    "hplc_pump": {"outlet": "out"},
-    "syringe_pump": {"outlet": "out"},
-    "msmpr": {"inlet": "feed", "antisolvent": "antisolvent", "outlet": "product"},
-}
-# module-type properties that double as model parameters (one source of truth: the plant)
-_FROM_PROPERTIES = ("volume", "inner_diameter")
-
 
 @dataclass(frozen=True)
 class Route:
@@ -239,60 +231,63 @@ def cyclohexyl_balance(s: LineStreams, route: Route = LOMUSTINE) -> tuple[float,
 # ----------------------------------------------------------------------------- building
 
 
-def _model_params(config: PlantConfig, tag: str, kind: str) -> dict[str, Any]:
-    mt = config.type_of(tag)
-    assert mt.simulator is not None
-    fields = MODELS[kind].Params.model_fields
-    params = {k: v for k, v in mt.simulator.parameters.items() if k in fields}
-    for key in _FROM_PROPERTIES:
-        if key in fields and key not in params and key in mt.properties:
-            params[key] = mt.properties[key]
-    return params
+def _with_model_overrides(
+    config: PlantConfig, overrides: Mapping[str, Mapping[str, Any]]
+) -> PlantConfig:
+    """``config`` with per-tag model parameters replaced, as ``overrides.simulator`` in the
+    plant file would (top-level keys replace, nested mappings such as a ``feed`` as a whole)."""
+    unknown = set(overrides) - {m.tag for m in config.plant.modules}
+    if unknown:
+        raise KeyError(f"overrides for unknown modules: {sorted(unknown)}")
+    types = dict(config.instance_types)
+    for tag, changes in overrides.items():
+        data = types[tag].model_dump(by_alias=True, exclude_none=True)
+        if data.get("simulator") is None:
+            raise ValueError(f"{tag}: module type {types[tag].name} has no simulator")
+        data["simulator"].setdefault("parameters", {}).update(changes)
+        types[tag] = ModuleType.model_validate(data)
+    return replace(config, instance_types=types)
+
+
+def build_line(
+    plant: str | Path | PlantConfig = DEFAULT_PLANT,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    parameters: Mapping[str, Mapping[str, Any]] | None = None,
+    running: bool = True,
+    tags: LineTags | None = None,
+    clock: Clock | None = None,
+    dt: float = 10.0,
+) -> SimulatedPlant:
+    """The line as a :class:`SimulatedPlant` (the one plant builder), at its operating point.
+
+    ``overrides`` change model parameters per tag on top of the plant (``{"R1": {"n_tanks":
+    40}}``); ``parameters`` change service parameters in engineering units (``{"R2":
+    {"TempSP": 15}, "P1": {"FlowSP": 0.2}}``). ``running`` starts every service with its
+    parameters (the plant's defaults are the operating point) and puts the divert valve to
+    product, as the campaign does once the line is on spec.
+    """
+    config = plant if isinstance(plant, PlantConfig) else load_plant(plant)
+    if config.plant.species is None:
+        raise ValueError(f"{config.file}: the plant needs 'species: <file>' for the simulators")
+    if overrides:
+        config = _with_model_overrides(config, overrides)
+    sim = SimulatedPlant.from_config(config, clock or Clock.fast(), dt=dt)
+    if running:
+        sim.start_services(parameters)
+        sim.view((tags or LineTags()).valve).write("Valve", None, True)
+    elif parameters:
+        raise ValueError("service parameters need running=True (they act on started services)")
+    return sim
 
 
 def build_flowsheet(
     plant: str | Path | PlantConfig = DEFAULT_PLANT,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
     running: bool = True,
+    parameters: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Flowsheet:
-    """A flowsheet of every simulated module of the plant, from its ``simulator`` sections.
-
-    ``overrides`` change model parameters per tag on top of the plant (``{"R2":
-    {"jacket_temperature": "15 degC"}}``); nested mappings such as a pump ``feed`` are
-    replaced as a whole. Type parameters the model does not know (a descriptor's protocol
-    hints) are skipped; the plant's ``properties.volume`` / ``inner_diameter`` feed the
-    models. ``running`` starts the pumps at their ``flow_setpoint``.
-    """
-    config = plant if isinstance(plant, PlantConfig) else load_plant(plant)
-    if config.plant.species is None:
-        raise ValueError(f"{config.file}: the plant needs 'species: <file>' for the simulators")
-    table = SpeciesTable.from_yaml(config.resolve(config.plant.species))
-    changes = dict(overrides or {})
-    unknown = set(changes) - {m.tag for m in config.plant.modules}
-    if unknown:
-        raise KeyError(f"overrides for unknown modules: {sorted(unknown)}")
-    fs = Flowsheet(table)
-    kinds: dict[str, str] = {}
-    for inst in config.plant.modules:
-        mt = config.type_of(inst.tag)
-        if mt.simulator is None:
-            continue
-        kind = mt.simulator.model
-        if kind not in _PORTS:
-            raise ValueError(f"{inst.tag}: no port map for model kind '{kind}'")
-        params = _model_params(config, inst.tag, kind)
-        for k, v in changes.get(inst.tag, {}).items():
-            params[k] = v
-        unit = create_model(kind, inst.tag, table, params)
-        if running and isinstance(unit, HplcPump | SyringePump):
-            unit.running = True
-        fs.add(unit)
-        kinds[inst.tag] = kind
-    for c in config.plant.connections:
-        (su, sp), (du, dp) = c.source, c.target
-        if su in kinds and du in kinds:
-            fs.connect((su, _PORTS[kinds[su]][sp]), (du, _PORTS[kinds[du]][dp]))
-    return fs
+    """The flowsheet of :func:`build_line`, for code that steps the models directly."""
+    return build_line(plant, overrides, parameters, running).flowsheet
 
 
 def line_streams(fs: Flowsheet, tags: LineTags | None = None) -> LineStreams:
@@ -315,35 +310,43 @@ def line_streams(fs: Flowsheet, tags: LineTags | None = None) -> LineStreams:
 def steady_state_kpis(
     plant: str | Path | PlantConfig = DEFAULT_PLANT,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
-    route: Route = LOMUSTINE,
+    route: Route | None = None,
     workup: Workup | None = None,
+    parameters: Mapping[str, Mapping[str, Any]] | None = None,
+    product: str = "lomustine",
 ) -> tuple[Kpis, Flowsheet]:
-    """Steady state of the line at the plant's operating point (plus ``overrides``)."""
-    fs = build_flowsheet(plant, overrides)
-    fs.steady_state()
-    return kpis(line_streams(fs), route, workup), fs
+    """Steady state of the line at the plant's operating point for ``product`` (plus
+    ``overrides`` / ``parameters``, see :func:`build_line`)."""
+    sim = build_line(plant, overrides, _for_product(product, parameters))
+    sim.steady_state()
+    return kpis(line_streams(sim.flowsheet), route or PRODUCTS[product].route, workup), (
+        sim.flowsheet
+    )
 
 
 def time_to_steady_state(
     plant: str | Path | PlantConfig = DEFAULT_PLANT,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
-    route: Route = LOMUSTINE,
+    route: Route | None = None,
     dt: float = 10.0,
     horizon: float = 3.0 * 3600.0,
     tolerance: float = 0.02,
+    parameters: Mapping[str, Mapping[str, Any]] | None = None,
+    product: str = "lomustine",
 ) -> tuple[float, list[tuple[float, float]]]:
-    """Start-up from an empty line with all pumps started at t = 0: the time after which the
-    isolated throughput stays within ``tolerance`` (relative) of its steady-state value.
+    """Start-up from an empty line with all services started at t = 0: the time after which
+    the isolated throughput stays within ``tolerance`` (relative) of its steady-state value.
 
     Returns (time in s, trajectory [(t, mg/h)]); ``math.inf`` if not reached in ``horizon``.
     """
-    target, _ = steady_state_kpis(plant, overrides, route)
-    fs = build_flowsheet(plant, overrides)
+    r = route or PRODUCTS[product].route
+    target, _ = steady_state_kpis(plant, overrides, r, None, parameters, product)
+    sim = build_line(plant, overrides, _for_product(product, parameters), dt=dt)
     traj: list[tuple[float, float]] = []
     last_out = 0.0
     for k in range(1, round(horizon / dt) + 1):
-        fs.step(dt)
-        v = kpis(line_streams(fs), route).throughput_mg_h
+        sim.step()
+        v = kpis(line_streams(sim.flowsheet), r).throughput_mg_h
         traj.append((k * dt, v))
         if abs(v - target.throughput_mg_h) > tolerance * target.throughput_mg_h:
             last_out = k * dt
@@ -354,27 +357,52 @@ def time_to_steady_state(
 # ----------------------------------------------------------------------------- products
 
 
-def product_overrides(product: str) -> tuple[Route, dict[str, dict[str, Any]]]:
-    """Route and parameter changes that switch the line to ``product`` (changeover).
+@dataclass(frozen=True)
+class Product:
+    """What selects a product on the line: its route (for the KPIs) and the service
+    parameters that switch the plant to it (inlet channels of the feed pumps, analyzer
+    method). The crystallizer follows the feed by itself (``solutes`` in the plant)."""
 
-    Semustine uses trans-4-methylcyclohexylamine at the same concentration, base and flows;
-    its crystallizer solubility is assumed equal to lomustine's (model assumption).
-    """
-    if product == "lomustine":
-        return LOMUSTINE, {}
-    if product == "semustine":
-        return SEMUSTINE, {
-            "P1": {
-                "feed": {
-                    "methylcyclohexylamine": "0.033 mol/L",
-                    "triethylamine": "0.033 mol/L",
-                    "THF": "12.23 mol/L",
-                }
-            },
-            "PAT1": {
-                "species": list(SEMUSTINE.purity_species),
-                "product": "semustine",
-            },
-            "CR1": {"solute": "semustine"},
-        }
-    raise ValueError(f"unknown product '{product}' (known: lomustine, semustine)")
+    route: Route
+    parameters: dict[str, dict[str, Any]]
+
+
+#: Channel and method numbers as wired in recipes/lomustine/plant.yaml.
+PRODUCTS: dict[str, Product] = {
+    "lomustine": Product(
+        LOMUSTINE, {"P1": {"InletSP": 1}, "P2": {"InletSP": 1}, "PAT1": {"Method": 1}}
+    ),
+    # trans-4-methylcyclohexylamine at the same concentration, base and flows (channel 3)
+    "semustine": Product(
+        SEMUSTINE, {"P1": {"InletSP": 3}, "P2": {"InletSP": 1}, "PAT1": {"Method": 2}}
+    ),
+}
+
+#: The flush: both HPLC feed pumps on THF (channel 2); the nitrite syringe stops.
+FLUSH_PARAMETERS: dict[str, dict[str, Any]] = {"P1": {"InletSP": 2}, "P2": {"InletSP": 2}}
+
+
+def _product(product: str) -> Product:
+    try:
+        return PRODUCTS[product]
+    except KeyError:
+        raise ValueError(
+            f"unknown product '{product}' (known: {', '.join(PRODUCTS)})"
+        ) from None
+
+
+def _for_product(
+    product: str, parameters: Mapping[str, Mapping[str, Any]] | None
+) -> dict[str, dict[str, Any]]:
+    merged = {tag: dict(v) for tag, v in _product(product).parameters.items()}
+    for tag, values in (parameters or {}).items():
+        merged.setdefault(tag, {}).update(values)
+    return merged
+
+
+def product_overrides(product: str) -> tuple[Route, dict[str, dict[str, Any]]]:
+    """Route and service parameters that switch the line to ``product`` (changeover): pass
+    the parameters to :func:`build_line` / :func:`steady_state_kpis` as ``parameters``, or
+    write them through the module views of a running plant."""
+    p = _product(product)
+    return p.route, {tag: dict(v) for tag, v in p.parameters.items()}

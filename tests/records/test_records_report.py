@@ -194,3 +194,37 @@ async def test_cli(db: Path, tmp_path: Path) -> None:
     res = runner.invoke(app, ["runs", "--db", str(tmp_path / "nothing.db")])
     assert res.exit_code == 2 and "no records database" in res.output
     assert [r.id for r in list_runs(db)] == [rid]
+
+
+async def test_interval_between_named_steps(db: Path) -> None:
+    """A changeover: duration between two step starts, and the increase of totalizers in it,
+    with a counter reset inside the interval bridged."""
+    spec = {"intervals": [
+        {"name": "changeover", "start": "flush", "end": "produce_b",
+         "counters": {"solvent_ml": ["P1.total", "P2.total"], "waste_ml": ["V.waste"]}},
+        {"name": "never", "start": "flush", "end": "no_such_step"},
+    ]}
+    h = Historian(db, flush_interval=0.05)
+    h.configure_tag("P1.total", TagConfig(unit="mL", deadband=0.0))
+    h.configure_tag("P2.total", TagConfig(unit="L", deadband=0.0))
+    h.configure_tag("V.waste", TagConfig(unit="mL", deadband=0.0))
+    rid = await h.start_run("co", t=T0, metadata={"figures": spec})
+    flush, produce_b = T0 + 600.0, T0 + 2400.0
+    for k in range(61):  # 1 mL/min on P1, 0.5 mL/min on P2 (in L), waste only while flushing
+        t = T0 + 60.0 * k
+        p1 = float(k) if t < T0 + 1200 else float(k - 20)  # P1 counter reset at 20 min
+        h.record_sample("P1.total", p1, t=t)
+        h.record_sample("P2.total", 0.0005 * k, t=t)
+        h.record_sample("V.waste", 1.5 * (min(max(t, flush), produce_b) - flush) / 60.0, t=t)
+    h.record_event(EventKind.STEP_TRANSITION, "flush", {"step": "flush"}, t=flush)
+    h.record_event(EventKind.STEP_TRANSITION, "flush", {"message": "done"}, t=flush + 5)
+    h.record_event(EventKind.STEP_TRANSITION, "produce_b", {"step": "produce_b"}, t=produce_b)
+    await h.end_run(rid, t=T0 + 3600)
+    await h.close()
+    f = run_figures(db, rid)
+    assert f["changeover.duration_s"] == pytest.approx(1800.0)
+    # 30 min: P1 30 mL (one 1 mL step lost to the reset sample), P2 15 mL
+    assert f["changeover.solvent_ml"] == pytest.approx(29.0 + 15.0)
+    assert f["changeover.waste_ml"] == pytest.approx(45.0)
+    assert f["never.duration_s"] is None
+    assert any("no_such_step never started" in n for n in f["notes"])

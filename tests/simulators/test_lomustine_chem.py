@@ -76,16 +76,14 @@ def test_lower_nitrosation_temperature_lowers_yield(
     operating_point: tuple[Kpis, Flowsheet],
 ) -> None:
     base, _ = operating_point
-    cold, _ = steady_state_kpis(
-        overrides={"R2": {"jacket_temperature": "15 degC", "initial_temperature": "15 degC"}}
-    )
+    cold, _ = steady_state_kpis(parameters={"R2": {"TempSP": 15}})
     assert cold.conversion_r2 < base.conversion_r2
     assert cold.isolated_yield < base.isolated_yield - 0.02
 
 
 def test_amine_pump_at_half_flow_goes_off_spec(operating_point: tuple[Kpis, Flowsheet]) -> None:
     base, _ = operating_point
-    half, fs = steady_state_kpis(overrides={"P1": {"flow_setpoint": "0.1875 mL/min"}})
+    half, fs = steady_state_kpis(parameters={"P1": {"FlowSP": 0.1875}})
     assert base.on_spec
     assert not half.on_spec
     assert half.purity < PURITY_SPEC
@@ -96,7 +94,9 @@ def test_amine_pump_at_half_flow_goes_off_spec(operating_point: tuple[Kpis, Flow
 
 def test_semustine_feed_gives_semustine() -> None:
     route, changes = product_overrides("semustine")
-    k, fs = steady_state_kpis(overrides=changes, route=route)
+    assert route is SEMUSTINE
+    k, fs = steady_state_kpis(parameters=changes, route=route)
+    assert fs.units["CR1"].solute == "semustine"  # type: ignore[attr-defined]
     out = line_streams(fs)
     assert out.analyzer.concentration("semustine") > 0.0
     assert out.analyzer.concentration("lomustine") < 1e-9 * out.analyzer.concentration("semustine")

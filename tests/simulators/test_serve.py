@@ -82,6 +82,53 @@ async def test_modbus_pump_dosing_and_stall(served: PlantServer) -> None:
         await p1.close()
 
 
+async def test_modbus_pump_inlet_channel(served: PlantServer) -> None:
+    """The inlet selection over Modbus: a Dosing parameter and a direct write; a channel
+    without a feed is refused by the device, the selection stays."""
+    p2 = proxy(served, "P2")
+    model = served.plant.view("P2").model
+    await p2.start()
+    try:
+        dosing = p2.services["Dosing"]
+        await dosing.command(Command.START, parameters={"FlowSP": 0.5, "InletSP": 2})
+        await dosing.wait_for(State.EXECUTE, timeout=3)
+        assert model.state()["inlet"] == 2.0
+        await until(lambda: served.plant.flowsheet.stream("P2", "out").flow > 0)
+        out = served.plant.flowsheet.stream("P2", "out")
+        assert out.concentration("chloroethyl_isocyanate") == 0.0
+        await p2.set("Inlet", 1)
+        assert model.state()["inlet"] == 1.0
+        await p2.refresh()
+        assert p2.value("Inlet") == pytest.approx(1.0)
+        with pytest.raises(DriverError):
+            await p2.set("Inlet", 4)  # P2 has channels 1 and 2 only
+        assert model.state()["inlet"] == 1.0
+        await dosing.command(Command.STOP)
+        await dosing.wait_for(State.STOPPED, timeout=3)
+    finally:
+        await p2.close()
+
+
+async def test_analyzer_method_switch_while_measuring(served: PlantServer) -> None:
+    """PAT1's Method over OPC UA: a parameter of Measure; written while Execute, it switches
+    the chemometric model at once (no restart of the service)."""
+    pat = proxy(served, "PAT1")
+    model = served.plant.view("PAT1").model
+    await pat.start()
+    try:
+        measure = pat.services["Measure"]
+        await measure.command(Command.START, parameters={"Interval": 10, "Method": 1})
+        await measure.wait_for(State.EXECUTE, timeout=5)
+        assert model.state()["method"] == 1.0
+        await pat.set("Method", 2)
+        await until(lambda: model.state()["method"] == 2.0)
+        assert measure.state is State.EXECUTE
+        await measure.command(Command.STOP)
+        await measure.wait_for(State.STOPPED, timeout=5)
+    finally:
+        await pat.close()
+
+
 async def test_modbus_silent_times_out(served: PlantServer) -> None:
     bpr = proxy(served, "BPR1")
     assert bpr.driver is not None

@@ -81,6 +81,9 @@ class MsmprParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     volume: Volume = Field(gt=0)
     solute: str
+    solutes: list[str] = Field(default_factory=list)
+    """Further products the same kinetics and solubility apply to (model assumption), for a
+    product changeover: the crystallizing solute follows the feed (see ``select_solute``)."""
     antisolvent: str | None = None
     crystal_density: Density = Field(gt=0)
     shape_factor: float = Field(default=math.pi / 6.0, gt=0)
@@ -144,6 +147,8 @@ class MsmprCrystallizer(UnitModel):
         super().__init__(name, species, params)
         self.p = params
         self._i = species.index(params.solute)
+        self._candidates = [species.index(n) for n in dict.fromkeys([params.solute,
+                                                                       *params.solutes])]
         self._ias = species.index(params.antisolvent) if params.antisolvent else None
         self._m = float(species.molar_mass[self._i])
         self._rk = params.crystal_density * params.shape_factor
@@ -160,6 +165,27 @@ class MsmprCrystallizer(UnitModel):
             ts = [t for t, _ in params.cooling_profile]
             if any(b < a for a, b in itertools.pairwise(ts)):
                 raise ValueError("cooling_profile times must increase")
+
+    @property
+    def solute(self) -> str:
+        """The species crystallizing now."""
+        return self.species.names[self._i]
+
+    def _select_solute(self, feed: FloatArray) -> None:
+        """Follow a product changeover: when another of the ``solutes`` arrives at a higher
+        concentration than the current one, it becomes the crystallizing species. One crystal
+        population is modelled, so crystals still suspended at that moment are taken as
+        dissolved into the liquid (mass conserved exactly); flushing the line first, as a
+        changeover does, leaves few of them."""
+        if len(self._candidates) < 2:
+            return
+        best = max(self._candidates, key=lambda k: float(feed[k]))
+        if best == self._i or float(feed[best]) <= float(feed[self._i]):
+            return
+        self.c[self._i] += self._rk * float(self.mu[3]) / self._m
+        self.mu = np.zeros(5)
+        self._i = best
+        self._m = float(self.species.molar_mass[best])
 
     # -- properties -----------------------------------------------------------------------
     def _phi(self, conc: FloatArray) -> float:
@@ -243,6 +269,7 @@ class MsmprCrystallizer(UnitModel):
         self.flow = s.flow
         if s.flow > 0:
             self._rho_cp = s.volumetric_heat_capacity
+        self._select_solute(s.conc)
         self._c_in_solute = float(s.conc[self._i])
         phi = self._phi(self.c)
         n_sub = max(1, math.ceil(dt / self.p.max_substep - 1e-9))
@@ -292,6 +319,8 @@ class MsmprCrystallizer(UnitModel):
         if s.solids is not None and np.any(s.solids.moments > 0):
             raise ValueError(f"{self.name}: steady state with seeded feed is not supported")
         self.flow, self._rho_cp = s.flow, s.volumetric_heat_capacity
+        self.mu = np.zeros(5)
+        self._select_solute(s.conc)
         tau = self.p.volume / s.flow
         tj = self._jacket(self.time)
         w = s.flow * self._rho_cp

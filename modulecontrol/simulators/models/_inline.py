@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ._base import UnitModel, register_model
 from ._quantities import Concentration, Pressure, Time
@@ -173,68 +173,158 @@ class BackPressureRegulator(UnitModel):
 # ----------------------------------------------------------------------------- PAT analyzer
 
 
-class PatAnalyzerParams(BaseModel):
-    """Inline analyzer (e.g. flow-cell IR/UV): measures ``species`` concentrations and the
-    purity of ``product`` among them, after ``dead_time``, with Gaussian ``noise`` (mol/m3,
-    seeded) and linear ``drift`` (mol/m3 per s)."""
+class PatMethod(BaseModel):
+    """One chemometric method of the analyzer: which species it quantifies, which of them is
+    the product its purity refers to, and which species its other signals report
+    (``roles``: ``{impurity: dicyclohexylurea}``)."""
 
     model_config = ConfigDict(extra="forbid")
     species: list[str] = Field(min_length=1)
     product: str | None = None
+    roles: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _product_measured(self) -> PatMethod:
+        if self.product is not None and self.product not in self.species:
+            raise ValueError(
+                f"product '{self.product}' must be one of the measured species {self.species}"
+            )
+        return self
+
+
+class PatAnalyzerParams(BaseModel):
+    """Inline analyzer (e.g. flow-cell IR/UV): measures ``species`` concentrations and the
+    purity of ``product`` among them, after ``dead_time``, with Gaussian ``noise`` (mol/m3,
+    seeded) and linear ``drift`` (mol/m3 per s).
+
+    ``species``/``product`` are method 1; ``methods`` adds further chemometric models
+    (``{2: {species: [...], product: semustine}}``) selectable at run time with the ``method``
+    input, as a product changeover needs; ``method`` is the one selected at start.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    species: list[str] = Field(min_length=1)
+    product: str | None = None
+    methods: dict[int, PatMethod] = Field(default_factory=dict)
+    method: int = Field(default=1, ge=1)
     dead_time: Time = Field(default=0.0, ge=0)
     noise: Concentration = Field(default=0.0, ge=0)
     drift: float = 0.0
     seed: int = 0
 
+    @model_validator(mode="after")
+    def _methods(self) -> PatAnalyzerParams:
+        if 1 in self.methods:
+            raise ValueError("method 1 is 'species'/'product'; number further methods from 2")
+        if self.product is not None and self.product not in self.species:
+            raise ValueError(
+                f"product '{self.product}' must be one of the measured species {self.species}"
+            )
+        return self
+
+    def all_methods(self) -> dict[int, PatMethod]:
+        return {1: PatMethod(species=self.species, product=self.product), **self.methods}
+
 
 @register_model
 class PatAnalyzer(UnitModel):
-    """Pass-through unit that reports delayed, noisy, drifting concentrations and purity."""
+    """Pass-through unit that reports delayed, noisy, drifting concentrations and purity.
+
+    The dead time delays the whole composition, so a method switched while a plug of the
+    old product is still in the cell measures that plug with the new method, as in a real
+    flow cell.
+    """
 
     kind = "pat_analyzer"
-    state_units: ClassVar[dict[str, str]] = {"valid": "", "purity": "", "true_purity": ""}
+    state_units: ClassVar[dict[str, str]] = {
+        "valid": "",
+        "purity": "",
+        "true_purity": "",
+        "method": "",
+    }
     Params = PatAnalyzerParams
+    inputs: ClassVar[dict[str, str]] = {"method": ""}
     inlets = ("in",)
     outlets = ("out",)
 
     def __init__(self, name: str, species: SpeciesTable, params: PatAnalyzerParams) -> None:
         super().__init__(name, species, params)
         self.p = params
-        self._idx = np.array([species.index(n) for n in params.species])
-        self._prod = params.species.index(params.product) if params.product is not None else None
-        if params.product is not None and params.product not in params.species:
-            raise ValueError(
-                f"{name}: product '{params.product}' must be one of the measured "
-                f"species {params.species}"
-            )
+        self.methods = params.all_methods()
+        for m in self.methods.values():
+            for n in m.species:
+                species.index(n)  # unknown species fail at build, not at the first sample
         self._rng = np.random.default_rng(params.seed)
         self._history: deque[tuple[float, np.ndarray]] = deque()
-        self._true = np.zeros(len(self._idx))
-        self.measured = np.full(len(self._idx), np.nan)
+        self._true_all = np.zeros(len(species))
+        self._seen_all = np.zeros(len(species))
         self.valid = False
+        self._method = 1
+        self.method = params.method
+
+    @property
+    def method(self) -> int:
+        return self._method
+
+    @method.setter
+    def method(self, value: float) -> None:
+        number = round(float(value))
+        if number not in self.methods:
+            raise ValueError(
+                f"{self.name}: no method {number} (known: "
+                f"{', '.join(map(str, sorted(self.methods)))}); add it under 'methods'"
+            )
+        self._method = number
+        m = self.methods[number]
+        self.measured_species = list(m.species)
+        self._idx = np.array([self.species.index(n) for n in m.species])
+        self._prod = m.species.index(m.product) if m.product is not None else None
+        self._update_measured()
+
+    @property
+    def product(self) -> str | None:
+        """The product of the selected method."""
+        return self.methods[self._method].product
+
+    def role(self, name: str) -> str | None:
+        """The species behind signal ``name`` under the selected method (None: not set)."""
+        if name == "product":
+            return self.product
+        return self.methods[self._method].roles.get(name)
+
+    def _update_measured(self) -> None:
+        if self.valid:
+            noise = (
+                self._rng.normal(0.0, self.p.noise, len(self._idx)) if self.p.noise > 0 else 0.0
+            )
+            self.measured = self._seen_all[self._idx] + noise + self.p.drift * self.time
+        else:
+            self.measured = np.full(len(self._idx), np.nan)
 
     def _step(self, dt: float, inlets: dict[str, Stream]) -> dict[str, Stream]:
         s = inlets["in"]
         now = self.time + dt
-        self._true = s.conc[self._idx].copy()
-        self._history.append((now, self._true))
+        self._true_all = s.conc.copy()
+        self._history.append((now, self._true_all))
         horizon = now - self.p.dead_time
         seen: np.ndarray | None = None
         while self._history and self._history[0][0] <= horizon + 1e-9:
             seen = self._history.popleft()[1]
         if seen is not None:
-            self._seen = seen
+            self._seen_all = seen
             self.valid = True
         if self.valid:
-            noise = self._rng.normal(0.0, self.p.noise, len(self._idx)) if self.p.noise > 0 else 0.0
-            self.measured = self._seen + noise + self.p.drift * now
+            noise = (
+                self._rng.normal(0.0, self.p.noise, len(self._idx)) if self.p.noise > 0 else 0.0
+            )
+            self.measured = self._seen_all[self._idx] + noise + self.p.drift * now
         return {"out": s.with_(pressure=self.outlet_pressures["out"])}
 
     def _steady(self, inlets: dict[str, Stream]) -> dict[str, Stream]:
         s = inlets["in"]
-        self._true = s.conc[self._idx].copy()
-        self._seen = self._true
-        self.measured = self._true.copy()
+        self._true_all = s.conc.copy()
+        self._seen_all = self._true_all
+        self.measured = self._true_all[self._idx].copy()
         self.valid = True
         self._history.clear()
         return {"out": s.with_(pressure=self.outlet_pressures["out"])}
@@ -245,14 +335,19 @@ class PatAnalyzer(UnitModel):
         return max(float(values[prod]), 0.0) / total if total > 0 else 0.0
 
     def state(self) -> dict[str, float]:
-        out = {
-            f"c_{n}": float(v) if self.valid else 0.0
-            for n, v in zip(self.p.species, self.measured, strict=True)
-        }
+        # every method's species, so the set of variables does not change with the method;
+        # what the selected method does not quantify reads 0
+        out = {f"c_{n}": 0.0 for m in self.methods.values() for n in m.species}
+        if self.valid:
+            out.update(
+                (f"c_{n}", float(v))
+                for n, v in zip(self.measured_species, self.measured, strict=True)
+            )
         out["valid"] = float(self.valid)
+        out["method"] = float(self._method)
         if self._prod is not None:
             out["purity"] = self._purity(self.measured, self._prod) if self.valid else 0.0
-            out["true_purity"] = self._purity(self._true, self._prod)
+            out["true_purity"] = self._purity(self._true_all[self._idx], self._prod)
         return out
 
 
@@ -263,6 +358,7 @@ __all__ = [
     "DivertValveParams",
     "PatAnalyzer",
     "PatAnalyzerParams",
+    "PatMethod",
     "TMixer",
     "TMixerParams",
 ]

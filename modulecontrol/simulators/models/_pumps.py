@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ._base import UnitModel, register_model
 from ._quantities import (
@@ -29,9 +29,26 @@ from ._species import SpeciesTable, Stream
 
 
 class _Feed(BaseModel):
+    """What the pump draws: ``feed`` is inlet channel 1; ``feeds`` names further channels of
+    the inlet selection valve (``{2: {THF: 12.3 mol/L}}``, e.g. the flush solvent), and
+    ``inlet`` is the channel selected at start."""
+
     model_config = ConfigDict(extra="forbid")
     feed: dict[str, Concentration] = Field(default_factory=dict)
+    feeds: dict[int, dict[str, Concentration]] = Field(default_factory=dict)
     feed_temperature: Temperature = 298.15
+    inlet: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _channels(self) -> _Feed:
+        if self.feed and 1 in self.feeds:
+            raise ValueError("give channel 1 either as 'feed' or as 'feeds: {1: ...}', not both")
+        if any(k < 1 for k in self.feeds):
+            raise ValueError("inlet channels are numbered from 1")
+        return self
+
+    def channels(self) -> dict[int, dict[str, float]]:
+        return {1: dict(self.feed), **{k: dict(v) for k, v in self.feeds.items()}}
 
 
 class HplcPumpParams(_Feed):
@@ -53,9 +70,11 @@ class _PumpBase(UnitModel):
 
     def __init__(self, name: str, species: SpeciesTable, params: _Feed) -> None:
         super().__init__(name, species, params)
-        feed, feed_temperature = params.feed, params.feed_temperature
-        self.feed_conc = species.vector(feed)
-        self.feed_temperature = feed_temperature
+        self._channels = {k: species.vector(v) for k, v in params.channels().items()}
+        self.feed_temperature = params.feed_temperature
+        self._inlet = 1
+        self.feed_conc = self._channels[1]
+        self.inlet = params.inlet
         self.tripped = False
         self.delivered_volume = 0.0
         self.leaked_volume = 0.0
@@ -65,9 +84,35 @@ class _PumpBase(UnitModel):
     def _feed_density(self) -> float:
         return float(self.feed_conc @ self.species.molar_mass)
 
-    def set_feed(self, concentrations: dict[str, Any], temperature: Any | None = None) -> None:
-        """Change the reservoir (e.g. a reagent bottle swap)."""
-        self.feed_conc = self.species.vector(concentrations)
+    @property
+    def inlet(self) -> int:
+        """The selected inlet channel; switching it changes what the pump draws at once (the
+        selection valve's own hold-up is neglected)."""
+        return self._inlet
+
+    @inlet.setter
+    def inlet(self, value: float) -> None:
+        channel = round(float(value))
+        if channel not in self._channels:
+            raise ValueError(
+                f"{self.name}: inlet channel {channel} has no feed (configured: "
+                f"{', '.join(map(str, sorted(self._channels)))}); add it under 'feeds'"
+            )
+        self._inlet = channel
+        self.feed_conc = self._channels[channel]
+
+    def set_feed(
+        self,
+        concentrations: dict[str, Any],
+        temperature: Any | None = None,
+        channel: int | None = None,
+    ) -> None:
+        """Change the bottle on ``channel`` (default: the selected one), e.g. a reagent bottle
+        swap."""
+        ch = self._inlet if channel is None else channel
+        self._channels[ch] = self.species.vector(concentrations)
+        if ch == self._inlet:
+            self.feed_conc = self._channels[ch]
         if temperature is not None:
             self.feed_temperature = si(temperature, "K")
 
@@ -112,9 +157,14 @@ class HplcPump(_PumpBase):
         "pressure": "Pa",
         "delivered_volume": "m**3",
         "leaked_volume": "m**3",
+        "inlet": "",
     }
     Params = HplcPumpParams
-    inputs: ClassVar[dict[str, str]] = {"flow_setpoint": "m**3/s", "running": "bool"}
+    inputs: ClassVar[dict[str, str]] = {
+        "flow_setpoint": "m**3/s",
+        "running": "bool",
+        "inlet": "",
+    }
 
     def __init__(self, name: str, species: SpeciesTable, params: HplcPumpParams) -> None:
         super().__init__(name, species, params)
@@ -175,6 +225,7 @@ class HplcPump(_PumpBase):
             "pressure": self.discharge_pressure,
             "delivered_volume": self.delivered_volume,
             "leaked_volume": self.leaked_volume,
+            "inlet": float(self._inlet),
         }
 
 
