@@ -105,13 +105,19 @@ class Session:
         self.orchestrator: Orchestrator | None = None
         self.operator = OperatorChannel(options.operator, options.auto_answer)
         self.run_id: int | None = None
+        self.scenario: Any = None
 
     @classmethod
     def load(cls, recipe: str | Path, plant: str | Path | None, options: RunOptions,
              simulation_factory: SimulationFactory | None = None) -> Session:
         """Validate first: raises ConfigError and nothing starts if anything is wrong."""
         vr = load_recipe(recipe, plant, dict(options.overrides))
-        return cls(vr, options, simulation_factory)
+        session = cls(vr, options, simulation_factory)
+        if options.faults is not None:
+            from modulecontrol.simulators import load_scenario
+
+            session.scenario = load_scenario(options.faults, vr.plant)
+        return session
 
     @property
     def tick(self) -> float:
@@ -124,10 +130,9 @@ class Session:
         config = self.vr.plant
         if self.options.simulate:
             if self.simulation_factory is None:
-                from modulecontrol.simulators import load_scenario, serve_plant
+                from modulecontrol.simulators import serve_plant
 
-                scenario = (load_scenario(self.options.faults, config)
-                            if self.options.faults is not None else None)
+                scenario = self.scenario
 
                 async def factory(cfg: PlantConfig, clock: Clock) -> Simulation:
                     return await serve_plant(cfg, clock, scenario=scenario)
