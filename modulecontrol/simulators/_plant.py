@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +51,9 @@ def default_species() -> SpeciesTable:
     return SpeciesTable(Species.model_validate(s) for s in DEFAULT_SPECIES)
 
 
+_log = logging.getLogger(__name__)
+
+
 class PlantBuildError(ValueError):
     """The plant cannot be simulated as written; the message names the module and the fix."""
 
@@ -85,6 +89,7 @@ class SimulatedPlant:
         """Every modelled module (passive ones too) by tag."""
         self.clock = clock
         self.dt = dt
+        self._warned = False
         self.faults = FaultInjector(self)
         self._listeners: list[Callable[[SimulatedPlant], None]] = []
         self._task: asyncio.Task[None] | None = None
@@ -148,21 +153,46 @@ class SimulatedPlant:
         self._listeners.append(listener)
 
     # -- stepping ---------------------------------------------------------------------------
-    def step(self, n: int = 1) -> None:
+    def step(self, n: int = 1, dt: float | None = None) -> None:
+        h = self.dt if dt is None else dt
         for _ in range(n):
-            self.flowsheet.step(self.dt)
+            self.flowsheet.step(h)
             for listener in list(self._listeners):
                 listener(self)
 
+    max_catch_up: float = 4.0
+    """Largest step, in multiples of ``dt``, taken to catch up with the clock."""
+
     async def run(self, duration: float | None = None) -> None:
-        """Step every ``dt`` simulated seconds, paced by the clock, for ``duration`` (or
-        forever)."""
-        t0 = self.clock.now()
-        k = 0
-        while duration is None or k * self.dt < duration - 1e-9:
-            k += 1
-            self.step()
-            await self.clock.sleep_until(t0 + k * self.dt)
+        """Follow the clock for ``duration`` simulated seconds (or forever).
+
+        Normally one step of ``dt`` per ``dt`` of clock time. When the event loop was busy
+        and the plant fell behind, it catches up with longer steps (up to ``max_catch_up``
+        x ``dt``; the models sub-step internally) instead of a burst of short ones, so plant
+        time stays with the clock that the orchestrator's waits use.
+        """
+        c0 = self.clock.now()
+        p0 = self.flowsheet.time
+        while True:
+            done = self.flowsheet.time - p0
+            if duration is not None and done >= duration - 1e-9:
+                return
+            target = self.clock.now() - c0
+            if duration is not None:
+                target = min(target, duration)
+            lag = target - done
+            if lag >= self.dt - 1e-9:
+                h = min(lag, self.max_catch_up * self.dt)
+                if duration is not None:
+                    h = min(h, duration - done)
+                self.step(dt=h)
+                if lag > 20 * self.dt and not self._warned:
+                    self._warned = True
+                    _log.warning("simulated plant is %.0f s behind the clock: the machine "
+                                 "cannot keep up with this speed factor", lag)
+                await asyncio.sleep(0)
+                continue
+            await self.clock.sleep_until(c0 + done + self.dt)
             await asyncio.sleep(0)
 
     def start(self) -> None:
