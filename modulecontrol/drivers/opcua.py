@@ -63,6 +63,7 @@ from modulecontrol.drivers._base import (
     check_value,
 )
 from modulecontrol.errors import did_you_mean
+from modulecontrol.statemachine import Command, State
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -89,18 +90,10 @@ for _name in ("asyncua.client.ua_client.UASocketProtocol", "asyncua.client.ua_cl
               "asyncua.client.client"):
     logging.getLogger(_name).addFilter(_REDACT)
 
-STATE_CODES: dict[str, int] = {
-    "Stopped": 4, "Starting": 8, "Idle": 16, "Paused": 32, "Execute": 64, "Stopping": 128,
-    "Aborting": 256, "Aborted": 512, "Holding": 1024, "Held": 2048, "Unholding": 4096,
-    "Pausing": 8192, "Resuming": 16384, "Resetting": 32768, "Completing": 65536,
-    "Completed": 131072,
-}
-"""MTP (2658-4) StateCur codes."""
+STATE_CODES: dict[str, int] = {s.label: int(s) for s in State}
+"""MTP (2658-4) StateCur codes, from the one state table (``modulecontrol.statemachine``)."""
 STATE_NAMES: dict[int, str] = {v: k for k, v in STATE_CODES.items()}
-COMMAND_CODES: dict[str, int] = {
-    "Reset": 2, "Start": 4, "Stop": 8, "Hold": 16, "Unhold": 32, "Pause": 64, "Resume": 128,
-    "Abort": 256, "Restart": 512, "Complete": 1024,
-}
+COMMAND_CODES: dict[str, int] = {c.label: int(c) for c in Command}
 """MTP CommandOp/CommandExt codes; CommandEn is the OR of the enabled ones."""
 
 DEFAULT_TARGETS: dict[str, tuple[str, ...]] = {
