@@ -187,6 +187,7 @@ class Session:
                     self.historian.configure_tag(f"{tag}.{da.name}", TagConfig(
                         unit=da.unit, deadband=0.0, max_interval=600.0))
         metadata: dict[str, Any] = {
+            "tag_groups": _plot_groups(self.proxies),
             "plant": self.vr.plant.plant.name,
             "simulated": self.options.simulate,
             "speed": self.options.speed,
@@ -255,12 +256,17 @@ class Session:
             faults.on_record(on_fault)
 
     async def _shutdown(self) -> None:
-        for proxy in self.proxies.values():
-            with contextlib.suppress(Exception):
-                await proxy.close()
+        """Close links and simulators; each bounded, so a peer that does not answer a
+        disconnect cannot keep the run (and its record) open."""
+        closing = [asyncio.wait_for(p.close(), 10.0) for p in self.proxies.values()]
+        for result in await asyncio.gather(*closing, return_exceptions=True):
+            if isinstance(result, BaseException):
+                _log.warning("closing a module link failed: %r", result)
         if self.simulation is not None:
-            with contextlib.suppress(Exception):
-                await self.simulation.stop()
+            try:
+                await asyncio.wait_for(self.simulation.stop(), 15.0)
+            except (TimeoutError, Exception) as exc:
+                _log.warning("stopping the simulators failed: %r", exc)
 
     async def _close_record(self, outcome: RunOutcome) -> None:
         hist = self.historian
@@ -283,6 +289,27 @@ class Session:
             except Exception as exc:  # a report problem must not hide the run's result
                 _log.exception("report failed")
                 outcome.message = f"report failed: {exc}"
+
+
+def _plot_groups(proxies: Mapping[str, ModuleProxy]) -> dict[str, str]:
+    """Which plot each recorded tag goes to: states to the Gantt chart only, on/off signals
+    together, the analyzer and crystallizer on their own; the rest by unit (the default)."""
+    groups: dict[str, str] = {}
+    for tag, proxy in proxies.items():
+        category = proxy.type.category
+        for svc in proxy.type.services:
+            groups[f"{tag}.{svc.name}.StateCur"] = "-"
+        for da in proxy.type.data_assemblies:
+            name = f"{tag}.{da.name}"
+            if da.kind == "bool":
+                groups[name] = "on/off signals"
+            elif da.kind != "number":
+                groups[name] = "-"
+            elif category == "analyzer":
+                groups[name] = "analyzer signals"
+            elif category == "crystallizer" and da.unit not in ("degC", "K"):
+                groups[name] = "crystallizer"
+    return groups
 
 
 _KIND = {

@@ -893,12 +893,16 @@ def _family(unit: str) -> str:
 
 
 def tag_groups(run: RunInfo, series: dict[str, Any]) -> dict[str, list[str]]:
-    """Group tags for plotting: run metadata ``tag_groups`` > tag's group > unit family."""
+    """Group tags for plotting: run metadata ``tag_groups`` > tag's group > unit family.
+
+    The group ``"-"`` keeps a tag out of the plots (it stays in the CSV export)."""
     override: dict[str, str] = dict(run.metadata.get("tag_groups", {}))
     groups: dict[str, list[str]] = {}
     for name in sorted(series):
         s = series[name]
         g = override.get(name) or s.group or _family(s.unit)
+        if g == "-":  # recorded but not plotted (e.g. state codes, shown in the Gantt chart)
+            continue
         groups.setdefault(g, []).append(name)
     order = ["flows", "temperatures", "pressures", "analyzer signals"]
     return dict(sorted(groups.items(),
