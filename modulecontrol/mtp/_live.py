@@ -492,20 +492,26 @@ def _parameters(svc: Service) -> list[str]:
     return seen
 
 
-async def _limits(s: LiveSession, da: DataAssembly) -> tuple[float | None, float | None]:
-    lo, hi = da.min, da.max
+async def _limits(s: LiveSession, da: DataAssembly
+                  ) -> tuple[float | None, float | None, str]:
+    """Limits a test value must respect: the PEA's VMin/VMax and the manifest's, both.
+    The third item says how they contradict each other ('' if they do not)."""
+    server: dict[str, float] = {}
     for attr in ("VMin", "VMax"):
         tag = f"{da.name}.{attr}"
         if s.has(tag):
             v = await s.get(tag)
             if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
-                if attr == "VMin":
-                    lo = float(v)
-                else:
-                    hi = float(v)
+                server[attr] = float(v)
+    lows = [x for x in (da.min, server.get("VMin")) if x is not None]
+    highs = [x for x in (da.max, server.get("VMax")) if x is not None]
+    lo = max(lows) if lows else None
+    hi = min(highs) if highs else None
     if lo is not None and hi is not None and lo > hi:
-        return None, None
-    return lo, hi
+        return None, None, (f"limits contradict: PEA VMin..VMax "
+                            f"{server.get('VMin')}..{server.get('VMax')}, manifest "
+                            f"{da.min}..{da.max}")
+    return lo, hi, ""
 
 
 def _choose(da: DataAssembly, current: Any, lo: float | None, hi: float | None) -> Any:
@@ -572,7 +578,10 @@ async def _parameters_check(s: LiveSession) -> list[CheckResult]:
                               "the parameter does not switch to Automatic/External"))
                 continue
             current = await s.get(f"{pname}.VFbk") if s.has(f"{pname}.VFbk") else None
-            lo, hi = await _limits(s, da)
+            lo, hi, contradiction = await _limits(s, da)
+            if contradiction:
+                out.append(_r("live-parameters", subject, False, contradiction))
+                continue
             value = _choose(da, current, lo, hi)
             try:
                 ok, detail = await _apply(s, pname, value)

@@ -155,6 +155,9 @@ def check(
     console.print(table)
     failed = sum(1 for r in results if r.status == "fail")
     console.print(f"{len(results) - failed} passed, {failed} failed", markup=False)
+    if endpoint is None:
+        console.print("live checks (modes, procedures, parameters, commands) need --endpoint",
+                      markup=False)
     if failed:
         raise typer.Exit(code=1)
 
