@@ -9,7 +9,10 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from asyncua import Client, ua
+from asyncua import ua
+from asyncua.client.client import Client
+from asyncua.ua.attribute_ids import AttributeIds
+from asyncua.ua.uaerrors import UaStatusCodeError
 
 from modulecontrol.descriptors import ModuleInstance, OpcUaEndpoint, builtin_types
 from modulecontrol.mtp import (
@@ -51,14 +54,16 @@ async def test_address_space_is_the_manifests(hc30: VirtualPea) -> None:
         state = client.get_node(f'ns={ns};s="Stirring"."MTP"."ServiceControl"."StateCur"')
         assert await state.read_data_type_as_variant_type() == ua.VariantType.UInt32
         assert await state.read_value() == State.IDLE
-        level = await state.read_attribute(ua.AttributeIds.AccessLevel)
+        level = await state.read_attribute(AttributeIds.AccessLevel)
+        assert level.Value is not None
         assert level.Value.Value & ua.AccessLevel.CurrentWrite.mask == 0  # Access 1
-        with pytest.raises(ua.UaStatusCodeError):
+        with pytest.raises(UaStatusCodeError):
             await state.write_value(ua.Variant(4, ua.VariantType.UInt32))
         vext = client.get_node(f'ns={ns};s="ProcedureParameters_DB"."MTPAnalog"'
                                '[0]."VExt"')
-        vext_level = (await vext.read_attribute(ua.AttributeIds.AccessLevel)).Value.Value
-        assert vext_level & ua.AccessLevel.CurrentWrite.mask  # Access 3
+        vext_level = (await vext.read_attribute(AttributeIds.AccessLevel)).Value
+        assert vext_level is not None
+        assert vext_level.Value & ua.AccessLevel.CurrentWrite.mask  # Access 3
 
 
 async def test_hc30_passes_the_live_check(hc30: VirtualPea) -> None:
@@ -98,12 +103,12 @@ async def test_full_service_cycle_through_a_proxy(hc30: VirtualPea) -> None:
         # the continuous one runs until commanded: Start, Execute, Stop, Reset
         await svc.command(Command.START, procedure="HC30_Stirring_Continous")
         await svc.wait_for(State.EXECUTE, timeout=5)
-        assert runtime.machines["Stirring"].state is State.EXECUTE
+        assert runtime.machines["Stirring"].state_cur == State.EXECUTE
         await svc.command(Command.STOP)
         await svc.wait_for(State.STOPPED, timeout=5)
         await svc.command(Command.RESET)
         await svc.wait_for(State.IDLE, timeout=5)
-        assert runtime.machines["Stirring"].state is State.IDLE
+        assert runtime.machines["Stirring"].state_cur == State.IDLE
         assert hc30.pea.get("Stirring.CommandExt") == 0  # cleared after execution
     finally:
         await proxy.close()

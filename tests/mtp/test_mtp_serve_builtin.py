@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from modulecontrol.clock import Clock
-from modulecontrol.descriptors import load_plant
+from modulecontrol.descriptors import OpcUaEndpoint, load_plant
 from modulecontrol.mtp import (
     CheckResult,
     LiveOptions,
@@ -34,7 +34,7 @@ async def _simulated_then_virtual(plant: SimulatedPlant, tag: str, tmp: Path
                                   ) -> tuple[list[CheckResult], list[CheckResult]]:
     view = plant.view(tag)
     ep = plant.config.instance(tag).endpoint
-    assert ep is not None
+    assert isinstance(ep, OpcUaEndpoint)
     pea, runtime = await serve_pea(view, ep, "127.0.0.1", free_port(), f"/modulecontrol/{tag}")
     try:
         aml = tmp / f"{tag}.aml"
