@@ -190,7 +190,8 @@ def tag_table(module_type: ModuleType, transport: str) -> dict[str, TagInfo]:
             for attr in DA_ATTRIBUTES[da.class_]:
                 name = f"{da.name}.{attr}"
                 if name not in out:
-                    writable = da.class_ in WRITABLE_CLASSES and attr in _WRITABLE_ATTRS
+                    writable = ((da.class_ in WRITABLE_CLASSES and attr in _WRITABLE_ATTRS)
+                                or (da.class_, attr) in _WRITABLE_INPUTS)
                     out[name] = TagInfo(name, da, attr,
                                         module_type.opcua.binding(da.name, attr, writable))
     for svc in module_type.services:
@@ -215,17 +216,25 @@ def tag_table(module_type: ModuleType, transport: str) -> dict[str, TagInfo]:
 SERVICE_CONTROL_WRITABLE = frozenset({
     "CommandOp", "CommandExt", "ProcedureOp", "ProcedureExt", "StateOffAut", "StateOpAut",
     "StateAutAut", "StateOffOp", "StateOpOp", "StateAutOp", "SrcExtAut", "SrcIntOp",
-    "SrcIntAut", "SrcExtOp", "InteractAnswerID",
+    "SrcIntAut", "SrcExtOp", "InteractAnswerID", "ProcParamApplyExt", "ProcParamApplyOp",
+    "ConfigParamApplyExt", "ConfigParamApplyOp", "ReportValueFreeze",
 })
-"""ServiceControl attributes an orchestrator (POL) writes; the rest are the PEA's outputs."""
+"""ServiceControl attributes an orchestrator (POL) writes; the rest are the PEA's outputs.
+Keep in step with :func:`modulecontrol.mtp._classes.attribute_writable`, which decides the
+access an exported manifest declares (``mtp check --endpoint`` compares the two)."""
 
 
 _WRITABLE_ATTRS = frozenset({
     "VExt", "ApplyExt", "VMan", "OpenAut", "CloseAut", "FwdAut", "RevAut", "StopAut",
     "RpmMan", "PosMan", "SPMan", "MVMan", "StateOffOp", "StateOpOp", "StateAutOp", "SrcExtOp",
     "SrcIntOp", "StateOffAut", "StateOpAut", "StateAutAut", "SrcExtAut", "SrcIntAut",
-    "ResetAut", "ResetOp", "VOp", "ApplyOp",
+    "ResetAut", "ResetOp", "VOp", "ApplyOp", "StopOp", "FwdOp", "RevOp", "OpenOp", "CloseOp",
+    "MonEn",
 })
+_WRITABLE_INPUTS = frozenset({
+    ("BinMon", "VFlutEn"), ("BinProcessValueIn", "V"), ("BinProcessValueIn", "VQC"),
+})
+"""Inputs of classes that are otherwise read-only (a process value the POL writes in)."""
 
 
 class _Default(enum.Enum):

@@ -1,19 +1,19 @@
 """Conformance checks of a manifest, one result per check and subject.
 
-Static checks look only at the file. The API is built for live checks too: a check is a
-function of a :class:`CheckContext`, which already carries an optional ``endpoint``; a live
-check (browse the server, compare node ids and data types with the manifest, run a service
-handshake) will be registered in :data:`CHECKS` with ``live=True`` and skipped when no
-endpoint is given.
+Static checks look only at the file. Live checks (:mod:`modulecontrol.mtp._live`) talk to a
+running PEA over OPC UA; they are registered in :data:`CHECKS` with ``live=True``, skipped
+when no endpoint is given, and run by :func:`check_manifest_async` (or
+:func:`check_manifest` with ``live=``) after the static checks.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from modulecontrol.errors import ConfigError, Location
 from modulecontrol.mtp._caex import (
@@ -25,6 +25,9 @@ from modulecontrol.mtp._caex import (
 from modulecontrol.mtp._classes import MANDATORY_ATTRIBUTES
 from modulecontrol.mtp._import import module_type_from_manifest
 from modulecontrol.mtp._xml import Node, parse_file
+
+if TYPE_CHECKING:
+    from modulecontrol.mtp._live import LiveOptions
 
 Status = Literal["pass", "fail", "warn", "skip"]
 
@@ -315,31 +318,71 @@ def _importable(ctx: CheckContext) -> Iterable[CheckResult]:
 
 
 def run_checks(ctx: CheckContext, names: Sequence[str] | None = None) -> list[CheckResult]:
-    """Run the registered checks (all, or those named); live checks need ``ctx.endpoint``."""
+    """Run the registered static checks (all, or those named). Live checks are run by
+    :func:`check_manifest_async`; here they are only reported as skipped when asked for by
+    name without an endpoint."""
     out: list[CheckResult] = []
+    skipped: list[str] = []
     for c in CHECKS:
         if names is not None and c.name not in names:
             continue
-        if c.live and not ctx.endpoint:
-            out.append(CheckResult(c.name, "file", "skip", "needs --endpoint"))
-            continue
+        if c.live:
+            if not ctx.endpoint and names is not None:
+                skipped.append(c.name)  # asked for by name: say why it did not run
+            continue  # run by check_manifest_async, which holds the connection
         out.extend(c.run(ctx))
+    if skipped:
+        out.append(CheckResult("live", "file", "skip",
+                               f"{len(skipped)} live checks need --endpoint"))
     return out
 
 
-def check_manifest(path: str | Path, *, checks: Sequence[str] | None = None) -> list[CheckResult]:
-    """Static conformance checks of a manifest file. Never raises for a bad manifest: an
-    unreadable file is one failed ``well-formed`` result."""
+def _static(path: str | Path, checks: Sequence[str] | None, endpoint: str | None
+            ) -> tuple[list[CheckResult], Manifest | None]:
     try:
         doc = parse_file(path)
     except ConfigError as exc:
         p = exc.problems[0]
-        return [CheckResult("well-formed", str(path), "fail", p.message, p.location)]
+        return [CheckResult("well-formed", str(path), "fail", p.message, p.location)], None
     results = [CheckResult("well-formed", str(path), "pass", "")]
     manifest = read_manifest(doc)
     if manifest.doc.root.tag != "CAEXFile":
-        return [*results, CheckResult("manifest-version", "file", "fail", "not a CAEX file")]
-    return results + run_checks(CheckContext(manifest), checks)
+        return [*results, CheckResult("manifest-version", "file", "fail", "not a CAEX file")], None
+    return results + run_checks(CheckContext(manifest, endpoint), checks), manifest
+
+
+def check_manifest(
+    path: str | Path, *, checks: Sequence[str] | None = None, live: LiveOptions | None = None
+) -> list[CheckResult]:
+    """Conformance checks of a manifest file; with ``live``, also against the running PEA at
+    ``live.endpoint`` (this starts an event loop: from async code use
+    :func:`check_manifest_async`). Never raises for a bad manifest or an unreachable PEA: an
+    unreadable file is one failed ``well-formed`` result, a refused connection one failed
+    ``live-connect``."""
+    if live is not None:
+        return asyncio.run(check_manifest_async(path, checks=checks, live=live))
+    return _static(path, checks, None)[0]
+
+
+async def check_manifest_async(
+    path: str | Path, *, checks: Sequence[str] | None = None, live: LiveOptions | None = None
+) -> list[CheckResult]:
+    """:func:`check_manifest` for callers already inside an event loop."""
+    from modulecontrol.mtp._live import run_live_checks
+
+    results, manifest = _static(path, checks, live.endpoint if live else None)
+    if live is None:
+        return results
+    if manifest is None:
+        return [*results, CheckResult("live-connect", live.endpoint, "skip",
+                                      "the manifest could not be read")]
+    try:
+        mt = module_type_from_manifest(manifest).module_type
+    except ConfigError:
+        return [*results, CheckResult("live-connect", live.endpoint, "fail",
+                                      "the manifest does not import (see 'importable'); "
+                                      "live checks need its bindings")]
+    return results + await run_live_checks(mt, live, checks)
 
 
 def format_results(results: Sequence[CheckResult]) -> str:

@@ -51,12 +51,18 @@ class SecurityError(RuntimeError):
 
 
 class PeaRuntime:
-    """The behaviour of one served PEA, bound to a module view."""
+    """The behaviour of one served PEA, bound to a module view.
 
-    def __init__(self, view: ModuleView, pea: PeaServer) -> None:
+    ``view=None`` gives a PEA without a process model (a virtual PEA served from an MTP
+    manifest, ``modulecontrol mtp serve``): modes, procedures, parameters and the service
+    state machines behave the same, but no value is coupled to physics.
+    """
+
+    def __init__(self, view: ModuleView | None, pea: PeaServer) -> None:
         self.view = view
         self.pea = pea
-        self.mt = view.module_type
+        self.mt = view.module_type if view is not None else pea.module_type
+        self.tag = view.tag if view is not None else pea.module_type.name
         self.machines: dict[str, ServiceStateMachine] = {}
         self.params: dict[str, Any] = {}
         """Applied (VOut) values of the service parameters."""
@@ -120,6 +126,8 @@ class PeaRuntime:
     # -- model coupling ---------------------------------------------------------------------
     def _apply_state(self, svc: str, state: State) -> None:
         """Apply the simulator's settings for ``svc`` entering ``state`` to the model."""
+        if self.view is None:
+            return
         spec = self.view.spec.services.get(svc, {})
         settings = spec.get(state.label)  # type: ignore[call-overload]
         if not settings:
@@ -131,13 +139,13 @@ class PeaRuntime:
         try:
             self._apply_state(svc, change.new)
         except Exception:  # a bad setting must not break the state machine
-            _log.exception("%s.%s: applying %s settings failed", self.view.tag, svc,
+            _log.exception("%s.%s: applying %s settings failed", self.tag, svc,
                            change.new.label)
         self._spawn(self._publish_service(svc))
 
     async def publish_values(self) -> None:
         """Publish every monitored value from the model (or the bad-status fault)."""
-        if self._publishing:
+        if self._publishing or self.view is None:
             return
         self._publishing = True
         try:
@@ -159,7 +167,7 @@ class PeaRuntime:
     # -- client writes ----------------------------------------------------------------------
     async def _on_write(self, tag: str, value: Any) -> None:
         obj, _, attr = tag.partition(".")
-        if self.view.transport.silent:
+        if self.view is not None and self.view.transport.silent:
             return
         m = self.machines.get(obj)
         if attr.startswith("State") and attr.endswith(("Op", "Aut")) and value:
@@ -177,7 +185,7 @@ class PeaRuntime:
                 try:
                     m.command(int(value), channel)
                 except CommandRefused as exc:
-                    _log.info("%s.%s: %s", self.view.tag, obj, exc.reason)
+                    _log.info("%s.%s: %s", self.tag, obj, exc.reason)
             await self._set(obj, attr, 0)
             await self._publish_service(obj)
         elif attr in ("ApplyExt", "ApplyOp") and value:
@@ -190,7 +198,7 @@ class PeaRuntime:
                 self.params[obj] = v
                 self._reapply(obj)
             await self._set(obj, attr, False)
-        elif attr in ("VMan", "OpenAut", "Ctrl", "RpmMan"):
+        elif attr in ("VMan", "OpenAut", "Ctrl", "RpmMan") and self.view is not None:
             self.view.write(obj, attr, value)
 
     def _reapply(self, param: str) -> None:

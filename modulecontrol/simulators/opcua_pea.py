@@ -129,6 +129,10 @@ def initial_value(info: TagInfo, vtype: ua.VariantType) -> Any:
         return 0.0
     if attr in ("V", "VOut", "VReq", "VFbk", "VExt") and isinstance(da.default, int):
         return int(da.default)
+    limit = {"VMin": da.min, "VMax": da.max, "VSclMin": da.scale_min,
+             "VSclMax": da.scale_max}.get(attr)
+    if limit is not None and vtype in (ua.VariantType.Int32, ua.VariantType.Int64):
+        return int(limit)  # DInt assemblies publish their limits too, not 0..0
     return 0
 
 

@@ -1,0 +1,765 @@
+"""Live conformance checks: a running PEA against its manifest, over OPC UA.
+
+Registered in :data:`~modulecontrol.mtp._check.CHECKS` with ``live=True``; they run only when
+an endpoint is given (``mtp check module.aml --endpoint opc.tcp://...``). One connection
+(the OPC UA driver, so namespaces are resolved by URI and writes are typed by the node's
+DataType) serves every check, in this order:
+
+``live-connect``
+    the session opens and every namespace of the manifest is on the server;
+``live-nodes``
+    every OPC UA item exists, with the access the manifest declares and a data type that fits
+    the attribute (integers for ServiceControl words, Boolean for mode switches);
+``live-operation-mode`` / ``live-source-mode``
+    Operator, Offline, Operator, Automatic and Internal, External through the channel the PEA
+    offers (``*Op`` edges, or ``*Aut`` levels when ``StateChannel``/``SrcChannel`` is set),
+    each confirmed by its ``*Act`` flag; CommandExt is ignored in Operator and in Internal;
+``live-procedures``
+    every procedure id is accepted by ProcedureExt -> ProcedureReq and becomes ProcedureCur at
+    Start; an unknown id is not accepted;
+``live-parameters``
+    each procedure and configuration parameter takes a value within its limits through
+    VExt + ApplyExt, confirmed by VFbk (the previous value is restored afterwards);
+``live-commands``
+    from every state the PEA can be brought to (Idle, Execute, Paused, Held, Completed,
+    Stopped, Aborted), CommandEn lies within what 2658-4 allows there; every enabled command
+    is accepted and leads to its state; every other command is ignored (no state change)
+    and CommandExt is cleared.
+
+The checks change the PEA's state: run them against a PEA that is not producing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from asyncua import ua
+from asyncua.ua.attribute_ids import AttributeIds
+
+from modulecontrol.descriptors import (
+    DataAssembly,
+    ModuleInstance,
+    ModuleType,
+    OpcUaEndpoint,
+    Service,
+)
+from modulecontrol.descriptors._bindings import OpcUaBinding
+from modulecontrol.drivers import DriverError
+from modulecontrol.drivers.opcua import COMMAND_CODES, DEFAULT_TARGETS, STATE_CODES, OpcUaDriver
+from modulecontrol.mtp._check import CheckResult, Status
+from modulecontrol.statemachine import Command, State, StateMachineOptions, enabled_commands
+
+__all__ = ["LIVE_CHECKS", "LiveOptions", "LiveSession", "run_live_checks"]
+
+_ACTING = {"Starting", "Completing", "Resetting", "Pausing", "Resuming", "Holding", "Unholding",
+           "Stopping", "Aborting"}
+_STATE_NAMES = {v: k for k, v in STATE_CODES.items()}
+_BOOL_ATTR = re.compile(
+    r"^(State(Off|Op|Aut)(Op|Aut|Act)|Src(Int|Ext)(Op|Aut|Act)|StateChannel|SrcChannel|"
+    r"Apply(En|Ext|Op|Int))$")
+_INT_ATTRS = frozenset({"StateCur", "CommandEn", "CommandExt", "CommandOp", "CommandInt",
+                        "ProcedureExt", "ProcedureOp", "ProcedureInt", "ProcedureReq",
+                        "ProcedureCur"})
+_INT_TYPES = frozenset({2, 3, 4, 5, 6, 7, 8, 9})  # SByte .. UInt64
+_NUM_TYPES = _INT_TYPES | {10, 11}  # + Float, Double
+_WIDEST = StateMachineOptions(stop_in_idle=True, abort_in_idle=True,
+                              complete_outside_execute=True)
+_NARROWEST = StateMachineOptions(stop_in_idle=False, abort_in_idle=False,
+                                 complete_outside_execute=False)
+
+# How each stable state is reached from Idle (alternatives in order of preference).
+_PATHS: dict[str, list[list[str]]] = {
+    "Idle": [[]],
+    "Execute": [["Start"]],
+    "Paused": [["Start", "Pause"]],
+    "Held": [["Start", "Hold"]],
+    "Completed": [["Start", "Complete"]],
+    "Stopped": [["Stop"], ["Start", "Stop"]],
+    "Aborted": [["Abort"], ["Start", "Abort"]],
+}
+
+
+@dataclass
+class LiveOptions:
+    """How to reach the PEA under test and how patient to be with it."""
+
+    endpoint: str
+    username: str | None = None
+    password_env: str | None = None
+    """Name of the environment variable with the password (never the password itself)."""
+    insecure: bool = False
+    """Connect without security (the None policy); otherwise Basic256Sha256 SignAndEncrypt."""
+    server_certificate: str | Path | None = None
+    """Pin the server's certificate; without it a secured server is not verified (warned)."""
+    pki: str | Path | None = None
+    """Where the client certificate is generated (default ``runs/pki``)."""
+    timeout: float = 5.0
+    """Seconds a PEA may take to confirm a request (mode, procedure, parameter, state)."""
+    settle: float = 1.0
+    """Seconds a refused command is given to show (no) effect if CommandExt is not readable."""
+    poll: float = 0.02
+
+
+@dataclass
+class LiveSession:
+    """An open connection to the PEA under test, with the helpers the checks share."""
+
+    driver: OpcUaDriver
+    module_type: ModuleType
+    options: LiveOptions
+    notes: list[str] = field(default_factory=list)
+
+    # -- plain access ----------------------------------------------------------------------
+    def has(self, tag: str, *, write: bool = False) -> bool:
+        info = self.driver.tags.get(tag)
+        if info is None:
+            return False
+        return info.writable if write else info.readable
+
+    async def get(self, tag: str) -> Any:
+        return (await self.driver.read([tag]))[tag].value
+
+    async def put(self, tag: str, value: Any) -> None:
+        await self.driver.write(tag, value)
+
+    async def until(self, tag: str, ok: Callable[[Any], bool],
+                    timeout: float | None = None) -> tuple[bool, Any]:
+        """Poll ``tag`` until ``ok(value)``; returns (reached, last value)."""
+        deadline = time.monotonic() + (self.options.timeout if timeout is None else timeout)
+        while True:
+            value = await self.get(tag)
+            if ok(value):
+                return True, value
+            if time.monotonic() >= deadline:
+                return False, value
+            await asyncio.sleep(self.options.poll)
+
+    # -- services ----------------------------------------------------------------------------
+    async def state(self, svc: str) -> str:
+        code = int(await self.get(f"{svc}.StateCur") or 0)
+        return _STATE_NAMES.get(code, f"?{code}")
+
+    async def enabled(self, svc: str) -> int:
+        return int(await self.get(f"{svc}.CommandEn") or 0)
+
+    async def settle_in(self, svc: str, targets: Iterable[str]) -> str:
+        """Wait until the service is in one of ``targets``; returns the state last seen."""
+        wanted = set(targets)
+        _, code = await self.until(
+            f"{svc}.StateCur", lambda v: _STATE_NAMES.get(int(v or 0)) in wanted)
+        return _STATE_NAMES.get(int(code or 0), f"?{code}")
+
+    async def command(self, svc: str, cmd: str) -> None:
+        await self.put(f"{svc}.CommandExt", COMMAND_CODES[cmd])
+
+    async def command_cleared(self, svc: str) -> bool | None:
+        """Wait until the PEA has cleared CommandExt (None: not readable, waited ``settle``)."""
+        tag = f"{svc}.CommandExt"
+        if not self.has(tag):
+            await asyncio.sleep(self.options.settle)
+            return None
+        ok, _ = await self.until(tag, lambda v: not v, self.options.settle)
+        return ok
+
+    async def run(self, svc: str, cmd: str) -> tuple[bool, str]:
+        """Send an enabled command and wait for its usual target; (reached, state)."""
+        if not await self.enabled(svc) & COMMAND_CODES[cmd]:
+            return False, await self.state(svc)
+        await self.command(svc, cmd)
+        state = await self.settle_in(svc, DEFAULT_TARGETS[cmd])
+        return state in DEFAULT_TARGETS[cmd], state
+
+    # -- modes -------------------------------------------------------------------------------
+    async def mode(self, obj: str, kind: str, which: str) -> tuple[bool | None, str]:
+        """Request operation mode (``kind='State'``: Off/Op/Aut) or source (``'Src'``: Int/Ext)
+        through the channel the PEA offers; (confirmed or None if untestable, detail)."""
+        act = f"{obj}.{kind}{which}Act"
+        if not self.has(act):
+            return None, f"{kind}{which}Act not bound"
+        if await self.get(act) is True:
+            return True, f"{which} already active"
+        chan = f"{obj}.{kind}Channel"
+        level = self.has(chan) and await self.get(chan) is True
+        req = f"{obj}.{kind}{which}{'Aut' if level else 'Op'}"
+        if not self.has(req, write=True):
+            return None, f"{req.split('.', 1)[1]} not writable"
+        await self.put(req, True)
+        ok, _ = await self.until(act, lambda v: v is True)
+        if not ok:
+            return False, f"{req.split('.', 1)[1]}=true not confirmed by {kind}{which}Act"
+        note = ""
+        if not level and self.has(req):
+            reset, _ = await self.until(req, lambda v: v is False, self.options.settle)
+            if not reset:
+                note = f"; {req.split('.', 1)[1]} was not reset by the PEA"
+        return True, f"{which} via {req.split('.', 1)[1]}{note}"
+
+    async def exclusive(self, obj: str, kind: str, which: str, others: Iterable[str]) -> str:
+        """'' if only ``which`` of the mode flags is active, else what is wrong."""
+        bad = []
+        for o in others:
+            tag = f"{obj}.{kind}{o}Act"
+            if o != which and self.has(tag) and await self.get(tag) is True:
+                bad.append(f"{kind}{o}Act")
+        return f"also active: {', '.join(bad)}" if bad else ""
+
+    async def automatic_external(self, obj: str) -> bool:
+        ok1, _ = await self.mode(obj, "State", "Aut")
+        ok2, _ = await self.mode(obj, "Src", "Ext")
+        return ok1 is not False and ok2 is not False
+
+    async def to_idle(self, svc: str) -> bool:
+        """Bring a service to Idle (Reset, or Stop/Abort then Reset)."""
+        await self.automatic_external(svc)
+        for _ in range(6):
+            state = await self.state(svc)
+            if state == "Idle":
+                return True
+            if state in _ACTING:
+                await self.settle_in(svc, set(STATE_CODES) - _ACTING)
+                continue
+            en = await self.enabled(svc)
+            for cmd in ("Reset", "Stop", "Abort"):
+                if en & COMMAND_CODES[cmd]:
+                    await self.run(svc, cmd)
+                    break
+            else:
+                return False
+        return await self.state(svc) == "Idle"
+
+    async def refused(self, svc: str, cmd: str, before: str) -> str:
+        """Send a command that must be ignored: '' if it was, else what went wrong."""
+        await self.command(svc, cmd)
+        cleared = await self.command_cleared(svc)
+        after = await self.state(svc)
+        if after != before:
+            return f"{cmd} changed {before} -> {after}"
+        if cleared is False:
+            return f"{cmd}: CommandExt not cleared"
+        return ""
+
+
+LiveFn = Callable[[LiveSession], Awaitable[list[CheckResult]]]
+LIVE_CHECKS: list[tuple[str, str, LiveFn]] = []
+
+
+def live(name: str, description: str) -> Callable[[LiveFn], LiveFn]:
+    """Register a live check (run in order, after ``live-connect``)."""
+
+    def deco(fn: LiveFn) -> LiveFn:
+        LIVE_CHECKS.append((name, description, fn))
+        return fn
+
+    return deco
+
+
+def _r(check: str, subject: str, ok: bool | None, detail: str) -> CheckResult:
+    status: Status = "skip" if ok is None else ("pass" if ok else "fail")
+    return CheckResult(check, subject, status, detail)
+
+
+# -- nodes ------------------------------------------------------------------------------------
+def _type_problem(attr: str, da: DataAssembly | None, dtype: int) -> str:
+    if attr in _INT_ATTRS and dtype not in _INT_TYPES:
+        return f"{attr} is type i={dtype}, not an integer"
+    if _BOOL_ATTR.match(attr) and dtype != 1:
+        return f"{attr} is type i={dtype}, not Boolean"
+    if da is not None and attr in ("V", "VExt", "VFbk", "VOut", "VReq"):
+        if da.kind == "number" and dtype not in _NUM_TYPES:
+            return f"{attr} is type i={dtype}, not a number"
+        if da.kind == "bool" and dtype != 1:
+            return f"{attr} is type i={dtype}, not Boolean"
+    return ""
+
+
+@live("live-nodes", "every OPC UA item exists with its declared access and a fitting type")
+async def _nodes(s: LiveSession) -> list[CheckResult]:
+    d = s.driver
+    client = d._client  # the check reads node attributes, which the driver API does not offer
+    if client is None:
+        return [_r("live-nodes", "file", False, "not connected")]
+    owners: dict[str, list[str]] = {}
+    for tag in d.tags:
+        owners.setdefault(tag.split(".", 1)[0], []).append(tag)
+    node_ids = d._node_ids
+    reads: list[tuple[str, int]] = []
+    for tags in owners.values():
+        for t in tags:
+            reads.extend((t, a) for a in (AttributeIds.AccessLevel, AttributeIds.DataType))
+    values: dict[tuple[str, int], ua.DataValue] = {}
+    for i in range(0, len(reads), 500):
+        chunk = reads[i:i + 500]
+        params = ua.ReadParameters()
+        params.NodesToRead = [ua.ReadValueId(NodeId=node_ids[t], AttributeId=a)
+                              for t, a in chunk]
+        results = await client.uaclient.read(params)
+        values.update(zip(chunk, results, strict=True))
+    out: list[CheckResult] = []
+    das = {da.name: da for da in s.module_type.data_assemblies}
+    for owner, tags in owners.items():
+        faults: list[str] = []
+        warns: list[str] = []
+        for t in tags:
+            attr = t.split(".", 1)[1]
+            b = d.tags[t].binding
+            assert isinstance(b, OpcUaBinding)
+            level_dv = values[(t, AttributeIds.AccessLevel)]
+            code = level_dv.StatusCode
+            if (code is not None and not code.is_good()) or level_dv.Value is None:
+                faults.append(f"{attr} ({b.identifier}): "
+                              f"{code.name if code is not None else 'no value'}")
+                continue
+            level = int(level_dv.Value.Value or 0)
+            want_r = b.access in ("read", "readwrite")
+            want_w = b.access in ("write", "readwrite")
+            has_r = bool(level & ua.AccessLevel.CurrentRead.mask)
+            has_w = bool(level & ua.AccessLevel.CurrentWrite.mask)
+            if (want_r and not has_r) or (want_w and not has_w):
+                faults.append(f"{attr} access {'r' if has_r else ''}{'w' if has_w else ''} "
+                              f"(declared {b.access})")
+            elif has_w and not want_w:
+                warns.append(f"{attr} writable (declared {b.access})")
+            dt = values[(t, AttributeIds.DataType)]
+            good = dt.StatusCode is None or dt.StatusCode.is_good()
+            dtype_id = dt.Value.Value if good and dt.Value is not None else None
+            if isinstance(dtype_id, ua.NodeId) and dtype_id.NamespaceIndex == 0:
+                problem = _type_problem(attr, das.get(owner), int(dtype_id.Identifier))
+                if problem:
+                    faults.append(problem)
+        if faults:
+            out.append(_r("live-nodes", owner, False, "; ".join(faults[:6]) + (
+                f" (+{len(faults) - 6} more)" if len(faults) > 6 else "")))
+        elif warns:
+            out.append(CheckResult("live-nodes", owner, "warn", "; ".join(warns[:6])))
+        else:
+            out.append(_r("live-nodes", owner, True, f"{len(tags)} nodes"))
+    return out
+
+
+# -- modes ------------------------------------------------------------------------------------
+async def _any_enabled(s: LiveSession, svc: str) -> str | None:
+    en = await s.enabled(svc)
+    for cmd in ("Start", "Abort", "Stop", "Reset"):
+        if en & COMMAND_CODES[cmd]:
+            return cmd
+    return None
+
+
+@live("live-operation-mode", "Offline/Operator/Automatic handshakes; CommandExt ignored in "
+      "Operator")
+async def _operation_modes(s: LiveSession) -> list[CheckResult]:
+    out = []
+    for svc in s.module_type.services:
+        name = svc.name
+        if not s.has(f"{name}.StateOpAct"):
+            out.append(_r("live-operation-mode", name, None, "no StateOpAct bound"))
+            continue
+        if not await s.to_idle(name):
+            out.append(_r("live-operation-mode", name, False,
+                          f"cannot bring the service to Idle (state {await s.state(name)})"))
+            continue
+        steps: list[str] = []
+        faults: list[str] = []
+        for which in ("Op", "Off", "Op", "Aut"):
+            ok, detail = await s.mode(name, "State", which)
+            steps.append(detail)
+            if ok is False:
+                faults.append(detail)
+                break
+            wrong = await s.exclusive(name, "State", which, ("Off", "Op", "Aut"))
+            if wrong:
+                faults.append(f"{which}: {wrong}")
+            if which == "Op" and len(steps) == 1:
+                cmd = await _any_enabled(s, name)
+                if cmd is not None and s.has(f"{name}.CommandExt", write=True):
+                    problem = await s.refused(name, cmd, "Idle")
+                    if problem:
+                        faults.append(f"in Operator, CommandExt {problem}")
+                        await s.to_idle(name)
+                        await s.mode(name, "State", "Op")
+                    else:
+                        steps.append(f"CommandExt {cmd} ignored in Operator")
+        out.append(_r("live-operation-mode", name, not faults,
+                      "; ".join(faults) if faults else "; ".join(steps)))
+    return out
+
+
+@live("live-source-mode", "Internal/External handshakes in Automatic; CommandExt ignored in "
+      "Internal")
+async def _source_modes(s: LiveSession) -> list[CheckResult]:
+    out = []
+    for svc in s.module_type.services:
+        name = svc.name
+        if not s.has(f"{name}.SrcExtAct"):
+            out.append(_r("live-source-mode", name, None, "no SrcExtAct bound"))
+            continue
+        ok, detail = await s.mode(name, "State", "Aut")
+        if not ok:
+            out.append(_r("live-source-mode", name, ok, f"not in Automatic: {detail}"))
+            continue
+        await s.to_idle(name)
+        steps: list[str] = []
+        faults: list[str] = []
+        for which in ("Int", "Ext"):
+            ok, detail = await s.mode(name, "Src", which)
+            steps.append(detail)
+            if ok is False:
+                faults.append(detail)
+                break
+            wrong = await s.exclusive(name, "Src", which, ("Int", "Ext"))
+            if wrong:
+                faults.append(f"{which}: {wrong}")
+            if which == "Int":
+                cmd = await _any_enabled(s, name)
+                if cmd is not None and s.has(f"{name}.CommandExt", write=True):
+                    problem = await s.refused(name, cmd, "Idle")
+                    if problem:
+                        faults.append(f"in Internal, CommandExt {problem}")
+                    else:
+                        steps.append(f"CommandExt {cmd} ignored in Internal")
+        out.append(_r("live-source-mode", name, not faults,
+                      "; ".join(faults) if faults else "; ".join(steps)))
+    return out
+
+
+def _equals(want: Any) -> Callable[[Any], bool]:
+    return lambda v: bool(v == want)
+
+
+# -- procedures ---------------------------------------------------------------------------------
+@live("live-procedures", "every procedure id is selectable and started; unknown ids refused")
+async def _procedures(s: LiveSession) -> list[CheckResult]:
+    out = []
+    for svc in s.module_type.services:
+        name = svc.name
+        req = f"{name}.ProcedureReq"
+        if not (s.has(f"{name}.ProcedureExt", write=True) and s.has(req)):
+            out.append(_r("live-procedures", name, None, "ProcedureExt/ProcedureReq not bound"))
+            continue
+        for proc in svc.procedures:
+            subject = f"{name}.{proc.name}"
+            if not await s.to_idle(name):
+                out.append(_r("live-procedures", subject, False, "cannot bring to Idle"))
+                continue
+            await s.put(f"{name}.ProcedureExt", proc.id)
+            ok, got = await s.until(req, _equals(proc.id))
+            if not ok:
+                out.append(_r("live-procedures", subject, False,
+                              f"ProcedureExt={proc.id}: ProcedureReq stays {got}"))
+                continue
+            started, state = await s.run(name, "Start")
+            detail = f"id {proc.id} selected"
+            good = True
+            if not started:
+                good = False
+                detail += f"; Start did not lead to Execute (state {state})"
+            elif s.has(f"{name}.ProcedureCur"):
+                cur = await s.get(f"{name}.ProcedureCur")
+                if cur != proc.id:
+                    good = False
+                    detail += f"; ProcedureCur is {cur} after Start"
+                else:
+                    detail += f", started ({state}), ProcedureCur {cur}"
+            await s.to_idle(name)
+            out.append(_r("live-procedures", subject, good, detail))
+        unknown = max(p.id for p in svc.procedures) + 1
+        before = await s.get(req)
+        await s.put(f"{name}.ProcedureExt", unknown)
+        await asyncio.sleep(s.options.poll * 5)
+        ok, got = await s.until(req, _equals(unknown), s.options.settle)
+        out.append(_r("live-procedures", f"{name} id {unknown}", not ok,
+                      f"unknown id {unknown} accepted" if ok else
+                      f"unknown id {unknown} not accepted (ProcedureReq {got})"))
+        if ok and before is not None:
+            await s.put(f"{name}.ProcedureExt", before)
+    return out
+
+
+# -- parameters ---------------------------------------------------------------------------------
+def _parameters(svc: Service) -> list[str]:
+    seen: list[str] = []
+    for p in [*svc.config_parameters, *(x for pr in svc.procedures for x in pr.parameters)]:
+        if p not in seen:
+            seen.append(p)
+    return seen
+
+
+async def _limits(s: LiveSession, da: DataAssembly
+                  ) -> tuple[float | None, float | None, str]:
+    """Limits a test value must respect: the PEA's VMin/VMax and the manifest's, both.
+    The third item says how they contradict each other ('' if they do not)."""
+    server: dict[str, float] = {}
+    for attr in ("VMin", "VMax"):
+        tag = f"{da.name}.{attr}"
+        if s.has(tag):
+            v = await s.get(tag)
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+                server[attr] = float(v)
+    lows = [x for x in (da.min, server.get("VMin")) if x is not None]
+    highs = [x for x in (da.max, server.get("VMax")) if x is not None]
+    lo = max(lows) if lows else None
+    hi = min(highs) if highs else None
+    if lo is not None and hi is not None and lo > hi:
+        return None, None, (f"limits contradict: PEA VMin..VMax "
+                            f"{server.get('VMin')}..{server.get('VMax')}, manifest "
+                            f"{da.min}..{da.max}")
+    return lo, hi, ""
+
+
+def _choose(da: DataAssembly, current: Any, lo: float | None, hi: float | None) -> Any:
+    if da.kind == "bool":
+        return not bool(current)
+    if da.kind == "str":
+        return "mtp-check" if current != "mtp-check" else "mtp-check-2"
+    integer = da.class_ == "DIntServParam"
+    if lo is not None and hi is not None:
+        cands = [lo + (hi - lo) * f for f in (0.25, 0.75, 0.0, 1.0)]
+    elif lo is not None:
+        cands = [lo + 1.0, lo + 2.0]
+    elif hi is not None:
+        cands = [hi - 1.0, hi - 2.0]
+    else:
+        cands = [1.0, 2.0]
+    for c in cands:
+        v: float | int = round(c) if integer else round(c, 3)
+        if (lo is None or v >= lo) and (hi is None or v <= hi) and v != current:
+            return v
+    return cands[0]
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(b, bool) or isinstance(a, bool):
+        return a is b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return abs(float(a) - float(b)) <= 1e-5 * max(1.0, abs(float(b)))  # REAL on the PEA
+    return bool(a == b)
+
+
+async def _apply(s: LiveSession, name: str, value: Any) -> tuple[bool, str]:
+    await s.put(f"{name}.VExt", value)
+    if s.has(f"{name}.ApplyExt", write=True):
+        await s.put(f"{name}.ApplyExt", True)
+    fbk = f"{name}.VFbk"
+    if not s.has(fbk):
+        return True, "no VFbk to confirm"
+    ok, got = await s.until(fbk, lambda v: _same(v, value))
+    if not ok:
+        return False, f"VExt={value!r} + ApplyExt: VFbk stays {got!r}"
+    note = ""
+    if s.has(f"{name}.ApplyExt"):
+        reset, _ = await s.until(f"{name}.ApplyExt", lambda v: v is False, s.options.settle)
+        if not reset:
+            note = "; ApplyExt not reset by the PEA"
+    return True, f"VExt={value!r} applied, VFbk {value!r}{note}"
+
+
+@live("live-parameters", "every procedure/configuration parameter is applied through "
+      "VExt/ApplyExt/VFbk within its limits")
+async def _parameters_check(s: LiveSession) -> list[CheckResult]:
+    out = []
+    for svc in s.module_type.services:
+        await s.to_idle(svc.name)
+        for pname in _parameters(svc):
+            subject = f"{svc.name}.{pname}"
+            da = s.module_type.assembly(pname)
+            if not s.has(f"{pname}.VExt", write=True):
+                out.append(_r("live-parameters", subject, None, "VExt not writable"))
+                continue
+            if not await s.automatic_external(pname):
+                out.append(_r("live-parameters", subject, False,
+                              "the parameter does not switch to Automatic/External"))
+                continue
+            current = await s.get(f"{pname}.VFbk") if s.has(f"{pname}.VFbk") else None
+            lo, hi, contradiction = await _limits(s, da)
+            if contradiction:
+                out.append(_r("live-parameters", subject, False, contradiction))
+                continue
+            value = _choose(da, current, lo, hi)
+            try:
+                ok, detail = await _apply(s, pname, value)
+            except DriverError as exc:
+                ok, detail = False, f"VExt={value!r}: {exc}"
+            limits = f" (limits {lo:g}..{hi:g})" if lo is not None and hi is not None else ""
+            out.append(_r("live-parameters", subject, ok, detail + limits))
+            if ok and current is not None and not _same(current, value):
+                with contextlib.suppress(DriverError):
+                    await _apply(s, pname, current)
+    return out
+
+
+# -- commands -----------------------------------------------------------------------------------
+def _names(mask: int) -> list[str]:
+    return [c for c, code in COMMAND_CODES.items() if mask & code]
+
+
+def _allowed(state: str, has_proc: bool) -> tuple[int, int]:
+    """(least, most) CommandEn 2658-4 allows in ``state`` (implementations differ in a few)."""
+    st = State[state.upper()]
+    most = sum(int(c) for c in enabled_commands(st, _WIDEST))
+    least = sum(int(c) for c in enabled_commands(st, _NARROWEST))
+    if not has_proc:
+        least &= ~(int(Command.START) | int(Command.RESTART))
+    return least, most
+
+
+async def _reach(s: LiveSession, svc: str, target: str) -> tuple[bool, str]:
+    """Bring ``svc`` from Idle to ``target``; (reached, how or why not)."""
+    why = ""
+    for path in _PATHS[target]:
+        if not await s.to_idle(svc):
+            return False, f"cannot bring to Idle (state {await s.state(svc)})"
+        for cmd in path:
+            ok, state = await s.run(svc, cmd)
+            if not ok:
+                why = f"{' -> '.join(path)}: {cmd} not accepted in {state}"
+                break
+        else:
+            state = await s.state(svc)
+            if state == target:
+                return True, " -> ".join(path) or "Idle"
+            why = f"{' -> '.join(path)} ends in {state}"
+    return False, why
+
+
+@live("live-commands", "every command from every reachable state against CommandEn")
+async def _commands(s: LiveSession) -> list[CheckResult]:
+    out = []
+    for svc in s.module_type.services:
+        name = svc.name
+        if not (s.has(f"{name}.CommandExt", write=True) and s.has(f"{name}.StateCur")
+                and s.has(f"{name}.CommandEn")):
+            out.append(_r("live-commands", name, None, "CommandExt/StateCur/CommandEn not bound"))
+            continue
+        procs = [p for p in svc.procedures if not p.self_completing] or list(svc.procedures)
+        proc = procs[0]
+        if await s.to_idle(name) and s.has(f"{name}.ProcedureExt", write=True):
+            await s.put(f"{name}.ProcedureExt", proc.id)
+            if s.has(f"{name}.ProcedureReq"):
+                await s.until(f"{name}.ProcedureReq", _equals(proc.id))
+        for target in _PATHS:
+            subject = f"{name} in {target}"
+            if target != "Idle" and proc.self_completing and target not in (
+                    "Stopped", "Aborted"):
+                out.append(_r("live-commands", subject, None,
+                              "every procedure is self-completing; Execute is not held"))
+                continue
+            reached, how = await _reach(s, name, target)
+            if not reached:
+                out.append(_r("live-commands", subject, False, f"not reachable: {how}"))
+                continue
+            en = await s.enabled(name)
+            least, most = _allowed(target, True)
+            faults: list[str] = []
+            if en & ~most:
+                faults.append(f"CommandEn enables {', '.join(_names(en & ~most))}")
+            if least & ~en:
+                faults.append(f"CommandEn lacks {', '.join(_names(least & ~en))}")
+            refused = [c for c in COMMAND_CODES if not en & COMMAND_CODES[c]]
+            for cmd in refused:
+                problem = await s.refused(name, cmd, target)
+                if problem:
+                    faults.append(problem)
+                    again, _ = await _reach(s, name, target)
+                    if not again:
+                        break
+            accepted = [c for c in COMMAND_CODES if en & COMMAND_CODES[c]]
+            first = True
+            for cmd in accepted:
+                if not first:
+                    again, why = await _reach(s, name, target)
+                    if not again:
+                        faults.append(f"{target} not reachable again: {why}")
+                        break
+                first = False
+                await s.command(name, cmd)
+                state = await s.settle_in(name, DEFAULT_TARGETS[cmd])
+                if state not in DEFAULT_TARGETS[cmd]:
+                    faults.append(f"{cmd} led to {state}, not {'/'.join(DEFAULT_TARGETS[cmd])}")
+                cleared = await s.command_cleared(name)
+                if cleared is False:
+                    faults.append(f"{cmd}: CommandExt not cleared")
+            detail = (f"via {how}; enabled {', '.join(accepted) or 'none'} accepted; "
+                      f"{len(refused)} others ignored")
+            out.append(_r("live-commands", subject, not faults,
+                          "; ".join(faults) if faults else detail))
+        await s.to_idle(name)
+    return out
+
+
+# -- running ------------------------------------------------------------------------------------
+def _endpoint(opts: LiveOptions) -> OpcUaEndpoint:
+    if opts.insecure:
+        return OpcUaEndpoint(protocol="opcua", url=opts.endpoint, security_policy="None",
+                             security_mode="None", username=opts.username,
+                             password_env=opts.password_env, sampling_interval=opts.poll,
+                             timeout=opts.timeout)
+    from modulecontrol.simulators.opcua_pea import make_certificate
+
+    folder = Path(opts.pki) if opts.pki is not None else Path("runs/pki")
+    cert, key = make_certificate(folder, "mtp-check-client", "urn:modulecontrol:mtp-check",
+                                 server=False)
+    return OpcUaEndpoint(
+        protocol="opcua", url=opts.endpoint, certificate=str(cert), private_key=str(key),
+        server_certificate=None if opts.server_certificate is None
+        else str(opts.server_certificate),
+        verify_server=opts.server_certificate is not None, username=opts.username,
+        password_env=opts.password_env, sampling_interval=opts.poll, timeout=opts.timeout)
+
+
+async def run_live_checks(module_type: ModuleType, opts: LiveOptions,
+                          names: Iterable[str] | None = None) -> list[CheckResult]:
+    """Connect to ``opts.endpoint`` and run the live checks (all, or those named)."""
+    wanted = None if names is None else set(names)
+    if wanted is not None and not wanted & {"live-connect", *(n for n, _, _ in LIVE_CHECKS)}:
+        return []
+    try:
+        ep = _endpoint(opts)
+    except ValueError as exc:
+        return [_r("live-connect", opts.endpoint, False, str(exc))]
+    driver = OpcUaDriver(module_type, ModuleInstance(tag="PEA", type=module_type.name,
+                                                     endpoint=ep))
+    try:
+        await driver.connect()
+    except DriverError as exc:
+        return [_r("live-connect", opts.endpoint, False, str(exc))]
+    out = [_r("live-connect", opts.endpoint, True,
+              f"{'no security' if opts.insecure else 'Basic256Sha256 SignAndEncrypt'}, "
+              f"{len(driver.tags)} nodes resolved")]
+    if not opts.insecure and opts.server_certificate is None:
+        out.append(CheckResult("live-connect", "server certificate", "warn",
+                               "not verified; pass --server-cert to pin it"))
+    session = LiveSession(driver, module_type, opts)
+    try:
+        for name, _, fn in LIVE_CHECKS:
+            if wanted is not None and name not in wanted:
+                continue
+            try:
+                out.extend(await fn(session))
+            except DriverError as exc:
+                out.append(_r(name, "file", False, f"aborted: {exc}"))
+    finally:
+        await driver.close()
+    return out
+
+
+def _register() -> None:
+    from modulecontrol.mtp._check import register
+
+    def skipped(ctx: object) -> list[CheckResult]:
+        return []
+
+    register("live-connect", "a session opens and the manifest's namespaces are on the server",
+             live=True)(skipped)
+    for name, description, _ in LIVE_CHECKS:
+        register(name, description, live=True)(skipped)
+
+
+_register()
