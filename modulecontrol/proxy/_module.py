@@ -213,20 +213,24 @@ class ModuleProxy:
                 _log.exception("%s: value listener failed", self.tag)
 
     def _checked(self, assembly: str, tv: TagValue) -> TagValue:
-        """A measured number that is NaN, infinite or outside its assembly's scale range is
-        a sensor or wire fault, not a value: mark it BAD (conditions then see no value) and
-        remember it, so the module is reported faulted until the value is plausible again.
+        """A value of BAD quality while the rest of the module reads fine, or a measured
+        number that is NaN, infinite or outside its assembly's scale range, is a sensor or
+        wire fault, not a value: mark it BAD (conditions then see no value) and remember it,
+        so the module is reported faulted until the value is plausible again.
 
         Why here: an interlock such as ``P1.Pressure > 50 bar`` is silently defeated by a NaN
         (every comparison is false); a faulted module makes the orchestrator hold instead.
         """
         da = self._assemblies.get(assembly)
-        if da is None or da.kind != "number" or tv.quality is Quality.BAD:
-            self._bad_values.pop(assembly, None)
+        if da is None:
             return tv
         v = tv.value
         reason: str | None = None
-        if isinstance(v, bool) or not isinstance(v, int | float):
+        if tv.quality is Quality.BAD:
+            reason = "bad quality"  # e.g. an OPC UA Bad status while the link is fine
+        elif da.kind != "number":
+            reason = None
+        elif isinstance(v, bool) or not isinstance(v, int | float):
             reason = None if v is None else f"not a number ({v!r})"
         elif not math.isfinite(float(v)):
             reason = f"{v}"

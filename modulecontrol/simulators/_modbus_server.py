@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import tty
 from collections.abc import Sequence
@@ -70,7 +71,10 @@ class _Unit:
             try:
                 raw = to_raw(b, value)
             except ValueError:
-                continue  # out of the register's range: leave it at 0, as a device would clip
+                if not (isinstance(value, float) and not math.isfinite(value)
+                        and b.type in ("float32", "float64")):
+                    continue  # out of the register's range: leave it at 0, as a device clips
+                raw = value  # a failed sensor's float register reads NaN/inf on the wire
             if b.type == "bool":
                 i = b.address - address
                 assert b.bit is not None
