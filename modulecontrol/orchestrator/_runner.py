@@ -167,6 +167,7 @@ class Orchestrator:
         self._used: dict[tuple[str, str], Any] = {}
         self._held_by_us: set[tuple[str, str]] = set()
         self._hold_reasons: dict[str, str] = {}
+        self._release_tasks: set[asyncio.Task[None]] = set()
         self._finished = asyncio.Event()
         self._goto_done = False
         self.machine = ServiceStateMachine(
@@ -407,6 +408,18 @@ class Orchestrator:
             return
         if auto and not self._hold_reasons and self.machine.state is State.HELD:
             asyncio.get_running_loop().call_soon(self.try_command, Command.UNHOLD, f"{key} cleared")
+        elif auto and not self._hold_reasons and self.machine.state is State.HOLDING:
+            # The cause cleared while the hold was still being carried out: unhold once Held,
+            # or the recipe would stay Held with nothing left to release it.
+            task = asyncio.get_running_loop().create_task(self._unhold_once_held(key))
+            self._release_tasks.add(task)
+            task.add_done_callback(self._release_tasks.discard)
+
+    async def _unhold_once_held(self, key: str) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.machine.wait_for(State.HELD), 2 * self.fan_out_timeout)
+        if not self._hold_reasons and self.machine.state is State.HELD:
+            self.try_command(Command.UNHOLD, f"{key} cleared")
 
     async def _gate_open(self) -> None:
         if self.machine.state in (State.STOPPING, State.STOPPED, State.ABORTING, State.ABORTED):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -77,6 +78,9 @@ class ProxyOptions:
     complete_poll: float = 0.05
     """Seconds between checks of a self-completing procedure's completion condition."""
     safe_state_on_reconnect: bool = True
+    check_values: bool = True
+    """Treat measured numbers that are NaN/infinite or outside the assembly's
+    ``scale_min``..``scale_max`` as bad values that fault the module (see ``_checked``)."""
 
 
 class ModuleProxy:
@@ -107,6 +111,9 @@ class ModuleProxy:
         self._subscription: Any = None
         self._recovery: asyncio.Task[None] | None = None
         self._read_names: dict[str, str] = {}
+        self._assemblies = {da.name: da for da in module_type.data_assemblies}
+        self._comm_lost = False
+        self._bad_values: dict[str, str] = {}
         for da in module_type.data_assemblies:
             if da.default is not None and da.class_ in PARAM_CLASSES:
                 self.parameters[da.name] = da.default
@@ -183,25 +190,73 @@ class ModuleProxy:
     # -- values -----------------------------------------------------------------------------
     def _on_values(self, values: Mapping[str, TagValue]) -> None:
         named: dict[str, TagValue] = {}
+        all_bad = bool(values) and all(v.quality is Quality.BAD for v in values.values())
         for tag, tv in values.items():
+            primary = self._read_names.get(tag)
+            if primary is not None and self.options.check_values and not all_bad:
+                tv = self._checked(primary, tv)
             self.values[tag] = tv
             named[tag] = tv
-            primary = self._read_names.get(tag)
             if primary is not None:
                 self.values[primary] = tv
                 named[primary] = tv
-        all_bad = bool(values) and all(v.quality is Quality.BAD for v in values.values())
-        if all_bad and self.fault is None:
-            self._set_fault("communication lost")
-        elif not all_bad and self.fault == "communication lost":
-            self._set_fault(None)
-            if self.options.safe_state_on_reconnect and self._recovery is None:
+        was_lost = self._comm_lost
+        self._comm_lost = all_bad
+        self._update_fault()
+        if (was_lost and not all_bad and self.options.safe_state_on_reconnect
+                and self._recovery is None):
                 self._recovery = asyncio.get_running_loop().create_task(self._recover())
         for listener in list(self._value_listeners):
             try:
                 listener(self.tag, named)
             except Exception:
                 _log.exception("%s: value listener failed", self.tag)
+
+    def _checked(self, assembly: str, tv: TagValue) -> TagValue:
+        """A value of BAD quality while the rest of the module reads fine, or a measured
+        number that is NaN, infinite or outside its assembly's scale range, is a sensor or
+        wire fault, not a value: mark it BAD (conditions then see no value) and remember it,
+        so the module is reported faulted until the value is plausible again.
+
+        Why here: an interlock such as ``P1.Pressure > 50 bar`` is silently defeated by a NaN
+        (every comparison is false); a faulted module makes the orchestrator hold instead.
+        """
+        da = self._assemblies.get(assembly)
+        if da is None:
+            return tv
+        v = tv.value
+        reason: str | None = None
+        if tv.quality is Quality.BAD:
+            reason = "bad quality"  # e.g. an OPC UA Bad status while the link is fine
+        elif da.kind != "number":
+            reason = None
+        elif isinstance(v, bool) or not isinstance(v, int | float):
+            reason = None if v is None else f"not a number ({v!r})"
+        elif not math.isfinite(float(v)):
+            reason = f"{v}"
+        elif da.scale_min is not None and da.scale_max is not None and not (
+            float(da.scale_min) <= float(v) <= float(da.scale_max)
+        ):
+            reason = f"{v:g} outside {da.scale_min:g}..{da.scale_max:g} {da.unit}".rstrip()
+        if reason is None:
+            self._bad_values.pop(assembly, None)
+            return tv
+        self._bad_values[assembly] = reason
+        return TagValue(tv.value, Quality.BAD, tv.timestamp, tv.raw)
+
+    def _update_fault(self) -> None:
+        if self._comm_lost:
+            fault: str | None = "communication lost"
+        elif self._bad_values:
+            fault = "bad value: " + "; ".join(
+                f"{self.tag}.{a} = {r}" for a, r in sorted(self._bad_values.items()))
+        else:
+            fault = None
+        if fault != self.fault and (fault is None or self.fault is None
+                                    or fault.split(":")[0] != self.fault.split(":")[0]):
+            self._set_fault(fault)
+        else:
+            self.fault = fault
 
     def _set_fault(self, fault: str | None) -> None:
         self.fault = fault

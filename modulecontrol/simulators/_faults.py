@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -262,7 +263,7 @@ def _sensor_params(view: ModuleView, fault: str,
         if key not in params:
             continue
         v = float(params[key])
-        if da_unit and si_unit:
+        if da_unit and si_unit and math.isfinite(v):  # a NaN/inf reading has no unit
             if key == "value":
                 v = convert(v, si_unit, da_unit)
             else:  # a difference: scale without the offset (degC -> K)

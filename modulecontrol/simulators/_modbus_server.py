@@ -14,12 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import os
+import tty
 from collections.abc import Sequence
+from pathlib import Path
 
 from pymodbus.constants import ExcCodes
 from pymodbus.datastore import ModbusServerContext
 from pymodbus.exceptions import NoSuchIdException
-from pymodbus.pdu import ExceptionResponse
+from pymodbus.framer import FramerRTU
+from pymodbus.pdu import DecodePDU, ExceptionResponse
 from pymodbus.server import ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
 
@@ -34,7 +39,7 @@ from modulecontrol.drivers._modbus_codec import (
 )
 from modulecontrol.simulators._view import ModuleView
 
-__all__ = ["ModbusModuleServer", "ViewStore"]
+__all__ = ["ModbusModuleServer", "ModbusRtuModuleServer", "ViewStore"]
 
 _TABLE_OF_FC: dict[int, str] = {1: "coil", 5: "coil", 15: "coil", 2: "discrete_input",
                                 3: "holding", 6: "holding", 16: "holding", 22: "holding",
@@ -66,7 +71,10 @@ class _Unit:
             try:
                 raw = to_raw(b, value)
             except ValueError:
-                continue  # out of the register's range: leave it at 0, as a device would clip
+                if not (isinstance(value, float) and not math.isfinite(value)
+                        and b.type in ("float32", "float64")):
+                    continue  # out of the register's range: leave it at 0, as a device clips
+                raw = value  # a failed sensor's float register reads NaN/inf on the wire
             if b.type == "bool":
                 i = b.address - address
                 assert b.bit is not None
@@ -208,3 +216,123 @@ class ModbusModuleServer:
             self.store.wake()
             await self._server.shutdown()  # type: ignore[no-untyped-call]
             self._server = None
+
+
+class ModbusRtuModuleServer:
+    """Modbus RTU slaves for simulated modules on one pseudo-terminal (a multi-drop line).
+
+    The driver opens :attr:`port` as it would a USB-RS485 adapter; every unit id on the line
+    is a module view. Faults as for TCP (silent, slow, exception, garbage). :meth:`vanish`
+    and :meth:`reappear` pull and re-plug the adapter; with ``link`` set, :attr:`port` is a
+    symlink kept pointing at the current pty, so the same path works after a re-plug.
+    """
+
+    _GARBAGE = b"\x13\x37garbage\xff\x00"
+
+    def __init__(self, units: dict[int, ModuleView], link: Path | None = None) -> None:
+        self.store = ViewStore(units)
+        self.link = link
+        self._master: int | None = None
+        self._slave: int | None = None
+        self._slave_name = ""
+        self._framer = FramerRTU(DecodePDU(True))
+        self._buf = b""
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def port(self) -> str:
+        return str(self.link) if self.link is not None else self._slave_name
+
+    async def start(self) -> None:
+        self._open()
+
+    async def stop(self) -> None:
+        self.store.wake()
+        self._close()
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self.link is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.link.unlink()
+
+    def vanish(self) -> None:
+        """Close the pty as if the adapter were unplugged."""
+        self._close()
+        if self.link is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.link.unlink()
+
+    def reappear(self) -> None:
+        if self._master is None:
+            self._open()
+
+    def _open(self) -> None:
+        master, slave = os.openpty()
+        tty.setraw(master)
+        tty.setraw(slave)
+        os.set_blocking(master, False)
+        self._master, self._slave = master, slave
+        self._slave_name = os.ttyname(slave)
+        self._buf = b""
+        if self.link is not None:
+            tmp = self.link.with_name(self.link.name + ".new")
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            tmp.symlink_to(self._slave_name)
+            tmp.replace(self.link)
+        asyncio.get_running_loop().add_reader(master, self._readable)
+
+    def _close(self) -> None:
+        master, slave = self._master, self._slave
+        self._master = self._slave = None
+        if master is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(master)
+            with contextlib.suppress(OSError):
+                os.close(master)
+        if slave is not None:
+            with contextlib.suppress(OSError):
+                os.close(slave)
+
+    def _readable(self) -> None:
+        if self._master is None:
+            return
+        try:
+            data = os.read(self._master, 4096)
+        except OSError:
+            return
+        self._buf += data
+        while self._buf:
+            try:
+                used, pdu = self._framer.handleFrame(self._buf, 0, 0)
+            except Exception:  # noise on the line: drop it, as a real slave resynchronises
+                self._buf = b""
+                break
+            if not used:
+                break
+            self._buf = self._buf[used:]
+            if pdu is not None:
+                task = asyncio.get_running_loop().create_task(self._answer(pdu))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, pdu: object) -> None:
+        dev_id: int = pdu.dev_id  # type: ignore[attr-defined]
+        unit = self.store.units.get(dev_id)
+        if unit is None:
+            return  # another slave's address: a shared line stays quiet
+        try:
+            rsp = await pdu.datastore_update(self.store, dev_id)  # type: ignore[attr-defined]
+        except asyncio.CancelledError:
+            return
+        except Exception:
+            rsp = ExceptionResponse(pdu.function_code,  # type: ignore[attr-defined]
+                                    ExcCodes.DEVICE_FAILURE)
+        rsp.dev_id = dev_id
+        frame = self._GARBAGE if unit.view.transport.garbage else self._framer.buildFrame(rsp)
+        if self._master is not None:
+            with contextlib.suppress(OSError):
+                os.write(self._master, frame)

@@ -21,13 +21,14 @@ from typing import Any
 from modulecontrol.clock import Clock
 from modulecontrol.descriptors import (
     Endpoint,
+    ModbusRtuEndpoint,
     ModbusTcpEndpoint,
     OpcUaEndpoint,
     PlantConfig,
     SerialEndpoint,
 )
 from modulecontrol.simulators._faults import FaultRecord
-from modulecontrol.simulators._modbus_server import ModbusModuleServer
+from modulecontrol.simulators._modbus_server import ModbusModuleServer, ModbusRtuModuleServer
 from modulecontrol.simulators._opcua_server import PeaRuntime, serve_pea
 from modulecontrol.simulators._plant import SimulatedPlant
 from modulecontrol.simulators._serial import serial_emulator, sync_faults
@@ -81,6 +82,8 @@ class PlantServer:
         self.modbus: dict[tuple[str, int], ModbusModuleServer] = {}
         self.peas: dict[str, tuple[PeaServer, PeaRuntime]] = {}
         self.serial: dict[str, SyringeSerialEmulator] = {}
+        self.rtu: dict[str, ModbusRtuModuleServer] = {}
+        """Plant serial port of a Modbus RTU line -> its pty server."""
         self._publisher: asyncio.Task[None] | None = None
         plant.faults.on_record(self._on_fault)
 
@@ -130,6 +133,7 @@ class PlantServer:
         cfg = self.plant.config
         chosen: dict[int, int] = {}
         modbus_units: dict[tuple[str, int], dict[int, ModuleView]] = {}
+        rtu_units: dict[str, dict[int, tuple[str, ModuleView]]] = {}
         for tag, view in self.plant.views.items():
             ep = cfg.instance(tag).endpoint
             if ep is None:
@@ -143,6 +147,12 @@ class PlantServer:
                                      f"already used by {units[ep.unit_id].tag}")
                 units[ep.unit_id] = view
                 self.endpoints[tag] = ep.model_copy(update={"host": host, "port": port})
+            elif isinstance(ep, ModbusRtuEndpoint):
+                line = rtu_units.setdefault(ep.port, {})
+                if ep.unit_id in line:
+                    raise ServeError(f"{tag}: unit id {ep.unit_id} on {ep.port} is already "
+                                     f"used by {line[ep.unit_id][0]}")
+                line[ep.unit_id] = (tag, view)
             elif isinstance(ep, OpcUaEndpoint):
                 m = re.match(r"^opc\.tcp://([^/:\s]+)(?::(\d+))?(/.*)?$", ep.url)
                 assert m is not None  # the endpoint model validated the URL
@@ -164,11 +174,19 @@ class PlantServer:
                 self.endpoints[tag] = ep.model_copy(update={"port": emu.port})
             else:
                 raise ServeError(f"{tag}: serving {ep.protocol} is not supported; simulate it "
-                                 "over modbus-tcp, opcua or serial")
+                                 "over modbus-tcp, modbus-rtu, opcua or serial")
         for (host, port), units in modbus_units.items():
             server = ModbusModuleServer(host, port, units)
             await server.start()
             self.modbus[(host, port)] = server
+        for plant_port, line in rtu_units.items():
+            rtu = ModbusRtuModuleServer({uid: v for uid, (_, v) in line.items()})
+            await rtu.start()
+            self.rtu[plant_port] = rtu
+            for tag, _ in line.values():
+                ep = cfg.instance(tag).endpoint
+                assert ep is not None
+                self.endpoints[tag] = ep.model_copy(update={"port": rtu.port})
 
     async def _publish(self) -> None:
         while True:
@@ -187,6 +205,10 @@ class PlantServer:
             with contextlib.suppress(Exception):
                 await server.stop()
         self.modbus.clear()
+        for rtu in self.rtu.values():
+            with contextlib.suppress(Exception):
+                await rtu.stop()
+        self.rtu.clear()
         for pea, runtime in self.peas.values():
             with contextlib.suppress(Exception):
                 await runtime.close()
@@ -224,10 +246,10 @@ class PlantServer:
                 sec = "no security" if ep.security_policy == "None" else (
                     f"{ep.security_policy} {ep.security_mode}")
                 addr = f"{ep.url} ({sec})"
-            elif isinstance(ep, SerialEndpoint):
-                addr = ep.port
+            elif isinstance(ep, ModbusRtuEndpoint):
+                addr = f"{ep.port} (unit {ep.unit_id})"
             else:
-                addr = "?"
+                addr = ep.port
             out.append(ServedEndpoint(tag, typ, ep.protocol, addr))
         return out
 

@@ -136,7 +136,11 @@ class ModuleView:
         if name is None:
             return None
         da = self.module_type.assembly(assembly)
-        return _to_engineering(da, self.variable(name), self.read_var(name))
+        raw = self.read_var(name)
+        faults: Any = getattr(self.model, "_sensor_faults", {})
+        if not math.isfinite(raw) and name in faults and da.kind == "number":
+            return raw  # an injected failed sensor reads NaN/inf on the wire, as a real one
+        return _to_engineering(da, self.variable(name), raw)
 
     def write(self, assembly: str, attribute: str | None, value: Any) -> bool:
         """Apply an engineering value; returns False when the signal has no link."""

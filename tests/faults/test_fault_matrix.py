@@ -1,0 +1,264 @@
+"""The fault matrix: every transport x every fault, through the whole stack.
+
+For each cell: the fault is detected within twice the endpoint timeout, the configured
+reaction runs (module faulted -> recipe held; safe state written when the link returns), the
+system recovers when the fault clears (recipe back in Execute), and the historian holds
+samples before and after and the fault itself. Results go to ``docs/reliability-table.md``
+(see ``conftest.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modulecontrol.clock import Clock
+from modulecontrol.descriptors import PlantConfig
+from modulecontrol.drivers import DriverError
+from modulecontrol.session import RunOptions, Session
+from modulecontrol.statemachine import Command, State
+from tests.faults._rig import (
+    TIMEOUT,
+    TRANSPORTS,
+    Rig,
+    Transport,
+    plant_text,
+    recipe_text,
+    start_rig,
+)
+from tests.faults.conftest import CellResult, record_result
+
+FAULTS = ("no_reply", "slow_reply", "garbage", "error", "link_lost", "bad_value", "stuck")
+SPEED = 100.0
+POLL = 0.05
+BOUND = 2 * TIMEOUT + POLL
+"""Two timeouts (one read and its one default retry, or one OPC UA request and its
+reconnect probe) after the next poll starts, at most one poll interval after the fault."""
+
+
+async def _until(pred: Callable[[], bool], limit: float, step: float = 0.01) -> float | None:
+    """Seconds until ``pred()`` holds, or None after ``limit`` s."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < limit:
+        if pred():
+            return time.perf_counter() - t0
+        await asyncio.sleep(step)
+    return None
+
+
+class Cell:
+    """How one fault is produced on one transport (None: it cannot be, with the reason)."""
+
+    def __init__(self, rig: Rig, t: Transport, fault: str) -> None:
+        self.rig, self.t, self.fault = rig, t, fault
+        self.na: str | None = None
+        self.how = ""
+        faults = rig.plant.faults
+        relay = rig.relay
+        sig = t.signal
+        if fault == "no_reply":
+            if t.name == "opcua":
+                assert relay is not None
+                self.how = "link stalls (relay holds bytes)"
+                self.inject: Callable[[], None] = relay.stalled.clear
+                self.clear: Callable[[], None] = relay.stalled.set
+            else:
+                self.how = "sim fault silent"
+                self.inject = lambda: faults.inject("P1", "silent") and None
+                self.clear = lambda: faults.clear("P1", "silent") and None
+        elif fault == "slow_reply":
+            delay = 2 * TIMEOUT
+            if t.name == "opcua":
+                assert relay is not None
+                self.how = f"replies {delay:g} s late (relay)"
+
+                def slow() -> None:
+                    relay.delay = delay
+
+                def fast() -> None:
+                    relay.delay = 0.0
+
+                self.inject, self.clear = slow, fast
+            else:
+                self.how = f"sim fault slow, delay {delay:g} s"
+                self.inject = lambda: faults.inject("P1", "slow", delay=delay) and None
+                self.clear = lambda: faults.clear("P1", "slow") and None
+        elif fault == "garbage":
+            if t.name == "opcua":
+                self.na = ("not produced: the OPC UA simulator speaks through asyncua and cannot "
+                           "send a garbage reply inside a session; raw garbage sent *to* the "
+                           "server is covered by tests/faults/test_fuzz_servers.py")
+            self.how = "sim fault garbage"
+            self.inject = lambda: faults.inject("P1", "garbage") and None
+            self.clear = lambda: faults.clear("P1", "garbage") and None
+        elif fault == "error":
+            kind = "bad_status" if t.name == "opcua" else "exception"
+            self.how = ("sim fault bad_status (BadSensorFailure on values)" if kind == "bad_status"
+                        else "sim fault exception (Modbus code 4 / serial '?')"
+                        if t.name != "serial" else "sim fault exception (device answers '?')")
+            self.inject = lambda: faults.inject("P1", kind) and None
+            self.clear = lambda: faults.clear("P1", kind) and None
+        elif fault == "link_lost":
+            self.how = ("TCP connection dropped, reconnects refused" if relay is not None
+                        else "pty closed (adapter unplugged), then re-created")
+            self.inject, self.clear = rig.cut, rig.restore
+        elif fault == "bad_value":
+            self.how = f"sensor {sig} stuck at NaN"
+            self.inject = lambda: faults.inject("P1", "stuck", variable=sig,
+                                                value=math.nan) and None
+            self.clear = lambda: faults.clear("P1", "stuck") and None
+        else:
+            self.how = f"sensor {sig} stuck at {t.stuck_value:g} (violates `{t.trip}`)"
+            self.inject = lambda: faults.inject("P1", "stuck", variable=sig,
+                                                value=t.stuck_value) and None
+            self.clear = lambda: faults.clear("P1", "stuck") and None
+
+
+async def _slow_write_count(session: Session, rig: Rig, t: Transport) -> str:
+    """One non-idempotent write while the device is slow: how often did it execute?"""
+    proxy = session.proxies["P1"]
+    assert proxy.driver is not None
+    obj, _, attr = t.write_tag.partition(".")
+    before = sum(1 for o, a, _ in rig.writes if (o, a) == (obj, attr))
+    value: Any = 0 if attr == "CommandExt" else False
+    try:
+        await proxy.driver.write(t.write_tag, value)
+        outcome = "answered"
+    except DriverError as exc:
+        outcome = type(exc).__name__
+    await asyncio.sleep(3 * TIMEOUT)  # let a late execution (or a retry) land
+    n = sum(1 for o, a, _ in rig.writes if (o, a) == (obj, attr)) - before
+    assert n <= 1, f"{t.write_tag} executed {n} times for one write"
+    return f"{t.write_tag} executed {n}x ({outcome})"
+
+
+def _safe_write(w: tuple[str, str, Any]) -> bool:
+    """The pump's safe state (Run off) as executed by the simulated device."""
+    return w[0] == "Run" and w[1] in ("VMan", "None") and w[2] is False
+
+
+async def _run_cell(session: Session, rig: Rig, t: Transport, fault: str) -> CellResult:
+    orch = session.orchestrator
+    assert orch is not None
+    proxy = session.proxies["P1"]
+    cell = Cell(rig, t, fault)
+    res = CellResult(t.label, fault, cell.how, TIMEOUT, BOUND)
+    if cell.na is not None:
+        res.note = cell.na
+        return res
+    assert await _until(lambda: orch.machine.state is State.EXECUTE and proxy.fault is None,
+                        10) is not None, (
+        f"{fault}: rig not back to Execute before the fault: {orch.machine.state.label}, "
+        f"{proxy.fault}; " + "; ".join(f"{e.kind} {e.source} {e.message}"
+                                       for e in orch.log.events[-10:]))
+    n_events = len(orch.log.events)
+    res.sim_before = session.clock.datetime().timestamp()
+    writes_before = len(rig.writes)
+    cell.inject()
+    try:
+        if fault == "stuck":
+            detect = await _until(lambda: any(
+                e.kind == "interlock_tripped" for e in orch.log.events[n_events:]), 5)
+        else:
+            detect = await _until(lambda: proxy.fault is not None, 5)
+        res.detect = detect
+        res.fault_text = proxy.fault or next(
+            (e.message for e in orch.log.events[n_events:] if e.kind == "interlock_tripped"), "")
+        held = await _until(lambda: orch.machine.state is State.HELD, 5)
+        res.reaction = "recipe Held" if held is not None else f"recipe {orch.machine.state.label}"
+        if fault == "slow_reply":
+            res.note = await _slow_write_count(session, rig, t)
+    finally:
+        cell.clear()
+    t_clear = time.perf_counter()
+    back = await _until(lambda: proxy.fault is None and orch.machine.state is State.EXECUTE, 10)
+    res.recover = None if back is None else time.perf_counter() - t_clear
+    res.sim_after = session.clock.datetime().timestamp()
+    safe = [w for w in rig.writes[writes_before:] if _safe_write(w)]
+    comm = fault in ("no_reply", "slow_reply", "garbage", "error", "link_lost")
+    if comm and t.name != "opcua":
+        assert await _until(lambda: any(
+            _safe_write(w) for w in rig.writes[writes_before:]),
+            5) is not None, f"{fault}: no safe state written after the link returned"
+        safe = [1]  # type: ignore[list-item]
+    if safe:
+        res.reaction += "; safe state written on return"
+    return res
+
+
+def _records(db: Path, run_id: int, results: list[CellResult]) -> None:
+    with sqlite3.connect(db) as conn:
+        times = [r[0] for r in conn.execute(
+            "SELECT s.t FROM samples s JOIN tags g ON g.id = s.tag_id "
+            "WHERE g.name LIKE 'P1.%' ORDER BY s.t")]
+        events = conn.execute("SELECT t, kind, source, payload FROM events WHERE run_id=?",
+                              (run_id,)).fetchall()
+    for r in results:
+        if r.sim_before is None or r.sim_after is None:
+            continue
+        before = any(t < r.sim_before for t in times)
+        after = any(t > r.sim_after for t in times)
+        recorded = any(r.sim_before - 1 <= t <= r.sim_after + 1 and src in ("P1", "implausible")
+                       and kind in ("fault", "interlock_tripped", "module_fault")
+                       for t, kind, src, _ in events)
+        r.records = (f"samples before {'yes' if before else 'NO'}, after "
+                     f"{'yes' if after else 'NO'}; fault event {'yes' if recorded else 'NO'}")
+        r.records_ok = before and after and recorded
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("transport", [
+    "modbus-tcp",
+    pytest.param("modbus-rtu", marks=pytest.mark.xfail(
+        reason="open: the RTU rig does not reach the recipe's run step (not yet diagnosed)")),
+    pytest.param("opcua", marks=pytest.mark.xfail(
+        reason="open: OPC UA detection takes ~0.7-1.3 s for a 0.3 s timeout, and a "
+               "bad_status fault is not reported as a module fault")),
+    "serial",
+])
+async def test_fault_matrix(transport: str, tmp_path: Path) -> None:
+    t = TRANSPORTS[transport]
+    (tmp_path / "plant.yaml").write_text(plant_text(t))
+    (tmp_path / "recipe.yaml").write_text(recipe_text(t))
+    rigs: list[Rig] = []
+
+    async def factory(cfg: PlantConfig, clock: Clock) -> Any:
+        rig = await start_rig(t, cfg, clock, tmp_path)
+        rigs.append(rig)
+        return rig
+
+    factory_t: Callable[[PlantConfig, Clock], Awaitable[Any]] = factory
+    opts = RunOptions(simulate=True, speed=SPEED, db=tmp_path / "run.db", report_dir=None,
+                      poll_interval=POLL)
+    session = Session.load(tmp_path / "recipe.yaml", None, opts, factory_t)
+    task = asyncio.create_task(session.run())
+    results: list[CellResult] = []
+    try:
+        assert await _until(lambda: session.orchestrator is not None, 20) is not None
+        orch = session.orchestrator
+        assert orch is not None
+        # faults start once the module runs and the recipe waits in its 'run' step
+        assert await _until(lambda: orch.progress.step == "run", 20) is not None
+        await asyncio.sleep(0.3)  # a few samples before the first fault
+        for fault in FAULTS:
+            results.append(await _run_cell(session, rigs[0], t, fault))
+        assert session.orchestrator is not None
+        await asyncio.sleep(0.5)
+        session.orchestrator.try_command(Command.STOP, "fault matrix done")
+        outcome = await asyncio.wait_for(task, 20)
+    finally:
+        if not task.done():
+            task.cancel()
+    assert outcome.run_id is not None
+    _records(tmp_path / "run.db", outcome.run_id, results)
+    for r in results:
+        record_result(r)
+    problems = [f"{r.fault}: {r.problem()}" for r in results if r.problem()]
+    assert not problems, "\n".join(problems)
