@@ -219,7 +219,7 @@ async def start_rig(t: Transport, cfg: PlantConfig, clock: Clock, folder: Path) 
     ep = served.instance("P1").endpoint
     assert ep is not None
     if t.name == "modbus-tcp":
-        relay = TcpRelay(ep.port)  # type: ignore[union-attr]
+        relay = TcpRelay(int(ep.port))  # type: ignore[union-attr]
         await relay.start()
         new_ep = ep.model_copy(update={"port": relay.port})
     elif t.name == "opcua":

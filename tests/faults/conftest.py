@@ -93,12 +93,17 @@ def render(results: list[CellResult]) -> str:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from tests.faults._rig import TRANSPORTS
 
-    labels = {t.label for t in TRANSPORTS.values()}
-    if not _RESULTS or {r.transport for r in _RESULTS} != labels:
+    if not _RESULTS:
         return
+    missing = [t.label for t in TRANSPORTS.values()
+               if t.label not in {r.transport for r in _RESULTS}]
     order = list(TRANSPORTS)
     by_label = {t.label: i for i, t in enumerate(TRANSPORTS[k] for k in order)}
     from tests.faults.test_fault_matrix import FAULTS
 
     rows = sorted(_RESULTS, key=lambda r: (by_label[r.transport], FAULTS.index(r.fault)))
-    TABLE.write_text(render(rows))
+    text = render(rows)
+    for label in missing:
+        text += (f"\n**{label}: not measured** — the rig did not reach its run step in this "
+                 "session (a known open problem, see docs/reliability.md).\n")
+    TABLE.write_text(text)

@@ -67,8 +67,8 @@ class Cell:
             if t.name == "opcua":
                 assert relay is not None
                 self.how = "link stalls (relay holds bytes)"
-                self.inject: Callable[[], None] = relay.stalled.clear
-                self.clear: Callable[[], None] = relay.stalled.set
+                self.inject: Callable[[], object] = relay.stalled.clear
+                self.clear: Callable[[], object] = relay.stalled.set
             else:
                 self.how = "sim fault silent"
                 self.inject = lambda: faults.inject("P1", "silent") and None
@@ -94,7 +94,7 @@ class Cell:
             if t.name == "opcua":
                 self.na = ("not produced: the OPC UA simulator speaks through asyncua and cannot "
                            "send a garbage reply inside a session; raw garbage sent *to* the "
-                           "server is covered by tests/faults/test_fuzz_servers.py")
+                           "server is not fuzzed yet (open)")
             self.how = "sim fault garbage"
             self.inject = lambda: faults.inject("P1", "garbage") and None
             self.clear = lambda: faults.clear("P1", "garbage") and None
