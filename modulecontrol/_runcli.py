@@ -47,7 +47,9 @@ def run_command(recipe: Path, plant: Path | None, *, simulate: bool, speed: floa
     if dry_run:
         tmp = tempfile.TemporaryDirectory(prefix="modulecontrol-dry-")
         db = Path(tmp.name) / "dry.db"
-        speed = max(speed, 2000.0)
+        # as fast as the twins keep up on a small machine: every service command is a real
+        # protocol round trip, which costs simulated minutes at higher factors
+        speed = max(speed, 600.0)
     options = RunOptions(
         simulate=simulate, speed=speed, db=db, overrides=overrides, faults=faults,
         report_dir=None if dry_run else report_dir,
@@ -245,12 +247,13 @@ def _plan(outcome: RunOutcome, session: Session) -> None:
     """Dry run: steps with their simulated start and duration, material used per feed."""
     table = Table("step", "kind", "start", "duration", title="plan (dry run on simulators)")
     starts: dict[str, Event] = {}
+    t0 = outcome.events[0].t if outcome.events else 0.0
     for ev in outcome.events:
         if ev.kind == "step_started":
             starts[ev.source] = ev
         elif ev.kind in ("step_finished", "step_failed", "step_timeout") and ev.source in starts:
             st = starts.pop(ev.source)
-            table.add_row(ev.source, str(st.data.get("step_kind", "")), _hms(st.t),
+            table.add_row(ev.source, str(st.data.get("step_kind", "")), _hms(st.t - t0),
                           _hms(ev.t - st.t))
     console.print(table)
     orch = session.orchestrator
