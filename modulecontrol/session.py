@@ -213,7 +213,15 @@ class Session:
             if ev.kind in ("recipe_state", "service_state"):
                 payload["state"], payload["previous"] = ev.data.get("new"), ev.data.get("old")
             elif ev.kind == "step_started":
+                # one Gantt row per unit procedure, showing its steps in turn
                 payload["step"] = ev.source
+                hist.record_event(EventKind.STEP_TRANSITION, str(ev.data.get("block", "")),
+                                  payload)
+                return
+            elif ev.kind == "block_finished":
+                hist.record_event(EventKind.STEP_TRANSITION, ev.source,
+                                  {**payload, "step": "(done)"})
+                return
             if ev.kind == "alarm_raised":
                 hist.raise_alarm(ev.source, ev.message,
                                  _PRIORITY.get(str(ev.data.get("priority")), 500), payload)
@@ -309,14 +317,14 @@ def _plot_groups(proxies: Mapping[str, ModuleProxy]) -> dict[str, str]:
                 groups[name] = "analyzer signals"
             elif category == "crystallizer" and da.unit not in ("degC", "K"):
                 groups[name] = "crystallizer"
+            elif not da.unit:  # channel numbers and codes: in the CSV, not in the plots
+                groups[name] = "-"
     return groups
 
 
 _KIND = {
     "recipe_state": EventKind.STATE_CHANGE,
     "service_state": EventKind.STATE_CHANGE,
-    "step_started": EventKind.STEP_TRANSITION,
-    "step_finished": EventKind.STEP_TRANSITION,
     "parameter_write": EventKind.PARAMETER_WRITE,
     "module_fault": EventKind.FAULT,
     "command": EventKind.COMMAND,

@@ -170,6 +170,7 @@ class Orchestrator:
         self._release_tasks: set[asyncio.Task[None]] = set()
         self._finished = asyncio.Event()
         self._goto_done = False
+        self._block = ""
         self.machine = ServiceStateMachine(
             f"recipe {self.recipe.name}",
             procedures=[Procedure(1, self.recipe.name, self_completing=True, is_default=True)],
@@ -446,6 +447,7 @@ class Orchestrator:
         await self._run_block(block)
 
     async def _run_block(self, block: UnitProcedure) -> None:
+        self._block = block.name
         self.log.emit("block_started", block.name, f"unit procedure {block.name}")
         await self._run_steps(block.steps, block.name)
         self.log.emit("block_finished", block.name, f"unit procedure {block.name} done")
@@ -471,6 +473,7 @@ class Orchestrator:
                 label,
                 f"{kind} step started",
                 step_kind=kind,
+                block=self._block,
                 at=str(self.validated.location(step)),
             )
             timeout = self.params.seconds(step.timeout) if step.timeout is not None else None

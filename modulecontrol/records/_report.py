@@ -1004,9 +1004,10 @@ def _gantt_bars(data: _RunData) -> list[tuple[str, float, float, str]]:
         else:
             continue
         if row in current:
-            t0, s0 = current[row]
+            t0, s0 = current.pop(row)
             bars.append((row, t0, t, s0))
-        current[row] = (t, st)
+        if st != "(done)":  # a unit procedure that ended leaves its row empty
+            current[row] = (t, st)
     for row, (t0, s0) in current.items():
         bars.append((row, t0, max(t0, data.t_end), s0))
     return bars
