@@ -255,8 +255,8 @@ class Plant(Model):
                 out.append(
                     (
                         ("modules", i, "endpoint", "host"),
-                        "a simulated module must listen on loopback (127.0.0.1) unless you "
-                        "bind it elsewhere on purpose with 'modulecontrol sim serve --host'",
+                        "a simulated module listens on loopback (127.0.0.1) only; to reach it "
+                        "from another host, forward the port on purpose (e.g. an SSH tunnel)",
                     )
                 )
             if m.transport not in _transports(mt) and (mt.data_assemblies or mt.services):
