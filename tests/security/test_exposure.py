@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from modulecontrol.descriptors import ModbusTcpEndpoint, OpcUaEndpoint, load_plant
-from tests.security._proc import ROOT, cli, env, free_offset, listening_sockets, stop, \
-    wait_for_line
+from tests.security._proc import ROOT, cli, env, free_offset, listening_sockets, stop, wait_for_line
 
 PLANT = ROOT / "recipes" / "lomustine" / "plant.yaml"
 
