@@ -209,3 +209,31 @@ def test_users_need_security_and_valid_roles(tmp_path: Path) -> None:
                                                   "password_env: 'x; rm'"))
     with pytest.raises(ConfigError, match="password_env"):
         load_plant(tmp_path / "c.yaml")
+
+
+@amark
+async def test_virtual_pea_enforces_roles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from modulecontrol.descriptors import PeaUser
+    from modulecontrol.mtp import serve_manifest
+    from modulecontrol.simulators.opcua_pea import Refusal
+    from tests.drivers._opcua_pea import coil_reactor
+
+    monkeypatch.setenv("MC_T_CTRL", "ctrl-Pw-91x")
+    monkeypatch.setenv("MC_T_VIEW", "view-Pw-72q")
+    refused: list[Refusal] = []
+    cert, key = make_certificate(tmp_path, "client", "urn:modulecontrol:test:client",
+                                 server=False)
+    vpea = await serve_manifest(
+        coil_reactor(), username="ctrl", password_env="MC_T_CTRL", pki=tmp_path / "pki",
+        users=[PeaUser(name="vera", role="viewer", password_env="MC_T_VIEW")],
+        on_refused=refused.append)
+    async with vpea:
+        c = Client(vpea.url, timeout=5)
+        await c.set_security_string(f"Basic256Sha256,SignAndEncrypt,{cert},{key}")
+        c.set_user("vera")
+        c.set_password("view-Pw-72q")
+        async with c:
+            with pytest.raises(BadUserAccessDenied):
+                await c.get_node(vpea.pea.node_ids["TempSP.VExt"]).write_value(5.0)
+    assert [(r.user, r.action, r.object) for r in refused] == [
+        ("vera", "write refused", f"{vpea.module_type.name}.TempSP.VExt")]
