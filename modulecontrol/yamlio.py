@@ -65,6 +65,17 @@ class YamlDoc:
         )
 
 
+def _text(value: str, path: PathKey, doc: YamlDoc) -> str:
+    """A string that can be written back as UTF-8: YAML escapes (``"\\ud800"``) can make
+    lone surrogates, which break every later encode (logs, records, reports)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError.single("text with an invalid character (a lone UTF-16 surrogate, "
+                                 "e.g. from a \\ud800 escape)", doc.locate(path)) from None
+    return value
+
+
 def _plain(node: Any, path: PathKey, doc: YamlDoc) -> Any:
     if isinstance(node, CommentedMap):
         out: dict[str, Any] = {}
@@ -75,7 +86,7 @@ def _plain(node: Any, path: PathKey, doc: YamlDoc) -> Any:
                 doc.values[kpath] = node.lc.value(k)
             except (KeyError, TypeError, AttributeError):
                 pass
-            out[str(k)] = _plain(node[k], kpath, doc)
+            out[_text(str(k), kpath, doc)] = _plain(node[k], kpath, doc)
         return out
     if isinstance(node, CommentedSeq):
         items: list[Any] = []
@@ -92,10 +103,10 @@ def _plain(node: Any, path: PathKey, doc: YamlDoc) -> Any:
     if isinstance(node, float):
         return float(node)
     if isinstance(node, str):
-        return str(node)
+        return _text(str(node), path, doc)
     if node is None:
         return None
-    return str(node)
+    return _text(str(node), path, doc)
 
 
 def _yaml() -> YAML:

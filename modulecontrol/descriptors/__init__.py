@@ -51,6 +51,8 @@ from modulecontrol.descriptors._plant import (
     ModbusTcpEndpoint,
     ModuleInstance,
     OpcUaEndpoint,
+    PeaRole,
+    PeaUser,
     Plant,
     SerialEndpoint,
 )
@@ -73,6 +75,8 @@ __all__ = [
     "OpcUaBinding",
     "OpcUaDefaults",
     "OpcUaEndpoint",
+    "PeaRole",
+    "PeaUser",
     "Plant",
     "PlantConfig",
     "Port",

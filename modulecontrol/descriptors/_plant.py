@@ -45,6 +45,21 @@ class ModbusRtuEndpoint(_EndpointBase):
     max_gap: int = Field(default=8, ge=0, le=124)
 
 
+PeaRole = Literal["viewer", "operator", "engineer", "admin"]
+"""Roles of a served PEA's users: viewer reads; operator also commands services (Command*,
+Procedure*, State*/Src* mode requests); engineer also writes parameters (VExt, ApplyExt, VOp,
+VMan, ...); admin writes everything."""
+
+
+class PeaUser(Model):
+    """One user a served (simulated or virtual) PEA admits, with its role."""
+
+    name: str = Field(min_length=1, max_length=64)
+    role: PeaRole
+    password_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """Environment variable holding this user's password (never the password itself)."""
+
+
 class OpcUaEndpoint(_EndpointBase):
     protocol: Literal["opcua"]
     url: str
@@ -61,6 +76,9 @@ class OpcUaEndpoint(_EndpointBase):
     password_env: str | None = None
     """Name of the environment variable that holds the password: never the password itself."""
     sampling_interval: Seconds = Field(default=0.1, gt=0)
+    users: list[PeaUser] = Field(default_factory=list)
+    """Served PEAs only (``sim serve``): further users with roles. The endpoint's own
+    ``username`` (the controller) is ``admin`` unless listed here with another role."""
 
     @field_validator("url")
     @classmethod
@@ -73,6 +91,12 @@ class OpcUaEndpoint(_EndpointBase):
     def _security(self) -> OpcUaEndpoint:
         if (self.security_policy == "None") != (self.security_mode == "None"):
             raise ValueError("security_policy and security_mode must both be 'None' or neither")
+        if self.users and self.security_policy == "None":
+            raise ValueError("'users' need a secured endpoint (security_policy: Basic256Sha256): "
+                             "without security there is no user identity to give a role")
+        names = [u.name for u in self.users]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate user names in 'users': {names}")
         return self
 
 
@@ -255,8 +279,8 @@ class Plant(Model):
                 out.append(
                     (
                         ("modules", i, "endpoint", "host"),
-                        "a simulated module must listen on loopback (127.0.0.1) unless you "
-                        "bind it elsewhere on purpose with 'modulecontrol sim serve --host'",
+                        "a simulated module listens on loopback (127.0.0.1) only; to reach it "
+                        "from another host, forward the port on purpose (e.g. an SSH tunnel)",
                     )
                 )
             if m.transport not in _transports(mt) and (mt.data_assemblies or mt.services):

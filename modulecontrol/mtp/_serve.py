@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,11 +33,16 @@ from typing import Any
 from asyncua import ua
 from asyncua.ua.attribute_ids import AttributeIds
 
-from modulecontrol.descriptors import ModuleType, load_module_type
+from modulecontrol.descriptors import ModuleType, PeaUser, load_module_type
 from modulecontrol.descriptors._bindings import OpcUaBinding
 from modulecontrol.mtp._import import import_manifest_report
 from modulecontrol.simulators._opcua_server import PeaRuntime, SecurityError
-from modulecontrol.simulators.opcua_pea import PeaServer, build_pea_server, make_certificate
+from modulecontrol.simulators.opcua_pea import (
+    PeaServer,
+    RefusalHandler,
+    build_pea_server,
+    make_certificate,
+)
 from modulecontrol.statemachine import State, WorkContext
 
 __all__ = ["DEFAULT_PASSWORDS", "VirtualPea", "serve_manifest"]
@@ -127,6 +133,8 @@ async def serve_manifest(
     password_env: str | None = None,
     pki: str | Path | None = None,
     self_complete_after: float = 0.5,
+    users: Sequence[PeaUser] = (),
+    on_refused: RefusalHandler | None = None,
 ) -> VirtualPea:
     """Serve a manifest (``.aml``), a module-type YAML or a :class:`ModuleType` as a PEA.
 
@@ -138,6 +146,9 @@ async def serve_manifest(
 
     ``path`` is the endpoint path (default: the path of the manifest's endpoint URL, if any).
     A self-completing procedure leaves Execute after ``self_complete_after`` seconds.
+    ``username`` is ``admin``; ``users`` adds users with roles (viewer, operator, engineer,
+    admin; see :func:`~modulecontrol.simulators.opcua_pea.role_allows`), each with its own
+    password variable; ``on_refused`` hears of refused logins, requests and writes.
     Raises :class:`~modulecontrol.errors.ConfigError` for a manifest that does not import,
     :class:`~modulecontrol.simulators.SecurityError` for missing or default credentials.
     """
@@ -152,12 +163,19 @@ async def serve_manifest(
                 "a secured virtual PEA needs a user name and the name of the environment "
                 "variable holding its password (--user U --password-env VAR); or --insecure "
                 "for a loopback-only PEA without security")
-        password = _check_password(username, os.environ.get(password_env), password_env)
+        passwords = {username: _check_password(username, os.environ.get(password_env),
+                                               password_env)}
+        for u in users:
+            passwords[u.name] = _check_password(u.name, os.environ.get(u.password_env),
+                                                u.password_env)
+        roles = {username: "admin", **{u.name: u.role for u in users}}
         folder = Path(pki) if pki is not None else Path("runs/pki")
         uri = f"urn:modulecontrol:virtual-pea:{mt.name}"
         cert, key = make_certificate(folder, f"virtual-pea-{mt.name}", uri, server=True)
-        kwargs.update(certificate=cert, private_key=key, users={username: password},
-                      allow_insecure=False)
+        kwargs.update(certificate=cert, private_key=key, users=passwords,
+                      allow_insecure=False, roles=roles, on_refused=on_refused)
+    elif users:
+        raise SecurityError("users with roles need a secured PEA (drop --insecure)")
     pea = await build_pea_server(mt, host=host, port=port,
                                  name=f"modulecontrol virtual PEA {mt.name}", **kwargs)
     await _restrict_access(pea)

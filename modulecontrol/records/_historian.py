@@ -716,29 +716,41 @@ class Historian:
 
     def _recover_interrupted(self) -> list[int]:
         """Mark runs whose owning Historian is gone as ``interrupted``; returns their ids."""
-        conn = self._conn
-        rows = conn.execute("SELECT id, owner_token, owner_pid, owner_host, t_start FROM runs"
-                            " WHERE result='running'").fetchall()
-        recovered: list[int] = []
-        for rid, token, pid, host, t_start in rows:
-            if token == self._token or _OwnerLock.owner_alive(self.path, token, pid, host):
-                continue
-            last = conn.execute(
-                "SELECT MAX(t) FROM events WHERE run_id=?", (rid,)).fetchone()[0]
-            last_sample = conn.execute(
-                "SELECT MAX(t) FROM samples WHERE t >= ?", (t_start,)).fetchone()[0]
-            t_end = max(x for x in (t_start, last, last_sample) if x is not None)
-            note = (f"owner process {pid} on {host} ended without closing the run;"
-                    f" marked at reopen by process {self._pid}")
-            conn.execute("BEGIN IMMEDIATE")
-            cur = conn.execute("UPDATE runs SET result=?, t_end=?, note=? WHERE id=? AND"
-                               " result='running'", (RunResult.INTERRUPTED.value, t_end, note, rid))
-            if cur.rowcount:
-                self._insert_event(conn, rid, t_end, EventKind.RUN_END, "historian",
-                                   {"result": RunResult.INTERRUPTED.value, "note": note})
-                recovered.append(int(rid))
-            conn.execute("COMMIT")
-        return recovered
+        return recover_interrupted(self._conn, self.path, own_token=self._token,
+                                   by=f"process {self._pid}")
+
+
+def recover_interrupted(conn: sqlite3.Connection, path: Path, *, own_token: str | None = None,
+                        by: str | None = None) -> list[int]:
+    """Mark runs left ``running`` by a process that is gone as ``interrupted``.
+
+    Why a function of its own: ``modulecontrol runs`` must show a run killed a moment ago as
+    interrupted without opening a recording Historian. A run whose owner is alive (its lock
+    is held) is left alone. Returns the ids marked.
+    """
+    by = by or f"process {os.getpid()}"
+    rows = conn.execute("SELECT id, owner_token, owner_pid, owner_host, t_start FROM runs"
+                        " WHERE result='running'").fetchall()
+    recovered: list[int] = []
+    for rid, token, pid, host, t_start in rows:
+        if token == own_token or _OwnerLock.owner_alive(path, token, pid, host):
+            continue
+        last = conn.execute(
+            "SELECT MAX(t) FROM events WHERE run_id=?", (rid,)).fetchone()[0]
+        last_sample = conn.execute(
+            "SELECT MAX(t) FROM samples WHERE t >= ?", (t_start,)).fetchone()[0]
+        t_end = max(x for x in (t_start, last, last_sample) if x is not None)
+        note = (f"owner process {pid} on {host} ended without closing the run;"
+                f" marked at reopen by {by}")
+        conn.execute("BEGIN IMMEDIATE")
+        cur = conn.execute("UPDATE runs SET result=?, t_end=?, note=? WHERE id=? AND"
+                           " result='running'", (RunResult.INTERRUPTED.value, t_end, note, rid))
+        if cur.rowcount:
+            Historian._insert_event(conn, rid, t_end, EventKind.RUN_END, "historian",
+                                    {"result": RunResult.INTERRUPTED.value, "note": note})
+            recovered.append(int(rid))
+        conn.execute("COMMIT")
+    return recovered
 
 
 def load_json(text: str | None) -> Any:

@@ -56,6 +56,15 @@ def runs(db: DbOpt = DEFAULT_DB) -> None:
     from datetime import UTC, datetime
 
     try:
+        if db.exists():  # a run whose process died shows as interrupted, not running
+            from modulecontrol.records._db import connect
+            from modulecontrol.records._historian import recover_interrupted
+
+            conn = connect(db)
+            try:
+                recover_interrupted(conn, db, by="modulecontrol runs")
+            finally:
+                conn.close()
         items = list_runs(db)
     except RecordsError as exc:
         _fail(str(exc))

@@ -24,7 +24,12 @@ from typing import Any
 
 from modulecontrol.descriptors import OpcUaEndpoint
 from modulecontrol.simulators._view import ModuleView
-from modulecontrol.simulators.opcua_pea import PeaServer, build_pea_server, make_certificate
+from modulecontrol.simulators.opcua_pea import (
+    PeaServer,
+    RefusalHandler,
+    build_pea_server,
+    make_certificate,
+)
 from modulecontrol.statemachine import (
     Channel,
     CommandRefused,
@@ -245,13 +250,16 @@ class PeaRuntime:
 
 
 async def serve_pea(view: ModuleView, endpoint: OpcUaEndpoint, host: str, port: int,
-                    path: str, pki: Path | None = None) -> tuple[PeaServer, PeaRuntime]:
+                    path: str, pki: Path | None = None,
+                    on_refused: RefusalHandler | None = None) -> tuple[PeaServer, PeaRuntime]:
     """Build, start and animate the PEA of one module (security per its endpoint).
 
     ``security_policy: "None"`` serves without security. Otherwise Basic256Sha256
     SignAndEncrypt with a certificate generated into ``pki`` and the endpoint's
     ``username`` whose password is read from the environment variable ``password_env``;
-    without those the server refuses to start.
+    without those the server refuses to start. That user is ``admin`` unless the endpoint's
+    ``users`` give it another role; each of ``users`` is admitted with its role and the
+    password in its own ``password_env``. ``on_refused`` hears of refused logins and writes.
     """
     import os
 
@@ -261,16 +269,23 @@ async def serve_pea(view: ModuleView, endpoint: OpcUaEndpoint, host: str, port: 
             raise SecurityError(
                 f"{view.tag}: a secured OPC UA endpoint needs 'username' and 'password_env' "
                 "(or security_policy: \"None\" for a loopback-only simulation)")
-        password = os.environ.get(endpoint.password_env)
-        if not password:
-            raise SecurityError(
-                f"{view.tag}: environment variable {endpoint.password_env} is not set; "
-                "export the password there before serving (there are no default credentials)")
+        passwords: dict[str, str] = {}
+        roles: dict[str, str] = {endpoint.username: "admin"}
+        for name, env in [(endpoint.username, endpoint.password_env),
+                          *((u.name, u.password_env) for u in endpoint.users)]:
+            password = os.environ.get(env)
+            if not password:
+                raise SecurityError(
+                    f"{view.tag}: environment variable {env} (password of user {name}) is not "
+                    "set; export it before serving (there are no default credentials)")
+            passwords[name] = password
+        roles.update({u.name: u.role for u in endpoint.users})
         folder = pki or Path("runs/pki")
         uri = f"urn:modulecontrol:sim:{view.tag}"
         cert, key = make_certificate(folder, f"sim-{view.tag}", uri, server=True)
-        kwargs.update(certificate=cert, private_key=key, users={endpoint.username: password},
-                      allow_insecure=False)
+        kwargs.update(certificate=cert, private_key=key, users=passwords,
+                      allow_insecure=False, roles=roles, on_refused=on_refused,
+                      subject=view.tag)
     pea = await build_pea_server(view.module_type, host=host, port=port,
                                  namespace_uri=endpoint.namespace_uri,
                                  name=f"modulecontrol simulated {view.tag}", **kwargs)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import re
 import socket
 from collections.abc import Mapping
@@ -33,12 +34,13 @@ from modulecontrol.simulators._opcua_server import PeaRuntime, serve_pea
 from modulecontrol.simulators._plant import SimulatedPlant
 from modulecontrol.simulators._serial import serial_emulator, sync_faults
 from modulecontrol.simulators._view import ModuleView
-from modulecontrol.simulators.opcua_pea import PeaServer
+from modulecontrol.simulators.opcua_pea import PeaServer, Refusal
 from modulecontrol.simulators.syringe_serial import SyringeSerialEmulator
 
 __all__ = ["PlantServer", "ServeError", "ServedEndpoint"]
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+_log = logging.getLogger(__name__)
 
 
 class ServeError(RuntimeError):
@@ -69,7 +71,7 @@ class PlantServer:
     def __init__(self, plant: SimulatedPlant, *, port_offset: int = 0,
                  ports: Mapping[str, int] | None = None, free_ports: bool = False,
                  allow_remote: bool = False, pki: str | Path | None = None,
-                 publish_interval: float = 0.1) -> None:
+                 publish_interval: float = 0.1, audit_db: str | Path | None = None) -> None:
         self.plant = plant
         self.port_offset = port_offset
         self.ports = dict(ports or {})
@@ -85,6 +87,9 @@ class PlantServer:
         self.rtu: dict[str, ModbusRtuModuleServer] = {}
         """Plant serial port of a Modbus RTU line -> its pty server."""
         self._publisher: asyncio.Task[None] | None = None
+        self.audit_db = Path(audit_db) if audit_db is not None else None
+        """Records database whose audit trail receives refused logins and writes."""
+        self._audit: Any = None
         plant.faults.on_record(self._on_fault)
 
     # -- helpers ----------------------------------------------------------------------------
@@ -106,6 +111,21 @@ class PlantServer:
         if not 1 <= new <= 65535:
             raise ServeError(f"{tag}: port {port} + offset {self.port_offset} is out of range")
         return new
+
+    def _on_refused(self, refusal: Refusal) -> None:
+        """Record a refused login or write in the audit trail (synchronously: a refusal is
+        rare, and an entry must be committed before the client hears the answer)."""
+        _log.warning("%s: %s by %s: %s", refusal.object, refusal.action, refusal.user,
+                     refusal.reason)
+        if self.audit_db is None:
+            return
+        if self._audit is None:
+            from modulecontrol.records import AuditTrail
+
+            self._audit = AuditTrail(self.audit_db)
+        value = refusal.value if isinstance(refusal.value, bool | int | float | str) else None
+        self._audit.append(refusal.user, refusal.action, refusal.object, new_value=value,
+                           reason=refusal.reason)
 
     def _on_fault(self, rec: FaultRecord) -> None:
         emu = self.serial.get(rec.module)
@@ -159,7 +179,8 @@ class PlantServer:
                 host = self._host(tag, m.group(1))
                 port = self._port(tag, host, int(m.group(2) or 4840), chosen)
                 path = m.group(3) or ""
-                pea, runtime = await serve_pea(view, ep, host, port, path, self.pki)
+                pea, runtime = await serve_pea(view, ep, host, port, path, self.pki,
+                                               on_refused=self._on_refused)
                 self.peas[tag] = (pea, runtime)
                 self.endpoints[tag] = ep.model_copy(update={"url": pea.url})
             elif isinstance(ep, SerialEndpoint):
@@ -219,6 +240,9 @@ class PlantServer:
             with contextlib.suppress(Exception):
                 await emu.stop()
         self.serial.clear()
+        if self._audit is not None:
+            self._audit.close()
+            self._audit = None
 
     async def __aenter__(self) -> PlantServer:
         await self.start()

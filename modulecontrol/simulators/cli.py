@@ -43,6 +43,9 @@ def serve(
     allow_remote: Annotated[bool, typer.Option(help="Allow non-loopback hosts.")] = False,
     pki: Annotated[Path, typer.Option(help="Folder for generated OPC UA certificates.")] = Path(
         "runs/pki"),
+    db: Annotated[Path | None, typer.Option(help="Records database: refused logins and "
+                                            "writes of secured PEAs go to its audit "
+                                            "trail.")] = None,
 ) -> None:
     """Start every simulated module on its endpoint and print where each one listens."""
     from modulecontrol.simulators._faults import load_scenario
@@ -65,7 +68,8 @@ def serve(
         sim.faults.on_record(lambda r: _console.print(
             f"t={r.time:10.1f} s  {r.module}: fault {r.fault} {r.event} {r.params or ''}",
             markup=False))
-        server = PlantServer(sim, port_offset=port_offset, allow_remote=allow_remote, pki=pki)
+        server = PlantServer(sim, port_offset=port_offset, allow_remote=allow_remote, pki=pki,
+                             audit_db=db)
         async with server:
             table = Table(title=f"{cfg.plant.name}: simulated modules")
             for col in ("tag", "type", "protocol", "endpoint"):

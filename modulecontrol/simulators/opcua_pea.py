@@ -24,10 +24,12 @@ from typing import Any
 
 from asyncua import ua
 from asyncua.crypto import cert_gen
-from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.crypto.permission_rules import PermissionRuleset, User, UserRole
+from asyncua.crypto.security_policies import SecurityPolicyFactory, SecurityPolicyNone
 from asyncua.server.server import Server
 from asyncua.server.user_managers import UserManager
 from asyncua.ua.attribute_ids import AttributeIds
+from asyncua.ua.status_codes import StatusCodes
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -42,6 +44,43 @@ from modulecontrol.descriptors._bindings import OpcUaBinding
 from modulecontrol.drivers._base import TagInfo, tag_table
 
 WriteHandler = Callable[[str, Any], Awaitable[None]]
+
+ROLES = ("viewer", "operator", "engineer", "admin")
+"""Roles of a served PEA's users, each allowed what the previous one is, and more."""
+
+_SERVICE_CONTROL = ("Command", "Procedure", "State", "Src")
+
+
+def role_allows(role: str, attribute: str) -> bool:
+    """May a user of ``role`` write an attribute (``CommandExt``, ``VExt``, ...)?
+
+    viewer: nothing. operator: service control (``Command*``, ``Procedure*``, ``State*`` and
+    ``Src*`` mode requests). engineer: also every parameter (``VExt``, ``ApplyExt``, ``VOp``,
+    ``VMan``, limits...). admin: everything. Why this split: running the process and changing
+    how it runs are different responsibilities (IEC 62443-3-3 SR 2.1, least privilege).
+    """
+    if role in ("admin", "engineer"):
+        return True
+    if role == "operator":
+        return attribute.startswith(_SERVICE_CONTROL)
+    return False
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A refused login, session or write, for the audit trail (never carries a password)."""
+
+    user: str
+    action: str
+    """``login refused``, ``request refused`` or ``write refused``."""
+    object: str
+    """The module tag, or ``TAG.Assembly.Attribute`` of a refused write."""
+    reason: str
+    value: Any = None
+    """The value a refused write tried to set."""
+
+
+RefusalHandler = Callable[[Refusal], None]
 
 _VALUE_ATTRS = frozenset({
     "V", "VExt", "VOp", "VInt", "VReq", "VOut", "VFbk", "VMin", "VMax", "VSclMin", "VSclMax",
@@ -143,16 +182,94 @@ class PasswordUsers(UserManager):
     "wrong password is refused" needs a server that refuses.
     """
 
-    def __init__(self, users: Mapping[str, str]) -> None:
+    def __init__(self, users: Mapping[str, str], *, on_refused: RefusalHandler | None = None,
+                 subject: str = "") -> None:
         self._users = dict(users)
+        self.on_refused = on_refused
+        self.subject = subject
 
     def get_user(
         self, iserver: Any, username: str | None = None, password: str | None = None,
         certificate: Any = None,
     ) -> User | None:
         if username is None or self._users.get(username) != password:
+            reason = ("anonymous session" if username is None else
+                      "unknown user" if username not in self._users else "wrong password")
+            if self.on_refused is not None:
+                self.on_refused(Refusal(username or "anonymous", "login refused",
+                                        self.subject, reason))
             return None
         return User(role=UserRole.User, name=username)
+
+
+class _NoServiceWithoutSecurity(PermissionRuleset):
+    """Rules of a None secure channel on a secured server: discovery only.
+
+    Why: asyncua lets a client open a None channel (needed for GetEndpoints, which is how
+    clients fetch the server certificate) even when no None endpoint is offered, and then
+    lets that channel create and activate a session and read and write. Sessions are
+    checked by the user manager, but every request after activation passes through this
+    ruleset, which refuses it.
+    """
+
+    def __init__(self, on_refused: RefusalHandler | None, subject: str) -> None:
+        self.on_refused = on_refused
+        self.subject = subject
+
+    def check_validity(self, user: Any, action_type_id: Any, body: Any) -> bool:
+        if self.on_refused is not None:
+            name = getattr(user, "name", None) or "anonymous"
+            self.on_refused(Refusal(name, "request refused", self.subject,
+                                    "request on a channel without security"))
+        return False
+
+
+def _discovery_only_factory(on_refused: RefusalHandler | None,
+                            subject: str) -> SecurityPolicyFactory:
+    return SecurityPolicyFactory(  # type: ignore[no-untyped-call]
+        SecurityPolicyNone, ua.MessageSecurityMode.None_,
+                                 permission_ruleset=_NoServiceWithoutSecurity(on_refused,
+                                                                              subject))
+
+
+def _guard_writes(server: Server, by_node: Mapping[ua.NodeId, str], roles: Mapping[str, str],
+                  on_refused: RefusalHandler | None, subject: str) -> None:
+    """Refuse, node by node, the client writes a user's role does not allow.
+
+    Server-side writes (publishing values, the PEA's own handshakes) do not go through the
+    attribute service's ``write`` with a named user, so they are never refused.
+    """
+    service = server.iserver.attribute_service
+    original = service.write
+
+    async def write(params: ua.WriteParameters, user: User | None = None
+                    ) -> list[ua.StatusCode]:
+        if user is None:
+            user = User(role=UserRole.Admin)
+        if user.name is None:  # internal session
+            return await original(params, user=user)
+        role = roles.get(user.name, "viewer")
+        allowed: list[ua.WriteValue] = []
+        verdict: list[bool] = []
+        for wv in params.NodesToWrite:
+            tag = by_node.get(wv.NodeId)
+            attribute = tag.rsplit(".", 1)[-1] if tag is not None else ""
+            ok = tag is not None and role_allows(role, attribute)
+            verdict.append(ok)
+            if ok:
+                allowed.append(wv)
+            elif on_refused is not None:
+                value = wv.Value.Value.Value if wv.Value and wv.Value.Value else None
+                obj = f"{subject}.{tag}" if tag is not None else f"{subject}:{wv.NodeId}"
+                on_refused(Refusal(user.name, "write refused", obj,
+                                   f"role {role} may not write {attribute or 'this node'}",
+                                   value))
+        results = iter(await original(ua.WriteParameters(NodesToWrite=allowed), user=user)
+                       if allowed else [])
+        denied = ua.StatusCode(ua.UInt32(StatusCodes.BadUserAccessDenied))
+        return [next(results) if ok else denied for ok in verdict]
+
+    service.write = write  # type: ignore[method-assign]
 
 
 @dataclass
@@ -255,6 +372,9 @@ async def build_pea_server(
     allow_insecure: bool = True,
     name: str | None = None,
     clock: bool = False,
+    roles: Mapping[str, str] | None = None,
+    on_refused: RefusalHandler | None = None,
+    subject: str | None = None,
 ) -> PeaServer:
     """An asyncua server with one variable per OPC UA tag of ``module_type`` (not started).
 
@@ -263,7 +383,18 @@ async def build_pea_server(
     SignAndEncrypt (and, if ``allow_insecure``, also no security). With ``users`` only those
     username/password pairs may open a session. ``clock`` keeps asyncua's once-a-second
     update of ServerStatus.CurrentTime (off by default: it makes ``stop()`` wait up to 1 s).
+
+    ``roles`` (user -> one of :data:`ROLES`; users not listed are viewers) restricts client
+    writes per node (:func:`role_allows`); refused writes get ``BadUserAccessDenied``.
+    ``on_refused`` is told of every refused login, request and write (``subject``, default
+    the type name, names the module in those records). A secured server without
+    ``allow_insecure`` also refuses every request on a None channel after discovery.
     """
+    subject = subject or module_type.name
+    if roles is not None:
+        unknown = sorted({r for r in roles.values() if r not in ROLES})
+        if unknown:
+            raise ValueError(f"unknown role(s) {unknown}; roles are {', '.join(ROLES)}")
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise ValueError(f"a simulated PEA listens on loopback only, not {host!r}")
     tags = tag_table(module_type, "opcua")
@@ -287,6 +418,8 @@ async def build_pea_server(
         if allow_insecure:
             policies.append(ua.SecurityPolicyType.NoSecurity)
         server.set_security_policy(policies)
+        if not allow_insecure:
+            server._policies.append(_discovery_only_factory(on_refused, subject))
         cert = x509.load_der_x509_certificate(_der(Path(certificate)))
         uris = _san_uris(cert)
         if uris:
@@ -294,7 +427,8 @@ async def build_pea_server(
     else:
         server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
     if users is not None:
-        server.iserver.user_manager = PasswordUsers(users)
+        server.iserver.user_manager = PasswordUsers(users, on_refused=on_refused,
+                                                    subject=subject)
         server.set_identity_tokens([ua.UserNameIdentityToken])
 
     default_uri = module_type.opcua.namespace_uri if module_type.opcua else None
@@ -327,6 +461,8 @@ async def build_pea_server(
         vtypes[tag] = vtype
     pea = PeaServer(server, module_type, url, tags, node_ids, vtypes, namespaces)
     pea._by_node = {nid: tag for tag, nid in node_ids.items()}
+    if roles is not None:
+        _guard_writes(server, pea._by_node, roles, on_refused, subject)
     from asyncua.common.callback import CallbackType
 
     server.subscribe_server_callback(CallbackType.PostRead, pea._post_read)

@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
 from ._quantities import (
     Density,
@@ -84,7 +85,10 @@ class SpeciesTable:
         text = source.read_text() if isinstance(source, Path) else source
         if isinstance(source, str) and "\n" not in source and source.endswith((".yaml", ".yml")):
             text = Path(source).read_text()
-        data = YAML(typ="safe").load(text)
+        try:
+            data = YAML(typ="safe").load(text)
+        except (YAMLError, RecursionError) as exc:
+            raise ValueError(f"invalid species table: YAML syntax: {exc}") from None
         try:
             return cls(_SpeciesFile.model_validate(data).species)
         except ValidationError as exc:

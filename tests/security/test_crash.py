@@ -1,0 +1,136 @@
+"""kill -9 of a running ``modulecontrol run``: records stay whole, the plant keeps its state.
+
+The plant is served by ``modulecontrol sim serve`` in one process (fixed free ports), the run
+talks to it over Modbus TCP from another (no ``--simulate``), exactly as with real hardware.
+The run process is SIGKILLed in the middle of production; then ``modulecontrol runs`` must
+show the run interrupted, ``modulecontrol audit verify`` must pass, every event committed
+before the kill must still be there, and the pump must still be running: nobody stopped it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from modulecontrol.descriptors import load_plant
+from modulecontrol.drivers.modbus import ModbusDriver
+from tests.security._proc import cli, env, free_offset, stop, wait_for_line
+
+
+def _files(folder: Path, p1: int, w1: int) -> tuple[Path, Path]:
+    plant = folder / "plant.yaml"
+    plant.write_text(f"""\
+kind: Plant
+name: crash-line
+modules:
+  - tag: P1
+    type: HPLCPump
+    simulated: true
+    endpoint: {{protocol: modbus-tcp, port: {p1}, unit_id: 1, timeout: 0.5}}
+    overrides: {{simulator: {{feed: {{THF: 12.33 mol/L}}}}}}
+  - tag: W1
+    type: DivertValve
+    simulated: true
+    endpoint: {{protocol: modbus-tcp, port: {w1}, unit_id: 2, timeout: 0.5}}
+connections:
+  - {{from: P1.outlet, to: W1.inlet, volume: 1 mL}}
+""")
+    recipe = folder / "recipe.yaml"
+    recipe.write_text("""\
+kind: Recipe
+name: crash-campaign
+version: 1.0.0
+plant: plant.yaml
+procedure:
+  - name: main
+    steps:
+      - name: feed
+        service: {module: P1, service: Dosing, procedure: Continuous,
+                  parameters: {FlowSP: 1.5}}
+      - name: production
+        wait: {duration: 2 h}
+""")
+    return plant, recipe
+
+
+def _events(db: Path) -> list[tuple[int, float, str, str]]:
+    if not db.exists():
+        return []
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        return [tuple(r) for r in conn.execute(
+            "SELECT id, t, kind, source FROM events ORDER BY id")]
+    except sqlite3.OperationalError:  # not created yet
+        return []
+    finally:
+        conn.close()
+
+
+async def _read_pump(plant: Path) -> dict[str, object]:
+    cfg = load_plant(plant)
+    drv = ModbusDriver(cfg.instance_types["P1"], cfg.instance("P1"))
+    async with drv:
+        values = await drv.read(["Run.VRbk", "Flow.V"])
+    return {k: v.value for k, v in values.items()}
+
+
+@pytest.mark.timeout(120)
+def test_kill_9_mid_production(tmp_path: Path) -> None:
+    offset = free_offset([15000, 15001], lo=10000, hi=40000)
+    plant, recipe = _files(tmp_path, 15000 + offset, 15001 + offset)
+    db = tmp_path / "records.db"
+    server = subprocess.Popen(cli("sim", "serve", str(plant), "--duration", "10 min",
+                                  "--pki", str(tmp_path / "pki")),
+                              cwd=tmp_path, env=env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    run: subprocess.Popen[str] | None = None
+    try:
+        wait_for_line(server, "W1", timeout=30)
+        run = subprocess.Popen(cli("run", str(recipe), "--db", str(db), "--no-live", "--yes",
+                                   "--report-dir", str(tmp_path / "reports")),
+                               cwd=tmp_path, env=env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 30
+        before: list[tuple[int, float, str, str]] = []
+        while time.monotonic() < deadline:  # production has started and is recorded
+            before = _events(db)
+            if any(src == "production" for _, _, _, src in before):
+                break
+            assert run.poll() is None, run.stdout.read() if run.stdout else ""
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"production never started; events: {before}")
+        time.sleep(1.0)  # some samples and flushes in flight
+        before = _events(db)
+        run.send_signal(signal.SIGKILL)
+        assert run.wait(timeout=10) == -signal.SIGKILL
+
+        listed = subprocess.run(cli("runs", "--db", str(db)), env=env(), capture_output=True,
+                                text=True, timeout=30)
+        assert listed.returncode == 0, listed.stdout + listed.stderr
+        row = [line for line in listed.stdout.splitlines() if "crash-campaign" in line]
+        assert len(row) == 1 and "interrupted" in row[0], listed.stdout
+
+        verified = subprocess.run(cli("audit", "verify", "--db", str(db)), env=env(),
+                                  capture_output=True, text=True, timeout=30)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert "audit trail OK" in verified.stdout
+
+        after = _events(db)
+        assert before and set(before) <= set(after)  # nothing committed was lost
+        assert after[-1][2] == "run_end"  # the interruption itself is on record
+
+        pump = asyncio.run(_read_pump(plant))
+        assert pump["Run.VRbk"] is True, pump  # left running: a dead controller stops nothing
+        assert isinstance(pump["Flow.V"], float) and pump["Flow.V"] > 1.0, pump
+    finally:
+        if run is not None and run.poll() is None:
+            run.kill()
+            run.wait(timeout=5)
+        stop(server)
