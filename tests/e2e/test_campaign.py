@@ -72,9 +72,13 @@ async def test_amine_pump_stall_holds_diverts_and_recovers(tmp_path: Path) -> No
     task = asyncio.create_task(session.run())
     try:
         for _ in range(6000):
-            if session.orchestrator is not None:
+            if session.orchestrator is not None or task.done():
                 break
             await asyncio.sleep(0.01)
+        if task.done():
+            early = task.result()
+            raise AssertionError(f"the run ended before it started: {early.exit_code} "
+                                 f"{early.message}")
         orch = session.orchestrator
         assert orch is not None and session.simulation is not None
         plant: Any = session.simulation

@@ -64,8 +64,11 @@ def _events(db: Path) -> list[tuple[int, float, str, str]]:
         return []
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
     try:
+        # a step's start is recorded under its unit procedure, the step in the payload
         return [tuple(r) for r in conn.execute(
-            "SELECT id, t, kind, source FROM events ORDER BY id")]
+            "SELECT id, t, kind, CASE WHEN kind = 'step_transition' "
+            "THEN coalesce(json_extract(payload, '$.step'), source) ELSE source END "
+            "FROM events ORDER BY id")]
     except sqlite3.OperationalError:  # not created yet
         return []
     finally:
