@@ -151,19 +151,24 @@ class ModuleProxy:
             return RemoteService(self, svc)
         return LocalService(self, svc)
 
-    async def close(self) -> None:
+    async def close(self, timeout: float = 5.0) -> None:
+        """Stop following the module and close its link; every part is bounded, so a peer
+        that does not answer cannot keep a run (or a test) from ending."""
         if self._recovery is not None:
             self._recovery.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._recovery
+                await asyncio.wait_for(self._recovery, timeout)
         for svc in self.services.values():
-            await svc.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(svc.close(), timeout)
         if self._subscription is not None:
             with contextlib.suppress(Exception):
-                await self._subscription.cancel()
+                await asyncio.wait_for(self._subscription.cancel(), timeout)
         if self.driver is not None:
-            with contextlib.suppress(Exception):
-                await self.driver.close()
+            try:
+                await asyncio.wait_for(self.driver.close(), timeout)
+            except Exception as exc:
+                _log.warning("%s: closing the link failed: %r", self.tag, exc)
 
     def _readable_tags(self) -> list[str]:
         if self.driver is None:
