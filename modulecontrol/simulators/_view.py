@@ -191,14 +191,18 @@ class ModuleView:
 
 
 def _noisy(da: DataAssembly, value: float, noise: float) -> float:
-    """``value + noise``, kept inside the assembly's scale range when the value was inside:
-    noise on a reading of exactly 0 bar must not make it an out-of-range (bad) value."""
+    """``value + noise``, reflected back into the assembly's scale range when the value was
+    inside: noise on a reading of 0 bar must not make it an out-of-range (bad) value, and
+    reflecting (rather than clipping) keeps readings at the range end from repeating
+    exactly, which a stale-value watchdog would take for a frozen sensor."""
     out = value + noise
     lo, hi = da.scale_min, da.scale_max
-    if lo is not None and value >= lo:
-        out = max(out, float(lo))
-    if hi is not None and value <= hi:
-        out = min(out, float(hi))
+    if lo is not None and value >= lo and out < lo:
+        out = 2.0 * float(lo) - out
+    if hi is not None and value <= hi and out > hi:
+        out = 2.0 * float(hi) - out
+    if lo is not None and hi is not None and lo <= value <= hi:
+        out = min(max(out, float(lo)), float(hi))  # noise wider than the whole range
     return out
 
 
