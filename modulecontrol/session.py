@@ -141,7 +141,7 @@ class Session:
             self.simulation = await self.simulation_factory(config, self.clock)
             config = self.simulation.config
         self.proxies = proxies_for(config, options=ProxyOptions(
-            poll_interval=self.options.poll_interval))
+            poll_interval=self.options.poll_interval, clock=self.clock.now))
         # Connect every module at once: OPC UA sessions take a moment each.
         results = await asyncio.gather(*(p.start() for p in self.proxies.values()),
                                        return_exceptions=True)

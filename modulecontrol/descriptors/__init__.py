@@ -8,6 +8,7 @@ from modulecontrol.descriptors._assemblies import (
     PARAM_CLASSES,
     PRIMARY_ATTRIBUTE,
     SETPOINT_ATTRIBUTE,
+    STALE_CLASSES,
     DataAssembly,
     value_kind,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "PRIMARY_ATTRIBUTE",
     "SERVICE_CONTROL_ATTRIBUTES",
     "SETPOINT_ATTRIBUTE",
+    "STALE_CLASSES",
     "AttributeBinding",
     "Connection",
     "DataAssembly",

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from modulecontrol.descriptors._base import Ident, Model, UnitStr, quantity_in
+from modulecontrol.descriptors._base import Ident, Model, Seconds, UnitStr, delta_in, quantity_in
 from modulecontrol.descriptors._bindings import AttributeBinding
 from modulecontrol.errors import did_you_mean
 
@@ -311,6 +311,10 @@ WRITABLE_CLASSES = PARAM_CLASSES | frozenset(
     }
 )
 
+STALE_CLASSES = frozenset({"AnaView", "AnaMon", "DIntView", "AnaDrv", "AnaVlv", "PIDCtrl"})
+"""Classes whose primary attribute is a measurement (``V``, ``Rpm``, ``Pos``, ``PV``), where a
+stale-value watchdog (``stale_after``) makes sense."""
+
 PRIMARY_ATTRIBUTE: dict[str, str] = {
     **{c: "V" for c in VIEW_CLASSES},
     **{c: "VOut" for c in PARAM_CLASSES},
@@ -370,6 +374,14 @@ class DataAssembly(Model):
     state1: str = "true"
     idempotent: bool = False
     """Whether writing the same value twice is harmless, so a timed-out write may be retried."""
+    stale_after: Seconds | None = Field(default=None, gt=0)
+    """Stale-value watchdog (off when None): the module is faulted when this measured value
+    has not moved by more than ``deadband`` for this long (simulated seconds) although the
+    module answers. Off by default, because many values are legitimately constant."""
+    deadband: Any = None
+    """Changes up to this size (in ``unit``; a difference, so ``0.5 K`` on a ``degC`` value is
+    0.5) do not count as movement for ``stale_after``: quantisation or last-digit flicker of
+    a frozen transmitter. Default 0: any change counts."""
     bindings: dict[str, AttributeBinding] = Field(default_factory=dict)
 
     @field_validator("min", "max", "scale_min", "scale_max", mode="before")
@@ -395,6 +407,7 @@ class DataAssembly(Model):
             object.__setattr__(self, fname, quantity_in(self.unit, raw))
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        self._check_watchdog(kind)
         for fname in ("default", "safe_value"):
             raw = getattr(self, fname)
             if raw is None:
@@ -407,6 +420,27 @@ class DataAssembly(Model):
                     f"'{attr}' is not an attribute of {self.class_}{did_you_mean(attr, allowed)}"
                 )
         return self
+
+    def _check_watchdog(self, kind: str) -> None:
+        if self.stale_after is None and self.deadband is None:
+            return
+        if kind != "number" or self.class_ not in STALE_CLASSES:
+            raise ValueError(
+                f"'stale_after' and 'deadband' apply to measured analog values "
+                f"({', '.join(sorted(STALE_CLASSES))}), not {self.class_}: a set point or "
+                "parameter is constant by design")
+        if self.deadband is None:
+            return
+        if self.stale_after is None:
+            raise ValueError("'deadband' has no effect without 'stale_after'")
+        try:
+            band = delta_in(self.unit, self.deadband)
+        except ValueError as exc:
+            raise ValueError(f"deadband of {self.name}: {exc}") from None
+        if not band >= 0:
+            raise ValueError(f"deadband of {self.name} must not be negative, "
+                             f"got {self.deadband!r}")
+        object.__setattr__(self, "deadband", band)
 
     def coerce(self, raw: Any, what: str = "value") -> Any:
         """Convert a YAML or recipe value to this assembly's kind and unit, checking limits."""

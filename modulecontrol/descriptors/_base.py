@@ -63,6 +63,26 @@ def quantity_in(unit: str, value: Any) -> float:
         raise ValueError(f"'{value}' cannot be expressed in '{unit or 'dimensionless'}'") from exc
 
 
+def delta_in(unit: str, value: Any) -> float:
+    """Convert a *difference* (a deadband, a noise level) into ``unit``.
+
+    Why not :func:`quantity_in`: for offset units a difference is not a temperature. ``0.5 K``
+    as a deadband of a ``degC`` signal is 0.5, not -272.65; the zero of the value's own unit
+    is subtracted after converting.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"expected a number or a quantity like '0.5 {unit or '%'}'")
+    try:
+        q = parse_quantity(value, unit)
+        target = parse_unit(unit)
+        zero = parse_quantity(0.0, str(q.units))
+        return float(q.to(target).magnitude - zero.to(target).magnitude)
+    except UnitError as exc:
+        raise ValueError(str(exc)) from None
+    except Exception as exc:  # pint's DimensionalityError and friends
+        raise ValueError(f"'{value}' cannot be expressed in '{unit or 'dimensionless'}'") from exc
+
+
 def _seconds(v: Any) -> Any:
     if isinstance(v, str):
         return quantity_in("s", v)

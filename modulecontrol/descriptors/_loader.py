@@ -136,18 +136,26 @@ class PlantConfig:
 def apply_overrides(mt: ModuleType, inst: ModuleInstance) -> ModuleType:
     """The instance's view of its type: assembly limits, safe values and properties replaced."""
     ov = inst.overrides
-    if not ov.assemblies and not ov.properties and not ov.simulator:
+    if not ov.assemblies and not ov.properties and not ov.simulator and not ov.simulator_noise:
         return mt
     data = mt.model_dump(by_alias=True, exclude_none=True)
     for da in data.get("data_assemblies", []):
         change = ov.assemblies.get(da["name"])
         if change is not None:
-            da.update(change.model_dump(exclude_none=True))
+            update = change.model_dump(exclude_none=True)
+            if update.get("stale_after") == "off":  # the watchdog and its deadband go
+                for key in ("stale_after", "deadband"):
+                    update.pop(key, None)
+                    da.pop(key, None)
+            da.update(update)
     data.setdefault("properties", {}).update(ov.properties)
-    if ov.simulator:
-        if data.get("simulator") is None:
-            raise ValueError(f"module type {mt.name} has no simulator to override")
-        data["simulator"].setdefault("parameters", {}).update(ov.simulator)
+    for key, sub, given in (("parameters", "simulator", ov.simulator),
+                            ("noise", "simulator_noise", ov.simulator_noise)):
+        if given:
+            if data.get("simulator") is None:
+                raise ValueError(f"module type {mt.name} has no simulator; "
+                                 f"'overrides.{sub}' needs one")
+            data["simulator"].setdefault(key, {}).update(given)
     return ModuleType.model_validate(data)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -11,11 +12,14 @@ from modulecontrol.descriptors._assemblies import (
     PARAM_CLASSES,
     DataAssembly,
 )
-from modulecontrol.descriptors._base import Ident, Model
+from modulecontrol.descriptors._base import Ident, Model, delta_in
 from modulecontrol.descriptors._bindings import AttributeBinding, OpcUaBinding
 from modulecontrol.errors import did_you_mean
 
 PathKey = tuple[str | int, ...]
+
+NOISY_CLASSES = frozenset({"AnaView", "AnaMon"})
+"""Classes whose simulated value may carry measurement noise (``simulator.noise``)."""
 
 SERVICE_CONTROL_ATTRIBUTES: tuple[str, ...] = (
     "CommandOp",
@@ -234,6 +238,11 @@ class SimulatorSpec(Model):
     own state machine (a PEA): ``{Tempering: {Execute: {temperature_setpoint: {param:
     TempSP}}, Stopping: {temperature_setpoint: 20 degC}}}``. A value ``{param: Name}`` takes
     the parameter's applied value (VOut)."""
+    noise: dict[str, Any] = Field(default_factory=dict)
+    """Measurement noise of simulated sensors: measured assembly -> standard deviation of
+    Gaussian noise in its unit (``Pressure: 0.02 bar``). None by default, so simulated values
+    are exactly reproducible; give it where a stale-value watchdog (``stale_after``) watches a
+    simulated value that is constant at steady state, as a real sensor's never is."""
 
 
 class ModuleType(Model):
@@ -338,6 +347,11 @@ class ModuleType(Model):
                                     f"{did_you_mean(w.param, params)}",
                                 )
                             )
+        if self.simulator is not None:
+            for name, std in self.simulator.noise.items():
+                msg = self._noise_problem(das, name, std)
+                if msg:
+                    out.append((("simulator", "noise", name), msg))
         for wi, w in enumerate(self.safe_state):
             msg = self._write_problem(das, w, "safe_state")
             if msg:
@@ -360,6 +374,24 @@ class ModuleType(Model):
                 f"{where}: parameter '{name}' is a {das[name].class_}; parameters must be "
                 f"one of {', '.join(sorted(PARAM_CLASSES))}"
             )
+        return None
+
+    def _noise_problem(self, das: dict[str, DataAssembly], name: str, std: Any) -> str | None:
+        if name not in das:
+            return f"noise: '{name}' is not a data assembly{did_you_mean(name, das)}"
+        da = das[name]
+        if da.class_ not in NOISY_CLASSES:
+            return (f"noise: {name} is a {da.class_}; noise applies to measured analog values "
+                    f"({', '.join(sorted(NOISY_CLASSES))})")
+        assert self.simulator is not None
+        if name not in self.simulator.links:
+            return f"noise: {name} has no simulator link, so it has no simulated value"
+        try:
+            value = delta_in(da.unit, std)
+        except ValueError as exc:
+            return f"noise of {name}: {exc}"
+        if not (math.isfinite(value) and value >= 0):
+            return f"noise of {name} must be a standard deviation >= 0, got {std!r}"
         return None
 
     @staticmethod

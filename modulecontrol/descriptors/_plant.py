@@ -157,6 +157,9 @@ class AssemblyOverride(Model):
     max: Any = None
     default: Any = None
     safe_value: Any = None
+    stale_after: Seconds | Literal["off"] | None = None
+    """Stale-value watchdog of this instance's value; ``off`` turns the type's off."""
+    deadband: Any = None
 
 
 class Overrides(Model):
@@ -164,6 +167,9 @@ class Overrides(Model):
     properties: dict[str, Any] = Field(default_factory=dict)
     simulator: dict[str, Any] = Field(default_factory=dict)
     """Parameters of the simulator model for this instance."""
+    simulator_noise: dict[str, Any] = Field(default_factory=dict)
+    """Measurement noise of this simulated instance: assembly -> standard deviation, merged
+    into the type's ``simulator.noise``."""
 
 
 class ModuleInstance(Model):

@@ -252,6 +252,13 @@ class BaseDriver:
     """
 
     transport: ClassVar[str] = ""
+    source_timestamps: ClassVar[bool] = False
+    """Whether ``TagValue.timestamp`` is the device's time of the value (OPC UA
+    SourceTimestamp) rather than the time of the read; the proxy's stale-value watchdog
+    then also treats a timestamp that stops advancing as stale."""
+    reports_changes_only: ClassVar[bool] = False
+    """Whether ``subscribe`` calls back only when a value changes (OPC UA data changes)
+    instead of with every poll; the watchdog then reads quiet watched tags itself."""
 
     def __init__(self, module_type: ModuleType, instance: ModuleInstance) -> None:
         if instance.endpoint is None:

@@ -446,6 +446,8 @@ class OpcUaDriver(BaseDriver):
     """OPC UA client for one MTP PEA (or any server whose node map is in the descriptor)."""
 
     transport: ClassVar[str] = "opcua"
+    source_timestamps: ClassVar[bool] = True
+    reports_changes_only: ClassVar[bool] = True
 
     def __init__(self, module_type: ModuleType, instance: ModuleInstance) -> None:
         super().__init__(module_type, instance)

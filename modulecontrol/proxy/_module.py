@@ -11,7 +11,10 @@ owns the module's fault reaction:
 
 On communication loss the module is reported faulted; when the link returns, the proxy
 drives the descriptor's safe state before anything else and aborts its local services, so a
-pump that lost its controller is never left running unobserved.
+pump that lost its controller is never left running unobserved. A measured value that is
+bad (NaN, out of its scale) or stale (frozen for its ``stale_after`` although the module
+answers, see :mod:`modulecontrol.proxy._stale`) also reports the module faulted, until the
+value is plausible and moving again.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from modulecontrol.descriptors import PARAM_CLASSES, DataAssembly, ModuleInstanc
 from modulecontrol.descriptors._module import Service, Write
 from modulecontrol.drivers import Driver, DriverError, NotWritable, Quality, TagValue, load_driver
 from modulecontrol.proxy._signals import read_attribute, write_attribute
+from modulecontrol.proxy._stale import StaleWatch
 from modulecontrol.statemachine import (
     Channel,
     Command,
@@ -81,6 +85,9 @@ class ProxyOptions:
     check_values: bool = True
     """Treat measured numbers that are NaN/infinite or outside the assembly's
     ``scale_min``..``scale_max`` as bad values that fault the module (see ``_checked``)."""
+    clock: Callable[[], float] = time.monotonic
+    """Seconds for the stale-value watchdog (assemblies with ``stale_after``). A run passes
+    its ``Clock.now``, so ``stale_after: 30 s`` means 30 simulated seconds at any speed."""
 
 
 class ModuleProxy:
@@ -114,6 +121,12 @@ class ModuleProxy:
         self._assemblies = {da.name: da for da in module_type.data_assemblies}
         self._comm_lost = False
         self._bad_values: dict[str, str] = {}
+        self._watches = {da.name: StaleWatch(da.stale_after, float(da.deadband or 0.0))
+                         for da in module_type.data_assemblies if da.stale_after is not None}
+        """Stale-value watchdogs of the assemblies that configure ``stale_after``."""
+        self._stale: dict[str, str] = {}
+        self._heard: set[str] = set()
+        self._quiet_reader: asyncio.Task[None] | None = None
         for da in module_type.data_assemblies:
             if da.default is not None and da.class_ in PARAM_CLASSES:
                 self.parameters[da.name] = da.default
@@ -144,6 +157,10 @@ class ModuleProxy:
             self._subscription = await self.driver.subscribe(
                 tags, self.options.poll_interval, self._on_values
             )
+        watched = [t for t, a in self._read_names.items() if a in self._watches]
+        if watched and getattr(self.driver, "reports_changes_only", False):
+            self._quiet_reader = asyncio.get_running_loop().create_task(
+                self._read_quiet(watched), name=f"stale watchdog {self.tag}")
 
     def _make_service(self, svc: Service) -> ServiceProxy:
         """A PEA's own state machine is followed; otherwise the proxy runs one."""
@@ -154,10 +171,11 @@ class ModuleProxy:
     async def close(self, timeout: float = 5.0) -> None:
         """Stop following the module and close its link; every part is bounded, so a peer
         that does not answer cannot keep a run (or a test) from ending."""
-        if self._recovery is not None:
-            self._recovery.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._recovery, timeout)
+        for task in (self._recovery, self._quiet_reader):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(task, timeout)
         for svc in self.services.values():
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(svc.close(), timeout)
@@ -193,22 +211,33 @@ class ModuleProxy:
                 _log.exception("%s: state listener failed", self.tag)
 
     # -- values -----------------------------------------------------------------------------
-    def _on_values(self, values: Mapping[str, TagValue]) -> None:
+    def _on_values(self, values: Mapping[str, TagValue], *, judge_link: bool = True) -> None:
+        """Take a batch of answers. ``judge_link``: an all-BAD batch means the link is lost
+        (False for the watchdog's own reads of a few tags, which must not decide that)."""
         named: dict[str, TagValue] = {}
-        all_bad = bool(values) and all(v.quality is Quality.BAD for v in values.values())
+        all_bad = (judge_link and bool(values)
+                   and all(v.quality is Quality.BAD for v in values.values()))
+        if all_bad:  # an outage is not time without movement: watchdogs restart afterwards
+            for watch in self._watches.values():
+                watch.reset()
+            self._stale.clear()
         for tag, tv in values.items():
             primary = self._read_names.get(tag)
-            if primary is not None and self.options.check_values and not all_bad:
-                tv = self._checked(primary, tv)
+            if primary is not None and not all_bad:
+                if self.options.check_values:
+                    tv = self._checked(primary, tv)
+                if primary in self._watches:
+                    tv = self._watched(primary, tv)
             self.values[tag] = tv
             named[tag] = tv
             if primary is not None:
                 self.values[primary] = tv
                 named[primary] = tv
         was_lost = self._comm_lost
-        self._comm_lost = all_bad
+        if judge_link:
+            self._comm_lost = all_bad
         self._update_fault()
-        if (was_lost and not all_bad and self.options.safe_state_on_reconnect
+        if (judge_link and was_lost and not all_bad and self.options.safe_state_on_reconnect
                 and self._recovery is None):
                 self._recovery = asyncio.get_running_loop().create_task(self._recover())
         for listener in list(self._value_listeners):
@@ -249,14 +278,58 @@ class ModuleProxy:
         self._bad_values[assembly] = reason
         return TagValue(tv.value, Quality.BAD, tv.timestamp, tv.raw)
 
+    def _watched(self, assembly: str, tv: TagValue) -> TagValue:
+        """The stale-value watchdog on a fresh answer of the module: a value that has not
+        moved for its ``stale_after`` is marked BAD (conditions then see no value: a reading
+        that may no longer follow the process must not divert product or declare a steady
+        state) and faults the module until it moves again. Only answers count, so a silent
+        link is reported as lost communication, never as a stale value."""
+        watch = self._watches[assembly]
+        self._heard.add(assembly)
+        v = tv.value
+        if (tv.quality is Quality.BAD or isinstance(v, bool) or not isinstance(v, int | float)
+                or not math.isfinite(float(v))):
+            watch.reset()  # a bad value is reported as such; timing restarts when it is good
+            self._stale.pop(assembly, None)
+            return tv
+        source = tv.timestamp if getattr(self.driver, "source_timestamps", False) else None
+        reason = watch.observe(self.options.clock(), float(v), source)
+        if reason is None:
+            self._stale.pop(assembly, None)
+            return tv
+        self._stale[assembly] = reason
+        return TagValue(tv.value, Quality.BAD, tv.timestamp, tv.raw)
+
+    async def _read_quiet(self, tags: Sequence[str]) -> None:
+        """For drivers that report changes only (OPC UA subscriptions), a frozen value sends
+        nothing at all: read the watched tags that stayed quiet for a poll interval, so the
+        watchdog sees the module answer with the same value (and source timestamp)."""
+        assert self.driver is not None
+        while True:
+            await asyncio.sleep(self.options.poll_interval)
+            quiet = [t for t in tags if self._read_names[t] not in self._heard]
+            self._heard.clear()
+            if not quiet or self._comm_lost:
+                continue
+            try:
+                values = await self.driver.read(quiet)
+            except DriverError:
+                continue  # the subscription reports a lost link; a failed read is not stale
+            self._on_values(values, judge_link=False)
+            self._heard.difference_update(self._read_names[t] for t in quiet)
+
     def _update_fault(self) -> None:
         if self._comm_lost:
             fault: str | None = "communication lost"
-        elif self._bad_values:
-            fault = "bad value: " + "; ".join(
-                f"{self.tag}.{a} = {r}" for a, r in sorted(self._bad_values.items()))
         else:
-            fault = None
+            parts = []
+            if self._bad_values:
+                parts.append("bad value: " + "; ".join(
+                    f"{self.tag}.{a} = {r}" for a, r in sorted(self._bad_values.items())))
+            if self._stale:
+                parts.append("stale value: " + "; ".join(
+                    f"{self.tag}.{a} {r}" for a, r in sorted(self._stale.items())))
+            fault = "; ".join(parts) or None
         if fault != self.fault and (fault is None or self.fault is None
                                     or fault.split(":")[0] != self.fault.split(":")[0]):
             self._set_fault(fault)

@@ -14,11 +14,14 @@ variables*, defined per model kind in :func:`_virtual_variables`.
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from zlib import crc32
 
 from modulecontrol.descriptors import DataAssembly, ModuleType, SimulatorSpec
+from modulecontrol.descriptors._base import delta_in
 from modulecontrol.simulators.models import Thermostat, UnitModel
 from modulecontrol.units import UnitError, convert, to_si
 
@@ -87,6 +90,11 @@ class ModuleView:
         self.variables = _model_variables(self.model)
         self.variables.update(_virtual_variables(self))
         self._links = dict(self.spec.links)
+        self.noise: dict[str, float] = {
+            name: delta_in(self.module_type.assembly(name).unit, std)
+            for name, std in self.spec.noise.items()}
+        """Measurement noise (standard deviation in the assembly's unit) per assembly."""
+        self._rng = random.Random(crc32(self.tag.encode()))  # reproducible per module
 
     @property
     def spec(self) -> SimulatorSpec:
@@ -140,7 +148,13 @@ class ModuleView:
         faults: Any = getattr(self.model, "_sensor_faults", {})
         if not math.isfinite(raw) and name in faults and da.kind == "number":
             return raw  # an injected failed sensor reads NaN/inf on the wire, as a real one
-        return _to_engineering(da, self.variable(name), raw)
+        value = _to_engineering(da, self.variable(name), raw)
+        std = self.noise.get(assembly)
+        if std and (attribute is None or attribute in _VALUE_ATTRIBUTES):
+            fault = faults.get(name)
+            if fault is None or fault.kind != "stuck":  # a frozen sensor does not flicker
+                value = _noisy(da, value, self._rng.gauss(0.0, std))
+        return value
 
     def write(self, assembly: str, attribute: str | None, value: Any) -> bool:
         """Apply an engineering value; returns False when the signal has no link."""
@@ -174,6 +188,22 @@ class ModuleView:
                     self.write_var(var, raw)
             else:
                 self.write_var(var, value)
+
+
+def _noisy(da: DataAssembly, value: float, noise: float) -> float:
+    """``value + noise``, reflected back into the assembly's scale range when the value was
+    inside: noise on a reading of 0 bar must not make it an out-of-range (bad) value, and
+    reflecting (rather than clipping) keeps readings at the range end from repeating
+    exactly, which a stale-value watchdog would take for a frozen sensor."""
+    out = value + noise
+    lo, hi = da.scale_min, da.scale_max
+    if lo is not None and value >= lo and out < lo:
+        out = 2.0 * float(lo) - out
+    if hi is not None and value <= hi and out > hi:
+        out = 2.0 * float(hi) - out
+    if lo is not None and hi is not None and lo <= value <= hi:
+        out = min(max(out, float(lo)), float(hi))  # noise wider than the whole range
+    return out
 
 
 def _convert(value: float, to_unit: str, from_unit: str) -> float:

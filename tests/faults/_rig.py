@@ -22,6 +22,12 @@ from modulecontrol.simulators import PlantServer, SimulatedPlant
 TIMEOUT = 0.3
 """Endpoint timeout of P1 (s): every detection bound is twice this."""
 
+STALE_AFTER = 20.0
+"""Simulated seconds a measured ``signal`` may stay frozen before P1 is faulted (the frozen
+cell); its simulated sensor has measurement noise, as a real one, so it never freezes by
+itself."""
+_NOISE = {"Pressure": "0.05 bar", "T": "0.05 K"}
+
 _SINK = ("  - {tag: W1, type: DivertValve, simulated: true,\n"
          "     endpoint: {protocol: modbus-tcp, port: 15029, unit_id: 2}}\n")
 _EP = f"timeout: {TIMEOUT}"
@@ -82,8 +88,10 @@ def plant_text(t: Transport) -> str:
         conns += "  - {from: P0.outlet, to: P1.inlet, volume: 1 mL}\n"
     mods += (f"  - tag: P1\n    type: {t.module_type}\n    simulated: true\n"
              f"    endpoint: {t.endpoint}\n")
-    if t.feed:
-        mods += "    overrides: {simulator: {feed: {THF: 12.33 mol/L}}}\n"
+    feed = "simulator: {feed: {THF: 12.33 mol/L}}, " if t.feed else ""
+    watch = f"{{{t.signal}: {{stale_after: {STALE_AFTER:g} s}}}}"
+    mods += (f"    overrides: {{{feed}assemblies: {watch}, "
+             f"simulator_noise: {{{t.signal}: {_NOISE[t.signal]}}}}}\n")
     conns += "  - {from: P1.outlet, to: W1.inlet, volume: 1 mL}\n"
     return f"kind: Plant\nname: fault-rig\nmodules:\n{mods}{_SINK}connections:\n{conns}"
 

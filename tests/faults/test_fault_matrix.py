@@ -25,6 +25,7 @@ from modulecontrol.drivers import DriverError
 from modulecontrol.session import RunOptions, Session
 from modulecontrol.statemachine import Command, State
 from tests.faults._rig import (
+    STALE_AFTER,
     TIMEOUT,
     TRANSPORTS,
     Rig,
@@ -35,7 +36,8 @@ from tests.faults._rig import (
 )
 from tests.faults.conftest import CellResult, record_result
 
-FAULTS = ("no_reply", "slow_reply", "garbage", "error", "link_lost", "bad_value", "stuck")
+FAULTS = ("no_reply", "slow_reply", "garbage", "error", "link_lost", "bad_value", "stuck",
+          "frozen")
 SPEED = 100.0
 POLL = 0.05
 BOUND = 2 * TIMEOUT + POLL
@@ -60,6 +62,7 @@ class Cell:
         self.rig, self.t, self.fault = rig, t, fault
         self.na: str | None = None
         self.how = ""
+        self.bound = BOUND
         faults = rig.plant.faults
         relay = rig.relay
         sig = t.signal
@@ -114,6 +117,11 @@ class Cell:
             self.inject = lambda: faults.inject("P1", "stuck", variable=sig,
                                                 value=math.nan) and None
             self.clear = lambda: faults.clear("P1", "stuck") and None
+        elif fault == "frozen":  # a plausible value: only the stale-value watchdog sees it
+            self.how = f"sensor {sig} frozen at its reading (stale_after {STALE_AFTER:g} s)"
+            self.bound = BOUND + STALE_AFTER / SPEED
+            self.inject = lambda: faults.inject("P1", "stuck", variable=sig) and None
+            self.clear = lambda: faults.clear("P1", "stuck") and None
         else:
             self.how = f"sensor {sig} stuck at {t.stuck_value:g} (violates `{t.trip}`)"
             self.inject = lambda: faults.inject("P1", "stuck", variable=sig,
@@ -149,7 +157,7 @@ async def _run_cell(session: Session, rig: Rig, t: Transport, fault: str) -> Cel
     assert orch is not None
     proxy = session.proxies["P1"]
     cell = Cell(rig, t, fault)
-    res = CellResult(t.label, fault, cell.how, TIMEOUT, BOUND)
+    res = CellResult(t.label, fault, cell.how, TIMEOUT, cell.bound)
     if cell.na is not None:
         res.note = cell.na
         return res
