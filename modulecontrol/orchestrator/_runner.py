@@ -167,6 +167,8 @@ class Orchestrator:
         self._used: dict[tuple[str, str], Any] = {}
         self._held_by_us: set[tuple[str, str]] = set()
         self._hold_reasons: dict[str, str] = {}
+        self._module_faults: dict[str, str] = {}
+        """Each faulted module's fault text, so its recovery can say what cleared."""
         self._release_tasks: set[asyncio.Task[None]] = set()
         self._finished = asyncio.Event()
         self._goto_done = False
@@ -378,10 +380,14 @@ class Orchestrator:
 
     def _on_fault(self, tag: str, fault: str | None) -> None:
         if fault is None:
-            self.log.emit("module_recovered", tag, "communication restored")
+            was = self._module_faults.pop(tag, "")
+            what = ("communication restored" if not was or was.startswith("communication")
+                    else f"cleared: {was}")
+            self.log.emit("module_recovered", tag, what, was=was)
             if self.on_comm_loss == "hold":
                 self._release_hold(f"module:{tag}", auto=True)
             return
+        self._module_faults[tag] = fault
         self.log.emit("module_fault", tag, fault)
         if self.on_comm_loss == "hold":
             self._request_hold(f"module:{tag}", f"{tag}: {fault}")

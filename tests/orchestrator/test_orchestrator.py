@@ -167,6 +167,10 @@ async def test_abort_drives_safe_state(rig: Rig) -> None:
             if orch.progress.step == "campaign":
                 break
             await asyncio.sleep(0.01)
+        for _ in range(500):  # the step may end before the valve's write lands (under load)
+            if rig.valve.store.get(1, "coil", 0) == [1]:
+                break
+            await asyncio.sleep(0.01)
         assert rig.valve.store.get(1, "coil", 0) == [1]  # to product
         orch.command(Command.ABORT, "test")
         assert await asyncio.wait_for(task, 10) is RunResult.ABORTED
