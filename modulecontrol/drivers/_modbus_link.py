@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -43,6 +44,15 @@ EXCEPTION_NAMES: dict[int, str] = {
 }
 
 ModbusEndpoint = ModbusTcpEndpoint | ModbusRtuEndpoint
+
+if sys.platform != "win32":
+    import termios
+
+    _SETUP_ERRORS: tuple[type[Exception], ...] = (termios.error, ValueError)
+else:  # pragma: no cover - pyserial reports refused settings as ValueError there
+    _SETUP_ERRORS = (ValueError,)
+"""What pyserial raises when a port opens but refuses the line settings (``termios.error``
+is no OSError): e.g. parity on a pseudo-terminal, a baud rate the adapter cannot do."""
 
 
 def link_key(ep: ModbusEndpoint) -> tuple[Any, ...]:
@@ -120,16 +130,27 @@ class Link:
                 f"no link to {self.where}; next reconnect attempt in "
                 f"{self.next_attempt - now:.1f} s"
             )
+        refused = ""
         try:
             ok = await asyncio.wait_for(self.client.connect(), self.timeout + 1.0)
         except (TimeoutError, OSError, ModbusException):
             ok = False
+        except _SETUP_ERRORS as exc:
+            ok = False
+            ep = self.endpoint
+            if isinstance(ep, ModbusRtuEndpoint):
+                refused = (f"{ep.port} refused the line settings {ep.baudrate} baud "
+                           f"{ep.bytesize}{ep.parity}{ep.stopbits} ({exc}); check that "
+                           "the adapter supports them (a pseudo-terminal takes no parity "
+                           "and 8 data bits only)")
+            else:
+                refused = f"cannot connect to {self.where}: {exc}"
         if not ok or not self.is_up():
             self.next_attempt = time.monotonic() + self.delay
             self.delay = min(self.delay * 2, self.max_delay)
             raise Disconnected(
-                f"cannot connect to {self.where}: check that the device is powered and "
-                "reachable and that the endpoint's host/port is right"
+                refused or f"cannot connect to {self.where}: check that the device is powered "
+                "and reachable and that the endpoint's host/port is right"
             )
         if self.ever_connected:
             self.reconnects += 1

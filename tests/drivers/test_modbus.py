@@ -284,6 +284,28 @@ async def test_rtu_line_settings_must_agree() -> None:
         await line.stop()
 
 
+async def test_rtu_port_refusing_line_settings_is_disconnected(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A port that opens but refuses the line settings (pyserial raises ``termios.error``,
+    which is no OSError: a pty asked for parity, an adapter for a baud rate it cannot do) is
+    a failed connect naming the settings, not a bare ``(22, 'Invalid argument')``."""
+    termios = pytest.importorskip("termios")
+    from pymodbus.client import AsyncModbusSerialClient
+
+    async def refuse(self: AsyncModbusSerialClient) -> bool:
+        raise termios.error(22, "Invalid argument")
+
+    monkeypatch.setattr(AsyncModbusSerialClient, "connect", refuse)
+    drv = rtu_driver("/dev/ttyRS485", 1, "A", parity="E", baudrate=19200)
+    try:
+        with pytest.raises(Disconnected, match=r"/dev/ttyRS485 refused the line settings "
+                                               r"19200 baud 8E1 \(\(22, 'Invalid argument'"):
+            await drv.connect()
+        assert not drv.health().connected
+    finally:
+        await drv.close()
+
+
 def test_descriptor_type_has_all_kinds() -> None:
     names = {d.name for d in ALL_TYPES.data_assemblies}
     assert {_name(k, wo, bo) for k in TYPES for wo, bo in ORDERS} <= names
