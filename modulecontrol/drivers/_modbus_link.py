@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -43,6 +44,15 @@ EXCEPTION_NAMES: dict[int, str] = {
 }
 
 ModbusEndpoint = ModbusTcpEndpoint | ModbusRtuEndpoint
+
+if sys.platform != "win32":
+    import termios
+
+    _SETUP_ERRORS: tuple[type[Exception], ...] = (termios.error, ValueError)
+else:  # pragma: no cover - pyserial reports refused settings as ValueError there
+    _SETUP_ERRORS = (ValueError,)
+"""What pyserial raises when a port opens but refuses the line settings (``termios.error``
+is no OSError): e.g. parity on a pseudo-terminal, a baud rate the adapter cannot do."""
 
 
 def link_key(ep: ModbusEndpoint) -> tuple[Any, ...]:
@@ -120,16 +130,27 @@ class Link:
                 f"no link to {self.where}; next reconnect attempt in "
                 f"{self.next_attempt - now:.1f} s"
             )
+        refused = ""
         try:
             ok = await asyncio.wait_for(self.client.connect(), self.timeout + 1.0)
         except (TimeoutError, OSError, ModbusException):
             ok = False
+        except _SETUP_ERRORS as exc:
+            ok = False
+            ep = self.endpoint
+            if isinstance(ep, ModbusRtuEndpoint):
+                refused = (f"{ep.port} refused the line settings {ep.baudrate} baud "
+                           f"{ep.bytesize}{ep.parity}{ep.stopbits} ({exc}); check that "
+                           "the adapter supports them (a pseudo-terminal takes no parity "
+                           "and 8 data bits only)")
+            else:
+                refused = f"cannot connect to {self.where}: {exc}"
         if not ok or not self.is_up():
             self.next_attempt = time.monotonic() + self.delay
             self.delay = min(self.delay * 2, self.max_delay)
             raise Disconnected(
-                f"cannot connect to {self.where}: check that the device is powered and "
-                "reachable and that the endpoint's host/port is right"
+                refused or f"cannot connect to {self.where}: check that the device is powered "
+                "and reachable and that the endpoint's host/port is right"
             )
         if self.ever_connected:
             self.reconnects += 1
@@ -178,6 +199,12 @@ class Link:
                                   module=module) from None
         if rsp is None:
             raise DriverTimeout(f"unit {unit} gave no reply to {what}", module=module)
+        foreign = _foreign_reply(rsp, call, args, kwargs)
+        if foreign is not None:
+            raise DriverTimeout(
+                f"unit {unit} did not answer {what}: the reply that came belongs to another "
+                f"request ({foreign}), e.g. a late answer to one that timed out",
+                module=module)
         if rsp.isError():
             code = int(getattr(rsp, "exception_code", 0))
             name = EXCEPTION_NAMES.get(code, "unknown exception")
@@ -191,6 +218,49 @@ class Link:
         self.closed = True
         self.client.close()
         await asyncio.sleep(0)
+
+
+_FUNCTION_CODES: dict[str, int] = {
+    "read_coils": 1, "read_discrete_inputs": 2, "read_holding_registers": 3,
+    "read_input_registers": 4, "write_coil": 5, "write_register": 6, "write_registers": 16,
+}
+"""Function code of the reply each client call expects (an exception reply adds 0x80)."""
+
+
+def _foreign_reply(rsp: Any, call: Callable[..., Awaitable[Any]], args: tuple[Any, ...],
+                   kwargs: dict[str, Any]) -> str | None:
+    """Why ``rsp`` cannot be the reply to this request, or None if it can be.
+
+    Why: RTU frames carry no transaction id, and pymodbus matches a reply to the pending
+    request by unit id alone. A reply that arrives after its request timed out is therefore
+    taken as the answer to the *next* request: a coil read's bits decoded as registers, or a
+    write reported done when the device has not answered it. Function code, read length and
+    a write's echoed address (and count) tell most of these apart; two reads of the same
+    length and table cannot be, since a read reply does not echo its address. The echoed
+    value is not compared: devices (pymodbus' server too) echo the value read back after the
+    write, which differs for a momentary command such as a totaliser reset.
+    """
+    fc = _FUNCTION_CODES.get(getattr(call, "__name__", ""))
+    if fc is None:
+        return None
+    got = int(rsp.function_code) & 0x7F
+    if got != fc:
+        return f"function {got}, not {fc}"
+    if rsp.isError():
+        return None
+    if fc <= 2:
+        count = int(kwargs.get("count", 1))
+        if not count <= len(rsp.bits) < count + 8:
+            return f"{len(rsp.bits)} bits, not {count}"
+    elif fc <= 4:
+        count = int(kwargs.get("count", 1))
+        if len(rsp.registers) != count:
+            return f"{len(rsp.registers)} registers, not {count}"
+    elif rsp.address != args[0]:
+        return f"echo of address {rsp.address}, not {args[0]}"
+    elif fc == 16 and rsp.count != len(args[1]):
+        return f"echo of {rsp.count} registers, not {len(args[1])}"
+    return None
 
 
 _POOL: dict[tuple[Any, ...], Link] = {}

@@ -40,6 +40,14 @@ from modulecontrol.simulators.syringe_serial import SyringeSerialEmulator
 __all__ = ["PlantServer", "ServeError", "ServedEndpoint"]
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+_PTY_LINE: dict[str, Any] = {"parity": "N", "bytesize": 8}
+"""Line settings a served pseudo-terminal is opened with, whatever the plant's line says.
+
+A pty moves bytes, not characters on a wire: Linux keeps it at 8 data bits without parity and
+``tcsetattr`` fails with EINVAL when a client asks for parity or 7-bit characters (the Modbus
+RTU default 8E1 included), so a driver could never open a simulated RTU line. Baud rate and
+stop bits are accepted (and ignored), so they stay as configured."""
+_LINE_SETTINGS = ("baudrate", "bytesize", "parity", "stopbits")
 _log = logging.getLogger(__name__)
 
 
@@ -172,6 +180,15 @@ class PlantServer:
                 if ep.unit_id in line:
                     raise ServeError(f"{tag}: unit id {ep.unit_id} on {ep.port} is already "
                                      f"used by {line[ep.unit_id][0]}")
+                if line:  # the pty is opened 8N1 for all: check the plant's line here
+                    other, _ = next(iter(line.values()))
+                    first_ep = cfg.instance(other).endpoint
+                    for f in _LINE_SETTINGS:
+                        if getattr(ep, f) != getattr(first_ep, f):
+                            raise ServeError(
+                                f"{tag}: {f} {getattr(ep, f)} on {ep.port} differs from "
+                                f"{getattr(first_ep, f)} of {other}; devices on one line "
+                                "share its settings")
                 line[ep.unit_id] = (tag, view)
             elif isinstance(ep, OpcUaEndpoint):
                 m = re.match(r"^opc\.tcp://([^/:\s]+)(?::(\d+))?(/.*)?$", ep.url)
@@ -192,7 +209,7 @@ class PlantServer:
                 emu.reply_terminator = ep.read_terminator.encode()
                 await emu.start()
                 self.serial[tag] = emu
-                self.endpoints[tag] = ep.model_copy(update={"port": emu.port})
+                self.endpoints[tag] = ep.model_copy(update={"port": emu.port, **_PTY_LINE})
             else:
                 raise ServeError(f"{tag}: serving {ep.protocol} is not supported; simulate it "
                                  "over modbus-tcp, modbus-rtu, opcua or serial")
@@ -207,7 +224,7 @@ class PlantServer:
             for tag, _ in line.values():
                 ep = cfg.instance(tag).endpoint
                 assert ep is not None
-                self.endpoints[tag] = ep.model_copy(update={"port": rtu.port})
+                self.endpoints[tag] = ep.model_copy(update={"port": rtu.port, **_PTY_LINE})
 
     async def _publish(self) -> None:
         while True:

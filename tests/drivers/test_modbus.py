@@ -284,6 +284,54 @@ async def test_rtu_line_settings_must_agree() -> None:
         await line.stop()
 
 
+async def test_rtu_late_reply_is_not_taken_for_the_next_request() -> None:
+    """RTU has no transaction id: the late reply to a read that timed out arrives while the
+    next request (a write) waits. It must not count as the write's answer (the write's
+    outcome is unknown: DriverTimeout), and the write is still sent only once."""
+    store = RecordingStore()
+    line = RtuResponder(store)
+    await line.start()
+    drv = rtu_driver(line.port, 1, "A", read_retries=0)  # timeout 0.2 s
+    try:
+        await drv.connect()
+        store.delay = 0.3
+        with pytest.raises(DriverTimeout, match="did not answer read"):
+            await drv.read(["Level.V"])
+        with pytest.raises(DriverTimeout,
+                           match=r"belongs to another request \(function 4, not 6\)"):
+            await drv.write("I16_big_big.VMan", 7)
+        store.delay = 0.0
+        await asyncio.sleep(0.3)  # let the write's own late reply go by
+        assert store.count("write") == 1
+        assert store.get(1, "holding", 0) == [7]
+        assert (await drv.read(["I16_big_big.VMan"]))["I16_big_big.VMan"].value == 7
+    finally:
+        await drv.close()
+        await line.stop()
+
+
+async def test_rtu_port_refusing_line_settings_is_disconnected(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A port that opens but refuses the line settings (pyserial raises ``termios.error``,
+    which is no OSError: a pty asked for parity, an adapter for a baud rate it cannot do) is
+    a failed connect naming the settings, not a bare ``(22, 'Invalid argument')``."""
+    termios = pytest.importorskip("termios")
+    from pymodbus.client import AsyncModbusSerialClient
+
+    async def refuse(self: AsyncModbusSerialClient) -> bool:
+        raise termios.error(22, "Invalid argument")
+
+    monkeypatch.setattr(AsyncModbusSerialClient, "connect", refuse)
+    drv = rtu_driver("/dev/ttyRS485", 1, "A", parity="E", baudrate=19200)
+    try:
+        with pytest.raises(Disconnected, match=r"/dev/ttyRS485 refused the line settings "
+                                               r"19200 baud 8E1 \(\(22, 'Invalid argument'"):
+            await drv.connect()
+        assert not drv.health().connected
+    finally:
+        await drv.close()
+
+
 def test_descriptor_type_has_all_kinds() -> None:
     names = {d.name for d in ALL_TYPES.data_assemblies}
     assert {_name(k, wo, bo) for k in TYPES for wo, bo in ORDERS} <= names
