@@ -12,6 +12,9 @@ One driver talks to one PEA. What it adds to :class:`BaseDriver`:
 * subscriptions with an explicit sampling interval and queue size whose revised values are
   checked and reported; notifications go through an ``asyncio.Queue`` to a consumer task so
   a slow callback never stalls asyncua's publish loop;
+* a keep-alive read every half ``timeout`` (each with the endpoint ``timeout``), so a link
+  that stalls or answers late is declared lost within 1.5 timeouts, not after asyncua's
+  one-second watchdog tick plus its one-second probe;
 * reconnect with a *fresh* ``Client`` (asyncua clients are not reused after a loss), bounded
   exponential backoff (cap 10 s) and re-created subscriptions;
 * the MTP handshake per service: operation mode Automatic, source External, procedure,
@@ -49,6 +52,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from modulecontrol.descriptors import ModuleInstance, ModuleType, OpcUaEndpoint, Service
 from modulecontrol.descriptors._bindings import OpcUaBinding
 from modulecontrol.drivers._base import (
+    BadReply,
     BaseDriver,
     Callback,
     DeviceRejected,
@@ -118,6 +122,14 @@ _ON_THE_WAY: dict[str, tuple[str, ...]] = {
     "Paused": ("Pausing",), "Completed": ("Completing",),
 }
 """Transient states a service passes on its way to a state (never a failure)."""
+_SESSION_GONE = frozenset({
+    "BadSessionIdInvalid", "BadSessionClosed", "BadSessionNotActivated",
+    "BadSecureChannelIdInvalid", "BadSecureChannelClosed", "BadServerHalted", "BadShutdown",
+    "BadCommunicationError", "BadConnectionClosed",
+})
+"""Status codes of a keep-alive read that mean the session cannot be used any more."""
+_ASYNCUA_WATCHDOG = 1.0
+"""Seconds: floor of asyncua's own watchdog interval (and of its probe's timeout)."""
 MAX_BACKOFF = 10.0
 """Seconds: upper bound of the pause between two reconnect attempts."""
 _FIRST_BACKOFF = 0.2
@@ -433,6 +445,13 @@ def _status_name(code: int) -> str:
         return f"0x{code:08X}"
 
 
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
 def backoff_delays(first: float = _FIRST_BACKOFF, cap: float = MAX_BACKOFF) -> Iterator[float]:
     """Pauses before reconnect attempts: ``first``, doubling, never above ``cap``."""
     delay = min(first, cap)
@@ -462,6 +481,7 @@ class OpcUaDriver(BaseDriver):
         self._vtypes: dict[str, ua.VariantType] = {}
         self._ua_subs: set[OpcUaSubscription] = set()
         self._reconnect_task: asyncio.Task[None] | None = None
+        self._keepalive_task: asyncio.Task[None] | None = None
         self._closing = False
         self._default_uri = module_type.opcua.namespace_uri if module_type.opcua else None
 
@@ -471,14 +491,14 @@ class OpcUaDriver(BaseDriver):
         client, node_ids = await self._open_client()
         self._client = client
         self._node_ids = node_ids
+        self._start_keepalive(client)
 
     async def _close(self) -> None:
         self._closing = True
         task, self._reconnect_task = self._reconnect_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await _cancel(task)
+        task, self._keepalive_task = self._keepalive_task, None  # after: a reconnect starts one
+        await _cancel(task)
         for sub in list(self._ua_subs):
             await sub.cancel()
         client, self._client = self._client, None
@@ -494,7 +514,11 @@ class OpcUaDriver(BaseDriver):
     async def _open_client(self) -> tuple[Client, dict[str, ua.NodeId]]:
         """A new, connected client with namespaces resolved. Never reuses a client."""
         ep = self.endpoint
-        client = Client(ep.url, timeout=self.timeout, watchdog_intervall=1.0)
+        # ``timeout`` bounds every request asyncua sends. asyncua's own watchdog probes with a
+        # timeout equal to its interval: never below our timeout (a server that answers
+        # within ``timeout`` must not be dropped); fast detection is our keep-alive's job.
+        client = Client(ep.url, timeout=self.timeout,
+                        watchdog_intervall=max(_ASYNCUA_WATCHDOG, self.timeout))
         client.name = client.description = f"modulecontrol {self.tag_name}"
         client.application_uri = f"urn:modulecontrol:client:{self.tag_name}"
         if ep.username is not None:
@@ -647,6 +671,48 @@ class OpcUaDriver(BaseDriver):
         return b.namespace_uri
 
     # -- loss and reconnect -------------------------------------------------------------
+    def _start_keepalive(self, client: Client) -> None:
+        self._keepalive_task = asyncio.get_running_loop().create_task(
+            self._keepalive(client), name=f"opcua keep-alive {self.tag_name}")
+
+    async def _keepalive(self, client: Client) -> None:
+        """Read the server's state every half ``timeout``; no answer within ``timeout`` (or
+        an answer that cannot be parsed) is a lost link.
+
+        Why our own and not only asyncua's watchdog: asyncua probes once per watchdog interval
+        with that interval as the probe's timeout, so a stalled link took up to two intervals
+        (1-2 s) to notice, and a shorter interval would also shorten the probe's timeout
+        below the endpoint's. Here the probe period and its timeout are separate: a link
+        that stops answering is declared lost at most 1.5 x ``timeout`` after it stopped,
+        which keeps detection within the fault matrix's bound of two timeouts plus one poll
+        (a subscription alone would not notice: a server that has nothing new to publish
+        legitimately stays silent). A Bad status is an answer, so the link is alive, unless
+        it says the session or channel is gone.
+        """
+        period = self.timeout / 2
+        node = client.nodes.server_state
+        while self._client is client:
+            await asyncio.sleep(period)
+            if self._client is not client:
+                return
+            try:
+                await asyncio.wait_for(node.read_value(), self.timeout)
+            except UaStatusCodeError as exc:
+                if _status_name(exc.code) not in _SESSION_GONE:
+                    continue  # an answer (e.g. the server is busy): the link is alive
+                if self._client is client:
+                    self._lost(exc)
+                return
+            except TimeoutError:
+                if self._client is client:
+                    self._lost(TimeoutError(
+                        f"no valid answer to the keep-alive read within {self.timeout:g} s"))
+                return
+            except Exception as exc:  # closed socket, a reply that does not parse
+                if self._client is client:
+                    self._lost(exc)
+                return
+
     async def _on_connection_lost(self, exc: Exception) -> None:
         self._lost(exc)
 
@@ -654,14 +720,17 @@ class OpcUaDriver(BaseDriver):
         if self._closing or self._reconnect_task is not None:
             return
         log.warning("%s: connection to %s lost: %s", self.tag_name, self.endpoint.url,
-                    exc or type(exc).__name__)
+                    str(exc) or type(exc).__name__)
         self._health.connected = False
         self._health.reconnecting = True
-        self._fail(f"connection lost: {exc or type(exc).__name__}")
+        self._fail(f"connection lost: {str(exc) or type(exc).__name__}")
         for sub in self._ua_subs:
             sub._ua = None
             sub._mark_bad()
         old, self._client = self._client, None
+        keepalive, self._keepalive_task = self._keepalive_task, None
+        if keepalive is not None and keepalive is not asyncio.current_task():
+            keepalive.cancel()  # its client is being dropped
         self._reconnect_task = asyncio.get_running_loop().create_task(
             self._reconnect(old), name=f"opcua reconnect {self.tag_name}")
 
@@ -682,10 +751,11 @@ class OpcUaDriver(BaseDriver):
                 except Exception as exc:  # any failure: wait and try a fresh client again
                     if client is not None:
                         await self._disconnect_quietly(client)
-                    self._fail(f"reconnect failed: {exc or type(exc).__name__}")
+                    self._fail(f"reconnect failed: {str(exc) or type(exc).__name__}")
                     continue
                 self._client = client
                 self._node_ids = node_ids
+                self._start_keepalive(client)
                 self._vtypes.clear()
                 self._health.connected = True
                 self._health.reconnecting = False
@@ -710,6 +780,10 @@ class OpcUaDriver(BaseDriver):
             self._lost(exc)
             raise Disconnected(f"link to {self.endpoint.url} lost: {exc}",
                                module=self.tag_name) from None
+        except UaError as exc:  # a reply that does not parse: the stream is no longer framed
+            self._lost(exc)
+            raise BadReply(f"unreadable reply from {self.endpoint.url}: {exc}",
+                           module=self.tag_name) from None
 
     # -- read / write ---------------------------------------------------------------------
     async def _read(self, infos: Sequence[TagInfo]) -> dict[str, TagValue]:

@@ -127,6 +127,10 @@ class ModuleProxy:
         self._stale: dict[str, str] = {}
         self._heard: set[str] = set()
         self._quiet_reader: asyncio.Task[None] | None = None
+        self._raw_bad: set[str] = set()
+        """Tags whose latest reading arrived with BAD quality (before ``_checked``)."""
+        self._subscribed: frozenset[str] = frozenset()
+        """The tags the proxy subscribed to: all BAD together means the link is lost."""
         for da in module_type.data_assemblies:
             if da.default is not None and da.class_ in PARAM_CLASSES:
                 self.parameters[da.name] = da.default
@@ -148,6 +152,7 @@ class ModuleProxy:
             return
         await self.driver.connect()
         tags = self._readable_tags()
+        self._subscribed = frozenset(tags)
         for da in self.type.data_assemblies:
             attr = read_attribute(da, self.driver.tags)
             if attr is not None:
@@ -215,8 +220,7 @@ class ModuleProxy:
         """Take a batch of answers. ``judge_link``: an all-BAD batch means the link is lost
         (False for the watchdog's own reads of a few tags, which must not decide that)."""
         named: dict[str, TagValue] = {}
-        all_bad = (judge_link and bool(values)
-                   and all(v.quality is Quality.BAD for v in values.values()))
+        all_bad = self._all_bad(values) and judge_link  # _all_bad also tracks raw qualities
         if all_bad:  # an outage is not time without movement: watchdogs restart afterwards
             for watch in self._watches.values():
                 watch.reset()
@@ -246,6 +250,25 @@ class ModuleProxy:
             except Exception:
                 _log.exception("%s: value listener failed", self.tag)
 
+    def _all_bad(self, values: Mapping[str, TagValue]) -> bool:
+        """Whether every watched tag now reads BAD: the link is lost, not a sensor.
+
+        Judged on the latest reading of *every* watched tag, not on this batch alone: a
+        subscription (OPC UA) delivers only what changed, so a batch holding just the
+        process values that went to a Bad status (a sensor failure) would otherwise look
+        like a lost link, and the next batch with a good state value would clear the fault
+        again before the recipe could hold. A batch outside the watched set (before
+        ``start`` subscribes, or a driver given values by hand) is judged on its own.
+        """
+        for tag, tv in values.items():
+            if tv.quality is Quality.BAD:
+                self._raw_bad.add(tag)
+            else:
+                self._raw_bad.discard(tag)
+        if self._subscribed and self._subscribed.issuperset(values):
+            return self._raw_bad.issuperset(self._subscribed)
+        return bool(values) and all(v.quality is Quality.BAD for v in values.values())
+
     def _checked(self, assembly: str, tv: TagValue) -> TagValue:
         """A value of BAD quality while the rest of the module reads fine, or a measured
         number that is NaN, infinite or outside its assembly's scale range, is a sensor or
@@ -261,7 +284,8 @@ class ModuleProxy:
         v = tv.value
         reason: str | None = None
         if tv.quality is Quality.BAD:
-            reason = "bad quality"  # e.g. an OPC UA Bad status while the link is fine
+            # e.g. an OPC UA Bad status while the link is fine; ``raw`` names the status
+            reason = f"bad quality ({tv.raw})" if isinstance(tv.raw, str) else "bad quality"
         elif da.kind != "number":
             reason = None
         elif isinstance(v, bool) or not isinstance(v, int | float):

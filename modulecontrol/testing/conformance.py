@@ -259,6 +259,8 @@ class DriverConformance:
                 assert same(got, value, 1e-6), f"{tag} did not reach {value!r} (read {got!r})"
 
     async def test_subscription_delivers(self, driver: Driver, readonly_tag: str) -> None:
+        """Three good deliveries within 5 s. A polling driver delivers every interval; a
+        transport that reports changes only (OPC UA) needs ``readonly_tag`` to move."""
         got: list[dict[str, TagValue]] = []
         done = asyncio.Event()
 

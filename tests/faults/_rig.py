@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,9 @@ class TcpRelay:
 
     ``cut()`` closes every open connection and refuses new ones (the cable pulled);
     ``restore()`` accepts again. The client sees exactly what a lost link looks like.
+    ``garbage`` replaces what the server sends with random bytes, so a client gets replies
+    that are not replies inside a session it has already opened (a protocol stack such as
+    asyncua always frames its replies, so the server itself cannot be made to do that).
     """
 
     def __init__(self, target_port: int) -> None:
@@ -131,6 +135,9 @@ class TcpRelay:
         """Cleared: bytes are held back in both directions (a device that stops answering)."""
         self.delay = 0.0
         """Seconds each server->client chunk is held back (a slow device)."""
+        self.garbage = False
+        """True: each server->client chunk is replaced by as many random bytes."""
+        self._rng = random.Random(20240601)  # reproducible garbage
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
@@ -149,15 +156,34 @@ class TcpRelay:
             return
         self._writers |= {writer, up_w}
 
-        async def pump(r: asyncio.StreamReader, w: asyncio.StreamWriter, late: bool) -> None:
-            with contextlib.suppress(Exception):
-                while data := await r.read(65536):
-                    await self.stalled.wait()
-                    if late and self.delay:
-                        await asyncio.sleep(self.delay)
-                    w.write(data)
-                    await w.drain()
-            w.close()
+        async def pump(r: asyncio.StreamReader, w: asyncio.StreamWriter, down: bool) -> None:
+            # Reading and forwarding are separate so that ``delay`` is a constant latency
+            # per chunk (each leaves ``delay`` s after it arrived), not a queue that grows
+            # with every chunk held back behind the previous one.
+            loop = asyncio.get_running_loop()
+            chunks: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+            async def receive() -> None:
+                with contextlib.suppress(Exception):
+                    while data := await r.read(65536):
+                        chunks.put_nowait((loop.time(), data))
+                chunks.put_nowait((loop.time(), b""))
+
+            receiver = loop.create_task(receive())
+            try:
+                with contextlib.suppress(Exception):
+                    while (chunk := await chunks.get())[1]:
+                        arrived, data = chunk
+                        await self.stalled.wait()
+                        if down and self.delay:
+                            await asyncio.sleep(max(0.0, arrived + self.delay - loop.time()))
+                        if down and self.garbage:
+                            data = self._rng.randbytes(len(data))
+                        w.write(data)
+                        await w.drain()
+            finally:
+                receiver.cancel()
+                w.close()
 
         await asyncio.gather(pump(reader, up_w, False), pump(up_r, writer, True))
         self._writers -= {writer, up_w}

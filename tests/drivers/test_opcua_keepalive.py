@@ -1,0 +1,98 @@
+"""The OPC UA driver's keep-alive: a link that stops answering (or answers garbage) inside an
+open session is declared lost and reconnected; a server that answers late but within the
+endpoint's timeout is not dropped. The link goes through the fault matrix's TCP relay."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+
+import pytest
+
+from modulecontrol.drivers import Quality, TagValue
+from modulecontrol.drivers.opcua import OpcUaDriver
+from modulecontrol.simulators.opcua_pea import PeaServer, build_pea_server
+from tests.drivers._opcua_pea import coil_reactor, instance
+from tests.faults._rig import TcpRelay
+
+
+async def _until(check: Callable[[], bool], within: float) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within} s")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[PeaServer, TcpRelay]]:
+    server = await build_pea_server(coil_reactor())
+    port = int(server.url.rsplit(":", 1)[1].split("/")[0])
+    relay = TcpRelay(port)
+    async with server:
+        await relay.start()
+        try:
+            yield server, relay
+        finally:
+            await relay.stop()
+
+
+def _url(server: PeaServer, relay: TcpRelay) -> str:
+    port = server.url.rsplit(":", 1)[1].split("/")[0]
+    return server.url.replace(f":{port}/", f":{relay.port}/")
+
+
+@pytest.mark.parametrize("fault", ["stall", "garbage"])
+async def test_silent_or_garbled_link_is_lost_and_reconnected(
+        served: tuple[PeaServer, TcpRelay], fault: str) -> None:
+    server, relay = served
+    got: list[dict[str, TagValue]] = []
+
+    def on_change(values: Mapping[str, TagValue]) -> None:
+        got.append(dict(values))
+
+    drv = OpcUaDriver(coil_reactor(), instance(_url(server, relay), timeout=0.3))
+    async with drv:
+        await drv.subscribe(["T.V"], 0.05, on_change)
+        await _until(lambda: bool(got), 3)
+        if fault == "stall":
+            relay.stalled.clear()
+        else:
+            relay.garbage = True
+        try:
+            # a subscription with nothing new to publish is silent; only the keep-alive
+            # read can notice (asyncua's own watchdog would, after seconds)
+            await _until(lambda: not drv.health().connected, 3)
+            if fault == "stall":
+                assert "keep-alive" in (drv.health().last_error or "")
+            await _until(lambda: any(b.get("T.V") is not None
+                                     and b["T.V"].quality is Quality.BAD for b in got), 3)
+        finally:
+            relay.stalled.set()
+            relay.garbage = False
+        await _until(lambda: drv.health().connected, 10)
+        assert drv.health().reconnects == 1
+        await server.set("T.V", 4.5)
+        assert (await drv.read(["T.V"]))["T.V"].value == 4.5
+        await _until(lambda: any(b.get("T.V") is not None and b["T.V"].value == 4.5
+                                 for b in got), 3)
+
+
+async def test_late_answers_within_timeout_keep_the_link(
+        served: tuple[PeaServer, TcpRelay]) -> None:
+    """Replies 1.2 s late with a 3 s timeout: no loss. asyncua's watchdog used to probe
+    with a fixed 1 s timeout and dropped such a server every few seconds."""
+    server, relay = served
+    drv = OpcUaDriver(coil_reactor(), instance(_url(server, relay), timeout=3.0))
+    async with drv:
+        relay.delay = 1.2
+        try:
+            await server.set("T.V", 7.5)
+            deadline = time.monotonic() + 4.0
+            while time.monotonic() < deadline:  # several keep-alives and watchdog probes
+                assert (await drv.read(["T.V"]))["T.V"].value == 7.5
+            assert drv.health().connected
+            assert drv.health().reconnects == 0
+        finally:
+            relay.delay = 0.0
