@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import weakref
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -106,6 +107,10 @@ class _LineProtocol(asyncio.Protocol):
             await self._wake.wait()
 
 
+_MAX_OWED = 8
+"""More owed replies than this mean the device is not answering at all, not late."""
+
+
 class _Port:
     """One open serial port shared by every driver on it (a daisy chain): one lock, one link.
 
@@ -120,6 +125,8 @@ class _Port:
         self.protocol: _LineProtocol | None = None
         self.users = 0
         self.opened = 0
+        self.owed = 0
+        """Replies still owed to requests that timed out (or were cancelled) on this port."""
 
     @property
     def connected(self) -> bool:
@@ -148,12 +155,15 @@ class _Port:
         assert isinstance(proto, _LineProtocol)
         self.protocol = proto
         self.opened += 1
+        self.owed = 0  # a new connection owes nothing: late replies of the old one are gone
 
     async def exchange(self, request: bytes, terminator: bytes, limit: float) -> bytes:
         """Send one request and return its reply line; the caller holds ``lock``."""
         await self.ensure_open(limit)
         proto = self.protocol
         assert proto is not None and proto.transport is not None
+        if self.owed:
+            await self._settle(proto, terminator, limit)
         proto.flush()
         try:
             proto.transport.write(request)
@@ -163,10 +173,39 @@ class _Port:
         try:
             return await asyncio.wait_for(proto.read_line(terminator), limit)
         except TimeoutError:
+            self.owed = min(self.owed + 1, _MAX_OWED)
             raise DriverTimeout(f"no reply from {self.path} within {limit:g} s") from None
+        except asyncio.CancelledError:
+            self.owed = min(self.owed + 1, _MAX_OWED)
+            raise
         except Disconnected:
             self._drop()
             raise
+
+    async def _settle(self, proto: _LineProtocol, terminator: bytes, limit: float) -> None:
+        """Wait up to ``limit`` for the replies owed to earlier timed-out requests, and drop them.
+
+        Why: an ASCII device answers one request at a time, in order, and its replies carry no
+        transaction id. A reply that arrives after its request timed out would otherwise be
+        taken for the answer to the next request: a write reported done that the device has
+        not executed yet, or one reading decoded as another (``DIA``'s ``S14.50`` as the
+        pressure). Replies later than this window are lost to it; response patterns on the
+        descriptor's commands catch most of those (see docs/drivers.md).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        try:
+            while self.owed:
+                await asyncio.wait_for(proto.read_line(terminator),
+                                       max(0.0, deadline - loop.time()))
+                self.owed -= 1
+        except (TimeoutError, BadReply):
+            pass  # never answered (the requests were lost) or noise: the line is quiet now
+        except Disconnected:
+            self._drop()
+            raise
+        finally:
+            self.owed = 0
 
     def _drop(self) -> None:
         proto, self.protocol = self.protocol, None
@@ -312,8 +351,13 @@ class SerialDriver(BaseDriver):
             raise BadRequest(str(exc), tag=tag, module=self.tag_name) from None
         line = await self._exchange(request, cmd.timeout, tag)
         try:
-            if value is not None and cmd.response is None:
+            if value is not None:  # a write: the reply confirms it and carries no value
                 _, reply = parse_reply(self.framing, None, line)
+                if cmd.response is not None and re.search(cmd.response, reply) is None:
+                    raise BadReply(
+                        f"reply {reply!r} to a write does not match {cmd.response!r} (a late "
+                        "reply to an earlier request?): the write is not confirmed",
+                        reply=reply)
                 return None, reply
             return parse_reply(self.framing, cmd, line)
         except BadReply as exc:

@@ -229,6 +229,35 @@ async def test_stale_reply_is_flushed(drv: SerialDriver, emu: SyringeSerialEmula
     assert (await drv.read(["Rate.VRbk"]))["Rate.VRbk"].raw == "S0.0000MM"
 
 
+async def test_late_reply_is_not_taken_for_the_next_answer(
+        drv: SerialDriver, emu: SyringeSerialEmulator) -> None:
+    # The pressure reply "S0.00" comes after its request timed out; it also matches the
+    # diameter's pattern, so taken for the next request's answer it would read as 0 mm.
+    emu.faults.delay = TIMEOUT * 1.5
+    with pytest.raises(DriverTimeout):
+        await drv.read(["Pressure.V"])
+    with pytest.raises(DriverTimeout):  # never the pressure's late "S0.00" as the diameter
+        await drv.read(["Diameter.VRbk"])
+    emu.faults.delay = 0.0
+    assert (await drv.read(["Diameter.VRbk"]))["Diameter.VRbk"].value == 14.5
+    assert (await drv.read(["Pressure.V"]))["Pressure.V"].value == 0.0
+
+
+async def test_late_reply_does_not_confirm_a_write(
+        drv: SerialDriver, emu: SyringeSerialEmulator) -> None:
+    # Later than the owed-reply window: the pressure's "S0.00" arrives while RUN waits for
+    # its answer. It is no confirmation of RUN (which is answered by a bare prompt).
+    emu.faults.delay = TIMEOUT * 2.5
+    with pytest.raises(DriverTimeout):
+        await drv.read(["Pressure.V"])
+    with pytest.raises(BadReply, match="not confirmed"):
+        await drv.write("Run.VMan", True)
+    emu.faults.delay = 0.0
+    await asyncio.sleep(TIMEOUT * 3)  # the device works off what it was sent
+    assert (await drv.read(["Run.VRbk"]))["Run.VRbk"].value is True
+    assert [line for line in emu.log if line == b"RUN"] == [b"RUN"]  # executed once
+
+
 @pytest.mark.parametrize("garbage", [b"\x00\xff\xfe\r", b"#%&!junk\r", b"S14.5.0.1\r",
                                      b"\x1b[2J\r", b"\r"])
 async def test_garbage_is_bad_reply(drv: SerialDriver, emu: SyringeSerialEmulator,
