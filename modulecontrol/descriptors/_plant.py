@@ -76,6 +76,10 @@ class OpcUaEndpoint(_EndpointBase):
     password_env: str | None = None
     """Name of the environment variable that holds the password: never the password itself."""
     sampling_interval: Seconds = Field(default=0.1, gt=0)
+    session_timeout: Seconds = Field(default=60.0, ge=10, le=3600)
+    """Session lifetime asked of the server. After a lost link the old session cannot be
+    closed; the server keeps it (and one of its session slots) until this runs out, so it is
+    short: the driver's keep-alive renews a live session every ``timeout`` / 2."""
     users: list[PeaUser] = Field(default_factory=list)
     """Served PEAs only (``sim serve``): further users with roles. The endpoint's own
     ``username`` (the controller) is ``admin`` unless listed here with another role."""

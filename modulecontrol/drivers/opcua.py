@@ -519,6 +519,7 @@ class OpcUaDriver(BaseDriver):
         # within ``timeout`` must not be dropped); fast detection is our keep-alive's job.
         client = Client(ep.url, timeout=self.timeout,
                         watchdog_intervall=max(_ASYNCUA_WATCHDOG, self.timeout))
+        client.session_timeout = round(ep.session_timeout * 1000)  # ms; orphans expire
         client.name = client.description = f"modulecontrol {self.tag_name}"
         client.application_uri = f"urn:modulecontrol:client:{self.tag_name}"
         if ep.username is not None:

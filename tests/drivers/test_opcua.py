@@ -241,3 +241,15 @@ async def test_refusals_and_timeouts_carry_pea_state(pea: tuple[PeaServer, MiniP
         await waiter
     with pytest.raises(MtpError, match=r"unknown command 'Strat'.*did you mean 'Start'"):
         await driver.send_command("Tempering", "Strat")
+
+
+async def test_session_timeout_is_asked_of_the_server(pea: tuple[PeaServer, MiniPea]) -> None:
+    # A lost link leaves its session on the server until the session times out: ask for a
+    # short one (asyncua would ask for an hour), and see the server grant it.
+    server, _ = pea
+    drv = OpcUaDriver(coil_reactor(), instance(server.url, session_timeout=15))
+    async with drv:
+        client = drv._client
+        assert client is not None
+        assert client.session_timeout == 15000
+        assert (await drv.read(["T.V"]))["T.V"].quality is Quality.GOOD
