@@ -2,6 +2,8 @@
 
 - :class:`DriverConformance`: the transport-neutral suite a driver should pass.
 - ``modulecontrol.testing.modbus``: a recording Modbus TCP device and an RTU responder.
+- :class:`TcpRelay`: pulls, stalls, slows or garbles a TCP link between a driver and its
+  server, to test fault handling against the real device or simulator.
 - ``modulecontrol.testing.plugin``: pytest fixtures, loaded automatically when installed.
 """
 
@@ -13,12 +15,14 @@ from modulecontrol.testing.conformance import (
     WritableCase,
     safe_state_writes,
 )
+from modulecontrol.testing.relay import TcpRelay
 
 __all__ = [
     "DriverConformance",
     "DriverFactory",
     "Misspelling",
     "Outage",
+    "TcpRelay",
     "WritableCase",
     "safe_state_writes",
 ]

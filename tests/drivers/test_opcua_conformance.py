@@ -23,10 +23,10 @@ from modulecontrol.testing import (
     DriverFactory,
     Misspelling,
     Outage,
+    TcpRelay,
     WritableCase,
 )
 from tests.drivers._opcua_pea import coil_reactor, instance
-from tests.faults._rig import TcpRelay
 
 
 @contextlib.asynccontextmanager

@@ -13,8 +13,8 @@ import pytest
 from modulecontrol.drivers import Quality, TagValue
 from modulecontrol.drivers.opcua import OpcUaDriver
 from modulecontrol.simulators.opcua_pea import PeaServer, build_pea_server
+from modulecontrol.testing import TcpRelay
 from tests.drivers._opcua_pea import coil_reactor, instance
-from tests.faults._rig import TcpRelay
 
 
 async def _until(check: Callable[[], bool], within: float) -> None:

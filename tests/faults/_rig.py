@@ -9,9 +9,6 @@ transport (faults one after the other) keeps the matrix to a few seconds per tra
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +16,7 @@ from typing import Any
 from modulecontrol.clock import Clock
 from modulecontrol.descriptors import PlantConfig
 from modulecontrol.simulators import PlantServer, SimulatedPlant
+from modulecontrol.testing import TcpRelay
 
 TIMEOUT = 0.3
 """Endpoint timeout of P1 (s): every detection bound is twice this."""
@@ -114,96 +112,6 @@ procedure:
       - name: run
         wait: {{duration: 20 h}}
 """
-
-
-class TcpRelay:
-    """A TCP relay between a client and a server on 127.0.0.1 that can drop the link.
-
-    ``cut()`` closes every open connection and refuses new ones (the cable pulled);
-    ``restore()`` accepts again. The client sees exactly what a lost link looks like.
-    ``garbage`` replaces what the server sends with random bytes, so a client gets replies
-    that are not replies inside a session it has already opened (a protocol stack such as
-    asyncua always frames its replies, so the server itself cannot be made to do that).
-    """
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = 0
-        self.up = True
-        self.stalled = asyncio.Event()
-        self.stalled.set()
-        """Cleared: bytes are held back in both directions (a device that stops answering)."""
-        self.delay = 0.0
-        """Seconds each server->client chunk is held back (a slow device)."""
-        self.garbage = False
-        """True: each server->client chunk is replaced by as many random bytes."""
-        self._rng = random.Random(20240601)  # reproducible garbage
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if not self.up:
-            writer.close()
-            return
-        try:
-            up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            writer.close()
-            return
-        self._writers |= {writer, up_w}
-
-        async def pump(r: asyncio.StreamReader, w: asyncio.StreamWriter, down: bool) -> None:
-            # Reading and forwarding are separate so that ``delay`` is a constant latency
-            # per chunk (each leaves ``delay`` s after it arrived), not a queue that grows
-            # with every chunk held back behind the previous one.
-            loop = asyncio.get_running_loop()
-            chunks: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
-
-            async def receive() -> None:
-                with contextlib.suppress(Exception):
-                    while data := await r.read(65536):
-                        chunks.put_nowait((loop.time(), data))
-                chunks.put_nowait((loop.time(), b""))
-
-            receiver = loop.create_task(receive())
-            try:
-                with contextlib.suppress(Exception):
-                    while (chunk := await chunks.get())[1]:
-                        arrived, data = chunk
-                        await self.stalled.wait()
-                        if down and self.delay:
-                            await asyncio.sleep(max(0.0, arrived + self.delay - loop.time()))
-                        if down and self.garbage:
-                            data = self._rng.randbytes(len(data))
-                        w.write(data)
-                        await w.drain()
-            finally:
-                receiver.cancel()
-                w.close()
-
-        await asyncio.gather(pump(reader, up_w, False), pump(up_r, writer, True))
-        self._writers -= {writer, up_w}
-
-    def cut(self) -> None:
-        self.up = False
-        for w in list(self._writers):
-            with contextlib.suppress(Exception):
-                w.transport.abort()
-        self._writers.clear()
-
-    def restore(self) -> None:
-        self.up = True
-
-    async def stop(self) -> None:
-        self.cut()
-        if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 1)
 
 
 @dataclass
