@@ -28,9 +28,9 @@ RUN_ARGS ?=
 run: $(VENV)/.installed
 	$(VENV)/bin/modulecontrol run $(CAMPAIGN) --simulate --speed $(SPEED) --yes $(RUN_ARGS)
 
+# Style is ruff's lint rules (pyproject.toml); the code is not run through a formatter.
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
 
 typecheck: $(VENV)/.installed-test
 	$(VENV)/bin/mypy
