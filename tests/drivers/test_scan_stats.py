@@ -81,12 +81,18 @@ async def test_overrunning_reads_skip_slots_instead_of_bursting() -> None:
     interval = 0.05
     drv = _SlowDriver(delay=2.5 * interval)  # every read overruns two slots
     got: list[int] = []
+    five = asyncio.Event()
+
+    def on_values(values: Any) -> None:
+        got.append(len(values))
+        if len(got) >= 5:
+            five.set()
+
     tag = next(n for n, i in drv.tags.items() if i.readable)
-    sub: Any = await drv.subscribe([tag], interval, lambda v: got.append(len(v)))
+    sub: Any = await drv.subscribe([tag], interval, on_values)
     try:
         async with asyncio.timeout(10):
-            while sub.stats.scans < 5:
-                await asyncio.sleep(0.02)
+            await five.wait()
     finally:
         await sub.cancel()
     st: ScanStats = sub.stats
