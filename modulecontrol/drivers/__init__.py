@@ -22,6 +22,7 @@ from modulecontrol.drivers._base import (
     tag_table,
 )
 from modulecontrol.drivers._registry import GROUP, UnknownDriver, available_drivers, load_driver
+from modulecontrol.drivers._scan import ScanStats
 
 __all__ = [
     "GROUP",
@@ -38,6 +39,7 @@ __all__ = [
     "NotWritable",
     "OutOfRange",
     "Quality",
+    "ScanStats",
     "Subscription",
     "TagInfo",
     "TagValue",

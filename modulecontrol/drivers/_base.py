@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from modulecontrol.descriptors import DataAssembly, ModuleInstance, ModuleType, Service
 from modulecontrol.descriptors._bindings import ModbusBinding, OpcUaBinding, SerialBinding
+from modulecontrol.drivers._scan import ScanStats
 from modulecontrol.errors import did_you_mean
 
 
@@ -367,24 +368,44 @@ class BaseDriver:
 
     async def subscribe(self, tags: Sequence[str], interval: float, callback: Callback
                         ) -> Subscription:
-        """Poll ``tags`` every ``interval`` s; the callback must not block (hand off to a queue)."""
+        """Poll ``tags`` every ``interval`` s; the callback must not block (hand off to a queue).
+
+        Scans keep to a fixed schedule (start + k x interval). A scan that overruns makes
+        the next one start at once, late; slots passed entirely during an overrun are
+        skipped and counted as missed, not caught up with a burst of reads that would only
+        load a slow device further. Timing goes to ``subscription.stats``
+        (:class:`ScanStats`).
+        """
         infos = [self.info(t) for t in tags]
         names = [i.name for i in infos]
+        stats = ScanStats(interval)
 
         async def poll() -> None:
-            next_t = time.monotonic()
+            clock = time.monotonic
+            next_t = clock()
+            stats.started = next_t
             while True:
+                t0 = clock()
+                if t0 - next_t >= interval:  # whole slots passed while the last scan ran
+                    skipped = int((t0 - next_t) / interval)
+                    stats.missed += skipped
+                    next_t += skipped * interval
+                ok = True
                 try:
                     values = await self.read(names)
                 except DriverError:
                     values = {n: TagValue(None, Quality.BAD) for n in names}
+                    ok = False
                 callback(values)
+                t1 = clock()
+                stats.record(t0 - next_t, t1 - t0, ok=ok)
+                stats.last = t1
                 next_t += interval
-                await asyncio.sleep(max(0.0, next_t - time.monotonic()))
+                await asyncio.sleep(max(0.0, next_t - clock()))
 
         task = asyncio.get_running_loop().create_task(poll(), name=f"poll {self.tag_name}")
         self._subs.add(task)
-        return _TaskSubscription(task, self._subs)
+        return _TaskSubscription(task, self._subs, stats)
 
     def health(self) -> Health:
         return self._health
@@ -429,9 +450,12 @@ class BaseDriver:
 
 
 class _TaskSubscription:
-    def __init__(self, task: asyncio.Task[None], owner: set[asyncio.Task[None]]) -> None:
+    def __init__(self, task: asyncio.Task[None], owner: set[asyncio.Task[None]],
+                 stats: ScanStats) -> None:
         self._task = task
         self._owner = owner
+        self.stats = stats
+        """Scan timing of this poll loop (read it any time; it stays bounded in size)."""
 
     async def cancel(self) -> None:
         self._task.cancel()

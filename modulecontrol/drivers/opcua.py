@@ -66,6 +66,7 @@ from modulecontrol.drivers._base import (
     TagValue,
     check_value,
 )
+from modulecontrol.drivers._scan import ScanStats
 from modulecontrol.errors import did_you_mean
 from modulecontrol.statemachine import Command, State
 
@@ -270,6 +271,13 @@ class OpcUaSubscription:
             tags=list(tags), requested_publishing_interval=interval,
             requested_sampling_interval=sampling_interval, requested_queue_size=queue_size,
         )
+        self.stats = ScanStats(interval, late_after=2 * interval)
+        """Per delivered batch of data changes: *lateness* is the age of its newest value
+        at delivery (server source time to callback, which includes the server's sampling
+        and publishing intervals), *duration* the callback's run time. Nothing is scheduled
+        client side, so ``missed`` stays 0; ``late`` counts ages over two publishing
+        intervals."""
+        self.stats.started = time.monotonic()
         self._consumer = asyncio.get_running_loop().create_task(
             self._consume(), name=f"opcua callbacks {driver.tag_name}")
 
@@ -306,10 +314,17 @@ class OpcUaSubscription:
             self._deliver(batch)
 
     def _deliver(self, batch: Mapping[str, TagValue]) -> None:
+        t0 = time.monotonic()
         try:
             self._callback(batch)
         except Exception:
             log.exception("%s: subscription callback failed", self._driver.tag_name)
+        stamps = [v.timestamp for v in batch.values() if v.quality is Quality.GOOD]
+        if stamps:
+            # age of the newest value when the proxy got it: server sampling and publishing
+            # delays plus this process's own lag (source timestamps are the server's clock)
+            self.stats.record(time.time() - max(stamps), time.monotonic() - t0)
+            self.stats.last = time.monotonic()
 
     async def _attach(self, client: Client, node_ids: Mapping[str, ua.NodeId]) -> None:
         """Create the subscription and its monitored items on ``client``; check revisions."""

@@ -30,7 +30,15 @@ from typing import Any, Protocol
 
 from modulecontrol.descriptors import PARAM_CLASSES, DataAssembly, ModuleInstance, ModuleType
 from modulecontrol.descriptors._module import Service, Write
-from modulecontrol.drivers import Driver, DriverError, NotWritable, Quality, TagValue, load_driver
+from modulecontrol.drivers import (
+    Driver,
+    DriverError,
+    NotWritable,
+    Quality,
+    ScanStats,
+    TagValue,
+    load_driver,
+)
 from modulecontrol.proxy._signals import read_attribute, write_attribute
 from modulecontrol.proxy._stale import StaleWatch
 from modulecontrol.statemachine import (
@@ -143,6 +151,13 @@ class ModuleProxy:
     @property
     def faulted(self) -> bool:
         return self.fault is not None
+
+    @property
+    def scan_stats(self) -> ScanStats | None:
+        """Timing of the module's subscription (None before :meth:`start` or if passive):
+        scans done, missed and late for a polled module; update ages for an OPC UA one."""
+        stats = getattr(self._subscription, "stats", None)
+        return stats if isinstance(stats, ScanStats) else None
 
     async def start(self) -> None:
         """Connect, read everything once, subscribe, and create the services."""

@@ -19,6 +19,7 @@ import contextlib
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -293,9 +294,14 @@ class PeaServer:
     _started: bool = False
 
     async def set(self, tag: str, value: Any) -> None:
-        """Publish a value (server side: no session, no write callbacks; subscribers see it)."""
+        """Publish a value (server side: no session, no write callbacks; subscribers see it).
+
+        Stamped with its source time, as a PEA stamps a sample: a client can then tell how
+        old a value is when it arrives (the load bench measures exactly that).
+        """
         vtype = self.variant_types[tag]
-        dv = ua.DataValue(ua.Variant(_coerce(value, vtype), vtype))
+        dv = ua.DataValue(ua.Variant(_coerce(value, vtype), vtype),
+                          SourceTimestamp=ua.DateTime.now(UTC))
         await self.server.write_attribute_value(self.node_ids[tag], dv)
 
     def get(self, tag: str) -> Any:
