@@ -116,3 +116,25 @@ def test_cli_steady_json() -> None:
     assert rows["M1.outlet"]["flow_mL_min"] == pytest.approx(3.375)  # P1 3 + P2 0.375
     assert rows["V1.product"]["flow_mL_min"] == pytest.approx(3.825)  # + P3 0.45
     assert rows["V1.waste"]["flow_mL_min"] == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("duration", ["5 bar", "-1 min", "abc"])
+def test_cli_serve_refuses_a_duration_that_is_no_positive_time(duration: str) -> None:
+    # '5 bar' used to be taken as 500000 s (converted to SI without a dimension check):
+    # the server started and ran for days instead of refusing the option.
+    result = CliRunner().invoke(app, ["serve", str(PLANT), "--duration", duration])
+    assert result.exit_code == 2, result.output
+    assert "--duration" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize(("item", "message"), [
+    ("V1.Valve=abc", "must be a number"),
+    ("X1.Valve=1", "no simulated module 'X1'"),
+])
+def test_cli_steady_bad_set_is_one_clear_line(item: str, message: str) -> None:
+    result = CliRunner().invoke(app, ["steady", str(PLANT), "--set", item])
+    assert result.exit_code in (1, 2), result.output
+    assert message in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+    assert "error: \"" not in result.output   # no KeyError repr quoting
