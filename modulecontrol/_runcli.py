@@ -211,6 +211,10 @@ def _summary(outcome: RunOutcome) -> None:
         for key, label in _FIGURES:
             if key in fig and fig[key] is not None:
                 table.add_row(label, _fmt(fig[key]))
+        # Interval figures (`report: intervals:`, e.g. a changeover) are named NAME.FIGURE:
+        # a recipe declares them because they matter to it, so the summary shows them too.
+        for key in sorted(k for k in fig if "." in k and fig[k] is not None):
+            table.add_row(key, _fmt(fig[key]))
         console.print(table)
     if outcome.report is not None:
         console.print(f"report: {outcome.report}")
