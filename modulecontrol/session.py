@@ -130,12 +130,18 @@ class Session:
         config = self.vr.plant
         if self.options.simulate:
             if self.simulation_factory is None:
-                from modulecontrol.simulators import serve_plant
+                from modulecontrol.simulators import SecurityError, ServeError, serve_plant
 
                 scenario = self.scenario
 
                 async def factory(cfg: PlantConfig, clock: Clock) -> Simulation:
-                    return await serve_plant(cfg, clock, scenario=scenario)
+                    # A simulator that cannot start (credentials not exported, a port in
+                    # use) is reported like a module that cannot be reached: one line and
+                    # exit code 5, not a traceback.
+                    try:
+                        return await serve_plant(cfg, clock, scenario=scenario)
+                    except (SecurityError, ServeError, OSError) as exc:
+                        raise DriverError(f"the simulators did not start: {exc}") from exc
 
                 self.simulation_factory = factory
             self.simulation = await self.simulation_factory(config, self.clock)

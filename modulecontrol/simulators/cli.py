@@ -54,6 +54,7 @@ def serve(
 ) -> None:
     """Start every simulated module on its endpoint and print where each one listens."""
     from modulecontrol.simulators._faults import load_scenario
+    from modulecontrol.simulators._opcua_server import SecurityError
     from modulecontrol.simulators._plant import SimulatedPlant
     from modulecontrol.simulators._serve import PlantServer, ServeError
 
@@ -97,7 +98,7 @@ def serve(
     try:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(main())
-    except (ServeError, ValueError, OSError) as exc:
+    except (ServeError, SecurityError, ValueError, OSError) as exc:
         _console.print(f"error: {exc}", markup=False)
         raise typer.Exit(1) from None
 
