@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import signal
 import sys
 import tempfile
@@ -38,8 +39,16 @@ def run_command(recipe: Path, plant: Path | None, *, simulate: bool, speed: floa
     # asyncua reports every unsecured loopback session at WARNING: keep the terminal for
     # the run; real problems reach the user as typed errors.
     logging.getLogger("asyncua").setLevel(logging.ERROR)
+    if not (math.isfinite(speed) and speed > 0):
+        print(f"--speed: must be a positive number (simulated seconds per wall second), "
+              f"not {speed:g}", file=sys.stderr)
+        return EXIT_INVALID
     try:
         overrides = parse_set_options(sets)
+    except ConfigError as exc:  # '--set flow' without '=': one line per problem
+        for p in exc.problems:
+            print(str(p), file=sys.stderr)
+        return EXIT_INVALID
     except ValueError as exc:
         print(f"--set: {exc}", file=sys.stderr)
         return EXIT_INVALID
