@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import signal
 import sys
 import tempfile
@@ -38,8 +39,16 @@ def run_command(recipe: Path, plant: Path | None, *, simulate: bool, speed: floa
     # asyncua reports every unsecured loopback session at WARNING: keep the terminal for
     # the run; real problems reach the user as typed errors.
     logging.getLogger("asyncua").setLevel(logging.ERROR)
+    if not (math.isfinite(speed) and speed > 0):
+        print(f"--speed: must be a positive number (simulated seconds per wall second), "
+              f"not {speed:g}", file=sys.stderr)
+        return EXIT_INVALID
     try:
         overrides = parse_set_options(sets)
+    except ConfigError as exc:  # '--set flow' without '=': one line per problem
+        for p in exc.problems:
+            print(str(p), file=sys.stderr)
+        return EXIT_INVALID
     except ValueError as exc:
         print(f"--set: {exc}", file=sys.stderr)
         return EXIT_INVALID
@@ -211,6 +220,10 @@ def _summary(outcome: RunOutcome) -> None:
         for key, label in _FIGURES:
             if key in fig and fig[key] is not None:
                 table.add_row(label, _fmt(fig[key]))
+        # Interval figures (`report: intervals:`, e.g. a changeover) are named NAME.FIGURE:
+        # a recipe declares them because they matter to it, so the summary shows them too.
+        for key in sorted(k for k in fig if "." in k and fig[k] is not None):
+            table.add_row(key, _fmt(fig[key]))
         console.print(table)
     if outcome.report is not None:
         console.print(f"report: {outcome.report}")

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as _dt
 import logging
 import math
+import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +92,26 @@ def _read_or_none(path: str) -> bytes | None:
         return None
 
 
+def _after_recorded_runs(clock: Clock, db: Path) -> None:
+    """Start the run's time line after every run already in ``db``.
+
+    Records are stamped with simulated time: an accelerated run of 2 h that took 12 wall
+    minutes ends 2 h after its start, in the wall clock's future. A second run started soon
+    after would write into the same time window, and since samples belong to a time window,
+    not to a run, each report would mix both runs' values (a material balance of 33 %).
+    """
+    if not db.exists():
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            row = conn.execute("SELECT MAX(COALESCE(t_end, t_start)) FROM runs").fetchone()
+    except sqlite3.Error:
+        return  # not a records database (yet): the Historian reports that itself
+    latest = row[0] if row else None
+    if latest is not None and clock.datetime(0.0).timestamp() <= latest:
+        clock.start = _dt.datetime.fromtimestamp(latest + 1.0, _dt.UTC)
+
+
 class Session:
     """Prepare, run and record one recipe run. Use :meth:`run`, or the steps one by one."""
 
@@ -130,12 +152,18 @@ class Session:
         config = self.vr.plant
         if self.options.simulate:
             if self.simulation_factory is None:
-                from modulecontrol.simulators import serve_plant
+                from modulecontrol.simulators import SecurityError, ServeError, serve_plant
 
                 scenario = self.scenario
 
                 async def factory(cfg: PlantConfig, clock: Clock) -> Simulation:
-                    return await serve_plant(cfg, clock, scenario=scenario)
+                    # A simulator that cannot start (credentials not exported, a port in
+                    # use) is reported like a module that cannot be reached: one line and
+                    # exit code 5, not a traceback.
+                    try:
+                        return await serve_plant(cfg, clock, scenario=scenario)
+                    except (SecurityError, ServeError, OSError) as exc:
+                        raise DriverError(f"the simulators did not start: {exc}") from exc
 
                 self.simulation_factory = factory
             self.simulation = await self.simulation_factory(config, self.clock)
@@ -158,6 +186,7 @@ class Session:
         """The whole run: start, record, execute, shut down, report."""
         opts = self.options
         opts.db.parent.mkdir(parents=True, exist_ok=True)
+        _after_recorded_runs(self.clock, opts.db)
         self.historian = Historian(opts.db, clock=lambda: self.clock.datetime().timestamp())
         try:
             try:

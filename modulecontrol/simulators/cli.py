@@ -15,7 +15,7 @@ from rich.table import Table
 from modulecontrol.clock import Clock
 from modulecontrol.descriptors import load_plant
 from modulecontrol.errors import ConfigError
-from modulecontrol.units import UnitError, to_si
+from modulecontrol.units import UnitError, convert
 
 app = typer.Typer(help="Simulated modules over real protocols, and plant steady states.",
                   no_args_is_help=True)
@@ -25,10 +25,15 @@ _console = Console()
 def _seconds(text: str | None, what: str) -> float | None:
     if text is None:
         return None
+    # convert() checks the dimension: '5 bar' is refused, not taken as 500000 s.
     try:
-        return to_si(text, "s")
+        seconds = convert(text, "s")
     except UnitError as exc:
-        raise typer.BadParameter(f"{what}: {exc} (write e.g. '10 min')") from None
+        raise typer.BadParameter(f"{what}: '{text}' is not a time: {exc}; write e.g. '10 min'"
+                                 ) from None
+    if seconds <= 0:
+        raise typer.BadParameter(f"{what}: '{text}' must be a positive time (e.g. '10 min')")
+    return seconds
 
 
 @app.command()
@@ -49,11 +54,17 @@ def serve(
 ) -> None:
     """Start every simulated module on its endpoint and print where each one listens."""
     from modulecontrol.simulators._faults import load_scenario
+    from modulecontrol.simulators._opcua_server import SecurityError
     from modulecontrol.simulators._plant import SimulatedPlant
     from modulecontrol.simulators._serve import PlantServer, ServeError
 
     if speed <= 0:
         raise typer.BadParameter("--speed must be > 0")
+    import logging
+
+    # As in `modulecontrol run`: asyncua warns about every endpoint served without security
+    # (twice per module), which buries the table of endpoints; refusals are audited anyway.
+    logging.getLogger("asyncua").setLevel(logging.ERROR)
     limit = _seconds(duration, "--duration")
     try:
         cfg = load_plant(plant)
@@ -72,8 +83,10 @@ def serve(
                              audit_db=db)
         async with server:
             table = Table(title=f"{cfg.plant.name}: simulated modules")
-            for col in ("tag", "type", "protocol", "endpoint"):
+            for col in ("tag", "type", "protocol"):
                 table.add_column(col)
+            # Folded, never cut: the endpoint is what a user copies into their own tools.
+            table.add_column("endpoint", overflow="fold")
             for ep in server.table():
                 table.add_row(ep.tag, ep.type, ep.protocol, ep.address)
             _console.print(table)
@@ -90,7 +103,7 @@ def serve(
     try:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(main())
-    except (ServeError, ValueError, OSError) as exc:
+    except (ServeError, SecurityError, ValueError, OSError) as exc:
         _console.print(f"error: {exc}", markup=False)
         raise typer.Exit(1) from None
 
@@ -121,12 +134,23 @@ def steady(
             if not sep or not dot:
                 raise typer.BadParameter(f"'{item}': write TAG.Assembly=value")
             text = value.strip().lower()
-            parsed: object = text == "true" if text in ("true", "false") else float(text)
+            parsed: object
+            if text in ("true", "false"):
+                parsed = text == "true"
+            else:
+                try:
+                    parsed = float(text)
+                except ValueError:
+                    raise typer.BadParameter(
+                        f"'{item}': the value must be a number (in the assembly's unit), "
+                        "true or false") from None
             if not sim.view(tag).write(assembly, None, parsed):
                 raise typer.BadParameter(f"'{key}' is not linked to the simulator")
         reports = sim.steady_state()
     except (ValueError, KeyError) as exc:
-        _console.print(f"error: {exc}", markup=False)
+        # str(KeyError) would wrap the message in quotes; show the message itself.
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        _console.print(f"error: {message}", markup=False)
         raise typer.Exit(1) from None
     if as_json:
         typer.echo(json.dumps([r.as_dict() for r in reports], indent=2))

@@ -116,3 +116,86 @@ def test_cli_steady_json() -> None:
     assert rows["M1.outlet"]["flow_mL_min"] == pytest.approx(3.375)  # P1 3 + P2 0.375
     assert rows["V1.product"]["flow_mL_min"] == pytest.approx(3.825)  # + P3 0.45
     assert rows["V1.waste"]["flow_mL_min"] == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("duration", ["5 bar", "-1 min", "abc"])
+def test_cli_serve_refuses_a_duration_that_is_no_positive_time(duration: str) -> None:
+    # '5 bar' used to be taken as 500000 s (converted to SI without a dimension check):
+    # the server started and ran for days instead of refusing the option.
+    result = CliRunner().invoke(app, ["serve", str(PLANT), "--duration", duration])
+    assert result.exit_code == 2, result.output
+    assert "--duration" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize(("item", "message"), [
+    ("V1.Valve=abc", "must be a number"),
+    ("X1.Valve=1", "no simulated module 'X1'"),
+])
+def test_cli_steady_bad_set_is_one_clear_line(item: str, message: str) -> None:
+    result = CliRunner().invoke(app, ["steady", str(PLANT), "--set", item])
+    assert result.exit_code in (1, 2), result.output
+    assert message in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+    assert "error: \"" not in result.output   # no KeyError repr quoting
+
+
+_SECURED_PLANT = """\
+kind: Plant
+name: secured
+modules:
+  - tag: P1
+    type: HPLCPump
+    simulated: true
+    endpoint: {protocol: modbus-tcp, host: 127.0.0.1, port: 15021}
+  - tag: R1
+    type: CoilReactor
+    simulated: true
+    endpoint:
+      protocol: opcua
+      url: opc.tcp://127.0.0.1:14841/modulecontrol/R1
+      username: ctrl
+      password_env: MC_TEST_UNSET_PASSWORD
+  - tag: V1
+    type: DivertValve
+    simulated: true
+    endpoint: {protocol: modbus-tcp, host: 127.0.0.1, port: 15024}
+connections:
+  - {from: P1.outlet, to: R1.inlet}
+  - {from: R1.outlet, to: V1.inlet}
+"""
+
+
+def _secured_plant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.delenv("MC_TEST_UNSET_PASSWORD", raising=False)
+    path = tmp_path / "plant.yaml"
+    path.write_text(_SECURED_PLANT)
+    return path
+
+
+def test_cli_serve_without_the_password_is_one_line(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # SecurityError used to escape as a traceback: the CLI caught only ServeError.
+    plant = _secured_plant(tmp_path, monkeypatch)
+    result = CliRunner().invoke(app, ["serve", str(plant), "--duration", "1 s",
+                                      "--port-offset", "20000", "--pki", str(tmp_path / "pki")])
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert "MC_TEST_UNSET_PASSWORD" in " ".join(result.output.split())
+
+
+def test_run_simulate_without_the_password_is_one_line(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from modulecontrol.cli import app as main_app
+
+    _secured_plant(tmp_path, monkeypatch)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("kind: Recipe\nname: tiny\nplant: plant.yaml\nprocedure:\n"
+                      "  - name: main\n    steps:\n      - wait: {duration: 1 s}\n")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main_app, ["run", str(recipe), "--simulate", "--yes",
+                                           "--no-live", "--db", str(tmp_path / "r.db")])
+    assert result.exit_code == 5, result.output
+    assert isinstance(result.exception, SystemExit)
+    text = " ".join(result.output.split())
+    assert "the simulators did not start" in text and "MC_TEST_UNSET_PASSWORD" in text
