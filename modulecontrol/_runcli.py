@@ -64,15 +64,15 @@ def run_command(recipe: Path, plant: Path | None, *, simulate: bool, speed: floa
         report_dir=None if dry_run else report_dir,
         auto_answer="__first__" if (yes or dry_run or not interactive) else None,
     )
-    if options.auto_answer and not (yes or dry_run):
-        console.print("[yellow]not a terminal: prompts are answered with their first "
-                      "choice (pass --yes to say so)[/yellow]")
     try:
         session = Session.load(recipe, plant, options)
     except ConfigError as exc:
         for p in exc.problems:
             print(str(p), file=sys.stderr)
         return EXIT_INVALID
+    if options.auto_answer and not (yes or dry_run):  # said once the run can start at all
+        console.print("[yellow]not a terminal: prompts are answered with their first "
+                      "choice (pass --yes to say so)[/yellow]")
     try:
         outcome = asyncio.run(_run(session, live=live and interactive and not dry_run,
                                    interactive=interactive))
