@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import math
 import signal
 import sys
@@ -97,6 +98,12 @@ async def _run(session: Session, *, live: bool, interactive: bool) -> RunOutcome
     orch = session.orchestrator
     if orch is None:
         return await task
+    # Everything started so far (modules, simulators with OPC UA address spaces: several
+    # hundred thousand objects) lives until the run ends. Moving it out of the collector's
+    # view keeps full collections during the run and at exit from walking it each time
+    # (about 0.6 s at interpreter exit alone); it is still freed by reference counting.
+    # One run per process, so cycles frozen now cannot pile up.
+    gc.freeze()
 
     interrupted = asyncio.Event()
 

@@ -381,6 +381,8 @@ class BaseDriver:
         stats = ScanStats(interval)
 
         async def poll() -> None:
+            me = asyncio.current_task()
+            assert me is not None
             clock = time.monotonic
             next_t = clock()
             stats.started = next_t
@@ -401,6 +403,11 @@ class BaseDriver:
                 stats.record(t0 - next_t, t1 - t0, ok=ok)
                 stats.last = t1
                 next_t += interval
+                if me.cancelling():
+                    # cancelled just as the read completed: Python 3.11's wait_for (ours and
+                    # pymodbus') returns the result then and drops the cancellation, which
+                    # left the loop polling until a second cancel (5 s in ModuleProxy.close)
+                    raise asyncio.CancelledError
                 await asyncio.sleep(max(0.0, next_t - clock()))
 
         task = asyncio.get_running_loop().create_task(poll(), name=f"poll {self.tag_name}")

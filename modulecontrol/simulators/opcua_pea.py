@@ -43,6 +43,7 @@ from modulecontrol.descriptors._assemblies import (
 )
 from modulecontrol.descriptors._bindings import OpcUaBinding
 from modulecontrol.drivers._base import TagInfo, tag_table
+from modulecontrol.simulators._aspace import init_server
 
 WriteHandler = Callable[[str, Any], Awaitable[None]]
 
@@ -408,7 +409,7 @@ async def build_pea_server(
         raise ValueError(f"module type {module_type.name} has no OPC UA tags (no 'opcua:' "
                          "defaults and no opcua bindings)")
     server = Server()
-    await server.init()
+    await init_server(server)  # standard nodes copied from the process's template
     server.disable_clock(not clock)
     server.set_server_name(name or f"modulecontrol PEA {module_type.name}")
     port = port or free_port(host)

@@ -4,6 +4,7 @@ fixed-size histograms, merging, and the poll loop's handling of an overrunning r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -104,3 +105,32 @@ async def test_overrunning_reads_skip_slots_instead_of_bursting() -> None:
     # so a scan is never more than one interval behind its slot
     assert st.max_lateness < interval
     assert st.duration(0.5) >= 2.5 * interval
+
+
+class _CancelledAtTheEnd(_SlowDriver):
+    """A read that completes just as its poll task is cancelled (a close racing a scan)."""
+
+    def __init__(self) -> None:
+        super().__init__(delay=0.0)
+        self.poll_task: asyncio.Task[Any] | None = None
+        self.reads = 0
+
+    async def _read(self, infos: Sequence[TagInfo]) -> dict[str, TagValue]:
+        self.reads += 1
+        if self.poll_task is not None:
+            self.poll_task.cancel()  # delivered while the read's result is already there
+        return {i.name: TagValue(1.0) for i in infos}
+
+
+async def test_a_cancel_racing_a_completed_read_stops_the_poll_loop() -> None:
+    drv = _CancelledAtTheEnd()
+    tag = next(n for n, i in drv.tags.items() if i.readable)
+    sub: Any = await drv.subscribe([tag], 0.01, lambda values: None)
+    drv.poll_task = sub._task
+    # one cancel is enough: the loop must not go on polling (Python 3.11's wait_for can
+    # return a completed read's result and drop the cancellation)
+    async with asyncio.timeout(2):
+        with contextlib.suppress(asyncio.CancelledError):
+            await sub._task
+    assert sub._task.cancelled()
+    assert drv.reads == 1

@@ -20,7 +20,7 @@ from modulecontrol.statemachine import Command, State
 PLANT = Path(__file__).resolve().parents[2] / "recipes" / "lomustine" / "plant.yaml"
 OPTS = ProxyOptions(poll_interval=0.05, complete_poll=0.02)
 
-# One served plant for the whole file: starting four OPC UA servers dominates the run time.
+# One served plant for the whole file: serving the plant costs more than most of its tests.
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
