@@ -80,7 +80,8 @@ async def test_password_never_in_logs_records_or_report(
     monkeypatch.setenv(ENV, PASSWORD)
     db = tmp_path / "runs" / "records.db"
     options = RunOptions(simulate=True, speed=10.0, db=db, report_dir=tmp_path / "reports")
-    with caplog.at_level(logging.DEBUG):
+    # asyncua's own level too: a CLI run earlier in this process may have quietened it
+    with caplog.at_level(logging.DEBUG), caplog.at_level(logging.DEBUG, logger="asyncua"):
         outcome = await Session.load(recipe, None, options).run()
     assert outcome.exit_code == EXIT_COMPLETED, outcome.message
     assert outcome.run_id is not None and outcome.report is not None
