@@ -107,10 +107,6 @@ class _LineProtocol(asyncio.Protocol):
             await self._wake.wait()
 
 
-_MAX_OWED = 8
-"""More owed replies than this mean the device is not answering at all, not late."""
-
-
 class _Port:
     """One open serial port shared by every driver on it (a daisy chain): one lock, one link.
 
@@ -125,8 +121,6 @@ class _Port:
         self.protocol: _LineProtocol | None = None
         self.users = 0
         self.opened = 0
-        self.owed = 0
-        """Replies still owed to requests that timed out (or were cancelled) on this port."""
 
     @property
     def connected(self) -> bool:
@@ -155,15 +149,12 @@ class _Port:
         assert isinstance(proto, _LineProtocol)
         self.protocol = proto
         self.opened += 1
-        self.owed = 0  # a new connection owes nothing: late replies of the old one are gone
 
     async def exchange(self, request: bytes, terminator: bytes, limit: float) -> bytes:
         """Send one request and return its reply line; the caller holds ``lock``."""
         await self.ensure_open(limit)
         proto = self.protocol
         assert proto is not None and proto.transport is not None
-        if self.owed:
-            await self._settle(proto, terminator, limit)
         proto.flush()
         try:
             proto.transport.write(request)
@@ -173,39 +164,10 @@ class _Port:
         try:
             return await asyncio.wait_for(proto.read_line(terminator), limit)
         except TimeoutError:
-            self.owed = min(self.owed + 1, _MAX_OWED)
             raise DriverTimeout(f"no reply from {self.path} within {limit:g} s") from None
-        except asyncio.CancelledError:
-            self.owed = min(self.owed + 1, _MAX_OWED)
-            raise
         except Disconnected:
             self._drop()
             raise
-
-    async def _settle(self, proto: _LineProtocol, terminator: bytes, limit: float) -> None:
-        """Wait up to ``limit`` for the replies owed to earlier timed-out requests, and drop them.
-
-        Why: an ASCII device answers one request at a time, in order, and its replies carry no
-        transaction id. A reply that arrives after its request timed out would otherwise be
-        taken for the answer to the next request: a write reported done that the device has
-        not executed yet, or one reading decoded as another (``DIA``'s ``S14.50`` as the
-        pressure). Replies later than this window are lost to it; response patterns on the
-        descriptor's commands catch most of those (see docs/drivers.md).
-        """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + limit
-        try:
-            while self.owed:
-                await asyncio.wait_for(proto.read_line(terminator),
-                                       max(0.0, deadline - loop.time()))
-                self.owed -= 1
-        except (TimeoutError, BadReply):
-            pass  # never answered (the requests were lost) or noise: the line is quiet now
-        except Disconnected:
-            self._drop()
-            raise
-        finally:
-            self.owed = 0
 
     def _drop(self) -> None:
         proto, self.protocol = self.protocol, None
