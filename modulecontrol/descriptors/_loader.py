@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 from pydantic import BaseModel, ValidationError
 
@@ -27,10 +27,26 @@ def _validate(model: type[M], doc: YamlDoc, context: dict[str, Any] | None = Non
             f"got {type(doc.data).__name__}",
             doc.locate(()),
         )
+    _check_kind(model, doc)
     try:
         return model.model_validate(doc.data, context=context)
     except ValidationError as exc:
         raise ConfigError(validation_problems(exc, doc, model)) from None
+
+
+def _check_kind(model: type[BaseModel], doc: YamlDoc) -> None:
+    """One clear error for a document of another kind (a recipe given where a module type
+    is expected), instead of a screenful of 'unknown key' errors that all follow from it."""
+    assert isinstance(doc.data, dict)
+    given = doc.data.get("kind")
+    kind_field = model.model_fields.get("kind")
+    if not isinstance(given, str) or kind_field is None:
+        return
+    expected = [a for a in get_args(kind_field.annotation) if isinstance(a, str)]
+    known = {"ModuleType", "Plant", "Recipe", "Scenario", *_EXTRA_KINDS}  # misspelt: pydantic
+    if expected and given not in expected and given in known:  # says it, with a suggestion
+        raise ConfigError.single(
+            f"this is a {given} document, not a {' or '.join(expected)}", doc.locate(("kind",)))
 
 
 def _located(doc: YamlDoc, items: Iterable[tuple[tuple[str | int, ...], str]]) -> list[Problem]:

@@ -215,3 +215,14 @@ def test_plant_loader_on_random_structures(data: Any) -> None:
         plant_from_doc(YamlDoc(data, "<fuzz>"))
     except ConfigError as exc:
         assert exc.problems
+
+
+@pytest.mark.parametrize(("path", "kind"), [("recipes/lomustine/plant.yaml", "Plant"),
+                                             ("recipes/lomustine/campaign.yaml", "Recipe")])
+def test_a_document_of_another_kind_is_one_clear_error(path: str, kind: str) -> None:
+    # not a screenful of 'unknown key' errors that all follow from the wrong kind
+    with pytest.raises(ConfigError) as info:
+        module_type_from_text((ROOT / path).read_text(), path)
+    (problem,) = info.value.problems
+    assert problem.message == f"this is a {kind} document, not a ModuleType"
+    assert problem.location is not None and problem.location.line > 0
