@@ -119,6 +119,10 @@ def load_yaml_text(text: str, file: str = "<string>") -> YamlDoc:
     """Parse YAML text; syntax errors become a located :class:`ConfigError`."""
     if len(text) > MAX_YAML_BYTES:
         raise ConfigError.single(f"file is larger than {MAX_YAML_BYTES} bytes", Location(file))
+    if text.lstrip("\ufeff \t\r\n").startswith("<"):  # no document of ours is a scalar
+        raise ConfigError.single(
+            "this is XML, not YAML: for an MTP manifest (AutomationML) use 'modulecontrol "
+            "mtp check' or 'modulecontrol mtp import'", Location(file, 1, 1))
     try:
         raw = _yaml().load(io.StringIO(text))
     except MarkedYAMLError as exc:

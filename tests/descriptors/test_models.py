@@ -226,3 +226,12 @@ def test_a_document_of_another_kind_is_one_clear_error(path: str, kind: str) -> 
     (problem,) = info.value.problems
     assert problem.message == f"this is a {kind} document, not a ModuleType"
     assert problem.location is not None and problem.location.line > 0
+
+
+@pytest.mark.parametrize("text", ["\ufeff<CAEXFile SchemaVersion='3.0'>\n  <a/>\n</CAEXFile>\n",
+                                  "<?xml version='1.0'?>\n<CAEXFile/>"])
+def test_xml_is_recognised_and_pointed_to_mtp(text: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_yaml_text(text, "HC30.aml")
+    (problem,) = info.value.problems
+    assert "this is XML, not YAML" in problem.message and "mtp check" in problem.message
