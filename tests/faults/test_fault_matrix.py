@@ -215,6 +215,10 @@ async def _run_cell(session: Session, rig: Rig, t: Transport, fault: str,
         f"{fault}: rig not back to Execute before the fault: {orch.machine.state.label}, "
         f"{proxy.fault}; " + "; ".join(f"{e.kind} {e.source} {e.message}"
                                        for e in orch.log.events[-10:]))
+    # From a steady state: the previous cell's recovery (safe-state write, service abort)
+    # may still hold the link for a timeout or two; a fault injected then is detected only
+    # after those requests time out too (measured once: 1.2 s on Modbus TCP).
+    await asyncio.sleep(3 * TIMEOUT)
     n_events = len(orch.log.events)
     res.sim_before = session.clock.datetime().timestamp()
     writes_before = len(rig.writes)
