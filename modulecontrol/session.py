@@ -25,7 +25,7 @@ from modulecontrol.drivers import DriverError, Quality, TagValue
 from modulecontrol.orchestrator import Event, OperatorChannel, Orchestrator, RunResult
 from modulecontrol.proxy import ModuleProxy, ProxyOptions, proxies_for
 from modulecontrol.recipe import ValidatedRecipe, load_recipe
-from modulecontrol.records import EventKind, Historian, TagConfig
+from modulecontrol.records import EventKind, Historian, RecordsError, TagConfig, list_runs
 from modulecontrol.records import RunResult as RecordResult
 
 _log = logging.getLogger(__name__)
@@ -103,11 +103,10 @@ def _after_recorded_runs(clock: Clock, db: Path) -> None:
     if not db.exists():
         return
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-            row = conn.execute("SELECT MAX(COALESCE(t_end, t_start)) FROM runs").fetchone()
-    except sqlite3.Error:
+        runs = list_runs(db)
+    except (RecordsError, sqlite3.Error):
         return  # not a records database (yet): the Historian reports that itself
-    latest = row[0] if row else None
+    latest = max((r.t_end if r.t_end is not None else r.t_start for r in runs), default=None)
     if latest is not None and clock.datetime(0.0).timestamp() <= latest:
         clock.start = _dt.datetime.fromtimestamp(latest + 1.0, _dt.UTC)
 
