@@ -8,7 +8,8 @@ The bottom layer every other package builds on (it imports only :mod:`modulecont
   :func:`command_en`, :class:`StateMachineOptions`), where commands and SC lead
   (:func:`command_target`, :func:`sc_target`, :data:`COMMAND_TARGETS`,
   :func:`expected_states`, :func:`settles_in`, :func:`on_the_way`) and the state sets
-  (:data:`ACTING_STATES`, :data:`STABLE_STATES`, :data:`FAILED_STATES`, :data:`HOLD_STATES`);
+  (:data:`ACTING_STATES`, :data:`STABLE_STATES`, :data:`FAILED_STATES`, :data:`HOLD_STATES`,
+  :data:`RESTING_STATES`);
 * the attribute tables of the data-assembly classes and of ServiceControl, with access and
   "carries the value" (:func:`attributes`, :data:`DA_ATTRIBUTES`,
   :data:`SERVICE_CONTROL_ATTRIBUTES`, :func:`writable`, :func:`carries_value`, ...);
@@ -71,6 +72,7 @@ from modulecontrol.mtpcore._states import (
     COMMAND_TARGETS,
     FAILED_STATES,
     HOLD_STATES,
+    RESTING_STATES,
     SC,
     STABLE_STATES,
     Command,
@@ -107,6 +109,7 @@ __all__ = [
     "PARAM_CLASSES",
     "PRIMARY_ATTRIBUTE",
     "READ_PREFERENCE",
+    "RESTING_STATES",
     "SC",
     "SCA",
     "SERVICE_CONTROL",

@@ -176,6 +176,11 @@ _ALL: Final = frozenset(State)
 STABLE_STATES: Final[frozenset[State]] = _ALL - ACTING_STATES
 """States a service rests in until commanded (Execute rests unless its procedure completes)."""
 
+RESTING_STATES: Final[frozenset[State]] = frozenset(
+    {State.IDLE, State.COMPLETED, State.STOPPED, State.ABORTED}
+)
+"""States in which no procedure acts on the process (before a Start or after its end)."""
+
 HOLD_STATES: Final[frozenset[State]] = frozenset({State.HOLDING, State.HELD})
 """States in which a service (or a recipe) counts as held."""
 

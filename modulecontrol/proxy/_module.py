@@ -43,6 +43,7 @@ from modulecontrol.drivers import (
 from modulecontrol.mtpcore import (
     PA,
     PARAM_CLASSES,
+    RESTING_STATES,
     SCA,
     MtpError,
     ServiceClient,
@@ -406,7 +407,7 @@ class ModuleProxy:
             ):
                 await self.apply_safe_state()
             for svc in self.services.values():
-                if isinstance(svc, LocalService) and svc.state not in _AT_REST:
+                if isinstance(svc, LocalService) and svc.state not in RESTING_STATES:
                     with contextlib.suppress(CommandRefused):
                         svc.machine.command(Command.ABORT, Channel.PEA)
         finally:
@@ -495,9 +496,6 @@ class ModuleProxy:
             except (DriverError, ValueError) as exc:
                 errors.append(f"{da.name}: {exc}")
         return errors
-
-
-_AT_REST = frozenset({State.IDLE, State.STOPPED, State.ABORTED, State.COMPLETED})
 
 
 def _si(da: DataAssembly, v: Any) -> Any:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from modulecontrol.descriptors import OpcUaEndpoint
-from modulecontrol.mtpcore import PA, SCA
+from modulecontrol.mtpcore import PA, PARAM_CLASSES, SCA, carries_value, writable
 from modulecontrol.simulators._view import ModuleView
 from modulecontrol.simulators.opcua_pea import (
     PeaServer,
@@ -74,6 +74,7 @@ class PeaRuntime:
         """Applied (VOut) values of the service parameters."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._publishing = False
+        self._assembly_names = {d.name for d in self.mt.data_assemblies}
         self._objects = [s.name for s in self.mt.services] + [
             d.name for d in self.mt.data_assemblies if d.writable]
 
@@ -204,8 +205,15 @@ class PeaRuntime:
                 self.params[obj] = v
                 self._reapply(obj)
             await self._set(obj, attr, False)
-        elif attr in ("VMan", "OpenAut", "Ctrl", "RpmMan") and self.view is not None:
+        elif self.view is not None and self._drives_model(obj, attr):
             self.view.write(obj, attr, value)
+
+    def _drives_model(self, obj: str, attr: str) -> bool:
+        """A POL write of an assembly's value (``VMan``, ``OpenAut``, ``RpmMan``, ...) goes to
+        the model at once; a parameter's takes effect only through its Apply handshake."""
+        cls = self.mt.assembly(obj).class_ if obj in self._assembly_names else None
+        return (cls is not None and cls not in PARAM_CLASSES and writable(cls, attr)
+                and carries_value(cls, attr))
 
     def _reapply(self, param: str) -> None:
         """A parameter changed while its service executes: the new value takes effect."""

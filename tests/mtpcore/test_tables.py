@@ -22,6 +22,7 @@ from modulecontrol.mtpcore import (
     PARAM_CLASSES,
     PRIMARY_ATTRIBUTE,
     READ_PREFERENCE,
+    RESTING_STATES,
     SC,
     SCA,
     SERVICE_CONTROL,
@@ -115,6 +116,8 @@ def test_every_state_is_reachable_from_idle(opts: StateMachineOptions, goal: Sta
 
 def test_state_sets() -> None:
     assert {settles_in(s) for s in FAILED_STATES} == {State.STOPPED, State.ABORTED}
+    begin_or_end = {Command.START, Command.RESET}
+    assert {s for s in STABLE_STATES if enabled_commands(s) & begin_or_end} == RESTING_STATES
     assert on_the_way(State.HELD) | {State.HELD} == HOLD_STATES
     assert on_the_way(State.EXECUTE) == {State.STARTING, State.UNHOLDING, State.RESUMING}
     assert set(get_args(StateLabel)) == {s.label for s in State}
