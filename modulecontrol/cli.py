@@ -200,11 +200,11 @@ def list_types() -> None:
 
 def _mount() -> None:
     """Sub-command groups live beside the code they drive; they are mounted here."""
-    from modulecontrol._statemachine.cli import app as states_app
     from modulecontrol.drivers.cli import app as drivers_app
     from modulecontrol.mtp.cli import app as mtp_app
     from modulecontrol.records import cli as records_cli
     from modulecontrol.simulators.cli import app as sim_app
+    from modulecontrol.statemachine.cli import app as states_app
 
     app.add_typer(drivers_app, name="drivers", help="List installed drivers.")
     app.add_typer(mtp_app, name="mtp", help="MTP manifests: import, export, check.")

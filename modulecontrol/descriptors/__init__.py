@@ -3,15 +3,7 @@
 Everything here is data validated by pydantic; see ``docs/descriptors.md``.
 """
 
-from modulecontrol.descriptors._assemblies import (
-    DA_ATTRIBUTES,
-    PARAM_CLASSES,
-    PRIMARY_ATTRIBUTE,
-    SETPOINT_ATTRIBUTE,
-    STALE_CLASSES,
-    DataAssembly,
-    value_kind,
-)
+from modulecontrol.descriptors._assemblies import DataAssembly
 from modulecontrol.descriptors._bindings import (
     AttributeBinding,
     ModbusBinding,
@@ -36,7 +28,6 @@ from modulecontrol.descriptors._loader import (
     validate_file,
 )
 from modulecontrol.descriptors._module import (
-    SERVICE_CONTROL_ATTRIBUTES,
     ModuleType,
     OpcUaDefaults,
     Port,
@@ -59,12 +50,6 @@ from modulecontrol.descriptors._plant import (
 )
 
 __all__ = [
-    "DA_ATTRIBUTES",
-    "PARAM_CLASSES",
-    "PRIMARY_ATTRIBUTE",
-    "SERVICE_CONTROL_ATTRIBUTES",
-    "SETPOINT_ATTRIBUTE",
-    "STALE_CLASSES",
     "AttributeBinding",
     "Connection",
     "DataAssembly",
@@ -102,5 +87,4 @@ __all__ = [
     "plant_from_doc",
     "register_kind",
     "validate_file",
-    "value_kind",
 ]

@@ -7,87 +7,21 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from modulecontrol.descriptors._assemblies import (
-    DA_ATTRIBUTES,
-    PARAM_CLASSES,
-    DataAssembly,
-)
+from modulecontrol.descriptors._assemblies import DataAssembly
 from modulecontrol.descriptors._base import Ident, Model, delta_in
 from modulecontrol.descriptors._bindings import AttributeBinding, OpcUaBinding
 from modulecontrol.errors import did_you_mean
+from modulecontrol.mtpcore import (
+    DA_ATTRIBUTES,
+    PARAM_CLASSES,
+    SERVICE_CONTROL_ATTRIBUTES,
+    StateLabel,
+)
 
 PathKey = tuple[str | int, ...]
 
 NOISY_CLASSES = frozenset({"AnaView", "AnaMon"})
 """Classes whose simulated value may carry measurement noise (``simulator.noise``)."""
-
-SERVICE_CONTROL_ATTRIBUTES: tuple[str, ...] = (
-    "CommandOp",
-    "CommandInt",
-    "CommandExt",
-    "CommandEn",
-    "StateCur",
-    "ProcedureOp",
-    "ProcedureInt",
-    "ProcedureExt",
-    "ProcedureReq",
-    "ProcedureCur",
-    "StateChannel",
-    "StateOffAut",
-    "StateOpAut",
-    "StateAutAut",
-    "StateOffOp",
-    "StateOpOp",
-    "StateAutOp",
-    "StateOpAct",
-    "StateAutAct",
-    "StateOffAct",
-    "SrcChannel",
-    "SrcExtAut",
-    "SrcIntOp",
-    "SrcIntAut",
-    "SrcExtOp",
-    "SrcIntAct",
-    "SrcExtAct",
-    "PosTextID",
-    "InteractQuestionID",
-    "InteractAnswerID",
-    "InteractAddInfo",
-    "ProcParamApplyEn",
-    "ProcParamApplyExt",
-    "ProcParamApplyOp",
-    "ProcParamApplyInt",
-    "ConfigParamApplyEn",
-    "ConfigParamApplyExt",
-    "ConfigParamApplyOp",
-    "ConfigParamApplyInt",
-    "ReportValueFreeze",
-    "WQC",
-    "OSLevel",
-    "TagName",
-    "TagDescription",
-)
-"""Attributes of an MTP ServiceControl object (2658-4)."""
-
-ServiceStateName = Literal[
-    "Idle",
-    "Starting",
-    "Execute",
-    "Completing",
-    "Completed",
-    "Pausing",
-    "Paused",
-    "Resuming",
-    "Holding",
-    "Held",
-    "Unholding",
-    "Stopping",
-    "Stopped",
-    "Aborting",
-    "Aborted",
-    "Resetting",
-]
-
 
 class Port(Model):
     """A material connection point (inlet or outlet) of a module."""
@@ -135,7 +69,7 @@ class Procedure(Model):
     default: bool = False
     parameters: list[Ident] = Field(default_factory=list)
     report_values: list[Ident] = Field(default_factory=list)
-    actions: dict[ServiceStateName, list[Write]] = Field(default_factory=dict)
+    actions: dict[StateLabel, list[Write]] = Field(default_factory=dict)
     """Writes for this procedure only; they replace the service's actions for that state."""
     complete_when: str | None = None
     """For self-completing procedures on devices without a PEA: a condition over the module's
@@ -149,7 +83,7 @@ class Service(Model):
     description: str = ""
     procedures: list[Procedure] = Field(min_length=1)
     config_parameters: list[Ident] = Field(default_factory=list)
-    actions: dict[ServiceStateName, list[Write]] = Field(default_factory=dict)
+    actions: dict[StateLabel, list[Write]] = Field(default_factory=dict)
     bindings: dict[str, AttributeBinding] = Field(default_factory=dict)
 
     @field_validator("bindings")
@@ -233,7 +167,7 @@ class SimulatorSpec(Model):
     thermostat: dict[str, Any] | None = None
     """Parameters of a thermostat model that drives the jacket (``{}`` for its defaults);
     ``None`` when the module has no jacket of its own."""
-    services: dict[str, dict[ServiceStateName, dict[str, Any]]] = Field(default_factory=dict)
+    services: dict[str, dict[StateLabel, dict[str, Any]]] = Field(default_factory=dict)
     """What a service does to the model when it enters a state, for modules that run their
     own state machine (a PEA): ``{Tempering: {Execute: {temperature_setpoint: {param:
     TempSP}}, Stopping: {temperature_setpoint: 20 degC}}}``. A value ``{param: Name}`` takes

@@ -20,6 +20,13 @@ from modulecontrol.descriptors import DataAssembly, ModuleInstance, ModuleType, 
 from modulecontrol.descriptors._bindings import ModbusBinding, OpcUaBinding, SerialBinding
 from modulecontrol.drivers._scan import ScanStats
 from modulecontrol.errors import did_you_mean
+from modulecontrol.mtpcore import (
+    DA_ATTRIBUTES,
+    SERVICE_CONTROL,
+    SERVICE_CONTROL_ATTRIBUTES,
+    carries_value,
+    writable,
+)
 
 
 class DriverError(Exception):
@@ -178,9 +185,6 @@ def tag_table(module_type: ModuleType, transport: str) -> dict[str, TagInfo]:
     contribute ``Service.Attribute`` tags for their ServiceControl attributes (explicit
     ``bindings`` of the service, or the type's OPC UA defaults).
     """
-    from modulecontrol.descriptors._assemblies import DA_ATTRIBUTES, WRITABLE_CLASSES
-    from modulecontrol.descriptors._module import SERVICE_CONTROL_ATTRIBUTES
-
     out: dict[str, TagInfo] = {}
     for da in module_type.data_assemblies:
         for attr, ab in da.bindings.items():
@@ -191,10 +195,8 @@ def tag_table(module_type: ModuleType, transport: str) -> dict[str, TagInfo]:
             for attr in DA_ATTRIBUTES[da.class_]:
                 name = f"{da.name}.{attr}"
                 if name not in out:
-                    writable = ((da.class_ in WRITABLE_CLASSES and attr in _WRITABLE_ATTRS)
-                                or (da.class_, attr) in _WRITABLE_INPUTS)
-                    out[name] = TagInfo(name, da, attr,
-                                        module_type.opcua.binding(da.name, attr, writable))
+                    out[name] = TagInfo(name, da, attr, module_type.opcua.binding(
+                        da.name, attr, writable(da.class_, attr)))
     for svc in module_type.services:
         stand_in = DataAssembly.model_validate(
             {"name": svc.name, "class": "DIntView", "description": f"ServiceControl {svc.name}"}
@@ -209,33 +211,9 @@ def tag_table(module_type: ModuleType, transport: str) -> dict[str, TagInfo]:
                 name = f"{svc.name}.{attr}"
                 if name not in out:
                     b = module_type.opcua.binding(
-                        svc.name, attr, attr in SERVICE_CONTROL_WRITABLE)
+                        svc.name, attr, writable(SERVICE_CONTROL, attr))
                     out[name] = TagInfo(name, stand_in, attr, b, service=svc)
     return out
-
-
-SERVICE_CONTROL_WRITABLE = frozenset({
-    "CommandOp", "CommandExt", "ProcedureOp", "ProcedureExt", "StateOffAut", "StateOpAut",
-    "StateAutAut", "StateOffOp", "StateOpOp", "StateAutOp", "SrcExtAut", "SrcIntOp",
-    "SrcIntAut", "SrcExtOp", "InteractAnswerID", "ProcParamApplyExt", "ProcParamApplyOp",
-    "ConfigParamApplyExt", "ConfigParamApplyOp", "ReportValueFreeze",
-})
-"""ServiceControl attributes an orchestrator (POL) writes; the rest are the PEA's outputs.
-Keep in step with :func:`modulecontrol.mtp._classes.attribute_writable`, which decides the
-access an exported manifest declares (``mtp check --endpoint`` compares the two)."""
-
-
-_WRITABLE_ATTRS = frozenset({
-    "VExt", "ApplyExt", "VMan", "OpenAut", "CloseAut", "FwdAut", "RevAut", "StopAut",
-    "RpmMan", "PosMan", "SPMan", "MVMan", "StateOffOp", "StateOpOp", "StateAutOp", "SrcExtOp",
-    "SrcIntOp", "StateOffAut", "StateOpAut", "StateAutAut", "SrcExtAut", "SrcIntAut",
-    "ResetAut", "ResetOp", "VOp", "ApplyOp", "StopOp", "FwdOp", "RevOp", "OpenOp", "CloseOp",
-    "MonEn",
-})
-_WRITABLE_INPUTS = frozenset({
-    ("BinMon", "VFlutEn"), ("BinProcessValueIn", "V"), ("BinProcessValueIn", "VQC"),
-})
-"""Inputs of classes that are otherwise read-only (a process value the POL writes in)."""
 
 
 class _Default(enum.Enum):
@@ -472,10 +450,10 @@ class _TaskSubscription:
 
 
 def check_value(info: TagInfo, value: Any) -> Any:
-    """Coerce to the assembly's kind and check its limits (for the value-carrying attributes)."""
+    """Coerce to the assembly's kind and check its limits (for the attributes that carry the
+    assembly's value, :func:`modulecontrol.mtpcore.carries_value`)."""
     da = info.assembly
-    attr = info.attribute
-    if attr in ("VMan", "VExt", "VOp", "VInt", "V", "VOut", "RpmMan", "PosMan", "SPMan"):
+    if info.service is None and carries_value(da.class_, info.attribute):
         return da.coerce(value)
     if isinstance(value, bool | int | float | str):
         return value

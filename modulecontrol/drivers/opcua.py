@@ -16,10 +16,11 @@ One driver talks to one PEA. What it adds to :class:`BaseDriver`:
   that stalls or answers late is declared lost within 1.5 timeouts, not after asyncua's
   one-second watchdog tick plus its one-second probe;
 * reconnect with a *fresh* ``Client`` (asyncua clients are not reused after a loss), bounded
-  exponential backoff (cap 10 s) and re-created subscriptions;
-* the MTP handshake per service: operation mode Automatic, source External, procedure,
-  parameters, command (only if enabled), wait for the expected state. See
-  ``docs/drivers.md`` (OPC UA).
+  exponential backoff (cap 10 s) and re-created subscriptions.
+
+It is a transport only: the MTP service handshake (modes, procedure, parameters, command,
+wait for state) is :class:`modulecontrol.mtpcore.ServiceClient`, which runs over this driver
+as over any other. See ``docs/drivers.md`` (OPC UA).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from modulecontrol.descriptors import ModuleInstance, ModuleType, OpcUaEndpoint, Service
+from modulecontrol.descriptors import ModuleInstance, ModuleType, OpcUaEndpoint
 from modulecontrol.descriptors._bindings import OpcUaBinding
 from modulecontrol.drivers._base import (
     BadReply,
@@ -58,17 +59,14 @@ from modulecontrol.drivers._base import (
     DeviceRejected,
     Disconnected,
     DriverError,
-    DriverTimeout,
     Health,
     OutOfRange,
     Quality,
     TagInfo,
     TagValue,
-    check_value,
 )
 from modulecontrol.drivers._scan import ScanStats
 from modulecontrol.errors import did_you_mean
-from modulecontrol.statemachine import Command, State
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -95,34 +93,6 @@ for _name in ("asyncua.client.ua_client.UASocketProtocol", "asyncua.client.ua_cl
               "asyncua.client.client"):
     logging.getLogger(_name).addFilter(_REDACT)
 
-STATE_CODES: dict[str, int] = {s.label: int(s) for s in State}
-"""MTP (2658-4) StateCur codes, from the one state table (``modulecontrol.statemachine``)."""
-STATE_NAMES: dict[int, str] = {v: k for k, v in STATE_CODES.items()}
-COMMAND_CODES: dict[str, int] = {c.label: int(c) for c in Command}
-"""MTP CommandOp/CommandExt codes; CommandEn is the OR of the enabled ones."""
-
-DEFAULT_TARGETS: dict[str, tuple[str, ...]] = {
-    "Reset": ("Idle",),
-    "Start": ("Execute", "Completing", "Completed"),
-    "Stop": ("Stopped",),
-    "Hold": ("Held",),
-    "Unhold": ("Execute",),
-    "Pause": ("Paused",),
-    "Resume": ("Execute",),
-    "Abort": ("Aborted",),
-    "Restart": ("Execute", "Completing", "Completed"),
-    "Complete": ("Completed",),
-}
-"""States a command is expected to reach. Start also accepts the completion states, since a
-self-completing procedure may pass Execute between two polls."""
-
-_FAIL_STATES = frozenset({"Aborting", "Aborted", "Stopping", "Stopped"})
-_ON_THE_WAY: dict[str, tuple[str, ...]] = {
-    "Stopped": ("Stopping",), "Aborted": ("Aborting",), "Idle": ("Resetting",),
-    "Execute": ("Starting", "Unholding", "Resuming"), "Held": ("Holding",),
-    "Paused": ("Pausing",), "Completed": ("Completing",),
-}
-"""Transient states a service passes on its way to a state (never a failure)."""
 _SESSION_GONE = frozenset({
     "BadSessionIdInvalid", "BadSessionClosed", "BadSessionNotActivated",
     "BadSecureChannelIdInvalid", "BadSecureChannelClosed", "BadServerHalted", "BadShutdown",
@@ -167,35 +137,6 @@ class SecurityConfigError(DriverError):
     """The endpoint's security settings cannot work (missing file, unset env var, ...)."""
 
 
-class MtpError(DriverError):
-    """A step of the MTP handshake failed; the message carries the PEA's state."""
-
-
-class CommandNotEnabled(MtpError):
-    """The command's bit is not set in CommandEn, so the PEA would ignore it."""
-
-    def __init__(self, message: str, *, state: str, enabled: Sequence[str], **kw: Any) -> None:
-        self.state = state
-        self.enabled = list(enabled)
-        super().__init__(message, **kw)
-
-
-class ModeRefused(MtpError):
-    """The PEA did not switch operation mode, source, procedure or parameter as asked."""
-
-
-class ServiceStateError(MtpError):
-    """The service went to an unexpected state (e.g. Aborted) while we waited."""
-
-    def __init__(self, message: str, *, state: str, **kw: Any) -> None:
-        self.state = state
-        super().__init__(message, **kw)
-
-
-class ServiceTimeout(MtpError, DriverTimeout):
-    """The expected state or confirmation did not arrive in time."""
-
-
 # -- health ----------------------------------------------------------------------------------
 @dataclass
 class SubscriptionReport:
@@ -219,36 +160,6 @@ class OpcUaHealth(Health):
     subscriptions: list[SubscriptionReport] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     reconnecting: bool = False
-
-
-@dataclass(frozen=True)
-class ServiceStatus:
-    """A snapshot of a service's ServiceControl, read in one request."""
-
-    service: str
-    state: str
-    state_code: int
-    command_en: int
-    procedure_cur: int | None
-    procedure_req: int | None
-    automatic: bool | None
-    external: bool | None
-
-    @property
-    def enabled(self) -> list[str]:
-        return [n for n, c in COMMAND_CODES.items() if self.command_en & c]
-
-    def describe(self) -> str:
-        mode = "" if self.automatic is None else (
-            f", mode {'Automatic' if self.automatic else 'not Automatic'}"
-            f"/{'External' if self.external else 'not External'}"
-        )
-        return (f"{self.service} is in {self.state}{mode}, enabled commands: "
-                f"{', '.join(self.enabled) or 'none'}")
-
-
-def state_name(code: int) -> str:
-    return STATE_NAMES.get(code, f"unknown state {code}")
 
 
 # -- subscription ----------------------------------------------------------------------------
@@ -599,7 +510,7 @@ class OpcUaDriver(BaseDriver):
                 raise SecurityConfigError(f"{what} file {path} does not exist",
                                           module=self.tag_name)
         cert = _load_cert(Path(ep.certificate))
-        uris = _san_uris(cert)
+        uris = san_uris(cert)
         if uris:
             client.application_uri = uris[0]
         mode = getattr(ua.MessageSecurityMode, ep.security_mode)
@@ -901,249 +812,6 @@ class OpcUaDriver(BaseDriver):
         self._health.warnings.append(message)
         del self._health.warnings[:-20]
 
-    # -- MTP handshake ----------------------------------------------------------------------
-    def service(self, name: str) -> Service:
-        try:
-            return self.module_type.service(name)
-        except KeyError as exc:
-            raise MtpError(str(exc.args[0]), module=self.tag_name) from None
-
-    async def service_status(self, service: str) -> ServiceStatus:
-        """StateCur, CommandEn, procedure and mode of a service, in one read."""
-        svc = self.service(service)
-        names = ["StateCur", "CommandEn", "ProcedureCur", "ProcedureReq", "StateAutAct",
-                 "SrcExtAct"]
-        tags = [f"{svc.name}.{n}" for n in names if f"{svc.name}.{n}" in self.tags]
-        values = await self.read(tags)
-
-        def get(attr: str) -> Any:
-            tv = values.get(f"{svc.name}.{attr}")
-            return None if tv is None else tv.value
-
-        code = int(get("StateCur") or 0)
-        return ServiceStatus(
-            service=svc.name, state=state_name(code), state_code=code,
-            command_en=int(get("CommandEn") or 0),
-            procedure_cur=get("ProcedureCur"), procedure_req=get("ProcedureReq"),
-            automatic=get("StateAutAct"), external=get("SrcExtAct"),
-        )
-
-    async def ensure_automatic_external(self, obj: str, *, timeout: float | None = None) -> None:
-        """Put a service or parameter into operation mode Automatic and source External.
-
-        MTP (2658-4) switches with edge-triggered ``*Op`` requests when ``StateChannel`` /
-        ``SrcChannel`` is false (the operator channel, reset by the PEA) and with level
-        ``*Aut`` signals when it is true; ``StateAutAct`` / ``SrcExtAct`` confirm.
-        """
-        timeout = self._mtp_timeout(timeout)
-        for act, channel, via_op, via_aut, what in (
-            ("StateAutAct", "StateChannel", "StateAutOp", "StateAutAut", "Automatic"),
-            ("SrcExtAct", "SrcChannel", "SrcExtOp", "SrcExtAut", "External"),
-        ):
-            act_tag, chan_tag = f"{obj}.{act}", f"{obj}.{channel}"
-            if act_tag not in self.tags:
-                continue
-            have = [t for t in (act_tag, chan_tag) if t in self.tags]
-            values = await self.read(have)
-            if values[act_tag].value is True:
-                continue
-            use_aut = chan_tag in values and values[chan_tag].value is True
-            request = f"{obj}.{via_aut if use_aut else via_op}"
-            await self.write(request, True)
-            if not await self._wait_value(act_tag, lambda v: v is True, timeout):
-                raise ModeRefused(
-                    f"{obj} did not switch to {what} within {timeout:g} s after {request}=true "
-                    f"({await self._mode_text(obj)})", module=self.tag_name)
-
-    async def select_procedure(self, service: str, procedure: str | int, *,
-                               timeout: float | None = None) -> int:
-        """Write ProcedureExt and wait until ProcedureReq confirms it; returns the id."""
-        svc = self.service(service)
-        try:
-            proc = svc.procedure(procedure)
-        except KeyError as exc:
-            raise MtpError(str(exc.args[0]), module=self.tag_name) from None
-        req = f"{svc.name}.ProcedureReq"
-        if (await self.read([req]))[req].value == proc.id:
-            return proc.id
-        await self.write(f"{svc.name}.ProcedureExt", proc.id)
-        timeout = self._mtp_timeout(timeout)
-        if not await self._wait_value(req, lambda v: v == proc.id, timeout):
-            status = await self.service_status(svc.name)
-            raise ModeRefused(
-                f"{svc.name} did not accept procedure {proc.name} (id {proc.id}) within "
-                f"{timeout:g} s: ProcedureReq is {status.procedure_req}; {status.describe()}",
-                module=self.tag_name)
-        return proc.id
-
-    async def apply_parameters(self, service: str, parameters: Mapping[str, Any], *,
-                               procedure: str | int | None = None,
-                               tolerance: float | None = None,
-                               timeout: float | None = None) -> None:
-        """Write each parameter's VExt, then ApplyExt, and wait until VFbk matches.
-
-        Parameters are data assemblies listed by the procedure or as configuration
-        parameters of the service. A numeric VFbk matches within ``tolerance`` (absolute;
-        default 1e-6 relative to the value); others must be equal.
-        """
-        svc = self.service(service)
-        proc = svc.procedure(procedure) if procedure is not None else None
-        allowed = set(svc.config_parameters)
-        for p in ([proc] if proc else svc.procedures):
-            allowed.update(p.parameters)
-        timeout = self._mtp_timeout(timeout)
-        for name in parameters:
-            if name not in allowed:
-                raise MtpError(
-                    f"'{name}' is not a parameter of {svc.name}"
-                    f"{' procedure ' + proc.name if proc else ''}{did_you_mean(name, allowed)} "
-                    f"(parameters: {', '.join(sorted(allowed)) or 'none'})",
-                    module=self.tag_name)
-        expected: dict[str, Any] = {}
-        for name, value in parameters.items():
-            await self.ensure_automatic_external(name, timeout=timeout)
-            vext = f"{name}.VExt"
-            await self.write(vext, value)
-            expected[name] = check_value(self.info(vext), value)
-        for name in parameters:
-            if f"{name}.ApplyExt" in self.tags:
-                await self.write(f"{name}.ApplyExt", True)
-        for name, want in expected.items():
-            fbk = f"{name}.VFbk"
-            if fbk not in self.tags:
-                continue
-
-            def ok(v: Any, want: Any = want) -> bool:
-                return _matches(v, want, tolerance)
-
-            if not await self._wait_value(fbk, ok, timeout):
-                got = (await self.read([fbk]))[fbk].value
-                status = await self.service_status(svc.name)
-                raise ModeRefused(
-                    f"parameter {name} was not applied within {timeout:g} s: VFbk is {got!r}, "
-                    f"wanted {want!r}; {status.describe()}", module=self.tag_name)
-
-    async def send_command(self, service: str, command: str) -> ServiceStatus:
-        """Write CommandExt if the command's bit is set in CommandEn; returns the prior status."""
-        svc = self.service(service)
-        if command not in COMMAND_CODES:
-            raise MtpError(f"unknown command '{command}'{did_you_mean(command, COMMAND_CODES)}"
-                           f" (commands: {', '.join(COMMAND_CODES)})", module=self.tag_name)
-        status = await self.service_status(svc.name)
-        if not status.command_en & COMMAND_CODES[command]:
-            raise CommandNotEnabled(
-                f"{command} is not enabled: {status.describe()}",
-                state=status.state, enabled=status.enabled, module=self.tag_name)
-        await self.write(f"{svc.name}.CommandExt", COMMAND_CODES[command])
-        return status
-
-    async def wait_for_state(self, service: str, states: Iterable[str], *,
-                             timeout: float | None = None,
-                             start_state: str | None = None) -> str:
-        """Poll StateCur until it is one of ``states``; returns the state reached.
-
-        A move into Aborting, Aborted, Stopping or Stopped that was not asked for (nor is on
-        the way to a wanted state, nor where the service started) fails at once rather than
-        after the timeout.
-        """
-        svc = self.service(service)
-        wanted = tuple(states)
-        for s in wanted:
-            if s not in STATE_CODES:
-                raise MtpError(f"unknown state '{s}'{did_you_mean(s, STATE_CODES)}",
-                               module=self.tag_name)
-        timeout = self._mtp_timeout(timeout)
-        tag = f"{svc.name}.StateCur"
-        passing = set(wanted).union(*(_ON_THE_WAY.get(s, ()) for s in wanted))
-        deadline = time.monotonic() + timeout
-        seen = start_state
-        while True:
-            code = (await self.read([tag]))[tag].value
-            state = state_name(int(code or 0))
-            if state in wanted:
-                return state
-            if state in _FAIL_STATES and state != start_state and state not in passing:
-                status = await self.service_status(svc.name)
-                raise ServiceStateError(
-                    f"{svc.name} went to {state} while waiting for {' or '.join(wanted)}; "
-                    f"{status.describe()}", state=state, module=self.tag_name)
-            seen = state
-            if time.monotonic() >= deadline:
-                status = await self.service_status(svc.name)
-                raise ServiceTimeout(
-                    f"{svc.name} did not reach {' or '.join(wanted)} within {timeout:g} s; "
-                    f"last seen {seen}; {status.describe()}", module=self.tag_name)
-            await asyncio.sleep(self._poll_interval)
-
-    async def run_service(self, service: str, command: str, *,
-                          procedure: str | int | None = None,
-                          parameters: Mapping[str, Any] | None = None,
-                          wait_for: str | Iterable[str] | None = None,
-                          timeout: float | None = None,
-                          tolerance: float | None = None) -> str:
-        """The whole handshake for one command; returns the state reached.
-
-        1. operation mode Automatic, source External (service);
-        2. for Start/Restart or when ``procedure`` is given: procedure selection (default
-           procedure if none is named);
-        3. ``parameters``: VExt + ApplyExt, confirmed by VFbk;
-        4. CommandExt, only if enabled in CommandEn (else :class:`CommandNotEnabled`);
-        5. wait for ``wait_for`` (default: the command's usual target state).
-        """
-        svc = self.service(service)
-        if command not in COMMAND_CODES:
-            raise MtpError(f"unknown command '{command}'{did_you_mean(command, COMMAND_CODES)}",
-                           module=self.tag_name)
-        await self.ensure_automatic_external(svc.name, timeout=timeout)
-        proc_id: int | None = None
-        if procedure is not None or command in ("Start", "Restart"):
-            chosen = procedure if procedure is not None else svc.default_procedure.name
-            proc_id = await self.select_procedure(svc.name, chosen, timeout=timeout)
-        if parameters:
-            await self.apply_parameters(svc.name, parameters, procedure=proc_id,
-                                        tolerance=tolerance, timeout=timeout)
-        before = await self.send_command(svc.name, command)
-        targets = DEFAULT_TARGETS[command] if wait_for is None else (
-            (wait_for,) if isinstance(wait_for, str) else tuple(wait_for))
-        return await self.wait_for_state(svc.name, targets, timeout=timeout,
-                                         start_state=before.state)
-
-    # -- helpers ----------------------------------------------------------------------------
-    @property
-    def _poll_interval(self) -> float:
-        return min(max(self.endpoint.sampling_interval, 0.01), 0.5)
-
-    def _mtp_timeout(self, timeout: float | None) -> float:
-        return float(timeout) if timeout is not None else max(10.0, 10 * self.timeout)
-
-    async def _wait_value(self, tag: str, ok: Callable[[Any], bool], timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while True:
-            if ok((await self.read([tag]))[tag].value):
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(self._poll_interval)
-
-    async def _mode_text(self, obj: str) -> str:
-        attrs = ("StateOffAct", "StateOpAct", "StateAutAct", "StateChannel", "SrcIntAct",
-                 "SrcExtAct", "SrcChannel")
-        tags = [f"{obj}.{a}" for a in attrs if f"{obj}.{a}" in self.tags]
-        values = await self.read(tags)
-        return ", ".join(f"{t.split('.', 1)[1]}={values[t].value}" for t in tags)
-
-
-def _matches(value: Any, want: Any, tolerance: float | None) -> bool:
-    if isinstance(want, bool):
-        return isinstance(value, bool) and value == want
-    if not isinstance(want, int | float):
-        return bool(value == want)
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return False
-    tol = tolerance if tolerance is not None else 1e-6 * max(1.0, abs(float(want)))
-    return abs(float(value) - float(want)) <= tol
-
-
 def _to_wire(value: Any, vtype: ua.VariantType) -> Any:
     """Convert a checked value to the Python type asyncua encodes as ``vtype``."""
     if vtype is ua.VariantType.Boolean:
@@ -1188,7 +856,11 @@ def _first_der(data: bytes) -> bytes:
     return data
 
 
-def _san_uris(cert: x509.Certificate) -> list[str]:
+def san_uris(cert: x509.Certificate) -> list[str]:
+    """The URIs in a certificate's subjectAltName (an OPC UA application URI is the first).
+
+    Public because the OPC UA simulator checks its server certificates with the same rule.
+    """
     with contextlib.suppress(x509.ExtensionNotFound):
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
         return list(san.value.get_values_for_type(x509.UniformResourceIdentifier))
@@ -1214,24 +886,15 @@ def _trusted_fingerprints(trust_list: Iterable[str]) -> set[str]:
 
 
 __all__ = [
-    "COMMAND_CODES",
-    "DEFAULT_TARGETS",
     "MAX_BACKOFF",
-    "STATE_CODES",
     "AuthenticationFailed",
-    "CommandNotEnabled",
-    "ModeRefused",
-    "MtpError",
     "NamespaceNotFound",
     "OpcUaDriver",
     "OpcUaHealth",
     "OpcUaSubscription",
     "SecurityConfigError",
-    "ServiceStateError",
-    "ServiceStatus",
-    "ServiceTimeout",
     "SubscriptionReport",
     "UntrustedServer",
     "backoff_delays",
-    "state_name",
+    "san_uris",
 ]

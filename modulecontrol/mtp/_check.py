@@ -22,9 +22,9 @@ from modulecontrol.mtp._caex import (
     class_path,
     read_manifest,
 )
-from modulecontrol.mtp._classes import MANDATORY_ATTRIBUTES
 from modulecontrol.mtp._import import module_type_from_manifest
 from modulecontrol.mtp._xml import Node, parse_file
+from modulecontrol.mtpcore import MANDATORY_ATTRIBUTES
 
 if TYPE_CHECKING:
     from modulecontrol.mtp._live import LiveOptions

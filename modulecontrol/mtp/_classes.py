@@ -1,13 +1,13 @@
-"""What we know about the MTP class libraries: class paths, mandatory attributes, access codes.
+"""What only a manifest needs to know about the MTP class libraries: class paths and the
+numeric access codes of OPC UA items.
 
-Why here and not in the descriptors: these facts matter only when reading or writing a
-manifest (library paths, which attributes a conformant PEA must expose), whereas
-``DA_ATTRIBUTES`` lists what a descriptor may bind.
+The attribute tables themselves (which attributes a class has, which are mandatory, who
+writes them) are the MTP core's, :mod:`modulecontrol.mtpcore`.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from modulecontrol.mtpcore import Access
 
 DA_LIB = "MTPDataObjectSUCLib"
 SERVICE_LIB = "MTPServiceSUCLib"
@@ -80,88 +80,6 @@ AT_REFID = f"{AT_LIB}/IDReferenceType/RefIDAttributeType"
 AT_IDLINK = f"{AT_LIB}/IDReferenceType/IDLinkAttributeType"
 AT_ASPECT_ID = f"{AT_LIB}/IDReferenceType/AspectIDAttributeType"
 
-_VIEW_ANA = ("V", "VSclMin", "VSclMax", "VUnit", "WQC")
-_VIEW_BIN = ("V", "VState0", "VState1", "WQC")
-_PARAM = ("VOp", "VInt", "VExt", "VReq", "VOut", "VFbk", "WQC")
-_DRV = (
-    "FwdCtrl",
-    "RevCtrl",
-    "FwdFbk",
-    "RevFbk",
-    "StopOp",
-    "FwdOp",
-    "RevOp",
-    "StopAut",
-    "FwdAut",
-    "RevAut",
-    "Trip",
-    "WQC",
-)
-_VLV = ("Ctrl", "OpenOp", "CloseOp", "OpenAut", "CloseAut", "OpenFbk", "CloseFbk", "WQC")
-
-MANDATORY_ATTRIBUTES: dict[str, tuple[str, ...]] = {
-    "AnaView": _VIEW_ANA,
-    "AnaMon": _VIEW_ANA,
-    "DIntView": _VIEW_ANA,
-    "BinView": _VIEW_BIN,
-    "BinMon": _VIEW_BIN,
-    "StringView": ("V", "WQC"),
-    "AnaServParam": (*_PARAM, "VMin", "VMax", "VUnit"),
-    "DIntServParam": (*_PARAM, "VMin", "VMax", "VUnit"),
-    "BinServParam": (*_PARAM, "VState0", "VState1"),
-    "StringServParam": _PARAM,
-    "BinDrv": _DRV,
-    "MonBinDrv": _DRV,
-    "AnaDrv": (*_DRV, "Rpm", "RpmRbk", "RpmMan", "RpmUnit"),
-    "BinVlv": _VLV,
-    "MonBinVlv": _VLV,
-    "AnaVlv": ("Pos", "PosMan", "PosRbk", "PosFbk", "PosUnit", "OpenOp", "CloseOp", "WQC"),
-    "PIDCtrl": ("PV", "SP", "MV", "SPMan", "SPInt", "MVMan", "P", "Ti", "Td", "WQC"),
-    "AnaMan": ("VOut", "VMan", "VRbk", "VMin", "VMax", "VUnit", "WQC"),
-    "BinMan": ("VOut", "VMan", "VRbk", "VState0", "VState1", "WQC"),
-    "BinProcessValueIn": ("V", "VState0", "VState1"),
-    "ProcedureHealthView": ("CommandInfo",),
-    "PeaInformationLabel": ("Manufacturer", "Model", "SerialNumber"),
-    "ServiceControl": (
-        "CommandOp",
-        "CommandInt",
-        "CommandExt",
-        "CommandEn",
-        "StateCur",
-        "ProcedureOp",
-        "ProcedureInt",
-        "ProcedureExt",
-        "ProcedureCur",
-        "ProcedureReq",
-        "WQC",
-    ),
-}
-"""Attributes a conformant manifest must give each class: a subset of VDI/VDE/NAMUR 2658-4
-chosen so that a process orchestration layer can operate the assembly; used by import and by
-the static check."""
-
-STATIC_ATTRIBUTES = frozenset({"TagName", "TagDescription"})
-"""Attributes written as fixed values in the manifest rather than as OPC UA items."""
-
-Access = Literal["read", "write", "readwrite"]
-
 ACCESS_CODES: dict[int, Access] = {1: "read", 2: "write", 3: "readwrite"}
 """MTP OPCUAItem ``Access``: 0 no access, 1 read, 2 write, 3 read/write."""
 ACCESS_OF: dict[str, int] = {v: k for k, v in ACCESS_CODES.items()}
-
-_WRITABLE_SUFFIXES = ("Op", "Ext", "Aut", "Man")
-_WRITABLE_EXTRA = frozenset({"ReportValueFreeze", "InteractAnswerID", "MonEn", "VFlutEn"})
-
-
-def attribute_writable(da_class: str, attribute: str) -> bool:
-    """Whether the orchestration layer writes ``attribute``: operator, external, automatic and
-    manual inputs. Everything else (values, feedback, state) is read-only. Why a rule: the
-    descriptor's default bindings carry no per-attribute access, but an exported manifest
-    must say it, and a PEA server should refuse writes to feedback values."""
-    if attribute in _WRITABLE_EXTRA:
-        return True
-    if da_class == "BinProcessValueIn" and attribute in ("V", "VQC"):
-        return True
-    if attribute.startswith("State") or attribute.startswith("Src"):
-        return attribute.endswith(("Op", "Aut")) and not attribute.endswith("Act")
-    return attribute.endswith(_WRITABLE_SUFFIXES)

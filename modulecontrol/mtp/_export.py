@@ -46,6 +46,7 @@ from modulecontrol.mtp._classes import (
 )
 from modulecontrol.mtp._plan import Item, plan_for
 from modulecontrol.mtp._units import code_for_unit
+from modulecontrol.mtpcore import PA
 
 DEFAULT_ENDPOINT = "opc.tcp://127.0.0.1:4840"
 _XSI = "http://www.w3.org/2001/XMLSchema-instance"
@@ -127,7 +128,7 @@ def _static_defaults(cls: str, extras: dict[str, Any]) -> dict[str, str]:
     if code is not None:
         out["VUnit"] = str(code)
     if "default" in extras and cls.endswith("ServParam"):
-        out["VExt"] = _fmt(extras["default"])
+        out[PA.V_EXT] = _fmt(extras["default"])
     return out
 
 

@@ -16,14 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from modulecontrol.descriptors import (
-    DA_ATTRIBUTES,
-    PARAM_CLASSES,
-    SERVICE_CONTROL_ATTRIBUTES,
-    DataAssembly,
-    ModuleType,
-)
-from modulecontrol.descriptors._assemblies import value_kind
+from modulecontrol.descriptors import DataAssembly, ModuleType
 from modulecontrol.errors import ConfigError, Problem
 from modulecontrol.mtp._caex import (
     EXTRAS_PREFIX,
@@ -34,10 +27,17 @@ from modulecontrol.mtp._caex import (
     ServiceElement,
     read_manifest,
 )
-from modulecontrol.mtp._classes import MANDATORY_ATTRIBUTES
 from modulecontrol.mtp._plan import BOOL_EXTRA_FIELDS, DA_EXTRA_FIELDS
 from modulecontrol.mtp._units import unit_for_code
 from modulecontrol.mtp._xml import Node, parse_file
+from modulecontrol.mtpcore import (
+    DA_ATTRIBUTES,
+    MANDATORY_ATTRIBUTES,
+    PA,
+    PARAM_CLASSES,
+    SERVICE_CONTROL_ATTRIBUTES,
+    value_kind,
+)
 
 _IDENT_BAD = re.compile(r"[^A-Za-z0-9_]")
 
@@ -233,7 +233,7 @@ class _Importer:
                 if v is not None:
                     out[key] = v
             if cls in PARAM_CLASSES:
-                v = _number(default("VExt"))
+                v = _number(default(PA.V_EXT))
                 if v is not None:
                     out["default"] = v
         elif kind == "bool":

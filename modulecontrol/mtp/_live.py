@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -53,21 +52,33 @@ from modulecontrol.descriptors import (
 )
 from modulecontrol.descriptors._bindings import OpcUaBinding
 from modulecontrol.drivers import DriverError
-from modulecontrol.drivers.opcua import COMMAND_CODES, DEFAULT_TARGETS, STATE_CODES, OpcUaDriver
+from modulecontrol.drivers.opcua import OpcUaDriver
 from modulecontrol.mtp._check import CheckResult, Status
-from modulecontrol.statemachine import Command, State, StateMachineOptions, enabled_commands
+from modulecontrol.mtpcore import (
+    ACTING_STATES,
+    INTEGER_ATTRIBUTES,
+    PA,
+    SCA,
+    Command,
+    CommandNotEnabled,
+    ModeRefused,
+    MtpError,
+    OperationMode,
+    ServiceClient,
+    SourceMode,
+    State,
+    StateMachineOptions,
+    carries_value,
+    commands_in,
+    enabled_commands,
+    expected_states,
+    is_boolean_attribute,
+    mode_attribute,
+    values_match,
+)
 
 __all__ = ["LIVE_CHECKS", "LiveOptions", "LiveSession", "run_live_checks"]
 
-_ACTING = {"Starting", "Completing", "Resetting", "Pausing", "Resuming", "Holding", "Unholding",
-           "Stopping", "Aborting"}
-_STATE_NAMES = {v: k for k, v in STATE_CODES.items()}
-_BOOL_ATTR = re.compile(
-    r"^(State(Off|Op|Aut)(Op|Aut|Act)|Src(Int|Ext)(Op|Aut|Act)|StateChannel|SrcChannel|"
-    r"Apply(En|Ext|Op|Int))$")
-_INT_ATTRS = frozenset({"StateCur", "CommandEn", "CommandExt", "CommandOp", "CommandInt",
-                        "ProcedureExt", "ProcedureOp", "ProcedureInt", "ProcedureReq",
-                        "ProcedureCur"})
 _INT_TYPES = frozenset({2, 3, 4, 5, 6, 7, 8, 9})  # SByte .. UInt64
 _NUM_TYPES = _INT_TYPES | {10, 11}  # + Float, Double
 _WIDEST = StateMachineOptions(stop_in_idle=True, abort_in_idle=True,
@@ -76,14 +87,14 @@ _NARROWEST = StateMachineOptions(stop_in_idle=False, abort_in_idle=False,
                                  complete_outside_execute=False)
 
 # How each stable state is reached from Idle (alternatives in order of preference).
-_PATHS: dict[str, list[list[str]]] = {
-    "Idle": [[]],
-    "Execute": [["Start"]],
-    "Paused": [["Start", "Pause"]],
-    "Held": [["Start", "Hold"]],
-    "Completed": [["Start", "Complete"]],
-    "Stopped": [["Stop"], ["Start", "Stop"]],
-    "Aborted": [["Abort"], ["Start", "Abort"]],
+_PATHS: dict[State, list[list[Command]]] = {
+    State.IDLE: [[]],
+    State.EXECUTE: [[Command.START]],
+    State.PAUSED: [[Command.START, Command.PAUSE]],
+    State.HELD: [[Command.START, Command.HOLD]],
+    State.COMPLETED: [[Command.START, Command.COMPLETE]],
+    State.STOPPED: [[Command.STOP], [Command.START, Command.STOP]],
+    State.ABORTED: [[Command.ABORT], [Command.START, Command.ABORT]],
 }
 
 
@@ -106,6 +117,9 @@ class LiveOptions:
     settle: float = 1.0
     """Seconds a refused command is given to show (no) effect if CommandExt is not readable."""
     poll: float = 0.02
+    now: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    """The time base of every wait: a live PEA runs in wall time; a test may inject its own."""
 
 
 @dataclass
@@ -117,7 +131,19 @@ class LiveSession:
     options: LiveOptions
     notes: list[str] = field(default_factory=list)
 
+    clients: dict[str, ServiceClient] = field(default_factory=dict)
+
     # -- plain access ----------------------------------------------------------------------
+    def client(self, obj: str) -> ServiceClient:
+        """The handshake client of a service or parameter object (no procedure check, so
+        the check can also send ids the PEA must refuse)."""
+        if obj not in self.clients:
+            o = self.options
+            self.clients[obj] = ServiceClient(self.driver, obj, now=o.now, sleep=o.sleep,
+                                              timeout=o.timeout, poll=o.poll,
+                                              module=self.driver.tag_name)
+        return self.clients[obj]
+
     def has(self, tag: str, *, write: bool = False) -> bool:
         info = self.driver.tags.get(tag)
         if info is None:
@@ -133,87 +159,83 @@ class LiveSession:
     async def until(self, tag: str, ok: Callable[[Any], bool],
                     timeout: float | None = None) -> tuple[bool, Any]:
         """Poll ``tag`` until ``ok(value)``; returns (reached, last value)."""
-        deadline = time.monotonic() + (self.options.timeout if timeout is None else timeout)
-        while True:
-            value = await self.get(tag)
-            if ok(value):
-                return True, value
-            if time.monotonic() >= deadline:
-                return False, value
-            await asyncio.sleep(self.options.poll)
+        obj, attr = tag.split(".", 1)
+        return await self.client(obj).until(attr, ok, timeout=timeout)
 
     # -- services ----------------------------------------------------------------------------
-    async def state(self, svc: str) -> str:
-        code = int(await self.get(f"{svc}.StateCur") or 0)
-        return _STATE_NAMES.get(code, f"?{code}")
+    async def state(self, svc: str) -> State | None:
+        return await self.client(svc).state()
 
     async def enabled(self, svc: str) -> int:
-        return int(await self.get(f"{svc}.CommandEn") or 0)
+        return (await self.client(svc).status()).command_en
 
-    async def settle_in(self, svc: str, targets: Iterable[str]) -> str:
+    async def settle_in(self, svc: str, targets: Iterable[State]) -> State | None:
         """Wait until the service is in one of ``targets``; returns the state last seen."""
         wanted = set(targets)
-        _, code = await self.until(
-            f"{svc}.StateCur", lambda v: _STATE_NAMES.get(int(v or 0)) in wanted)
-        return _STATE_NAMES.get(int(code or 0), f"?{code}")
+        _, code = await self.until(f"{svc}.{SCA.STATE_CUR}",
+                                   lambda v: State.from_code(v) in wanted)
+        return State.from_code(code)
 
-    async def command(self, svc: str, cmd: str) -> None:
-        await self.put(f"{svc}.CommandExt", COMMAND_CODES[cmd])
+    async def command(self, svc: str, cmd: Command) -> None:
+        """Write CommandExt without looking at CommandEn: the check also sends commands the
+        PEA must ignore (the handshake proper is :meth:`run`)."""
+        await self.put(f"{svc}.{SCA.COMMAND_EXT}", int(cmd))
 
     async def command_cleared(self, svc: str) -> bool | None:
         """Wait until the PEA has cleared CommandExt (None: not readable, waited ``settle``)."""
-        tag = f"{svc}.CommandExt"
+        tag = f"{svc}.{SCA.COMMAND_EXT}"
         if not self.has(tag):
-            await asyncio.sleep(self.options.settle)
+            await self.options.sleep(self.options.settle)
             return None
         ok, _ = await self.until(tag, lambda v: not v, self.options.settle)
         return ok
 
-    async def run(self, svc: str, cmd: str) -> tuple[bool, str]:
+    async def run(self, svc: str, cmd: Command) -> tuple[bool, State | None]:
         """Send an enabled command and wait for its usual target; (reached, state)."""
-        if not await self.enabled(svc) & COMMAND_CODES[cmd]:
+        client = self.client(svc)
+        try:
+            before = await client.send_command(cmd)
+            return True, await client.wait_for_state(expected_states(cmd),
+                                                     start_state=before.state)
+        except (CommandNotEnabled, MtpError):
             return False, await self.state(svc)
-        await self.command(svc, cmd)
-        state = await self.settle_in(svc, DEFAULT_TARGETS[cmd])
-        return state in DEFAULT_TARGETS[cmd], state
 
     # -- modes -------------------------------------------------------------------------------
-    async def mode(self, obj: str, kind: str, which: str) -> tuple[bool | None, str]:
-        """Request operation mode (``kind='State'``: Off/Op/Aut) or source (``'Src'``: Int/Ext)
-        through the channel the PEA offers; (confirmed or None if untestable, detail)."""
-        act = f"{obj}.{kind}{which}Act"
-        if not self.has(act):
-            return None, f"{kind}{which}Act not bound"
-        if await self.get(act) is True:
-            return True, f"{which} already active"
-        chan = f"{obj}.{kind}Channel"
-        level = self.has(chan) and await self.get(chan) is True
-        req = f"{obj}.{kind}{which}{'Aut' if level else 'Op'}"
-        if not self.has(req, write=True):
-            return None, f"{req.split('.', 1)[1]} not writable"
-        await self.put(req, True)
-        ok, _ = await self.until(act, lambda v: v is True)
-        if not ok:
-            return False, f"{req.split('.', 1)[1]}=true not confirmed by {kind}{which}Act"
+    async def mode(self, obj: str, mode: OperationMode | SourceMode) -> tuple[bool | None, str]:
+        """Request an operation mode or source through the channel the PEA offers;
+        (confirmed or None if untestable, detail)."""
+        try:
+            switch = await self.client(obj).switch_mode(mode, obj=obj)
+        except ModeRefused as exc:
+            return False, str(exc)
+        except DriverError as exc:
+            return None, f"{mode.value}: {exc}"
+        if not switch.bound:
+            kind = "State" if isinstance(mode, OperationMode) else "Src"
+            return None, f"{mode_attribute(kind, mode.abbrev, 'Act')} not bound"
+        if switch.request is None:
+            return True, f"{mode.abbrev} already active"
         note = ""
-        if not level and self.has(req):
-            reset, _ = await self.until(req, lambda v: v is False, self.options.settle)
+        if switch.request.endswith("Op") and self.has(f"{obj}.{switch.request}"):
+            reset, _ = await self.until(f"{obj}.{switch.request}", lambda v: v is False,
+                                        self.options.settle)
             if not reset:
-                note = f"; {req.split('.', 1)[1]} was not reset by the PEA"
-        return True, f"{which} via {req.split('.', 1)[1]}{note}"
+                note = f"; {switch.request} was not reset by the PEA"
+        return True, f"{mode.abbrev} via {switch.request}{note}"
 
-    async def exclusive(self, obj: str, kind: str, which: str, others: Iterable[str]) -> str:
-        """'' if only ``which`` of the mode flags is active, else what is wrong."""
+    async def exclusive(self, obj: str, mode: OperationMode | SourceMode) -> str:
+        """'' if only ``mode`` of its kind is active, else what is wrong."""
+        kind = "State" if isinstance(mode, OperationMode) else "Src"
         bad = []
-        for o in others:
-            tag = f"{obj}.{kind}{o}Act"
-            if o != which and self.has(tag) and await self.get(tag) is True:
-                bad.append(f"{kind}{o}Act")
+        for other in type(mode):
+            tag = f"{obj}.{mode_attribute(kind, other.abbrev, 'Act')}"
+            if other is not mode and self.has(tag) and await self.get(tag) is True:
+                bad.append(tag.split(".", 1)[1])
         return f"also active: {', '.join(bad)}" if bad else ""
 
     async def automatic_external(self, obj: str) -> bool:
-        ok1, _ = await self.mode(obj, "State", "Aut")
-        ok2, _ = await self.mode(obj, "Src", "Ext")
+        ok1, _ = await self.mode(obj, OperationMode.AUTOMATIC)
+        ok2, _ = await self.mode(obj, SourceMode.EXTERNAL)
         return ok1 is not False and ok2 is not False
 
     async def to_idle(self, svc: str) -> bool:
@@ -221,30 +243,34 @@ class LiveSession:
         await self.automatic_external(svc)
         for _ in range(6):
             state = await self.state(svc)
-            if state == "Idle":
+            if state is State.IDLE:
                 return True
-            if state in _ACTING:
-                await self.settle_in(svc, set(STATE_CODES) - _ACTING)
+            if state in ACTING_STATES:
+                await self.settle_in(svc, set(State) - ACTING_STATES)
                 continue
             en = await self.enabled(svc)
-            for cmd in ("Reset", "Stop", "Abort"):
-                if en & COMMAND_CODES[cmd]:
+            for cmd in (Command.RESET, Command.STOP, Command.ABORT):
+                if en & int(cmd):
                     await self.run(svc, cmd)
                     break
             else:
                 return False
-        return await self.state(svc) == "Idle"
+        return await self.state(svc) is State.IDLE
 
-    async def refused(self, svc: str, cmd: str, before: str) -> str:
+    async def refused(self, svc: str, cmd: Command, before: State) -> str:
         """Send a command that must be ignored: '' if it was, else what went wrong."""
         await self.command(svc, cmd)
         cleared = await self.command_cleared(svc)
         after = await self.state(svc)
-        if after != before:
-            return f"{cmd} changed {before} -> {after}"
+        if after is not before:
+            return f"{cmd.label} changed {before.label} -> {_label(after)}"
         if cleared is False:
-            return f"{cmd}: CommandExt not cleared"
+            return f"{cmd.label}: CommandExt not cleared"
         return ""
+
+
+def _label(state: State | None) -> str:
+    return state.label if state is not None else "an unknown state"
 
 
 LiveFn = Callable[[LiveSession], Awaitable[list[CheckResult]]]
@@ -268,11 +294,11 @@ def _r(check: str, subject: str, ok: bool | None, detail: str) -> CheckResult:
 
 # -- nodes ------------------------------------------------------------------------------------
 def _type_problem(attr: str, da: DataAssembly | None, dtype: int) -> str:
-    if attr in _INT_ATTRS and dtype not in _INT_TYPES:
+    if attr in INTEGER_ATTRIBUTES and dtype not in _INT_TYPES:
         return f"{attr} is type i={dtype}, not an integer"
-    if _BOOL_ATTR.match(attr) and dtype != 1:
+    if is_boolean_attribute(attr) and dtype != 1:
         return f"{attr} is type i={dtype}, not Boolean"
-    if da is not None and attr in ("V", "VExt", "VFbk", "VOut", "VReq"):
+    if da is not None and carries_value(da.class_, attr):
         if da.kind == "number" and dtype not in _NUM_TYPES:
             return f"{attr} is type i={dtype}, not a number"
         if da.kind == "bool" and dtype != 1:
@@ -345,10 +371,10 @@ async def _nodes(s: LiveSession) -> list[CheckResult]:
 
 
 # -- modes ------------------------------------------------------------------------------------
-async def _any_enabled(s: LiveSession, svc: str) -> str | None:
+async def _any_enabled(s: LiveSession, svc: str) -> Command | None:
     en = await s.enabled(svc)
-    for cmd in ("Start", "Abort", "Stop", "Reset"):
-        if en & COMMAND_CODES[cmd]:
+    for cmd in (Command.START, Command.ABORT, Command.STOP, Command.RESET):
+        if en & int(cmd):
             return cmd
     return None
 
@@ -359,34 +385,37 @@ async def _operation_modes(s: LiveSession) -> list[CheckResult]:
     out = []
     for svc in s.module_type.services:
         name = svc.name
-        if not s.has(f"{name}.StateOpAct"):
-            out.append(_r("live-operation-mode", name, None, "no StateOpAct bound"))
+        op_act = mode_attribute("State", OperationMode.OPERATOR.abbrev, "Act")
+        if not s.has(f"{name}.{op_act}"):
+            out.append(_r("live-operation-mode", name, None, f"no {op_act} bound"))
             continue
         if not await s.to_idle(name):
             out.append(_r("live-operation-mode", name, False,
-                          f"cannot bring the service to Idle (state {await s.state(name)})"))
+                          f"cannot bring the service to Idle (state "
+                          f"{_label(await s.state(name))})"))
             continue
         steps: list[str] = []
         faults: list[str] = []
-        for which in ("Op", "Off", "Op", "Aut"):
-            ok, detail = await s.mode(name, "State", which)
+        for mode in (OperationMode.OPERATOR, OperationMode.OFFLINE, OperationMode.OPERATOR,
+                     OperationMode.AUTOMATIC):
+            ok, detail = await s.mode(name, mode)
             steps.append(detail)
             if ok is False:
                 faults.append(detail)
                 break
-            wrong = await s.exclusive(name, "State", which, ("Off", "Op", "Aut"))
+            wrong = await s.exclusive(name, mode)
             if wrong:
-                faults.append(f"{which}: {wrong}")
-            if which == "Op" and len(steps) == 1:
+                faults.append(f"{mode.abbrev}: {wrong}")
+            if mode is OperationMode.OPERATOR and len(steps) == 1:
                 cmd = await _any_enabled(s, name)
-                if cmd is not None and s.has(f"{name}.CommandExt", write=True):
-                    problem = await s.refused(name, cmd, "Idle")
+                if cmd is not None and s.has(f"{name}.{SCA.COMMAND_EXT}", write=True):
+                    problem = await s.refused(name, cmd, State.IDLE)
                     if problem:
                         faults.append(f"in Operator, CommandExt {problem}")
                         await s.to_idle(name)
-                        await s.mode(name, "State", "Op")
+                        await s.mode(name, OperationMode.OPERATOR)
                     else:
-                        steps.append(f"CommandExt {cmd} ignored in Operator")
+                        steps.append(f"CommandExt {cmd.label} ignored in Operator")
         out.append(_r("live-operation-mode", name, not faults,
                       "; ".join(faults) if faults else "; ".join(steps)))
     return out
@@ -398,33 +427,34 @@ async def _source_modes(s: LiveSession) -> list[CheckResult]:
     out = []
     for svc in s.module_type.services:
         name = svc.name
-        if not s.has(f"{name}.SrcExtAct"):
-            out.append(_r("live-source-mode", name, None, "no SrcExtAct bound"))
+        ext_act = mode_attribute("Src", SourceMode.EXTERNAL.abbrev, "Act")
+        if not s.has(f"{name}.{ext_act}"):
+            out.append(_r("live-source-mode", name, None, f"no {ext_act} bound"))
             continue
-        ok, detail = await s.mode(name, "State", "Aut")
+        ok, detail = await s.mode(name, OperationMode.AUTOMATIC)
         if not ok:
             out.append(_r("live-source-mode", name, ok, f"not in Automatic: {detail}"))
             continue
         await s.to_idle(name)
         steps: list[str] = []
         faults: list[str] = []
-        for which in ("Int", "Ext"):
-            ok, detail = await s.mode(name, "Src", which)
+        for source in (SourceMode.INTERNAL, SourceMode.EXTERNAL):
+            ok, detail = await s.mode(name, source)
             steps.append(detail)
             if ok is False:
                 faults.append(detail)
                 break
-            wrong = await s.exclusive(name, "Src", which, ("Int", "Ext"))
+            wrong = await s.exclusive(name, source)
             if wrong:
-                faults.append(f"{which}: {wrong}")
-            if which == "Int":
+                faults.append(f"{source.abbrev}: {wrong}")
+            if source is SourceMode.INTERNAL:
                 cmd = await _any_enabled(s, name)
-                if cmd is not None and s.has(f"{name}.CommandExt", write=True):
-                    problem = await s.refused(name, cmd, "Idle")
+                if cmd is not None and s.has(f"{name}.{SCA.COMMAND_EXT}", write=True):
+                    problem = await s.refused(name, cmd, State.IDLE)
                     if problem:
                         faults.append(f"in Internal, CommandExt {problem}")
                     else:
-                        steps.append(f"CommandExt {cmd} ignored in Internal")
+                        steps.append(f"CommandExt {cmd.label} ignored in Internal")
         out.append(_r("live-source-mode", name, not faults,
                       "; ".join(faults) if faults else "; ".join(steps)))
     return out
@@ -440,8 +470,9 @@ async def _procedures(s: LiveSession) -> list[CheckResult]:
     out = []
     for svc in s.module_type.services:
         name = svc.name
-        req = f"{name}.ProcedureReq"
-        if not (s.has(f"{name}.ProcedureExt", write=True) and s.has(req)):
+        req = f"{name}.{SCA.PROCEDURE_REQ}"
+        ext = f"{name}.{SCA.PROCEDURE_EXT}"
+        if not (s.has(ext, write=True) and s.has(req)):
             out.append(_r("live-procedures", name, None, "ProcedureExt/ProcedureReq not bound"))
             continue
         for proc in svc.procedures:
@@ -449,37 +480,37 @@ async def _procedures(s: LiveSession) -> list[CheckResult]:
             if not await s.to_idle(name):
                 out.append(_r("live-procedures", subject, False, "cannot bring to Idle"))
                 continue
-            await s.put(f"{name}.ProcedureExt", proc.id)
-            ok, got = await s.until(req, _equals(proc.id))
-            if not ok:
+            try:
+                await s.client(name).select_procedure(proc.id)
+            except ModeRefused as exc:
                 out.append(_r("live-procedures", subject, False,
-                              f"ProcedureExt={proc.id}: ProcedureReq stays {got}"))
+                              f"ProcedureExt={proc.id}: {exc}"))
                 continue
-            started, state = await s.run(name, "Start")
+            started, state = await s.run(name, Command.START)
             detail = f"id {proc.id} selected"
             good = True
             if not started:
                 good = False
-                detail += f"; Start did not lead to Execute (state {state})"
-            elif s.has(f"{name}.ProcedureCur"):
-                cur = await s.get(f"{name}.ProcedureCur")
+                detail += f"; Start did not lead to Execute (state {_label(state)})"
+            elif s.has(f"{name}.{SCA.PROCEDURE_CUR}"):
+                cur = await s.get(f"{name}.{SCA.PROCEDURE_CUR}")
                 if cur != proc.id:
                     good = False
                     detail += f"; ProcedureCur is {cur} after Start"
                 else:
-                    detail += f", started ({state}), ProcedureCur {cur}"
+                    detail += f", started ({_label(state)}), ProcedureCur {cur}"
             await s.to_idle(name)
             out.append(_r("live-procedures", subject, good, detail))
         unknown = max(p.id for p in svc.procedures) + 1
         before = await s.get(req)
-        await s.put(f"{name}.ProcedureExt", unknown)
-        await asyncio.sleep(s.options.poll * 5)
+        await s.put(ext, unknown)
+        await s.options.sleep(s.options.poll * 5)
         ok, got = await s.until(req, _equals(unknown), s.options.settle)
         out.append(_r("live-procedures", f"{name} id {unknown}", not ok,
                       f"unknown id {unknown} accepted" if ok else
                       f"unknown id {unknown} not accepted (ProcedureReq {got})"))
         if ok and before is not None:
-            await s.put(f"{name}.ProcedureExt", before)
+            await s.put(ext, before)
     return out
 
 
@@ -497,19 +528,19 @@ async def _limits(s: LiveSession, da: DataAssembly
     """Limits a test value must respect: the PEA's VMin/VMax and the manifest's, both.
     The third item says how they contradict each other ('' if they do not)."""
     server: dict[str, float] = {}
-    for attr in ("VMin", "VMax"):
+    for attr in (PA.V_MIN, PA.V_MAX):
         tag = f"{da.name}.{attr}"
         if s.has(tag):
             v = await s.get(tag)
             if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
                 server[attr] = float(v)
-    lows = [x for x in (da.min, server.get("VMin")) if x is not None]
-    highs = [x for x in (da.max, server.get("VMax")) if x is not None]
+    lows = [x for x in (da.min, server.get(PA.V_MIN)) if x is not None]
+    highs = [x for x in (da.max, server.get(PA.V_MAX)) if x is not None]
     lo = max(lows) if lows else None
     hi = min(highs) if highs else None
     if lo is not None and hi is not None and lo > hi:
         return None, None, (f"limits contradict: PEA VMin..VMax "
-                            f"{server.get('VMin')}..{server.get('VMax')}, manifest "
+                            f"{server.get(PA.V_MIN)}..{server.get(PA.V_MAX)}, manifest "
                             f"{da.min}..{da.max}")
     return lo, hi, ""
 
@@ -535,27 +566,29 @@ def _choose(da: DataAssembly, current: Any, lo: float | None, hi: float | None) 
     return cands[0]
 
 
+def _tolerance(value: Any) -> float | None:
+    """A REAL on the PEA keeps about 7 digits: compare numbers to 1e-5 relative."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return 1e-5 * max(1.0, abs(float(value)))
+    return None
+
+
 def _same(a: Any, b: Any) -> bool:
-    if isinstance(b, bool) or isinstance(a, bool):
-        return a is b
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return abs(float(a) - float(b)) <= 1e-5 * max(1.0, abs(float(b)))  # REAL on the PEA
-    return bool(a == b)
+    return values_match(a, b, _tolerance(b))
 
 
 async def _apply(s: LiveSession, name: str, value: Any) -> tuple[bool, str]:
-    await s.put(f"{name}.VExt", value)
-    if s.has(f"{name}.ApplyExt", write=True):
-        await s.put(f"{name}.ApplyExt", True)
-    fbk = f"{name}.VFbk"
-    if not s.has(fbk):
+    """The parameter handshake of the service client, plus the check that ApplyExt is reset."""
+    try:
+        await s.client(name).apply_parameters({name: value}, tolerance=_tolerance(value))
+    except ModeRefused as exc:
+        return False, f"VExt={value!r} + ApplyExt: {exc}"
+    if not s.has(f"{name}.{PA.V_FBK}"):
         return True, "no VFbk to confirm"
-    ok, got = await s.until(fbk, lambda v: _same(v, value))
-    if not ok:
-        return False, f"VExt={value!r} + ApplyExt: VFbk stays {got!r}"
     note = ""
-    if s.has(f"{name}.ApplyExt"):
-        reset, _ = await s.until(f"{name}.ApplyExt", lambda v: v is False, s.options.settle)
+    apply = f"{name}.{PA.APPLY_EXT}"
+    if s.has(apply):
+        reset, _ = await s.until(apply, lambda v: v is False, s.options.settle)
         if not reset:
             note = "; ApplyExt not reset by the PEA"
     return True, f"VExt={value!r} applied, VFbk {value!r}{note}"
@@ -570,14 +603,15 @@ async def _parameters_check(s: LiveSession) -> list[CheckResult]:
         for pname in _parameters(svc):
             subject = f"{svc.name}.{pname}"
             da = s.module_type.assembly(pname)
-            if not s.has(f"{pname}.VExt", write=True):
+            if not s.has(f"{pname}.{PA.V_EXT}", write=True):
                 out.append(_r("live-parameters", subject, None, "VExt not writable"))
                 continue
             if not await s.automatic_external(pname):
                 out.append(_r("live-parameters", subject, False,
                               "the parameter does not switch to Automatic/External"))
                 continue
-            current = await s.get(f"{pname}.VFbk") if s.has(f"{pname}.VFbk") else None
+            fbk = f"{pname}.{PA.V_FBK}"
+            current = await s.get(fbk) if s.has(fbk) else None
             lo, hi, contradiction = await _limits(s, da)
             if contradiction:
                 out.append(_r("live-parameters", subject, False, contradiction))
@@ -597,35 +631,35 @@ async def _parameters_check(s: LiveSession) -> list[CheckResult]:
 
 # -- commands -----------------------------------------------------------------------------------
 def _names(mask: int) -> list[str]:
-    return [c for c, code in COMMAND_CODES.items() if mask & code]
+    return [c.label for c in commands_in(mask)]
 
 
-def _allowed(state: str, has_proc: bool) -> tuple[int, int]:
+def _allowed(state: State, has_proc: bool) -> tuple[int, int]:
     """(least, most) CommandEn 2658-4 allows in ``state`` (implementations differ in a few)."""
-    st = State[state.upper()]
-    most = sum(int(c) for c in enabled_commands(st, _WIDEST))
-    least = sum(int(c) for c in enabled_commands(st, _NARROWEST))
+    most = sum(int(c) for c in enabled_commands(state, _WIDEST))
+    least = sum(int(c) for c in enabled_commands(state, _NARROWEST))
     if not has_proc:
         least &= ~(int(Command.START) | int(Command.RESTART))
     return least, most
 
 
-async def _reach(s: LiveSession, svc: str, target: str) -> tuple[bool, str]:
+async def _reach(s: LiveSession, svc: str, target: State) -> tuple[bool, str]:
     """Bring ``svc`` from Idle to ``target``; (reached, how or why not)."""
     why = ""
     for path in _PATHS[target]:
+        how = " -> ".join(c.label for c in path)
         if not await s.to_idle(svc):
-            return False, f"cannot bring to Idle (state {await s.state(svc)})"
+            return False, f"cannot bring to Idle (state {_label(await s.state(svc))})"
         for cmd in path:
             ok, state = await s.run(svc, cmd)
             if not ok:
-                why = f"{' -> '.join(path)}: {cmd} not accepted in {state}"
+                why = f"{how}: {cmd.label} not accepted in {_label(state)}"
                 break
         else:
             state = await s.state(svc)
-            if state == target:
-                return True, " -> ".join(path) or "Idle"
-            why = f"{' -> '.join(path)} ends in {state}"
+            if state is target:
+                return True, how or State.IDLE.label
+            why = f"{how} ends in {_label(state)}"
     return False, why
 
 
@@ -634,20 +668,20 @@ async def _commands(s: LiveSession) -> list[CheckResult]:
     out = []
     for svc in s.module_type.services:
         name = svc.name
-        if not (s.has(f"{name}.CommandExt", write=True) and s.has(f"{name}.StateCur")
-                and s.has(f"{name}.CommandEn")):
+        if not (s.has(f"{name}.{SCA.COMMAND_EXT}", write=True)
+                and s.has(f"{name}.{SCA.STATE_CUR}") and s.has(f"{name}.{SCA.COMMAND_EN}")):
             out.append(_r("live-commands", name, None, "CommandExt/StateCur/CommandEn not bound"))
             continue
         procs = [p for p in svc.procedures if not p.self_completing] or list(svc.procedures)
         proc = procs[0]
-        if await s.to_idle(name) and s.has(f"{name}.ProcedureExt", write=True):
-            await s.put(f"{name}.ProcedureExt", proc.id)
-            if s.has(f"{name}.ProcedureReq"):
-                await s.until(f"{name}.ProcedureReq", _equals(proc.id))
+        if await s.to_idle(name) and s.has(f"{name}.{SCA.PROCEDURE_EXT}", write=True):
+            await s.put(f"{name}.{SCA.PROCEDURE_EXT}", proc.id)
+            if s.has(f"{name}.{SCA.PROCEDURE_REQ}"):
+                await s.until(f"{name}.{SCA.PROCEDURE_REQ}", _equals(proc.id))
         for target in _PATHS:
-            subject = f"{name} in {target}"
-            if target != "Idle" and proc.self_completing and target not in (
-                    "Stopped", "Aborted"):
+            subject = f"{name} in {target.label}"
+            if target is not State.IDLE and proc.self_completing and target not in (
+                    State.STOPPED, State.ABORTED):
                 out.append(_r("live-commands", subject, None,
                               "every procedure is self-completing; Execute is not held"))
                 continue
@@ -662,7 +696,7 @@ async def _commands(s: LiveSession) -> list[CheckResult]:
                 faults.append(f"CommandEn enables {', '.join(_names(en & ~most))}")
             if least & ~en:
                 faults.append(f"CommandEn lacks {', '.join(_names(least & ~en))}")
-            refused = [c for c in COMMAND_CODES if not en & COMMAND_CODES[c]]
+            refused = [c for c in Command if not en & int(c)]
             for cmd in refused:
                 problem = await s.refused(name, cmd, target)
                 if problem:
@@ -670,23 +704,26 @@ async def _commands(s: LiveSession) -> list[CheckResult]:
                     again, _ = await _reach(s, name, target)
                     if not again:
                         break
-            accepted = [c for c in COMMAND_CODES if en & COMMAND_CODES[c]]
+            accepted = commands_in(en)
             first = True
             for cmd in accepted:
                 if not first:
                     again, why = await _reach(s, name, target)
                     if not again:
-                        faults.append(f"{target} not reachable again: {why}")
+                        faults.append(f"{target.label} not reachable again: {why}")
                         break
                 first = False
                 await s.command(name, cmd)
-                state = await s.settle_in(name, DEFAULT_TARGETS[cmd])
-                if state not in DEFAULT_TARGETS[cmd]:
-                    faults.append(f"{cmd} led to {state}, not {'/'.join(DEFAULT_TARGETS[cmd])}")
+                wanted = expected_states(cmd)
+                state = await s.settle_in(name, wanted)
+                if state not in wanted:
+                    faults.append(f"{cmd.label} led to {_label(state)}, not "
+                                  f"{'/'.join(w.label for w in wanted)}")
                 cleared = await s.command_cleared(name)
                 if cleared is False:
-                    faults.append(f"{cmd}: CommandExt not cleared")
-            detail = (f"via {how}; enabled {', '.join(accepted) or 'none'} accepted; "
+                    faults.append(f"{cmd.label}: CommandExt not cleared")
+            detail = (f"via {how}; enabled {', '.join(c.label for c in accepted) or 'none'} "
+                      "accepted; "
                       f"{len(refused)} others ignored")
             out.append(_r("live-commands", subject, not faults,
                           "; ".join(faults) if faults else detail))

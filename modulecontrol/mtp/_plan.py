@@ -12,14 +12,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modulecontrol.descriptors import (
-    DA_ATTRIBUTES,
-    SERVICE_CONTROL_ATTRIBUTES,
     DataAssembly,
     ModuleType,
     OpcUaBinding,
     OpcUaDefaults,
 )
-from modulecontrol.mtp._classes import STATIC_ATTRIBUTES, attribute_writable
+from modulecontrol.mtpcore import (
+    DA_ATTRIBUTES,
+    SERVICE_CONTROL_ATTRIBUTES,
+    STATIC_ATTRIBUTES,
+    writable,
+)
 
 _NS_INDEX = re.compile(r"^ns=\d+;")
 _NS_URI = re.compile(r"^nsu=([^;]+);")
@@ -117,7 +120,7 @@ def _item(
         return Item(attribute, ns, kind, ident, explicit.access)
     derived = defaults.binding(assembly, attribute, False)
     ns, kind, ident = split_node_id(derived, defaults.namespace_uri)
-    access = "readwrite" if attribute_writable(da_class, attribute) else "read"
+    access = "readwrite" if writable(da_class, attribute) else "read"
     return Item(attribute, ns, kind, ident, access)
 
 

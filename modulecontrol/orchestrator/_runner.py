@@ -22,6 +22,7 @@ from modulecontrol.clock import Clock
 from modulecontrol.descriptors import PlantConfig
 from modulecontrol.descriptors._topology import feeds, residence_time
 from modulecontrol.drivers import DriverError
+from modulecontrol.mtpcore import COMMAND_TARGETS
 from modulecontrol.orchestrator._events import Event, EventLog
 from modulecontrol.orchestrator._monitor import (
     AlarmState,
@@ -85,18 +86,7 @@ class _Ended(Exception):
     """The recipe left Execute for good (stop/abort): unwind the procedure."""
 
 
-_TARGETS: dict[Command, tuple[State, ...]] = {
-    Command.START: (State.EXECUTE,),
-    Command.RESTART: (State.EXECUTE,),
-    Command.STOP: (State.STOPPED,),
-    Command.ABORT: (State.ABORTED,),
-    Command.HOLD: (State.HELD,),
-    Command.UNHOLD: (State.EXECUTE,),
-    Command.PAUSE: (State.PAUSED,),
-    Command.RESUME: (State.EXECUTE,),
-    Command.RESET: (State.IDLE,),
-    Command.COMPLETE: (State.COMPLETED,),
-}
+_TARGETS: dict[Command, tuple[State, ...]] = {c: (s,) for c, s in COMMAND_TARGETS.items()}
 _FAILED = (State.ABORTED, State.ABORTING)
 
 

@@ -4,8 +4,9 @@ A proxy joins a descriptor and a driver. It keeps the latest value of every tag,
 module's services with their MTP state machines, writes set points with limit checks, and
 owns the module's fault reaction:
 
-* **PEA services** (an OPC UA module with its own state machine) are followed: the proxy
-  reads ``StateCur`` and commands through the driver's MTP handshake.
+* **PEA services** (a module with its own state machine, e.g. over OPC UA) are followed: the
+  proxy reads ``StateCur`` and commands through the MTP core's
+  :class:`~modulecontrol.mtpcore.ServiceClient`, over whatever driver reaches the module.
 * **Local services** (a plain Modbus or serial device) run the MTP state machine in the
   proxy; entering a state performs the descriptor's ``actions`` as device writes.
 
@@ -24,11 +25,11 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from modulecontrol.descriptors import PARAM_CLASSES, DataAssembly, ModuleInstance, ModuleType
+from modulecontrol.descriptors import DataAssembly, ModuleInstance, ModuleType
 from modulecontrol.descriptors._module import Service, Write
 from modulecontrol.drivers import (
     Driver,
@@ -38,6 +39,15 @@ from modulecontrol.drivers import (
     ScanStats,
     TagValue,
     load_driver,
+)
+from modulecontrol.mtpcore import (
+    PA,
+    PARAM_CLASSES,
+    RESTING_STATES,
+    SCA,
+    MtpError,
+    ServiceClient,
+    carries_value,
 )
 from modulecontrol.proxy._signals import read_attribute, write_attribute
 from modulecontrol.proxy._stale import StaleWatch
@@ -94,8 +104,14 @@ class ProxyOptions:
     """Treat measured numbers that are NaN/infinite or outside the assembly's
     ``scale_min``..``scale_max`` as bad values that fault the module (see ``_checked``)."""
     clock: Callable[[], float] = time.monotonic
-    """Seconds for the stale-value watchdog (assemblies with ``stale_after``). A run passes
-    its ``Clock.now``, so ``stale_after: 30 s`` means 30 simulated seconds at any speed."""
+    """Seconds for the stale-value watchdog (assemblies with ``stale_after``) and the time
+    stamps of PEA state changes. A run passes its ``Clock.now``, so ``stale_after: 30 s``
+    means 30 simulated seconds at any speed."""
+    link_clock: Callable[[], float] = time.monotonic
+    link_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    """The time base of the MTP handshake's bounds (a PEA confirming a mode, procedure,
+    parameter or state). They bound round trips over a link, which do not speed up in a
+    scaled run, so they are wall seconds by default; a test injects its own."""
 
 
 class ModuleProxy:
@@ -184,7 +200,7 @@ class ModuleProxy:
 
     def _make_service(self, svc: Service) -> ServiceProxy:
         """A PEA's own state machine is followed; otherwise the proxy runs one."""
-        if self.driver is not None and f"{svc.name}.StateCur" in self.driver.tags:
+        if self.driver is not None and f"{svc.name}.{SCA.STATE_CUR}" in self.driver.tags:
             return RemoteService(self, svc)
         return LocalService(self, svc)
 
@@ -391,7 +407,7 @@ class ModuleProxy:
             ):
                 await self.apply_safe_state()
             for svc in self.services.values():
-                if isinstance(svc, LocalService) and svc.state not in _AT_REST:
+                if isinstance(svc, LocalService) and svc.state not in RESTING_STATES:
                     with contextlib.suppress(CommandRefused):
                         svc.machine.command(Command.ABORT, Channel.PEA)
         finally:
@@ -445,8 +461,8 @@ class ModuleProxy:
         await self.driver.write(f"{assembly}.{attr}", coerced)
         if da.class_ in PARAM_CLASSES:
             self.parameters[assembly] = coerced
-            if f"{assembly}.ApplyExt" in bound:
-                await self.driver.write(f"{assembly}.ApplyExt", True)
+            if f"{assembly}.{PA.APPLY_EXT}" in bound:
+                await self.driver.write(f"{assembly}.{PA.APPLY_EXT}", True)
         return coerced
 
     async def perform(self, writes: Sequence[Write], params: Mapping[str, Any]) -> None:
@@ -457,7 +473,8 @@ class ModuleProxy:
             else:
                 assert self.driver is not None
                 da = self.type.assembly(w.assembly)
-                await self.driver.write(w.write, da.coerce(value) if _is_value_attr(w) else value)
+                value_attr = carries_value(da.class_, w.attribute)
+                await self.driver.write(w.write, da.coerce(value) if value_attr else value)
 
     async def apply_safe_state(self) -> list[str]:
         """Write the safe state (every write attempted); returns the errors, empty if none."""
@@ -479,13 +496,6 @@ class ModuleProxy:
             except (DriverError, ValueError) as exc:
                 errors.append(f"{da.name}: {exc}")
         return errors
-
-
-_AT_REST = frozenset({State.IDLE, State.STOPPED, State.ABORTED, State.COMPLETED})
-
-
-def _is_value_attr(w: Write) -> bool:
-    return w.attribute in ("VMan", "VExt", "VOp", "VInt", "V", "OpenAut", "Ctrl", "RpmMan")
 
 
 def _si(da: DataAssembly, v: Any) -> Any:
@@ -514,13 +524,13 @@ class LocalService:
             source_mode=SourceMode.EXTERNAL,
         )
         self._params: dict[str, Any] = {}
-        states = set(service.actions)
+        states = {State.from_label(label) for label in service.actions}
         for proc in service.procedures:
-            states |= set(proc.actions)
+            states |= {State.from_label(label) for label in proc.actions}
         if any(p.self_completing for p in service.procedures):
-            states.add("Execute")
-        for state_name in states:
-            self.machine.set_work(State[state_name.upper()], self._work)
+            states.add(State.EXECUTE)
+        for state in states:
+            self.machine.set_work(state, self._work)
         self.machine.subscribe(proxy.notify_state)
 
     @property
@@ -610,39 +620,47 @@ class LocalService:
 
 
 class RemoteService:
-    """A service whose state machine runs in the module (an MTP PEA over OPC UA).
+    """A service whose state machine runs in the module (an MTP PEA, e.g. over OPC UA).
 
-    Commands go through the driver's MTP handshake (mode, procedure, parameters with Apply,
-    CommandExt checked against CommandEn); the state is the PEA's ``StateCur`` as read.
+    Commands go through the MTP core's :class:`~modulecontrol.mtpcore.ServiceClient` (mode,
+    procedure, parameters with Apply, CommandExt checked against CommandEn) over the
+    proxy's driver; the state is the PEA's ``StateCur`` as read. Waits run on the proxy's
+    link clock (``ProxyOptions.link_clock``/``link_sleep``).
     """
 
     def __init__(self, proxy: ModuleProxy, service: Service) -> None:
+        assert proxy.driver is not None, "a remote service needs the module's driver"
         self.proxy = proxy
         self.service = service
         self.name = service.name
-        self._tag = f"{service.name}.StateCur"
+        self._tag = f"{service.name}.{SCA.STATE_CUR}"
         self._last: State | None = None
+        timeout = float(getattr(proxy.driver, "timeout", 1.0))
+        self.client = ServiceClient(
+            proxy.driver,
+            service.name,
+            now=proxy.options.link_clock,
+            sleep=proxy.options.link_sleep,
+            timeout=max(10.0, 10 * timeout),
+            poll=proxy.options.complete_poll,
+            procedures={p.name: p.id for p in service.procedures},
+            default_procedure=service.default_procedure.id,
+            module=proxy.tag,
+        )
         proxy.on_values(self._on_values)
 
     @property
     def state(self) -> State:
-        code = self.proxy.value(self._tag)
-        try:
-            return State(int(code))
-        except (TypeError, ValueError):
-            return self._last or State.IDLE
+        return State.from_code(self.proxy.value(self._tag)) or self._last or State.IDLE
 
     def _on_values(self, tag: str, values: Mapping[str, TagValue]) -> None:
         tv = values.get(self._tag)
-        if tv is None or tv.value is None:
-            return
-        try:
-            new = State(int(tv.value))
-        except ValueError:
+        new = None if tv is None else State.from_code(tv.value)
+        if new is None:
             return
         old, self._last = self._last, new
         if old is not None and old is not new:
-            proc = self.proxy.value(f"{self.name}.ProcedureCur")
+            proc = self.proxy.value(f"{self.name}.{SCA.PROCEDURE_CUR}")
             self.proxy.notify_state(
                 StateChange(
                     service=f"{self.proxy.tag}.{self.name}",
@@ -650,7 +668,7 @@ class RemoteService:
                     new=new,
                     command=None,
                     channel=None,
-                    time=time.time(),
+                    time=self.proxy.options.clock(),
                     procedure=int(proc or 0),
                 )
             )
@@ -662,21 +680,28 @@ class RemoteService:
         procedure: int | str | None = None,
         parameters: Mapping[str, Any] | None = None,
     ) -> State:
-        drv: Any = self.proxy.driver
-        await drv.ensure_automatic_external(self.name)
-        if command in (Command.START, Command.RESTART) or procedure is not None:
-            proc = (
-                self.service.procedure(procedure)
-                if procedure is not None
-                else self.service.default_procedure
-            )
-            await drv.select_procedure(self.name, proc.id)
-            procedure = proc.id
+        proc = None
+        if procedure is not None:
+            try:
+                proc = self.service.procedure(procedure)
+            except KeyError as exc:
+                raise MtpError(str(exc.args[0]), module=self.proxy.tag) from None
+        coerced: dict[str, Any] = {}
         if parameters:
-            coerced = {k: self.proxy.type.assembly(k).coerce(v) for k, v in parameters.items()}
-            await drv.apply_parameters(self.name, coerced, procedure=procedure)
-            self.proxy.parameters.update(coerced)
-        await drv.send_command(self.name, command.label)
+            allowed = set(self.service.config_parameters)
+            for p in [proc] if proc is not None else self.service.procedures:
+                allowed.update(p.parameters)
+            for name, raw in parameters.items():
+                if name not in allowed:
+                    where = f" procedure {proc.name}" if proc is not None else ""
+                    raise MtpError(
+                        f"'{name}' is not a parameter of {self.name}{where} "
+                        f"(parameters: {', '.join(sorted(allowed)) or 'none'})",
+                        module=self.proxy.tag)
+                coerced[name] = self.proxy.type.assembly(name).coerce(raw)
+        await self.client.command(command, procedure=None if proc is None else proc.id,
+                                  parameters=coerced)
+        self.proxy.parameters.update(coerced)
         await self.proxy.refresh([self._tag])
         return self.state
 
@@ -687,7 +712,7 @@ class RemoteService:
                 current = self.state
                 if current in states:
                     return current
-                await asyncio.sleep(self.proxy.options.complete_poll)
+                await self.proxy.options.link_sleep(self.proxy.options.complete_poll)
 
     async def close(self) -> None:
         return None

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from modulecontrol.descriptors._base import Ident, Model, UnitStr
-from modulecontrol.descriptors._module import ServiceStateName
+from modulecontrol.mtpcore import StateLabel
 
 PARAM_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -67,7 +67,7 @@ class ServiceCall(Model):
     procedure: Ident | int | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)
     command: CommandName = "start"
-    wait_for: ServiceStateName | None = None
+    wait_for: StateLabel | None = None
     """State to wait for; by default the state the command leads to (Execute after start,
     Completed after start of a self-completing procedure, Stopped after stop, ...)."""
 

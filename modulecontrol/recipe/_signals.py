@@ -7,25 +7,10 @@ between the validator (which checks conditions against it before anything runs) 
 
 from __future__ import annotations
 
-from modulecontrol.descriptors import DA_ATTRIBUTES, PRIMARY_ATTRIBUTE, DataAssembly, PlantConfig
+from modulecontrol.descriptors import DataAssembly, PlantConfig
+from modulecontrol.mtpcore import DA_ATTRIBUTES, PRIMARY_ATTRIBUTE, UNIT_ATTRIBUTES
 from modulecontrol.recipe._expr_check import SignalInfo
 from modulecontrol.recipe._model import Recipe
-
-UNIT_ATTRIBUTES = frozenset(
-    {
-        "V", "VOut", "VOp", "VInt", "VExt", "VReq", "VFbk", "VMan", "VRbk",
-        "VMin", "VMax", "VSclMin", "VSclMax",
-        "VAHLim", "VWHLim", "VTHLim", "VTLLim", "VWLLim", "VALLim",
-        "PV", "SP", "SPMan", "SPInt", "SPIntMin", "SPIntMax", "SPManMin", "SPManMax",
-        "PVSclMin", "PVSclMax", "SPSclMin", "SPSclMax",
-        "Rpm", "RpmMan", "RpmInt", "RpmRbk", "RpmFbk", "RpmMin", "RpmMax",
-        "RpmSclMin", "RpmSclMax", "RpmAHLim", "RpmALLim",
-        "Pos", "PosMan", "PosInt", "PosRbk", "PosFbk", "PosMin", "PosMax",
-        "PosSclMin", "PosSclMax",
-    }
-)  # fmt: skip
-"""Attributes that carry a value of the assembly itself: in its unit (analog assemblies),
-true/false (binary ones) or text (string ones)."""
 
 STRING_ATTRIBUTES = frozenset({"TagName", "TagDescription", "VState0", "VState1"})
 

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 from modulecontrol.descriptors import ModuleType, PlantConfig, load_plant, register_kind
 from modulecontrol.descriptors._module import Procedure
 from modulecontrol.errors import ConfigError, Location, Problem, did_you_mean
+from modulecontrol.mtpcore import State
 from modulecontrol.recipe._expr_ast import BoolLit
 from modulecontrol.recipe._expr_check import SignalInfo, check
 from modulecontrol.recipe._expr_eval import Condition, compile_condition
@@ -82,6 +83,7 @@ class _Unresolved:
 
 
 _UNRESOLVED = _Unresolved()
+_IDLE, _EXECUTE, _COMPLETED = State.IDLE.label, State.EXECUTE.label, State.COMPLETED.label
 
 
 # --------------------------------------------------------------------------- schema phase
@@ -393,9 +395,9 @@ class _Flow:
         return _Flow(dict(self.states), dict(self.self_completing))
 
     def get(self, key: Key) -> States:
-        s = self.states.get(key, frozenset({"Idle"}))
-        if s is not None and self.self_completing.get(key) and "Execute" in s:
-            s = s | {"Completed"}
+        s = self.states.get(key, frozenset({_IDLE}))
+        if s is not None and self.self_completing.get(key) and _EXECUTE in s:
+            s = s | {_COMPLETED}
         return s
 
     def merge(self, other: _Flow) -> _Flow:
@@ -1062,13 +1064,13 @@ class _Validator:
         if cmd in ("start", "restart"):
             flow.self_completing[key] = bool(info.procedure and info.procedure.self_completing)
         selfc = flow.self_completing.get(key, False)
-        reachable = set(results) | ({"Completed"} if selfc and "Execute" in results else set())
+        reachable = set(results) | ({_COMPLETED} if selfc and _EXECUTE in results else set())
         if call.wait_for is not None:
             target = TRANSIENT_TARGET.get(call.wait_for, call.wait_for)
             if target not in reachable:
                 why = (
                     f" ({info.procedure.name} does not complete by itself)"
-                    if target == "Completed" and info.procedure and not selfc
+                    if target == _COMPLETED and info.procedure and not selfc
                     else ""
                 )
                 self.add(
@@ -1080,7 +1082,7 @@ class _Validator:
                 return flow
             flow.states[key] = frozenset({target})
         elif cmd in ("start", "restart") and selfc:
-            flow.states[key] = frozenset({"Completed"})
+            flow.states[key] = frozenset({_COMPLETED})
         else:
             flow.states[key] = frozenset(results)
         return flow

@@ -24,6 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from modulecontrol.mtpcore import HOLD_STATES
 from modulecontrol.records._db import RecordsError, connect
 from modulecontrol.records._workup import WorkupSpec
 from modulecontrol.units import UnitError, compatible, convert
@@ -758,7 +759,7 @@ def _compound(grid: _Grid, spec: FigureSpec, p: _Stream, mm: float | None,
     return p.g
 
 
-_HOLD_STATES = ("Holding", "Held")
+_HOLD_STATES = frozenset(s.label for s in HOLD_STATES)
 
 
 def _deviations(data: _RunData) -> list[dict[str, Any]]:

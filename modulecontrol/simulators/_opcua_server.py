@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from modulecontrol.descriptors import OpcUaEndpoint
+from modulecontrol.mtpcore import PA, PARAM_CLASSES, SCA, carries_value, writable
 from modulecontrol.simulators._view import ModuleView
 from modulecontrol.simulators.opcua_pea import (
     PeaServer,
@@ -73,6 +74,7 @@ class PeaRuntime:
         """Applied (VOut) values of the service parameters."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._publishing = False
+        self._assembly_names = {d.name for d in self.mt.data_assemblies}
         self._objects = [s.name for s in self.mt.services] + [
             d.name for d in self.mt.data_assemblies if d.writable]
 
@@ -85,7 +87,7 @@ class PeaRuntime:
         for da in self.mt.data_assemblies:
             if da.default is not None and da.writable:
                 self.params[da.name] = da.default
-                for a in ("VReq", "VOut", "VFbk", "VExt"):
+                for a in (PA.V_REQ, PA.V_OUT, PA.V_FBK, PA.V_EXT):
                     await self._set(da.name, a, da.default)
         for svc in self.mt.services:
             procs = [Procedure(p.id, p.name, p.self_completing, p is svc.default_procedure)
@@ -123,10 +125,10 @@ class PeaRuntime:
 
     async def _publish_service(self, svc: str) -> None:
         m = self.machines[svc]
-        await self._set(svc, "StateCur", m.state_cur)
-        await self._set(svc, "CommandEn", m.command_en)
-        await self._set(svc, "ProcedureReq", m.procedure_req)
-        await self._set(svc, "ProcedureCur", m.procedure_cur)
+        await self._set(svc, SCA.STATE_CUR, m.state_cur)
+        await self._set(svc, SCA.COMMAND_EN, m.command_en)
+        await self._set(svc, SCA.PROCEDURE_REQ, m.procedure_req)
+        await self._set(svc, SCA.PROCEDURE_CUR, m.procedure_cur)
 
     # -- model coupling ---------------------------------------------------------------------
     def _apply_state(self, svc: str, state: State) -> None:
@@ -134,7 +136,7 @@ class PeaRuntime:
         if self.view is None:
             return
         spec = self.view.spec.services.get(svc, {})
-        settings = spec.get(state.label)  # type: ignore[call-overload]
+        settings = spec.get(state.label)
         if not settings:
             return
         self.view.apply_settings(settings, self.params)
@@ -179,13 +181,13 @@ class PeaRuntime:
             await self._operation_mode(obj, attr, m)
         elif attr.startswith("Src") and attr.endswith(("Op", "Aut")) and value:
             await self._source_mode(obj, attr, m)
-        elif attr in ("ProcedureExt", "ProcedureOp") and m is not None:
-            channel = Channel.EXTERNAL if attr == "ProcedureExt" else Channel.OPERATOR
+        elif attr in (SCA.PROCEDURE_EXT, SCA.PROCEDURE_OP) and m is not None:
+            channel = Channel.EXTERNAL if attr == SCA.PROCEDURE_EXT else Channel.OPERATOR
             with contextlib.suppress(CommandRefused):
                 m.request_procedure(int(value), channel)
             await self._publish_service(obj)
-        elif attr in ("CommandExt", "CommandOp") and m is not None:
-            channel = Channel.EXTERNAL if attr == "CommandExt" else Channel.OPERATOR
+        elif attr in (SCA.COMMAND_EXT, SCA.COMMAND_OP) and m is not None:
+            channel = Channel.EXTERNAL if attr == SCA.COMMAND_EXT else Channel.OPERATOR
             if value:
                 try:
                     m.command(int(value), channel)
@@ -193,18 +195,25 @@ class PeaRuntime:
                     _log.info("%s.%s: %s", self.tag, obj, exc.reason)
             await self._set(obj, attr, 0)
             await self._publish_service(obj)
-        elif attr in ("ApplyExt", "ApplyOp") and value:
-            src_ok = bool(self._get(obj, "SrcExtAct")) if attr == "ApplyExt" else bool(
+        elif attr in (PA.APPLY_EXT, PA.APPLY_OP) and value:
+            src_ok = bool(self._get(obj, "SrcExtAct")) if attr == PA.APPLY_EXT else bool(
                 self._get(obj, "StateOpAct"))
             if src_ok:
-                v = self._get(obj, "VExt" if attr == "ApplyExt" else "VOp")
-                for a in ("VReq", "VOut", "VFbk"):
+                v = self._get(obj, PA.V_EXT if attr == PA.APPLY_EXT else PA.V_OP)
+                for a in (PA.V_REQ, PA.V_OUT, PA.V_FBK):
                     await self._set(obj, a, v)
                 self.params[obj] = v
                 self._reapply(obj)
             await self._set(obj, attr, False)
-        elif attr in ("VMan", "OpenAut", "Ctrl", "RpmMan") and self.view is not None:
+        elif self.view is not None and self._drives_model(obj, attr):
             self.view.write(obj, attr, value)
+
+    def _drives_model(self, obj: str, attr: str) -> bool:
+        """A POL write of an assembly's value (``VMan``, ``OpenAut``, ``RpmMan``, ...) goes to
+        the model at once; a parameter's takes effect only through its Apply handshake."""
+        cls = self.mt.assembly(obj).class_ if obj in self._assembly_names else None
+        return (cls is not None and cls not in PARAM_CLASSES and writable(cls, attr)
+                and carries_value(cls, attr))
 
     def _reapply(self, param: str) -> None:
         """A parameter changed while its service executes: the new value takes effect."""
@@ -217,7 +226,7 @@ class PeaRuntime:
     async def _operation_mode(self, obj: str, attr: str, m: ServiceStateMachine | None) -> None:
         via_aut = attr.endswith("Aut")
         mode_key = attr[len("State"):-(3 if via_aut else 2)]
-        channel = bool(self._get(obj, "StateChannel"))
+        channel = bool(self._get(obj, SCA.STATE_CHANNEL))
         if via_aut != channel or mode_key not in _MODES:
             if not via_aut:
                 await self._set(obj, attr, False)
@@ -239,7 +248,7 @@ class PeaRuntime:
     async def _source_mode(self, obj: str, attr: str, m: ServiceStateMachine | None) -> None:
         via_aut = attr.endswith("Aut")
         src = attr[len("Src"):-(3 if via_aut else 2)]
-        channel = bool(self._get(obj, "SrcChannel"))
+        channel = bool(self._get(obj, SCA.SRC_CHANNEL))
         if via_aut == channel and src in ("Ext", "Int") and self._get(obj, "StateAutAct"):
             if m is not None:
                 m.set_source_mode(SourceMode.EXTERNAL if src == "Ext" else SourceMode.INTERNAL)

@@ -17,6 +17,7 @@ from typing import Any
 
 from modulecontrol.clock import Clock
 from modulecontrol.descriptors import ModuleInstance, ModuleType, PlantConfig
+from modulecontrol.mtpcore import State
 from modulecontrol.simulators._faults import FaultInjector
 from modulecontrol.simulators._view import ModuleView, ViewError
 from modulecontrol.simulators.models import (
@@ -229,9 +230,9 @@ class SimulatedPlant:
             for svc in mt.services:
                 sim = view.spec.services.get(svc.name)
                 if sim is not None:
-                    view.apply_settings(sim.get("Execute", {}), defaults)
+                    view.apply_settings(sim.get(State.EXECUTE.label, {}), defaults)
                     continue
-                for w in svc.actions.get("Starting", []):
+                for w in svc.actions.get(State.STARTING.label, []):
                     value = defaults.get(w.param) if w.param is not None else w.value
                     if value is not None:
                         view.write(w.assembly, w.attribute, value)

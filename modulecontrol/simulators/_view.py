@@ -22,16 +22,13 @@ from zlib import crc32
 
 from modulecontrol.descriptors import DataAssembly, ModuleType, SimulatorSpec
 from modulecontrol.descriptors._base import delta_in
+from modulecontrol.mtpcore import VALUE_ATTRIBUTES
 from modulecontrol.simulators.models import Thermostat, UnitModel
 from modulecontrol.units import UnitError, convert, to_si
 
 __all__ = ["ModuleView", "TransportFaults", "Variable", "ViewError"]
 
-_VALUE_ATTRIBUTES = frozenset({
-    "V", "VOut", "VFbk", "VReq", "VExt", "VMan", "VRbk", "VOp", "VInt", "Ctrl", "OpenAut",
-    "OpenFbk", "OpenOp", "Rpm", "RpmMan", "RpmFbk", "RpmRbk", "RpmInt", "Pos", "PosMan",
-    "PosRbk", "PosFbk", "FwdCtrl", "FwdAut", "FwdFbk",
-})
+_VALUE_ATTRIBUTES = VALUE_ATTRIBUTES
 """Attributes that carry the assembly's value, so an ``Assembly`` link applies to them."""
 
 

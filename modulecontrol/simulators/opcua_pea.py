@@ -15,7 +15,6 @@ The server has no behaviour of its own: a simulator (or a test) reacts to writes
 
 from __future__ import annotations
 
-import contextlib
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -36,13 +35,16 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from modulecontrol.descriptors import ModuleType
-from modulecontrol.descriptors._assemblies import (
+from modulecontrol.descriptors._bindings import OpcUaBinding
+from modulecontrol.drivers import TagInfo, tag_table
+from modulecontrol.drivers.opcua import san_uris
+from modulecontrol.mtpcore import (
     ANALOG_CLASSES,
     BINARY_CLASSES,
+    INTEGER_ATTRIBUTES,
     STRING_CLASSES,
+    carries_value,
 )
-from modulecontrol.descriptors._bindings import OpcUaBinding
-from modulecontrol.drivers._base import TagInfo, tag_table
 from modulecontrol.simulators._aspace import init_server
 
 WriteHandler = Callable[[str, Any], Awaitable[None]]
@@ -85,15 +87,12 @@ class Refusal:
 RefusalHandler = Callable[[Refusal], None]
 
 _VALUE_ATTRS = frozenset({
-    "V", "VExt", "VOp", "VInt", "VReq", "VOut", "VFbk", "VMin", "VMax", "VSclMin", "VSclMax",
-    "VMan", "VRbk", "VAHLim", "VWHLim", "VTHLim", "VTLLim", "VWLLim", "VALLim",
+    "VMin", "VMax", "VSclMin", "VSclMax", "VAHLim", "VWHLim", "VTHLim", "VTLLim", "VWLLim",
+    "VALLim",
 })
+"""Limits and scales: published in the value's type, although they do not carry the value."""
 _VALUE_PREFIXES = ("Rpm", "Pos", "PV", "SP", "MV")
-_UINT32_ATTRS = frozenset({
-    "CommandOp", "CommandInt", "CommandExt", "CommandEn", "StateCur", "ProcedureOp",
-    "ProcedureInt", "ProcedureExt", "ProcedureReq", "ProcedureCur", "PosTextID",
-    "InteractQuestionID", "InteractAnswerID",
-})
+_UINT32_ATTRS = INTEGER_ATTRIBUTES
 _BYTE_ATTRS = frozenset({"WQC", "OSLevel"})
 _STRING_ATTRS = frozenset({"TagName", "TagDescription", "VState0", "VState1"})
 _DOUBLE_ATTRS = frozenset({"VFlutTi", "MonStatTi", "MonDynTi", "P", "Ti", "Td"})
@@ -127,7 +126,7 @@ def attribute_variant_type(info: TagInfo) -> ua.VariantType:
         return ua.VariantType.Double
     if attr in _INT32_ATTRS:
         return ua.VariantType.Int32
-    is_value = attr in _VALUE_ATTRS or (
+    is_value = carries_value(cls, attr) or attr in _VALUE_ATTRS or (
         attr.startswith(_VALUE_PREFIXES) and not attr.endswith(("En", "Act", "Calc"))
     )
     if is_value:
@@ -157,7 +156,7 @@ def initial_value(info: TagInfo, vtype: ua.VariantType) -> Any:
             return da.state1
         return "" if da.default is None else str(da.default)
     if vtype is ua.VariantType.Boolean:
-        if attr in ("V", "VOut", "VReq", "VFbk", "VExt") and isinstance(da.default, bool):
+        if carries_value(da.class_, attr) and isinstance(da.default, bool):
             return da.default
         return False
     if vtype is ua.VariantType.Double:
@@ -165,10 +164,10 @@ def initial_value(info: TagInfo, vtype: ua.VariantType) -> Any:
             return float(da.min if attr == "VMin" else da.scale_min)
         if attr in ("VMax", "VSclMax") and (da.max if attr == "VMax" else da.scale_max) is not None:
             return float(da.max if attr == "VMax" else da.scale_max)
-        if attr in ("V", "VOut", "VReq", "VFbk", "VExt") and isinstance(da.default, int | float):
+        if carries_value(da.class_, attr) and isinstance(da.default, int | float):
             return float(da.default)
         return 0.0
-    if attr in ("V", "VOut", "VReq", "VFbk", "VExt") and isinstance(da.default, int):
+    if carries_value(da.class_, attr) and isinstance(da.default, int):
         return int(da.default)
     limit = {"VMin": da.min, "VMax": da.max, "VSclMin": da.scale_min,
              "VSclMax": da.scale_max}.get(attr)
@@ -428,7 +427,7 @@ async def build_pea_server(
         if not allow_insecure:
             server._policies.append(_discovery_only_factory(on_refused, subject))
         cert = x509.load_der_x509_certificate(_der(Path(certificate)))
-        uris = _san_uris(cert)
+        uris = san_uris(cert)
         if uris:
             await server.set_application_uri(uris[0])
     else:
@@ -505,13 +504,6 @@ def _der(path: Path) -> bytes:
     if data.startswith(b"-----BEGIN"):
         return x509.load_pem_x509_certificate(data).public_bytes(Encoding.DER)
     return data
-
-
-def _san_uris(cert: x509.Certificate) -> list[str]:
-    with contextlib.suppress(x509.ExtensionNotFound):
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-        return list(san.value.get_values_for_type(x509.UniformResourceIdentifier))
-    return []
 
 
 def make_certificate(

@@ -283,7 +283,7 @@ def safe_state_writes(module_type: Any, tags: Any) -> list[tuple[str, Any]]:
     ``Write: Run`` names an assembly; its setpoint attribute (``VMan`` of a BinMan) is the tag.
     Writes whose tag the transport does not bind are left out.
     """
-    from modulecontrol.descriptors import SETPOINT_ATTRIBUTE
+    from modulecontrol.mtpcore import SETPOINT_ATTRIBUTE
 
     out: list[tuple[str, Any]] = []
     for w in module_type.safe_state:

@@ -10,7 +10,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from modulecontrol.descriptors import (
-    DA_ATTRIBUTES,
     ModuleType,
     builtin_type_files,
     builtin_types,
@@ -21,6 +20,7 @@ from modulecontrol.descriptors import (
 )
 from modulecontrol.descriptors._plant import Plant
 from modulecontrol.errors import ConfigError
+from modulecontrol.mtpcore import DA_ATTRIBUTES
 from modulecontrol.yamlio import load_yaml_text
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,9 +12,13 @@ import asyncio
 from typing import Any
 
 from modulecontrol.descriptors import ModuleInstance, ModuleType, builtin_types
-from modulecontrol.drivers.opcua import COMMAND_CODES, STATE_CODES
+from modulecontrol.mtpcore import Command, State
 from modulecontrol.simulators.opcua_pea import PeaServer
 
+STATE_CODES: dict[str, int] = {s.label: int(s) for s in State}
+COMMAND_CODES = {c.label: int(c) for c in Command}
+# A deliberately independent, simplified PEA (Stop/Abort enabled in Idle): tables of its own,
+# so the client is tested against behaviour that does not come from the core it uses.
 ENABLED: dict[str, tuple[str, ...]] = {
     "Idle": ("Start", "Stop", "Abort"),
     "Starting": ("Stop", "Abort"),

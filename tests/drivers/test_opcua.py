@@ -18,16 +18,8 @@ from modulecontrol.drivers import (
     TagValue,
     UnknownTag,
 )
-from modulecontrol.drivers.opcua import (
-    STATE_CODES,
-    CommandNotEnabled,
-    ModeRefused,
-    MtpError,
-    NamespaceNotFound,
-    OpcUaDriver,
-    ServiceStateError,
-    ServiceTimeout,
-)
+from modulecontrol.drivers.opcua import NamespaceNotFound, OpcUaDriver
+from modulecontrol.mtpcore import State
 from modulecontrol.simulators.opcua_pea import PeaServer, build_pea_server
 from tests.drivers._opcua_pea import MiniPea, coil_reactor, instance
 
@@ -66,7 +58,7 @@ async def test_batched_read_is_one_request(pea: tuple[PeaServer, MiniPea],
     assert server.read_nodes - before_nodes == len(names)
     assert values["T.V"] == TagValue(42.5, Quality.GOOD, values["T.V"].timestamp, 42.5)
     assert (await driver.read(["Fouled.V"]))["Fouled.V"].value is True
-    assert values["Tempering.StateCur"].value in STATE_CODES.values()
+    assert State.from_code(values["Tempering.StateCur"].value) is not None
 
 
 async def test_write_round_trip_uses_node_type(pea: tuple[PeaServer, MiniPea],
@@ -173,74 +165,6 @@ async def test_failing_callback_does_not_stop_delivery(pea: tuple[PeaServer, Min
     assert len(seen) >= 2
     assert (await driver.read(["T.V"]))["T.V"].value == 12.0
     await sub.cancel()
-
-
-async def test_mtp_handshake_tempering(pea: tuple[PeaServer, MiniPea],
-                                       driver: OpcUaDriver) -> None:
-    server, mini = pea
-    state = await driver.run_service("Tempering", "Start", parameters={"TempSP": "140 degF"})
-    assert state == "Execute"
-    assert server.get("Tempering.StateAutAct") is True
-    assert server.get("Tempering.SrcExtAct") is True
-    assert server.get("Tempering.ProcedureReq") == 1
-    assert server.get("TempSP.VFbk") == pytest.approx(60.0)
-    assert server.get("TempSP.SrcExtAct") is True
-    assert await driver.run_service("Tempering", "Stop") == "Stopped"
-    assert await driver.run_service("Tempering", "Reset") == "Idle"
-    assert [c for _, c in mini.commands[-3:]] == ["Start", "Stop", "Reset"]
-    status = await driver.service_status("Tempering")
-    assert status.state == "Idle" and "Start" in status.enabled
-
-
-async def test_handshake_uses_aut_channel(pea: tuple[PeaServer, MiniPea],
-                                          driver: OpcUaDriver) -> None:
-    server, _ = pea
-    await server.set("Tempering.StateChannel", True)
-    await server.set("Tempering.SrcChannel", True)
-    await driver.ensure_automatic_external("Tempering")
-    assert server.get("Tempering.StateAutAut") is True
-    assert server.get("Tempering.StateAutAct") is True
-    assert server.get("Tempering.SrcExtAct") is True
-
-
-async def test_command_not_enabled_names_state(pea: tuple[PeaServer, MiniPea],
-                                               driver: OpcUaDriver) -> None:
-    _, mini = pea
-    with pytest.raises(CommandNotEnabled, match="Tempering is in Idle") as exc:
-        await driver.run_service("Tempering", "Resume")
-    assert exc.value.state == "Idle"
-    assert "Start" in exc.value.enabled and "Resume" not in exc.value.enabled
-    assert ("Tempering", "Resume") not in mini.commands
-
-
-async def test_refusals_and_timeouts_carry_pea_state(pea: tuple[PeaServer, MiniPea],
-                                                     driver: OpcUaDriver) -> None:
-    _, mini = pea
-    mini.locked.add("Tempering")
-    try:
-        with pytest.raises(ModeRefused, match=r"Tempering did not switch to Automatic.*"
-                                              r"StateOpAct=True"):
-            await driver.ensure_automatic_external("Tempering", timeout=0.2)
-    finally:
-        mini.locked.discard("Tempering")
-    await driver.ensure_automatic_external("Tempering")
-    with pytest.raises(MtpError, match="unknown procedure 'Nope'"):
-        await driver.select_procedure("Tempering", "Nope")
-    with pytest.raises(MtpError, match="'T' is not a parameter of Tempering"):
-        await driver.apply_parameters("Tempering", {"T": 1.0})
-    await mini.set_state("Tempering", "Execute")
-    with pytest.raises(ModeRefused, match=r"did not accept procedure Hold.*is in Execute"):
-        await driver.select_procedure("Tempering", "Hold", timeout=0.2)
-    with pytest.raises(ServiceTimeout, match=r"did not reach Held.*last seen Execute"):
-        await driver.wait_for_state("Tempering", ["Held"], timeout=0.2)
-    waiter = asyncio.ensure_future(driver.wait_for_state("Tempering", ["Completed"],
-                                                         timeout=3, start_state="Execute"))
-    await asyncio.sleep(0.05)
-    await mini.set_state("Tempering", "Aborting")
-    with pytest.raises(ServiceStateError, match="went to Aborting while waiting for Completed"):
-        await waiter
-    with pytest.raises(MtpError, match=r"unknown command 'Strat'.*did you mean 'Start'"):
-        await driver.send_command("Tempering", "Strat")
 
 
 async def test_session_timeout_is_asked_of_the_server(pea: tuple[PeaServer, MiniPea]) -> None:

@@ -18,15 +18,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modulecontrol.descriptors import (
+from modulecontrol.descriptors import ModuleType, builtin_types
+from modulecontrol.mtp import check_manifest, export_manifest, import_manifest, mtp_projection
+from modulecontrol.mtpcore import (
     DA_ATTRIBUTES,
     PARAM_CLASSES,
     SERVICE_CONTROL_ATTRIBUTES,
-    ModuleType,
-    builtin_types,
     value_kind,
 )
-from modulecontrol.mtp import check_manifest, export_manifest, import_manifest, mtp_projection
 
 NS = "{http://www.dke.de/CAEX}"
 BUILTIN = builtin_types()

@@ -8,7 +8,6 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from modulecontrol._statemachine.cli import app
 from modulecontrol.statemachine import (
     Command,
     State,
@@ -18,6 +17,7 @@ from modulecontrol.statemachine import (
     state_table,
     state_table_text,
 )
+from modulecontrol.statemachine.cli import app
 from tests.statemachine.sm_golden import (
     ACTING,
     COMMAND_CODES,

@@ -1,5 +1,7 @@
 """The MTP service state machine (VDI/VDE/NAMUR 2658-4), one for every service.
 
+The model itself (states, commands, rows, CommandEn) is data in :mod:`modulecontrol.mtpcore`;
+this package runs it on ``transitions`` and re-exports the names a machine's user needs.
 Public API: :class:`State` and :class:`Command` (IntEnums with the StateCur and command codes),
 :class:`OperationMode`, :class:`SourceMode`, :class:`Channel`, :class:`Procedure`,
 :class:`StateMachineOptions`, :class:`ServiceStateMachine`, :class:`CommandRefused`,
@@ -7,28 +9,29 @@ Public API: :class:`State` and :class:`Command` (IntEnums with the StateCur and 
 The model is documented in ``docs/state-machine.md``.
 """
 
-from modulecontrol._statemachine import (
-    DEFAULT_PROCEDURE,
+from modulecontrol.mtpcore import (
     SC,
-    Channel,
     Command,
-    CommandRefused,
     OperationMode,
-    Procedure,
-    ServiceStateMachine,
     SourceMode,
     State,
-    StateChange,
     StateMachineOptions,
     Transition,
-    WorkContext,
     command_en,
     enabled_commands,
-    render_state_table,
     state_table,
-    state_table_text,
     transitions_for,
 )
+from modulecontrol.statemachine._machine import (
+    DEFAULT_PROCEDURE,
+    Channel,
+    CommandRefused,
+    Procedure,
+    ServiceStateMachine,
+    StateChange,
+    WorkContext,
+)
+from modulecontrol.statemachine._render import render_state_table, state_table_text
 
 __all__ = [
     "DEFAULT_PROCEDURE",

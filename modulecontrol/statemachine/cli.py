@@ -7,7 +7,8 @@ import json
 import typer
 from rich.console import Console
 
-from ._table import StateMachineOptions, render_state_table, state_table, state_table_text
+from modulecontrol.mtpcore import StateMachineOptions, state_table
+from modulecontrol.statemachine._render import render_state_table, state_table_text
 
 app = typer.Typer(help="The VDI/VDE/NAMUR 2658-4 service state model.")
 

@@ -1,4 +1,9 @@
-"""The VDI/VDE/NAMUR 2658-4 service state model as data.
+"""The VDI/VDE/NAMUR 2658-4 service state model as data: states, commands, modes and rules.
+
+This is the one place the model is spelled. The running machine
+(:mod:`modulecontrol.statemachine`), the service client of this package, the recipe
+validator, the orchestrator, the reports and the virtual PEA all derive their sets and targets
+from it, so a second table that could disagree does not exist.
 
 Why a table and not code: the same rows build the ``transitions`` machine, compute CommandEn,
 feed ``modulecontrol states --json`` and the docs, so the published model and the running one
@@ -9,10 +14,29 @@ cannot drift apart. The few enable cases that implementations disagree on are sw
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from enum import IntEnum
-from typing import Any, Final, Literal
+from enum import Enum, IntEnum
+from typing import Any, Final, Literal, cast
 
-from rich.table import Table
+StateLabel = Literal[
+    "Idle",
+    "Starting",
+    "Execute",
+    "Completing",
+    "Completed",
+    "Pausing",
+    "Paused",
+    "Resuming",
+    "Holding",
+    "Held",
+    "Unholding",
+    "Stopping",
+    "Stopped",
+    "Aborting",
+    "Aborted",
+    "Resetting",
+]
+"""A state spelled as in the standard (``State.label``): for descriptor keys such as
+``actions: {Execute: ...}``."""
 
 
 class State(IntEnum):
@@ -36,14 +60,32 @@ class State(IntEnum):
     COMPLETED = 131072
 
     @property
-    def label(self) -> str:
+    def label(self) -> StateLabel:
         """The spelling used by the standard and in MTP manifests (``Execute``, ``Held``)."""
-        return self.name.capitalize()
+        return cast(StateLabel, self.name.capitalize())
 
     @property
     def acting(self) -> bool:
         """True for the transient states that leave by SC once their work is finished."""
         return self in ACTING_STATES
+
+    @classmethod
+    def from_label(cls, label: str) -> State:
+        """The state spelled ``label`` (``Execute``; case-insensitive); ValueError names the
+        known states."""
+        try:
+            return cls[label.upper()]
+        except KeyError:
+            known = ", ".join(s.label for s in cls)
+            raise ValueError(f"unknown state '{label}' (states: {known})") from None
+
+    @classmethod
+    def from_code(cls, code: object) -> State | None:
+        """The state of a StateCur value, or None when it is no single known state bit."""
+        try:
+            return cls(int(code))  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            return None
 
 
 class Command(IntEnum):
@@ -64,6 +106,50 @@ class Command(IntEnum):
     def label(self) -> str:
         """The spelling used by the standard (``Start``, ``Unhold``)."""
         return self.name.capitalize()
+
+    @classmethod
+    def from_label(cls, label: str) -> Command:
+        """The command spelled ``label`` (``Start``, ``start``); ValueError names the known
+        commands."""
+        try:
+            return cls[label.upper()]
+        except KeyError:
+            known = ", ".join(c.label for c in cls)
+            raise ValueError(f"unknown command '{label}' (commands: {known})") from None
+
+
+def commands_in(mask: int) -> list[Command]:
+    """The commands whose bits are set in a CommandEn word, in code order."""
+    return [c for c in Command if mask & int(c)]
+
+
+class OperationMode(Enum):
+    """Who operates the service: nobody (Offline), the operator, or an automatic program.
+
+    ``abbrev`` is the infix of the ServiceControl attributes (``StateAutAct``, ``StateOffOp``).
+    """
+
+    OFFLINE = "Offline"
+    OPERATOR = "Operator"
+    AUTOMATIC = "Automatic"
+
+    @property
+    def abbrev(self) -> str:
+        return {"Offline": "Off", "Operator": "Op", "Automatic": "Aut"}[self.value]
+
+
+class SourceMode(Enum):
+    """In Automatic: whether the PEA's own logic (Internal) or the POL (External) commands.
+
+    ``abbrev`` is the infix of the attributes (``SrcExtAct``, ``SrcIntOp``).
+    """
+
+    INTERNAL = "Internal"
+    EXTERNAL = "External"
+
+    @property
+    def abbrev(self) -> str:
+        return self.value[:3]
 
 
 SC: Final = "SC"
@@ -86,6 +172,23 @@ ACTING_STATES: Final[frozenset[State]] = frozenset(
 )
 
 _ALL: Final = frozenset(State)
+
+STABLE_STATES: Final[frozenset[State]] = _ALL - ACTING_STATES
+"""States a service rests in until commanded (Execute rests unless its procedure completes)."""
+
+RESTING_STATES: Final[frozenset[State]] = frozenset(
+    {State.IDLE, State.COMPLETED, State.STOPPED, State.ABORTED}
+)
+"""States in which no procedure acts on the process (before a Start or after its end)."""
+
+HOLD_STATES: Final[frozenset[State]] = frozenset({State.HOLDING, State.HELD})
+"""States in which a service (or a recipe) counts as held."""
+
+FAILED_STATES: Final[frozenset[State]] = frozenset(
+    {State.STOPPING, State.STOPPED, State.ABORTING, State.ABORTED}
+)
+"""States that, reached instead of the one waited for, mean the command failed (unless the
+service was already there, or they lie on the way to the wanted state)."""
 
 # Where each acting state goes when its work is done. Execute -> Completing is added separately
 # because it applies only to self-completing procedures.
@@ -232,6 +335,36 @@ def sc_target(state: State) -> State | None:
     return _SC_TARGETS.get(state)
 
 
+def settles_in(state: State) -> State:
+    """The stable state ``state`` ends in by SC alone (Execute stays Execute)."""
+    while state in ACTING_STATES:
+        state = _SC_TARGETS[state]
+    return state
+
+
+COMMAND_TARGETS: Final[dict[Command, State]] = {
+    command: settles_in(dest)
+    for command, (_, dest) in _command_sources(StateMachineOptions()).items()
+}
+"""The stable state each command leads to (Start: Execute, Stop: Stopped, Reset: Idle)."""
+
+
+def expected_states(command: Command) -> tuple[State, ...]:
+    """States that count as having carried out ``command``: its target, and for Start and
+    Restart also Completing and Completed, because a self-completing procedure may pass
+    Execute between two reads."""
+    target = COMMAND_TARGETS[command]
+    if target is State.EXECUTE:
+        return (State.EXECUTE, State.COMPLETING, State.COMPLETED)
+    return (target,)
+
+
+def on_the_way(state: State) -> frozenset[State]:
+    """The acting states a service passes on its way into ``state`` by SC (never a failure):
+    Stopping for Stopped, Starting/Unholding/Resuming for Execute."""
+    return frozenset(s for s in ACTING_STATES if settles_in(s) is state)
+
+
 def state_table(options: StateMachineOptions | None = None) -> dict[str, Any]:
     """The whole model as JSON-serialisable data (``modulecontrol states --json``)."""
     opts = options or StateMachineOptions()
@@ -261,47 +394,3 @@ def state_table(options: StateMachineOptions | None = None) -> dict[str, Any]:
         ],
         "command_en": {state.label: command_en(state, opts) for state in sorted(State)},
     }
-
-
-def _outgoing(table: dict[str, Any], state_name: str) -> str:
-    return ", ".join(
-        f"{row['trigger']}{'*' if row['note'] else ''}->{row['to']}"
-        for row in table["transitions"]
-        if row["from"] == state_name
-    )
-
-
-def render_state_table(table: dict[str, Any]) -> Table:
-    """A rich Table of ``state_table(...)``: one row per state with CommandEn and exits."""
-    out = Table(title=f"{table['standard']} service states", show_lines=False)
-    out.add_column("State")
-    out.add_column("StateCur", justify="right")
-    out.add_column("CommandEn", justify="right")
-    out.add_column("Enabled commands")
-    out.add_column("Transitions (* = self-completing only)")
-    for state in table["states"]:
-        out.add_row(
-            state["name"] + (" (acting)" if state["acting"] else ""),
-            str(state["code"]),
-            str(state["command_en"]),
-            ", ".join(state["enabled"]),
-            _outgoing(table, state["name"]),
-        )
-    return out
-
-
-def state_table_text(table: dict[str, Any]) -> str:
-    """Plain-text rendering of ``state_table(...)`` for logs and terminals without rich."""
-    lines = [f"{table['standard']} service states", ""]
-    header = f"{'State':<12} {'StateCur':>8} {'CommandEn':>9}  Enabled / transitions"
-    lines += [header, "-" * len(header)]
-    for state in table["states"]:
-        marker = "~" if state["acting"] else " "
-        lines.append(
-            f"{state['name']:<11}{marker} {state['code']:>8} {state['command_en']:>9}  "
-            f"{', '.join(state['enabled']) or '-'}"
-        )
-        lines.append(f"{'':<32}{_outgoing(table, state['name'])}")
-    lines += ["", "~ acting state (leaves by SC); * only for self-completing procedures"]
-    lines.append("options: " + ", ".join(f"{k}={v}" for k, v in table["options"].items()))
-    return "\n".join(lines)

@@ -23,10 +23,12 @@ from enum import Enum
 
 from transitions import Machine
 
-from ._table import (
+from modulecontrol.mtpcore import (
     ACTING_STATES,
     SC,
     Command,
+    OperationMode,
+    SourceMode,
     State,
     StateMachineOptions,
     Trigger,
@@ -36,21 +38,6 @@ from ._table import (
 )
 
 _log = logging.getLogger("modulecontrol.statemachine")
-
-
-class OperationMode(Enum):
-    """Who operates the service: nobody (Offline), the operator, or an automatic program."""
-
-    OFFLINE = "Offline"
-    OPERATOR = "Operator"
-    AUTOMATIC = "Automatic"
-
-
-class SourceMode(Enum):
-    """In Automatic: whether the PEA's own logic (Internal) or the POL (External) commands."""
-
-    INTERNAL = "Internal"
-    EXTERNAL = "External"
 
 
 class Channel(Enum):
