@@ -98,6 +98,10 @@ _TARGETS: dict[Command, tuple[State, ...]] = {
     Command.COMPLETE: (State.COMPLETED,),
 }
 _FAILED = (State.ABORTED, State.ABORTING)
+"""States that end a service step early: Aborting already means the step failed."""
+_FINAL_FAILED = (State.ABORTED,)
+"""The failure a fan-out waits for: Aborted, not Aborting, or an Abort fan-out would be
+satisfied while its modules are still carrying the abort out."""
 
 
 @dataclass
@@ -341,7 +345,7 @@ class Orchestrator:
         for key in done:
             svc = self._used[key]
             try:
-                await svc.wait_for(*_TARGETS[cmd], *_FAILED, timeout=self.fan_out_timeout)
+                await svc.wait_for(*_TARGETS[cmd], *_FINAL_FAILED, timeout=self.fan_out_timeout)
             except TimeoutError:
                 self.log.emit(
                     "command_timeout",

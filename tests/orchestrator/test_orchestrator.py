@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -209,3 +210,48 @@ async def test_operator_ack_after_interlock(rig: Rig) -> None:
         if not task.done():
             task.cancel()
         await _close(orch)
+
+
+async def test_abort_fan_out_waits_for_aborted_modules(rig: Rig) -> None:
+    """The recipe reaches Aborted only after its modules have: an Abort fan-out is not
+    satisfied by a module that is still Aborting."""
+    from modulecontrol.proxy import LocalService
+    from modulecontrol.statemachine import StateChange, WorkContext
+
+    orch = await _orchestrator(rig.write("60 min"), speed=100.0)
+    recipe_aborted = asyncio.Event()
+    seen_while_aborting: list[State] = []
+
+    def on_recipe(change: StateChange) -> None:
+        if change.new is State.ABORTED:
+            recipe_aborted.set()
+
+    orch.machine.subscribe(on_recipe)
+    dosing = orch.proxies["P1"].services["Dosing"]
+    assert isinstance(dosing, LocalService)
+
+    async def slow_abort(ctx: WorkContext) -> None:
+        # A module that takes its time to abort: give the recipe every chance to run ahead.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(recipe_aborted.wait(), 1.0)
+        seen_while_aborting.append(orch.machine.state)
+
+    dosing.machine.set_work(State.ABORTING, slow_abort)
+    task = asyncio.create_task(orch.run())
+    try:
+        for _ in range(500):
+            if orch.progress.step == "campaign":
+                break
+            await asyncio.sleep(0.01)
+        assert dosing.state is State.EXECUTE
+        orch.command(Command.ABORT, "test")
+        assert await asyncio.wait_for(task, 10) is RunResult.ABORTED
+    finally:
+        if not task.done():
+            task.cancel()
+        await _close(orch)
+    assert seen_while_aborting == [State.ABORTING]  # the recipe was still Aborting
+    assert dosing.state is State.ABORTED
+    order = [(e.source, e.message) for e in orch.log.of_kind("service_state", "recipe_state")]
+    assert order.index(("P1.Dosing", "Aborting -> Aborted")) < order.index(
+        ("recipe", "Aborting -> Aborted"))
