@@ -94,8 +94,10 @@ class ProxyOptions:
     """Treat measured numbers that are NaN/infinite or outside the assembly's
     ``scale_min``..``scale_max`` as bad values that fault the module (see ``_checked``)."""
     clock: Callable[[], float] = time.monotonic
-    """Seconds for the stale-value watchdog (assemblies with ``stale_after``). A run passes
-    its ``Clock.now``, so ``stale_after: 30 s`` means 30 simulated seconds at any speed."""
+    """The run's time in seconds (a run passes its ``Clock.now``): the stale-value watchdog
+    (``stale_after: 30 s``), a local service's ``complete_when ... for 30 s`` and the times
+    of state changes all follow it, so they mean simulated seconds at any speed. The poll
+    intervals above stay wall seconds: they pace I/O, not the process."""
 
 
 class ModuleProxy:
@@ -512,6 +514,7 @@ class LocalService:
             ],
             operation_mode=OperationMode.AUTOMATIC,
             source_mode=SourceMode.EXTERNAL,
+            clock=proxy.options.clock,
         )
         self._params: dict[str, Any] = {}
         states = set(service.actions)
@@ -549,13 +552,9 @@ class LocalService:
         if spec.complete_when is None:
             return
         cond = _module_condition(self.proxy, spec.complete_when, self._params)
-        t = 0.0
         while True:
-            values = self.proxy_values()
             await self.proxy.refresh()
-            values = self.proxy_values()
-            t = time.monotonic()
-            if cond.update(t, values):
+            if cond.update(self.proxy.options.clock(), self.proxy_values()):
                 return
             await asyncio.sleep(self.proxy.options.complete_poll)
 
@@ -650,7 +649,7 @@ class RemoteService:
                     new=new,
                     command=None,
                     channel=None,
-                    time=time.time(),
+                    time=self.proxy.options.clock(),
                     procedure=int(proc or 0),
                 )
             )
