@@ -15,7 +15,7 @@ needs a valid schema, so a file with schema errors reports only those.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from modulecontrol.recipe._model import (
     GotoHandler,
     ParallelStep,
     PromptSpec,
+    PromptStep,
     Recipe,
     RepeatSpec,
     RepeatStep,
@@ -44,10 +45,10 @@ from modulecontrol.recipe._model import (
     ServiceCall,
     ServiceStep,
     SetStep,
-    UnitProcedure,
     WaitSpec,
     WaitStep,
     _StepBase,
+    walk_steps,
 )
 from modulecontrol.recipe._params import ResolvedParameter, resolve_parameter, spec_problems
 from modulecontrol.recipe._signals import plant_signals
@@ -237,7 +238,6 @@ class ValidatedRecipe:
     signals: dict[str, SignalInfo]
     file: str
     doc: YamlDoc
-    step_paths: dict[int, PathKey] = field(default_factory=dict, repr=False)
 
     def resolve(self, value: Any) -> Any:
         """``value`` with every ``${name}`` replaced, recursively through lists and dicts.
@@ -252,18 +252,15 @@ class ValidatedRecipe:
         """A duration (``'10 min'``, ``30``, ``'${t}'``) in seconds."""
         return _to_seconds(self.resolve(value))
 
-    def path(self, step: AnyStep) -> PathKey:
-        return self.step_paths[id(step)]
-
     def location(self, step: AnyStep) -> Location:
         """Where ``step`` is written, for logs and run records."""
-        return self.doc.locate(self.step_paths[id(step)])
+        return self.doc.locate(step.path)
 
     def label(self, step: AnyStep) -> str:
         """The step's name, or its place such as ``heat.steps[2]`` when it has none."""
         if step.name:
             return step.name
-        path = self.step_paths[id(step)]
+        path = step.path
         section, index = path[0], path[1]
         blocks = self.recipe.procedure if section == "procedure" else self.recipe.cleanup
         out = blocks[int(index)].name
@@ -273,11 +270,8 @@ class ValidatedRecipe:
 
     def steps(self) -> Iterator[tuple[AnyStep, PathKey]]:
         """Every step (nested ones included) with its path, in document order."""
-        items = sorted(self.step_paths.items(), key=lambda kv: self.doc.locate(kv[1]).line)
-        by_id = {id(s): s for s in _all_steps(self.recipe)}
-        for sid, path in items:
-            if sid in by_id:
-                yield by_id[sid], path
+        for step in sorted(self.recipe.all_steps(), key=lambda s: self.doc.locate(s.path).line):
+            yield step, step.path
 
     def parameter_values(self) -> dict[str, Any]:
         """Parameters in the form :func:`~modulecontrol.recipe.expr.compile_condition` takes."""
@@ -286,22 +280,6 @@ class ValidatedRecipe:
     def compile(self, condition: str) -> Condition:
         """Compile a condition of this recipe against its signals and parameter values."""
         return compile_condition(condition, self.signals, self.parameter_values())
-
-
-def _all_steps(recipe: Recipe) -> Iterator[AnyStep]:
-    def walk(steps: list[Any]) -> Iterator[AnyStep]:
-        for s in steps:
-            yield s
-            if isinstance(s, SequenceStep):
-                yield from walk(s.sequence)
-            elif isinstance(s, ParallelStep):
-                for branch in s.parallel:
-                    yield from walk(branch)
-            elif isinstance(s, RepeatStep):
-                yield from walk(s.repeat.steps)
-
-    for block in (*recipe.procedure, *recipe.cleanup):
-        yield from walk(block.steps)
 
 
 def _substitute(value: Any, params: Mapping[str, ResolvedParameter | None]) -> Any:
@@ -408,6 +386,11 @@ class _Flow:
         return out
 
 
+def _flow_unchanged(path: PathKey, step: AnyStep, flow: _Flow, depth: int) -> _Flow:
+    """Steps that command no module service leave the service states as they were."""
+    return flow
+
+
 @dataclass
 class _ServiceInfo:
     key: Key
@@ -433,8 +416,28 @@ class _Validator:
         self.check_params: dict[str, Any] = {}
         self.signals: dict[str, SignalInfo] = {}
         self.condition_paths: set[PathKey] = set()
-        self.step_paths: dict[int, PathKey] = {}
-        self.services: dict[int, _ServiceInfo] = {}
+        self.services: dict[PathKey, _ServiceInfo] = {}
+        """The module service each service step commands, by the step's path."""
+        self.static_checks: dict[type[AnyStep], Callable[[PathKey, Any], None]] = {
+            ServiceStep: self.service_step,
+            SetStep: self.set_step,
+            WaitStep: self.wait_step,
+            PromptStep: self.prompt_step,
+            SequenceStep: self.nested_steps,
+            ParallelStep: self.nested_steps,
+            RepeatStep: self.repeat_step,
+        }
+        """What each step kind checks besides what every step checks (one entry per kind)."""
+        self.flows: dict[type[AnyStep], Callable[[PathKey, Any, _Flow, int], _Flow]] = {
+            ServiceStep: self.flow_service,
+            SetStep: _flow_unchanged,
+            WaitStep: _flow_unchanged,
+            PromptStep: _flow_unchanged,
+            SequenceStep: self.flow_sequence,
+            ParallelStep: self.flow_parallel,
+            RepeatStep: self.flow_repeat,
+        }
+        """How each step kind changes the service states the recipe can be in."""
         self.step_names: dict[str, PathKey] = {}
         self.gotos: set[str] = set()
         self.tags = {m.tag for m in config.plant.modules}
@@ -598,9 +601,9 @@ class _Validator:
         self.signals = plant_signals(self.config, self.recipe)
         self.check_names()
         for i, block in enumerate(self.recipe.procedure):
-            self.static_steps(("procedure", i, "steps"), block.steps, block)
+            self.static_steps(("procedure", i, "steps"), block.steps)
         for i, block in enumerate(self.recipe.cleanup):
-            self.static_steps(("cleanup", i, "steps"), block.steps, block)
+            self.static_steps(("cleanup", i, "steps"), block.steps)
         self.check_plantwide()
         self.check_report()
         self.check_reachability()
@@ -615,9 +618,8 @@ class _Validator:
             raise ConfigError(_sorted(self.problems))
         params = {n: p for n, p in self.params.items() if p is not None}
         return ValidatedRecipe(
-            self.recipe, self.config, params, self.signals, self.doc.file, self.doc,
-            self.step_paths,
-        )  # fmt: skip
+            self.recipe, self.config, params, self.signals, self.doc.file, self.doc
+        )
 
     def check_report(self) -> None:
         """``display`` names signals; ``report`` is the batch report's figure mapping."""
@@ -709,12 +711,11 @@ class _Validator:
                     self.add((key, i, "name"), f"{what} name '{item.name}' is used twice")
                 seen.add(item.name)
 
-    def static_steps(self, path: PathKey, steps: list[Any], block: UnitProcedure) -> None:
+    def static_steps(self, path: PathKey, steps: list[Any]) -> None:
         for j, step in enumerate(steps):
-            self.static_step((*path, j), step, block)
+            self.static_step((*path, j), step)
 
-    def static_step(self, path: PathKey, step: Any, block: UnitProcedure) -> None:
-        self.step_paths[id(step)] = path
+    def static_step(self, path: PathKey, step: AnyStep) -> None:
         if step.name is not None:
             if step.name in self.step_names:
                 first = self.doc.locate(self.step_names[step.name]).line
@@ -734,31 +735,27 @@ class _Validator:
             )
         for hkey in ("on_timeout", "on_error"):
             self.goto((*path, hkey), getattr(step, hkey))
-        if isinstance(step, ServiceStep):
-            self.service_step(path, step)
-        elif isinstance(step, SetStep):
-            self.set_step(path, step)
-        elif isinstance(step, WaitStep):
-            self.wait_step(path, step)
-        elif isinstance(step, SequenceStep):
-            self.static_steps((*path, "sequence"), step.sequence, block)
-        elif isinstance(step, ParallelStep):
-            for b, branch in enumerate(step.parallel):
-                self.static_steps((*path, "parallel", b), branch, block)
-        elif isinstance(step, RepeatStep):
-            spec = step.repeat
-            rpath = (*path, "repeat")
-            if spec.times is not None:
-                self.positive_number((*rpath, "times"), spec.times, "times", integer=True)
-            if spec.until is not None:
-                self.condition((*rpath, "until"), spec.until)
-            self.static_steps((*rpath, "steps"), spec.steps, block)
-        else:  # prompt
-            choices = step.prompt.choices
-            if not choices:
-                self.add((*path, "prompt", "choices"), "a prompt needs at least one choice")
-            elif len(set(choices)) != len(choices):
-                self.add((*path, "prompt", "choices"), "prompt choices must be different")
+        self.static_checks[type(step)](path, step)
+
+    def nested_steps(self, path: PathKey, step: AnyStep) -> None:
+        for sub, branch in step.branches():
+            self.static_steps((*path, *sub), branch)
+
+    def repeat_step(self, path: PathKey, step: RepeatStep) -> None:
+        spec = step.repeat
+        rpath = (*path, "repeat")
+        if spec.times is not None:
+            self.positive_number((*rpath, "times"), spec.times, "times", integer=True)
+        if spec.until is not None:
+            self.condition((*rpath, "until"), spec.until)
+        self.nested_steps(path, step)
+
+    def prompt_step(self, path: PathKey, step: PromptStep) -> None:
+        choices = step.prompt.choices
+        if not choices:
+            self.add((*path, "prompt", "choices"), "a prompt needs at least one choice")
+        elif len(set(choices)) != len(choices):
+            self.add((*path, "prompt", "choices"), "prompt choices must be different")
 
     def service_step(self, path: PathKey, step: ServiceStep) -> None:
         call = step.service
@@ -790,7 +787,7 @@ class _Validator:
                     f"; procedures: {listed}",
                 )
                 proc = None
-        self.services[id(step)] = _ServiceInfo((call.module, call.service), proc)
+        self.services[step.path] = _ServiceInfo((call.module, call.service), proc)
         allowed = list(svc.config_parameters)
         allowed += proc.parameters if proc else [p for q in svc.procedures for p in q.parameters]
         for name, raw in call.parameters.items():
@@ -971,69 +968,63 @@ class _Validator:
             flow = self.flow_step((*path, j), step, flow, depth)
         return flow
 
-    def flow_step(self, path: PathKey, step: Any, flow: _Flow, depth: int) -> _Flow:
+    def flow_step(self, path: PathKey, step: AnyStep, flow: _Flow, depth: int) -> _Flow:
         before = flow
-        if isinstance(step, ServiceStep):
-            info = self.services.get(id(step))
-            if info is None:
-                return flow
-            flow = self.command(path, step.service, info, flow)
-        elif isinstance(step, SequenceStep):
-            flow = self.flow_steps((*path, "sequence"), step.sequence, flow, depth)
-        elif isinstance(step, ParallelStep):
-            results = []
-            owner: dict[Key, int] = {}
-            for b, branch in enumerate(step.parallel):
-                bpath = (*path, "parallel", b)
-                touched = self.touched(branch)
-                for key in sorted(touched):
-                    if key in owner:
-                        self.add(
-                            bpath,
-                            f"{key[0]}.{key[1]} is commanded in parallel branches "
-                            f"{owner[key] + 1} and {b + 1}: their order is undefined",
-                        )
-                    else:
-                        owner[key] = b
-                results.append(self.flow_steps(bpath, branch, flow.copy(), depth))
-            merged = flow.copy()
-            for key, b in owner.items():
-                merged.states[key] = results[b].states.get(key, flow.get(key))
-                if key in results[b].self_completing:
-                    merged.self_completing[key] = results[b].self_completing[key]
-            flow = merged
-        elif isinstance(step, RepeatStep):
-            rpath = (*path, "repeat", "steps")
-            out = self.flow_steps(rpath, step.repeat.steps, flow, depth + 1)
-            once = step.repeat.times is not None and self.resolve(step.repeat.times) in (1, "1")
-            if not once:
-                if depth >= 3:
-                    for key in self.touched(step.repeat.steps):
-                        out.states[key] = None
-                else:
-                    for _ in range(len(STABLE_STATES) + 1):
-                        again = out.merge(self.flow_steps(rpath, step.repeat.steps, out, depth + 1))
-                        if again.states == out.states:
-                            break
-                        out = again
-            flow = out
+        flow = self.flows[type(step)](path, step, flow, depth)
         if "continue" in (step.on_error, step.on_timeout):
             flow = flow.merge(before)
         return flow
 
-    def touched(self, steps: list[Any]) -> set[Key]:
-        out: set[Key] = set()
-        for s in steps:
-            if isinstance(s, ServiceStep) and id(s) in self.services:
-                out.add(self.services[id(s)].key)
-            elif isinstance(s, SequenceStep):
-                out |= self.touched(s.sequence)
-            elif isinstance(s, ParallelStep):
-                for branch in s.parallel:
-                    out |= self.touched(branch)
-            elif isinstance(s, RepeatStep):
-                out |= self.touched(s.repeat.steps)
+    def flow_service(self, path: PathKey, step: ServiceStep, flow: _Flow, depth: int) -> _Flow:
+        info = self.services.get(step.path)
+        return flow if info is None else self.command(path, step.service, info, flow)
+
+    def flow_sequence(self, path: PathKey, step: SequenceStep, flow: _Flow, depth: int) -> _Flow:
+        return self.flow_steps((*path, "sequence"), step.sequence, flow, depth)
+
+    def flow_parallel(self, path: PathKey, step: ParallelStep, flow: _Flow, depth: int) -> _Flow:
+        results = []
+        owner: dict[Key, int] = {}
+        for b, branch in enumerate(step.parallel):
+            bpath = (*path, "parallel", b)
+            touched = self.touched(branch)
+            for key in sorted(touched):
+                if key in owner:
+                    self.add(
+                        bpath,
+                        f"{key[0]}.{key[1]} is commanded in parallel branches "
+                        f"{owner[key] + 1} and {b + 1}: their order is undefined",
+                    )
+                else:
+                    owner[key] = b
+            results.append(self.flow_steps(bpath, branch, flow.copy(), depth))
+        merged = flow.copy()
+        for key, b in owner.items():
+            merged.states[key] = results[b].states.get(key, flow.get(key))
+            if key in results[b].self_completing:
+                merged.self_completing[key] = results[b].self_completing[key]
+        return merged
+
+    def flow_repeat(self, path: PathKey, step: RepeatStep, flow: _Flow, depth: int) -> _Flow:
+        rpath = (*path, "repeat", "steps")
+        out = self.flow_steps(rpath, step.repeat.steps, flow, depth + 1)
+        once = step.repeat.times is not None and self.resolve(step.repeat.times) in (1, "1")
+        if not once:
+            if depth >= 3:
+                for key in self.touched(step.repeat.steps):
+                    out.states[key] = None
+            else:
+                for _ in range(len(STABLE_STATES) + 1):
+                    again = out.merge(self.flow_steps(rpath, step.repeat.steps, out, depth + 1))
+                    if again.states == out.states:
+                        break
+                    out = again
         return out
+
+    def touched(self, steps: list[AnyStep]) -> set[Key]:
+        """The module services that ``steps`` (nested ones included) command."""
+        return {info.key for _, s in walk_steps(steps)
+                if (info := self.services.get(s.path)) is not None}
 
     def command(self, path: PathKey, call: ServiceCall, info: _ServiceInfo, flow: _Flow) -> _Flow:
         key = info.key
