@@ -580,8 +580,7 @@ class LocalService:
         if command in (Command.START, Command.RESTART):
             proc = self.service.procedure(self.machine.procedure_req)
             self._params = {
-                name: self.proxy.parameters.get(name)
-                for name in [*self.service.config_parameters, *proc.parameters]
+                name: self.proxy.parameters.get(name) for name in self.service.parameters(proc)
             }
         return self.machine.command(command, Channel.EXTERNAL)
 
@@ -591,13 +590,10 @@ class LocalService:
             if procedure is not None
             else self.service.procedure(self.machine.procedure_req)
         )
-        allowed = {*self.service.config_parameters, *proc.parameters}
         for name, raw in params.items():
-            if name not in allowed:
-                raise ValueError(
-                    f"{self.proxy.tag}.{self.name}: '{name}' is not a parameter of procedure "
-                    f"{proc.name} (parameters: {', '.join(sorted(allowed)) or 'none'})"
-                )
+            wrong = self.service.not_a_parameter(name, proc, self.proxy.tag)
+            if wrong:
+                raise ValueError(wrong)
             self.proxy.parameters[name] = self.proxy.type.assembly(name).coerce(raw)
 
     async def wait_for(self, *states: State, timeout: float | None = None) -> State:

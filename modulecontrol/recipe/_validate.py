@@ -788,20 +788,11 @@ class _Validator:
                 )
                 proc = None
         self.services[step.path] = _ServiceInfo((call.module, call.service), proc)
-        allowed = list(svc.config_parameters)
-        allowed += proc.parameters if proc else [p for q in svc.procedures for p in q.parameters]
         for name, raw in call.parameters.items():
             ppath = (*spath, "parameters", name)
-            if name not in allowed:
-                where = f"{call.module}.{call.service}" + (
-                    f" procedure {proc.name}" if proc else ""
-                )
-                self.add(
-                    ppath,
-                    f"'{name}' is not a parameter of {where}{_close(name, allowed)}"
-                    f"; parameters: {', '.join(allowed) or 'none'}",
-                    key=True,
-                )
+            wrong = svc.not_a_parameter(name, proc, call.module)
+            if wrong:
+                self.add(ppath, wrong, key=True)
                 continue
             value = self.resolve(raw)
             if value is _UNRESOLVED:
