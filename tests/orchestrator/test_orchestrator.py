@@ -126,10 +126,11 @@ async def test_recipe_runs_to_completion(rig: Rig) -> None:
     assert rig.pump.store.get(1, "coil", 0) == [0]  # stopped at the end
     states = [e.message for e in orch.log.of_kind(EventKind.RECIPE_STATE)]
     assert states[0] == "Idle -> Starting" and states[-1] == "Completing -> Completed"
-    # the campaign wait took its 10 simulated minutes
+    # the campaign wait took its 10 simulated minutes: never less. (On a 600x scaled clock a
+    # late wake-up of a busy machine shows as simulated seconds more, so no upper bound.)
     ev = {e.source: e for e in orch.log.events if e.kind is EventKind.STEP_FINISHED}
     start = next(e for e in orch.log.of_kind(EventKind.STEP_STARTED) if e.source == "campaign")
-    assert ev["campaign"].t - start.t == pytest.approx(600, abs=10)
+    assert ev["campaign"].t - start.t >= 600
     assert orch.log.of_kind(EventKind.OPERATOR_ACTION)[0].data["answer"] == "ok"
 
 
