@@ -45,3 +45,10 @@ def test_stored_kinds_of_an_existing_database_read_as_kinds(tmp_path: Path) -> N
             kind = kind_of(text)
             assert kind is not None and kind.value == text, text
     assert kind_of("a free note kind") is None
+
+
+def test_the_docs_list_every_kind() -> None:
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    text = (docs / "recipes.md").read_text() + (docs / "records.md").read_text()
+    missing = [k.value for k in EventKind if f"`{k.value}`" not in text]
+    assert not missing, f"add to docs/recipes.md or docs/records.md: {missing}"
