@@ -82,6 +82,18 @@ class _StepBase(Model):
         """The nested step lists, each with its path below this step (none for a leaf)."""
         return []
 
+    @classmethod
+    def raw_branches(cls, body: Any) -> list[tuple[StepPath, list[Any]]]:
+        """:meth:`branches` of raw YAML data (the body under the kind key), for the checks
+        that run before the model is built; whatever is malformed is left to the schema."""
+        return []
+
+    @classmethod
+    def spec(cls) -> type[Model] | None:
+        """The model of the body under the kind key when it is a mapping (its keys are
+        checked with suggestions before the schema phase)."""
+        return None
+
     def title(self) -> str | None:
         """How a log names the step when its place is not the best name."""
         return self.name
@@ -101,6 +113,10 @@ class ServiceCall(Model):
 class ServiceStep(_StepBase):
     KIND: ClassVar[str] = "service"
     service: ServiceCall
+
+    @classmethod
+    def spec(cls) -> type[Model] | None:
+        return ServiceCall
 
     def title(self) -> str | None:
         call = self.service
@@ -139,6 +155,10 @@ class WaitStep(_StepBase):
     KIND: ClassVar[str] = "wait"
     wait: WaitSpec
 
+    @classmethod
+    def spec(cls) -> type[Model] | None:
+        return WaitSpec
+
 
 class PromptSpec(Model):
     message: str
@@ -149,6 +169,10 @@ class PromptStep(_StepBase):
     KIND: ClassVar[str] = "prompt"
     prompt: PromptSpec
 
+    @classmethod
+    def spec(cls) -> type[Model] | None:
+        return PromptSpec
+
 
 class SequenceStep(_StepBase):
     KIND: ClassVar[str] = "sequence"
@@ -156,6 +180,10 @@ class SequenceStep(_StepBase):
 
     def branches(self) -> list[tuple[StepPath, list[AnyStep]]]:
         return [(("sequence",), self.sequence)]
+
+    @classmethod
+    def raw_branches(cls, body: Any) -> list[tuple[StepPath, list[Any]]]:
+        return [(("sequence",), body)] if isinstance(body, list) else []
 
 
 class ParallelStep(_StepBase):
@@ -165,6 +193,12 @@ class ParallelStep(_StepBase):
 
     def branches(self) -> list[tuple[StepPath, list[AnyStep]]]:
         return [(("parallel", b), branch) for b, branch in enumerate(self.parallel)]
+
+    @classmethod
+    def raw_branches(cls, body: Any) -> list[tuple[StepPath, list[Any]]]:
+        if not isinstance(body, list):
+            return []
+        return [(("parallel", b), br) for b, br in enumerate(body) if isinstance(br, list)]
 
 
 class RepeatSpec(Model):
@@ -188,12 +222,21 @@ class RepeatStep(_StepBase):
     def branches(self) -> list[tuple[StepPath, list[AnyStep]]]:
         return [(("repeat", "steps"), self.repeat.steps)]
 
+    @classmethod
+    def raw_branches(cls, body: Any) -> list[tuple[StepPath, list[Any]]]:
+        steps = body.get("steps") if isinstance(body, dict) else None
+        return [(("repeat", "steps"), steps)] if isinstance(steps, list) else []
+
+    @classmethod
+    def spec(cls) -> type[Model] | None:
+        return RepeatSpec
+
 
 STEP_CLASSES: tuple[type[AnyStep], ...] = (
     ServiceStep, SetStep, WaitStep, PromptStep, SequenceStep, ParallelStep, RepeatStep)
 """Every step kind, once: the YAML keys, the discriminator and the walkers derive from it."""
 STEP_KINDS = tuple(c.KIND for c in STEP_CLASSES)
-_KIND_CLASSES: dict[str, type[AnyStep]] = {c.KIND: c for c in STEP_CLASSES}
+STEP_CLASS_OF: dict[str, type[AnyStep]] = {c.KIND: c for c in STEP_CLASSES}
 
 
 def _step_kind(value: Any) -> str | None:
@@ -201,7 +244,7 @@ def _step_kind(value: Any) -> str | None:
         kinds = [k for k in STEP_KINDS if k in value]
         return kinds[0] if len(kinds) == 1 else None
     kind = getattr(value, "KIND", None)
-    return kind if isinstance(kind, str) and kind in _KIND_CLASSES else None
+    return kind if isinstance(kind, str) and kind in STEP_CLASS_OF else None
 
 
 Step = Annotated[

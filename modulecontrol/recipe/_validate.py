@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pint
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from modulecontrol.descriptors import ModuleType, PlantConfig, load_plant, register_kind
 from modulecontrol.descriptors._module import Procedure
@@ -32,20 +32,18 @@ from modulecontrol.recipe._expr_eval import Condition, compile_condition
 from modulecontrol.recipe._expr_parse import ExprSyntaxError, parse
 from modulecontrol.recipe._model import (
     PARAM_REF,
+    STEP_CLASS_OF,
     STEP_KINDS,
     AnyStep,
     GotoHandler,
     ParallelStep,
-    PromptSpec,
     PromptStep,
     Recipe,
-    RepeatSpec,
     RepeatStep,
     SequenceStep,
     ServiceCall,
     ServiceStep,
     SetStep,
-    WaitSpec,
     WaitStep,
     _StepBase,
     walk_steps,
@@ -69,12 +67,6 @@ MAX_STEP_DEPTH = 20
 """Deepest nesting of sequence/parallel/repeat steps; deeper recipes are rejected."""
 
 _COMMON_STEP_KEYS = tuple(n for n in _StepBase.model_fields)
-_SPEC_MODELS: dict[str, type[BaseModel]] = {
-    "service": ServiceCall,
-    "wait": WaitSpec,
-    "prompt": PromptSpec,
-    "repeat": RepeatSpec,
-}
 _ANY_REF = re.compile(r"\$\{([^}]*)\}?")
 
 
@@ -167,7 +159,8 @@ def _raw_step_problems(doc: YamlDoc) -> tuple[list[Problem], set[Location], set[
                         f"{did_you_mean(k, (*_COMMON_STEP_KEYS, kind))}",
                     )
             body = step[kind]
-            model = _SPEC_MODELS.get(kind)
+            cls = STEP_CLASS_OF[kind]
+            model = cls.spec()
             if model is not None and isinstance(body, dict):
                 allowed = list(model.model_fields)
                 for k in body:
@@ -175,16 +168,8 @@ def _raw_step_problems(doc: YamlDoc) -> tuple[list[Problem], set[Location], set[
                         key_problem(
                             (*spath, kind, k), f"unknown key '{k}'{did_you_mean(k, allowed)}"
                         )
-            if kind == "sequence" and isinstance(body, list):
-                visit((*spath, "sequence"), body, depth + 1)
-            elif kind == "parallel" and isinstance(body, list):
-                for b, branch in enumerate(body):
-                    if isinstance(branch, list):
-                        visit((*spath, "parallel", b), branch, depth + 1)
-            elif (
-                kind == "repeat" and isinstance(body, dict) and isinstance(body.get("steps"), list)
-            ):
-                visit((*spath, "repeat", "steps"), body["steps"], depth + 1)
+            for sub, branch in cls.raw_branches(body):
+                visit((*spath, *sub), branch, depth + 1)
 
     for path, steps in _step_lists(doc.data):
         visit(path, steps, 1)
