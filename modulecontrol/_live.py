@@ -11,7 +11,8 @@ from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from modulecontrol.orchestrator import Event, Orchestrator
+from modulecontrol.events import Event, EventKind
+from modulecontrol.orchestrator import Orchestrator
 
 
 def _fmt_time(s: float) -> str:
@@ -20,6 +21,12 @@ def _fmt_time(s: float) -> str:
     m, sec = divmod(rem, 60)
     return f"{h:d}:{m:02d}:{sec:02d}"
 
+
+_RAISES = frozenset({EventKind.ALARM_RAISED, EventKind.INTERLOCK_TRIPPED, EventKind.MODULE_FAULT})
+"""Kinds that put their source on the alarm panel ..."""
+_CLEARS = frozenset({EventKind.ALARM_CLEARED, EventKind.INTERLOCK_CLEARED,
+                     EventKind.MODULE_RECOVERED})
+"""... and the kinds that take it off again."""
 
 class LiveView:
     """Renders an orchestrator's status; refreshed by rich.live.Live."""
@@ -39,11 +46,11 @@ class LiveView:
         self._run_task = self.run_bar.add_task("recipe", total=max(1, orch.progress.steps_total))
 
     def _on_event(self, ev: Event) -> None:
-        if ev.kind in ("alarm_raised", "interlock_tripped", "module_fault"):
+        if ev.kind in _RAISES:
             self.active_alarms[ev.source] = ev
-        elif ev.kind in ("alarm_cleared", "interlock_cleared", "module_recovered"):
+        elif ev.kind in _CLEARS:
             self.active_alarms.pop(ev.source, None)
-        if ev.kind not in ("service_state",):
+        if ev.kind is not EventKind.SERVICE_STATE:
             self.recent.append(ev)
 
     def __rich__(self) -> Any:
@@ -75,7 +82,7 @@ class LiveView:
             alarms.add_row(f"[red]{src}[/red] {ev.message}"[:70], _fmt_time(ev.t))
         events = Table("t", "event", box=None, padding=(0, 2))
         for ev in self.recent:
-            events.add_row(_fmt_time(ev.t), f"{ev.kind} {ev.source}: {ev.message}"[:90])
+            events.add_row(_fmt_time(ev.t), f"{ev.kind.value} {ev.source}: {ev.message}"[:90])
         prompts = "\n".join(f"[yellow]? {m}[/yellow]" for m in p.prompts)
         parts: list[Any] = [head, self.run_bar, self.step_bar, values]
         if self.active_alarms:

@@ -17,7 +17,8 @@ from rich.live import Live
 from rich.table import Table
 
 from modulecontrol.errors import ConfigError
-from modulecontrol.orchestrator import Event, Orchestrator
+from modulecontrol.events import Event, EventKind
+from modulecontrol.orchestrator import Orchestrator
 from modulecontrol.session import (
     EXIT_INVALID,
     RunOptions,
@@ -141,7 +142,12 @@ def _default_signals(orch: Orchestrator) -> list[str]:
     return out
 
 
-_QUIET = {"service_state", "parameter_write", "iteration", "block_finished"}
+_QUIET = frozenset({EventKind.SERVICE_STATE, EventKind.PARAMETER_WRITE, EventKind.ITERATION,
+                    EventKind.BLOCK_FINISHED, EventKind.STEP_FINISHED})
+"""Kinds the console does not print: too many, or said by the next line anyway."""
+
+
+_STEP_ENDS = frozenset({EventKind.STEP_FINISHED, EventKind.STEP_FAILED, EventKind.STEP_TIMEOUT})
 
 
 def _printer() -> Any:
@@ -151,11 +157,11 @@ def _printer() -> Any:
     def show(ev: Event) -> None:
         if not t0:
             t0.append(ev.t)
-        if ev.kind in _QUIET or ev.kind == "step_finished":
+        if ev.kind in _QUIET:
             return
         h, rem = divmod(int(ev.t - t0[0]), 3600)
         m, s = divmod(rem, 60)
-        console.print(f"[dim]{h:d}:{m:02d}:{s:02d}[/dim] {ev.kind:<18} {ev.source}: "
+        console.print(f"[dim]{h:d}:{m:02d}:{s:02d}[/dim] {ev.kind.value:<18} {ev.source}: "
                       f"{ev.message}", highlight=False)
 
     return show
@@ -269,9 +275,9 @@ def _plan(outcome: RunOutcome, session: Session) -> None:
     starts: dict[str, Event] = {}
     t0 = outcome.events[0].t if outcome.events else 0.0
     for ev in outcome.events:
-        if ev.kind == "step_started":
+        if ev.kind is EventKind.STEP_STARTED:
             starts[ev.source] = ev
-        elif ev.kind in ("step_finished", "step_failed", "step_timeout") and ev.source in starts:
+        elif ev.kind in _STEP_ENDS and ev.source in starts:
             st = starts.pop(ev.source)
             table.add_row(ev.source, str(st.data.get("step_kind", "")), _hms(st.t - t0),
                           _hms(ev.t - st.t))

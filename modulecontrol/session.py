@@ -22,10 +22,11 @@ from typing import Any, Protocol
 from modulecontrol.clock import Clock
 from modulecontrol.descriptors import PlantConfig
 from modulecontrol.drivers import DriverError, Quality, TagValue
-from modulecontrol.orchestrator import Event, OperatorChannel, Orchestrator, RunResult
+from modulecontrol.events import PAYLOADS, Event, EventKind
+from modulecontrol.orchestrator import OperatorChannel, Orchestrator, RunResult
 from modulecontrol.proxy import ModuleProxy, ProxyOptions, proxies_for
 from modulecontrol.recipe import ValidatedRecipe, load_recipe
-from modulecontrol.records import EventKind, Historian, RecordsError, TagConfig, list_runs
+from modulecontrol.records import Historian, RecordsError, TagConfig, list_runs
 from modulecontrol.records import RunResult as RecordResult
 
 _log = logging.getLogger(__name__)
@@ -236,33 +237,49 @@ class Session:
         hist = self.historian
         assert hist is not None
 
+        def state_change(ev: Event, payload: dict[str, Any]) -> None:
+            payload["state"], payload["previous"] = ev.data.get("new"), ev.data.get("old")
+            hist.record_event(EventKind.STATE_CHANGE, ev.source, payload)
+
+        def step_started(ev: Event, payload: dict[str, Any]) -> None:
+            # one Gantt row per unit procedure, showing its steps in turn
+            payload["step"] = ev.source
+            hist.record_event(EventKind.STEP_TRANSITION, str(ev.data.get("block", "")), payload)
+
+        def block_finished(ev: Event, payload: dict[str, Any]) -> None:
+            hist.record_event(EventKind.STEP_TRANSITION, ev.source, {**payload, "step": "(done)"})
+
+        def alarm_raised(ev: Event, payload: dict[str, Any]) -> None:
+            hist.raise_alarm(ev.source, ev.message,
+                             _PRIORITY.get(str(ev.data.get("priority")), 500), payload)
+
+        def alarm_cleared(ev: Event, payload: dict[str, Any]) -> None:
+            hist.clear_alarm(ev.source, payload)
+
+        def operator_action(ev: Event, payload: dict[str, Any]) -> None:
+            with contextlib.suppress(ValueError):
+                hist.record_operator_action(
+                    str(ev.data.get("user") or self.options.operator), "answer",
+                    ev.source, new_value=ev.data.get("answer"), reason=f"prompt: {ev.message}")
+
+        recorders: dict[EventKind, Callable[[Event, dict[str, Any]], None]] = {
+            EventKind.RECIPE_STATE: state_change,
+            EventKind.SERVICE_STATE: state_change,
+            EventKind.STEP_STARTED: step_started,
+            EventKind.BLOCK_FINISHED: block_finished,
+            EventKind.ALARM_RAISED: alarm_raised,
+            EventKind.ALARM_CLEARED: alarm_cleared,
+            EventKind.OPERATOR_ACTION: operator_action,
+        }
+        """Kinds recorded by their own rule; the rest are stored under their declared kind."""
+
         def on_event(ev: Event) -> None:
             payload = {"message": ev.message, "sim_time": ev.t, **_jsonable(ev.data)}
-            if ev.kind in ("recipe_state", "service_state"):
-                payload["state"], payload["previous"] = ev.data.get("new"), ev.data.get("old")
-            elif ev.kind == "step_started":
-                # one Gantt row per unit procedure, showing its steps in turn
-                payload["step"] = ev.source
-                hist.record_event(EventKind.STEP_TRANSITION, str(ev.data.get("block", "")),
-                                  payload)
-                return
-            elif ev.kind == "block_finished":
-                hist.record_event(EventKind.STEP_TRANSITION, ev.source,
-                                  {**payload, "step": "(done)"})
-                return
-            if ev.kind == "alarm_raised":
-                hist.raise_alarm(ev.source, ev.message,
-                                 _PRIORITY.get(str(ev.data.get("priority")), 500), payload)
-            elif ev.kind == "alarm_cleared":
-                hist.clear_alarm(ev.source, payload)
-            elif ev.kind == "operator_action":
-                with contextlib.suppress(ValueError):
-                    hist.record_operator_action(
-                        str(ev.data.get("user") or self.options.operator), "answer",
-                        ev.source, new_value=ev.data.get("answer"),
-                        reason=f"prompt: {ev.message}")
+            record = recorders.get(ev.kind)
+            if record is not None:
+                record(ev, payload)
             else:
-                hist.record_event(_KIND.get(ev.kind, ev.kind), ev.source, payload)
+                hist.record_event(PAYLOADS[ev.kind].stored_as or ev.kind, ev.source, payload)
 
         orch.subscribe(on_event)
 
@@ -285,7 +302,7 @@ class Session:
         faults = getattr(getattr(self.simulation, "plant", None), "faults", None)
         if faults is not None:
             def on_fault(rec: Any) -> None:
-                orch.log.emit("sim_fault", rec.module,
+                orch.log.emit(EventKind.SIM_FAULT, rec.module,
                               f"simulated fault {rec.fault} {rec.event}",
                               fault=rec.fault, phase=rec.event, sim_time=rec.time)
 
@@ -348,15 +365,6 @@ def _plot_groups(proxies: Mapping[str, ModuleProxy]) -> dict[str, str]:
             elif not da.unit:  # channel numbers and codes: in the CSV, not in the plots
                 groups[name] = "-"
     return groups
-
-
-_KIND = {
-    "recipe_state": EventKind.STATE_CHANGE,
-    "service_state": EventKind.STATE_CHANGE,
-    "parameter_write": EventKind.PARAMETER_WRITE,
-    "module_fault": EventKind.FAULT,
-    "command": EventKind.COMMAND,
-}
 
 
 def _jsonable(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -124,6 +124,32 @@ class Service(Model):
                 return p
         return self.procedures[0]
 
+    def parameters(self, procedure: Procedure | None = None) -> list[str]:
+        """What a command of ``procedure`` may set: the configuration parameters, then the
+        procedure's own; without a procedure (a service-wide action, or a procedure that is
+        not known) those of every procedure."""
+        procs = self.procedures if procedure is None else [procedure]
+        out = list(self.config_parameters)
+        out += [p for proc in procs for p in proc.parameters if p not in out]
+        return out
+
+    def not_a_parameter(
+        self, name: str, procedure: Procedure | None = None, module: str = ""
+    ) -> str | None:
+        """None when ``name`` is a parameter of ``procedure`` of this service, else the one
+        message that says so (the descriptor check, the recipe validator and the proxy all
+        use it), naming ``module`` when given and listing what is allowed."""
+        allowed = self.parameters(procedure)
+        if name in allowed:
+            return None
+        hint = did_you_mean(name, allowed)
+        hint = hint if hint.startswith(" (did you mean") else ""
+        where = f"{module}.{self.name}" if module else f"service {self.name}"
+        if procedure is not None:
+            where += f" procedure {procedure.name}"
+        return (f"'{name}' is not a parameter of {where}{hint}; "
+                f"parameters: {', '.join(allowed) or 'none'}")
+
 
 class OpcUaDefaults(Model):
     """How attributes without an explicit OPC UA binding are found on a PEA's server."""
@@ -247,12 +273,11 @@ class ModuleType(Model):
                 if proc.complete_when is not None:
                     for col, msg in _condition_problems(proc.complete_when, das):
                         out.append(((*pbase, "complete_when"), f"complete_when col {col}: {msg}"))
-            params = {p for proc in svc.procedures for p in proc.parameters}
-            params |= set(svc.config_parameters)
-            action_sets: list[tuple[PathKey, str, dict[str, list[Write]]]] = [
+            action_sets: list[tuple[PathKey, str, Procedure | None, dict[str, list[Write]]]] = [
                 (
                     (*base, "actions"),
                     f"service {svc.name}",
+                    None,
                     {str(k): v for k, v in svc.actions.items()},
                 )
             ]
@@ -262,10 +287,11 @@ class ModuleType(Model):
                         (
                             (*base, "procedures", pi, "actions"),
                             f"procedure {svc.name}.{proc.name}",
+                            proc,
                             {str(k): v for k, v in proc.actions.items()},
                         )
                     )
-            for apath, owner, actions in action_sets:
+            for apath, owner, owner_proc, actions in action_sets:
                 for state, writes in actions.items():
                     for wi, w in enumerate(writes):
                         where = f"{owner} action on {state}"
@@ -273,14 +299,10 @@ class ModuleType(Model):
                         msg = self._write_problem(das, w, where)
                         if msg:
                             out.append((wpath, msg))
-                        if w.param is not None and w.param not in params:
-                            out.append(
-                                (
-                                    (*wpath, "param"),
-                                    f"{where}: '{w.param}' is not a parameter of the service"
-                                    f"{did_you_mean(w.param, params)}",
-                                )
-                            )
+                        if w.param is not None:
+                            wrong = svc.not_a_parameter(w.param, owner_proc)
+                            if wrong:
+                                out.append(((*wpath, "param"), f"{where}: {wrong}"))
         if self.simulator is not None:
             for name, std in self.simulator.noise.items():
                 msg = self._noise_problem(das, name, std)

@@ -7,13 +7,20 @@ decisions are consistent with each other and deterministic under the virtual clo
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from modulecontrol.recipe._model import Alarm, Interlock, SteadyState
+from modulecontrol.recipe import Alarm, Interlock, SteadyState, ValidatedRecipe
 from modulecontrol.recipe.expr import Condition, SignalHistory
 from modulecontrol.units import to_si
+
+
+def si_number(recipe: ValidatedRecipe, raw: Any) -> float:
+    """A recipe number (``3``, ``'0.5 mL/min'``, ``${param}``) in SI."""
+    v = recipe.resolve(raw)
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return float(v)
+    return to_si(str(v))
 
 
 @dataclass
@@ -143,6 +150,3 @@ class DivertControl:
     switches: int = 0
     active: bool = True
 
-
-def snapshot(values: Mapping[str, Any]) -> dict[str, Any]:
-    return dict(values)

@@ -104,9 +104,10 @@ class ProxyOptions:
     """Treat measured numbers that are NaN/infinite or outside the assembly's
     ``scale_min``..``scale_max`` as bad values that fault the module (see ``_checked``)."""
     clock: Callable[[], float] = time.monotonic
-    """Seconds for the stale-value watchdog (assemblies with ``stale_after``) and the time
-    stamps of PEA state changes. A run passes its ``Clock.now``, so ``stale_after: 30 s``
-    means 30 simulated seconds at any speed."""
+    """The run's time in seconds (a run passes its ``Clock.now``): the stale-value watchdog
+    (``stale_after: 30 s``), a local service's ``complete_when ... for 30 s`` and the times
+    of state changes all follow it, so they mean simulated seconds at any speed. The poll
+    intervals above stay wall seconds: they pace I/O, not the process."""
     link_clock: Callable[[], float] = time.monotonic
     link_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     """The time base of the MTP handshake's bounds (a PEA confirming a mode, procedure,
@@ -522,6 +523,7 @@ class LocalService:
             ],
             operation_mode=OperationMode.AUTOMATIC,
             source_mode=SourceMode.EXTERNAL,
+            clock=proxy.options.clock,
         )
         self._params: dict[str, Any] = {}
         states = {State.from_label(label) for label in service.actions}
@@ -559,13 +561,9 @@ class LocalService:
         if spec.complete_when is None:
             return
         cond = _module_condition(self.proxy, spec.complete_when, self._params)
-        t = 0.0
         while True:
-            values = self.proxy_values()
             await self.proxy.refresh()
-            values = self.proxy_values()
-            t = time.monotonic()
-            if cond.update(t, values):
+            if cond.update(self.proxy.options.clock(), self.proxy_values()):
                 return
             await asyncio.sleep(self.proxy.options.complete_poll)
 
@@ -591,8 +589,7 @@ class LocalService:
         if command in (Command.START, Command.RESTART):
             proc = self.service.procedure(self.machine.procedure_req)
             self._params = {
-                name: self.proxy.parameters.get(name)
-                for name in [*self.service.config_parameters, *proc.parameters]
+                name: self.proxy.parameters.get(name) for name in self.service.parameters(proc)
             }
         return self.machine.command(command, Channel.EXTERNAL)
 
@@ -602,13 +599,10 @@ class LocalService:
             if procedure is not None
             else self.service.procedure(self.machine.procedure_req)
         )
-        allowed = {*self.service.config_parameters, *proc.parameters}
         for name, raw in params.items():
-            if name not in allowed:
-                raise ValueError(
-                    f"{self.proxy.tag}.{self.name}: '{name}' is not a parameter of procedure "
-                    f"{proc.name} (parameters: {', '.join(sorted(allowed)) or 'none'})"
-                )
+            wrong = self.service.not_a_parameter(name, proc, self.proxy.tag)
+            if wrong:
+                raise ValueError(wrong)
             self.proxy.parameters[name] = self.proxy.type.assembly(name).coerce(raw)
 
     async def wait_for(self, *states: State, timeout: float | None = None) -> State:

@@ -9,9 +9,10 @@ one of a small set of kinds. Conditions stay strings here; the validator parses 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from collections.abc import Iterator
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import Discriminator, Field, PrivateAttr, Tag, field_validator, model_validator
 
 from modulecontrol.descriptors._base import Ident, Model, UnitStr
 from modulecontrol.mtpcore import StateLabel
@@ -52,13 +53,50 @@ Handler = Literal["hold", "abort", "stop", "continue"] | GotoHandler
 stop, carry on, or go to a named block of the ``cleanup`` section."""
 
 
+StepPath = tuple[str | int, ...]
+"""Where a step is written in its recipe, e.g. ``("procedure", 0, "steps", 2)``."""
+
+
 class _StepBase(Model):
+    """What every step kind has. A kind is one subclass: its ``KIND`` (the YAML key) and its
+    ``branches`` (nested steps) are all the structure that walkers need; what a kind *does*
+    is looked up by class in the one handler table of each concern (validator, interpreter),
+    and a test checks that every table covers every kind."""
+
+    KIND: ClassVar[str] = ""
     name: Ident | None = None
     description: str = ""
     timeout: Any = None
     """Duration (``'10 min'`` or ``${param}``); without one a step may wait for ever."""
     on_timeout: Handler | None = None
     on_error: Handler | None = None
+    _path: StepPath = PrivateAttr(default=())
+
+    @property
+    def path(self) -> StepPath:
+        """The step's stable place in its recipe (set when the recipe is built): what
+        locates it in the file and names it in logs, instead of side tables by ``id()``."""
+        return self._path
+
+    def branches(self) -> list[tuple[StepPath, list[AnyStep]]]:
+        """The nested step lists, each with its path below this step (none for a leaf)."""
+        return []
+
+    @classmethod
+    def raw_branches(cls, body: Any) -> list[tuple[StepPath, list[Any]]]:
+        """:meth:`branches` of raw YAML data (the body under the kind key), for the checks
+        that run before the model is built; whatever is malformed is left to the schema."""
+        return []
+
+    @classmethod
+    def spec(cls) -> type[Model] | None:
+        """The model of the body under the kind key when it is a mapping (its keys are
+        checked with suggestions before the schema phase)."""
+        return None
+
+    def title(self) -> str | None:
+        """How a log names the step when its place is not the best name."""
+        return self.name
 
 
 class ServiceCall(Model):
@@ -73,10 +111,20 @@ class ServiceCall(Model):
 
 
 class ServiceStep(_StepBase):
+    KIND: ClassVar[str] = "service"
     service: ServiceCall
+
+    @classmethod
+    def spec(cls) -> type[Model] | None:
+        return ServiceCall
+
+    def title(self) -> str | None:
+        call = self.service
+        return self.name or f"{call.module}.{call.service} {call.command}"
 
 
 class SetStep(_StepBase):
+    KIND: ClassVar[str] = "set"
     set: dict[str, Any] = Field(min_length=1)
     """``MODULE.ASSEMBLY: value`` pairs, written in order."""
 
@@ -104,7 +152,12 @@ class WaitSpec(Model):
 
 
 class WaitStep(_StepBase):
+    KIND: ClassVar[str] = "wait"
     wait: WaitSpec
+
+    @classmethod
+    def spec(cls) -> type[Model] | None:
+        return WaitSpec
 
 
 class PromptSpec(Model):
@@ -113,16 +166,39 @@ class PromptSpec(Model):
 
 
 class PromptStep(_StepBase):
+    KIND: ClassVar[str] = "prompt"
     prompt: PromptSpec
+
+    @classmethod
+    def spec(cls) -> type[Model] | None:
+        return PromptSpec
 
 
 class SequenceStep(_StepBase):
+    KIND: ClassVar[str] = "sequence"
     sequence: list[Step] = Field(min_length=1)
+
+    def branches(self) -> list[tuple[StepPath, list[AnyStep]]]:
+        return [(("sequence",), self.sequence)]
+
+    @classmethod
+    def raw_branches(cls, body: Any) -> list[tuple[StepPath, list[Any]]]:
+        return [(("sequence",), body)] if isinstance(body, list) else []
 
 
 class ParallelStep(_StepBase):
+    KIND: ClassVar[str] = "parallel"
     parallel: list[list[Step]] = Field(min_length=2)
     """Branches run at the same time; the step ends when every branch has ended."""
+
+    def branches(self) -> list[tuple[StepPath, list[AnyStep]]]:
+        return [(("parallel", b), branch) for b, branch in enumerate(self.parallel)]
+
+    @classmethod
+    def raw_branches(cls, body: Any) -> list[tuple[StepPath, list[Any]]]:
+        if not isinstance(body, list):
+            return []
+        return [(("parallel", b), br) for b, br in enumerate(body) if isinstance(br, list)]
 
 
 class RepeatSpec(Model):
@@ -140,20 +216,35 @@ class RepeatSpec(Model):
 
 
 class RepeatStep(_StepBase):
+    KIND: ClassVar[str] = "repeat"
     repeat: RepeatSpec
 
+    def branches(self) -> list[tuple[StepPath, list[AnyStep]]]:
+        return [(("repeat", "steps"), self.repeat.steps)]
 
-STEP_KINDS = ("service", "set", "wait", "prompt", "sequence", "parallel", "repeat")
+    @classmethod
+    def raw_branches(cls, body: Any) -> list[tuple[StepPath, list[Any]]]:
+        steps = body.get("steps") if isinstance(body, dict) else None
+        return [(("repeat", "steps"), steps)] if isinstance(steps, list) else []
+
+    @classmethod
+    def spec(cls) -> type[Model] | None:
+        return RepeatSpec
+
+
+STEP_CLASSES: tuple[type[AnyStep], ...] = (
+    ServiceStep, SetStep, WaitStep, PromptStep, SequenceStep, ParallelStep, RepeatStep)
+"""Every step kind, once: the YAML keys, the discriminator and the walkers derive from it."""
+STEP_KINDS = tuple(c.KIND for c in STEP_CLASSES)
+STEP_CLASS_OF: dict[str, type[AnyStep]] = {c.KIND: c for c in STEP_CLASSES}
 
 
 def _step_kind(value: Any) -> str | None:
     if isinstance(value, dict):
         kinds = [k for k in STEP_KINDS if k in value]
         return kinds[0] if len(kinds) == 1 else None
-    for kind, cls in _KIND_CLASSES.items():
-        if isinstance(value, cls):
-            return kind
-    return None
+    kind = getattr(value, "KIND", None)
+    return kind if isinstance(kind, str) and kind in STEP_CLASS_OF else None
 
 
 Step = Annotated[
@@ -170,17 +261,6 @@ Step = Annotated[
         custom_error_message=f"a step needs exactly one of: {', '.join(STEP_KINDS)}",
     ),
 ]
-
-_KIND_CLASSES: dict[str, type] = {
-    "service": ServiceStep,
-    "set": SetStep,
-    "wait": WaitStep,
-    "prompt": PromptStep,
-    "sequence": SequenceStep,
-    "parallel": ParallelStep,
-    "repeat": RepeatStep,
-}
-
 
 class UnitProcedure(Model):
     """A named block of steps (an ISA-88 unit procedure or operation)."""
@@ -277,15 +357,37 @@ class Recipe(Model):
     def _no_reserved(cls, v: dict[str, ParameterSpec]) -> dict[str, ParameterSpec]:
         return v
 
+    @model_validator(mode="after")
+    def _place_steps(self) -> Recipe:
+        """Give every step its path (its place in the document), once, here."""
+        for section, blocks in (("procedure", self.procedure), ("cleanup", self.cleanup)):
+            for i, block in enumerate(blocks):
+                for path, step in walk_steps(block.steps, (section, i, "steps")):
+                    step._path = path
+        return self
+
+    def all_steps(self) -> Iterator[AnyStep]:
+        """Every step, nested ones included, in document order (procedure, then cleanup)."""
+        for block in (*self.procedure, *self.cleanup):
+            for _, step in walk_steps(block.steps):
+                yield step
+
 
 for _cls in (SequenceStep, ParallelStep, RepeatSpec, UnitProcedure, Recipe):
     _cls.model_rebuild()
 
 
-def step_kind(step: Any) -> str:
-    kind = _step_kind(step)
-    assert kind is not None
-    return kind
+def walk_steps(steps: list[AnyStep], prefix: StepPath = ()) -> Iterator[tuple[StepPath, AnyStep]]:
+    """Each step of ``steps`` and its nested steps, depth first, with its path."""
+    for j, step in enumerate(steps):
+        path = (*prefix, j)
+        yield path, step
+        for sub, branch in step.branches():
+            yield from walk_steps(branch, (*path, *sub))
+
+
+def step_kind(step: AnyStep) -> str:
+    return step.KIND
 
 
 AnyStep = ServiceStep | SetStep | WaitStep | PromptStep | SequenceStep | ParallelStep | RepeatStep

@@ -15,13 +15,13 @@ needs a valid schema, so a file with schema errors reports only those.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pint
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from modulecontrol.descriptors import ModuleType, PlantConfig, load_plant, register_kind
 from modulecontrol.descriptors._module import Procedure
@@ -33,22 +33,21 @@ from modulecontrol.recipe._expr_eval import Condition, compile_condition
 from modulecontrol.recipe._expr_parse import ExprSyntaxError, parse
 from modulecontrol.recipe._model import (
     PARAM_REF,
+    STEP_CLASS_OF,
     STEP_KINDS,
     AnyStep,
     GotoHandler,
     ParallelStep,
-    PromptSpec,
+    PromptStep,
     Recipe,
-    RepeatSpec,
     RepeatStep,
     SequenceStep,
     ServiceCall,
     ServiceStep,
     SetStep,
-    UnitProcedure,
-    WaitSpec,
     WaitStep,
     _StepBase,
+    walk_steps,
 )
 from modulecontrol.recipe._params import ResolvedParameter, resolve_parameter, spec_problems
 from modulecontrol.recipe._signals import plant_signals
@@ -69,12 +68,6 @@ MAX_STEP_DEPTH = 20
 """Deepest nesting of sequence/parallel/repeat steps; deeper recipes are rejected."""
 
 _COMMON_STEP_KEYS = tuple(n for n in _StepBase.model_fields)
-_SPEC_MODELS: dict[str, type[BaseModel]] = {
-    "service": ServiceCall,
-    "wait": WaitSpec,
-    "prompt": PromptSpec,
-    "repeat": RepeatSpec,
-}
 _ANY_REF = re.compile(r"\$\{([^}]*)\}?")
 
 
@@ -168,7 +161,8 @@ def _raw_step_problems(doc: YamlDoc) -> tuple[list[Problem], set[Location], set[
                         f"{did_you_mean(k, (*_COMMON_STEP_KEYS, kind))}",
                     )
             body = step[kind]
-            model = _SPEC_MODELS.get(kind)
+            cls = STEP_CLASS_OF[kind]
+            model = cls.spec()
             if model is not None and isinstance(body, dict):
                 allowed = list(model.model_fields)
                 for k in body:
@@ -176,16 +170,8 @@ def _raw_step_problems(doc: YamlDoc) -> tuple[list[Problem], set[Location], set[
                         key_problem(
                             (*spath, kind, k), f"unknown key '{k}'{did_you_mean(k, allowed)}"
                         )
-            if kind == "sequence" and isinstance(body, list):
-                visit((*spath, "sequence"), body, depth + 1)
-            elif kind == "parallel" and isinstance(body, list):
-                for b, branch in enumerate(body):
-                    if isinstance(branch, list):
-                        visit((*spath, "parallel", b), branch, depth + 1)
-            elif (
-                kind == "repeat" and isinstance(body, dict) and isinstance(body.get("steps"), list)
-            ):
-                visit((*spath, "repeat", "steps"), body["steps"], depth + 1)
+            for sub, branch in cls.raw_branches(body):
+                visit((*spath, *sub), branch, depth + 1)
 
     for path, steps in _step_lists(doc.data):
         visit(path, steps, 1)
@@ -239,7 +225,6 @@ class ValidatedRecipe:
     signals: dict[str, SignalInfo]
     file: str
     doc: YamlDoc
-    step_paths: dict[int, PathKey] = field(default_factory=dict, repr=False)
 
     def resolve(self, value: Any) -> Any:
         """``value`` with every ``${name}`` replaced, recursively through lists and dicts.
@@ -254,18 +239,15 @@ class ValidatedRecipe:
         """A duration (``'10 min'``, ``30``, ``'${t}'``) in seconds."""
         return _to_seconds(self.resolve(value))
 
-    def path(self, step: AnyStep) -> PathKey:
-        return self.step_paths[id(step)]
-
     def location(self, step: AnyStep) -> Location:
         """Where ``step`` is written, for logs and run records."""
-        return self.doc.locate(self.step_paths[id(step)])
+        return self.doc.locate(step.path)
 
     def label(self, step: AnyStep) -> str:
         """The step's name, or its place such as ``heat.steps[2]`` when it has none."""
         if step.name:
             return step.name
-        path = self.step_paths[id(step)]
+        path = step.path
         section, index = path[0], path[1]
         blocks = self.recipe.procedure if section == "procedure" else self.recipe.cleanup
         out = blocks[int(index)].name
@@ -275,11 +257,8 @@ class ValidatedRecipe:
 
     def steps(self) -> Iterator[tuple[AnyStep, PathKey]]:
         """Every step (nested ones included) with its path, in document order."""
-        items = sorted(self.step_paths.items(), key=lambda kv: self.doc.locate(kv[1]).line)
-        by_id = {id(s): s for s in _all_steps(self.recipe)}
-        for sid, path in items:
-            if sid in by_id:
-                yield by_id[sid], path
+        for step in sorted(self.recipe.all_steps(), key=lambda s: self.doc.locate(s.path).line):
+            yield step, step.path
 
     def parameter_values(self) -> dict[str, Any]:
         """Parameters in the form :func:`~modulecontrol.recipe.expr.compile_condition` takes."""
@@ -288,22 +267,6 @@ class ValidatedRecipe:
     def compile(self, condition: str) -> Condition:
         """Compile a condition of this recipe against its signals and parameter values."""
         return compile_condition(condition, self.signals, self.parameter_values())
-
-
-def _all_steps(recipe: Recipe) -> Iterator[AnyStep]:
-    def walk(steps: list[Any]) -> Iterator[AnyStep]:
-        for s in steps:
-            yield s
-            if isinstance(s, SequenceStep):
-                yield from walk(s.sequence)
-            elif isinstance(s, ParallelStep):
-                for branch in s.parallel:
-                    yield from walk(branch)
-            elif isinstance(s, RepeatStep):
-                yield from walk(s.repeat.steps)
-
-    for block in (*recipe.procedure, *recipe.cleanup):
-        yield from walk(block.steps)
 
 
 def _substitute(value: Any, params: Mapping[str, ResolvedParameter | None]) -> Any:
@@ -410,6 +373,11 @@ class _Flow:
         return out
 
 
+def _flow_unchanged(path: PathKey, step: AnyStep, flow: _Flow, depth: int) -> _Flow:
+    """Steps that command no module service leave the service states as they were."""
+    return flow
+
+
 @dataclass
 class _ServiceInfo:
     key: Key
@@ -435,8 +403,28 @@ class _Validator:
         self.check_params: dict[str, Any] = {}
         self.signals: dict[str, SignalInfo] = {}
         self.condition_paths: set[PathKey] = set()
-        self.step_paths: dict[int, PathKey] = {}
-        self.services: dict[int, _ServiceInfo] = {}
+        self.services: dict[PathKey, _ServiceInfo] = {}
+        """The module service each service step commands, by the step's path."""
+        self.static_checks: dict[type[AnyStep], Callable[[PathKey, Any], None]] = {
+            ServiceStep: self.service_step,
+            SetStep: self.set_step,
+            WaitStep: self.wait_step,
+            PromptStep: self.prompt_step,
+            SequenceStep: self.nested_steps,
+            ParallelStep: self.nested_steps,
+            RepeatStep: self.repeat_step,
+        }
+        """What each step kind checks besides what every step checks (one entry per kind)."""
+        self.flows: dict[type[AnyStep], Callable[[PathKey, Any, _Flow, int], _Flow]] = {
+            ServiceStep: self.flow_service,
+            SetStep: _flow_unchanged,
+            WaitStep: _flow_unchanged,
+            PromptStep: _flow_unchanged,
+            SequenceStep: self.flow_sequence,
+            ParallelStep: self.flow_parallel,
+            RepeatStep: self.flow_repeat,
+        }
+        """How each step kind changes the service states the recipe can be in."""
         self.step_names: dict[str, PathKey] = {}
         self.gotos: set[str] = set()
         self.tags = {m.tag for m in config.plant.modules}
@@ -600,9 +588,9 @@ class _Validator:
         self.signals = plant_signals(self.config, self.recipe)
         self.check_names()
         for i, block in enumerate(self.recipe.procedure):
-            self.static_steps(("procedure", i, "steps"), block.steps, block)
+            self.static_steps(("procedure", i, "steps"), block.steps)
         for i, block in enumerate(self.recipe.cleanup):
-            self.static_steps(("cleanup", i, "steps"), block.steps, block)
+            self.static_steps(("cleanup", i, "steps"), block.steps)
         self.check_plantwide()
         self.check_report()
         self.check_reachability()
@@ -617,9 +605,8 @@ class _Validator:
             raise ConfigError(_sorted(self.problems))
         params = {n: p for n, p in self.params.items() if p is not None}
         return ValidatedRecipe(
-            self.recipe, self.config, params, self.signals, self.doc.file, self.doc,
-            self.step_paths,
-        )  # fmt: skip
+            self.recipe, self.config, params, self.signals, self.doc.file, self.doc
+        )
 
     def check_report(self) -> None:
         """``display`` names signals; ``report`` is the batch report's figure mapping."""
@@ -711,12 +698,11 @@ class _Validator:
                     self.add((key, i, "name"), f"{what} name '{item.name}' is used twice")
                 seen.add(item.name)
 
-    def static_steps(self, path: PathKey, steps: list[Any], block: UnitProcedure) -> None:
+    def static_steps(self, path: PathKey, steps: list[Any]) -> None:
         for j, step in enumerate(steps):
-            self.static_step((*path, j), step, block)
+            self.static_step((*path, j), step)
 
-    def static_step(self, path: PathKey, step: Any, block: UnitProcedure) -> None:
-        self.step_paths[id(step)] = path
+    def static_step(self, path: PathKey, step: AnyStep) -> None:
         if step.name is not None:
             if step.name in self.step_names:
                 first = self.doc.locate(self.step_names[step.name]).line
@@ -736,31 +722,27 @@ class _Validator:
             )
         for hkey in ("on_timeout", "on_error"):
             self.goto((*path, hkey), getattr(step, hkey))
-        if isinstance(step, ServiceStep):
-            self.service_step(path, step)
-        elif isinstance(step, SetStep):
-            self.set_step(path, step)
-        elif isinstance(step, WaitStep):
-            self.wait_step(path, step)
-        elif isinstance(step, SequenceStep):
-            self.static_steps((*path, "sequence"), step.sequence, block)
-        elif isinstance(step, ParallelStep):
-            for b, branch in enumerate(step.parallel):
-                self.static_steps((*path, "parallel", b), branch, block)
-        elif isinstance(step, RepeatStep):
-            spec = step.repeat
-            rpath = (*path, "repeat")
-            if spec.times is not None:
-                self.positive_number((*rpath, "times"), spec.times, "times", integer=True)
-            if spec.until is not None:
-                self.condition((*rpath, "until"), spec.until)
-            self.static_steps((*rpath, "steps"), spec.steps, block)
-        else:  # prompt
-            choices = step.prompt.choices
-            if not choices:
-                self.add((*path, "prompt", "choices"), "a prompt needs at least one choice")
-            elif len(set(choices)) != len(choices):
-                self.add((*path, "prompt", "choices"), "prompt choices must be different")
+        self.static_checks[type(step)](path, step)
+
+    def nested_steps(self, path: PathKey, step: AnyStep) -> None:
+        for sub, branch in step.branches():
+            self.static_steps((*path, *sub), branch)
+
+    def repeat_step(self, path: PathKey, step: RepeatStep) -> None:
+        spec = step.repeat
+        rpath = (*path, "repeat")
+        if spec.times is not None:
+            self.positive_number((*rpath, "times"), spec.times, "times", integer=True)
+        if spec.until is not None:
+            self.condition((*rpath, "until"), spec.until)
+        self.nested_steps(path, step)
+
+    def prompt_step(self, path: PathKey, step: PromptStep) -> None:
+        choices = step.prompt.choices
+        if not choices:
+            self.add((*path, "prompt", "choices"), "a prompt needs at least one choice")
+        elif len(set(choices)) != len(choices):
+            self.add((*path, "prompt", "choices"), "prompt choices must be different")
 
     def service_step(self, path: PathKey, step: ServiceStep) -> None:
         call = step.service
@@ -792,21 +774,12 @@ class _Validator:
                     f"; procedures: {listed}",
                 )
                 proc = None
-        self.services[id(step)] = _ServiceInfo((call.module, call.service), proc)
-        allowed = list(svc.config_parameters)
-        allowed += proc.parameters if proc else [p for q in svc.procedures for p in q.parameters]
+        self.services[step.path] = _ServiceInfo((call.module, call.service), proc)
         for name, raw in call.parameters.items():
             ppath = (*spath, "parameters", name)
-            if name not in allowed:
-                where = f"{call.module}.{call.service}" + (
-                    f" procedure {proc.name}" if proc else ""
-                )
-                self.add(
-                    ppath,
-                    f"'{name}' is not a parameter of {where}{_close(name, allowed)}"
-                    f"; parameters: {', '.join(allowed) or 'none'}",
-                    key=True,
-                )
+            wrong = svc.not_a_parameter(name, proc, call.module)
+            if wrong:
+                self.add(ppath, wrong, key=True)
                 continue
             value = self.resolve(raw)
             if value is _UNRESOLVED:
@@ -973,69 +946,63 @@ class _Validator:
             flow = self.flow_step((*path, j), step, flow, depth)
         return flow
 
-    def flow_step(self, path: PathKey, step: Any, flow: _Flow, depth: int) -> _Flow:
+    def flow_step(self, path: PathKey, step: AnyStep, flow: _Flow, depth: int) -> _Flow:
         before = flow
-        if isinstance(step, ServiceStep):
-            info = self.services.get(id(step))
-            if info is None:
-                return flow
-            flow = self.command(path, step.service, info, flow)
-        elif isinstance(step, SequenceStep):
-            flow = self.flow_steps((*path, "sequence"), step.sequence, flow, depth)
-        elif isinstance(step, ParallelStep):
-            results = []
-            owner: dict[Key, int] = {}
-            for b, branch in enumerate(step.parallel):
-                bpath = (*path, "parallel", b)
-                touched = self.touched(branch)
-                for key in sorted(touched):
-                    if key in owner:
-                        self.add(
-                            bpath,
-                            f"{key[0]}.{key[1]} is commanded in parallel branches "
-                            f"{owner[key] + 1} and {b + 1}: their order is undefined",
-                        )
-                    else:
-                        owner[key] = b
-                results.append(self.flow_steps(bpath, branch, flow.copy(), depth))
-            merged = flow.copy()
-            for key, b in owner.items():
-                merged.states[key] = results[b].states.get(key, flow.get(key))
-                if key in results[b].self_completing:
-                    merged.self_completing[key] = results[b].self_completing[key]
-            flow = merged
-        elif isinstance(step, RepeatStep):
-            rpath = (*path, "repeat", "steps")
-            out = self.flow_steps(rpath, step.repeat.steps, flow, depth + 1)
-            once = step.repeat.times is not None and self.resolve(step.repeat.times) in (1, "1")
-            if not once:
-                if depth >= 3:
-                    for key in self.touched(step.repeat.steps):
-                        out.states[key] = None
-                else:
-                    for _ in range(len(STABLE_STATES) + 1):
-                        again = out.merge(self.flow_steps(rpath, step.repeat.steps, out, depth + 1))
-                        if again.states == out.states:
-                            break
-                        out = again
-            flow = out
+        flow = self.flows[type(step)](path, step, flow, depth)
         if "continue" in (step.on_error, step.on_timeout):
             flow = flow.merge(before)
         return flow
 
-    def touched(self, steps: list[Any]) -> set[Key]:
-        out: set[Key] = set()
-        for s in steps:
-            if isinstance(s, ServiceStep) and id(s) in self.services:
-                out.add(self.services[id(s)].key)
-            elif isinstance(s, SequenceStep):
-                out |= self.touched(s.sequence)
-            elif isinstance(s, ParallelStep):
-                for branch in s.parallel:
-                    out |= self.touched(branch)
-            elif isinstance(s, RepeatStep):
-                out |= self.touched(s.repeat.steps)
+    def flow_service(self, path: PathKey, step: ServiceStep, flow: _Flow, depth: int) -> _Flow:
+        info = self.services.get(step.path)
+        return flow if info is None else self.command(path, step.service, info, flow)
+
+    def flow_sequence(self, path: PathKey, step: SequenceStep, flow: _Flow, depth: int) -> _Flow:
+        return self.flow_steps((*path, "sequence"), step.sequence, flow, depth)
+
+    def flow_parallel(self, path: PathKey, step: ParallelStep, flow: _Flow, depth: int) -> _Flow:
+        results = []
+        owner: dict[Key, int] = {}
+        for b, branch in enumerate(step.parallel):
+            bpath = (*path, "parallel", b)
+            touched = self.touched(branch)
+            for key in sorted(touched):
+                if key in owner:
+                    self.add(
+                        bpath,
+                        f"{key[0]}.{key[1]} is commanded in parallel branches "
+                        f"{owner[key] + 1} and {b + 1}: their order is undefined",
+                    )
+                else:
+                    owner[key] = b
+            results.append(self.flow_steps(bpath, branch, flow.copy(), depth))
+        merged = flow.copy()
+        for key, b in owner.items():
+            merged.states[key] = results[b].states.get(key, flow.get(key))
+            if key in results[b].self_completing:
+                merged.self_completing[key] = results[b].self_completing[key]
+        return merged
+
+    def flow_repeat(self, path: PathKey, step: RepeatStep, flow: _Flow, depth: int) -> _Flow:
+        rpath = (*path, "repeat", "steps")
+        out = self.flow_steps(rpath, step.repeat.steps, flow, depth + 1)
+        once = step.repeat.times is not None and self.resolve(step.repeat.times) in (1, "1")
+        if not once:
+            if depth >= 3:
+                for key in self.touched(step.repeat.steps):
+                    out.states[key] = None
+            else:
+                for _ in range(len(STABLE_STATES) + 1):
+                    again = out.merge(self.flow_steps(rpath, step.repeat.steps, out, depth + 1))
+                    if again.states == out.states:
+                        break
+                    out = again
         return out
+
+    def touched(self, steps: list[AnyStep]) -> set[Key]:
+        """The module services that ``steps`` (nested ones included) command."""
+        return {info.key for _, s in walk_steps(steps)
+                if (info := self.services.get(s.path)) is not None}
 
     def command(self, path: PathKey, call: ServiceCall, info: _ServiceInfo, flow: _Flow) -> _Flow:
         key = info.key

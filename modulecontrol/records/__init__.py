@@ -11,6 +11,7 @@ Public API::
 See docs/records.md for the loss rules and the figures metadata.
 """
 
+from modulecontrol.events import EventKind  # the run's event kinds, stored by their value
 from modulecontrol.records._audit import (
     AuditEntry,
     AuditIssue,
@@ -24,7 +25,6 @@ from modulecontrol.records._historian import (
     QUALITY_BAD,
     QUALITY_GOOD,
     AlarmPriority,
-    EventKind,
     Historian,
     HistorianStats,
     RunResult,

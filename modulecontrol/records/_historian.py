@@ -42,6 +42,7 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
+from modulecontrol.events import EventKind
 from modulecontrol.records._audit import append_entry, canonical_json
 from modulecontrol.records._db import DEFAULT_DB, connect
 
@@ -52,25 +53,6 @@ QUALITY_GOOD = 192
 QUALITY_BAD = 0
 
 OVERFLOW_ALARM = "historian.queue_overflow"
-
-
-class EventKind(StrEnum):
-    """Kinds of events; free text is allowed too, these are the ones reports understand."""
-
-    STATE_CHANGE = "state_change"      # payload: {"state": "Execute", "previous": "Starting"}
-    COMMAND = "command"                # payload: {"command": "Start"}
-    STEP_TRANSITION = "step_transition"  # payload: {"step": "heat", "previous": "fill"}
-    PARAMETER_WRITE = "parameter_write"  # payload: {"name":..., "old":..., "new":...}
-    FAULT = "fault"
-    DEVIATION = "deviation"
-    MESSAGE = "message"
-    RUN_START = "run_start"
-    RUN_END = "run_end"
-    ALARM_RAISED = "alarm_raised"
-    ALARM_ACKED = "alarm_acked"
-    ALARM_CLEARED = "alarm_cleared"
-    OPERATOR_ACTION = "operator_action"
-    OVERFLOW = "historian_overflow"
 
 
 class RunResult(StrEnum):

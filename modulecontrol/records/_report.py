@@ -24,6 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from modulecontrol.events import EventKind, kind_of
 from modulecontrol.mtpcore import HOLD_STATES
 from modulecontrol.records._db import RecordsError, connect
 from modulecontrol.records._workup import WorkupSpec
@@ -312,8 +313,9 @@ class _RunData:
             arr = np.array(pts, dtype=np.float64).reshape(-1, 2)
             v = np.where(np.isfinite(arr[:, 1]), arr[:, 1], np.nan)
             self.series[name] = _Series(unit, grp, arr[:, 0], v)
-        self.events = [
-            (t, kind, source, json.loads(payload)) for t, kind, source, payload in conn.execute(
+        self.events: list[tuple[float, EventKind | str, str, dict[str, Any]]] = [
+            (t, kind_of(kind) or kind, source, json.loads(payload))
+            for t, kind, source, payload in conn.execute(
                 "SELECT t, kind, source, payload FROM events WHERE run_id=? ORDER BY t, id",
                 (run.id,))]
         self.alarms = [
@@ -689,7 +691,7 @@ def _feed_start(data: _RunData, spec: FigureSpec, grid: _Grid, feeding: NDArray[
     """t0 of the start-up: the named step's start, else the first cell with feed running."""
     if spec.start_step is not None:
         for t, kind, source, payload in data.events:
-            if kind == "step_transition" and (payload.get("step") == spec.start_step or (
+            if kind is EventKind.STEP_TRANSITION and (payload.get("step") == spec.start_step or (
                     source == spec.start_step and "started" in str(payload.get("message")))):
                 return float(t)
         notes.append(f"start_step '{spec.start_step}' never started: feed start taken from"
@@ -707,7 +709,7 @@ def _steady(data: _RunData, spec: FigureSpec, t0: float | None, out: dict[str, A
     name = ss.event if ss is not None else None
     ref_t = t0 if t0 is not None else data.run.t_start
     for t, kind, source, payload in data.events:
-        if kind == "steady_state" and payload.get("steady") is True and (
+        if kind is EventKind.STEADY_STATE and payload.get("steady") is True and (
                 name is None or source == name):
             out["time_to_steady_state_s"] = _round(max(0.0, t - ref_t))
             out["steady_state_at_s"] = _round(t - data.run.t_start)
@@ -762,6 +764,11 @@ def _compound(grid: _Grid, spec: FigureSpec, p: _Stream, mm: float | None,
 _HOLD_STATES = frozenset(s.label for s in HOLD_STATES)
 
 
+_LISTED = frozenset({EventKind.COMMAND_REFUSED, EventKind.COMMAND_TIMEOUT, EventKind.DIVERT_FAILED,
+                     EventKind.GOTO, EventKind.OPERATOR_PROMPT})
+"""Event kinds listed among the deviations as they are, without a duration."""
+
+
 def _deviations(data: _RunData) -> list[dict[str, Any]]:
     """Interlock trips, holds, faults, operator answers and other departures, in time order.
 
@@ -789,44 +796,43 @@ def _deviations(data: _RunData) -> list[dict[str, Any]]:
                 item["details"] = f"{item['details']}; {extra}"
 
     for t, kind, source, p in data.events:
-        if kind == "interlock_tripped":
+        if kind is EventKind.INTERLOCK_TRIPPED:
             add(t, "interlock", source, f"{p.get('condition', '')} -> {p.get('action', '')}"
                 .strip(), ("interlock", source))
-        elif kind == "interlock_cleared":
+        elif kind is EventKind.INTERLOCK_CLEARED:
             close(("interlock", source), t)
-        elif kind == "state_change" and source == "recipe":
+        elif kind is EventKind.STATE_CHANGE and source == "recipe":
             state = str(p.get("state"))
             if state in _HOLD_STATES:
                 if ("hold", "recipe") not in open_:
                     add(t, "hold", "recipe", str(p.get("reason") or "hold"), ("hold", "recipe"))
             else:
                 close(("hold", "recipe"), t, f"then {state}")
-        elif kind == "sim_fault":
+        elif kind is EventKind.SIM_FAULT:
             fault = str(p.get("fault", ""))
             if p.get("phase") == "end":
                 close(("sim_fault", f"{source}:{fault}"), t)
             else:
                 add(t, "sim_fault", source, fault, ("sim_fault", f"{source}:{fault}"))
-        elif kind == "fault":
+        elif kind is EventKind.FAULT:
             add(t, "module_fault", source, str(p.get("message", "")), ("fault", source))
-        elif kind == "module_recovered":
+        elif kind is EventKind.MODULE_RECOVERED:
             close(("fault", source), t)
-        elif kind == "deviation":
+        elif kind is EventKind.DEVIATION:
             add(t, "deviation", source, json.dumps({k: v for k, v in p.items()
                                                     if k != "sim_time"}, sort_keys=True))
-        elif kind == "divert_enabled":
+        elif kind is EventKind.DIVERT_ENABLED:
             divert_on, was_product = True, False
-        elif kind == "divert_disabled":
+        elif kind is EventKind.DIVERT_DISABLED:
             divert_on = False
-        elif kind == "divert":
+        elif kind is EventKind.DIVERT:
             if p.get("to_product") is True:
                 close(("off_spec", source), t)
                 was_product = True
             elif divert_on and was_product:
                 add(t, "off_spec", source, "diverted to waste during production",
                     ("off_spec", source))
-        elif kind in ("command_refused", "command_timeout", "divert_failed", "goto",
-                      "operator_prompt"):
+        elif kind in _LISTED:
             add(t, kind, source, str(p.get("message", "")))
     for act in data.actions:
         if act["action"] == "answer":
@@ -839,7 +845,7 @@ def _deviations(data: _RunData) -> list[dict[str, Any]]:
 def _step_start(data: _RunData, step: str) -> float | None:
     """When the step named ``step`` first started (its first step transition event)."""
     for t, kind, source, payload in data.events:
-        if kind == "step_transition" and (payload.get("step") == step or source == step):
+        if kind is EventKind.STEP_TRANSITION and (payload.get("step") == step or source == step):
             return float(t)
     return None
 
@@ -998,9 +1004,9 @@ def _gantt_bars(data: _RunData) -> list[tuple[str, float, float, str]]:
     current: dict[str, tuple[float, str]] = {}
     bars: list[tuple[str, float, float, str]] = []
     for t, kind, source, payload in data.events:
-        if kind == "state_change":
+        if kind is EventKind.STATE_CHANGE:
             row, st = source or "service", str(payload.get("state", "?"))
-        elif kind == "step_transition":
+        elif kind is EventKind.STEP_TRANSITION:
             row, st = f"recipe {source}".strip(), str(payload.get("step", "?"))
         else:
             continue

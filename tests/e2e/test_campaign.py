@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from modulecontrol.events import EventKind
 from modulecontrol.orchestrator import Event, RunResult
 from modulecontrol.records import verify_audit
 from modulecontrol.session import RunOptions, Session
@@ -45,9 +46,9 @@ async def test_short_campaign_completes_and_is_recorded(tmp_path: Path) -> None:
     kinds = [e.kind for e in outcome.events]
     for kind in ("steady_state", "divert", "divert_enabled", "divert_disabled"):
         assert kind in kinds, kind
-    to_product = [e for e in outcome.events if e.kind == "divert" and e.data["to_product"]]
+    to_product = [e for e in outcome.events if e.kind is EventKind.DIVERT and e.data["to_product"]]
     assert to_product, "never diverted to product"
-    steady = next(e for e in outcome.events if e.kind == "steady_state")
+    steady = next(e for e in outcome.events if e.kind is EventKind.STEADY_STATE)
     assert to_product[0].t >= steady.t
     # the record: run closed as completed, steps and states stored, audit chain intact
     events = _events(tmp_path / "run.db", outcome.run_id)
@@ -95,18 +96,19 @@ async def test_amine_pump_stall_holds_diverts_and_recovers(tmp_path: Path) -> No
                                  + "; ".join(f"{e.kind} {e.source} {e.message}"
                                              for e in seen[-8:]))
 
-        await wait_for(lambda e: e.kind == "divert" and e.data["to_product"], 90)
+        await wait_for(lambda e: e.kind is EventKind.DIVERT and e.data["to_product"], 90)
         plant.plant.faults.inject("P1", "stall")
-        tripped = await wait_for(lambda e: e.kind == "interlock_tripped"
+        tripped = await wait_for(lambda e: e.kind is EventKind.INTERLOCK_TRIPPED
                                  and e.source == "feed_pump_stall", 20)
         await asyncio.wait_for(orch.machine.wait_for(State.HELD), 20)
-        waste = await wait_for(lambda e: e.kind == "divert" and not e.data["to_product"], 20)
+        waste = await wait_for(
+            lambda e: e.kind is EventKind.DIVERT and not e.data["to_product"], 20)
         assert waste.t >= tripped.t - 60
         await asyncio.sleep(1.0)  # held for a while (about 5 simulated minutes)
         plant.plant.faults.clear("P1", "stall")
-        await wait_for(lambda e: e.kind == "interlock_cleared", 20)
+        await wait_for(lambda e: e.kind is EventKind.INTERLOCK_CLEARED, 20)
         await asyncio.wait_for(orch.machine.wait_for(State.EXECUTE), 20)
-        back = await wait_for(lambda e: e.kind == "divert" and e.data["to_product"]
+        back = await wait_for(lambda e: e.kind is EventKind.DIVERT and e.data["to_product"]
                               and e.t > waste.t, 90)
         assert back.t > waste.t
         outcome = await asyncio.wait_for(task, 120)

@@ -21,6 +21,7 @@ import pytest
 
 from modulecontrol.clock import Clock
 from modulecontrol.descriptors import PlantConfig
+from modulecontrol.events import EventKind
 from modulecontrol.orchestrator import Orchestrator
 from modulecontrol.proxy import ModuleProxy
 from modulecontrol.session import RunOptions, Session
@@ -126,7 +127,7 @@ async def test_frozen_pressure_holds_the_recipe_and_recovers(tmp_path: Path) -> 
         t_live = clock.now()
         assert await _until(lambda: clock.now() - t_live > 3 * STALE_AFTER, 10)
         assert _fault(proxy) is None and _state(orch) is State.EXECUTE
-        assert not [e for e in orch.log.events if e.kind == "module_fault"]
+        assert not [e for e in orch.log.events if e.kind is EventKind.MODULE_FAULT]
         live = proxy.value("Pressure")
         assert isinstance(live, float) and 0.5 < live < 2.0  # a plausible ~1 bar
 
@@ -141,7 +142,7 @@ async def test_frozen_pressure_holds_the_recipe_and_recovers(tmp_path: Path) -> 
         assert proxy.value("Pressure") is None  # conditions no longer see the frozen value
         assert await _until(lambda: orch.machine.state is State.HELD, 10)
         assert proxy.services["Dosing"].state is State.HELD  # the recipe held its pump
-        faults = [e for e in orch.log.events[n_events:] if e.kind == "module_fault"]
+        faults = [e for e in orch.log.events[n_events:] if e.kind is EventKind.MODULE_FAULT]
         assert faults and faults[0].source == "P1" and "stale value" in faults[0].message
 
         # The sensor moves again: the fault clears and the recipe resumes by itself.

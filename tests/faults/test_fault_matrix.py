@@ -22,6 +22,7 @@ import pytest
 from modulecontrol.clock import Clock
 from modulecontrol.descriptors import PlantConfig
 from modulecontrol.drivers import DriverError
+from modulecontrol.events import EventKind
 from modulecontrol.session import RunOptions, Session
 from modulecontrol.statemachine import Command, State
 from tests.faults._rig import (
@@ -73,7 +74,7 @@ class Marks:
                 (time.perf_counter(), "fault" if fault is not None else "clear")))
         session.orchestrator.subscribe(
             lambda ev: self.times.append((time.perf_counter(), "trip"))
-            if ev.kind == "interlock_tripped" else None)
+            if ev.kind is EventKind.INTERLOCK_TRIPPED else None)
 
     def first(self, kind: str, since: float) -> float | None:
         return next((t for t, k in self.times if k == kind and t >= since), None)
@@ -229,7 +230,8 @@ async def _run_cell(session: Session, rig: Rig, t: Transport, fault: str,
         if await _until(lambda: marks.first(kind, t_inject) is not None, 5) is not None:
             res.detect = marks.first(kind, t_inject) - t_inject  # type: ignore[operator]
         res.fault_text = proxy.fault or next(
-            (e.message for e in orch.log.events[n_events:] if e.kind == "interlock_tripped"), "")
+            (e.message for e in orch.log.events[n_events:]
+             if e.kind is EventKind.INTERLOCK_TRIPPED), "")
         held = await _until(lambda: orch.machine.state is State.HELD, 5)
         res.reaction = "recipe Held" if held is not None else f"recipe {orch.machine.state.label}"
         if fault == "slow_reply":

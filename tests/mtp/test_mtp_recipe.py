@@ -8,6 +8,7 @@ from pathlib import Path
 
 from modulecontrol.clock import Clock
 from modulecontrol.descriptors import dump_model
+from modulecontrol.events import EventKind
 from modulecontrol.mtp import import_manifest, serve_manifest
 from modulecontrol.orchestrator import OperatorChannel, Orchestrator, RunResult
 from modulecontrol.proxy import ProxyOptions, proxies_for
@@ -65,7 +66,7 @@ async def test_recipe_drives_imported_vendor_pea(tmp_path: Path) -> None:
         assert result is RunResult.COMPLETED
         assert runtime.params["HC30_Duration_Stirring_Durration"] == 12.5
         seen = [str(e.data["new"]) for e in orch.log.events
-                if e.kind == "service_state" and e.source == "HC30.Stirring"]
+                if e.kind is EventKind.SERVICE_STATE and e.source == "HC30.Stirring"]
         # the proxy sees the PEA's states as it polls them: a transient state (Starting,
         # Completing, ...) may or may not be caught, the quiescent ones must all be, in order
         transient = {"Starting", "Completing", "Stopping", "Resetting", "Aborting", "Holding",

@@ -143,3 +143,38 @@ async def test_comm_loss_faults_and_safe_state_on_return(device: TcpDevice) -> N
         assert _f32(device.store.get(1, "holding", 0, 2)) == 0.0
     finally:
         await proxy.close()
+
+
+async def test_module_local_for_condition_follows_the_run_clock(device: TcpDevice) -> None:
+    """``complete_when ... for 30 s`` of a local service counts the run's (injected) seconds,
+    not wall seconds: at 600x a 30 s hold must not take 30 s of wall time."""
+    from modulecontrol.descriptors import builtin_type_files, module_type_from_text
+
+    (path,) = [p for p in builtin_type_files() if p.name == "hplc_pump.yaml"]
+    text = path.read_text().replace(
+        'complete_when: "this.DeliveredVolume >= this.VolumeSP"',
+        'complete_when: "this.DeliveredVolume >= this.VolumeSP for 30 s"')
+    assert "for 30 s" in text
+    now = [0.0]
+    inst = ModuleInstance(
+        tag="P1", type="HPLCPump",
+        endpoint=ModbusTcpEndpoint(protocol="modbus-tcp", port=device.port, timeout=0.3,
+                                   reconnect_max_delay=0.2),
+    )
+    proxy = ModuleProxy(module_type_from_text(text, str(path)), inst, options=ProxyOptions(
+        poll_interval=0.05, complete_poll=0.02, clock=lambda: now[0]))
+    device.store.set(1, "input", 4, _regs(5.0))  # 5 mL delivered: the volume is reached
+    await proxy.start()
+    try:
+        dosing = proxy.services["Dosing"]
+        await dosing.command(Command.START, procedure="Volume",
+                             parameters={"FlowSP": "1 mL/min", "VolumeSP": "1 mL"})
+        await dosing.wait_for(State.EXECUTE, timeout=2)
+        await asyncio.sleep(0.2)  # several completion checks at simulated t = 0
+        now[0] = 29.0
+        await asyncio.sleep(0.2)
+        assert dosing.state is State.EXECUTE  # true for 29 simulated seconds: not yet
+        now[0] = 31.0
+        assert await dosing.wait_for(State.COMPLETED, timeout=5) is State.COMPLETED
+    finally:
+        await proxy.close()

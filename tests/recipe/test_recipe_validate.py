@@ -171,7 +171,7 @@ def test_labels_and_helpers(plant: PlantConfig) -> None:
     assert "prime.steps[1].parallel[0][0]" in labels
     assert "fill_coil" in labels
     waits = [s for s, _ in v.steps() if isinstance(s, WaitStep)]
-    assert v.path(waits[0])[:2] == ("procedure", 0)
+    assert waits[0].path[:2] == ("procedure", 0)  # the step knows its place
     services = [s for s, _ in v.steps() if isinstance(s, ServiceStep)]
     assert isinstance(services[0].service, ServiceCall)
 

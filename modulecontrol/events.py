@@ -1,0 +1,225 @@
+"""Run events: one kind enum, its payload schema, and the ordered log that emits them.
+
+Why a bottom-layer module: the orchestrator emits these events, and the session, the
+historian, the report and the CLI read them. Records must not import the orchestrator, so the
+vocabulary they share lives below both. Every kind is declared once here, with the payload
+keys it carries; :meth:`EventLog.emit` refuses a payload that does not match its kind, so a
+reader can rely on the schema instead of guessing keys.
+
+The values are the strings stored in the ``events`` table of a run database: they never
+change, so existing databases still read. Some orchestrator kinds are stored under a broader
+historian kind (:attr:`Payload.stored_as`), e.g. both ``recipe_state`` and ``service_state``
+are stored as ``state_change``, which is what the report draws its Gantt chart from.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Final
+
+__all__ = ["PAYLOADS", "Event", "EventKind", "EventLog", "Listener", "Payload", "kind_of"]
+
+_log = logging.getLogger(__name__)
+
+
+class EventKind(StrEnum):
+    """Every kind of run event; see :data:`PAYLOADS` for what each carries."""
+
+    # the recipe as a whole
+    RUN_STARTED = "run_started"
+    RUN_ENDED = "run_ended"
+    RECIPE_STATE = "recipe_state"
+    COMMAND = "command"
+    COMMAND_REFUSED = "command_refused"
+    COMMAND_TIMEOUT = "command_timeout"
+    # the procedure
+    BLOCK_STARTED = "block_started"
+    BLOCK_FINISHED = "block_finished"
+    STEP_STARTED = "step_started"
+    STEP_FINISHED = "step_finished"
+    STEP_FAILED = "step_failed"
+    STEP_TIMEOUT = "step_timeout"
+    ITERATION = "iteration"
+    GOTO = "goto"
+    PARAMETER_WRITE = "parameter_write"
+    OPERATOR_PROMPT = "operator_prompt"
+    OPERATOR_ACTION = "operator_action"
+    # modules
+    SERVICE_STATE = "service_state"
+    MODULE_FAULT = "module_fault"
+    MODULE_RECOVERED = "module_recovered"
+    SAFE_STATE = "safe_state"
+    SIM_FAULT = "sim_fault"
+    # supervision
+    INTERLOCK_TRIPPED = "interlock_tripped"
+    INTERLOCK_CLEARED = "interlock_cleared"
+    ALARM_RAISED = "alarm_raised"
+    ALARM_CLEARED = "alarm_cleared"
+    ALARM_ACKED = "alarm_acked"
+    ALARM_ENABLED = "alarm_enabled"
+    ALARM_DISABLED = "alarm_disabled"
+    STEADY_STATE = "steady_state"
+    DIVERT = "divert"
+    DIVERT_ENABLED = "divert_enabled"
+    DIVERT_DISABLED = "divert_disabled"
+    DIVERT_FAILED = "divert_failed"
+    # the kinds the historian stores (some orchestrator kinds are stored under these)
+    STATE_CHANGE = "state_change"
+    STEP_TRANSITION = "step_transition"
+    FAULT = "fault"
+    DEVIATION = "deviation"
+    MESSAGE = "message"
+    RUN_START = "run_start"
+    RUN_END = "run_end"
+    OVERFLOW = "historian_overflow"
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """What an event of one kind carries in ``data`` (beyond seq, time, source, message)."""
+
+    doc: str
+    required: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
+    stored_as: EventKind | None = None
+    """The historian kind this event is recorded under, if not its own."""
+
+    def problems(self, data: Mapping[str, Any]) -> list[str]:
+        missing = [k for k in self.required if k not in data]
+        unknown = [k for k in data if k not in self.required and k not in self.optional]
+        out = []
+        if missing:
+            out.append(f"missing {', '.join(missing)}")
+        if unknown:
+            out.append(f"undeclared {', '.join(unknown)}")
+        return out
+
+
+K = EventKind
+PAYLOADS: Final[Mapping[EventKind, Payload]] = {
+    K.RUN_STARTED: Payload("the recipe was started; source 'recipe'",
+                           ("recipe", "version", "parameters", "file")),
+    K.RUN_ENDED: Payload("the recipe reached a final state; result: completed/stopped/aborted",
+                         ("result",)),
+    K.RECIPE_STATE: Payload("the recipe's own MTP state changed (old/new state labels)",
+                            ("old", "new", "reason"), stored_as=K.STATE_CHANGE),
+    K.COMMAND: Payload("a command on the recipe (reason) or a module service (module, "
+                       "service, or procedure and parameters of a service step)",
+                       ("command",), ("reason", "module", "service", "procedure",
+                                      "parameters")),
+    K.COMMAND_REFUSED: Payload("a module service refused a command of a fan-out; message says"
+                               " why"),
+    K.COMMAND_TIMEOUT: Payload("a module service did not reach a fan-out command's target in"
+                               " time"),
+    K.BLOCK_STARTED: Payload("a unit procedure started; source is its name"),
+    K.BLOCK_FINISHED: Payload("a unit procedure finished; source is its name",
+                              stored_as=K.STEP_TRANSITION),
+    K.STEP_STARTED: Payload("a step started; source is its label, at its file:line:col",
+                            ("step_kind", "block", "at", "path"), stored_as=K.STEP_TRANSITION),
+    K.STEP_FINISHED: Payload("a step finished", ("step_kind",)),
+    K.STEP_FAILED: Payload("a step failed; handler is the on_error handler applied",
+                           ("handler",)),
+    K.STEP_TIMEOUT: Payload("a step timed out; handler is the on_timeout handler applied",
+                            ("handler",)),
+    K.ITERATION: Payload("a repeat step began iteration index (from 1)", ("index",)),
+    K.GOTO: Payload("an error handler jumped to a cleanup block (target)", ("target",)),
+    K.PARAMETER_WRITE: Payload("a set step wrote value (coerced) from given (as written)",
+                               ("value", "given")),
+    K.OPERATOR_PROMPT: Payload("the operator was asked (prompt id, choices)",
+                               ("prompt",), ("choices",)),
+    K.OPERATOR_ACTION: Payload("the operator answered a prompt", ("user", "answer")),
+    K.SERVICE_STATE: Payload("a module service's state changed; source is module.service",
+                             ("old", "new", "module"), stored_as=K.STATE_CHANGE),
+    K.MODULE_FAULT: Payload("a module faulted (communication, bad or stale values); message"
+                            " says what", stored_as=K.FAULT),
+    K.MODULE_RECOVERED: Payload("a module's fault cleared; was is the fault text", ("was",)),
+    K.SAFE_STATE: Payload("a module's safe state was applied; errors lists what failed",
+                          ("errors",)),
+    K.SIM_FAULT: Payload("a simulated fault began or ended (phase) at sim_time",
+                         ("fault", "phase", "sim_time")),
+    K.INTERLOCK_TRIPPED: Payload("an interlock's condition became true", ("action", "condition")),
+    K.INTERLOCK_CLEARED: Payload("an interlock's condition is no longer true"),
+    K.ALARM_RAISED: Payload("an alarm was raised", ("priority", "signal", "value")),
+    K.ALARM_CLEARED: Payload("an alarm cleared", ("priority",)),
+    K.ALARM_ACKED: Payload("an alarm was acknowledged (historian)", ("user",)),
+    K.ALARM_ENABLED: Payload("an alarm is evaluated from this step on"),
+    K.ALARM_DISABLED: Payload("an alarm is no longer evaluated from this step on"),
+    K.STEADY_STATE: Payload("steady state reached or lost", ("steady", "residence_time")),
+    K.DIVERT: Payload("the divert valve switched", ("to_product",)),
+    K.DIVERT_ENABLED: Payload("divert control is active from this step on"),
+    K.DIVERT_DISABLED: Payload("divert control ends at this step"),
+    K.DIVERT_FAILED: Payload("the divert valve could not be switched; message says why"),
+    K.STATE_CHANGE: Payload("(stored) a state changed: state, previous", (),
+                            ("state", "previous")),
+    K.STEP_TRANSITION: Payload("(stored) a Gantt row of a unit procedure moved to step",
+                               (), ("step",)),
+    K.FAULT: Payload("(stored) a module fault"),
+    K.DEVIATION: Payload("(stored) a recorded deviation"),
+    K.MESSAGE: Payload("(stored) a free note"),
+    K.RUN_START: Payload("(stored) the historian opened a run"),
+    K.RUN_END: Payload("(stored) the historian closed a run"),
+    K.OVERFLOW: Payload("(stored) the historian's queue overflowed; dropped samples",
+                        ("dropped",)),
+}
+del K
+
+
+def kind_of(text: str) -> EventKind | None:
+    """The kind a stored string names, or None for a free-text kind (the historian accepts
+    those too, and a report skips what it does not understand)."""
+    try:
+        return EventKind(text)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One run event: sequence number, simulated time, kind, source, message, payload."""
+
+    seq: int
+    t: float
+    kind: EventKind
+    source: str
+    message: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def brief(self) -> tuple[str, str, str]:
+        """What determinism is judged on: kind, source and message (not times)."""
+        return (self.kind.value, self.source, self.message)
+
+
+Listener = Callable[[Event], None]
+
+
+class EventLog:
+    """The ordered events of a run, with listeners (historian, live view, tests)."""
+
+    def __init__(self, now: Callable[[], float]) -> None:
+        self._now = now
+        self.events: list[Event] = []
+        self._listeners: list[Listener] = []
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def emit(self, kind: EventKind, source: str, message: str, **data: Any) -> Event:
+        """Append and publish an event; a payload that does not match the kind's declared
+        schema is a programming error and raises (it would corrupt the record)."""
+        problems = PAYLOADS[kind].problems(data)
+        if problems:
+            raise TypeError(f"event {kind.value}: payload {'; '.join(problems)}")
+        ev = Event(len(self.events) + 1, self._now(), kind, source, message, data)
+        self.events.append(ev)
+        for listener in list(self._listeners):
+            try:
+                listener(ev)
+            except Exception:
+                _log.exception("event listener failed on %s", kind.value)
+        return ev
+
+    def of_kind(self, *kinds: EventKind) -> list[Event]:
+        return [e for e in self.events if e.kind in kinds]

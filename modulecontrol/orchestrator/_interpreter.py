@@ -1,0 +1,382 @@
+"""The procedure interpreter: runs a recipe's unit procedures step by step.
+
+It runs as one task behind a gate that the recipe's state machine opens only in Execute, so
+Hold and Pause freeze the sequence without losing its place and timed waits do not count
+time spent held. What a step kind does is one entry of the handler table
+(:attr:`Interpreter.handlers`, the command-registry pattern of bluesky's run engine): a new
+step kind is a model class in ``recipe/_model.py`` and one handler here, and a test checks
+the table covers every kind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from modulecontrol.clock import Clock
+from modulecontrol.descriptors._topology import residence_time
+from modulecontrol.drivers import DriverError
+from modulecontrol.events import EventKind, EventLog
+from modulecontrol.mtpcore import COMMAND_TARGETS
+from modulecontrol.orchestrator._monitor import si_number
+from modulecontrol.orchestrator._operator import OperatorChannel
+from modulecontrol.orchestrator._supervisor import ServiceKey, Supervisor
+from modulecontrol.proxy import ModuleProxy, ServiceProxy
+from modulecontrol.recipe import ServiceCall, UnitProcedure, ValidatedRecipe
+from modulecontrol.recipe._model import (
+    AnyStep,
+    GotoHandler,
+    ParallelStep,
+    PromptStep,
+    RepeatStep,
+    SequenceStep,
+    ServiceStep,
+    SetStep,
+    WaitStep,
+    walk_steps,
+)
+from modulecontrol.statemachine import Command, CommandRefused, ServiceStateMachine, State
+
+_TARGETS: dict[Command, tuple[State, ...]] = {c: (s,) for c, s in COMMAND_TARGETS.items()}
+"""The stable state each command leads a service to: the MTP core's table, one tuple each."""
+_FAILED = (State.ABORTED, State.ABORTING)
+"""States that end a service step early: Aborting already means the step failed."""
+_ENDED = (State.STOPPING, State.STOPPED, State.ABORTING, State.ABORTED)
+
+StepHandler = Callable[[Any, str], Awaitable[None]]
+
+
+class StepFailed(Exception):
+    def __init__(self, message: str, *, timeout: bool = False) -> None:
+        super().__init__(message)
+        self.timeout = timeout
+
+
+class _Goto(Exception):
+    def __init__(self, target: str) -> None:
+        super().__init__(target)
+        self.target = target
+
+
+class _Ended(Exception):
+    """The recipe left Execute for good (stop/abort): unwind the procedure."""
+
+
+@dataclass
+class Progress:
+    """What a live view shows."""
+
+    step: str = ""
+    step_kind: str = ""
+    step_started: float = 0.0
+    step_duration: float | None = None
+    step_elapsed: float = 0.0
+    steps_done: int = 0
+    steps_total: int = 0
+    prompts: list[str] = field(default_factory=list)
+
+
+class Interpreter:
+    """Runs the procedure of one recipe; :meth:`run` is the procedure task."""
+
+    def __init__(
+        self,
+        recipe: ValidatedRecipe,
+        proxies: Mapping[str, ModuleProxy],
+        *,
+        clock: Clock,
+        log: EventLog,
+        machine: ServiceStateMachine,
+        command: Callable[[Command, str], bool],
+        supervisor: Supervisor,
+        operator: OperatorChannel,
+        used: MutableMapping[ServiceKey, ServiceProxy],
+        tick: float,
+    ) -> None:
+        self.validated = recipe
+        self.recipe = recipe.recipe
+        self.proxies = proxies
+        self.clock = clock
+        self.log = log
+        self._machine = machine
+        self._command = command
+        self.supervisor = supervisor
+        self.operator = operator
+        self._used = used
+        self.tick = tick
+        self.gate = asyncio.Event()
+        """Open only while the recipe is in Execute."""
+        self.progress = Progress(steps_total=sum(
+            1 for b in self.recipe.procedure for _, s in walk_steps(b.steps) if not s.branches()
+        ))
+        self._goto_done = False
+        self._block = ""
+        self.handlers: dict[type[AnyStep], StepHandler] = {
+            ServiceStep: self._service_step,
+            SetStep: self._set_step,
+            WaitStep: self._wait_step,
+            PromptStep: self._prompt_step,
+            SequenceStep: self._nested_step,
+            ParallelStep: self._parallel_step,
+            RepeatStep: self._repeat_step,
+        }
+        """What each step kind does: one entry per kind."""
+
+    # ------------------------------------------------------------------ structure
+    async def run(self) -> None:
+        try:
+            await self.gate_open()
+            for block in self.recipe.procedure:
+                await self._run_block(block)
+        except _Goto as g:
+            await self._run_cleanup(g.target)
+            self._command(Command.STOP, f"cleanup {g.target} done")
+            await asyncio.Event().wait()  # Stopping cancels us
+        except _Ended:
+            return
+
+    async def gate_open(self) -> None:
+        if self._machine.state in _ENDED:
+            raise _Ended()
+        await self.gate.wait()
+
+    async def _run_cleanup(self, name: str) -> None:
+        block = next(b for b in self.recipe.cleanup if b.name == name)
+        self.log.emit(EventKind.GOTO, "recipe", f"going to cleanup {name}", target=name)
+        self._goto_done = True
+        await self._run_block(block)
+
+    async def _run_block(self, block: UnitProcedure) -> None:
+        self._block = block.name
+        self.log.emit(EventKind.BLOCK_STARTED, block.name, f"unit procedure {block.name}")
+        await self._run_steps(block.steps)
+        self.log.emit(EventKind.BLOCK_FINISHED, block.name, f"unit procedure {block.name} done")
+
+    async def _run_steps(self, steps: Sequence[AnyStep]) -> None:
+        for step in steps:
+            await self._run_step(step)
+
+    async def _run_step(self, step: AnyStep) -> None:
+        label = step.title() or self.validated.label(step)
+        kind = step.KIND
+        while True:
+            await self.gate_open()
+            p = self.progress
+            p.step, p.step_kind, p.step_started = label, kind, self.clock.now()
+            p.step_duration = None
+            self.supervisor.step_entered(step.name)
+            self.log.emit(
+                EventKind.STEP_STARTED, label, f"{kind} step started", step_kind=kind,
+                block=self._block, at=str(self.validated.location(step)), path=list(step.path),
+            )  # fmt: skip
+            timeout = self.validated.seconds(step.timeout) if step.timeout is not None else None
+            try:
+                work = self.handlers[type(step)](step, label)
+                if timeout is None:
+                    await work
+                else:
+                    await self._with_timeout(work, timeout)
+            except StepFailed as exc:
+                handler = step.on_timeout if exc.timeout else step.on_error
+                self.log.emit(
+                    EventKind.STEP_TIMEOUT if exc.timeout else EventKind.STEP_FAILED,
+                    label, str(exc), handler=_handler_text(handler),
+                )  # fmt: skip
+                if await self._handle(handler, label, str(exc)):
+                    continue  # retry after an operator unhold
+                return
+            if not step.branches():
+                p.steps_done += 1
+            self.log.emit(EventKind.STEP_FINISHED, label, f"{kind} step done", step_kind=kind)
+            return
+
+    async def _with_timeout(self, work: Awaitable[None], timeout: float) -> None:
+        task = asyncio.ensure_future(work)
+        timer = asyncio.ensure_future(self._held_sleep(timeout))
+        try:
+            done, _ = await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
+            if task in done:
+                task.result()
+                return
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StepFailed):
+                await task
+            raise StepFailed(f"timed out after {_fmt_s(timeout)}", timeout=True)
+        finally:
+            for t in (task, timer):
+                if not t.done():
+                    t.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await t
+
+    async def _handle(self, handler: Any, label: str, why: str) -> bool:
+        """Apply an on_timeout/on_error handler; True means: retry the step."""
+        if handler is None or handler == "hold":
+            self._command(Command.HOLD, f"{label}: {why}")
+            await asyncio.sleep(0)
+            await self.gate_open()
+            return True
+        if handler == "continue":
+            return False
+        if handler in ("abort", "stop"):
+            self._command(Command.ABORT if handler == "abort" else Command.STOP, f"{label}: {why}")
+            raise _Ended()
+        if isinstance(handler, GotoHandler):
+            if self._goto_done:
+                self._command(Command.ABORT, f"{label}: {why} (inside cleanup)")
+                raise _Ended()
+            raise _Goto(handler.goto)
+        raise StepFailed(f"unknown handler {handler!r}")
+
+    # ------------------------------------------------------------------ step kinds
+    async def _service_step(self, step: ServiceStep, label: str) -> None:
+        call = step.service
+        svc = self.proxies[call.module].services[call.service]
+        cmd = Command[call.command.upper()]
+        params = {k: self.validated.resolve(v) for k, v in call.parameters.items()}
+        self._used[(call.module, call.service)] = svc
+        self.log.emit(
+            EventKind.COMMAND,
+            f"{call.module}.{call.service}",
+            f"{cmd.label}" + (f" procedure {call.procedure}" if call.procedure else ""),
+            command=cmd.label,
+            procedure=call.procedure,
+            parameters={k: str(v) for k, v in params.items()},
+        )
+        try:
+            await svc.command(cmd, procedure=call.procedure, parameters=params or None)
+        except (CommandRefused, DriverError, ValueError, KeyError) as exc:
+            raise StepFailed(f"{call.module}.{call.service} {cmd.label}: {exc}") from None
+        targets = self._targets(call, cmd)
+        if not targets:
+            return
+        fail = tuple(s for s in _FAILED if s not in targets)
+        state = await svc.wait_for(*targets, *fail)
+        if state in fail:
+            raise StepFailed(f"{call.module}.{call.service} went to {state.label}")
+
+    def _targets(self, call: ServiceCall, cmd: Command) -> tuple[State, ...]:
+        if call.wait_for is not None:
+            return (State[call.wait_for.upper()],)
+        if cmd is Command.START:
+            service = self.validated.plant.type_of(call.module).service(call.service)
+            proc = (
+                service.procedure(call.procedure)
+                if call.procedure is not None
+                else service.default_procedure
+            )
+            return (State.COMPLETED,) if proc.self_completing else (State.EXECUTE,)
+        return _TARGETS.get(cmd, ())
+
+    async def _set_step(self, step: SetStep, label: str) -> None:
+        for target, raw in step.set.items():
+            tag, assembly = target.split(".", 1)
+            value = self.validated.resolve(raw)
+            try:
+                coerced = await self.proxies[tag].set(assembly, value)
+            except (DriverError, ValueError) as exc:
+                raise StepFailed(f"set {target}: {exc}") from None
+            self.log.emit(
+                EventKind.PARAMETER_WRITE, target, f"{target} = {value}",
+                value=coerced, given=str(value),
+            )  # fmt: skip
+
+    async def _prompt_step(self, step: PromptStep, label: str) -> None:
+        spec = step.prompt
+        prompt = self.operator.ask(label, spec.message, spec.choices)
+        self.progress.prompts.append(spec.message)
+        self.log.emit(
+            EventKind.OPERATOR_PROMPT, label, spec.message, prompt=prompt.id,
+            choices=spec.choices,
+        )  # fmt: skip
+        try:
+            answer = await prompt.future
+        finally:
+            with contextlib.suppress(ValueError):
+                self.progress.prompts.remove(spec.message)
+        self.log.emit(
+            EventKind.OPERATOR_ACTION, label, f"answered '{answer}'",
+            user=self.operator.user, answer=answer,
+        )  # fmt: skip
+
+    async def _nested_step(self, step: AnyStep, label: str) -> None:
+        for _, steps in step.branches():
+            await self._run_steps(steps)
+
+    async def _parallel_step(self, step: ParallelStep, label: str) -> None:
+        async with asyncio.TaskGroup() as tg:
+            for branch in step.parallel:
+                tg.create_task(self._run_steps(branch))
+
+    async def _repeat_step(self, step: RepeatStep, label: str) -> None:
+        spec = step.repeat
+        if spec.times is not None:
+            n = int(si_number(self.validated, spec.times))
+            for i in range(n):
+                self.log.emit(EventKind.ITERATION, label, f"iteration {i + 1} of {n}",
+                              index=i + 1)
+                await self._run_steps(spec.steps)
+            return
+        assert spec.until is not None
+        cond = self.validated.compile(spec.until)
+        for i in range(spec.max):
+            self.log.emit(EventKind.ITERATION, label, f"iteration {i + 1}", index=i + 1)
+            await self._run_steps(spec.steps)
+            if self.supervisor.evaluate(cond):
+                return
+        raise StepFailed(f"'until {spec.until}' not reached in {spec.max} iterations")
+
+    async def _wait_step(self, step: WaitStep, label: str) -> None:
+        w = step.wait
+        if w.duration is not None:
+            total = self.validated.seconds(w.duration)
+            self.progress.step_duration = total
+            await self._held_sleep(total, progress=True)
+            return
+        if w.until is not None:
+            cond = self.validated.compile(w.until)
+            while True:
+                await self.gate_open()
+                if self.supervisor.evaluate(cond):
+                    return
+                await self.clock.sleep(self.tick)
+        assert w.residence_times is not None and w.path is not None
+        n = si_number(self.validated, w.residence_times)
+        elapsed = 0.0
+        while True:
+            await self.gate_open()
+            tau = residence_time(self.validated.plant, w.path, self.supervisor.feed_flows())
+            self.progress.step_duration = n * tau if math.isfinite(tau) else None
+            self.progress.step_elapsed = elapsed
+            if math.isfinite(tau) and elapsed >= n * tau:
+                return
+            t0 = self.clock.now()
+            await self.clock.sleep(self.tick)
+            if self.gate.is_set():
+                elapsed += self.clock.now() - t0
+
+    async def _held_sleep(self, total: float, progress: bool = False) -> None:
+        """Sleep ``total`` simulated seconds of Execute time (time held does not count)."""
+        elapsed = 0.0
+        while elapsed < total:
+            await self.gate_open()
+            t0 = self.clock.now()
+            await self.clock.sleep(min(self.tick, total - elapsed))
+            if self.gate.is_set():
+                elapsed += self.clock.now() - t0
+            if progress:
+                self.progress.step_elapsed = elapsed
+
+
+def _handler_text(h: Any) -> str:
+    if isinstance(h, GotoHandler):
+        return f"goto {h.goto}"
+    return str(h or "hold")
+
+
+def _fmt_s(s: float) -> str:
+    return f"{s / 60:g} min" if s >= 120 else f"{s:g} s"

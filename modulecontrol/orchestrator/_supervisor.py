@@ -1,0 +1,356 @@
+"""The supervisor: interlocks, alarms, steady state, divert control and module faults.
+
+It runs beside the procedure on its own tick and judges one snapshot of the plant's values
+(SI) per tick, so its decisions are consistent with each other and deterministic under the
+virtual clock. It acts on the recipe only through commands and hold requests (the hold
+arbiter), never by reaching into the procedure; the procedure tells it which step it entered
+(:meth:`Supervisor.step_entered`), because alarms and divert control start and end at steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from modulecontrol.clock import Clock
+from modulecontrol.descriptors._topology import feeds, residence_time
+from modulecontrol.drivers import DriverError
+from modulecontrol.events import EventKind, EventLog
+from modulecontrol.orchestrator._holds import HoldArbiter
+from modulecontrol.orchestrator._monitor import (
+    AlarmState,
+    DivertControl,
+    InterlockState,
+    SteadyStateDetector,
+    si_number,
+)
+from modulecontrol.orchestrator._operator import OperatorChannel
+from modulecontrol.proxy import ModuleProxy, ServiceProxy
+from modulecontrol.recipe import ValidatedRecipe
+from modulecontrol.recipe.expr import Condition, SignalInfo
+from modulecontrol.statemachine import Command, CommandRefused, State
+from modulecontrol.units import to_si
+
+_log = logging.getLogger(__name__)
+
+CommLoss = Literal["hold", "abort", "ignore"]
+ServiceKey = tuple[str, str]
+
+
+class Supervisor:
+    """Plant-wide supervision of one running recipe."""
+
+    def __init__(
+        self,
+        recipe: ValidatedRecipe,
+        proxies: Mapping[str, ModuleProxy],
+        *,
+        clock: Clock,
+        log: EventLog,
+        holds: HoldArbiter,
+        operator: OperatorChannel,
+        command: Callable[[Command, str], bool],
+        recipe_state: Callable[[], State],
+        used: Mapping[ServiceKey, ServiceProxy],
+        tick: float,
+        on_comm_loss: CommLoss,
+    ) -> None:
+        self.validated = recipe
+        self.proxies = proxies
+        self.clock = clock
+        self.log = log
+        self.holds = holds
+        self.operator = operator
+        self._command = command
+        self._recipe_state = recipe_state
+        self._used = used
+        """The module services the recipe has started (interlocks stop/abort those)."""
+        self.tick = tick
+        self.on_comm_loss = on_comm_loss
+        self.signals: dict[str, SignalInfo] = dict(recipe.signals)
+        self.derived: dict[str, Any] = {}
+        """Signals the supervisor computes (``steady.NAME``, ``divert.product``)."""
+        self._module_faults: dict[str, str] = {}
+        """Each faulted module's fault text, so its recovery can say what cleared."""
+        r = recipe.recipe
+        self.interlocks = [InterlockState(i, recipe.compile(i.when)) for i in r.interlocks]
+        self.alarms = [
+            AlarmState.build(a, self._unit(a.signal), recipe.resolve) for a in r.alarms
+        ]
+        self.steady = [
+            SteadyStateDetector(
+                s, self._band(s.band, self._unit(s.signal)), si_number(recipe, s.residence_times)
+            )
+            for s in r.steady_state
+        ]
+        self.divert: DivertControl | None = None
+        if r.divert is not None:
+            self.divert = DivertControl(r.divert.valve, recipe.compile(r.divert.product_when))
+            self.divert.active = r.divert.enabled_from is None
+
+    def _unit(self, signal: str) -> str:
+        info = self.signals.get(signal)
+        return info.unit if info is not None else ""
+
+    def _band(self, raw: Any, unit: str) -> float:
+        band = self.validated.resolve(raw)
+        if isinstance(band, int | float):
+            return float(band) * (to_si(1.0, unit) - to_si(0.0, unit))
+        return to_si(str(band))
+
+    # ------------------------------------------------------------------ values
+    def values(self) -> dict[str, Any]:
+        """Every module's values in SI, plus the derived signals."""
+        out: dict[str, Any] = {}
+        for proxy in self.proxies.values():
+            out.update(proxy.si_values())
+        out.update(self.derived)
+        return out
+
+    def evaluate(self, cond: Condition) -> bool | None:
+        """The condition now; None when it cannot be evaluated (a value missing or bad)."""
+        values = {k: v for k, v in self.values().items() if k in cond.signals}
+        try:
+            return cond.update(self.clock.now(), values)
+        except TypeError:
+            return None
+
+    def feed_flows(self) -> dict[str, float]:
+        """The plant's feed flows in SI (for residence times)."""
+        out: dict[str, float] = {}
+        for tag, assembly in feeds(self.validated.plant).items():
+            proxy = self.proxies.get(tag)
+            if proxy is None:
+                continue
+            v = proxy.value(assembly)
+            da = proxy.type.assembly(assembly)
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                out[tag] = max(0.0, to_si(float(v), da.unit))
+        return out
+
+    # ------------------------------------------------------------------ the tick
+    async def run(self) -> None:
+        """Supervise every ``tick`` simulated seconds until cancelled."""
+        while True:
+            try:
+                await self.supervise()
+            except Exception:
+                _log.exception("supervision tick failed")
+            await self.clock.sleep(self.tick)
+
+    async def supervise(self) -> None:
+        now = self.clock.now()
+        values = self.values()
+        for il in self.interlocks:
+            try:
+                hit = il.condition.update(
+                    now, {k: v for k, v in values.items() if k in il.condition.signals}
+                )
+            except TypeError:
+                hit = None
+            await self._interlock(il, bool(hit))
+        for al in self.alarms:
+            if al.enabled:
+                self._alarm(al, al.step(now, values.get(al.spec.signal)), values)
+        flows = self.feed_flows()
+        for ss in self.steady:
+            tau = residence_time(self.validated.plant, ss.spec.path, flows)
+            flag = ss.step(now, values.get(ss.spec.signal), tau)
+            self.derived[f"steady.{ss.spec.name}"] = ss.steady
+            if flag is not None:
+                self.log.emit(
+                    EventKind.STEADY_STATE,
+                    ss.spec.name,
+                    "steady state reached" if flag else "steady state lost",
+                    steady=flag,
+                    residence_time=tau,
+                )
+        if self.divert is not None:
+            await self._divert(now, self.values())
+
+    def _alarm(self, al: AlarmState, change: str | None, values: Mapping[str, Any]) -> None:
+        if change == "raise":
+            self.log.emit(
+                EventKind.ALARM_RAISED,
+                al.spec.name,
+                al.spec.message or f"{al.spec.signal} out of limits",
+                priority=al.spec.priority,
+                signal=al.spec.signal,
+                value=values.get(al.spec.signal),
+            )
+        elif change == "clear":
+            self.log.emit(
+                EventKind.ALARM_CLEARED,
+                al.spec.name,
+                f"{al.spec.signal} back in limits",
+                priority=al.spec.priority,
+            )
+
+    # ------------------------------------------------------------------ interlocks
+    async def _interlock(self, il: InterlockState, hit: bool) -> None:
+        spec = il.spec
+        if hit and not il.active:
+            il.active = True
+            il.trips += 1
+            self.log.emit(
+                EventKind.INTERLOCK_TRIPPED,
+                spec.name,
+                f"{spec.when} -> {spec.action}",
+                action=spec.action,
+                condition=spec.when,
+            )
+            why = f"interlock {spec.name}"
+            if spec.action == "hold":
+                self.holds.request(f"interlock:{spec.name}", why)
+            elif spec.action in ("stop", "abort"):
+                cmd = Command[spec.action.upper()]
+                if spec.modules:
+                    for tag in spec.modules:
+                        await self._module_command(tag, cmd, why)
+                else:
+                    self._command(cmd, why)
+            elif spec.action == "safe_state":
+                for tag in spec.modules or list(self.proxies):
+                    errors = await self.proxies[tag].apply_safe_state()
+                    self.log.emit(EventKind.SAFE_STATE, tag, why, errors=errors)
+        elif not hit and il.active:
+            il.active = False
+            self.log.emit(EventKind.INTERLOCK_CLEARED, spec.name, f"{spec.when} no longer true")
+            if spec.action != "hold":
+                return
+            if spec.resume == "auto":
+                self.holds.release(f"interlock:{spec.name}", auto=True)
+                return
+            il.awaiting_ack = True
+            self.holds.release(f"interlock:{spec.name}", auto=False)
+            prompt = self.operator.ask(
+                spec.name,
+                f"Interlock {spec.name} cleared: resume the recipe?",
+                ["resume", "stop", "abort"],
+            )
+            self.log.emit(
+                EventKind.OPERATOR_PROMPT, spec.name, "resume after interlock?", prompt=prompt.id
+            )
+            asyncio.get_running_loop().create_task(self._after_ack(il, prompt.future))
+
+    async def _after_ack(self, il: InterlockState, fut: asyncio.Future[str]) -> None:
+        answer = await fut
+        il.awaiting_ack = False
+        self.log.emit(
+            EventKind.OPERATOR_ACTION,
+            il.spec.name,
+            f"answered '{answer}'",
+            user=self.operator.user,
+            answer=answer,
+        )
+        cmd = {"resume": Command.UNHOLD, "stop": Command.STOP, "abort": Command.ABORT}[answer]
+        if cmd is Command.UNHOLD and self.holds.held:
+            return
+        self._command(cmd, f"operator after interlock {il.spec.name}")
+
+    async def _module_command(self, tag: str, cmd: Command, why: str) -> None:
+        for (mtag, sname), svc in self._used.items():
+            if mtag == tag:
+                with contextlib.suppress(CommandRefused, DriverError, ValueError):
+                    await svc.command(cmd)
+                    emit_service_command(self.log, (mtag, sname), cmd, why)
+
+    # ------------------------------------------------------------------ module faults
+    def on_fault(self, tag: str, fault: str | None) -> None:
+        """A module faulted (or recovered): record it and react as ``on_comm_loss`` says."""
+        if fault is None:
+            was = self._module_faults.pop(tag, "")
+            what = ("communication restored" if not was or was.startswith("communication")
+                    else f"cleared: {was}")
+            self.log.emit(EventKind.MODULE_RECOVERED, tag, what, was=was)
+            if self.on_comm_loss == "hold":
+                self.holds.release(f"module:{tag}", auto=True)
+            return
+        self._module_faults[tag] = fault
+        self.log.emit(EventKind.MODULE_FAULT, tag, fault)
+        if self.on_comm_loss == "hold":
+            self.holds.request(f"module:{tag}", f"{tag}: {fault}")
+        elif self.on_comm_loss == "abort":
+            self._command(Command.ABORT, f"{tag}: {fault}")
+
+    # ------------------------------------------------------------------ divert and phases
+    async def _divert(self, now: float, values: Mapping[str, Any]) -> None:
+        d = self.divert
+        assert d is not None
+        if not d.active:
+            return
+        try:
+            ok = d.condition.update(
+                now, {k: v for k, v in values.items() if k in d.condition.signals}
+            )
+        except TypeError:
+            ok = None
+        want = bool(ok) and self._recipe_state() is State.EXECUTE
+        self.derived["divert.product"] = want
+        if want != d.to_product:
+            await self._switch(d, want)
+
+    async def _switch(self, d: DivertControl, to_product: bool) -> None:
+        proxy = self.proxies[d.valve]
+        try:
+            await proxy.set(_valve_assembly(proxy), to_product)
+        except (DriverError, ValueError) as exc:
+            self.log.emit(EventKind.DIVERT_FAILED, d.valve, str(exc))
+            return
+        d.to_product = to_product
+        d.switches += 1  # counts every switch, the one at the end of divert control too
+        self.derived["divert.product"] = to_product
+        self.log.emit(
+            EventKind.DIVERT, d.valve, "to product" if to_product else "to waste",
+            to_product=to_product,
+        )  # fmt: skip
+
+    def step_entered(self, step_name: str | None) -> None:
+        """Alarms and divert control start and end at the steps the recipe names."""
+        if step_name is None:
+            return
+        for al in self.alarms:
+            if step_name == al.spec.enabled_from and not al.enabled:
+                al.enabled = True
+                self.log.emit(EventKind.ALARM_ENABLED, al.spec.name, f"evaluated from {step_name}")
+            elif step_name == al.spec.disabled_from and al.enabled:
+                al.enabled = False
+                if al.active:
+                    al.active = False
+                    self.log.emit(EventKind.ALARM_CLEARED, al.spec.name,
+                                  f"no longer evaluated from {step_name}",
+                                  priority=al.spec.priority)
+                self.log.emit(
+                    EventKind.ALARM_DISABLED, al.spec.name, f"not evaluated from {step_name}"
+                )
+        spec, d = self.validated.recipe.divert, self.divert
+        if spec is None or d is None:
+            return
+        if step_name == spec.enabled_from and not d.active:
+            d.active = True
+            self.log.emit(
+                EventKind.DIVERT_ENABLED, d.valve, f"divert control active from {step_name}"
+            )
+        elif step_name == spec.disabled_from and d.active:
+            d.active = False
+            self.log.emit(EventKind.DIVERT_DISABLED, d.valve, f"divert control ends at {step_name}")
+            if d.to_product:
+                asyncio.get_running_loop().create_task(self._switch(d, False))
+
+
+def emit_service_command(log: EventLog, key: ServiceKey, cmd: Command, why: str) -> None:
+    """The event of a command the recipe's supervision sent to a module service."""
+    log.emit(
+        EventKind.COMMAND, f"{key[0]}.{key[1]}", f"{cmd.label} ({why})",
+        command=cmd.label, module=key[0], service=key[1],
+    )  # fmt: skip
+
+
+def _valve_assembly(proxy: ModuleProxy) -> str:
+    for da in proxy.type.data_assemblies:
+        if da.class_ in ("BinVlv", "MonBinVlv"):
+            return da.name
+    raise ValueError(f"{proxy.tag} has no valve assembly (BinVlv) to divert with")
