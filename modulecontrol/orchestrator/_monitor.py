@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from modulecontrol.expr import Condition, SignalHistory
 from modulecontrol.recipe._model import Alarm, Interlock, SteadyState
-from modulecontrol.recipe.expr import Condition, SignalHistory
 from modulecontrol.units import to_si
 
 

@@ -22,6 +22,7 @@ from modulecontrol.clock import Clock
 from modulecontrol.descriptors import PlantConfig
 from modulecontrol.descriptors._topology import feeds, residence_time
 from modulecontrol.drivers import DriverError
+from modulecontrol.expr import Condition, SignalInfo
 from modulecontrol.orchestrator._events import Event, EventLog
 from modulecontrol.orchestrator._monitor import (
     AlarmState,
@@ -45,7 +46,6 @@ from modulecontrol.recipe._model import (
     UnitProcedure,
     WaitStep,
 )
-from modulecontrol.recipe.expr import Condition, SignalInfo
 from modulecontrol.statemachine import (
     Channel,
     Command,

@@ -8,7 +8,7 @@ between the validator (which checks conditions against it before anything runs) 
 from __future__ import annotations
 
 from modulecontrol.descriptors import DA_ATTRIBUTES, PRIMARY_ATTRIBUTE, DataAssembly, PlantConfig
-from modulecontrol.recipe._expr_check import SignalInfo
+from modulecontrol.expr import SignalInfo
 from modulecontrol.recipe._model import Recipe
 
 UNIT_ATTRIBUTES = frozenset(

@@ -26,10 +26,15 @@ from pydantic import BaseModel, ValidationError
 from modulecontrol.descriptors import ModuleType, PlantConfig, load_plant, register_kind
 from modulecontrol.descriptors._module import Procedure
 from modulecontrol.errors import ConfigError, Location, Problem, did_you_mean
-from modulecontrol.recipe._expr_ast import BoolLit
-from modulecontrol.recipe._expr_check import SignalInfo, check
-from modulecontrol.recipe._expr_eval import Condition, compile_condition
-from modulecontrol.recipe._expr_parse import ExprSyntaxError, parse
+from modulecontrol.expr import (
+    BoolLit,
+    Condition,
+    ExprSyntaxError,
+    SignalInfo,
+    check,
+    compile_condition,
+    parse,
+)
 from modulecontrol.recipe._model import (
     PARAM_REF,
     STEP_KINDS,
@@ -280,7 +285,7 @@ class ValidatedRecipe:
                 yield by_id[sid], path
 
     def parameter_values(self) -> dict[str, Any]:
-        """Parameters in the form :func:`~modulecontrol.recipe.expr.compile_condition` takes."""
+        """Parameters in the form :func:`~modulecontrol.expr.compile_condition` takes."""
         return {n: p.for_check() for n, p in self.parameters.items()}
 
     def compile(self, condition: str) -> Condition:
