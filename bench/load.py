@@ -504,4 +504,7 @@ SMALL = Mix(fed_lines=2, tcp_lines=0, thermostats=1, serial_share=0.5)
 
 
 if __name__ == "__main__":
+    from modulecontrol.bootstrap import configure
+
+    configure()  # the composition root of this script
     sys.exit(main())

@@ -23,7 +23,7 @@ from typing import Any
 import pint
 from pydantic import BaseModel, ValidationError
 
-from modulecontrol.descriptors import ModuleType, PlantConfig, load_plant, register_kind
+from modulecontrol.descriptors import ModuleType, PlantConfig, load_plant
 from modulecontrol.descriptors._module import Procedure
 from modulecontrol.errors import ConfigError, Location, Problem, did_you_mean
 from modulecontrol.expr import (
@@ -1188,10 +1188,3 @@ def validate_recipe_with_plant(
     """For ``modulecontrol validate RECIPE --plant PLANT``."""
     return validate_recipe_doc(doc, plant_path)
 
-
-def _validate_named_plant(doc: YamlDoc) -> ValidatedRecipe:
-    return validate_recipe_doc(doc)
-
-
-register_kind("Recipe", _validate_named_plant)
-register_kind("Recipe+Plant", validate_recipe_with_plant)

@@ -1,14 +1,30 @@
 """pytest plugin (entry point ``pytest11``): fixtures of the driver test kit.
 
 Loaded automatically once modulecontrol is installed; it only registers fixtures and never
-changes the behaviour of unrelated tests.
+changes the behaviour of unrelated tests: nothing here is autouse.
 """
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 
 import pytest
+
+from modulecontrol.bootstrap import Wiring, configure
+
+
+@pytest.fixture(scope="session")
+def modulecontrol_wiring() -> Iterator[Wiring]:
+    """The composition root for a test session: document kinds and every installed driver's
+    transport registered, as ``modulecontrol``'s ``main()`` does (without its CLI logging).
+
+    A driver package's own suite requests it (or makes it autouse in its ``conftest.py``)
+    before loading module types or plants that name its transport; undone after the session.
+    """
+    wiring = configure()
+    yield wiring
+    wiring.undo()
 
 
 @pytest.fixture
