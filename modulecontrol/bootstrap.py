@@ -106,11 +106,13 @@ def configure(*, cli_logging: bool = False) -> Wiring:
     for ep in entry_points(group=TYPES_GROUP):
         origin = f"{ep.dist.name if ep.dist else ep.name}:{ep.value}"
         try:
-            wiring.module_types += register_module_types(origin, resources.files(ep.value))
+            added = register_module_types(origin, resources.files(ep.value))
         except (ConfigError, ImportError, OSError) as exc:
             wiring.problems[f"{TYPES_GROUP}:{ep.name}"] = f"{origin}: {exc}"
             continue
-        wiring._undo.append(functools.partial(unregister_module_types, origin))
+        if added:
+            wiring.module_types += added
+            wiring._undo.append(functools.partial(unregister_module_types, origin))
     if cli_logging:
         handler = logging.StreamHandler(sys.stderr)
         handler.setLevel(logging.WARNING)

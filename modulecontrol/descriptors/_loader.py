@@ -130,9 +130,12 @@ def register_module_types(origin: str, folder: resources.abc.Traversable) -> lis
     Why a registry: a plant names a type (``type: AcmeHeater``), not a file, and a driver
     package ships the types of the devices it speaks to. The composition root calls this for
     every ``modulecontrol.module_types`` entry point, after the transports are registered (the
-    types' bindings name them). Returns the names added; a problem in a file is a
-    ``ConfigError`` naming the file.
+    types' bindings name them). Returns the names added, none if ``origin`` is registered
+    already (registering twice changes nothing); a problem in a file is a ``ConfigError``
+    naming the file.
     """
+    if origin in _PLUGIN_TYPES:
+        return []
     lib = TypeLibrary()
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith((".yaml", ".yml")):
