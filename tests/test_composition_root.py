@@ -68,7 +68,7 @@ def test_importing_changes_no_registry_and_no_logger() -> None:
                          text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout)
-    empty = {"kinds": [], "transports": []}
+    empty: dict[str, list[str]] = {"kinds": [], "transports": []}
     assert got["before"] == empty
     assert got["after"] == empty, "importing registered something"
     assert got["changed_loggers"] == {}, "importing configured a logger"
