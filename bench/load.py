@@ -184,9 +184,11 @@ def _serve(plant_file: str, conn: Connection) -> None:
     """Child process: serve the plant until the parent says stop (or goes away)."""
 
     async def main() -> None:
+        from modulecontrol.bootstrap import configure
         from modulecontrol.descriptors import load_plant
         from modulecontrol.simulators import PlantServer, SimulatedPlant
 
+        configure()  # a spawned process is a program of its own: its own composition root
         cfg = load_plant(plant_file)
         plant = SimulatedPlant.from_config(cfg, Clock.realtime(), dt=1.0)
         server = PlantServer(plant, free_ports=True)
