@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from modulecontrol.bootstrap import QuietAsyncua, configure
+from modulecontrol.bootstrap import QuietAsyncua, Wiring, configure
 from modulecontrol.descriptors import document_kinds, installed_types, transports
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,3 +116,10 @@ def test_quiet_asyncua_passes_its_errors() -> None:
     f = QuietAsyncua()
     assert f.filter(_record("asyncua", logging.CRITICAL))
     assert not f.filter(_record("asyncua", logging.INFO))
+
+
+def test_the_pytest_plugin_fixture_wires_a_driver_package_suite(
+    modulecontrol_wiring: Wiring,
+) -> None:
+    assert modulecontrol_wiring.problems == {}  # every installed driver loaded
+    assert {"acme", "modbus", "opcua", "serial"} <= set(transports())

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
-from modulecontrol.bootstrap import Wiring, configure
+if TYPE_CHECKING:
+    from modulecontrol.bootstrap import Wiring
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +23,11 @@ def modulecontrol_wiring() -> Iterator[Wiring]:
 
     A driver package's own suite requests it (or makes it autouse in its ``conftest.py``)
     before loading module types or plants that name its transport; undone after the session.
+    Imported here, not at the top: this plugin is loaded into every pytest run of an
+    environment that has modulecontrol, and must stay cheap there.
     """
+    from modulecontrol.bootstrap import configure
+
     wiring = configure()
     yield wiring
     wiring.undo()
