@@ -14,8 +14,12 @@ $(VENV)/.installed: $(VENV)/bin/python pyproject.toml
 	$(PIP) install -e .
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
+# The test environment also holds the suite's toy plug-in distribution (tests/plugins/
+# acme_driver): the tests find its driver and module types by entry point, as users' plug-ins
+# are found. PyPI extras cannot name a local path, hence this second install.
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml tests/plugins/acme_driver/pyproject.toml
 	$(PIP) install -e '.[test]'
+	$(PIP) install --no-deps --no-build-isolation -e tests/plugins/acme_driver
 	touch $@
 
 venv: $(VENV)/.installed

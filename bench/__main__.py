@@ -52,4 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from modulecontrol.bootstrap import configure
+
+    configure()  # the composition root of this script
     sys.exit(main())

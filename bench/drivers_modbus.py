@@ -191,5 +191,8 @@ def run(seconds: float = 1.0, rounds: int = 7) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    from modulecontrol.bootstrap import configure
+
+    configure()  # the composition root of this script
     for k, v in run().items():
         print(f"{k}: {v}")

@@ -81,5 +81,8 @@ def run() -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    from modulecontrol.bootstrap import configure
+
+    configure()  # the composition root of this script
     for k, v in run().items():
         print(f"{k:32} {v}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from modulecontrol.recipe.expr import SignalInfo, compile_condition, parse
+from modulecontrol.expr import SignalInfo, compile_condition, parse
 
 SIGNALS = {
     "R1.T": SignalInfo("degC"),

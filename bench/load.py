@@ -184,9 +184,11 @@ def _serve(plant_file: str, conn: Connection) -> None:
     """Child process: serve the plant until the parent says stop (or goes away)."""
 
     async def main() -> None:
+        from modulecontrol.bootstrap import configure
         from modulecontrol.descriptors import load_plant
         from modulecontrol.simulators import PlantServer, SimulatedPlant
 
+        configure()  # a spawned process is a program of its own: its own composition root
         cfg = load_plant(plant_file)
         plant = SimulatedPlant.from_config(cfg, Clock.realtime(), dt=1.0)
         server = PlantServer(plant, free_ports=True)
@@ -504,4 +506,7 @@ SMALL = Mix(fed_lines=2, tcp_lines=0, thermostats=1, serial_share=0.5)
 
 
 if __name__ == "__main__":
+    from modulecontrol.bootstrap import configure
+
+    configure()  # the composition root of this script
     sys.exit(main())

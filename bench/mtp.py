@@ -40,5 +40,8 @@ def run() -> dict[str, float]:
 
 
 if __name__ == "__main__":
+    from modulecontrol.bootstrap import configure
+
+    configure()  # the composition root of this script
     for k, v in run().items():
         print(f"{k}: {v:.4g}")

@@ -38,4 +38,7 @@ def run() -> dict[str, float]:
 
 
 if __name__ == "__main__":
+    from modulecontrol.bootstrap import configure
+
+    configure()  # the composition root of this script
     print(run())

@@ -49,6 +49,9 @@ def run() -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    from modulecontrol.bootstrap import configure
+
+    configure()  # the composition root of this script
     import json
 
     print(json.dumps(run(), indent=2))

@@ -71,22 +71,24 @@ def import_cli() -> float:
 
 
 async def _session_starts(tmp: Path, n: int) -> list[float]:
-    import logging
-
+    from modulecontrol.bootstrap import configure
     from modulecontrol.session import RunOptions, Session
 
-    logging.getLogger("asyncua").setLevel(logging.ERROR)
+    wiring = configure(cli_logging=True)  # asyncua as quiet as in `modulecontrol run`
     times: list[float] = []
-    for i in range(n):
-        opts = RunOptions(simulate=True, speed=240, db=tmp / f"s{i}.db", report_dir=None,
-                          overrides={"checks": "1"}, auto_answer="__first__")
-        session = Session.load(CAMPAIGN, None, opts)
-        t0 = time.perf_counter()
-        try:
-            await session.start()
-            times.append(time.perf_counter() - t0)
-        finally:
-            await session._shutdown()
+    try:
+        for i in range(n):
+            opts = RunOptions(simulate=True, speed=240, db=tmp / f"s{i}.db", report_dir=None,
+                              overrides={"checks": "1"}, auto_answer="__first__")
+            session = Session.load(CAMPAIGN, None, opts)
+            t0 = time.perf_counter()
+            try:
+                await session.start()
+                times.append(time.perf_counter() - t0)
+            finally:
+                await session._shutdown()
+    finally:
+        wiring.undo()
     return times
 
 
@@ -111,6 +113,9 @@ def run() -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    from modulecontrol.bootstrap import configure
+
+    configure()  # the composition root of this script
     import json
 
     print(json.dumps(run(), indent=2))

@@ -36,11 +36,6 @@ def run_command(recipe: Path, plant: Path | None, *, simulate: bool, speed: floa
     from modulecontrol.recipe import parse_set_options
 
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
-    import logging
-
-    # asyncua reports every unsecured loopback session at WARNING: keep the terminal for
-    # the run; real problems reach the user as typed errors.
-    logging.getLogger("asyncua").setLevel(logging.ERROR)
     if not (math.isfinite(speed) and speed > 0):
         print(f"--speed: must be a positive number (simulated seconds per wall second), "
               f"not {speed:g}", file=sys.stderr)

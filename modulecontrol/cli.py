@@ -60,22 +60,15 @@ def validate(
     ] = None,
 ) -> None:
     """Validate YAML documents; print every problem as path:line:col: message."""
-    import modulecontrol.recipe
-    import modulecontrol.simulators  # noqa: F401  (registers the Scenario document kind)
     from modulecontrol.descriptors import validate_file
+    from modulecontrol.recipe import validate_recipe_with_plant
+    from modulecontrol.yamlio import load_yaml
 
     failed = 0
     for path in paths:
         try:
             if plant is not None and _is_recipe(path):
-                from modulecontrol.descriptors._loader import _EXTRA_KINDS
-
-                checker = _EXTRA_KINDS.get("Recipe+Plant")
-                if checker is None:
-                    raise ConfigError.single("recipes are not supported by this version")
-                from modulecontrol.yamlio import load_yaml
-
-                checker(load_yaml(path), plant)  # type: ignore[call-arg]
+                validate_recipe_with_plant(load_yaml(path), plant)
             else:
                 validate_file(path)
         except ConfigError as exc:
@@ -99,16 +92,18 @@ def _is_recipe(path: Path) -> bool:
 
 @app.command()
 def describe(
-    type_name: Annotated[str, typer.Argument(metavar="TYPE", help="Built-in type or YAML file.")],
+    type_name: Annotated[
+        str, typer.Argument(metavar="TYPE", help="Type name (built-in or plug-in) or YAML file.")
+    ],
 ) -> None:
     """Show a module type: services, procedures, parameters and data assemblies."""
-    from modulecontrol.descriptors import builtin_types, load_module_type
+    from modulecontrol.descriptors import installed_types, load_module_type
 
     try:
         if type_name.endswith((".yaml", ".yml")) or Path(type_name).is_file():
             mt = load_module_type(type_name)
         else:
-            mt = builtin_types().get(type_name)
+            mt = installed_types().get(type_name)
     except ConfigError as exc:
         report_problems(exc)
         raise typer.Exit(EXIT_INVALID) from None
@@ -187,10 +182,10 @@ def run(
 
 @app.command("types")
 def list_types() -> None:
-    """List the built-in module types."""
-    from modulecontrol.descriptors import builtin_types
+    """List the installed module types: built-in and from plug-in packages."""
+    from modulecontrol.descriptors import installed_types
 
-    lib = builtin_types()
+    lib = installed_types()
     table = Table("type", "category", "description")
     for name in lib:
         mt = lib.get(name)
@@ -219,6 +214,10 @@ _mount()
 
 
 def main() -> None:
+    """The composition root of the command line: wire once, then run the command."""
+    from modulecontrol.bootstrap import configure
+
+    configure(cli_logging=True)
     app()
 
 

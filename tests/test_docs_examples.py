@@ -24,8 +24,7 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter
 
-from modulecontrol.descriptors import load_plant
-from modulecontrol.descriptors._plant import Endpoint
+from modulecontrol.descriptors import Endpoint, load_plant
 from modulecontrol.recipe import load_recipe
 from modulecontrol.records import FigureSpec
 from modulecontrol.simulators import load_scenario

@@ -3,17 +3,37 @@
 A binding is pure data (register map, node id, command template); the drivers interpret it.
 One attribute may carry bindings for several transports, so a module type can be served over
 Modbus in one plant and OPC UA in another; the instance's endpoint picks which one is used.
+
+The keys an attribute may carry are the registered transports (:mod:`._transports`): the
+three built-in models below are registered by their drivers like any plug-in's.
 """
 
 from __future__ import annotations
 
 import re
 import string
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal, TypeVar
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import (
+    Field,
+    SerializationInfo,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails
 
 from modulecontrol.descriptors._base import Model, Seconds
+from modulecontrol.descriptors._transports import (
+    Binding,
+    UnknownTransport,
+    binding_model,
+    located_error,
+    relocated,
+)
 
 ModbusTable = Literal["coil", "discrete_input", "holding", "input"]
 ModbusType = Literal["bool", "int16", "uint16", "int32", "uint32", "float32", "float64"]
@@ -30,7 +50,7 @@ REGISTER_COUNT: dict[str, int] = {
 }
 
 
-class ModbusBinding(Model):
+class ModbusBinding(Binding):
     """A value in a Modbus table. Engineering value = raw * scale + offset."""
 
     table: ModbusTable
@@ -74,7 +94,7 @@ class ModbusBinding(Model):
 _NODE_ID = re.compile(r"^(?:(?:ns=\d+;)?(?:nsu=[^;]+;)?)?(?:[sigb]=.+)$")
 
 
-class OpcUaBinding(Model):
+class OpcUaBinding(Binding):
     """An OPC UA variable. The namespace is named by URI and resolved when connecting."""
 
     namespace_uri: str | None = None
@@ -90,6 +110,14 @@ class OpcUaBinding(Model):
         if not _NODE_ID.match(v):
             return f"s={v}"
         return v
+
+    @property
+    def writable(self) -> bool:
+        return self.access in ("write", "readwrite")
+
+    @property
+    def readable(self) -> bool:
+        return self.access in ("read", "readwrite")
 
 
 _FORMATTER = string.Formatter()
@@ -159,7 +187,7 @@ class SerialCommand(Model):
         return v
 
 
-class SerialBinding(Model):
+class SerialBinding(Binding):
     """How an attribute is read and/or written over a serial ASCII protocol."""
 
     read: SerialCommand | None = None
@@ -171,20 +199,86 @@ class SerialBinding(Model):
             raise ValueError("a serial binding needs 'read', 'write' or both")
         return self
 
+    @property
+    def writable(self) -> bool:
+        return self.write is not None
+
+    @property
+    def readable(self) -> bool:
+        return self.read is not None
+
+
+B = TypeVar("B", bound=Binding)
+
 
 class AttributeBinding(Model):
-    """Bindings of one attribute, one per transport that can reach it."""
+    """Bindings of one attribute, one per transport that can reach it, keyed by transport.
 
-    modbus: ModbusBinding | None = None
-    opcua: OpcUaBinding | None = None
-    serial: SerialBinding | None = None
+    In YAML it is a mapping ``{modbus: {...}, opcua: {...}, acme: {...}}``; each value is
+    validated by the binding model its transport registered, so a plug-in's keys are checked
+    as strictly as the built-ins'. An unknown key names the installed transports.
+    """
 
-    @model_validator(mode="after")
-    def _some(self) -> AttributeBinding:
-        if self.modbus is None and self.opcua is None and self.serial is None:
-            raise ValueError("a binding needs at least one of 'modbus', 'opcua', 'serial'")
-        return self
+    by_transport: dict[str, SerializeAsAny[Binding]]
 
-    def for_transport(self, transport: str) -> ModbusBinding | OpcUaBinding | SerialBinding | None:
-        found: ModbusBinding | OpcUaBinding | SerialBinding | None = getattr(self, transport, None)
+    @model_validator(mode="before")
+    @classmethod
+    def _validate_each(cls, data: Any) -> Any:
+        if isinstance(data, AttributeBinding):
+            return data
+        if not isinstance(data, Mapping):
+            raise ValueError(
+                "a binding maps transports to their bindings, e.g. {modbus: {table: holding, "
+                "address: 0}}"
+            )
+        if set(data) == {"by_transport"}:  # already in model form (model_copy, round trips)
+            data = data["by_transport"]
+        out: dict[str, Binding] = {}
+        errors: list[InitErrorDetails] = []
+        for key, raw in data.items():
+            try:
+                model = binding_model(str(key))
+            except UnknownTransport as exc:
+                errors += relocated(located_error(cls.__name__, (), raw, str(exc)).errors(), (key,))
+                continue
+            if isinstance(raw, model):
+                out[key] = raw
+                continue
+            try:
+                out[key] = model.model_validate(raw)
+            except ValidationError as exc:
+                errors += relocated(exc.errors(), (key,))
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        if not out:
+            raise ValueError("a binding needs at least one transport (e.g. 'modbus', 'opcua')")
+        return {"by_transport": out}
+
+    @model_serializer(mode="plain")
+    def _as_mapping(self, info: SerializationInfo) -> dict[str, Any]:
+        return {
+            name: b.model_dump(
+                mode=info.mode,
+                by_alias=bool(info.by_alias),
+                exclude_defaults=info.exclude_defaults,
+                exclude_none=info.exclude_none,
+            )
+            for name, b in self.by_transport.items()
+        }
+
+    def for_transport(self, transport: str) -> Binding | None:
+        """This attribute's binding on ``transport``, if it has one."""
+        return self.by_transport.get(transport)
+
+    def get(self, transport: str, kind: type[B]) -> B | None:
+        """The binding on ``transport`` as ``kind`` (``get("opcua", OpcUaBinding)``).
+
+        Why typed: code that reads a transport's fields (an exporter writing node ids) wants
+        the model class, and a binding of another class under that key is a bug, not None.
+        """
+        found = self.by_transport.get(transport)
+        if found is not None and not isinstance(found, kind):
+            raise TypeError(
+                f"the '{transport}' binding is a {type(found).__name__}, not a {kind.__name__}"
+            )
         return found

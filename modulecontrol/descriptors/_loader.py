@@ -120,6 +120,48 @@ def builtin_types() -> TypeLibrary:
     return _BUILTIN.copy()
 
 
+_PLUGIN_TYPES: dict[str, TypeLibrary] = {}
+"""Module types of installed plug-in packages, by origin; filled by the composition root."""
+
+
+def register_module_types(origin: str, folder: resources.abc.Traversable) -> list[str]:
+    """Add the module types (``*.yaml``) in ``folder``, a plug-in package's data, by ``origin``.
+
+    Why a registry: a plant names a type (``type: AcmeHeater``), not a file, and a driver
+    package ships the types of the devices it speaks to. The composition root calls this for
+    every ``modulecontrol.module_types`` entry point, after the transports are registered (the
+    types' bindings name them). Returns the names added, none if ``origin`` is registered
+    already (registering twice changes nothing); a problem in a file is a ``ConfigError``
+    naming the file.
+    """
+    if origin in _PLUGIN_TYPES:
+        return []
+    lib = TypeLibrary()
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith((".yaml", ".yml")):
+            where = f"{origin}/{entry.name}"
+            lib.add(module_type_from_text(entry.read_text("utf-8"), where), where)
+    _PLUGIN_TYPES[origin] = lib
+    return sorted(lib.types)
+
+
+def unregister_module_types(origin: str) -> None:
+    _PLUGIN_TYPES.pop(origin, None)
+
+
+def installed_types() -> TypeLibrary:
+    """The built-in module types and those of registered plug-in packages.
+
+    A plug-in type named like a built-in (or like another plug-in's) is a ``ConfigError``
+    naming both origins: which one a plant meant cannot be guessed.
+    """
+    lib = builtin_types()
+    for plugin in _PLUGIN_TYPES.values():
+        for name, mt in plugin.types.items():
+            lib.add(mt, plugin.origins[name])
+    return lib
+
+
 def builtin_type_files() -> list[Path]:
     folder = Path(str(resources.files("modulecontrol.descriptors").joinpath("builtin")))
     return sorted(folder.glob("*.yaml"))
@@ -178,7 +220,7 @@ def apply_overrides(mt: ModuleType, inst: ModuleInstance) -> ModuleType:
 def plant_from_doc(doc: YamlDoc, library: TypeLibrary | None = None) -> PlantConfig:
     """Validate a plant document: schema, extra type files, topology, per-instance overrides."""
     plant = _validate(Plant, doc)
-    lib = (library or builtin_types()).copy()
+    lib = (library or installed_types()).copy()
     problems: list[Problem] = []
     base = Path(doc.file).parent
     for i, rel in enumerate(plant.types):
@@ -219,8 +261,23 @@ _EXTRA_KINDS: dict[str, Validator] = {}
 
 
 def register_kind(kind: str, validator: Validator) -> None:
-    """Let other layers (recipes, simulators) teach ``validate_file`` their document kinds."""
+    """Let other layers (recipes, simulators) teach ``validate_file`` their document kinds.
+
+    Called by the composition root (:func:`modulecontrol.bootstrap.configure`), never on
+    import, so what ``validate_file`` accepts does not depend on which modules happen to be
+    imported.
+    """
     _EXTRA_KINDS[kind] = validator
+
+
+def unregister_kind(kind: str) -> None:
+    """Forget a document kind (the composition root undoing itself, tests)."""
+    _EXTRA_KINDS.pop(kind, None)
+
+
+def document_kinds() -> dict[str, Validator]:
+    """The registered extra document kinds (beyond ModuleType and Plant), as a copy."""
+    return dict(_EXTRA_KINDS)
 
 
 def validate_file(path: str | Path) -> Any:

@@ -11,6 +11,7 @@ from modulecontrol.descriptors._assemblies import DataAssembly
 from modulecontrol.descriptors._base import Ident, Model, delta_in
 from modulecontrol.descriptors._bindings import AttributeBinding, OpcUaBinding
 from modulecontrol.errors import did_you_mean
+from modulecontrol.expr import ExprSyntaxError, SignalInfo, check, parse
 from modulecontrol.mtpcore import (
     DA_ATTRIBUTES,
     PARAM_CLASSES,
@@ -407,8 +408,6 @@ def _unique_names(names: list[str], what: str) -> None:
 
 def _condition_problems(text: str, das: dict[str, DataAssembly]) -> list[tuple[int, str]]:
     """Problems of a module-local condition, where the module calls itself ``this``."""
-    from modulecontrol.recipe.expr import ExprSyntaxError, SignalInfo, check, parse
-
     signals = {
         f"this.{d.name}": SignalInfo(d.unit if d.kind == "number" else "", d.kind)
         for d in das.values()

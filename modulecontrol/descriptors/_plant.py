@@ -1,26 +1,34 @@
-"""Module instances, endpoints and plants (instances joined by flow connections)."""
+"""Module instances, endpoints and plants (instances joined by flow connections).
+
+The endpoint models of the built-in transports live here; which models a plant may use is
+decided by the transport registry (:mod:`._transports`), filled by the composition root from
+the installed drivers, so a plug-in's ``protocol: acme`` is as valid as ``modbus-tcp``.
+"""
 
 from __future__ import annotations
 
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    Field,
+    PlainValidator,
+    SerializeAsAny,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from modulecontrol.descriptors._base import Ident, Model, Seconds, quantity_in
 from modulecontrol.descriptors._module import ModuleType
+from modulecontrol.descriptors._transports import EndpointBase, transport_of, validate_endpoint
 from modulecontrol.errors import did_you_mean
 
 PathKey = tuple[str | int, ...]
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-class _EndpointBase(Model):
-    timeout: Seconds = Field(default=1.0, gt=0, le=600)
-    """Every I/O on this endpoint gives up after this long."""
-
-
-class ModbusTcpEndpoint(_EndpointBase):
+class ModbusTcpEndpoint(EndpointBase):
     protocol: Literal["modbus-tcp"]
     host: str = "127.0.0.1"
     port: int = Field(default=502, ge=1, le=65535)
@@ -32,7 +40,7 @@ class ModbusTcpEndpoint(_EndpointBase):
     """Coalescing: registers or bits allowed between two tags read in one request."""
 
 
-class ModbusRtuEndpoint(_EndpointBase):
+class ModbusRtuEndpoint(EndpointBase):
     protocol: Literal["modbus-rtu"]
     port: str
     baudrate: int = Field(default=19200, gt=0)
@@ -60,7 +68,7 @@ class PeaUser(Model):
     """Environment variable holding this user's password (never the password itself)."""
 
 
-class OpcUaEndpoint(_EndpointBase):
+class OpcUaEndpoint(EndpointBase):
     protocol: Literal["opcua"]
     url: str
     namespace_uri: str | None = None
@@ -108,7 +116,7 @@ Terminator = Annotated[str, StringConstraints(strip_whitespace=False, min_length
 """Line terminators are whitespace by nature: exempt from the models' whitespace stripping."""
 
 
-class SerialEndpoint(_EndpointBase):
+class SerialEndpoint(EndpointBase):
     protocol: Literal["serial"]
     port: str
     baudrate: int = Field(default=9600, gt=0)
@@ -141,17 +149,8 @@ class SerialEndpoint(_EndpointBase):
         return v
 
 
-Endpoint = Annotated[
-    ModbusTcpEndpoint | ModbusRtuEndpoint | OpcUaEndpoint | SerialEndpoint,
-    Field(discriminator="protocol"),
-]
-
-TRANSPORT_OF: dict[str, str] = {
-    "modbus-tcp": "modbus",
-    "modbus-rtu": "modbus",
-    "opcua": "opcua",
-    "serial": "serial",
-}
+Endpoint = Annotated[SerializeAsAny[EndpointBase], PlainValidator(validate_endpoint)]
+"""An endpoint of any registered protocol, validated by the model its ``protocol`` names."""
 
 
 class AssemblyOverride(Model):
@@ -190,7 +189,7 @@ class ModuleInstance(Model):
 
     @property
     def transport(self) -> str | None:
-        return None if self.endpoint is None else TRANSPORT_OF[self.endpoint.protocol]
+        return None if self.endpoint is None else transport_of(self.endpoint.protocol)
 
 
 class Connection(Model):
@@ -373,7 +372,7 @@ def _transports(mt: ModuleType) -> list[str]:
     bound = [b for d in mt.data_assemblies for b in d.bindings.values()]
     bound += [b for s in mt.services for b in s.bindings.values()]
     for b in bound:
-        found.update(t for t in ("modbus", "opcua", "serial") if getattr(b, t) is not None)
+        found.update(b.by_transport)
     if mt.opcua is not None:
         found.add("opcua")
     return sorted(found)

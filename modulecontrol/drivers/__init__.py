@@ -21,7 +21,13 @@ from modulecontrol.drivers._base import (
     check_value,
     tag_table,
 )
-from modulecontrol.drivers._registry import GROUP, UnknownDriver, available_drivers, load_driver
+from modulecontrol.drivers._registry import (
+    GROUP,
+    UnknownDriver,
+    available_drivers,
+    load_driver,
+    register_transports,
+)
 from modulecontrol.drivers._scan import ScanStats
 
 __all__ = [
@@ -48,5 +54,6 @@ __all__ = [
     "available_drivers",
     "check_value",
     "load_driver",
+    "register_transports",
     "tag_table",
 ]

@@ -16,8 +16,14 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from modulecontrol.descriptors import DataAssembly, ModuleInstance, ModuleType, Service
-from modulecontrol.descriptors._bindings import ModbusBinding, OpcUaBinding, SerialBinding
+from modulecontrol.descriptors import (
+    Binding,
+    DataAssembly,
+    EndpointBase,
+    ModuleInstance,
+    ModuleType,
+    Service,
+)
 from modulecontrol.drivers._scan import ScanStats
 from modulecontrol.errors import did_you_mean
 from modulecontrol.mtpcore import (
@@ -129,26 +135,17 @@ class TagInfo:
     name: str
     assembly: DataAssembly
     attribute: str
-    binding: ModbusBinding | OpcUaBinding | SerialBinding
+    binding: Binding
+    """The transport's own binding model; its driver narrows it to its class."""
     service: Service | None = None
 
     @property
     def writable(self) -> bool:
-        b = self.binding
-        if isinstance(b, ModbusBinding):
-            return b.writable
-        if isinstance(b, OpcUaBinding):
-            return b.access in ("write", "readwrite")
-        return b.write is not None
+        return self.binding.writable
 
     @property
     def readable(self) -> bool:
-        b = self.binding
-        if isinstance(b, SerialBinding):
-            return b.read is not None
-        if isinstance(b, OpcUaBinding):
-            return b.access in ("read", "readwrite")
-        return True
+        return self.binding.readable
 
 
 Callback = Callable[[Mapping[str, TagValue]], None]
@@ -231,6 +228,11 @@ class BaseDriver:
     """
 
     transport: ClassVar[str] = ""
+    """The binding key in module types (``modbus:``) and the driver's entry-point name."""
+    binding_model: ClassVar[type[Binding]] = Binding
+    """The model of this transport's attribute bindings; registered under ``transport``."""
+    endpoint_models: ClassVar[tuple[type[EndpointBase], ...]] = ()
+    """The endpoint models a plant may name (``protocol: modbus-tcp``), one per protocol."""
     source_timestamps: ClassVar[bool] = False
     """Whether ``TagValue.timestamp`` is the device's time of the value (OPC UA
     SourceTimestamp) rather than the time of the read; the proxy's stale-value watchdog

@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from modulecontrol.drivers._registry import _BUILTIN, available_drivers
+from modulecontrol.drivers._registry import available_drivers, driver_origin
 
 app = typer.Typer(help="Drivers found through the 'modulecontrol.drivers' entry points.",
                   no_args_is_help=True)
@@ -14,16 +14,7 @@ app = typer.Typer(help="Drivers found through the 'modulecontrol.drivers' entry 
 
 def driver_rows() -> list[tuple[str, str, str]]:
     """(name, target, origin) per driver; origin is 'built-in' or the distribution name."""
-    rows = []
-    for name, ep in available_drivers().items():
-        dist = getattr(ep, "dist", None)
-        dist_name = getattr(dist, "name", None) if dist is not None else None
-        if dist_name is None or (dist_name == "modulecontrol" and _BUILTIN.get(name) == ep.value):
-            origin = "built-in"
-        else:
-            origin = f"{dist_name} {getattr(dist, 'version', '')}".strip()
-        rows.append((name, ep.value, origin))
-    return rows
+    return [(name, ep.value, driver_origin(name, ep)) for name, ep in available_drivers().items()]
 
 
 @app.command("list")

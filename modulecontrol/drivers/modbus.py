@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from modulecontrol.descriptors import (
+    Binding,
+    EndpointBase,
+    ModbusBinding,
     ModbusRtuEndpoint,
     ModbusTcpEndpoint,
     ModuleInstance,
     ModuleType,
 )
-from modulecontrol.descriptors._bindings import ModbusBinding
 from modulecontrol.drivers import _modbus_link
 from modulecontrol.drivers._base import (
     BaseDriver,
@@ -57,6 +59,11 @@ class ModbusDriver(BaseDriver):
     """Talks Modbus TCP or RTU to one module instance (one unit id, or several per binding)."""
 
     transport: ClassVar[str] = "modbus"
+    binding_model: ClassVar[type[Binding]] = ModbusBinding
+    endpoint_models: ClassVar[tuple[type[EndpointBase], ...]] = (
+        ModbusTcpEndpoint,
+        ModbusRtuEndpoint,
+    )
 
     def __init__(self, module_type: ModuleType, instance: ModuleInstance) -> None:
         super().__init__(module_type, instance)

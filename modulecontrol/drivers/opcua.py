@@ -50,8 +50,14 @@ from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from modulecontrol.descriptors import ModuleInstance, ModuleType, OpcUaEndpoint
-from modulecontrol.descriptors._bindings import OpcUaBinding
+from modulecontrol.descriptors import (
+    Binding,
+    EndpointBase,
+    ModuleInstance,
+    ModuleType,
+    OpcUaBinding,
+    OpcUaEndpoint,
+)
 from modulecontrol.drivers._base import (
     BadReply,
     BaseDriver,
@@ -89,9 +95,18 @@ class _RedactIdentity(logging.Filter):
 
 
 _REDACT = _RedactIdentity()
-for _name in ("asyncua.client.ua_client.UASocketProtocol", "asyncua.client.ua_client",
-              "asyncua.client.client"):
-    logging.getLogger(_name).addFilter(_REDACT)
+
+
+def redact_identity_tokens() -> None:
+    """Put the redaction filter on asyncua's client loggers (idempotent).
+
+    Called by every :class:`OpcUaDriver` before it can open a session, not on import: the
+    driver protects its own secrets wherever it is used (CLI, service, a user's script),
+    and importing this module changes no logger.
+    """
+    for name in ("asyncua.client.ua_client.UASocketProtocol", "asyncua.client.ua_client",
+                 "asyncua.client.client"):
+        logging.getLogger(name).addFilter(_REDACT)
 
 _SESSION_GONE = frozenset({
     "BadSessionIdInvalid", "BadSessionClosed", "BadSessionNotActivated",
@@ -391,10 +406,13 @@ class OpcUaDriver(BaseDriver):
     """OPC UA client for one MTP PEA (or any server whose node map is in the descriptor)."""
 
     transport: ClassVar[str] = "opcua"
+    binding_model: ClassVar[type[Binding]] = OpcUaBinding
+    endpoint_models: ClassVar[tuple[type[EndpointBase], ...]] = (OpcUaEndpoint,)
     source_timestamps: ClassVar[bool] = True
     reports_changes_only: ClassVar[bool] = True
 
     def __init__(self, module_type: ModuleType, instance: ModuleInstance) -> None:
+        redact_identity_tokens()
         super().__init__(module_type, instance)
         ep = instance.endpoint
         if not isinstance(ep, OpcUaEndpoint):

@@ -24,6 +24,8 @@ import serial
 import serial_asyncio_fast
 
 from modulecontrol.descriptors import (
+    Binding,
+    EndpointBase,
     ModuleInstance,
     ModuleType,
     SerialBinding,
@@ -220,6 +222,8 @@ class SerialDriver(BaseDriver):
     """
 
     transport: ClassVar[str] = "serial"
+    binding_model: ClassVar[type[Binding]] = SerialBinding
+    endpoint_models: ClassVar[tuple[type[EndpointBase], ...]] = (SerialEndpoint,)
 
     def __init__(self, module_type: ModuleType, instance: ModuleInstance) -> None:
         super().__init__(module_type, instance)

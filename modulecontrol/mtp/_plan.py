@@ -134,7 +134,7 @@ def _items(
     out = []
     for attr in attributes:
         b = bindings.get(attr)
-        explicit = b.opcua if b is not None else None
+        explicit = b.get("opcua", OpcUaBinding) if b is not None else None
         if explicit is None and attr in STATIC_ATTRIBUTES:
             continue
         out.append(_item(attr, explicit, owner, da_class, defaults))

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modulecontrol.recipe import Alarm, Interlock, SteadyState, ValidatedRecipe
-from modulecontrol.recipe.expr import Condition, SignalHistory
+from modulecontrol.expr import Condition, SignalHistory
 from modulecontrol.units import to_si
 
 

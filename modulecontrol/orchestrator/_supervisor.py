@@ -30,7 +30,7 @@ from modulecontrol.orchestrator._monitor import (
 from modulecontrol.orchestrator._operator import OperatorChannel
 from modulecontrol.proxy import ModuleProxy, ServiceProxy
 from modulecontrol.recipe import ValidatedRecipe
-from modulecontrol.recipe.expr import Condition, SignalInfo
+from modulecontrol.expr import Condition, SignalInfo
 from modulecontrol.statemachine import Command, CommandRefused, State
 from modulecontrol.units import to_si
 

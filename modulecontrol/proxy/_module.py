@@ -40,6 +40,7 @@ from modulecontrol.drivers import (
     TagValue,
     load_driver,
 )
+from modulecontrol.expr import SignalInfo, compile_condition
 from modulecontrol.mtpcore import (
     PA,
     PARAM_CLASSES,
@@ -714,8 +715,6 @@ class RemoteService:
 
 def _module_condition(proxy: ModuleProxy, text: str, params: Mapping[str, Any]) -> Any:
     """Compile a module-local condition (``this.DeliveredVolume >= this.VolumeSP``)."""
-    from modulecontrol.recipe.expr import SignalInfo, compile_condition
-
     signals: dict[str, SignalInfo] = {}
     for da in proxy.type.data_assemblies:
         signals[f"this.{da.name}"] = SignalInfo(da.unit if da.kind == "number" else "", da.kind)

@@ -1,8 +1,8 @@
 """Recipes: YAML procedures run against a plant, and the condition language they use.
 
 :func:`load_recipe` loads and validates a recipe against a plant (every problem located);
-:func:`plant_signals` names the signals conditions may read. The condition language lives in
-:mod:`modulecontrol.recipe.expr`; see docs/recipes.md and docs/conditions.md.
+:func:`plant_signals` names the signals conditions may read. The condition language is the
+bottom-layer package :mod:`modulecontrol.expr`; see docs/recipes.md and docs/conditions.md.
 """
 
 from modulecontrol.recipe._model import (

@@ -3,7 +3,7 @@
 A recipe is data: header, typed parameters, plant-wide blocks (interlocks, alarms,
 steady-state detectors, divert control) and a procedure of unit procedures whose steps are
 one of a small set of kinds. Conditions stay strings here; the validator parses them with
-:mod:`modulecontrol.recipe.expr` against the plant's signals.
+:mod:`modulecontrol.expr` against the plant's signals.
 """
 
 from __future__ import annotations

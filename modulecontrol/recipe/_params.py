@@ -56,7 +56,7 @@ class ResolvedParameter:
         return self.magnitude
 
     def for_check(self) -> Any:
-        """The value in the form :func:`modulecontrol.recipe.expr.check` takes."""
+        """The value in the form :func:`modulecontrol.expr.check` takes."""
         if self.type in ("bool", "string"):
             return self.value
         return ureg.Quantity(float(self.magnitude), parse_unit(self.unit))

@@ -8,8 +8,8 @@ between the validator (which checks conditions against it before anything runs) 
 from __future__ import annotations
 
 from modulecontrol.descriptors import DataAssembly, PlantConfig
+from modulecontrol.expr import SignalInfo
 from modulecontrol.mtpcore import DA_ATTRIBUTES, PRIMARY_ATTRIBUTE, UNIT_ATTRIBUTES
-from modulecontrol.recipe._expr_check import SignalInfo
 from modulecontrol.recipe._model import Recipe
 
 STRING_ATTRIBUTES = frozenset({"TagName", "TagDescription", "VState0", "VState1"})

@@ -23,14 +23,19 @@ from typing import Any
 import pint
 from pydantic import ValidationError
 
-from modulecontrol.descriptors import ModuleType, PlantConfig, load_plant, register_kind
+from modulecontrol.descriptors import ModuleType, PlantConfig, load_plant
 from modulecontrol.descriptors._module import Procedure
 from modulecontrol.errors import ConfigError, Location, Problem, did_you_mean
+from modulecontrol.expr import (
+    BoolLit,
+    Condition,
+    ExprSyntaxError,
+    SignalInfo,
+    check,
+    compile_condition,
+    parse,
+)
 from modulecontrol.mtpcore import State
-from modulecontrol.recipe._expr_ast import BoolLit
-from modulecontrol.recipe._expr_check import SignalInfo, check
-from modulecontrol.recipe._expr_eval import Condition, compile_condition
-from modulecontrol.recipe._expr_parse import ExprSyntaxError, parse
 from modulecontrol.recipe._model import (
     PARAM_REF,
     STEP_CLASS_OF,
@@ -261,7 +266,7 @@ class ValidatedRecipe:
             yield step, step.path
 
     def parameter_values(self) -> dict[str, Any]:
-        """Parameters in the form :func:`~modulecontrol.recipe.expr.compile_condition` takes."""
+        """Parameters in the form :func:`~modulecontrol.expr.compile_condition` takes."""
         return {n: p.for_check() for n, p in self.parameters.items()}
 
     def compile(self, condition: str) -> Condition:
@@ -1152,10 +1157,3 @@ def validate_recipe_with_plant(
     """For ``modulecontrol validate RECIPE --plant PLANT``."""
     return validate_recipe_doc(doc, plant_path)
 
-
-def _validate_named_plant(doc: YamlDoc) -> ValidatedRecipe:
-    return validate_recipe_doc(doc)
-
-
-register_kind("Recipe", _validate_named_plant)
-register_kind("Recipe+Plant", validate_recipe_with_plant)

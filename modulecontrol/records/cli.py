@@ -110,4 +110,7 @@ app.command("runs")(runs)
 app.command("report")(report_cmd)
 
 if __name__ == "__main__":  # pragma: no cover
+    from modulecontrol.bootstrap import configure
+
+    configure(cli_logging=True)
     app()

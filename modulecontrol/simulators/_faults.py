@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from modulecontrol.descriptors import PlantConfig, register_kind
+from modulecontrol.descriptors import PlantConfig
 from modulecontrol.descriptors._base import Ident, Model, Seconds
 from modulecontrol.errors import ConfigError, Problem, did_you_mean
 from modulecontrol.simulators._view import ModuleView, ViewError
@@ -118,9 +118,6 @@ def scenario_from_doc(doc: YamlDoc, plant: PlantConfig | None = None) -> Scenari
 
 def load_scenario(path: str | Path, plant: PlantConfig | None = None) -> Scenario:
     return scenario_from_doc(load_yaml(path), plant)
-
-
-register_kind("Scenario", scenario_from_doc)
 
 
 class FaultInjector:

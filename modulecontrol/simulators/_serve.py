@@ -289,8 +289,10 @@ class PlantServer:
                 addr = f"{ep.url} ({sec})"
             elif isinstance(ep, ModbusRtuEndpoint):
                 addr = f"{ep.port} (unit {ep.unit_id})"
-            else:
+            elif isinstance(ep, SerialEndpoint):
                 addr = ep.port
+            else:
+                addr = ep.protocol
             out.append(ServedEndpoint(tag, typ, ep.protocol, addr))
         return out
 

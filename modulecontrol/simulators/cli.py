@@ -60,11 +60,6 @@ def serve(
 
     if speed <= 0:
         raise typer.BadParameter("--speed must be > 0")
-    import logging
-
-    # As in `modulecontrol run`: asyncua warns about every endpoint served without security
-    # (twice per module), which buries the table of endpoints; refusals are audited anyway.
-    logging.getLogger("asyncua").setLevel(logging.ERROR)
     limit = _seconds(duration, "--duration")
     try:
         cfg = load_plant(plant)

@@ -7,9 +7,15 @@ from asyncua import ua
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modulecontrol.descriptors import ModuleInstance
+from modulecontrol.descriptors import ModuleInstance, OpcUaBinding
 from modulecontrol.drivers import load_driver, tag_table
-from modulecontrol.drivers.opcua import MAX_BACKOFF, OpcUaDriver, _to_wire, backoff_delays
+from modulecontrol.drivers.opcua import (
+    MAX_BACKOFF,
+    OpcUaDriver,
+    _to_wire,
+    backoff_delays,
+    redact_identity_tokens,
+)
 from tests.drivers._opcua_pea import coil_reactor
 
 
@@ -19,7 +25,8 @@ def test_entry_point_and_tag_table() -> None:
     info = tags["Tempering.StateCur"]
     assert info.service is not None and info.service.name == "Tempering"
     assert not info.writable and tags["Tempering.CommandExt"].writable
-    assert tags["Tempering.StateCur"].binding.identifier == "s=Tempering.StateCur"  # type: ignore[union-attr]
+    b = tags["Tempering.StateCur"].binding
+    assert isinstance(b, OpcUaBinding) and b.identifier == "s=Tempering.StateCur"
 
 
 @given(value=st.one_of(st.integers(-(2**40), 2**40), st.floats(allow_nan=False),
@@ -67,7 +74,7 @@ def test_explicit_service_binding_wins() -> None:
     svc.bindings["StateCur"] = AttributeBinding.model_validate(
         {"opcua": {"namespace_uri": "urn:x", "identifier": "i=5001"}})
     info = tag_table(mt, "opcua")["Tempering.StateCur"]
-    assert info.binding.identifier == "i=5001"  # type: ignore[union-attr]
+    assert isinstance(info.binding, OpcUaBinding) and info.binding.identifier == "i=5001"
     assert info.service is svc
 
 
@@ -81,6 +88,7 @@ def test_identity_token_redacted_in_asyncua_debug_log() -> None:
         def emit(self, record: logging.LogRecord) -> None:
             records.append(record)
 
+    redact_identity_tokens()  # what every OpcUaDriver does when it is made
     handler = Keep(level=logging.DEBUG)
     old = logger.level
     logger.addHandler(handler)

@@ -161,11 +161,11 @@ async def start_rig(t: Transport, cfg: PlantConfig, clock: Clock, folder: Path) 
     ep = served.instance("P1").endpoint
     assert ep is not None
     if t.name == "modbus-tcp":
-        relay = TcpRelay(int(ep.port))  # type: ignore[union-attr]
+        relay = TcpRelay(int(ep.port))  # type: ignore[attr-defined]
         await relay.start()
         new_ep = ep.model_copy(update={"port": relay.port})
     elif t.name == "opcua":
-        url: str = ep.url  # type: ignore[union-attr]
+        url: str = ep.url  # type: ignore[attr-defined]
         port = int(url.rsplit(":", 1)[1].split("/")[0])
         relay = TcpRelay(port)
         await relay.start()

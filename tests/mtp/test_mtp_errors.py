@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from modulecontrol.descriptors import OpcUaBinding
 from modulecontrol.errors import ConfigError
 from modulecontrol.mtp import _xml, check_manifest, import_manifest, import_manifest_report
 
@@ -217,7 +218,7 @@ def test_identifier_holding_a_whole_node_id(tmp_path: Path) -> None:
     old = '<Value>"ProcessValues_DB"."MTPAnalogOut"[1]."V"</Value>'
     assert TEXT.count(old) == 1
     path = _write(tmp_path, TEXT.replace(old, "<Value>ns=3;i=1234</Value>"))
-    v = import_manifest(path).assembly("HC30_FlowView_F13").bindings["V"].opcua
+    v = import_manifest(path).assembly("HC30_FlowView_F13").bindings["V"].get("opcua", OpcUaBinding)
     assert v is not None and v.identifier == "i=1234"
 
 

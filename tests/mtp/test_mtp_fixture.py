@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from modulecontrol.descriptors import OpcUaBinding
 from modulecontrol.mtp import (
     check_manifest,
     format_results,
@@ -75,14 +76,15 @@ def test_every_opcua_item_becomes_a_binding() -> None:
 
 def test_bindings_carry_namespace_identifier_and_access() -> None:
     mt = import_manifest(HC30)
-    v = mt.assembly("HC30_FlowView_F13").bindings["V"].opcua
+    v = mt.assembly("HC30_FlowView_F13").bindings["V"].get("opcua", OpcUaBinding)
     assert v is not None
     assert v.namespace_uri == SIEMENS_NS
     assert v.identifier == 's="ProcessValues_DB"."MTPAnalogOut"[1]."V"'
     assert v.access == "read"
-    vext = mt.assembly("HC30_Duration_Stirring_Durration").bindings["VExt"].opcua
+    duration = mt.assembly("HC30_Duration_Stirring_Durration")
+    vext = duration.bindings["VExt"].get("opcua", OpcUaBinding)
     assert vext is not None and vext.access == "readwrite"
-    cmd = mt.service("Stirring").bindings["CommandExt"].opcua
+    cmd = mt.service("Stirring").bindings["CommandExt"].get("opcua", OpcUaBinding)
     assert cmd is not None
     assert cmd.identifier.startswith('s="Stirring"')
     assert {"StateCur", "CommandEn", "ProcedureExt", "ProcedureCur"} <= set(

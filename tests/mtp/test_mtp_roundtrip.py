@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modulecontrol.descriptors import ModuleType, builtin_types
+from modulecontrol.descriptors import ModuleType, OpcUaBinding, builtin_types
 from modulecontrol.mtp import check_manifest, export_manifest, import_manifest, mtp_projection
 from modulecontrol.mtpcore import (
     DA_ATTRIBUTES,
@@ -139,14 +139,14 @@ def test_projection_makes_default_bindings_explicit() -> None:
     proj = mtp_projection(mt)
     tsp = proj.assembly("TempSP")
     assert set(tsp.bindings) == set(DA_ATTRIBUTES["AnaServParam"]) - {"TagName", "TagDescription"}
-    vext = tsp.bindings["VExt"].opcua
+    vext = tsp.bindings["VExt"].get("opcua", OpcUaBinding)
     assert vext is not None
     assert (vext.namespace_uri, vext.identifier, vext.access) == (
         "urn:modulecontrol:pea:coilreactor",
         "s=TempSP.VExt",
         "readwrite",
     )
-    vout = tsp.bindings["VOut"].opcua
+    vout = tsp.bindings["VOut"].get("opcua", OpcUaBinding)
     assert vout is not None and vout.access == "read"
     svc = proj.service("Tempering")
     assert set(svc.bindings) == set(SERVICE_CONTROL_ATTRIBUTES) - {"TagName", "TagDescription"}

@@ -16,8 +16,8 @@ HC30 = Path(__file__).parent / "data" / "HC30_Stirring_V8.aml"
 
 def test_cli_serve_then_check() -> None:
     root = Path(__file__).resolve().parents[2]
-    cmd = [sys.executable, "-c", "from modulecontrol.mtp.cli import app; app()",
-           "serve", str(HC30), "--port", "0", "--insecure"]
+    cmd = [sys.executable, "-m", "modulecontrol.cli", "mtp", "serve", str(HC30), "--port", "0",
+           "--insecure"]
     env = {**os.environ, "PYTHONPATH": str(root)}
     proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)

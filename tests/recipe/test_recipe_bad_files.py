@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-import modulecontrol.recipe  # noqa: F401  (registers kind: Recipe)
 from modulecontrol.descriptors import validate_file
 from modulecontrol.errors import ConfigError
 

@@ -10,7 +10,7 @@ import pytest
 import pytest_asyncio
 
 from modulecontrol.clock import Clock
-from modulecontrol.descriptors import PlantConfig, load_plant
+from modulecontrol.descriptors import PlantConfig, SerialEndpoint, load_plant
 from modulecontrol.drivers import DriverError
 from modulecontrol.proxy import ModuleProxy, ProxyOptions
 from modulecontrol.simulators._plant import SimulatedPlant
@@ -165,7 +165,8 @@ async def test_divert_valve_switches(served: PlantServer) -> None:
 
 async def test_syringe_pump_over_serial(served: PlantServer) -> None:
     p3 = proxy(served, "P3")
-    assert served.endpoints["P3"].port.startswith("/dev/pts")  # type: ignore[union-attr]
+    ep = served.endpoints["P3"]
+    assert isinstance(ep, SerialEndpoint) and ep.port.startswith("/dev/pts")
     await p3.start()
     try:
         dosing = p3.services["Dosing"]

@@ -63,7 +63,8 @@ async def test_default_8e1_line_is_served_and_readable(tmp_path: Path) -> None:
         p1, p2 = _driver(server, "P1"), _driver(server, "P2")
         ep = server.endpoints["P1"]
         assert isinstance(ep, ModbusRtuEndpoint)
-        assert ep.port == server.endpoints["P2"].port  # type: ignore[union-attr]
+        other = server.endpoints["P2"]
+        assert isinstance(other, ModbusRtuEndpoint) and ep.port == other.port
         assert (ep.parity, ep.bytesize) == ("N", 8)
         try:
             await p1.connect()

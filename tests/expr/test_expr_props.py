@@ -9,7 +9,7 @@ import string
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modulecontrol.recipe.expr import (
+from modulecontrol.expr import (
     FUNCTIONS,
     Binary,
     BoolLit,

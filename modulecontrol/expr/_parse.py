@@ -17,7 +17,7 @@ import pint
 
 from modulecontrol.units import ureg
 
-from ._expr_ast import (
+from ._ast import (
     ArithOp,
     Binary,
     BoolLit,

@@ -19,7 +19,7 @@ from pint.util import UnitsContainer
 
 from modulecontrol.units import UnitError, parse_quantity, parse_unit, ureg
 
-from ._expr_ast import (
+from ._ast import (
     Binary,
     BoolLit,
     BoolOp,
@@ -35,7 +35,7 @@ from ._expr_ast import (
     String,
     unparse,
 )
-from ._expr_parse import MAX_DEPTH
+from ._parse import MAX_DEPTH
 
 __all__ = ["FUNCTIONS", "ParameterValue", "Problem", "SignalInfo", "check"]
 

@@ -4,9 +4,14 @@ Conditions are parsed into an immutable tree (:func:`parse`, :func:`unparse`), c
 against the plant's signals (:func:`check`), and compiled to a :class:`Condition` that
 evaluates over SI floats with three-valued logic. Nothing here ever calls ``eval``.
 See docs/conditions.md for the language reference.
+
+Why a package of its own at the bottom: module types (descriptors), recipes, proxies and the
+orchestrator all check or evaluate conditions, and the language depends only on
+:mod:`modulecontrol.units`. Keeping it below the descriptors means none of them imports another
+upper layer to read ``this.V > 1 mL``.
 """
 
-from ._expr_ast import (
+from ._ast import (
     Binary,
     BoolLit,
     BoolOp,
@@ -22,8 +27,8 @@ from ._expr_ast import (
     String,
     unparse,
 )
-from ._expr_check import FUNCTIONS, ParameterValue, Problem, SignalInfo, check
-from ._expr_eval import (
+from ._check import FUNCTIONS, ParameterValue, Problem, SignalInfo, check
+from ._eval import (
     Condition,
     ConditionError,
     HistoryProvider,
@@ -31,7 +36,7 @@ from ._expr_eval import (
     compile_condition,
     to_si,
 )
-from ._expr_parse import MAX_DEPTH, MAX_LENGTH, ExprSyntaxError, parse
+from ._parse import MAX_DEPTH, MAX_LENGTH, ExprSyntaxError, parse
 
 __all__ = [
     "FUNCTIONS",

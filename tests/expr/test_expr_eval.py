@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from modulecontrol.recipe.expr import (
+from modulecontrol.expr import (
     Condition,
     ConditionError,
     ExprSyntaxError,

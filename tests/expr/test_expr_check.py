@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modulecontrol.recipe.expr import (
+from modulecontrol.expr import (
     ConditionError,
     ParameterValue,
     Problem,
@@ -136,7 +136,7 @@ def test_signal_info_validates() -> None:
 
 
 def test_deep_tree_built_in_python_is_rejected_not_crashing() -> None:
-    from modulecontrol.recipe.expr import Not, Signal
+    from modulecontrol.expr import Not, Signal
 
     tree: Not | Signal = Signal("V1.Waste")
     for _ in range(5000):

@@ -18,7 +18,7 @@ from typing import Protocol
 
 from modulecontrol.units import parse_unit, ureg
 
-from ._expr_ast import (
+from ._ast import (
     Binary,
     BoolLit,
     BoolOp,
@@ -34,8 +34,8 @@ from ._expr_ast import (
     String,
     unparse,
 )
-from ._expr_check import Checker, ParameterValue, Problem, SignalInfo, start_col, tree_depth
-from ._expr_parse import MAX_DEPTH, parse
+from ._check import Checker, ParameterValue, Problem, SignalInfo, start_col, tree_depth
+from ._parse import MAX_DEPTH, parse
 
 __all__ = [
     "Condition",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modulecontrol.recipe.expr import (
+from modulecontrol.expr import (
     MAX_DEPTH,
     MAX_LENGTH,
     Binary,
