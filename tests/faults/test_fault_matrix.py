@@ -3,8 +3,8 @@
 For each cell: the fault is detected within twice the endpoint timeout, the configured
 reaction runs (module faulted -> recipe held; safe state written when the link returns), the
 system recovers when the fault clears (recipe back in Execute), and the historian holds
-samples before and after and the fault itself. Results go to ``docs/reliability-table.md``
-(see ``conftest.py``).
+samples before and after and the fault itself. The committed ``docs/reliability-table.md``
+must show the same cells and verdicts (``make docs`` rewrites it; see ``conftest.py``).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from tests.faults._rig import (
     recipe_text,
     start_rig,
 )
-from tests.faults.conftest import CellResult, record_result
+from tests.faults.conftest import ROOT, TABLE, UPDATE_OPTION, CellResult, drift, record_result
 
 FAULTS = ("no_reply", "slow_reply", "garbage", "error", "link_lost", "bad_value", "stuck",
           "frozen")
@@ -279,7 +279,7 @@ def _records(db: Path, run_id: int, results: list[CellResult]) -> None:
     "opcua",
     "serial",
 ])
-async def test_fault_matrix(transport: str, tmp_path: Path) -> None:
+async def test_fault_matrix(transport: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     t = TRANSPORTS[transport]
     (tmp_path / "plant.yaml").write_text(plant_text(t))
     (tmp_path / "recipe.yaml").write_text(recipe_text(t))
@@ -323,3 +323,7 @@ async def test_fault_matrix(transport: str, tmp_path: Path) -> None:
         record_result(r)
     problems = [f"{r.fault}: {r.problem()}" for r in results if r.problem()]
     assert not problems, "\n".join(problems)
+    if not request.config.getoption(UPDATE_OPTION):
+        stale = drift(results, TABLE.read_text(), str(TABLE.relative_to(ROOT)))
+        assert not stale, ("the committed table no longer matches this run; if the change is "
+                           "intended, regenerate it with `make docs`:\n" + "\n".join(stale))
