@@ -10,7 +10,8 @@ import pytest
 
 from modulecontrol.drivers import Disconnected, Quality, TagValue
 from modulecontrol.drivers.opcua import OpcUaDriver
-from modulecontrol.simulators.opcua_pea import build_pea_server, free_port
+from modulecontrol.simulators import free_port
+from modulecontrol.simulators.opcua_pea import build_pea_server
 from tests.drivers._opcua_pea import coil_reactor, instance
 
 
