@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 PIP     = $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: run test bench lint typecheck clean venv
+.PHONY: run test bench docs lint typecheck clean venv
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,12 @@ LOAD_DURATION ?= 60
 
 bench: $(VENV)/.installed-test
 	LOAD_DURATION=$(LOAD_DURATION) $(PY) -m bench
+
+# Generated docs: the fault-matrix table (docs/reliability-table.md), measured by a run of
+# every transport of tests/faults. `make test` only checks the committed table (its cells and
+# verdicts, not the measured times) and never writes into the tree; this target rewrites it.
+docs: $(VENV)/.installed-test
+	$(PY) -m pytest tests/faults -q -p no:cacheprovider --update-docs
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache runs

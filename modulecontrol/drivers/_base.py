@@ -381,7 +381,7 @@ class BaseDriver:
                 callback(values)
                 t1 = clock()
                 stats.record(t0 - next_t, t1 - t0, ok=ok)
-                stats.last = t1
+                stats.last, stats.last_slot = t1, next_t
                 next_t += interval
                 if me.cancelling():
                     # cancelled just as the read completed: Python 3.11's wait_for (ours and

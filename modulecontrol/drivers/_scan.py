@@ -50,6 +50,9 @@ class ScanStats:
     """Monotonic time of the first slot."""
     last: float | None = None
     """Monotonic time the last scan ended."""
+    last_slot: float | None = None
+    """Monotonic time of the slot the last scan served: every slot from ``started`` up to
+    this one was scanned or missed, so ``slots`` is their number whatever the scans took."""
     lateness_hist: array[int] = field(default_factory=_histogram, repr=False)
     duration_hist: array[int] = field(default_factory=_histogram, repr=False)
 

@@ -10,8 +10,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from modulecontrol.recipe import Alarm, Interlock, SteadyState, ValidatedRecipe
 from modulecontrol.expr import Condition, SignalHistory
+from modulecontrol.recipe import Alarm, Interlock, SteadyState, ValidatedRecipe
 from modulecontrol.units import to_si
 
 

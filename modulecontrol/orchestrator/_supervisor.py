@@ -19,6 +19,7 @@ from modulecontrol.clock import Clock
 from modulecontrol.descriptors._topology import feeds, residence_time
 from modulecontrol.drivers import DriverError
 from modulecontrol.events import EventKind, EventLog
+from modulecontrol.expr import Condition, SignalInfo
 from modulecontrol.orchestrator._holds import HoldArbiter
 from modulecontrol.orchestrator._monitor import (
     AlarmState,
@@ -30,7 +31,6 @@ from modulecontrol.orchestrator._monitor import (
 from modulecontrol.orchestrator._operator import OperatorChannel
 from modulecontrol.proxy import ModuleProxy, ServiceProxy
 from modulecontrol.recipe import ValidatedRecipe
-from modulecontrol.expr import Condition, SignalInfo
 from modulecontrol.statemachine import Command, CommandRefused, State
 from modulecontrol.units import to_si
 

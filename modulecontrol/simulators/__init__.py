@@ -10,6 +10,12 @@ from modulecontrol.simulators._faults import (
     load_scenario,
     scenario_from_doc,
 )
+from modulecontrol.simulators._modbus_server import (
+    TABLE_OF_FC,
+    ModbusRtuSlave,
+    ModbusTcpSlave,
+    SlaveStore,
+)
 from modulecontrol.simulators._opcua_server import PeaRuntime, SecurityError
 from modulecontrol.simulators._plant import (
     DEFAULT_SPECIES,
@@ -18,6 +24,7 @@ from modulecontrol.simulators._plant import (
     StreamReport,
     default_species,
 )
+from modulecontrol.simulators._ports import PtyPort, free_port
 from modulecontrol.simulators._serve import (
     PlantServer,
     ServedEndpoint,
@@ -30,12 +37,16 @@ from modulecontrol.simulators._view import ModuleView, TransportFaults, Variable
 __all__ = [
     "DEFAULT_SPECIES",
     "FAULTS",
+    "TABLE_OF_FC",
     "FaultInjector",
     "FaultRecord",
+    "ModbusRtuSlave",
+    "ModbusTcpSlave",
     "ModuleView",
     "PeaRuntime",
     "PlantBuildError",
     "PlantServer",
+    "PtyPort",
     "Scenario",
     "ScenarioFault",
     "SecurityError",
@@ -43,11 +54,13 @@ __all__ = [
     "ServedEndpoint",
     "ServedPlant",
     "SimulatedPlant",
+    "SlaveStore",
     "StreamReport",
     "TransportFaults",
     "Variable",
     "ViewError",
     "default_species",
+    "free_port",
     "load_scenario",
     "scenario_from_doc",
     "serve_plant",

@@ -8,6 +8,10 @@ pump decodes exactly what the same descriptor says a real one would send.
 Transport faults of a module (:class:`TransportFaults`) are honoured per unit id: silent
 (no reply), slow (reply after ``delay`` s), exception (Modbus exception code), garbage
 (bytes that are not a Modbus frame).
+
+The slave side itself (:class:`SlaveStore`, :class:`ModbusTcpSlave`, :class:`ModbusRtuSlave`)
+does not care what backs the registers: the test kit's recording device
+(``modulecontrol.testing.modbus``) runs on the same request handling with its own store.
 """
 
 from __future__ import annotations
@@ -15,8 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import os
-import tty
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,14 +39,51 @@ from modulecontrol.drivers._modbus_codec import (
     to_raw,
     with_bit,
 )
+from modulecontrol.simulators._ports import PtyPort
 from modulecontrol.simulators._view import ModuleView
 
-__all__ = ["ModbusModuleServer", "ModbusRtuModuleServer", "ViewStore"]
+__all__ = ["TABLE_OF_FC", "ModbusRtuSlave", "ModbusTcpSlave", "SlaveStore", "ViewStore"]
 
-_TABLE_OF_FC: dict[int, str] = {1: "coil", 5: "coil", 15: "coil", 2: "discrete_input",
-                                3: "holding", 6: "holding", 16: "holding", 22: "holding",
-                                23: "holding", 4: "input"}
+TABLE_OF_FC: dict[int, str] = {1: "coil", 5: "coil", 15: "coil", 2: "discrete_input",
+                               3: "holding", 6: "holding", 16: "holding", 22: "holding",
+                               23: "holding", 4: "input"}
+"""The table (coil, discrete_input, holding, input) each supported function code acts on."""
 _SIZE = 65536
+_GARBAGE = b"\x13\x37garbage\xff\x00"
+"""Sent instead of a reply by a unit with the ``garbage`` fault: no Modbus frame."""
+
+
+class SlaveStore(ModbusServerContext):
+    """What the slaves below need of a datastore: pymodbus' async datastore protocol
+    (``async_getValues``/``async_setValues``, ``device_ids``), :meth:`wake` for requests a
+    silent unit holds, and :meth:`garbage` for the line-noise fault.
+
+    ``ModbusServerContext.__init__`` builds pymodbus' own store; subclasses replace it, and
+    ``old_simulator`` makes the server call their async_getValues/async_setValues.
+    """
+
+    def __init__(self) -> None:
+        self.old_simulator = True
+        self.simdevices = []
+        self._release = asyncio.Event()
+
+    async def _silence(self) -> None:
+        """Hold a request of a silent unit until :meth:`wake`, then drop it unanswered."""
+        await self._release.wait()  # the event object of the moment, set by wake()
+        raise asyncio.CancelledError
+
+    def wake(self) -> None:
+        """Let requests held by a silent unit end (call before stopping the server)."""
+        self._release.set()
+        self._release = asyncio.Event()
+
+    def device_ids(self) -> list[int]:
+        """The unit ids this store answers for."""
+        raise NotImplementedError
+
+    def garbage(self, device_id: int) -> bool:
+        """Whether ``device_id`` answers noise instead of a frame (never, by default)."""
+        return False
 
 
 class _Unit:
@@ -102,15 +141,12 @@ class _Unit:
             self.view.write(info.assembly.name, info.attribute, value)
 
 
-class ViewStore(ModbusServerContext):
+class ViewStore(SlaveStore):
     """A pymodbus datastore whose units are module views (unit id -> view)."""
 
     def __init__(self, units: dict[int, ModuleView]) -> None:
-        # Our async_getValues/async_setValues replace pymodbus' store (see testing/modbus.py).
-        self.old_simulator = True
-        self.simdevices = []
+        super().__init__()
         self.units = {uid: _Unit(v) for uid, v in units.items()}
-        self._release = asyncio.Event()
 
     def device_ids(self) -> list[int]:
         return list(self.units)
@@ -123,8 +159,7 @@ class ViewStore(ModbusServerContext):
     async def _hold(self, unit: _Unit) -> ExcCodes | None:
         t = unit.view.transport
         if t.silent:
-            await self._release.wait()
-            raise asyncio.CancelledError
+            await self._silence()
         if t.delay:
             await asyncio.sleep(t.delay)
         if t.error is not None:
@@ -132,10 +167,9 @@ class ViewStore(ModbusServerContext):
             return ExcCodes(code)
         return None
 
-    def wake(self) -> None:
-        """Let requests held by a silent unit end (before the server stops)."""
-        self._release.set()
-        self._release = asyncio.Event()
+    def garbage(self, device_id: int) -> bool:
+        unit = self.units.get(device_id)
+        return unit is not None and unit.view.transport.garbage
 
     async def async_getValues(self, device_id: int, func_code: int, address: int,
                               count: int = 1) -> list[int] | list[bool] | ExcCodes:
@@ -145,7 +179,7 @@ class ViewStore(ModbusServerContext):
             return exc
         if address + count > _SIZE:
             return ExcCodes.ILLEGAL_ADDRESS
-        table = _TABLE_OF_FC[func_code]
+        table = TABLE_OF_FC[func_code]
         regs = unit.read(table, address, count)
         return [bool(v) for v in regs] if table in ("coil", "discrete_input") else regs
 
@@ -158,23 +192,25 @@ class ViewStore(ModbusServerContext):
         if address + len(values) > _SIZE:
             return ExcCodes.ILLEGAL_ADDRESS
         try:
-            unit.write(_TABLE_OF_FC[func_code], address, [int(v) for v in values])
+            unit.write(TABLE_OF_FC[func_code], address, [int(v) for v in values])
         except ValueError:  # e.g. an inlet channel without a feed: refused as a device would
             return ExcCodes.ILLEGAL_VALUE
         return None
 
 
 class _Handler(ServerRequestHandler):
-    """pymodbus' handler with each reply bound to its own request (pymodbus 3.16 re-reads
-    ``last_pdu`` after awaiting the datastore, so a delayed reply would carry the next
-    request's transaction id), and garbage replies for the ``garbage`` fault."""
+    """pymodbus' handler with each reply bound to its own request, and garbage replies.
+
+    pymodbus 3.16 reads ``self.last_pdu`` again *after* awaiting the datastore, so a reply
+    that was held back (a slow unit) would go out with the transaction id of the next
+    request; a device must not invent replies, so the request is captured before the await.
+    """
 
     async def handle_request(self) -> None:
         pdu, addr = self.last_pdu, self.last_addr
         if not pdu:
             return
-        ctx: ViewStore = self.server.context
-        unit = ctx.units.get(pdu.dev_id)
+        ctx: SlaveStore = self.server.context
         try:
             response = await pdu.datastore_update(ctx, pdu.dev_id)
         except NoSuchIdException:
@@ -183,9 +219,9 @@ class _Handler(ServerRequestHandler):
             response = ExceptionResponse(pdu.function_code, ExcCodes.GATEWAY_NO_RESPONSE)
         except asyncio.CancelledError:
             return
-        if unit is not None and unit.view.transport.garbage:
+        if ctx.garbage(pdu.dev_id):
             with contextlib.suppress(Exception):
-                self.send(b"\x13\x37garbage\xff\x00")
+                self.send(_GARBAGE)
             return
         response.transaction_id = pdu.transaction_id
         response.dev_id = pdu.dev_id
@@ -198,13 +234,13 @@ class _Server(ModbusTcpServer):
             self, self.trace_packet, self.trace_pdu, self.trace_connect)
 
 
-class ModbusModuleServer:
-    """One Modbus TCP server on ``host:port`` serving one or more modules by unit id."""
+class ModbusTcpSlave:
+    """One Modbus TCP server on ``host:port`` serving a store's units; restartable."""
 
-    def __init__(self, host: str, port: int, units: dict[int, ModuleView]) -> None:
+    def __init__(self, store: SlaveStore, host: str, port: int) -> None:
+        self.store = store
         self.host = host
         self.port = port
-        self.store = ViewStore(units)
         self._server: _Server | None = None
 
     async def start(self) -> None:
@@ -218,92 +254,55 @@ class ModbusModuleServer:
             self._server = None
 
 
-class ModbusRtuModuleServer:
-    """Modbus RTU slaves for simulated modules on one pseudo-terminal (a multi-drop line).
+class ModbusRtuSlave:
+    """Modbus RTU slaves on one pseudo-terminal (a multi-drop line): every unit id of the
+    store answers; requests for other ids pass in silence, as on a shared line.
 
-    The driver opens :attr:`port` as it would a USB-RS485 adapter; every unit id on the line
-    is a module view. Faults as for TCP (silent, slow, exception, garbage). :meth:`vanish`
-    and :meth:`reappear` pull and re-plug the adapter; with ``link`` set, :attr:`port` is a
+    The driver opens :attr:`port` as it would a USB-RS485 adapter. :meth:`vanish` and
+    :meth:`reappear` pull and re-plug the adapter; with ``link`` set, :attr:`port` is a
     symlink kept pointing at the current pty, so the same path works after a re-plug.
+    Frames are decoded and built with pymodbus' RTU framer; bytes that are no frame are
+    dropped, as a real slave resynchronises on the next silence.
     """
 
-    _GARBAGE = b"\x13\x37garbage\xff\x00"
-
-    def __init__(self, units: dict[int, ModuleView], link: Path | None = None) -> None:
-        self.store = ViewStore(units)
+    def __init__(self, store: SlaveStore, link: Path | None = None) -> None:
+        self.store = store
         self.link = link
-        self._master: int | None = None
-        self._slave: int | None = None
-        self._slave_name = ""
+        self._pty = PtyPort(self._received)
         self._framer = FramerRTU(DecodePDU(True))
         self._buf = b""
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def port(self) -> str:
-        return str(self.link) if self.link is not None else self._slave_name
+        return str(self.link) if self.link is not None else self._pty.port
 
     async def start(self) -> None:
         self._open()
 
     async def stop(self) -> None:
         self.store.wake()
-        self._close()
+        self._pty.close()
         for t in list(self._tasks):
             t.cancel()
         for t in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        if self.link is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self.link.unlink()
 
     def vanish(self) -> None:
         """Close the pty as if the adapter were unplugged."""
-        self._close()
-        if self.link is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self.link.unlink()
+        self._pty.close()
 
     def reappear(self) -> None:
-        if self._master is None:
+        if not self._pty.is_open:
             self._open()
 
     def _open(self) -> None:
-        master, slave = os.openpty()
-        tty.setraw(master)
-        tty.setraw(slave)
-        os.set_blocking(master, False)
-        self._master, self._slave = master, slave
-        self._slave_name = os.ttyname(slave)
         self._buf = b""
-        if self.link is not None:
-            tmp = self.link.with_name(self.link.name + ".new")
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            tmp.symlink_to(self._slave_name)
-            tmp.replace(self.link)
-        asyncio.get_running_loop().add_reader(master, self._readable)
+        self._pty.link = self.link  # ``link`` may have been set since the last open
+        self._pty.open()
 
-    def _close(self) -> None:
-        master, slave = self._master, self._slave
-        self._master = self._slave = None
-        if master is not None:
-            with contextlib.suppress(Exception):
-                asyncio.get_running_loop().remove_reader(master)
-            with contextlib.suppress(OSError):
-                os.close(master)
-        if slave is not None:
-            with contextlib.suppress(OSError):
-                os.close(slave)
-
-    def _readable(self) -> None:
-        if self._master is None:
-            return
-        try:
-            data = os.read(self._master, 4096)
-        except OSError:
-            return
+    def _received(self, data: bytes) -> None:
         self._buf += data
         while self._buf:
             try:
@@ -321,8 +320,7 @@ class ModbusRtuModuleServer:
 
     async def _answer(self, pdu: object) -> None:
         dev_id: int = pdu.dev_id  # type: ignore[attr-defined]
-        unit = self.store.units.get(dev_id)
-        if unit is None:
+        if dev_id not in self.store.device_ids():
             return  # another slave's address: a shared line stays quiet
         try:
             rsp = await pdu.datastore_update(self.store, dev_id)  # type: ignore[attr-defined]
@@ -332,7 +330,4 @@ class ModbusRtuModuleServer:
             rsp = ExceptionResponse(pdu.function_code,  # type: ignore[attr-defined]
                                     ExcCodes.DEVICE_FAILURE)
         rsp.dev_id = dev_id
-        frame = self._GARBAGE if unit.view.transport.garbage else self._framer.buildFrame(rsp)
-        if self._master is not None:
-            with contextlib.suppress(OSError):
-                os.write(self._master, frame)
+        self._pty.write(_GARBAGE if self.store.garbage(dev_id) else self._framer.buildFrame(rsp))

@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import logging
 import re
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +28,10 @@ from modulecontrol.descriptors import (
     SerialEndpoint,
 )
 from modulecontrol.simulators._faults import FaultRecord
-from modulecontrol.simulators._modbus_server import ModbusModuleServer, ModbusRtuModuleServer
+from modulecontrol.simulators._modbus_server import ModbusRtuSlave, ModbusTcpSlave, ViewStore
 from modulecontrol.simulators._opcua_server import PeaRuntime, serve_pea
 from modulecontrol.simulators._plant import SimulatedPlant
+from modulecontrol.simulators._ports import free_port
 from modulecontrol.simulators._serial import serial_emulator, sync_faults
 from modulecontrol.simulators._view import ModuleView
 from modulecontrol.simulators.opcua_pea import PeaServer, Refusal
@@ -66,13 +66,6 @@ class ServedEndpoint:
     """``host:port (unit n)``, an ``opc.tcp://`` URL, or a pty path."""
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class PlantServer:
     """Protocol servers for a :class:`SimulatedPlant` (and the task stepping it)."""
 
@@ -89,10 +82,10 @@ class PlantServer:
         self.publish_interval = publish_interval
         self.endpoints: dict[str, Endpoint] = {}
         """Tag -> the endpoint the module is really served on."""
-        self.modbus: dict[tuple[str, int], ModbusModuleServer] = {}
+        self.modbus: dict[tuple[str, int], ModbusTcpSlave] = {}
         self.peas: dict[str, tuple[PeaServer, PeaRuntime]] = {}
         self.serial: dict[str, SyringeSerialEmulator] = {}
-        self.rtu: dict[str, ModbusRtuModuleServer] = {}
+        self.rtu: dict[str, ModbusRtuSlave] = {}
         """Plant serial port of a Modbus RTU line -> its pty server."""
         self._publisher: asyncio.Task[None] | None = None
         self.audit_db = Path(audit_db) if audit_db is not None else None
@@ -113,7 +106,7 @@ class PlantServer:
             return self.ports[tag]
         if self.free_ports:
             if port not in chosen:  # modules sharing a port keep sharing it
-                chosen[port] = _free_port(host)
+                chosen[port] = free_port(host)
             return chosen[port]
         new = port + self.port_offset
         if not 1 <= new <= 65535:
@@ -214,11 +207,11 @@ class PlantServer:
                 raise ServeError(f"{tag}: serving {ep.protocol} is not supported; simulate it "
                                  "over modbus-tcp, modbus-rtu, opcua or serial")
         for (host, port), units in modbus_units.items():
-            server = ModbusModuleServer(host, port, units)
+            server = ModbusTcpSlave(ViewStore(units), host, port)
             await server.start()
             self.modbus[(host, port)] = server
         for plant_port, line in rtu_units.items():
-            rtu = ModbusRtuModuleServer({uid: v for uid, (_, v) in line.items()})
+            rtu = ModbusRtuSlave(ViewStore({uid: v for uid, (_, v) in line.items()}))
             await rtu.start()
             self.rtu[plant_port] = rtu
             for tag, _ in line.values():

@@ -46,6 +46,7 @@ from modulecontrol.mtpcore import (
     carries_value,
 )
 from modulecontrol.simulators._aspace import init_server
+from modulecontrol.simulators._ports import free_port
 
 WriteHandler = Callable[[str, Any], Awaitable[None]]
 
@@ -356,14 +357,6 @@ class PeaServer:
                 continue
             for handler in self._handlers:
                 await handler(tag, wv.Value.Value.Value)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (asyncua needs the port before it binds)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def build_pea_server(

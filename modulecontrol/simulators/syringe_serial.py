@@ -17,16 +17,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import os
 import re
 import time
-import tty
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from modulecontrol.drivers._ascii import CHECKSUM_DIGITS, Checksum, checksum_hex
+from modulecontrol.simulators._ports import PtyPort
 from modulecontrol.units import convert
 
 __all__ = [
@@ -212,33 +211,31 @@ class SyringeSerialEmulator:
     log: list[bytes] = field(default_factory=list)
     """Every request line received, terminator stripped, for byte-exact assertions."""
 
-    _master: int | None = field(default=None, init=False, repr=False)
-    _slave: int | None = field(default=None, init=False, repr=False)
-    _slave_name: str = field(default="", init=False, repr=False)
+    _pty: PtyPort = field(init=False, repr=False)
     _buffer: bytearray = field(default_factory=bytearray, init=False, repr=False)
     _queue: asyncio.Queue[bytes] | None = field(default=None, init=False, repr=False)
     _worker: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
+    def __post_init__(self) -> None:
+        self._pty = PtyPort(self._received)
+
     @property
     def port(self) -> str:
         """The path a client opens."""
-        return str(self.link) if self.link is not None else self._slave_name
+        return str(self.link) if self.link is not None else self._pty.port
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
         self._worker = asyncio.get_running_loop().create_task(self._serve(), name="syringe-emu")
-        self._open_pty()
+        self._open()
 
     async def stop(self) -> None:
-        self._close_pty()
+        self._pty.close()
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
             self._worker = None
-        if self.link is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self.link.unlink()
 
     async def __aenter__(self) -> SyringeSerialEmulator:
         await self.start()
@@ -249,63 +246,25 @@ class SyringeSerialEmulator:
 
     def vanish(self) -> None:
         """Close the pty as if the USB adapter were pulled: open clients see the port die."""
-        self._close_pty()
-        if self.link is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self.link.unlink()
+        self._pty.close()
 
     def reappear(self) -> None:
         """Plug the adapter back in: a new pty, and the link points at it."""
-        if self._master is None:
-            self._open_pty()
+        if not self._pty.is_open:
+            self._open()
 
-    # -- pty ------------------------------------------------------------------------------
-    def _open_pty(self) -> None:
-        master, slave = os.openpty()
-        tty.setraw(slave)  # no echo, no line editing: bytes pass through untouched
-        os.set_blocking(master, False)
-        self._master, self._slave = master, slave
-        self._slave_name = os.ttyname(slave)
+    def _open(self) -> None:
         self._buffer.clear()
-        if self.link is not None:
-            tmp = self.link.with_name(self.link.name + ".new")
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            tmp.symlink_to(self._slave_name)
-            tmp.replace(self.link)
-        asyncio.get_running_loop().add_reader(master, self._readable)
+        self._pty.link = self.link  # ``link`` may have been set since the last open
+        self._pty.open()
 
-    def _close_pty(self) -> None:
-        master, slave = self._master, self._slave
-        self._master = self._slave = None
-        if master is not None:
-            with contextlib.suppress(Exception):
-                asyncio.get_running_loop().remove_reader(master)
-            os.close(master)
-        if slave is not None:
-            os.close(slave)
-
-    def _readable(self) -> None:
-        if self._master is None:
-            return
-        try:
-            data = os.read(self._master, 4096)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            return
+    def _received(self, data: bytes) -> None:
         self._buffer += data
         while (i := self._buffer.find(self.request_terminator)) >= 0:
             line = bytes(self._buffer[:i])
             del self._buffer[: i + len(self.request_terminator)]
             assert self._queue is not None
             self._queue.put_nowait(line)
-
-    def _send(self, data: bytes) -> None:
-        if self._master is None:
-            return
-        with contextlib.suppress(OSError):
-            os.write(self._master, data)
 
     async def _serve(self) -> None:
         assert self._queue is not None
@@ -318,7 +277,7 @@ class SyringeSerialEmulator:
                 continue
             if f.delay > 0:
                 await asyncio.sleep(f.delay)
-            self._send(f.garbage if f.garbage is not None else reply)
+            self._pty.write(f.garbage if f.garbage is not None else reply)
 
     # -- protocol -------------------------------------------------------------------------
     def handle(self, line: bytes) -> bytes | None:

@@ -6,7 +6,6 @@ changes the behaviour of unrelated tests: nothing here is autouse.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -36,7 +35,8 @@ def modulecontrol_wiring() -> Iterator[Wiring]:
 @pytest.fixture
 def free_tcp_port() -> int:
     """A TCP port on 127.0.0.1 that was free when asked (for a simulator or test server)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    # Imported here, not at the top: this plugin loads into every pytest session of an
+    # environment where modulecontrol is installed, and must not pull in the simulators.
+    from modulecontrol.simulators import free_port
+
+    return free_port()

@@ -13,6 +13,11 @@ Example::
         relay.stalled.set()
         relay.cut()             # the cable is pulled; new connections are refused
         relay.restore()
+
+For a server known by URL (``opc.tcp://127.0.0.1:4840/pea``)::
+
+    async with TcpRelay.for_url(server.url) as relay:
+        driver = make_driver(url=relay.relayed(server.url))
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from urllib.parse import urlsplit
 
 __all__ = ["TcpRelay"]
 
@@ -49,6 +55,19 @@ class TcpRelay:
         self._rng = random.Random(20240601)  # reproducible garbage
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+
+    @classmethod
+    def for_url(cls, url: str) -> TcpRelay:
+        """A relay to the server of ``url`` (``scheme://host:port/path``)."""
+        parts = urlsplit(url)
+        if parts.port is None or parts.hostname is None:
+            raise ValueError(f"{url!r} names no host:port to relay to")
+        return cls(parts.port, parts.hostname)
+
+    def relayed(self, url: str) -> str:
+        """``url`` pointed at this relay (after :meth:`start`): same scheme and path."""
+        parts = urlsplit(url)
+        return parts._replace(netloc=f"127.0.0.1:{self.port}").geturl()
 
     async def __aenter__(self) -> TcpRelay:
         await self.start()

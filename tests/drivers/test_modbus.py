@@ -41,12 +41,8 @@ SAMPLES: dict[str, list[float]] = {
 
 @pytest.fixture
 async def device() -> AsyncIterator[TcpDevice]:
-    dev = TcpDevice(RecordingStore(units=(1, 2)))
-    await dev.start()
-    try:
+    async with TcpDevice(RecordingStore(units=(1, 2))) as dev:
         yield dev
-    finally:
-        await dev.stop()
 
 
 def _name(kind: str, wo: str, bo: str) -> str:

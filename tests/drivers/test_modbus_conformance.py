@@ -26,12 +26,8 @@ PUMP = builtin_types().get("HPLCPump")
 class TestModbusConformance(DriverConformance):
     @pytest.fixture
     async def device(self) -> AsyncIterator[TcpDevice]:
-        dev = TcpDevice(RecordingStore())
-        await dev.start()
-        try:
+        async with TcpDevice(RecordingStore()) as dev:
             yield dev
-        finally:
-            await dev.stop()
 
     @pytest.fixture
     def driver_factory(self, device: TcpDevice) -> DriverFactory:

@@ -51,20 +51,13 @@ class TestOpcUaConformance(DriverConformance):
     @pytest.fixture
     async def device(self) -> AsyncIterator[tuple[PeaServer, TcpRelay]]:
         server = await build_pea_server(coil_reactor())
-        port = int(server.url.rsplit(":", 1)[1].split("/")[0])
-        relay = TcpRelay(port)
-        async with server, _live_temperature(server):
-            await relay.start()
-            try:
-                yield server, relay
-            finally:
-                await relay.stop()
+        async with server, _live_temperature(server), TcpRelay.for_url(server.url) as relay:
+            yield server, relay
 
     @pytest.fixture
     def driver_factory(self, device: tuple[PeaServer, TcpRelay]) -> DriverFactory:
         server, relay = device
-        port = server.url.rsplit(":", 1)[1].split("/")[0]
-        url = server.url.replace(f":{port}/", f":{relay.port}/")
+        url = relay.relayed(server.url)
         return lambda: OpcUaDriver(coil_reactor(), instance(url, timeout=0.3))
 
     @pytest.fixture

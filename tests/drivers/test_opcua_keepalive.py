@@ -4,9 +4,8 @@ endpoint's timeout is not dropped. The link goes through the fault matrix's TCP 
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 
 import pytest
 
@@ -14,33 +13,15 @@ from modulecontrol.drivers import Quality, TagValue
 from modulecontrol.drivers.opcua import OpcUaDriver
 from modulecontrol.simulators.opcua_pea import PeaServer, build_pea_server
 from modulecontrol.testing import TcpRelay
+from tests._poll import until
 from tests.drivers._opcua_pea import coil_reactor, instance
-
-
-async def _until(check: Callable[[], bool], within: float) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within} s")
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[PeaServer, TcpRelay]]:
     server = await build_pea_server(coil_reactor())
-    port = int(server.url.rsplit(":", 1)[1].split("/")[0])
-    relay = TcpRelay(port)
-    async with server:
-        await relay.start()
-        try:
-            yield server, relay
-        finally:
-            await relay.stop()
-
-
-def _url(server: PeaServer, relay: TcpRelay) -> str:
-    port = server.url.rsplit(":", 1)[1].split("/")[0]
-    return server.url.replace(f":{port}/", f":{relay.port}/")
+    async with server, TcpRelay.for_url(server.url) as relay:
+        yield server, relay
 
 
 @pytest.mark.parametrize("fault", ["stall", "garbage"])
@@ -52,10 +33,10 @@ async def test_silent_or_garbled_link_is_lost_and_reconnected(
     def on_change(values: Mapping[str, TagValue]) -> None:
         got.append(dict(values))
 
-    drv = OpcUaDriver(coil_reactor(), instance(_url(server, relay), timeout=0.3))
+    drv = OpcUaDriver(coil_reactor(), instance(relay.relayed(server.url), timeout=0.3))
     async with drv:
         await drv.subscribe(["T.V"], 0.05, on_change)
-        await _until(lambda: bool(got), 3)
+        assert await until(lambda: bool(got), 3) is not None
         if fault == "stall":
             relay.stalled.clear()
         else:
@@ -63,20 +44,21 @@ async def test_silent_or_garbled_link_is_lost_and_reconnected(
         try:
             # a subscription with nothing new to publish is silent; only the keep-alive
             # read can notice (asyncua's own watchdog would, after seconds)
-            await _until(lambda: not drv.health().connected, 3)
+            assert await until(lambda: not drv.health().connected, 3) is not None
             if fault == "stall":
                 assert "keep-alive" in (drv.health().last_error or "")
-            await _until(lambda: any(b.get("T.V") is not None
-                                     and b["T.V"].quality is Quality.BAD for b in got), 3)
+            assert await until(lambda: any(b.get("T.V") is not None
+                                           and b["T.V"].quality is Quality.BAD for b in got),
+                               3) is not None
         finally:
             relay.stalled.set()
             relay.garbage = False
-        await _until(lambda: drv.health().connected, 10)
+        assert await until(lambda: drv.health().connected, 10) is not None
         assert drv.health().reconnects == 1
         await server.set("T.V", 4.5)
         assert (await drv.read(["T.V"]))["T.V"].value == 4.5
-        await _until(lambda: any(b.get("T.V") is not None and b["T.V"].value == 4.5
-                                 for b in got), 3)
+        assert await until(lambda: any(b.get("T.V") is not None and b["T.V"].value == 4.5
+                                       for b in got), 3) is not None
 
 
 async def test_late_answers_within_timeout_keep_the_link(
@@ -84,7 +66,7 @@ async def test_late_answers_within_timeout_keep_the_link(
     """Replies 1.2 s late with a 3 s timeout: no loss. asyncua's watchdog used to probe
     with a fixed 1 s timeout and dropped such a server every few seconds."""
     server, relay = served
-    drv = OpcUaDriver(coil_reactor(), instance(_url(server, relay), timeout=3.0))
+    drv = OpcUaDriver(coil_reactor(), instance(relay.relayed(server.url), timeout=3.0))
     async with drv:
         relay.delay = 1.2
         try:

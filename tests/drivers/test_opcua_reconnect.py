@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import pytest
 
 from modulecontrol.drivers import Disconnected, Quality, TagValue
 from modulecontrol.drivers.opcua import OpcUaDriver
-from modulecontrol.simulators.opcua_pea import build_pea_server, free_port
+from modulecontrol.simulators import free_port
+from modulecontrol.simulators.opcua_pea import build_pea_server
+from tests._poll import until
 from tests.drivers._opcua_pea import coil_reactor, instance
-
-
-async def _until(check: Callable[[], bool], within: float) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within} s")
-        await asyncio.sleep(0.05)
 
 
 async def test_reconnect_with_fresh_client_and_resubscribe() -> None:
@@ -38,25 +31,26 @@ async def test_reconnect_with_fresh_client_and_resubscribe() -> None:
         old_client = drv._client
         sub = await drv.subscribe(["T.V"], 0.05, on_change)
         await first.set("T.V", 1.5)
-        await _until(lambda: any(b.get("T.V") == TagValue(1.5, Quality.GOOD, b["T.V"].timestamp,
-                                                           1.5) for b in got), 3)
+        assert await until(lambda: any(
+            b.get("T.V") == TagValue(1.5, Quality.GOOD, b["T.V"].timestamp, 1.5)
+            for b in got), 3) is not None
         await first.stop()
-        await _until(lambda: not drv.health().connected, 5)
+        assert await until(lambda: not drv.health().connected, 5) is not None
         assert drv.health().reconnecting
-        await _until(lambda: any(b.get("T.V") is not None and b["T.V"].quality is Quality.BAD
-                                 for b in got), 3)
+        assert await until(lambda: any(b.get("T.V") is not None and b["T.V"].quality is Quality.BAD
+                                       for b in got), 3) is not None
         with pytest.raises(Disconnected, match="reconnecting"):
             await drv.read(["T.V"])
         await second.set("T.V", 2.5)
         await asyncio.sleep(0.3)  # let at least one attempt fail against the closed port
         await second.start()
-        await _until(lambda: drv.health().connected, 15)
+        assert await until(lambda: drv.health().connected, 15) is not None
         assert drv.health().reconnects == 1
         assert drv._client is not old_client
         assert (await drv.read(["T.V"]))["T.V"].value == 2.5
         await second.set("T.V", 3.5)
-        await _until(lambda: any(b.get("T.V") is not None and b["T.V"].value == 3.5
-                                 for b in got), 3)
+        assert await until(lambda: any(b.get("T.V") is not None and b["T.V"].value == 3.5
+                                       for b in got), 3) is not None
         assert sub.report.revised_publishing_interval == pytest.approx(0.05)
         assert "connection lost" in (drv.health().last_error or "") or \
             "reconnect failed" in (drv.health().last_error or "")

@@ -39,12 +39,9 @@ def _driver(port: str) -> SerialDriver:
 class TestSerialConformance(DriverConformance):
     @pytest.fixture
     async def device(self, tmp_path: Path) -> AsyncIterator[SyringeSerialEmulator]:
-        emu = SyringeSerialEmulator(pumps={0: BuiltinSyringe()}, link=tmp_path / "ttyPUMP")
-        await emu.start()
-        try:
+        async with SyringeSerialEmulator(pumps={0: BuiltinSyringe()},
+                                         link=tmp_path / "ttyPUMP") as emu:
             yield emu
-        finally:
-            await emu.stop()
 
     @pytest.fixture
     def driver_factory(self, device: SyringeSerialEmulator) -> DriverFactory:

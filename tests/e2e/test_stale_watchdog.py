@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,8 +22,9 @@ from modulecontrol.events import EventKind
 from modulecontrol.orchestrator import Orchestrator
 from modulecontrol.proxy import ModuleProxy
 from modulecontrol.session import RunOptions, Session
-from modulecontrol.simulators import PlantServer, SimulatedPlant
+from modulecontrol.simulators import ServedPlant, serve_plant
 from modulecontrol.statemachine import Command, State
+from tests._poll import until
 
 STALE_AFTER = 20.0
 SPEED = 100.0
@@ -65,30 +63,6 @@ procedure:
 """
 
 
-@dataclass
-class _Served:
-    """What the session needs from a simulation (``config``, ``plant``, ``stop``)."""
-
-    server: PlantServer
-    config: PlantConfig
-
-    @property
-    def plant(self) -> SimulatedPlant:
-        return self.server.plant
-
-    async def stop(self) -> None:
-        await self.server.stop()
-
-
-async def _until(pred: Callable[[], bool], limit: float) -> bool:
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < limit:
-        if pred():
-            return True
-        await asyncio.sleep(0.01)
-    return pred()
-
-
 def _fault(proxy: ModuleProxy) -> str | None:
     """Read through a call: the value changes behind the test's back."""
     return proxy.fault
@@ -102,12 +76,10 @@ def _state(orch: Orchestrator) -> State:
 async def test_frozen_pressure_holds_the_recipe_and_recovers(tmp_path: Path) -> None:
     (tmp_path / "plant.yaml").write_text(PLANT)
     (tmp_path / "recipe.yaml").write_text(RECIPE)
-    served: list[_Served] = []
+    served: list[ServedPlant] = []
 
-    async def factory(cfg: PlantConfig, clock: Clock) -> _Served:
-        server = PlantServer(SimulatedPlant.from_config(cfg, clock, dt=1.0), free_ports=True)
-        await server.start()
-        served.append(_Served(server, server.served_config()))
+    async def factory(cfg: PlantConfig, clock: Clock) -> ServedPlant:
+        served.append(await serve_plant(cfg, clock, dt=1.0))
         return served[-1]
 
     opts = RunOptions(simulate=True, speed=SPEED, db=tmp_path / "run.db", report_dir=None,
@@ -115,17 +87,17 @@ async def test_frozen_pressure_holds_the_recipe_and_recovers(tmp_path: Path) -> 
     session = Session.load(tmp_path / "recipe.yaml", None, opts, factory)
     task = asyncio.create_task(session.run())
     try:
-        assert await _until(lambda: session.orchestrator is not None, 20)
+        assert await until(lambda: session.orchestrator is not None, 20) is not None
         orch = session.orchestrator
         assert orch is not None
-        assert await _until(lambda: orch.progress.step == "run", 20)
+        assert await until(lambda: orch.progress.step == "run", 20) is not None
         proxy = session.proxies["P1"]
         clock = session.clock
         plant = served[0].plant
 
         # A noisy live value is never stale: three times stale_after without a fault.
         t_live = clock.now()
-        assert await _until(lambda: clock.now() - t_live > 3 * STALE_AFTER, 10)
+        assert await until(lambda: clock.now() - t_live > 3 * STALE_AFTER, 10) is not None
         assert _fault(proxy) is None and _state(orch) is State.EXECUTE
         assert not [e for e in orch.log.events if e.kind is EventKind.MODULE_FAULT]
         live = proxy.value("Pressure")
@@ -135,21 +107,23 @@ async def test_frozen_pressure_holds_the_recipe_and_recovers(tmp_path: Path) -> 
         n_events = len(orch.log.events)
         t_freeze = clock.now()
         plant.faults.inject("P1", "stuck", variable="Pressure")
-        assert await _until(lambda: proxy.fault is not None, 10), "frozen value not detected"
+        assert await until(lambda: proxy.fault is not None, 10) is not None, (
+            "frozen value not detected")
         t_detect = clock.now()
         assert _fault(proxy) == f"stale value: P1.Pressure unchanged for {STALE_AFTER:g} s"
         assert t_detect - t_freeze >= STALE_AFTER  # never before stale_after has passed
         assert proxy.value("Pressure") is None  # conditions no longer see the frozen value
-        assert await _until(lambda: orch.machine.state is State.HELD, 10)
+        assert await until(lambda: orch.machine.state is State.HELD, 10) is not None
         assert proxy.services["Dosing"].state is State.HELD  # the recipe held its pump
         faults = [e for e in orch.log.events[n_events:] if e.kind is EventKind.MODULE_FAULT]
         assert faults and faults[0].source == "P1" and "stale value" in faults[0].message
 
         # The sensor moves again: the fault clears and the recipe resumes by itself.
         plant.faults.clear("P1", "stuck")
-        assert await _until(lambda: proxy.fault is None, 10)
-        assert await _until(lambda: orch.machine.state is State.EXECUTE, 10)
-        assert await _until(lambda: proxy.services["Dosing"].state is State.EXECUTE, 10)
+        assert await until(lambda: proxy.fault is None, 10) is not None
+        assert await until(lambda: orch.machine.state is State.EXECUTE, 10) is not None
+        assert await until(lambda: proxy.services["Dosing"].state is State.EXECUTE,
+                           10) is not None
         orch.try_command(Command.STOP, "test done")
         outcome = await asyncio.wait_for(task, 20)
     finally:

@@ -166,10 +166,9 @@ async def start_rig(t: Transport, cfg: PlantConfig, clock: Clock, folder: Path) 
         new_ep = ep.model_copy(update={"port": relay.port})
     elif t.name == "opcua":
         url: str = ep.url  # type: ignore[attr-defined]
-        port = int(url.rsplit(":", 1)[1].split("/")[0])
-        relay = TcpRelay(port)
+        relay = TcpRelay.for_url(url)
         await relay.start()
-        new_ep = ep.model_copy(update={"url": url.replace(f":{port}/", f":{relay.port}/")})
+        new_ep = ep.model_copy(update={"url": relay.relayed(url)})
     else:  # a symlink that survives pulling the adapter out and plugging it back in
         link = folder / "ttyP1"
         dev: Any = server.serial["P1"] if t.name == "serial" else next(iter(server.rtu.values()))

@@ -3,8 +3,8 @@
 For each cell: the fault is detected within twice the endpoint timeout, the configured
 reaction runs (module faulted -> recipe held; safe state written when the link returns), the
 system recovers when the fault clears (recipe back in Execute), and the historian holds
-samples before and after and the fault itself. Results go to ``docs/reliability-table.md``
-(see ``conftest.py``).
+samples before and after and the fault itself. The committed ``docs/reliability-table.md``
+must show the same cells and verdicts (``make docs`` rewrites it; see ``conftest.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from modulecontrol.drivers import DriverError
 from modulecontrol.events import EventKind
 from modulecontrol.session import RunOptions, Session
 from modulecontrol.statemachine import Command, State
+from tests._poll import until
 from tests.faults._rig import (
     STALE_AFTER,
     TIMEOUT,
@@ -35,7 +36,7 @@ from tests.faults._rig import (
     recipe_text,
     start_rig,
 )
-from tests.faults.conftest import CellResult, record_result
+from tests.faults.conftest import ROOT, TABLE, UPDATE_OPTION, CellResult, drift, record_result
 
 FAULTS = ("no_reply", "slow_reply", "garbage", "error", "link_lost", "bad_value", "stuck",
           "frozen")
@@ -50,16 +51,6 @@ BOUND = 2 * TIMEOUT + POLL + LATENCY
 poll interval after the fault, plus the event loop's latency. OPC UA, whose values come by
 subscription, needs 1.5 timeouts: the driver's keep-alive read every half timeout, which
 times out after one."""
-
-
-async def _until(pred: Callable[[], bool], limit: float, step: float = 0.01) -> float | None:
-    """Seconds until ``pred()`` holds, or None after ``limit`` s."""
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < limit:
-        if pred():
-            return time.perf_counter() - t0
-        await asyncio.sleep(step)
-    return None
 
 
 class Marks:
@@ -211,7 +202,7 @@ async def _run_cell(session: Session, rig: Rig, t: Transport, fault: str,
     if cell.na is not None:
         res.note = cell.na
         return res
-    assert await _until(lambda: orch.machine.state is State.EXECUTE and proxy.fault is None,
+    assert await until(lambda: orch.machine.state is State.EXECUTE and proxy.fault is None,
                         10) is not None, (
         f"{fault}: rig not back to Execute before the fault: {orch.machine.state.label}, "
         f"{proxy.fault}; " + "; ".join(f"{e.kind} {e.source} {e.message}"
@@ -227,25 +218,25 @@ async def _run_cell(session: Session, rig: Rig, t: Transport, fault: str,
     t_inject = time.perf_counter()
     cell.inject()
     try:
-        if await _until(lambda: marks.first(kind, t_inject) is not None, 5) is not None:
+        if await until(lambda: marks.first(kind, t_inject) is not None, 5) is not None:
             res.detect = marks.first(kind, t_inject) - t_inject  # type: ignore[operator]
         res.fault_text = proxy.fault or next(
             (e.message for e in orch.log.events[n_events:]
              if e.kind is EventKind.INTERLOCK_TRIPPED), "")
-        held = await _until(lambda: orch.machine.state is State.HELD, 5)
+        held = await until(lambda: orch.machine.state is State.HELD, 5)
         res.reaction = "recipe Held" if held is not None else f"recipe {orch.machine.state.label}"
         if fault == "slow_reply":
             res.note = await _slow_write_count(session, rig, t)
     finally:
         cell.clear()
     t_clear = time.perf_counter()
-    back = await _until(lambda: proxy.fault is None and orch.machine.state is State.EXECUTE, 10)
+    back = await until(lambda: proxy.fault is None and orch.machine.state is State.EXECUTE, 10)
     res.recover = None if back is None else time.perf_counter() - t_clear
     res.sim_after = session.clock.datetime().timestamp()
     safe = [w for w in rig.writes[writes_before:] if _safe_write(w)]
     comm = fault in ("no_reply", "slow_reply", "garbage", "error", "link_lost")
     if comm and t.name != "opcua":
-        assert await _until(lambda: any(
+        assert await until(lambda: any(
             _safe_write(w) for w in rig.writes[writes_before:]),
             5) is not None, f"{fault}: no safe state written after the link returned"
         safe = [1]  # type: ignore[list-item]
@@ -281,7 +272,7 @@ def _records(db: Path, run_id: int, results: list[CellResult]) -> None:
     "opcua",
     "serial",
 ])
-async def test_fault_matrix(transport: str, tmp_path: Path) -> None:
+async def test_fault_matrix(transport: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     t = TRANSPORTS[transport]
     (tmp_path / "plant.yaml").write_text(plant_text(t))
     (tmp_path / "recipe.yaml").write_text(recipe_text(t))
@@ -299,14 +290,14 @@ async def test_fault_matrix(transport: str, tmp_path: Path) -> None:
     task = asyncio.create_task(session.run())
     results: list[CellResult] = []
     try:
-        assert await _until(lambda: session.orchestrator is not None or task.done(),
+        assert await until(lambda: session.orchestrator is not None or task.done(),
                             20) is not None
         assert not task.done(), f"the session ended before its recipe ran: {task.result()}"
         orch = session.orchestrator
         assert orch is not None
         marks = Marks(session)
         # faults start once the module runs and the recipe waits in its 'run' step
-        assert await _until(lambda: orch.progress.step == "run" or task.done(),
+        assert await until(lambda: orch.progress.step == "run" or task.done(),
                             20) is not None
         assert not task.done(), f"the session ended before its 'run' step: {task.result()}"
         await asyncio.sleep(0.3)  # a few samples before the first fault
@@ -325,3 +316,7 @@ async def test_fault_matrix(transport: str, tmp_path: Path) -> None:
         record_result(r)
     problems = [f"{r.fault}: {r.problem()}" for r in results if r.problem()]
     assert not problems, "\n".join(problems)
+    if not request.config.getoption(UPDATE_OPTION):
+        stale = drift(results, TABLE.read_text(), str(TABLE.relative_to(ROOT)))
+        assert not stale, ("the committed table no longer matches this run; if the change is "
+                           "intended, regenerate it with `make docs`:\n" + "\n".join(stale))

@@ -18,9 +18,8 @@ from modulecontrol.mtp import (
     format_results,
     serve_manifest,
 )
-from modulecontrol.simulators import SimulatedPlant
+from modulecontrol.simulators import SimulatedPlant, free_port
 from modulecontrol.simulators._opcua_server import serve_pea
-from modulecontrol.simulators.opcua_pea import free_port
 
 PLANT = Path(__file__).resolve().parents[2] / "recipes" / "lomustine" / "plant.yaml"
 MODULES = {"R1": "CoilReactor", "PAT1": "PATAnalyzer", "CR1": "MSMPRCrystallizer"}

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import AsyncIterator
 
 import pytest
 
 from modulecontrol.descriptors import ModbusTcpEndpoint, ModuleInstance, builtin_types
 from modulecontrol.proxy import ModuleProxy, ProxyOptions
 from modulecontrol.statemachine import Command, State
-from modulecontrol.testing.modbus import RecordingStore, TcpDevice
+from modulecontrol.testing.modbus import TcpDevice
 
 
 def _f32(regs: list[int]) -> float:
@@ -22,14 +21,6 @@ def _f32(regs: list[int]) -> float:
 def _regs(value: float) -> list[int]:
     hi, lo = struct.unpack(">HH", struct.pack(">f", value))
     return [hi, lo]
-
-
-@pytest.fixture
-async def device() -> AsyncIterator[TcpDevice]:
-    dev = TcpDevice(RecordingStore(units=(1,)))
-    await dev.start()
-    yield dev
-    await dev.stop()
 
 
 def _proxy(port: int) -> ModuleProxy:

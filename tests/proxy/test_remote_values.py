@@ -4,23 +4,12 @@ notification."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
-
 from asyncua.ua.status_codes import StatusCodes
 
 from modulecontrol.proxy import ModuleProxy, ProxyOptions
 from modulecontrol.simulators.opcua_pea import build_pea_server
+from tests._poll import until
 from tests.drivers._opcua_pea import coil_reactor, instance
-
-
-async def _until(check: Callable[[], bool], within: float) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within} s")
-        await asyncio.sleep(0.02)
 
 
 async def test_bad_status_of_a_sensor_is_a_bad_value_not_a_lost_link() -> None:
@@ -36,14 +25,14 @@ async def test_bad_status_of_a_sensor_is_a_bad_value_not_a_lost_link() -> None:
             assert faults == []
             # only T.V changes: the notification holds nothing but one Bad value
             await server.set_status("T.V", StatusCodes.BadSensorFailure)
-            await _until(lambda: proxy.fault is not None, 3)
+            assert await until(lambda: proxy.fault is not None, 3) is not None
             # a later notification holding only good values must not clear it
             await server.set("PressureDrop.V", 0.25)
-            await _until(lambda: proxy.value("PressureDrop") == 0.25, 3)
+            assert await until(lambda: proxy.value("PressureDrop") == 0.25, 3) is not None
             assert proxy.fault == "bad value: R1.T = bad quality (BadSensorFailure)"
             assert proxy.value("T") is None
             await server.set("T.V", 26.0)
-            await _until(lambda: proxy.fault is None, 3)
+            assert await until(lambda: proxy.fault is None, 3) is not None
             assert proxy.value("T") == 26.0
             assert faults == ["bad value: R1.T = bad quality (BadSensorFailure)", None]
         finally:

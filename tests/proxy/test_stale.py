@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import pytest
@@ -22,7 +22,8 @@ from modulecontrol.drivers import DriverError, Health, Quality, TagValue
 from modulecontrol.drivers._base import TagInfo, tag_table
 from modulecontrol.proxy import ModuleProxy, ProxyOptions
 from modulecontrol.proxy._stale import StaleWatch
-from modulecontrol.testing.modbus import RecordingStore, TcpDevice
+from modulecontrol.testing.modbus import TcpDevice
+from tests._poll import until
 
 # -- the rule --------------------------------------------------------------------------------
 
@@ -147,22 +148,6 @@ def _watched_pump(stale_after: str = "30 s", deadband: str | None = None) -> Mod
     return ModuleType.model_validate(data)
 
 
-@pytest.fixture
-async def device() -> AsyncIterator[TcpDevice]:
-    dev = TcpDevice(RecordingStore(units=(1,)))
-    await dev.start()
-    yield dev
-    await dev.stop()
-
-
-async def _until(pred: Callable[[], bool], limit: float = 3.0) -> bool:
-    for _ in range(int(limit / 0.01)):
-        if pred():
-            return True
-        await asyncio.sleep(0.01)
-    return pred()
-
-
 def _fault(proxy: ModuleProxy) -> str | None:
     """The proxy's fault, read through a call (it changes behind the test's back)."""
     return proxy.fault
@@ -172,7 +157,7 @@ async def _polls(proxy: ModuleProxy, n: int = 3) -> None:
     """Wait until the proxy has taken ``n`` more batches of values from its driver."""
     seen: list[int] = []
     proxy.on_values(lambda tag, v: seen.append(1))
-    assert await _until(lambda: len(seen) >= n)
+    assert await until(lambda: len(seen) >= n, 3) is not None
 
 
 async def test_frozen_pressure_faults_the_module_and_clears_when_it_moves(
@@ -192,13 +177,13 @@ async def test_frozen_pressure_faults_the_module_and_clears_when_it_moves(
         await _polls(proxy)
         assert _fault(proxy) is None and proxy.value("Pressure") == pytest.approx(12.5)
         clock.t = 30.0
-        assert await _until(lambda: proxy.fault is not None)
+        assert await until(lambda: proxy.fault is not None, 3) is not None
         assert _fault(proxy) == "stale value: P1.Pressure unchanged for 30 s"
         assert proxy.values["Pressure"].quality is Quality.BAD
         assert proxy.value("Pressure") is None  # conditions see no value
         assert proxy.si_values()["P1.Pressure"] is None
         device.store.set(1, "input", 2, _regs(12.6))
-        assert await _until(lambda: proxy.fault is None)
+        assert await until(lambda: proxy.fault is None, 3) is not None
         assert proxy.value("Pressure") == pytest.approx(12.6)
         assert faults == ["stale value: P1.Pressure unchanged for 30 s", None]
         # unwatched values are never stale: Flow has been 0 all along
@@ -221,18 +206,18 @@ async def test_deadband_and_link_loss_do_not_count_as_movement_or_staleness(
         device.store.set(1, "input", 2, _regs(12.9))  # within the deadband
         await _polls(proxy)
         clock.t = 10.0
-        assert await _until(lambda: proxy.fault is not None)
+        assert await until(lambda: proxy.fault is not None, 3) is not None
         assert proxy.fault is not None and proxy.fault.startswith("stale value")
         device.store.set(1, "input", 2, _regs(13.5))  # out of the band: live again
-        assert await _until(lambda: proxy.fault is None)
+        assert await until(lambda: proxy.fault is None, 3) is not None
         # a silent device: the fault is the link, never a stale value, however long it lasts
         await device.stop()
-        assert await _until(lambda: proxy.fault == "communication lost")
+        assert await until(lambda: proxy.fault == "communication lost", 3) is not None
         clock.t = 1000.0
         await asyncio.sleep(0.3)
         assert proxy.fault == "communication lost"
         await device.start()
-        assert await _until(lambda: proxy.fault is None, 5)  # timing restarted on return
+        assert await until(lambda: proxy.fault is None, 5) is not None  # timing restarted on return
     finally:
         await proxy.close()
 
@@ -300,14 +285,15 @@ async def test_changes_only_driver_read_quiet_values_and_source_timestamps() -> 
     await proxy.start()
     try:
         # no notification ever comes: the proxy reads the quiet watched tag itself
-        assert await _until(lambda: ["Pressure.V"] in drv.reads)
+        assert await until(lambda: ["Pressure.V"] in drv.reads, 3) is not None
         clock.t = 5.0
-        assert await _until(lambda: proxy.fault is not None)
+        assert await until(lambda: proxy.fault is not None, 3) is not None
         assert proxy.fault == "stale value: R1.Pressure unchanged for 5 s"
         drv.value = 41.0  # the value moves, but the source timestamp stays: still stale
-        assert await _until(lambda: proxy.fault is not None and "source timestamp" in proxy.fault)
+        assert await until(lambda: proxy.fault is not None
+                           and "source timestamp" in proxy.fault, 3) is not None
         drv.source_time = 1001.0
-        assert await _until(lambda: proxy.fault is None)
+        assert await until(lambda: proxy.fault is None, 3) is not None
         # a failed watchdog read is not a fault of its own (the subscription reports links)
         drv.fail = True
         clock.t = 100.0

@@ -1,0 +1,20 @@
+"""Polling a condition that has nothing to wait on (a proxy's fault, a model's state, a
+recipe's step): the one helper the tests share, instead of a copy per file."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+
+async def until(pred: Callable[[], bool], within: float, step: float = 0.01) -> float | None:
+    """Wall seconds until ``pred()`` holds, polled every ``step`` s; None if it still does
+    not after ``within`` s (checked once more at the end, so a slow last sleep on a loaded
+    machine does not cost the last chance)."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < within:
+        if pred():
+            return time.perf_counter() - t0
+        await asyncio.sleep(step)
+    return time.perf_counter() - t0 if pred() else None
