@@ -70,6 +70,10 @@ class RunOptions:
     operator: str = "operator"
     auto_answer: str | None = None
     on_comm_loss: str = "hold"
+    records_key: Path | None = None
+    """Records key file (default ``<db>.key``, created 0600 at first use)."""
+    anchor: Path | None = None
+    """Anchor file of the records chain (default ``<db>.anchor``; keep it elsewhere)."""
 
 
 @dataclass
@@ -186,7 +190,11 @@ class Session:
         opts = self.options
         opts.db.parent.mkdir(parents=True, exist_ok=True)
         _after_recorded_runs(self.clock, opts.db)
-        self.historian = Historian(opts.db, clock=lambda: self.clock.datetime().timestamp())
+        try:  # one live writer per database: a second run on it is refused here
+            self.historian = Historian(opts.db, clock=lambda: self.clock.datetime().timestamp(),
+                                       key_path=opts.records_key, anchor_path=opts.anchor)
+        except RecordsError as exc:
+            return RunOutcome(None, EXIT_INVALID, message=str(exc))
         try:
             try:
                 await self.start()
