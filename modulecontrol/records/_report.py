@@ -15,7 +15,7 @@ import io
 import json
 import math
 import sqlite3
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from modulecontrol.records._db import RecordsError, connect
+from modulecontrol.records._lock import writer_alive
 from modulecontrol.records._workup import WorkupSpec
 from modulecontrol.units import UnitError, compatible, convert
 
@@ -513,12 +514,25 @@ def run_figures(db: str | Path | sqlite3.Connection, run_id: int) -> dict[str, A
     """
     conn, own = _open(db)
     try:
-        run = get_run(conn, run_id)
+        run = _as_seen(get_run(conn, run_id), db)
         data = _RunData(conn, run)
     finally:
         if own:
             conn.close()
     return _figures(data)
+
+
+def _as_seen(run: RunInfo, db: str | Path | sqlite3.Connection) -> RunInfo:
+    """A run left ``running`` by a writer that is gone is shown as interrupted.
+
+    Why here and not in the file: a reader never writes (the chain needs the key, and one
+    writer owns the file); the next writer of the database records the interruption.
+    """
+    if run.result != "running" or isinstance(db, sqlite3.Connection) or writer_alive(db):
+        return run
+    return replace(run, result="interrupted", note=(
+        f"{run.note} " if run.note else "") + "its writer is gone without ending it; the next"
+        " writer of this database records it as interrupted")
 
 
 def _spec(run: RunInfo) -> FigureSpec:
@@ -1205,7 +1219,7 @@ def report(db: str | Path | sqlite3.Connection, run_id: int, format: ReportForma
         raise ValueError(f"format must be html, json or csv, not {format!r}")
     conn, own = _open(db)
     try:
-        run = get_run(conn, run_id)
+        run = _as_seen(get_run(conn, run_id), db)
         data = _RunData(conn, run)
         if format == "csv":
             text = _csv(conn, data)

@@ -77,8 +77,8 @@ def runs(db: DbOpt = DEFAULT_DB) -> None:
     if not items:
         typer.echo("no runs recorded")
         return
-    # a reader never writes: a run whose writer is gone shows as interrupted here and is
-    # recorded as such by the next writer of the database
+    # a reader never writes: a run whose writer is gone shows as interrupted here (as in the
+    # report) and is recorded as such by the next writer of the database
     orphaned = not writer_alive(db)
     typer.echo(f"{'id':>4}  {'start (UTC)':<20} {'duration':>9}  {'result':<11} recipe")
     for r in items:
