@@ -79,6 +79,7 @@ def test_run_killed_early_gets_html_and_json(tmp_path: Path) -> None:
     assert "writer is gone" in run["note"]
 
 
+@pytest.mark.slow  # the hold and stop of a real plant: about a minute on 2 cores
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT")
 def test_run_stopped_by_ctrl_c_gets_html_and_json(tmp_path: Path) -> None:
     db = tmp_path / "r.db"
