@@ -43,7 +43,7 @@ from typing import Any
 
 from modulecontrol.records._audit import append_entry, canonical_json
 from modulecontrol.records._chain import RecordChain, anchor_path_for, key_path_for, load_key
-from modulecontrol.records._db import DEFAULT_DB, connect, require_current
+from modulecontrol.records._db import DEFAULT_DB, RecordsError, connect, require_current
 from modulecontrol.records._lock import WriterLease, WriterLock
 
 log = logging.getLogger(__name__)
@@ -252,7 +252,12 @@ class Historian:
         self._active_runs: list[int] = []
         #: the lease of a writer that died holding this database, taken over (None if none)
         self.took_over = stale
-        self.recovered_runs = self._recover_interrupted(stale)
+        try:
+            self.recovered_runs = self._recover_interrupted(stale)
+        except BaseException:
+            self._writer_lock.release(self._conn)
+            self._conn.close()
+            raise
         self._thread = threading.Thread(target=self._writer, name=f"historian:{self.path.name}",
                                         daemon=True)
         self._thread.start()
@@ -670,8 +675,6 @@ class Historian:
                                    now, EventKind.OVERFLOW, "historian", {"dropped": dropped})
                 self._alarm_clear_op(OVERFLOW_ALARM, {"dropped": dropped}, now)(conn)
             conn.execute("COMMIT")
-            why, self._anchor_why = self._anchor_why, "commit"
-            self._chain.anchor(why)
         except Exception as exc:  # the writer must survive a bad batch and say so
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
@@ -684,6 +687,21 @@ class Historian:
             for _op, fut in ops:
                 if fut is not None and not fut.done():
                     fut.set_exception(exc)
+            return
+        why, self._anchor_why = self._anchor_why, "commit"
+        try:
+            self._chain.anchor(why)
+        except OSError as exc:  # committed, but the head is not outside the database
+            err = RecordsError(
+                f"records committed but the chain head could not be appended to the anchor"
+                f" file '{self.anchor_path}': {exc}; until it can, a truncation of this"
+                " commit is not detectable: fix the anchor path (space, permissions)")
+            self.stats.write_errors += 1
+            self.stats.last_error = str(err)
+            log.error("%s", err)
+            for fut, _res in results:
+                if fut is not None and not fut.done():
+                    fut.set_exception(err)
             return
         st = self.stats
         st.samples_written += len(samples)

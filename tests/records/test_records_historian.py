@@ -191,3 +191,15 @@ def test_bad_arguments(db: Path) -> None:
                                                                       "density": "3 m"}}})
     finally:
         h.close_sync()
+
+
+async def test_anchor_that_cannot_be_written_fails_the_caller(db: Path, tmp_path: Path) -> None:
+    anchor = tmp_path / "not-a-file"
+    anchor.mkdir()
+    h = Historian(db, flush_interval=0.05, anchor_path=anchor)
+    try:
+        with pytest.raises(RecordsError, match="could not be appended to the anchor file"):
+            await h.start_run("r")
+        assert h.stats.write_errors == 1
+    finally:
+        await h.close()
