@@ -130,12 +130,28 @@ def stored_row_digest(conn: sqlite3.Connection, table: str, rowid: int) -> str |
     return None if row is None else row_digest(table, row)
 
 
+_SampleRow = tuple[int, float, float | None, float | None, int, int | None]
+
+
+def _rows_digest(blk: int, rows: Iterable[tuple[Any, ...]]) -> tuple[int, str]:
+    """Order-independent digest of a block's rows (storage order is not part of a record)."""
+    lines = sorted(map(repr, rows))
+    h = hashlib.sha256(f"{SAMPLES}\n{blk}\n".encode())
+    h.update("\n".join(lines).encode())
+    return len(lines), h.hexdigest()
+
+
 def block_digest(conn: sqlite3.Connection, blk: int) -> tuple[int, str]:
-    """Number of samples in block ``blk`` and their digest (order-independent)."""
+    """Number of samples in block ``blk`` as stored and their digest."""
     cols = ", ".join(_SAMPLE_COLUMNS)
-    rows = sorted(repr(r) for r in conn.execute(f"SELECT {cols} FROM samples WHERE blk=?",
-                                                (blk,)))
-    return len(rows), _digest((SAMPLES, blk, *rows))
+    return _rows_digest(blk, conn.execute(f"SELECT {cols} FROM samples WHERE blk=?", (blk,)))
+
+
+def _as_stored(t: float, v: float | None, raw: float | None) -> tuple[float, float | None,
+                                                                        float | None]:
+    """Values as SQLite returns them from REAL columns: floats, and NaN stored as NULL."""
+    return (float(t), None if v is None or v != v else float(v),
+            None if raw is None or raw != raw else float(raw))
 
 
 def link_hash(key: bytes, seq: int, t_utc: str, kind: str, ref: int, digest: str,
@@ -193,14 +209,18 @@ class RecordChain:
             raise RecordsError(f"cannot chain {table} row {rowid}: it is not in the database")
         return self.append(conn, table, rowid, digest)
 
-    def link_samples(self, conn: sqlite3.Connection,
-                     rows: Sequence[tuple[int, float, float | None, float | None, int,
-                                          int | None]]) -> Link:
-        """Insert one commit's samples as block ``blk`` = the link's seq, and link them."""
+    def link_samples(self, conn: sqlite3.Connection, rows: Iterable[_SampleRow]) -> Link:
+        """Insert one commit's samples as block ``blk`` = the link's seq, and link them.
+
+        The digest is taken from the values as SQLite will return them (no read-back: it
+        would halve the writer's throughput); verification reads them from the table.
+        """
         blk = self.head(conn).seq + 1
+        stored = [(int(tid), *_as_stored(t, v, raw), int(q), rid)
+                  for tid, t, v, raw, q, rid in rows]
         conn.executemany("INSERT INTO samples(tag_id, t, value, raw, quality, run_id, blk)"
-                         f" VALUES (?,?,?,?,?,?,{blk})", rows)
-        link = self.append(conn, SAMPLES, blk, block_digest(conn, blk)[1])
+                         f" VALUES (?,?,?,?,?,?,{blk})", stored)
+        link = self.append(conn, SAMPLES, blk, _rows_digest(blk, stored)[1])
         assert link.seq == blk
         return link
 

@@ -14,6 +14,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from modulecontrol.records import (
@@ -233,3 +235,31 @@ async def test_cli_verify_with_key_and_anchor_kept_elsewhere(db: Path, tmp_path:
     if where == "elsewhere":
         res = runner.invoke(app, ["audit", "verify", "--db", str(db)])
         assert res.exit_code == 2 and "--key" in res.output
+
+
+@settings(max_examples=20, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(
+    st.floats() | st.integers(min_value=-2**53, max_value=2**53),
+    st.none() | st.floats() | st.integers(min_value=-2**53, max_value=2**53),
+    st.sampled_from([0, 64, 192])), min_size=1, max_size=30))
+def test_any_stored_sample_values_verify(tmp_path_factory: pytest.TempPathFactory,
+                                         samples: list[tuple[float, float | None, int]]
+                                         ) -> None:
+    """The block digest taken at write time equals the one recomputed from the table,
+    whatever the values: NaN (stored as NULL), infinities, -0.0, integers in REAL columns."""
+    db = tmp_path_factory.mktemp("v") / "v.db"
+
+    async def go() -> None:
+        h = Historian(db, flush_interval=0.05)
+        try:
+            await h.start_run("values", t=T0)
+            for i, (v, raw, q) in enumerate(samples):
+                h.record_sample("X", v, raw=raw, quality=q, t=T0 + i)
+            await h.flush()
+        finally:
+            await h.close()
+
+    asyncio.run(go())
+    rep = verify_audit(db)
+    assert rep.ok, rep.issues
