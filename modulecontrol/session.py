@@ -101,8 +101,8 @@ def _after_recorded_runs(clock: Clock, db: Path) -> None:
 
     Records are stamped with simulated time: an accelerated run of 2 h that took 12 wall
     minutes ends 2 h after its start, in the wall clock's future. A second run started soon
-    after would write into the same time window, and since samples belong to a time window,
-    not to a run, each report would mix both runs' values (a material balance of 33 %).
+    after would write into the same time window; its samples carry its run, but a tag's
+    value at the start of a run is taken from before it, so time lines are kept apart too.
     """
     if not db.exists():
         return
