@@ -297,7 +297,23 @@ def verify_chain(conn: sqlite3.Connection, key: bytes, anchor: Path) -> AuditRep
     (edited), has a link at all (inserted behind the writer's back), and each link's row is
     still there (deleted); each sample block matches its digest; samples without a block are
     named. Anchor checks: every anchored head is in the chain (truncation, wipe, rewrite).
+
+    Safe while a writer records: the anchor file is read first (a head is anchored only
+    after its commit), then the database in one read snapshot.
     """
+    anchors = read_anchors(anchor) if anchor.exists() else None
+    own_tx = not conn.in_transaction
+    if own_tx:
+        conn.execute("BEGIN")
+    try:
+        return _verify_snapshot(conn, key, anchor, anchors)
+    finally:
+        if own_tx:
+            conn.execute("COMMIT")
+
+
+def _verify_snapshot(conn: sqlite3.Connection, key: bytes, anchor: Path,
+                     anchors: list[Link] | None) -> AuditReport:
     links = conn.execute("SELECT seq, t_utc, kind, ref, digest, prev_hash, hash FROM chain"
                          " ORDER BY rowid").fetchall()
     rep = AuditReport(entries=len(links), head_hash=GENESIS_HASH)
@@ -362,12 +378,11 @@ def verify_chain(conn: sqlite3.Connection, key: bytes, anchor: Path) -> AuditRep
         what = f"sample block {ref}" if kind == SAMPLES else f"{kind} row {ref}"
         issues.append(AuditIssue(seq, "record deleted", f"{what} is linked but gone"))
 
-    if not anchor.exists():
+    if anchors is None:
         issues.append(AuditIssue(rep.head_seq, "no anchor", f"anchor file '{anchor}' not"
                                  " found: truncation and a wipe cannot be ruled out; pass"
                                  " --anchor with the copy kept outside the database"))
         return rep
-    anchors = read_anchors(anchor)
     rep.anchors = len(anchors)
     bad = [a for a in anchors if by_seq.get(a.seq) != a.hash]
     if bad:

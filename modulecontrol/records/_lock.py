@@ -16,11 +16,14 @@ import os
 import socket
 import sqlite3
 import sys
+import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from modulecontrol.records._db import RecordsError
+
+_READER_GRACE_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,11 @@ class WriterLock:
         """Take the lock or raise naming the holder; returns a dead writer's lease taken over."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        # a reader asking writer_alive() holds the lock for microseconds: try a little while
+        # before refusing (a live writer holds it for its whole life)
+        deadline = time.monotonic() + _READER_GRACE_S
+        while not _try_flock(fd) and time.monotonic() < deadline:
+            time.sleep(0.02)
         if not _try_flock(fd):
             holder = _read_lease(os.pread(fd, 4096, 0).decode(errors="replace"))
             os.close(fd)

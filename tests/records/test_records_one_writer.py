@@ -94,3 +94,38 @@ def test_second_run_is_refused_and_the_first_record_is_intact(tmp_path: Path) ->
     values = [float(r[3]) for r in rows if r[2] == "A.Total"]
     assert values == [float(i) for i in range(200)]  # A's samples only, none lost or foreign
     assert verify_audit(db).ok
+
+
+async def test_verify_and_report_while_the_writer_commits(tmp_path: Path) -> None:
+    """Readers see one snapshot: records committed mid-verify are neither 'unchained' nor
+    'missing from the anchor'."""
+    import asyncio
+
+    from modulecontrol.records import Historian
+
+    db = tmp_path / "live.db"
+    h = Historian(db, flush_interval=0.01)
+    rid = await h.start_run("live")
+    stop = asyncio.Event()
+
+    async def feed() -> int:
+        i = 0
+        while not stop.is_set():
+            h.record_sample("x", float(i))
+            h.record_event("message", "feed", {"i": i})
+            i += 1
+            await asyncio.sleep(0.001)
+        return i
+
+    task = asyncio.create_task(feed())
+    try:
+        for _ in range(8):
+            rep = await asyncio.to_thread(verify_audit, db)
+            assert rep.ok, rep.issues
+            await asyncio.to_thread(report, db, rid, "json")
+        assert rep.entries > 0
+    finally:
+        stop.set()
+        await task
+        await h.close()
+    assert verify_audit(db).ok
