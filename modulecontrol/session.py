@@ -71,6 +71,10 @@ class RunOptions:
     operator: str = "operator"
     auto_answer: str | None = None
     on_comm_loss: str = "hold"
+    records_key: Path | None = None
+    """Records key file (default ``<db>.key``, created 0600 at first use)."""
+    anchor: Path | None = None
+    """Anchor file of the records chain (default ``<db>.anchor``; keep it elsewhere)."""
 
 
 @dataclass
@@ -98,8 +102,8 @@ def _after_recorded_runs(clock: Clock, db: Path) -> None:
 
     Records are stamped with simulated time: an accelerated run of 2 h that took 12 wall
     minutes ends 2 h after its start, in the wall clock's future. A second run started soon
-    after would write into the same time window, and since samples belong to a time window,
-    not to a run, each report would mix both runs' values (a material balance of 33 %).
+    after would write into the same time window; its samples carry its run, but a tag's
+    value at the start of a run is taken from before it, so time lines are kept apart too.
     """
     if not db.exists():
         return
@@ -187,7 +191,11 @@ class Session:
         opts = self.options
         opts.db.parent.mkdir(parents=True, exist_ok=True)
         _after_recorded_runs(self.clock, opts.db)
-        self.historian = Historian(opts.db, clock=lambda: self.clock.datetime().timestamp())
+        try:  # one live writer per database: a second run on it is refused here
+            self.historian = Historian(opts.db, clock=lambda: self.clock.datetime().timestamp(),
+                                       key_path=opts.records_key, anchor_path=opts.anchor)
+        except RecordsError as exc:
+            return RunOutcome(None, EXIT_INVALID, message=str(exc))
         try:
             try:
                 await self.start()

@@ -12,13 +12,8 @@ See docs/records.md for the loss rules and the figures metadata.
 """
 
 from modulecontrol.events import EventKind  # the run's event kinds, stored by their value
-from modulecontrol.records._audit import (
-    AuditEntry,
-    AuditIssue,
-    AuditReport,
-    AuditTrail,
-    verify_audit,
-)
+from modulecontrol.records._audit import AuditEntry, AuditTrail, verify_audit
+from modulecontrol.records._chain import AuditIssue, AuditReport, anchor_path_for, key_path_for
 from modulecontrol.records._db import DEFAULT_DB, RecordsError
 from modulecontrol.records._historian import (
     OVERFLOW_ALARM,
@@ -69,8 +64,10 @@ __all__ = [
     "TagConfig",
     "TagFilter",
     "WorkupSpec",
+    "anchor_path_for",
     "content_hash",
     "extraction_recovery",
+    "key_path_for",
     "list_runs",
     "report",
     "run_figures",

@@ -1,28 +1,36 @@
-"""Append-only, hash-chained audit trail in the style of 21 CFR Part 11.
+"""Append-only audit trail in the style of 21 CFR Part 11, covered by the records chain.
 
-Why a hash chain on top of SQLite triggers: triggers stop accidents and casual edits, but
-anyone holding the file can drop them. Each entry's SHA-256 covers its own content, its
-sequence number and the previous entry's hash, so a changed, removed, inserted or reordered
-entry breaks the chain at a place :func:`verify_audit` can name. Appending a *well-formed*
-forged entry at the end needs the algorithm only; pass a secret ``key`` (HMAC-SHA256) or keep
-the head hash elsewhere (``anchor``) to close that gap too.
+Each entry is a link of the one keyed, anchored records chain (``_chain.py``): its
+``prev_hash``/``hash`` are that link's, so an edited, removed, inserted, renumbered or
+forged entry, a truncated tail and a wipe are all named by :func:`verify_audit`, which
+verifies the whole chain (samples, events, runs, ... included), not the audit table alone.
+Databases of schema 1 carry a plain SHA-256 chain over the audit table only; they are
+verified as such and reported as a legacy unkeyed chain, never as OK.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modulecontrol.records._db import RecordsError, connect
-
-GENESIS_HASH = "0" * 64
+from modulecontrol.records._chain import (
+    GENESIS_HASH,
+    AuditIssue,
+    AuditReport,
+    RecordChain,
+    anchor_path_for,
+    key_path_for,
+    load_key,
+    row_digest,
+    utc_now,
+    verify_chain,
+)
+from modulecontrol.records._db import RecordsError, connect, require_current, schema_version
 
 _FIELDS = ("seq", "t_utc", "user", "action", "object", "old_value", "new_value", "reason")
 
@@ -31,11 +39,6 @@ def canonical_json(value: Any) -> str:
     """One byte-exact JSON form per value, so hashes do not depend on key order or spacing."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                       allow_nan=False, default=str)
-
-
-def utc_now() -> str:
-    """UTC timestamp with microseconds, ISO 8601 with a ``Z`` suffix."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass(frozen=True)
@@ -54,43 +57,15 @@ class AuditEntry:
     hash: str
 
 
-@dataclass(frozen=True)
-class AuditIssue:
-    """A problem found by :func:`verify_audit`, tied to the sequence number where it shows."""
+def legacy_entry_hash(content: dict[str, Any], prev_hash: str) -> str:
+    """Hash of a schema-1 entry: SHA-256 of its canonical JSON and the previous hash.
 
-    seq: int
-    problem: str
-    detail: str
-
-    def __str__(self) -> str:
-        return f"seq {self.seq}: {self.problem}: {self.detail}"
-
-
-@dataclass
-class AuditReport:
-    """Result of :func:`verify_audit`: ``ok`` is true only when no issue was found."""
-
-    entries: int
-    head_hash: str
-    issues: list[AuditIssue] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.issues
-
-
-def entry_hash(content: dict[str, Any], prev_hash: str, key: bytes | None = None) -> str:
-    """Hash of an entry: SHA-256 (or HMAC-SHA256 with ``key``) of its canonical JSON + prev hash.
-
-    ``content`` holds the stored column values (old/new values as their JSON text), so the
-    hash can be recomputed from the table alone.
+    Only for verifying old databases: anyone can recompute it, so it proves nothing against
+    a deliberate rewrite.
     """
     body = {k: content[k] for k in _FIELDS}
     body["prev_hash"] = prev_hash
-    data = canonical_json(body).encode()
-    if key is not None:
-        return hmac.new(key, data, hashlib.sha256).hexdigest()
-    return hashlib.sha256(data).hexdigest()
+    return hashlib.sha256(canonical_json(body).encode()).hexdigest()
 
 
 def _row_to_entry(row: tuple[Any, ...]) -> AuditEntry:
@@ -99,14 +74,15 @@ def _row_to_entry(row: tuple[Any, ...]) -> AuditEntry:
                       reason, prev_hash, h)
 
 
-def append_entry(conn: sqlite3.Connection, *, user: str, action: str, obj: str, old_value: Any,
-                 new_value: Any, reason: str, key: bytes | None = None,
+def append_entry(conn: sqlite3.Connection, chain: RecordChain, *, user: str, action: str,
+                 obj: str, old_value: Any, new_value: Any, reason: str,
                  in_transaction: bool = False) -> AuditEntry:
-    """Append one entry on ``conn``; the caller's transaction is used when ``in_transaction``.
+    """Append one entry, as a link of ``chain``, on ``conn``.
 
-    The next sequence number and the previous hash are read inside a write transaction
-    (``BEGIN IMMEDIATE``), so two writers, even in two processes, can never take the same
-    number or fork the chain.
+    With ``in_transaction`` the caller's write transaction is used (and the caller anchors
+    after its commit); otherwise this runs its own ``BEGIN IMMEDIATE`` and anchors. The
+    head is read under SQLite's write lock, so two writers, even in two processes, can
+    never take the same number or fork the chain.
     """
     if not user.strip():
         raise ValueError("an audit entry needs a user: who made the change?")
@@ -115,48 +91,54 @@ def append_entry(conn: sqlite3.Connection, *, user: str, action: str, obj: str, 
     if not in_transaction:
         conn.execute("BEGIN IMMEDIATE")
     try:
-        last = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-        seq = 1 if last is None else int(last[0]) + 1
-        prev = GENESIS_HASH if last is None else str(last[1])
+        last = conn.execute("SELECT MAX(seq) FROM audit").fetchone()[0]
+        seq = 1 if last is None else int(last) + 1
         t_utc = utc_now()
-        content: dict[str, Any] = {
-            "seq": seq, "t_utc": t_utc, "user": user, "action": action, "object": obj,
-            "old_value": canonical_json(old_value), "new_value": canonical_json(new_value),
-            "reason": reason,
-        }
-        h = entry_hash(content, prev, key)
+        values = (seq, t_utc, user, action, obj, canonical_json(old_value),
+                  canonical_json(new_value), reason)
+        prev = chain.head(conn).hash
+        link = chain.append(conn, "audit", seq, row_digest("audit", values))
         conn.execute(
             "INSERT INTO audit(seq, t_utc, user, action, object, old_value, new_value, reason,"
-            " prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (*(content[k] for k in _FIELDS), prev, h),
-        )
+            " prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?)", (*values, prev, link.hash))
         if not in_transaction:
             conn.execute("COMMIT")
     except BaseException:
         if not in_transaction:
             conn.execute("ROLLBACK")
+            chain.rolled_back()
         raise
-    return AuditEntry(seq, t_utc, user, action, obj, old_value, new_value, reason,
-                      prev, h)
+    if not in_transaction:
+        chain.anchor("audit")
+    return AuditEntry(seq, t_utc, user, action, obj, old_value, new_value, reason, prev,
+                      link.hash)
 
 
 class AuditTrail:
     """The audit trail of one records database: append, read, and verify.
 
-    Appends commit at once (one small transaction each): an audit entry that a caller was
-    told about is never lost in a crash. Use :meth:`append_async` from the control loop.
+    Appends commit at once (one small transaction each) and anchor the chain head: an
+    audit entry that a caller was told about is never lost in a crash. The key and anchor
+    default to ``<db>.key`` and ``<db>.anchor``; the key is created (0600) at first use.
+    Use :meth:`append_async` from the control loop.
     """
 
-    def __init__(self, db: str | Path, *, key: bytes | None = None) -> None:
+    def __init__(self, db: str | Path, *, key_path: Path | None = None,
+                 anchor_path: Path | None = None) -> None:
         self._path = Path(db)
-        self._key = key
+        self._key_path = key_path or key_path_for(self._path)
+        self._anchor_path = anchor_path or anchor_path_for(self._path)
         self._conn = connect(self._path)
+        self._chain: RecordChain | None = None
 
     def append(self, user: str, action: str, obj: str, *, old_value: Any = None,
                new_value: Any = None, reason: str) -> AuditEntry:
         """Record that ``user`` did ``action`` on ``obj`` (``old_value`` → ``new_value``)."""
-        return append_entry(self._conn, user=user, action=action, obj=obj, old_value=old_value,
-                            new_value=new_value, reason=reason, key=self._key)
+        if self._chain is None:
+            require_current(self._conn, self._path)
+            self._chain = RecordChain(load_key(self._key_path, create=True), self._anchor_path)
+        return append_entry(self._conn, self._chain, user=user, action=action, obj=obj,
+                            old_value=old_value, new_value=new_value, reason=reason)
 
     async def append_async(self, user: str, action: str, obj: str, *, old_value: Any = None,
                            new_value: Any = None, reason: str) -> AuditEntry:
@@ -177,9 +159,9 @@ class AuditTrail:
         for row in self._conn.execute(sql + " ORDER BY seq", args):
             yield _row_to_entry(row)
 
-    def verify(self, anchor: tuple[int, str] | None = None) -> AuditReport:
-        """See :func:`verify_audit`."""
-        return verify_audit(self._conn, key=self._key, anchor=anchor)
+    def verify(self) -> AuditReport:
+        """See :func:`verify_audit` (with this trail's key and anchor)."""
+        return verify_audit(self._conn, key_path=self._key_path, anchor_path=self._anchor_path)
 
     def close(self) -> None:
         self._conn.close()
@@ -191,62 +173,65 @@ class AuditTrail:
         self.close()
 
 
-def verify_audit(db: str | Path | sqlite3.Connection, *, key: bytes | None = None,
-                 anchor: tuple[int, str] | None = None) -> AuditReport:
-    """Walk the whole chain and name every entry that was changed, removed, inserted or moved.
+def verify_audit(db: str | Path | sqlite3.Connection, *, key_path: Path | None = None,
+                 anchor_path: Path | None = None) -> AuditReport:
+    """Verify every chained record of a database against its key and its anchor file.
 
-    Checks per entry, in physical (rowid) order, which an attacker cannot make disagree with
-    the sequence numbers without showing up: the sequence number follows the previous one
-    (a gap means removed entries, a step back means reordered or inserted ones); the stored
-    hash matches the recomputed one (content changed); ``prev_hash`` equals the previous
-    entry's hash (an entry removed, inserted or moved before this one). ``anchor=(seq, hash)``
-    checks a head hash kept outside the database, which also catches forged appends and a
-    truncated tail.
+    ``key_path``/``anchor_path`` default to ``<db>.key``/``<db>.anchor`` (a connection
+    needs them given). ``ok`` is true only when the chain, every record it covers and
+    every anchored head agree; see :func:`~modulecontrol.records._chain.verify_chain`. A
+    schema-1 database is checked with its old unkeyed chain and is never ``ok``.
     """
     own = not isinstance(db, sqlite3.Connection)
-    conn = db if isinstance(db, sqlite3.Connection) else connect(db, create=False)
+    if isinstance(db, sqlite3.Connection):
+        conn = db
+        if key_path is None or anchor_path is None:
+            raise ValueError("verify_audit on a connection needs key_path and anchor_path")
+    else:
+        conn = connect(db, create=False)
+        key_path = key_path or key_path_for(db)
+        anchor_path = anchor_path or anchor_path_for(db)
     try:
         try:
-            rows = conn.execute(
-                "SELECT seq, t_utc, user, action, object, old_value, new_value, reason,"
-                " prev_hash, hash FROM audit ORDER BY rowid").fetchall()
+            if schema_version(conn) == 1:
+                return _verify_legacy(conn)
+            return verify_chain(conn, load_key(key_path, create=False), anchor_path)
         except sqlite3.DatabaseError as exc:
-            raise RecordsError(f"cannot read the audit table: {exc}") from exc
+            raise RecordsError(f"cannot read the records chain: {exc}") from exc
     finally:
         if own:
             conn.close()
-    report = AuditReport(entries=len(rows), head_hash=GENESIS_HASH)
+
+
+def _verify_legacy(conn: sqlite3.Connection) -> AuditReport:
+    """Walk a schema-1 plain SHA-256 audit chain; always adds the 'legacy' issue."""
+    rows = conn.execute(
+        "SELECT seq, t_utc, user, action, object, old_value, new_value, reason,"
+        " prev_hash, hash FROM audit ORDER BY rowid").fetchall()
+    report = AuditReport(entries=len(rows), head_hash=GENESIS_HASH, legacy=True)
     issues = report.issues
+    issues.append(AuditIssue(0, "legacy unkeyed chain",
+                             "this database predates keyed, anchored records: only its audit"
+                             " table is chained, with plain SHA-256, so truncation,"
+                             " recomputation, forged appends, a wipe and edits of runs, events"
+                             " or samples cannot be detected; do not release a batch on it"))
     expected_seq = 1
     prev_hash = GENESIS_HASH
-    seen: dict[int, str] = {}
     for row in rows:
         seq = int(row[0])
         content = dict(zip(_FIELDS, row[:8], strict=True))
         stored_prev, stored_hash = str(row[8]), str(row[9])
-        if seq > expected_seq:
-            missing = (f"entry {expected_seq}" if seq == expected_seq + 1
-                       else f"entries {expected_seq}..{seq - 1}")
-            issues.append(AuditIssue(seq, "removed", f"{missing} missing before this one"))
-        elif seq < expected_seq:
-            issues.append(AuditIssue(seq, "out of order",
-                                     f"sequence {seq} found where {expected_seq} was expected"
-                                     " (inserted or reordered entry)"))
-        if entry_hash(content, stored_prev, key) != stored_hash:
+        if seq != expected_seq:
+            issues.append(AuditIssue(seq, "out of sequence",
+                                     f"sequence {seq} found where {expected_seq} was expected"))
+        if legacy_entry_hash(content, stored_prev) != stored_hash:
             issues.append(AuditIssue(seq, "changed",
                                      "content does not match its hash (entry was edited)"))
         if stored_prev != prev_hash:
             issues.append(AuditIssue(seq, "chain broken",
-                                     "prev_hash does not match the hash of the entry before it"
-                                     " (an entry was removed, inserted or moved here)"))
-        seen[seq] = stored_hash
+                                     "prev_hash does not match the hash of the entry before it"))
         prev_hash = stored_hash
-        expected_seq = max(expected_seq, seq + 1)
+        expected_seq = seq + 1
     report.head_hash = prev_hash
-    if anchor is not None:
-        a_seq, a_hash = anchor
-        if seen.get(a_seq) != a_hash:
-            issues.append(AuditIssue(a_seq, "anchor mismatch",
-                                     "the externally kept head hash is not in the trail"
-                                     " (tail truncated or history rewritten)"))
+    report.head_seq = expected_seq - 1
     return report

@@ -12,7 +12,9 @@ from pathlib import Path
 
 DEFAULT_DB = Path("runs/modulecontrol.db")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: samples carry their run and chain block; the keyed ``chain`` table (docs/records.md).
+A schema-1 file stays readable; nothing new is written into it."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -31,9 +33,12 @@ CREATE TABLE IF NOT EXISTS samples (
     t       REAL NOT NULL,
     value   REAL,
     raw     REAL,
-    quality INTEGER NOT NULL DEFAULT 192
+    quality INTEGER NOT NULL DEFAULT 192,
+    run_id  INTEGER REFERENCES runs(id),
+    blk     INTEGER
 );
 CREATE INDEX IF NOT EXISTS samples_tag_t ON samples(tag_id, t);
+CREATE INDEX IF NOT EXISTS samples_blk ON samples(blk);
 CREATE TABLE IF NOT EXISTS runs (
     id             INTEGER PRIMARY KEY,
     recipe_name    TEXT NOT NULL,
@@ -100,6 +105,20 @@ CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
 BEGIN SELECT RAISE(ABORT, 'audit trail is append-only: UPDATE refused'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
 BEGIN SELECT RAISE(ABORT, 'audit trail is append-only: DELETE refused'); END;
+CREATE TABLE IF NOT EXISTS chain (
+    seq       INTEGER PRIMARY KEY,
+    t_utc     TEXT NOT NULL,
+    kind      TEXT NOT NULL,
+    ref       INTEGER NOT NULL,
+    digest    TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chain_kind_ref ON chain(kind, ref);
+CREATE TRIGGER IF NOT EXISTS chain_no_update BEFORE UPDATE ON chain
+BEGIN SELECT RAISE(ABORT, 'record chain is append-only: UPDATE refused'); END;
+CREATE TRIGGER IF NOT EXISTS chain_no_delete BEFORE DELETE ON chain
+BEGIN SELECT RAISE(ABORT, 'record chain is append-only: DELETE refused'); END;
 CREATE TRIGGER IF NOT EXISTS audit_seq_contiguous BEFORE INSERT ON audit
 WHEN NEW.seq IS NOT (SELECT COALESCE(MAX(seq), 0) + 1 FROM audit)
 BEGIN SELECT RAISE(ABORT, 'audit trail sequence must be contiguous'); END;
@@ -131,10 +150,29 @@ def connect(path: str | Path, *, create: bool = True,
     conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=30000")
-    if create:
+    if create and schema_version(conn) in (None, SCHEMA_VERSION):
         conn.executescript(_SCHEMA)
         conn.execute(
             "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
             (str(SCHEMA_VERSION),),
         )
     return conn
+
+
+def schema_version(conn: sqlite3.Connection) -> int | None:
+    """The file's schema version; None for a new, empty file."""
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    except sqlite3.OperationalError:  # no meta table: a new file
+        return None
+    return None if row is None else int(row[0])
+
+
+def require_current(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse to write into a file of an older schema (it stays readable and verifiable)."""
+    v = schema_version(conn)
+    if v != SCHEMA_VERSION:
+        raise RecordsError(
+            f"records database '{path}' has schema {v} (before keyed, anchored records):"
+            " it stays readable ('report', 'audit verify' reports its legacy chain), but new"
+            " runs are not added to it; pass --db with a new file")

@@ -29,7 +29,6 @@ import math
 import os
 import socket
 import sqlite3
-import sys
 import threading
 import time
 import uuid
@@ -44,7 +43,9 @@ from typing import Any
 
 from modulecontrol.events import EventKind
 from modulecontrol.records._audit import append_entry, canonical_json
-from modulecontrol.records._db import DEFAULT_DB, connect
+from modulecontrol.records._chain import RecordChain, anchor_path_for, key_path_for, load_key
+from modulecontrol.records._db import DEFAULT_DB, RecordsError, connect, require_current
+from modulecontrol.records._lock import WriterLease, WriterLock
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,8 @@ QUALITY_GOOD = 192
 QUALITY_BAD = 0
 
 OVERFLOW_ALARM = "historian.queue_overflow"
+#: event kind recorded when a writer takes over the lease of one that died holding it
+WRITER_TAKEOVER = "writer_takeover"
 
 
 class RunResult(StrEnum):
@@ -162,66 +165,8 @@ def content_hash(content: str | bytes) -> str:
 
 
 _Op = Callable[[sqlite3.Connection], Any]
-
-
-class _OwnerLock:
-    """Proof of life of one Historian instance, readable by other processes.
-
-    Why a lock file and not a pid: pids are reused, and a second Historian in the same
-    process must not look dead. An ``flock`` is released by the kernel when the process
-    dies, whatever the pid; another open file description (even in the same process)
-    cannot take it while it is held.
-    """
-
-    def __init__(self, db: Path, token: str) -> None:
-        self.dir = db.with_name(db.name + ".owners")
-        self.path = self.dir / f"{token}.lock"
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        if sys.platform != "win32":
-            import fcntl
-
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.write(self._fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
-
-    def release(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                self.path.unlink()
-            os.close(self._fd)
-            self._fd = None
-
-    @staticmethod
-    def owner_alive(db: Path, token: str, pid: int, host: str) -> bool:
-        path = db.with_name(db.name + ".owners") / f"{token}.lock"
-        if not path.exists():
-            return False
-        if sys.platform == "win32":  # pragma: no cover - no flock; fall back on the pid
-            if host != socket.gethostname():
-                return True
-            try:
-                os.kill(pid, 0)
-            except OSError:
-                return False
-            return True
-        import fcntl
-
-        try:
-            fd = os.open(path, os.O_RDWR)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        with contextlib.suppress(OSError):
-            path.unlink()
-        return False
+#: a queued sample: tag, time, value, raw value, quality, run it belongs to
+_Sample = tuple[str, float, float, float | None, int, int | None]
 
 
 class Historian:
@@ -244,7 +189,7 @@ class Historian:
     def __init__(self, db: str | Path = DEFAULT_DB, *, flush_interval: float = 0.5,
                  queue_capacity: int = 100_000, batch_size: int = 20_000,
                  synchronous: str = "FULL", clock: Callable[[], float] = time.time,
-                 audit_key: bytes | None = None) -> None:
+                 key_path: Path | None = None, anchor_path: Path | None = None) -> None:
         if not 0 < flush_interval <= 60:
             raise ValueError(f"flush_interval must be in (0, 60] s, got {flush_interval!r}")
         if queue_capacity < 1 or batch_size < 1:
@@ -255,14 +200,29 @@ class Historian:
         self.batch_size = int(batch_size)
         self.clock = clock
         self.stats = HistorianStats()
-        self._audit_key = audit_key
         self._token = uuid.uuid4().hex
         self._pid = os.getpid()
         self._host = socket.gethostname()
         self._conn = connect(self.path, synchronous=synchronous)
+        try:
+            require_current(self._conn, self.path)
+            self._writer_lock = WriterLock(self.path, self._token)
+            stale = self._writer_lock.acquire(self._conn)
+        except BaseException:
+            self._conn.close()
+            raise
+        self.key_path = key_path or key_path_for(self.path)
+        self.anchor_path = anchor_path or anchor_path_for(self.path)
+        try:
+            self._chain = RecordChain(load_key(self.key_path, create=True), self.anchor_path)
+        except BaseException:
+            self._writer_lock.release(self._conn)
+            self._conn.close()
+            raise
+        self._anchor_why = "commit"
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._samples: list[tuple[str, float, float, float | None, int]] = []
+        self._samples: list[_Sample] = []
         self._ops: deque[tuple[_Op, Future[Any] | None]] = deque()
         self._filters: dict[str, TagFilter] = {}
         self._tag_ids: dict[str, int] = {}
@@ -272,9 +232,14 @@ class Historian:
         self._closed = False
         self._pause = threading.Event()  # test hook: set() stalls the writer
         self._active_runs: list[int] = []
-        self._owner = _OwnerLock(self.path, self._token)
-        self._owner.acquire()
-        self.recovered_runs = self._recover_interrupted()
+        #: the lease of a writer that died holding this database, taken over (None if none)
+        self.took_over = stale
+        try:
+            self.recovered_runs = self._recover_interrupted(stale)
+        except BaseException:
+            self._writer_lock.release(self._conn)
+            self._conn.close()
+            raise
         self._thread = threading.Thread(target=self._writer, name=f"historian:{self.path.name}",
                                         daemon=True)
         self._thread.start()
@@ -293,6 +258,9 @@ class Historian:
                 " DO UPDATE SET unit=excluded.unit, grp=excluded.grp,"
                 " description=excluded.description",
                 (name, cfg.unit, cfg.group, cfg.description))
+            tid = int(conn.execute("SELECT id FROM tags WHERE name=?", (name,)).fetchone()[0])
+            self._tag_ids[name] = tid
+            self._chain.link_row(conn, "tags", tid)
 
         self._submit(op, wait=False)
 
@@ -322,7 +290,8 @@ class Historian:
                         AlarmPriority.HIGH, {"capacity": self.queue_capacity}, ts), None))
                     self._cond.notify()
                 return False
-            buf.append((tag, ts, v, raw, quality))
+            buf.append((tag, ts, v, raw, quality,
+                        self._active_runs[-1] if self._active_runs else None))
             st.samples_queued += 1
             n = len(buf)
             if n > st.queue_high_water:
@@ -345,11 +314,7 @@ class Historian:
         k = str(kind)
 
         def op(conn: sqlite3.Connection) -> int:
-            cur = conn.execute(
-                "INSERT INTO events(run_id, t, kind, source, payload) VALUES (?,?,?,?,?)",
-                (rid, ts, k, source, body))
-            self.stats.events_written += 1
-            return int(cur.lastrowid or 0)
+            return self._insert_event(conn, rid, ts, k, source, body)
 
         return self._submit(op)
 
@@ -376,8 +341,11 @@ class Historian:
         def op(conn: sqlite3.Connection) -> None:
             cur = conn.execute(
                 "UPDATE alarms SET t_acked=?, acked_by=? WHERE id = (SELECT id FROM alarms"
-                " WHERE name=? AND t_acked IS NULL ORDER BY id DESC LIMIT 1)", (ts, user, name))
-            if cur.rowcount:
+                " WHERE name=? AND t_acked IS NULL ORDER BY id DESC LIMIT 1) RETURNING id",
+                (ts, user, name))
+            row = cur.fetchone()
+            if row is not None:
+                self._chain.link_row(conn, "alarms", int(row[0]))
                 self._insert_event(conn, rid, ts, EventKind.ALARM_ACKED, name, {"user": user})
 
         self._submit(op)
@@ -403,19 +371,20 @@ class Historian:
         ts = self.clock() if t is None else t
         rid = self._default_run(None)
         old_j, new_j = canonical_json(old_value), canonical_json(new_value)
-        key = self._audit_key
 
         def op(conn: sqlite3.Connection) -> None:
-            conn.execute(
+            cur = conn.execute(
                 "INSERT INTO operator_actions(run_id, t, user, action, target, old_value,"
                 " new_value, reason) VALUES (?,?,?,?,?,?,?,?)",
                 (rid, ts, user, action, target, old_j, new_j, reason))
+            self._chain.link_row(conn, "operator_actions", int(cur.lastrowid or 0))
             self._insert_event(conn, rid, ts, EventKind.OPERATOR_ACTION, target,
                                {"user": user, "action": action, "old": old_value,
                                 "new": new_value, "reason": reason})
             if audit:
-                append_entry(conn, user=user, action=action, obj=target, old_value=old_value,
-                             new_value=new_value, reason=reason, key=key, in_transaction=True)
+                append_entry(conn, self._chain, user=user, action=action, obj=target,
+                             old_value=old_value, new_value=new_value, reason=reason,
+                             in_transaction=True)
 
         return self._submit(op)
 
@@ -466,6 +435,8 @@ class Historian:
                 (recipe_name, recipe_version, rh, ph, params, meta, operator, ts,
                  RunResult.RUNNING.value, self._token, self._pid, self._host))
             rid = int(cur.lastrowid or 0)
+            self._chain.link_row(conn, "runs", rid)
+            self._writer_lock.set_run(conn, rid)
             self._insert_event(conn, rid, ts, EventKind.RUN_START, "run",
                                {"recipe": recipe_name, "version": recipe_version})
             with self._lock:
@@ -494,8 +465,10 @@ class Historian:
         def op(conn: sqlite3.Connection) -> None:
             conn.execute("UPDATE runs SET t_end=?, result=?, note=? WHERE id=?",
                          (ts, res.value, note, rid))
+            self._chain.link_row(conn, "runs", rid)
             self._insert_event(conn, rid, ts, EventKind.RUN_END, "run",
                                {"result": res.value, "note": note})
+            self._anchor_why = f"run {rid} end"
             with self._lock:
                 if rid in self._active_runs:
                     self._active_runs.remove(rid)
@@ -540,8 +513,8 @@ class Historian:
             self._cond.notify()
         self._thread.join(timeout)
         self._closed = True
+        self._writer_lock.release(self._conn)
         self._conn.close()
-        self._owner.release()
 
     async def __aenter__(self) -> Historian:
         return self
@@ -581,11 +554,16 @@ class Historian:
 
         return self._submit(op)
 
-    @staticmethod
-    def _insert_event(conn: sqlite3.Connection, rid: int | None, t: float, kind: str,
-                      source: str, payload: Mapping[str, Any]) -> None:
-        conn.execute("INSERT INTO events(run_id, t, kind, source, payload) VALUES (?,?,?,?,?)",
-                     (rid, t, str(kind), source, canonical_json(dict(payload))))
+    def _insert_event(self, conn: sqlite3.Connection, rid: int | None, t: float, kind: str,
+                      source: str, payload: Mapping[str, Any] | str) -> int:
+        """Insert and chain one event (in the writer's transaction); returns its id."""
+        body = payload if isinstance(payload, str) else canonical_json(dict(payload))
+        cur = conn.execute("INSERT INTO events(run_id, t, kind, source, payload)"
+                           " VALUES (?,?,?,?,?)", (rid, t, str(kind), source, body))
+        eid = int(cur.lastrowid or 0)
+        self._chain.link_row(conn, "events", eid)
+        self.stats.events_written += 1
+        return eid
 
     def _alarm_raise_op(self, name: str, message: str, priority: int,
                         payload: Mapping[str, Any], t: float) -> _Op:
@@ -597,8 +575,10 @@ class Historian:
                                   (name,)).fetchone()
             if active:
                 return
-            conn.execute("INSERT INTO alarms(run_id, name, message, priority, t_raised, payload)"
-                         " VALUES (?,?,?,?,?,?)", (rid, name, message, priority, t, body))
+            cur = conn.execute("INSERT INTO alarms(run_id, name, message, priority, t_raised,"
+                               " payload) VALUES (?,?,?,?,?,?)",
+                               (rid, name, message, priority, t, body))
+            self._chain.link_row(conn, "alarms", int(cur.lastrowid or 0))
             self._insert_event(conn, rid, t, EventKind.ALARM_RAISED, name,
                                {"message": message, "priority": priority, **payload})
 
@@ -608,9 +588,12 @@ class Historian:
         rid = self._active_runs[-1] if self._active_runs else None
 
         def op(conn: sqlite3.Connection) -> None:
-            cur = conn.execute("UPDATE alarms SET t_cleared=? WHERE name=? AND t_cleared IS NULL",
-                               (t, name))
-            if cur.rowcount:
+            ids = [int(r[0]) for r in conn.execute(
+                "UPDATE alarms SET t_cleared=? WHERE name=? AND t_cleared IS NULL RETURNING id",
+                (t, name)).fetchall()]
+            for aid in ids:
+                self._chain.link_row(conn, "alarms", aid)
+            if ids:
                 self._insert_event(conn, rid, t, EventKind.ALARM_CLEARED, name, dict(payload))
 
         return op
@@ -618,9 +601,11 @@ class Historian:
     def _tag_id(self, conn: sqlite3.Connection, name: str) -> int:
         tid = self._tag_ids.get(name)
         if tid is None:
-            conn.execute("INSERT OR IGNORE INTO tags(name) VALUES (?)", (name,))
+            cur = conn.execute("INSERT OR IGNORE INTO tags(name) VALUES (?)", (name,))
             row = conn.execute("SELECT id FROM tags WHERE name=?", (name,)).fetchone()
             tid = int(row[0])
+            if cur.rowcount:
+                self._chain.link_row(conn, "tags", tid)
             self._tag_ids[name] = tid
         return tid
 
@@ -652,7 +637,7 @@ class Historian:
                         return
 
     def _write(self, conn: sqlite3.Connection, ops: deque[tuple[_Op, Future[Any] | None]],
-               samples: list[tuple[str, float, float, float | None, int]], dropped: int) -> None:
+               samples: list[_Sample], dropped: int) -> None:
         t0 = time.perf_counter()
         results: list[tuple[Future[Any] | None, Any]] = []
         try:
@@ -664,9 +649,8 @@ class Historian:
                 missing = {s[0] for s in samples if s[0] not in ids}
                 for name in missing:
                     self._tag_id(conn, name)
-                conn.executemany(
-                    "INSERT INTO samples(tag_id, t, value, raw, quality) VALUES (?,?,?,?,?)",
-                    [(ids[n], t, v, r, q) for n, t, v, r, q in samples])
+                self._chain.link_samples(
+                    conn, [(ids[n], t, v, r, q, rid) for n, t, v, r, q, rid in samples])
             if dropped:
                 now = self.clock()
                 self._insert_event(conn, self._active_runs[-1] if self._active_runs else None,
@@ -676,6 +660,8 @@ class Historian:
         except Exception as exc:  # the writer must survive a bad batch and say so
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
+            self._chain.rolled_back()
+            self._anchor_why = "commit"
             self.stats.write_errors += 1
             self.stats.last_error = f"{type(exc).__name__}: {exc}"
             log.error("historian write failed (%d ops, %d samples lost): %s",
@@ -683,6 +669,21 @@ class Historian:
             for _op, fut in ops:
                 if fut is not None and not fut.done():
                     fut.set_exception(exc)
+            return
+        why, self._anchor_why = self._anchor_why, "commit"
+        try:
+            self._chain.anchor(why)
+        except OSError as exc:  # committed, but the head is not outside the database
+            err = RecordsError(
+                f"records committed but the chain head could not be appended to the anchor"
+                f" file '{self.anchor_path}': {exc}; until it can, a truncation of this"
+                " commit is not detectable: fix the anchor path (space, permissions)")
+            self.stats.write_errors += 1
+            self.stats.last_error = str(err)
+            log.error("%s", err)
+            for fut, _res in results:
+                if fut is not None and not fut.done():
+                    fut.set_exception(err)
             return
         st = self.stats
         st.samples_written += len(samples)
@@ -696,43 +697,43 @@ class Historian:
             if fut is not None and not fut.done():
                 fut.set_result(res)
 
-    def _recover_interrupted(self) -> list[int]:
-        """Mark runs whose owning Historian is gone as ``interrupted``; returns their ids."""
-        return recover_interrupted(self._conn, self.path, own_token=self._token,
-                                   by=f"process {self._pid}")
+    def _recover_interrupted(self, stale: WriterLease | None) -> list[int]:
+        """Mark runs left ``running`` as ``interrupted``; record a taken-over lease.
 
-
-def recover_interrupted(conn: sqlite3.Connection, path: Path, *, own_token: str | None = None,
-                        by: str | None = None) -> list[int]:
-    """Mark runs left ``running`` by a process that is gone as ``interrupted``.
-
-    Why a function of its own: ``modulecontrol runs`` must show a run killed a moment ago as
-    interrupted without opening a recording Historian. A run whose owner is alive (its lock
-    is held) is left alone. Returns the ids marked.
-    """
-    by = by or f"process {os.getpid()}"
-    rows = conn.execute("SELECT id, owner_token, owner_pid, owner_host, t_start FROM runs"
-                        " WHERE result='running'").fetchall()
-    recovered: list[int] = []
-    for rid, token, pid, host, t_start in rows:
-        if token == own_token or _OwnerLock.owner_alive(path, token, pid, host):
-            continue
-        last = conn.execute(
-            "SELECT MAX(t) FROM events WHERE run_id=?", (rid,)).fetchone()[0]
-        last_sample = conn.execute(
-            "SELECT MAX(t) FROM samples WHERE t >= ?", (t_start,)).fetchone()[0]
-        t_end = max(x for x in (t_start, last, last_sample) if x is not None)
-        note = (f"owner process {pid} on {host} ended without closing the run;"
-                f" marked at reopen by {by}")
+        Holding the writer lock proves every other writer is gone, so any run still
+        ``running`` was left by a process that died. Its end is its last sign of life (last
+        event or sample of that run). Returns the ids marked.
+        """
+        conn, by = self._conn, f"process {self._pid} on {self._host}"
         conn.execute("BEGIN IMMEDIATE")
-        cur = conn.execute("UPDATE runs SET result=?, t_end=?, note=? WHERE id=? AND"
-                           " result='running'", (RunResult.INTERRUPTED.value, t_end, note, rid))
-        if cur.rowcount:
-            Historian._insert_event(conn, rid, t_end, EventKind.RUN_END, "historian",
-                                    {"result": RunResult.INTERRUPTED.value, "note": note})
-            recovered.append(int(rid))
-        conn.execute("COMMIT")
-    return recovered
+        try:
+            recovered: list[int] = []
+            if stale is not None:
+                self._insert_event(conn, None, self.clock(), WRITER_TAKEOVER, "historian",
+                                   {"previous_writer": stale.describe(), "by": by})
+            rows = conn.execute("SELECT id, owner_pid, owner_host, t_start FROM runs"
+                                " WHERE result='running'").fetchall()
+            for rid, pid, host, t_start in rows:
+                last = conn.execute("SELECT MAX(t) FROM events WHERE run_id=?",
+                                    (rid,)).fetchone()[0]
+                last_sample = conn.execute("SELECT MAX(t) FROM samples WHERE run_id=?",
+                                           (rid,)).fetchone()[0]
+                t_end = max(x for x in (t_start, last, last_sample) if x is not None)
+                note = (f"owner process {pid} on {host} ended without closing the run;"
+                        f" marked at reopen by {by}")
+                conn.execute("UPDATE runs SET result=?, t_end=?, note=? WHERE id=?",
+                             (RunResult.INTERRUPTED.value, t_end, note, rid))
+                self._chain.link_row(conn, "runs", int(rid))
+                self._insert_event(conn, rid, t_end, EventKind.RUN_END, "historian",
+                                   {"result": RunResult.INTERRUPTED.value, "note": note})
+                recovered.append(int(rid))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            self._chain.rolled_back()
+            raise
+        self._chain.anchor("recovery")
+        return recovered
 
 
 def load_json(text: str | None) -> Any:

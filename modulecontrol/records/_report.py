@@ -15,7 +15,7 @@ import io
 import json
 import math
 import sqlite3
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from modulecontrol.events import EventKind, kind_of
 from modulecontrol.mtpcore import HOLD_STATES
 from modulecontrol.records._db import RecordsError, connect
+from modulecontrol.records._lock import writer_alive
 from modulecontrol.records._workup import WorkupSpec
 from modulecontrol.units import UnitError, compatible, convert
 
@@ -278,6 +279,10 @@ def get_run(conn: sqlite3.Connection, run_id: int) -> RunInfo:
 
 # ---------------------------------------------------------------------------- data access
 
+class NoSamples(RecordsError):
+    """A tag the figures need has no samples in the run (e.g. it was interrupted first)."""
+
+
 @dataclass
 class _Series:
     unit: str
@@ -291,8 +296,15 @@ class _RunData:
 
     def __init__(self, conn: sqlite3.Connection, run: RunInfo) -> None:
         self.run = run
+        self.own_samples = ""
         t0 = run.t_start
-        last_t = conn.execute("SELECT MAX(t) FROM samples WHERE t >= ?", (t0,)).fetchone()[0]
+        # schema 2: samples carry their run, so another run's samples never enter the window
+        # (samples recorded before any run started belong to none and still count)
+        own = ""
+        if "run_id" in {r[1] for r in conn.execute("PRAGMA table_info(samples)")}:
+            own = self.own_samples = f" AND (run_id IS NULL OR run_id = {int(run.id)})"
+        last_t = conn.execute(f"SELECT MAX(t) FROM samples WHERE t >= ?{own}",
+                              (t0,)).fetchone()[0]
         last_e = conn.execute("SELECT MAX(t) FROM events WHERE run_id=?", (run.id,)).fetchone()[0]
         self.t_end = run.t_end if run.t_end is not None else max(
             x for x in (t0, last_t, last_e) if x is not None)
@@ -306,7 +318,7 @@ class _RunData:
                                       " GROUP BY tag_id", (t0,)):
             raw.setdefault(tid, []).append((t, v))
         for tid, t, v in conn.execute("SELECT tag_id, t, value FROM samples WHERE t >= ? AND"
-                                      " t <= ? ORDER BY tag_id, t", (t0, t1)):
+                                      f" t <= ?{own} ORDER BY tag_id, t", (t0, t1)):
             raw.setdefault(tid, []).append((t, v))
         for tid, pts in raw.items():
             name, unit, grp = tags[tid]
@@ -325,6 +337,7 @@ class _RunData:
                 "SELECT name, message, priority, t_raised, t_acked, acked_by, t_cleared FROM"
                 " alarms WHERE run_id=? OR (run_id IS NULL AND t_raised BETWEEN ? AND ?)"
                 " ORDER BY t_raised, id", (run.id, t0, t1))]
+        self.chain = _chain_info(conn, run.id)
         self.actions = [
             {"t": t, "user": u, "action": a, "target": tg, "old_value": json.loads(o or "null"),
              "new_value": json.loads(nv or "null"), "reason": r}
@@ -336,8 +349,8 @@ class _RunData:
         s = self.series.get(tag)
         if s is None:
             known = ", ".join(sorted(self.series)[:20]) or "none"
-            raise RecordsError(f"run {self.run.id}: no samples of tag '{tag}' named in the"
-                               f" figures metadata (tags with samples: {known})")
+            raise NoSamples(f"run {self.run.id}: no samples of tag '{tag}' named in the"
+                            f" figures metadata (tags with samples: {known})")
         return s
 
 
@@ -504,12 +517,25 @@ def run_figures(db: str | Path | sqlite3.Connection, run_id: int) -> dict[str, A
     """
     conn, own = _open(db)
     try:
-        run = get_run(conn, run_id)
+        run = _as_seen(get_run(conn, run_id), db)
         data = _RunData(conn, run)
     finally:
         if own:
             conn.close()
     return _figures(data)
+
+
+def _as_seen(run: RunInfo, db: str | Path | sqlite3.Connection) -> RunInfo:
+    """A run left ``running`` by a writer that is gone is shown as interrupted.
+
+    Why here and not in the file: a reader never writes (the chain needs the key, and one
+    writer owns the file); the next writer of the database records the interruption.
+    """
+    if run.result != "running" or isinstance(db, sqlite3.Connection) or writer_alive(db):
+        return run
+    return replace(run, result="interrupted", note=(
+        f"{run.note} " if run.note else "") + "its writer is gone without ending it; the next"
+        " writer of this database records it as interrupted")
 
 
 def _spec(run: RunInfo) -> FigureSpec:
@@ -544,6 +570,56 @@ def _figures(data: _RunData) -> dict[str, Any]:
         notes.append("run has no duration: no flow figures")
         out["notes"] = notes
         return out
+    na: dict[str, str] = {}
+    try:
+        _flow_figures(data, spec, out, notes)
+    except NoSamples as exc:
+        # an interrupted or early-stopped run: say which figures are missing and why
+        reason = f"{exc}; the run ended '{run.result}' after {duration:.0f} s"
+        na.update((k, reason) for k in _sample_keys(spec) if out.get(k) is None)
+    for iv in spec.intervals:
+        try:
+            out.update(_interval(data, iv, notes))
+        except NoSamples as exc:
+            keys = [f"{iv.name}.duration_s", *(f"{iv.name}.{k}" for k in iv.counters)]
+            na.update((k, f"{exc}; the run ended '{run.result}'") for k in keys)
+    for k in na:
+        out[k] = None
+    if na:
+        out["not_available"] = na
+        notes.append(f"{len(na)} figure(s) not available: {next(iter(na.values()))}")
+    out["notes"] = notes
+    return out
+
+
+def _sample_keys(spec: FigureSpec) -> list[str]:
+    """The figures computed from samples that ``spec`` asks for (to mark them unavailable)."""
+    keys = ["feed_start_at_s", "time_to_steady_state_s", "steady_state_at_s"]
+    if spec.divert_tag:
+        keys += ["production_time_s", "production_start_at_s", "production_end_at_s",
+                 "off_spec_time_s", "off_spec_volume_ml", "off_spec_mass_g"]
+    if spec.product is not None:
+        keys += ["product_stream_mass_g", "product_stream_volume_ml", "product_g",
+                 "product_total_g", "throughput_g_per_h", "throughput_overall_g_per_h",
+                 "yield_pct", "overall_yield_pct"]
+        if spec.workup is not None:
+            keys += ["workup_recovery_pct", "isolated_product_g", "isolated_product_total_g",
+                     "isolated_throughput_g_per_h", "isolated_yield_pct",
+                     "overall_isolated_yield_pct"]
+    if spec.purity_tag:
+        keys += ["purity_mean_pct", "purity_min_pct"]
+        if spec.purity_spec is not None:
+            keys.append("purity_below_spec_s")
+    if spec.feeds:
+        keys += ["mass_in_g", "mass_out_g", "material_balance_pct"]
+    return keys
+
+
+def _flow_figures(data: _RunData, spec: FigureSpec, out: dict[str, Any],
+                  notes: list[str]) -> None:
+    """The figures computed from samples; raises :class:`NoSamples` when a tag has none."""
+    a = data.run.t_start
+    duration = data.t_end - a
     tags: list[str] = []
     for st in spec.streams():
         tags += [t for t in (st.tag, st.totaliser) if t]
@@ -680,10 +756,6 @@ def _figures(data: _RunData) -> dict[str, Any]:
                          f" (missing: {', '.join(missing) or 'outlets'})")
     out["streams"] = {k: {"mass_g": _round(st.mass_g()), "volume_ml": _round(st.volume_ml()),
                           "mol": _round(st.amount_mol())} for k, st in streams.items()}
-    for iv in spec.intervals:
-        out.update(_interval(data, iv, notes))
-    out["notes"] = notes
-    return out
 
 
 def _feed_start(data: _RunData, spec: FigureSpec, grid: _Grid, feeding: NDArray[np.bool_],
@@ -917,6 +989,20 @@ def tag_groups(run: RunInfo, series: dict[str, Any]) -> dict[str, list[str]]:
                                        kv[0])))
 
 
+def _chain_info(conn: sqlite3.Connection, run_id: int) -> dict[str, Any]:
+    """Where the run record sits in the keyed chain, to compare with the anchor file."""
+    try:
+        head = conn.execute("SELECT seq, hash FROM chain ORDER BY seq DESC LIMIT 1").fetchone()
+        own = conn.execute("SELECT seq, hash FROM chain WHERE kind='runs' AND ref=?"
+                           " ORDER BY seq DESC LIMIT 1", (run_id,)).fetchone()
+    except sqlite3.OperationalError:  # schema 1: no chain
+        return {"keyed": False, "note": "legacy database: no keyed, anchored records chain"}
+    return {"keyed": True,
+            "run_record_link": None if own is None else {"seq": own[0], "hash": own[1]},
+            "head": None if head is None else {"seq": head[0], "hash": head[1]},
+            "verify": "modulecontrol audit verify --db <db> --key <key> --anchor <anchor>"}
+
+
 def _json_doc(data: _RunData) -> dict[str, Any]:
     run = data.run
     info = asdict(run)
@@ -929,6 +1015,7 @@ def _json_doc(data: _RunData) -> dict[str, Any]:
         "operator_actions": data.actions,
         "tags": {n: {"unit": s.unit, "samples": int(np.sum(s.t >= run.t_start))}
                  for n, s in sorted(data.series.items())},
+        "record_chain": data.chain,
     }
 
 
@@ -939,7 +1026,8 @@ def _csv(conn: sqlite3.Connection, data: _RunData) -> str:
     a = data.run.t_start
     for t, name, v, raw, q, unit in conn.execute(
             "SELECT s.t, g.name, s.value, s.raw, s.quality, g.unit FROM samples s JOIN tags g"
-            " ON g.id = s.tag_id WHERE s.t >= ? AND s.t <= ? ORDER BY s.t, g.name",
+            f" ON g.id = s.tag_id WHERE s.t >= ? AND s.t <= ?{data.own_samples}"
+            " ORDER BY s.t, g.name",
             (a, data.t_end)):
         w.writerow([_iso(t), f"{t - a:.6f}", name, repr(v) if v is not None else "",
                     "" if raw is None else repr(raw), q, unit])
@@ -1085,8 +1173,14 @@ def _html(data: _RunData) -> str:
             ["operator", run.operator], ["start (UTC)", _iso(run.t_start)],
             ["end (UTC)", _iso(run.t_end)], ["result", run.result], ["note", run.note],
             ["parameters", json.dumps(run.parameters, sort_keys=True)]]
-    fig_rows = [[_FIG_LABELS.get(k, k), _fig_value(v)] for k, v in figs.items()
-                if k not in ("notes", "streams")]
+    na = figs.get("not_available", {})
+    fig_rows = [[_FIG_LABELS.get(k, k), f"not available: {na[k]}" if k in na else _fig_value(v)]
+                for k, v in figs.items() if k not in ("notes", "streams", "not_available")]
+    ch = doc["record_chain"]
+    link = ch.get("run_record_link")
+    info.append(["record chain", f"run record at link {link['seq']} {link['hash']}; head"
+                 f" {ch['head']['seq']} {ch['head']['hash']} (compare with the anchor file)"
+                 if link and ch.get("head") else ch.get("note", "not chained")])
     stream_rows = [[k, v["mass_g"], v["volume_ml"], v["mol"]]
                    for k, v in figs.get("streams", {}).items()]
     fig_rows += [["note", n] for n in figs.get("notes", [])]
@@ -1132,7 +1226,7 @@ def report(db: str | Path | sqlite3.Connection, run_id: int, format: ReportForma
         raise ValueError(f"format must be html, json or csv, not {format!r}")
     conn, own = _open(db)
     try:
-        run = get_run(conn, run_id)
+        run = _as_seen(get_run(conn, run_id), db)
         data = _RunData(conn, run)
         if format == "csv":
             text = _csv(conn, data)

@@ -19,7 +19,9 @@ from typing import Annotated
 import typer
 
 from modulecontrol.records._audit import verify_audit
+from modulecontrol.records._chain import anchor_path_for, key_path_for
 from modulecontrol.records._db import DEFAULT_DB, RecordsError
+from modulecontrol.records._lock import writer_alive
 from modulecontrol.records._report import ReportFormat, list_runs, report
 
 app = typer.Typer(help="Batch records: runs, reports and the audit trail.", no_args_is_help=True)
@@ -34,17 +36,29 @@ def _fail(msg: str) -> None:
 
 
 @audit_app.command("verify")
-def audit_verify(db: DbOpt = DEFAULT_DB) -> None:
-    """Check the hash chain; exit 1 and name each bad entry if it was tampered with."""
+def audit_verify(
+    db: DbOpt = DEFAULT_DB,
+    key: Annotated[Path | None, typer.Option(
+        "--key", help="Records key file; default: <db>.key beside the database.")] = None,
+    anchor: Annotated[Path | None, typer.Option(
+        "--anchor", help="Anchor file (the copy kept outside the database's storage);"
+        " default: <db>.anchor.")] = None,
+) -> None:
+    """Verify every chained record against the key and the anchor; exit 1 naming each issue."""
+    key = key or key_path_for(db)
+    anchor = anchor or anchor_path_for(db)
     try:
-        rep = verify_audit(db)
+        rep = verify_audit(db, key_path=key, anchor_path=anchor)
     except RecordsError as exc:
         _fail(str(exc))
         return
     if rep.ok:
-        typer.echo(f"audit trail OK: {rep.entries} entries, head {rep.head_hash}")
+        typer.echo(f"audit trail OK: {rep.entries} entries in the keyed records chain, head"
+                   f" seq {rep.head_seq} {rep.head_hash}; {rep.anchors} anchored heads in"
+                   f" {anchor} match")
         return
-    typer.echo(f"audit trail FAILED verification: {len(rep.issues)} issue(s) in"
+    what = "legacy unkeyed chain" if rep.legacy else "records chain"
+    typer.echo(f"audit trail FAILED verification ({what}): {len(rep.issues)} issue(s) in"
                f" {rep.entries} entries", err=True)
     for issue in rep.issues:
         typer.echo(f"  {issue}", err=True)
@@ -56,15 +70,6 @@ def runs(db: DbOpt = DEFAULT_DB) -> None:
     from datetime import UTC, datetime
 
     try:
-        if db.exists():  # a run whose process died shows as interrupted, not running
-            from modulecontrol.records._db import connect
-            from modulecontrol.records._historian import recover_interrupted
-
-            conn = connect(db)
-            try:
-                recover_interrupted(conn, db, by="modulecontrol runs")
-            finally:
-                conn.close()
         items = list_runs(db)
     except RecordsError as exc:
         _fail(str(exc))
@@ -72,11 +77,15 @@ def runs(db: DbOpt = DEFAULT_DB) -> None:
     if not items:
         typer.echo("no runs recorded")
         return
+    # a reader never writes: a run whose writer is gone shows as interrupted here (as in the
+    # report) and is recorded as such by the next writer of the database
+    orphaned = not writer_alive(db)
     typer.echo(f"{'id':>4}  {'start (UTC)':<20} {'duration':>9}  {'result':<11} recipe")
     for r in items:
+        result = "interrupted" if orphaned and r.result == "running" else r.result
         start = datetime.fromtimestamp(r.t_start, UTC).strftime("%Y-%m-%d %H:%M:%S")
         dur = "" if r.duration_s is None else f"{r.duration_s:.0f} s"
-        typer.echo(f"{r.id:>4}  {start:<20} {dur:>9}  {r.result:<11} {r.recipe_name}"
+        typer.echo(f"{r.id:>4}  {start:<20} {dur:>9}  {result:<11} {r.recipe_name}"
                    f" {r.recipe_version}".rstrip())
 
 

@@ -15,6 +15,7 @@ The server has no behaviour of its own: a simulator (or a test) reacts to writes
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -521,5 +522,8 @@ def make_certificate(
     cert_path = directory / f"{name}.der"
     key_path = directory / f"{name}.pem"
     cert_path.write_bytes(cert.public_bytes(Encoding.DER))
-    key_path.write_bytes(cert_gen.dump_private_key_as_pem(key))
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        os.fchmod(fd, 0o600)  # the private key is the server's identity: owner only
+        f.write(cert_gen.dump_private_key_as_pem(key))
     return cert_path, key_path

@@ -1,9 +1,10 @@
-"""Historian: round trip, back-pressure, alarms, runs left open, re-open in the same process."""
+"""Historian: round trip, back-pressure, alarms, runs left open, one live writer per file."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -14,9 +15,11 @@ from modulecontrol.records import (
     OVERFLOW_ALARM,
     EventKind,
     Historian,
+    RecordsError,
     RunResult,
     TagConfig,
     list_runs,
+    verify_audit,
 )
 
 
@@ -126,37 +129,50 @@ async def test_close_with_open_run_marks_it_interrupted(db: Path) -> None:
         h.record_event("x")
 
 
-async def test_reopen_in_same_process_does_not_steal_a_live_run(db: Path) -> None:
+async def test_second_writer_is_refused_naming_the_holder(db: Path) -> None:
     first = Historian(db, flush_interval=0.05)
     rid = await first.start_run("live")
-    second = Historian(db, flush_interval=0.05)  # same process, same pid
     try:
-        assert second.recovered_runs == []
-        assert list_runs(db)[0].result == "running"
+        # same process, another open of the lock file: refused all the same
+        with pytest.raises(RecordsError, match=rf"pid {os.getpid()} on .*run {rid}, since"):
+            Historian(db, flush_interval=0.05)
+        assert list_runs(db)[0].result == "running"  # the refused writer touched nothing
         await first.end_run(rid, RunResult.STOPPED)
     finally:
-        await second.close()
         await first.close()
     assert list_runs(db)[0].result == "stopped"
+    again = Historian(db, flush_interval=0.05)  # released at close: the next writer may open
+    try:
+        assert again.took_over is None and again.recovered_runs == []
+    finally:
+        await again.close()
 
 
-async def test_stale_run_with_missing_lock_is_interrupted(db: Path) -> None:
+async def test_dead_writer_lease_is_taken_over_and_recorded(db: Path) -> None:
     h = Historian(db, flush_interval=0.05)
     rid = await h.start_run("orphan")
     h.record_sample("x", 1.0, t=time.time() + 5)
     await h.flush()
-    # simulate a process that vanished: its lock file is gone and nobody holds it
-    h._owner.release()
+    # a process that died: the kernel dropped its lock, its lease row is still in meta
+    h._writer_lock._unlock()
     again = Historian(db, flush_interval=0.05)
     try:
         assert again.recovered_runs == [rid]
+        assert again.took_over is not None and again.took_over.run_id == rid
         (run,) = list_runs(db)
         assert run.result == "interrupted" and run.t_end is not None
         assert run.t_end >= run.t_start + 4  # last sign of life, not the reopen time
+        await again.flush()
     finally:
         await again.close()
         h._stop = True
         h._thread.join(2)
+    conn = sqlite3.connect(db)
+    (payload,) = conn.execute("SELECT payload FROM events WHERE kind='writer_takeover'"
+                              ).fetchone()
+    conn.close()
+    assert f"run {rid}" in payload
+    assert verify_audit(db).ok
 
 
 def test_bad_arguments(db: Path) -> None:
@@ -175,3 +191,15 @@ def test_bad_arguments(db: Path) -> None:
                                                                       "density": "3 m"}}})
     finally:
         h.close_sync()
+
+
+async def test_anchor_that_cannot_be_written_fails_the_caller(db: Path, tmp_path: Path) -> None:
+    anchor = tmp_path / "not-a-file"
+    anchor.mkdir()
+    h = Historian(db, flush_interval=0.05, anchor_path=anchor)
+    try:
+        with pytest.raises(RecordsError, match="could not be appended to the anchor file"):
+            await h.start_run("r")
+        assert h.stats.write_errors == 1
+    finally:
+        await h.close()

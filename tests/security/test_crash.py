@@ -20,6 +20,7 @@ import pytest
 
 from modulecontrol.descriptors import load_plant
 from modulecontrol.drivers.modbus import ModbusDriver
+from modulecontrol.records import Historian, verify_audit
 from tests.security._proc import cli, env, free_offset, stop, wait_for_line
 
 
@@ -127,7 +128,11 @@ def test_kill_9_mid_production(tmp_path: Path) -> None:
 
         after = _events(db)
         assert before and set(before) <= set(after)  # nothing committed was lost
+        # readers never write: the next writer of the database records the interruption
+        Historian(db).close_sync()
+        after = _events(db)
         assert after[-1][2] == "run_end"  # the interruption itself is on record
+        assert verify_audit(db).ok
 
         pump = asyncio.run(_read_pump(plant))
         assert pump["Run.VRbk"] is True, pump  # left running: a dead controller stops nothing
