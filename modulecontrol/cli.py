@@ -75,9 +75,10 @@ def validate(
                     raise ConfigError.single("recipes are not supported by this version")
                 from modulecontrol.yamlio import load_yaml
 
-                checker(load_yaml(path), plant)  # type: ignore[call-arg]
+                result = checker(load_yaml(path), plant)  # type: ignore[call-arg]
             else:
-                validate_file(path)
+                result = validate_file(path)
+            _check_build(result)
         except ConfigError as exc:
             failed += 1
             report_problems(exc)
@@ -85,6 +86,17 @@ def validate(
             console.print(f"[green]ok[/green] {path}")
     if failed:
         raise typer.Exit(1)
+
+
+def _check_build(result: object) -> None:
+    """Build a validated plant's (or a recipe's plant's) simulation as ``run --simulate``
+    would, so ``validate`` refuses first whatever the run would refuse."""
+    from modulecontrol.descriptors import PlantConfig
+    from modulecontrol.simulators import check_simulation
+
+    config = result if isinstance(result, PlantConfig) else getattr(result, "plant", None)
+    if isinstance(config, PlantConfig):
+        check_simulation(config)
 
 
 def _is_recipe(path: Path) -> bool:

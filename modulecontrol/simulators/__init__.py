@@ -16,6 +16,7 @@ from modulecontrol.simulators._plant import (
     PlantBuildError,
     SimulatedPlant,
     StreamReport,
+    check_simulation,
     default_species,
 )
 from modulecontrol.simulators._serve import (
@@ -47,6 +48,7 @@ __all__ = [
     "TransportFaults",
     "Variable",
     "ViewError",
+    "check_simulation",
     "default_species",
     "load_scenario",
     "scenario_from_doc",
