@@ -33,8 +33,12 @@ from modulecontrol.errors import ConfigError, Location, Problem, did_you_mean
 
 PathKey = tuple[str | int, ...]
 
-MAX_YAML_BYTES = 5_000_000
-"""Largest YAML document read (characters)."""
+MAX_YAML_BYTES = 1_000_000
+"""Largest YAML document read (characters). The largest shipped document is 11 kB; ruamel's
+pure-Python scanner takes seconds per 100 kB of dense keys, so this also bounds the time."""
+MAX_YAML_LINE = 10_000
+"""Longest line (characters): ruamel's comment scanning grows faster than linearly with the
+length of one line (a 200 kB comment line took 4 s)."""
 MAX_YAML_NODES = 200_000
 """Most nodes a document may hold once every alias is expanded (the largest shipped plant has
 a few thousand); bounds the memory and time of everything that walks the loaded data."""
@@ -228,6 +232,11 @@ def load_yaml_text(text: str, file: str = "<string>") -> YamlDoc:
         raise ConfigError.single(
             "this is XML, not YAML: for an MTP manifest (AutomationML) use 'modulecontrol "
             "mtp check' or 'modulecontrol mtp import'", Location(file, 1, 1))
+    for number, line in enumerate(text.splitlines(), 1):
+        if len(line) > MAX_YAML_LINE:
+            raise ConfigError.single(
+                f"line is longer than {MAX_YAML_LINE} characters (refused: YAML lines that "
+                "long make the parser slow); split it", Location(file, number, 1))
     try:
         raw = _yaml().load(io.StringIO(text))
     except MarkedYAMLError as exc:
