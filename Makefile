@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 PIP     = $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: run test bench docs lint typecheck clean venv
+.PHONY: run test fuzz bench docs lint typecheck clean venv
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ test: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
+
+# The fuzz suite with many more examples than `make test` runs (docs/reliability.md, "Fuzzing").
+fuzz: $(VENV)/.installed-test
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q -p no:cacheprovider tests/fuzz
 
 # The load bench (bench/load.py) scans 50 modules for LOAD_DURATION seconds. The issue's
 # figures are from the 10-minute run (`make bench LOAD_DURATION=600`, or

@@ -68,9 +68,10 @@ def validate(
     for path in paths:
         try:
             if plant is not None and _is_recipe(path):
-                validate_recipe_with_plant(load_yaml(path), plant)
+                result = validate_recipe_with_plant(load_yaml(path), plant)
             else:
-                validate_file(path)
+                result = validate_file(path)
+            _check_build(result)
         except ConfigError as exc:
             failed += 1
             report_problems(exc)
@@ -78,6 +79,17 @@ def validate(
             console.print(f"[green]ok[/green] {path}")
     if failed:
         raise typer.Exit(1)
+
+
+def _check_build(result: object) -> None:
+    """Build a validated plant's (or a recipe's plant's) simulation as ``run --simulate``
+    would, so ``validate`` refuses first whatever the run would refuse."""
+    from modulecontrol.descriptors import PlantConfig
+    from modulecontrol.simulators import check_simulation
+
+    config = result if isinstance(result, PlantConfig) else getattr(result, "plant", None)
+    if isinstance(config, PlantConfig):
+        check_simulation(config)
 
 
 def _is_recipe(path: Path) -> bool:

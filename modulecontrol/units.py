@@ -29,16 +29,16 @@ def parse_unit(text: str) -> pint.Unit:
     if t in ("", "1", "-"):
         return ureg.dimensionless
     try:
-        return ureg.Unit(t)
-    except (
-        pint.errors.UndefinedUnitError,
-        pint.errors.DefinitionSyntaxError,
-        ValueError,
-        AttributeError,
-        TypeError,
-        AssertionError,
-    ) as exc:
+        unit = ureg.Unit(t)
+        exponents = list(unit.dimensionality.values())
+    except Exception as exc:
+        # pint parses unit text with Python's tokenizer and evaluates it: malformed text
+        # raises whatever that raises (TokenError for "(", ZeroDivisionError for "1/0",
+        # UndefinedUnitError, ...). Every one of them means "not a unit".
         raise UnitError(f"unknown unit '{text}'") from exc
+    if not all(math.isfinite(abs(complex(e))) for e in exponents):
+        raise UnitError(f"unit '{text}' has an exponent that is not a finite number")
+    return unit
 
 
 def parse_quantity(value: Any, default_unit: str | None = None) -> Any:
@@ -73,9 +73,17 @@ def convert(value: Any, to_unit: str, default_unit: str | None = None) -> float:
     """Magnitude of ``value`` in ``to_unit``; raises :class:`UnitError` when incompatible."""
     q = parse_quantity(value, default_unit if default_unit is not None else to_unit)
     try:
-        return float(q.to(parse_unit(to_unit)).magnitude)
+        result = float(q.to(parse_unit(to_unit)).magnitude)
     except pint.errors.DimensionalityError as exc:
         raise UnitError(f"'{value}' is not compatible with unit '{to_unit}'") from exc
+    return _finite(result, value, to_unit)
+
+
+def _finite(result: float, value: Any, unit: str) -> float:
+    """A conversion of a finite value can still overflow (``1e308 km`` in mm): refused too."""
+    if not math.isfinite(result):
+        raise UnitError(f"'{value}' is out of range in {unit or 'SI units'}")
+    return result
 
 
 def compatible(unit_a: str, unit_b: str) -> bool:
@@ -88,4 +96,4 @@ def compatible(unit_a: str, unit_b: str) -> bool:
 
 def to_si(value: Any, default_unit: str | None = None) -> float:
     """Magnitude in the SI base units (temperatures in kelvin)."""
-    return float(parse_quantity(value, default_unit).to_base_units().magnitude)
+    return _finite(float(parse_quantity(value, default_unit).to_base_units().magnitude), value, "")

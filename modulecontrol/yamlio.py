@@ -3,6 +3,13 @@
 ruamel.yaml is used (rather than PyYAML) because its round-trip loader keeps the line and
 column of every key and item, which is what lets an error say ``plant.yaml:14:7`` instead of
 ``modules.3.endpoint.port``. It also refuses duplicate keys, which PyYAML silently merges.
+
+Why the limits: every loader (``validate``, ``run``, ``sim serve``) reads files from other
+people, and YAML aliases let a few hundred bytes stand for billions of nodes (a "billion
+laughs" alias bomb took 1.7 GB and 21 s in ``validate``). The composer below counts every
+node as it would be *expanded* (an alias counts as the whole subtree it names) and refuses
+the document at the alias that crosses :data:`MAX_YAML_NODES`, before any Python object of
+the expansion is built. Aliases, nesting depth and tags are bounded the same way.
 """
 
 from __future__ import annotations
@@ -18,13 +25,114 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.composer import Composer
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import AliasEvent, MappingStartEvent, ScalarEvent, SequenceStartEvent
 
 from modulecontrol.errors import ConfigError, Location, Problem, did_you_mean
 
 PathKey = tuple[str | int, ...]
 
-MAX_YAML_BYTES = 5_000_000
+MAX_YAML_BYTES = 1_000_000
+"""Largest YAML document read (characters). The largest shipped document is 11 kB; ruamel's
+pure-Python scanner takes seconds per 100 kB of dense keys, so this also bounds the time."""
+MAX_YAML_LINE = 10_000
+"""Longest line (characters): ruamel's comment scanning grows faster than linearly with the
+length of one line (a 200 kB comment line took 4 s)."""
+MAX_YAML_NODES = 200_000
+"""Most nodes a document may hold once every alias is expanded (the largest shipped plant has
+a few thousand); bounds the memory and time of everything that walks the loaded data."""
+MAX_YAML_ALIASES = 1_000
+"""Most alias uses (``*name``, including ``<<: *name`` merges) in one document."""
+MAX_YAML_DEPTH = 64
+"""Deepest nesting of mappings and lists (shipped documents nest fewer than 10 levels)."""
+
+_CORE = "tag:yaml.org,2002:"
+_ALLOWED_TAGS: dict[type, frozenset[str]] = {
+    ScalarEvent: frozenset(f"{_CORE}{t}" for t in ("str", "int", "float", "bool", "null")),
+    SequenceStartEvent: frozenset({f"{_CORE}seq"}),
+    MappingStartEvent: frozenset({f"{_CORE}map"}),
+}
+"""Explicit tags a node of each kind may carry: our documents are plain data, and any other
+tag (``!!set`` on a scalar, ``!!python/...``, ``!custom``) either cannot be built or would
+not mean anything to the models."""
+
+
+class _LimitError(Exception):
+    """A bound of the composer was crossed; ``mark`` is where (turned into a Location)."""
+
+    def __init__(self, message: str, mark: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.mark = mark
+
+
+def _shown_tag(tag: str) -> str:
+    return "!!" + tag[len(_CORE):] if tag.startswith(_CORE) else tag
+
+
+class _BoundedComposer(Composer):
+    """ruamel's composer, counting expanded nodes, aliases and depth while it composes.
+
+    An anchored node's expanded size is known once it is composed; each alias then adds that
+    size to the running total, so the total is the size of the fully expanded document
+    without building it. An alias to a node still being composed is a cycle, refused too.
+    """
+
+    def compose_document(self) -> Any:
+        self._nodes = 0
+        self._aliases = 0
+        self._depth = 0
+        self._sizes: dict[int, int] = {}
+        return super().compose_document()
+
+    def _count(self, n: int, mark: Any, alias: str | None = None) -> None:
+        self._nodes += n
+        if self._nodes > MAX_YAML_NODES:
+            what = (f"alias '*{alias}' ({n} nodes once expanded)" if alias is not None
+                    else "this node")
+            raise _LimitError(
+                f"{what} takes the document over {MAX_YAML_NODES} nodes with every alias "
+                "expanded (refused: a small file must not stand for a huge one; write the "
+                "data out or use fewer nested aliases)", mark)
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.parser.peek_event()
+        if isinstance(event, AliasEvent):
+            target = self.anchors.get(event.anchor)
+            if target is not None:  # an undefined alias is ruamel's own located error
+                size = self._sizes.get(id(target))
+                if size is None:
+                    raise _LimitError(f"alias '*{event.anchor}' refers to the node that "
+                                      "contains it (a cycle); remove the alias",
+                                      event.start_mark)
+                self._aliases += 1
+                if self._aliases > MAX_YAML_ALIASES:
+                    raise _LimitError(f"more than {MAX_YAML_ALIASES} aliases (at "
+                                      f"'*{event.anchor}'); write the data out instead",
+                                      event.start_mark)
+                self._count(size, event.start_mark, str(event.anchor))
+            return super().compose_node(parent, index)
+        tag = event.ctag
+        if tag is not None and str(tag) != "!":
+            allowed = _ALLOWED_TAGS.get(type(event), frozenset())
+            if str(tag) not in allowed:
+                raise _LimitError(
+                    f"tag '{_shown_tag(str(tag))}' is not supported here: documents hold "
+                    "plain mappings, lists, strings and numbers; remove the tag",
+                    event.start_mark)
+        if self._depth >= MAX_YAML_DEPTH:
+            raise _LimitError(f"nested more than {MAX_YAML_DEPTH} levels deep", event.start_mark)
+        before = self._nodes
+        self._count(1, event.start_mark)
+        self._depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if event.anchor is not None:
+            self._sizes[id(node)] = self._nodes - before
+        return node
 
 
 @dataclass
@@ -112,6 +220,7 @@ def _plain(node: Any, path: PathKey, doc: YamlDoc) -> Any:
 def _yaml() -> YAML:
     y = YAML(typ="rt")
     y.allow_duplicate_keys = False
+    y.Composer = _BoundedComposer
     return y
 
 
@@ -123,6 +232,11 @@ def load_yaml_text(text: str, file: str = "<string>") -> YamlDoc:
         raise ConfigError.single(
             "this is XML, not YAML: for an MTP manifest (AutomationML) use 'modulecontrol "
             "mtp check' or 'modulecontrol mtp import'", Location(file, 1, 1))
+    for number, line in enumerate(text.splitlines(), 1):
+        if len(line) > MAX_YAML_LINE:
+            raise ConfigError.single(
+                f"line is longer than {MAX_YAML_LINE} characters (refused: YAML lines that "
+                "long make the parser slow); split it", Location(file, number, 1))
     try:
         raw = _yaml().load(io.StringIO(text))
     except MarkedYAMLError as exc:
@@ -130,6 +244,10 @@ def load_yaml_text(text: str, file: str = "<string>") -> YamlDoc:
         loc = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file)
         what = exc.problem or exc.context or "invalid YAML"
         raise ConfigError.single(f"YAML syntax: {what}", loc) from None
+    except _LimitError as exc:
+        loc = (Location(file, exc.mark.line + 1, exc.mark.column + 1) if exc.mark is not None
+               else Location(file))
+        raise ConfigError.single(exc.message, loc) from None
     except (YAMLError, ValueError, TypeError, RecursionError) as exc:
         raise ConfigError.single(f"YAML syntax: {exc}", Location(file)) from None
     doc = YamlDoc(None, file)

@@ -175,6 +175,13 @@ class PlantConfig:
     file: str
     library: TypeLibrary
     instance_types: dict[str, ModuleType] = field(default_factory=dict)
+    doc: YamlDoc | None = None
+    """The plant document, so that later layers (the simulators' build) can locate what they
+    refuse; ``None`` for a plant made in code."""
+
+    def locate(self, path: tuple[str | int, ...]) -> Location:
+        """Where ``path`` (e.g. ``("modules", 3)``) stands in the plant file."""
+        return self.doc.locate(path) if self.doc is not None else Location(self.file)
 
     def type_of(self, tag: str) -> ModuleType:
         return self.instance_types[self.plant.module(tag).tag]
@@ -230,7 +237,7 @@ def plant_from_doc(doc: YamlDoc, library: TypeLibrary | None = None) -> PlantCon
         except ConfigError as exc:
             problems.extend(exc.problems)
     problems.extend(_located(doc, plant.topology_problems(lib.types)))
-    config = PlantConfig(plant, doc.file, lib)
+    config = PlantConfig(plant, doc.file, lib, doc=doc)
     for i, inst in enumerate(plant.modules):
         if inst.type not in lib:
             continue

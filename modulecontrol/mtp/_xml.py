@@ -8,33 +8,87 @@ Why so strict: a manifest comes from another vendor's tool or from the network. 
 with a DOCTYPE (the vehicle of entity expansion, "billion laughs", and external entities) are
 refused outright; CAEX files never need one. Files above :data:`MAX_MANIFEST_BYTES` are refused
 before parsing.
+
+Why bounded memory: a whole-document tree costs Python objects per element, about 80 times
+the file's size, so a 63 MB file could exhaust 4 GB. The parser is fed in chunks (the file is
+never held whole) and keeps only the elements, attributes and texts the reader uses
+(:data:`_KEEP`, :data:`_ATTRIBUTES`, :data:`_TEXT`): role requirements, attribute types,
+interface links, nested attributes and the class libraries' contents are skipped as they
+stream past. Kept elements are capped at :data:`MAX_MANIFEST_ELEMENTS`, so the tree's size
+is bounded whatever the file holds (figures in ``docs/reliability.md``).
 """
 
 from __future__ import annotations
 
+import io
 import zipfile
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
+from typing import IO
 from xml.parsers import expat
 
 from modulecontrol.errors import ConfigError, Location
 
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 """Largest manifest read (64 MiB); real manifests are a few MB at most."""
+MAX_MANIFEST_ELEMENTS = 250_000
+"""Most elements kept in the tree (the 541 kB reference manifest keeps about 4,000); with the
+byte cap this bounds the tree to a few hundred MB in the worst case."""
+
+_CHUNK = 1 << 20
+_NO_ATTRIBUTES: Mapping[str, str] = MappingProxyType({})
+
+_KEEP: dict[str, frozenset[str]] = {
+    "CAEXFile": frozenset({"InstanceHierarchy", "SystemUnitClassLib", "InterfaceClassLib",
+                           "AdditionalInformation"}),
+    "InstanceHierarchy": frozenset({"InternalElement"}),
+    "InternalElement": frozenset({"InternalElement", "ExternalInterface", "Attribute",
+                                  "Description", "AdditionalInformation"}),
+    "ExternalInterface": frozenset({"ExternalInterface", "Attribute"}),
+    "Attribute": frozenset({"Value", "DefaultValue"}),
+    "AdditionalInformation": frozenset({"Document"}),
+    "SystemUnitClassLib": frozenset({"SystemUnitClass"}),
+    "SystemUnitClass": frozenset({"SystemUnitClass"}),
+    "InterfaceClassLib": frozenset({"InterfaceClass"}),
+    "InterfaceClass": frozenset({"InterfaceClass"}),
+}
+"""Child elements kept under each kept parent (local names); every other subtree is skipped.
+The root element is always kept, so a file that is not CAEX is still named as such."""
+_ATTRIBUTES = frozenset({"Name", "ID", "RefBaseSystemUnitPath", "RefBaseClassPath",
+                         "RefAttributeType", "AttributeDataType", "DocumentIdentifier",
+                         "Version", "SchemaVersion"})
+"""XML attributes the reader uses; others are dropped."""
+_TEXT = frozenset({"Value", "DefaultValue", "Description", "AdditionalInformation"})
+"""Elements whose text the reader uses."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Node:
-    """One XML element: local tag name (namespace stripped), attributes, text, children."""
+    """One XML element: local tag name (namespace stripped), attributes, text, children.
+
+    Slotted, with the attribute map shared when empty and the child list made on the first
+    child: a manifest holds hundreds of thousands of these, most of them leaves."""
 
     tag: str
-    attrib: dict[str, str]
+    attrib: Mapping[str, str]
     line: int
     col: int
     parent: Node | None = None
-    children: list[Node] = field(default_factory=list)
     text: str = ""
+    _children: list[Node] | None = None
+
+    @property
+    def children(self) -> list[Node]:
+        return self._children if self._children is not None else []
+
+    def append(self, child: Node) -> None:
+        if self._children is None:
+            self._children = [child]
+        else:
+            self._children.append(child)
 
     def get(self, key: str, default: str | None = None) -> str | None:
         return self.attrib.get(key, default)
@@ -104,58 +158,109 @@ def parse_bytes(data: bytes, file: str = "<manifest>") -> XmlDoc:
             f"file is {len(data)} bytes; manifests above {MAX_MANIFEST_BYTES} bytes are refused",
             Location(file),
         )
+    return parse_stream(io.BytesIO(data), file)
+
+
+def parse_stream(stream: IO[bytes], file: str = "<manifest>") -> XmlDoc:
+    """Parse XML from ``stream`` in chunks, keeping only what the reader uses (see module doc);
+    refuses DTDs, entities, more than :data:`MAX_MANIFEST_BYTES` bytes and more than
+    :data:`MAX_MANIFEST_ELEMENTS` kept elements, each as a located :class:`ConfigError`."""
     parser = expat.ParserCreate(namespace_separator=" ")
     parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
     stack: list[Node] = []
     roots: list[Node] = []
     namespaces: list[str] = []
-    texts: list[list[str]] = []
+    texts: list[list[str] | None] = []
+    skipping = 0
+    """Depth inside a skipped subtree (0: not skipping)."""
+    kept = 0
+    names: dict[str, tuple[str, str]] = {}
+    """(namespace, local name) of each expanded name seen, so tags are shared strings."""
+
+    def split(name: str) -> tuple[str, str]:
+        found = names.get(name)
+        if found is None:
+            found = names[name] = _local(name)
+        return found
+
+    def here() -> Location:
+        return Location(file, parser.CurrentLineNumber, parser.CurrentColumnNumber + 1)
 
     def refuse_doctype(*_: object) -> None:
         raise ConfigError.single(
             "the document has a DOCTYPE; manifests must not declare DTDs or entities "
-            "(refused for safety)",
-            Location(file, parser.CurrentLineNumber, parser.CurrentColumnNumber + 1),
-        )
+            "(refused for safety)", here())
 
     def start(name: str, attrs: dict[str, str]) -> None:
-        uri, tag = _local(name)
-        node = Node(
-            tag,
-            {_local(k)[1]: v for k, v in attrs.items()},
-            parser.CurrentLineNumber,
-            parser.CurrentColumnNumber + 1,
-            stack[-1] if stack else None,
-        )
+        nonlocal skipping, kept
+        uri, tag = split(name)
+        if skipping or (stack and tag not in _KEEP.get(stack[-1].tag, ())):
+            skipping += 1
+            return
+        kept += 1
+        if kept > MAX_MANIFEST_ELEMENTS:
+            raise ConfigError.single(
+                f"more than {MAX_MANIFEST_ELEMENTS} CAEX elements; a module's manifest holds "
+                "a few thousand (refused to bound memory)", here())
+        attrib: Mapping[str, str] = _NO_ATTRIBUTES
+        if attrs:
+            picked = {local: v for k, v in attrs.items() if (local := split(k)[1]) in _ATTRIBUTES}
+            attrib = picked or _NO_ATTRIBUTES
+        node = Node(tag, attrib, parser.CurrentLineNumber, parser.CurrentColumnNumber + 1,
+                    stack[-1] if stack else None)
         if stack:
-            stack[-1].children.append(node)
+            stack[-1].append(node)
         else:
             roots.append(node)
             namespaces.append(uri)
         stack.append(node)
-        texts.append([])
+        texts.append([] if tag in _TEXT else None)
 
     def end(_: str) -> None:
+        nonlocal skipping
+        if skipping:
+            skipping -= 1
+            return
         node = stack.pop()
-        node.text = "".join(texts.pop()).strip()
+        parts = texts.pop()
+        if parts:
+            node.text = "".join(parts).strip()
 
     def chars(data: str) -> None:
-        if texts:
-            texts[-1].append(data)
+        if not skipping and texts:
+            parts = texts[-1]
+            if parts is not None:
+                parts.append(data)
 
+    parser.buffer_text = True
     parser.StartDoctypeDeclHandler = refuse_doctype
     parser.EntityDeclHandler = refuse_doctype
     parser.ExternalEntityRefHandler = refuse_doctype  # type: ignore[assignment]
     parser.StartElementHandler = start
     parser.EndElementHandler = end
     parser.CharacterDataHandler = chars
+    total = 0
     try:
-        parser.Parse(data, True)
+        while True:
+            chunk = stream.read(_CHUNK)
+            total += len(chunk)
+            if total > MAX_MANIFEST_BYTES:
+                raise ConfigError.single(
+                    f"more than {MAX_MANIFEST_BYTES} bytes; manifests above "
+                    f"{MAX_MANIFEST_BYTES} bytes are refused", Location(file))
+            parser.Parse(chunk, not chunk)
+            if not chunk:
+                break
     except expat.ExpatError as exc:
         raise ConfigError.single(
             f"not well-formed XML: {expat.errors.messages[exc.code]}",
             Location(file, exc.lineno, exc.offset + 1),
         ) from None
+    except (ValueError, LookupError) as exc:
+        # expat decodes UTF-8, UTF-16 and the single-byte encodings; a declared multi-byte
+        # or unknown encoding (encoding="UTF-7") ends up here
+        raise ConfigError.single(
+            f"cannot decode the manifest ({exc}); save it as UTF-8", here()) from None
     if not roots:
         raise ConfigError.single("empty document", Location(file))
     return XmlDoc(roots[0], file, namespaces[0])
@@ -176,11 +281,10 @@ def _from_container(p: Path) -> XmlDoc:
                     f"{MAX_MANIFEST_BYTES} bytes are refused",
                     Location(str(p)),
                 )
-            with z.open(info) as f:
-                data = f.read(MAX_MANIFEST_BYTES + 1)
-    except zipfile.BadZipFile as exc:
+            with z.open(info) as f:  # streamed: the declared size may lie, the read cap not
+                return parse_stream(f, f"{p}!{info.filename}")
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
         raise ConfigError.single(f"broken MTP package: {exc}", Location(str(p))) from None
-    return parse_bytes(data, f"{p}!{info.filename}")
 
 
 def parse_file(path: str | Path) -> XmlDoc:
@@ -200,4 +304,10 @@ def parse_file(path: str | Path) -> XmlDoc:
             f"file is {size} bytes; manifests above {MAX_MANIFEST_BYTES} bytes are refused",
             Location(str(p)),
         )
-    return parse_bytes(p.read_bytes(), str(p))
+    try:
+        with p.open("rb") as f:
+            return parse_stream(f, str(p))
+    except OSError as exc:
+        raise ConfigError.single(
+            f"cannot read manifest: {exc.strerror}", Location(str(p))
+        ) from None

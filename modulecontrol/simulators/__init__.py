@@ -22,6 +22,7 @@ from modulecontrol.simulators._plant import (
     PlantBuildError,
     SimulatedPlant,
     StreamReport,
+    check_simulation,
     default_species,
 )
 from modulecontrol.simulators._ports import PtyPort, free_port
@@ -59,6 +60,7 @@ __all__ = [
     "TransportFaults",
     "Variable",
     "ViewError",
+    "check_simulation",
     "default_species",
     "free_port",
     "load_scenario",

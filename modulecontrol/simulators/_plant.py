@@ -15,8 +15,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from modulecontrol.clock import Clock
 from modulecontrol.descriptors import ModuleInstance, ModuleType, PlantConfig
+from modulecontrol.errors import ConfigError
 from modulecontrol.mtpcore import State
 from modulecontrol.simulators._faults import FaultInjector
 from modulecontrol.simulators._view import ModuleView, ViewError
@@ -31,6 +34,7 @@ from modulecontrol.simulators.models import (
 )
 
 __all__ = ["DEFAULT_SPECIES", "PlantBuildError", "SimulatedPlant", "StreamReport",
+           "check_simulation",
            "default_species"]
 
 DEFAULT_SPECIES: tuple[dict[str, Any], ...] = (
@@ -56,7 +60,22 @@ _log = logging.getLogger(__name__)
 
 
 class PlantBuildError(ValueError):
-    """The plant cannot be simulated as written; the message names the module and the fix."""
+    """The plant cannot be simulated as written; the message names the module and the fix,
+    ``path`` the entry of the plant document it comes from (``("modules", 3)``)."""
+
+    def __init__(self, message: str, path: tuple[str | int, ...] = ()) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def check_simulation(config: PlantConfig) -> None:
+    """Build the plant's process models exactly as ``run --simulate`` and ``sim serve`` do,
+    start nothing, and turn a refusal into a located :class:`ConfigError`: so ``validate``
+    and the start of a run refuse what the build would refuse, before anything runs."""
+    try:
+        SimulatedPlant.from_config(config, Clock.fast())
+    except PlantBuildError as exc:
+        raise ConfigError.single(str(exc), config.locate(exc.path)) from None
 
 
 @dataclass(frozen=True)
@@ -111,17 +130,20 @@ class SimulatedPlant:
                 try:
                     species = SpeciesTable.from_yaml(path)
                 except (OSError, ValueError) as exc:
-                    raise PlantBuildError(f"{config.file}: species file {path}: {exc}") from None
+                    raise PlantBuildError(f"species file {path}: {exc}", ("species",)) from None
             else:
                 species = default_species()
         fs = Flowsheet(species)
         views: dict[str, ModuleView] = {}
-        for inst in config.plant.modules:
+        for i, inst in enumerate(config.plant.modules):
             if not (inst.simulated or inst.endpoint is None):
                 continue
             mt = config.type_of(inst.tag)
-            views[inst.tag] = _build_view(inst, mt, species, fs)
-        for c in config.plant.connections:
+            try:
+                views[inst.tag] = _build_view(inst, mt, species, fs)
+            except PlantBuildError as exc:
+                raise PlantBuildError(str(exc), ("modules", i)) from None
+        for j, c in enumerate(config.plant.connections):
             (a, pa), (b, pb) = c.source, c.target
             if a not in views or b not in views:
                 continue
@@ -132,8 +154,8 @@ class SimulatedPlant:
             except (KeyError, ValueError) as exc:
                 raise PlantBuildError(
                     f"connection {c.from_} -> {c.to}: {exc.args[0]}; map the module's port "
-                    "names to the model's with 'simulator.ports' in the module type"
-                ) from None
+                    "names to the model's with 'simulator.ports' in the module type",
+                    ("connections", j)) from None
         return cls(config, fs, views, clock, dt)
 
     # -- access -----------------------------------------------------------------------------
@@ -266,6 +288,16 @@ def _report(tag: str, port: str, s: Stream) -> StreamReport:
     return StreamReport(tag, port, s.flow * 6e7, s.temperature - 273.15, s.pressure / 1e5, conc)
 
 
+def _brief(exc: Exception) -> str:
+    """One line per problem of a model's parameters, without pydantic's multi-line dump."""
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'parameters'}: "
+            f"{e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors(include_url=False))
+    return str(exc)
+
+
 def _build_view(inst: ModuleInstance, mt: ModuleType, species: SpeciesTable,
                 fs: Flowsheet) -> ModuleView:
     spec = mt.simulator
@@ -292,7 +324,7 @@ def _build_view(inst: ModuleInstance, mt: ModuleType, species: SpeciesTable,
             thermostat = made
     except (KeyError, ValueError) as exc:
         raise PlantBuildError(f"module {inst.tag} ({mt.name}): simulator parameters: "
-                              f"{exc}") from None
+                              f"{_brief(exc)}") from None
     fs.add(model)
     if thermostat is not None:
         fs.add(thermostat)

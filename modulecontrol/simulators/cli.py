@@ -55,7 +55,7 @@ def serve(
     """Start every simulated module on its endpoint and print where each one listens."""
     from modulecontrol.simulators._faults import load_scenario
     from modulecontrol.simulators._opcua_server import SecurityError
-    from modulecontrol.simulators._plant import SimulatedPlant
+    from modulecontrol.simulators._plant import SimulatedPlant, check_simulation
     from modulecontrol.simulators._serve import PlantServer, ServeError
 
     if speed <= 0:
@@ -63,6 +63,7 @@ def serve(
     limit = _seconds(duration, "--duration")
     try:
         cfg = load_plant(plant)
+        check_simulation(cfg)  # refused here, located, rather than a traceback once serving
         scenario = load_scenario(faults, cfg) if faults is not None else None
     except ConfigError as exc:
         _console.print(str(exc), markup=False)
@@ -113,10 +114,11 @@ def steady(
 ) -> None:
     """Steady-state streams at every module outlet, with every service started with its
     default procedure and parameter defaults (then the --set values)."""
-    from modulecontrol.simulators._plant import SimulatedPlant
+    from modulecontrol.simulators._plant import SimulatedPlant, check_simulation
 
     try:
         cfg = load_plant(plant)
+        check_simulation(cfg)
     except ConfigError as exc:
         _console.print(str(exc), markup=False)
         raise typer.Exit(2) from None
