@@ -62,7 +62,8 @@ def validate(
     """Validate YAML documents; print every problem as path:line:col: message."""
     import modulecontrol.recipe
     import modulecontrol.simulators  # noqa: F401  (registers the Scenario document kind)
-    from modulecontrol.descriptors import validate_file
+    from modulecontrol.descriptors import PlantConfig, validate_file
+    from modulecontrol.simulators import check_plant
 
     failed = 0
     for path in paths:
@@ -77,7 +78,9 @@ def validate(
 
                 checker(load_yaml(path), plant)  # type: ignore[call-arg]
             else:
-                validate_file(path)
+                result = validate_file(path)
+                if isinstance(result, PlantConfig):  # every check `sim` and `run` make
+                    check_plant(result)
         except ConfigError as exc:
             failed += 1
             report_problems(exc)

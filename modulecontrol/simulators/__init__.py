@@ -1,6 +1,7 @@
 """Simulators: process models (``modulecontrol.simulators.models``) and the protocol servers
 that expose them as the real devices would (see ``docs/simulators.md``)."""
 
+from modulecontrol.simulators._check import check_plant, plant_problems
 from modulecontrol.simulators._faults import (
     FAULTS,
     FaultInjector,
@@ -47,8 +48,10 @@ __all__ = [
     "TransportFaults",
     "Variable",
     "ViewError",
+    "check_plant",
     "default_species",
     "load_scenario",
+    "plant_problems",
     "scenario_from_doc",
     "serve_plant",
 ]

@@ -25,7 +25,7 @@ from modulecontrol.descriptors._base import delta_in
 from modulecontrol.simulators.models import Thermostat, UnitModel
 from modulecontrol.units import UnitError, convert, to_si
 
-__all__ = ["ModuleView", "TransportFaults", "Variable", "ViewError"]
+__all__ = ["ModuleView", "TransportFaults", "Variable", "ViewError", "setting_target"]
 
 _VALUE_ATTRIBUTES = frozenset({
     "V", "VOut", "VFbk", "VReq", "VExt", "VMan", "VRbk", "VOp", "VInt", "Ctrl", "OpenAut",
@@ -243,6 +243,24 @@ def _model_variables(model: UnitModel) -> dict[str, Variable]:
         var.set, var.boolean, var.unit = setter(name), boolean, u
         out[name] = var
     return out
+
+
+_SETS: dict[tuple[str, str], str] = {
+    ("coil_reactor", "temperature_setpoint"): "jacket_temperature",
+    ("msmpr", "temperature_setpoint"): "jacket_temperature",
+    ("bpr", "pressure_setpoint"): "setpoint",
+    ("thermostat", "temperature_setpoint"): "setpoint",
+    ("divert_valve", "to_product"): "to_waste",
+}
+"""Virtual variables (see :func:`_virtual_variables`) that set a model input, by model kind.
+With a thermostat, a reactor's set point drives the jacket through it."""
+
+
+def setting_target(view: ModuleView, variable: str) -> str | None:
+    """The model input that writing ``variable`` ends up setting (None: none)."""
+    if variable in view.model.inputs:
+        return variable
+    return _SETS.get((view.model.kind, variable))
 
 
 def _stored(view: ModuleView, name: str, unit: str, initial: float = 0.0,

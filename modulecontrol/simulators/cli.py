@@ -144,7 +144,12 @@ def steady(
                     raise typer.BadParameter(
                         f"'{item}': the value must be a number (in the assembly's unit), "
                         "true or false") from None
-            if not sim.view(tag).write(assembly, None, parsed):
+            view = sim.view(tag)
+            try:  # the setting's own limits, as the device would refuse the write
+                value = view.module_type.assembly(assembly).coerce(parsed, what="--set value")
+            except KeyError as exc:
+                raise typer.BadParameter(f"'{item}': {exc.args[0]}") from None
+            if not view.write(assembly, None, value):
                 raise typer.BadParameter(f"'{key}' is not linked to the simulator")
         reports = sim.steady_state()
     except (ValueError, KeyError) as exc:

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 from scipy.optimize import brentq
+
+from modulecontrol.units import UnitError
 
 from ._base import UnitModel, register_model
 from ._integrate import FloatArray, ros2_step
@@ -35,9 +37,15 @@ from ._quantities import (
     Conductance,
     Density,
     MolarEnergy,
+    NucleationRate,
     Temperature,
     Time,
+    Velocity,
     Volume,
+    is_bare,
+    needs_unit,
+    si,
+    units_required,
 )
 from ._species import AMBIENT_PRESSURE, Solids, SpeciesTable, Stream, mix
 
@@ -88,22 +96,44 @@ class MsmprParams(BaseModel):
     crystal_density: Density = Field(gt=0)
     shape_factor: float = Field(default=math.pi / 6.0, gt=0)
     solubility: Solubility
-    kb1: float = Field(default=0.0, ge=0)
+    kb1: NucleationRate = Field(default=0.0, ge=0)
     b1: float = Field(default=2.0, ge=0)
     kb2: float = Field(default=0.0, ge=0)
+    """Secondary nucleation constant, 1/(m**3 s) per (kg/m**3)**j; a quantity string is
+    converted with the unit that ``j`` asks for."""
     b2: float = Field(default=1.0, ge=0)
     j: float = Field(default=1.0, ge=0)
-    kg: float = Field(default=0.0, ge=0)
+    kg: Velocity = Field(default=0.0, ge=0)
     g: float = Field(default=1.0, ge=0)
     growth_activation_energy: MolarEnergy = 0.0
     reference_temperature: Temperature = 298.15
-    fixed_nucleation_rate: float | None = Field(default=None, ge=0)
-    fixed_growth_rate: float | None = Field(default=None, ge=0)
+    fixed_nucleation_rate: NucleationRate | None = Field(default=None, ge=0)
+    fixed_growth_rate: Velocity | None = Field(default=None, ge=0)
     ua: Conductance = Field(default=20.0, ge=0)
     initial_temperature: Temperature = 298.15
     jacket_temperature: Temperature = 298.15
     cooling_profile: list[tuple[Time, Temperature]] | None = None
     max_substep: Time = Field(default=30.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kb2_unit(cls, data: Any, info: ValidationInfo) -> Any:
+        """kb2's unit depends on the exponent j, so it is converted here, with j known."""
+        if not isinstance(data, dict) or data.get("kb2") in (None, 0):
+            return data
+        j = data.get("j", 1.0)
+        if isinstance(j, bool) or not isinstance(j, int | float):
+            return data  # j's own validation reports it
+        value = data["kb2"]
+        dim = f"1/([volume][time])/([mass]/[volume])**{j:g}"
+        example = f"1/(m**3*s)/(kg/m**3)**{j:g}"
+        if units_required(info) and is_bare(value):
+            raise ValueError(needs_unit("kb2", value, dim, example))
+        try:
+            return {**data, "kb2": si(value, f"1/(m**3*s)/(kg/m**3)**{j:g}")}
+        except UnitError:
+            raise ValueError(f"kb2 '{value}' needs a unit of dimension {dim}, e.g. "
+                             f"'{example}'") from None
 
 
 # state layout: c, mu0..mu4, T, then outflow integrals of c and mu0..mu4
