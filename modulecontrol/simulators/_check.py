@@ -7,9 +7,9 @@ unknown keys, units, species, balanced reactions, rate-constant dimensions), two
 every accepted value mean exactly one thing:
 
 * **one home**: a simulator parameter that would be overwritten before it acts (a pump's
-  ``flow_setpoint`` that the Dosing service replaces by the ``FlowSP`` default, a reactor's
-  ``jacket_temperature`` that its thermostat drives) is an error naming the key that takes
-  effect;
+  ``flow_setpoint``, which acts only while the pump runs, and the Dosing service that starts
+  it writes the ``FlowSP`` default first; a reactor's ``jacket_temperature`` that its
+  thermostat drives) is an error naming the key that takes effect;
 * **limits**: a model limit narrower than the setting that drives it (``max_flow`` 10 mL/min
   under a ``FlowSetpoint`` allowed up to 66.7 mL/min) is an error naming both places, since
   the simulated device would silently clamp.
@@ -40,6 +40,15 @@ MODEL_LIMITS: dict[tuple[str, str], str] = {
     ("hplc_pump", "flow_setpoint"): "max_flow",
 }
 """(model kind, input variable) -> the model parameter that caps it."""
+
+IDLE_INERT: dict[tuple[str, str], str] = {
+    ("hplc_pump", "flow_setpoint"): "running",
+    ("syringe_pump", "flow_setpoint"): "running",
+}
+"""Model inputs that act only while another input is on (a pump's set flow only while it
+runs). When the service that switches it on also writes the input, a simulator parameter
+for it never acts. Inputs not listed act from power-on (a back-pressure regulator's preset,
+an unthermostatted jacket) and are the device's state before any service starts."""
 
 
 class _Locator:
@@ -204,7 +213,9 @@ def _home_problems(view: ModuleView, where: _Locator) -> list[Problem]:
                 if setting_target(view, var) == name:
                     writers += [(s, p, mt.assembly(p)) for s, p in _sim_writers(mt, var)
                                 if s == svc]
-        if writers:
+        gate = IDLE_INERT.get((view.model.kind, name))
+        inert = gate is not None and not spec.parameters.get(gate)
+        if writers and (takes is not None or inert):
             svc, param, da = writers[0]
             takes = (f"{takes + '; ' if takes else ''}service {svc} sets it from its parameter "
                      f"{param} ({_default(da)}); give the value as "

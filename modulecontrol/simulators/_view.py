@@ -321,7 +321,9 @@ def _virtual_variables(view: ModuleView) -> dict[str, Variable]:
         if therm is not None:
             out["temperature_setpoint"] = Variable(
                 "K", lambda: float(therm.setpoint), lambda v: therm.set_input("setpoint", v))
-            out["heater_power"] = Variable("W", lambda: float(therm.state()["power"]))
+            # a heater's power is the heating part of the thermostat's signed power (which
+            # is negative while it cools); the thermostat type shows the signed value
+            out["heater_power"] = Variable("W", lambda: float(therm.state()["heating_power"]))
         else:
             out["temperature_setpoint"] = Variable(
                 "K", lambda: float(m.jacket_temperature),
