@@ -236,3 +236,38 @@ def test_sim_steady_refuses_a_set_point_outside_the_setting(tmp_path: Path) -> N
                                   "--json"])
     assert ok.exit_code == 0, ok.output
     assert math.isclose(__import__("json").loads(ok.output)[0]["flow_mL_min"], 2.0)
+
+
+def test_a_reactor_publishes_its_outlet_composition_in_mol_per_litre() -> None:
+    """Every species is a model variable c_<species>; a linked AnaView reads it in its unit."""
+    from modulecontrol.descriptors import module_type_from_text
+    from modulecontrol.simulators import ModuleView
+    from modulecontrol.simulators.models import SpeciesTable, Stream
+
+    mt = module_type_from_text(textwrap.dedent("""\
+        kind: ModuleType
+        name: AnalysedCoil
+        ports: [{name: inlet, direction: in}, {name: outlet, direction: out}]
+        data_assemblies:
+          - {name: C_A, class: AnaView, unit: mol/L}
+          - {name: C_C, class: AnaView, unit: mol/L}
+        simulator:
+          model: coil_reactor
+          parameters:
+            volume: 2 mL
+            inner_diameter: 1 mm
+            n_tanks: 5
+            reactions: [{stoichiometry: {A: -1, B: -1, C: 1}, k_ref: 0.5 L/(mol*s)}]
+          links: {C_A: c_A, C_C: c_C}
+    """))
+    table = SpeciesTable.from_yaml(SPECIES)
+    assert mt.simulator is not None
+    model = create_model("coil_reactor", "R9", table, mt.simulator.parameters,
+                         units_required=True)
+    feed = Stream.of(table, "1 mL/min", "25 degC", {"A": "0.15 mol/L", "B": "0.15 mol/L",
+                                                    "S": "9 mol/L"})
+    out = model.steady_state({"in": feed})["out"]
+    view = ModuleView("R9", mt, model)
+    assert view.read("C_A") == pytest.approx(out.conc[table.index("A")] / 1000.0)
+    assert 0 < view.read("C_C") < 0.15
+    assert view.read("C_A") + view.read("C_C") == pytest.approx(0.15)
