@@ -85,11 +85,11 @@ def _check_build(result: object) -> None:
     """Build a validated plant's (or a recipe's plant's) simulation as ``run --simulate``
     would, so ``validate`` refuses first whatever the run would refuse."""
     from modulecontrol.descriptors import PlantConfig
-    from modulecontrol.simulators import check_simulation
+    from modulecontrol.simulators import check_plant
 
     config = result if isinstance(result, PlantConfig) else getattr(result, "plant", None)
     if isinstance(config, PlantConfig):
-        check_simulation(config)
+        check_plant(config)
 
 
 def _is_recipe(path: Path) -> bool:

@@ -139,9 +139,9 @@ class Session:
         """Validate first: raises ConfigError and nothing starts if anything is wrong."""
         vr = load_recipe(recipe, plant, dict(options.overrides))
         if options.simulate and simulation_factory is None:
-            from modulecontrol.simulators import check_simulation
+            from modulecontrol.simulators import check_plant
 
-            check_simulation(vr.plant)  # what serve_plant would refuse, refused before a start
+            check_plant(vr.plant)  # what serve_plant would refuse, refused before a start
         session = cls(vr, options, simulation_factory)
         if options.faults is not None:
             from modulecontrol.simulators import load_scenario

@@ -228,6 +228,10 @@ class Connection(Model):
         return a, b
 
 
+SinkKind = Literal["product", "waste", "sample"]
+"""Where the material of a plant outlet goes."""
+
+
 class Plant(Model):
     """Module instances and the flow connections between them."""
 
@@ -240,6 +244,10 @@ class Plant(Model):
     """Species table (YAML) for the simulators, relative to the plant file."""
     modules: list[ModuleInstance] = Field(default_factory=list)
     connections: list[Connection] = Field(default_factory=list)
+    sinks: dict[str, SinkKind] = Field(default_factory=dict)
+    """Outlets where material leaves the plant, ``MODULE.PORT: product | waste | sample``
+    (``R1.outlet: product``): a plant may end in any module, not only in a valve or a
+    crystallizer. A required outlet must be connected or declared a sink."""
 
     def module(self, tag: str) -> ModuleInstance:
         for m in self.modules:
@@ -348,6 +356,14 @@ class Plant(Model):
                     out.append((("connections", ci, end), msg))
                 else:
                     book.setdefault((tag, port), ci)
+        sinks: set[tuple[str, str]] = set()
+        for key in self.sinks:
+            problem = self._sink_problem(key, tags, types, used_out)
+            if problem:
+                out.append((("sinks", key), problem))
+            else:
+                tag, _, port = key.partition(".")
+                sinks.add((tag, port))
         for i, m in enumerate(self.modules):
             mtype = types.get(m.type)
             if mtype is None or tags.get(m.tag) is not m:
@@ -356,15 +372,39 @@ class Plant(Model):
                 if not p.required:
                     continue
                 book = used_in if p.direction == "in" else used_out
-                if (m.tag, p.name) not in book:
+                if (m.tag, p.name) not in book and (m.tag, p.name) not in sinks:
                     out.append(
                         (
                             ("modules", i, "tag"),
                             f"required {'inlet' if p.direction == 'in' else 'outlet'} "
-                            f"{m.tag}.{p.name} is not connected",
+                            f"{m.tag}.{p.name} is not connected"
+                            + ("" if p.direction == "in" else
+                               f"; connect it, or declare where it ends: 'sinks: "
+                               f"{{{m.tag}.{p.name}: product}}' (or waste, sample)"),
                         )
                     )
         return out
+
+    @staticmethod
+    def _sink_problem(key: str, tags: dict[str, ModuleInstance],
+                      types: dict[str, ModuleType],
+                      used_out: dict[tuple[str, str], int]) -> str | None:
+        tag, dot, port = key.partition(".")
+        if not dot or not tag or not port:
+            return f"sink '{key}' must name a module outlet as MODULE.PORT"
+        if tag not in tags:
+            return f"sink {key}: unknown module '{tag}'{did_you_mean(tag, tags)}"
+        mtype = types.get(tags[tag].type)
+        if mtype is None:
+            return None
+        outlets = [p.name for p in mtype.ports if p.direction == "out"]
+        if port not in outlets:
+            return (f"sink {key}: module {tag} ({mtype.name}) has no outlet '{port}'"
+                    f"{did_you_mean(port, outlets)}")
+        if (tag, port) in used_out:
+            return (f"sink {key}: {key} already feeds connection {used_out[(tag, port)] + 1}; "
+                    "an outlet goes to one place")
+        return None
 
 
 def _transports(mt: ModuleType) -> list[str]:

@@ -137,6 +137,23 @@ class WaitSpec(Model):
     """For ``residence_times``: the flow path as ``[FROM_MODULE, TO_MODULE]`` (or more
     intermediate modules); its volume over its current flow is one residence time."""
 
+    @field_validator("duration")
+    @classmethod
+    def _duration_has_unit(cls, v: Any) -> Any:
+        """A bare number could be seconds or minutes: it needs its unit (docs/descriptors.md,
+        Units)."""
+        bare = isinstance(v, int | float) and not isinstance(v, bool)
+        if isinstance(v, str):
+            try:
+                float(v.strip())
+                bare = True
+            except ValueError:
+                pass
+        if bare:
+            raise ValueError(f"duration needs a unit of dimension [time], e.g. '{v} s' or "
+                             f"'{v} min'")
+        return v
+
     @model_validator(mode="after")
     def _one(self) -> WaitSpec:
         given = [

@@ -1,6 +1,7 @@
 """Simulators: process models (``modulecontrol.simulators.models``) and the protocol servers
 that expose them as the real devices would (see ``docs/simulators.md``)."""
 
+from modulecontrol.simulators._check import check_plant, plant_problems
 from modulecontrol.simulators._faults import (
     FAULTS,
     FaultInjector,
@@ -22,7 +23,6 @@ from modulecontrol.simulators._plant import (
     PlantBuildError,
     SimulatedPlant,
     StreamReport,
-    check_simulation,
     default_species,
 )
 from modulecontrol.simulators._ports import PtyPort, free_port
@@ -60,10 +60,11 @@ __all__ = [
     "TransportFaults",
     "Variable",
     "ViewError",
-    "check_simulation",
+    "check_plant",
     "default_species",
     "free_port",
     "load_scenario",
+    "plant_problems",
     "scenario_from_doc",
     "serve_plant",
 ]

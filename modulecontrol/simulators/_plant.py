@@ -19,13 +19,14 @@ from pydantic import ValidationError
 
 from modulecontrol.clock import Clock
 from modulecontrol.descriptors import ModuleInstance, ModuleType, PlantConfig
-from modulecontrol.errors import ConfigError
+from modulecontrol.errors import did_you_mean
 from modulecontrol.mtpcore import State
 from modulecontrol.simulators._faults import FaultInjector
 from modulecontrol.simulators._view import ModuleView, ViewError
 from modulecontrol.simulators.models import (
     MODELS,
     Flowsheet,
+    ParameterError,
     Species,
     SpeciesTable,
     Stream,
@@ -34,8 +35,7 @@ from modulecontrol.simulators.models import (
 )
 
 __all__ = ["DEFAULT_SPECIES", "PlantBuildError", "SimulatedPlant", "StreamReport",
-           "check_simulation",
-           "default_species"]
+           "build_models", "default_species", "plant_species"]
 
 DEFAULT_SPECIES: tuple[dict[str, Any], ...] = (
     {"name": "THF", "molar_mass": "72.11 g/mol", "density": "889 kg/m**3",
@@ -60,22 +60,22 @@ _log = logging.getLogger(__name__)
 
 
 class PlantBuildError(ValueError):
-    """The plant cannot be simulated as written; the message names the module and the fix,
-    ``path`` the entry of the plant document it comes from (``("modules", 3)``)."""
+    """The plant cannot be simulated as written; the message names the module and the fix.
 
-    def __init__(self, message: str, path: tuple[str | int, ...] = ()) -> None:
+    ``tag``, ``section`` and ``path`` say where the offending value was written, so
+    :func:`~modulecontrol.simulators.check_plant` can point at its line: ``section`` is
+    ``parameters`` (``path`` inside the merged simulator parameters), ``thermostat``,
+    ``links``, ``services``, ``simulated``, ``connection`` (``path`` = its index) or
+    ``species``. ``cause`` keeps a pydantic error so each of its items is reported.
+    """
+
+    def __init__(self, message: str, tag: str | None = None, section: str = "",
+                 path: tuple[str | int, ...] = (), cause: ValidationError | None = None) -> None:
         super().__init__(message)
+        self.tag = tag
+        self.section = section
         self.path = path
-
-
-def check_simulation(config: PlantConfig) -> None:
-    """Build the plant's process models exactly as ``run --simulate`` and ``sim serve`` do,
-    start nothing, and turn a refusal into a located :class:`ConfigError`: so ``validate``
-    and the start of a run refuse what the build would refuse, before anything runs."""
-    try:
-        SimulatedPlant.from_config(config, Clock.fast())
-    except PlantBuildError as exc:
-        raise ConfigError.single(str(exc), config.locate(exc.path)) from None
+        self.cause = cause
 
 
 @dataclass(frozen=True)
@@ -124,38 +124,7 @@ class SimulatedPlant:
         connections. The species table is ``species``, else the plant's ``species:`` file
         (relative to the plant file), else :func:`default_species`.
         """
-        if species is None:
-            if config.plant.species:
-                path = config.resolve(config.plant.species)
-                try:
-                    species = SpeciesTable.from_yaml(path)
-                except (OSError, ValueError) as exc:
-                    raise PlantBuildError(f"species file {path}: {exc}", ("species",)) from None
-            else:
-                species = default_species()
-        fs = Flowsheet(species)
-        views: dict[str, ModuleView] = {}
-        for i, inst in enumerate(config.plant.modules):
-            if not (inst.simulated or inst.endpoint is None):
-                continue
-            mt = config.type_of(inst.tag)
-            try:
-                views[inst.tag] = _build_view(inst, mt, species, fs)
-            except PlantBuildError as exc:
-                raise PlantBuildError(str(exc), ("modules", i)) from None
-        for j, c in enumerate(config.plant.connections):
-            (a, pa), (b, pb) = c.source, c.target
-            if a not in views or b not in views:
-                continue
-            src = (a, views[a].spec.ports.get(pa, pa))
-            dst = (b, views[b].spec.ports.get(pb, pb))
-            try:
-                fs.connect(src, dst)
-            except (KeyError, ValueError) as exc:
-                raise PlantBuildError(
-                    f"connection {c.from_} -> {c.to}: {exc.args[0]}; map the module's port "
-                    "names to the model's with 'simulator.ports' in the module type",
-                    ("connections", j)) from None
+        fs, views = build_models(config, species)
         return cls(config, fs, views, clock, dt)
 
     # -- access -----------------------------------------------------------------------------
@@ -283,6 +252,61 @@ class SimulatedPlant:
         return out
 
 
+def plant_species(config: PlantConfig) -> SpeciesTable:
+    """The plant's ``species:`` file (relative to the plant file), else the defaults."""
+    if not config.plant.species:
+        return default_species()
+    path = config.resolve(config.plant.species)
+    try:
+        return SpeciesTable.from_yaml(path)
+    except (OSError, ValueError) as exc:
+        raise PlantBuildError(f"{config.file}: species file {path}: {exc}",
+                              section="species") from None
+
+
+def build_models(
+    config: PlantConfig, species: SpeciesTable | None = None,
+    on_error: Callable[[PlantBuildError], None] | None = None,
+) -> tuple[Flowsheet, dict[str, ModuleView]]:
+    """The flowsheet and module views of every simulated or passive module, wired as the
+    plant is: the one builder behind ``sim``, ``run`` and ``validate``.
+
+    Without ``on_error`` the first problem raises; with it (``validate``) every problem is
+    handed over and the build goes on with the modules that could be built.
+    """
+
+    def fail(exc: PlantBuildError) -> None:
+        if on_error is None:
+            raise exc
+        on_error(exc)
+
+    if species is None:
+        species = plant_species(config)
+    fs = Flowsheet(species)
+    views: dict[str, ModuleView] = {}
+    for inst in config.plant.modules:
+        if not (inst.simulated or inst.endpoint is None):
+            continue
+        try:
+            views[inst.tag] = _build_view(inst, config.type_of(inst.tag), species, fs)
+        except PlantBuildError as exc:
+            fail(exc)
+    for k, c in enumerate(config.plant.connections):
+        (a, pa), (b, pb) = c.source, c.target
+        if a not in views or b not in views:
+            continue
+        src = (a, views[a].spec.ports.get(pa, pa))
+        dst = (b, views[b].spec.ports.get(pb, pb))
+        try:
+            fs.connect(src, dst)
+        except (KeyError, ValueError) as exc:
+            fail(PlantBuildError(
+                f"connection {c.from_} -> {c.to}: {exc.args[0]}; map the module's port "
+                "names to the model's with 'simulator.ports' in the module type",
+                section="connection", path=(k,)))
+    return fs, views
+
+
 def _report(tag: str, port: str, s: Stream) -> StreamReport:
     conc = {n: float(c) / 1000.0 for n, c in zip(s.table.names, s.conc, strict=True) if c > 0}
     return StreamReport(tag, port, s.flow * 6e7, s.temperature - 273.15, s.pressure / 1e5, conc)
@@ -301,41 +325,53 @@ def _brief(exc: Exception) -> str:
 def _build_view(inst: ModuleInstance, mt: ModuleType, species: SpeciesTable,
                 fs: Flowsheet) -> ModuleView:
     spec = mt.simulator
+    tag = inst.tag
     if spec is None:
         raise PlantBuildError(
-            f"module {inst.tag}: type {mt.name} has no 'simulator' section, so it cannot be "
-            "simulated; set 'simulated: false' or give the type a simulator")
+            f"module {tag}: type {mt.name} has no 'simulator' section, so it cannot be "
+            "simulated; set 'simulated: false' or give the type a simulator",
+            tag, "simulated")
     if spec.model not in MODELS:
         raise PlantBuildError(
-            f"module {inst.tag}: unknown simulator model '{spec.model}' "
-            f"(known: {', '.join(sorted(MODELS))})")
+            f"module {tag}: unknown simulator model '{spec.model}'"
+            f"{did_you_mean(spec.model, MODELS)}", tag, "model")
     params = dict(spec.parameters)
     roles = params.pop("roles", {}) if spec.model == "pat_analyzer" else {}
     fields = MODELS[spec.model].Params.model_fields
     for key, value in mt.properties.items():
         if key in fields and key not in params:
             params[key] = value
+    section = "parameters"
     try:
-        model = create_model(spec.model, inst.tag, species, params)
+        model = create_model(spec.model, tag, species, params, units_required=True)
         thermostat = None
         if spec.thermostat is not None:
-            made = create_model("thermostat", f"{inst.tag}.jacket", species, spec.thermostat)
+            section = "thermostat"
+            made = create_model("thermostat", f"{tag}.jacket", species, spec.thermostat,
+                                units_required=True)
             assert isinstance(made, Thermostat)
             thermostat = made
+    except ValidationError as exc:
+        raise PlantBuildError(f"module {tag} ({mt.name}): simulator {section}: {exc}",
+                              tag, section, cause=exc) from None
+    except ParameterError as exc:
+        raise PlantBuildError(f"module {tag} ({mt.name}): simulator {section}: {exc}",
+                              tag, section, exc.path) from None
     except (KeyError, ValueError) as exc:
-        raise PlantBuildError(f"module {inst.tag} ({mt.name}): simulator parameters: "
-                              f"{_brief(exc)}") from None
+        text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        raise PlantBuildError(f"module {tag} ({mt.name}): simulator {section}: {text}",
+                              tag, section) from None
     fs.add(model)
     if thermostat is not None:
         fs.add(thermostat)
         fs.link_jacket(thermostat, model)
-    view = ModuleView(inst.tag, mt, model, thermostat, dict(roles))
+    view = ModuleView(tag, mt, model, thermostat, dict(roles))
     for signal, var in spec.links.items():
         try:
             view.variable(var)
         except ViewError as exc:
             raise PlantBuildError(f"module type {mt.name}: simulator link {signal}: "
-                                  f"{exc}") from None
+                                  f"{exc}", tag, "links", (signal,)) from None
     for svc, states in spec.services.items():
         for state, sets in states.items():
             for var in sets:
@@ -343,5 +379,6 @@ def _build_view(inst: ModuleInstance, mt: ModuleType, species: SpeciesTable,
                     view.variable(var)
                 except ViewError as exc:
                     raise PlantBuildError(f"module type {mt.name}: simulator services."
-                                          f"{svc}.{state}: {exc}") from None
+                                          f"{svc}.{state}: {exc}", tag, "services",
+                                          (svc, state, var)) from None
     return view

@@ -26,7 +26,7 @@ from modulecontrol.mtpcore import VALUE_ATTRIBUTES
 from modulecontrol.simulators.models import Thermostat, UnitModel
 from modulecontrol.units import UnitError, convert, to_si
 
-__all__ = ["ModuleView", "TransportFaults", "Variable", "ViewError"]
+__all__ = ["ModuleView", "TransportFaults", "Variable", "ViewError", "setting_target"]
 
 _VALUE_ATTRIBUTES = VALUE_ATTRIBUTES
 """Attributes that carry the assembly's value, so an ``Assembly`` link applies to them."""
@@ -242,6 +242,24 @@ def _model_variables(model: UnitModel) -> dict[str, Variable]:
     return out
 
 
+_SETS: dict[tuple[str, str], str] = {
+    ("coil_reactor", "temperature_setpoint"): "jacket_temperature",
+    ("msmpr", "temperature_setpoint"): "jacket_temperature",
+    ("bpr", "pressure_setpoint"): "setpoint",
+    ("thermostat", "temperature_setpoint"): "setpoint",
+    ("divert_valve", "to_product"): "to_waste",
+}
+"""Virtual variables (see :func:`_virtual_variables`) that set a model input, by model kind.
+With a thermostat, a reactor's set point drives the jacket through it."""
+
+
+def setting_target(view: ModuleView, variable: str) -> str | None:
+    """The model input that writing ``variable`` ends up setting (None: none)."""
+    if variable in view.model.inputs:
+        return variable
+    return _SETS.get((view.model.kind, variable))
+
+
 def _stored(view: ModuleView, name: str, unit: str, initial: float = 0.0,
             boolean: bool = False, on_set: Callable[[Any], None] | None = None) -> Variable:
     view.stored.setdefault(name, initial)
@@ -300,7 +318,9 @@ def _virtual_variables(view: ModuleView) -> dict[str, Variable]:
         if therm is not None:
             out["temperature_setpoint"] = Variable(
                 "K", lambda: float(therm.setpoint), lambda v: therm.set_input("setpoint", v))
-            out["heater_power"] = Variable("W", lambda: float(therm.state()["power"]))
+            # a heater's power is the heating part of the thermostat's signed power (which
+            # is negative while it cools); the thermostat type shows the signed value
+            out["heater_power"] = Variable("W", lambda: float(therm.state()["heating_power"]))
         else:
             out["temperature_setpoint"] = Variable(
                 "K", lambda: float(m.jacket_temperature),

@@ -53,9 +53,10 @@ def serve(
                                             "trail.")] = None,
 ) -> None:
     """Start every simulated module on its endpoint and print where each one listens."""
+    from modulecontrol.simulators import check_plant
     from modulecontrol.simulators._faults import load_scenario
     from modulecontrol.simulators._opcua_server import SecurityError
-    from modulecontrol.simulators._plant import SimulatedPlant, check_simulation
+    from modulecontrol.simulators._plant import SimulatedPlant
     from modulecontrol.simulators._serve import PlantServer, ServeError
 
     if speed <= 0:
@@ -63,7 +64,7 @@ def serve(
     limit = _seconds(duration, "--duration")
     try:
         cfg = load_plant(plant)
-        check_simulation(cfg)  # refused here, located, rather than a traceback once serving
+        check_plant(cfg)  # refused here, located, rather than a traceback once serving
         scenario = load_scenario(faults, cfg) if faults is not None else None
     except ConfigError as exc:
         _console.print(str(exc), markup=False)
@@ -114,11 +115,12 @@ def steady(
 ) -> None:
     """Steady-state streams at every module outlet, with every service started with its
     default procedure and parameter defaults (then the --set values)."""
-    from modulecontrol.simulators._plant import SimulatedPlant, check_simulation
+    from modulecontrol.simulators import check_plant
+    from modulecontrol.simulators._plant import SimulatedPlant
 
     try:
         cfg = load_plant(plant)
-        check_simulation(cfg)
+        check_plant(cfg)
     except ConfigError as exc:
         _console.print(str(exc), markup=False)
         raise typer.Exit(2) from None
@@ -141,7 +143,12 @@ def steady(
                     raise typer.BadParameter(
                         f"'{item}': the value must be a number (in the assembly's unit), "
                         "true or false") from None
-            if not sim.view(tag).write(assembly, None, parsed):
+            view = sim.view(tag)
+            try:  # the setting's own limits, as the device would refuse the write
+                value = view.module_type.assembly(assembly).coerce(parsed, what="--set value")
+            except KeyError as exc:
+                raise typer.BadParameter(f"'{item}': {exc.args[0]}") from None
+            if not view.write(assembly, None, value):
                 raise typer.BadParameter(f"'{key}' is not linked to the simulator")
         reports = sim.steady_state()
     except (ValueError, KeyError) as exc:

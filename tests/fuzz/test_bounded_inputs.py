@@ -12,7 +12,7 @@ import pytest
 from modulecontrol.descriptors import load_plant, validate_file
 from modulecontrol.errors import ConfigError
 from modulecontrol.mtp import _xml, import_manifest
-from modulecontrol.simulators import check_simulation
+from modulecontrol.simulators import check_plant
 from modulecontrol.units import UnitError, convert, parse_unit
 from modulecontrol.yamlio import (
     MAX_YAML_ALIASES,
@@ -153,7 +153,7 @@ def _nan_plant(tmp_path: Path) -> Path:
 def test_nan_volume_is_refused_by_validate_where_run_would_refuse_it(tmp_path: Path) -> None:
     plant = _nan_plant(tmp_path)
     with pytest.raises(ConfigError) as err:
-        check_simulation(load_plant(plant))
+        check_plant(load_plant(plant))
     (problem,) = err.value.problems
     assert problem.location is not None and problem.location.file == str(plant)
     assert problem.location.line > 1

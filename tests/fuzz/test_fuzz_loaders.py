@@ -24,7 +24,7 @@ from modulecontrol.descriptors import (
 )
 from modulecontrol.mtp import export_manifest, import_manifest
 from modulecontrol.recipe import validate_recipe_doc
-from modulecontrol.simulators import check_simulation, scenario_from_doc
+from modulecontrol.simulators import check_plant, scenario_from_doc
 from modulecontrol.yamlio import dump_yaml, iter_paths, load_yaml_text
 from tests.fuzz._harness import PROFILE, check_loader
 
@@ -111,7 +111,7 @@ def test_fuzz_module_types(data: st.DataObject) -> None:
 def test_fuzz_plant(data: st.DataObject) -> None:
     """The plant as ``validate`` and ``run --simulate`` load it: schema, types, simulation."""
     def load(text: str) -> None:  # named as the shipped file, so its species file resolves
-        check_simulation(plant_from_doc(load_yaml_text(text, str(PLANT))))
+        check_plant(plant_from_doc(load_yaml_text(text, str(PLANT))))
 
     _fuzz(data, PLANT, load)
 

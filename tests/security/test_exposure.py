@@ -57,4 +57,5 @@ def test_remote_host_of_simulated_module_refused(tmp_path: Path) -> None:
                               "--pki", str(tmp_path / "pki")),
                           cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "plant.yaml:26" in proc.stdout and "loopback (127.0.0.1) only" in proc.stdout
+    line = next(n for n, t in enumerate(text.splitlines(), 1) if "host: 0.0.0.0" in t)
+    assert f"plant.yaml:{line}:" in proc.stdout and "loopback (127.0.0.1) only" in proc.stdout

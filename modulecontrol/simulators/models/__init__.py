@@ -6,7 +6,15 @@ units), with named ``inputs``, ``step(dt, inlets) -> outlets``, ``steady_state``
 registered by kind name in :data:`MODELS`; :func:`create_model` builds one from a mapping.
 """
 
-from ._base import MODELS, Balance, FaultError, UnitModel, create_model, register_model
+from ._base import (
+    MODELS,
+    Balance,
+    FaultError,
+    ParameterError,
+    UnitModel,
+    create_model,
+    register_model,
+)
 from ._crystallizer import MsmprCrystallizer, MsmprParams, Solubility
 from ._demo import demo_plant
 from ._flowsheet import Flowsheet
@@ -49,6 +57,7 @@ __all__ = [
     "Kinetics",
     "MsmprCrystallizer",
     "MsmprParams",
+    "ParameterError",
     "PatAnalyzer",
     "PatAnalyzerParams",
     "Reaction",

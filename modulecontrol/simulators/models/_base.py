@@ -16,17 +16,28 @@ from zlib import crc32
 import numpy as np
 from pydantic import BaseModel
 
-from ._quantities import si
+from ._quantities import UNITS_REQUIRED, si
 from ._species import AMBIENT_PRESSURE, SpeciesTable, Stream
 
 __all__ = [
     "MODELS",
     "Balance",
     "FaultError",
+    "ParameterError",
     "UnitModel",
     "create_model",
     "register_model",
 ]
+
+
+class ParameterError(ValueError):
+    """A parameter that fails a check needing more than its own value (the species table,
+    other parameters). ``path`` is its place inside the parameter mapping (``("reactions", 0,
+    "stoichiometry", "X")``), so a loader can point at the line of the file that gave it."""
+
+    def __init__(self, path: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class FaultError(ValueError):
@@ -276,15 +287,25 @@ def register_model(cls: M) -> M:
 
 
 def create_model(
-    kind: str, name: str, species: SpeciesTable, params: Mapping[str, Any] | BaseModel | None = None
+    kind: str,
+    name: str,
+    species: SpeciesTable,
+    params: Mapping[str, Any] | BaseModel | None = None,
+    *,
+    units_required: bool = False,
 ) -> UnitModel:
-    """Build a registered model from a parameter mapping (values may carry units)."""
+    """Build a registered model from a parameter mapping (values may carry units).
+
+    ``units_required`` is for mappings read from files: a bare number where a dimension is
+    expected is then an error, not a value in SI (see ``_quantities``)."""
     try:
         cls = MODELS[kind]
     except KeyError:
         raise KeyError(
             f"unknown model kind '{kind}' (known: {', '.join(sorted(MODELS))})"
         ) from None
-    p = params if isinstance(params, BaseModel) else cls.Params.model_validate(params or {})
+    context = UNITS_REQUIRED if units_required else None
+    p = (params if isinstance(params, BaseModel)
+         else cls.Params.model_validate(params or {}, context=context))
     factory: Callable[..., UnitModel] = cls
     return factory(name, species, p)

@@ -13,7 +13,10 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ._base import UnitModel, register_model
+from modulecontrol.errors import did_you_mean
+
+from ._base import ParameterError, UnitModel, register_model
+from ._integrate import FloatArray
 from ._quantities import (
     Concentration,
     Flow,
@@ -70,7 +73,17 @@ class _PumpBase(UnitModel):
 
     def __init__(self, name: str, species: SpeciesTable, params: _Feed) -> None:
         super().__init__(name, species, params)
-        self._channels = {k: species.vector(v) for k, v in params.channels().items()}
+        self._channels: dict[int, FloatArray] = {}
+        for k, v in params.channels().items():
+            unknown = [n for n in v if n not in species]
+            if unknown:
+                path: tuple[str | int, ...] = ("feed",) if k == 1 and params.feed else ("feeds", k)
+                raise ParameterError(
+                    (*path, unknown[0]),
+                    f"unknown species '{unknown[0]}' in the feed of inlet channel {k}"
+                    f"{did_you_mean(unknown[0], species.names)}; add it to the plant's species "
+                    "table")
+            self._channels[k] = species.vector(v)
         self.feed_temperature = params.feed_temperature
         self._inlet = 1
         self.feed_conc = self._channels[1]

@@ -25,13 +25,16 @@ from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 from scipy.integrate import solve_ivp
 from scipy.linalg import toeplitz
 from scipy.optimize import root
 from scipy.special import gammainc, gammaln, xlogy
 
-from ._base import UnitModel, register_model
+from modulecontrol.errors import did_you_mean
+from modulecontrol.units import UnitError
+
+from ._base import ParameterError, UnitModel, register_model
 from ._integrate import FloatArray, ros2_step
 from ._quantities import (
     Conductance,
@@ -45,7 +48,10 @@ from ._quantities import (
     Viscosity,
     Volume,
     VolumetricHeatCapacity,
+    is_bare,
+    needs_unit,
     si,
+    units_required,
 )
 from ._species import SpeciesTable, Stream
 
@@ -53,27 +59,60 @@ R_GAS = 8.314462618
 
 
 class Reaction(BaseModel):
-    """One reaction with power-law kinetics. ``k_ref`` is in SI, (m3/mol)^(n-1)/s for overall
-    order n, or a quantity string (``'0.05 L/(mol*s)'``). Default orders: the reactants'
-    stoichiometric coefficients (forward) and the products' (reverse)."""
+    """One reaction with power-law kinetics, its rate constant in exactly one of two forms:
+
+    * ``k_ref`` at ``T_ref`` (with ``Ea``): k(T) = k_ref exp(-Ea/R (1/T - 1/T_ref));
+    * ``A`` with ``Ea`` (Arrhenius): k(T) = A exp(-Ea/(R T)).
+
+    Both are the same law (A = k_ref exp(Ea/(R T_ref))); the second is how most papers give
+    kinetics. The unit of ``k_ref`` / ``A`` follows the overall order n:
+    (volume/substance)^(n-1)/time, e.g. ``'0.05 L/(mol*s)'`` for n = 2. Default orders: the
+    reactants' stoichiometric coefficients (forward) and the products' (reverse). The reverse
+    rate constant is given the same way (``k_ref_reverse`` or ``A_reverse``, with
+    ``Ea_reverse``)."""
 
     model_config = ConfigDict(extra="forbid")
     name: str = ""
     stoichiometry: dict[str, float] = Field(min_length=1)
     orders: dict[str, float] | None = None
-    k_ref: float | str
+    k_ref: float | str | None = None
+    A: float | str | None = None
     Ea: MolarEnergy = 0.0
-    T_ref: Temperature = 298.15
+    T_ref: Temperature | None = None
     reversible: bool = False
     k_ref_reverse: float | str | None = None
+    A_reverse: float | str | None = None
     Ea_reverse: MolarEnergy = 0.0
     reverse_orders: dict[str, float] | None = None
     dH: MolarEnergy = 0.0  # J per mol of extent; negative = exothermic
 
     @model_validator(mode="after")
-    def _check(self) -> Reaction:
-        if self.reversible and self.k_ref_reverse is None:
-            raise ValueError("a reversible reaction needs k_ref_reverse")
+    def _check(self, info: ValidationInfo) -> Reaction:
+        if (self.k_ref is None) == (self.A is None):
+            raise ValueError(
+                "give the rate constant in one form: 'k_ref' (at 'T_ref') or 'A' (with 'Ea'), "
+                + ("not both" if self.k_ref is not None else "none is given"))
+        if self.A is not None and self.T_ref is not None:
+            raise ValueError("'T_ref' belongs to the 'k_ref' form; with 'A' the rate constant "
+                             "is A exp(-Ea/(R T)) and needs no reference temperature")
+        if not self.reversible and (self.k_ref_reverse is not None
+                                    or self.A_reverse is not None):
+            raise ValueError("a reverse rate constant is given but 'reversible' is not true")
+        if self.reversible:
+            if (self.k_ref_reverse is None) == (self.A_reverse is None):
+                raise ValueError("a reversible reaction needs exactly one of 'k_ref_reverse' "
+                                 "(at 'T_ref') or 'A_reverse' (with 'Ea_reverse')")
+            if (self.k_ref_reverse is None) != (self.k_ref is None):
+                raise ValueError("give the forward and reverse rate constants in the same form "
+                                 "('k_ref' with 'k_ref_reverse', or 'A' with 'A_reverse')")
+        strict = units_required(info)
+        for key, order in (("k_ref" if self.k_ref is not None else "A",
+                            sum(self.forward_orders().values())),
+                           ("k_ref_reverse" if self.k_ref_reverse is not None else "A_reverse",
+                            sum(self.backward_orders().values()))):
+            value = getattr(self, key)
+            if value is not None:
+                rate_constant(value, order, key, strict)
         return self
 
     def forward_orders(self) -> dict[str, float]:
@@ -90,11 +129,64 @@ class Reaction(BaseModel):
             else {s: nu for s, nu in self.stoichiometry.items() if nu > 0}
         )
 
+    def reference_temperature(self) -> float:
+        """T_ref in K: ``inf`` for the Arrhenius form (1/T_ref = 0 turns the k_ref law into
+        A exp(-Ea/(R T)) exactly), the default 298.15 K where ``k_ref`` names none."""
+        if self.A is not None:
+            return math.inf
+        return 298.15 if self.T_ref is None else self.T_ref
 
-def _rate_constant(value: float | str, order: float) -> float:
+    def forward_constant(self) -> float:
+        """k_ref (or A) in SI units for the overall forward order."""
+        value = self.k_ref if self.k_ref is not None else self.A
+        assert value is not None
+        return rate_constant(value, sum(self.forward_orders().values()))
+
+    def reverse_constant(self) -> float:
+        value = self.k_ref_reverse if self.k_ref_reverse is not None else self.A_reverse
+        return 0.0 if value is None else rate_constant(value, sum(self.backward_orders().values()))
+
+
+def _rate_unit(order: float) -> tuple[str, str, str]:
+    """(SI unit, dimension in words, example unit) of a rate constant of overall ``order``."""
     n = order - 1.0
-    unit = "1/s" if abs(n) < 1e-12 else f"(m**3/mol)**{n:g}/s"
-    return si(value, unit)
+    if abs(n) < 1e-12:
+        return "1/s", "1/[time]", "1/s"
+    if n < 0:
+        p = f"{-n:g}"
+        return (f"(mol/m**3)**{p}/s", f"[substance]**{p}/([volume]**{p}[time])",
+                f"(mol/L)**{p}/s")
+    p = f"{n:g}"
+    if p == "1":
+        return "m**3/(mol*s)", "[volume]/([substance][time])", "L/(mol*s)"
+    if float(p).is_integer():
+        return (f"(m**3/mol)**{p}/s", f"[volume]**{p}/([substance]**{p}[time])",
+                f"L**{p}/(mol**{p}*s)")
+    return (f"(m**3/mol)**{p}/s", f"[volume]**{p}/([substance]**{p}[time])",
+            f"(L/mol)**{p}/s")
+
+
+def rate_constant(value: float | str, order: float, key: str = "k_ref",
+                  strict: bool = False) -> float:
+    """A rate constant of overall ``order`` in SI; ``strict`` (files) refuses bare numbers.
+    The error names the dimension the order asks for, so a first-order unit on a second-order
+    reaction is caught instead of being read 1000x off."""
+    unit, dimension, example = _rate_unit(order)
+    if strict and is_bare(value):
+        raise ValueError(needs_unit(key, value, dimension, example))
+    try:
+        out = si(value, unit)
+    except UnitError:
+        raise ValueError(
+            f"{key} '{value}' does not fit a reaction of overall order {order:g}: it needs a "
+            f"unit of dimension {dimension}, e.g. '{_magnitude(value)} {example}'") from None
+    if out < 0:
+        raise ValueError(f"{key} must be >= 0, got '{value}'")
+    return out
+
+
+def _magnitude(value: float | str) -> str:
+    return str(value).strip().split(" ", 1)[0]
 
 
 class Kinetics:
@@ -116,22 +208,33 @@ class Kinetics:
         self.mdH = np.zeros(nr)
         for j, rx in enumerate(reactions):
             label = rx.name or f"#{j + 1}"
+
+            def index(name: str, key: str, j: int = j, label: str = label) -> int:
+                if name not in species:
+                    raise ParameterError(
+                        ("reactions", j, key, name),
+                        f"reaction {label}: unknown species '{name}'"
+                        f"{did_you_mean(name, species.names)}; add it to the plant's species "
+                        "table")
+                return species.index(name)
+
             for s, nu in rx.stoichiometry.items():
-                self.S[j, species.index(s)] = nu
+                self.S[j, index(s, "stoichiometry")] = nu
             for s, a in rx.forward_orders().items():
-                self.A[j, species.index(s)] = a
-            self.kf[j] = _rate_constant(rx.k_ref, float(self.A[j].sum()))
+                self.A[j, index(s, "orders")] = a
+            self.kf[j] = rx.forward_constant()
             if rx.reversible:
                 for s, b in rx.backward_orders().items():
-                    self.B[j, species.index(s)] = b
-                assert rx.k_ref_reverse is not None
-                self.kr[j] = _rate_constant(rx.k_ref_reverse, float(self.B[j].sum()))
-            self.Ef[j], self.Er[j], self.Tref[j] = rx.Ea, rx.Ea_reverse, rx.T_ref
+                    self.B[j, index(s, "reverse_orders")] = b
+                self.kr[j] = rx.reverse_constant()
+            self.Ef[j], self.Er[j] = rx.Ea, rx.Ea_reverse
+            self.Tref[j] = rx.reference_temperature()
             self.mdH[j] = -rx.dH
             imbalance = float(self.S[j] @ species.molar_mass)
             scale = float(np.abs(self.S[j]) @ species.molar_mass)
             if abs(imbalance) > 1e-6 * scale and not allow_unbalanced:
-                raise ValueError(
+                raise ParameterError(
+                    ("reactions", j, "stoichiometry"),
                     f"reaction {label} is not mass balanced (sum nu*M = {imbalance:.4g} kg/mol);"
                     " fix the stoichiometry or molar masses, or set allow_unbalanced: true"
                 )

@@ -57,6 +57,8 @@ class Thermostat(UnitModel):
         "temperature": "K",
         "setpoint": "K",
         "power": "W",
+        "heating_power": "W",
+        "cooling_power": "W",
         "heat_load": "W",
         "failed": "",
     }
@@ -155,6 +157,8 @@ class Thermostat(UnitModel):
             "temperature": self.temperature,
             "setpoint": self.setpoint,
             "power": self.power,
+            "heating_power": max(self.power, 0.0),
+            "cooling_power": max(-self.power, 0.0),
             "heat_load": self.heat_load,
             "failed": float("failure" in self.faults),
         }
