@@ -18,6 +18,7 @@ from modulecontrol.drivers._base import (
     TagInfo,
     TagValue,
     UnknownTag,
+    ValueRefused,
     check_value,
     tag_table,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "TagValue",
     "UnknownDriver",
     "UnknownTag",
+    "ValueRefused",
     "available_drivers",
     "check_value",
     "load_driver",
