@@ -22,6 +22,7 @@ from modulecontrol.drivers._base import (
     check_value,
     tag_table,
 )
+from modulecontrol.drivers._maps import BindingTable, binding_tables, register_maps_markdown
 from modulecontrol.drivers._registry import GROUP, UnknownDriver, available_drivers, load_driver
 from modulecontrol.drivers._scan import ScanStats
 
@@ -30,6 +31,7 @@ __all__ = [
     "BadReply",
     "BadRequest",
     "BaseDriver",
+    "BindingTable",
     "Callback",
     "DeviceRejected",
     "Disconnected",
@@ -48,7 +50,9 @@ __all__ = [
     "UnknownTag",
     "ValueRefused",
     "available_drivers",
+    "binding_tables",
     "check_value",
     "load_driver",
+    "register_maps_markdown",
     "tag_table",
 ]
