@@ -20,6 +20,7 @@ from modulecontrol.drivers._base import (
     UnknownTag,
     ValueRefused,
     check_value,
+    refusal,
     tag_table,
 )
 from modulecontrol.drivers._maps import BindingTable, binding_tables, register_maps_markdown
@@ -53,6 +54,7 @@ __all__ = [
     "binding_tables",
     "check_value",
     "load_driver",
+    "refusal",
     "register_maps_markdown",
     "tag_table",
 ]
