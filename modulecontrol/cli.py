@@ -107,6 +107,9 @@ def describe(
     type_name: Annotated[
         str, typer.Argument(metavar="TYPE", help="Type name (built-in or plug-in) or YAML file.")
     ],
+    bindings: Annotated[bool, typer.Option(
+        "--bindings", help="Also show where each attribute lives on the wire: Modbus "
+        "registers, OPC UA node ids, serial commands.")] = False,
 ) -> None:
     """Show a module type: services, procedures, parameters and data assemblies."""
     from modulecontrol.descriptors import installed_types, load_module_type
@@ -149,6 +152,16 @@ def describe(
             ", ".join(d.bindings),
         )
     console.print(da_table)
+    if bindings:
+        from rich.text import Text
+
+        from modulecontrol.drivers import binding_tables
+
+        for bt in binding_tables(mt):
+            table = Table(*bt.columns, title=f"{mt.name}: {bt.transport} bindings")
+            for row in bt.rows:  # Text: a reply pattern's [ISA] is no rich markup
+                table.add_row(*(Text(cell) for cell in row))
+            console.print(table)
 
 
 def _g(v: object) -> str:

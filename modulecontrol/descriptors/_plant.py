@@ -134,6 +134,10 @@ class SerialEndpoint(EndpointBase):
     """A reply matching this regular expression is a device error; group ``code`` (or the
     whole match) becomes ``DeviceRejected.code``. The default reads ``?``, ``?OOR`` or
     ``S?NA`` (one status letter, then the code). ``null`` turns error detection off."""
+    range_errors: list[str] = Field(default_factory=lambda: ["?OOR"])
+    """Error codes with which the device refuses a value as out of range; the driver reports
+    them as ``ValueRefused`` naming the setting and its limits (other codes stay
+    ``DeviceRejected``)."""
 
     @field_validator("error_pattern")
     @classmethod

@@ -18,9 +18,12 @@ from modulecontrol.drivers._base import (
     TagInfo,
     TagValue,
     UnknownTag,
+    ValueRefused,
     check_value,
+    refusal,
     tag_table,
 )
+from modulecontrol.drivers._maps import BindingTable, binding_tables, register_maps_markdown
 from modulecontrol.drivers._registry import (
     GROUP,
     UnknownDriver,
@@ -35,6 +38,7 @@ __all__ = [
     "BadReply",
     "BadRequest",
     "BaseDriver",
+    "BindingTable",
     "Callback",
     "DeviceRejected",
     "Disconnected",
@@ -51,9 +55,13 @@ __all__ = [
     "TagValue",
     "UnknownDriver",
     "UnknownTag",
+    "ValueRefused",
     "available_drivers",
+    "binding_tables",
     "check_value",
     "load_driver",
+    "refusal",
+    "register_maps_markdown",
     "register_transports",
     "tag_table",
 ]

@@ -65,6 +65,48 @@ class OutOfRange(DriverError):
     """A value to write is outside the assembly's limits or the register's range."""
 
 
+class ValueRefused(DeviceRejected, OutOfRange):
+    """The device refused a value it takes to be out of range (Modbus exception 3, a serial
+    device's range error such as ``?OOR``): nothing changed, and sending it again would be
+    refused again, so it is never retried. The message names the setting, the value and the
+    limits the descriptor gives (:func:`refusal`)."""
+
+    def __init__(self, message: str, *, code: int | str | None = None, tag: str | None = None,
+                 module: str | None = None) -> None:
+        super().__init__(message, code=code)  # the message names the setting itself
+        self.tag = tag
+        self.module = module
+
+
+def refusal(module: str, info: TagInfo, value: Any, how: str) -> str:
+    """Why-message of a value the device refused: ``P1.FlowSetpoint = 200 mL/min refused by
+    the device: out of range 0..10 mL/min (Modbus exception 3)``.
+
+    Why a shared wording: the operator needs the setting, the value and its limits, whatever
+    the transport. When the value is inside the descriptor's limits the device's own range is
+    narrower (or the value is refused in the device's present state), and the message says to
+    make the descriptor match the device rather than retry.
+    """
+    da = info.assembly
+    unit = f" {da.unit}" if da.unit else ""
+    shown = f"{value:g}" if isinstance(value, float) else str(value)
+    what = f"{module}.{da.name} = {shown}{unit} refused by the device"
+    lo, hi = da.min, da.max
+    if lo is None and hi is None:
+        return f"{what} ({how}); the descriptor gives no limits for it: check the device's range"
+    limits = f"{_lim(lo)}..{_lim(hi)}{unit}"
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if number and ((lo is not None and value < lo) or (hi is not None and value > hi)):
+        return f"{what}: out of range {limits} ({how})"
+    return (f"{what} ({how}), although the descriptor allows {limits}: the device's range is "
+            "narrower or it refuses the value in its present state; make the descriptor's "
+            "min/max match the device")
+
+
+def _lim(v: float | None) -> str:
+    return "" if v is None else f"{v:g}"
+
+
 class NotWritable(DriverError):
     """The tag is read-only (an input register, a view, a read-only node)."""
 

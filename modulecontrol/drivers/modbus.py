@@ -26,6 +26,7 @@ from modulecontrol.descriptors import (
 from modulecontrol.drivers import _modbus_link
 from modulecontrol.drivers._base import (
     BaseDriver,
+    DeviceRejected,
     Disconnected,
     DriverError,
     DriverTimeout,
@@ -33,6 +34,8 @@ from modulecontrol.drivers._base import (
     OutOfRange,
     TagInfo,
     TagValue,
+    ValueRefused,
+    refusal,
 )
 from modulecontrol.drivers._modbus_codec import (
     BlockDecoder,
@@ -53,6 +56,10 @@ from modulecontrol.drivers._modbus_plan import (
 __all__ = ["EXCEPTION_NAMES", "MAX_BITS", "MAX_REGISTERS", "Block", "ModbusDriver", "plan_reads"]
 
 _RETRYABLE = (DriverTimeout, Disconnected)
+ILLEGAL_ADDRESS = 2
+"""Modbus exception: the address (or address and count) is not the device's."""
+ILLEGAL_VALUE = 3
+"""Modbus exception: the device refuses the value."""
 
 
 class ModbusDriver(BaseDriver):
@@ -139,6 +146,16 @@ class ModbusDriver(BaseDriver):
                     if attempt >= retries:
                         raise
                     attempt += 1
+                except DeviceRejected as exc:
+                    if exc.code != ILLEGAL_ADDRESS:
+                        raise
+                    raise DeviceRejected(
+                        f"unit {blk.unit_id} refused the {step.what} (Modbus exception 2, "
+                        f"illegal data address; tags {', '.join(blk.tags)}): the device does "
+                        "not have every address of that range. Check the descriptor's "
+                        "register map; if the device refuses reads across unused addresses, "
+                        "set 'max_gap: 0' on the endpoint", code=exc.code, module=module
+                    ) from None
             data = rsp.bits if step.decoder.bits else rsp.registers
             try:
                 step.decoder.decode(data, time.time(), out)
@@ -154,7 +171,33 @@ class ModbusDriver(BaseDriver):
         except ValueError as exc:
             raise OutOfRange(str(exc), tag=info.name, module=self.tag_name) from None
         retries = self.read_retries if info.assembly.idempotent else 0
-        await self._with_retries(retries, lambda: self._write_raw(info, b, raw))
+        try:
+            await self._with_retries(retries, lambda: self._write_raw(info, b, raw))
+        except DeviceRejected as exc:
+            raise self._refused(info, b, value, exc) from None
+
+    def _refused(self, info: TagInfo, b: ModbusBinding, value: Any,
+                 exc: DeviceRejected) -> DriverError:
+        """The error for a write the device answered with an exception.
+
+        Exception 3 (illegal data value) is the device refusing the value: a ValueRefused
+        naming the setting and its limits. Exception 2 (illegal data address) means the
+        register map of the descriptor is not the device's. Neither is retried: the same
+        request would get the same answer.
+        """
+        code = exc.code
+        how = f"Modbus exception {code}"
+        if code == ILLEGAL_VALUE:
+            return ValueRefused(refusal(self.tag_name, info, value, how), code=code,
+                                tag=info.name, module=self.tag_name)
+        if code == ILLEGAL_ADDRESS:
+            return DeviceRejected(
+                f"unit {self._unit(b)} has no writable {b.table} {b.address}"
+                f"{'' if b.count == 1 else f'..{b.address + b.count - 1}'} ({how}, illegal "
+                "data address): the descriptor's register map does not match the device; "
+                "check the binding's table and address", code=code, tag=info.name,
+                module=self.tag_name)
+        return exc
 
     # -- wire ------------------------------------------------------------------------------
     def _unit(self, b: ModbusBinding) -> int:

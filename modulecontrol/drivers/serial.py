@@ -50,6 +50,8 @@ from modulecontrol.drivers._base import (
     Health,
     TagInfo,
     TagValue,
+    ValueRefused,
+    refusal,
 )
 
 __all__ = ["BadReply", "BadRequest", "Framing", "SerialDriver", "checksum_hex"]
@@ -232,6 +234,8 @@ class SerialDriver(BaseDriver):
             raise ValueError(f"module {instance.tag}: the serial driver needs a serial endpoint")
         self.endpoint = ep
         self.framing = Framing.from_endpoint(ep)
+        self.range_errors = frozenset(ep.range_errors)
+        """Error codes meaning "value out of range" (ValueRefused rather than DeviceRejected)."""
         self._port: _Port | None = None
         self._opened_base = 0
 
@@ -266,7 +270,16 @@ class SerialDriver(BaseDriver):
     async def _write(self, info: TagInfo, value: Any) -> None:
         cmd = _binding(info).write
         assert cmd is not None
-        await self._ask(cmd, value, info.name)
+        try:
+            await self._ask(cmd, value, info.name)
+        except DeviceRejected as exc:
+            if exc.code not in self.range_errors:
+                raise
+            # The device said the value is out of its range: name the setting and the
+            # limits; sending it again would only be refused again.
+            how = f"reply {exc.code!r} to {render(cmd, value)!r}"
+            raise ValueRefused(refusal(self.tag_name, info, value, how), code=exc.code,
+                               tag=info.name, module=self.tag_name) from None
 
     def _budget(self, op: str, count: int) -> float | None:
         # Each exchange carries its own (per-command) timeout, so no overall bound here: a

@@ -5,6 +5,9 @@ tags in the requested range with the driver's own codec (``_modbus_codec``), and
 decodes the tags it touched and hands them to the model. So a driver reading a simulated
 pump decodes exactly what the same descriptor says a real one would send.
 
+It refuses what a real device refuses: an address outside the descriptor's register map
+(exception 2, reads and writes), a value outside the data assembly's limits (exception 3).
+
 Transport faults of a module (:class:`TransportFaults`) are honoured per unit id: silent
 (no reply), slow (reply after ``delay`` s), exception (Modbus exception code), garbage
 (bytes that are not a Modbus frame).
@@ -31,8 +34,9 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
 
 from modulecontrol.descriptors import ModbusBinding
-from modulecontrol.drivers._base import TagInfo, tag_table
+from modulecontrol.drivers import TagInfo, check_value, tag_table
 from modulecontrol.drivers._modbus_codec import (
+    INT_RANGE,
     decode_registers,
     encode_registers,
     to_engineering,
@@ -42,7 +46,7 @@ from modulecontrol.drivers._modbus_codec import (
 from modulecontrol.simulators._ports import PtyPort
 from modulecontrol.simulators._view import ModuleView
 
-__all__ = ["TABLE_OF_FC", "ModbusRtuSlave", "ModbusTcpSlave", "SlaveStore", "ViewStore"]
+__all__ = ["TABLE_OF_FC", "ModbusRtuSlave", "ModbusTcpSlave", "Refused", "SlaveStore", "ViewStore"]
 
 TABLE_OF_FC: dict[int, str] = {1: "coil", 5: "coil", 15: "coil", 2: "discrete_input",
                                3: "holding", 6: "holding", 16: "holding", 22: "holding",
@@ -86,19 +90,47 @@ class SlaveStore(ModbusServerContext):
         return False
 
 
+class Refused(Exception):
+    """A request the simulated device answers with a Modbus exception, as a real one would."""
+
+    def __init__(self, code: ExcCodes, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
 class _Unit:
+    """One simulated device: its register map (from the descriptor) over a module view.
+
+    Like a real device it has only the addresses its map names: a read or write touching any
+    other address is refused with exception 2 (illegal data address), and a value outside
+    the data assembly's limits (min/max, i.e. VMin/VMax, after the binding's scaling) with
+    exception 3 (illegal data value); a refused write changes nothing.
+    """
+
     def __init__(self, view: ModuleView) -> None:
         self.view = view
         self.tags: list[tuple[TagInfo, ModbusBinding]] = []
+        self.mapped: dict[str, set[int]] = {}
+        """Addresses each table has (a multi-register value covers all of its registers)."""
         for info in tag_table(view.module_type, "modbus").values():
             assert isinstance(info.binding, ModbusBinding)
-            self.tags.append((info, info.binding))
+            b = info.binding
+            self.tags.append((info, b))
+            self.mapped.setdefault(b.table, set()).update(range(b.address, b.address + b.count))
 
     def _tags(self, table: str, address: int, count: int) -> list[tuple[TagInfo, ModbusBinding]]:
         return [(i, b) for i, b in self.tags if b.table == table
                 and b.address < address + count and address < b.address + b.count]
 
+    def _check_mapped(self, table: str, address: int, count: int) -> None:
+        have = self.mapped.get(table, set())
+        missing = [a for a in range(address, address + count) if a not in have]
+        if missing:
+            raise Refused(ExcCodes.ILLEGAL_ADDRESS,
+                          f"{self.view.tag}: no {table} {missing[0]} in the register map")
+
     def read(self, table: str, address: int, count: int) -> list[int]:
+        self._check_mapped(table, address, count)
         regs = [0] * count
         for info, b in self._tags(table, address, count):
             value = self.view.read(info.assembly.name, info.attribute)
@@ -127,7 +159,10 @@ class _Unit:
         return regs
 
     def write(self, table: str, address: int, values: Sequence[int]) -> None:
+        """Decode and check every value the request carries, then apply them all (or none)."""
         count = len(values)
+        self._check_mapped(table, address, count)
+        changes: list[tuple[TagInfo, object]] = []
         for info, b in self._tags(table, address, count):
             if not info.writable:
                 continue
@@ -135,10 +170,44 @@ class _Unit:
                 value: object = bool(values[b.address - address])
             else:
                 if b.address < address or b.address + b.count > address + count:
-                    continue  # a partial write of a multi-register value is ignored
+                    raise Refused(ExcCodes.ILLEGAL_ADDRESS,
+                                  f"{self.view.tag}: a write of part of {info.name} "
+                                  f"({b.count} registers at {b.address})")
                 regs = list(values[b.address - address:b.address - address + b.count])
-                value = to_engineering(b, decode_registers(b, regs))
+                value = _within_limits(info, b, to_engineering(b, decode_registers(b, regs)))
+            changes.append((info, value))
+        for info, value in changes:
             self.view.write(info.assembly.name, info.attribute, value)
+
+
+def _within_limits(info: TagInfo, b: ModbusBinding, value: int | float | bool) -> object:
+    """``value`` checked against the assembly's limits as the device checks it.
+
+    The register holds the value to its own resolution (half a raw step of a scaled integer,
+    float32 rounding), so a limit written exactly may decode a hair outside it: that is
+    taken as the limit. Not a number, or anything farther out, is refused (exception 3).
+    """
+    da = info.assembly
+    if isinstance(value, float) and not math.isfinite(value):
+        raise Refused(ExcCodes.ILLEGAL_VALUE, f"{info.name}: {value} is not a value")
+    if da.kind == "number" and not isinstance(value, bool):
+        lo, hi = da.min, da.max
+        if lo is not None and value < lo and lo - value <= _resolution(b, lo):
+            value = lo
+        elif hi is not None and value > hi and value - hi <= _resolution(b, hi):
+            value = hi
+    try:
+        return check_value(info, value)
+    except ValueError as exc:
+        raise Refused(ExcCodes.ILLEGAL_VALUE, str(exc)) from None
+
+
+def _resolution(b: ModbusBinding, near: float) -> float:
+    if b.type in INT_RANGE:
+        return abs(b.scale) / 2
+    if b.type == "float32":
+        return abs(near) * 1.2e-7 + abs(b.offset) * 1.2e-7
+    return abs(near) * 1e-15
 
 
 class ViewStore(SlaveStore):
@@ -180,7 +249,10 @@ class ViewStore(SlaveStore):
         if address + count > _SIZE:
             return ExcCodes.ILLEGAL_ADDRESS
         table = TABLE_OF_FC[func_code]
-        regs = unit.read(table, address, count)
+        try:
+            regs = unit.read(table, address, count)
+        except Refused as refused:
+            return refused.code
         return [bool(v) for v in regs] if table in ("coil", "discrete_input") else regs
 
     async def async_setValues(self, device_id: int, func_code: int, address: int,
@@ -193,6 +265,8 @@ class ViewStore(SlaveStore):
             return ExcCodes.ILLEGAL_ADDRESS
         try:
             unit.write(TABLE_OF_FC[func_code], address, [int(v) for v in values])
+        except Refused as refused:
+            return refused.code
         except ValueError:  # e.g. an inlet channel without a feed: refused as a device would
             return ExcCodes.ILLEGAL_VALUE
         return None

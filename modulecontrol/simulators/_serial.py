@@ -7,6 +7,8 @@ path, so drivers open the right device.
 
 from __future__ import annotations
 
+import math
+
 from modulecontrol.simulators._view import ModuleView, TransportFaults
 from modulecontrol.simulators.syringe_serial import Faults, SyringeSerialEmulator
 
@@ -19,6 +21,26 @@ class ViewSyringe:
 
     def __init__(self, view: ModuleView) -> None:
         self.view = view
+
+    def _limits(self, assembly: str) -> tuple[float, float] | None:
+        """The assembly's (min, max): the served pump refuses (``?OOR``) what its descriptor
+        does, so a driver meets the same limits on the simulator as on the device (None:
+        the type has no such assembly, the emulator's own range applies)."""
+        try:
+            da = self.view.module_type.assembly(assembly)
+        except KeyError:
+            return None
+        lo = -math.inf if da.min is None else float(da.min)
+        hi = math.inf if da.max is None else float(da.max)
+        return lo, hi
+
+    @property
+    def rate_range(self) -> tuple[float, float] | None:
+        return self._limits("Rate")
+
+    @property
+    def diameter_range(self) -> tuple[float, float] | None:
+        return self._limits("Diameter")
 
     def _get(self, assembly: str) -> float:
         value = self.view.read(assembly)

@@ -64,6 +64,14 @@ class ServedEndpoint:
     protocol: str
     address: str
     """``host:port (unit n)``, an ``opc.tcp://`` URL, or a pty path."""
+    fields: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """The same for programs: ``host``/``port``/``unit`` (Modbus TCP), ``device``/``unit``
+    (Modbus RTU), ``device`` (serial), ``url`` (OPC UA), and ``security`` for every module
+    (``none``, or the OPC UA policy and mode)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """One JSON object: ``tag``, ``type``, ``protocol`` and :attr:`fields`."""
+        return {"tag": self.tag, "type": self.type, "protocol": self.protocol, **self.fields}
 
 
 class PlantServer:
@@ -274,19 +282,28 @@ class PlantServer:
         out: list[ServedEndpoint] = []
         for tag, ep in self.endpoints.items():
             typ = self.plant.config.instance(tag).type
+            fields: dict[str, Any]
             if isinstance(ep, ModbusTcpEndpoint):
                 addr = f"{ep.host}:{ep.port} (unit {ep.unit_id})"
+                fields = {"host": ep.host, "port": ep.port, "unit": ep.unit_id}
             elif isinstance(ep, OpcUaEndpoint):
                 sec = "no security" if ep.security_policy == "None" else (
                     f"{ep.security_policy} {ep.security_mode}")
                 addr = f"{ep.url} ({sec})"
+                fields = {"url": ep.url}
+                if ep.security_policy != "None":
+                    fields["security"] = f"{ep.security_policy} {ep.security_mode}"
             elif isinstance(ep, ModbusRtuEndpoint):
                 addr = f"{ep.port} (unit {ep.unit_id})"
+                fields = {"device": ep.port, "unit": ep.unit_id}
             elif isinstance(ep, SerialEndpoint):
                 addr = ep.port
+                fields = {"device": ep.port}
             else:
                 addr = ep.protocol
-            out.append(ServedEndpoint(tag, typ, ep.protocol, addr))
+                fields = {}
+            fields.setdefault("security", "none")
+            out.append(ServedEndpoint(tag, typ, ep.protocol, addr, fields))
         return out
 
 

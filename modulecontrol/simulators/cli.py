@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -17,9 +18,13 @@ from modulecontrol.descriptors import load_plant
 from modulecontrol.errors import ConfigError
 from modulecontrol.units import UnitError, convert
 
+if TYPE_CHECKING:
+    from modulecontrol.simulators._serve import ServedEndpoint
+
 app = typer.Typer(help="Simulated modules over real protocols, and plant steady states.",
                   no_args_is_help=True)
 _console = Console()
+_err_console = Console(stderr=True)
 
 
 def _seconds(text: str | None, what: str) -> float | None:
@@ -51,6 +56,9 @@ def serve(
     db: Annotated[Path | None, typer.Option(help="Records database: refused logins and "
                                             "writes of secured PEAs go to its audit "
                                             "trail.")] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the endpoints as one line of JSON (a list, one object per "
+        "module) once every server listens; fault records then go to stderr.")] = False,
 ) -> None:
     """Start every simulated module on its endpoint and print where each one listens."""
     from modulecontrol.simulators import check_plant
@@ -73,20 +81,20 @@ def serve(
     async def main() -> None:
         clock = Clock.realtime() if speed == 1.0 else Clock.scaled(speed)
         sim = SimulatedPlant.from_config(cfg, clock, dt=dt)
-        sim.faults.on_record(lambda r: _console.print(
+        log = _err_console if as_json else _console
+        sim.faults.on_record(lambda r: log.print(
             f"t={r.time:10.1f} s  {r.module}: fault {r.fault} {r.event} {r.params or ''}",
             markup=False))
         server = PlantServer(sim, port_offset=port_offset, allow_remote=allow_remote, pki=pki,
                              audit_db=db)
         async with server:
-            table = Table(title=f"{cfg.plant.name}: simulated modules")
-            for col in ("tag", "type", "protocol"):
-                table.add_column(col)
-            # Folded, never cut: the endpoint is what a user copies into their own tools.
-            table.add_column("endpoint", overflow="fold")
-            for ep in server.table():
-                table.add_row(ep.tag, ep.type, ep.protocol, ep.address)
-            _console.print(table)
+            if as_json:
+                # One line, flushed: a program reads it with readline() and the process
+                # keeps serving.
+                typer.echo(json.dumps([ep.as_dict() for ep in server.table()]))
+                sys.stdout.flush()
+            else:
+                _endpoint_table(cfg.plant.name, server.table())
             task = sim.faults.start_scenario(scenario) if scenario is not None else None
             try:
                 if limit is None:
@@ -103,6 +111,24 @@ def serve(
     except (ServeError, SecurityError, ValueError, OSError) as exc:
         _console.print(f"error: {exc}", markup=False)
         raise typer.Exit(1) from None
+
+
+def _endpoint_table(name: str, endpoints: list[ServedEndpoint]) -> None:
+    """The endpoints as a table: folded (never cut) to fit a terminal, and never wrapped
+    when the output goes to a pipe or file, where a URL must stay on one line to be copied
+    or parsed."""
+    table = Table(title=f"{name}: simulated modules")
+    for col in ("tag", "type", "protocol"):
+        table.add_column(col)
+    table.add_column("endpoint", overflow="fold")
+    for ep in endpoints:
+        table.add_row(ep.tag, ep.type, ep.protocol, ep.address)
+    console = _console if _console.is_terminal else Console(width=_UNWRAPPED)
+    console.print(table, markup=False)
+
+
+_UNWRAPPED = 100_000
+"""Console width for output that is not a terminal: no table column ever has to fold."""
 
 
 @app.command()

@@ -37,9 +37,9 @@ __all__ = [
 ]
 
 MAX_RATE = 50.0
-"""mL/min; faster settings answer ``?OOR``."""
+"""mL/min; faster settings answer ``?OOR`` (unless the model gives its own ``rate_range``)."""
 DIAMETER_RANGE = (0.1, 50.0)
-"""mm."""
+"""mm; other diameters answer ``?OOR`` (unless the model gives its own ``diameter_range``)."""
 RATE_UNITS: dict[str, float] = {"MM": 1.0, "MH": 1 / 60, "UM": 1e-3, "UH": 1e-3 / 60}
 """Factor from each rate unit to mL/min."""
 
@@ -50,7 +50,9 @@ class SyringeModel(Protocol):
 
     The attribute names are the ``simulator.links`` of the built-in ``SyringePump`` type.
     Setting ``running`` to True on an empty or stalled syringe may leave it False; the
-    emulator reads it back to answer.
+    emulator reads it back to answer. A model may also carry ``rate_range`` (mL/min) and
+    ``diameter_range`` (mm), each ``(min, max)``: the settings the pump accepts, answering
+    ``?OOR`` outside them (default: 0-50 mL/min, 0.1-50 mm).
     """
 
     diameter: float
@@ -328,7 +330,8 @@ class SyringeSerialEmulator:
             if pump.running:
                 return "?NA"
             d = float(args[0])
-            if not DIAMETER_RANGE[0] <= d <= DIAMETER_RANGE[1]:
+            lo, hi = _range(pump, "diameter_range", DIAMETER_RANGE)
+            if not lo <= d <= hi:
                 return "?OOR"
             pump.diameter = d
             return ""
@@ -341,7 +344,8 @@ class SyringeSerialEmulator:
             if unit not in RATE_UNITS:
                 return "?"
             rate = float(args[0]) * RATE_UNITS[unit]
-            if not 0 <= rate <= MAX_RATE:
+            lo, hi = _range(pump, "rate_range", (0.0, MAX_RATE))
+            if not lo <= rate <= hi:
                 return "?OOR"
             pump.flow_setpoint = rate
             return ""
@@ -368,3 +372,12 @@ class SyringeSerialEmulator:
         if cmd == "VER":
             return "SYR-1 V1.0"
         return "?"
+
+
+def _range(pump: SyringeModel, name: str, default: tuple[float, float]) -> tuple[float, float]:
+    """The model's own ``(min, max)`` for a setting, else the emulator's default."""
+    given = getattr(pump, name, None)
+    if given is None:
+        return default
+    lo, hi = given
+    return float(lo), float(hi)
