@@ -6,7 +6,7 @@ One source for ``modulecontrol describe TYPE --bindings`` and for the generated 
 never written by hand, so the documented map cannot drift from what the driver and the
 simulator use.
 
-Regenerate the page with ``python -m modulecontrol.drivers.register_maps docs/register-maps.md``
+Regenerate the page with ``python -m modulecontrol.docgen register-maps docs/register-maps.md``
 (``make docs``); a test fails when the committed page differs.
 """
 
@@ -121,7 +121,7 @@ def _mb(info: TagInfo) -> ModbusBinding:
 
 
 _HEADER = """\
-<!-- generated from the built-in module types by `python -m modulecontrol.drivers.register_maps \
+<!-- generated from the built-in module types by `python -m modulecontrol.docgen register-maps \
 docs/register-maps.md` (make docs); do not edit by hand -->
 
 # Register maps of the built-in Modbus types

@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from modulecontrol.cli import app
 from modulecontrol.descriptors import ModbusBinding, builtin_types
+from modulecontrol.docgen import main as docgen
 from modulecontrol.drivers import binding_tables, register_maps_markdown
-from modulecontrol.drivers.register_maps import main as write_page
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "register-maps.md"
 
@@ -23,13 +23,13 @@ def _page() -> str:
 def test_committed_page_is_what_the_generator_writes() -> None:
     assert PAGE.read_text(encoding="utf-8") == _page(), (
         "docs/register-maps.md is out of date: run "
-        "`python -m modulecontrol.drivers.register_maps docs/register-maps.md` (make docs)")
+        "`python -m modulecontrol.docgen register-maps docs/register-maps.md` (make docs)")
 
 
 def test_page_follows_the_descriptor(tmp_path: Path) -> None:
     """Every Modbus binding of every built-in type is a row, with its table and address."""
     out = tmp_path / "maps.md"
-    assert write_page([str(out)]) == 0
+    assert docgen(["register-maps", str(out)]) == 0
     text = out.read_text(encoding="utf-8")
     assert text == _page()
     lib = builtin_types()
