@@ -42,6 +42,7 @@ typecheck: $(VENV)/.installed-test
 test: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q
 
 # The fuzz suite with many more examples than `make test` runs (docs/reliability.md, "Fuzzing").

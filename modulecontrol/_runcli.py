@@ -280,7 +280,7 @@ def _plan(outcome: RunOutcome, session: Session) -> None:
     orch = session.orchestrator
     if orch is not None:
         used = Table("feed", "delivered", title="material used")
-        from modulecontrol.descriptors._topology import feeds
+        from modulecontrol.descriptors import feeds
 
         for tag in feeds(orch.plant):
             proxy = orch.proxies[tag]

@@ -4,9 +4,12 @@ Everything here is data validated by pydantic; see ``docs/descriptors.md``.
 """
 
 from modulecontrol.descriptors._assemblies import DataAssembly
+from modulecontrol.descriptors._base import Ident, Model, Seconds, UnitStr, delta_in
 from modulecontrol.descriptors._bindings import (
+    REGISTER_COUNT,
     AttributeBinding,
     ModbusBinding,
+    ModbusTable,
     OpcUaBinding,
     SerialBinding,
     SerialCommand,
@@ -53,6 +56,7 @@ from modulecontrol.descriptors._plant import (
     Plant,
     SerialEndpoint,
 )
+from modulecontrol.descriptors._topology import feeds, residence_time
 from modulecontrol.descriptors._transports import (
     Binding,
     EndpointBase,
@@ -68,15 +72,19 @@ from modulecontrol.descriptors._transports import (
 )
 
 __all__ = [
+    "REGISTER_COUNT",
     "AttributeBinding",
     "Binding",
     "Connection",
     "DataAssembly",
     "Endpoint",
     "EndpointBase",
+    "Ident",
     "ModbusBinding",
     "ModbusRtuEndpoint",
+    "ModbusTable",
     "ModbusTcpEndpoint",
+    "Model",
     "ModuleInstance",
     "ModuleType",
     "OpcUaBinding",
@@ -88,6 +96,7 @@ __all__ = [
     "PlantConfig",
     "Port",
     "Procedure",
+    "Seconds",
     "SerialBinding",
     "SerialCommand",
     "SerialEndpoint",
@@ -95,6 +104,7 @@ __all__ = [
     "SimulatorSpec",
     "Transport",
     "TypeLibrary",
+    "UnitStr",
     "UnknownTransport",
     "Write",
     "apply_overrides",
@@ -102,9 +112,11 @@ __all__ = [
     "builtin_type_files",
     "builtin_types",
     "check_template",
+    "delta_in",
     "document_kinds",
     "dump_model",
     "endpoint_model",
+    "feeds",
     "installed_types",
     "load_module_type",
     "load_plant",
@@ -115,6 +127,7 @@ __all__ = [
     "register_kind",
     "register_module_types",
     "register_transport",
+    "residence_time",
     "transport_of",
     "transports",
     "unregister_kind",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from modulecontrol.descriptors._bindings import ModbusBinding, ModbusTable
+from modulecontrol.descriptors import ModbusBinding, ModbusTable
 
 MAX_REGISTERS = 125
 """Registers one read of holding or input registers may return (Modbus spec, FC 3/4)."""

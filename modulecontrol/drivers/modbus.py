@@ -37,13 +37,6 @@ from modulecontrol.drivers._base import (
     ValueRefused,
     refusal,
 )
-from modulecontrol.drivers._modbus_codec import (
-    BlockDecoder,
-    encode_registers,
-    tag_decoder,
-    to_raw,
-    with_bit,
-)
 from modulecontrol.drivers._modbus_link import EXCEPTION_NAMES, Link
 from modulecontrol.drivers._modbus_plan import (
     BIT_TABLES,
@@ -51,6 +44,13 @@ from modulecontrol.drivers._modbus_plan import (
     MAX_REGISTERS,
     Block,
     plan_reads,
+)
+from modulecontrol.drivers.modbus_codec import (
+    BlockDecoder,
+    encode_registers,
+    tag_decoder,
+    to_raw,
+    with_bit,
 )
 
 __all__ = ["EXCEPTION_NAMES", "MAX_BITS", "MAX_REGISTERS", "Block", "ModbusDriver", "plan_reads"]

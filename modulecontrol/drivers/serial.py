@@ -32,13 +32,6 @@ from modulecontrol.descriptors import (
     SerialCommand,
     SerialEndpoint,
 )
-from modulecontrol.drivers._ascii import (
-    MAX_LINE,
-    Framing,
-    checksum_hex,
-    parse_reply,
-    render,
-)
 from modulecontrol.drivers._base import (
     BadReply,
     BadRequest,
@@ -52,6 +45,13 @@ from modulecontrol.drivers._base import (
     TagValue,
     ValueRefused,
     refusal,
+)
+from modulecontrol.drivers.ascii_codec import (
+    MAX_LINE,
+    Framing,
+    checksum_hex,
+    parse_reply,
+    render,
 )
 
 __all__ = ["BadReply", "BadRequest", "Framing", "SerialDriver", "checksum_hex"]

@@ -47,10 +47,10 @@ from modulecontrol.descriptors import (
     DataAssembly,
     ModuleInstance,
     ModuleType,
+    OpcUaBinding,
     OpcUaEndpoint,
     Service,
 )
-from modulecontrol.descriptors._bindings import OpcUaBinding
 from modulecontrol.drivers import DriverError
 from modulecontrol.drivers.opcua import OpcUaDriver
 from modulecontrol.mtp._check import CheckResult, Status

@@ -33,10 +33,9 @@ from typing import Any
 from asyncua import ua
 from asyncua.ua.attribute_ids import AttributeIds
 
-from modulecontrol.descriptors import ModuleType, PeaUser, load_module_type
-from modulecontrol.descriptors._bindings import OpcUaBinding
+from modulecontrol.descriptors import ModuleType, OpcUaBinding, PeaUser, load_module_type
 from modulecontrol.mtp._import import import_manifest_report
-from modulecontrol.simulators._opcua_server import PeaRuntime, SecurityError
+from modulecontrol.simulators import PeaRuntime, SecurityError
 from modulecontrol.simulators.opcua_pea import (
     PeaServer,
     RefusalHandler,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modulecontrol.clock import Clock
-from modulecontrol.descriptors._topology import residence_time
+from modulecontrol.descriptors import residence_time
 from modulecontrol.drivers import DriverError
 from modulecontrol.events import EventKind, EventLog
 from modulecontrol.mtpcore import COMMAND_TARGETS
@@ -26,16 +26,18 @@ from modulecontrol.orchestrator._monitor import si_number
 from modulecontrol.orchestrator._operator import OperatorChannel
 from modulecontrol.orchestrator._supervisor import ServiceKey, Supervisor
 from modulecontrol.proxy import ModuleProxy, ServiceProxy
-from modulecontrol.recipe import ServiceCall, UnitProcedure, ValidatedRecipe
-from modulecontrol.recipe._model import (
+from modulecontrol.recipe import (
     AnyStep,
     GotoHandler,
     ParallelStep,
     PromptStep,
     RepeatStep,
     SequenceStep,
+    ServiceCall,
     ServiceStep,
     SetStep,
+    UnitProcedure,
+    ValidatedRecipe,
     WaitStep,
     walk_steps,
 )

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from modulecontrol.clock import Clock
-from modulecontrol.descriptors._topology import feeds, residence_time
+from modulecontrol.descriptors import feeds, residence_time
 from modulecontrol.drivers import DriverError
 from modulecontrol.events import EventKind, EventLog
 from modulecontrol.expr import Condition, SignalInfo

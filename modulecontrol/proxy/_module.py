@@ -29,8 +29,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from modulecontrol.descriptors import DataAssembly, ModuleInstance, ModuleType
-from modulecontrol.descriptors._module import Service, Write
+from modulecontrol.descriptors import DataAssembly, ModuleInstance, ModuleType, Service, Write
 from modulecontrol.drivers import (
     Driver,
     DriverError,

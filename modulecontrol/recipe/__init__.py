@@ -7,13 +7,23 @@ bottom-layer package :mod:`modulecontrol.expr`; see docs/recipes.md and docs/con
 
 from modulecontrol.recipe._model import (
     Alarm,
+    AnyStep,
     Divert,
+    GotoHandler,
     Interlock,
+    ParallelStep,
     ParameterSpec,
+    PromptStep,
     Recipe,
+    RepeatStep,
+    SequenceStep,
     ServiceCall,
+    ServiceStep,
+    SetStep,
     SteadyState,
     UnitProcedure,
+    WaitStep,
+    walk_steps,
 )
 from modulecontrol.recipe._params import ResolvedParameter, parse_set_options
 from modulecontrol.recipe._signals import attribute_signal, plant_signals
@@ -28,15 +38,24 @@ from modulecontrol.recipe._validate import (
 
 __all__ = [
     "Alarm",
+    "AnyStep",
     "Divert",
+    "GotoHandler",
     "Interlock",
+    "ParallelStep",
     "ParameterSpec",
+    "PromptStep",
     "Recipe",
+    "RepeatStep",
     "ResolvedParameter",
+    "SequenceStep",
     "ServiceCall",
+    "ServiceStep",
+    "SetStep",
     "SteadyState",
     "UnitProcedure",
     "ValidatedRecipe",
+    "WaitStep",
     "attribute_signal",
     "load_recipe",
     "parse_set_options",
@@ -45,4 +64,5 @@ __all__ = [
     "transition",
     "validate_recipe_doc",
     "validate_recipe_with_plant",
+    "walk_steps",
 ]

@@ -14,7 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Discriminator, Field, PrivateAttr, Tag, field_validator, model_validator
 
-from modulecontrol.descriptors._base import Ident, Model, UnitStr
+from modulecontrol.descriptors import Ident, Model, UnitStr
 from modulecontrol.mtpcore import StateLabel
 
 PARAM_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")

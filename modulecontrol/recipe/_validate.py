@@ -23,8 +23,7 @@ from typing import Any
 import pint
 from pydantic import ValidationError
 
-from modulecontrol.descriptors import ModuleType, PlantConfig, load_plant
-from modulecontrol.descriptors._module import Procedure
+from modulecontrol.descriptors import ModuleType, PlantConfig, Procedure, load_plant
 from modulecontrol.errors import ConfigError, Location, Problem, did_you_mean
 from modulecontrol.expr import (
     BoolLit,
@@ -623,7 +622,7 @@ class _Validator:
             return
         from pydantic import ValidationError
 
-        from modulecontrol.records._report import FigureSpec
+        from modulecontrol.records import FigureSpec
 
         try:
             FigureSpec.model_validate(self.recipe.report)

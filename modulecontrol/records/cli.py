@@ -7,7 +7,8 @@ Mount in the main CLI as::
     main.command("runs")(records_cli.runs)
     main.command("report")(records_cli.report_cmd)
 
-``app`` bundles all three for standalone use (``python -m modulecontrol.records.cli``).
+``app`` bundles all three (the tests drive it); users run them as ``modulecontrol audit``,
+``modulecontrol runs`` and ``modulecontrol report``.
 """
 
 from __future__ import annotations
@@ -118,8 +119,3 @@ app.add_typer(audit_app, name="audit")
 app.command("runs")(runs)
 app.command("report")(report_cmd)
 
-if __name__ == "__main__":  # pragma: no cover
-    from modulecontrol.bootstrap import configure
-
-    configure(cli_logging=True)
-    app()

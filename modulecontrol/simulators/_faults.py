@@ -26,8 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from modulecontrol.descriptors import PlantConfig
-from modulecontrol.descriptors._base import Ident, Model, Seconds
+from modulecontrol.descriptors import Ident, Model, PlantConfig, Seconds
 from modulecontrol.errors import ConfigError, Problem, did_you_mean
 from modulecontrol.simulators._view import ModuleView, ViewError
 from modulecontrol.simulators.models import FaultError

@@ -1,9 +1,10 @@
 """Modbus TCP servers for simulated modules: registers and coils backed by module views.
 
 The datastore holds no values of its own: a read encodes the current model values of the
-tags in the requested range with the driver's own codec (``_modbus_codec``), and a write
-decodes the tags it touched and hands them to the model. So a driver reading a simulated
-pump decodes exactly what the same descriptor says a real one would send.
+tags in the requested range with the driver's own codec
+(:mod:`modulecontrol.drivers.modbus_codec`), and a write decodes the tags it touched and
+hands them to the model. So a driver reading a simulated pump decodes exactly what the same
+descriptor says a real one would send.
 
 It refuses what a real device refuses: an address outside the descriptor's register map
 (exception 2, reads and writes), a value outside the data assembly's limits (exception 3).
@@ -35,7 +36,7 @@ from pymodbus.server.requesthandler import ServerRequestHandler
 
 from modulecontrol.descriptors import ModbusBinding
 from modulecontrol.drivers import TagInfo, check_value, tag_table
-from modulecontrol.drivers._modbus_codec import (
+from modulecontrol.drivers.modbus_codec import (
     INT_RANGE,
     decode_registers,
     encode_registers,

@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from zlib import crc32
 
-from modulecontrol.descriptors import DataAssembly, ModuleType, SimulatorSpec
-from modulecontrol.descriptors._base import delta_in
+from modulecontrol.descriptors import DataAssembly, ModuleType, SimulatorSpec, delta_in
 from modulecontrol.mtpcore import VALUE_ATTRIBUTES
 from modulecontrol.simulators.models import Thermostat, UnitModel
 from modulecontrol.units import UnitError, convert, to_si

@@ -18,7 +18,7 @@ from typing import Any
 
 from modulecontrol.clock import Clock
 from modulecontrol.descriptors import ModuleType, PlantConfig, load_plant
-from modulecontrol.records._workup import extraction_recovery
+from modulecontrol.records import extraction_recovery
 
 from ._plant import SimulatedPlant
 from .models import Flowsheet, Stream

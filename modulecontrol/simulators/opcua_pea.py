@@ -35,8 +35,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from modulecontrol.descriptors import ModuleType
-from modulecontrol.descriptors._bindings import OpcUaBinding
+from modulecontrol.descriptors import ModuleType, OpcUaBinding
 from modulecontrol.drivers import TagInfo, tag_table
 from modulecontrol.drivers.opcua import san_uris
 from modulecontrol.mtpcore import (

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from modulecontrol.drivers._ascii import CHECKSUM_DIGITS, Checksum, checksum_hex
+from modulecontrol.drivers.ascii_codec import CHECKSUM_DIGITS, Checksum, checksum_hex
 from modulecontrol.simulators._ports import PtyPort
 from modulecontrol.units import convert
 

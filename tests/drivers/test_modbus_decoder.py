@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from modulecontrol.descriptors import ModbusBinding
 from modulecontrol.drivers._base import TagValue
-from modulecontrol.drivers._modbus_codec import (
+from modulecontrol.drivers.modbus_codec import (
     BlockDecoder,
     decode_registers,
     tag_decoder,

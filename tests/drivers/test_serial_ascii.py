@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from modulecontrol.descriptors import SerialCommand, SerialEndpoint
 from modulecontrol.drivers import BadReply, DeviceRejected
-from modulecontrol.drivers._ascii import (
+from modulecontrol.drivers.ascii_codec import (
     Framing,
     checksum_hex,
     convert,

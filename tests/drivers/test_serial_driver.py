@@ -20,7 +20,7 @@ from modulecontrol.drivers import (
     OutOfRange,
     load_driver,
 )
-from modulecontrol.drivers._ascii import MAX_LINE
+from modulecontrol.drivers.ascii_codec import MAX_LINE
 from modulecontrol.drivers.serial import BadReply, SerialDriver
 from modulecontrol.simulators.syringe_serial import (
     BuiltinSyringe,

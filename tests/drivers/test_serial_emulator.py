@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modulecontrol.drivers._ascii import checksum_hex
+from modulecontrol.drivers.ascii_codec import checksum_hex
 from modulecontrol.simulators.syringe_serial import BuiltinSyringe, SyringeSerialEmulator
 
 

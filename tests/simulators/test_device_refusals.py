@@ -34,8 +34,8 @@ from modulecontrol.descriptors import (
     load_plant,
 )
 from modulecontrol.drivers import DeviceRejected, TagInfo, ValueRefused
-from modulecontrol.drivers._modbus_codec import decode_registers, encode_registers, to_raw
 from modulecontrol.drivers.modbus import ModbusDriver
+from modulecontrol.drivers.modbus_codec import decode_registers, encode_registers, to_raw
 from modulecontrol.drivers.serial import SerialDriver
 from modulecontrol.simulators import PlantServer, SimulatedPlant
 from modulecontrol.simulators._modbus_server import Refused, _within_limits

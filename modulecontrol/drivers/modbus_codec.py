@@ -1,5 +1,8 @@
 """Register <-> value conversion: data types, word and byte order, scale and offset.
 
+Public because two sides speak it: the Modbus driver, and every simulated or test device that
+serves the same register map (``modulecontrol.simulators``), so both decode alike.
+
 Engineering value = raw * scale + offset. Writing inverts it and checks the result fits the
 raw type *before* anything goes on the wire, so a set point of 700 on an int16 register scaled
 by 0.01 is refused (OutOfRange) rather than silently wrapped by the device.
@@ -14,7 +17,7 @@ from typing import Any, NamedTuple
 
 from pymodbus.client.mixin import ModbusClientMixin
 
-from modulecontrol.descriptors._bindings import REGISTER_COUNT, ModbusBinding
+from modulecontrol.descriptors import REGISTER_COUNT, ModbusBinding
 from modulecontrol.drivers._base import Quality, TagValue
 
 _DT = ModbusClientMixin.DATATYPE

@@ -1,9 +1,10 @@
 """Line-based ASCII request/response framing, checksums and reply parsing.
 
 Kept free of I/O so that the same code frames requests in the driver, checks them in the
-emulator and can be fuzzed on its own: every way a reply can be wrong ends in one of two typed
-errors, :class:`BadReply` (the reply is not what the descriptor describes) or
-:class:`~modulecontrol.drivers.DeviceRejected` (the device said no).
+emulator (``modulecontrol.simulators``, hence a public module) and can be fuzzed on its own:
+every way a reply can be wrong ends in one of two typed errors, :class:`BadReply` (the reply
+is not what the descriptor describes) or :class:`~modulecontrol.drivers.DeviceRejected` (the
+device said no).
 """
 
 from __future__ import annotations
