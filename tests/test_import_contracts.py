@@ -2,8 +2,8 @@
 
 ``make test`` runs ``lint-imports`` itself; this test proves the contracts have teeth. It copies
 the package and the contract configuration into a temporary folder, breaks one rule there
-(a bottom layer importing an upper one; a private module imported from another package) and
-checks that ``lint-imports`` fails and names the broken contract.
+(a bottom layer importing an upper one; a private module imported from another package; a
+cycle inside a package) and checks that ``lint-imports`` fails and names the broken contract.
 """
 
 from __future__ import annotations
@@ -34,9 +34,6 @@ def _copy_tree(tmp: Path) -> Path:
     shutil.copytree(ROOT / "modulecontrol", tmp / "modulecontrol",
                     ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", tmp / "pyproject.toml")
-    (tmp / "tests").mkdir()
-    (tmp / "tests" / "__init__.py").write_text("")
-    shutil.copy(ROOT / "tests" / "_importlinter.py", tmp / "tests" / "_importlinter.py")
     return tmp
 
 
@@ -66,5 +63,14 @@ def test_a_private_import_from_another_package_breaks_the_contract(tmp_path: Pat
             "from modulecontrol.records._db import connect  # deliberate")
     result = _lint(tree)
     assert result.returncode == 1, result.stdout
-    assert "modulecontrol.session imports modulecontrol.records._db" in result.stdout
-    assert "a private module of modulecontrol.records" in result.stdout
+    assert "Private modules may only be imported from within their parent package" in result.stdout
+    assert "modulecontrol.session -> modulecontrol.records._db" in result.stdout
+
+
+def test_a_cycle_inside_a_package_breaks_the_contract(tmp_path: Path) -> None:
+    tree = _copy_tree(tmp_path)
+    _append(tree / "modulecontrol" / "records" / "_db.py",
+            "from modulecontrol.records import _report  # deliberate")
+    result = _lint(tree)
+    assert result.returncode == 1, result.stdout
+    assert "No cycles are allowed in modulecontrol.records" in result.stdout

@@ -5,7 +5,6 @@ See ``docs/mtp.md``.
 """
 
 from modulecontrol.mtp._check import (
-    CheckResult,
     check_manifest,
     check_manifest_async,
     format_results,
@@ -14,6 +13,7 @@ from modulecontrol.mtp._export import DEFAULT_ENDPOINT, export_manifest
 from modulecontrol.mtp._import import ImportReport, import_manifest, import_manifest_report
 from modulecontrol.mtp._live import LiveOptions, run_live_checks
 from modulecontrol.mtp._plan import mtp_projection
+from modulecontrol.mtp._results import CheckResult
 from modulecontrol.mtp._serve import DEFAULT_PASSWORDS, VirtualPea, serve_manifest
 from modulecontrol.mtp._xml import MAX_MANIFEST_BYTES
 

@@ -1,8 +1,8 @@
 """Conformance checks of a manifest, one result per check and subject.
 
 Static checks look only at the file. Live checks (:mod:`modulecontrol.mtp._live`) talk to a
-running PEA over OPC UA; they are registered in :data:`CHECKS` with ``live=True``, skipped
-when no endpoint is given, and run by :func:`check_manifest_async` (or
+running PEA over OPC UA; they are listed there (``LIVE_CHECKS``), skipped when no endpoint
+is given, and run by :func:`check_manifest_async` (or
 :func:`check_manifest` with ``live=``) after the static checks.
 """
 
@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from modulecontrol.errors import ConfigError, Location
 from modulecontrol.mtp._caex import (
@@ -23,29 +23,12 @@ from modulecontrol.mtp._caex import (
     read_manifest,
 )
 from modulecontrol.mtp._import import module_type_from_manifest
+from modulecontrol.mtp._results import CheckResult
 from modulecontrol.mtp._xml import Node, parse_file
 from modulecontrol.mtpcore import MANDATORY_ATTRIBUTES
 
 if TYPE_CHECKING:
     from modulecontrol.mtp._live import LiveOptions
-
-Status = Literal["pass", "fail", "warn", "skip"]
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """The outcome of one check on one subject (a data assembly, a service, the file)."""
-
-    check: str
-    subject: str
-    status: Status
-    detail: str = ""
-    location: Location | None = None
-
-    @property
-    def passed(self) -> bool:
-        return self.status != "fail"
-
 
 @dataclass
 class CheckContext:
@@ -63,15 +46,14 @@ class Check:
     name: str
     description: str
     run: CheckFn
-    live: bool = False
 
 
 CHECKS: list[Check] = []
 
 
-def register(name: str, description: str, *, live: bool = False) -> Callable[[CheckFn], CheckFn]:
+def register(name: str, description: str) -> Callable[[CheckFn], CheckFn]:
     def deco(fn: CheckFn) -> CheckFn:
-        CHECKS.append(Check(name, description, fn, live))
+        CHECKS.append(Check(name, description, fn))
         return fn
 
     return deco
@@ -317,6 +299,13 @@ def _importable(ctx: CheckContext) -> Iterable[CheckResult]:
     )
 
 
+def live_check_names() -> set[str]:
+    """The live checks' names (``modulecontrol.mtp._live``), for selecting checks by name."""
+    from modulecontrol.mtp._live import LIVE_CHECKS
+
+    return {"live-connect", *(name for name, _, _ in LIVE_CHECKS)}
+
+
 def run_checks(ctx: CheckContext, names: Sequence[str] | None = None) -> list[CheckResult]:
     """Run the registered static checks (all, or those named). Live checks are run by
     :func:`check_manifest_async`; here they are only reported as skipped when asked for by
@@ -326,11 +315,9 @@ def run_checks(ctx: CheckContext, names: Sequence[str] | None = None) -> list[Ch
     for c in CHECKS:
         if names is not None and c.name not in names:
             continue
-        if c.live:
-            if not ctx.endpoint and names is not None:
-                skipped.append(c.name)  # asked for by name: say why it did not run
-            continue  # run by check_manifest_async, which holds the connection
         out.extend(c.run(ctx))
+    if names is not None and not ctx.endpoint:  # live checks asked for by name: say why not
+        skipped = [n for n in names if n in live_check_names()]
     if skipped:
         out.append(CheckResult("live", "file", "skip",
                                f"{len(skipped)} live checks need --endpoint"))

@@ -1,6 +1,6 @@
 """Live conformance checks: a running PEA against its manifest, over OPC UA.
 
-Registered in :data:`~modulecontrol.mtp._check.CHECKS` with ``live=True``; they run only when
+Listed in :data:`LIVE_CHECKS` (selected by name like the static ones); they run only when
 an endpoint is given (``mtp check module.aml --endpoint opc.tcp://...``). One connection
 (the OPC UA driver, so namespaces are resolved by URI and writes are typed by the node's
 DataType) serves every check, in this order:
@@ -53,7 +53,7 @@ from modulecontrol.descriptors import (
 )
 from modulecontrol.drivers import DriverError
 from modulecontrol.drivers.opcua import OpcUaDriver
-from modulecontrol.mtp._check import CheckResult, Status
+from modulecontrol.mtp._results import CheckResult, Status
 from modulecontrol.mtpcore import (
     ACTING_STATES,
     INTEGER_ATTRIBUTES,
@@ -785,18 +785,3 @@ async def run_live_checks(module_type: ModuleType, opts: LiveOptions,
     finally:
         await driver.close()
     return out
-
-
-def _register() -> None:
-    from modulecontrol.mtp._check import register
-
-    def skipped(ctx: object) -> list[CheckResult]:
-        return []
-
-    register("live-connect", "a session opens and the manifest's namespaces are on the server",
-             live=True)(skipped)
-    for name, description, _ in LIVE_CHECKS:
-        register(name, description, live=True)(skipped)
-
-
-_register()

@@ -22,10 +22,11 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import Field
 
+from modulecontrol.clock import Clock
 from modulecontrol.descriptors import Ident, Model, PlantConfig, Seconds
 from modulecontrol.errors import ConfigError, Problem, did_you_mean
 from modulecontrol.simulators._view import ModuleView, ViewError
@@ -33,8 +34,19 @@ from modulecontrol.simulators.models import FaultError
 from modulecontrol.units import convert
 from modulecontrol.yamlio import YamlDoc, load_yaml, validation_problems
 
-if TYPE_CHECKING:
-    from modulecontrol.simulators._plant import SimulatedPlant
+
+class FaultTarget(Protocol):
+    """What the injector needs of a simulated plant (``SimulatedPlant`` is one): its time, its
+    clock and its module views. A protocol, so the plant may own an injector without the two
+    modules importing each other."""
+
+    @property
+    def time(self) -> float: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    def view(self, tag: str) -> ModuleView: ...
 
 __all__ = [
     "FAULTS",
@@ -122,7 +134,7 @@ def load_scenario(path: str | Path, plant: PlantConfig | None = None) -> Scenari
 class FaultInjector:
     """Faults of a simulated plant: inject, clear, play scenarios, keep the record."""
 
-    def __init__(self, plant: SimulatedPlant) -> None:
+    def __init__(self, plant: FaultTarget) -> None:
         self.plant = plant
         self.records: list[FaultRecord] = []
         self.active: dict[tuple[str, str], dict[str, Any]] = {}
