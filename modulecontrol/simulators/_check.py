@@ -28,6 +28,7 @@ from pydantic import BaseModel
 
 from modulecontrol.descriptors import DataAssembly, ModuleType, PlantConfig
 from modulecontrol.errors import ConfigError, Location, Problem
+from modulecontrol.mtpcore import State
 from modulecontrol.simulators._plant import PlantBuildError, build_models, plant_species
 from modulecontrol.simulators._view import ModuleView, setting_target
 from modulecontrol.simulators.models import MODELS
@@ -160,15 +161,19 @@ def _build_problems(exc: PlantBuildError, where: _Locator) -> list[Problem]:
     return [Problem(f"{prefix}: {detail}", locate(exc.path, False))]
 
 
+_RUNNING = (State.STARTING.label, State.EXECUTE.label)
+"""The states whose actions run when a service starts (their writes are what it holds)."""
+
+
 def _writers(mt: ModuleType, assembly: str) -> list[tuple[str, str]]:
     """(service, parameter) of every action that writes ``assembly`` from a parameter when a
     service starts: that parameter's value (its default, unless a recipe gives one) is then
     what the assembly holds whenever the service runs."""
     out: list[tuple[str, str]] = []
     for svc in mt.services:
-        sets = [*svc.actions.get("Starting", []), *svc.actions.get("Execute", [])]
+        sets = [w for label in _RUNNING for w in svc.actions.get(label, [])]
         for proc in svc.procedures:
-            sets += [*proc.actions.get("Starting", []), *proc.actions.get("Execute", [])]
+            sets += [w for label in _RUNNING for w in proc.actions.get(label, [])]
         out += [(svc.name, w.param) for w in sets if w.assembly == assembly and w.param]
     return out
 
@@ -178,8 +183,8 @@ def _sim_writers(mt: ModuleType, variable: str) -> list[tuple[str, str]]:
     assert mt.simulator is not None
     out: list[tuple[str, str]] = []
     for svc, states in mt.simulator.services.items():
-        for state in ("Starting", "Execute"):
-            value = states.get(state, {}).get(variable)
+        for label in _RUNNING:
+            value = states.get(label, {}).get(variable)
             if isinstance(value, dict) and "param" in value:
                 out.append((svc, str(value["param"])))
     return out
@@ -209,7 +214,7 @@ def _home_problems(view: ModuleView, where: _Locator) -> list[Problem]:
             writers += [(s, p, mt.assembly(p)) for s, p in _writers(mt, assembly)]
             writers += [(s, p, mt.assembly(p)) for s, p in _sim_writers(mt, var)]
         for svc in spec.services:
-            for var in spec.services[svc].get("Execute", {}):
+            for var in spec.services[svc].get(State.EXECUTE.label, {}):
                 if setting_target(view, var) == name:
                     writers += [(s, p, mt.assembly(p)) for s, p in _sim_writers(mt, var)
                                 if s == svc]
