@@ -181,6 +181,12 @@ ANONYMOUS = "anonymous"
 """The name refusals of an anonymous session are recorded under."""
 
 
+class _AnonymousViewer(User):
+    """An anonymous session admitted read-only (a PEA without security). asyncua's own
+    Anonymous role may not even read; the write guard knows this class is a viewer
+    whatever a configured user called "anonymous" may be allowed."""
+
+
 class PasswordUsers(UserManager):
     """Username/password check for a served PEA; anonymous sessions refused or read-only.
 
@@ -202,7 +208,7 @@ class PasswordUsers(UserManager):
         certificate: Any = None,
     ) -> User | None:
         if username is None and self.anonymous_viewers:
-            return User(role=UserRole.Anonymous, name=ANONYMOUS)
+            return _AnonymousViewer(role=UserRole.User, name=ANONYMOUS)
         if username is None or self._users.get(username) != password:
             reason = ("anonymous session" if username is None else
                       "unknown user" if username not in self._users else "wrong password")
@@ -260,7 +266,7 @@ def _guard_writes(server: Server, by_node: Mapping[ua.NodeId, str], roles: Mappi
         if user.name is None:  # internal session
             return await original(params, user=user)
         # an anonymous session is a viewer whatever a configured user of that name may be
-        role = "viewer" if user.role is UserRole.Anonymous else roles.get(user.name, "viewer")
+        role = "viewer" if isinstance(user, _AnonymousViewer) else roles.get(user.name, "viewer")
         allowed: list[ua.WriteValue] = []
         verdict: list[bool] = []
         for wv in params.NodesToWrite:
