@@ -60,7 +60,7 @@ async def _endpoints_and_anonymous_attempt(url: str, server_cert: str, folder: P
     with pytest.raises(Exception, match=r"BadUserAccessDenied|BadIdentityToken|anonymous"):
         await anonymous.connect()
     with pytest.raises(Exception):  # noqa: B017 - whatever asyncua raises: no session
-        await anonymous.get_node(ua.NodeId(2259, 0)).read_value()
+        await anonymous.nodes.server_state.read_value()
     return list(endpoints)
 
 
