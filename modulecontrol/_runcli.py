@@ -259,6 +259,7 @@ _FIGURES = [
     ("off_spec_volume_ml", "off-spec (diverted) volume (mL)"),
     ("material_balance_pct", "material balance out/in (%)"),
     ("deviations", "deviations"),
+    ("automatic_answers", "prompts answered automatically (not deviations)"),
 ]
 
 
