@@ -306,8 +306,6 @@ class PeaServer:
     read_nodes: int = 0
     """Nodes read by those calls."""
     write_requests: int = 0
-    secure: bool = False
-    """Served with Basic256Sha256 only (no None endpoint)."""
     _by_node: dict[ua.NodeId, str] = field(default_factory=dict)
     _handlers: list[WriteHandler] = field(default_factory=list)
     _started: bool = False
@@ -498,8 +496,7 @@ async def build_pea_server(
             await var.set_writable()
         node_ids[tag] = nodeid
         vtypes[tag] = vtype
-    pea = PeaServer(server, module_type, url, tags, node_ids, vtypes, namespaces,
-                    secure=certificate is not None and not allow_insecure)
+    pea = PeaServer(server, module_type, url, tags, node_ids, vtypes, namespaces)
     pea._by_node = {nid: tag for tag, nid in node_ids.items()}
     if roles is not None:
         _guard_writes(server, pea._by_node, roles, on_refused, subject)
