@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import getpass
 import math
 import signal
 import sys
@@ -61,7 +62,7 @@ def run_command(recipe: Path, plant: Path | None, *, simulate: bool, speed: floa
         report_dir=None if dry_run else report_dir,
         auto_answer="__first__" if (yes or dry_run or not interactive) else None,
         auto_reason="--yes" if yes else "--dry-run" if dry_run else "no terminal",
-        insecure=insecure,
+        insecure=insecure, operator=_os_user(),
     )
     try:
         session = Session.load(recipe, plant, options)
@@ -87,6 +88,15 @@ def run_command(recipe: Path, plant: Path | None, *, simulate: bool, speed: floa
     else:
         _summary(outcome)
     return outcome.exit_code
+
+
+def _os_user() -> str:
+    """The operating-system account that started the run: the person the record names (as
+    operator, and as who gave each ``--set``), rather than a shared placeholder."""
+    try:
+        return getpass.getuser() or "operator"
+    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER (some containers)
+        return "operator"
 
 
 async def _run(session: Session, *, live: bool, interactive: bool) -> RunOutcome:

@@ -111,3 +111,27 @@ async def test_auto_answers_and_overrides_are_recorded_as_they_happened(
     assert doc["figures"]["operator_actions"] == 1
     html = report(db, outcome.run_id, "html")
     assert "Automatic answers" in html
+
+
+@pytest.mark.timeout(120)
+def test_cli_run_records_the_os_account_as_who_set_an_override(tmp_path: Path) -> None:
+    """``modulecontrol run`` names the account that started it, not a shared "operator"."""
+    import getpass
+
+    from typer.testing import CliRunner
+
+    from modulecontrol.cli import app
+    from modulecontrol.records import list_runs
+
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "examples" / "dosing_demo.yaml"
+    db = tmp_path / "runs" / "r.db"
+    result = CliRunner().invoke(app, ["run", str(recipe), "--simulate", "--yes", "--no-live",
+                                      "--speed", "600", "--db", str(db), "--report-dir",
+                                      str(tmp_path), "--set", "flow=2 mL/min"])
+    assert result.exit_code == 0, result.output
+    me = getpass.getuser()
+    assert [r.operator for r in list_runs(db)] == [me]
+    with AuditTrail(db) as trail:
+        sets = [(e.user, e.object, e.old_value, e.new_value) for e in trail.entries()
+                if e.action == "set parameter"]
+    assert sets == [(me, "flow", "1 mL/min", "2 mL/min")]
