@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ from modulecontrol.statemachine import (
     StateChange,
 )
 
-__all__ = ["CONTROLLER", "PeaRuntime", "SecurityError", "pea_passwords", "serve_pea"]
+__all__ = ["CONTROLLER", "PeaLogin", "PeaRuntime", "SecurityError", "pea_logins", "serve_pea"]
 
 _log = logging.getLogger(__name__)
 
@@ -263,36 +264,45 @@ CONTROLLER = "modulecontrol"
 """The controller's user name on a served PEA whose endpoint names no ``username``."""
 
 
-def pea_passwords(tag: str, endpoint: OpcUaEndpoint, credentials: Credentials
-                  ) -> dict[str, tuple[str, str]]:
-    """User -> (role, where the password is) for a served PEA: the controller and ``users``.
+@dataclass(frozen=True)
+class PeaLogin:
+    """One user of a served PEA: its role and where its password is (never the password)."""
 
-    Where: ``env:NAME`` for a password in an environment variable (the endpoint's
-    ``password_env``), else ``file:PATH``, a password generated at first use into
-    ``credentials``. Raises :class:`SecurityError` for an environment variable not set.
+    role: str
+    password_env: str | None = None
+    """The environment variable holding it (the endpoint's ``password_env``), or ..."""
+    password_file: Path | None = None
+    """... the owner-only file it was generated into (:class:`Credentials`)."""
+
+    def password(self) -> str:
+        if self.password_env is not None:
+            return os.environ[self.password_env]
+        assert self.password_file is not None
+        return self.password_file.read_text(encoding="utf-8").strip("\r\n")
+
+
+def pea_logins(tag: str, endpoint: OpcUaEndpoint, credentials: Credentials
+               ) -> dict[str, PeaLogin]:
+    """User -> login of a served PEA: the controller first, then the endpoint's ``users``.
+
+    A user with ``password_env`` uses that variable (:class:`SecurityError` if it is not
+    set); any other gets a password generated at first use into ``credentials``.
     """
     controller = endpoint.username or CONTROLLER
-    out: dict[str, tuple[str, str]] = {}
     roles = {controller: "admin", **{u.name: u.role for u in endpoint.users}}
+    out: dict[str, PeaLogin] = {}
     for name, env in [(controller, endpoint.password_env),
                       *((u.name, u.password_env) for u in endpoint.users)]:
-        if env is not None:
-            if not os.environ.get(env):
-                raise SecurityError(
-                    f"{tag}: environment variable {env} (password of user {name}) is not "
-                    "set; export it before serving, or drop password_env to have a password "
-                    "generated into the pki folder (there are no default credentials)")
-            out[name] = (roles[name], f"env:{env}")
+        if env is None:
+            out[name] = PeaLogin(roles[name], password_file=credentials.password_file(tag, name))
+        elif os.environ.get(env):
+            out[name] = PeaLogin(roles[name], password_env=env)
         else:
-            out[name] = (roles[name], f"file:{credentials.password_file(tag, name)}")
+            raise SecurityError(
+                f"{tag}: environment variable {env} (password of user {name}) is not "
+                "set; export it before serving, or drop password_env to have a password "
+                "generated into the pki folder (there are no default credentials)")
     return out
-
-
-def _read_password(where: str) -> str:
-    kind, _, ref = where.partition(":")
-    if kind == "env":
-        return os.environ[ref]
-    return Path(ref).read_text(encoding="utf-8").strip("\r\n")
 
 
 async def serve_pea(view: ModuleView, endpoint: OpcUaEndpoint, host: str, port: int,
@@ -320,10 +330,10 @@ async def serve_pea(view: ModuleView, endpoint: OpcUaEndpoint, host: str, port: 
             "served without security only on request (--insecure, insecure=True). Drop "
             "security_policy and security_mode to serve Basic256Sha256 SignAndEncrypt")
     credentials = Credentials(pki or Path("runs/pki"))
-    users = pea_passwords(view.tag, endpoint, credentials)
+    logins = pea_logins(view.tag, endpoint, credentials)
     kwargs: dict[str, Any] = {
-        "users": {name: _read_password(where) for name, (_, where) in users.items()},
-        "roles": {name: role for name, (role, _) in users.items()},
+        "users": {name: login.password() for name, login in logins.items()},
+        "roles": {name: login.role for name, login in logins.items()},
         "on_refused": on_refused, "subject": view.tag,
     }
     if insecure:

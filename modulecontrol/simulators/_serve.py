@@ -38,7 +38,7 @@ from modulecontrol.descriptors import (
 )
 from modulecontrol.simulators._faults import FaultRecord
 from modulecontrol.simulators._modbus_server import ModbusRtuSlave, ModbusTcpSlave, ViewStore
-from modulecontrol.simulators._opcua_server import PeaRuntime, pea_passwords, serve_pea
+from modulecontrol.simulators._opcua_server import PeaRuntime, pea_logins, serve_pea
 from modulecontrol.simulators._pki import Credentials
 from modulecontrol.simulators._plant import SimulatedPlant
 from modulecontrol.simulators._ports import free_port
@@ -183,12 +183,10 @@ class PlantServer:
         """The endpoint a driver uses to reach the served PEA ``tag``: the real URL, and the
         client's credentials wherever the plant left them open (the plant's own win)."""
         creds = self._credentials()
-        controller = pea_passwords(tag, ep, creds)
-        user = next(iter(controller))
-        where = controller[user][1]
+        user, login = next(iter(pea_logins(tag, ep, creds).items()))  # the controller
         update: dict[str, Any] = {"url": url, "username": user}
-        if where.startswith("file:"):
-            update["password_file"] = where[len("file:"):]
+        if login.password_file is not None:
+            update["password_file"] = str(login.password_file)
         if self.insecure:
             update.update(security_policy="None", security_mode="None")
         else:
