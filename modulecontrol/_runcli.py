@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import getpass
 import math
 import signal
 import sys
@@ -32,7 +33,7 @@ console = Console()
 
 def run_command(recipe: Path, plant: Path | None, *, simulate: bool, speed: float, db: Path,
                 sets: list[str], faults: Path | None, dry_run: bool, yes: bool, live: bool,
-                report_dir: Path) -> int:
+                report_dir: Path, insecure: bool = False) -> int:
     from modulecontrol.recipe import parse_set_options
 
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
@@ -60,6 +61,8 @@ def run_command(recipe: Path, plant: Path | None, *, simulate: bool, speed: floa
         simulate=simulate, speed=speed, db=db, overrides=overrides, faults=faults,
         report_dir=None if dry_run else report_dir,
         auto_answer="__first__" if (yes or dry_run or not interactive) else None,
+        auto_reason="--yes" if yes else "--dry-run" if dry_run else "no terminal",
+        insecure=insecure, operator=_os_user(),
     )
     try:
         session = Session.load(recipe, plant, options)
@@ -67,6 +70,10 @@ def run_command(recipe: Path, plant: Path | None, *, simulate: bool, speed: floa
         for p in exc.problems:
             print(str(p), file=sys.stderr)
         return EXIT_INVALID
+    if insecure and simulate:
+        print("WARNING: --insecure: the simulated OPC UA modules are served and reached "
+              "without security; user names and passwords travel in clear text (loopback "
+              "only). Anonymous sessions may read; their writes are refused.", file=sys.stderr)
     if options.auto_answer and not (yes or dry_run):  # said once the run can start at all
         console.print("[yellow]not a terminal: prompts are answered with their first "
                       "choice (pass --yes to say so)[/yellow]")
@@ -81,6 +88,15 @@ def run_command(recipe: Path, plant: Path | None, *, simulate: bool, speed: floa
     else:
         _summary(outcome)
     return outcome.exit_code
+
+
+def _os_user() -> str:
+    """The operating-system account that started the run: the person the record names (as
+    operator, and as who gave each ``--set``), rather than a shared placeholder."""
+    try:
+        return getpass.getuser() or "operator"
+    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER (some containers)
+        return "operator"
 
 
 async def _run(session: Session, *, live: bool, interactive: bool) -> RunOutcome:
@@ -253,6 +269,7 @@ _FIGURES = [
     ("off_spec_volume_ml", "off-spec (diverted) volume (mL)"),
     ("material_balance_pct", "material balance out/in (%)"),
     ("deviations", "deviations"),
+    ("automatic_answers", "prompts answered automatically (not deviations)"),
 ]
 
 

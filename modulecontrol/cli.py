@@ -194,6 +194,10 @@ def run(
     report_dir: Annotated[
         Path, typer.Option("--report-dir", help="Where the HTML batch report goes.")
     ] = Path("runs"),
+    insecure: Annotated[bool, typer.Option(
+        "--insecure", help="With --simulate: OPC UA without security (None policy), with a "
+        "warning. Default: Basic256Sha256 SignAndEncrypt, credentials generated into the "
+        "pki folder beside --db.")] = False,
 ) -> None:
     """Run a recipe. Exit codes: 0 completed, 2 invalid input, 3 aborted, 4 stopped,
     5 connection failure."""
@@ -201,7 +205,7 @@ def run(
 
     code = run_command(recipe, plant, simulate=simulate or dry_run, speed=speed, db=db,
                        sets=set_ or [], faults=faults, dry_run=dry_run, yes=yes, live=live,
-                       report_dir=report_dir)
+                       report_dir=report_dir, insecure=insecure)
     raise typer.Exit(code)
 
 

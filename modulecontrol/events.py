@@ -130,7 +130,10 @@ PAYLOADS: Final[Mapping[EventKind, Payload]] = {
                                ("value", "given")),
     K.OPERATOR_PROMPT: Payload("the operator was asked (prompt id, choices)",
                                ("prompt",), ("choices",)),
-    K.OPERATOR_ACTION: Payload("the operator answered a prompt", ("user", "answer")),
+    K.OPERATOR_ACTION: Payload("a prompt was answered: by the operator (user), or, with "
+                               "automatic (the option that said so: --yes, no terminal), by "
+                               "the program as user 'auto'", ("user", "answer"),
+                               ("automatic",)),
     K.SERVICE_STATE: Payload("a module service's state changed; source is module.service",
                              ("old", "new", "module"), stored_as=K.STATE_CHANGE),
     K.MODULE_FAULT: Payload("a module faulted (communication, bad or stale values); message"

@@ -23,10 +23,10 @@ from modulecontrol.clock import Clock
 from modulecontrol.descriptors import PlantConfig
 from modulecontrol.drivers import DriverError, Quality, TagValue
 from modulecontrol.events import PAYLOADS, Event, EventKind
-from modulecontrol.orchestrator import OperatorChannel, Orchestrator, RunResult
+from modulecontrol.orchestrator import AUTO_USER, OperatorChannel, Orchestrator, RunResult
 from modulecontrol.proxy import ModuleProxy, ProxyOptions, proxies_for
 from modulecontrol.recipe import ValidatedRecipe, load_recipe
-from modulecontrol.records import Historian, RecordsError, TagConfig, list_runs
+from modulecontrol.records import AUTOMATIC_ANSWER, Historian, RecordsError, TagConfig, list_runs
 from modulecontrol.records import RunResult as RecordResult
 
 _log = logging.getLogger(__name__)
@@ -70,11 +70,19 @@ class RunOptions:
     poll_interval: float = 0.1
     operator: str = "operator"
     auto_answer: str | None = None
+    auto_reason: str = "--yes"
+    """Why prompts are answered automatically (``--yes``, ``no terminal``, ``--dry-run``):
+    recorded with each automatic answer, whose user is ``auto``, not the operator."""
     on_comm_loss: str = "hold"
     records_key: Path | None = None
     """Records key file (default ``<db>.key``, created 0600 at first use)."""
     anchor: Path | None = None
     """Anchor file of the records chain (default ``<db>.anchor``; keep it elsewhere)."""
+    pki: Path | None = None
+    """Simulated runs: folder of the generated OPC UA certificates, keys and passwords
+    (default ``pki`` beside the database, e.g. ``runs/pki``)."""
+    insecure: bool = False
+    """Simulated runs: serve and connect OPC UA without security (``--insecure``)."""
 
 
 @dataclass
@@ -87,6 +95,13 @@ class RunOutcome:
     events: list[Event] = field(default_factory=list)
     message: str = ""
     sim_seconds: float = 0.0
+
+
+def _as_written(default: Any, unit: str) -> Any:
+    """A parameter's default as the recipe gives it (a number gets its unit back)."""
+    if isinstance(default, int | float) and not isinstance(default, bool) and unit:
+        return f"{default:g} {unit}"
+    return default
 
 
 def _read_or_none(path: str) -> bytes | None:
@@ -129,7 +144,8 @@ class Session:
         self.proxies: dict[str, ModuleProxy] = {}
         self.historian: Historian | None = None
         self.orchestrator: Orchestrator | None = None
-        self.operator = OperatorChannel(options.operator, options.auto_answer)
+        self.operator = OperatorChannel(options.operator, options.auto_answer,
+                                        auto_reason=options.auto_reason)
         self.run_id: int | None = None
         self.scenario: Any = None
 
@@ -163,13 +179,15 @@ class Session:
                 from modulecontrol.simulators import SecurityError, ServeError, serve_plant
 
                 scenario = self.scenario
+                pki = self.options.pki or self.options.db.parent / "pki"
 
                 async def factory(cfg: PlantConfig, clock: Clock) -> Simulation:
                     # A simulator that cannot start (credentials not exported, a port in
                     # use) is reported like a module that cannot be reached: one line and
                     # exit code 5, not a traceback.
                     try:
-                        return await serve_plant(cfg, clock, scenario=scenario)
+                        return await serve_plant(cfg, clock, scenario=scenario, pki=pki,
+                                                 insecure=self.options.insecure)
                     except (SecurityError, ServeError, OSError) as exc:
                         raise DriverError(f"the simulators did not start: {exc}") from exc
 
@@ -244,6 +262,23 @@ class Session:
             metadata=metadata,
             operator=self.options.operator,
         )
+        await self._record_overrides()
+
+    async def _record_overrides(self) -> None:
+        """Every ``--set`` as an operator action and audit entry: who, old and new value.
+
+        Why: an override changes how the batch is made; the release reviewer must see it in
+        the audit trail with the value it replaced, not only in the run's parameters.
+        """
+        hist = self.historian
+        assert hist is not None
+        for name, raw in sorted(self.options.overrides.items()):
+            spec = self.vr.recipe.parameters[name]
+            new = self.vr.parameters[name].text()
+            await asyncio.wrap_future(hist.record_operator_action(
+                self.options.operator, "set parameter", name,
+                old_value=_as_written(spec.default, spec.unit), new_value=new,
+                reason=f"--set {name}={raw} at the start of the run (recipe default replaced)"))
 
     def _wire_records(self, orch: Orchestrator) -> None:
         hist = self.historian
@@ -269,10 +304,18 @@ class Session:
             hist.clear_alarm(ev.source, payload)
 
         def operator_action(ev: Event, payload: dict[str, Any]) -> None:
+            via = ev.data.get("automatic")
             with contextlib.suppress(ValueError):
-                hist.record_operator_action(
-                    str(ev.data.get("user") or self.options.operator), "answer",
-                    ev.source, new_value=ev.data.get("answer"), reason=f"prompt: {ev.message}")
+                if via:  # answered by the program, not by a person: never "the operator"
+                    hist.record_operator_action(
+                        str(ev.data.get("user") or AUTO_USER), AUTOMATIC_ANSWER, ev.source,
+                        new_value=ev.data.get("answer"),
+                        reason=f"prompt: {ev.message}; answered automatically ({via})")
+                else:
+                    hist.record_operator_action(
+                        str(ev.data.get("user") or self.options.operator), "answer",
+                        ev.source, new_value=ev.data.get("answer"),
+                        reason=f"prompt: {ev.message}")
 
         recorders: dict[EventKind, Callable[[Event, dict[str, Any]], None]] = {
             EventKind.RECIPE_STATE: state_change,

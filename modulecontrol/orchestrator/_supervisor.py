@@ -28,7 +28,7 @@ from modulecontrol.orchestrator._monitor import (
     SteadyStateDetector,
     si_number,
 )
-from modulecontrol.orchestrator._operator import OperatorChannel
+from modulecontrol.orchestrator._operator import OperatorChannel, Prompt
 from modulecontrol.proxy import ModuleProxy, ServiceProxy
 from modulecontrol.recipe import ValidatedRecipe
 from modulecontrol.statemachine import Command, CommandRefused, State
@@ -234,17 +234,17 @@ class Supervisor:
             self.log.emit(
                 EventKind.OPERATOR_PROMPT, spec.name, "resume after interlock?", prompt=prompt.id
             )
-            asyncio.get_running_loop().create_task(self._after_ack(il, prompt.future))
+            asyncio.get_running_loop().create_task(self._after_ack(il, prompt))
 
-    async def _after_ack(self, il: InterlockState, fut: asyncio.Future[str]) -> None:
-        answer = await fut
+    async def _after_ack(self, il: InterlockState, prompt: Prompt) -> None:
+        answer = await prompt.future
         il.awaiting_ack = False
         self.log.emit(
             EventKind.OPERATOR_ACTION,
             il.spec.name,
             f"answered '{answer}'",
-            user=self.operator.user,
             answer=answer,
+            **prompt.answer_data(),
         )
         cmd = {"resume": Command.UNHOLD, "stop": Command.STOP, "abort": Command.ABORT}[answer]
         if cmd is Command.UNHOLD and self.holds.held:

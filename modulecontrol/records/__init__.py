@@ -28,6 +28,7 @@ from modulecontrol.records._historian import (
     content_hash,
 )
 from modulecontrol.records._report import (
+    AUTOMATIC_ANSWER,
     BalanceSpec,
     FigureSpec,
     IntervalSpec,
@@ -41,6 +42,7 @@ from modulecontrol.records._report import (
 from modulecontrol.records._workup import WorkupSpec, extraction_recovery
 
 __all__ = [
+    "AUTOMATIC_ANSWER",
     "DEFAULT_DB",
     "OVERFLOW_ALARM",
     "QUALITY_BAD",

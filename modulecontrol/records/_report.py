@@ -338,12 +338,16 @@ class _RunData:
                 " alarms WHERE run_id=? OR (run_id IS NULL AND t_raised BETWEEN ? AND ?)"
                 " ORDER BY t_raised, id", (run.id, t0, t1))]
         self.chain = _chain_info(conn, run.id)
-        self.actions = [
+        recorded = [
             {"t": t, "user": u, "action": a, "target": tg, "old_value": json.loads(o or "null"),
              "new_value": json.loads(nv or "null"), "reason": r}
             for t, u, a, tg, o, nv, r in conn.execute(
                 "SELECT t, user, action, target, old_value, new_value, reason FROM"
                 " operator_actions WHERE run_id=? ORDER BY t, id", (run.id,))]
+        # what people did, and apart from it what the program answered for them (--yes, no
+        # terminal): an automatic answer is neither an operator action nor a deviation
+        self.actions = [x for x in recorded if x["action"] != AUTOMATIC_ANSWER]
+        self.automatic = [x for x in recorded if x["action"] == AUTOMATIC_ANSWER]
 
     def need(self, tag: str) -> _Series:
         s = self.series.get(tag)
@@ -566,6 +570,7 @@ def _figures(data: _RunData) -> dict[str, Any]:
     out["sim_faults"] = sum(1 for d in devs if d["kind"] == "sim_fault")
     out["alarms"] = len(data.alarms)
     out["operator_actions"] = len(data.actions)
+    out["automatic_answers"] = len(data.automatic)
     if duration <= 0:
         notes.append("run has no duration: no flow figures")
         out["notes"] = notes
@@ -836,6 +841,10 @@ def _compound(grid: _Grid, spec: FigureSpec, p: _Stream, mm: float | None,
 _HOLD_STATES = frozenset(s.label for s in HOLD_STATES)
 
 
+AUTOMATIC_ANSWER = "automatic answer"
+"""The operator-action kind of a prompt the program answered (user ``auto``): listed in
+the report as an automatic answer, never counted as an operator action or deviation."""
+
 _LISTED = frozenset({EventKind.COMMAND_REFUSED, EventKind.COMMAND_TIMEOUT, EventKind.DIVERT_FAILED,
                      EventKind.GOTO, EventKind.OPERATOR_PROMPT})
 """Event kinds listed among the deviations as they are, without a duration."""
@@ -1013,6 +1022,7 @@ def _json_doc(data: _RunData) -> dict[str, Any]:
         "alarms": data.alarms,
         "deviations": _deviations(data),
         "operator_actions": data.actions,
+        "automatic_answers": data.automatic,
         "tags": {n: {"unit": s.unit, "samples": int(np.sum(s.t >= run.t_start))}
                  for n, s in sorted(data.series.items())},
         "record_chain": data.chain,
@@ -1154,6 +1164,7 @@ _FIG_LABELS = {
     "deviations": "deviations (listed below)", "interlock_trips": "interlock trips",
     "holds": "holds", "hold_time_s": "time held [s]", "sim_faults": "simulated faults",
     "alarms": "alarms", "operator_actions": "operator actions",
+    "automatic_answers": "automatic answers (listed below, not deviations)",
 }
 
 
@@ -1193,6 +1204,8 @@ def _html(data: _RunData) -> str:
     acts = [[f"{x['t'] - a:.1f}", x["user"], x["action"], x["target"],
              json.dumps(x["old_value"]), json.dumps(x["new_value"]), x["reason"]]
             for x in data.actions]
+    autos = [[f"{x['t'] - a:.1f}", x["user"], x["target"], json.dumps(x["new_value"]),
+              x["reason"]] for x in data.automatic]
     imgs = "".join(f"<h3>{html.escape(g)}</h3><img alt='{html.escape(g)}'"
                    f" src='data:image/png;base64,{p}'>" for g, p in _plots(data))
     style = ("body{font-family:sans-serif;margin:2em;max-width:1000px}table{border-collapse:"
@@ -1204,6 +1217,7 @@ def _html(data: _RunData) -> str:
     dev_t = _table(["t [s]", "kind", "source", "duration [s]", "details"], devs)
     stream_t = _table(["stream", "mass [g]", "volume [mL]", "amount [mol]"], stream_rows)
     act_t = _table(["t [s]", "user", "action", "object", "old", "new", "reason"], acts)
+    auto_t = _table(["t [s]", "user", "prompt", "answer", "reason"], autos)
     stamp = _iso(datetime.now(UTC).timestamp())
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
             f"</title><style>{style}</style></head><body><h1>{html.escape(title)}</h1>"
@@ -1213,6 +1227,7 @@ def _html(data: _RunData) -> str:
             f"<h2>Trends and states</h2>{imgs or '<p class=none>no samples</p>'}"
             f"<h2>Alarms</h2>{alarm_t}<h2>Deviations and interventions</h2>{dev_t}"
             f"<h2>Operator actions</h2>{act_t}"
+            f"<h2>Automatic answers</h2>{auto_t}"
             f"<p class='none'>generated {stamp}</p></body></html>")
 
 

@@ -51,8 +51,12 @@ def serve(
     dt: Annotated[float, typer.Option(help="Model step, simulated seconds.")] = 1.0,
     port_offset: Annotated[int, typer.Option(help="Add this to every TCP port.")] = 0,
     allow_remote: Annotated[bool, typer.Option(help="Allow non-loopback hosts.")] = False,
-    pki: Annotated[Path, typer.Option(help="Folder for generated OPC UA certificates.")] = Path(
+    pki: Annotated[Path, typer.Option(help="Folder of the OPC UA certificates, keys and "
+                                      "passwords, generated at first use (owner-only).")] = Path(
         "runs/pki"),
+    insecure: Annotated[bool, typer.Option(
+        "--insecure", help="Serve OPC UA WITHOUT security (None policy): passwords in clear "
+        "text; anonymous sessions may read, never write. Loopback tests only.")] = False,
     db: Annotated[Path | None, typer.Option(help="Records database: refused logins and "
                                             "writes of secured PEAs go to its audit "
                                             "trail.")] = None,
@@ -78,6 +82,11 @@ def serve(
         _console.print(str(exc), markup=False)
         raise typer.Exit(2) from None
 
+    if insecure:
+        _err_console.print("WARNING: --insecure: OPC UA is served without security; user "
+                           "names and passwords travel in clear text. Anonymous sessions may "
+                           "read; their writes are refused.", markup=False)
+
     async def main() -> None:
         clock = Clock.realtime() if speed == 1.0 else Clock.scaled(speed)
         sim = SimulatedPlant.from_config(cfg, clock, dt=dt)
@@ -86,7 +95,7 @@ def serve(
             f"t={r.time:10.1f} s  {r.module}: fault {r.fault} {r.event} {r.params or ''}",
             markup=False))
         server = PlantServer(sim, port_offset=port_offset, allow_remote=allow_remote, pki=pki,
-                             audit_db=db)
+                             audit_db=db, insecure=insecure)
         async with server:
             if as_json:
                 # One line, flushed: a program reads it with readline() and the process
