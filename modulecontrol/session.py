@@ -2,8 +2,9 @@
 
 This is what ``modulecontrol run`` and ``make run`` call. It owns the wiring so that the CLI,
 tests and notebooks start runs the same way, and it guarantees the order of shutdown:
-orchestrator first, then proxies (safe states already applied), then simulators, then the
-historian, so no record is lost.
+orchestrator first, then the safe states of a run that did not complete (stage by stage in
+the plant's shutdown order), then proxies, then simulators, then the historian, so no
+record is lost.
 """
 
 from __future__ import annotations
@@ -223,9 +224,12 @@ class Session:
                                  sim_seconds=self.clock.now(),
                                  reason="" if result is RunResult.COMPLETED else orch.end_reason)
         finally:
-            if self.orchestrator is not None and result is not RunResult.COMPLETED:
-                await self._safe_states(self.orchestrator, aborted=result is RunResult.ABORTED)
-            await self._shutdown()
+            try:
+                if self.orchestrator is not None and result is not RunResult.COMPLETED:
+                    await self._safe_states(self.orchestrator,
+                                            aborted=result is RunResult.ABORTED)
+            finally:
+                await self._shutdown()
         await self._close_record(outcome)
         return outcome
 
