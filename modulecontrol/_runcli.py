@@ -1,4 +1,4 @@
-"""``modulecontrol run``: validation, live view, Ctrl-C handling, prompts and summary."""
+"""``modulecontrol run``: validation, live view, shutdown signals, prompts and summary."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import math
 import signal
 import sys
 import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +21,10 @@ from rich.table import Table
 
 from modulecontrol.errors import ConfigError
 from modulecontrol.events import Event, EventKind
-from modulecontrol.orchestrator import Orchestrator
+from modulecontrol.orchestrator import Orchestrator, RunResult
 from modulecontrol.session import (
     EXIT_INVALID,
+    EXIT_SIGNAL,
     RunOptions,
     RunOutcome,
     Session,
@@ -33,7 +36,8 @@ console = Console()
 
 def run_command(recipe: Path, plant: Path | None, *, simulate: bool, speed: float, db: Path,
                 sets: list[str], faults: Path | None, dry_run: bool, yes: bool, live: bool,
-                report_dir: Path, insecure: bool = False) -> int:
+                report_dir: Path, insecure: bool = False, records_key: Path | None = None,
+                anchor: Path | None = None) -> int:
     from modulecontrol.recipe import parse_set_options
 
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
@@ -54,12 +58,13 @@ def run_command(recipe: Path, plant: Path | None, *, simulate: bool, speed: floa
     if dry_run:
         tmp = tempfile.TemporaryDirectory(prefix="modulecontrol-dry-")
         db = Path(tmp.name) / "dry.db"
+        records_key = anchor = None  # a throw-away database gets throw-away files beside it
         # as fast as the twins keep up on a small machine: every service command is a real
         # protocol round trip, which costs simulated minutes at higher factors
         speed = max(speed, 600.0)
     options = RunOptions(
         simulate=simulate, speed=speed, db=db, overrides=overrides, faults=faults,
-        report_dir=None if dry_run else report_dir,
+        report_dir=None if dry_run else report_dir, records_key=records_key, anchor=anchor,
         auto_answer="__first__" if (yes or dry_run or not interactive) else None,
         auto_reason="--yes" if yes else "--dry-run" if dry_run else "no terminal",
         insecure=insecure, operator=_os_user(),
@@ -99,9 +104,33 @@ def _os_user() -> str:
         return "operator"
 
 
+_SHUTDOWN_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                          if hasattr(signal, name))
+"""What ends a run gracefully: Ctrl-C, and what service managers, container runtimes, OS
+shutdown and a closed terminal send."""
+
+
 async def _run(session: Session, *, live: bool, interactive: bool) -> RunOutcome:
-    task = asyncio.create_task(session.run())
     loop = asyncio.get_running_loop()
+    received: asyncio.Queue[signal.Signals] = asyncio.Queue()
+    installed: list[signal.Signals] = []
+    # Before anything starts, so a signal during start-up is not a crash either: it is
+    # handled as soon as the recipe runs.
+    for sig in _SHUTDOWN_SIGNALS:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, received.put_nowait, sig)
+            installed.append(sig)
+    try:
+        return await _run_handled(session, received, live=live, interactive=interactive)
+    finally:
+        for sig in installed:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(sig)
+
+
+async def _run_handled(session: Session, received: asyncio.Queue[signal.Signals], *,
+                       live: bool, interactive: bool) -> RunOutcome:
+    task = asyncio.create_task(session.run())
     orch: Orchestrator | None = None
     for _ in range(20000):
         if session.orchestrator is not None or task.done():
@@ -117,14 +146,8 @@ async def _run(session: Session, *, live: bool, interactive: bool) -> RunOutcome
     # One run per process, so cycles frozen now cannot pile up.
     gc.freeze()
 
-    interrupted = asyncio.Event()
-
-    def on_sigint() -> None:
-        interrupted.set()
-
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGINT, on_sigint)
-    helpers = [asyncio.create_task(_ctrl_c(orch, interrupted, interactive))]
+    ended_by: list[signal.Signals] = []
+    helpers = [asyncio.create_task(_on_signals(orch, received, interactive, ended_by))]
     if interactive:
         helpers.append(asyncio.create_task(_prompts(session)))
     try:
@@ -134,14 +157,16 @@ async def _run(session: Session, *, live: bool, interactive: bool) -> RunOutcome
             signals = list(orch.recipe.display) or _default_signals(orch)
             view = LiveView(orch, signals)
             with Live(view, console=console, refresh_per_second=4, transient=False):
-                return await task
-        orch.subscribe(_printer())
-        return await task
+                outcome = await task
+        else:
+            orch.subscribe(_printer())
+            outcome = await task
     finally:
         for h in helpers:
             h.cancel()
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.remove_signal_handler(signal.SIGINT)
+    if ended_by and outcome.result in (RunResult.STOPPED, RunResult.ABORTED):
+        outcome.exit_code = EXIT_SIGNAL + ended_by[0]
+    return outcome
 
 
 def _default_signals(orch: Orchestrator) -> list[str]:
@@ -178,21 +203,86 @@ def _printer() -> Any:
     return show
 
 
-async def _ctrl_c(orch: Orchestrator, interrupted: asyncio.Event, interactive: bool) -> None:
-    """Ctrl-C holds the recipe and asks what to do; a second Ctrl-C without a terminal stops."""
-    while True:
-        await interrupted.wait()
-        interrupted.clear()
-        held = orch.try_command(Command.HOLD, "Ctrl-C")
-        if not interactive:
-            orch.try_command(Command.STOP, "Ctrl-C (no terminal to ask)")
-            continue
-        if held:
-            await orch.machine.wait_for(State.HELD, State.STOPPED, State.ABORTED)
-        answer = await asyncio.to_thread(
-            _ask, "Recipe held. [r]esume, [s]top or [a]bort? ", {"r", "s", "a"})
-        cmd = {"r": Command.UNHOLD, "s": Command.STOP, "a": Command.ABORT}[answer]
-        orch.try_command(cmd, "operator after Ctrl-C")
+async def _on_signals(orch: Orchestrator, received: asyncio.Queue[signal.Signals],
+                      interactive: bool, ended_by: list[signal.Signals]) -> None:
+    """The one path of every shutdown signal.
+
+    Ctrl-C in a terminal holds the recipe and asks what to do (the question waits in a task
+    of its own, so a SIGTERM meanwhile is still carried out at once). SIGTERM, SIGHUP and
+    Ctrl-C without a terminal hold and stop it: the Stop fans out stage by stage in the
+    plant's shutdown order and the session then drives every module's safe state, with the
+    reason ("SIGTERM received") as an event and on the run record. A further signal while it
+    stops aborts (Abort fan-out and safe states), for an operator or service manager that
+    cannot wait. ``ended_by`` collects the signals that ended the run, for the exit code.
+    """
+    question: asyncio.Task[None] | None = None
+    try:
+        while True:
+            sig = await received.get()
+            # not started yet (a Stop would be refused): handled as soon as the recipe starts
+            await orch.machine.wait_for(*(st for st in State if st is not State.IDLE))
+            name = sig.name
+            if orch.machine.state in (State.COMPLETED, State.STOPPED, State.ABORTED):
+                continue  # the run has ended; the session is driving the safe states already
+            if sig is signal.SIGINT and interactive and not ended_by:
+                if question is None or question.done():
+                    question = asyncio.create_task(_ask_operator(orch))
+                continue
+            if not ended_by:
+                ended_by.append(sig)
+                orch.log.emit(EventKind.SHUTDOWN_REQUESTED, "process",
+                              f"{name} received: hold, then stop to the safe state",
+                              signal=name, action="stop")
+                orch.try_command(Command.HOLD, f"{name} received")
+                orch.try_command(Command.STOP, f"{name} received")
+            else:
+                ended_by.append(sig)
+                orch.log.emit(EventKind.SHUTDOWN_REQUESTED, "process",
+                              f"{name} received again while stopping: abort",
+                              signal=name, action="abort")
+                orch.try_command(Command.ABORT, f"{name} received again while stopping")
+    finally:
+        if question is not None:
+            question.cancel()
+
+
+async def _ask_operator(orch: Orchestrator) -> None:
+    """Ctrl-C in a terminal: hold, then resume, stop or abort as the operator says."""
+    held = orch.try_command(Command.HOLD, "Ctrl-C")
+    if held:
+        await orch.machine.wait_for(State.HELD, State.STOPPED, State.ABORTED)
+    answer = await _in_thread(_ask, "Recipe held. [r]esume, [s]top or [a]bort? ",
+                              {"r", "s", "a"})
+    cmd = {"r": Command.UNHOLD, "s": Command.STOP, "a": Command.ABORT}[answer]
+    orch.try_command(cmd, "operator after Ctrl-C")
+
+
+async def _in_thread(ask: Callable[[str, Any], str], question: str, choices: Any) -> str:
+    """Wait for a terminal answer in a daemon thread: a run that ends while a question is
+    open (a SIGTERM, an abort) must not wait for someone to press Enter, as it would for a
+    thread of the loop's executor at exit."""
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[str] = loop.create_future()
+
+    def deliver(result: str | BaseException) -> None:
+        if answer.done():
+            return
+        if isinstance(result, BaseException):
+            answer.set_exception(result)
+        else:
+            answer.set_result(result)
+
+    def work() -> None:
+        result: str | BaseException
+        try:
+            result = ask(question, choices)
+        except Exception as exc:  # said where it is awaited, not lost in the thread
+            result = exc
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+            loop.call_soon_threadsafe(deliver, result)
+
+    threading.Thread(target=work, name="modulecontrol-prompt", daemon=True).start()
+    return await answer
 
 
 def _ask(question: str, choices: set[str]) -> str:
@@ -211,7 +301,7 @@ async def _prompts(session: Session) -> None:
     while True:
         for pid, prompt in list(op.pending.items()):
             choices = "/".join(prompt.choices)
-            answer = await asyncio.to_thread(
+            answer = await _in_thread(
                 _ask_choice, f"\n{prompt.source}: {prompt.message} [{choices}] ", prompt.choices)
             with contextlib.suppress(KeyError, ValueError):
                 op.answer(pid, answer)
@@ -237,7 +327,8 @@ def _summary(outcome: RunOutcome) -> None:
         return
     colour = {"completed": "green", "stopped": "yellow", "aborted": "red"}[outcome.result.value]
     console.print(f"[{colour}]run {outcome.run_id} {outcome.result.value}[/{colour}] after "
-                  f"{outcome.sim_seconds / 3600:.2f} h simulated time")
+                  f"{outcome.sim_seconds / 3600:.2f} h simulated time"
+                  + (f": {outcome.reason}" if outcome.reason else ""))
     fig = outcome.figures
     if fig:
         table = Table("figure", "value", title="batch summary")

@@ -198,14 +198,22 @@ def run(
         "--insecure", help="With --simulate: OPC UA without security (None policy), with a "
         "warning. Default: Basic256Sha256 SignAndEncrypt, credentials generated into the "
         "pki folder beside --db.")] = False,
+    records_key: Annotated[Path | None, typer.Option(
+        "--records-key", help="Records key file (HMAC of the records chain; created 0600 at "
+        "first use); default: <db>.key beside the database.")] = None,
+    anchor: Annotated[Path | None, typer.Option(
+        "--anchor", help="Anchor file the chain heads are appended to; default: <db>.anchor. "
+        "Put it where the database's writers cannot rewrite it.")] = None,
 ) -> None:
     """Run a recipe. Exit codes: 0 completed, 2 invalid input, 3 aborted, 4 stopped,
-    5 connection failure."""
+    5 connection failure, 128 + N ended by signal N (143 SIGTERM, 129 SIGHUP, 130 Ctrl-C
+    without a terminal): see docs/getting-started.md."""
     from modulecontrol._runcli import run_command
 
     code = run_command(recipe, plant, simulate=simulate or dry_run, speed=speed, db=db,
                        sets=set_ or [], faults=faults, dry_run=dry_run, yes=yes, live=live,
-                       report_dir=report_dir, insecure=insecure)
+                       report_dir=report_dir, insecure=insecure, records_key=records_key,
+                       anchor=anchor)
     raise typer.Exit(code)
 
 

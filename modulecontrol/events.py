@@ -35,6 +35,7 @@ class EventKind(StrEnum):
     COMMAND = "command"
     COMMAND_REFUSED = "command_refused"
     COMMAND_TIMEOUT = "command_timeout"
+    SHUTDOWN_REQUESTED = "shutdown_requested"
     # the procedure
     BLOCK_STARTED = "block_started"
     BLOCK_FINISHED = "block_finished"
@@ -114,6 +115,9 @@ PAYLOADS: Final[Mapping[EventKind, Payload]] = {
                                " why"),
     K.COMMAND_TIMEOUT: Payload("a module service did not reach a fan-out command's target in"
                                " time"),
+    K.SHUTDOWN_REQUESTED: Payload("the process was asked to end (signal: SIGTERM, SIGHUP, "
+                                  "or SIGINT without a terminal); action: stop or abort",
+                                  ("signal", "action")),
     K.BLOCK_STARTED: Payload("a unit procedure started; source is its name"),
     K.BLOCK_FINISHED: Payload("a unit procedure finished; source is its name",
                               stored_as=K.STEP_TRANSITION),

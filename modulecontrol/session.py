@@ -2,8 +2,9 @@
 
 This is what ``modulecontrol run`` and ``make run`` call. It owns the wiring so that the CLI,
 tests and notebooks start runs the same way, and it guarantees the order of shutdown:
-orchestrator first, then proxies (safe states already applied), then simulators, then the
-historian, so no record is lost.
+orchestrator first, then the safe states of a run that did not complete (stage by stage in
+the plant's shutdown order), then proxies, then simulators, then the historian, so no
+record is lost.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ EXIT_INVALID = 2
 EXIT_ABORTED = 3
 EXIT_STOPPED = 4
 EXIT_CONNECTION = 5
+EXIT_SIGNAL = 128
+"""A run ended by a shutdown signal exits with 128 + the signal's number (143 for SIGTERM,
+129 for SIGHUP, 130 for Ctrl-C without a terminal), as a shell reports a process a signal
+ended: distinct from success and from every failure; the run record says stopped or aborted."""
 
 _EXIT = {
     RunResult.COMPLETED: EXIT_COMPLETED,
@@ -95,6 +100,8 @@ class RunOutcome:
     events: list[Event] = field(default_factory=list)
     message: str = ""
     sim_seconds: float = 0.0
+    reason: str = ""
+    """Why the run ended early (the reason of its Stop or Abort), also on the run record."""
 
 
 def _as_written(default: Any, unit: str) -> Any:
@@ -218,6 +225,7 @@ class Session:
                                        key_path=opts.records_key, anchor_path=opts.anchor)
         except RecordsError as exc:
             return RunOutcome(None, EXIT_INVALID, message=str(exc))
+        result: RunResult | None = None
         try:
             try:
                 await self.start()
@@ -231,9 +239,15 @@ class Session:
             self._wire_records(orch)
             result = await orch.run()
             outcome = RunOutcome(result, _EXIT[result], self.run_id, events=orch.log.events,
-                                 sim_seconds=self.clock.now())
+                                 sim_seconds=self.clock.now(),
+                                 reason="" if result is RunResult.COMPLETED else orch.end_reason)
         finally:
-            await self._shutdown()
+            try:
+                if self.orchestrator is not None and result is not RunResult.COMPLETED:
+                    await self._safe_states(self.orchestrator,
+                                            aborted=result is RunResult.ABORTED)
+            finally:
+                await self._shutdown()
         await self._close_record(outcome)
         return outcome
 
@@ -363,6 +377,34 @@ class Session:
 
             faults.on_record(on_fault)
 
+    async def _safe_states(self, orch: Orchestrator, *, aborted: bool) -> None:
+        """Leave the plant safe before the links close: every module's safe state, stage by
+        stage in the plant's shutdown order (feeds first), each read back so the record
+        shows where the module was left. A stopped run (a Stop, a shutdown signal) or one
+        that failed gets them here; an aborted one got them from its Abort fan-out already
+        and is only read back. A completed run ends as its recipe meant it to."""
+        for stage in orch.stages:
+            for tag in stage:
+                proxy = self.proxies.get(tag)
+                if proxy is None or (not proxy.type.safe_state and not any(
+                        da.safe_value is not None for da in proxy.type.data_assemblies)):
+                    continue
+                errors: list[str] = []
+                if not aborted:
+                    try:
+                        errors = await asyncio.wait_for(proxy.apply_safe_state(), 10.0)
+                    except TimeoutError:
+                        errors = ["no answer within 10 s"]
+                try:
+                    await asyncio.wait_for(proxy.refresh(), 10.0)
+                except (DriverError, TimeoutError) as exc:
+                    errors.append(f"read back: {str(exc) or 'no answer within 10 s'}")
+                if not aborted or errors:
+                    orch.log.emit(EventKind.SAFE_STATE, tag,
+                                  "safe state applied" if not errors
+                                  else f"safe state incomplete: {'; '.join(errors)}",
+                                  errors=errors)
+
     async def _shutdown(self) -> None:
         """Close links and simulators; each bounded, so a peer that does not answer a
         disconnect cannot keep the run (and its record) open."""
@@ -382,7 +424,8 @@ class Session:
             return
         try:
             if self.run_id is not None and outcome.result is not None:
-                await hist.end_run(self.run_id, RecordResult(outcome.result.value))
+                await hist.end_run(self.run_id, RecordResult(outcome.result.value),
+                                   outcome.reason)
             await hist.flush()
         finally:
             await hist.close()

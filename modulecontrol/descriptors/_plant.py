@@ -260,6 +260,11 @@ class Plant(Model):
     """Outlets where material leaves the plant, ``MODULE.PORT: product | waste | sample``
     (``R1.outlet: product``): a plant may end in any module, not only in a valve or a
     crystallizer. A required outlet must be connected or declared a sink."""
+    shutdown: list[Annotated[list[Ident], Field(min_length=1)]] = Field(default_factory=list)
+    """The safe stop order: stages of module tags, stopped one stage after the other (each
+    waits for its modules' final states). Feeds come first; modules not listed stop in a
+    last stage of their own. Empty: derived from the plant (see
+    :func:`modulecontrol.descriptors.shutdown_stages`)."""
 
     def module(self, tag: str) -> ModuleInstance:
         for m in self.modules:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -88,6 +90,10 @@ def serve(
                            "read; their writes are refused.", markup=False)
 
     async def main() -> None:
+        with _ShutdownSignals() as signals:
+            await serve_until(signals)
+
+    async def serve_until(signals: _ShutdownSignals) -> None:
         clock = Clock.realtime() if speed == 1.0 else Clock.scaled(speed)
         sim = SimulatedPlant.from_config(cfg, clock, dt=dt)
         log = _err_console if as_json else _console
@@ -106,10 +112,7 @@ def serve(
                 _endpoint_table(cfg.plant.name, server.table())
             task = sim.faults.start_scenario(scenario) if scenario is not None else None
             try:
-                if limit is None:
-                    await asyncio.Event().wait()
-                else:
-                    await clock.sleep(limit)
+                await signals.wait(clock.sleep(limit) if limit is not None else None)
             finally:
                 if task is not None:
                     await sim.faults.cancel(task)
@@ -120,6 +123,52 @@ def serve(
     except (ServeError, SecurityError, ValueError, OSError) as exc:
         _console.print(f"error: {exc}", markup=False)
         raise typer.Exit(1) from None
+
+
+class _ShutdownSignals:
+    """Ctrl-C, SIGTERM (service managers, containers, OS shutdown) and SIGHUP (a closed
+    terminal) end ``sim serve`` the same way: the servers close in order and the process
+    exits 0. Installed before anything listens, so no signal finds the default handler."""
+
+    def __init__(self) -> None:
+        self.ended = asyncio.Event()
+        self.received: list[str] = []
+        self._installed: list[signal.Signals] = []
+
+    def __enter__(self) -> _ShutdownSignals:
+        loop = asyncio.get_running_loop()
+        for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+            sig = getattr(signal, name, None)
+            if sig is None:
+                continue
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self._on_signal, name)
+                self._installed.append(sig)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in self._installed:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(sig)
+        if self.received:
+            _err_console.print(f"{self.received[0]} received: closing the simulated modules",
+                               markup=False)
+
+    def _on_signal(self, name: str) -> None:
+        self.received.append(name)
+        self.ended.set()
+
+    async def wait(self, duration: Coroutine[Any, Any, None] | None) -> None:
+        """Until a signal, or until ``duration`` has run (if given)."""
+        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self.ended.wait())]
+        if duration is not None:
+            waits.append(asyncio.ensure_future(duration))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
 
 
 def _endpoint_table(name: str, endpoints: list[ServedEndpoint]) -> None:
