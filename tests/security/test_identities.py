@@ -126,7 +126,7 @@ def test_cli_run_records_the_os_account_as_who_set_an_override(tmp_path: Path) -
     recipe = Path(__file__).resolve().parents[2] / "recipes" / "examples" / "dosing_demo.yaml"
     db = tmp_path / "runs" / "r.db"
     result = CliRunner().invoke(app, ["run", str(recipe), "--simulate", "--yes", "--no-live",
-                                      "--speed", "600", "--db", str(db), "--report-dir",
+                                      "--speed", "300", "--db", str(db), "--report-dir",
                                       str(tmp_path), "--set", "flow=2 mL/min"])
     assert result.exit_code == 0, result.output
     me = getpass.getuser()
