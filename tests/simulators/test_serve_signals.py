@@ -26,7 +26,7 @@ def test_serve_ends_cleanly_on_signal(tmp_path: Path, sig: signal.Signals) -> No
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     proc = subprocess.Popen(
         [sys.executable, "-m", "modulecontrol.cli", "sim", "serve", str(plant), "--json",
-         "--pki", str(tmp_path / "pki")],
+         "--pki", str(tmp_path / "pki"), "--insecure"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
