@@ -179,8 +179,8 @@ PAYLOADS: Final[Mapping[EventKind, Payload]] = {
     K.OVERFLOW: Payload("(stored) the historian's queue overflowed; dropped samples",
                         ("dropped",)),
     K.DATA_LOSS: Payload("(stored) a batch of records could not be written within the retry"
-                         " budget: samples lost, tags, t_first..t_last, events lost, error",
-                         ("samples", "tags", "t_first", "t_last", "error"), ("events",)),
+                         " budget: samples lost, tags, t_first..t_last, other records lost, error",
+                         ("samples", "tags", "t_first", "t_last", "error"), ("records",)),
 }
 del K
 

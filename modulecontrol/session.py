@@ -26,7 +26,7 @@ from modulecontrol.events import PAYLOADS, Event, EventKind
 from modulecontrol.orchestrator import OperatorChannel, Orchestrator, RunResult
 from modulecontrol.proxy import ModuleProxy, ProxyOptions, proxies_for
 from modulecontrol.recipe import ValidatedRecipe, load_recipe
-from modulecontrol.records import Historian, RecordsError, TagConfig, list_runs
+from modulecontrol.records import DataLoss, Historian, RecordsError, TagConfig, list_runs
 from modulecontrol.records import RunResult as RecordResult
 
 _log = logging.getLogger(__name__)
@@ -36,6 +36,9 @@ EXIT_INVALID = 2
 EXIT_ABORTED = 3
 EXIT_STOPPED = 4
 EXIT_CONNECTION = 5
+EXIT_DATA_LOSS = 6
+"""The recipe completed but records of it were lost (``data_loss`` events; the run record
+says ``completed_with_data_loss``): the batch cannot be released on this record alone."""
 
 _EXIT = {
     RunResult.COMPLETED: EXIT_COMPLETED,
@@ -75,6 +78,8 @@ class RunOptions:
     """Records key file (default ``<db>.key``, created 0600 at first use)."""
     anchor: Path | None = None
     """Anchor file of the records chain (default ``<db>.anchor``; keep it elsewhere)."""
+    write_budget: float = 30.0
+    """Wall seconds the historian retries a batch on a busy database before it is lost."""
 
 
 @dataclass
@@ -87,6 +92,8 @@ class RunOutcome:
     events: list[Event] = field(default_factory=list)
     message: str = ""
     sim_seconds: float = 0.0
+    data_loss: list[DataLoss] = field(default_factory=list)
+    """Batches of records the historian could not write (exit code 6 if it completed)."""
 
 
 def _read_or_none(path: str) -> bytes | None:
@@ -197,7 +204,8 @@ class Session:
         _after_recorded_runs(self.clock, opts.db)
         try:  # one live writer per database: a second run on it is refused here
             self.historian = Historian(opts.db, clock=lambda: self.clock.datetime().timestamp(),
-                                       key_path=opts.records_key, anchor_path=opts.anchor)
+                                       key_path=opts.records_key, anchor_path=opts.anchor,
+                                       write_budget=opts.write_budget)
         except RecordsError as exc:
             return RunOutcome(None, EXIT_INVALID, message=str(exc))
         try:
@@ -338,11 +346,17 @@ class Session:
         if hist is None:
             return
         try:
+            await hist.flush()  # every sample in or counted lost before the result is judged
             if self.run_id is not None and outcome.result is not None:
-                await hist.end_run(self.run_id, RecordResult(outcome.result.value))
+                result = RecordResult(outcome.result.value)
+                if hist.losses and result is RecordResult.COMPLETED:
+                    result = RecordResult.COMPLETED_WITH_DATA_LOSS
+                note = "; ".join(f"data loss: {x.describe()}" for x in hist.losses)
+                await hist.end_run(self.run_id, result, note)
             await hist.flush()
         finally:
             await hist.close()
+            self._judge_losses(hist, outcome)
         if self.run_id is not None and self.options.report_dir is not None:
             from modulecontrol.records import report, run_figures
 
@@ -354,6 +368,19 @@ class Session:
             except Exception as exc:  # a report problem must not hide the run's result
                 _log.exception("report failed")
                 outcome.message = f"report failed: {exc}"
+
+
+    @staticmethod
+    def _judge_losses(hist: Historian, outcome: RunOutcome) -> None:
+        """A lost record is never only logged: the outcome carries it, and a completed run
+        exits with its own code, so scripts and operators cannot take it for a clean one."""
+        outcome.data_loss = list(hist.losses)
+        if not outcome.data_loss:
+            return
+        if outcome.exit_code == EXIT_COMPLETED:
+            outcome.exit_code = EXIT_DATA_LOSS
+        lost = "; ".join(x.describe() for x in outcome.data_loss)
+        outcome.message = "; ".join(m for m in (outcome.message, f"data loss: {lost}") if m)
 
 
 def _plot_groups(proxies: Mapping[str, ModuleProxy]) -> dict[str, str]:
