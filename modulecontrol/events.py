@@ -164,9 +164,9 @@ PAYLOADS: Final[Mapping[EventKind, Payload]] = {
                                   " until a whole tick succeeds again", ("error",)),
     K.SUPERVISION_RESTORED: Payload("a whole supervision tick succeeded again; was is the"
                                     " error", ("was",)),
-    K.LISTENER_FAILED: Payload("an event listener raised on event (kind and seq); the other"
-                               " listeners still got the event", ("listener", "event", "seq",
-                                                                  "error")),
+    K.LISTENER_FAILED: Payload("a listener raised on event (an event kind and its seq, or a"
+                               " module's values/state/fault); the other listeners still got"
+                               " it", ("listener", "event", "error"), ("seq",)),
     K.STATE_CHANGE: Payload("(stored) a state changed: state, previous", (),
                             ("state", "previous")),
     K.STEP_TRANSITION: Payload("(stored) a Gantt row of a unit procedure moved to step",

@@ -157,3 +157,35 @@ async def test_a_supervision_failure_holds_and_is_an_event(rig: Rig) -> None:
         await _close(orch)
     (restored,) = _kinds(orch, EventKind.SUPERVISION_RESTORED)
     assert restored.data["was"] == failed.data["error"]
+
+
+async def test_a_failing_module_listener_is_an_event_once_per_streak(rig: Rig) -> None:
+    """A value listener of a proxy (the historian's sample recorder is one) that raises was
+    logged only; now the orchestrator records ``listener_failed`` once per streak of
+    failures (not at every poll) and the proxy's other listeners still get the values."""
+    orch, task = await _start(rig, "hold")
+    proxy = orch.proxies["P1"]
+    broken = True
+    got: list[int] = []
+
+    def recorder(tag: str, values: Any) -> None:
+        if broken:
+            raise OSError("historian gone")
+
+    proxy.on_values(recorder)
+    proxy.on_values(lambda tag, values: got.append(len(values)))
+    try:
+        assert await until(lambda: len(got) > 5, 5) is not None  # several polls
+        broken = False
+        n = len(got)
+        assert await until(lambda: len(got) > n + 2, 5) is not None
+        broken = True
+        n = len(got)
+        assert await until(lambda: len(got) > n + 2, 5) is not None
+    finally:
+        task.cancel()
+        await _close(orch)
+    failures = _kinds(orch, EventKind.LISTENER_FAILED)
+    assert len(failures) == 2  # two streaks, however many polls each
+    assert failures[0].data == {"listener": recorder.__qualname__, "event": "P1 values",
+                                "error": "OSError: historian gone"}
