@@ -296,10 +296,16 @@ class Session:
         def on_event(ev: Event) -> None:
             payload = {"message": ev.message, "sim_time": ev.t, **_jsonable(ev.data)}
             record = recorders.get(ev.kind)
-            if record is not None:
-                record(ev, payload)
-            else:
-                hist.record_event(PAYLOADS[ev.kind].stored_as or ev.kind, ev.source, payload)
+            try:
+                if record is not None:
+                    record(ev, payload)
+                else:
+                    hist.record_event(PAYLOADS[ev.kind].stored_as or ev.kind, ev.source,
+                                      payload)
+            except Exception as exc:  # the event log makes it listener_failed too
+                hist.note_lost(records=1, error=f"event {ev.kind.value} #{ev.seq} not"
+                               f" recorded: {type(exc).__name__}: {exc}")
+                raise
 
         orch.subscribe(on_event)
 
@@ -314,8 +320,13 @@ class Session:
                     v = float(v)
                 if not isinstance(v, int | float) or not math.isfinite(float(v)):
                     continue
-                hist.record_sample(f"{tag}.{name}", float(v),
-                                   quality=192 if tv.quality is Quality.GOOD else 0)
+                try:
+                    hist.record_sample(f"{tag}.{name}", float(v),
+                                       quality=192 if tv.quality is Quality.GOOD else 0)
+                except Exception as exc:  # the proxy makes it listener_failed too
+                    hist.note_lost(samples=[(f"{tag}.{name}", hist.clock())],
+                                   error=f"sample not recorded: {type(exc).__name__}: {exc}")
+                    raise
 
         for proxy in self.proxies.values():
             proxy.on_values(on_values)

@@ -42,7 +42,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
@@ -529,6 +529,22 @@ class Historian:
                     self._active_runs.remove(rid)
 
         return self._submit(op)
+
+    def note_lost(self, *, samples: Sequence[tuple[str, float]] = (), records: int = 0,
+                  error: str) -> DataLoss:
+        """Records that never reached the historian (a recorder of the caller failed to hand
+        them over): counted as a loss like a batch the database refused, so a run that
+        misses them cannot end as a clean ``completed``. ``samples`` are (tag, time)."""
+        times = [t for _tag, t in samples]
+        loss = DataLoss(run_id=self._default_run(None), samples=len(samples),
+                        tags=tuple(sorted({tag for tag, _t in samples})),
+                        t_first=min(times, default=None), t_last=max(times, default=None),
+                        records=records, error=error)
+        with self._lock:
+            self.losses.append(loss)
+            self._unrecorded.append(loss)
+        log.error("historian: %s", loss.describe())
+        return loss
 
     @property
     def current_run(self) -> int | None:

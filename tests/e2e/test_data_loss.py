@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from modulecontrol.events import EventKind
 from modulecontrol.session import EXIT_DATA_LOSS, RunOptions, Session
 from modulecontrol.testing.modbus import free_port
 from tests._poll import until
@@ -93,3 +95,38 @@ async def test_a_run_that_lost_records_ends_completed_with_data_loss(tmp_path: P
     assert outcome.report is not None
     html = outcome.report.read_text()
     assert "completed_with_data_loss" in html and "historian.data_loss" in html
+
+
+@pytest.mark.slow
+async def test_a_record_listener_that_fails_is_data_loss(tmp_path: Path) -> None:
+    """The session's recorder of events is a listener on the record path: when it cannot
+    hand an event to the historian, the event log records ``listener_failed`` and the run
+    ends "completed with data loss" (before: a log line, exit 0)."""
+    (tmp_path / "plant.yaml").write_text(PLANT.format(p1=free_port(), w1=free_port()))
+    (tmp_path / "recipe.yaml").write_text(RECIPE.replace("10 min", "2 min"))
+    opts = RunOptions(simulate=True, speed=100.0, db=tmp_path / "run.db", report_dir=None,
+                      poll_interval=0.05)
+    session = Session.load(tmp_path / "recipe.yaml", None, opts)
+    task = asyncio.create_task(session.run())
+    try:
+        assert await until(lambda: session.orchestrator is not None
+                           and session.orchestrator.progress.step == "run", 30) is not None
+        hist = session.historian
+        assert hist is not None
+        record_event = hist.record_event
+
+        def refusing(kind: Any, source: str = "", payload: Any = None, **kw: Any) -> Any:
+            if kind == EventKind.STEP_TRANSITION and (payload or {}).get("step") == "stop":
+                raise ValueError("injected: cannot encode")
+            return record_event(kind, source, payload, **kw)
+
+        hist.record_event = refusing  # type: ignore[method-assign]
+        outcome = await asyncio.wait_for(task, 60)
+    finally:
+        if not task.done():
+            task.cancel()
+    assert outcome.exit_code == EXIT_DATA_LOSS
+    (loss,) = outcome.data_loss
+    assert loss.records == 1 and "step_started" in loss.error and "cannot encode" in loss.error
+    failed = [e for e in outcome.events if e.kind is EventKind.LISTENER_FAILED]
+    assert failed and failed[0].data["event"] == "step_started"
