@@ -696,8 +696,9 @@ class Historian:
                     self._overflowing = False
                     self._episode_dropped = 0
                 stopping = self._stop
+                unrecorded = bool(self._unrecorded)
             deadline = time.monotonic() + self.flush_interval
-            if ops or samples or dropped:
+            if ops or samples or dropped or unrecorded:
                 self._write(conn, ops, samples, dropped)
             if stopping:
                 with self._lock:
