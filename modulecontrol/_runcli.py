@@ -326,7 +326,10 @@ def _summary(outcome: RunOutcome) -> None:
         console.print(f"[red]run failed:[/red] {outcome.message}")
         return
     colour = {"completed": "green", "stopped": "yellow", "aborted": "red"}[outcome.result.value]
-    console.print(f"[{colour}]run {outcome.run_id} {outcome.result.value}[/{colour}] after "
+    ended = outcome.result.value
+    if outcome.data_loss:
+        colour, ended = "red", f"{ended} with data loss"
+    console.print(f"[{colour}]run {outcome.run_id} {ended}[/{colour}] after "
                   f"{outcome.sim_seconds / 3600:.2f} h simulated time"
                   + (f": {outcome.reason}" if outcome.reason else ""))
     fig = outcome.figures

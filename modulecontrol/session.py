@@ -27,7 +27,14 @@ from modulecontrol.events import PAYLOADS, Event, EventKind
 from modulecontrol.orchestrator import AUTO_USER, OperatorChannel, Orchestrator, RunResult
 from modulecontrol.proxy import ModuleProxy, ProxyOptions, proxies_for
 from modulecontrol.recipe import ValidatedRecipe, load_recipe
-from modulecontrol.records import AUTOMATIC_ANSWER, Historian, RecordsError, TagConfig, list_runs
+from modulecontrol.records import (
+    AUTOMATIC_ANSWER,
+    DataLoss,
+    Historian,
+    RecordsError,
+    TagConfig,
+    list_runs,
+)
 from modulecontrol.records import RunResult as RecordResult
 
 _log = logging.getLogger(__name__)
@@ -37,6 +44,10 @@ EXIT_INVALID = 2
 EXIT_ABORTED = 3
 EXIT_STOPPED = 4
 EXIT_CONNECTION = 5
+EXIT_DATA_LOSS = 6
+"""The recipe completed but records of it were lost (``data_loss`` events; the run record
+says ``completed_with_data_loss``): the batch cannot be released on this record alone."""
+
 EXIT_SIGNAL = 128
 """A run ended by a shutdown signal exits with 128 + the signal's number (143 for SIGTERM,
 129 for SIGHUP, 130 for Ctrl-C without a terminal), as a shell reports a process a signal
@@ -88,6 +99,8 @@ class RunOptions:
     (default ``pki`` beside the database, e.g. ``runs/pki``)."""
     insecure: bool = False
     """Simulated runs: serve and connect OPC UA without security (``--insecure``)."""
+    write_budget: float = 30.0
+    """Wall seconds the historian retries a batch on a busy database before it is lost."""
 
 
 @dataclass
@@ -102,6 +115,9 @@ class RunOutcome:
     sim_seconds: float = 0.0
     reason: str = ""
     """Why the run ended early (the reason of its Stop or Abort), also on the run record."""
+
+    data_loss: list[DataLoss] = field(default_factory=list)
+    """Batches of records the historian could not write (exit code 6 if it completed)."""
 
 
 def _as_written(default: Any, unit: str) -> Any:
@@ -222,7 +238,8 @@ class Session:
         _after_recorded_runs(self.clock, opts.db)
         try:  # one live writer per database: a second run on it is refused here
             self.historian = Historian(opts.db, clock=lambda: self.clock.datetime().timestamp(),
-                                       key_path=opts.records_key, anchor_path=opts.anchor)
+                                       key_path=opts.records_key, anchor_path=opts.anchor,
+                                       write_budget=opts.write_budget)
         except RecordsError as exc:
             return RunOutcome(None, EXIT_INVALID, message=str(exc))
         result: RunResult | None = None
@@ -345,10 +362,16 @@ class Session:
         def on_event(ev: Event) -> None:
             payload = {"message": ev.message, "sim_time": ev.t, **_jsonable(ev.data)}
             record = recorders.get(ev.kind)
-            if record is not None:
-                record(ev, payload)
-            else:
-                hist.record_event(PAYLOADS[ev.kind].stored_as or ev.kind, ev.source, payload)
+            try:
+                if record is not None:
+                    record(ev, payload)
+                else:
+                    hist.record_event(PAYLOADS[ev.kind].stored_as or ev.kind, ev.source,
+                                      payload)
+            except Exception as exc:  # the event log makes it listener_failed too
+                hist.note_lost(records=1, error=f"event {ev.kind.value} #{ev.seq} not"
+                               f" recorded: {type(exc).__name__}: {exc}")
+                raise
 
         orch.subscribe(on_event)
 
@@ -363,8 +386,13 @@ class Session:
                     v = float(v)
                 if not isinstance(v, int | float) or not math.isfinite(float(v)):
                     continue
-                hist.record_sample(f"{tag}.{name}", float(v),
-                                   quality=192 if tv.quality is Quality.GOOD else 0)
+                try:
+                    hist.record_sample(f"{tag}.{name}", float(v),
+                                       quality=192 if tv.quality is Quality.GOOD else 0)
+                except Exception as exc:  # the proxy makes it listener_failed too
+                    hist.note_lost(samples=[(f"{tag}.{name}", hist.clock())],
+                                   error=f"sample not recorded: {type(exc).__name__}: {exc}")
+                    raise
 
         for proxy in self.proxies.values():
             proxy.on_values(on_values)
@@ -423,12 +451,18 @@ class Session:
         if hist is None:
             return
         try:
+            await hist.flush()  # every sample in or counted lost before the result is judged
             if self.run_id is not None and outcome.result is not None:
-                await hist.end_run(self.run_id, RecordResult(outcome.result.value),
-                                   outcome.reason)
+                result = RecordResult(outcome.result.value)
+                if hist.losses and result is RecordResult.COMPLETED:
+                    result = RecordResult.COMPLETED_WITH_DATA_LOSS
+                notes = [outcome.reason] if outcome.reason else []
+                notes += [f"data loss: {x.describe()}" for x in hist.losses]
+                await hist.end_run(self.run_id, result, "; ".join(notes))
             await hist.flush()
         finally:
             await hist.close()
+            self._judge_losses(hist, outcome)
         if self.run_id is not None and self.options.report_dir is not None:
             from modulecontrol.records import report, run_figures
 
@@ -440,6 +474,19 @@ class Session:
             except Exception as exc:  # a report problem must not hide the run's result
                 _log.exception("report failed")
                 outcome.message = f"report failed: {exc}"
+
+
+    @staticmethod
+    def _judge_losses(hist: Historian, outcome: RunOutcome) -> None:
+        """A lost record is never only logged: the outcome carries it, and a completed run
+        exits with its own code, so scripts and operators cannot take it for a clean one."""
+        outcome.data_loss = list(hist.losses)
+        if not outcome.data_loss:
+            return
+        if outcome.exit_code == EXIT_COMPLETED:
+            outcome.exit_code = EXIT_DATA_LOSS
+        lost = "; ".join(x.describe() for x in outcome.data_loss)
+        outcome.message = "; ".join(m for m in (outcome.message, f"data loss: {lost}") if m)
 
 
 def _plot_groups(proxies: Mapping[str, ModuleProxy]) -> dict[str, str]:

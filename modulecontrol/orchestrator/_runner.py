@@ -126,6 +126,7 @@ class Orchestrator:
         for proxy in self.proxies.values():
             proxy.on_state(self._on_service_state)
             proxy.on_fault(self.supervisor.on_fault)
+            proxy.on_listener_error(self._on_listener_error)
 
     # ------------------------------------------------------------------ running
     async def run(self) -> RunResult:
@@ -312,6 +313,12 @@ class Orchestrator:
         )
 
     # ------------------------------------------------------------------ status
+    def _on_listener_error(self, tag: str, what: str, name: str, exc: Exception) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        self.log.emit(EventKind.LISTENER_FAILED, name,
+                      f"{tag} {what} listener {name} failed: {error}",
+                      listener=name, event=f"{tag} {what}", error=error)
+
     def values(self) -> dict[str, Any]:
         """Every module's values in SI, plus the supervisor's derived signals."""
         return self.supervisor.values()

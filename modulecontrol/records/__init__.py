@@ -16,10 +16,12 @@ from modulecontrol.records._audit import AuditEntry, AuditTrail, verify_audit
 from modulecontrol.records._chain import AuditIssue, AuditReport, anchor_path_for, key_path_for
 from modulecontrol.records._db import DEFAULT_DB, RecordsError
 from modulecontrol.records._historian import (
+    DATA_LOSS_ALARM,
     OVERFLOW_ALARM,
     QUALITY_BAD,
     QUALITY_GOOD,
     AlarmPriority,
+    DataLoss,
     Historian,
     HistorianStats,
     RunResult,
@@ -43,6 +45,7 @@ from modulecontrol.records._workup import WorkupSpec, extraction_recovery
 
 __all__ = [
     "AUTOMATIC_ANSWER",
+    "DATA_LOSS_ALARM",
     "DEFAULT_DB",
     "OVERFLOW_ALARM",
     "QUALITY_BAD",
@@ -53,6 +56,7 @@ __all__ = [
     "AuditReport",
     "AuditTrail",
     "BalanceSpec",
+    "DataLoss",
     "EventKind",
     "FigureSpec",
     "Historian",
