@@ -6,7 +6,7 @@ Public API::
     AuditTrail, AuditEntry, AuditIssue, AuditReport, verify_audit   # 21 CFR Part 11 style trail
     report, run_figures, list_runs, RunInfo, FigureSpec, StreamSpec, SteadyStateSpec,
     BalanceSpec, WorkupSpec, extraction_recovery                 # reports
-    IntervalSpec
+    IntervalSpec, format_figure, format_elapsed                 # figures in human units
 
 See docs/records.md for the loss rules and the figures metadata.
 """
@@ -15,6 +15,7 @@ from modulecontrol.events import EventKind  # the run's event kinds, stored by t
 from modulecontrol.records._audit import AuditEntry, AuditTrail, verify_audit
 from modulecontrol.records._chain import AuditIssue, AuditReport, anchor_path_for, key_path_for
 from modulecontrol.records._db import DEFAULT_DB, RecordsError
+from modulecontrol.records._format import format_elapsed, format_figure
 from modulecontrol.records._historian import (
     OVERFLOW_ALARM,
     QUALITY_BAD,
@@ -67,6 +68,8 @@ __all__ = [
     "anchor_path_for",
     "content_hash",
     "extraction_recovery",
+    "format_elapsed",
+    "format_figure",
     "key_path_for",
     "list_runs",
     "report",
