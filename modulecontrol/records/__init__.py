@@ -4,7 +4,8 @@ Public API::
 
     Historian, TagConfig, EventKind, RunResult, AlarmPriority   # recording
     AuditTrail, AuditEntry, AuditIssue, AuditReport, verify_audit   # 21 CFR Part 11 style trail
-    report, run_figures, list_runs, RunInfo, FigureSpec, StreamSpec, SteadyStateSpec,
+    report, report_images, run_figures, list_runs, RunInfo, FigureSpec, StreamSpec,
+    SteadyStateSpec,
     BalanceSpec, WorkupSpec, extraction_recovery                 # reports
     IntervalSpec, format_figure, format_elapsed                 # figures in human units
 
@@ -37,6 +38,7 @@ from modulecontrol.records._report import (
     StreamSpec,
     list_runs,
     report,
+    report_images,
     run_figures,
 )
 from modulecontrol.records._workup import WorkupSpec, extraction_recovery
@@ -73,6 +75,7 @@ __all__ = [
     "key_path_for",
     "list_runs",
     "report",
+    "report_images",
     "run_figures",
     "verify_audit",
 ]

@@ -246,8 +246,8 @@ def render(plan: PlotPlan, series: Mapping[str, SeriesLike], a: float, b: float,
             if axis.off_axis:
                 text = "; ".join(f"{n}: {lo:.4g} to {hi:.4g}" if lo != hi else f"{n}: {lo:.4g}"
                                  for n, (lo, hi) in axis.off_axis.items())
-                ax.text(0.01, 0.97, f"off-axis: {text} {axis.unit}", transform=ax.transAxes,
-                        fontsize=6, va="top", color="dimgray")
+                ax.set_title(f"off-axis: {text} {axis.unit}", loc="right", fontsize=6,
+                             color="dimgray")
             _time_axis(ax, span, plan.simulated_time, label=ax is axs[-1])
         axs[0].set_title(panel.title)
         out.append((panel.title, _png(fig)))

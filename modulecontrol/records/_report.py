@@ -8,6 +8,7 @@ from the recorded samples and events alone, so the report can be rebuilt years l
 
 from __future__ import annotations
 
+import base64
 import csv
 import html
 import io
@@ -1169,6 +1170,20 @@ def _html(data: _RunData) -> str:
             f"<h2>Alarms</h2>{alarm_t}<h2>Deviations and interventions</h2>{dev_t}"
             f"<h2>Operator actions</h2>{act_t}"
             f"<p class='none'>generated {stamp} (wall clock, UTC)</p></body></html>")
+
+
+def report_images(db: str | Path | sqlite3.Connection, run_id: int) -> list[tuple[str, bytes]]:
+    """The report's trend and state charts as (title, PNG bytes), in report order: for docs and
+    for archiving the pictures apart from the HTML."""
+    conn, own = _open(db)
+    try:
+        data = _RunData(conn, _as_seen(get_run(conn, run_id), db))
+        pngs = render(_plot_plan(data), data.series, data.run.t_start, data.t_end,
+                      _gantt_bars(data))
+    finally:
+        if own:
+            conn.close()
+    return [(title, base64.b64decode(p)) for title, p in pngs]
 
 
 def report(db: str | Path | sqlite3.Connection, run_id: int, format: ReportFormat = "html",
