@@ -12,7 +12,7 @@ def test_only_pressures_carry_a_reference() -> None:
     da = DataAssembly.model_validate(
         {"name": "P", "class": "AnaMon", "unit": "bar", "pressure_reference": "gauge"})
     assert da.pressure_reference == "gauge"
-    with pytest.raises(ValidationError, match="applies only to pressures.*'degC'"):
+    with pytest.raises(ValidationError, match=r"applies only to pressures.*'degC'"):
         DataAssembly.model_validate(
             {"name": "T", "class": "AnaMon", "unit": "degC", "pressure_reference": "gauge"})
     with pytest.raises(ValidationError):
