@@ -283,12 +283,13 @@ def load_yaml_text(text: str, file: str = "<string>") -> YamlDoc:
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         what = exc.problem or exc.context or "invalid YAML"
-        line, col = (mark.line, mark.column) if mark else (None, 0)
-        tab = _indent_tab(text, line)
+        at: int | None = mark.line if mark else None
+        col: int = mark.column if mark else 0
+        tab = _indent_tab(text, at)
         if tab is not None:
-            line, col = tab
-        loc = Location(file, line + 1, col + 1) if line is not None else Location(file)
-        raise ConfigError.single(_explain(what, text, line, tab is not None), loc) from None
+            at, col = tab
+        loc = Location(file, at + 1, col + 1) if at is not None else Location(file)
+        raise ConfigError.single(_explain(what, text, at, tab is not None), loc) from None
     except _LimitError as exc:
         loc = (Location(file, exc.mark.line + 1, exc.mark.column + 1) if exc.mark is not None
                else Location(file))
