@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from modulecontrol import __version__
-from modulecontrol.errors import ConfigError
+from modulecontrol.errors import ConfigError, Location
 
 app = typer.Typer(
     name="modulecontrol",
@@ -58,17 +58,29 @@ def validate(
     plant: Annotated[
         Path | None, typer.Option("--plant", help="Plant to validate recipes against.")
     ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a recipe parameter: name=value (as run takes)."),
+    ] = None,
 ) -> None:
     """Validate YAML documents; print every problem as path:line:col: message."""
     from modulecontrol.descriptors import validate_file
-    from modulecontrol.recipe import validate_recipe_with_plant
-    from modulecontrol.yamlio import load_yaml
+    from modulecontrol.recipe import load_recipe, parse_set_options
 
+    try:
+        overrides = parse_set_options(set_ or [])
+    except ConfigError as exc:
+        report_problems(exc)
+        raise typer.Exit(EXIT_INVALID) from None
     failed = 0
     for path in paths:
         try:
-            if plant is not None and _is_recipe(path):
-                result = validate_recipe_with_plant(load_yaml(path), plant)
+            if _is_recipe(path):  # with the overrides `run --set` would apply
+                result: object = load_recipe(path, plant, overrides)
+            elif overrides:
+                raise ConfigError.single(
+                    "--set overrides recipe parameters: this is not a recipe (validate the"
+                    " recipe that uses it, or drop --set)", Location(str(path)))
             else:
                 result = validate_file(path)
             _check_build(result)
