@@ -22,6 +22,7 @@ from rich.table import Table
 from modulecontrol.errors import ConfigError
 from modulecontrol.events import Event, EventKind
 from modulecontrol.orchestrator import Orchestrator, RunResult
+from modulecontrol.records import format_elapsed, format_figure
 from modulecontrol.session import (
     EXIT_INVALID,
     EXIT_SIGNAL,
@@ -337,11 +338,11 @@ def _summary(outcome: RunOutcome) -> None:
         table = Table("figure", "value", title="batch summary")
         for key, label in _FIGURES:
             if key in fig and fig[key] is not None:
-                table.add_row(label, _fmt(fig[key]))
+                table.add_row(label, _fmt(key, fig[key]))
         # Interval figures (`report: intervals:`, e.g. a changeover) are named NAME.FIGURE:
         # a recipe declares them because they matter to it, so the summary shows them too.
         for key in sorted(k for k in fig if "." in k and fig[k] is not None):
-            table.add_row(key, _fmt(fig[key]))
+            table.add_row(key, _fmt(key, fig[key]))
         console.print(table)
     if outcome.report is not None:
         console.print(f"report: {outcome.report}")
@@ -350,29 +351,28 @@ def _summary(outcome: RunOutcome) -> None:
 
 
 _FIGURES = [
-    ("time_to_steady_state_s", "time to steady state, from feed start (s)"),
-    ("production_time_s", "production time, to product (s)"),
-    ("throughput_g_per_h", "throughput while to product (g/h)"),
-    ("isolated_throughput_g_per_h", "isolated throughput while to product (g/h)"),
-    ("yield_pct", "yield while to product (%)"),
-    ("isolated_yield_pct", "isolated yield while to product (%)"),
-    ("overall_isolated_yield_pct", "isolated yield, whole run (%)"),
-    ("product_total_g", "product, whole run (g)"),
-    ("purity_mean_pct", "purity, mean while to product (%)"),
-    ("off_spec_time_s", "off-spec time (s)"),
-    ("off_spec_volume_ml", "off-spec (diverted) volume (mL)"),
-    ("material_balance_pct", "material balance out/in (%)"),
+    ("time_to_steady_state_s", "time to steady state, from feed start"),
+    ("production_time_s", "production time, to product"),
+    ("throughput_g_per_h", "throughput while to product"),
+    ("isolated_throughput_g_per_h", "isolated throughput while to product"),
+    ("yield_pct", "yield while to product"),
+    ("isolated_yield_pct", "isolated yield while to product"),
+    ("overall_isolated_yield_pct", "isolated yield, whole run"),
+    ("product_total_g", "product, whole run"),
+    ("purity_mean_pct", "purity, mean while to product"),
+    ("off_spec_time_s", "off-spec time"),
+    ("off_spec_volume_ml", "off-spec (diverted) volume"),
+    ("material_balance_pct", "material balance out/in"),
     ("deviations", "deviations"),
     ("automatic_answers", "prompts answered automatically (not deviations)"),
 ]
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
+def _fmt(key: str, v: Any) -> str:
+    """A figure in the units an engineer reads (h:mm:ss, mg/h, %), as in the batch report."""
     if isinstance(v, dict):
-        return ", ".join(f"{k}={_fmt(x)}" for k, x in v.items())
-    return str(v)
+        return ", ".join(f"{k}={_fmt(k, x)}" for k, x in v.items())
+    return format_figure(key, v)
 
 
 def _plan(outcome: RunOutcome, session: Session) -> None:
@@ -385,8 +385,8 @@ def _plan(outcome: RunOutcome, session: Session) -> None:
             starts[ev.source] = ev
         elif ev.kind in _STEP_ENDS and ev.source in starts:
             st = starts.pop(ev.source)
-            table.add_row(ev.source, str(st.data.get("step_kind", "")), _hms(st.t - t0),
-                          _hms(ev.t - st.t))
+            table.add_row(ev.source, str(st.data.get("step_kind", "")), format_elapsed(st.t - t0),
+                          format_elapsed(ev.t - st.t))
     console.print(table)
     orch = session.orchestrator
     if orch is not None:
@@ -404,7 +404,3 @@ def _plan(outcome: RunOutcome, session: Session) -> None:
     console.print(f"dry run {result}; {outcome.sim_seconds / 3600:.2f} h simulated")
 
 
-def _hms(s: float) -> str:
-    h, rem = divmod(int(s), 3600)
-    m, sec = divmod(rem, 60)
-    return f"{h:d}:{m:02d}:{sec:02d}"

@@ -279,8 +279,14 @@ class Session:
         metadata: dict[str, Any] = {
             "tag_groups": _plot_groups(self.proxies),
             "plant": self.vr.plant.plant.name,
+            "tag_notes": _tag_notes(self.proxies),
             "simulated": self.options.simulate,
             "speed": self.options.speed,
+            # the records are stamped with this clock: an accelerated run's times are
+            # simulated, so the report says so and keeps the wall-clock start apart
+            "clock": {"mode": self.clock.mode.value, "scale": self.clock.scale,
+                      "wall_start_utc": _dt.datetime.now(_dt.UTC).isoformat(
+                          timespec="seconds")},
         }
         if self.vr.recipe.report is not None:
             metadata["figures"] = self.vr.recipe.report
@@ -510,6 +516,14 @@ def _plot_groups(proxies: Mapping[str, ModuleProxy]) -> dict[str, str]:
             elif not da.unit:  # channel numbers and codes: in the CSV, not in the plots
                 groups[name] = "-"
     return groups
+
+
+def _tag_notes(proxies: Mapping[str, ModuleProxy]) -> dict[str, str]:
+    """What each recorded pressure is measured against (descriptor ``pressure_reference``),
+    for the report's unit labels ("bar, absolute")."""
+    return {f"{tag}.{da.name}": da.pressure_reference
+            for tag, proxy in proxies.items() for da in proxy.type.data_assemblies
+            if da.pressure_reference is not None}
 
 
 def _jsonable(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -4,9 +4,10 @@ Public API::
 
     Historian, TagConfig, EventKind, RunResult, AlarmPriority   # recording
     AuditTrail, AuditEntry, AuditIssue, AuditReport, verify_audit   # 21 CFR Part 11 style trail
-    report, run_figures, list_runs, RunInfo, FigureSpec, StreamSpec, SteadyStateSpec,
+    report, report_images, run_figures, list_runs, RunInfo, FigureSpec, StreamSpec,
+    SteadyStateSpec,
     BalanceSpec, WorkupSpec, extraction_recovery                 # reports
-    IntervalSpec
+    IntervalSpec, format_figure, format_elapsed                 # figures in human units
 
 See docs/records.md for the loss rules and the figures metadata.
 """
@@ -15,6 +16,7 @@ from modulecontrol.events import EventKind  # the run's event kinds, stored by t
 from modulecontrol.records._audit import AuditEntry, AuditTrail, verify_audit
 from modulecontrol.records._chain import AuditIssue, AuditReport, anchor_path_for, key_path_for
 from modulecontrol.records._db import DEFAULT_DB, RecordsError
+from modulecontrol.records._format import format_elapsed, format_figure
 from modulecontrol.records._historian import (
     DATA_LOSS_ALARM,
     OVERFLOW_ALARM,
@@ -39,6 +41,7 @@ from modulecontrol.records._report import (
     StreamSpec,
     list_runs,
     report,
+    report_images,
     run_figures,
 )
 from modulecontrol.records._workup import WorkupSpec, extraction_recovery
@@ -73,9 +76,12 @@ __all__ = [
     "anchor_path_for",
     "content_hash",
     "extraction_recovery",
+    "format_elapsed",
+    "format_figure",
     "key_path_for",
     "list_runs",
     "report",
+    "report_images",
     "run_figures",
     "verify_audit",
 ]
