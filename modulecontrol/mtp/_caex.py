@@ -28,6 +28,7 @@ from modulecontrol.mtp._classes import (
     STANDARD_LIBRARIES,
 )
 from modulecontrol.mtp._xml import Node, XmlDoc
+from modulecontrol.mtpcore import attribute_role
 
 CAEX_NAMESPACE = "http://www.dke.de/CAEX"
 MANIFEST_DOCUMENT = "VDI/VDE/NAMUR 2658-1:Manifest"
@@ -347,7 +348,7 @@ def _read_assemblies(m: Manifest, nodes: list[Node], lineages: dict[int, list[st
         standard = _standard(lineage)
         if not standard.startswith(f"{DA_LIB}/DataAssembly/"):
             continue
-        attrs = _attrs(n)
+        attrs = _by_role(_attrs(n), standard)
         ref = attrs.get("RefID")
         extras = None
         for info in n.findall("AdditionalInformation"):
@@ -379,6 +380,18 @@ def _read_assemblies(m: Manifest, nodes: list[Node], lineages: dict[int, list[st
                         f"'{a.value}', which is no OPCUAItem of the SourceList",
                     )
         m.assemblies.append(da)
+
+
+def _by_role(attrs: dict[str, AttrValue], standard: str) -> dict[str, AttrValue]:
+    """Attributes keyed by their role: a class library's variant spelling (StringView
+    ``Text``) under our name (``V``), unless the manifest also gives our name. The
+    :class:`AttrValue` keeps the manifest's own name for messages."""
+    out = dict(attrs)
+    for name in attrs:
+        role = attribute_role(standard, name)
+        if role != name and role not in attrs:
+            out[role] = out.pop(name)
+    return out
 
 
 def _find_da(m: Manifest, ref: str) -> DAElement | None:

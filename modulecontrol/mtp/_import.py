@@ -164,11 +164,11 @@ class _Importer:
 
     def bindings(self, da: DAElement, allowed: tuple[str, ...], cls: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for a in da.attrs.values():
+        for role, a in da.attrs.items():
             item = a.item
             if item is None:
                 continue
-            if a.name not in allowed:
+            if role not in allowed:
                 self.m.warn(
                     a.node,
                     f"attribute {a.name} of {cls} '{da.name}' is not one modulecontrol binds; "
@@ -183,7 +183,7 @@ class _Importer:
                 continue
             if item.access_code == 0:
                 self.m.warn(item.node, f"OPC UA item '{item.name}' has Access 0 (no access)")
-            out[a.name] = {
+            out[role] = {
                 "opcua": {
                     "namespace_uri": item.namespace,
                     "identifier": item.node_id,
