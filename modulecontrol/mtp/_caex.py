@@ -17,6 +17,7 @@ from modulecontrol.errors import Location, Problem
 from modulecontrol.mtp._classes import (
     ACCESS_CODES,
     DA_LIB,
+    LEGACY_PATHS,
     PATH_CONFIG_PARAMETER,
     PATH_MODULE_TYPE_PACKAGE,
     PATH_OPCUA_ITEM,
@@ -38,6 +39,7 @@ EXTRAS_PREFIX = "modulecontrol:"
 descriptor facts that MTP has no attribute for (engineering unit as text, limits, defaults)."""
 
 _FULL_NODE_ID = re.compile(r"^(?:ns=\d+;|nsu=[^;]+;)([sigb]=.+)$")
+_NS_INDEX = re.compile(r"^ns=(\d+);")
 _Std = Callable[["Node"], str]
 
 
@@ -70,17 +72,41 @@ class OpcUaItem:
         return ACCESS_CODES.get(self.access_code or 0, "read")
 
     @property
-    def node_id(self) -> str:
-        """The identifier as a node id without namespace (the namespace goes by URI).
+    def namespace_index(self) -> int | None:
+        """The namespace as a server index where the manifest gives one instead of a URI:
+        ``Namespace`` written as a number (MTP 1.0 generators), or empty with an
+        ``ns=N;`` identifier. Not portable (indices are the server's to assign), so kept as
+        written, resolved against the server's namespace array at connect, and flagged by
+        the static check."""
+        ns = self.namespace.strip()
+        if ns.isdigit():
+            return int(ns)
+        index = _NS_INDEX.match(self.identifier)
+        if not ns and index:
+            return int(index.group(1))
+        return None
 
-        Some generators write a whole node id (``ns=3;s=Tank.V``) into Identifier; its
-        server-specific namespace index is dropped and its own type prefix kept.
+    @property
+    def namespace_uri(self) -> str | None:
+        """The namespace URI, or ``None`` where the manifest gives an index."""
+        return None if self.namespace_index is not None else self.namespace
+
+    @property
+    def node_id(self) -> str:
+        """The identifier as a node id: without namespace where the namespace goes by URI,
+        with ``ns=N;`` where the manifest gives an index.
+
+        Some generators write a whole node id (``ns=3;s=Tank.V``) into Identifier; with a
+        URI beside it, its server-specific index is dropped and its own type prefix kept.
         """
         full = _FULL_NODE_ID.match(self.identifier)
         if full:
-            return full.group(1)
-        prefix = {"xs:int": "i", "xs:unsignedint": "i", "xs:id": "g", "xs:base64binary": "b"}
-        return f"{prefix.get(self.identifier_type.lower(), 's')}={self.identifier}"
+            ident = full.group(1)
+        else:
+            prefix = {"xs:int": "i", "xs:unsignedint": "i", "xs:id": "g", "xs:base64binary": "b"}
+            ident = f"{prefix.get(self.identifier_type.lower(), 's')}={self.identifier}"
+        index = self.namespace_index
+        return ident if index is None else f"ns={index};{ident}"
 
 
 @dataclass
@@ -239,8 +265,11 @@ class _ClassIndex:
 
 
 def _standard(lineage: list[str]) -> str:
+    """The standard class path a lineage ends in, MTP 1.0 paths given as their 2022 path."""
     last = lineage[-1] if lineage else ""
-    return last if last.split("/", 1)[0] in STANDARD_LIBRARIES else ""
+    if last.split("/", 1)[0] not in STANDARD_LIBRARIES:
+        return ""
+    return LEGACY_PATHS.get(last, last)
 
 
 def _instance_nodes(root: Node) -> list[Node]:

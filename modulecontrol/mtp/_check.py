@@ -177,7 +177,7 @@ def _items(ctx: CheckContext) -> Iterable[CheckResult]:
     bad = 0
     for item in ctx.manifest.items.values():
         faults = []
-        if not item.namespace:
+        if not item.namespace and item.namespace_index is None:
             faults.append("no Namespace")
         if not item.identifier:
             faults.append("no Identifier")
@@ -190,6 +190,25 @@ def _items(ctx: CheckContext) -> Iterable[CheckResult]:
             )
     if not bad:
         yield CheckResult("opcua-items", "file", "pass", f"{len(ctx.manifest.items)} items")
+
+
+@register("namespace-uris", "OPC UA items name their namespace by URI, not by server index")
+def _namespace_uris(ctx: CheckContext) -> Iterable[CheckResult]:
+    by_index = [i for i in ctx.manifest.items.values() if i.namespace_index is not None]
+    if not by_index:
+        yield CheckResult("namespace-uris", "file", "pass", f"{len(ctx.manifest.items)} items")
+        return
+    indices = sorted({i.namespace_index for i in by_index if i.namespace_index is not None})
+    yield CheckResult(
+        "namespace-uris",
+        "file",
+        "warn",
+        f"{len(by_index)} items give namespace index {', '.join(map(str, indices))}, not a "
+        "URI: not portable (a server assigns indices and may change them); they are "
+        "resolved against the server's namespace array at connect. Write the namespace "
+        "URI in the items' Namespace attribute",
+        _loc(ctx, by_index[0].node),
+    )
 
 
 @register("service-control", "each service's RefID links to its ServiceControl assembly")
@@ -396,6 +415,9 @@ def format_results(results: Sequence[CheckResult]) -> str:
     for row in [header, *rows]:
         cells = [row[i][: widths[i]].ljust(widths[i]) for i in range(4)]
         lines.append("  ".join([*cells, row[4]]).rstrip())
-    failed = sum(1 for r in results if r.status == "fail")
-    lines.append(f"{len(results) - failed} passed, {failed} failed")
+    counts = Counter(r.status for r in results)
+    lines.append(
+        f"{counts['pass']} passed, {counts['warn']} warnings, {counts['skip']} skipped, "
+        f"{counts['fail']} failed"
+    )
     return "\n".join(lines)

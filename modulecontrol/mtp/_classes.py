@@ -76,6 +76,25 @@ PATH_REPORT_VALUE = f"{SERVICE_LIB}/ReportValue"
 PATH_HMI_SET = f"{HMI_LIB}/HMISet"
 PATH_PICTURE = f"{HMI_LIB}/Picture"
 PATH_ASPECT_REFERENCE = f"{IC_LIB}/AspectSetReference"
+PATH_PROCESS_VALUE_IN = "MTPProcessValueSUCLib/ProcessValue/ProcessValueIn"
+PATH_PROCESS_VALUE_OUT = "MTPProcessValueSUCLib/ProcessValue/ProcessValueOut"
+
+LEGACY_PATHS: dict[str, str] = {
+    f"{SERVICE_LIB}/ServiceProcedure": PATH_PROCEDURE,
+    f"{SERVICE_LIB}/ServiceStrategy": PATH_PROCEDURE,
+    f"{SERVICE_LIB}/ServiceParameter/ReportValue": PATH_REPORT_VALUE,
+    f"{SERVICE_LIB}/ServiceParameter/ProcessValueIn": PATH_PROCESS_VALUE_IN,
+    f"{SERVICE_LIB}/ServiceParameter/ProcessValueOut": PATH_PROCESS_VALUE_OUT,
+    f"{MTP_LIB}/ServicesSet": PATH_SERVICE_SET,
+    f"{DA_LIB}/DataAssembly/ServiceControl": f"{DA_LIB}/DataAssembly/ServiceElement/ServiceControl",
+    f"{DA_LIB}/DataAssembly/DiagnosticElement/HealthStateView": (
+        f"{DA_LIB}/DataAssembly/ServiceElement/ProcedureHealthView"
+    ),
+}
+"""Class paths of the MTP 1.0 libraries (CAEX 2.15, as older generators and Python PEA
+toolkits write them) -> the 2022 path of the same class. Data assemblies are otherwise found
+by their last path segment, so ``OperationElement/AnaServParam`` needs no entry."""
+
 AT_REFID = f"{AT_LIB}/IDReferenceType/RefIDAttributeType"
 AT_IDLINK = f"{AT_LIB}/IDReferenceType/IDLinkAttributeType"
 AT_ASPECT_ID = f"{AT_LIB}/IDReferenceType/AspectIDAttributeType"

@@ -178,14 +178,14 @@ class _Importer:
             if not item.identifier:
                 self.m.error(item.node, f"OPC UA item '{item.name}' has no Identifier")
                 continue
-            if not item.namespace:
+            if not item.namespace and item.namespace_index is None:
                 self.m.error(item.node, f"OPC UA item '{item.name}' has no Namespace")
                 continue
             if item.access_code == 0:
                 self.m.warn(item.node, f"OPC UA item '{item.name}' has Access 0 (no access)")
             out[role] = {
                 "opcua": {
-                    "namespace_uri": item.namespace,
+                    "namespace_uri": item.namespace_uri,
                     "identifier": item.node_id,
                     "access": item.access,
                 }

@@ -15,6 +15,7 @@ from modulecontrol.mtp import (
     import_manifest_report,
     serve_manifest,
 )
+from tests.mtp import mtp10
 from tests.mtp.variants import STRING_VIEW, STRING_VIEW_NODE, with_string_view_text
 
 
@@ -45,3 +46,65 @@ async def test_string_view_text_is_served_at_the_manifests_node(tmp_path: Path) 
             assert isinstance(await node.read_value(), str)
         results = await check_manifest_async(path, live=LiveOptions(pea.url, insecure=True))
     assert all(r.status == "pass" for r in results), format_results(results)
+
+
+# ---------------------------------------------------------------- MTP 1.0 (CAEX 2.15)
+
+
+def _mtp10(tmp: Path, **kw: str) -> Path:
+    path = tmp / "dosing10.aml"
+    path.write_text(mtp10.manifest_1_0(**kw), encoding="utf-8")
+    return path
+
+
+def test_mtp_1_0_imports_with_services_and_procedures(tmp_path: Path) -> None:
+    report = import_manifest_report(_mtp10(tmp_path))
+    assert (report.manifest_version, report.schema_version) == ("1.0.0", "2.15")
+    svc = report.module_type.service(mtp10.SERVICE)
+    proc = svc.procedure(1)
+    assert (proc.name, proc.self_completing, proc.default) == (mtp10.PROCEDURE, True, True)
+    assert proc.parameters == [mtp10.PARAMETER]
+    assert proc.report_values == [mtp10.REPORT]
+    assert report.skipped == []
+    state = svc.bindings["StateCur"].get("opcua", OpcUaBinding)
+    assert state is not None
+    # the index is kept as written (no URI to look it up by), with the ns= prefix
+    assert state.namespace_uri is None
+    assert state.identifier == f"ns={mtp10.NS_INDEX};s={mtp10.SERVICE}.ServiceControl.StateCur"
+
+
+def test_a_namespace_uri_beside_an_ns_prefix_wins(tmp_path: Path) -> None:
+    report = import_manifest_report(_mtp10(tmp_path, namespace="urn:pea:dosing"))
+    da = report.module_type.assembly(mtp10.PARAMETER)
+    vext = da.bindings["VExt"].get("opcua", OpcUaBinding)
+    assert vext is not None
+    assert (vext.namespace_uri, vext.identifier) == ("urn:pea:dosing", f"s={mtp10.PARAMETER}.VExt")
+    results = check_manifest(_mtp10(tmp_path, namespace="urn:pea:dosing"))
+    assert [r.status for r in results if r.check == "namespace-uris"] == ["pass"]
+
+
+def test_static_check_flags_a_namespace_index_as_not_portable(tmp_path: Path) -> None:
+    results = check_manifest(_mtp10(tmp_path))
+    flagged = [r for r in results if r.check == "namespace-uris"]
+    assert [r.status for r in flagged] == ["warn"]
+    assert "namespace index 3" in flagged[0].detail and "URI" in flagged[0].detail
+    assert flagged[0].location is not None
+    assert not [r for r in results if r.status == "fail"], format_results(results)
+    assert format_results(results).splitlines()[-1].endswith(
+        f"{sum(r.status == 'warn' for r in results)} warnings, 0 skipped, 0 failed"
+    )
+
+
+async def test_mtp_1_0_is_served_and_passes_the_live_check(tmp_path: Path) -> None:
+    """Served at the manifest's own node ids (index 3) and driven by the live check, which
+    resolves the index against the server's namespace array."""
+    path = _mtp10(tmp_path)
+    async with await serve_manifest(path, insecure=True, self_complete_after=0.3) as pea:
+        async with Client(pea.url, timeout=5) as client:
+            node = client.get_node(
+                f"ns={mtp10.NS_INDEX};s={mtp10.SERVICE}.ServiceControl.StateCur"
+            )
+            assert await node.read_value() == 16
+        results = await check_manifest_async(path, live=LiveOptions(pea.url, insecure=True))
+    assert not [r for r in results if r.status == "fail"], format_results(results)
+    assert any(r.check == "live-parameters" and r.status == "pass" for r in results)
