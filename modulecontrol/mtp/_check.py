@@ -332,7 +332,9 @@ def _importable(ctx: CheckContext) -> Iterable[CheckResult]:
         "importable",
         mt.name,
         "pass",
-        f"{len(mt.data_assemblies)} data assemblies, {len(mt.services)} services",
+        f"{len(mt.data_assemblies)} data assemblies, {len(mt.services)} services; "
+        f"{len(report.warnings)} import warnings, {len(report.skipped)} skipped, "
+        f"{len(report.unused)} elements not used (mtp import lists them)",
     )
 
 

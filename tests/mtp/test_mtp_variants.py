@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import pytest
 from asyncua.client.client import Client
 
 from modulecontrol.descriptors import OpcUaBinding
@@ -16,7 +18,7 @@ from modulecontrol.mtp import (
     serve_manifest,
 )
 from tests.mtp import mtp10
-from tests.mtp.variants import STRING_VIEW, STRING_VIEW_NODE, with_string_view_text
+from tests.mtp.variants import HC30, STRING_VIEW, STRING_VIEW_NODE, with_string_view_text
 
 
 def test_string_view_text_is_its_value(tmp_path: Path) -> None:
@@ -108,3 +110,76 @@ async def test_mtp_1_0_is_served_and_passes_the_live_check(tmp_path: Path) -> No
         results = await check_manifest_async(path, live=LiveOptions(pea.url, insecure=True))
     assert not [r for r in results if r.status == "fail"], format_results(results)
     assert any(r.check == "live-parameters" and r.status == "pass" for r in results)
+
+
+# ---------------------------------------------------------------- nothing dropped silently
+
+
+def test_process_values_of_procedures_are_reported(tmp_path: Path) -> None:
+    report = import_manifest_report(_mtp10(tmp_path))
+    key = f"{mtp10.SERVICE}.{mtp10.PROCEDURE}"
+    assert report.process_values == {key: [mtp10.PROCESS_VALUE]}
+    assert f"      process value {mtp10.PROCESS_VALUE}" in report.summary().splitlines()
+
+
+def test_every_unused_element_is_counted_with_its_place() -> None:
+    """The fixture's HMI pictures, texts and process value set are not read: each is listed
+    with its line, and the count closes the summary and the importable check."""
+    report = import_manifest_report(HC30)
+    text = HC30.read_text(encoding="utf-8").splitlines()
+    for u in report.unused:
+        assert u.location is not None
+        cls, name = re.fullmatch(r"(\S+) '([^']*)'.*", u.message).groups()  # type: ignore[union-attr]
+        line = text[u.location.line - 1]
+        assert f'Name="{name}"' in line and f'RefBaseSystemUnitPath="{cls}"' in line, line
+    assert {u.message.split(" ", 1)[0] for u in report.unused} == {
+        "MTPHMISUCLib/HMISet", "MTPTextSUCLib/TextSet", "MTPProcessValueSUCLib/ProcessValueSet",
+        "MTPHMISUCLib/Picture", "MTPProcessValueSUCLib/ProcessValue/ProcessValueOut",
+        "MTPProcessValueSUCLib/ProcessValue/ProcessValueIn",
+    }
+    assert report.summary().splitlines()[-1] == (
+        f"0 warnings, 0 skipped, {len(report.unused)} elements not used"
+    )
+    importable = [r for r in check_manifest(HC30) if r.check == "importable"]
+    assert f"{len(report.unused)} elements not used" in importable[0].detail
+
+
+@pytest.mark.parametrize(
+    ("code", "unit"), [("1007", "arcsec"), ("1040", "mL"), ("1349", "m**3/h"), ("1342", "%")]
+)
+def test_unit_codes_of_the_table(tmp_path: Path, code: str, unit: str) -> None:
+    path = _mtp10(tmp_path)
+    path.write_text(_with_default(path, mtp10.REPORT, "VUnit", code), encoding="utf-8")
+    report = import_manifest_report(path)
+    assert report.module_type.assembly(mtp10.REPORT).unit == unit
+    assert report.warnings == []
+
+
+def test_unit_code_1999_names_no_unit_and_says_so(tmp_path: Path) -> None:
+    path = _mtp10(tmp_path)
+    path.write_text(_with_default(path, mtp10.REPORT, "VUnit", "1999"), encoding="utf-8")
+    report = import_manifest_report(path)
+    assert report.module_type.assembly(mtp10.REPORT).unit == ""
+    [warning] = report.warnings
+    assert "unit code 1999" in warning.message and "special" in warning.message
+    assert warning.location is not None and warning.location.line > 0
+
+
+def test_a_default_below_its_minimum_is_a_warning_and_the_limits_stay(tmp_path: Path) -> None:
+    path = _mtp10(tmp_path)
+    path.write_text(_with_default(path, mtp10.PARAMETER, "VExt", "-1"), encoding="utf-8")
+    report = import_manifest_report(path)
+    param = report.module_type.assembly(mtp10.PARAMETER)
+    assert (param.min, param.max, param.default) == (0.0, 500.0, None)
+    [warning] = report.warnings
+    assert "outside its limits" in warning.message and "default not imported" in warning.message
+
+
+def _with_default(path: Path, assembly: str, attribute: str, value: str) -> str:
+    """The manifest with one attribute default of one assembly replaced."""
+    text = path.read_text(encoding="utf-8")
+    start = text.index(f'<InternalElement Name="{assembly}"')
+    at = text.index(f'<Attribute Name="{attribute}"', start)
+    lo = text.index("<DefaultValue>", at) + len("<DefaultValue>")
+    hi = text.index("</DefaultValue>", lo)
+    return text[:lo] + value + text[hi:]
