@@ -23,6 +23,7 @@ from modulecontrol.mtp._caex import (
     read_manifest,
 )
 from modulecontrol.mtp._import import module_type_from_manifest
+from modulecontrol.mtp._rules import check_structure
 from modulecontrol.mtp._xml import Node, parse_file
 from modulecontrol.mtpcore import MANDATORY_ATTRIBUTES
 
@@ -310,6 +311,12 @@ def _class_paths(ctx: CheckContext) -> Iterable[CheckResult]:
         yield CheckResult("class-paths", "file", "pass", f"{len(known)} classes in the file")
     for p, n in sorted(missing.items()):
         yield CheckResult("class-paths", p, "warn", "class not defined in this file", _loc(ctx, n))
+
+
+@register("structure", "the strict structural rules of 2658 (2022), each named")
+def _structure(ctx: CheckContext) -> Iterable[CheckResult]:
+    for r in check_structure(ctx.manifest):
+        yield CheckResult("structure", r.rule, r.status, r.detail, r.location)
 
 
 @register("importable", "the manifest imports into a modulecontrol module type")
