@@ -84,6 +84,8 @@ def run_command(recipe: Path, plant: Path | None, *, simulate: bool, speed: floa
 
 
 async def _run(session: Session, *, live: bool, interactive: bool) -> RunOutcome:
+    if not live:  # before the run starts: its first events are printed too
+        session.subscribe(_printer())
     task = asyncio.create_task(session.run())
     loop = asyncio.get_running_loop()
     orch: Orchestrator | None = None
@@ -119,7 +121,6 @@ async def _run(session: Session, *, live: bool, interactive: bool) -> RunOutcome
             view = LiveView(orch, signals)
             with Live(view, console=console, refresh_per_second=4, transient=False):
                 return await task
-        orch.subscribe(_printer())
         return await task
     finally:
         for h in helpers:
