@@ -131,6 +131,8 @@ async def _run(session: Session, *, live: bool, interactive: bool) -> RunOutcome
 
 async def _run_handled(session: Session, received: asyncio.Queue[signal.Signals], *,
                        live: bool, interactive: bool) -> RunOutcome:
+    if not live:  # before the run starts: its first events are printed too
+        session.subscribe(_printer())
     task = asyncio.create_task(session.run())
     orch: Orchestrator | None = None
     for _ in range(20000):
@@ -160,7 +162,6 @@ async def _run_handled(session: Session, received: asyncio.Queue[signal.Signals]
             with Live(view, console=console, refresh_per_second=4, transient=False):
                 outcome = await task
         else:
-            orch.subscribe(_printer())
             outcome = await task
     finally:
         for h in helpers:

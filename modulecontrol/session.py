@@ -171,6 +171,16 @@ class Session:
                                         auto_reason=options.auto_reason)
         self.run_id: int | None = None
         self.scenario: Any = None
+        self._listeners: list[Callable[[Event], None]] = []
+
+    def subscribe(self, listener: Callable[[Event], None]) -> None:
+        """Call ``listener`` with every event of the run. Subscribed before :meth:`run`, it
+        is attached to the orchestrator before the run starts, so it sees the first events
+        (run started, Idle -> Starting); waiting for :attr:`orchestrator` to appear and
+        subscribing then misses them."""
+        self._listeners.append(listener)
+        if self.orchestrator is not None:
+            self.orchestrator.subscribe(listener)
 
     @classmethod
     def load(cls, recipe: str | Path, plant: str | Path | None, options: RunOptions,
@@ -254,6 +264,8 @@ class Session:
                                 on_comm_loss=opts.on_comm_loss)  # type: ignore[arg-type]
             self.orchestrator = orch
             self._wire_records(orch)
+            for listener in self._listeners:
+                orch.subscribe(listener)
             result = await orch.run()
             outcome = RunOutcome(result, _EXIT[result], self.run_id, events=orch.log.events,
                                  sim_seconds=self.clock.now(),

@@ -472,6 +472,7 @@ async def build_pea_server(
     namespaces: dict[str, int] = {}
     root_ns = await _ns(server, namespaces,
                         namespace_uri or default_uri or f"urn:modulecontrol:{module_type.name}")
+    await _reserve_indices(server, module_type.name, tags)
     root = await server.nodes.objects.add_object(root_ns, module_type.name)
     folders: dict[str, Any] = {}
     node_ids: dict[str, ua.NodeId] = {}
@@ -512,6 +513,20 @@ def node_id_for(identifier: str, namespace_index: int) -> ua.NodeId:
     if identifier.startswith("ns="):
         return ua.NodeId.from_string(identifier)
     return ua.NodeId.from_string(f"ns={namespace_index};{identifier}")
+
+
+async def _reserve_indices(server: Server, name: str, tags: dict[str, TagInfo]) -> None:
+    """Make namespace indices that bindings give as ``ns=N;`` (MTP 1.0 manifests write the
+    index, not the URI) exist, so the served node ids are the manifest's: placeholder URIs
+    fill the namespace array up to the highest index used."""
+    wanted = 0
+    for info in tags.values():
+        b = info.binding
+        if isinstance(b, OpcUaBinding) and b.identifier.startswith("ns="):
+            wanted = max(wanted, ua.NodeId.from_string(b.identifier).NamespaceIndex)
+    array = await server.get_namespace_array()
+    for i in range(len(array), wanted + 1):
+        await server.register_namespace(f"urn:modulecontrol:{name}:ns{i}")
 
 
 async def _ns(server: Server, known: dict[str, int], uri: str) -> int:
