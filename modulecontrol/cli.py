@@ -194,6 +194,16 @@ def run(
     report_dir: Annotated[
         Path, typer.Option("--report-dir", help="Where the HTML batch report goes.")
     ] = Path("runs"),
+    sparkplug: Annotated[
+        str | None, typer.Option("--sparkplug", help="Publish the line over Sparkplug B to "
+                                 "this broker: mqtt://HOST:PORT or mqtts://HOST:PORT.")
+    ] = None,
+    site: Annotated[
+        str | None, typer.Option("--site", help="Sparkplug group (the site); with --sparkplug.")
+    ] = None,
+    line: Annotated[
+        str | None, typer.Option("--line", help="Sparkplug edge node (default: the plant name).")
+    ] = None,
 ) -> None:
     """Run a recipe. Exit codes: 0 completed, 2 invalid input, 3 aborted, 4 stopped,
     5 connection failure."""
@@ -201,7 +211,7 @@ def run(
 
     code = run_command(recipe, plant, simulate=simulate or dry_run, speed=speed, db=db,
                        sets=set_ or [], faults=faults, dry_run=dry_run, yes=yes, live=live,
-                       report_dir=report_dir)
+                       report_dir=report_dir, sparkplug=sparkplug, site=site, line=line)
     raise typer.Exit(code)
 
 

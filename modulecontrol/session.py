@@ -132,6 +132,11 @@ class Session:
         self.operator = OperatorChannel(options.operator, options.auto_answer)
         self.run_id: int | None = None
         self.scenario: Any = None
+        self.on_started: list[Callable[[Session], None]] = []
+        """Called once modules are connected and the orchestrator wired, before it runs:
+        where an upper layer (the fleet publisher) adds its own listeners."""
+        self.on_finished: list[Callable[[Session, RunOutcome], None]] = []
+        """Called with the outcome once the run is recorded."""
 
     @classmethod
     def load(cls, recipe: str | Path, plant: str | Path | None, options: RunOptions,
@@ -211,12 +216,16 @@ class Session:
                                 on_comm_loss=opts.on_comm_loss)  # type: ignore[arg-type]
             self.orchestrator = orch
             self._wire_records(orch)
+            for started in self.on_started:
+                started(self)
             result = await orch.run()
             outcome = RunOutcome(result, _EXIT[result], self.run_id, events=orch.log.events,
                                  sim_seconds=self.clock.now())
         finally:
             await self._shutdown()
         await self._close_record(outcome)
+        for finished in self.on_finished:
+            finished(self, outcome)
         return outcome
 
     async def _open_record(self) -> None:
