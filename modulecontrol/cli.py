@@ -231,6 +231,7 @@ def list_types() -> None:
 def _mount() -> None:
     """Sub-command groups live beside the code they drive; they are mounted here."""
     from modulecontrol.drivers.cli import app as drivers_app
+    from modulecontrol.fleet import cli as fleet_cli
     from modulecontrol.mtp.cli import app as mtp_app
     from modulecontrol.records import cli as records_cli
     from modulecontrol.simulators.cli import app as sim_app
@@ -241,6 +242,8 @@ def _mount() -> None:
     app.add_typer(sim_app, name="sim", help="Serve simulated plants; steady states.")
     app.add_typer(states_app, name="states", help="Print the MTP service state table.")
     app.add_typer(records_cli.audit_app, name="audit", help="Verify the audit trail.")
+    app.add_typer(fleet_cli.app, name="fleet", help="The fleet historian and fleet status.")
+    app.command("transfer")(fleet_cli.transfer_cmd)
     app.command("runs")(records_cli.runs)
     app.command("report")(records_cli.report_cmd)
 

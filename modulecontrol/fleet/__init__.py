@@ -10,6 +10,7 @@ recipe of one plant against another. See docs/fleet.md.
 from modulecontrol.fleet._attach import attach, device_metrics, publish_summary
 from modulecontrol.fleet._buffer import Buffer
 from modulecontrol.fleet._edge import NODE, EdgeNode, MetricSpec
+from modulecontrol.fleet._host import DEFAULT_HOST_ID, FleetHistorian
 from modulecontrol.fleet._mqtt import PASSWORD_ENV, Broker
 from modulecontrol.fleet._mqtt import client as mqtt_client
 from modulecontrol.fleet._payload import (
@@ -23,8 +24,12 @@ from modulecontrol.fleet._payload import (
     state_topic,
     topic,
 )
+from modulecontrol.fleet._store import MIGRATIONS, LatestValue, fleet_status, migrate
+from modulecontrol.fleet._transfer import ModuleMap, TransferReport, transfer
 
 __all__ = [
+    "DEFAULT_HOST_ID",
+    "MIGRATIONS",
     "NAMESPACE",
     "NODE",
     "PASSWORD_ENV",
@@ -33,15 +38,22 @@ __all__ = [
     "DataType",
     "Decoded",
     "EdgeNode",
+    "FleetHistorian",
+    "LatestValue",
     "Metric",
     "MetricSpec",
+    "ModuleMap",
+    "TransferReport",
     "attach",
     "decode",
     "device_metrics",
     "encode",
+    "fleet_status",
+    "migrate",
     "mqtt_client",
     "parse_topic",
     "publish_summary",
     "state_topic",
     "topic",
+    "transfer",
 ]

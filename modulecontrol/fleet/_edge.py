@@ -168,6 +168,12 @@ class EdgeNode:
                                         daemon=True)
         self._thread.start()
 
+    @property
+    def online(self) -> bool:
+        """Born on the current session and the primary host (if any) online: samples queued
+        now are live; samples queued otherwise are replayed marked historical."""
+        return self._online
+
     def drained(self) -> bool:
         return len(self.buffer) == 0
 

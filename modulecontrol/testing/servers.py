@@ -14,6 +14,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -63,6 +64,9 @@ class Mosquitto:
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
             f"persistence true\npersistence_location {folder}/\n"
+            # a test's subscriber reconnecting after a broker restart still gets the QoS 0
+            # births sent meanwhile (what a primary host's STATE arranges in production)
+            f"queue_qos0_messages true\n"
             f"max_queued_messages 100000\nlog_dest file {folder / 'mosquitto.log'}\n"
             # as root mosquitto would switch to its own user, who cannot write this folder
             f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
@@ -91,30 +95,31 @@ class Mosquitto:
 class Postgres:
     """A throwaway cluster (initdb; pg_ctl) with trust auth on 127.0.0.1:port only.
 
-    As root the cluster runs as the ``postgres`` system user (PostgreSQL refuses root)."""
+    As root the cluster runs as the ``postgres`` system user (PostgreSQL refuses root), in a
+    folder of its own under the system temporary folder: pytest keeps its ``tmp_path`` tree
+    closed to other users (and re-closes it whenever any pytest starts), so the cluster cannot
+    live there. :meth:`remove` deletes the folder."""
 
-    def __init__(self, folder: Path, port: int | None = None) -> None:
-        self.folder = folder
-        self.data = folder / "data"
+    def __init__(self, port: int | None = None) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="modulecontrol-pg-"))
+        self.data = self.folder / "data"
         self.port = port or free_port()
         self.dsn = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
         self._as: list[str] = []
         if os.geteuid() == 0:
             pw = pwd.getpwnam("postgres")
-            folder.mkdir(parents=True, exist_ok=True)
-            os.chown(folder, pw.pw_uid, pw.pw_gid)
-            # the user must reach the folder through its parents
-            for parent in folder.parents:
-                if parent == Path("/"):
-                    break
-                mode = parent.stat().st_mode
-                if not mode & 0o001:
-                    os.chmod(parent, mode | 0o001)
+            os.chown(self.folder, pw.pw_uid, pw.pw_gid)
             self._as = ["runuser", "-u", "postgres", "--"]
 
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
     def _run(self, *args: str) -> None:
-        subprocess.run([*self._as, *args], check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.PIPE)
+        done = subprocess.run([*self._as, *args], check=False, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+        if done.returncode:
+            raise RuntimeError(f"{' '.join(args)}: exit {done.returncode}: "
+                               f"{done.stderr.decode(errors='replace').strip()}")
 
     def init(self) -> None:
         initdb = _which("initdb")

@@ -17,6 +17,8 @@ from modulecontrol.fleet import mqtt_client as client
 class Recorder:
     def __init__(self, url: str, client_id: str = "recorder") -> None:
         self.messages: list[tuple[str, bytes]] = []
+        self.redelivered: list[bytes] = []
+        """Payloads the broker sent again (DUP flag): MQTT's at-least-once, not the edge's."""
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self._c = client(client_id, Broker.parse(url), clean_session=False)
@@ -30,6 +32,8 @@ class Recorder:
         def on_message(c: Any, u: Any, msg: Any) -> None:
             with self._lock:
                 self.messages.append((msg.topic, bytes(msg.payload)))
+                if msg.dup:
+                    self.redelivered.append(bytes(msg.payload))
 
         self._c.on_connect = on_connect
         self._c.on_subscribe = on_subscribe

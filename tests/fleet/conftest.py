@@ -24,15 +24,16 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
 
 
 @pytest.fixture
-def postgres(tmp_path: Path) -> Iterator[Postgres]:
+def postgres() -> Iterator[Postgres]:
     absent = missing("initdb", "pg_ctl")
     if absent:
         pytest.skip(f"PostgreSQL is not installed ({', '.join(absent)} missing; "
                     f"apt-get install postgresql; .ci/run does)")
-    server = Postgres(tmp_path / "pg")
-    server.init()
-    server.start()
+    server = Postgres()
     try:
+        server.init()
+        server.start()
         yield server
     finally:
         server.stop()
+        server.remove()
