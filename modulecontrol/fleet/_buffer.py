@@ -51,7 +51,7 @@ class Row:
 class Buffer:
     """Bounded, ordered, durable; safe to use from the publisher thread and the event loop."""
 
-    def __init__(self, path: Path, max_rows: int = 1_000_000) -> None:
+    def __init__(self, path: Path, max_rows: int = 10_000_000) -> None:
         if max_rows < 1:
             raise ValueError(f"max_rows must be at least 1, not {max_rows}")
         self.path = path

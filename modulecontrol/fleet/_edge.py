@@ -82,7 +82,7 @@ class EdgeNode:
     """Publish one line to a broker. ``start()``, then ``update()`` from anywhere."""
 
     def __init__(self, broker: Broker, group: str, node: str, buffer: Path, *,
-                 primary_host: str | None = None, max_buffered: int = 1_000_000,
+                 primary_host: str | None = None, max_buffered: int = 10_000_000,
                  commands: CommandHandler | None = None, batch: int = 500,
                  ack_timeout: float = 10.0) -> None:
         for what, name in (("site", group), ("line", node)):

@@ -52,8 +52,8 @@ class FleetHistorian:
         self.broker = broker
         self.host_id = host_id
         self.store = Store(dsn)
-        self.stored = 0
-        """Samples written (new rows)."""
+        self.messages = 0
+        """Sparkplug messages stored."""
         self.rebirths_requested = 0
         self._seq: dict[tuple[str, str], int] = {}
         self._born = _ms()
@@ -146,25 +146,27 @@ class FleetHistorian:
             return
         if kind in ("NCMD", "DCMD"):
             return
-        self._check_seq(key, payload.seq)
+        if not msg.dup:  # a redelivery repeats a seq already seen: stored once, no gap
+            self._check_seq(key, payload.seq)
         if kind == "DBIRTH" and t.device:
             self.store.device_birth(t.group, t.node, t.device, _time(payload.timestamp),
                                     [(m.name, int(m.datatype), m.properties)
                                      for m in payload.metrics])
-            self.stored += self.store.samples(
+            self.store.samples(
                 t.group, t.node, t.device,
                 [(m.name, int(m.datatype), _time(m.timestamp), m.value, m.historical)
                  for m in payload.metrics if m.value is not None])
         elif kind == "DDEATH" and t.device:
             self.store.device_death(t.group, t.node, t.device)
         elif kind == "DDATA" and t.device:
-            self.stored += self.store.samples(
+            self.store.samples(
                 t.group, t.node, t.device,
                 [(m.name, int(m.datatype), _time(m.timestamp), m.value, m.historical)
                  for m in payload.metrics])
         elif kind == "NDATA":
             for m in payload.metrics:
                 self._node_metric(t.group, t.node, m)
+        self.messages += 1
 
     def _node_metric(self, site: str, line: str, m: Metric) -> None:
         if m.name not in ("Run/Event", "Run/Summary") or not isinstance(m.value, str):

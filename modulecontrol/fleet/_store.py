@@ -193,26 +193,24 @@ class Store:
                           (self.module_id(site, line, module),))
 
     def samples(self, site: str, line: str, module: str,
-                rows: list[tuple[str, int, _dt.datetime, Any, bool]]) -> int:
-        """Store (name, datatype, ts, value, historical) rows; returns how many were new."""
+                rows: list[tuple[str, int, _dt.datetime, Any, bool]]) -> None:
+        """Store (name, datatype, ts, value, historical) rows of one message, in one
+        transaction, batched (psycopg's pipelined ``executemany``); a row already stored
+        (a redelivered message) is skipped."""
         mid = self.module_id(site, line, module)
-        new = 0
-        with self.conn.transaction():
-            for name, datatype, ts, value, historical in rows:
-                self._partition(ts)
-                metric = self.metric_id(mid, name, datatype)
-                cur = self.conn.execute(
-                    "INSERT INTO sample (metric_id, ts, value, historical) "
-                    "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    (metric, ts, json.dumps(value), historical))
-                new += cur.rowcount
-                self.conn.execute(
-                    "UPDATE metric SET last_value = %s, last_ts = %s "
-                    "WHERE id = %s AND (last_ts IS NULL OR last_ts <= %s)",
-                    (json.dumps(value), ts, metric, ts))
-            self.conn.execute("UPDATE line SET seen_at = now() WHERE id = %s",
-                              (self.line_id(site, line),))
-        return new
+        params = []
+        for name, datatype, ts, value, historical in rows:
+            self._partition(ts)
+            params.append((self.metric_id(mid, name, datatype), ts, json.dumps(value),
+                           historical))
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            cur.executemany("INSERT INTO sample (metric_id, ts, value, historical) "
+                            "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING", params)
+            cur.executemany("UPDATE metric SET last_value = %s, last_ts = %s "
+                            "WHERE id = %s AND (last_ts IS NULL OR last_ts <= %s)",
+                            [(v, ts, m, ts) for m, ts, v, _ in params])
+            cur.execute("UPDATE line SET seen_at = now() WHERE id = %s",
+                        (self.line_id(site, line),))
 
     def event(self, site: str, line: str, ts: _dt.datetime, data: dict[str, Any],
               historical: bool) -> None:
