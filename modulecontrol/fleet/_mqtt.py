@@ -55,6 +55,6 @@ def client(client_id: str, broker: Broker, *, clean_session: bool = True) -> Any
         c.username_pw_set(broker.username, broker.password)
     if broker.tls:
         c.tls_set(ca_certs=str(broker.ca_file) if broker.ca_file else None,
-                  cert_reqs=ssl.CERT_REQUIRED)
+                  cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
     c.reconnect_delay_set(min_delay=1, max_delay=5)
     return c

@@ -55,14 +55,16 @@ def _wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None =
 class Mosquitto:
     """``mosquitto -c conf`` on 127.0.0.1:port; :meth:`stop` and :meth:`start` keep the port."""
 
-    def __init__(self, folder: Path, port: int | None = None, extra: str = "") -> None:
+    def __init__(self, folder: Path, port: int | None = None, extra: str = "",
+                 anonymous: bool = True) -> None:
         self.folder = folder
         self.port = port or free_port()
         self.url = f"mqtt://127.0.0.1:{self.port}"
         self.conf = folder / "mosquitto.conf"
         folder.mkdir(parents=True, exist_ok=True)
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"listener {self.port} 127.0.0.1\n"
+            f"allow_anonymous {'true' if anonymous else 'false'}\n"
             f"persistence true\npersistence_location {folder}/\n"
             # a test's subscriber reconnecting after a broker restart still gets the QoS 0
             # births sent meanwhile (what a primary host's STATE arranges in production)
