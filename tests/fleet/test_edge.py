@@ -149,3 +149,37 @@ def test_overflow_drops_the_oldest_and_says_so(broker: Mosquitto, tmp_path: Path
     finally:
         edge.stop()
         rec.close()
+
+
+def test_rebirth_on_request_and_commands_off_by_default(broker: Mosquitto,
+                                                        tmp_path: Path) -> None:
+    from modulecontrol.fleet import Metric, encode, mqtt_client, topic
+
+    rec = Recorder(broker.url)
+    seen: list[tuple[str | None, Metric]] = []
+    off = _edge(broker, tmp_path / "off")
+    on = EdgeNode(Broker.parse(broker.url), "SiteA", "Line2", tmp_path / "on.db",
+                  commands=lambda device, m: seen.append((device, m)))
+    on.add_device("R1", METRICS)
+    off.start()
+    on.start()
+    sender = mqtt_client("tester", Broker.parse(broker.url))
+    sender.connect("127.0.0.1", broker.port)
+    sender.loop_start()
+    try:
+        assert rec.wait(lambda: len(rec.of("NBIRTH")) == 2)
+        cmd = encode([Metric("T", DataType.DOUBLE, 42.0, 1)], timestamp=1, seq=None)
+        for node in ("Line1", "Line2"):
+            sender.publish(topic("SiteA", "DCMD", node, "R1"), cmd, qos=1).wait_for_publish(5)
+        rebirth = encode([Metric("Node Control/Rebirth", DataType.BOOLEAN, True, 1)],
+                         timestamp=1, seq=None)
+        sender.publish(topic("SiteA", "NCMD", "Line1"), rebirth, qos=1).wait_for_publish(5)
+        assert rec.wait(lambda: len(rec.of("NBIRTH")) == 3)
+        assert rec.of("NBIRTH")[-1][0] == "spBv1.0/SiteA/NBIRTH/Line1"
+        assert rec.wait(lambda: bool(seen), 10)
+        assert [(d, m.name, m.value) for d, m in seen] == [("R1", "T", 42.0)]  # Line2 only
+    finally:
+        sender.loop_stop()
+        off.stop()
+        on.stop()
+        rec.close()

@@ -135,3 +135,28 @@ def test_migrations_are_versioned_and_idempotent(postgres: Postgres) -> None:
         kind = conn.execute("SELECT relkind FROM pg_class WHERE relname = 'sample'").fetchone()
     assert [v[0] for v in versions] == list(range(1, len(MIGRATIONS) + 1))
     assert kind == ("p",)  # the samples table is partitioned
+
+
+def test_a_broker_restart_loses_nothing_end_to_end(broker: Mosquitto, postgres: Postgres,
+                                                   lines: list[EdgeNode]) -> None:
+    edge = lines[0]
+    host = Host(broker, postgres)
+    try:
+        edge.start()
+        assert _wait(lambda: edge.online, 10)
+        for i in range(30):
+            edge.update("P1", "Flow", float(i), 1_760_000_000.0 + i)
+        assert _wait(lambda: _count(postgres) >= 30)
+        broker.stop()
+        for i in range(30, 90):  # the broker is down: the edge buffers
+            edge.update("P1", "Flow", float(i), 1_760_000_000.0 + i)
+        broker.start()  # the historian reconnects by itself; the edge replays
+        assert edge.wait_drained(60)
+        assert _wait(lambda: _count(postgres) >= 90, 60)
+    finally:
+        host.stop()
+    with psycopg.connect(postgres.dsn) as conn:
+        rows = conn.execute(
+            "SELECT (s.value)::float FROM sample s JOIN metric x ON x.id = s.metric_id "
+            "WHERE x.name = 'Flow' ORDER BY s.ts").fetchall()
+    assert [r[0] for r in rows] == [float(i) for i in range(90)]
