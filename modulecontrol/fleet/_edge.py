@@ -281,11 +281,16 @@ class EdgeNode:
     def _send(self, topic_: str, metrics: list[Metric], qos: int) -> bool:
         info = self._client.publish(topic_, encode(metrics, timestamp=_ms(),
                                                    seq=self._next_seq()), qos=qos)
-        if qos == 0:
-            ok = info.rc == 0
+        if info.rc != 0:  # not connected (any more): the rows stay in the buffer
+            ok = False
+        elif qos == 0:
+            ok = True
         else:
-            info.wait_for_publish(self.ack_timeout)
-            ok = info.rc == 0 and info.is_published()
+            try:
+                info.wait_for_publish(self.ack_timeout)
+            except (RuntimeError, ValueError):  # the connection went while waiting
+                return False
+            ok = info.is_published()
         if ok:
             self.published += 1
         return bool(ok)
