@@ -40,6 +40,7 @@ typecheck: $(VENV)/.installed-test
 	$(VENV)/bin/mypy
 
 test: $(VENV)/.installed-test
+	.ci/install-servers
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache

@@ -38,7 +38,8 @@ console = Console()
 def run_command(recipe: Path, plant: Path | None, *, simulate: bool, speed: float, db: Path,
                 sets: list[str], faults: Path | None, dry_run: bool, yes: bool, live: bool,
                 report_dir: Path, insecure: bool = False, records_key: Path | None = None,
-                anchor: Path | None = None) -> int:
+                anchor: Path | None = None, sparkplug: str | None = None,
+                site: str | None = None, line: str | None = None) -> int:
     from modulecontrol.recipe import parse_set_options
 
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
@@ -80,6 +81,13 @@ def run_command(recipe: Path, plant: Path | None, *, simulate: bool, speed: floa
         print("WARNING: --insecure: the simulated OPC UA modules are served and reached "
               "without security; user names and passwords travel in clear text (loopback "
               "only). Anonymous sessions may read; their writes are refused.", file=sys.stderr)
+    edge = None
+    if sparkplug is not None and not dry_run:
+        try:
+            edge = _sparkplug(session, sparkplug, site, line, db)
+        except ValueError as exc:
+            print(f"--sparkplug: {exc}", file=sys.stderr)
+            return EXIT_INVALID
     if options.auto_answer and not (yes or dry_run):  # said once the run can start at all
         console.print("[yellow]not a terminal: prompts are answered with their first "
                       "choice (pass --yes to say so)[/yellow]")
@@ -89,6 +97,11 @@ def run_command(recipe: Path, plant: Path | None, *, simulate: bool, speed: floa
     finally:
         if tmp is not None:
             tmp.cleanup()
+        if edge is not None:
+            left = edge.stop(drain=30.0)
+            if left:
+                console.print(f"[yellow]sparkplug: {left} sample(s) not yet published wait in "
+                              f"{edge.buffer.path}; the next run of this line sends them[/yellow]")
     if dry_run:
         _plan(outcome, session)
     else:
@@ -109,6 +122,33 @@ _SHUTDOWN_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM"
                           if hasattr(signal, name))
 """What ends a run gracefully: Ctrl-C, and what service managers, container runtimes, OS
 shutdown and a closed terminal send."""
+
+
+def _sparkplug(session: Session, url: str, site: str | None, line: str | None,
+               db: Path) -> Any:
+    """An edge node for this run (the line, its modules as devices), started with the run;
+    what the broker does not take waits in a buffer file beside the run database."""
+    from modulecontrol.fleet import Broker, EdgeNode, attach, publish_summary
+
+    if not site:
+        raise ValueError("name the site with --site NAME")
+    line = line or session.vr.plant.plant.name
+    edge = EdgeNode(Broker.parse(url), site, line, db.parent / f"sparkplug-{site}-{line}.db")
+
+    def started(s: Session) -> None:
+        attach(edge, s.proxies, s.orchestrator)
+        edge.start()
+
+    def finished(s: Session, outcome: RunOutcome) -> None:
+        publish_summary(edge, {
+            "run_id": outcome.run_id, "recipe": s.vr.recipe.name,
+            "result": outcome.result.value if outcome.result else None,
+            "exit_code": outcome.exit_code, "sim_seconds": outcome.sim_seconds,
+            "figures": outcome.figures})
+
+    session.on_started.append(started)
+    session.on_finished.append(finished)
+    return edge
 
 
 async def _run(session: Session, *, live: bool, interactive: bool) -> RunOutcome:

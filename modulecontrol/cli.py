@@ -28,6 +28,9 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "audit": ("modulecontrol.records.cli", "audit_app", "Verify the audit trail."),
     "runs": ("modulecontrol.records.cli", "runs", "List the recorded runs."),
     "report": ("modulecontrol.records.cli", "report_cmd", "Write the batch report of one run."),
+    "fleet": ("modulecontrol.fleet.cli", "app", "The fleet historian and fleet status."),
+    "transfer": ("modulecontrol.fleet.cli", "transfer_cmd",
+                 "Check a recipe against another site's plant: what maps, what is missing"),
 }
 """Sub-commands that live beside the code they drive, imported only when they are invoked.
 
@@ -281,6 +284,16 @@ def run(
     anchor: Annotated[Path | None, typer.Option(
         "--anchor", help="Anchor file the chain heads are appended to; default: <db>.anchor. "
         "Put it where the database's writers cannot rewrite it.")] = None,
+    sparkplug: Annotated[
+        str | None, typer.Option("--sparkplug", help="Publish the line over Sparkplug B to "
+                                 "this broker: mqtt://HOST:PORT or mqtts://HOST:PORT.")
+    ] = None,
+    site: Annotated[
+        str | None, typer.Option("--site", help="Sparkplug group (the site); with --sparkplug.")
+    ] = None,
+    line: Annotated[
+        str | None, typer.Option("--line", help="Sparkplug edge node (default: the plant name).")
+    ] = None,
 ) -> None:
     """Run a recipe. Exit codes: 0 completed, 2 invalid input, 3 aborted, 4 stopped,
     5 connection failure, 128 + N ended by signal N (143 SIGTERM, 129 SIGHUP, 130 Ctrl-C
@@ -290,7 +303,7 @@ def run(
     code = run_command(recipe, plant, simulate=simulate or dry_run, speed=speed, db=db,
                        sets=set_ or [], faults=faults, dry_run=dry_run, yes=yes, live=live,
                        report_dir=report_dir, insecure=insecure, records_key=records_key,
-                       anchor=anchor)
+                       anchor=anchor, sparkplug=sparkplug, site=site, line=line)
     raise typer.Exit(code)
 
 

@@ -172,6 +172,11 @@ class Session:
         self.run_id: int | None = None
         self.scenario: Any = None
         self._listeners: list[Callable[[Event], None]] = []
+        self.on_started: list[Callable[[Session], None]] = []
+        """Called once modules are connected and the orchestrator wired, before it runs:
+        where an upper layer (the fleet publisher) adds its own listeners."""
+        self.on_finished: list[Callable[[Session, RunOutcome], None]] = []
+        """Called with the outcome once the run is recorded."""
 
     def subscribe(self, listener: Callable[[Event], None]) -> None:
         """Call ``listener`` with every event of the run. Subscribed before :meth:`run`, it
@@ -266,6 +271,8 @@ class Session:
             self._wire_records(orch)
             for listener in self._listeners:
                 orch.subscribe(listener)
+            for started in self.on_started:
+                started(self)
             result = await orch.run()
             outcome = RunOutcome(result, _EXIT[result], self.run_id, events=orch.log.events,
                                  sim_seconds=self.clock.now(),
@@ -278,6 +285,8 @@ class Session:
             finally:
                 await self._shutdown()
         await self._close_record(outcome)
+        for finished in self.on_finished:
+            finished(self, outcome)
         return outcome
 
     async def _open_record(self) -> None:
