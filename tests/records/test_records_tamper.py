@@ -263,3 +263,25 @@ def test_any_stored_sample_values_verify(tmp_path_factory: pytest.TempPathFactor
     asyncio.run(go())
     rep = verify_audit(db)
     assert rep.ok, rep.issues
+
+
+@pytest.mark.parametrize("samples", [[(-0.0, None, 0)], [(0.0, -0.0, 192), (-0.0, None, 64)]])
+def test_negative_zero_samples_verify(tmp_path: Path,
+                                      samples: list[tuple[float, float | None, int]]) -> None:
+    """SQLite stores -0.0 as 0.0; the block digest taken at write time must agree (found by
+    the property test above: a block holding a -0.0 read as edited)."""
+    db = tmp_path / "z.db"
+
+    async def go() -> None:
+        h = Historian(db, flush_interval=0.05)
+        try:
+            await h.start_run("zeros", t=T0)
+            for i, (v, raw, q) in enumerate(samples):
+                h.record_sample("X", v, raw=raw, quality=q, t=T0 + i)
+            await h.flush()
+        finally:
+            await h.close()
+
+    asyncio.run(go())
+    rep = verify_audit(db)
+    assert rep.ok, rep.issues
