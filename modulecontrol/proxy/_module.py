@@ -231,14 +231,19 @@ class ModuleProxy:
         return [name for name, info in self.driver.tags.items() if info.readable]
 
     # -- listeners --------------------------------------------------------------------------
-    def on_values(self, listener: ValueListener) -> None:
+    # Each returns the call that removes the listener again: a long-running line outlives
+    # the orchestrators that listen to it, and a finished run must stop hearing it.
+    def on_values(self, listener: ValueListener) -> Callable[[], None]:
         self._value_listeners.append(listener)
+        return lambda: _discard(self._value_listeners, listener)
 
-    def on_state(self, listener: StateListener) -> None:
+    def on_state(self, listener: StateListener) -> Callable[[], None]:
         self._state_listeners.append(listener)
+        return lambda: _discard(self._state_listeners, listener)
 
-    def on_fault(self, listener: FaultListener) -> None:
+    def on_fault(self, listener: FaultListener) -> Callable[[], None]:
         self._fault_listeners.append(listener)
+        return lambda: _discard(self._fault_listeners, listener)
 
     def notify_state(self, change: StateChange) -> None:
         for listener in list(self._state_listeners):
@@ -729,3 +734,8 @@ def proxies_for(
         drv = (drivers or {}).get(inst.tag)
         out[inst.tag] = ModuleProxy(config.type_of(inst.tag), inst, drv, options)
     return out
+
+
+def _discard(listeners: list[Any], listener: Any) -> None:
+    with contextlib.suppress(ValueError):
+        listeners.remove(listener)
