@@ -250,6 +250,9 @@ class Session:
         self.orchestrator: Orchestrator | None = None
         self.operator = OperatorChannel(options.operator, options.auto_answer)
         self.run_id: int | None = None
+        self.listeners: list[Callable[[Event], None]] = []
+        """Subscribed to the run's event log as soon as its orchestrator exists (the
+        control service's event stream)."""
 
     # The line's parts, under the names scripts and tests have always used.
     @property
@@ -332,6 +335,8 @@ class Session:
                                 tick=self.tick,
                                 on_comm_loss=opts.on_comm_loss)  # type: ignore[arg-type]
             self.orchestrator = orch
+            for listener in self.listeners:
+                orch.subscribe(listener)
             self._wire_records(orch)
             result = await orch.run()
             outcome = RunOutcome(result, _EXIT[result], self.run_id, events=orch.log.events,

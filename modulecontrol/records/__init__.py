@@ -7,6 +7,7 @@ Public API::
     report, run_figures, list_runs, RunInfo, FigureSpec, StreamSpec, SteadyStateSpec,
     BalanceSpec, WorkupSpec, extraction_recovery                 # reports
     IntervalSpec
+    query_tag, TagHistory                                        # historian queries
 
 See docs/records.md for the loss rules and the figures metadata.
 """
@@ -27,6 +28,7 @@ from modulecontrol.records._historian import (
     TagFilter,
     content_hash,
 )
+from modulecontrol.records._query import TagHistory, query_tag
 from modulecontrol.records._report import (
     BalanceSpec,
     FigureSpec,
@@ -63,12 +65,14 @@ __all__ = [
     "StreamSpec",
     "TagConfig",
     "TagFilter",
+    "TagHistory",
     "WorkupSpec",
     "anchor_path_for",
     "content_hash",
     "extraction_recovery",
     "key_path_for",
     "list_runs",
+    "query_tag",
     "report",
     "run_figures",
     "verify_audit",
