@@ -185,17 +185,31 @@ async def _identify(service: ControlService, header: str) -> TokenInfo | None:
 
 async def _pump(service: ControlService, ws: WebSocket, since: int) -> None:
     """Send the stream from ``since`` until the client goes; a client that falls behind
-    the window is told to resync and continues from the head."""
+    the window is told to resync and continues from the head. The client's side is read
+    meanwhile, so a client that leaves is noticed at once, not at the next event."""
     stream = service.stream
     last = since
+    closed = asyncio.get_running_loop().create_task(_until_closed(ws))
+    try:
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+            while not closed.done():
+                got = stream.since(last)
+                if got is None:
+                    last = stream.head
+                    await ws.send_json({"type": "resync", "seq": last, "stream": stream.epoch})
+                    continue
+                for ev in got:
+                    await ws.send_json(ev.to_json())
+                    last = ev.seq
+                waiter = asyncio.get_running_loop().create_task(stream.wait(last, 15.0))
+                await asyncio.wait({waiter, closed}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+    finally:
+        closed.cancel()
+
+
+async def _until_closed(ws: WebSocket) -> None:
+    """Return when the client closes its side (what it sends is ignored)."""
     with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-        while True:
-            got = stream.since(last)
-            if got is None:
-                last = stream.head
-                await ws.send_json({"type": "resync", "seq": last, "stream": stream.epoch})
-                continue
-            for ev in got:
-                await ws.send_json(ev.to_json())
-                last = ev.seq
-            await stream.wait(last, 15.0)
+        while (await ws.receive())["type"] != "websocket.disconnect":
+            pass

@@ -225,6 +225,10 @@ class ControlService:
             result = outcome.result.value if outcome.result is not None else "failed"
             store.set_state(queued.id, result, record_run=outcome.run_id,
                             message=outcome.message)
+            # said once the queue's record is final: a client that sees run_ended and
+            # reads the run finds its result
+            self._publish(EventKind.RUN_ENDED.value, "recipe", f"recipe {result}",
+                          {"result": result}, run=queued.id)
         finally:
             self._active = None
             self._running = None
@@ -417,9 +421,10 @@ class ControlService:
 
     def _forward(self, run_id: int) -> Callable[[Event], None]:
         """A run's events into the stream; its service states are published by the line's
-        own listener (below), which hears them with or without a run."""
+        own listener (below), which hears them with or without a run, and its end once
+        the queue's record of it is final (:meth:`_execute`)."""
         def forward(ev: Event) -> None:
-            if ev.kind is not EventKind.SERVICE_STATE:
+            if ev.kind not in (EventKind.SERVICE_STATE, EventKind.RUN_ENDED):
                 self.stream.publish(ev.t, ev.kind.value, ev.source, ev.message,
                                     _json(ev.data), run_id)
         return forward
