@@ -220,11 +220,10 @@ def list_types() -> None:
 
 def _mount() -> None:
     """Sub-command groups live beside the code they drive; they are mounted here."""
-    from modulecontrol.client import cli as client_cli
+    from modulecontrol import _servicecli
     from modulecontrol.drivers.cli import app as drivers_app
     from modulecontrol.mtp.cli import app as mtp_app
     from modulecontrol.records import cli as records_cli
-    from modulecontrol.service import cli as service_cli
     from modulecontrol.simulators.cli import app as sim_app
     from modulecontrol.statemachine.cli import app as states_app
 
@@ -235,9 +234,7 @@ def _mount() -> None:
     app.add_typer(records_cli.audit_app, name="audit", help="Verify the audit trail.")
     app.command("runs")(records_cli.runs)
     app.command("report")(records_cli.report_cmd)
-    app.command("serve")(service_cli.serve_cmd)
-    app.add_typer(service_cli.user_app, name="user", help="Users of the control service.")
-    client_cli.mount(app)
+    _servicecli.mount(app)
 
 
 _mount()

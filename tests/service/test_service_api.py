@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -13,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from modulecontrol.cli import app
 from modulecontrol.client import ApiError, Client, Resync
 from modulecontrol.records import AuditTrail
 from modulecontrol.service import ServiceOptions
@@ -198,3 +202,39 @@ def test_the_python_example_of_docs_api_runs(line: ServedLine) -> None:
                               text=True, timeout=180, check=False)
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == "completed"
+
+
+def test_a_backup_of_a_live_service_verifies(line: ServedLine, tmp_path: Path) -> None:
+    """docs/operations.md's backup: the anchor first, then SQLite's online backup, then
+    ``audit verify`` of the copy, all while the service holds the database."""
+    anchor = tmp_path / "backup.anchor"
+    shutil.copy(f"{line.db}.anchor", anchor)
+    copy = tmp_path / "backup.db"
+    src = sqlite3.connect(line.db)
+    dst = sqlite3.connect(copy)
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
+        src.close()
+    result = CliRunner().invoke(app, ["audit", "verify", "--db", str(copy),
+                                      "--key", f"{line.db}.key", "--anchor", str(anchor)])
+    assert result.exit_code == 0, result.output
+
+
+def test_the_cli_is_a_client(line: ServedLine, monkeypatch: pytest.MonkeyPatch) -> None:
+    name, password = line.users["operator"]
+    monkeypatch.setenv("MODULECONTROL_SERVER", line.url)
+    monkeypatch.setenv("MODULECONTROL_PASSWORD", password)
+    login = CliRunner().invoke(app, ["login", name])
+    assert login.exit_code == 0, login.output
+    monkeypatch.setenv("MODULECONTROL_TOKEN", login.output.strip())
+    status = CliRunner().invoke(app, ["status"])
+    assert status.exit_code == 0, status.output
+    assert "plant lomustine-line" in status.output and "P1" in status.output
+    missing = CliRunner().invoke(app, ["hold", "9999"])
+    assert missing.exit_code == 1
+    assert "no run 9999: GET /api/v1/runs lists them" in missing.output
+    monkeypatch.setenv("MODULECONTROL_TOKEN", "not-a-token")
+    refused = CliRunner().invoke(app, ["stop", "1"])
+    assert refused.exit_code == 1 and "no valid token" in refused.output

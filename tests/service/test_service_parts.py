@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from modulecontrol.cli import app
+from modulecontrol.client import Client
 from modulecontrol.records import AuditTrail, Historian, TagConfig, query_tag
 from modulecontrol.service import (
     BindOptions,
@@ -133,3 +135,19 @@ async def test_history_keeps_extremes_within_the_point_budget(tmp_path: Path) ->
     assert min(v for _, v, _ in small.points if v is not None) == 0.0
     times = [t for t, _, _ in small.points]
     assert times == sorted(times)
+
+
+def test_the_pytest_fixture_serves_a_line(control_service_factory: Any) -> None:
+    root = Path(__file__).resolve().parents[2]
+    served = control_service_factory(root / "recipes" / "lomustine" / "plant.yaml",
+                                     recipes=root / "recipes")
+    assert served.url.startswith("http://127.0.0.1:")
+    assert set(served.users) == {"viewer", "operator", "engineer", "admin"}
+
+    async def read() -> dict[str, Any]:
+        async with Client(served.url) as c:
+            await c.login(*served.users["viewer"])
+            return await c.plant()
+
+    plant = asyncio.run(read())
+    assert plant["simulated"] and {m["tag"] for m in plant["modules"]} >= {"P1", "P2"}
