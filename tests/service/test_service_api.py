@@ -187,7 +187,8 @@ async def test_login_is_rate_limited_and_failures_audited(line: ServedLine) -> N
 
 def _api_examples() -> list[str]:
     text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
-    return re.findall(r"<!-- docs-check: api -->\n```python\n(.*?)^```", text, re.S | re.M)
+    marker = "<!-- api-example: runs in tests/service -->"
+    return re.findall(re.escape(marker) + r"\n```python\n(.*?)^```", text, re.S | re.M)
 
 
 def test_the_python_example_of_docs_api_runs(line: ServedLine) -> None:
