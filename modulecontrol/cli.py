@@ -320,6 +320,18 @@ def list_types() -> None:
     console.print(table)
 
 
+def _mount_service() -> None:
+    """The control service's commands (``serve``, ``user``) and its clients' (``login``,
+    ``status``, ``hold``...). Mounted at once: their module imports only typer and errors,
+    and each command imports FastAPI, uvicorn or httpx inside itself."""
+    from modulecontrol import _servicecli
+
+    _servicecli.mount(app)
+
+
+_mount_service()
+
+
 def main() -> None:
     """The composition root of the command line: wire once, then run the command.
 

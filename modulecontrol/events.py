@@ -29,6 +29,8 @@ class EventKind(StrEnum):
     """Every kind of run event; see :data:`PAYLOADS` for what each carries."""
 
     # the recipe as a whole
+    RUN_QUEUED = "run_queued"
+    RUN_CANCELLED = "run_cancelled"
     RUN_STARTED = "run_started"
     RUN_ENDED = "run_ended"
     RECIPE_STATE = "recipe_state"
@@ -105,6 +107,10 @@ class Payload:
 
 K = EventKind
 PAYLOADS: Final[Mapping[EventKind, Payload]] = {
+    K.RUN_QUEUED: Payload("the control service queued a run (queue id, recipe, user)",
+                          ("run", "recipe", "user")),
+    K.RUN_CANCELLED: Payload("a queued run was taken off the queue before it started",
+                             ("run", "user")),
     K.RUN_STARTED: Payload("the recipe was started; source 'recipe'",
                            ("recipe", "version", "parameters", "file")),
     K.RUN_ENDED: Payload("the recipe reached a final state; result: completed/stopped/aborted",

@@ -154,64 +154,42 @@ def _after_recorded_runs(clock: Clock, db: Path) -> None:
         clock.start = _dt.datetime.fromtimestamp(latest + 1.0, _dt.UTC)
 
 
-class Session:
-    """Prepare, run and record one recipe run. Use :meth:`run`, or the steps one by one."""
+class Line:
+    """A plant held connected: its clock, its simulators (if asked), one proxy per module and
+    the historian that records their values.
 
-    def __init__(self, recipe: ValidatedRecipe, options: RunOptions,
-                 simulation_factory: SimulationFactory | None = None) -> None:
-        self.vr = recipe
+    ``modulecontrol run`` holds a line for one run; the control service holds one for its
+    whole life and runs recipes on it one after another, so both connect, record and shut
+    down the same way. Shutdown order: proxies (safe states already applied by the run),
+    then simulators, then the historian, so no record is lost.
+    """
+
+    def __init__(self, plant: PlantConfig, options: RunOptions,
+                 simulation_factory: SimulationFactory | None = None,
+                 scenario: Any = None) -> None:
+        self.plant = plant
         self.options = options
         self.clock = Clock.scaled(options.speed) if options.speed != 1 else Clock.realtime()
         self.simulation_factory = simulation_factory
+        self.scenario = scenario
         self.simulation: Simulation | None = None
         self.proxies: dict[str, ModuleProxy] = {}
         self.historian: Historian | None = None
-        self.orchestrator: Orchestrator | None = None
-        self.operator = OperatorChannel(options.operator, options.auto_answer,
-                                        auto_reason=options.auto_reason)
-        self.run_id: int | None = None
-        self.scenario: Any = None
-        self._listeners: list[Callable[[Event], None]] = []
-        self.on_started: list[Callable[[Session], None]] = []
-        """Called once modules are connected and the orchestrator wired, before it runs:
-        where an upper layer (the fleet publisher) adds its own listeners."""
-        self.on_finished: list[Callable[[Session, RunOutcome], None]] = []
-        """Called with the outcome once the run is recorded."""
 
-    def subscribe(self, listener: Callable[[Event], None]) -> None:
-        """Call ``listener`` with every event of the run. Subscribed before :meth:`run`, it
-        is attached to the orchestrator before the run starts, so it sees the first events
-        (run started, Idle -> Starting); waiting for :attr:`orchestrator` to appear and
-        subscribing then misses them."""
-        self._listeners.append(listener)
-        if self.orchestrator is not None:
-            self.orchestrator.subscribe(listener)
-
-    @classmethod
-    def load(cls, recipe: str | Path, plant: str | Path | None, options: RunOptions,
-             simulation_factory: SimulationFactory | None = None) -> Session:
-        """Validate first: raises ConfigError and nothing starts if anything is wrong."""
-        vr = load_recipe(recipe, plant, dict(options.overrides))
-        if options.simulate and simulation_factory is None:
-            from modulecontrol.simulators import check_plant
-
-            check_plant(vr.plant)  # what serve_plant would refuse, refused before a start
-        session = cls(vr, options, simulation_factory)
-        if options.faults is not None:
-            from modulecontrol.simulators import load_scenario
-
-            session.scenario = load_scenario(options.faults, vr.plant)
-        return session
-
-    @property
-    def tick(self) -> float:
-        if self.options.tick is not None:
-            return self.options.tick
-        return max(1.0, self.options.speed * self.options.poll_interval)
+    def open_records(self) -> None:
+        """Take the records database (one live writer: a second line on it is refused with
+        RecordsError) and start its time line after every run already in it."""
+        opts = self.options
+        opts.db.parent.mkdir(parents=True, exist_ok=True)
+        _after_recorded_runs(self.clock, opts.db)
+        self.historian = Historian(opts.db, clock=lambda: self.clock.datetime().timestamp(),
+                                   key_path=opts.records_key, anchor_path=opts.anchor,
+                                   write_budget=opts.write_budget)
 
     async def start(self) -> None:
-        """Simulators (if asked), then connect every module; raises DriverError on failure."""
-        config = self.vr.plant
+        """Simulators (if asked), then connect every module; raises DriverError on failure.
+        With the records open, every module value is recorded from here on."""
+        config = self.plant
         if self.options.simulate:
             if self.simulation_factory is None:
                 from modulecontrol.simulators import SecurityError, ServeError, serve_plant
@@ -245,32 +223,183 @@ class Session:
                     await p.close()
             detail = "; ".join(f"{tag}: {exc}" for tag, exc in failed)
             raise DriverError(f"cannot connect to {len(failed)} module(s): {detail}")
+        if self.historian is not None:
+            self._record_values(self.historian)
+
+    def _record_values(self, hist: Historian) -> None:
+        """Every numeric data assembly and service state, into the historian, run or not."""
+        for tag, proxy in self.proxies.items():
+            for da in proxy.type.data_assemblies:
+                if da.kind == "number":
+                    hist.configure_tag(f"{tag}.{da.name}", TagConfig(
+                        unit=da.unit, deadband=0.0, max_interval=600.0))
+
+        def on_values(tag: str, values: Mapping[str, TagValue]) -> None:
+            proxy = self.proxies[tag]
+            names = {d.name for d in proxy.type.data_assemblies}
+            for name, tv in values.items():
+                if name not in names and not name.endswith(".StateCur"):
+                    continue
+                v = tv.value
+                if isinstance(v, bool):
+                    v = float(v)
+                if not isinstance(v, int | float) or not math.isfinite(float(v)):
+                    continue
+                try:
+                    hist.record_sample(f"{tag}.{name}", float(v),
+                                       quality=192 if tv.quality is Quality.GOOD else 0)
+                except Exception as exc:  # the proxy makes it listener_failed too
+                    hist.note_lost(samples=[(f"{tag}.{name}", hist.clock())],
+                                   error=f"sample not recorded: {type(exc).__name__}: {exc}")
+                    raise
+
+        for proxy in self.proxies.values():
+            proxy.on_values(on_values)
+
+    async def close(self) -> None:
+        """Close links and simulators; each bounded, so a peer that does not answer a
+        disconnect cannot keep the run (and its record) open. The historian stays open
+        until :meth:`close_records`, after the run record is closed."""
+        closing = [asyncio.wait_for(p.close(), 10.0) for p in self.proxies.values()]
+        for result in await asyncio.gather(*closing, return_exceptions=True):
+            if isinstance(result, BaseException):
+                _log.warning("closing a module link failed: %r", result)
+        if self.simulation is not None:
+            try:
+                await asyncio.wait_for(self.simulation.stop(), 15.0)
+            except (TimeoutError, Exception) as exc:
+                _log.warning("stopping the simulators failed: %r", exc)
+
+    async def close_records(self) -> None:
+        """Flush and release the records database."""
+        if self.historian is not None:
+            try:
+                await self.historian.flush()
+            finally:
+                await self.historian.close()
+
+
+class Session:
+    """Prepare, run and record one recipe run. Use :meth:`run`, or the steps one by one.
+
+    Without a ``line`` the session holds its own for the run (``modulecontrol run``); with
+    one (the control service's) it runs on it and leaves it connected afterwards.
+    """
+
+    def __init__(self, recipe: ValidatedRecipe, options: RunOptions,
+                 simulation_factory: SimulationFactory | None = None,
+                 line: Line | None = None) -> None:
+        self.vr = recipe
+        self.options = options
+        self._owns_line = line is None
+        self.line = line or Line(recipe.plant, options, simulation_factory)
+        self.orchestrator: Orchestrator | None = None
+        self.operator = OperatorChannel(options.operator, options.auto_answer,
+                                        auto_reason=options.auto_reason)
+        self.run_id: int | None = None
+        self.listeners: list[Callable[[Event], None]] = []
+        """Subscribed to the run's event log as soon as its orchestrator exists, before it
+        runs (the control service's event stream, ``run``'s printer): see :meth:`subscribe`."""
+        self.on_started: list[Callable[[Session], None]] = []
+        """Called once modules are connected and the orchestrator wired, before it runs:
+        where an upper layer (the fleet publisher) adds its own listeners."""
+        self.on_finished: list[Callable[[Session, RunOutcome], None]] = []
+        """Called with the outcome once the run is recorded."""
+
+    def subscribe(self, listener: Callable[[Event], None]) -> None:
+        """Call ``listener`` with every event of the run. Subscribed before :meth:`run`, it
+        is attached to the orchestrator before the run starts, so it sees the first events
+        (run started, Idle -> Starting); waiting for :attr:`orchestrator` to appear and
+        subscribing then misses them."""
+        self.listeners.append(listener)
+        if self.orchestrator is not None:
+            self.orchestrator.subscribe(listener)
+
+    # The line's parts, under the names scripts and tests have always used.
+    @property
+    def clock(self) -> Clock:
+        return self.line.clock
+
+    @property
+    def proxies(self) -> dict[str, ModuleProxy]:
+        return self.line.proxies
+
+    @property
+    def simulation(self) -> Simulation | None:
+        return self.line.simulation
+
+    @property
+    def historian(self) -> Historian | None:
+        return self.line.historian
+
+    @property
+    def scenario(self) -> Any:
+        return self.line.scenario
+
+    @scenario.setter
+    def scenario(self, value: Any) -> None:
+        self.line.scenario = value
+
+    @classmethod
+    def load(cls, recipe: str | Path, plant: str | Path | None, options: RunOptions,
+             simulation_factory: SimulationFactory | None = None,
+             line: Line | None = None) -> Session:
+        """Validate first: raises ConfigError and nothing starts if anything is wrong."""
+        vr = load_recipe(recipe, plant if line is None else line.plant,
+                         dict(options.overrides))
+        if options.simulate and simulation_factory is None and line is None:
+            from modulecontrol.simulators import check_plant
+
+            check_plant(vr.plant)  # what serve_plant would refuse, refused before a start
+        session = cls(vr, options, simulation_factory, line)
+        if options.faults is not None and line is None:
+            from modulecontrol.simulators import load_scenario
+
+            session.scenario = load_scenario(options.faults, vr.plant)
+        return session
+
+    @property
+    def tick(self) -> float:
+        if self.options.tick is not None:
+            return self.options.tick
+        return max(1.0, self.line.options.speed * self.options.poll_interval)
+
+    async def start(self) -> None:
+        """Simulators (if asked), then connect every module; raises DriverError on failure."""
+        await self.line.start()
 
     async def run(self) -> RunOutcome:
         """The whole run: start, record, execute, shut down, report."""
-        opts = self.options
-        opts.db.parent.mkdir(parents=True, exist_ok=True)
-        _after_recorded_runs(self.clock, opts.db)
+        if not self._owns_line:
+            return await self.execute()
         try:  # one live writer per database: a second run on it is refused here
-            self.historian = Historian(opts.db, clock=lambda: self.clock.datetime().timestamp(),
-                                       key_path=opts.records_key, anchor_path=opts.anchor,
-                                       write_budget=opts.write_budget)
+            self.line.open_records()
         except RecordsError as exc:
             return RunOutcome(None, EXIT_INVALID, message=str(exc))
-        result: RunResult | None = None
         try:
             try:
                 await self.start()
             except DriverError as exc:
+                await self.line.close()  # simulators that did start
                 return RunOutcome(None, EXIT_CONNECTION, message=str(exc))
+            return await self.execute()
+        finally:
+            await self.line.close_records()
+
+    async def execute(self) -> RunOutcome:
+        """Run the recipe on the started line and close its record; the line stays
+        connected only if the session does not own it."""
+        opts = self.options
+        result: RunResult | None = None
+        try:
             await self._open_record()
             orch = Orchestrator(self.vr, self.proxies, clock=self.clock, operator=self.operator,
                                 tick=self.tick,
                                 on_comm_loss=opts.on_comm_loss)  # type: ignore[arg-type]
             self.orchestrator = orch
-            self._wire_records(orch)
-            for listener in self._listeners:
+            for listener in self.listeners:
                 orch.subscribe(listener)
+            self._wire_records(orch)
             for started in self.on_started:
                 started(self)
             result = await orch.run()
@@ -283,26 +412,53 @@ class Session:
                     await self._safe_states(self.orchestrator,
                                             aborted=result is RunResult.ABORTED)
             finally:
-                await self._shutdown()
+                if self._owns_line:
+                    await self._shutdown()
         await self._close_record(outcome)
         for finished in self.on_finished:
             finished(self, outcome)
         return outcome
 
+    async def _safe_states(self, orch: Orchestrator, *, aborted: bool) -> None:
+        """Leave the plant safe before the links close: every module's safe state, stage by
+        stage in the plant's shutdown order (feeds first), each read back so the record
+        shows where the module was left. A stopped run (a Stop, a shutdown signal) or one
+        that failed gets them here; an aborted one got them from its Abort fan-out already
+        and is only read back. A completed run ends as its recipe meant it to."""
+        for stage in orch.stages:
+            for tag in stage:
+                proxy = self.proxies.get(tag)
+                if proxy is None or (not proxy.type.safe_state and not any(
+                        da.safe_value is not None for da in proxy.type.data_assemblies)):
+                    continue
+                errors: list[str] = []
+                if not aborted:
+                    try:
+                        errors = await asyncio.wait_for(proxy.apply_safe_state(), 10.0)
+                    except TimeoutError:
+                        errors = ["no answer within 10 s"]
+                try:
+                    await asyncio.wait_for(proxy.refresh(), 10.0)
+                except (DriverError, TimeoutError) as exc:
+                    errors.append(f"read back: {str(exc) or 'no answer within 10 s'}")
+                if not aborted or errors:
+                    orch.log.emit(EventKind.SAFE_STATE, tag,
+                                  "safe state applied" if not errors
+                                  else f"safe state incomplete: {'; '.join(errors)}",
+                                  errors=errors)
+
+    async def _shutdown(self) -> None:
+        await self.line.close()
+
     async def _open_record(self) -> None:
         assert self.historian is not None
         recipe_text, plant_text = _read_or_none(self.vr.file), _read_or_none(self.vr.plant.file)
-        for tag, proxy in self.proxies.items():
-            for da in proxy.type.data_assemblies:
-                if da.kind == "number":
-                    self.historian.configure_tag(f"{tag}.{da.name}", TagConfig(
-                        unit=da.unit, deadband=0.0, max_interval=600.0))
         metadata: dict[str, Any] = {
             "tag_groups": _plot_groups(self.proxies),
             "plant": self.vr.plant.plant.name,
             "tag_notes": _tag_notes(self.proxies),
-            "simulated": self.options.simulate,
-            "speed": self.options.speed,
+            "simulated": self.line.options.simulate,
+            "speed": self.line.options.speed,
             # the records are stamped with this clock: an accelerated run's times are
             # simulated, so the report says so and keeps the wall-clock start apart
             "clock": {"mode": self.clock.mode.value, "scale": self.clock.scale,
@@ -402,27 +558,6 @@ class Session:
 
         orch.subscribe(on_event)
 
-        def on_values(tag: str, values: Mapping[str, TagValue]) -> None:
-            proxy = self.proxies[tag]
-            names = {d.name for d in proxy.type.data_assemblies}
-            for name, tv in values.items():
-                if name not in names and not name.endswith(".StateCur"):
-                    continue
-                v = tv.value
-                if isinstance(v, bool):
-                    v = float(v)
-                if not isinstance(v, int | float) or not math.isfinite(float(v)):
-                    continue
-                try:
-                    hist.record_sample(f"{tag}.{name}", float(v),
-                                       quality=192 if tv.quality is Quality.GOOD else 0)
-                except Exception as exc:  # the proxy makes it listener_failed too
-                    hist.note_lost(samples=[(f"{tag}.{name}", hist.clock())],
-                                   error=f"sample not recorded: {type(exc).__name__}: {exc}")
-                    raise
-
-        for proxy in self.proxies.values():
-            proxy.on_values(on_values)
         faults = getattr(getattr(self.simulation, "plant", None), "faults", None)
         if faults is not None:
             def on_fault(rec: Any) -> None:
@@ -431,47 +566,6 @@ class Session:
                               fault=rec.fault, phase=rec.event, sim_time=rec.time)
 
             faults.on_record(on_fault)
-
-    async def _safe_states(self, orch: Orchestrator, *, aborted: bool) -> None:
-        """Leave the plant safe before the links close: every module's safe state, stage by
-        stage in the plant's shutdown order (feeds first), each read back so the record
-        shows where the module was left. A stopped run (a Stop, a shutdown signal) or one
-        that failed gets them here; an aborted one got them from its Abort fan-out already
-        and is only read back. A completed run ends as its recipe meant it to."""
-        for stage in orch.stages:
-            for tag in stage:
-                proxy = self.proxies.get(tag)
-                if proxy is None or (not proxy.type.safe_state and not any(
-                        da.safe_value is not None for da in proxy.type.data_assemblies)):
-                    continue
-                errors: list[str] = []
-                if not aborted:
-                    try:
-                        errors = await asyncio.wait_for(proxy.apply_safe_state(), 10.0)
-                    except TimeoutError:
-                        errors = ["no answer within 10 s"]
-                try:
-                    await asyncio.wait_for(proxy.refresh(), 10.0)
-                except (DriverError, TimeoutError) as exc:
-                    errors.append(f"read back: {str(exc) or 'no answer within 10 s'}")
-                if not aborted or errors:
-                    orch.log.emit(EventKind.SAFE_STATE, tag,
-                                  "safe state applied" if not errors
-                                  else f"safe state incomplete: {'; '.join(errors)}",
-                                  errors=errors)
-
-    async def _shutdown(self) -> None:
-        """Close links and simulators; each bounded, so a peer that does not answer a
-        disconnect cannot keep the run (and its record) open."""
-        closing = [asyncio.wait_for(p.close(), 10.0) for p in self.proxies.values()]
-        for result in await asyncio.gather(*closing, return_exceptions=True):
-            if isinstance(result, BaseException):
-                _log.warning("closing a module link failed: %r", result)
-        if self.simulation is not None:
-            try:
-                await asyncio.wait_for(self.simulation.stop(), 15.0)
-            except (TimeoutError, Exception) as exc:
-                _log.warning("stopping the simulators failed: %r", exc)
 
     async def _close_record(self, outcome: RunOutcome) -> None:
         hist = self.historian
@@ -486,9 +580,8 @@ class Session:
                 notes = [outcome.reason] if outcome.reason else []
                 notes += [f"data loss: {x.describe()}" for x in hist.losses]
                 await hist.end_run(self.run_id, result, "; ".join(notes))
-            await hist.flush()
         finally:
-            await hist.close()
+            await hist.flush()
             self._judge_losses(hist, outcome)
         if self.run_id is not None and self.options.report_dir is not None:
             from modulecontrol.records import report, run_figures

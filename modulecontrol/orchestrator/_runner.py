@@ -123,10 +123,12 @@ class Orchestrator:
         m.set_work(State.ABORTING, self._w_aborting)
         m.set_work(State.COMPLETING, self._w_completing)
         m.subscribe(self._on_recipe_state)
+        self._detach: list[Callable[[], None]] = []
+        """Removes this run's listeners from the proxies, which outlive it on a service."""
         for proxy in self.proxies.values():
-            proxy.on_state(self._on_service_state)
-            proxy.on_fault(self.supervisor.on_fault)
-            proxy.on_listener_error(self._on_listener_error)
+            self._detach.append(proxy.on_state(self._on_service_state))
+            self._detach.append(proxy.on_fault(self.supervisor.on_fault))
+            self._detach.append(proxy.on_listener_error(self._on_listener_error))
 
     # ------------------------------------------------------------------ running
     async def run(self) -> RunResult:
@@ -150,6 +152,8 @@ class Orchestrator:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._monitor
             await self.machine.aclose()
+            while self._detach:
+                self._detach.pop()()
         result = {
             State.COMPLETED: RunResult.COMPLETED,
             State.STOPPED: RunResult.STOPPED,

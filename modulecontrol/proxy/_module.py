@@ -236,20 +236,26 @@ class ModuleProxy:
         return [name for name, info in self.driver.tags.items() if info.readable]
 
     # -- listeners --------------------------------------------------------------------------
-    def on_values(self, listener: ValueListener) -> None:
+    # Each returns the call that removes the listener again: a long-running line outlives
+    # the orchestrators that listen to it, and a finished run must stop hearing it.
+    def on_values(self, listener: ValueListener) -> Callable[[], None]:
         self._value_listeners.append(listener)
+        return lambda: _discard(self._value_listeners, listener)
 
-    def on_state(self, listener: StateListener) -> None:
+    def on_state(self, listener: StateListener) -> Callable[[], None]:
         self._state_listeners.append(listener)
+        return lambda: _discard(self._state_listeners, listener)
 
-    def on_fault(self, listener: FaultListener) -> None:
+    def on_fault(self, listener: FaultListener) -> Callable[[], None]:
         self._fault_listeners.append(listener)
+        return lambda: _discard(self._fault_listeners, listener)
 
-    def on_listener_error(self, listener: ListenerErrorListener) -> None:
+    def on_listener_error(self, listener: ListenerErrorListener) -> Callable[[], None]:
         """Be told when a value, state or fault listener raises (the orchestrator makes it a
         ``listener_failed`` event): a listener on the record path that fails must not be a
         log line only. Told once per streak of failures, not at every poll."""
         self._error_listeners.append(listener)
+        return lambda: _discard(self._error_listeners, listener)
 
     def _call(self, what: str, listener: Callable[..., None], *args: Any) -> None:
         key = (what, id(listener))
@@ -749,3 +755,8 @@ def proxies_for(
         drv = (drivers or {}).get(inst.tag)
         out[inst.tag] = ModuleProxy(config.type_of(inst.tag), inst, drv, options)
     return out
+
+
+def _discard(listeners: list[Any], listener: Any) -> None:
+    with contextlib.suppress(ValueError):
+        listeners.remove(listener)
