@@ -97,6 +97,51 @@ class Clock:
         """Inverse of :meth:`datetime`: simulated seconds of a datetime."""
         return (when - self.start).total_seconds()
 
+    # -- sharing with another process ----------------------------------------------------
+    def anchor(self) -> dict[str, float | str]:
+        """What another process on this machine needs to read the same time: the mode,
+        the scale, the datetime of second 0 and the monotonic instant of second 0.
+
+        Why the monotonic instant: CLOCK_MONOTONIC is one clock for every process of the
+        machine, so a simulated plant in its own process that follows this anchor reads
+        exactly the controller's "now", and a controller restarted after a crash that takes
+        the plant's anchor continues the same time line (and the same record)."""
+        if self.mode is ClockMode.FAST:
+            raise ValueError("a fast (virtual) clock cannot be shared with another process: "
+                             "its time advances only inside this event loop")
+        return {"mode": self.mode.value, "scale": self.scale,
+                "start": self.start.isoformat(), "t0": self._t0}
+
+    @classmethod
+    def following(cls, anchor: dict[str, float | str]) -> Clock:
+        """A clock that reads the same time as the one whose :meth:`anchor` this is."""
+        clock = cls(ClockMode.SCALED)
+        clock.adopt(anchor)
+        return clock
+
+    def adopt(self, anchor: dict[str, float | str]) -> None:
+        """Read the same time as the clock whose :meth:`anchor` this is, from now on (a
+        follower told of a new speed; a controller reattaching to its plant's time line)."""
+        mode = ClockMode(str(anchor["mode"]))
+        scale = float(anchor["scale"])
+        if mode is ClockMode.FAST:
+            raise ValueError("a fast (virtual) clock cannot be followed from another process")
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"clock scale must be a positive finite number, got {scale!r}")
+        self.mode, self.scale = mode, scale
+        self.start = _dt.datetime.fromisoformat(str(anchor["start"]))
+        self._t0 = float(anchor["t0"])
+
+    def rescale(self, scale: float) -> None:
+        """Change the speed factor from now on; simulated time stays continuous."""
+        if self.mode is not ClockMode.SCALED:
+            raise ValueError(f"only a scaled clock changes speed, not a {self.mode} one")
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"clock scale must be a positive finite number, got {scale!r}")
+        now = self.now()
+        self.scale = float(scale)
+        self._t0 = time.monotonic() - now / self.scale
+
     # -- waiting -------------------------------------------------------------------------
     async def sleep(self, dt: float) -> None:
         """Wait ``dt`` simulated seconds."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from modulecontrol.clock import Clock
+from modulecontrol.clock import Clock, ClockMode
 from modulecontrol.descriptors import PlantConfig
 from modulecontrol.drivers import DriverError, Quality, TagValue
 from modulecontrol.events import PAYLOADS, Event, EventKind
@@ -101,6 +101,14 @@ class RunOptions:
     """Simulated runs: serve and connect OPC UA without security (``--insecure``)."""
     write_budget: float = 30.0
     """Wall seconds the historian retries a batch on a busy database before it is lost."""
+    plant_process: bool = True
+    """Simulated runs: serve the plant in a process of its own (``sim serve --control``,
+    slaved to this clock), so the controller talks to it only over the real protocols and
+    a simulator crash is a device fault. False serves it in this process (a virtual
+    clock, which cannot be shared, always does)."""
+    keep_plant: bool = False
+    """Simulated plant in its own process: leave it running when this process goes, and
+    reattach to it at the next start (the control service: ``<db>.plant`` says where)."""
 
 
 @dataclass
@@ -175,6 +183,14 @@ class Line:
         self.simulation: Simulation | None = None
         self.proxies: dict[str, ModuleProxy] = {}
         self.historian: Historian | None = None
+        self.reattached = False
+        """The simulated plant was found running (left by a previous life of the control
+        service) and reattached to, on its own clock, rather than started."""
+
+    @property
+    def plant_state_file(self) -> Path:
+        """Where a kept simulated plant's control channel is written (owner-only)."""
+        return self.options.db.with_name(self.options.db.name + ".plant")
 
     def open_records(self) -> None:
         """Take the records database (one live writer: a second line on it is refused with
@@ -191,6 +207,8 @@ class Line:
         With the records open, every module value is recorded from here on."""
         config = self.plant
         if self.options.simulate:
+            if self.simulation_factory is None and self._separate_plant():
+                self.simulation_factory = self._plant_process
             if self.simulation_factory is None:
                 from modulecontrol.simulators import SecurityError, ServeError, serve_plant
 
@@ -225,6 +243,35 @@ class Line:
             raise DriverError(f"cannot connect to {len(failed)} module(s): {detail}")
         if self.historian is not None:
             self._record_values(self.historian)
+
+    def _separate_plant(self) -> bool:
+        return (self.options.plant_process and self.clock.mode is not ClockMode.FAST
+                and bool(self.plant.file) and Path(self.plant.file).is_file())
+
+    async def _plant_process(self, cfg: PlantConfig, clock: Clock) -> Simulation:
+        """The simulated plant in a process of its own, slaved to this line's clock; with
+        ``keep_plant``, the one a previous life of the service left running, if any, whose
+        clock this line then adopts (the time line, and so the record, continue)."""
+        from modulecontrol.simulators import ServeError, attach_plant, spawn_plant
+
+        opts = self.options
+        state = self.plant_state_file if opts.keep_plant else None
+        try:
+            proc = await attach_plant(cfg, state) if state is not None else None
+            if proc is not None:
+                clock.adopt((await proc.call("clock"))["clock"])
+                self.reattached = True
+            else:
+                pki = opts.pki or opts.db.parent / "pki"
+                proc = await spawn_plant(
+                    cfg, clock, dt=min(5.0, max(1.0, clock.scale / 100.0)), pki=pki,
+                    insecure=opts.insecure, keep=opts.keep_plant, state_file=state,
+                    log_file=opts.db.parent / "simulated-plant.log")
+                if self.scenario is not None:
+                    await proc.play(self.scenario)
+        except (ServeError, OSError) as exc:
+            raise DriverError(f"the simulators did not start: {exc}") from exc
+        return proc
 
     def _record_values(self, hist: Historian) -> None:
         """Every numeric data assembly and service state, into the historian, run or not."""
@@ -269,6 +316,8 @@ class Line:
                 await asyncio.wait_for(self.simulation.stop(), 15.0)
             except (TimeoutError, Exception) as exc:
                 _log.warning("stopping the simulators failed: %r", exc)
+            if self.options.keep_plant:  # stopped on purpose: nothing to reattach to
+                self.plant_state_file.unlink(missing_ok=True)
 
     async def close_records(self) -> None:
         """Flush and release the records database."""
@@ -558,7 +607,7 @@ class Session:
 
         orch.subscribe(on_event)
 
-        faults = getattr(getattr(self.simulation, "plant", None), "faults", None)
+        faults = getattr(self.simulation, "faults", None)
         if faults is not None:
             def on_fault(rec: Any) -> None:
                 orch.log.emit(EventKind.SIM_FAULT, rec.module,

@@ -2,6 +2,7 @@
 that expose them as the real devices would (see ``docs/simulators.md``)."""
 
 from modulecontrol.simulators._check import check_plant, plant_problems
+from modulecontrol.simulators._control import ControlServer
 from modulecontrol.simulators._faults import (
     FAULTS,
     FaultInjector,
@@ -27,6 +28,12 @@ from modulecontrol.simulators._plant import (
     default_species,
 )
 from modulecontrol.simulators._ports import PtyPort, free_port
+from modulecontrol.simulators._process import (
+    PlantProcess,
+    RemoteFaults,
+    attach_plant,
+    spawn_plant,
+)
 from modulecontrol.simulators._serve import (
     PlantServer,
     ServedEndpoint,
@@ -40,6 +47,7 @@ __all__ = [
     "DEFAULT_SPECIES",
     "FAULTS",
     "TABLE_OF_FC",
+    "ControlServer",
     "Credentials",
     "FaultInjector",
     "FaultRecord",
@@ -48,8 +56,10 @@ __all__ = [
     "ModuleView",
     "PeaRuntime",
     "PlantBuildError",
+    "PlantProcess",
     "PlantServer",
     "PtyPort",
+    "RemoteFaults",
     "Scenario",
     "ScenarioFault",
     "SecurityError",
@@ -62,6 +72,7 @@ __all__ = [
     "TransportFaults",
     "Variable",
     "ViewError",
+    "attach_plant",
     "check_plant",
     "default_species",
     "free_port",
@@ -69,4 +80,5 @@ __all__ = [
     "plant_problems",
     "scenario_from_doc",
     "serve_plant",
+    "spawn_plant",
 ]

@@ -366,6 +366,11 @@ class ServedPlant:
         self.config = server.served_config()
         self._scenario: asyncio.Task[None] | None = None
 
+    @property
+    def faults(self) -> Any:
+        """The plant's fault injector (as :class:`PlantProcess` offers its remote one)."""
+        return self.plant.faults
+
     def play(self, scenario: Any) -> None:
         self._scenario = self.plant.faults.start_scenario(scenario)
 

@@ -65,6 +65,11 @@ def serve(
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print the endpoints as one line of JSON (a list, one object per "
         "module) once every server listens; fault records then go to stderr.")] = False,
+    control: Annotated[bool, typer.Option(
+        "--control", help="Slave the plant to a controller (what `run --simulate` and "
+        "`serve --simulate` start): read the secret and the clock from stdin, serve "
+        "the modules on free loopback ports and the control channel beside them, print "
+        "one line of JSON (the channel's port) and nothing more on stdout.")] = False,
 ) -> None:
     """Start every simulated module on its endpoint and print where each one listens."""
     from modulecontrol.simulators import check_plant
@@ -84,6 +89,9 @@ def serve(
         _console.print(str(exc), markup=False)
         raise typer.Exit(2) from None
 
+    if control:
+        _serve_controlled(cfg, dt=dt, pki=pki, insecure=insecure)
+        return
     if insecure:
         _err_console.print("WARNING: --insecure: OPC UA is served without security; user "
                            "names and passwords travel in clear text. Anonymous sessions may "
@@ -125,6 +133,61 @@ def serve(
         raise typer.Exit(1) from None
 
 
+def _serve_controlled(cfg: Any, *, dt: float, pki: Path, insecure: bool) -> None:
+    """``sim serve --control``: the plant as a child of its controller (``_control.py``).
+
+    The controller's hello on stdin is one JSON line: ``secret`` (of the control channel),
+    ``clock`` (the anchor of the controller's clock, which the plant follows) and ``keep``
+    (serve on when the controller's connection drops, for a control service that
+    reattaches after a restart). The ready line on stdout is ``{"control": PORT, "pid":
+    PID}``; stdout is then closed, so a controller that has gone cannot break a later write.
+    """
+    import os
+
+    from modulecontrol.simulators._control import ControlServer
+    from modulecontrol.simulators._opcua_server import SecurityError
+    from modulecontrol.simulators._plant import SimulatedPlant
+    from modulecontrol.simulators._serve import PlantServer, ServeError
+
+    try:
+        hello = json.loads(sys.stdin.readline(65536))
+        secret, anchor, keep = str(hello["secret"]), hello["clock"], bool(hello.get("keep"))
+        clock = Clock.following(anchor)
+    except (ValueError, KeyError, TypeError) as exc:
+        _err_console.print(f"error: --control: stdin must carry one JSON line with secret and "
+                           f"clock: {exc}", markup=False)
+        raise typer.Exit(2) from None
+    if not secret:
+        _err_console.print("error: --control: an empty secret is refused", markup=False)
+        raise typer.Exit(2)
+
+    async def main() -> None:
+        sim = SimulatedPlant.from_config(cfg, clock, dt=dt)
+        sim.faults.on_record(lambda r: _err_console.print(
+            f"t={r.time:10.1f} s  {r.module}: fault {r.fault} {r.event} {r.params or ''}",
+            markup=False))
+        server = PlantServer(sim, free_ports=True, pki=pki, insecure=insecure)
+        with _ShutdownSignals() as signals:
+            async with server:
+                channel = ControlServer(server, clock, secret, keep=keep)
+                port = await channel.start()
+                try:
+                    sys.stdout.write(json.dumps({"control": port, "pid": os.getpid()}) + "\n")
+                    sys.stdout.flush()
+                    devnull = os.open(os.devnull, os.O_WRONLY)
+                    os.dup2(devnull, sys.stdout.fileno())
+                    os.close(devnull)
+                    await signals.wait(channel.stopped.wait())
+                finally:
+                    await channel.close()
+
+    try:
+        asyncio.run(main())
+    except (ServeError, SecurityError, ValueError, OSError) as exc:
+        _err_console.print(f"error: {exc}", markup=False)
+        raise typer.Exit(1) from None
+
+
 class _ShutdownSignals:
     """Ctrl-C, SIGTERM (service managers, containers, OS shutdown) and SIGHUP (a closed
     terminal) end ``sim serve`` the same way: the servers close in order and the process
@@ -159,7 +222,7 @@ class _ShutdownSignals:
         self.received.append(name)
         self.ended.set()
 
-    async def wait(self, duration: Coroutine[Any, Any, None] | None) -> None:
+    async def wait(self, duration: Coroutine[Any, Any, Any] | None) -> None:
         """Until a signal, or until ``duration`` has run (if given)."""
         waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self.ended.wait())]
         if duration is not None:

@@ -108,7 +108,7 @@ async def test_amine_pump_stall_holds_diverts_and_recovers(tmp_path: Path) -> No
         # diverted to waste and back (seen under load: that earlier divert was taken for the
         # fault's, 640 simulated seconds before the trip).
         n_before = len(seen)
-        plant.plant.faults.inject("P1", "stall")
+        plant.faults.inject("P1", "stall")
         await wait_for(lambda e: e.kind is EventKind.INTERLOCK_TRIPPED
                        and e.source == "feed_pump_stall", 20, n_before)
         await asyncio.wait_for(orch.machine.wait_for(State.HELD), 20)
@@ -119,7 +119,7 @@ async def test_amine_pump_stall_holds_diverts_and_recovers(tmp_path: Path) -> No
         waste = await wait_for(
             lambda e: e.kind is EventKind.DIVERT and not e.data["to_product"], 20, n_before)
         await asyncio.sleep(1.0)  # held for a while (about 5 simulated minutes)
-        plant.plant.faults.clear("P1", "stall")
+        plant.faults.clear("P1", "stall")
         await wait_for(lambda e: e.kind is EventKind.INTERLOCK_CLEARED, 20)
         await asyncio.wait_for(orch.machine.wait_for(State.EXECUTE), 20)
         back = await wait_for(lambda e: e.kind is EventKind.DIVERT and e.data["to_product"]
