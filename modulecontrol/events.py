@@ -56,6 +56,7 @@ class EventKind(StrEnum):
     MODULE_RECOVERED = "module_recovered"
     SAFE_STATE = "safe_state"
     SIM_FAULT = "sim_fault"
+    PLANT_REATTACHED = "plant_reattached"
     # supervision
     INTERLOCK_TRIPPED = "interlock_tripped"
     INTERLOCK_CLEARED = "interlock_cleared"
@@ -111,6 +112,11 @@ PAYLOADS: Final[Mapping[EventKind, Payload]] = {
                           ("run", "recipe", "user")),
     K.RUN_CANCELLED: Payload("a queued run was taken off the queue before it started",
                              ("run", "user")),
+    K.PLANT_REATTACHED: Payload(
+        "the control service restarted and reattached to the running plant without writing "
+        "to it; gap_from/gap_to (epoch s): the span with no record (the last committed "
+        "sample, the reattach); interrupted: the runs that were running",
+        ("gap_from", "gap_to", "modules"), ("interrupted",)),
     K.RUN_STARTED: Payload("the recipe was started; source 'recipe'",
                            ("recipe", "version", "parameters", "file")),
     K.RUN_ENDED: Payload("the recipe reached a final state; result: completed/stopped/aborted",

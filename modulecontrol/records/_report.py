@@ -270,6 +270,18 @@ def list_runs(db: str | Path | sqlite3.Connection) -> list[RunInfo]:
             conn.close()
 
 
+def last_sample_time(db: str | Path) -> float | None:
+    """The time (epoch seconds) of the latest sample committed to ``db``, None if none:
+    where a record that a crash cut off ends (the control service's reattach gap)."""
+    conn, own = _open(db)
+    try:
+        row = conn.execute("SELECT max(t) FROM samples").fetchone()
+        return float(row[0]) if row and row[0] is not None else None
+    finally:
+        if own:
+            conn.close()
+
+
 def get_run(conn: sqlite3.Connection, run_id: int) -> RunInfo:
     row = conn.execute(f"SELECT {_RUN_COLS} FROM runs WHERE id=?", (run_id,)).fetchone()
     if row is None:

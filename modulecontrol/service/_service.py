@@ -27,7 +27,13 @@ from modulecontrol.descriptors import PlantConfig, load_plant
 from modulecontrol.drivers import DriverError
 from modulecontrol.errors import ConfigError
 from modulecontrol.events import Event, EventKind
-from modulecontrol.records import AuditTrail, RecordsError, TagHistory, query_tag
+from modulecontrol.records import (
+    AuditTrail,
+    RecordsError,
+    TagHistory,
+    last_sample_time,
+    query_tag,
+)
 from modulecontrol.service._auth import LoginLimiter, granted, new_token, verify_password
 from modulecontrol.service._store import (
     FINAL,
@@ -74,6 +80,9 @@ class ServiceOptions:
     retain_events: int = 10_000
     token_ttl: float = 8 * 3600.0
     """Longest lifetime of a token in seconds."""
+    keep_plant: bool = True
+    """Simulated plant: served in its own process that outlives this one, so a restart
+    (``kill -9``, a crash) reattaches to it running, rather than starting a new plant."""
 
 
 class ControlService:
@@ -105,10 +114,12 @@ class ControlService:
             check_plant(plant)
         self.line = Line(plant, self._run_options())
         self.line.open_records()
+        recorded_until = last_sample_time(opts.db)
         self.store = ServiceStore(opts.db)
         self._audit = AuditTrail(opts.db, key_path=self.line.options.records_key,
                                  anchor_path=self.line.options.anchor)
-        for rid in self.store.interrupt_running():
+        interrupted = self.store.interrupt_running()
+        for rid in interrupted:
             self._publish(EventKind.RUN_ENDED.value, "service",
                           f"run {rid} was interrupted: the service stopped during it",
                           {"result": "interrupted"}, run=rid)
@@ -118,11 +129,31 @@ class ControlService:
             await self.line.close()
             await self._close_records()
             raise
+        if self.line.reattached:
+            self._reattached(recorded_until, interrupted)
         for proxy in self.line.proxies.values():
             proxy.on_state(self._on_service_state)
         self._worker = asyncio.get_running_loop().create_task(self._run_queue(),
                                                               name="run queue")
         self._wake.set()
+
+    def _reattached(self, recorded_until: float | None, interrupted: list[int]) -> None:
+        """The plant was found running (a previous life of the service ended without
+        stopping it: ``kill -9``, a crash) and every module was read in its current state,
+        nothing written. The gap in the record is recorded as such, an event in the
+        records and the stream; from here on every value is recorded again."""
+        line = self.line
+        assert line is not None and line.historian is not None
+        now = line.clock.datetime().timestamp()
+        data: dict[str, Any] = {"gap_from": recorded_until, "gap_to": now,
+                                "modules": sorted(line.proxies), "interrupted": interrupted}
+        gap = (f"{now - recorded_until:.0f} s (simulated) without a record"
+               if recorded_until is not None else "no earlier record")
+        message = (f"reattached to the running plant ({len(line.proxies)} modules, read, "
+                   f"nothing written); {gap}")
+        line.historian.record_event(EventKind.PLANT_REATTACHED, "service",
+                                    {"message": message, **data})
+        self._publish(EventKind.PLANT_REATTACHED.value, "service", message, data)
 
     async def close(self) -> None:
         """Stop the active run (Stop, as a terminal's second Ctrl-C does), then the line."""
@@ -153,7 +184,8 @@ class ControlService:
         o = self.options
         return RunOptions(simulate=o.simulate, speed=o.speed, db=o.db,
                           overrides=dict(parameters or {}), report_dir=o.report_dir,
-                          poll_interval=o.poll_interval, operator=user)
+                          poll_interval=o.poll_interval, operator=user,
+                          keep_plant=o.simulate and o.keep_plant)
 
     # ------------------------------------------------------------------ the queue
     def resolve_recipe(self, name: str) -> Path:
