@@ -179,6 +179,59 @@ def _command(action: str) -> Callable[..., None]:
     return command
 
 
+def ack(run: Annotated[int, typer.Argument(help="Run id (see status).")],
+        alarm: Annotated[str, typer.Argument(help="Alarm name, as its events name it.")],
+        server: Server = DEFAULT_SERVER) -> None:
+    """Acknowledge an alarm of a run of the control service."""
+    _call(server, lambda c: c.acknowledge(run, alarm))
+    print(f"run {run}: alarm {alarm} acknowledged")
+
+
+RESULT_EXIT = {"completed": 0, "aborted": 3, "stopped": 4}
+"""``run --server``: the exit code of a run's result, as ``run`` gives it for a local run;
+any other end (failed, interrupted, cancelled) is 5."""
+
+
+def run_on_server(server: str, recipe: str, sets: list[str]) -> int:
+    """``run --server URL``: queue the recipe on the control service, print its events as
+    they happen and exit with its result (as a local run would). Ctrl-C stops following,
+    not the run: it goes on on the service (``modulecontrol stop N`` stops it)."""
+    from modulecontrol.client import Resync
+    from modulecontrol.recipe import parse_set_options
+
+    try:
+        parameters = dict(parse_set_options(sets))
+    except (ConfigError, ValueError) as exc:
+        print(f"--set: {exc}", file=sys.stderr)
+        return 2
+
+    async def follow(c: Client) -> int:
+        head = int((await c.events_since(0, limit=1))["head"])
+        queued = await c.start_run(recipe, parameters)
+        rid = int(queued["id"])
+        print(f"run {rid} queued on {server}: {queued['recipe']}", flush=True)
+        async for ev in c.events(since=head):
+            if isinstance(ev, Resync):  # fell behind the window: the run's state is read
+                print(f"(events missed; run {rid} is {(await c.run(rid))['state']})")
+                continue
+            if ev.get("run") != rid:
+                continue
+            print(f"{ev['kind']:<18} {ev['source']}: {ev['message']}", flush=True)
+            if ev["kind"] == "run_ended":
+                break
+        final = await c.run(rid)
+        print(f"run {rid} {final['state']}" + (f": {final['message']}"
+                                                if final.get("message") else ""))
+        return RESULT_EXIT.get(str(final["state"]), 5)
+
+    try:
+        return int(_call(server, follow))
+    except KeyboardInterrupt:
+        print("stopped following; the run goes on on the service (modulecontrol stop N)",
+              file=sys.stderr)
+        return 130
+
+
 def mount(app: typer.Typer) -> None:
     """Add the service's and the client's commands to ``app``."""
     app.command("serve")(serve_cmd)
@@ -187,3 +240,4 @@ def mount(app: typer.Typer) -> None:
     app.command("status")(status)
     for action in ("hold", "resume", "stop", "abort"):
         app.command(action)(_command(action))
+    app.command("ack")(ack)

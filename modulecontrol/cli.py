@@ -294,10 +294,19 @@ def run(
     line: Annotated[
         str | None, typer.Option("--line", help="Sparkplug edge node (default: the plant name).")
     ] = None,
+    server: Annotated[
+        str | None, typer.Option("--server", help="Start the run on this control service "
+                                 "(RECIPE: its path under the service's recipes folder) and "
+                                 "follow its events; token in MODULECONTROL_TOKEN.")
+    ] = None,
 ) -> None:
     """Run a recipe. Exit codes: 0 completed, 2 invalid input, 3 aborted, 4 stopped,
     5 connection failure, 128 + N ended by signal N (143 SIGTERM, 129 SIGHUP, 130 Ctrl-C
     without a terminal): see docs/getting-started.md."""
+    if server is not None:
+        from modulecontrol._servicecli import run_on_server
+
+        raise typer.Exit(run_on_server(server, str(recipe), set_ or []))
     from modulecontrol._runcli import run_command
 
     code = run_command(recipe, plant, simulate=simulate or dry_run, speed=speed, db=db,

@@ -239,3 +239,25 @@ def test_the_cli_is_a_client(line: ServedLine, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("MODULECONTROL_TOKEN", "not-a-token")
     refused = CliRunner().invoke(app, ["stop", "1"])
     assert refused.exit_code == 1 and "no valid token" in refused.output
+
+
+def test_run_server_starts_a_run_and_follows_it_to_its_end(
+        line: ServedLine, monkeypatch: pytest.MonkeyPatch) -> None:
+    name, password = line.users["engineer"]
+    monkeypatch.setenv("MODULECONTROL_PASSWORD", password)
+    login = CliRunner().invoke(app, ["login", name, "--server", line.url])
+    assert login.exit_code == 0, login.output
+    monkeypatch.setenv("MODULECONTROL_TOKEN", login.output.strip())
+    done = CliRunner().invoke(app, ["run", "examples/dosing_demo", "--server", line.url,
+                                    "--set", "volume=0.5 mL"])
+    assert done.exit_code == 0, done.output
+    out = done.output.splitlines()
+    rid = int(out[0].split()[1])
+    # its own events, in order, to its end; the result as the queue recorded it
+    assert any(x.startswith("run_started") for x in out)
+    assert out[-2].startswith("run_ended") and out[-1] == f"run {rid} completed"
+    bad = CliRunner().invoke(app, ["run", "examples/dosing_demo", "--server", line.url,
+                                   "--set", "volume=5 bar"])
+    assert bad.exit_code == 1 and "volume" in bad.output  # the validator's problem
+    ack = CliRunner().invoke(app, ["ack", str(rid), "purity_low", "--server", line.url])
+    assert ack.exit_code == 1 and f"run {rid} is completed, not running" in ack.output
