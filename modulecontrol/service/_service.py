@@ -34,6 +34,7 @@ from modulecontrol.mtpcore import (
     commands_in,
     enabled_commands,
 )
+from modulecontrol.recipe import walk_steps
 from modulecontrol.records import (
     AuditTrail,
     RecordsError,
@@ -424,7 +425,11 @@ class ControlService:
                                    "step_elapsed": pr.step_elapsed,
                                    "step_duration": pr.step_duration}
             out["plan"] = [{"block": b.name,
-                            "steps": [getattr(st, "name", None) or "" for st in b.steps]}
+                            "steps": [getattr(st, "name", None) or "" for st in b.steps],
+                            # the named steps nested in each (a repeat's, a parallel's)
+                            "inner": [[n for _, x in list(walk_steps([st]))[1:]
+                                       if (n := getattr(x, "name", None))]
+                                      for st in b.steps]}
                            for b in session.vr.recipe.procedure]
             out["t_now"] = self._ready()[1].clock.now()
             out["prompts"] = [{"id": p.id, "source": p.source, "message": p.message,

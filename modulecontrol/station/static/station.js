@@ -213,7 +213,8 @@
   function foldAlarm(ev) {
     const interlock = ev.kind.startsWith("interlock");
     const key = `${interlock ? "interlock" : "alarm"}:${ev.source}`;
-    let a = S.alarms.get(key);
+    // an acknowledgement names the alarm or interlock by its name alone
+    let a = S.alarms.get(key) || (ev.kind === "alarm_acked" ? S.alarms.get(`interlock:${ev.source}`) : undefined);
     if (ev.kind === "alarm_raised" || ev.kind === "interlock_tripped") {
       a = { key, name: ev.source, interlock, run: ev.run, priority: interlock ? "high" : (ev.data.priority || "medium"),
             t: ev.t, message: ev.message, active: true, acked: false, history: a ? a.history : [] };
@@ -362,6 +363,7 @@
       const p = L.pos[m.tag];
       const g = sv("g", { class: "module", transform: `translate(${p.x},${p.y})`, "data-tag": m.tag,
                           tabindex: 0, role: "button", "aria-label": `module ${m.tag}` });
+      g.append(sv("rect", { x: -45, y: -8, width: 140, height: 136, class: "hit" }));  // the click target
       g.append(sv("rect", { x: -6, y: -6, width: 62, height: 62, class: "frame" }));
       g.append(symbol(symbolClass(m)));
       g.append(sv("text", { x: 25, y: 70, class: "tag", text: m.tag }));
@@ -577,12 +579,14 @@
     let passed = true;
     for (const b of r.plan || []) {
       const inner = el("ol", {});
-      for (const s of b.steps) {
-        const cur = s && s === r.step;
+      b.steps.forEach((s, i) => {
+        const nested = ((b.inner || [])[i] || []).includes(r.step);
+        const cur = !!r.step && (s === r.step || nested);
         if (cur) passed = false;
+        const mark = cur ? "▶ " : passed && r.step ? "✓ " : "";
         inner.append(el("li", { class: cur ? "current" : passed && r.step ? "done" : "", "data-step": s,
-          text: `${cur ? "▶ " : passed && r.step ? "✓ " : ""}${s || "(unnamed)"}` }));
-      }
+          text: `${mark}${s || "(unnamed)"}${cur && nested ? ` › ${r.step}` : ""}` }));
+      });
       chart.append(el("li", { class: "block" }, el("span", { text: b.block }), inner));
     }
     const prompts = (r.prompts || []).map((q) => el("div", { class: "prompt", role: "dialog" },
@@ -617,7 +621,7 @@
     const pan = (f) => { S.trend.end = (S.trend.end || toEpoch(lineNow())) + f * S.trend.span; reload(); };
     const reload = () => Promise.all(S.trend.tags.map(loadHistory)).then(drawTrend).catch((e) => say(msg, e));
     view.replaceChildren(el("div", { class: "toolbar" }, pick,
-      el("button", { text: "Add", onclick: async () => { if (!S.trend.tags.includes(pick.value)) S.trend.tags.push(pick.value);
+      el("button", { text: "Add", "data-trend": "add", onclick: async () => { if (!S.trend.tags.includes(pick.value)) S.trend.tags.push(pick.value);
         list.textContent = S.trend.tags.join(", "); await reload(); } }),
       el("button", { text: "Clear", onclick: () => { S.trend.tags = []; S.trend.data = {}; list.textContent = ""; drawTrend(); } }),
       el("button", { text: "Zoom in", onclick: () => zoom(0.5) }), el("button", { text: "Zoom out", onclick: () => zoom(2) }),
