@@ -12,7 +12,7 @@
     events: [], alarms: new Map(), divert: null, steady: {},
     clockStart: 0, clockAt: { t: 0, wall: 0, speed: 1 },
     view: "", faceplate: "", dirty: new Set(), frame: 0,
-    trend: { tags: [], span: 600, end: null, data: {}, units: {} },
+    trend: { tags: [], span: 3600, end: null, data: {}, units: {} },
     lag: [], stats: { events: 0 },
   };
   const CONTROL = "write:run:control", QUEUE = "write:queue";
