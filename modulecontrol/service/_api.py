@@ -170,7 +170,7 @@ def create_app(service: ControlService) -> FastAPI:
     @app.get("/api/v1/runs/{run_id}/report", tags=["runs"])
     async def run_report(run_id: int, who: Annotated[TokenInfo, read]) -> FileResponse:
         """The batch report (HTML) of a finished run."""
-        path = await asyncio.to_thread(service.report_file, run_id)
+        path = await asyncio.to_thread(service.report_file, service.run(run_id))
         return FileResponse(path, media_type="text/html")
 
     @app.get("/api/v1/audit", tags=["records"], response_model=None)
@@ -179,7 +179,8 @@ def create_app(service: ControlService) -> FastAPI:
                     format: str = "json") -> dict[str, Any] | PlainTextResponse:
         """Audit entries, newest first, filtered by user, action (contains) and object;
         ``format=csv`` exports them."""
-        entries = service.audit(user or None, action or None, object or None, limit)
+        entries = await asyncio.to_thread(service.audit, user or None, action or None,
+                                          object or None, limit)
         if format == "csv":
             return PlainTextResponse(_csv(entries), media_type="text/csv")
         return {"entries": entries}

@@ -612,11 +612,13 @@ class ControlService:
               limit: int) -> list[dict[str, Any]]:
         """The newest ``limit`` audit entries (newest first) of ``user``, whose action
         contains ``action``, about ``obj``; the chain itself is verified by ``modulecontrol
-        audit verify``, not here."""
-        assert self._audit is not None
+        audit verify``, not here. Blocking: call it in a worker thread (it reads through a
+        connection of its own, so the control loop's appends never wait on it)."""
         self._ready()
         out: list[dict[str, Any]] = []
-        for e in self._audit.entries(obj or None):
+        with AuditTrail(self.options.db) as trail:
+            entries = list(trail.entries(obj or None))
+        for e in entries:
             if user and e.user != user:
                 continue
             if action and action.lower() not in e.action.lower():
@@ -626,10 +628,11 @@ class ControlService:
                         "new_value": e.new_value, "reason": e.reason})
         return out[::-1][:limit]
 
-    def report_file(self, run_id: int) -> Path:
+    def report_file(self, queued: QueuedRun) -> Path:
         """The batch report of a finished run: the one written at its end, else made now
-        from the records (into the report folder, or next to the database)."""
-        queued = self._run_or_404(run_id)
+        from the records (into the report folder, or next to the database). Blocking: call
+        it in a worker thread; it touches no connection of the control loop."""
+        run_id = queued.id
         if queued.state not in FINAL or queued.record_run is None:
             raise ServiceError(409, "no report yet",
                                f"run {run_id} is {queued.state}: its batch report is written "
