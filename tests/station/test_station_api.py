@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from modulecontrol.client import ApiError, Client
 from modulecontrol.descriptors import load_plant
 from modulecontrol.records import AuditTrail
 from modulecontrol.service import ServiceOptions
@@ -158,3 +159,19 @@ def test_the_audit_trail_filters_and_exports(line: ServedLine) -> None:
     lines = csv.text.strip().splitlines()
     assert lines[0] == "seq,t_utc,user,action,object,old_value,new_value,reason"
     assert len(lines) == len(mine) + 1
+
+
+async def test_the_python_client_speaks_the_station_routes(line: ServedLine) -> None:
+    async with Client(line.url) as c:
+        await c.login(*line.users["operator"])
+        topo = await c.topology()
+        assert {"from": "P1.outlet", "to": "M1.inlet_a"} in topo["connections"]
+        with pytest.raises(ApiError) as refused:
+            await c.set_value("P1", "FlowSP", "11 mL/min")
+        assert refused.value.status == 422
+        assert (await c.set_value("P1", "FlowSP", "0.3 mL/min"))["value"] == 0.3
+        with pytest.raises(ApiError) as not_enabled:
+            await c.module_command("P1", "Dosing", "resume")
+        assert not_enabled.value.status == 409
+        mine = await c.audit(user=line.users["operator"][0], action="set")
+        assert mine[0]["object"] == "P1.FlowSP" and mine[0]["new_value"] == "0.3 mL/min"
