@@ -49,6 +49,7 @@ def serve_cmd(
     from modulecontrol.drivers import DriverError
     from modulecontrol.records import RecordsError
     from modulecontrol.service import BindOptions, ServiceError, ServiceOptions, serve
+    from modulecontrol.station import mount as station
 
     if speed != 1.0 and not simulate:
         print("--speed: only a simulated plant (--simulate) runs on a scaled clock",
@@ -60,9 +61,10 @@ def serve_cmd(
 
     def ready(url: str) -> None:
         print(f"modulecontrol serving {plant} at {url} (OpenAPI: {url}/docs)", flush=True)
+        print(f"operator station: open {url}/ in a browser and log in", flush=True)
 
     try:
-        asyncio.run(serve(options, bind, ready))
+        asyncio.run(serve(options, bind, ready, mounts=[station]))
     except ConfigError as exc:
         for p in exc.problems:
             print(str(p), file=sys.stderr)

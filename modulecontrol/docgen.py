@@ -10,6 +10,10 @@ committed page differs from what this writes.
 temporary database and writes its batch report's charts as ``report-<chart>.png``: the
 pictures in the docs are what the report of ``make run`` draws. Run it from the repository.
 
+``python -m modulecontrol.docgen station-images docs/img`` serves the simulated lomustine line
+with the operator station (600x), runs the campaign into production, injects a pump stall
+and photographs each view in Debian's Chromium (Playwright) as ``station-<view>.png``.
+
 A program entry point, so it is a composition root: it wires the installed transports
 (:func:`modulecontrol.bootstrap.configure`) before it loads a module type.
 """
@@ -26,7 +30,7 @@ from modulecontrol.bootstrap import configure
 from modulecontrol.descriptors import builtin_types
 from modulecontrol.drivers import register_maps_markdown
 
-PAGES = ("register-maps", "report-images")
+PAGES = ("register-maps", "report-images", "station-images")
 
 CAMPAIGN = Path("recipes/lomustine/campaign.yaml")
 SHORT_RUN = ["checks=1", "check_interval=30 min"]
@@ -55,9 +59,111 @@ def _report_images(out_dir: Path) -> int:
     return 0
 
 
+def _station_images(out_dir: Path) -> int:
+    """Photograph each view of the operator station on the simulated lomustine line."""
+    import asyncio
+
+    if not CAMPAIGN.is_file():
+        sys.stderr.write(f"{CAMPAIGN}: not found: run this from the repository root\n")
+        return 2
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        sys.stderr.write("no /usr/bin/chromium: install it (.ci/install-servers)\n")
+        return 2
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(_photograph(Path(tmp), out_dir, chromium))
+    return 0
+
+
+async def _photograph(tmp: Path, out_dir: Path, chromium: Path) -> None:
+    import asyncio
+    import secrets
+
+    import httpx
+    from playwright.async_api import async_playwright
+
+    from modulecontrol.service import (
+        ApiServer,
+        BindOptions,
+        ControlService,
+        ServiceOptions,
+        ServiceStore,
+        hash_password,
+    )
+    from modulecontrol.station import mount
+
+    options = ServiceOptions(plant=CAMPAIGN.parent / "plant.yaml", simulate=True, speed=600.0,
+                             db=tmp / "docs.db", recipes=CAMPAIGN.parents[1], report_dir=tmp)
+    password = secrets.token_urlsafe(12)
+    store = ServiceStore(options.db)
+    try:
+        store.add_user("ada", "engineer", hash_password(password))
+    finally:
+        store.close()
+    service = ControlService(options)
+    await service.start()
+    server = ApiServer(service, BindOptions(port=0), [mount])
+    await server.start()
+    try:
+        async with async_playwright() as p, httpx.AsyncClient(base_url=server.url) as api:
+            browser = await p.chromium.launch(executable_path=str(chromium),
+                                              args=["--no-sandbox"])
+            page = await browser.new_page(viewport={"width": 1400, "height": 820})
+
+            async def shot(name: str) -> None:
+                await page.wait_for_timeout(1200)  # live values and a redraw
+                await page.screenshot(path=str(out_dir / f"station-{name}.png"))
+
+            await page.goto(server.url + "/")
+            await page.fill("input[name=username]", "ada")
+            await shot("login")
+            await page.fill("input[name=password]", password)
+            await page.click("#login button[type=submit]")
+            await page.wait_for_selector("svg.diagram g.module")
+            tok = (await api.post("/api/v1/token", json={"username": "ada",
+                                                         "password": password})).json()
+            headers = {"Authorization": f"Bearer {tok['access_token']}"}
+            await api.post("/api/v1/runs", headers=headers, json={
+                "recipe": "lomustine/campaign",
+                "parameters": {"checks": "8", "check_interval": "60 min"}})
+            await page.click("nav a[data-view=run]")
+            await page.wait_for_selector("ol.steps li.current[data-step=production]",
+                                         timeout=180_000)
+            await shot("run")
+            assert service.line is not None and service.line.simulation is not None
+            faults = service.line.simulation.plant.faults  # type: ignore[attr-defined]
+            faults.inject("P1", "stall")
+            await page.click("nav a[data-view=alarms]")
+            await page.wait_for_selector("tr[data-alarm=feed_pump_stall]", timeout=60_000)
+            await shot("alarms")
+            await page.click("nav a[data-view=plant]")
+            await shot("plant")
+            await page.click("g.module[data-tag=P1]")
+            await shot("faceplate")
+            faults.clear("P1", "stall")
+            await page.click("nav a[data-view=trends]")
+            for tag in ("R1.T", "R2.T", "P1.Flow"):
+                await page.select_option("#view-trends select", tag)
+                await page.click("#view-trends button[data-trend=add]")
+            await shot("trends")
+            await page.click("nav a[data-view=records]")
+            await page.wait_for_selector("table.audit tbody tr")
+            await shot("records")
+            await browser.close()
+            for run in (await api.get("/api/v1/runs", headers=headers)).json():
+                if not run["final"]:
+                    await api.post(f"/api/v1/runs/{run['id']}/stop", headers=headers)
+            await asyncio.sleep(0)
+    finally:
+        await server.stop()
+        await service.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``register-maps [PATH]``: write the page to PATH (print it without one);
-    ``report-images [DIR]``: write the report charts to DIR (default docs/img)."""
+    ``report-images [DIR]``: write the report charts to DIR (default docs/img);
+    ``station-images [DIR]``: photograph the operator station's views into DIR."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] not in PAGES:
         sys.stderr.write(f"usage: python -m modulecontrol.docgen {{{','.join(PAGES)}}} [PATH]\n")
@@ -66,6 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args[0] == "report-images":
         try:
             return _report_images(Path(args[1] if len(args) > 1 else "docs/img"))
+        finally:
+            wiring.undo()
+    if args[0] == "station-images":
+        try:
+            return _station_images(Path(args[1] if len(args) > 1 else "docs/img"))
         finally:
             wiring.undo()
     try:

@@ -57,6 +57,7 @@ class EventKind(StrEnum):
     SAFE_STATE = "safe_state"
     SIM_FAULT = "sim_fault"
     PLANT_REATTACHED = "plant_reattached"
+    VALUE_CHANGED = "value_changed"
     # supervision
     INTERLOCK_TRIPPED = "interlock_tripped"
     INTERLOCK_CLEARED = "interlock_cleared"
@@ -163,6 +164,10 @@ PAYLOADS: Final[Mapping[EventKind, Payload]] = {
                           ("errors",)),
     K.SIM_FAULT: Payload("a simulated fault began or ended (phase) at sim_time",
                          ("fault", "phase", "sim_time")),
+    K.VALUE_CHANGED: Payload("a module's value moved beyond its deadband or changed quality"
+                             " (control service stream only, not stored: the historian has "
+                             "the samples); source is module.assembly",
+                             ("module", "assembly", "value", "unit", "quality")),
     K.INTERLOCK_TRIPPED: Payload("an interlock's condition became true, or cannot be evaluated"
                                  " (reason says why: a value missing, bad, stale or NaN)",
                                  ("action", "condition"), ("reason",)),

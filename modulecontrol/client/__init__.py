@@ -110,7 +110,31 @@ class Client:
         return cast(dict[str, Any], await self._call("GET", "/events",
                                                      params={"since": since, "limit": limit}))
 
+    async def topology(self) -> dict[str, Any]:
+        """Modules with their descriptors' services and assemblies, and the connections."""
+        return cast(dict[str, Any], await self._call("GET", "/plant/topology"))
+
+    async def audit(self, user: str = "", action: str = "", obj: str = "",
+                    limit: int = 1000) -> list[dict[str, Any]]:
+        """Audit entries, newest first."""
+        got = await self._call("GET", "/audit", params={"user": user, "action": action,
+                                                        "object": obj, "limit": limit})
+        return cast(list[dict[str, Any]], got["entries"])
+
     # -- commanding
+    async def module_command(self, tag: str, service: str, command: str,
+                             procedure: str | None = None,
+                             parameters: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """A service command in operator mode (between runs; if CommandEn enables it)."""
+        return cast(dict[str, Any], await self._call(
+            "POST", f"/modules/{tag}/services/{service}/{command}",
+            {"procedure": procedure, "parameters": dict(parameters or {})}))
+
+    async def set_value(self, tag: str, assembly: str, value: str) -> dict[str, Any]:
+        """A parameter or set point in operator mode (between runs; within limits)."""
+        return cast(dict[str, Any], await self._call(
+            "PUT", f"/modules/{tag}/values/{assembly}", {"value": value}))
+
     async def start_run(self, recipe: str, parameters: Mapping[str, str] | None = None
                         ) -> dict[str, Any]:
         return cast(dict[str, Any], await self._call(

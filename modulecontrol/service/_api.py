@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
 from modulecontrol import __version__
@@ -45,6 +45,16 @@ class AckRequest(BaseModel):
 class AnswerRequest(BaseModel):
     prompt: int
     choice: str
+
+
+class ModuleCommandRequest(BaseModel):
+    procedure: str | None = Field(None, description="Procedure name (the default if none)")
+    parameters: dict[str, str] = Field(default_factory=dict,
+                                       description="name: value with unit, within limits")
+
+
+class SetValueRequest(BaseModel):
+    value: str = Field(description="Value with unit (e.g. '0.5 mL/min'), within limits")
 
 
 def _problem(exc: ServiceError, instance: str) -> JSONResponse:
@@ -104,6 +114,25 @@ def create_app(service: ControlService) -> FastAPI:
         """Modules, their services' states, their values with unit and quality."""
         return service.plant()
 
+    @app.get("/api/v1/plant/topology", tags=["plant"])
+    async def topology(who: Annotated[TokenInfo, read]) -> dict[str, Any]:
+        """Modules with category, ports, services, procedures, parameters and data
+        assemblies (unit, limits, settable), and the flow connections."""
+        return service.topology()
+
+    @app.post("/api/v1/modules/{tag}/services/{name}/{action}", tags=["plant"])
+    async def module_command(tag: str, name: str, action: str, req: ModuleCommandRequest,
+                             who: Annotated[TokenInfo, control]) -> dict[str, Any]:
+        """A service command in operator mode (between runs; only if CommandEn enables it)."""
+        return await service.module_command(tag, name, action, req.procedure, req.parameters,
+                                            who.user)
+
+    @app.put("/api/v1/modules/{tag}/values/{assembly}", tags=["plant"])
+    async def set_value(tag: str, assembly: str, req: SetValueRequest,
+                        who: Annotated[TokenInfo, control]) -> dict[str, Any]:
+        """A parameter or set point in operator mode (between runs; within its limits)."""
+        return await service.set_value(tag, assembly, req.value, who.user)
+
     @app.get("/api/v1/runs", tags=["runs"])
     async def runs(who: Annotated[TokenInfo, read]) -> list[dict[str, Any]]:
         """The queue and the history of runs, newest first."""
@@ -137,6 +166,24 @@ def create_app(service: ControlService) -> FastAPI:
                       ) -> dict[str, Any]:
         """hold, resume, stop or abort the running run; stop or abort cancels a queued one."""
         return service.run_view(service.command(run_id, action, who.user))
+
+    @app.get("/api/v1/runs/{run_id}/report", tags=["runs"])
+    async def run_report(run_id: int, who: Annotated[TokenInfo, read]) -> FileResponse:
+        """The batch report (HTML) of a finished run."""
+        path = await asyncio.to_thread(service.report_file, service.run(run_id))
+        return FileResponse(path, media_type="text/html")
+
+    @app.get("/api/v1/audit", tags=["records"], response_model=None)
+    async def audit(who: Annotated[TokenInfo, read], user: str = "", action: str = "",
+                    object: str = "", limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
+                    format: str = "json") -> dict[str, Any] | PlainTextResponse:
+        """Audit entries, newest first, filtered by user, action (contains) and object;
+        ``format=csv`` exports them."""
+        entries = await asyncio.to_thread(service.audit, user or None, action or None,
+                                          object or None, limit)
+        if format == "csv":
+            return PlainTextResponse(_csv(entries), media_type="text/csv")
+        return {"entries": entries}
 
     @app.get("/api/v1/events", tags=["events"])
     async def events(who: Annotated[TokenInfo, read], since: int = 0,
@@ -174,6 +221,21 @@ def create_app(service: ControlService) -> FastAPI:
         await _pump(service, ws, since)
 
     return app
+
+
+def _csv(entries: list[dict[str, Any]]) -> str:
+    import csv
+    import io
+    import json
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    cols = ["seq", "t_utc", "user", "action", "object", "old_value", "new_value", "reason"]
+    w.writerow(cols)
+    for e in entries:
+        w.writerow([json.dumps(e[c]) if c.endswith("_value") and e[c] is not None else e[c]
+                    for c in cols])
+    return buf.getvalue()
 
 
 async def _identify(service: ControlService, header: str) -> TokenInfo | None:

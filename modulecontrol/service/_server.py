@@ -12,11 +12,12 @@ import asyncio
 import contextlib
 import ipaddress
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
+from fastapi import FastAPI
 
 from modulecontrol.service._api import create_app
 from modulecontrol.service._service import ControlService, ServiceError, ServiceOptions
@@ -58,11 +59,15 @@ class _Server(uvicorn.Server):
 class ApiServer:
     """uvicorn for one service, started and stopped inside the running loop."""
 
-    def __init__(self, service: ControlService, bind: BindOptions) -> None:
+    def __init__(self, service: ControlService, bind: BindOptions,
+                 mounts: Sequence[Callable[[FastAPI], None]] = ()) -> None:
         check_bind(bind)
         self.bind = bind
+        app = create_app(service)
+        for mount in mounts:  # e.g. the operator station, chosen by the composition root
+            mount(app)
         config = uvicorn.Config(
-            create_app(service), host=bind.host, port=bind.port, log_level="warning",
+            app, host=bind.host, port=bind.port, log_level="warning",
             lifespan="off", ssl_certfile=bind.tls_cert, ssl_keyfile=bind.tls_key,
             ws="websockets-sansio")
         self._server = _Server(config)
@@ -105,13 +110,15 @@ class ApiServer:
 
 
 async def serve(options: ServiceOptions, bind: BindOptions,
-                ready: Callable[[str], None] | None = None) -> None:
+                ready: Callable[[str], None] | None = None,
+                mounts: Sequence[Callable[[FastAPI], None]] = ()) -> None:
     """``modulecontrol serve``: the service and its API until SIGINT or SIGTERM, then an
-    orderly shutdown (the active run is stopped and recorded, the modules closed)."""
+    orderly shutdown (the active run is stopped and recorded, the modules closed).
+    ``mounts`` add to the API's app what the caller composes in (the operator station)."""
     check_bind(bind)  # refused before anything starts
     service = ControlService(options)
     await service.start()
-    server = ApiServer(service, bind)
+    server = ApiServer(service, bind, mounts)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

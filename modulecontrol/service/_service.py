@@ -32,6 +32,16 @@ from modulecontrol.records import (
     RecordsError,
     TagHistory,
     last_sample_time,
+from modulecontrol.mtpcore import (
+    PARAM_CLASSES,
+    SCA,
+    WRITABLE_CLASSES,
+    commands_in,
+    enabled_commands,
+)
+from modulecontrol.recipe import walk_steps
+    TagConfig,
+    TagFilter,
     query_tag,
 )
 from modulecontrol.service._auth import LoginLimiter, granted, new_token, verify_password
@@ -133,6 +143,7 @@ class ControlService:
             self._reattached(recorded_until, interrupted)
         for proxy in self.line.proxies.values():
             proxy.on_state(self._on_service_state)
+        self._stream_values(self.line)
         self._worker = asyncio.get_running_loop().create_task(self._run_queue(),
                                                               name="run queue")
         self._wake.set()
@@ -309,6 +320,9 @@ class ControlService:
         assert line.historian is not None
         line.historian.acknowledge_alarm(alarm, user)
         self.record_action(user, "acknowledge alarm", alarm)
+        # every client sees it (the historian's own event is in the record only)
+        self._publish(EventKind.ALARM_ACKED.value, alarm, f"{alarm} acknowledged by {user}",
+                      {"user": user}, run=run_id)
 
     def answer(self, run_id: int, prompt: int, choice: str, user: str) -> None:
         queued = self._run_or_404(run_id)
@@ -394,21 +408,28 @@ class ControlService:
             values = {}
             for da in proxy.type.data_assemblies:
                 tv = proxy.values.get(da.name)
+                kept = proxy.parameters.get(da.name) if tv is None else None
                 values[da.name] = {
-                    "value": _plain(tv.value) if tv is not None else None,
+                    "value": _plain(tv.value) if tv is not None else _plain(kept),
                     "unit": da.unit,
-                    "quality": (tv.quality.name.lower() if tv is not None else "unknown"),
+                    # a parameter the proxy keeps (not bound on the device) is known exactly
+                    "quality": (tv.quality.name.lower() if tv is not None
+                                else "good" if kept is not None else "unknown"),
+                    "t": tv.timestamp if tv is not None else None,
                 }
             modules.append({
                 "tag": tag, "type": proxy.type.name, "faulted": proxy.faulted,
                 "fault": proxy.fault,
                 "services": {n: s.state.label for n, s in proxy.services.items()},
+                "command_en": {n: [c.label for c in sorted(self._enabled(proxy, n))]
+                               for n in proxy.services},
                 "values": values,
             })
         active = self._active[0] if self._active else None
         return {"plant": line.plant.plant.name, "simulated": self.options.simulate,
                 "speed": self.options.speed, "active_run": active, "modules": modules,
-                "events_head": self.stream.head, "stream": self.stream.epoch}
+                "events_head": self.stream.head, "stream": self.stream.epoch,
+                "clock_start": line.clock.start.timestamp(), "clock_now": line.clock.now()}
 
     def run_view(self, queued: QueuedRun) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -426,6 +447,18 @@ class ControlService:
                 out["recipe_state"] = orch.machine.state.label
                 out["step"] = orch.progress.step
                 out["held_by"] = orch.holds.reasons()
+                pr = orch.progress
+                out["progress"] = {"steps_done": pr.steps_done, "steps_total": pr.steps_total,
+                                   "step_elapsed": pr.step_elapsed,
+                                   "step_duration": pr.step_duration}
+            out["plan"] = [{"block": b.name,
+                            "steps": [getattr(st, "name", None) or "" for st in b.steps],
+                            # the named steps nested in each (a repeat's, a parallel's)
+                            "inner": [[n for _, x in list(walk_steps([st]))[1:]
+                                       if (n := getattr(x, "name", None))]
+                                      for st in b.steps]}
+                           for b in session.vr.recipe.procedure]
+            out["t_now"] = self._ready()[1].clock.now()
             out["prompts"] = [{"id": p.id, "source": p.source, "message": p.message,
                                "choices": p.choices}
                               for p in session.operator.pending.values()]
@@ -444,6 +477,204 @@ class ControlService:
             raise ServiceError(404, "no such tag", str(exc)) from None
         except ValueError as exc:
             raise ServiceError(422, "invalid query", str(exc)) from None
+
+    # ------------------------------------------------------------------ operator mode
+    def topology(self) -> dict[str, Any]:
+        """The plant as the descriptors say it: modules with their category, ports,
+        services (procedures and their parameters) and data assemblies (unit, limits,
+        whether an operator may set it), and the flow connections. A station generates its
+        diagram and faceplates from this, with no per-module code."""
+        line = self._ready()[1]
+        modules = []
+        for tag, proxy in line.proxies.items():
+            mt = proxy.type
+            modules.append({
+                "tag": tag, "type": mt.name, "category": mt.category,
+                "description": line.plant.instance(tag).description or mt.description,
+                "ports": [{"name": p.name, "direction": p.direction} for p in mt.ports],
+                "services": [{
+                    "name": svc.name, "description": svc.description,
+                    "config_parameters": list(svc.config_parameters),
+                    "procedures": [{"name": pr.name, "id": pr.id, "default": pr.default,
+                                    "parameters": svc.parameters(pr)}
+                                   for pr in svc.procedures],
+                } for svc in mt.services],
+                "assemblies": [{
+                    "name": da.name, "class": str(da.class_), "description": da.description,
+                    "unit": da.unit, "min": _plain(da.min), "max": _plain(da.max),
+                    "kind": da.kind, "settable": self._settable(proxy, da.name),
+                    "parameter": da.class_ in PARAM_CLASSES,
+                } for da in mt.data_assemblies],
+            })
+        connections = [{"from": c.from_, "to": c.to} for c in line.plant.plant.connections]
+        return {"plant": line.plant.plant.name, "modules": modules, "connections": connections}
+
+    @staticmethod
+    def _settable(proxy: Any, assembly: str) -> bool:
+        da = proxy.type.assembly(assembly)
+        return da.class_ in WRITABLE_CLASSES
+
+    def _not_while_running(self, what: str) -> None:
+        """Module commands and set points in operator mode are taken between runs only:
+        while a recipe runs, the orchestrator owns the services (its supervision, holds and
+        divert would fight a hand on the same service)."""
+        if self._active is not None:
+            raise ServiceError(409, "a run owns the line",
+                               f"{what}: run {self._active[0]} is active and commands the "
+                               f"modules; stop it (or wait for its end) to operate modules "
+                               f"by hand")
+
+    def _proxy_or_404(self, tag: str) -> Any:
+        line = self._ready()[1]
+        proxy = line.proxies.get(tag)
+        if proxy is None:
+            raise ServiceError(404, "no such module",
+                               f"no module '{tag}' (modules: {', '.join(line.proxies)})")
+        return proxy
+
+    async def module_command(self, tag: str, service: str, action: str,
+                             procedure: str | None, parameters: dict[str, str],
+                             user: str) -> dict[str, Any]:
+        """A service command in operator mode: only what CommandEn enables in the service's
+        present state, parameters within their limits; accepted ones are operator actions
+        with their audit entry, refused ones are audit entries too."""
+        target = f"{tag}.{service}"
+        try:
+            proxy = self._proxy_or_404(tag)
+            svc = proxy.services.get(service)
+            if svc is None:
+                raise ServiceError(404, "no such service",
+                                   f"{tag} has no service '{service}' (services: "
+                                   f"{', '.join(proxy.services) or 'none'})")
+            try:
+                cmd = Command.from_label(action)
+            except ValueError as exc:
+                raise ServiceError(404, "no such command", str(exc)) from None
+            self._not_while_running(f"{action} {target}")
+            enabled = self._enabled(proxy, service)
+            if cmd not in enabled:
+                raise ServiceError(409, "command not enabled",
+                                   f"{action} {target}: not enabled in {svc.state.label} "
+                                   f"(enabled: {', '.join(c.label for c in enabled) or 'none'})")
+            try:
+                await svc.command(cmd, procedure=procedure or None,
+                                  parameters=dict(parameters) or None)
+            except (ValueError, KeyError) as exc:
+                raise ServiceError(422, "invalid parameters",
+                                   f"{action} {target}: {exc}") from None
+        except ServiceError as exc:
+            await self.refused(user, f"{action} {target}", target, exc.detail)
+            raise
+        self.record_action(user, f"{cmd.label} in operator mode", target,
+                           new_value={"procedure": procedure, "parameters": parameters})
+        return {"module": tag, "service": service, "state": svc.state.label}
+
+    async def set_value(self, tag: str, assembly: str, value: str, user: str
+                        ) -> dict[str, Any]:
+        """A set point or parameter in operator mode, converted to the assembly's unit and
+        refused outside its limits (the same check a recipe's parameters pass)."""
+        target = f"{tag}.{assembly}"
+        try:
+            proxy = self._proxy_or_404(tag)
+            names = [d.name for d in proxy.type.data_assemblies]
+            if assembly not in names:
+                raise ServiceError(404, "no such data assembly",
+                                   f"{tag} has no data assembly '{assembly}' "
+                                   f"(assemblies: {', '.join(names)})")
+            if not self._settable(proxy, assembly):
+                raise ServiceError(409, "not settable",
+                                   f"{target} is measured, not set (set a parameter or set "
+                                   f"point)")
+            self._not_while_running(f"set {target}")
+            try:
+                coerced = await proxy.set(assembly, value)
+            except ValueError as exc:
+                raise ServiceError(422, "outside limits", f"{target}: {exc}") from None
+        except ServiceError as exc:
+            await self.refused(user, f"set {target}", target, exc.detail)
+            raise
+        self.record_action(user, "set in operator mode", target, new_value=value)
+        return {"module": tag, "assembly": assembly, "value": _plain(coerced),
+                "unit": proxy.type.assembly(assembly).unit}
+
+    @staticmethod
+    def _enabled(proxy: Any, service: str) -> frozenset[Command]:
+        """CommandEn as the module says it (a PEA's own word), else the state table's."""
+        raw = proxy.value(f"{service}.{SCA.COMMAND_EN}")
+        if isinstance(raw, int | float) and not isinstance(raw, bool):
+            return frozenset(commands_in(int(raw)))
+        return enabled_commands(proxy.services[service].state)
+
+    def _stream_values(self, line: Line) -> None:
+        """Value changes into the event stream: every data assembly that carries a number,
+        filtered by its deadband (``deadband`` of the descriptor; 0, i.e. changes only, if
+        it has none) with the historian's filter; a change of quality always passes."""
+        filters: dict[str, TagFilter] = {}
+        units: dict[str, str] = {}
+        for tag, proxy in line.proxies.items():
+            for da in proxy.type.data_assemblies:
+                if da.kind == "number":
+                    band = float(da.deadband) if da.deadband is not None else 0.0
+                    filters[f"{tag}.{da.name}"] = TagFilter(TagConfig(deadband=band))
+                    units[f"{tag}.{da.name}"] = da.unit
+
+        def on_values(tag: str, values: Any) -> None:
+            for name, tv in values.items():
+                key = f"{tag}.{name}"
+                f = filters.get(key)
+                v = tv.value
+                if f is None or isinstance(v, bool) or not isinstance(v, int | float):
+                    continue
+                quality = tv.quality.name.lower()
+                if f.accept(time.monotonic(), float(v), 192 if quality == "good" else 0):
+                    self._publish(EventKind.VALUE_CHANGED.value, key, "",
+                                  {"module": tag, "assembly": name, "value": _plain(v),
+                                   "unit": units[key], "quality": quality})
+
+        for proxy in line.proxies.values():
+            proxy.on_values(on_values)
+
+    # ------------------------------------------------------------------ records for the station
+    def audit(self, user: str | None, action: str | None, obj: str | None,
+              limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` audit entries (newest first) of ``user``, whose action
+        contains ``action``, about ``obj``; the chain itself is verified by ``modulecontrol
+        audit verify``, not here. Blocking: call it in a worker thread (it reads through a
+        connection of its own, so the control loop's appends never wait on it)."""
+        self._ready()
+        out: list[dict[str, Any]] = []
+        with AuditTrail(self.options.db) as trail:
+            entries = list(trail.entries(obj or None))
+        for e in entries:
+            if user and e.user != user:
+                continue
+            if action and action.lower() not in e.action.lower():
+                continue
+            out.append({"seq": e.seq, "t_utc": e.t_utc, "user": e.user, "action": e.action,
+                        "object": e.object, "old_value": e.old_value,
+                        "new_value": e.new_value, "reason": e.reason})
+        return out[::-1][:limit]
+
+    def report_file(self, queued: QueuedRun) -> Path:
+        """The batch report of a finished run: the one written at its end, else made now
+        from the records (into the report folder, or next to the database). Blocking: call
+        it in a worker thread; it touches no connection of the control loop."""
+        run_id = queued.id
+        if queued.state not in FINAL or queued.record_run is None:
+            raise ServiceError(409, "no report yet",
+                               f"run {run_id} is {queued.state}: its batch report is written "
+                               f"when it ends")
+        folder = self.options.report_dir or self.options.db.parent
+        out = folder / f"run-{queued.record_run}.html"
+        if not out.is_file():
+            from modulecontrol.records import report
+
+            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                report(self.options.db, queued.record_run, "html", out)
+            except RecordsError as exc:
+                raise ServiceError(404, "no report", str(exc)) from None
+        return out
 
     # ------------------------------------------------------------------ events
     def _publish(self, kind: str, source: str, message: str, data: dict[str, Any],

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import secrets
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from modulecontrol.service import (
     ApiServer,
@@ -37,8 +39,14 @@ class ServedLine:
 class ServiceThread:
     """Start with :meth:`start` (returns the :class:`ServedLine`), stop with :meth:`stop`."""
 
-    def __init__(self, options: ServiceOptions, startup_timeout: float = 120.0) -> None:
+    def __init__(self, options: ServiceOptions, startup_timeout: float = 120.0,
+                 mounts: Sequence[Callable[[Any], None]] = ()) -> None:
         self.options = options
+        self.mounts = mounts
+        """Added to the API's app, as ``modulecontrol serve`` adds the operator station."""
+        self.service: ControlService | None = None
+        """The running service, for a test that drives the simulated plant (faults) beside
+        the API; use it only through :meth:`call`."""
         self.startup_timeout = startup_timeout
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -74,6 +82,16 @@ class ServiceThread:
         if self._thread.is_alive():
             raise TimeoutError(f"the control service did not stop within {timeout:g} s")
 
+    def call(self, fn: Callable[[ControlService], Any], timeout: float = 10.0) -> Any:
+        """Run ``fn(service)`` in the service's loop and return its result."""
+        assert self._loop is not None and self.service is not None, "not started"
+        service = self.service
+
+        async def go() -> Any:
+            return fn(service)
+
+        return asyncio.run_coroutine_threadsafe(go(), self._loop).result(timeout)
+
     def _main(self) -> None:
         try:
             asyncio.run(self._serve())
@@ -87,7 +105,8 @@ class ServiceThread:
         self._stop = asyncio.Event()
         service = ControlService(self.options)
         await service.start()
-        server = ApiServer(service, BindOptions(host="127.0.0.1", port=0))
+        self.service = service
+        server = ApiServer(service, BindOptions(host="127.0.0.1", port=0), self.mounts)
         try:
             await server.start()
             self._url = server.url

@@ -164,9 +164,10 @@ async def test_stream_reconnect_loses_and_duplicates_nothing(line: ServedLine) -
         head = (await c.events_since(0))["head"]
         await asyncio.wait_for(read(seen[-1], head), 30)  # reconnect from the last one seen
         assert seen == list(range(1, head + 1))
-        # a number the stream never gave (ahead of its head) is a resync, not silence
-        async for msg in c.events(head + 100):
-            assert isinstance(msg, Resync) and msg.seq == head
+        # a number the stream never gave (ahead of its head) is a resync, not silence;
+        # value changes go on after the run, so the head may have moved meanwhile
+        async for msg in c.events(head + 1_000_000):
+            assert isinstance(msg, Resync) and msg.seq >= head
             break
 
 

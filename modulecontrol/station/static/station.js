@@ -1,0 +1,764 @@
+// The operator station: a client of the control service's API and event stream.
+// Plain browser JavaScript, no library and no build step: it ships inside the Python package.
+// Every value shown comes from /api/v1 with the user's token; every command goes there too,
+// so the service checks the role and writes the audit trail. The page never trusts itself:
+// a control it disables is refused by the service as well.
+"use strict";
+(() => {
+  const S = {
+    token: sessionStorage.getItem("mc.token") || "", user: "", role: "", scopes: [],
+    topo: null, plant: null, runs: [], seq: 0, epoch: "", ws: null,
+    values: {}, services: {}, cmdEn: {}, faulted: {},
+    events: [], alarms: new Map(), divert: null, steady: {},
+    clockStart: 0, clockAt: { t: 0, wall: 0, speed: 1 },
+    view: "", faceplate: "", dirty: new Set(), frame: 0,
+    trend: { tags: [], span: 3600, end: null, data: {}, units: {} },
+    lag: [], stats: { events: 0 },
+  };
+  const CONTROL = "write:run:control", QUEUE = "write:queue";
+  const COMMANDS = ["Start", "Stop", "Hold", "Unhold", "Pause", "Resume", "Complete", "Abort",
+                    "Restart", "Reset"];
+  const ABNORMAL = new Set(["Held", "Holding", "Aborted", "Aborting", "Stopping", "Paused"]);
+  const ALARM_KINDS = new Set(["alarm_raised", "alarm_cleared", "alarm_acked",
+                               "interlock_tripped", "interlock_cleared"]);
+  window.__station = S;  // for the browser tests and the benchmark: read-only inspection
+
+  // ------------------------------------------------------------------ DOM helpers
+  const $ = (sel, root = document) => root.querySelector(sel);
+  function el(tag, attrs = {}, ...kids) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs)) {
+      if (v === false || v === null || v === undefined) continue;
+      if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+      else if (k === "text") e.textContent = v;
+      else e.setAttribute(k, v === true ? "" : String(v));
+    }
+    for (const k of kids) if (k !== null && k !== undefined) e.append(k);
+    return e;
+  }
+  const SVGNS = "http://www.w3.org/2000/svg";
+  function sv(tag, attrs = {}, ...kids) {
+    const e = document.createElementNS(SVGNS, tag);
+    for (const [k, v] of Object.entries(attrs)) {
+      if (k === "text") e.textContent = v; else e.setAttribute(k, String(v));
+    }
+    for (const k of kids) if (k) e.append(k);
+    return e;
+  }
+  const can = (scope) => S.scopes.includes(scope);
+  function fmt(v) {
+    if (v === null || v === undefined) return "—";
+    if (typeof v === "number") {
+      const a = Math.abs(v);
+      return a !== 0 && (a >= 1e5 || a < 1e-3) ? v.toExponential(3) : String(+v.toPrecision(4));
+    }
+    return String(v);
+  }
+  function dur(s) {
+    if (s === null || s === undefined || !isFinite(s)) return "—";
+    s = Math.max(0, Math.round(s));
+    const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
+    return h ? `${h} h ${m} min` : m ? `${m} min ${r} s` : `${r} s`;
+  }
+  const lineNow = () => S.clockAt.t + (performance.now() / 1000 - S.clockAt.wall) * S.clockAt.speed;
+  const toEpoch = (t) => S.clockStart + t;
+
+  // ------------------------------------------------------------------ the API
+  class ApiError extends Error {
+    constructor(status, detail, problems) { super(detail); this.status = status; this.problems = problems || []; }
+  }
+  async function api(path, opts = {}) {
+    const headers = { Authorization: `Bearer ${S.token}` };
+    let body;
+    if (opts.json !== undefined) { headers["Content-Type"] = "application/json"; body = JSON.stringify(opts.json); }
+    const res = await fetch(`/api/v1${path}`, { method: opts.method || "GET", headers, body });
+    const type = res.headers.get("content-type") || "";
+    const data = type.includes("json") ? await res.json() : await res.text();
+    if (res.status === 401 && path !== "/token") { logout("your session ended: log in again"); }
+    if (!res.ok) throw new ApiError(res.status, data.detail || res.statusText, data.problems);
+    return data;
+  }
+  function say(where, err) {
+    const text = err instanceof ApiError ? [err.message, ...err.problems].join("\n") : String(err);
+    where.textContent = text;
+  }
+
+  // ------------------------------------------------------------------ login
+  $("#login").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const f = new FormData(e.target);
+    try {
+      const r = await fetch("/api/v1/token", {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ username: f.get("username"), password: f.get("password") }) });
+      const d = await r.json();
+      if (!r.ok) throw new ApiError(r.status, d.detail || "login failed");
+      S.token = d.access_token; sessionStorage.setItem("mc.token", S.token);
+      $("#login-error").textContent = "";
+      e.target.reset();
+      await start(d);
+    } catch (err) { say($("#login-error"), err); }
+  });
+  $("#logout").addEventListener("click", () => logout(""));
+  function logout(why) {
+    S.token = ""; sessionStorage.removeItem("mc.token");
+    if (S.ws) { S.ws.onclose = null; S.ws.close(); S.ws = null; }
+    document.querySelectorAll(".view").forEach((v) => { v.hidden = true; v.replaceChildren(); });
+    $("#faceplate").hidden = true; $("nav").hidden = true; $("#logout").hidden = true;
+    $("#who").textContent = ""; $("#login").hidden = false; $("#login-error").textContent = why;
+  }
+
+  async function start(who) {
+    if (who) { S.user = who.user; S.role = who.role; S.scopes = who.scopes; }
+    else {  // a token kept across a reload: who it is comes back with the first refusal or not
+      const saved = JSON.parse(sessionStorage.getItem("mc.who") || "{}");
+      Object.assign(S, { user: saved.user || "", role: saved.role || "", scopes: saved.scopes || [] });
+    }
+    sessionStorage.setItem("mc.who", JSON.stringify({ user: S.user, role: S.role, scopes: S.scopes }));
+    await snapshot();
+    $("#login").hidden = true; $("nav").hidden = false; $("#logout").hidden = false;
+    $("#who").textContent = `${S.user} (${S.role})`;
+    document.body.dataset.role = S.role;
+    connect();
+    route();
+  }
+
+  // ------------------------------------------------------------------ snapshot and stream
+  async function snapshot() {
+    const [topo, plant, runs, evs] = await Promise.all([
+      S.topo ? Promise.resolve(S.topo) : api("/plant/topology"), api("/plant"), api("/runs"),
+      api("/events?since=0&limit=10000")]);
+    S.topo = topo; S.runs = runs;
+    applyPlant(plant);
+    S.seq = plant.events_head; S.epoch = plant.stream;
+    S.alarms.clear(); S.events = [];
+    if (!evs.resync) for (const ev of evs.events) if (ev.kind !== "value_changed") remember(ev);
+    $("#plant-name").textContent = `${plant.plant}${plant.simulated ? " (simulated)" : ""}`;
+  }
+  function applyPlant(plant) {
+    S.plant = plant;
+    S.clockStart = plant.clock_start;
+    S.clockAt = { t: plant.clock_now, wall: performance.now() / 1000, speed: plant.speed || 1 };
+    const now = Date.now() / 1000;
+    for (const m of plant.modules) {
+      S.faulted[m.tag] = m.faulted ? (m.fault || "fault") : "";
+      for (const [svc, st] of Object.entries(m.services)) S.services[`${m.tag}.${svc}`] = st;
+      S.cmdEn[m.tag] = m.command_en || {};
+      for (const [name, v] of Object.entries(m.values)) {
+        S.values[`${m.tag}.${name}`] = { value: v.value, unit: v.unit, quality: v.quality,
+                                         at: v.t === null ? null : Math.min(now, v.t) };
+      }
+      S.dirty.add(m.tag);
+    }
+  }
+  function connect() {
+    const proto = location.protocol === "https:" ? "wss" : "ws";
+    const ws = new WebSocket(`${proto}://${location.host}/api/v1/stream?since=${S.seq}` +
+                             `&token=${encodeURIComponent(S.token)}`);
+    S.ws = ws;
+    ws.onopen = () => { $("#link").textContent = "live"; $("#link").className = ""; };
+    ws.onmessage = (m) => {
+      const ev = JSON.parse(m.data);
+      if (ev.type === "resync") { S.seq = ev.seq; snapshot().then(render); return; }
+      S.seq = ev.seq;
+      handle(ev);
+    };
+    ws.onclose = () => {
+      $("#link").textContent = "connection lost: reconnecting"; $("#link").className = "abnormal";
+      if (S.token) setTimeout(() => { if (S.token) connect(); }, 1000);
+    };
+  }
+
+  let plantTimer = 0, runsTimer = 0;
+  function later(which, ms) {  // debounced re-reads of the snapshot parts an event changes
+    if (which === "plant" && !plantTimer) plantTimer = setTimeout(async () => {
+      plantTimer = 0; applyPlant(await api("/plant")); schedule(); }, ms);
+    if (which === "runs" && !runsTimer) runsTimer = setTimeout(async () => {
+      runsTimer = 0; S.runs = await api("/runs"); if (S.view === "run" || S.view === "records") render(); }, ms);
+  }
+
+  function handle(ev) {
+    S.stats.events++;
+    if (ev.kind === "value_changed") {
+      const d = ev.data;
+      S.values[ev.source] = { value: d.value, unit: d.unit, quality: d.quality, at: Date.now() / 1000 };
+      S.dirty.add(d.module);
+      S.lag.push({ seq: ev.seq, received: performance.now() });
+      const tr = S.trend.data[ev.source];
+      if (tr) tr.push([toEpoch(ev.t), d.value]);
+      schedule();
+      return;
+    }
+    remember(ev);
+    if (ev.kind === "service_state") {
+      S.services[ev.source] = ev.data.new; S.dirty.add(ev.data.module); later("plant", 200);
+    }
+    if (ev.kind === "module_fault" || ev.kind === "module_recovered") later("plant", 100);
+    if (ev.run !== null || ev.kind.startsWith("run_")) later("runs", 150);
+    if (ALARM_KINDS.has(ev.kind)) { renderBanner(); if (S.view === "alarms") render(); }
+    schedule();
+  }
+  function remember(ev) {
+    S.events.push(ev);
+    if (S.events.length > 2000) S.events.splice(0, S.events.length - 2000);
+    if (ev.kind === "divert") S.divert = !!ev.data.to_product;
+    if (ev.kind === "steady_state") S.steady[ev.source] = ev.data.steady !== false;
+    if (ev.kind === "run_started") { S.divert = null; S.steady = {}; }
+    if (ALARM_KINDS.has(ev.kind)) foldAlarm(ev);
+  }
+
+  // ------------------------------------------------------------------ alarms, one source
+  // The alarm view is driven by this one fold over the stream's alarm and interlock events;
+  // an alarm endpoint of the service replaces it without touching the views.
+  function foldAlarm(ev) {
+    const interlock = ev.kind.startsWith("interlock");
+    const key = `${interlock ? "interlock" : "alarm"}:${ev.source}`;
+    // an acknowledgement names the alarm or interlock by its name alone
+    let a = S.alarms.get(key) || (ev.kind === "alarm_acked" ? S.alarms.get(`interlock:${ev.source}`) : undefined);
+    if (ev.kind === "alarm_raised" || ev.kind === "interlock_tripped") {
+      a = { key, name: ev.source, interlock, run: ev.run, priority: interlock ? "high" : (ev.data.priority || "medium"),
+            t: ev.t, message: ev.message, active: true, acked: false, history: a ? a.history : [] };
+      S.alarms.set(key, a);
+    }
+    if (!a) return;
+    if (ev.kind === "alarm_cleared" || ev.kind === "interlock_cleared") a.active = false;
+    if (ev.kind === "alarm_acked") a.acked = true;
+    a.history.push(ev);
+  }
+  const unacked = () => [...S.alarms.values()].filter((a) => !a.acked);
+  function renderBanner() {
+    const high = unacked().filter((a) => a.priority === "high");
+    const b = $("#banner");
+    b.hidden = high.length === 0;
+    b.textContent = high.length ? `${high.length} unacknowledged high-priority alarm(s): ` +
+      high.map((a) => `${a.name} (${a.message})`).join("; ") : "";
+  }
+  async function ack(a) {
+    const run = a.run || (S.plant && S.plant.active_run);
+    await api(`/runs/${run}/ack`, { method: "POST", json: { alarm: a.name } });
+    a.acked = true; renderBanner(); render();
+  }
+
+  // ------------------------------------------------------------------ routing and frames
+  window.addEventListener("hashchange", route);
+  function route() {
+    if (!S.token) return;
+    const v = (location.hash || "#plant").slice(1).split("/")[0];
+    S.view = ["plant", "run", "trends", "alarms", "records"].includes(v) ? v : "plant";
+    document.querySelectorAll(".view").forEach((s) => { s.hidden = s.id !== `view-${S.view}`; });
+    document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("on", a.dataset.view === S.view));
+    if (S.view !== "plant") { S.faceplate = ""; $("#faceplate").hidden = true; }
+    render();
+  }
+  function render() {
+    if (!S.token || !S.topo) return;
+    ({ plant: renderPlant, run: renderRun, trends: renderTrends, alarms: renderAlarms,
+       records: renderRecords })[S.view]();
+    renderBanner();
+    if (S.faceplate) renderFaceplate();
+  }
+  function schedule() { if (!S.frame) S.frame = requestAnimationFrame(flush); }
+  function flush() {  // live updates touch only the text that changed, once per frame
+    S.frame = 0;
+    if (S.view === "plant") for (const tag of S.dirty) updateModule(tag);
+    if (S.faceplate && S.dirty.has(S.faceplate)) updateFaceplate();
+    S.dirty.clear();
+    if (S.view === "run") updateRun();
+    if (S.view === "trends") drawTrend();
+    const c = $("#clock"); if (c) c.textContent = `line time ${dur(lineNow())}`;
+    // the displayed value is in the DOM now: what the benchmark measures as display lag
+    const t = performance.now();
+    for (const l of S.lag) l.shown = t;
+    S.lagDone = (S.lagDone || []).concat(S.lag).slice(-5000); S.lag = [];
+  }
+
+  // ------------------------------------------------------------------ plant: diagram
+  function symbolClass(m) {
+    const t = m.type.toLowerCase(), c = (m.category || "").toLowerCase();
+    if (/backpressure|bpr/.test(t)) return "bpr";
+    for (const k of ["pump", "mixer", "reactor", "valve", "analyzer", "crystallizer"])
+      if (c.includes(k) || t.includes(k)) return k;
+    if (/analy|pat/.test(c + t)) return "analyzer";
+    return "module";
+  }
+  function layout(topo) {
+    // left to right by flow: rank = longest path from the feeds; a feed sits just left of
+    // the first module it feeds; within a rank modules follow their upstream neighbours
+    const tags = topo.modules.map((m) => m.tag);
+    const up = {}, down = {};
+    for (const t of tags) { up[t] = []; down[t] = []; }
+    for (const c of topo.connections) {
+      const a = c.from.split(".")[0], b = c.to.split(".")[0];
+      if (a in down && b in up && !down[a].includes(b)) { down[a].push(b); up[b].push(a); }
+    }
+    const rank = {};
+    const visit = (t, seen) => {
+      if (t in rank) return rank[t];
+      if (seen.has(t)) return 0;  // a recycle loop: cut it here
+      seen.add(t);
+      rank[t] = up[t].length ? Math.max(...up[t].map((u) => visit(u, seen) + 1)) : 0;
+      return rank[t];
+    };
+    for (const t of tags) visit(t, new Set());
+    for (const t of tags) if (!up[t].length && down[t].length)
+      rank[t] = Math.max(0, Math.min(...down[t].map((d) => rank[d])) - 1);
+    const cols = [];
+    for (const t of tags) (cols[rank[t]] = cols[rank[t]] || []).push(t);
+    const pos = {};
+    cols.forEach((col, r) => col.forEach((t, i) => { pos[t] = { r, i }; }));
+    for (let pass = 0; pass < 3; pass++) cols.forEach((col) => {
+      const bary = (t) => {
+        const n = [...up[t], ...down[t]].filter((x) => x in pos);
+        return n.length ? n.reduce((s, x) => s + pos[x].i, 0) / n.length : pos[t].i;
+      };
+      col.sort((a, b) => bary(a) - bary(b));
+      col.forEach((t, i) => { pos[t].i = i; });
+    });
+    const W = 190, H = 140, rows = Math.max(...cols.map((c) => (c ? c.length : 0)));
+    const out = {};
+    cols.forEach((col, r) => col.forEach((t, i) => {
+      const offset = (rows - col.length) * H / 2;  // centre short columns on the main line
+      out[t] = { x: 30 + r * W, y: 20 + offset + i * H };
+    }));
+    return { pos: out, width: 60 + cols.length * W, height: 40 + rows * H, down };
+  }
+  function symbol(kind) {
+    const g = sv("g", { class: `sym sym-${kind}` });
+    const add = (tag, a) => g.append(sv(tag, a));
+    switch (kind) {
+      case "pump": add("circle", { cx: 25, cy: 25, r: 22 }); add("path", { d: "M14 12 L40 25 L14 38 Z", class: "mark" }); break;
+      case "mixer": add("circle", { cx: 25, cy: 25, r: 18 }); add("path", { d: "M12 12 L38 38 M38 12 L12 38", class: "line" }); break;
+      case "reactor": add("rect", { x: 1, y: 8, width: 48, height: 34, rx: 4 });
+        add("path", { d: "M6 25 q4 -12 8 0 t8 0 t8 0 t8 0 t8 0", class: "line" }); break;
+      case "valve": add("path", { d: "M3 12 L47 38 L47 12 L3 38 Z" }); break;
+      case "bpr": add("path", { d: "M3 22 L47 46 L47 22 L3 46 Z" }); add("path", { d: "M25 34 L25 12", class: "line" });
+        add("path", { d: "M13 12 A12 10 0 0 1 37 12 Z" }); break;
+      case "analyzer": add("circle", { cx: 25, cy: 25, r: 22 }); g.append(sv("text", { x: 25, y: 30, class: "symtext", text: "AT" })); break;
+      case "crystallizer": add("path", { d: "M5 4 L5 34 Q25 52 45 34 L45 4 Z" }); add("path", { d: "M25 0 L25 34 M17 30 L33 30", class: "line" }); break;
+      default: add("rect", { x: 3, y: 5, width: 44, height: 40 });
+    }
+    return g;
+  }
+  function mainValues(m) {  // what is shown on the diagram: the measured values first
+    const order = { AnaMon: 0, AnaView: 1, BinMon: 2, BinView: 3, BinVlv: 2, AnaVlv: 2, AnaDrv: 2 };
+    return m.assemblies.filter((a) => a.class in order)
+      .sort((a, b) => order[a.class] - order[b.class]).slice(0, 2);
+  }
+  function renderPlant() {
+    const view = $("#view-plant");
+    const L = layout(S.topo);
+    const svg = sv("svg", { viewBox: `0 0 ${L.width} ${L.height}`, class: "diagram", role: "img",
+                            "aria-label": `process diagram of ${S.topo.plant}` });
+    svg.append(sv("defs", {}, sv("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5,
+      markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" }, sv("path", { d: "M0 0 L10 5 L0 10 z", class: "arrowhead" }))));
+    const edges = sv("g", { class: "edges" });
+    for (const [a, ds] of Object.entries(L.down)) for (const b of ds) {
+      const p = L.pos[a], q = L.pos[b];
+      const x1 = p.x + 50, y1 = p.y + 25, x2 = q.x - 2, y2 = q.y + 25, xm = x2 - 20;
+      const d = y1 === y2 ? `M${x1} ${y1} L${x2} ${y2}` : `M${x1} ${y1} L${xm} ${y1} L${xm} ${y2} L${x2} ${y2}`;
+      edges.append(sv("path", { d, "marker-end": "url(#arrow)", "data-edge": `${a}-${b}` }));
+    }
+    svg.append(edges);
+    for (const m of S.topo.modules) {
+      const p = L.pos[m.tag];
+      const g = sv("g", { class: "module", transform: `translate(${p.x},${p.y})`, "data-tag": m.tag,
+                          tabindex: 0, role: "button", "aria-label": `module ${m.tag}` });
+      g.append(sv("rect", { x: -45, y: -8, width: 140, height: 136, class: "hit" }));  // the click target
+      g.append(sv("rect", { x: -6, y: -6, width: 62, height: 62, class: "frame" }));
+      g.append(symbol(symbolClass(m)));
+      g.append(sv("text", { x: 25, y: 70, class: "tag", text: m.tag }));
+      g.append(sv("text", { x: 25, y: 84, class: "state", "data-role": "state" }));
+      mainValues(m).forEach((a, i) => g.append(sv("text", { x: 25, y: 98 + i * 13, class: "value", "data-da": a.name })));
+      g.addEventListener("click", () => openFaceplate(m.tag));
+      g.addEventListener("keydown", (e) => { if (e.key === "Enter") openFaceplate(m.tag); });
+      svg.append(g);
+    }
+    const legend = el("p", { class: "legend", text: "Grey is normal. Abnormal states are framed and named: " +
+      "FAULT (module), Held / Aborted (service), ? (bad value). Click a module for its faceplate." });
+    view.replaceChildren(svg, legend);
+    for (const m of S.topo.modules) updateModule(m.tag);
+  }
+  function moduleOf(tag) { return S.topo.modules.find((m) => m.tag === tag); }
+  function updateModule(tag) {
+    const g = document.querySelector(`#view-plant g.module[data-tag="${CSS.escape(tag)}"]`);
+    const m = moduleOf(tag);
+    if (!g || !m) return;
+    const states = m.services.map((s) => S.services[`${tag}.${s.name}`]).filter(Boolean);
+    const fault = S.faulted[tag];
+    const odd = states.find((s) => ABNORMAL.has(s));
+    const running = states.find((s) => s === "Execute");
+    const st = fault ? "FAULT" : odd || running || states[0] || "";
+    g.querySelector('[data-role="state"]').textContent = st;
+    g.classList.toggle("alarm", !!fault || states.includes("Aborted"));
+    g.classList.toggle("warn", !fault && !!odd);
+    g.classList.toggle("running", !!running);
+    for (const t of g.querySelectorAll("text.value")) {
+      const a = m.assemblies.find((x) => x.name === t.dataset.da);
+      const v = S.values[`${tag}.${a.name}`];
+      const bad = !v || v.quality !== "good";
+      t.textContent = `${a.name} ${bad ? "?" : fmt(v.value)} ${a.unit || ""}`.trim();
+      t.classList.toggle("bad", bad);
+    }
+  }
+
+  // ------------------------------------------------------------------ faceplate
+  function openFaceplate(tag) { S.faceplate = tag; renderFaceplate(); }
+  function limits(a) {
+    return `${a.min === null ? "" : fmt(a.min)} … ${a.max === null ? "" : fmt(a.max)} ${a.unit || ""}`.trim();
+  }
+  function checkEntry(a, text) {  // the same limits the service checks: refused before sending
+    const s = String(text).trim();
+    if (s === "") return { error: `${a.name}: enter a value` };
+    const n = Number(s);
+    if (a.kind === "number") {
+      if (!isFinite(n)) return { error: `${a.name}: '${s}' is not a number` };
+      if ((a.min !== null && n < a.min) || (a.max !== null && n > a.max))
+        return { error: `${a.name}: ${s} is outside its limits [${fmt(a.min)}, ${fmt(a.max)}] ${a.unit}`.trim() };
+      return { value: a.unit ? `${s} ${a.unit}` : s };
+    }
+    return { value: s };
+  }
+  function renderFaceplate() {
+    const m = moduleOf(S.faceplate);
+    const box = $("#faceplate");
+    if (!m) { box.hidden = true; return; }
+    box.hidden = false;
+    const ctl = can(CONTROL);
+    const runActive = S.plant && S.plant.active_run !== null;
+    const why = !ctl ? `your role (${S.role}) may not command` :
+      runActive ? `run ${S.plant.active_run} commands the modules` : "";
+    const msg = el("p", { class: "error", role: "alert", "data-role": "fp-error" });
+    const parts = [el("button", { class: "close", "aria-label": "close", text: "×", onclick: () => { S.faceplate = ""; box.hidden = true; } }),
+      el("h2", { text: `${m.tag} · ${m.type}` }), el("p", { class: "muted", text: m.description || "" })];
+    if (why) parts.push(el("p", { class: "note", text: `Read only: ${why}.` }));
+    for (const svc of m.services) {
+      const key = `${m.tag}.${svc.name}`;
+      const procSel = el("select", { "aria-label": `${svc.name} procedure`, disabled: !ctl || runActive });
+      for (const p of svc.procedures) procSel.append(el("option", { value: p.name, selected: p.default, text: p.name }));
+      const params = el("div", { class: "params" });
+      const showParams = () => {
+        const proc = svc.procedures.find((p) => p.name === procSel.value) || svc.procedures[0];
+        params.replaceChildren(...[...new Set([...proc.parameters, ...svc.config_parameters])].map((name) => {
+          const a = m.assemblies.find((x) => x.name === name);
+          return el("label", {}, `${name} `, el("input", { name, "data-param": name, inputmode: "decimal",
+            placeholder: a ? limits(a) : "", disabled: !ctl || runActive, "aria-label": `${svc.name} ${name}` }),
+            el("span", { class: "unit", text: a ? a.unit : "" }));
+        }));
+      };
+      procSel.addEventListener("change", showParams); showParams();
+      const buttons = el("div", { class: "commands" });
+      for (const c of COMMANDS) {
+        buttons.append(el("button", { "data-command": c, "data-service": svc.name, text: c,
+          onclick: () => command(m, svc, c, procSel.value, params, msg) }));
+      }
+      parts.push(el("section", { class: "service", "data-service": svc.name },
+        el("h3", {}, `${svc.name} `, el("span", { class: "svcstate", "data-state": key, text: S.services[key] || "" })),
+        el("label", {}, "Procedure ", procSel), params, buttons));
+    }
+    const rows = m.assemblies.map((a) => {
+      const set = a.settable ? el("span", { class: "set" },
+        el("input", { "data-set": a.name, inputmode: "decimal", placeholder: limits(a), disabled: !ctl || runActive,
+                      "aria-label": `set ${a.name}` }),
+        el("button", { text: "Set", "data-set-button": a.name, disabled: !ctl || runActive,
+                       onclick: (e) => setValue(m, a, e.target.previousSibling.value, msg) })) : "";
+      return el("tr", { "data-da": a.name }, el("th", { text: a.name, title: a.description || a.class }),
+        el("td", { class: "v" }), el("td", { text: a.unit || "" }), el("td", { class: "q" }), el("td", { class: "age" }),
+        el("td", { class: "lim", text: a.min !== null || a.max !== null ? limits(a) : "" }), el("td", {}, set));
+    });
+    parts.push(el("h3", { text: "Data assemblies" }), el("table", { class: "das" },
+      el("thead", {}, el("tr", {}, ...["name", "value", "unit", "quality", "age", "limits", ""].map((h) => el("th", { text: h })))),
+      el("tbody", {}, ...rows)), msg);
+    box.replaceChildren(...parts);
+    updateFaceplate();
+  }
+  function updateFaceplate() {
+    const m = moduleOf(S.faceplate), box = $("#faceplate");
+    if (!m || box.hidden) return;
+    const ctl = can(CONTROL), runActive = S.plant && S.plant.active_run !== null;
+    for (const svc of m.services) {
+      const key = `${m.tag}.${svc.name}`;
+      const st = box.querySelector(`[data-state="${CSS.escape(key)}"]`);
+      if (st) { st.textContent = S.services[key] || ""; st.classList.toggle("abnormal", ABNORMAL.has(S.services[key])); }
+      const en = (S.cmdEn[m.tag] || {})[svc.name] || [];
+      for (const b of box.querySelectorAll(`button[data-service="${CSS.escape(svc.name)}"]`)) {
+        // clickable only if CommandEn enables it and the role may command (the service
+        // refuses it otherwise anyway)
+        b.disabled = !ctl || runActive || !en.includes(b.dataset.command);
+      }
+    }
+    const now = Date.now() / 1000;
+    for (const tr of box.querySelectorAll("tr[data-da]")) {
+      const v = S.values[`${m.tag}.${tr.dataset.da}`];
+      tr.querySelector(".v").textContent = v ? fmt(v.value) : "—";
+      tr.querySelector(".q").textContent = v ? v.quality : "unknown";
+      tr.querySelector(".age").textContent = v && v.at ? `${Math.max(0, now - v.at).toFixed(0)} s` : "—";
+      tr.classList.toggle("bad", !v || v.quality !== "good");
+    }
+  }
+  async function command(m, svc, c, procedure, params, msg) {
+    const parameters = {};
+    for (const input of params.querySelectorAll("input[data-param]")) {
+      if (input.value.trim() === "") continue;
+      const a = m.assemblies.find((x) => x.name === input.dataset.param);
+      const r = a ? checkEntry(a, input.value) : { value: input.value };
+      if (r.error) { msg.textContent = `refused: ${r.error}`; input.setAttribute("aria-invalid", "true"); return; }
+      input.removeAttribute("aria-invalid");
+      parameters[input.dataset.param] = r.value;
+    }
+    try {
+      await api(`/modules/${m.tag}/services/${svc.name}/${c.toLowerCase()}`, { method: "POST", json: { procedure, parameters } });
+      msg.textContent = ""; later("plant", 50);
+    } catch (err) { say(msg, err); }
+  }
+  async function setValue(m, a, text, msg) {
+    const r = checkEntry(a, text);
+    if (r.error) { msg.textContent = `refused: ${r.error}`; return; }
+    try {
+      const d = await api(`/modules/${m.tag}/values/${a.name}`, { method: "PUT", json: { value: r.value } });
+      msg.textContent = `${a.name} set to ${fmt(d.value)} ${d.unit}`;
+    } catch (err) { say(msg, err); }
+  }
+
+  // ------------------------------------------------------------------ run view
+  function currentRun() {
+    const active = S.plant && S.plant.active_run;
+    return S.runs.find((r) => r.id === active) || S.runs.find((r) => !r.final) || S.runs[0] || null;
+  }
+  function renderRun() {
+    const view = $("#view-run");
+    const parts = [];
+    if (can(QUEUE)) {
+      const msg = el("p", { class: "error", role: "alert" });
+      const form = el("form", { class: "queue", onsubmit: async (e) => {
+        e.preventDefault();
+        const f = new FormData(form), parameters = {};
+        for (const line of String(f.get("parameters")).split("\n")) {
+          const [k, ...v] = line.split("="); if (k.trim()) parameters[k.trim()] = v.join("=").trim();
+        }
+        try { await api("/runs", { method: "POST", json: { recipe: f.get("recipe"), parameters } }); msg.textContent = ""; later("runs", 10); }
+        catch (err) { say(msg, err); }
+      } },
+      el("label", {}, "Recipe ", el("input", { name: "recipe", value: "lomustine/campaign", required: true })),
+      el("label", {}, "Parameters (name=value with unit, one a line) ", el("textarea", { name: "parameters", rows: 2 })),
+      el("button", { type: "submit", text: "Queue run" }), msg);
+      parts.push(form);
+    }
+    parts.push(el("div", { id: "run-panel" }));
+    view.replaceChildren(...parts);
+    updateRun(true);
+  }
+  let runSig = "";
+  function updateRun(force) {
+    const panel = $("#run-panel");
+    if (!panel) return;
+    const r = currentRun();
+    const sig = JSON.stringify([r, S.divert, S.steady, unacked().map((a) => a.key)]);
+    const elapsed = r && r.t_started ? (r.final ? r.t_ended : Date.now() / 1000) - r.t_started : null;
+    const t = $("#run-elapsed"); if (t) t.textContent = dur(elapsed);
+    if (!force && sig === runSig) return;
+    runSig = sig;
+    if (!r) { panel.replaceChildren(el("p", { text: "No run yet." })); return; }
+    const ctl = can(CONTROL), rs = r.recipe_state || r.state;
+    const msg = el("p", { class: "error", role: "alert" });
+    const btn = (action, ok) => el("button", { "data-action": action, text: action[0].toUpperCase() + action.slice(1),
+      disabled: !ctl || !ok || r.final, onclick: async () => {
+        try { await api(`/runs/${r.id}/${action}`, { method: "POST" }); later("runs", 10); } catch (err) { say(msg, err); } } });
+    const p = r.progress || {};
+    const remaining = p.step_duration ? p.step_duration - p.step_elapsed : null;
+    const head = el("div", { class: "runhead" },
+      el("h2", { text: `Run ${r.id}: ${r.recipe}` }),
+      el("p", {}, "State ", el("strong", { id: "run-state", class: ABNORMAL.has(rs) ? "abnormal" : "", text: rs }),
+        r.step ? ` · step ${r.step}` : "", " · elapsed ", el("span", { id: "run-elapsed", text: dur(elapsed) }),
+        p.steps_total ? ` · steps ${p.steps_done}/${p.steps_total}` : "",
+        remaining !== null ? ` · step remaining ${dur(remaining)}` : ""),
+      r.held_by && r.held_by.length ? el("p", { class: "abnormal", text: `Held by: ${r.held_by.join("; ")}` }) : null,
+      r.message ? el("p", { class: "muted", text: r.message }) : null,
+      el("div", { class: "commands" }, btn("hold", rs === "Execute"), btn("resume", rs === "Held"),
+        btn("stop", r.state === "running" || r.state === "queued"), btn("abort", r.state === "running" || r.state === "queued")), msg);
+    const chart = el("ol", { class: "steps", "aria-label": "step chart" });
+    let passed = true;
+    for (const b of r.plan || []) {
+      const inner = el("ol", {});
+      b.steps.forEach((s, i) => {
+        const nested = ((b.inner || [])[i] || []).includes(r.step);
+        const cur = !!r.step && (s === r.step || nested);
+        if (cur) passed = false;
+        const mark = cur ? "▶ " : passed && r.step ? "✓ " : "";
+        inner.append(el("li", { class: cur ? "current" : passed && r.step ? "done" : "", "data-step": s,
+          text: `${mark}${s || "(unnamed)"}${cur && nested ? ` › ${r.step}` : ""}` }));
+      });
+      chart.append(el("li", { class: "block" }, el("span", { text: b.block }), inner));
+    }
+    const prompts = (r.prompts || []).map((q) => el("div", { class: "prompt", role: "dialog" },
+      el("p", { text: `${q.source}: ${q.message}` }),
+      ...q.choices.map((c) => el("button", { text: c, disabled: !ctl, onclick: async () => {
+        try { await api(`/runs/${r.id}/answer`, { method: "POST", json: { prompt: q.id, choice: c } }); later("runs", 10); }
+        catch (err) { say(msg, err); } } }))));
+    const inter = unacked().filter((a) => a.interlock).map((a) => el("div", { class: "interlock abnormal" },
+      `Interlock ${a.name}: ${a.message} `, el("button", { "data-ack": a.name, text: "Acknowledge", disabled: !ctl,
+        onclick: () => ack(a).catch((err) => say(msg, err)) })));
+    const sup = el("dl", { class: "supervision" },
+      el("dt", { text: "Divert" }), el("dd", { id: "divert", text: S.divert === null ? "—" : S.divert ? "to product" : "to waste" }),
+      ...Object.entries(S.steady).flatMap(([k, v]) => [el("dt", { text: `Steady state ${k}` }),
+        el("dd", { text: v ? "steady" : "not steady" })]));
+    panel.replaceChildren(head, ...prompts, ...inter, sup, el("h3", { text: "Steps" }), chart);
+  }
+
+  // ------------------------------------------------------------------ trends
+  function numericTags() {
+    const out = [];
+    for (const m of S.topo.modules) for (const a of m.assemblies) if (a.kind === "number") out.push({ tag: `${m.tag}.${a.name}`, unit: a.unit });
+    return out;
+  }
+  function renderTrends() {
+    const view = $("#view-trends");
+    const pick = el("select", { "aria-label": "tag" });
+    for (const t of numericTags()) pick.append(el("option", { value: t.tag, text: `${t.tag} (${t.unit || "-"})` }));
+    const msg = el("p", { class: "error", role: "alert" });
+    const canvas = el("canvas", { id: "trend", width: 1000, height: 420, "aria-label": "trend" });
+    const list = el("span", { class: "tags", text: S.trend.tags.join(", ") });
+    const zoom = (f) => { S.trend.span = Math.max(10, S.trend.span * f); reload(); };
+    const pan = (f) => { S.trend.end = (S.trend.end || toEpoch(lineNow())) + f * S.trend.span; reload(); };
+    const reload = () => Promise.all(S.trend.tags.map(loadHistory)).then(drawTrend).catch((e) => say(msg, e));
+    view.replaceChildren(el("div", { class: "toolbar" }, pick,
+      el("button", { text: "Add", "data-trend": "add", onclick: async () => { if (!S.trend.tags.includes(pick.value)) S.trend.tags.push(pick.value);
+        list.textContent = S.trend.tags.join(", "); await reload(); } }),
+      el("button", { text: "Clear", onclick: () => { S.trend.tags = []; S.trend.data = {}; list.textContent = ""; drawTrend(); } }),
+      el("button", { text: "Zoom in", onclick: () => zoom(0.5) }), el("button", { text: "Zoom out", onclick: () => zoom(2) }),
+      el("button", { text: "◀ Pan", onclick: () => pan(-0.5) }), el("button", { text: "Pan ▶", onclick: () => pan(0.5) }),
+      el("button", { text: "Live", onclick: () => { S.trend.end = null; reload(); } }), list), canvas, msg);
+    reload();
+  }
+  async function loadHistory(tag) {
+    const end = S.trend.end || toEpoch(lineNow());
+    const h = await api(`/history?tag=${encodeURIComponent(tag)}&start=${end - S.trend.span}&end=${end}&max_points=800`);
+    S.trend.units[tag] = h.unit;
+    S.trend.data[tag] = h.points.map((p) => [p.t, p.value]);
+    const cur = S.values[tag];  // a flat signal stores no new samples: the present value ends it
+    if (!S.trend.end && cur && typeof cur.value === "number") S.trend.data[tag].push([end, cur.value]);
+    S.trend.history = (S.trend.history || 0) + h.points.length;
+  }
+  let lastDraw = 0;
+  function drawTrend() {
+    const c = $("#trend");
+    if (!c) return;
+    const nowMs = performance.now();
+    if (nowMs - lastDraw < 250) { setTimeout(schedule, 260); return; }
+    lastDraw = nowMs;
+    const g = c.getContext("2d"), W = c.width, H = c.height;
+    const end = S.trend.end || toEpoch(lineNow()), start = end - S.trend.span;
+    const units = [...new Set(S.trend.tags.map((t) => S.trend.units[t] || ""))];
+    const left = 60 * Math.max(1, units.length), right = W - 10, top = 10, bottom = H - 30;
+    g.clearRect(0, 0, W, H); g.font = "12px sans-serif"; g.fillStyle = "#222"; g.strokeStyle = "#888";
+    g.strokeRect(left, top, right - left, bottom - top);
+    const x = (t) => left + (t - start) / (end - start) * (right - left);
+    for (let i = 0; i <= 4; i++) {  // time axis, in line time
+      const t = start + i * (end - start) / 4;
+      g.fillText(new Date(t * 1000).toISOString().slice(11, 19), x(t) - 24, H - 12);
+    }
+    // events and holds on the time axis
+    for (const ev of S.events) {
+      const te = toEpoch(ev.t);
+      if (te < start || te > end) continue;
+      const hold = ev.kind === "recipe_state" && /Held|Holding/.test(JSON.stringify(ev.data));
+      if (!hold && !ALARM_KINDS.has(ev.kind) && ev.kind !== "step_started") continue;
+      g.strokeStyle = hold || ALARM_KINDS.has(ev.kind) ? "#b00" : "#bbb";
+      g.beginPath(); g.moveTo(x(te), top); g.lineTo(x(te), bottom); g.stroke();
+    }
+    const dashes = [[], [6, 3], [2, 2], [8, 2, 2, 2]];
+    units.forEach((u, k) => {  // one axis per unit; a tag shares its unit's axis
+      const tags = S.trend.tags.filter((t) => (S.trend.units[t] || "") === u);
+      const vals = tags.flatMap((t) => (S.trend.data[t] || []).filter((p) => p[0] >= start && p[0] <= end).map((p) => p[1]));
+      let lo = Math.min(...vals), hi = Math.max(...vals);
+      if (!isFinite(lo)) { lo = 0; hi = 1; }
+      if (hi - lo < 1e-9) { lo -= 1; hi += 1; }
+      const y = (v) => bottom - (v - lo) / (hi - lo) * (bottom - top);
+      const ax = left - k * 60;
+      g.strokeStyle = "#888"; g.beginPath(); g.moveTo(ax, top); g.lineTo(ax, bottom); g.stroke();
+      g.fillStyle = "#222"; g.fillText(u || "-", ax - 56, top + 10);
+      g.fillText(fmt(hi), ax - 56, top + 24); g.fillText(fmt(lo), ax - 56, bottom);
+      tags.forEach((t, j) => {
+        const pts = (S.trend.data[t] || []).filter((p) => p[0] >= start - S.trend.span && p[0] <= end);
+        g.strokeStyle = "#333"; g.setLineDash(dashes[j % dashes.length]); g.lineWidth = 1.5;
+        g.beginPath();
+        pts.forEach((p, i) => (i ? g.lineTo(x(p[0]), y(p[1])) : g.moveTo(x(p[0]), y(p[1]))));
+        if (pts.length && !S.trend.end) g.lineTo(x(end), y(pts[pts.length - 1][1]));  // held since
+        g.stroke(); g.setLineDash([]); g.lineWidth = 1;
+        g.fillText(`${t} ${dashes[j % dashes.length].length ? "(dashed)" : ""}`, left + 8 + j * 170, top + 14 + k * 14);
+      });
+    });
+    c.dataset.points = String(S.trend.tags.reduce((n, t) => n + (S.trend.data[t] || []).length, 0));
+  }
+
+  // ------------------------------------------------------------------ alarms
+  function renderAlarms() {
+    const view = $("#view-alarms");
+    const ctl = can(CONTROL);
+    const msg = el("p", { class: "error", role: "alert" });
+    const list = [...S.alarms.values()].filter((a) => a.active || !a.acked)
+      .sort((a, b) => (a.priority === "high" ? 0 : 1) - (b.priority === "high" ? 0 : 1) || b.t - a.t);
+    const row = (a) => el("tr", { class: a.acked ? "" : "unacked", "data-alarm": a.name },
+      el("td", { text: a.priority }), el("td", { text: dur(a.t) }), el("td", { text: a.interlock ? `interlock ${a.name}` : a.name }),
+      el("td", { text: a.message }), el("td", { text: `${a.active ? "active" : "cleared"}, ${a.acked ? "acknowledged" : "unacknowledged"}` }),
+      el("td", {}, a.acked ? "" : el("button", { text: "Acknowledge", "data-ack": a.name, disabled: !ctl,
+        onclick: () => ack(a).catch((e) => say(msg, e)) })));
+    const hist = S.events.filter((e) => ALARM_KINDS.has(e.kind)).slice(-200).reverse()
+      .map((e) => el("tr", {}, el("td", { text: dur(e.t) }), el("td", { text: e.kind }), el("td", { text: e.source }), el("td", { text: e.message })));
+    view.replaceChildren(el("h2", { text: "Active alarms" }),
+      el("table", { class: "alarms" }, el("thead", {}, el("tr", {}, ...["priority", "line time", "alarm", "message", "state", ""].map((h) => el("th", { text: h })))),
+        el("tbody", {}, ...list.map(row))), msg,
+      el("h2", { text: "History" }), el("table", { class: "alarms" }, el("tbody", {}, ...hist)));
+  }
+
+  // ------------------------------------------------------------------ runs and records
+  function renderRecords() {
+    const view = $("#view-records");
+    const rows = S.runs.map((r) => el("tr", {}, el("td", { text: r.id }), el("td", { text: r.recipe }),
+      el("td", { text: r.state }), el("td", { text: r.requested_by }),
+      el("td", { text: r.t_started ? new Date(r.t_started * 1000).toLocaleString() : "—" }),
+      el("td", { text: r.t_ended ? new Date(r.t_ended * 1000).toLocaleString() : "—" }),
+      el("td", {}, r.final && r.record_run ? el("button", { text: "Batch report", onclick: () => openReport(r) }) : "")));
+    const msg = el("p", { class: "error", role: "alert" });
+    const filt = el("form", { class: "toolbar", onsubmit: (e) => { e.preventDefault(); loadAudit(filt, table, msg); } },
+      el("label", {}, "User ", el("input", { name: "user" })), el("label", {}, "Action contains ", el("input", { name: "action" })),
+      el("label", {}, "Object ", el("input", { name: "object" })),
+      el("button", { type: "submit", text: "Filter" }),
+      el("button", { type: "button", text: "Export CSV", onclick: () => exportAudit(filt, msg) }));
+    const table = el("table", { class: "audit" });
+    view.replaceChildren(el("h2", { text: "Runs" }), el("table", { class: "runs" },
+      el("thead", {}, el("tr", {}, ...["id", "recipe", "state", "by", "started", "ended", ""].map((h) => el("th", { text: h })))),
+      el("tbody", {}, ...rows)), el("h2", { text: "Audit trail" }), filt, table, msg);
+    loadAudit(filt, table, msg);
+  }
+  function auditQuery(form, extra) {
+    const f = new FormData(form), q = new URLSearchParams(extra);
+    for (const k of ["user", "action", "object"]) if (String(f.get(k) || "").trim()) q.set(k, String(f.get(k)).trim());
+    return `/audit?${q}`;
+  }
+  async function loadAudit(form, table, msg) {
+    try {
+      const d = await api(auditQuery(form, { limit: "200" }));
+      table.replaceChildren(el("thead", {}, el("tr", {}, ...["#", "time (UTC)", "user", "action", "object", "new value", "reason"].map((h) => el("th", { text: h })))),
+        el("tbody", {}, ...d.entries.map((e) => el("tr", {}, el("td", { text: e.seq }), el("td", { text: e.t_utc }),
+          el("td", { text: e.user }), el("td", { text: e.action }), el("td", { text: e.object }),
+          el("td", { text: e.new_value === null ? "" : JSON.stringify(e.new_value) }), el("td", { text: e.reason })))));
+      msg.textContent = "";
+    } catch (err) { say(msg, err); }
+  }
+  async function exportAudit(form, msg) {
+    try {
+      const text = await api(auditQuery(form, { format: "csv" }));
+      const a = el("a", { href: URL.createObjectURL(new Blob([text], { type: "text/csv" })), download: "audit.csv" });
+      document.body.append(a); a.click(); a.remove();
+    } catch (err) { say(msg, err); }
+  }
+  async function openReport(r) {
+    const html = await api(`/runs/${r.id}/report`);
+    const w = window.open(URL.createObjectURL(new Blob([html], { type: "text/html" })), "_blank");
+    if (!w) alert("allow pop-ups to open the report");
+  }
+
+  // ------------------------------------------------------------------ go
+  if (S.token) start(null).catch(() => logout("log in"));
+  setInterval(() => { if (S.faceplate) updateFaceplate(); if (S.view === "run") updateRun(); }, 1000);
+})();

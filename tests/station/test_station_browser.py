@@ -1,0 +1,192 @@
+"""The operator station in a real browser: Playwright drives Debian's Chromium against a
+control service serving the simulated lomustine line (600x clock). The tests run in file
+order on one service: what an operator does between runs first, then the campaign.
+
+Skipped, with the reason, where Chromium or Playwright is missing (``.ci/install-servers``
+installs Chromium; Playwright is in the ``test`` extra)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modulecontrol.service import ServiceOptions
+from modulecontrol.station import mount
+from modulecontrol.testing.service import ServedLine, ServiceThread
+
+pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra")
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+ROOT = Path(__file__).resolve().parents[2]
+PLANT = ROOT / "recipes" / "lomustine" / "plant.yaml"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SLOW = 60_000
+"""ms a browser-side wait may take at most (the campaign runs ~20 s to production)."""
+
+expect.set_options(timeout=20_000)  # a state change under a loaded CI machine
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                reason="Debian's chromium is not installed (.ci/install-servers)")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServedLine, ServiceThread]]:
+    folder = tmp_path_factory.mktemp("browser")
+    thread = ServiceThread(ServiceOptions(plant=PLANT, simulate=True, speed=600.0,
+                                          db=folder / "line.db", recipes=ROOT / "recipes",
+                                          report_dir=folder / "reports"), mounts=[mount])
+    line = thread.start()
+    yield line, thread
+    thread.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+def _login(browser: Browser, line: ServedLine, role: str) -> Page:
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(15_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(line.url + "/")
+    name, password = line.users[role]
+    page.fill("input[name=username]", name)
+    page.fill("input[name=password]", password)
+    page.click("#login button[type=submit]")
+    expect(page.locator("#who")).to_have_text(f"{name} ({role})")
+    page.errors = errors  # type: ignore[attr-defined]
+    return page
+
+
+def _faceplate(page: Page, tag: str) -> None:
+    page.click("nav a[data-view=plant]")
+    page.click(f"g.module[data-tag={tag}]")
+    expect(page.locator("#faceplate h2")).to_contain_text(tag)
+
+
+def test_the_plant_diagram_is_generated_from_the_connections(
+        served: tuple[ServedLine, Any], browser: Browser) -> None:
+    page = _login(browser, served[0], "operator")
+    modules = page.locator("svg.diagram g.module")
+    expect(modules).to_have_count(12)
+    # flow goes left to right: every connection's arrow points right
+    boxes = {t: page.locator(f"g.module[data-tag={t}]").bounding_box() for t in
+             ("P1", "M1", "R1", "M2", "R2", "BPR1", "PAT1", "V1", "CR1")}
+    xs = [b["x"] for b in boxes.values() if b]
+    assert xs == sorted(xs) and len(set(xs)) == len(xs)
+    expect(page.locator("g.module[data-tag=R1] text.value").first).to_contain_text("degC")
+    expect(page.locator("g.module[data-tag=P1] text.state")).to_have_text("Idle")
+    assert page.errors == []  # type: ignore[attr-defined]
+    page.close()
+
+
+def test_a_parameter_outside_its_limits_is_refused_in_the_faceplate(
+        served: tuple[ServedLine, Any], browser: Browser) -> None:
+    page = _login(browser, served[0], "operator")
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(r.url) if "/api/v1/modules/" in r.url else None)
+    _faceplate(page, "P1")
+    page.fill("input[data-set=FlowSP]", "20")
+    page.click("button[data-set-button=FlowSP]")
+    expect(page.locator("#faceplate .error")).to_contain_text("outside its limits [0, 10] mL/min")
+    assert sent == []  # refused before sending
+    page.fill("input[data-set=FlowSP]", "0.4")
+    page.click("button[data-set-button=FlowSP]")
+    expect(page.locator("#faceplate .error")).to_have_text("FlowSP set to 0.4 mL/min")
+    # only what CommandEn enables in Idle is clickable
+    expect(page.locator("button[data-service=Dosing][data-command=Start]")).to_be_enabled()
+    expect(page.locator("button[data-service=Dosing][data-command=Unhold]")).to_be_disabled()
+    page.close()
+
+
+def test_a_viewer_sees_everything_and_can_command_nothing(
+        served: tuple[ServedLine, Any], browser: Browser) -> None:
+    page = _login(browser, served[0], "viewer")
+    expect(page.locator("svg.diagram g.module")).to_have_count(12)
+    _faceplate(page, "P1")
+    expect(page.locator("#faceplate .note")).to_contain_text("may not command")
+    buttons = page.locator("#faceplate button[data-command], #faceplate button[data-set-button]")
+    assert buttons.count() > 10
+    for i in range(buttons.count()):
+        expect(buttons.nth(i)).to_be_disabled()
+    expect(page.locator("#faceplate tr[data-da=Pressure] td.v")).not_to_have_text("—")
+    # and the service refuses what a disabled button would have sent
+    status = page.evaluate("""async () => {
+        const r = await fetch('/api/v1/modules/P1/services/Dosing/start', {method: 'POST',
+            headers: {'Authorization': 'Bearer ' + sessionStorage.getItem('mc.token'),
+                      'Content-Type': 'application/json'}, body: '{}'});
+        return r.status; }""")
+    assert status == 403
+    page.click("nav a[data-view=run]")
+    expect(page.locator("#view-run form.queue")).to_have_count(0)
+    page.close()
+
+
+def test_campaign_from_the_browser_hold_resume_stall_and_ack(
+        served: tuple[ServedLine, ServiceThread], browser: Browser) -> None:
+    line, thread = served
+    page = _login(browser, line, "engineer")
+    viewer = _login(browser, line, "viewer")
+    page.click("nav a[data-view=run]")
+    # production long enough (3 x 60 min, 18 s at 600x) to hold, stall and acknowledge in it
+    page.fill("form.queue textarea[name=parameters]", "checks=3\ncheck_interval=60 min")
+    page.click("form.queue button[type=submit]")
+    state = page.locator("#run-state")
+    # through preparation to production
+    expect(page.locator("ol.steps li.current")).to_contain_text("▶ production", timeout=SLOW)
+    expect(page.locator("ol.steps li[data-step=heat_reactors]")).to_have_class("done")
+    page.click("button[data-action=hold]")
+    expect(state).to_have_text("Held")
+    page.click("button[data-action=resume]")
+    expect(state).to_have_text("Execute")
+    # the viewer sees the same run and may press nothing
+    viewer.click("nav a[data-view=run]")
+    expect(viewer.locator("#run-state")).to_have_text("Execute")
+    for action in ("hold", "resume", "stop", "abort"):
+        expect(viewer.locator(f"button[data-action={action}]")).to_be_disabled()
+
+    def faults(s: Any) -> Any:
+        return s.line.simulation.plant.faults
+
+    thread.call(lambda s: faults(s).inject("P1", "stall"))
+    ack = page.locator("button[data-ack=feed_pump_stall]").first
+    expect(ack).to_be_visible(timeout=20_000)
+    expect(page.locator("#banner")).to_contain_text("feed_pump_stall")
+    expect(state).to_have_text("Held", timeout=20_000)
+    ack.click()
+    expect(page.locator("button[data-ack=feed_pump_stall]")).to_have_count(0)
+    thread.call(lambda s: faults(s).clear("P1", "stall"))
+    expect(state).to_have_text("Execute", timeout=20_000)
+    # the acknowledgement reached the other station through the stream
+    viewer.click("nav a[data-view=alarms]")
+    expect(viewer.locator("tr[data-alarm=feed_pump_stall]")).to_have_count(0)
+    page.click("button[data-action=stop]")
+    expect(state).to_have_text("stopped", timeout=SLOW)
+    assert page.errors == [] and viewer.errors == []  # type: ignore[attr-defined]
+    viewer.close()
+    page.close()
+
+
+def test_a_trend_shows_history_and_live_data(
+        served: tuple[ServedLine, Any], browser: Browser) -> None:
+    page = _login(browser, served[0], "viewer")
+    page.click("nav a[data-view=trends]")
+    page.select_option("#view-trends select", "R1.T")
+    page.click("#view-trends button[data-trend=add]")
+    # history from the historian endpoint, then live points from the stream on top of it
+    page.wait_for_function("() => window.__station.trend.history > 2")
+    n = page.evaluate("() => window.__station.trend.data['R1.T'].length")
+    page.wait_for_function(f"() => window.__station.trend.data['R1.T'].length > {n}",
+                           timeout=SLOW)
+    page.wait_for_function("() => +document.querySelector('canvas#trend').dataset.points > "
+                           f"{n}")
+    page.close()
