@@ -27,11 +27,6 @@ from modulecontrol.descriptors import PlantConfig, load_plant
 from modulecontrol.drivers import DriverError
 from modulecontrol.errors import ConfigError
 from modulecontrol.events import Event, EventKind
-from modulecontrol.records import (
-    AuditTrail,
-    RecordsError,
-    TagHistory,
-    last_sample_time,
 from modulecontrol.mtpcore import (
     PARAM_CLASSES,
     SCA,
@@ -40,8 +35,13 @@ from modulecontrol.mtpcore import (
     enabled_commands,
 )
 from modulecontrol.recipe import walk_steps
+from modulecontrol.records import (
+    AuditTrail,
+    RecordsError,
     TagConfig,
     TagFilter,
+    TagHistory,
+    last_sample_time,
     query_tag,
 )
 from modulecontrol.service._auth import LoginLimiter, granted, new_token, verify_password
