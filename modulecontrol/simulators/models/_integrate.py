@@ -35,8 +35,8 @@ def ros2_step(
     """
     m = y.shape[-1]
     w = np.eye(m) - (_GAMMA * h) * jac(y)
-    winv = np.linalg.inv(w)
-    k1 = np.einsum("bij,bj->bi", winv, f(y) if f0 is None else f0)
-    k2 = np.einsum("bij,bj->bi", winv, f(y + h * k1) - 2.0 * k1)
+    # two batched solves cost about half of one batched inverse and its products
+    k1 = np.linalg.solve(w, (f(y) if f0 is None else f0)[..., None])[..., 0]
+    k2 = np.linalg.solve(w, (f(y + h * k1) - 2.0 * k1)[..., None])[..., 0]
     out: FloatArray = y + (1.5 * h) * k1 + (0.5 * h) * k2
     return out
