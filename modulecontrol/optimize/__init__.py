@@ -1,0 +1,48 @@
+"""Self-optimising campaigns: the ``optimize`` block of a recipe run as experiments.
+
+Public API::
+
+    Plan, Variable, plan_from_recipe           # the block compiled to numbers
+    Campaign, CampaignResult, ExperimentRecord, ExperimentFailed
+    Experimenter, Journal, MemoryJournal, HistorianJournal   # where it runs and is kept
+    SteadyStateExperimenter                    # experiments on the process models
+    Search, ScipySearch, Trial, ALGORITHMS     # the search behind one ask/tell interface
+
+See docs/optimisation.md.
+"""
+
+from ._algorithms import ALGORITHMS, ScipySearch, Search, Trial
+from ._campaign import (
+    Campaign,
+    CampaignResult,
+    Experimenter,
+    ExperimentFailed,
+    ExperimentRecord,
+    Journal,
+    MemoryJournal,
+    make_search,
+)
+from ._journal import HistorianJournal
+from ._plan import KPIS, Plan, Variable, plan_from_recipe
+from ._simulated import SteadyStateExperimenter
+
+__all__ = [
+    "ALGORITHMS",
+    "KPIS",
+    "Campaign",
+    "CampaignResult",
+    "ExperimentFailed",
+    "ExperimentRecord",
+    "Experimenter",
+    "HistorianJournal",
+    "Journal",
+    "MemoryJournal",
+    "Plan",
+    "ScipySearch",
+    "Search",
+    "SteadyStateExperimenter",
+    "Trial",
+    "Variable",
+    "make_search",
+    "plan_from_recipe",
+]
