@@ -118,7 +118,8 @@ def test_example_recipe_compiles_to_its_plan() -> None:
     assert plan.setpoints(plan.start()) == pytest.approx(
         {"R2.TempSP": 25.0, "P1.FlowSP": 0.375, "P2.FlowSP": 0.375, "P3.FlowSP": 0.45})
     (c,) = plan.constraints
-    assert (c.signal, c.sense, c.bound) == ("PAT1.Purity", 1, pytest.approx(0.9))
+    assert (c.signal, c.sense) == ("PAT1.Purity", 1)
+    assert c.bound == pytest.approx(0.9)
     assert plan.window == 600.0 and plan.steady == "purity"
 
 
