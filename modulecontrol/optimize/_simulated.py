@@ -41,6 +41,11 @@ class SteadyStateExperimenter:
             tag, assembly = target.split(".")
             params.setdefault(tag, {})[assembly] = value
         sim = self.line(params)
+        for target, value in setpoints.items():
+            # a live set point (FlowSetpoint) is written as the line writes it; a service
+            # parameter (TempSP) took effect through ``params`` when the services started
+            tag, assembly = target.split(".")
+            sim.view(tag).write(assembly, None, value)
         try:
             sim.steady_state()
         except (ValueError, RuntimeError) as exc:

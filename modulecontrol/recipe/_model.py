@@ -249,8 +249,18 @@ class RepeatStep(_StepBase):
         return RepeatSpec
 
 
+class OptimizeStep(_StepBase):
+    """Run the recipe's ``optimize`` block (named ``optimize``): its experiments, one after
+    the other, on the running line; the step ends when the budget is spent or the search
+    has converged (docs/optimisation.md)."""
+
+    KIND: ClassVar[str] = "optimize"
+    optimize: Ident
+
+
 STEP_CLASSES: tuple[type[AnyStep], ...] = (
-    ServiceStep, SetStep, WaitStep, PromptStep, SequenceStep, ParallelStep, RepeatStep)
+    ServiceStep, SetStep, WaitStep, PromptStep, SequenceStep, ParallelStep, RepeatStep,
+    OptimizeStep)
 """Every step kind, once: the YAML keys, the discriminator and the walkers derive from it."""
 STEP_KINDS = tuple(c.KIND for c in STEP_CLASSES)
 STEP_CLASS_OF: dict[str, type[AnyStep]] = {c.KIND: c for c in STEP_CLASSES}
@@ -271,7 +281,8 @@ Step = Annotated[
     | Annotated[PromptStep, Tag("prompt")]
     | Annotated[SequenceStep, Tag("sequence")]
     | Annotated[ParallelStep, Tag("parallel")]
-    | Annotated[RepeatStep, Tag("repeat")],
+    | Annotated[RepeatStep, Tag("repeat")]
+    | Annotated[OptimizeStep, Tag("optimize")],
     Discriminator(
         _step_kind,
         custom_error_type="step_kind",
@@ -469,4 +480,5 @@ def step_kind(step: AnyStep) -> str:
     return step.KIND
 
 
-AnyStep = ServiceStep | SetStep | WaitStep | PromptStep | SequenceStep | ParallelStep | RepeatStep
+AnyStep = (ServiceStep | SetStep | WaitStep | PromptStep | SequenceStep | ParallelStep
+           | RepeatStep | OptimizeStep)

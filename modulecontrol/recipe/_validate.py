@@ -41,6 +41,7 @@ from modulecontrol.recipe._model import (
     STEP_KINDS,
     AnyStep,
     GotoHandler,
+    OptimizeStep,
     ParallelStep,
     PromptStep,
     Recipe,
@@ -418,6 +419,7 @@ class _Validator:
             SequenceStep: self.nested_steps,
             ParallelStep: self.nested_steps,
             RepeatStep: self.repeat_step,
+            OptimizeStep: self.optimize_step,
         }
         """What each step kind checks besides what every step checks (one entry per kind)."""
         self.flows: dict[type[AnyStep], Callable[[PathKey, Any, _Flow, int], _Flow]] = {
@@ -425,6 +427,7 @@ class _Validator:
             SetStep: _flow_unchanged,
             WaitStep: _flow_unchanged,
             PromptStep: _flow_unchanged,
+            OptimizeStep: _flow_unchanged,
             SequenceStep: self.flow_sequence,
             ParallelStep: self.flow_parallel,
             RepeatStep: self.flow_repeat,
@@ -931,6 +934,15 @@ class _Validator:
                 )
             self.condition(("divert", "product_when"), d.product_when)
             self.phase_steps(("divert",), d)
+
+    def optimize_step(self, path: PathKey, step: OptimizeStep) -> None:
+        opt = self.recipe.optimize
+        if opt is None:
+            self.add((*path, "optimize"), f"no 'optimize' block named '{step.optimize}': "
+                     "declare the campaign under 'optimize:' beside 'procedure:'")
+        elif opt.name != step.optimize:
+            self.add((*path, "optimize"), f"no 'optimize' block named '{step.optimize}'"
+                     f"{did_you_mean(step.optimize, [opt.name])}")
 
     def check_optimize(self) -> None:
         """The ``optimize`` block: variables write writable assemblies within their limits,

@@ -114,9 +114,9 @@ async def test_restarted_campaign_continues_with_the_same_points(tmp_path: Path)
 def test_example_recipe_compiles_to_its_plan() -> None:
     plan = plan_from_recipe(load_recipe(EXAMPLE))
     assert [v.name for v in plan.variables] == ["t_r2", "feed", "nitrite"]
-    assert plan.variables[1].targets == ("P1.FlowSP", "P2.FlowSP")
+    assert plan.variables[1].targets == ("P1.FlowSetpoint", "P2.FlowSetpoint")
     assert plan.setpoints(plan.start()) == pytest.approx(
-        {"R2.TempSP": 25.0, "P1.FlowSP": 0.375, "P2.FlowSP": 0.375, "P3.FlowSP": 0.45})
+        {"R2.TempSP": 25.0, "P1.FlowSetpoint": 0.375, "P2.FlowSetpoint": 0.375, "P3.Rate": 0.45})
     (c,) = plan.constraints
     assert (c.signal, c.sense) == ("PAT1.Purity", 1)
     assert c.bound == pytest.approx(0.9)
