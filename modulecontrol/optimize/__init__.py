@@ -5,6 +5,7 @@ Public API::
     Plan, Variable, plan_from_recipe           # the block compiled to numbers
     Campaign, CampaignResult, ExperimentRecord, ExperimentFailed
     Experimenter, Journal, MemoryJournal, HistorianJournal   # where it runs and is kept
+    recorded_experiments                       # a campaign's experiments in the records
     SteadyStateExperimenter                    # experiments on the process models
     Search, ScipySearch, Trial, ALGORITHMS     # the search behind one ask/tell interface
 
@@ -22,13 +23,14 @@ from ._campaign import (
     MemoryJournal,
     make_search,
 )
-from ._journal import HistorianJournal
+from ._journal import OPTIMIZER_USER, HistorianJournal, recorded_experiments
 from ._plan import KPIS, Plan, Variable, plan_from_recipe
 from ._simulated import SteadyStateExperimenter
 
 __all__ = [
     "ALGORITHMS",
     "KPIS",
+    "OPTIMIZER_USER",
     "Campaign",
     "CampaignResult",
     "ExperimentFailed",
@@ -45,4 +47,5 @@ __all__ = [
     "Variable",
     "make_search",
     "plan_from_recipe",
+    "recorded_experiments",
 ]

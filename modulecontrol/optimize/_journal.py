@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from modulecontrol.events import EventKind
 from modulecontrol.records import Historian, query_events
@@ -20,6 +21,18 @@ from ._campaign import ExperimentRecord
 
 OPTIMIZER_USER = "optimizer"
 """The user the campaign's set-point changes are audited under."""
+
+
+def recorded_experiments(db: str | Path, name: str) -> list[ExperimentRecord]:
+    """The experiments of campaign ``name`` in the records database, in order (every run's:
+    a campaign continues across runs until its budget is spent; a new name starts anew)."""
+    rows = query_events(db, EventKind.OPTIMIZE_EXPERIMENT.value, name)
+    records = [ExperimentRecord.from_payload(json.loads(p)) for _, _, p in rows]
+    for i, r in enumerate(records):
+        if r.index != i:
+            raise ValueError(f"campaign '{name}': recorded experiment {r.index} where {i} was "
+                             "expected; two campaigns share this name: rename one")
+    return records
 
 
 class HistorianJournal:
@@ -32,13 +45,7 @@ class HistorianJournal:
 
     def history(self) -> Sequence[ExperimentRecord]:
         self.historian.flush_sync()
-        rows = query_events(self.historian.path, EventKind.OPTIMIZE_EXPERIMENT.value, self.name)
-        records = [ExperimentRecord.from_payload(json.loads(p)) for _, _, p in rows]
-        for i, r in enumerate(records):
-            if r.index != i:
-                raise ValueError(f"campaign '{self.name}': recorded experiment {r.index} where "
-                                 f"{i} was expected; the records are not this campaign's own")
-        return records
+        return recorded_experiments(self.historian.path, self.name)
 
     async def applying(self, index: int, setpoints: Mapping[str, float]) -> None:
         await asyncio.wrap_future(self.historian.record_operator_action(

@@ -13,10 +13,12 @@ import pytest
 
 from modulecontrol.clock import Clock
 from modulecontrol.events import EventKind
-from modulecontrol.optimize import ExperimentRecord
+from modulecontrol.optimize import ExperimentRecord, recorded_experiments
 from modulecontrol.orchestrator import OperatorChannel, Orchestrator, RunResult
 from modulecontrol.proxy import ProxyOptions, proxies_for
 from modulecontrol.recipe import load_recipe
+from modulecontrol.records import AuditTrail, verify_audit
+from modulecontrol.session import RunOptions, Session
 from modulecontrol.testing.modbus import RecordingStore, TcpDevice
 
 PLANT = """\
@@ -170,3 +172,29 @@ async def test_a_service_parameter_the_module_takes_only_at_start_fails_the_step
     assert "P1.FlowSP is a service parameter" in failed.message
     assert "FlowSetpoint" in failed.message
     assert not orch.log.of_kind(EventKind.OPTIMIZE_EXPERIMENT)
+
+
+async def test_a_campaign_continues_in_the_next_run_from_the_records_database(
+        line: tuple[TcpDevice, Path]) -> None:
+    """Two runs of the recipe on one records database: the second makes only the
+    experiments the budget has left, and every experiment is audited and chained."""
+    _, folder = line
+    path = folder / "recipe.yaml"
+    db = folder / "run.db"
+    opts = RunOptions(db=db, report_dir=None, poll_interval=0.02, speed=600.0, tick=2.0)
+    path.write_text(RECIPE.replace("EXPERIMENTS", "2"))
+    first = await Session.load(path, None, opts).run()
+    assert first.result is RunResult.COMPLETED, first
+    path.write_text(RECIPE.replace("EXPERIMENTS", "8"))
+    second = await Session.load(path, None, opts).run()
+    assert second.result is RunResult.COMPLETED, second
+    made = [ExperimentRecord.from_payload(e.data) for e in second.events
+            if e.kind is EventKind.OPTIMIZE_EXPERIMENT]
+    assert made and made[0].index == 2
+    recorded = recorded_experiments(db, "most_flow")
+    assert [r.index for r in recorded] == list(range(len(recorded)))
+    assert [r.x for r in recorded[2:]] == [r.x for r in made]
+    with AuditTrail(db) as trail:
+        audited = list(trail.entries("most_flow"))
+    assert [e.user for e in audited] == ["optimizer"] * len(recorded)
+    assert verify_audit(db).ok
