@@ -135,3 +135,11 @@ async def test_short_lomustine_campaign_improves_on_the_operating_point() -> Non
     assert best is not None and best.objective is not None and start.objective is not None
     assert best.objective > 1.05 * start.objective
     assert best.means["PAT1.Purity"] >= 0.9
+
+
+def test_the_docs_show_the_example_block_as_shipped() -> None:
+    """docs/optimisation.md quotes the example recipe's block; it must stay the same text."""
+    doc = (ROOT / "docs" / "optimisation.md").read_text(encoding="utf-8")
+    block = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    assert block.startswith("optimize:\n")
+    assert block in EXAMPLE.read_text(encoding="utf-8")
