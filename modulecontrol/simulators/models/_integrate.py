@@ -5,9 +5,10 @@ Why not ``solve_ivp`` in the hot path: a 24 h plant run takes tens of thousands 
 steps per unit, and ``solve_ivp`` costs about a millisecond of set-up per call even for a
 7-variable system. ROS2 (Verwer, Spee, Blom, Hundsdorfer 1999, SIAM J. Sci. Comput. 20:1456)
 is second order, L-stable (so fast reactions relax to equilibrium instead of oscillating), needs
-two linear solves with one matrix per step, and is vectorised over a batch of independent systems (one per
-tank). Being linearly implicit, its increments are combinations of f and J·f, so any linear
-invariant w with w·f = 0 (mass conservation of balanced reactions) is kept to round-off.
+two linear solves with one matrix per step, and is vectorised over a batch of independent
+systems (one per tank). Being linearly implicit, its increments are combinations of f and
+J·f, so any linear invariant w with w·f = 0 (mass conservation of balanced reactions) is kept
+to round-off.
 The models offer ``integrator="bdf"`` (scipy) as a reference; tests compare both.
 """
 
