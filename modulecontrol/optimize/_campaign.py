@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ._algorithms import ScipySearch, Search, Trial
+from ._algorithms import Algorithm, ScipySearch, Search, Trial
 from ._plan import Plan
 
 
@@ -130,10 +130,15 @@ class CampaignResult:
 
 def make_search(plan: Plan) -> Search:
     """The plan's algorithm (the one place that maps a name to an implementation)."""
-    if plan.algorithm in ("cobyla", "nelder-mead"):
-        return ScipySearch(plan.algorithm, plan.start(), len(plan.constraints),  # type: ignore[arg-type]
-                           step=plan.step, tolerance=plan.tolerance)
-    raise ValueError(f"unknown optimize algorithm '{plan.algorithm}'")
+    algorithm = _SCIPY.get(plan.algorithm)
+    if algorithm is None:
+        raise ValueError(f"unknown optimize algorithm '{plan.algorithm}' "
+                         f"(known: {', '.join(_SCIPY)})")
+    return ScipySearch(algorithm, plan.start(), len(plan.constraints), step=plan.step,
+                       tolerance=plan.tolerance)
+
+
+_SCIPY: dict[str, Algorithm] = {"cobyla": "cobyla", "nelder-mead": "nelder-mead"}
 
 
 class Campaign:
