@@ -71,6 +71,7 @@ class EventKind(StrEnum):
     DIVERT_ENABLED = "divert_enabled"
     DIVERT_DISABLED = "divert_disabled"
     DIVERT_FAILED = "divert_failed"
+    OPTIMIZE_EXPERIMENT = "optimize_experiment"
     SUPERVISION_FAILED = "supervision_failed"
     SUPERVISION_RESTORED = "supervision_restored"
     LISTENER_FAILED = "listener_failed"
@@ -184,6 +185,10 @@ PAYLOADS: Final[Mapping[EventKind, Payload]] = {
     K.DIVERT_ENABLED: Payload("divert control is active from this step on"),
     K.DIVERT_DISABLED: Payload("divert control ends at this step"),
     K.DIVERT_FAILED: Payload("the divert valve could not be switched; message says why"),
+    K.OPTIMIZE_EXPERIMENT: Payload(
+        "an optimisation campaign's experiment finished (source: the campaign); what a "
+        "restarted campaign replays", ("index", "x", "setpoints", "means", "kpis", "objective",
+                                        "margins", "feasible", "error")),
     K.SUPERVISION_FAILED: Payload("a part of the supervision tick raised; the recipe is held"
                                   " until a whole tick succeeds again", ("error",)),
     K.SUPERVISION_RESTORED: Payload("a whole supervision tick succeeded again; was is the"

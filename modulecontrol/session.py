@@ -24,6 +24,7 @@ from modulecontrol.clock import Clock, ClockMode
 from modulecontrol.descriptors import PlantConfig
 from modulecontrol.drivers import DriverError, Quality, TagValue
 from modulecontrol.events import PAYLOADS, Event, EventKind
+from modulecontrol.optimize import OPTIMIZER_USER, ExperimentRecord, recorded_experiments
 from modulecontrol.orchestrator import AUTO_USER, OperatorChannel, Orchestrator, RunResult
 from modulecontrol.proxy import ModuleProxy, ProxyOptions, proxies_for
 from modulecontrol.recipe import ValidatedRecipe, load_recipe
@@ -435,6 +436,19 @@ class Session:
         finally:
             await self.line.close_records()
 
+    def _wire_optimize_history(self, orch: Orchestrator) -> None:
+        """An ``optimize`` step continues its campaign from the records database (the
+        experiments of earlier runs, or of this run before a restart)."""
+        hist = self.historian
+        if hist is None:
+            return
+
+        def history(name: str) -> list[ExperimentRecord]:
+            hist.flush_sync()
+            return recorded_experiments(hist.path, name)
+
+        orch.interpreter.optimize_history = history
+
     async def execute(self) -> RunOutcome:
         """Run the recipe on the started line and close its record; the line stays
         connected only if the session does not own it."""
@@ -449,6 +463,7 @@ class Session:
             for listener in self.listeners:
                 orch.subscribe(listener)
             self._wire_records(orch)
+            self._wire_optimize_history(orch)
             for started in self.on_started:
                 started(self)
             result = await orch.run()
@@ -580,6 +595,13 @@ class Session:
                         ev.source, new_value=ev.data.get("answer"),
                         reason=f"prompt: {ev.message}")
 
+        def optimize_experiment(ev: Event, payload: dict[str, Any]) -> None:
+            # the outcome (what a restart replays) and, audited, the set points it applied
+            hist.record_event(EventKind.OPTIMIZE_EXPERIMENT, ev.source, payload)
+            hist.record_operator_action(
+                OPTIMIZER_USER, "optimize_setpoints", ev.source,
+                new_value=ev.data.get("setpoints"), reason=ev.message)
+
         recorders: dict[EventKind, Callable[[Event, dict[str, Any]], None]] = {
             EventKind.RECIPE_STATE: state_change,
             EventKind.SERVICE_STATE: state_change,
@@ -588,6 +610,7 @@ class Session:
             EventKind.ALARM_RAISED: alarm_raised,
             EventKind.ALARM_CLEARED: alarm_cleared,
             EventKind.OPERATOR_ACTION: operator_action,
+            EventKind.OPTIMIZE_EXPERIMENT: optimize_experiment,
         }
         """Kinds recorded by their own rule; the rest are stored under their declared kind."""
 

@@ -22,13 +22,22 @@ from modulecontrol.descriptors import residence_time
 from modulecontrol.drivers import DriverError
 from modulecontrol.events import EventKind, EventLog
 from modulecontrol.mtpcore import COMMAND_TARGETS
+from modulecontrol.optimize import Campaign, plan_from_recipe
 from modulecontrol.orchestrator._monitor import si_number
 from modulecontrol.orchestrator._operator import OperatorChannel
+from modulecontrol.orchestrator._optimize import (
+    EventJournal,
+    History,
+    LineExperimenter,
+    NotLive,
+    no_history,
+)
 from modulecontrol.orchestrator._supervisor import ServiceKey, Supervisor
 from modulecontrol.proxy import ModuleProxy, ServiceProxy
 from modulecontrol.recipe import (
     AnyStep,
     GotoHandler,
+    OptimizeStep,
     ParallelStep,
     PromptStep,
     RepeatStep,
@@ -116,6 +125,8 @@ class Interpreter:
             1 for b in self.recipe.procedure for _, s in walk_steps(b.steps) if not s.branches()
         ))
         self._goto_done = False
+        self.optimize_history: History = no_history
+        """Experiments of a campaign already in the records (set by the session)."""
         self._block = ""
         self.handlers: dict[type[AnyStep], StepHandler] = {
             ServiceStep: self._service_step,
@@ -125,6 +136,7 @@ class Interpreter:
             SequenceStep: self._nested_step,
             ParallelStep: self._parallel_step,
             RepeatStep: self._repeat_step,
+            OptimizeStep: self._optimize_step,
         }
         """What each step kind does: one entry per kind."""
 
@@ -331,6 +343,16 @@ class Interpreter:
             if self.supervisor.evaluate(cond):
                 return
         raise StepFailed(f"'until {spec.until}' not reached in {spec.max} iterations")
+
+    async def _optimize_step(self, step: OptimizeStep, label: str) -> None:
+        plan = plan_from_recipe(self.validated)
+        line = LineExperimenter(self.validated, self.proxies, self.supervisor, self.clock,
+                                self.log, self.tick, self.gate_open, self.gate.is_set)
+        journal = EventJournal(self.log, plan.name, self.optimize_history)
+        try:
+            await Campaign(plan, line, journal).run()
+        except NotLive as exc:
+            raise StepFailed(f"optimize {plan.name}: {exc}") from None
 
     async def _wait_step(self, step: WaitStep, label: str) -> None:
         w = step.wait

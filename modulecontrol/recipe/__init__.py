@@ -8,9 +8,13 @@ bottom-layer package :mod:`modulecontrol.expr`; see docs/recipes.md and docs/con
 from modulecontrol.recipe._model import (
     Alarm,
     AnyStep,
+    DecisionVariable,
     Divert,
     GotoHandler,
     Interlock,
+    Objective,
+    Optimize,
+    OptimizeStep,
     ParallelStep,
     ParameterSpec,
     PromptStep,
@@ -25,6 +29,7 @@ from modulecontrol.recipe._model import (
     WaitStep,
     walk_steps,
 )
+from modulecontrol.recipe._optimize import Constraint, ConstraintShapeError, parse_constraint
 from modulecontrol.recipe._params import ResolvedParameter, parse_set_options
 from modulecontrol.recipe._signals import attribute_signal, plant_signals
 from modulecontrol.recipe._states import transition
@@ -39,9 +44,15 @@ from modulecontrol.recipe._validate import (
 __all__ = [
     "Alarm",
     "AnyStep",
+    "Constraint",
+    "ConstraintShapeError",
+    "DecisionVariable",
     "Divert",
     "GotoHandler",
     "Interlock",
+    "Objective",
+    "Optimize",
+    "OptimizeStep",
     "ParallelStep",
     "ParameterSpec",
     "PromptStep",
@@ -58,6 +69,7 @@ __all__ = [
     "WaitStep",
     "attribute_signal",
     "load_recipe",
+    "parse_constraint",
     "parse_set_options",
     "plant_signals",
     "recipe_from_doc",

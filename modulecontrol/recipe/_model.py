@@ -249,8 +249,18 @@ class RepeatStep(_StepBase):
         return RepeatSpec
 
 
+class OptimizeStep(_StepBase):
+    """Run the recipe's ``optimize`` block (named ``optimize``): its experiments, one after
+    the other, on the running line; the step ends when the budget is spent or the search
+    has converged (docs/optimisation.md)."""
+
+    KIND: ClassVar[str] = "optimize"
+    optimize: Ident
+
+
 STEP_CLASSES: tuple[type[AnyStep], ...] = (
-    ServiceStep, SetStep, WaitStep, PromptStep, SequenceStep, ParallelStep, RepeatStep)
+    ServiceStep, SetStep, WaitStep, PromptStep, SequenceStep, ParallelStep, RepeatStep,
+    OptimizeStep)
 """Every step kind, once: the YAML keys, the discriminator and the walkers derive from it."""
 STEP_KINDS = tuple(c.KIND for c in STEP_CLASSES)
 STEP_CLASS_OF: dict[str, type[AnyStep]] = {c.KIND: c for c in STEP_CLASSES}
@@ -271,7 +281,8 @@ Step = Annotated[
     | Annotated[PromptStep, Tag("prompt")]
     | Annotated[SequenceStep, Tag("sequence")]
     | Annotated[ParallelStep, Tag("parallel")]
-    | Annotated[RepeatStep, Tag("repeat")],
+    | Annotated[RepeatStep, Tag("repeat")]
+    | Annotated[OptimizeStep, Tag("optimize")],
     Discriminator(
         _step_kind,
         custom_error_type="step_kind",
@@ -346,6 +357,65 @@ class Divert(Model):
     """Name of the step from which divert control ends, the valve to waste (shutdown)."""
 
 
+class DecisionVariable(Model):
+    """One decision variable of an ``optimize`` block: a value in ``unit`` between ``min`` and
+    ``max`` written to every parameter in ``set`` (``TAG.Assembly``; two feeds kept in ratio
+    are one variable written to both)."""
+
+    name: Ident
+    set: list[str] = Field(min_length=1)
+    unit: UnitStr = ""
+    min: Any
+    max: Any
+    start: Any = None
+    """Where the search starts (default: the middle of the box)."""
+
+
+KpiName = Literal["yield", "throughput", "space_time_yield"]
+
+
+class Objective(Model):
+    """What a campaign maximises, from the window means of signals:
+
+    * ``throughput``: the ``product`` rate signal (e.g. ``CR1.CrystalRate``);
+    * ``yield``: product / limiting reagent fed, the reagent fed being ``feed`` (its flow
+      signal) times ``feed_concentration``, the product converted with ``product_molar_mass``
+      when its signal is a mass rate;
+    * ``space_time_yield``: throughput / ``volume`` (the reaction volume);
+    * ``weighted``: the sum over ``weights`` of each KPI divided by its value in the first
+      experiment (so weights compare relative changes, not units)."""
+
+    maximize: Literal["yield", "throughput", "space_time_yield", "weighted"]
+    product: str
+    feed: str | None = None
+    feed_concentration: Any = None
+    product_molar_mass: Any = None
+    volume: Any = None
+    weights: dict[KpiName, float] | None = None
+
+
+class Optimize(Model):
+    """A self-optimising campaign: ``experiments`` experiments, each applying a point of the
+    decision variables, waiting for the steady-state detector ``steady``, averaging the
+    signals over ``window`` and recording the point (docs/optimisation.md)."""
+
+    name: Ident = "optimize"
+    variables: list[DecisionVariable] = Field(min_length=1, max_length=10)
+    objective: Objective
+    constraints: list[str] = Field(default_factory=list)
+    """Conditions ``SIGNAL >= value`` or ``SIGNAL <= value`` on window means."""
+    experiments: int = Field(default=25, ge=1, le=500)
+    steady: Ident
+    window: Any = "10 min"
+    settle_timeout: Any = "4 h"
+    """An experiment that does not reach steady state in this time counts as failed."""
+    algorithm: Literal["cobyla", "nelder-mead"] = "cobyla"
+    step: float = Field(default=0.2, gt=0.0, le=1.0)
+    """First step of the search as a fraction of each variable's range."""
+    tolerance: float = Field(default=0.01, gt=0.0, lt=1.0)
+    """The search has converged when its steps are below this fraction of the ranges."""
+
+
 class Recipe(Model):
     kind: Literal["Recipe"] = "Recipe"
     name: str
@@ -360,6 +430,9 @@ class Recipe(Model):
     alarms: list[Alarm] = Field(default_factory=list)
     steady_state: list[SteadyState] = Field(default_factory=list)
     divert: Divert | None = None
+    optimize: Optimize | None = None
+    """A self-optimising campaign, validated with the recipe and run by
+    ``modulecontrol.optimize.Campaign`` (docs/optimisation.md)."""
     procedure: list[UnitProcedure] = Field(min_length=1)
     cleanup: list[UnitProcedure] = Field(default_factory=list)
     report: dict[str, Any] | None = None
@@ -407,4 +480,5 @@ def step_kind(step: AnyStep) -> str:
     return step.KIND
 
 
-AnyStep = ServiceStep | SetStep | WaitStep | PromptStep | SequenceStep | ParallelStep | RepeatStep
+AnyStep = (ServiceStep | SetStep | WaitStep | PromptStep | SequenceStep | ParallelStep
+           | RepeatStep | OptimizeStep)

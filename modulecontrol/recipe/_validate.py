@@ -41,6 +41,7 @@ from modulecontrol.recipe._model import (
     STEP_KINDS,
     AnyStep,
     GotoHandler,
+    OptimizeStep,
     ParallelStep,
     PromptStep,
     Recipe,
@@ -53,6 +54,7 @@ from modulecontrol.recipe._model import (
     _StepBase,
     walk_steps,
 )
+from modulecontrol.recipe._optimize import ConstraintShapeError, parse_constraint
 from modulecontrol.recipe._params import ResolvedParameter, resolve_parameter, spec_problems
 from modulecontrol.recipe._signals import plant_signals
 from modulecontrol.recipe._states import STABLE_STATES, TRANSIENT_TARGET, enabled, transition
@@ -417,6 +419,7 @@ class _Validator:
             SequenceStep: self.nested_steps,
             ParallelStep: self.nested_steps,
             RepeatStep: self.repeat_step,
+            OptimizeStep: self.optimize_step,
         }
         """What each step kind checks besides what every step checks (one entry per kind)."""
         self.flows: dict[type[AnyStep], Callable[[PathKey, Any, _Flow, int], _Flow]] = {
@@ -424,6 +427,7 @@ class _Validator:
             SetStep: _flow_unchanged,
             WaitStep: _flow_unchanged,
             PromptStep: _flow_unchanged,
+            OptimizeStep: _flow_unchanged,
             SequenceStep: self.flow_sequence,
             ParallelStep: self.flow_parallel,
             RepeatStep: self.flow_repeat,
@@ -597,6 +601,7 @@ class _Validator:
             self.static_steps(("cleanup", i, "steps"), block.steps)
         self.check_plantwide()
         self.check_report()
+        self.check_optimize()
         self.check_reachability()
         flow = _Flow()
         for i, block in enumerate(self.recipe.procedure):
@@ -796,37 +801,8 @@ class _Validator:
     def set_step(self, path: PathKey, step: SetStep) -> None:
         for target, raw in step.set.items():
             tpath = (*path, "set", target)
-            parts = target.split(".")
-            if len(parts) != 2:
-                self.add(
-                    tpath, f"'{target}': write MODULE.ASSEMBLY, e.g. P1.FlowSetpoint", key=True
-                )
-                continue
-            tag, name = parts
-            if tag not in self.tags:
-                self.add(tpath, f"unknown module '{tag}'{did_you_mean(tag, self.tags)}", key=True)
-                continue
-            mt = self.config.instance_types.get(tag)
-            if mt is None:
-                continue
-            das = [d.name for d in mt.data_assemblies]
-            if name not in das:
-                self.add(
-                    tpath,
-                    f"module {tag} ({mt.name}) has no data assembly '{name}'"
-                    f"{did_you_mean(name, das)}",
-                    key=True,
-                )
-                continue
-            da = mt.assembly(name)
-            if not da.writable:
-                writable = [d.name for d in mt.data_assemblies if d.writable]
-                self.add(
-                    tpath,
-                    f"{target} is {_article(da.class_)} {da.class_}, which cannot be written "
-                    f"(writable: {', '.join(writable) or 'none'})",
-                    key=True,
-                )
+            da = self.write_target(tpath, target, key=True)
+            if da is None:
                 continue
             value = self.resolve(raw)
             if value is _UNRESOLVED:
@@ -834,7 +810,42 @@ class _Validator:
             try:
                 da.coerce(value)
             except ValueError as exc:
-                self.add(tpath, f"set {tag}: {_naming(str(exc), name)}")
+                self.add(tpath, f"set {target.split('.')[0]}: {_naming(str(exc), da.name)}")
+
+    def write_target(self, tpath: PathKey, target: str, *, key: bool) -> Any:
+        """The writable data assembly ``target`` (``TAG.Assembly``) names, else a problem
+        and None (set steps and optimize variables write the same way)."""
+        parts = target.split(".")
+        if len(parts) != 2:
+            self.add(tpath, f"'{target}': write MODULE.ASSEMBLY, e.g. P1.FlowSetpoint", key=key)
+            return None
+        tag, name = parts
+        if tag not in self.tags:
+            self.add(tpath, f"unknown module '{tag}'{did_you_mean(tag, self.tags)}", key=key)
+            return None
+        mt = self.config.instance_types.get(tag)
+        if mt is None:
+            return None
+        das = [d.name for d in mt.data_assemblies]
+        if name not in das:
+            self.add(
+                tpath,
+                f"module {tag} ({mt.name}) has no data assembly '{name}'"
+                f"{did_you_mean(name, das)}",
+                key=key,
+            )
+            return None
+        da = mt.assembly(name)
+        if not da.writable:
+            writable = [d.name for d in mt.data_assemblies if d.writable]
+            self.add(
+                tpath,
+                f"{target} is {_article(da.class_)} {da.class_}, which cannot be written "
+                f"(writable: {', '.join(writable) or 'none'})",
+                key=key,
+            )
+            return None
+        return da
 
     def wait_step(self, path: PathKey, step: WaitStep) -> None:
         spec = step.wait
@@ -923,6 +934,104 @@ class _Validator:
                 )
             self.condition(("divert", "product_when"), d.product_when)
             self.phase_steps(("divert",), d)
+
+    def optimize_step(self, path: PathKey, step: OptimizeStep) -> None:
+        opt = self.recipe.optimize
+        if opt is None:
+            self.add((*path, "optimize"), f"no 'optimize' block named '{step.optimize}': "
+                     "declare the campaign under 'optimize:' beside 'procedure:'")
+        elif opt.name != step.optimize:
+            self.add((*path, "optimize"), f"no 'optimize' block named '{step.optimize}'"
+                     f"{did_you_mean(step.optimize, [opt.name])}")
+
+    def check_optimize(self) -> None:
+        """The ``optimize`` block: variables write writable assemblies within their limits,
+        the objective's signals and quantities exist in their units, constraints are
+        ``SIGNAL >= value`` conditions, ``steady`` names a detector."""
+        opt = self.recipe.optimize
+        if opt is None:
+            return
+        base: PathKey = ("optimize",)
+        for i, var in enumerate(opt.variables):
+            vpath: PathKey = (*base, "variables", i)
+            bounds: dict[str, float] = {}
+            for key in ("min", "max", "start"):
+                raw = self.resolve(getattr(var, key))
+                if raw is None or raw is _UNRESOLVED:
+                    continue
+                try:
+                    bounds[key] = float(parse_quantity(raw, var.unit or None)
+                                        .to(parse_unit(var.unit) if var.unit else "")
+                                        .magnitude)
+                except (UnitError, pint.errors.PintError, ValueError, TypeError):
+                    self.add((*vpath, key), f"variable '{var.name}': {key} {raw!r} is not a "
+                             f"number in {var.unit or 'no unit'}")
+            lo, hi = bounds.get("min"), bounds.get("max")
+            if lo is not None and hi is not None and not lo < hi:
+                self.add((*vpath, "max"), f"variable '{var.name}': max must be above min")
+            start = bounds.get("start")
+            if start is not None and lo is not None and hi is not None and not lo <= start <= hi:
+                self.add((*vpath, "start"), f"variable '{var.name}': start {start:g} is "
+                         f"outside [{lo:g}, {hi:g}] {var.unit}")
+            for j, target in enumerate(var.set):
+                tpath: PathKey = (*vpath, "set", j)
+                da = self.write_target(tpath, target, key=False)
+                if da is None:
+                    continue
+                for key in ("min", "max"):
+                    if key in bounds:
+                        try:
+                            da.coerce(f"{bounds[key]!r} {var.unit}".strip())
+                        except ValueError as exc:
+                            self.add((*vpath, key), f"variable '{var.name}' -> {target}: "
+                                     f"{_naming(str(exc), da.name)}")
+        obj = opt.objective
+        opath: PathKey = (*base, "objective")
+        for key in ("product", "feed"):
+            name = getattr(obj, key)
+            if name is None:
+                continue
+            sig = self.signals.get(name)
+            if sig is None:
+                self.add((*opath, key), f"unknown signal '{name}'"
+                         f"{did_you_mean_signal(name, self.signals)}")
+            elif sig.kind != "number":
+                self.add((*opath, key), f"the objective needs a number signal, not {sig.kind}")
+        kpis = set(obj.weights or {}) if obj.maximize == "weighted" else {obj.maximize}
+        if obj.maximize == "weighted" and not obj.weights:
+            self.add(opath, "maximize: weighted needs 'weights' (e.g. {yield: 1, throughput: 1})")
+        needs = {"yield": ("feed", "feed_concentration"), "space_time_yield": ("volume",)}
+        for kpi in sorted(kpis):
+            for key in needs.get(kpi, ()):
+                if getattr(obj, key) is None:
+                    self.add(opath, f"maximize {kpi} needs objective '{key}'")
+        for key, dim in (("feed_concentration", "mol/m**3"), ("volume", "m**3"),
+                         ("product_molar_mass", "kg/mol")):
+            raw = self.resolve(getattr(obj, key))
+            if raw is None or raw is _UNRESOLVED:
+                continue
+            try:
+                value = float(parse_quantity(raw).to(dim).magnitude)
+            except (UnitError, pint.errors.PintError, ValueError, TypeError):
+                self.add((*opath, key), f"{key} {raw!r} is not a quantity of {dim} "
+                         "(write it with its unit)")
+                continue
+            if value <= 0:
+                self.add((*opath, key), f"{key} must be positive")
+        for i, text in enumerate(opt.constraints):
+            cpath: PathKey = (*base, "constraints", i)
+            if self.condition(cpath, text) is None:
+                continue
+            try:
+                parse_constraint(text)
+            except ConstraintShapeError as exc:
+                self.problems.append(Problem(exc.message, self.locate_col(cpath, exc.col)))
+        detectors = [d.name for d in self.recipe.steady_state]
+        if opt.steady not in detectors:
+            self.add((*base, "steady"), f"no steady-state detector '{opt.steady}'"
+                     f"{did_you_mean(opt.steady, detectors)}; declare it under steady_state")
+        self.duration((*base, "window"), opt.window, "optimize window")
+        self.duration((*base, "settle_timeout"), opt.settle_timeout, "optimize settle_timeout")
 
     def phase_steps(self, path: PathKey, obj: Any) -> None:
         """``enabled_from`` / ``disabled_from`` must name steps of the procedure."""

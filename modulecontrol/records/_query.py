@@ -70,3 +70,22 @@ def _min_max(rows: list[tuple[float, float | None, int]], start: float, end: flo
             current = index
             group.append(row)
     return out
+
+
+def query_events(db: str | Path | sqlite3.Connection, kind: str,
+                 source: str | None = None) -> list[tuple[float, str, str]]:
+    """Events of ``kind`` (and ``source``) in the order they were recorded, as (time,
+    source, payload JSON): what a restarted process reads back of its own past (an
+    optimisation campaign's experiments)."""
+    own = not isinstance(db, sqlite3.Connection)
+    conn = connect(db, create=False) if not isinstance(db, sqlite3.Connection) else db
+    try:
+        sql, args = "SELECT t, source, payload FROM events WHERE kind=?", [kind]
+        if source is not None:
+            sql += " AND source=?"
+            args.append(source)
+        return [(float(t), str(s), str(p)) for t, s, p in conn.execute(sql + " ORDER BY id",
+                                                                     args)]
+    finally:
+        if own:
+            conn.close()

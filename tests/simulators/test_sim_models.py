@@ -23,6 +23,7 @@ from modulecontrol.simulators.models import (
     Flowsheet,
     HplcPump,
     HplcPumpParams,
+    Kinetics,
     MsmprCrystallizer,
     MsmprParams,
     PatAnalyzer,
@@ -331,6 +332,37 @@ def test_reversible_reaction_reaches_equilibrium(species: SpeciesTable) -> None:
     feed = Stream.of(species, 1e-5 / 6000, 298.15, {"solvent": 15000, "A": 500})
     out = reactor.steady_state({"in": feed})["out"]
     assert out.concentration("B") / out.concentration("A") == pytest.approx(4.0, rel=1e-3)
+
+
+def test_reduced_kinetics_agree_with_the_full_system(species: SpeciesTable) -> None:
+    """The plant's hot path integrates only the species reactions change (plus T); its
+    derivatives and Jacobian must be the full system's restricted to them, with catalysts
+    (an order but no stoichiometry), reversible and fractional-order reactions, and zeros."""
+    reactions = [
+        Reaction(stoichiometry={"A": -1, "B": 1}, orders={"A": 1, "C": 1}, k_ref=0.05,
+                 reversible=True, k_ref_reverse=0.0125, Ea=5e4, T_ref=320.0, dH=-8e4),
+        Reaction(stoichiometry={"A": -2, "C": 1}, orders={"A": 1.5}, k_ref=0.002, Ea=3e4,
+                 T_ref=310.0),
+    ]
+    kin = Kinetics(reactions, species)
+    rng = np.random.default_rng(1)
+    c = rng.uniform(0.0, 800.0, size=(6, len(species)))
+    c[0, 1] = 0.0  # a first-order species at zero: the Jacobian takes the exact limit
+    c[1, 3] = 0.0
+    temp = rng.uniform(290.0, 350.0, size=6)
+    rho_cp = 3.9e6
+    y = np.concatenate([c, temp[:, None]], axis=1)
+    f_full, j_full = kin.rhs_and_jac(y, rho_cp)
+    keep = np.concatenate([kin.active, [len(species)]])
+    f_red, j_red = kin.reduced_rhs_and_jac(c, temp, rho_cp)
+    np.testing.assert_allclose(f_red, f_full[:, keep], rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(j_red, j_full[:, keep][:, :, keep], rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(kin.reduced_rhs(c, temp, rho_cp), f_red, rtol=1e-14)
+    assert list(kin.active) == [species.index("A"), species.index("B"), species.index("C")]
+    # the catalyst-only dependence on C still enters the rates
+    c2 = c.copy()
+    c2[:, species.index("solvent")] += 1.0
+    np.testing.assert_array_equal(kin.reduced_rhs(c2, temp, rho_cp), f_red)
 
 
 def test_unbalanced_reaction_is_rejected(species: SpeciesTable) -> None:

@@ -5,9 +5,10 @@ Why not ``solve_ivp`` in the hot path: a 24 h plant run takes tens of thousands 
 steps per unit, and ``solve_ivp`` costs about a millisecond of set-up per call even for a
 7-variable system. ROS2 (Verwer, Spee, Blom, Hundsdorfer 1999, SIAM J. Sci. Comput. 20:1456)
 is second order, L-stable (so fast reactions relax to equilibrium instead of oscillating), needs
-one matrix inverse per step, and is vectorised over a batch of independent systems (one per
-tank). Being linearly implicit, its increments are combinations of f and J·f, so any linear
-invariant w with w·f = 0 (mass conservation of balanced reactions) is kept to round-off.
+two linear solves with one matrix per step, and is vectorised over a batch of independent
+systems (one per tank). Being linearly implicit, its increments are combinations of f and
+J·f, so any linear invariant w with w·f = 0 (mass conservation of balanced reactions) is kept
+to round-off.
 The models offer ``integrator="bdf"`` (scipy) as a reference; tests compare both.
 """
 
@@ -35,8 +36,8 @@ def ros2_step(
     """
     m = y.shape[-1]
     w = np.eye(m) - (_GAMMA * h) * jac(y)
-    winv = np.linalg.inv(w)
-    k1 = np.einsum("bij,bj->bi", winv, f(y) if f0 is None else f0)
-    k2 = np.einsum("bij,bj->bi", winv, f(y + h * k1) - 2.0 * k1)
+    # two batched solves cost about half of one batched inverse and its products
+    k1 = np.linalg.solve(w, (f(y) if f0 is None else f0)[..., None])[..., 0]
+    k2 = np.linalg.solve(w, (f(y + h * k1) - 2.0 * k1)[..., None])[..., 0]
     out: FloatArray = y + (1.5 * h) * k1 + (0.5 * h) * k2
     return out

@@ -238,6 +238,39 @@ class Kinetics:
                     f"reaction {label} is not mass balanced (sum nu*M = {imbalance:.4g} kg/mol);"
                     " fix the stoichiometry or molar masses, or set allow_unbalanced: true"
                 )
+        self._compile()
+
+    def _compile(self) -> None:
+        """Precompute the tables of the hot path (:meth:`reduced_rhs_and_jac`).
+
+        Why: a plant step integrates the kinetics of every tank; evaluating c**orders over all
+        species and a Jacobian over species that no reaction changes is most of the work.
+        ``active`` are the species some reaction changes (the ODE system of the reaction
+        sub-step); every other species (solvent, a catalyst such as the base) is constant
+        through it. Rate laws are kept as at most ``K`` (species, order) terms per reaction,
+        padded with order 0, so c**a is (tanks, reactions, K) instead of (tanks, reactions,
+        species)."""
+        self.active = np.flatnonzero(np.abs(self.S).sum(axis=0) > 0.0)
+        self.S_active = np.ascontiguousarray(self.S[:, self.active])
+        self.reversible = bool(self.kr.any())
+        self._terms = [self._term_table(self.A)]
+        if self.reversible:
+            self._terms.append(self._term_table(self.B))
+
+    def _term_table(self, orders: FloatArray) -> tuple[Any, FloatArray, FloatArray]:
+        """(species index, order, one-hot onto ``active``) per reaction and term."""
+        nr = orders.shape[0]
+        k = max(1, int((orders != 0.0).sum(axis=1).max(initial=0)))
+        idx = np.zeros((nr, k), dtype=np.intp)
+        order = np.zeros((nr, k))
+        onehot = np.zeros((nr, k, self.active.size))
+        position = {int(s): a for a, s in enumerate(self.active)}
+        for j in range(nr):
+            for t, s in enumerate(np.flatnonzero(orders[j])):
+                idx[j, t], order[j, t] = s, orders[j, s]
+                if int(s) in position:
+                    onehot[j, t, position[int(s)]] = 1.0
+        return idx, order, onehot
 
     def _k(
         self, k_ref: FloatArray, ea: FloatArray, temp: FloatArray
@@ -285,6 +318,60 @@ class Kinetics:
             drdc = drdc - kr[:, :, None] * dpr
             drdt = drdt - dkr * pr
         return r, drdc, drdt
+
+    def _arrhenius(self, temp: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """exp(-Ea/R (1/T - 1/T_ref)) forward and reverse, and 1/(R T^2), per tank."""
+        inv_t = 1.0 / temp[:, None]
+        ef = np.exp(-self.Ef / R_GAS * (inv_t - 1.0 / self.Tref))
+        er = np.exp(-self.Er / R_GAS * (inv_t - 1.0 / self.Tref)) if self.reversible else ef
+        return ef, er, inv_t * inv_t / R_GAS
+
+    def reduced_rhs(self, c: FloatArray, temp: FloatArray, rho_cp: float) -> FloatArray:
+        """Reaction derivatives of [c[:, active], T] per tank, from all concentrations ``c``."""
+        ef, er, _ = self._arrhenius(temp)
+        cp = np.maximum(c, 0.0)
+        idx, order, _ = self._terms[0]
+        r = self.kf * ef * (cp[:, idx] ** order).prod(axis=2)
+        if self.reversible:
+            idx, order, _ = self._terms[1]
+            r = r - self.kr * er * (cp[:, idx] ** order).prod(axis=2)
+        out = np.empty((c.shape[0], self.active.size + 1))
+        out[:, :-1] = r @ self.S_active
+        out[:, -1] = (r @ self.mdH) / rho_cp
+        return out
+
+    def reduced_rhs_and_jac(
+        self, c: FloatArray, temp: FloatArray, rho_cp: float
+    ) -> tuple[FloatArray, FloatArray]:
+        """:meth:`reduced_rhs` and its Jacobian wrt [c[:, active], T], (tanks, m, m)."""
+        ef, er, dinv = self._arrhenius(temp)
+        cp = np.maximum(c, 0.0)
+        safe = np.maximum(cp, 1e-30)
+        r = np.zeros((c.shape[0], self.nr))
+        drdc = np.zeros((c.shape[0], self.nr, self.active.size))
+        drdt = np.zeros_like(r)
+        for sign, k0, ea, arr, (idx, order, onehot) in zip(
+            (1.0, -1.0), (self.kf, self.kr), (self.Ef, self.Er), (ef, er), self._terms,
+            strict=False,
+        ):
+            k = sign * k0 * arr
+            prod = (cp[:, idx] ** order).prod(axis=2)
+            # d prod / d c_i = a_i prod / c_i, with c floored (the exact limit for order 1)
+            psafe = (safe[:, idx] ** order).prod(axis=2)
+            dterm = order * (psafe[:, :, None] / safe[:, idx])
+            r += k * prod
+            drdc += np.einsum("nrk,rka->nra", k[:, :, None] * dterm, onehot)
+            drdt += k * ea * dinv * prod
+        na = self.active.size
+        f = np.empty((c.shape[0], na + 1))
+        f[:, :-1] = r @ self.S_active
+        f[:, -1] = (r @ self.mdH) / rho_cp
+        j = np.empty((c.shape[0], na + 1, na + 1))
+        j[:, :-1, :-1] = np.matmul(self.S_active.T, drdc)
+        j[:, :-1, -1] = drdt @ self.S_active
+        j[:, -1, :-1] = np.matmul(self.mdH, drdc) / rho_cp
+        j[:, -1, -1] = (drdt @ self.mdH) / rho_cp
+        return f, j
 
     def rhs(self, y: FloatArray, rho_cp: float) -> FloatArray:
         """Reaction-only derivatives of y = [c..., T] per tank (N, ns+1)."""
@@ -508,11 +595,23 @@ class CoilReactor(UnitModel):
         return moles
 
     def _react(self, h: float) -> None:
-        y = np.concatenate([self.c, self.T[:, None]], axis=1)
-        rc = self._rho_cp
-        f0, jac = self.kinetics.rhs_and_jac(y, rc)
-        y = ros2_step(lambda z: self.kinetics.rhs(z, rc), lambda _z: jac, y, h, f0)
-        self.c, self.T = y[:, :-1], y[:, -1].copy()
+        """ROS2 over the species the reactions change and T; the others stay as they are."""
+        kin, rc, c = self.kinetics, self._rho_cp, self.c
+        act = kin.active
+        y = np.empty((c.shape[0], act.size + 1))
+        y[:, :-1] = c[:, act]
+        y[:, -1] = self.T
+        f0, jac = kin.reduced_rhs_and_jac(c, self.T, rc)
+
+        def f(z: FloatArray) -> FloatArray:
+            cz = c.copy()
+            cz[:, act] = z[:, :-1]
+            return kin.reduced_rhs(cz, z[:, -1], rc)
+
+        y = ros2_step(f, lambda _z: jac, y, h, f0)
+        self.c = c.copy()
+        self.c[:, act] = y[:, :-1]
+        self.T = y[:, -1].copy()
 
     # -- stepping ------------------------------------------------------------------------------
     def _update_properties(self, s: Stream) -> None:

@@ -1,0 +1,140 @@
+"""Benchmark: the self-optimising campaign of recipes/examples/lomustine_optimize.yaml on the
+lomustine models (docs/optimisation.md, "Measured").
+
+The reference optimum is found once by brute force over the same box: a grid of
+``OPTIMIZE_GRID``^3 points of the noise-free steady state, refined by a finer grid around the
+best feasible point. Then the campaign runs for 10 seeds; a seed draws the measurement noise
+(1 % on the crystal rate, 0.2 % relative on the purity) and jitters the start point. Judged
+on the noise-free values of the points it tried: experiments until a truly feasible point
+reaches 95 % of the optimum, and experiments that truly violated the purity constraint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import os
+import statistics
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modulecontrol.optimize import (
+    Campaign,
+    MemoryJournal,
+    Plan,
+    ScipySearch,
+    SteadyStateExperimenter,
+    plan_from_recipe,
+)
+from modulecontrol.recipe import load_recipe
+from modulecontrol.simulators import SimulatedPlant
+from modulecontrol.simulators.lomustine import build_line
+
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "examples" / "lomustine_optimize.yaml"
+NOISE = {"CR1.CrystalRate": 0.01, "PAT1.Purity": 0.002}
+SEEDS = range(10)
+
+
+def line(params: Mapping[str, Mapping[str, float]]) -> SimulatedPlant:
+    return build_line(parameters=params)
+
+
+class Truth:
+    """Noise-free objective and feasibility of a point of the unit box, cached."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.model = SteadyStateExperimenter(line)
+        self.cache: dict[tuple[float, ...], tuple[float, bool]] = {}
+
+    def __call__(self, x: tuple[float, ...]) -> tuple[float, bool]:
+        key = tuple(round(v, 12) for v in x)
+        if key not in self.cache:
+            means = self.model.true_means(self.plan.setpoints(x), self.plan)
+            value = self.plan.objective(self.plan.kpis(means), None)
+            ok = all(c.margin(means[c.signal]) >= 0.0 for c in self.plan.constraints)
+            self.cache[key] = (value, ok)
+        return self.cache[key]
+
+
+def brute_force(truth: Truth, n: int) -> tuple[float, tuple[float, ...]]:
+    dims = len(truth.plan.variables)
+    best = (-np.inf, (0.5,) * dims)
+    for x in itertools.product(np.linspace(0.0, 1.0, n), repeat=dims):
+        value, ok = truth(tuple(float(v) for v in x))
+        if ok and value > best[0]:
+            best = (value, tuple(float(v) for v in x))
+    h = 1.0 / (n - 1)
+    for d in itertools.product(np.linspace(-h, h, 5), repeat=dims):
+        x = tuple(float(min(max(b + e, 0.0), 1.0)) for b, e in zip(best[1], d, strict=True))
+        value, ok = truth(x)
+        if ok and value > best[0]:
+            best = (value, x)
+    return float(best[0]), best[1]
+
+
+def one_seed(plan: Plan, truth: Truth, optimum: float, seed: int) -> dict[str, Any]:
+    rng = np.random.default_rng(1000 + seed)
+    x0 = [float(v) for v in np.clip(np.asarray(plan.start())
+                                    + rng.normal(0.0, 0.05, len(plan.variables)), 0.0, 1.0)]
+    search = ScipySearch("cobyla", x0, len(plan.constraints), plan.step, plan.tolerance)
+    campaign = Campaign(plan, SteadyStateExperimenter(line, NOISE, seed), MemoryJournal(),
+                        search)
+    result = asyncio.run(campaign.run())
+    curve: list[float] = []
+    best = 0.0
+    violations = 0
+    for r in result.records:
+        value, ok = truth(r.x)
+        violations += not ok
+        if ok and r.feasible:  # the campaign can only pick what it measured as feasible
+            best = max(best, value / optimum)
+        curve.append(round(best, 4))
+    reached = next((i + 1 for i, v in enumerate(curve) if v >= 0.95), None)
+    return {"experiments": len(result.records), "converged": result.converged,
+            "best_fraction": curve[-1] if curve else 0.0, "experiments_to_95": reached,
+            "violations": violations, "curve": curve}
+
+
+def run() -> dict[str, Any]:
+    plan = plan_from_recipe(load_recipe(RECIPE))
+    truth = Truth(plan)
+    optimum, x_opt = brute_force(truth, int(os.environ.get("OPTIMIZE_GRID", "8")))
+    runs = [one_seed(plan, truth, optimum, s) for s in SEEDS]
+    reached = [r["experiments_to_95"] or math.inf for r in runs]  # inf: never in the budget
+    median_reached = statistics.median(reached)
+    length = max(len(r["curve"]) for r in runs)
+    median_curve = [statistics.median(r["curve"][min(i, len(r["curve"]) - 1)] for r in runs)
+                    for i in range(length)]
+    out = {
+        "optimum": {"objective_SI": optimum, "mg_per_h": optimum * 3.6e9,
+                    "point": plan.setpoints(x_opt), "grid_points": len(truth.cache)},
+        "median_experiments_to_95_percent": (
+            median_reached if math.isfinite(median_reached) else None),
+        "median_best_fraction": statistics.median(r["best_fraction"] for r in runs),
+        "violations_per_seed": [r["violations"] for r in runs],
+        "median_violations": statistics.median(r["violations"] for r in runs),
+        "median_curve": median_curve,
+        "runs": runs,
+    }
+    print(f"optimum by brute force: {optimum * 3.6e9:.1f} mg/h crystals at "
+          f"{ {k: round(v, 3) for k, v in plan.setpoints(x_opt).items()} }", flush=True)
+    print("median best fraction of the optimum after each experiment:", flush=True)
+    for i, v in enumerate(median_curve, 1):
+        print(f"  {i:2d} {'#' * round(40 * v):40s} {v:.3f}", flush=True)
+    print(f"median experiments to 95 %: {out['median_experiments_to_95_percent']}, "
+          f"violations per seed: {out['violations_per_seed']}", flush=True)
+    return out
+
+
+if __name__ == "__main__":
+    from modulecontrol.bootstrap import configure
+
+    configure()  # the composition root of this script
+    import json
+
+    print(json.dumps(run(), indent=2))

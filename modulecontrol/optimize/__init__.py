@@ -1,0 +1,51 @@
+"""Self-optimising campaigns: the ``optimize`` block of a recipe run as experiments.
+
+Public API::
+
+    Plan, Variable, plan_from_recipe           # the block compiled to numbers
+    Campaign, CampaignResult, ExperimentRecord, ExperimentFailed
+    Experimenter, Journal, MemoryJournal, HistorianJournal   # where it runs and is kept
+    recorded_experiments                       # a campaign's experiments in the records
+    SteadyStateExperimenter                    # experiments on the process models
+    Search, ScipySearch, Trial, ALGORITHMS     # the search behind one ask/tell interface
+
+See docs/optimisation.md.
+"""
+
+from ._algorithms import ALGORITHMS, ScipySearch, Search, Trial
+from ._campaign import (
+    Campaign,
+    CampaignResult,
+    Experimenter,
+    ExperimentFailed,
+    ExperimentRecord,
+    Journal,
+    MemoryJournal,
+    make_search,
+)
+from ._journal import OPTIMIZER_USER, HistorianJournal, recorded_experiments
+from ._plan import KPIS, Plan, Variable, plan_from_recipe
+from ._simulated import SteadyStateExperimenter
+
+__all__ = [
+    "ALGORITHMS",
+    "KPIS",
+    "OPTIMIZER_USER",
+    "Campaign",
+    "CampaignResult",
+    "ExperimentFailed",
+    "ExperimentRecord",
+    "Experimenter",
+    "HistorianJournal",
+    "Journal",
+    "MemoryJournal",
+    "Plan",
+    "ScipySearch",
+    "Search",
+    "SteadyStateExperimenter",
+    "Trial",
+    "Variable",
+    "make_search",
+    "plan_from_recipe",
+    "recorded_experiments",
+]

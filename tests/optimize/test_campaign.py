@@ -1,0 +1,145 @@
+"""Self-optimising campaigns: search, records, restart, failures (docs/optimisation.md)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from modulecontrol.optimize import (
+    Campaign,
+    ExperimentFailed,
+    HistorianJournal,
+    MemoryJournal,
+    Plan,
+    SteadyStateExperimenter,
+    Variable,
+    plan_from_recipe,
+)
+from modulecontrol.recipe import load_recipe, parse_constraint
+from modulecontrol.records import AuditTrail, Historian, verify_audit
+from modulecontrol.simulators.lomustine import build_line
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "recipes" / "examples" / "lomustine_optimize.yaml"
+
+
+def toy_plan(experiments: int = 20) -> Plan:
+    """Maximise y = 10 - (a - 3)^2 - (b - 1)^2 with a + b <= 3.5: the optimum is on the
+    constraint, at a = 2.75, b = 0.75 (objective 9.875)."""
+    return Plan(
+        name="toy", variables=(Variable("a", ("X.A",), 0.0, 5.0), Variable("b", ("X.B",),
+                                                                          -2.0, 2.0)),
+        maximize="throughput", product="X.Y",
+        constraints=(parse_constraint("X.S <= 3.5"),), experiments=experiments)
+
+
+class Toy:
+    """A plant that answers at once; ``fail_at`` experiments cannot be measured."""
+
+    def __init__(self, fail_at: frozenset[int] = frozenset(), nan_at: frozenset[int] =
+                 frozenset()) -> None:
+        self.calls = 0
+        self.fail_at = fail_at
+        self.nan_at = nan_at
+
+    async def run(self, setpoints: Mapping[str, float], plan: Plan) -> Mapping[str, float]:
+        self.calls += 1
+        if self.calls in self.fail_at:
+            raise ExperimentFailed("no steady state within 4 h")
+        a, b = setpoints["X.A"], setpoints["X.B"]
+        y = 10.0 - (a - 3.0) ** 2 - (b - 1.0) ** 2
+        return {"X.Y": math.nan if self.calls in self.nan_at else y, "X.S": a + b}
+
+
+async def test_campaign_approaches_a_constrained_optimum() -> None:
+    result = await Campaign(toy_plan(), Toy(), MemoryJournal()).run()
+    best = result.best
+    assert best is not None and best.feasible
+    assert best.objective is not None and best.objective > 0.95 * 9.875
+    assert best.means["X.S"] <= 3.5
+    curve = [v for v in result.curve() if v is not None]
+    assert curve == sorted(curve)  # the best so far never gets worse
+
+
+async def test_constraint_margins_and_kpis_are_recorded() -> None:
+    result = await Campaign(toy_plan(3), Toy(), MemoryJournal()).run()
+    for r in result.records:
+        assert r.kpis["throughput"] == r.means["X.Y"]
+        assert r.margins[0] == pytest.approx((3.5 - r.means["X.S"]) / 3.5)
+        assert r.feasible == (r.means["X.S"] <= 3.5)
+
+
+async def test_failed_experiments_are_recorded_counted_and_never_feasible() -> None:
+    journal = MemoryJournal()
+    result = await Campaign(toy_plan(6), Toy(fail_at=frozenset({2}), nan_at=frozenset({4})),
+                            journal).run()
+    assert len(result.records) == 6
+    failed = [r for r in result.records if r.error]
+    assert [r.index for r in failed] == [1, 3]
+    assert "no steady state" in failed[0].error
+    assert "X.Y" in failed[1].error
+    assert not any(r.feasible for r in failed)
+    assert len(journal.applied) == 6  # set points written for every one of them
+
+
+async def test_restarted_campaign_continues_with_the_same_points(tmp_path: Path) -> None:
+    """Interrupted after 4 experiments, restarted from the records database: the campaign
+    asks what an uninterrupted one asks, and every experiment is audited and chained."""
+    straight = await Campaign(toy_plan(9), Toy(), MemoryJournal()).run()
+
+    db = tmp_path / "records.db"
+    h = Historian(db, flush_interval=0.05)
+    try:
+        await h.start_run("optimise")
+        first = await Campaign(toy_plan(4), Toy(), HistorianJournal(h, "toy", 9)).run()
+        assert len(first.records) == 4
+        resumed = await Campaign(toy_plan(9), Toy(), HistorianJournal(h, "toy", 9)).run()
+    finally:
+        await h.close()
+    assert [r.x for r in resumed.records] == [r.x for r in straight.records]
+    assert [r.objective for r in resumed.records] == [r.objective for r in straight.records]
+    with AuditTrail(db) as trail:
+        entries = list(trail.entries("toy"))
+    assert len(entries) == 9
+    assert entries[0].user == "optimizer" and entries[0].reason == "experiment 1 of 9"
+    assert json.loads(json.dumps(entries[4].new_value)) == resumed.records[4].setpoints
+    assert verify_audit(db).ok
+
+
+def test_example_recipe_compiles_to_its_plan() -> None:
+    plan = plan_from_recipe(load_recipe(EXAMPLE))
+    assert [v.name for v in plan.variables] == ["t_r2", "feed", "nitrite"]
+    assert plan.variables[1].targets == ("P1.FlowSetpoint", "P2.FlowSetpoint")
+    assert plan.setpoints(plan.start()) == pytest.approx(
+        {"R2.TempSP": 25.0, "P1.FlowSetpoint": 0.375, "P2.FlowSetpoint": 0.375, "P3.Rate": 0.45})
+    (c,) = plan.constraints
+    assert (c.signal, c.sense) == ("PAT1.Purity", 1)
+    assert c.bound == pytest.approx(0.9)
+    assert plan.window == 600.0 and plan.steady == "purity"
+
+
+async def test_short_lomustine_campaign_improves_on_the_operating_point() -> None:
+    """Six experiments on the lomustine models at steady state, no noise: deterministic."""
+    plan = plan_from_recipe(load_recipe(EXAMPLE))
+    plan = dataclasses.replace(plan, experiments=6)
+    model = SteadyStateExperimenter(lambda params: build_line(parameters=params))
+    result = await Campaign(plan, model, MemoryJournal()).run()
+    start = result.records[0]
+    assert start.feasible  # the plant's operating point meets the purity spec
+    best = result.best
+    assert best is not None and best.objective is not None and start.objective is not None
+    assert best.objective > 1.05 * start.objective
+    assert best.means["PAT1.Purity"] >= 0.9
+
+
+def test_the_docs_show_the_example_block_as_shipped() -> None:
+    """docs/optimisation.md quotes the example recipe's block; it must stay the same text."""
+    doc = (ROOT / "docs" / "optimisation.md").read_text(encoding="utf-8")
+    block = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    assert block.startswith("optimize:\n")
+    assert block in EXAMPLE.read_text(encoding="utf-8")
