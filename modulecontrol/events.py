@@ -56,6 +56,7 @@ class EventKind(StrEnum):
     MODULE_RECOVERED = "module_recovered"
     SAFE_STATE = "safe_state"
     SIM_FAULT = "sim_fault"
+    HANDSHAKE_DEVIATION = "handshake_deviation"
     # supervision
     INTERLOCK_TRIPPED = "interlock_tripped"
     INTERLOCK_CLEARED = "interlock_cleared"
@@ -157,6 +158,9 @@ PAYLOADS: Final[Mapping[EventKind, Payload]] = {
                           ("errors",)),
     K.SIM_FAULT: Payload("a simulated fault began or ended (phase) at sim_time",
                          ("fault", "phase", "sim_time")),
+    K.HANDSHAKE_DEVIATION: Payload("a PEA was driven by a tolerance of its declared handshake "
+                                   "policy (plant handshake:); message says which",
+                                   ("module",)),
     K.INTERLOCK_TRIPPED: Payload("an interlock's condition became true, or cannot be evaluated"
                                  " (reason says why: a value missing, bad, stale or NaN)",
                                  ("action", "condition"), ("reason",)),

@@ -14,7 +14,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
+from pydantic import ValidationError
 
+from modulecontrol.descriptors import Handshake
 from modulecontrol.drivers import ValueRefused
 from modulecontrol.drivers.opcua import OpcUaDriver
 from modulecontrol.mtpcore import (
@@ -128,3 +130,16 @@ def test_policy_timeout_and_poll_win() -> None:
                        timeout=5.0, poll=0.05, policy=policy)
     assert (sc.timeout, sc.poll) == (60.0, 0.5)
     assert policy.state_of(32678) is None and policy.state_of(16) is State.IDLE
+
+
+def test_plant_declaration_is_the_policy_and_refuses_standard_codes() -> None:
+    hs = Handshake.model_validate({"command_en": "advisory", "parameters": "at_start",
+                                   "state_codes": {32678: "resetting"}, "timeout": "1 min"})
+    assert hs.policy() == HandshakePolicy(command_en="advisory", parameters="at_start",
+                                          state_codes={32678: State.RESETTING}, timeout=60.0)
+    with pytest.raises(ValidationError, match="16 is the standard code of Idle"):
+        Handshake.model_validate({"state_codes": {16: "Idle"}})
+    with pytest.raises(ValidationError, match="unknown state 'Resting'"):
+        Handshake.model_validate({"state_codes": {3: "Resting"}})
+    with pytest.raises(ValidationError, match="command_en"):
+        Handshake.model_validate({"command_en": "lenient"})
