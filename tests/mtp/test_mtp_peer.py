@@ -17,7 +17,7 @@ import pytest_asyncio
 from modulecontrol.clock import Clock
 from modulecontrol.descriptors import ModuleInstance, OpcUaBinding, OpcUaEndpoint, dump_model
 from modulecontrol.events import EventKind
-from modulecontrol.mtp import import_manifest_report
+from modulecontrol.mtp import check_manifest, import_manifest_report
 from modulecontrol.mtpcore import CommandNotEnabled
 from modulecontrol.orchestrator import OperatorChannel, Orchestrator, RunResult
 from modulecontrol.proxy import ModuleProxy, ProxyOptions, proxies_for
@@ -132,3 +132,12 @@ async def test_recipe_runs_a_full_cycle_on_the_peer(peer: PeerPea, tmp_path: Pat
     notes = [e.message for e in orch.log.events if e.kind is EventKind.HANDSHAKE_DEVIATION]
     assert any("Start sent although CommandEn (0)" in n for n in notes), notes
     assert any(f"{PARAM} taken over at Start" in n for n in notes), notes
+
+
+async def test_static_check_passes_the_peer_manifest(peer: PeerPea) -> None:
+    results = check_manifest(peer.manifest)
+    assert [r for r in results if r.status == "fail"] == []
+    [health] = [r for r in results if r.check == "mandatory-attributes"
+                and r.subject.startswith("ProcedureHealthView")]
+    assert health.status == "pass" and "CommandInfo not required, added in 2022" in health.detail
+    assert any(r.check == "namespace-uris" and r.status == "warn" for r in results)
