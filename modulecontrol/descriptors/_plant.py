@@ -197,6 +197,8 @@ class Handshake(Model):
     """``advisory``: send a command its CommandEn does not enable, and report it."""
     parameters: Literal["apply", "at_start"] = "apply"
     """``at_start``: the PEA takes parameters over at Start, not by ApplyExt."""
+    procedure: Literal["level", "edge"] = "level"
+    """``edge``: the PEA reacts only to a change of ProcedureExt (write 0 first)."""
     state_codes: dict[int, str] = Field(default_factory=dict)
     """StateCur codes outside the standard and the state each means (``32678: Resetting``)."""
     timeout: Seconds | None = None
@@ -217,7 +219,7 @@ class Handshake(Model):
     def policy(self) -> HandshakePolicy:
         """The MTP core's policy this declaration stands for."""
         return HandshakePolicy(
-            command_en=self.command_en, parameters=self.parameters,
+            command_en=self.command_en, parameters=self.parameters, procedure=self.procedure,
             state_codes={c: State.from_label(s) for c, s in self.state_codes.items()},
             timeout=self.timeout, poll=self.poll)
 

@@ -123,11 +123,15 @@ class HandshakePolicy:
       parameter without a bound ApplyExt is always taken at Start (the manifest says so);
     * ``state_codes``: StateCur codes outside the standard read as a state (``32678`` as
       Resetting), each reported once;
+    * ``procedure``: ``level`` writes ProcedureExt once; ``edge`` first writes 0 (no
+      procedure), for a PEA that reacts only to a *change* of ProcedureExt and so misses a
+      request equal to its initial value (MTPPy starts with the default procedure there);
     * ``timeout``/``poll``: seconds per wait and between reads, for a slow PEA.
     """
 
     command_en: Literal["strict", "advisory"] = "strict"
     parameters: Literal["apply", "at_start"] = "apply"
+    procedure: Literal["level", "edge"] = "level"
     state_codes: Mapping[int, State] = field(default_factory=dict)
     timeout: float | None = None
     poll: float | None = None
@@ -373,13 +377,21 @@ class ServiceClient:
                            module=self.module)
         if await self.get(SCA.PROCEDURE_REQ) == proc_id:
             return proc_id
+        if self.policy.procedure == "edge" and await self.get(SCA.PROCEDURE_EXT) == proc_id:
+            await self.io.write(self.tag(SCA.PROCEDURE_EXT), 0)
+            self._deviation(f"ProcedureExt written 0, then {proc_id}, so the PEA sees a "
+                            "change (procedure: edge)", once="procedure edge")
         await self.io.write(self.tag(SCA.PROCEDURE_EXT), proc_id)
         ok, got = await self.until(SCA.PROCEDURE_REQ, lambda v: v == proc_id)
         if not ok:
             status = await self.status()
+            hint = "" if self.policy.procedure == "edge" else (
+                "; if this PEA reacts only to a change of ProcedureExt, declare handshake: "
+                f"{{procedure: edge}}{f' for module {self.module}' if self.module else ''} "
+                "in the plant")
             raise ModeRefused(
                 f"{self.service} did not accept procedure {self._procedure_text(proc_id)} "
-                f"within {self.timeout:g} s: ProcedureReq is {got}; {status.describe()}",
+                f"within {self.timeout:g} s: ProcedureReq is {got}; {status.describe()}{hint}",
                 module=self.module)
         return proc_id
 

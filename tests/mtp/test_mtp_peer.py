@@ -15,7 +15,13 @@ import pytest
 import pytest_asyncio
 
 from modulecontrol.clock import Clock
-from modulecontrol.descriptors import ModuleInstance, OpcUaBinding, OpcUaEndpoint, dump_model
+from modulecontrol.descriptors import (
+    Handshake,
+    ModuleInstance,
+    OpcUaBinding,
+    OpcUaEndpoint,
+    dump_model,
+)
 from modulecontrol.events import EventKind
 from modulecontrol.mtp import check_manifest, import_manifest_report
 from modulecontrol.mtpcore import CommandNotEnabled
@@ -48,7 +54,8 @@ procedure:
       - name: reset
         service: {{module: PEER, service: Dosing, command: reset}}
 """
-HANDSHAKE = "{command_en: advisory, parameters: at_start, state_codes: {32678: Resetting}}"
+HANDSHAKE = ("{command_en: advisory, parameters: at_start, procedure: edge, "
+             "state_codes: {32678: Resetting}}")
 
 
 @pytest_asyncio.fixture
@@ -87,10 +94,11 @@ async def test_peer_manifest_imports_without_repair(peer: PeerPea) -> None:
     assert isinstance(report_v, OpcUaBinding) and report_v.access == "read"
 
 
-async def test_standard_policy_refuses_the_peer_naming_the_policy(peer: PeerPea) -> None:
+async def test_standard_command_en_refuses_the_peer_naming_the_policy(peer: PeerPea) -> None:
     mt = import_manifest_report(peer.manifest).module_type
-    proxy = ModuleProxy(mt, ModuleInstance(tag="PEER", type=mt.name, endpoint=endpoint(peer)),
-                        options=ProxyOptions(poll_interval=0.05, complete_poll=0.02))
+    inst = ModuleInstance(tag="PEER", type=mt.name, endpoint=endpoint(peer),
+                          handshake=Handshake(procedure="edge"))
+    proxy = ModuleProxy(mt, inst, options=ProxyOptions(poll_interval=0.05, complete_poll=0.02))
     await proxy.start()
     try:
         with pytest.raises(CommandNotEnabled, match=r"handshake: \{command_en: advisory\} "
@@ -101,15 +109,16 @@ async def test_standard_policy_refuses_the_peer_naming_the_policy(peer: PeerPea)
     assert peer.state() == IDLE
 
 
-async def test_recipe_runs_a_full_cycle_on_the_peer(peer: PeerPea, tmp_path: Path) -> None:
+async def run_recipe(peer: PeerPea, tmp_path: Path, recipe: str, handshake: str
+                     ) -> tuple[Orchestrator, RunResult]:
     mt = import_manifest_report(peer.manifest).module_type
     (tmp_path / "peer.yaml").write_text(dump_model(mt))
     (tmp_path / "plant.yaml").write_text(
         "kind: Plant\nname: peer-rig\ntypes: [peer.yaml]\nmodules:\n"
-        f"  - tag: PEER\n    type: {mt.name}\n    handshake: {HANDSHAKE}\n"
+        f"  - tag: PEER\n    type: {mt.name}\n{handshake}"
         f"    endpoint: {{protocol: opcua, url: '{peer.url}', security_policy: 'None', "
         "security_mode: 'None', sampling_interval: 0.05}\n")
-    (tmp_path / "recipe.yaml").write_text(RECIPE)
+    (tmp_path / "recipe.yaml").write_text(recipe)
     vr = load_recipe(tmp_path / "recipe.yaml")
     proxies = proxies_for(vr.plant, options=ProxyOptions(poll_interval=0.05,
                                                          complete_poll=0.02))
@@ -122,6 +131,25 @@ async def test_recipe_runs_a_full_cycle_on_the_peer(peer: PeerPea, tmp_path: Pat
     finally:
         for p in proxies.values():
             await p.close()
+    return orch, result
+
+
+async def test_refused_start_fails_the_step_with_what_to_do(peer: PeerPea,
+                                                            tmp_path: Path) -> None:
+    """Issue 15: the refused Start was no step failure, so the run could not hold or end."""
+    recipe = RECIPE.replace("      - name: flow_follows", "        on_error: abort\n"
+                            "      - name: flow_follows")
+    orch, result = await run_recipe(peer, tmp_path, recipe,
+                                    "    handshake: {procedure: edge}\n")
+    assert result is RunResult.ABORTED
+    [failed] = [e.message for e in orch.log.events if e.kind is EventKind.STEP_FAILED]
+    assert "PEER.Dosing Start: " in failed
+    assert "declare handshake: {command_en: advisory} for module PEER in the plant" in failed
+    assert peer.state() == IDLE
+
+
+async def test_recipe_runs_a_full_cycle_on_the_peer(peer: PeerPea, tmp_path: Path) -> None:
+    orch, result = await run_recipe(peer, tmp_path, RECIPE, f"    handshake: {HANDSHAKE}\n")
     assert result is RunResult.COMPLETED, [e.message for e in orch.log.events][-10:]
     assert peer.state() == IDLE
     assert peer.service.flow_sp.get_v_out() == 2.5  # taken over at Start
