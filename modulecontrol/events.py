@@ -58,6 +58,7 @@ class EventKind(StrEnum):
     SIM_FAULT = "sim_fault"
     PLANT_REATTACHED = "plant_reattached"
     VALUE_CHANGED = "value_changed"
+    HANDSHAKE_DEVIATION = "handshake_deviation"
     # supervision
     INTERLOCK_TRIPPED = "interlock_tripped"
     INTERLOCK_CLEARED = "interlock_cleared"
@@ -169,6 +170,9 @@ PAYLOADS: Final[Mapping[EventKind, Payload]] = {
                              " (control service stream only, not stored: the historian has "
                              "the samples); source is module.assembly",
                              ("module", "assembly", "value", "unit", "quality")),
+    K.HANDSHAKE_DEVIATION: Payload("a PEA was driven by a tolerance of its declared handshake "
+                                   "policy (plant handshake:); message says which",
+                                   ("module",)),
     K.INTERLOCK_TRIPPED: Payload("an interlock's condition became true, or cannot be evaluated"
                                  " (reason says why: a value missing, bad, stale or NaN)",
                                  ("action", "condition"), ("reason",)),

@@ -47,6 +47,7 @@ from modulecontrol.descriptors._module import (
 from modulecontrol.descriptors._plant import (
     Connection,
     Endpoint,
+    Handshake,
     ModbusRtuEndpoint,
     ModbusTcpEndpoint,
     ModuleInstance,
@@ -83,6 +84,7 @@ __all__ = [
     "DataAssembly",
     "Endpoint",
     "EndpointBase",
+    "Handshake",
     "Ident",
     "ModbusBinding",
     "ModbusRtuEndpoint",

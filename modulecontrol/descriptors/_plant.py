@@ -23,6 +23,7 @@ from modulecontrol.descriptors._base import Ident, Model, Seconds, quantity_in
 from modulecontrol.descriptors._module import ModuleType
 from modulecontrol.descriptors._transports import EndpointBase, transport_of, validate_endpoint
 from modulecontrol.errors import did_you_mean
+from modulecontrol.mtpcore import HandshakePolicy, State
 
 PathKey = tuple[str | int, ...]
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -187,6 +188,42 @@ class Overrides(Model):
     into the type's ``simulator.noise``."""
 
 
+class Handshake(Model):
+    """How the POL drives this PEA where it bends VDI/VDE/NAMUR 2658-4 (``handshake:`` of a
+    module in the plant); every field defaults to the standard. See ``docs/mtp.md``
+    (interoperability) and :class:`modulecontrol.mtpcore.HandshakePolicy`."""
+
+    command_en: Literal["strict", "advisory"] = "strict"
+    """``advisory``: send a command its CommandEn does not enable, and report it."""
+    parameters: Literal["apply", "at_start"] = "apply"
+    """``at_start``: the PEA takes parameters over at Start, not by ApplyExt."""
+    procedure: Literal["level", "edge"] = "level"
+    """``edge``: the PEA reacts only to a change of ProcedureExt (write 0 first)."""
+    state_codes: dict[int, str] = Field(default_factory=dict)
+    """StateCur codes outside the standard and the state each means (``32678: Resetting``)."""
+    timeout: Seconds | None = None
+    """Bound of each wait of the handshake (default: ten times the endpoint's timeout)."""
+    poll: Seconds | None = None
+    """Pause between two reads while waiting."""
+
+    @field_validator("state_codes")
+    @classmethod
+    def _states(cls, v: dict[int, str]) -> dict[int, str]:
+        for code, label in v.items():
+            State.from_label(label)  # ValueError names the states
+            if State.from_code(code) is not None:
+                raise ValueError(f"{code} is the standard code of {State(code).label}; list "
+                                 "only codes the standard does not define")
+        return v
+
+    def policy(self) -> HandshakePolicy:
+        """The MTP core's policy this declaration stands for."""
+        return HandshakePolicy(
+            command_en=self.command_en, parameters=self.parameters, procedure=self.procedure,
+            state_codes={c: State.from_label(s) for c, s in self.state_codes.items()},
+            timeout=self.timeout, poll=self.poll)
+
+
 class ModuleInstance(Model):
     """A module in a plant: a tag, its type, and how to reach it."""
 
@@ -198,6 +235,8 @@ class ModuleInstance(Model):
     simulated: bool = False
     """Start a simulator for this module on its endpoint instead of talking to hardware."""
     overrides: Overrides = Field(default_factory=Overrides)
+    handshake: Handshake | None = None
+    """Handshake policy of a PEA that bends the standard (None: the standard's)."""
 
     @property
     def transport(self) -> str | None:

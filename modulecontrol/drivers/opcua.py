@@ -72,6 +72,8 @@ from modulecontrol.drivers._base import (
     Quality,
     TagInfo,
     TagValue,
+    ValueRefused,
+    refusal,
 )
 from modulecontrol.drivers._scan import ScanStats
 from modulecontrol.errors import did_you_mean
@@ -816,6 +818,10 @@ class OpcUaDriver(BaseDriver):
 
         results = await self._call(op)
         status = results[0]
+        if status.value == StatusCodes.BadOutOfRange:
+            # the PEA refused the value as outside its range: nothing changed, never retried
+            raise ValueRefused(refusal(self.tag_name, info, value, "OPC UA BadOutOfRange"),
+                               code=status.name, tag=info.name, module=self.tag_name)
         if not status.is_good():
             raise DeviceRejected(f"write of {value!r} refused: {status.name} ({status.doc})",
                                  code=status.name, tag=info.name, module=self.tag_name)

@@ -38,7 +38,12 @@ from modulecontrol.mtpcore import (
     PARAM_CLASSES,
     SERVICE_CONTROL_ATTRIBUTES,
     value_kind,
+    writable,
 )
+
+_POL_INPUTS = ("Ext", "Op")
+"""Suffixes of the inputs a POL writes (``CommandExt``, ``VExt``, ``StateAutOp``, ...); the
+``*Aut``/``*Int``/``*Man`` inputs belong to the PEA's own logic and may well be read-only."""
 
 _IDENT_BAD = re.compile(r"[^A-Za-z0-9_]")
 
@@ -142,6 +147,8 @@ class _Importer:
         self.renamed: dict[str, str] = {}
         self.skipped: list[str] = []
         self.process_values: dict[str, list[str]] = {}
+        self.all_read = bool(m.items) and all(i.access_code == 1 for i in m.items.values())
+        """Every item says Access 1: a generator that never states write access (MTPPy)."""
 
     def unique(self, name: str, used: set[str]) -> str:
         ident = to_ident(name)
@@ -179,6 +186,7 @@ class _Importer:
 
     def bindings(self, da: DAElement, allowed: tuple[str, ...], cls: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        widened: list[str] = []
         for role, a in da.attrs.items():
             item = a.item
             if item is None:
@@ -198,13 +206,25 @@ class _Importer:
                 continue
             if item.access_code == 0:
                 self.m.warn(item.node, f"OPC UA item '{item.name}' has Access 0 (no access)")
+            item_access = item.access
+            if (self.all_read and writable(cls, role) and role.endswith(_POL_INPUTS)):
+                # the POL must write it to drive the PEA; the live check verifies the node
+                item_access = "readwrite"
+                widened.append(role)
             out[role] = {
                 "opcua": {
                     "namespace_uri": item.namespace_uri,
                     "identifier": item.node_id,
-                    "access": item.access,
+                    "access": item_access,
                 }
             }
+        if widened:
+            self.m.warn(
+                da.node,
+                f"'{da.name}' ({cls}): Access 1 (read) on {', '.join(widened)}, the "
+                "external and operator inputs a POL writes; imported as readwrite, since "
+                "every item of this manifest says Access 1 (its generator states no write "
+                "access; 'mtp check --endpoint' verifies the nodes' access levels)")
         return out
 
     def statics(self, da: DAElement, cls: str) -> dict[str, Any]:

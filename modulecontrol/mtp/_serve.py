@@ -35,6 +35,7 @@ from asyncua.ua.attribute_ids import AttributeIds
 
 from modulecontrol.descriptors import ModuleType, OpcUaBinding, PeaUser, load_module_type
 from modulecontrol.mtp._import import import_manifest_report
+from modulecontrol.mtpcore import ACTING_STATES
 from modulecontrol.simulators import PeaRuntime, SecurityError
 from modulecontrol.simulators.opcua_pea import (
     PeaServer,
@@ -47,6 +48,9 @@ from modulecontrol.statemachine import State, WorkContext
 __all__ = ["DEFAULT_PASSWORDS", "VirtualPea", "serve_manifest"]
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+TRANSIENT_DWELL = 0.2
+"""Seconds a virtual PEA stays in each transient state: longer than the publishing
+interval a POL usually asks for (100 ms), short enough not to slow a live check much."""
 _URL = re.compile(r"^opc\.tcp://[^/:\s]+(?::\d+)?(/.*)?$")
 
 DEFAULT_PASSWORDS = frozenset({
@@ -132,6 +136,7 @@ async def serve_manifest(
     password_env: str | None = None,
     pki: str | Path | None = None,
     self_complete_after: float = 0.5,
+    transient_dwell: float = TRANSIENT_DWELL,
     users: Sequence[PeaUser] = (),
     on_refused: RefusalHandler | None = None,
 ) -> VirtualPea:
@@ -144,7 +149,11 @@ async def serve_manifest(
     the None policy with anonymous sessions. The server listens on loopback only.
 
     ``path`` is the endpoint path (default: the path of the manifest's endpoint URL, if any).
-    A self-completing procedure leaves Execute after ``self_complete_after`` seconds.
+    A self-completing procedure leaves Execute after ``self_complete_after`` seconds. Each
+    transient state (Starting, Completing, Stopping, Resetting, ...) is kept for
+    ``transient_dwell`` seconds, so a POL polling or subscribed at a publishing interval up
+    to that long sees it published (2658-4 makes them observable states, and a strict POL
+    waits for them); 0 passes through them at once.
     ``username`` is ``admin``; ``users`` adds users with roles (viewer, operator, engineer,
     admin; see :func:`~modulecontrol.simulators.opcua_pea.role_allows`), each with its own
     password variable; ``on_refused`` hears of refused logins, requests and writes.
@@ -192,9 +201,12 @@ async def serve_manifest(
     await pea.start()
     try:
         await runtime.install()
-        if self_complete_after > 0:
-            for machine in runtime.machines.values():
+        for machine in runtime.machines.values():
+            if self_complete_after > 0:
                 machine.set_work(State.EXECUTE, _execute_for(self_complete_after))
+            if transient_dwell > 0:
+                for state in ACTING_STATES:
+                    machine.set_work(state, _execute_for(transient_dwell))
     except BaseException:
         await pea.stop()
         raise
@@ -202,8 +214,9 @@ async def serve_manifest(
 
 
 def _execute_for(seconds: float) -> Any:
-    """Execute work: a self-completing procedure completes after ``seconds`` (others ignore
-    the return of Execute work, so they run until commanded)."""
+    """State work that lasts ``seconds``: an acting state then leaves by SC, a
+    self-completing procedure completes (others ignore the return of Execute work, so they
+    run until commanded)."""
 
     async def work(ctx: WorkContext) -> None:
         await asyncio.sleep(seconds)

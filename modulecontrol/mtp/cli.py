@@ -18,7 +18,7 @@ from modulecontrol.mtp._check import check_manifest
 from modulecontrol.mtp._export import DEFAULT_ENDPOINT, export_manifest
 from modulecontrol.mtp._import import import_manifest_report
 from modulecontrol.mtp._live import LiveOptions
-from modulecontrol.mtp._serve import serve_manifest
+from modulecontrol.mtp._serve import TRANSIENT_DWELL, serve_manifest
 from modulecontrol.simulators import SecurityError
 
 app = typer.Typer(
@@ -190,6 +190,10 @@ def serve(
         float, typer.Option("--self-complete-after",
                             help="Seconds a self-completing procedure stays in Execute.")
     ] = 0.5,
+    transient_dwell: Annotated[
+        float, typer.Option("--transient-dwell",
+                            help="Seconds each transient state (Starting, ...) is published.")
+    ] = TRANSIENT_DWELL,
 ) -> None:
     """Serve a manifest as a virtual PEA (OPC UA) until interrupted (Ctrl-C)."""
     if insecure and (user or password_env):
@@ -200,7 +204,8 @@ def serve(
     async def run() -> None:
         pea = await serve_manifest(source, host=host, port=port or None, path=path,
                                    insecure=insecure, username=user, password_env=password_env,
-                                   pki=pki, self_complete_after=self_complete_after)
+                                   pki=pki, self_complete_after=self_complete_after,
+                                   transient_dwell=transient_dwell)
         try:
             sys.stdout.write(f"serving {pea.module_type.name} at {pea.url}"
                              f"{'' if pea.secure else ' (no security)'}\n")

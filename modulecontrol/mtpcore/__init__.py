@@ -58,6 +58,7 @@ from modulecontrol.mtpcore._attributes import (
 )
 from modulecontrol.mtpcore._client import (
     CommandNotEnabled,
+    HandshakePolicy,
     ModeRefused,
     ModeSwitch,
     MtpError,
@@ -132,6 +133,7 @@ __all__ = [
     "Command",
     "CommandNotEnabled",
     "DAClass",
+    "HandshakePolicy",
     "ModeRefused",
     "ModeSwitch",
     "MtpError",

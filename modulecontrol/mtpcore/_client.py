@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable, Container, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
 
 from modulecontrol.errors import did_you_mean
 from modulecontrol.mtpcore._attributes import PA, SCA, mode_attribute
@@ -32,6 +32,7 @@ from modulecontrol.mtpcore._states import (
 
 __all__ = [
     "CommandNotEnabled",
+    "HandshakePolicy",
     "ModeRefused",
     "ModeSwitch",
     "MtpError",
@@ -100,6 +101,50 @@ class ServiceStateError(MtpError):
 
 class ServiceTimeout(MtpError, TimeoutError):
     """The expected state or confirmation did not arrive within the timeout."""
+
+
+# -- policies --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class HandshakePolicy:
+    """How to drive a PEA that bends the 2658-4 handshake; the defaults are the standard.
+
+    Why declared per PEA and never guessed at run time: each tolerance gives up a check
+    the standard makes (a command sent although CommandEn does not enable it may be
+    ignored; a parameter confirmed only after Start starts the procedure first), so the
+    plant says which PEA needs which, and every use is reported through ``on_deviation``.
+
+    * ``command_en``: ``strict`` refuses a command whose bit is not in CommandEn
+      (:class:`CommandNotEnabled`); ``advisory`` sends it anyway, reports it, and lets the
+      wait for the target state decide (a PEA that reports CommandEn 0 until its first
+      transition);
+    * ``parameters``: ``apply`` writes VExt and ApplyExt and waits for VFbk before the
+      command; ``at_start`` writes VExt (confirmed by VReq where bound) and confirms VFbk
+      only after Start or Restart, for a PEA that takes parameters over at Start. A
+      parameter without a bound ApplyExt is always taken at Start (the manifest says so);
+    * ``state_codes``: StateCur codes outside the standard read as a state (``32678`` as
+      Resetting), each reported once;
+    * ``procedure``: ``level`` writes ProcedureExt once; ``edge`` first writes 0 (no
+      procedure), for a PEA that reacts only to a *change* of ProcedureExt and so misses a
+      request equal to its initial value (MTPPy starts with the default procedure there);
+    * ``timeout``/``poll``: seconds per wait and between reads, for a slow PEA.
+    """
+
+    command_en: Literal["strict", "advisory"] = "strict"
+    parameters: Literal["apply", "at_start"] = "apply"
+    procedure: Literal["level", "edge"] = "level"
+    state_codes: Mapping[int, State] = field(default_factory=dict)
+    timeout: float | None = None
+    poll: float | None = None
+
+    def state_of(self, code: object) -> State | None:
+        """The state of a StateCur value: a standard code, else a declared deviation."""
+        state = State.from_code(code)
+        if state is None and isinstance(code, int) and not isinstance(code, bool):
+            return self.state_codes.get(code)
+        return state
+
+
+STANDARD = HandshakePolicy()
 
 
 # -- snapshots -------------------------------------------------------------------------------
@@ -177,6 +222,8 @@ class ServiceClient:
     selected for Start/Restart when none is named. ``now``/``sleep`` are the run's clock
     (``Clock.now``/``Clock.sleep``, or ``time.monotonic``/``asyncio.sleep`` outside a run);
     ``timeout`` bounds each wait, ``poll`` is the pause between two reads while waiting.
+    ``policy`` is how this PEA bends the standard (:class:`HandshakePolicy`, its timeout
+    and poll win); ``on_deviation(message)`` hears of every tolerance the policy used.
     """
 
     def __init__(
@@ -191,18 +238,42 @@ class ServiceClient:
         procedures: Mapping[str, int] | None = None,
         default_procedure: int | None = None,
         module: str | None = None,
+        policy: HandshakePolicy = STANDARD,
+        on_deviation: Callable[[str], None] | None = None,
     ) -> None:
+        timeout = policy.timeout if policy.timeout is not None else timeout
+        poll = policy.poll if policy.poll is not None else poll
         if not (timeout > 0 and poll > 0):
             raise ValueError("timeout and poll must be positive (seconds)")
         self.io = io
         self.service = service
         self.timeout = float(timeout)
         self.poll = float(poll)
+        self.policy = policy
+        self._on_deviation = on_deviation
+        self._reported: set[str] = set()
+        self._at_start: dict[str, Any] = {}
         self.procedures = dict(procedures or {})
         self.default_procedure = default_procedure
         self.module = module
         self._now = now
         self._sleep = sleep
+
+    def _deviation(self, message: str, *, once: str | None = None) -> None:
+        if once is not None:
+            if once in self._reported:
+                return
+            self._reported.add(once)
+        if self._on_deviation is not None:
+            self._on_deviation(f"{self.service}: {message}")
+
+    def _state_of(self, code: Any) -> State | None:
+        state = self.policy.state_of(code)
+        if state is not None and State.from_code(code) is None:
+            self._deviation(f"StateCur {code} is no 2658-4 state code; read as {state.label} "
+                            "(declared in the handshake policy's state_codes)",
+                            once=f"code {code}")
+        return state
 
     # -- reading ---------------------------------------------------------------------------
     def tag(self, attribute: str, obj: str | None = None) -> str:
@@ -230,14 +301,14 @@ class ServiceClient:
 
         code = int(get(SCA.STATE_CUR) or 0)
         return ServiceStatus(
-            service=self.service, state=State.from_code(code), state_code=code,
+            service=self.service, state=self._state_of(code), state_code=code,
             command_en=int(get(SCA.COMMAND_EN) or 0),
             procedure_cur=get(SCA.PROCEDURE_CUR), procedure_req=get(SCA.PROCEDURE_REQ),
             automatic=get(attrs[4]), external=get(attrs[5]),
         )
 
     async def state(self) -> State | None:
-        return State.from_code(await self.get(SCA.STATE_CUR))
+        return self._state_of(await self.get(SCA.STATE_CUR))
 
     async def until(self, attribute: str, ok: Callable[[Any], bool], *,
                     obj: str | None = None, timeout: float | None = None) -> tuple[bool, Any]:
@@ -306,13 +377,21 @@ class ServiceClient:
                            module=self.module)
         if await self.get(SCA.PROCEDURE_REQ) == proc_id:
             return proc_id
+        if self.policy.procedure == "edge" and await self.get(SCA.PROCEDURE_EXT) == proc_id:
+            await self.io.write(self.tag(SCA.PROCEDURE_EXT), 0)
+            self._deviation(f"ProcedureExt written 0, then {proc_id}, so the PEA sees a "
+                            "change (procedure: edge)", once="procedure edge")
         await self.io.write(self.tag(SCA.PROCEDURE_EXT), proc_id)
         ok, got = await self.until(SCA.PROCEDURE_REQ, lambda v: v == proc_id)
         if not ok:
             status = await self.status()
+            hint = "" if self.policy.procedure == "edge" else (
+                "; if this PEA reacts only to a change of ProcedureExt, declare handshake: "
+                f"{{procedure: edge}}{f' for module {self.module}' if self.module else ''} "
+                "in the plant")
             raise ModeRefused(
                 f"{self.service} did not accept procedure {self._procedure_text(proc_id)} "
-                f"within {self.timeout:g} s: ProcedureReq is {got}; {status.describe()}",
+                f"within {self.timeout:g} s: ProcedureReq is {got}; {status.describe()}{hint}",
                 module=self.module)
         return proc_id
 
@@ -321,29 +400,56 @@ class ServiceClient:
         """Write each parameter's VExt (in Automatic/External), then ApplyExt, and wait until
         VFbk confirms the value (numbers within ``tolerance``, see :func:`values_match`).
 
-        Which parameters belong to the procedure is the caller's rule (the descriptor's);
-        the client checks only that each one has a VExt to write.
+        A parameter taken over at Start (policy ``parameters: at_start``, or no ApplyExt
+        bound) gets only its VExt, confirmed by VReq where bound; its VFbk is confirmed by
+        :meth:`confirm_taken_over` after Start. Which parameters belong to the procedure is
+        the caller's rule (the descriptor's); the client checks only that each one has a
+        VExt to write.
         """
         for name in values:
             if not self.has(PA.V_EXT, name):
                 raise MtpError(f"parameter {name} has no {PA.V_EXT} on this transport; bind "
                                f"{name}.{PA.V_EXT} in the module type", module=self.module)
+        at_start = {n: v for n, v in values.items()
+                    if self.policy.parameters == "at_start" or not self.has(PA.APPLY_EXT, n)}
         for name, value in values.items():
             await self.ensure_automatic_external(name)
             await self.io.write(self.tag(PA.V_EXT, name), value)
         for name in values:
-            if self.has(PA.APPLY_EXT, name):
+            if name not in at_start:
                 await self.io.write(self.tag(PA.APPLY_EXT, name), True)
         for name, want in values.items():
-            if not self.has(PA.V_FBK, name):
-                continue
-            ok, got = await self.until(PA.V_FBK, _confirms(want, tolerance), obj=name)
-            if not ok:
-                status = await self.status()
-                raise ModeRefused(
-                    f"parameter {name} was not applied within {self.timeout:g} s: "
-                    f"{PA.V_FBK} is {got!r}, wanted {want!r}; {status.describe()}",
-                    module=self.module)
+            if name in at_start:
+                await self._confirm(name, PA.V_REQ, want, tolerance,
+                                    "was not accepted (out of the PEA's range, or its source "
+                                    "is not External)")
+            else:
+                await self._confirm(name, PA.V_FBK, want, tolerance, "was not applied")
+        if at_start:
+            self._at_start.update(at_start)
+            why = ("parameters: at_start" if self.policy.parameters == "at_start"
+                   else "no ApplyExt bound")
+            self._deviation(f"{', '.join(at_start)} taken over at Start, confirmed after it "
+                            f"({why})", once=f"at start {sorted(at_start)}")
+
+    async def _confirm(self, name: str, attribute: str, want: Any,
+                       tolerance: float | None, what: str) -> None:
+        if not self.has(attribute, name):
+            return
+        ok, got = await self.until(attribute, _confirms(want, tolerance), obj=name)
+        if not ok:
+            status = await self.status()
+            raise ModeRefused(
+                f"parameter {name} {what} within {self.timeout:g} s: "
+                f"{attribute} is {got!r}, wanted {want!r}; {status.describe()}",
+                module=self.module)
+
+    async def confirm_taken_over(self, *, tolerance: float | None = None) -> None:
+        """After Start/Restart: VFbk of the parameters the PEA takes over at Start."""
+        pending, self._at_start = self._at_start, {}
+        for name, want in pending.items():
+            await self._confirm(name, PA.V_FBK, want, tolerance,
+                                "was not taken over at Start")
 
     # -- commands --------------------------------------------------------------------------
     async def send_command(self, command: Command) -> ServiceStatus:
@@ -353,9 +459,15 @@ class ServiceClient:
         """
         status = await self.status()
         if not status.command_en & int(command):
-            raise CommandNotEnabled(
-                f"{command.label} is not enabled: {status.describe()}",
-                state=status.state, enabled=status.enabled, module=self.module)
+            if self.policy.command_en != "advisory":
+                where = f" for module {self.module}" if self.module else ""
+                raise CommandNotEnabled(
+                    f"{command.label} is not enabled: {status.describe()}; if this PEA "
+                    "enables commands late (CommandEn 0 until its first transition), declare "
+                    f"handshake: {{command_en: advisory}}{where} in the plant",
+                    state=status.state, enabled=status.enabled, module=self.module)
+            self._deviation(f"{command.label} sent although CommandEn ({status.command_en}) "
+                            f"does not enable it in {status.state_label} (command_en: advisory)")
         await self.io.write(self.tag(SCA.COMMAND_EXT), int(command))
         return status
 
@@ -402,8 +514,10 @@ class ServiceClient:
         1. operation mode Automatic, source External (service);
         2. for Start/Restart, or when ``procedure`` is given: procedure selection (the
            default procedure when none is named);
-        3. ``parameters``: VExt + ApplyExt, confirmed by VFbk;
-        4. CommandExt, only if enabled in CommandEn (else :class:`CommandNotEnabled`);
+        3. ``parameters``: VExt + ApplyExt, confirmed by VFbk (taken over at Start: VExt,
+           confirmed by VReq, and VFbk after the command);
+        4. CommandExt, only if enabled in CommandEn (else :class:`CommandNotEnabled`,
+           unless the policy's ``command_en`` is advisory);
         5. wait for ``wait_for`` (default: :func:`expected_states` of the command).
         """
         before = await self.command(command, procedure=procedure, parameters=parameters,
@@ -422,7 +536,16 @@ class ServiceClient:
             await self.select_procedure(procedure)
         if parameters:
             await self.apply_parameters(parameters, tolerance=tolerance)
-        return await self.send_command(command)
+        if self._at_start and command not in (Command.START, Command.RESTART):
+            pending, self._at_start = sorted(self._at_start), {}
+            raise MtpError(
+                f"{self.service} takes parameters over only at Start, so {', '.join(pending)} "
+                f"cannot be changed with {command.label}; set them before Start",
+                module=self.module)
+        before = await self.send_command(command)
+        if self._at_start:
+            await self.confirm_taken_over(tolerance=tolerance)
+        return before
 
     def procedure_id(self, name_or_id: str | int) -> int:
         """A procedure id from its name or id (MtpError naming the known ones)."""

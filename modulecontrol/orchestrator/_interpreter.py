@@ -21,7 +21,7 @@ from modulecontrol.clock import Clock
 from modulecontrol.descriptors import residence_time
 from modulecontrol.drivers import DriverError
 from modulecontrol.events import EventKind, EventLog
-from modulecontrol.mtpcore import COMMAND_TARGETS
+from modulecontrol.mtpcore import COMMAND_TARGETS, MtpError
 from modulecontrol.optimize import Campaign, plan_from_recipe
 from modulecontrol.orchestrator._monitor import si_number
 from modulecontrol.orchestrator._operator import OperatorChannel
@@ -263,7 +263,9 @@ class Interpreter:
         )
         try:
             await svc.command(cmd, procedure=call.procedure, parameters=params or None)
-        except (CommandRefused, DriverError, ValueError, KeyError) as exc:
+        except (CommandRefused, MtpError, DriverError, ValueError, KeyError) as exc:
+            # a PEA's refusal (CommandEn, procedure, parameter) fails the step, so its
+            # handler holds or ends the run with the message, never a crashed recipe
             raise StepFailed(f"{call.module}.{call.service} {cmd.label}: {exc}") from None
         targets = self._targets(call, cmd)
         if not targets:

@@ -129,6 +129,7 @@ class Orchestrator:
             self._detach.append(proxy.on_state(self._on_service_state))
             self._detach.append(proxy.on_fault(self.supervisor.on_fault))
             self._detach.append(proxy.on_listener_error(self._on_listener_error))
+            self._detach.append(proxy.on_notice(self._on_notice))
 
     # ------------------------------------------------------------------ running
     async def run(self) -> RunResult:
@@ -315,6 +316,9 @@ class Orchestrator:
             new=change.new.label,
             module=tag,
         )
+
+    def _on_notice(self, tag: str, message: str) -> None:
+        self.log.emit(EventKind.HANDSHAKE_DEVIATION, tag, message, module=tag)
 
     # ------------------------------------------------------------------ status
     def _on_listener_error(self, tag: str, what: str, name: str, exc: Exception) -> None:

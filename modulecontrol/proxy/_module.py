@@ -45,6 +45,7 @@ from modulecontrol.mtpcore import (
     PARAM_CLASSES,
     RESTING_STATES,
     SCA,
+    HandshakePolicy,
     MtpError,
     ServiceClient,
     carries_value,
@@ -71,6 +72,8 @@ ValueListener = Callable[[str, Mapping[str, TagValue]], None]
 StateListener = Callable[[str, StateChange], None]
 FaultListener = Callable[[str, str | None], None]
 ListenerErrorListener = Callable[[str, str, str, Exception], None]
+NoticeListener = Callable[[str, str], None]
+"""(module tag, message): a tolerance of the module's declared handshake policy was used."""
 """(module tag, which listeners: values/state/fault, the failing listener's name, error)."""
 
 
@@ -143,6 +146,7 @@ class ModuleProxy:
         self._state_listeners: list[StateListener] = []
         self._fault_listeners: list[FaultListener] = []
         self._error_listeners: list[ListenerErrorListener] = []
+        self._notice_listeners: list[NoticeListener] = []
         self._failing: set[tuple[str, int]] = set()
         """Listeners whose failure was reported and that have not succeeded since."""
         self._subscription: Any = None
@@ -249,6 +253,18 @@ class ModuleProxy:
     def on_fault(self, listener: FaultListener) -> Callable[[], None]:
         self._fault_listeners.append(listener)
         return lambda: _discard(self._fault_listeners, listener)
+
+    def on_notice(self, listener: NoticeListener) -> Callable[[], None]:
+        """Be told when a service drove the PEA by a tolerance of the plant's ``handshake:``
+        policy (a command CommandEn did not enable, parameters taken over at Start, a
+        non-standard state code), so the run records it as a warning event."""
+        self._notice_listeners.append(listener)
+        return lambda: _discard(self._notice_listeners, listener)
+
+    def notify_notice(self, message: str) -> None:
+        _log.warning("%s: %s", self.tag, message)
+        for listener in list(self._notice_listeners):
+            self._call("notice", listener, self.tag, message)
 
     def on_listener_error(self, listener: ListenerErrorListener) -> Callable[[], None]:
         """Be told when a value, state or fault listener raises (the orchestrator makes it a
@@ -666,6 +682,9 @@ class RemoteService:
             procedures={p.name: p.id for p in service.procedures},
             default_procedure=service.default_procedure.id,
             module=proxy.tag,
+            policy=(HandshakePolicy() if proxy.instance.handshake is None
+                    else proxy.instance.handshake.policy()),
+            on_deviation=proxy.notify_notice,
         )
         proxy.on_values(self._on_values)
 

@@ -5,7 +5,10 @@ module adds the PEA's behaviour as 2658-4 describes it and the OPC UA driver exp
 
 * operation and source modes per service and per parameter: ``*Op`` edge requests (the PEA
   resets them), ``*Aut`` level requests when the channel bit is set, ``*Act`` confirmations;
-* ``ProcedureExt`` -> ``ProcedureReq``; ``VExt`` + ``ApplyExt`` -> ``VReq``/``VOut``/``VFbk``;
+* ``ProcedureExt`` -> ``ProcedureReq``; ``VExt`` (in Automatic/External) or ``VOp`` (in
+  Operator) -> ``VReq`` at once, ``ApplyExt``/``ApplyOp`` -> ``VOut``/``VFbk`` from ``VReq``
+  while ``ApplyEn`` (true unless Offline); writes outside the limits are refused with
+  ``BadOutOfRange`` by the server (:mod:`~modulecontrol.simulators.opcua_pea`);
 * ``CommandExt`` executed by a :class:`ServiceStateMachine` and cleared;
   ``StateCur``/``CommandEn``/``ProcedureCur`` published on every change;
 * entering a state applies the type's ``simulator.services`` settings to the model, so
@@ -84,7 +87,7 @@ class PeaRuntime:
     async def install(self) -> None:
         for obj in self._objects:
             for attr, v in (("StateOpAct", True), ("StateAutAct", False), ("StateOffAct", False),
-                            ("SrcIntAct", True), ("SrcExtAct", False)):
+                            ("SrcIntAct", True), ("SrcExtAct", False), (PA.APPLY_EN, True)):
                 await self._set(obj, attr, v)
         for da in self.mt.data_assemblies:
             if da.default is not None and da.writable:
@@ -197,11 +200,13 @@ class PeaRuntime:
                     _log.info("%s.%s: %s", self.tag, obj, exc.reason)
             await self._set(obj, attr, 0)
             await self._publish_service(obj)
+        elif attr in (PA.V_EXT, PA.V_OP) and self._is_param(obj):
+            if self._channel_active(obj, attr == PA.V_EXT):
+                await self._set(obj, PA.V_REQ, value)
         elif attr in (PA.APPLY_EXT, PA.APPLY_OP) and value:
-            src_ok = bool(self._get(obj, "SrcExtAct")) if attr == PA.APPLY_EXT else bool(
-                self._get(obj, "StateOpAct"))
-            if src_ok:
-                v = self._get(obj, PA.V_EXT if attr == PA.APPLY_EXT else PA.V_OP)
+            if self._channel_active(obj, attr == PA.APPLY_EXT) and self._get(
+                    obj, PA.APPLY_EN) is not False:
+                v = self._requested(obj, PA.V_EXT if attr == PA.APPLY_EXT else PA.V_OP)
                 for a in (PA.V_REQ, PA.V_OUT, PA.V_FBK):
                     await self._set(obj, a, v)
                 self.params[obj] = v
@@ -209,6 +214,22 @@ class PeaRuntime:
             await self._set(obj, attr, False)
         elif self.view is not None and self._drives_model(obj, attr):
             self.view.write(obj, attr, value)
+
+    def _is_param(self, obj: str) -> bool:
+        return obj in self._assembly_names and self.mt.assembly(obj).class_ in PARAM_CLASSES
+
+    def _channel_active(self, obj: str, external: bool) -> bool:
+        """Whether writes of the external (``VExt``/``ApplyExt``: Automatic and External) or
+        the operator channel (``VOp``/``ApplyOp``: Operator) are taken now (2658-4)."""
+        if external:
+            return bool(self._get(obj, "SrcExtAct")) and self._get(obj, "StateAutAct") is not False
+        return bool(self._get(obj, "StateOpAct"))
+
+    def _requested(self, obj: str, channel_value: str) -> Any:
+        """The value an Apply carries out: ``VReq``, which followed the channel's last
+        accepted write; the channel's value itself where the type binds no ``VReq``."""
+        tag = f"{obj}.{PA.V_REQ}"
+        return self._get(obj, PA.V_REQ if tag in self.pea.node_ids else channel_value)
 
     def _drives_model(self, obj: str, attr: str) -> bool:
         """A POL write of an assembly's value (``VMan``, ``OpenAut``, ``RpmMan``, ...) goes to
@@ -242,6 +263,7 @@ class PeaRuntime:
         if ok:
             for key in _MODES:
                 await self._set(obj, f"State{key}Act", key == mode_key)
+            await self._set(obj, PA.APPLY_EN, mode_key != "Off")
         if not via_aut:
             await self._set(obj, attr, False)
         if m is not None:

@@ -41,6 +41,7 @@ from modulecontrol.drivers.opcua import san_uris
 from modulecontrol.mtpcore import (
     ANALOG_CLASSES,
     BINARY_CLASSES,
+    DA_ATTRIBUTES,
     INTEGER_ATTRIBUTES,
     STRING_CLASSES,
     carries_value,
@@ -290,6 +291,78 @@ def _guard_writes(server: Server, by_node: Mapping[ua.NodeId, str], roles: Mappi
     service.write = write  # type: ignore[method-assign]
 
 
+_INPUT_SUFFIXES = ("Ext", "Op", "Int", "Man", "Aut")
+
+
+def _limit_tags(info: TagInfo) -> tuple[str, str] | None:
+    """The tags of the limits a client write of ``info`` must respect, e.g. ``TempSP.VMin``
+    and ``TempSP.VMax`` for ``TempSP.VExt``, ``SPManMin``/``SPManMax`` for a PID's
+    ``SPMan``, ``RpmMin``/``RpmMax`` for ``RpmMan``; ``("", "")`` when the class has no
+    limit attributes for it (the descriptor's limits apply); None for a non-input."""
+    attr = info.attribute
+    stem = next((attr[: -len(s)] for s in _INPUT_SUFFIXES if attr.endswith(s)), None)
+    if stem is None or not stem:
+        return None
+    names = DA_ATTRIBUTES.get(info.assembly.class_, ())
+    for base in (attr, stem):
+        if f"{base}Min" in names and f"{base}Max" in names:
+            return f"{info.assembly.name}.{base}Min", f"{info.assembly.name}.{base}Max"
+    return "", ""
+
+
+def _guard_ranges(server: Server, pea: PeaServer) -> None:
+    """Answer a client write outside an input's limits with ``BadOutOfRange``, unapplied.
+
+    Why: a real PEA refuses a set point outside its range (VDI/VDE/NAMUR 2658-4 VMin/VMax);
+    one that clipped it, or took it, would let a POL believe a value was set that the
+    process never sees (issue 16: 500 written with VMax 150 came back as 500). The limits
+    are the ones the PEA publishes (``VMin``/``VMax``, ``RpmMin``/``RpmMax``, ...) where the
+    type binds them, else the descriptor's ``min``/``max``; a NaN is refused too. Only
+    value-carrying inputs of analog assemblies are checked; the PEA's own writes
+    (:meth:`PeaServer.set`) do not pass here.
+    """
+    service = server.iserver.attribute_service
+    original = service.write
+    out_of_range = ua.StatusCode(ua.UInt32(StatusCodes.BadOutOfRange))
+
+    def refused(tag: str, value: Any) -> bool:
+        info = pea.tags[tag]
+        if (info.service is not None or info.assembly.class_ not in ANALOG_CLASSES
+                or not carries_value(info.assembly.class_, info.attribute)
+                or isinstance(value, bool) or not isinstance(value, int | float)):
+            return False
+        limits = _limit_tags(info)
+        if limits is None:
+            return False
+        if value != value:  # NaN is in no range
+            return True
+        lo: Any = info.assembly.min
+        hi: Any = info.assembly.max
+        if limits[0] in pea.node_ids and limits[1] in pea.node_ids:
+            lo, hi = pea.get(limits[0]), pea.get(limits[1])
+        return (lo is not None and value < lo) or (hi is not None and value > hi)
+
+    async def write(params: ua.WriteParameters, user: User | None = None
+                    ) -> list[ua.StatusCode]:
+        verdict: list[bool] = []
+        allowed: list[ua.WriteValue] = []
+        for wv in params.NodesToWrite:
+            tag = pea._by_node.get(wv.NodeId)
+            value = wv.Value.Value.Value if wv.Value and wv.Value.Value else None
+            bad = (tag is not None and wv.AttributeId == AttributeIds.Value
+                   and refused(tag, value))
+            verdict.append(not bad)
+            if not bad:
+                allowed.append(wv)
+        if user is None:
+            user = User(role=UserRole.Admin)
+        results = iter(await original(ua.WriteParameters(NodesToWrite=allowed), user=user)
+                       if allowed else [])
+        return [next(results) if ok else out_of_range for ok in verdict]
+
+    service.write = write  # type: ignore[method-assign]
+
+
 @dataclass
 class PeaServer:
     """A running (or ready) OPC UA server publishing one module type."""
@@ -499,6 +572,7 @@ async def build_pea_server(
         vtypes[tag] = vtype
     pea = PeaServer(server, module_type, url, tags, node_ids, vtypes, namespaces)
     pea._by_node = {nid: tag for tag, nid in node_ids.items()}
+    _guard_ranges(server, pea)
     if roles is not None:
         _guard_writes(server, pea._by_node, roles, on_refused, subject)
     from asyncua.common.callback import CallbackType

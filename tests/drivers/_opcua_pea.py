@@ -65,13 +65,25 @@ def instance(url: str, **endpoint: Any) -> ModuleInstance:
     return ModuleInstance.model_validate({"tag": "R1", "type": "CoilReactor", "endpoint": ep})
 
 
+QUIRKS = frozenset({"command_en_late", "apply_at_start", "resetting_32678"})
+"""Ways real PEAs bend 2658-4 (issue 15, seen on an open-source Python PEA):
+``command_en_late`` reports CommandEn 0 until its first transition (and still executes);
+``apply_at_start`` ignores ApplyExt and takes VReq over at Start; ``resetting_32678``
+reports Resetting as 32678."""
+
+
 class MiniPea:
     """Behaviour attached to a served module type; ``transient`` is each transient state's
-    duration in seconds."""
+    duration in seconds (None: it stays until :meth:`finish_transient`); ``quirks`` are
+    deviations from the standard taken from :data:`QUIRKS`."""
 
-    def __init__(self, pea: PeaServer, transient: float = 0.05) -> None:
+    def __init__(self, pea: PeaServer, transient: float | None = 0.05,
+                 quirks: frozenset[str] = frozenset()) -> None:
+        assert quirks <= QUIRKS, quirks - QUIRKS
         self.pea = pea
         self.transient = transient
+        self.quirks = quirks
+        self.transitions = 0
         self.commands: list[tuple[str, str]] = []
         self.locked: set[str] = set()
         """Objects that refuse mode switches (to test refusals)."""
@@ -98,14 +110,28 @@ class MiniPea:
 
     def state(self, svc: str) -> str:
         code = self._get(svc, "StateCur")
+        if code == 32678 and "resetting_32678" in self.quirks:
+            return "Resetting"
         return next(k for k, v in STATE_CODES.items() if v == code)
 
     async def set_state(self, svc: str, state: str) -> None:
         en = 0
         for c in ENABLED[state]:
             en |= COMMAND_CODES[c]
-        await self._set(svc, "StateCur", STATE_CODES[state])
+        if "command_en_late" in self.quirks and not self.transitions:
+            en = 0
+        code = STATE_CODES[state]
+        if state == "Resetting" and "resetting_32678" in self.quirks:
+            code = 32678
+        await self._set(svc, "StateCur", code)
         await self._set(svc, "CommandEn", en)
+
+    async def finish_transient(self, svc: str) -> None:
+        """Leave a transient state held by ``transient=None``."""
+        for _, transient, final in TRANSITIONS.values():
+            if self.state(svc) == transient:
+                await self.set_state(svc, final)
+                return
 
     async def _on_write(self, tag: str, value: Any) -> None:
         obj, attr = tag.split(".", 1)
@@ -130,6 +156,11 @@ class MiniPea:
             ids = {p.id for p in self.pea.module_type.service(obj).procedures}
             if self._get(obj, "SrcExtAct") and self.state(obj) == "Idle" and value in ids:
                 await self._set(obj, "ProcedureReq", value)
+        elif attr == "VExt" and "apply_at_start" in self.quirks:
+            if self._get(obj, "SrcExtAct"):
+                await self._set(obj, "VReq", value)
+        elif attr == "ApplyExt" and value and "apply_at_start" in self.quirks:
+            await self._set(obj, "ApplyExt", False)  # ignored: taken over at Start
         elif attr == "ApplyExt" and value:
             if self._get(obj, "SrcExtAct"):
                 v = self._get(obj, "VExt")
@@ -152,10 +183,19 @@ class MiniPea:
             return
         if command in ("Start", "Restart"):
             await self._set(svc, "ProcedureCur", self._get(svc, "ProcedureReq"))
+            if "apply_at_start" in self.quirks:
+                for da in self.pea.module_type.data_assemblies:
+                    if da.class_ == "AnaServParam":
+                        for a in ("VOut", "VFbk"):
+                            await self._set(da.name, a, self._get(da.name, "VReq"))
+        self.transitions += 1
         await self.set_state(svc, transient)
+        if self.transient is None:
+            return
+        wait = self.transient
 
         async def finish() -> None:
-            await asyncio.sleep(self.transient)
+            await asyncio.sleep(wait)
             if self.state(svc) == transient:
                 await self.set_state(svc, final)
 

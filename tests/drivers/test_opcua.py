@@ -17,6 +17,7 @@ from modulecontrol.drivers import (
     Quality,
     TagValue,
     UnknownTag,
+    ValueRefused,
 )
 from modulecontrol.drivers.opcua import NamespaceNotFound, OpcUaDriver
 from modulecontrol.mtpcore import State
@@ -93,6 +94,25 @@ async def test_bad_write_status_is_device_rejected(pea: tuple[PeaServer, MiniPea
             await drv.write("RampRate.VExt", 2.0)
     assert exc.value.code in ("BadNotWritable", "BadUserAccessDenied")
     assert exc.value.tag == "RampRate.VExt"
+
+
+async def test_out_of_range_write_is_refused_by_the_pea_not_clipped(
+        pea: tuple[PeaServer, MiniPea], driver: OpcUaDriver) -> None:
+    """Issue 16: a PEA answers a set point outside its published VMin..VMax with
+    BadOutOfRange and keeps its value; the driver names the setting and the limits."""
+    server, _ = pea
+    await driver.write("TempSP.VExt", 40.0)
+    await server.set("TempSP.VMax", 100.0)  # the PEA's range is narrower than the type's
+    try:
+        with pytest.raises(ValueRefused, match=r"TempSP = 120 degC refused by the device "
+                           r"\(OPC UA BadOutOfRange\), although the descriptor allows") as exc:
+            await driver.write("TempSP.VExt", 120.0)
+        assert exc.value.code == "BadOutOfRange"
+        assert server.get("TempSP.VExt") == 40.0
+        await driver.write("TempSP.VExt", 100.0)  # the limit itself is inside
+        assert server.get("TempSP.VExt") == 100.0
+    finally:
+        await server.set("TempSP.VMax", 150.0)
 
 
 async def test_bad_read_status_is_bad_quality(pea: tuple[PeaServer, MiniPea],

@@ -1,0 +1,171 @@
+"""An independent open-source PEA (MTPPy, see ``peer_pea.py``) driven by our POL (issue 15).
+
+The peer is fresh for each test, generates its own MTP 1.0 manifest, and is imported without
+a hand repair. Its deviations from 2658-4 are declared in the plant (``handshake:``), never
+patched in the manifest; the standard policy refuses it with a message naming the policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from modulecontrol.clock import Clock
+from modulecontrol.descriptors import (
+    Handshake,
+    ModuleInstance,
+    OpcUaBinding,
+    OpcUaEndpoint,
+    dump_model,
+)
+from modulecontrol.events import EventKind
+from modulecontrol.mtp import check_manifest, import_manifest_report
+from modulecontrol.mtpcore import CommandNotEnabled
+from modulecontrol.orchestrator import OperatorChannel, Orchestrator, RunResult
+from modulecontrol.proxy import ModuleProxy, ProxyOptions, proxies_for
+from modulecontrol.recipe import load_recipe
+from modulecontrol.simulators import free_port
+from modulecontrol.statemachine import Command
+from tests.mtp.peer_pea import PeerPea
+
+PARAM = "services_Dosing_procedures_Dose_procedure_parameters_FlowSP"
+REPORT = "services_Dosing_procedures_Dose_report_values_Flow"
+IDLE, COMPLETED = 16, 131072
+
+RECIPE = f"""\
+kind: Recipe
+name: peer-cycle
+plant: plant.yaml
+procedure:
+  - name: dosing
+    steps:
+      - name: dose
+        service: {{module: PEER, service: Dosing, procedure: Dose,
+                  parameters: {{{PARAM}: 2.5 L/min}}}}
+      - name: flow_follows
+        wait: {{until: "PEER.{REPORT} > 2.4 L/min"}}
+        timeout: 1 min
+      - name: complete
+        service: {{module: PEER, service: Dosing, command: complete}}
+      - name: reset
+        service: {{module: PEER, service: Dosing, command: reset}}
+"""
+HANDSHAKE = ("{command_en: advisory, parameters: at_start, procedure: edge, "
+             "state_codes: {32678: Resetting}}")
+
+
+@pytest_asyncio.fixture
+async def peer(tmp_path: Path) -> AsyncIterator[PeerPea]:
+    pea = PeerPea(tmp_path, free_port("127.0.0.1"))
+    await asyncio.to_thread(pea.start)
+    try:
+        yield pea
+    finally:
+        await asyncio.to_thread(pea.stop)
+
+
+def endpoint(pea: PeerPea) -> OpcUaEndpoint:
+    return OpcUaEndpoint(protocol="opcua", url=pea.url, security_policy="None",
+                         security_mode="None", sampling_interval=0.05)
+
+
+async def test_peer_manifest_imports_without_repair(peer: PeerPea) -> None:
+    report = import_manifest_report(peer.manifest)
+    mt = report.module_type
+    assert report.manifest_version == "1.0.0"
+    svc = mt.service("Dosing")
+    proc = svc.procedure("Dose")
+    assert (proc.id, proc.self_completing, proc.parameters, proc.report_values) == (
+        1, False, [PARAM], [REPORT])
+    param = mt.assembly(PARAM)
+    assert (param.class_, param.min, param.max, param.unit) == ("AnaServParam", 0, 10, "L/min")
+    binding = svc.bindings["CommandExt"].by_transport["opcua"]
+    assert isinstance(binding, OpcUaBinding)
+    assert binding.identifier == "ns=3;s=services.Dosing.state_machine.CommandExt"
+    # MTPPy writes Access 1 for every item; the inputs the POL writes are widened, said once
+    widened = [w.message for w in report.warnings if "imported as readwrite" in w.message]
+    assert any("CommandExt" in w and "(ServiceControl)" in w for w in widened), widened
+    assert binding.access == "readwrite"
+    report_v = mt.assembly(REPORT).bindings["V"].by_transport["opcua"]
+    assert isinstance(report_v, OpcUaBinding) and report_v.access == "read"
+
+
+async def test_standard_command_en_refuses_the_peer_naming_the_policy(peer: PeerPea) -> None:
+    mt = import_manifest_report(peer.manifest).module_type
+    inst = ModuleInstance(tag="PEER", type=mt.name, endpoint=endpoint(peer),
+                          handshake=Handshake(procedure="edge"))
+    proxy = ModuleProxy(mt, inst, options=ProxyOptions(poll_interval=0.05, complete_poll=0.02))
+    await proxy.start()
+    try:
+        with pytest.raises(CommandNotEnabled, match=r"handshake: \{command_en: advisory\} "
+                           "for module PEER in the plant"):
+            await proxy.services["Dosing"].command(Command.START)
+    finally:
+        await proxy.close()
+    assert peer.state() == IDLE
+
+
+async def run_recipe(peer: PeerPea, tmp_path: Path, recipe: str, handshake: str
+                     ) -> tuple[Orchestrator, RunResult]:
+    mt = import_manifest_report(peer.manifest).module_type
+    (tmp_path / "peer.yaml").write_text(dump_model(mt))
+    (tmp_path / "plant.yaml").write_text(
+        "kind: Plant\nname: peer-rig\ntypes: [peer.yaml]\nmodules:\n"
+        f"  - tag: PEER\n    type: {mt.name}\n{handshake}"
+        f"    endpoint: {{protocol: opcua, url: '{peer.url}', security_policy: 'None', "
+        "security_mode: 'None', sampling_interval: 0.05}\n")
+    (tmp_path / "recipe.yaml").write_text(recipe)
+    vr = load_recipe(tmp_path / "recipe.yaml")
+    proxies = proxies_for(vr.plant, options=ProxyOptions(poll_interval=0.05,
+                                                         complete_poll=0.02))
+    for p in proxies.values():
+        await p.start()
+    try:
+        orch = Orchestrator(vr, proxies, clock=Clock.scaled(1), tick=0.1,
+                            operator=OperatorChannel(auto_answer="ok"))
+        result = await asyncio.wait_for(orch.run(), 120)
+    finally:
+        for p in proxies.values():
+            await p.close()
+    return orch, result
+
+
+async def test_refused_start_fails_the_step_with_what_to_do(peer: PeerPea,
+                                                            tmp_path: Path) -> None:
+    """Issue 15: the refused Start was no step failure, so the run could not hold or end."""
+    recipe = RECIPE.replace("      - name: flow_follows", "        on_error: abort\n"
+                            "      - name: flow_follows")
+    orch, result = await run_recipe(peer, tmp_path, recipe,
+                                    "    handshake: {procedure: edge}\n")
+    assert result is RunResult.ABORTED
+    [failed] = [e.message for e in orch.log.events if e.kind is EventKind.STEP_FAILED]
+    assert "PEER.Dosing Start: " in failed
+    assert "declare handshake: {command_en: advisory} for module PEER in the plant" in failed
+    assert peer.state() == IDLE
+
+
+async def test_recipe_runs_a_full_cycle_on_the_peer(peer: PeerPea, tmp_path: Path) -> None:
+    orch, result = await run_recipe(peer, tmp_path, RECIPE, f"    handshake: {HANDSHAKE}\n")
+    assert result is RunResult.COMPLETED, [e.message for e in orch.log.events][-10:]
+    assert peer.state() == IDLE
+    assert peer.service.flow_sp.get_v_out() == 2.5  # taken over at Start
+    seen = [str(e.data["new"]) for e in orch.log.events
+            if e.kind is EventKind.SERVICE_STATE and e.source == "PEER.Dosing"]
+    steady = [s for s in seen if s in ("Execute", "Completed", "Idle")]
+    assert steady == ["Execute", "Completed", "Idle"], seen
+    notes = [e.message for e in orch.log.events if e.kind is EventKind.HANDSHAKE_DEVIATION]
+    assert any("Start sent although CommandEn (0)" in n for n in notes), notes
+    assert any(f"{PARAM} taken over at Start" in n for n in notes), notes
+
+
+async def test_static_check_passes_the_peer_manifest(peer: PeerPea) -> None:
+    results = check_manifest(peer.manifest)
+    assert [r for r in results if r.status == "fail"] == []
+    [health] = [r for r in results if r.check == "mandatory-attributes"
+                and r.subject.startswith("ProcedureHealthView")]
+    assert health.status == "pass" and "CommandInfo not required, added in 2022" in health.detail
+    assert any(r.check == "namespace-uris" and r.status == "warn" for r in results)
