@@ -4,7 +4,8 @@ Public API::
 
     Historian, TagConfig, EventKind, RunResult, AlarmPriority   # recording
     AuditTrail, AuditEntry, AuditIssue, AuditReport, verify_audit   # 21 CFR Part 11 style trail
-    report, run_figures, list_runs, RunInfo, FigureSpec, StreamSpec, SteadyStateSpec,
+    report, run_figures, run_samples, RunSamples, list_runs, RunInfo,
+    FigureSpec, StreamSpec, SteadyStateSpec,
     BalanceSpec, WorkupSpec, extraction_recovery                 # reports
     IntervalSpec
 
@@ -32,11 +33,13 @@ from modulecontrol.records._report import (
     FigureSpec,
     IntervalSpec,
     RunInfo,
+    RunSamples,
     SteadyStateSpec,
     StreamSpec,
     list_runs,
     report,
     run_figures,
+    run_samples,
 )
 from modulecontrol.records._workup import WorkupSpec, extraction_recovery
 
@@ -59,6 +62,7 @@ __all__ = [
     "RecordsError",
     "RunInfo",
     "RunResult",
+    "RunSamples",
     "SteadyStateSpec",
     "StreamSpec",
     "TagConfig",
@@ -71,5 +75,6 @@ __all__ = [
     "list_runs",
     "report",
     "run_figures",
+    "run_samples",
     "verify_audit",
 ]

@@ -23,6 +23,7 @@ from modulecontrol.simulators._plant import (
     PlantBuildError,
     SimulatedPlant,
     StreamReport,
+    build_models,
     default_species,
 )
 from modulecontrol.simulators._ports import PtyPort, free_port
@@ -60,6 +61,7 @@ __all__ = [
     "TransportFaults",
     "Variable",
     "ViewError",
+    "build_models",
     "check_plant",
     "default_species",
     "free_port",
