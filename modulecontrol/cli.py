@@ -225,11 +225,13 @@ def _mount() -> None:
     from modulecontrol.records import cli as records_cli
     from modulecontrol.simulators.cli import app as sim_app
     from modulecontrol.statemachine.cli import app as states_app
+    from modulecontrol.twin.cli import app as twin_app
 
     app.add_typer(drivers_app, name="drivers", help="List installed drivers.")
     app.add_typer(mtp_app, name="mtp", help="MTP manifests: import, export, check.")
     app.add_typer(sim_app, name="sim", help="Serve simulated plants; steady states.")
     app.add_typer(states_app, name="states", help="Print the MTP service state table.")
+    app.add_typer(twin_app, name="twin", help="Digital twin: fit model parameters to runs.")
     app.add_typer(records_cli.audit_app, name="audit", help="Verify the audit trail.")
     app.command("runs")(records_cli.runs)
     app.command("report")(records_cli.report_cmd)

@@ -1,0 +1,18 @@
+"""The digital twin: the plant's process models calibrated against recorded runs.
+
+Public API::
+
+    fit, FitResult, ParameterEstimate      # least squares over the replayed runs
+    write_overlay                          # the calibrated parameters as a plant overlay
+    record_simulated_run                   # a run with known truth, for checks and examples
+    ParamRef, TwinError
+
+See docs/digital-twin.md.
+"""
+
+from modulecontrol.twin._fit import FitResult, ParameterEstimate, fit, write_overlay
+from modulecontrol.twin._model import ParamRef, TwinError
+from modulecontrol.twin._record import record_simulated_run
+
+__all__ = ["FitResult", "ParamRef", "ParameterEstimate", "TwinError", "fit",
+           "record_simulated_run", "write_overlay"]
