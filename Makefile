@@ -40,6 +40,7 @@ typecheck: $(VENV)/.installed-test
 	$(VENV)/bin/mypy
 
 test: $(VENV)/.installed-test
+	.ci/install-servers
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
@@ -58,12 +59,14 @@ bench: $(VENV)/.installed-test
 	LOAD_DURATION=$(LOAD_DURATION) $(PY) -m bench
 
 # Generated docs: the fault-matrix table (docs/reliability-table.md), measured by a run of
-# every transport of tests/faults, and the built-in types' register maps (docs/register-maps.md).
+# every transport of tests/faults, the built-in types' register maps (docs/register-maps.md)
+# and the batch report's charts of a short simulated run (docs/img).
 # `make test` only checks what is committed (the table's cells and verdicts, not the measured
 # times; the maps exactly) and never writes into the tree; this target rewrites both.
 docs: $(VENV)/.installed-test
 	$(PY) -m pytest tests/faults -q -p no:cacheprovider --update-docs
 	$(PY) -m modulecontrol.drivers.register_maps docs/register-maps.md
+	$(PY) -m modulecontrol.docgen report-images docs/img
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache runs

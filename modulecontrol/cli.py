@@ -9,16 +9,85 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperCommand, TyperGroup
 
 from modulecontrol import __version__
-from modulecontrol.errors import ConfigError
+from modulecontrol.errors import ConfigError, Location
+
+LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
+    # command: (module, attribute, one-line help); a typer app is a group, a function a command
+    "drivers": ("modulecontrol.drivers.cli", "app", "List installed drivers."),
+    "mtp": ("modulecontrol.mtp.cli", "app", "MTP manifests: import, export, check."),
+    "sim": ("modulecontrol.simulators.cli", "app", "Serve simulated plants; steady states."),
+    "states": ("modulecontrol.statemachine.cli", "app", "Print the MTP service state table."),
+    "audit": ("modulecontrol.records.cli", "audit_app", "Verify the audit trail."),
+    "runs": ("modulecontrol.records.cli", "runs", "List the recorded runs."),
+    "report": ("modulecontrol.records.cli", "report_cmd", "Write the batch report of one run."),
+    "fleet": ("modulecontrol.fleet.cli", "app", "The fleet historian and fleet status."),
+    "transfer": ("modulecontrol.fleet.cli", "transfer_cmd",
+                 "Check a recipe against another site's plant: what maps, what is missing"),
+    "twin": ("modulecontrol.twin.cli", "app", "Digital twin: fit model parameters to runs."),
+}
+"""Sub-commands that live beside the code they drive, imported only when they are invoked.
+
+Why: importing them pulls in their packages (the OPC UA and Modbus stacks, numpy, scipy,
+pint, pydantic models): about 1.4 s before ``--help`` could print a line. The help listing
+shows the one-line help from this table instead; a test checks that importing this module
+loads none of those libraries, and one that each line here is its command's own."""
+
+
+class _LazyGroup(TyperGroup):
+    """The root command group: the commands of :data:`LAZY_COMMANDS` are loaded on first use.
+
+    (typer's contexts and commands are its vendored click's, which has no public type
+    name: hence ``Any`` in the overrides.)"""
+
+    _listing = False
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*super().list_commands(ctx), *(n for n in LAZY_COMMANDS if n not in self.commands)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name in self.commands or cmd_name not in LAZY_COMMANDS:
+            return super().get_command(ctx, cmd_name)
+        if self._listing:  # the help listing needs the name and one line, not the code
+            return TyperCommand(cmd_name, help=LAZY_COMMANDS[cmd_name][2])
+        cmd = lazy_command(cmd_name)
+        self.commands[cmd_name] = cmd
+        return cmd
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
+
+def lazy_command(name: str) -> Any:
+    """The click command of one :data:`LAZY_COMMANDS` entry, importing its module."""
+    import importlib
+
+    module, attr, short = LAZY_COMMANDS[name]
+    obj = getattr(importlib.import_module(module), attr)
+    if isinstance(obj, typer.Typer):
+        cmd: Any = typer.main.get_group(obj)
+        cmd.help = short  # as the listing says (add_typer's help= did the same)
+    else:
+        holder = typer.Typer()
+        holder.command(name)(obj)
+        cmd = typer.main.get_command(holder)
+    cmd.name = name
+    return cmd
+
 
 app = typer.Typer(
+    cls=_LazyGroup,
     name="modulecontrol",
     help="Modular, plug-and-play control of process equipment (MTP, OPC UA, Modbus, serial).",
     no_args_is_help=True,
@@ -58,17 +127,29 @@ def validate(
     plant: Annotated[
         Path | None, typer.Option("--plant", help="Plant to validate recipes against.")
     ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a recipe parameter: name=value (as run takes)."),
+    ] = None,
 ) -> None:
     """Validate YAML documents; print every problem as path:line:col: message."""
     from modulecontrol.descriptors import validate_file
-    from modulecontrol.recipe import validate_recipe_with_plant
-    from modulecontrol.yamlio import load_yaml
+    from modulecontrol.recipe import load_recipe, parse_set_options
 
+    try:
+        overrides = parse_set_options(set_ or [])
+    except ConfigError as exc:
+        report_problems(exc)
+        raise typer.Exit(EXIT_INVALID) from None
     failed = 0
     for path in paths:
         try:
-            if plant is not None and _is_recipe(path):
-                result = validate_recipe_with_plant(load_yaml(path), plant)
+            if _is_recipe(path):  # with the overrides `run --set` would apply
+                result: object = load_recipe(path, plant, overrides)
+            elif overrides:
+                raise ConfigError.single(
+                    "--set overrides recipe parameters: this is not a recipe (validate the"
+                    " recipe that uses it, or drop --set)", Location(str(path)))
             else:
                 result = validate_file(path)
             _check_build(result)
@@ -194,14 +275,36 @@ def run(
     report_dir: Annotated[
         Path, typer.Option("--report-dir", help="Where the HTML batch report goes.")
     ] = Path("runs"),
+    insecure: Annotated[bool, typer.Option(
+        "--insecure", help="With --simulate: OPC UA without security (None policy), with a "
+        "warning. Default: Basic256Sha256 SignAndEncrypt, credentials generated into the "
+        "pki folder beside --db.")] = False,
+    records_key: Annotated[Path | None, typer.Option(
+        "--records-key", help="Records key file (HMAC of the records chain; created 0600 at "
+        "first use); default: <db>.key beside the database.")] = None,
+    anchor: Annotated[Path | None, typer.Option(
+        "--anchor", help="Anchor file the chain heads are appended to; default: <db>.anchor. "
+        "Put it where the database's writers cannot rewrite it.")] = None,
+    sparkplug: Annotated[
+        str | None, typer.Option("--sparkplug", help="Publish the line over Sparkplug B to "
+                                 "this broker: mqtt://HOST:PORT or mqtts://HOST:PORT.")
+    ] = None,
+    site: Annotated[
+        str | None, typer.Option("--site", help="Sparkplug group (the site); with --sparkplug.")
+    ] = None,
+    line: Annotated[
+        str | None, typer.Option("--line", help="Sparkplug edge node (default: the plant name).")
+    ] = None,
 ) -> None:
     """Run a recipe. Exit codes: 0 completed, 2 invalid input, 3 aborted, 4 stopped,
-    5 connection failure."""
+    5 connection failure, 128 + N ended by signal N (143 SIGTERM, 129 SIGHUP, 130 Ctrl-C
+    without a terminal): see docs/getting-started.md."""
     from modulecontrol._runcli import run_command
 
     code = run_command(recipe, plant, simulate=simulate or dry_run, speed=speed, db=db,
                        sets=set_ or [], faults=faults, dry_run=dry_run, yes=yes, live=live,
-                       report_dir=report_dir)
+                       report_dir=report_dir, insecure=insecure, records_key=records_key,
+                       anchor=anchor, sparkplug=sparkplug, site=site, line=line)
     raise typer.Exit(code)
 
 
@@ -218,33 +321,29 @@ def list_types() -> None:
     console.print(table)
 
 
-def _mount() -> None:
-    """Sub-command groups live beside the code they drive; they are mounted here."""
-    from modulecontrol.drivers.cli import app as drivers_app
-    from modulecontrol.mtp.cli import app as mtp_app
-    from modulecontrol.records import cli as records_cli
-    from modulecontrol.simulators.cli import app as sim_app
-    from modulecontrol.statemachine.cli import app as states_app
-    from modulecontrol.twin.cli import app as twin_app
+def _mount_service() -> None:
+    """The control service's commands (``serve``, ``user``) and its clients' (``login``,
+    ``status``, ``hold``...). Mounted at once: their module imports only typer and errors,
+    and each command imports FastAPI, uvicorn or httpx inside itself."""
+    from modulecontrol import _servicecli
 
-    app.add_typer(drivers_app, name="drivers", help="List installed drivers.")
-    app.add_typer(mtp_app, name="mtp", help="MTP manifests: import, export, check.")
-    app.add_typer(sim_app, name="sim", help="Serve simulated plants; steady states.")
-    app.add_typer(states_app, name="states", help="Print the MTP service state table.")
-    app.add_typer(twin_app, name="twin", help="Digital twin: fit model parameters to runs.")
-    app.add_typer(records_cli.audit_app, name="audit", help="Verify the audit trail.")
-    app.command("runs")(records_cli.runs)
-    app.command("report")(records_cli.report_cmd)
+    _servicecli.mount(app)
 
 
-_mount()
+_mount_service()
 
 
 def main() -> None:
-    """The composition root of the command line: wire once, then run the command."""
-    from modulecontrol.bootstrap import configure
+    """The composition root of the command line: wire once, then run the command.
 
-    configure(cli_logging=True)
+    Help and version print without wiring: loading every installed driver imports the
+    protocol stacks (over a second) and changes nothing in what they print.
+    """
+    args = sys.argv[1:]
+    if args and not {"--help", "--version"} & set(args):
+        from modulecontrol.bootstrap import configure
+
+        configure(cli_logging=True)
     app()
 
 

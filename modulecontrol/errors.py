@@ -66,3 +66,46 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
         return ""
     shown = ", ".join(options[:12]) + (", ..." if len(options) > 12 else "")
     return f" (known: {shown})"
+
+
+def signal_suggestions(name: str, known: Iterable[str], n: int = 3) -> list[str]:
+    """Signals (``MODULE.ATTRIBUTE``) close to ``name``, the named module's own first.
+
+    Why not plain string similarity over all signals: for ``R1.Temp`` it ranks
+    ``R1.TempSP``, ``CR1.TempSP`` and ``R2.TempSP`` and never ``R1.T``. The module tag of a
+    signal is usually right, the attribute half-remembered; so when the module exists only
+    its signals are offered: an attribute that abbreviates the typed one (``T`` for
+    ``Temp``) first, then one that extends it (``TempSP``), then similar ones. When the
+    module does not exist the tag is what is wrong, and close tags with the same attribute
+    are offered.
+    """
+    options = sorted(set(known))
+    module, _, attr = name.partition(".")
+    attrs: dict[str, list[str]] = {}
+    for o in options:
+        m, _, a = o.partition(".")
+        attrs.setdefault(m, []).append(a)
+    tag = module if module in attrs else {m.lower(): m for m in attrs}.get(module.lower())
+    if tag is not None and attr:
+        typed = attr.lower()
+
+        def rank(a: str) -> tuple[int, float, str]:
+            low = a.lower()
+            ratio = difflib.SequenceMatcher(None, typed, low).ratio()
+            order = 0 if typed.startswith(low) else 1 if low.startswith(typed) else 2
+            return order, -ratio, a
+
+        # MTP attributes (R1.T.V) only when an attribute was typed (R1.T.Vx)
+        same_depth = [a for a in attrs[tag] if a.count(".") == attr.count(".")]
+        close = [a for a in same_depth if rank(a)[0] < 2 or -rank(a)[1] >= 0.6]
+        return [f"{tag}.{a}" for a in sorted(close, key=rank)[:n]]
+    score = {m: difflib.SequenceMatcher(None, module.lower(), m.lower()).ratio() for m in attrs}
+    tags = sorted((m for m in attrs if score[m] >= 0.5), key=lambda m: (-score[m], m))[:n]
+    same = [f"{m}.{attr}" for m in tags if attr in attrs[m]]
+    return same or difflib.get_close_matches(name, options, n=n, cutoff=0.6)
+
+
+def did_you_mean_signal(name: str, known: Iterable[str]) -> str:
+    """A ``(did you mean 'R1.T' or 'R1.TempSP'?)`` suffix from :func:`signal_suggestions`."""
+    close = signal_suggestions(name, known)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""

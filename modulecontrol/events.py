@@ -29,12 +29,15 @@ class EventKind(StrEnum):
     """Every kind of run event; see :data:`PAYLOADS` for what each carries."""
 
     # the recipe as a whole
+    RUN_QUEUED = "run_queued"
+    RUN_CANCELLED = "run_cancelled"
     RUN_STARTED = "run_started"
     RUN_ENDED = "run_ended"
     RECIPE_STATE = "recipe_state"
     COMMAND = "command"
     COMMAND_REFUSED = "command_refused"
     COMMAND_TIMEOUT = "command_timeout"
+    SHUTDOWN_REQUESTED = "shutdown_requested"
     # the procedure
     BLOCK_STARTED = "block_started"
     BLOCK_FINISHED = "block_finished"
@@ -66,6 +69,9 @@ class EventKind(StrEnum):
     DIVERT_ENABLED = "divert_enabled"
     DIVERT_DISABLED = "divert_disabled"
     DIVERT_FAILED = "divert_failed"
+    SUPERVISION_FAILED = "supervision_failed"
+    SUPERVISION_RESTORED = "supervision_restored"
+    LISTENER_FAILED = "listener_failed"
     # the kinds the historian stores (some orchestrator kinds are stored under these)
     STATE_CHANGE = "state_change"
     STEP_TRANSITION = "step_transition"
@@ -75,6 +81,7 @@ class EventKind(StrEnum):
     RUN_START = "run_start"
     RUN_END = "run_end"
     OVERFLOW = "historian_overflow"
+    DATA_LOSS = "data_loss"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +107,10 @@ class Payload:
 
 K = EventKind
 PAYLOADS: Final[Mapping[EventKind, Payload]] = {
+    K.RUN_QUEUED: Payload("the control service queued a run (queue id, recipe, user)",
+                          ("run", "recipe", "user")),
+    K.RUN_CANCELLED: Payload("a queued run was taken off the queue before it started",
+                             ("run", "user")),
     K.RUN_STARTED: Payload("the recipe was started; source 'recipe'",
                            ("recipe", "version", "parameters", "file")),
     K.RUN_ENDED: Payload("the recipe reached a final state; result: completed/stopped/aborted",
@@ -114,6 +125,9 @@ PAYLOADS: Final[Mapping[EventKind, Payload]] = {
                                " why"),
     K.COMMAND_TIMEOUT: Payload("a module service did not reach a fan-out command's target in"
                                " time"),
+    K.SHUTDOWN_REQUESTED: Payload("the process was asked to end (signal: SIGTERM, SIGHUP, "
+                                  "or SIGINT without a terminal); action: stop or abort",
+                                  ("signal", "action")),
     K.BLOCK_STARTED: Payload("a unit procedure started; source is its name"),
     K.BLOCK_FINISHED: Payload("a unit procedure finished; source is its name",
                               stored_as=K.STEP_TRANSITION),
@@ -130,7 +144,10 @@ PAYLOADS: Final[Mapping[EventKind, Payload]] = {
                                ("value", "given")),
     K.OPERATOR_PROMPT: Payload("the operator was asked (prompt id, choices)",
                                ("prompt",), ("choices",)),
-    K.OPERATOR_ACTION: Payload("the operator answered a prompt", ("user", "answer")),
+    K.OPERATOR_ACTION: Payload("a prompt was answered: by the operator (user), or, with "
+                               "automatic (the option that said so: --yes, no terminal), by "
+                               "the program as user 'auto'", ("user", "answer"),
+                               ("automatic",)),
     K.SERVICE_STATE: Payload("a module service's state changed; source is module.service",
                              ("old", "new", "module"), stored_as=K.STATE_CHANGE),
     K.MODULE_FAULT: Payload("a module faulted (communication, bad or stale values); message"
@@ -140,9 +157,13 @@ PAYLOADS: Final[Mapping[EventKind, Payload]] = {
                           ("errors",)),
     K.SIM_FAULT: Payload("a simulated fault began or ended (phase) at sim_time",
                          ("fault", "phase", "sim_time")),
-    K.INTERLOCK_TRIPPED: Payload("an interlock's condition became true", ("action", "condition")),
-    K.INTERLOCK_CLEARED: Payload("an interlock's condition is no longer true"),
-    K.ALARM_RAISED: Payload("an alarm was raised", ("priority", "signal", "value")),
+    K.INTERLOCK_TRIPPED: Payload("an interlock's condition became true, or cannot be evaluated"
+                                 " (reason says why: a value missing, bad, stale or NaN)",
+                                 ("action", "condition"), ("reason",)),
+    K.INTERLOCK_CLEARED: Payload("an interlock's condition evaluates false again"),
+    K.ALARM_RAISED: Payload("an alarm was raised: out of limits, or its signal cannot be"
+                            " evaluated (reason says why)", ("priority", "signal", "value"),
+                            ("reason",)),
     K.ALARM_CLEARED: Payload("an alarm cleared", ("priority",)),
     K.ALARM_ACKED: Payload("an alarm was acknowledged (historian)", ("user",)),
     K.ALARM_ENABLED: Payload("an alarm is evaluated from this step on"),
@@ -152,6 +173,13 @@ PAYLOADS: Final[Mapping[EventKind, Payload]] = {
     K.DIVERT_ENABLED: Payload("divert control is active from this step on"),
     K.DIVERT_DISABLED: Payload("divert control ends at this step"),
     K.DIVERT_FAILED: Payload("the divert valve could not be switched; message says why"),
+    K.SUPERVISION_FAILED: Payload("a part of the supervision tick raised; the recipe is held"
+                                  " until a whole tick succeeds again", ("error",)),
+    K.SUPERVISION_RESTORED: Payload("a whole supervision tick succeeded again; was is the"
+                                    " error", ("was",)),
+    K.LISTENER_FAILED: Payload("a listener raised on event (an event kind and its seq, or a"
+                               " module's values/state/fault); the other listeners still got"
+                               " it", ("listener", "event", "error"), ("seq",)),
     K.STATE_CHANGE: Payload("(stored) a state changed: state, previous", (),
                             ("state", "previous")),
     K.STEP_TRANSITION: Payload("(stored) a Gantt row of a unit procedure moved to step",
@@ -163,6 +191,9 @@ PAYLOADS: Final[Mapping[EventKind, Payload]] = {
     K.RUN_END: Payload("(stored) the historian closed a run"),
     K.OVERFLOW: Payload("(stored) the historian's queue overflowed; dropped samples",
                         ("dropped",)),
+    K.DATA_LOSS: Payload("(stored) a batch of records could not be written within the retry"
+                         " budget: samples lost, tags, t_first..t_last, other records lost, error",
+                         ("samples", "tags", "t_first", "t_last", "error"), ("records",)),
 }
 del K
 
@@ -209,17 +240,44 @@ class EventLog:
     def emit(self, kind: EventKind, source: str, message: str, **data: Any) -> Event:
         """Append and publish an event; a payload that does not match the kind's declared
         schema is a programming error and raises (it would corrupt the record)."""
+        ev = self._append(kind, source, message, data)
+        self._publish(ev, ())
+        return ev
+
+    def _append(self, kind: EventKind, source: str, message: str, data: dict[str, Any]) -> Event:
         problems = PAYLOADS[kind].problems(data)
         if problems:
             raise TypeError(f"event {kind.value}: payload {'; '.join(problems)}")
         ev = Event(len(self.events) + 1, self._now(), kind, source, message, data)
         self.events.append(ev)
+        return ev
+
+    def _publish(self, ev: Event, failed: tuple[Listener, ...]) -> None:
+        """Give ``ev`` to every listener; a listener that raises does not stop the others,
+        and its failure becomes a ``listener_failed`` event, published after ``ev`` to every
+        listener that has not failed in this chain (so two failing listeners cannot recurse).
+
+        Why an event and not only a log line: a listener is the historian, the live view or
+        an operator station; one that silently misses events leaves a record or a screen
+        wrong while the run looks fine.
+        """
+        failures: list[tuple[Listener, Event]] = []
         for listener in list(self._listeners):
+            if listener in failed:
+                continue
             try:
                 listener(ev)
-            except Exception:
-                _log.exception("event listener failed on %s", kind.value)
-        return ev
+            except Exception as exc:
+                _log.exception("event listener failed on %s", ev.kind.value)
+                name = getattr(listener, "__qualname__", None) or repr(listener)
+                error = f"{type(exc).__name__}: {exc}"
+                failures.append((listener, self._append(
+                    EventKind.LISTENER_FAILED, name,
+                    f"listener {name} failed on {ev.kind.value} #{ev.seq}: {error}",
+                    {"listener": name, "event": ev.kind.value, "seq": ev.seq, "error": error})))
+        skip = failed + tuple(listener for listener, _ in failures)
+        for _listener, failure in failures:
+            self._publish(failure, skip)
 
     def of_kind(self, *kinds: EventKind) -> list[Event]:
         return [e for e in self.events if e.kind in kinds]

@@ -2,8 +2,9 @@
 
 This is what ``modulecontrol run`` and ``make run`` call. It owns the wiring so that the CLI,
 tests and notebooks start runs the same way, and it guarantees the order of shutdown:
-orchestrator first, then proxies (safe states already applied), then simulators, then the
-historian, so no record is lost.
+orchestrator first, then the safe states of a run that did not complete (stage by stage in
+the plant's shutdown order), then proxies, then simulators, then the historian, so no
+record is lost.
 """
 
 from __future__ import annotations
@@ -23,10 +24,17 @@ from modulecontrol.clock import Clock
 from modulecontrol.descriptors import PlantConfig
 from modulecontrol.drivers import DriverError, Quality, TagValue
 from modulecontrol.events import PAYLOADS, Event, EventKind
-from modulecontrol.orchestrator import OperatorChannel, Orchestrator, RunResult
+from modulecontrol.orchestrator import AUTO_USER, OperatorChannel, Orchestrator, RunResult
 from modulecontrol.proxy import ModuleProxy, ProxyOptions, proxies_for
 from modulecontrol.recipe import ValidatedRecipe, load_recipe
-from modulecontrol.records import Historian, RecordsError, TagConfig, list_runs
+from modulecontrol.records import (
+    AUTOMATIC_ANSWER,
+    DataLoss,
+    Historian,
+    RecordsError,
+    TagConfig,
+    list_runs,
+)
 from modulecontrol.records import RunResult as RecordResult
 
 _log = logging.getLogger(__name__)
@@ -36,6 +44,14 @@ EXIT_INVALID = 2
 EXIT_ABORTED = 3
 EXIT_STOPPED = 4
 EXIT_CONNECTION = 5
+EXIT_DATA_LOSS = 6
+"""The recipe completed but records of it were lost (``data_loss`` events; the run record
+says ``completed_with_data_loss``): the batch cannot be released on this record alone."""
+
+EXIT_SIGNAL = 128
+"""A run ended by a shutdown signal exits with 128 + the signal's number (143 for SIGTERM,
+129 for SIGHUP, 130 for Ctrl-C without a terminal), as a shell reports a process a signal
+ended: distinct from success and from every failure; the run record says stopped or aborted."""
 
 _EXIT = {
     RunResult.COMPLETED: EXIT_COMPLETED,
@@ -70,11 +86,21 @@ class RunOptions:
     poll_interval: float = 0.1
     operator: str = "operator"
     auto_answer: str | None = None
+    auto_reason: str = "--yes"
+    """Why prompts are answered automatically (``--yes``, ``no terminal``, ``--dry-run``):
+    recorded with each automatic answer, whose user is ``auto``, not the operator."""
     on_comm_loss: str = "hold"
     records_key: Path | None = None
     """Records key file (default ``<db>.key``, created 0600 at first use)."""
     anchor: Path | None = None
     """Anchor file of the records chain (default ``<db>.anchor``; keep it elsewhere)."""
+    pki: Path | None = None
+    """Simulated runs: folder of the generated OPC UA certificates, keys and passwords
+    (default ``pki`` beside the database, e.g. ``runs/pki``)."""
+    insecure: bool = False
+    """Simulated runs: serve and connect OPC UA without security (``--insecure``)."""
+    write_budget: float = 30.0
+    """Wall seconds the historian retries a batch on a busy database before it is lost."""
 
 
 @dataclass
@@ -87,6 +113,18 @@ class RunOutcome:
     events: list[Event] = field(default_factory=list)
     message: str = ""
     sim_seconds: float = 0.0
+    reason: str = ""
+    """Why the run ended early (the reason of its Stop or Abort), also on the run record."""
+
+    data_loss: list[DataLoss] = field(default_factory=list)
+    """Batches of records the historian could not write (exit code 6 if it completed)."""
+
+
+def _as_written(default: Any, unit: str) -> Any:
+    """A parameter's default as the recipe gives it (a number gets its unit back)."""
+    if isinstance(default, int | float) and not isinstance(default, bool) and unit:
+        return f"{default:g} {unit}"
+    return default
 
 
 def _read_or_none(path: str) -> bytes | None:
@@ -116,60 +154,56 @@ def _after_recorded_runs(clock: Clock, db: Path) -> None:
         clock.start = _dt.datetime.fromtimestamp(latest + 1.0, _dt.UTC)
 
 
-class Session:
-    """Prepare, run and record one recipe run. Use :meth:`run`, or the steps one by one."""
+class Line:
+    """A plant held connected: its clock, its simulators (if asked), one proxy per module and
+    the historian that records their values.
 
-    def __init__(self, recipe: ValidatedRecipe, options: RunOptions,
-                 simulation_factory: SimulationFactory | None = None) -> None:
-        self.vr = recipe
+    ``modulecontrol run`` holds a line for one run; the control service holds one for its
+    whole life and runs recipes on it one after another, so both connect, record and shut
+    down the same way. Shutdown order: proxies (safe states already applied by the run),
+    then simulators, then the historian, so no record is lost.
+    """
+
+    def __init__(self, plant: PlantConfig, options: RunOptions,
+                 simulation_factory: SimulationFactory | None = None,
+                 scenario: Any = None) -> None:
+        self.plant = plant
         self.options = options
         self.clock = Clock.scaled(options.speed) if options.speed != 1 else Clock.realtime()
         self.simulation_factory = simulation_factory
+        self.scenario = scenario
         self.simulation: Simulation | None = None
         self.proxies: dict[str, ModuleProxy] = {}
         self.historian: Historian | None = None
-        self.orchestrator: Orchestrator | None = None
-        self.operator = OperatorChannel(options.operator, options.auto_answer)
-        self.run_id: int | None = None
-        self.scenario: Any = None
 
-    @classmethod
-    def load(cls, recipe: str | Path, plant: str | Path | None, options: RunOptions,
-             simulation_factory: SimulationFactory | None = None) -> Session:
-        """Validate first: raises ConfigError and nothing starts if anything is wrong."""
-        vr = load_recipe(recipe, plant, dict(options.overrides))
-        if options.simulate and simulation_factory is None:
-            from modulecontrol.simulators import check_plant
-
-            check_plant(vr.plant)  # what serve_plant would refuse, refused before a start
-        session = cls(vr, options, simulation_factory)
-        if options.faults is not None:
-            from modulecontrol.simulators import load_scenario
-
-            session.scenario = load_scenario(options.faults, vr.plant)
-        return session
-
-    @property
-    def tick(self) -> float:
-        if self.options.tick is not None:
-            return self.options.tick
-        return max(1.0, self.options.speed * self.options.poll_interval)
+    def open_records(self) -> None:
+        """Take the records database (one live writer: a second line on it is refused with
+        RecordsError) and start its time line after every run already in it."""
+        opts = self.options
+        opts.db.parent.mkdir(parents=True, exist_ok=True)
+        _after_recorded_runs(self.clock, opts.db)
+        self.historian = Historian(opts.db, clock=lambda: self.clock.datetime().timestamp(),
+                                   key_path=opts.records_key, anchor_path=opts.anchor,
+                                   write_budget=opts.write_budget)
 
     async def start(self) -> None:
-        """Simulators (if asked), then connect every module; raises DriverError on failure."""
-        config = self.vr.plant
+        """Simulators (if asked), then connect every module; raises DriverError on failure.
+        With the records open, every module value is recorded from here on."""
+        config = self.plant
         if self.options.simulate:
             if self.simulation_factory is None:
                 from modulecontrol.simulators import SecurityError, ServeError, serve_plant
 
                 scenario = self.scenario
+                pki = self.options.pki or self.options.db.parent / "pki"
 
                 async def factory(cfg: PlantConfig, clock: Clock) -> Simulation:
                     # A simulator that cannot start (credentials not exported, a port in
                     # use) is reported like a module that cannot be reached: one line and
                     # exit code 5, not a traceback.
                     try:
-                        return await serve_plant(cfg, clock, scenario=scenario)
+                        return await serve_plant(cfg, clock, scenario=scenario, pki=pki,
+                                                 insecure=self.options.insecure)
                     except (SecurityError, ServeError, OSError) as exc:
                         raise DriverError(f"the simulators did not start: {exc}") from exc
 
@@ -189,49 +223,247 @@ class Session:
                     await p.close()
             detail = "; ".join(f"{tag}: {exc}" for tag, exc in failed)
             raise DriverError(f"cannot connect to {len(failed)} module(s): {detail}")
+        if self.historian is not None:
+            self._record_values(self.historian)
+
+    def _record_values(self, hist: Historian) -> None:
+        """Every numeric data assembly and service state, into the historian, run or not."""
+        for tag, proxy in self.proxies.items():
+            for da in proxy.type.data_assemblies:
+                if da.kind == "number":
+                    hist.configure_tag(f"{tag}.{da.name}", TagConfig(
+                        unit=da.unit, deadband=0.0, max_interval=600.0))
+
+        def on_values(tag: str, values: Mapping[str, TagValue]) -> None:
+            proxy = self.proxies[tag]
+            names = {d.name for d in proxy.type.data_assemblies}
+            for name, tv in values.items():
+                if name not in names and not name.endswith(".StateCur"):
+                    continue
+                v = tv.value
+                if isinstance(v, bool):
+                    v = float(v)
+                if not isinstance(v, int | float) or not math.isfinite(float(v)):
+                    continue
+                try:
+                    hist.record_sample(f"{tag}.{name}", float(v),
+                                       quality=192 if tv.quality is Quality.GOOD else 0)
+                except Exception as exc:  # the proxy makes it listener_failed too
+                    hist.note_lost(samples=[(f"{tag}.{name}", hist.clock())],
+                                   error=f"sample not recorded: {type(exc).__name__}: {exc}")
+                    raise
+
+        for proxy in self.proxies.values():
+            proxy.on_values(on_values)
+
+    async def close(self) -> None:
+        """Close links and simulators; each bounded, so a peer that does not answer a
+        disconnect cannot keep the run (and its record) open. The historian stays open
+        until :meth:`close_records`, after the run record is closed."""
+        closing = [asyncio.wait_for(p.close(), 10.0) for p in self.proxies.values()]
+        for result in await asyncio.gather(*closing, return_exceptions=True):
+            if isinstance(result, BaseException):
+                _log.warning("closing a module link failed: %r", result)
+        if self.simulation is not None:
+            try:
+                await asyncio.wait_for(self.simulation.stop(), 15.0)
+            except (TimeoutError, Exception) as exc:
+                _log.warning("stopping the simulators failed: %r", exc)
+
+    async def close_records(self) -> None:
+        """Flush and release the records database."""
+        if self.historian is not None:
+            try:
+                await self.historian.flush()
+            finally:
+                await self.historian.close()
+
+
+class Session:
+    """Prepare, run and record one recipe run. Use :meth:`run`, or the steps one by one.
+
+    Without a ``line`` the session holds its own for the run (``modulecontrol run``); with
+    one (the control service's) it runs on it and leaves it connected afterwards.
+    """
+
+    def __init__(self, recipe: ValidatedRecipe, options: RunOptions,
+                 simulation_factory: SimulationFactory | None = None,
+                 line: Line | None = None) -> None:
+        self.vr = recipe
+        self.options = options
+        self._owns_line = line is None
+        self.line = line or Line(recipe.plant, options, simulation_factory)
+        self.orchestrator: Orchestrator | None = None
+        self.operator = OperatorChannel(options.operator, options.auto_answer,
+                                        auto_reason=options.auto_reason)
+        self.run_id: int | None = None
+        self.listeners: list[Callable[[Event], None]] = []
+        """Subscribed to the run's event log as soon as its orchestrator exists, before it
+        runs (the control service's event stream, ``run``'s printer): see :meth:`subscribe`."""
+        self.on_started: list[Callable[[Session], None]] = []
+        """Called once modules are connected and the orchestrator wired, before it runs:
+        where an upper layer (the fleet publisher) adds its own listeners."""
+        self.on_finished: list[Callable[[Session, RunOutcome], None]] = []
+        """Called with the outcome once the run is recorded."""
+
+    def subscribe(self, listener: Callable[[Event], None]) -> None:
+        """Call ``listener`` with every event of the run. Subscribed before :meth:`run`, it
+        is attached to the orchestrator before the run starts, so it sees the first events
+        (run started, Idle -> Starting); waiting for :attr:`orchestrator` to appear and
+        subscribing then misses them."""
+        self.listeners.append(listener)
+        if self.orchestrator is not None:
+            self.orchestrator.subscribe(listener)
+
+    # The line's parts, under the names scripts and tests have always used.
+    @property
+    def clock(self) -> Clock:
+        return self.line.clock
+
+    @property
+    def proxies(self) -> dict[str, ModuleProxy]:
+        return self.line.proxies
+
+    @property
+    def simulation(self) -> Simulation | None:
+        return self.line.simulation
+
+    @property
+    def historian(self) -> Historian | None:
+        return self.line.historian
+
+    @property
+    def scenario(self) -> Any:
+        return self.line.scenario
+
+    @scenario.setter
+    def scenario(self, value: Any) -> None:
+        self.line.scenario = value
+
+    @classmethod
+    def load(cls, recipe: str | Path, plant: str | Path | None, options: RunOptions,
+             simulation_factory: SimulationFactory | None = None,
+             line: Line | None = None) -> Session:
+        """Validate first: raises ConfigError and nothing starts if anything is wrong."""
+        vr = load_recipe(recipe, plant if line is None else line.plant,
+                         dict(options.overrides))
+        if options.simulate and simulation_factory is None and line is None:
+            from modulecontrol.simulators import check_plant
+
+            check_plant(vr.plant)  # what serve_plant would refuse, refused before a start
+        session = cls(vr, options, simulation_factory, line)
+        if options.faults is not None and line is None:
+            from modulecontrol.simulators import load_scenario
+
+            session.scenario = load_scenario(options.faults, vr.plant)
+        return session
+
+    @property
+    def tick(self) -> float:
+        if self.options.tick is not None:
+            return self.options.tick
+        return max(1.0, self.line.options.speed * self.options.poll_interval)
+
+    async def start(self) -> None:
+        """Simulators (if asked), then connect every module; raises DriverError on failure."""
+        await self.line.start()
 
     async def run(self) -> RunOutcome:
         """The whole run: start, record, execute, shut down, report."""
-        opts = self.options
-        opts.db.parent.mkdir(parents=True, exist_ok=True)
-        _after_recorded_runs(self.clock, opts.db)
+        if not self._owns_line:
+            return await self.execute()
         try:  # one live writer per database: a second run on it is refused here
-            self.historian = Historian(opts.db, clock=lambda: self.clock.datetime().timestamp(),
-                                       key_path=opts.records_key, anchor_path=opts.anchor)
+            self.line.open_records()
         except RecordsError as exc:
             return RunOutcome(None, EXIT_INVALID, message=str(exc))
         try:
             try:
                 await self.start()
             except DriverError as exc:
+                await self.line.close()  # simulators that did start
                 return RunOutcome(None, EXIT_CONNECTION, message=str(exc))
+            return await self.execute()
+        finally:
+            await self.line.close_records()
+
+    async def execute(self) -> RunOutcome:
+        """Run the recipe on the started line and close its record; the line stays
+        connected only if the session does not own it."""
+        opts = self.options
+        result: RunResult | None = None
+        try:
             await self._open_record()
             orch = Orchestrator(self.vr, self.proxies, clock=self.clock, operator=self.operator,
                                 tick=self.tick,
                                 on_comm_loss=opts.on_comm_loss)  # type: ignore[arg-type]
             self.orchestrator = orch
+            for listener in self.listeners:
+                orch.subscribe(listener)
             self._wire_records(orch)
+            for started in self.on_started:
+                started(self)
             result = await orch.run()
             outcome = RunOutcome(result, _EXIT[result], self.run_id, events=orch.log.events,
-                                 sim_seconds=self.clock.now())
+                                 sim_seconds=self.clock.now(),
+                                 reason="" if result is RunResult.COMPLETED else orch.end_reason)
         finally:
-            await self._shutdown()
+            try:
+                if self.orchestrator is not None and result is not RunResult.COMPLETED:
+                    await self._safe_states(self.orchestrator,
+                                            aborted=result is RunResult.ABORTED)
+            finally:
+                if self._owns_line:
+                    await self._shutdown()
         await self._close_record(outcome)
+        for finished in self.on_finished:
+            finished(self, outcome)
         return outcome
+
+    async def _safe_states(self, orch: Orchestrator, *, aborted: bool) -> None:
+        """Leave the plant safe before the links close: every module's safe state, stage by
+        stage in the plant's shutdown order (feeds first), each read back so the record
+        shows where the module was left. A stopped run (a Stop, a shutdown signal) or one
+        that failed gets them here; an aborted one got them from its Abort fan-out already
+        and is only read back. A completed run ends as its recipe meant it to."""
+        for stage in orch.stages:
+            for tag in stage:
+                proxy = self.proxies.get(tag)
+                if proxy is None or (not proxy.type.safe_state and not any(
+                        da.safe_value is not None for da in proxy.type.data_assemblies)):
+                    continue
+                errors: list[str] = []
+                if not aborted:
+                    try:
+                        errors = await asyncio.wait_for(proxy.apply_safe_state(), 10.0)
+                    except TimeoutError:
+                        errors = ["no answer within 10 s"]
+                try:
+                    await asyncio.wait_for(proxy.refresh(), 10.0)
+                except (DriverError, TimeoutError) as exc:
+                    errors.append(f"read back: {str(exc) or 'no answer within 10 s'}")
+                if not aborted or errors:
+                    orch.log.emit(EventKind.SAFE_STATE, tag,
+                                  "safe state applied" if not errors
+                                  else f"safe state incomplete: {'; '.join(errors)}",
+                                  errors=errors)
+
+    async def _shutdown(self) -> None:
+        await self.line.close()
 
     async def _open_record(self) -> None:
         assert self.historian is not None
         recipe_text, plant_text = _read_or_none(self.vr.file), _read_or_none(self.vr.plant.file)
-        for tag, proxy in self.proxies.items():
-            for da in proxy.type.data_assemblies:
-                if da.kind == "number":
-                    self.historian.configure_tag(f"{tag}.{da.name}", TagConfig(
-                        unit=da.unit, deadband=0.0, max_interval=600.0))
         metadata: dict[str, Any] = {
             "tag_groups": _plot_groups(self.proxies),
             "plant": self.vr.plant.plant.name,
-            "simulated": self.options.simulate,
-            "speed": self.options.speed,
+            "tag_notes": _tag_notes(self.proxies),
+            "simulated": self.line.options.simulate,
+            "speed": self.line.options.speed,
+            # the records are stamped with this clock: an accelerated run's times are
+            # simulated, so the report says so and keeps the wall-clock start apart
+            "clock": {"mode": self.clock.mode.value, "scale": self.clock.scale,
+                      "wall_start_utc": _dt.datetime.now(_dt.UTC).isoformat(
+                          timespec="seconds")},
         }
         if self.vr.recipe.report is not None:
             metadata["figures"] = self.vr.recipe.report
@@ -244,6 +476,23 @@ class Session:
             metadata=metadata,
             operator=self.options.operator,
         )
+        await self._record_overrides()
+
+    async def _record_overrides(self) -> None:
+        """Every ``--set`` as an operator action and audit entry: who, old and new value.
+
+        Why: an override changes how the batch is made; the release reviewer must see it in
+        the audit trail with the value it replaced, not only in the run's parameters.
+        """
+        hist = self.historian
+        assert hist is not None
+        for name, raw in sorted(self.options.overrides.items()):
+            spec = self.vr.recipe.parameters[name]
+            new = self.vr.parameters[name].text()
+            await asyncio.wrap_future(hist.record_operator_action(
+                self.options.operator, "set parameter", name,
+                old_value=_as_written(spec.default, spec.unit), new_value=new,
+                reason=f"--set {name}={raw} at the start of the run (recipe default replaced)"))
 
     def _wire_records(self, orch: Orchestrator) -> None:
         hist = self.historian
@@ -269,10 +518,18 @@ class Session:
             hist.clear_alarm(ev.source, payload)
 
         def operator_action(ev: Event, payload: dict[str, Any]) -> None:
+            via = ev.data.get("automatic")
             with contextlib.suppress(ValueError):
-                hist.record_operator_action(
-                    str(ev.data.get("user") or self.options.operator), "answer",
-                    ev.source, new_value=ev.data.get("answer"), reason=f"prompt: {ev.message}")
+                if via:  # answered by the program, not by a person: never "the operator"
+                    hist.record_operator_action(
+                        str(ev.data.get("user") or AUTO_USER), AUTOMATIC_ANSWER, ev.source,
+                        new_value=ev.data.get("answer"),
+                        reason=f"prompt: {ev.message}; answered automatically ({via})")
+                else:
+                    hist.record_operator_action(
+                        str(ev.data.get("user") or self.options.operator), "answer",
+                        ev.source, new_value=ev.data.get("answer"),
+                        reason=f"prompt: {ev.message}")
 
         recorders: dict[EventKind, Callable[[Event, dict[str, Any]], None]] = {
             EventKind.RECIPE_STATE: state_change,
@@ -288,29 +545,19 @@ class Session:
         def on_event(ev: Event) -> None:
             payload = {"message": ev.message, "sim_time": ev.t, **_jsonable(ev.data)}
             record = recorders.get(ev.kind)
-            if record is not None:
-                record(ev, payload)
-            else:
-                hist.record_event(PAYLOADS[ev.kind].stored_as or ev.kind, ev.source, payload)
+            try:
+                if record is not None:
+                    record(ev, payload)
+                else:
+                    hist.record_event(PAYLOADS[ev.kind].stored_as or ev.kind, ev.source,
+                                      payload)
+            except Exception as exc:  # the event log makes it listener_failed too
+                hist.note_lost(records=1, error=f"event {ev.kind.value} #{ev.seq} not"
+                               f" recorded: {type(exc).__name__}: {exc}")
+                raise
 
         orch.subscribe(on_event)
 
-        def on_values(tag: str, values: Mapping[str, TagValue]) -> None:
-            proxy = self.proxies[tag]
-            names = {d.name for d in proxy.type.data_assemblies}
-            for name, tv in values.items():
-                if name not in names and not name.endswith(".StateCur"):
-                    continue
-                v = tv.value
-                if isinstance(v, bool):
-                    v = float(v)
-                if not isinstance(v, int | float) or not math.isfinite(float(v)):
-                    continue
-                hist.record_sample(f"{tag}.{name}", float(v),
-                                   quality=192 if tv.quality is Quality.GOOD else 0)
-
-        for proxy in self.proxies.values():
-            proxy.on_values(on_values)
         faults = getattr(getattr(self.simulation, "plant", None), "faults", None)
         if faults is not None:
             def on_fault(rec: Any) -> None:
@@ -320,29 +567,22 @@ class Session:
 
             faults.on_record(on_fault)
 
-    async def _shutdown(self) -> None:
-        """Close links and simulators; each bounded, so a peer that does not answer a
-        disconnect cannot keep the run (and its record) open."""
-        closing = [asyncio.wait_for(p.close(), 10.0) for p in self.proxies.values()]
-        for result in await asyncio.gather(*closing, return_exceptions=True):
-            if isinstance(result, BaseException):
-                _log.warning("closing a module link failed: %r", result)
-        if self.simulation is not None:
-            try:
-                await asyncio.wait_for(self.simulation.stop(), 15.0)
-            except (TimeoutError, Exception) as exc:
-                _log.warning("stopping the simulators failed: %r", exc)
-
     async def _close_record(self, outcome: RunOutcome) -> None:
         hist = self.historian
         if hist is None:
             return
         try:
+            await hist.flush()  # every sample in or counted lost before the result is judged
             if self.run_id is not None and outcome.result is not None:
-                await hist.end_run(self.run_id, RecordResult(outcome.result.value))
-            await hist.flush()
+                result = RecordResult(outcome.result.value)
+                if hist.losses and result is RecordResult.COMPLETED:
+                    result = RecordResult.COMPLETED_WITH_DATA_LOSS
+                notes = [outcome.reason] if outcome.reason else []
+                notes += [f"data loss: {x.describe()}" for x in hist.losses]
+                await hist.end_run(self.run_id, result, "; ".join(notes))
         finally:
-            await hist.close()
+            await hist.flush()
+            self._judge_losses(hist, outcome)
         if self.run_id is not None and self.options.report_dir is not None:
             from modulecontrol.records import report, run_figures
 
@@ -354,6 +594,19 @@ class Session:
             except Exception as exc:  # a report problem must not hide the run's result
                 _log.exception("report failed")
                 outcome.message = f"report failed: {exc}"
+
+
+    @staticmethod
+    def _judge_losses(hist: Historian, outcome: RunOutcome) -> None:
+        """A lost record is never only logged: the outcome carries it, and a completed run
+        exits with its own code, so scripts and operators cannot take it for a clean one."""
+        outcome.data_loss = list(hist.losses)
+        if not outcome.data_loss:
+            return
+        if outcome.exit_code == EXIT_COMPLETED:
+            outcome.exit_code = EXIT_DATA_LOSS
+        lost = "; ".join(x.describe() for x in outcome.data_loss)
+        outcome.message = "; ".join(m for m in (outcome.message, f"data loss: {lost}") if m)
 
 
 def _plot_groups(proxies: Mapping[str, ModuleProxy]) -> dict[str, str]:
@@ -377,6 +630,14 @@ def _plot_groups(proxies: Mapping[str, ModuleProxy]) -> dict[str, str]:
             elif not da.unit:  # channel numbers and codes: in the CSV, not in the plots
                 groups[name] = "-"
     return groups
+
+
+def _tag_notes(proxies: Mapping[str, ModuleProxy]) -> dict[str, str]:
+    """What each recorded pressure is measured against (descriptor ``pressure_reference``),
+    for the report's unit labels ("bar, absolute")."""
+    return {f"{tag}.{da.name}": da.pressure_reference
+            for tag, proxy in proxies.items() for da in proxy.type.data_assemblies
+            if da.pressure_reference is not None}
 
 
 def _jsonable(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -224,6 +224,47 @@ def _yaml() -> YAML:
     return y
 
 
+def _indent_tab(text: str, line: int | None) -> tuple[int, int] | None:
+    """(line, column), 0-based, of a tab in the indentation of ``line`` or of a line before it.
+
+    The parser reports a tab where it stops, which can be lines after the tab that caused it,
+    and calls it a character "that cannot start any token": the reader needs the tab itself.
+    """
+    if line is None:
+        return None
+    for n, row in enumerate(text.splitlines()[: line + 1]):
+        indent = row[: len(row) - len(row.lstrip(" \t"))]
+        if "\t" in indent and row.strip():
+            return n, indent.index("\t")
+    return None
+
+
+def _explain(what: str, text: str, line: int | None, tab: bool) -> str:
+    """The parser's message, preceded by what it usually means and how to fix it."""
+    if tab:
+        return ("YAML syntax: YAML does not allow tab characters for indentation: use spaces"
+                f" (parser: {what})")
+    lines = text.splitlines()
+    if line is None or line >= len(lines) or not (
+            "expected <block end>" in what or "mapping values are not allowed" in what):
+        return f"YAML syntax: {what}"
+    row = lines[line]
+    col = len(row) - len(row.lstrip(" "))
+    prev = next((r for r in reversed(lines[:line]) if r.strip() and
+                 not r.lstrip().startswith("#")), None)
+    above = "" if prev is None else (
+        f"; it starts in column {col + 1}, the line above in column"
+        f" {len(prev) - len(prev.lstrip(' ')) + 1}")
+    hint = ("check the indentation of this line relative to the previous key: keys of one"
+            f" mapping start in the same column, a nested key further right{above}")
+    if "mapping values" in what:
+        hint += "; or quote a value that contains ': '"
+    elif prev is not None and prev.lstrip().startswith("- ") != row.lstrip().startswith("- "):
+        hint += ("; a block is a list ('- item' lines) or a mapping ('key: value' lines),"
+                 " not both at one indentation")
+    return f"YAML syntax: {hint} (parser: {what})"
+
+
 def load_yaml_text(text: str, file: str = "<string>") -> YamlDoc:
     """Parse YAML text; syntax errors become a located :class:`ConfigError`."""
     if len(text) > MAX_YAML_BYTES:
@@ -241,9 +282,14 @@ def load_yaml_text(text: str, file: str = "<string>") -> YamlDoc:
         raw = _yaml().load(io.StringIO(text))
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        loc = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file)
         what = exc.problem or exc.context or "invalid YAML"
-        raise ConfigError.single(f"YAML syntax: {what}", loc) from None
+        at: int | None = mark.line if mark else None
+        col: int = mark.column if mark else 0
+        tab = _indent_tab(text, at)
+        if tab is not None:
+            at, col = tab
+        loc = Location(file, at + 1, col + 1) if at is not None else Location(file)
+        raise ConfigError.single(_explain(what, text, at, tab is not None), loc) from None
     except _LimitError as exc:
         loc = (Location(file, exc.mark.line + 1, exc.mark.column + 1) if exc.mark is not None
                else Location(file))

@@ -52,3 +52,40 @@ def test_the_docs_list_every_kind() -> None:
     text = (docs / "recipes.md").read_text() + (docs / "records.md").read_text()
     missing = [k.value for k in EventKind if f"`{k.value}`" not in text]
     assert not missing, f"add to docs/recipes.md or docs/records.md: {missing}"
+
+
+def test_a_failing_listener_is_an_event_and_the_others_still_listen() -> None:
+    """Issue #14 finding 5: a listener's exception was only logged."""
+    log = EventLog(lambda: 2.0)
+    seen: list[tuple[str, int]] = []
+
+    def broken(ev: object) -> None:
+        raise RuntimeError("disk full")
+
+    log.subscribe(broken)
+    log.subscribe(lambda ev: seen.append((ev.kind.value, ev.seq)))
+    log.emit(EventKind.DIVERT, "V1", "to product", to_product=True)
+    (failed,) = log.of_kind(EventKind.LISTENER_FAILED)
+    assert failed.data == {"listener": broken.__qualname__, "event": "divert", "seq": 1,
+                           "error": "RuntimeError: disk full"}
+    assert failed.seq == 2 and "disk full" in failed.message
+    # the healthy listener got the event, then the failure, in sequence order; the broken
+    # one is not handed its own failure (it would fail again, forever)
+    assert seen == [("divert", 1), ("listener_failed", 2)]
+
+
+def test_two_failing_listeners_do_not_recurse() -> None:
+    log = EventLog(lambda: 0.0)
+
+    def a(ev: object) -> None:
+        raise ValueError("a")
+
+    def b(ev: object) -> None:
+        raise ValueError("b")
+
+    log.subscribe(a)
+    log.subscribe(b)
+    log.emit(EventKind.DIVERT, "V1", "to waste", to_product=False)
+    failures = log.of_kind(EventKind.LISTENER_FAILED)
+    assert sorted(e.source for e in failures) == sorted([a.__qualname__, b.__qualname__])
+    assert all(e.data["event"] == "divert" for e in failures)

@@ -56,7 +56,11 @@ from modulecontrol.descriptors._plant import (
     Plant,
     SerialEndpoint,
 )
-from modulecontrol.descriptors._topology import feeds, residence_time
+from modulecontrol.descriptors._topology import (
+    feeds,
+    residence_time,
+    shutdown_stages,
+)
 from modulecontrol.descriptors._transports import (
     Binding,
     EndpointBase,
@@ -128,6 +132,7 @@ __all__ = [
     "register_module_types",
     "register_transport",
     "residence_time",
+    "shutdown_stages",
     "transport_of",
     "transports",
     "unregister_kind",

@@ -21,6 +21,7 @@ from modulecontrol.mtpcore import (
     DAClass,
     value_kind,
 )
+from modulecontrol.units import compatible
 
 
 class DataAssembly(Model):
@@ -48,6 +49,11 @@ class DataAssembly(Model):
     """Changes up to this size (in ``unit``; a difference, so ``0.5 K`` on a ``degC`` value is
     0.5) do not count as movement for ``stale_after``: quantisation or last-digit flicker of
     a frozen transmitter. Default 0: any change counts."""
+    pressure_reference: Literal["absolute", "gauge", "differential"] | None = None
+    """What a pressure is measured against: vacuum (absolute), ambient (gauge) or another
+    point of the line (differential, e.g. a regulator's set point above its outlet). Reports
+    print it with the unit (``bar, gauge``) and never put pressures of different references on
+    one axis. Only for assemblies whose unit is a pressure."""
     bindings: dict[str, AttributeBinding] = Field(default_factory=dict)
 
     @field_validator("min", "max", "scale_min", "scale_max", mode="before")
@@ -74,6 +80,9 @@ class DataAssembly(Model):
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
         self._check_watchdog(kind)
+        if self.pressure_reference is not None and not compatible(self.unit, "Pa"):
+            raise ValueError(f"'pressure_reference' applies only to pressures, and the unit of"
+                             f" {self.name} is '{self.unit or 'dimensionless'}'")
         for fname in ("default", "safe_value"):
             raw = getattr(self, fname)
             if raw is None:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from modulecontrol.descriptors._module import ModuleType
 from modulecontrol.descriptors._plant import ModuleInstance, Plant
+from modulecontrol.descriptors._topology import shutdown_problems
 from modulecontrol.errors import ConfigError, Location, Problem, did_you_mean
 from modulecontrol.yamlio import YamlDoc, dump_yaml, load_yaml, load_yaml_text, validation_problems
 
@@ -254,6 +255,8 @@ def plant_from_doc(doc: YamlDoc, library: TypeLibrary | None = None) -> PlantCon
                     f"overrides of {inst.tag}: {detail}", doc.locate(("modules", i, "overrides"))
                 )
             )
+    if not problems:  # the order names feeds, which needs every instance's type
+        problems.extend(_located(doc, shutdown_problems(config)))
     if problems:
         raise ConfigError(problems)
     return config

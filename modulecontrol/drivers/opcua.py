@@ -5,7 +5,8 @@ One driver talks to one PEA. What it adds to :class:`BaseDriver`:
 * a secure client: Basic256Sha256 Sign / SignAndEncrypt with the endpoint's application
   certificate, the server certificate checked against the trust list (unless
   ``verify_server: false``), user name plus a password taken from the environment variable
-  named by ``password_env`` (the password itself never appears in a descriptor or a log);
+  named by ``password_env`` or read from an owner-only ``password_file`` (the password
+  itself never appears in a descriptor or a log);
 * namespaces named by URI and resolved at every connect (indexes may change on restart);
 * batched reads (all tags of a call in one Read service request) and typed writes (the
   node's DataType is read once and the value is sent with that variant type);
@@ -30,6 +31,7 @@ import contextlib
 import logging
 import math
 import os
+import stat
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -475,6 +477,8 @@ class OpcUaDriver(BaseDriver):
                     f"environment variable {ep.password_env} (password_env) is not set; "
                     "export the password there before connecting", module=self.tag_name)
             client.set_password(password)
+        elif ep.password_file is not None:
+            client.set_password(self._password_from_file(Path(ep.password_file)))
         try:
             if ep.security_policy != "None":
                 await self._setup_security(client)
@@ -498,13 +502,36 @@ class OpcUaDriver(BaseDriver):
         client.connection_lost_callback = self._on_connection_lost
         return client, node_ids
 
+    def _password_from_file(self, path: Path) -> str:
+        """The password in ``path``, which only its owner may read.
+
+        Why refuse a readable file: a password others can read is no longer a secret, and
+        saying so at connect time is the last moment before it is used.
+        """
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SecurityConfigError(
+                f"password_file {path} cannot be read ({exc}); point password_file at the "
+                "file holding the password", module=self.tag_name) from None
+        if os.name == "posix" and mode & 0o077:
+            raise SecurityConfigError(
+                f"password_file {path} is readable by group or others (mode {mode:o}); "
+                f"make it owner-only: chmod 600 {path}", module=self.tag_name)
+        password = text.strip("\r\n")
+        if not password:
+            raise SecurityConfigError(f"password_file {path} is empty", module=self.tag_name)
+        return password
+
     def _connect_refused(self, code: int) -> DriverError:
         name = _status_name(code)
         ep = self.endpoint
         if name in _AUTH_CODES:
             who = f"user '{ep.username}'" if ep.username else "an anonymous session"
-            hint = (f"check the user name and the password in environment variable "
-                    f"{ep.password_env}" if ep.username else
+            where = (f"file {ep.password_file}" if ep.password_file is not None else
+                     f"environment variable {ep.password_env}")
+            hint = (f"check the user name and the password in {where}" if ep.username else
                     "the server wants a user: set 'username' and 'password_env' in the endpoint")
             return AuthenticationFailed(f"{ep.url} refused {who} ({name}): {hint}",
                                         code=name, module=self.tag_name)

@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeAlias
 import pint
 from pint.util import UnitsContainer
 
+from modulecontrol.errors import did_you_mean_signal
 from modulecontrol.units import UnitError, parse_quantity, parse_unit, ureg
 
 from ._ast import (
@@ -352,7 +353,8 @@ class Checker:
         info = self.signals.get(node.name)
         if info is None:
             return self.problem(
-                node.col, f"unknown signal '{node.name}'" + _did_you_mean(node.name, self.signals)
+                node.col, f"unknown signal '{node.name}'"
+                + did_you_mean_signal(node.name, self.signals)
             )
         if info.kind != "number":
             return Type(info.kind)

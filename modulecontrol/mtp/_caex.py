@@ -17,17 +17,25 @@ from modulecontrol.errors import Location, Problem
 from modulecontrol.mtp._classes import (
     ACCESS_CODES,
     DA_LIB,
+    LEGACY_PATHS,
+    PATH_COMMUNICATION_SET,
     PATH_CONFIG_PARAMETER,
+    PATH_INSTANCE_LIST,
     PATH_MODULE_TYPE_PACKAGE,
     PATH_OPCUA_ITEM,
     PATH_OPCUA_SERVER,
     PATH_PROCEDURE,
     PATH_PROCEDURE_PARAMETER,
+    PATH_PROCESS_VALUE_IN,
+    PATH_PROCESS_VALUE_OUT,
     PATH_REPORT_VALUE,
     PATH_SERVICE,
+    PATH_SERVICE_SET,
+    PATH_SOURCE_LIST,
     STANDARD_LIBRARIES,
 )
 from modulecontrol.mtp._xml import Node, XmlDoc
+from modulecontrol.mtpcore import attribute_role
 
 CAEX_NAMESPACE = "http://www.dke.de/CAEX"
 MANIFEST_DOCUMENT = "VDI/VDE/NAMUR 2658-1:Manifest"
@@ -37,6 +45,7 @@ EXTRAS_PREFIX = "modulecontrol:"
 descriptor facts that MTP has no attribute for (engineering unit as text, limits, defaults)."""
 
 _FULL_NODE_ID = re.compile(r"^(?:ns=\d+;|nsu=[^;]+;)([sigb]=.+)$")
+_NS_INDEX = re.compile(r"^ns=(\d+);")
 _Std = Callable[["Node"], str]
 
 
@@ -69,17 +78,41 @@ class OpcUaItem:
         return ACCESS_CODES.get(self.access_code or 0, "read")
 
     @property
-    def node_id(self) -> str:
-        """The identifier as a node id without namespace (the namespace goes by URI).
+    def namespace_index(self) -> int | None:
+        """The namespace as a server index where the manifest gives one instead of a URI:
+        ``Namespace`` written as a number (MTP 1.0 generators), or empty with an
+        ``ns=N;`` identifier. Not portable (indices are the server's to assign), so kept as
+        written, resolved against the server's namespace array at connect, and flagged by
+        the static check."""
+        ns = self.namespace.strip()
+        if ns.isdigit():
+            return int(ns)
+        index = _NS_INDEX.match(self.identifier)
+        if not ns and index:
+            return int(index.group(1))
+        return None
 
-        Some generators write a whole node id (``ns=3;s=Tank.V``) into Identifier; its
-        server-specific namespace index is dropped and its own type prefix kept.
+    @property
+    def namespace_uri(self) -> str | None:
+        """The namespace URI, or ``None`` where the manifest gives an index."""
+        return None if self.namespace_index is not None else self.namespace
+
+    @property
+    def node_id(self) -> str:
+        """The identifier as a node id: without namespace where the namespace goes by URI,
+        with ``ns=N;`` where the manifest gives an index.
+
+        Some generators write a whole node id (``ns=3;s=Tank.V``) into Identifier; with a
+        URI beside it, its server-specific index is dropped and its own type prefix kept.
         """
         full = _FULL_NODE_ID.match(self.identifier)
         if full:
-            return full.group(1)
-        prefix = {"xs:int": "i", "xs:unsignedint": "i", "xs:id": "g", "xs:base64binary": "b"}
-        return f"{prefix.get(self.identifier_type.lower(), 's')}={self.identifier}"
+            ident = full.group(1)
+        else:
+            prefix = {"xs:int": "i", "xs:unsignedint": "i", "xs:id": "g", "xs:base64binary": "b"}
+            ident = f"{prefix.get(self.identifier_type.lower(), 's')}={self.identifier}"
+        index = self.namespace_index
+        return ident if index is None else f"ns={index};{ident}"
 
 
 @dataclass
@@ -132,6 +165,9 @@ class ProcElement:
     report_values: list[LinkElement]
     node: Node
     health_view: DAElement | None = None
+    process_values: list[LinkElement] = field(default_factory=list)
+    """ProcessValueIn/ProcessValueOut links under the procedure (inputs it reads, outputs
+    it writes), reported by the import: the descriptor has no place for them yet."""
 
     def attr(self, *names: str) -> AttrValue | None:
         """First attribute by any of ``names``, ignoring case (``ProcedureId``/``ProcedureID``)."""
@@ -177,6 +213,8 @@ class Manifest:
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
     all_ids: dict[str, list[Node]] = field(default_factory=dict)
+    used: set[int] = field(default_factory=set)
+    """``id()`` of every InternalElement the reader understood, for :func:`unused_elements`."""
 
     def locate(self, node: Node) -> Location:
         return self.doc.locate(node)
@@ -238,8 +276,11 @@ class _ClassIndex:
 
 
 def _standard(lineage: list[str]) -> str:
+    """The standard class path a lineage ends in, MTP 1.0 paths given as their 2022 path."""
     last = lineage[-1] if lineage else ""
-    return last if last.split("/", 1)[0] in STANDARD_LIBRARIES else ""
+    if last.split("/", 1)[0] not in STANDARD_LIBRARIES:
+        return ""
+    return LEGACY_PATHS.get(last, last)
 
 
 def _instance_nodes(root: Node) -> list[Node]:
@@ -287,6 +328,7 @@ def read_manifest(doc: XmlDoc) -> Manifest:
     def std(n: Node) -> str:
         return _standard(lineages.get(id(n)) or classes.lineage(class_path(n)))
 
+    m.used.update(id(n) for n in nodes if std(n) in _STRUCTURE)
     packages = [n for n in nodes if std(n) == PATH_MODULE_TYPE_PACKAGE]
     if not packages:
         m.error(root, f"no InternalElement of class {PATH_MODULE_TYPE_PACKAGE}: not an MTP")
@@ -312,6 +354,7 @@ def _read_sources(m: Manifest, nodes: list[Node], std: _Std, classes: _ClassInde
         if not server.endpoint:
             m.warn(n, f"OPC UA server '{server.name}' has no Endpoint value")
         m.servers.append(server)
+        m.used.add(id(n))
         for ei in n.findall("ExternalInterface"):
             if _standard(classes.lineage(class_path(ei))) != PATH_OPCUA_ITEM:
                 continue
@@ -347,7 +390,7 @@ def _read_assemblies(m: Manifest, nodes: list[Node], lineages: dict[int, list[st
         standard = _standard(lineage)
         if not standard.startswith(f"{DA_LIB}/DataAssembly/"):
             continue
-        attrs = _attrs(n)
+        attrs = _by_role(_attrs(n), standard)
         ref = attrs.get("RefID")
         extras = None
         for info in n.findall("AdditionalInformation"):
@@ -379,6 +422,19 @@ def _read_assemblies(m: Manifest, nodes: list[Node], lineages: dict[int, list[st
                         f"'{a.value}', which is no OPCUAItem of the SourceList",
                     )
         m.assemblies.append(da)
+        m.used.add(id(n))
+
+
+def _by_role(attrs: dict[str, AttrValue], standard: str) -> dict[str, AttrValue]:
+    """Attributes keyed by their role: a class library's variant spelling (StringView
+    ``Text``) under our name (``V``), unless the manifest also gives our name. The
+    :class:`AttrValue` keeps the manifest's own name for messages."""
+    out = dict(attrs)
+    for name in attrs:
+        role = attribute_role(standard, name)
+        if role != name and role not in attrs:
+            out[role] = out.pop(name)
+    return out
 
 
 def _find_da(m: Manifest, ref: str) -> DAElement | None:
@@ -396,6 +452,7 @@ def _find_da(m: Manifest, ref: str) -> DAElement | None:
 def _link(m: Manifest, n: Node, what: str, owner: str) -> LinkElement:
     ref = _attrs(n).get("RefID")
     link = LinkElement(n.get("Name") or "", norm_id(ref.value) if ref else "", n)
+    m.used.add(id(n))
     if not link.ref_id:
         m.error(n, f"{what} '{link.name}' of {owner} has no RefID")
     else:
@@ -448,6 +505,7 @@ def _read_services(m: Manifest, nodes: list[Node], std: _Std) -> None:
                     _link(m, c, "configuration parameter", f"service {svc.name}")
                 )
         m.services.append(svc)
+        m.used.add(id(n))
 
 
 def _procedure(m: Manifest, n: Node, service: str, std: _Std) -> ProcElement:
@@ -474,4 +532,47 @@ def _procedure(m: Manifest, n: Node, service: str, std: _Std) -> ProcElement:
             proc.parameters.append(_link(m, c, "procedure parameter", owner))
         elif kind == PATH_REPORT_VALUE:
             proc.report_values.append(_link(m, c, "report value", owner))
+        elif kind in (PATH_PROCESS_VALUE_IN, PATH_PROCESS_VALUE_OUT):
+            proc.process_values.append(_link(m, c, "process value", owner))
+    m.used.add(id(n))
     return proc
+
+
+_STRUCTURE = frozenset(
+    {
+        PATH_MODULE_TYPE_PACKAGE,
+        PATH_COMMUNICATION_SET,
+        PATH_INSTANCE_LIST,
+        PATH_SOURCE_LIST,
+        PATH_SERVICE_SET,
+    }
+)
+"""Containers whose content the reader uses: used themselves, looked into."""
+
+
+@dataclass(frozen=True)
+class Unused:
+    """An InternalElement the reader does not use (with everything inside it)."""
+
+    class_path: str
+    name: str
+    inside: int
+    node: Node
+
+
+def unused_elements(m: Manifest) -> list[Unused]:
+    """Every InternalElement of the instance hierarchies that nothing was read from, the
+    outermost of each unused subtree, so that an import can say what it left out and where
+    (HMI pictures, texts, process value sets, classes we do not support)."""
+    out: list[Unused] = []
+    stack = list(reversed(m.doc.root.findall("InstanceHierarchy")))
+    while stack:  # iteratively, in document order: no recursion limit
+        node = stack.pop()
+        for c in reversed(node.findall("InternalElement")):
+            if id(c) in m.used:
+                stack.append(c)
+        for c in node.findall("InternalElement"):
+            if id(c) not in m.used:
+                inside = sum(1 for _ in c.iter("InternalElement")) - 1
+                out.append(Unused(class_path(c) or "(no class)", c.get("Name") or "", inside, c))
+    return out

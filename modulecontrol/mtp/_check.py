@@ -24,6 +24,7 @@ from modulecontrol.mtp._caex import (
 )
 from modulecontrol.mtp._import import module_type_from_manifest
 from modulecontrol.mtp._results import CheckResult
+from modulecontrol.mtp._rules import check_structure
 from modulecontrol.mtp._xml import Node, parse_file
 from modulecontrol.mtpcore import MANDATORY_ATTRIBUTES
 
@@ -159,7 +160,7 @@ def _items(ctx: CheckContext) -> Iterable[CheckResult]:
     bad = 0
     for item in ctx.manifest.items.values():
         faults = []
-        if not item.namespace:
+        if not item.namespace and item.namespace_index is None:
             faults.append("no Namespace")
         if not item.identifier:
             faults.append("no Identifier")
@@ -172,6 +173,25 @@ def _items(ctx: CheckContext) -> Iterable[CheckResult]:
             )
     if not bad:
         yield CheckResult("opcua-items", "file", "pass", f"{len(ctx.manifest.items)} items")
+
+
+@register("namespace-uris", "OPC UA items name their namespace by URI, not by server index")
+def _namespace_uris(ctx: CheckContext) -> Iterable[CheckResult]:
+    by_index = [i for i in ctx.manifest.items.values() if i.namespace_index is not None]
+    if not by_index:
+        yield CheckResult("namespace-uris", "file", "pass", f"{len(ctx.manifest.items)} items")
+        return
+    indices = sorted({i.namespace_index for i in by_index if i.namespace_index is not None})
+    yield CheckResult(
+        "namespace-uris",
+        "file",
+        "warn",
+        f"{len(by_index)} items give namespace index {', '.join(map(str, indices))}, not a "
+        "URI: not portable (a server assigns indices and may change them); they are "
+        "resolved against the server's namespace array at connect. Write the namespace "
+        "URI in the items' Namespace attribute",
+        _loc(ctx, by_index[0].node),
+    )
 
 
 @register("service-control", "each service's RefID links to its ServiceControl assembly")
@@ -275,6 +295,12 @@ def _class_paths(ctx: CheckContext) -> Iterable[CheckResult]:
         yield CheckResult("class-paths", p, "warn", "class not defined in this file", _loc(ctx, n))
 
 
+@register("structure", "the strict structural rules of 2658 (2022), each named")
+def _structure(ctx: CheckContext) -> Iterable[CheckResult]:
+    for r in check_structure(ctx.manifest):
+        yield CheckResult("structure", r.rule, r.status, r.detail, r.location)
+
+
 @register("importable", "the manifest imports into a modulecontrol module type")
 def _importable(ctx: CheckContext) -> Iterable[CheckResult]:
     try:
@@ -295,7 +321,9 @@ def _importable(ctx: CheckContext) -> Iterable[CheckResult]:
         "importable",
         mt.name,
         "pass",
-        f"{len(mt.data_assemblies)} data assemblies, {len(mt.services)} services",
+        f"{len(mt.data_assemblies)} data assemblies, {len(mt.services)} services; "
+        f"{len(report.warnings)} import warnings, {len(report.skipped)} skipped, "
+        f"{len(report.unused)} elements not used (mtp import lists them)",
     )
 
 
@@ -383,6 +411,9 @@ def format_results(results: Sequence[CheckResult]) -> str:
     for row in [header, *rows]:
         cells = [row[i][: widths[i]].ljust(widths[i]) for i in range(4)]
         lines.append("  ".join([*cells, row[4]]).rstrip())
-    failed = sum(1 for r in results if r.status == "fail")
-    lines.append(f"{len(results) - failed} passed, {failed} failed")
+    counts = Counter(r.status for r in results)
+    lines.append(
+        f"{counts['pass']} passed, {counts['warn']} warnings, {counts['skip']} skipped, "
+        f"{counts['fail']} failed"
+    )
     return "\n".join(lines)

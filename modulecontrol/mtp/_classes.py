@@ -76,6 +76,58 @@ PATH_REPORT_VALUE = f"{SERVICE_LIB}/ReportValue"
 PATH_HMI_SET = f"{HMI_LIB}/HMISet"
 PATH_PICTURE = f"{HMI_LIB}/Picture"
 PATH_ASPECT_REFERENCE = f"{IC_LIB}/AspectSetReference"
+PATH_PROCESS_VALUE_IN = "MTPProcessValueSUCLib/ProcessValue/ProcessValueIn"
+PATH_PROCESS_VALUE_OUT = "MTPProcessValueSUCLib/ProcessValue/ProcessValueOut"
+
+LEGACY_PATHS: dict[str, str] = {
+    f"{SERVICE_LIB}/ServiceProcedure": PATH_PROCEDURE,
+    f"{SERVICE_LIB}/ServiceStrategy": PATH_PROCEDURE,
+    f"{SERVICE_LIB}/ServiceParameter/ReportValue": PATH_REPORT_VALUE,
+    f"{SERVICE_LIB}/ServiceParameter/ProcessValueIn": PATH_PROCESS_VALUE_IN,
+    f"{SERVICE_LIB}/ServiceParameter/ProcessValueOut": PATH_PROCESS_VALUE_OUT,
+    f"{MTP_LIB}/ServicesSet": PATH_SERVICE_SET,
+    f"{DA_LIB}/DataAssembly/ServiceControl": f"{DA_LIB}/DataAssembly/ServiceElement/ServiceControl",
+    f"{DA_LIB}/DataAssembly/DiagnosticElement/HealthStateView": (
+        f"{DA_LIB}/DataAssembly/ServiceElement/ProcedureHealthView"
+    ),
+}
+"""Class paths of the MTP 1.0 libraries (CAEX 2.15, as older generators and Python PEA
+toolkits write them) -> the 2022 path of the same class. Data assemblies are otherwise found
+by their last path segment, so ``OperationElement/AnaServParam`` needs no entry."""
+
+PATH_MTP_SET = f"{MTP_LIB}/MTPSet"
+PATH_LINKED_OBJECT = f"{MTP_LIB}/LinkedObject"
+
+BASE_CLASSES: dict[str, str | None] = {
+    PATH_COMMUNICATION_SET: PATH_MTP_SET,
+    PATH_SERVICE_SET: PATH_MTP_SET,
+    PATH_HMI_SET: PATH_MTP_SET,
+    PATH_INSTANCE_LIST: None,
+    PATH_SOURCE_LIST: None,
+    f"{DA_LIB}/DataAssembly": PATH_LINKED_OBJECT,
+    PATH_SERVICE: PATH_LINKED_OBJECT,
+    PATH_PROCEDURE: PATH_LINKED_OBJECT,
+    f"{SERVICE_LIB}/ServiceParameter": PATH_LINKED_OBJECT,
+    PATH_REPORT_VALUE: PATH_LINKED_OBJECT,
+}
+"""Base classes of the standard's classes where they are not the enclosing class (2658-1
+table 36 #9: the sets derive from ``MTPSet``; services, procedures, parameters, report values
+and data assemblies from ``LinkedObject``; InstanceList and SourceList from nothing). Any
+other nested class derives from the class it is nested in (``AnaMon`` from ``AnaView``),
+a top-level one from nothing: as the libraries inside vendor manifests define them."""
+
+
+def base_class(path: str) -> str | None:
+    """The class ``path`` derives from in the standard's libraries (see :data:`BASE_CLASSES`)."""
+    if path in BASE_CLASSES:
+        return BASE_CLASSES[path]
+    parent = path.rsplit("/", 1)[0]
+    return parent if "/" in parent else None
+
+
+AT_MULTILANGUAGE = f"{AT_LIB}/MultiLanguageTextAttribute"
+TEXT_LANGUAGE = "en-US"
+"""The language our multi-language texts (TagName, TagDescription) are written in."""
 AT_REFID = f"{AT_LIB}/IDReferenceType/RefIDAttributeType"
 AT_IDLINK = f"{AT_LIB}/IDReferenceType/IDLinkAttributeType"
 AT_ASPECT_ID = f"{AT_LIB}/IDReferenceType/AspectIDAttributeType"

@@ -26,6 +26,7 @@ from modulecontrol.mtp._classes import (
     ACCESS_OF,
     AT_ASPECT_ID,
     AT_IDLINK,
+    AT_MULTILANGUAGE,
     AT_REFID,
     CLASS_PATHS,
     PATH_ASPECT_REFERENCE,
@@ -43,6 +44,8 @@ from modulecontrol.mtp._classes import (
     PATH_SERVICE,
     PATH_SERVICE_SET,
     PATH_SOURCE_LIST,
+    TEXT_LANGUAGE,
+    base_class,
 )
 from modulecontrol.mtp._plan import Item, plan_for
 from modulecontrol.mtp._units import code_for_unit
@@ -143,6 +146,14 @@ def _extras(el: ET.Element, extras: dict[str, Any], what: str) -> None:
         ET.SubElement(el, "AdditionalInformation").text = _text(text, what)
 
 
+def _manufacturer_uri(vendor: str) -> str:
+    """The vendor as a URI: itself if it is one, else a URN made from its name."""
+    if re.match(r"^[a-z][a-z0-9+.-]*:", vendor):
+        return vendor
+    slug = re.sub(r"[^a-z0-9]+", "-", vendor.lower()).strip("-")
+    return f"urn:modulecontrol:vendor:{slug or 'unknown'}"
+
+
 def _aspect_reference(w: _Writer, parent: ET.Element, owner: str, target_id: str) -> None:
     ref = w.element(parent, "ExternalInterface", "AspectReference", PATH_ASPECT_REFERENCE, owner)
     _attribute(ref, "AspectRef", target_id, ref_type=AT_ASPECT_ID)
@@ -203,6 +214,11 @@ def export_manifest(
     _description(pkg, plan.description, "description")
     _extras(pkg, plan.extras, "vendor/category")
     _attribute(pkg, "Version", plan.version)
+    # 2658-1 table 36 #7a: what identifies the PEA's device beside the package version
+    _attribute(pkg, "DeviceRevision", plan.version)
+    vendor = str(plan.extras.get("vendor", ""))
+    _attribute(pkg, "ManufacturerUri", _manufacturer_uri(vendor))
+    _attribute(pkg, "ProductCode", w.id("product", plan.name, plan.version))
     comm = w.element(pkg, "InternalElement", "Communication", PATH_COMMUNICATION_SET, "comm")
     instances = w.element(comm, "InternalElement", "Instances", PATH_INSTANCE_LIST, "instances")
     sources = w.element(comm, "InternalElement", "Sources", PATH_SOURCE_LIST, "sources")
@@ -235,11 +251,13 @@ def export_manifest(
             )
 
     def tag_attributes(da: ET.Element, name: str, description: str, items: list[Item]) -> None:
+        """TagName and TagDescription as multi-language text (2658-1 tables 26/29): the
+        value, and the same value for English, as vendors write it."""
         bound = {i.attribute for i in items}
-        if "TagName" not in bound:
-            _attribute(da, "TagName", name)
-        if "TagDescription" not in bound:
-            _attribute(da, "TagDescription", description, description=None)
+        for attr, text in (("TagName", name), ("TagDescription", description)):
+            if attr not in bound:
+                a = _attribute(da, attr, text, ref_type=AT_MULTILANGUAGE)
+                _attribute(a, f"aml-lang={TEXT_LANGUAGE}", text)
 
     refids: dict[str, str] = {}
     for d in plan.assemblies:
@@ -285,7 +303,7 @@ def export_manifest(
             _description(pel, p.description, f"description of procedure {key}")
             if names.get(p.name) == "ProcedureHealthView":
                 _attribute(pel, "RefID", refids[p.name], ref_type=AT_REFID)
-            _attribute(pel, "ProcedureId", str(p.id), data_type="xs:unsignedInt")
+            _attribute(pel, "ProcedureID", str(p.id), data_type="xs:unsignedInt")
             _attribute(pel, "IsSelfCompleting", _fmt(p.self_completing), data_type="xs:boolean")
             _attribute(pel, "IsDefault", _fmt(p.default), data_type="xs:boolean")
             for k, pname in enumerate(p.parameters):
@@ -320,20 +338,16 @@ def _tree(paths: set[str]) -> dict[str, dict[str, Any]]:
 
 
 def _classes(
-    parent: ET.Element,
-    tag: str,
-    prefix: str,
-    children: dict[str, Any],
-    w: _Writer,
-    base: str | None,
+    parent: ET.Element, tag: str, prefix: str, children: dict[str, Any], w: _Writer
 ) -> None:
     for name, sub in children.items():
         path = f"{prefix}/{name}"
         attrib = {"Name": name, "ID": w.id("class", path)}
+        base = base_class(path)
         if base is not None:
             attrib["RefBaseClassPath"] = base
         el = ET.SubElement(parent, tag, attrib)
-        _classes(el, tag, path, sub, w, path)
+        _classes(el, tag, path, sub, w)
 
 
 def _libraries(root: ET.Element, w: _Writer) -> None:
@@ -343,13 +357,32 @@ def _libraries(root: ET.Element, w: _Writer) -> None:
     for lib, children in _tree(w.interfaces).items():
         el = ET.SubElement(root, "InterfaceClassLib", {"Name": lib})
         ET.SubElement(el, "Version").text = "1.1.0"
-        _classes(el, "InterfaceClass", lib, children, w, None)
-    for lib, children in _tree(w.classes).items():
+        _classes(el, "InterfaceClass", lib, children, w)
+    classes = set(w.classes)
+    for path in list(_closure(classes)):
+        classes.add(path)
+    for lib, children in _tree(classes).items():
         el = ET.SubElement(root, "SystemUnitClassLib", {"Name": lib})
         ET.SubElement(el, "Version").text = "1.1.0"
-        _classes(el, "SystemUnitClass", lib, children, w, None)
+        _classes(el, "SystemUnitClass", lib, children, w)
     at = ET.SubElement(root, "AttributeTypeLib", {"Name": "MTPATLib"})
     ET.SubElement(at, "Version").text = "1.1.0"
     ref = ET.SubElement(at, "AttributeType", {"Name": "IDReferenceType"})
     for name in (AT_REFID, AT_IDLINK, AT_ASPECT_ID):
         ET.SubElement(ref, "AttributeType", {"Name": name.rsplit("/", 1)[-1]})
+    ET.SubElement(at, "AttributeType", {"Name": AT_MULTILANGUAGE.rsplit("/", 1)[-1]})
+
+
+def _closure(paths: set[str]) -> set[str]:
+    """The base classes the classes in ``paths`` derive from, transitively, so that every
+    RefBaseClassPath of the skeleton resolves inside the file."""
+    out: set[str] = set()
+    todo = list(paths)
+    while todo:
+        path = todo.pop()
+        for p in (path, *(path[: i] for i in range(len(path)) if path[i] == "/")):
+            base = base_class(p)
+            if base is not None and base not in out and base not in paths:
+                out.add(base)
+                todo.append(base)
+    return out

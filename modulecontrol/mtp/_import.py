@@ -26,9 +26,10 @@ from modulecontrol.mtp._caex import (
     Manifest,
     ServiceElement,
     read_manifest,
+    unused_elements,
 )
 from modulecontrol.mtp._plan import BOOL_EXTRA_FIELDS, DA_EXTRA_FIELDS
-from modulecontrol.mtp._units import unit_for_code
+from modulecontrol.mtp._units import no_unit_meaning, unit_for_code
 from modulecontrol.mtp._xml import Node, parse_file
 from modulecontrol.mtpcore import (
     DA_ATTRIBUTES,
@@ -64,6 +65,10 @@ class ImportReport:
     """Manifest name -> descriptor name, where the manifest name was not a valid identifier."""
     skipped: list[str] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
+    process_values: dict[str, list[str]] = field(default_factory=dict)
+    """``service.procedure`` -> the data assemblies its ProcessValueIn/Out elements link."""
+    unused: list[Problem] = field(default_factory=list)
+    """Every element of the manifest nothing was read from, located (HMI, texts, ...)."""
 
     def summary(self) -> str:
         mt = self.module_type
@@ -90,10 +95,19 @@ class ImportReport:
                 lines.append(f"    procedure {p.name} ({', '.join(flags)})")
                 lines.extend(f"      parameter {x}" for x in p.parameters)
                 lines.extend(f"      report value {x}" for x in p.report_values)
+                lines.extend(
+                    f"      process value {x}"
+                    for x in self.process_values.get(f"{s.name}.{p.name}", [])
+                )
             lines.extend(f"    configuration parameter {x}" for x in s.config_parameters)
         lines.extend(f"skipped: {s}" for s in self.skipped)
         lines.extend(f"renamed: {a} -> {b}" for a, b in self.renamed.items())
         lines.extend(f"warning: {w}" for w in self.warnings)
+        lines.extend(f"not used: {u}" for u in self.unused)
+        lines.append(
+            f"{len(self.warnings)} warnings, {len(self.skipped)} skipped, "
+            f"{len(self.unused)} elements not used"
+        )
         return "\n".join(lines)
 
 
@@ -127,6 +141,7 @@ class _Importer:
         self.used_services: set[str] = set()
         self.renamed: dict[str, str] = {}
         self.skipped: list[str] = []
+        self.process_values: dict[str, list[str]] = {}
 
     def unique(self, name: str, used: set[str]) -> str:
         ident = to_ident(name)
@@ -164,11 +179,11 @@ class _Importer:
 
     def bindings(self, da: DAElement, allowed: tuple[str, ...], cls: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for a in da.attrs.values():
+        for role, a in da.attrs.items():
             item = a.item
             if item is None:
                 continue
-            if a.name not in allowed:
+            if role not in allowed:
                 self.m.warn(
                     a.node,
                     f"attribute {a.name} of {cls} '{da.name}' is not one modulecontrol binds; "
@@ -178,14 +193,14 @@ class _Importer:
             if not item.identifier:
                 self.m.error(item.node, f"OPC UA item '{item.name}' has no Identifier")
                 continue
-            if not item.namespace:
+            if not item.namespace and item.namespace_index is None:
                 self.m.error(item.node, f"OPC UA item '{item.name}' has no Namespace")
                 continue
             if item.access_code == 0:
                 self.m.warn(item.node, f"OPC UA item '{item.name}' has Access 0 (no access)")
-            out[a.name] = {
+            out[role] = {
                 "opcua": {
-                    "namespace_uri": item.namespace,
+                    "namespace_uri": item.namespace_uri,
                     "identifier": item.node_id,
                     "access": item.access,
                 }
@@ -214,15 +229,20 @@ class _Importer:
             code = default("VUnit")
             if code is not None:
                 unit = unit_for_code(code)
-                if unit is None:
-                    if code.strip() not in ("", "0"):
-                        self.m.warn(
-                            da.node,
-                            f"data assembly '{da.name}': unit code {code} is not in our table; "
-                            "unit left empty",
-                        )
-                else:
+                if unit is not None:
                     out["unit"] = unit
+                elif code.strip() not in ("", "0"):
+                    meaning = no_unit_meaning(code)
+                    self.m.warn(
+                        da.node,
+                        f"data assembly '{da.name}': unit code {code.strip()} is "
+                        + (
+                            f"'{meaning}', no engineering unit"
+                            if meaning
+                            else "not in our table (docs/mtp.md lists it)"
+                        )
+                        + "; unit left empty",
+                    )
             for attr, key in (
                 ("VSclMin", "scale_min"),
                 ("VSclMax", "scale_max"),
@@ -261,15 +281,26 @@ class _Importer:
             data["description"] = da.description
         data["bindings"] = self.bindings(da, DA_ATTRIBUTES[cls], cls)
         statics = self.statics(da, cls)
-        for keep in (None, ("unit", "description"), ("description",)):
-            if keep is not None:
-                statics = {k: v for k, v in statics.items() if k in keep}
+        # Facts that do not fit together are warned about and shed one group at a time, the
+        # least telling first: a default outside the limits loses only the default.
+        sheds: tuple[tuple[str, tuple[str, ...]], ...] = (
+            ("default", tuple(k for k in statics if k != "default")),
+            ("limits and scale", ("unit", "description")),
+            ("unit", ("description",)),
+        )
+        problem = None
+        for what, keep in (*sheds, ("the description", ())):
             try:
                 DataAssembly.model_validate({**data, **statics})
-                break
             except ValidationError as exc:
-                msg = exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
-                self.m.warn(da.node, f"data assembly '{da.name}': facts ignored ({msg})")
+                problem = problem or exc.errors(include_url=False)[0]["msg"]
+                statics = {k: v for k, v in statics.items() if k in keep}
+                shed = what
+                continue
+            if problem is not None:
+                msg = problem.removeprefix("Value error, ")
+                self.m.warn(da.node, f"data assembly '{da.name}': {msg}; {shed} not imported")
+            break
         data.update(statics)
         return data
 
@@ -363,6 +394,13 @@ class _Importer:
             }
             if p.description and p.description != p.name:
                 proc["description"] = p.description
+            pvs = [self.ref_name(x.target) for x in p.process_values]
+            for x, n in zip(p.process_values, pvs, strict=True):
+                if n is None and x.target is not None:
+                    m.warn(x.node, f"{owner}: process value '{x.name}' refers to a skipped "
+                           "data assembly; dropped")
+            if p.process_values:
+                self.process_values[f"{out['name']}.{proc['name']}"] = [n for n in pvs if n]
             hv = p.health_view
             if hv is not None and self.names.get(id(hv)) not in (None, proc["name"]):
                 m.warn(
@@ -423,6 +461,15 @@ def module_type_from_manifest(m: Manifest) -> ImportReport:
     if refs:
         raise ConfigError([Problem(msg, m.locate(where)) for _, msg in refs])
     classes = {imp.names[id(d)]: d.mtp_class or "" for d in m.assemblies if id(d) in imp.names}
+    unused = [
+        Problem(
+            f"{u.class_path} '{u.name}'" + (f" (with {u.inside} elements inside)" if u.inside
+                                            else ""),
+            m.locate(u.node),
+        )
+        for u in unused_elements(m)
+    ]
+    unused.sort(key=lambda p: (p.location.line, p.location.col) if p.location else (0, 0))
     return ImportReport(
         mt,
         m.doc.file,
@@ -433,6 +480,8 @@ def module_type_from_manifest(m: Manifest) -> ImportReport:
         imp.renamed,
         imp.skipped,
         list(m.warnings),
+        imp.process_values,
+        unused,
     )
 
 

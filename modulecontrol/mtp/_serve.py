@@ -165,6 +165,9 @@ async def serve_manifest(
         passwords = {username: _check_password(username, os.environ.get(password_env),
                                                password_env)}
         for u in users:
+            if u.password_env is None:
+                raise SecurityError(f"user {u.name}: a virtual PEA reads every password from "
+                                    "an environment variable; give password_env")
             passwords[u.name] = _check_password(u.name, os.environ.get(u.password_env),
                                                 u.password_env)
         roles = {username: "admin", **{u.name: u.role for u in users}}

@@ -21,6 +21,7 @@ See ``docs/state-machine.md`` and ``docs/mtp.md``.
 
 from modulecontrol.mtpcore._attributes import (
     ANALOG_CLASSES,
+    ATTRIBUTE_VARIANTS,
     BINARY_CLASSES,
     DA_ATTRIBUTES,
     INTEGER_ATTRIBUTES,
@@ -45,6 +46,7 @@ from modulecontrol.mtpcore._attributes import (
     Attribute,
     DAClass,
     access,
+    attribute_role,
     attributes,
     carries_value,
     is_boolean_attribute,
@@ -98,6 +100,7 @@ from modulecontrol.mtpcore._states import (
 __all__ = [
     "ACTING_STATES",
     "ANALOG_CLASSES",
+    "ATTRIBUTE_VARIANTS",
     "BINARY_CLASSES",
     "COMMAND_TARGETS",
     "DA_ATTRIBUTES",
@@ -146,6 +149,7 @@ __all__ = [
     "Transition",
     "Trigger",
     "access",
+    "attribute_role",
     "attributes",
     "carries_value",
     "command_en",

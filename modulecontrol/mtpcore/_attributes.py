@@ -502,8 +502,8 @@ MANDATORY_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "MonBinVlv": _M_VLV,
     "AnaVlv": ("Pos", "PosMan", "PosRbk", "PosFbk", "PosUnit", "OpenOp", "CloseOp", "WQC"),
     "PIDCtrl": ("PV", "SP", "MV", "SPMan", "SPInt", "MVMan", "P", "Ti", "Td", "WQC"),
-    "AnaMan": ("VOut", "VMan", "VRbk", "VMin", "VMax", "VUnit", "WQC"),
-    "BinMan": ("VOut", "VMan", "VRbk", "VState0", "VState1", "WQC"),
+    "AnaMan": ("VOut", "VMan", "VRbk", "VMin", "VMax", "VUnit"),
+    "BinMan": ("VOut", "VMan", "VRbk", "VState0", "VState1"),
     "BinProcessValueIn": ("V", "VState0", "VState1"),
     "ProcedureHealthView": ("CommandInfo",),
     "PeaInformationLabel": ("Manufacturer", "Model", "SerialNumber"),
@@ -525,6 +525,25 @@ MANDATORY_ATTRIBUTES: dict[str, tuple[str, ...]] = {
 chosen so that a process orchestration layer can operate the assembly; used by import and by
 the static check."""
 
+
+
+ATTRIBUTE_VARIANTS: Final[dict[str, dict[str, str]]] = {
+    "StringView": {"Text": "V"},
+}
+"""Per class, attribute names that real class libraries use for a role this table names
+otherwise (variant -> our name). The SIMATIC MTP Creator library (and the manifests built on
+it) defines StringView with ``Text`` only; 2658-4 names the same role ``V``. A manifest is
+read by role, so either spelling binds the value; we write the standard's name."""
+
+
+def attribute_role(class_path: str, name: str) -> str:
+    """Our name for attribute ``name`` of a class, given the class path (or name) so that a
+    vendor class derived from a standard one finds the standard's variants."""
+    for seg in reversed(class_path.split("/")):
+        variant = ATTRIBUTE_VARIANTS.get(seg, {}).get(name)
+        if variant is not None:
+            return variant
+    return name
 
 
 _WRITABLE_SUFFIXES = ("Op", "Ext", "Aut", "Man")

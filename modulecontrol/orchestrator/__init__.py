@@ -2,10 +2,11 @@
 
 from modulecontrol.events import Event, EventLog
 from modulecontrol.orchestrator._interpreter import Progress, StepFailed
-from modulecontrol.orchestrator._operator import OperatorChannel, Prompt
+from modulecontrol.orchestrator._operator import AUTO_USER, OperatorChannel, Prompt
 from modulecontrol.orchestrator._runner import Orchestrator, RunResult
 
 __all__ = [
+    "AUTO_USER",
     "Event",
     "EventLog",
     "OperatorChannel",

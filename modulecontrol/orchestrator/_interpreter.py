@@ -302,7 +302,7 @@ class Interpreter:
                 self.progress.prompts.remove(spec.message)
         self.log.emit(
             EventKind.OPERATOR_ACTION, label, f"answered '{answer}'",
-            user=self.operator.user, answer=answer,
+            answer=answer, **prompt.answer_data(),
         )  # fmt: skip
 
     async def _nested_step(self, step: AnyStep, label: str) -> None:

@@ -45,6 +45,8 @@ class AlarmState:
     pending_since: float | None = None
     raised: int = 0
     enabled: bool = True
+    unknown: bool = False
+    """Raised because the signal cannot be evaluated, not because it is out of limits."""
 
     @classmethod
     def build(cls, spec: Alarm, unit: str, resolve: Any) -> AlarmState:
@@ -65,13 +67,26 @@ class AlarmState:
         return state
 
     def step(self, now: float, value: Any) -> str | None:
-        """Returns ``'raise'`` or ``'clear'`` when the alarm changes, else None."""
-        if (
-            not isinstance(value, int | float)
-            or isinstance(value, bool)
-            or not math.isfinite(value)
-        ):
-            return None
+        """Returns ``'raise'``, ``'unknown'`` or ``'clear'`` when the alarm changes, else None.
+
+        A value that cannot be evaluated (missing, bad quality, stale, NaN) raises the alarm
+        as ``'unknown'`` after the same delay as a limit violation, never clears it: an alarm
+        that goes quiet because its sensor died would tell the operator all is well. When a
+        good value returns the unknown alarm clears, and the limits are judged afresh.
+        """
+        readable = (
+            isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        )
+        if self.active and self.unknown:
+            if not readable:
+                return None
+            self.active = self.unknown = False
+            self.pending_since = None
+            return "clear"
+        if not readable:
+            if self.active:
+                return None  # raised out of limits; unreadable now: it stays raised
+            return self._pending(now, unknown=True)
         v = float(value)
         if not self.active:
             out = (self.high is not None and v > self.high) or (
@@ -80,14 +95,7 @@ class AlarmState:
             if not out:
                 self.pending_since = None
                 return None
-            if self.pending_since is None:
-                self.pending_since = now
-            if now - self.pending_since >= self.delay:
-                self.active = True
-                self.acknowledged = False
-                self.raised += 1
-                return "raise"
-            return None
+            return self._pending(now, unknown=False)
         back = (self.high is None or v < self.high - self.hysteresis) and (
             self.low is None or v > self.low + self.hysteresis
         )
@@ -95,6 +103,18 @@ class AlarmState:
             self.active = False
             self.pending_since = None
             return "clear"
+        return None
+
+    def _pending(self, now: float, *, unknown: bool) -> str | None:
+        """Abnormal (out of limits or unreadable) since ``pending_since``: raise after delay."""
+        if self.pending_since is None:
+            self.pending_since = now
+        if now - self.pending_since >= self.delay:
+            self.active = True
+            self.unknown = unknown
+            self.acknowledged = False
+            self.raised += 1
+            return "unknown" if unknown else "raise"
         return None
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from modulecontrol.clock import Clock
-from modulecontrol.descriptors import PlantConfig
+from modulecontrol.descriptors import PlantConfig, shutdown_stages
 from modulecontrol.drivers import DriverError
 from modulecontrol.events import Event, EventKind, EventLog
 from modulecontrol.orchestrator._holds import HoldArbiter
@@ -87,6 +87,12 @@ class Orchestrator:
         self._used: dict[ServiceKey, ServiceProxy] = {}
         """The module services the recipe has started: the ones its commands fan out to."""
         self._held_by_us: set[ServiceKey] = set()
+        self.end_reason = ""
+        """Why the run ends early: the reason of the last Stop or Abort accepted (for the
+        run record); empty while none was."""
+        self.stages: list[list[str]] = shutdown_stages(self.plant)
+        """The plant's safe stop order: Hold, Stop and Abort fan out stage by stage (feeds
+        first), Unhold in the reverse order."""
         self.machine = ServiceStateMachine(
             f"recipe {self.recipe.name}",
             procedures=[Procedure(1, self.recipe.name, self_completing=True, is_default=True)],
@@ -117,9 +123,12 @@ class Orchestrator:
         m.set_work(State.ABORTING, self._w_aborting)
         m.set_work(State.COMPLETING, self._w_completing)
         m.subscribe(self._on_recipe_state)
+        self._detach: list[Callable[[], None]] = []
+        """Removes this run's listeners from the proxies, which outlive it on a service."""
         for proxy in self.proxies.values():
-            proxy.on_state(self._on_service_state)
-            proxy.on_fault(self.supervisor.on_fault)
+            self._detach.append(proxy.on_state(self._on_service_state))
+            self._detach.append(proxy.on_fault(self.supervisor.on_fault))
+            self._detach.append(proxy.on_listener_error(self._on_listener_error))
 
     # ------------------------------------------------------------------ running
     async def run(self) -> RunResult:
@@ -143,6 +152,8 @@ class Orchestrator:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._monitor
             await self.machine.aclose()
+            while self._detach:
+                self._detach.pop()()
         result = {
             State.COMPLETED: RunResult.COMPLETED,
             State.STOPPED: RunResult.STOPPED,
@@ -156,7 +167,10 @@ class Orchestrator:
         self.log.emit(
             EventKind.COMMAND, "recipe", f"{cmd.label} ({reason})", command=cmd.label, reason=reason
         )
-        return self.machine.command(cmd, Channel.EXTERNAL)
+        state = self.machine.command(cmd, Channel.EXTERNAL)
+        if cmd in (Command.STOP, Command.ABORT):
+            self.end_reason = reason
+        return state
 
     def try_command(self, cmd: Command, reason: str) -> bool:
         if self.machine.check(cmd, Channel.EXTERNAL) is not None:
@@ -198,27 +212,59 @@ class Orchestrator:
     async def _w_aborting(self, ctx: WorkContext) -> None:
         self.interpreter.gate.clear()
         await self._cancel_procedure()
-        active = [
-            k for k, svc in self._used.items() if svc.state not in (State.ABORTED, State.ABORTING)
-        ]
-        await self._fan_out(active, Command.ABORT, "recipe abort")
-        for tag, proxy in self.proxies.items():
-            errors = await proxy.apply_safe_state()
-            self.log.emit(
-                EventKind.SAFE_STATE,
-                tag,
-                "safe state applied"
-                if not errors
-                else f"safe state incomplete: {'; '.join(errors)}",
-                errors=errors,
-            )
+        # Stage by stage: a stage's services abort and its modules reach their safe state
+        # before the next stage is touched, so the feeds are off before heating and pressure.
+        for tags, keys in self._in_stages(list(self._used)):
+            active = [k for k in keys
+                      if self._used[k].state not in (State.ABORTED, State.ABORTING)]
+            await self._command_and_wait(active, Command.ABORT, "recipe abort")
+            for tag in tags:
+                errors = await self.proxies[tag].apply_safe_state()
+                self.log.emit(
+                    EventKind.SAFE_STATE,
+                    tag,
+                    "safe state applied"
+                    if not errors
+                    else f"safe state incomplete: {'; '.join(errors)}",
+                    errors=errors,
+                )
+
+    def _in_stages(
+        self, keys: Sequence[ServiceKey], *, reverse: bool = False
+    ) -> list[tuple[list[str], list[ServiceKey]]]:
+        """The module tags (with a proxy) and the service keys of each shutdown stage, in
+        stop order (or reversed); a module in no stage belongs to a last one of its own."""
+        order = {tag: i for i, stage in enumerate(self.stages) for tag in stage}
+        last = len(self.stages)
+        out: list[tuple[list[str], list[ServiceKey]]] = [([], []) for _ in range(last + 1)]
+        for tag in self.proxies:
+            out[order.get(tag, last)][0].append(tag)
+        for key in keys:
+            out[order.get(key[0], last)][1].append(key)
+        out = [stage for stage in out if stage[0] or stage[1]]
+        return out[::-1] if reverse else out
 
     async def _fan_out(
-        self, keys: Sequence[tuple[str, str]], cmd: Command, why: str
-    ) -> list[tuple[str, str]]:
-        """Command every service in ``keys`` and wait (bounded) until each has reached the
-        command's target state, so the recipe's own state never runs ahead of its modules."""
-        done: list[tuple[str, str]] = []
+        self, keys: Sequence[ServiceKey], cmd: Command, why: str
+    ) -> list[ServiceKey]:
+        """Command every service in ``keys`` and wait until each has reached the command's
+        target state, so the recipe's own state never runs ahead of its modules.
+
+        Stage by stage in the plant's shutdown order, each stage waiting for its services
+        before the next is commanded: a Hold or Stop leaves no feed running after the
+        heating or pressure behind it has stopped. An Unhold restarts in the reverse order,
+        so temperature and pressure are held again before the feeds resume.
+        """
+        done: list[ServiceKey] = []
+        for _, stage in self._in_stages(keys, reverse=cmd is Command.UNHOLD):
+            done += await self._command_and_wait(stage, cmd, why)
+        return done
+
+    async def _command_and_wait(
+        self, keys: Sequence[ServiceKey], cmd: Command, why: str
+    ) -> list[ServiceKey]:
+        """Command the services in ``keys`` at once, then wait (bounded) for each target."""
+        done: list[ServiceKey] = []
         for key in keys:
             svc = self._used[key]
             try:
@@ -271,6 +317,12 @@ class Orchestrator:
         )
 
     # ------------------------------------------------------------------ status
+    def _on_listener_error(self, tag: str, what: str, name: str, exc: Exception) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        self.log.emit(EventKind.LISTENER_FAILED, name,
+                      f"{tag} {what} listener {name} failed: {error}",
+                      listener=name, event=f"{tag} {what}", error=error)
+
     def values(self) -> dict[str, Any]:
         """Every module's values in SI, plus the supervisor's derived signals."""
         return self.supervisor.values()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -28,7 +29,7 @@ from modulecontrol.orchestrator._monitor import (
     SteadyStateDetector,
     si_number,
 )
-from modulecontrol.orchestrator._operator import OperatorChannel
+from modulecontrol.orchestrator._operator import OperatorChannel, Prompt
 from modulecontrol.proxy import ModuleProxy, ServiceProxy
 from modulecontrol.recipe import ValidatedRecipe
 from modulecontrol.statemachine import Command, CommandRefused, State
@@ -73,6 +74,8 @@ class Supervisor:
         self.signals: dict[str, SignalInfo] = dict(recipe.signals)
         self.derived: dict[str, Any] = {}
         """Signals the supervisor computes (``steady.NAME``, ``divert.product``)."""
+        self._failure: str | None = None
+        """The error of the failing supervision tick, while it fails (the hold's cause)."""
         self._module_faults: dict[str, str] = {}
         """Each faulted module's fault text, so its recovery can say what cleared."""
         r = recipe.recipe
@@ -112,11 +115,43 @@ class Supervisor:
 
     def evaluate(self, cond: Condition) -> bool | None:
         """The condition now; None when it cannot be evaluated (a value missing or bad)."""
-        values = {k: v for k, v in self.values().items() if k in cond.signals}
+        return self.judge(cond, self.clock.now(), self.values())[0]
+
+    def judge(
+        self, cond: Condition, now: float, values: Mapping[str, Any]
+    ) -> tuple[bool | None, str]:
+        """The condition on one snapshot, and why it is unknown when it is (else "").
+
+        The one place supervision evaluates a condition: interlocks, divert control and the
+        procedure's waits all come here, so "cannot be evaluated" means the same to each.
+        A value of the wrong type or a condition that raises is unknown too, with the error
+        as the reason: the caller decides what unknown means (an interlock trips).
+        """
         try:
-            return cond.update(self.clock.now(), values)
-        except TypeError:
-            return None
+            result = cond.update(now, {k: v for k, v in values.items() if k in cond.signals})
+        except Exception as exc:
+            return None, f"{type(exc).__name__}: {exc}"
+        if result is not None:
+            return result, ""
+        return None, self._why_unknown(cond, values)
+
+    def _why_unknown(self, cond: Condition, values: Mapping[str, Any]) -> str:
+        """Name the signals without a good value, with their module's fault text."""
+        parts = []
+        for name in sorted(cond.signals):
+            if name not in values:
+                parts.append(f"{name} missing")
+                continue
+            v = values[name]
+            if isinstance(v, float) and not math.isfinite(v):
+                parts.append(f"{name} is {v}")
+            elif v is None:
+                proxy = self.proxies.get(name.split(".", 1)[0])
+                fault = f" ({proxy.fault})" if proxy is not None and proxy.fault else ""
+                parts.append(f"{name} bad quality or stale{fault}")
+        if parts:
+            return "; ".join(parts)
+        return "a window not yet full or holding a bad sample, or a division by zero"
 
     def feed_flows(self) -> dict[str, float]:
         """The plant's feed flows in SI (for residence times)."""
@@ -135,26 +170,65 @@ class Supervisor:
     async def run(self) -> None:
         """Supervise every ``tick`` simulated seconds until cancelled."""
         while True:
-            try:
-                await self.supervise()
-            except Exception:
-                _log.exception("supervision tick failed")
+            await self.supervise()
             await self.clock.sleep(self.tick)
 
     async def supervise(self) -> None:
+        """One tick: interlocks, alarms, steady state and divert, each on the same snapshot.
+
+        A part that raises does not skip the others, and is never only logged: the recipe
+        is held (cause ``supervision``) with a ``supervision_failed`` event naming the error,
+        because a plant whose interlocks were not judged is not supervised. The hold is
+        released, with ``supervision_restored``, at the first tick in which every part
+        succeeds again; from then on the interlocks themselves guard the plant.
+        """
         now = self.clock.now()
-        values = self.values()
-        for il in self.interlocks:
+        errors: list[str] = []
+        try:
+            values = self.values()
+        except Exception as exc:
+            self._tick_failed([f"values: {type(exc).__name__}: {exc}"])
+            return
+        for part, step in (
+            ("interlocks", self._interlocks),
+            ("alarms", self._alarms),
+            ("steady state", self._steady_state),
+            ("divert", self._divert),
+        ):
             try:
-                hit = il.condition.update(
-                    now, {k: v for k, v in values.items() if k in il.condition.signals}
-                )
-            except TypeError:
-                hit = None
-            await self._interlock(il, bool(hit))
+                await step(now, values)
+            except Exception as exc:
+                _log.exception("supervision of %s failed", part)
+                errors.append(f"{part}: {type(exc).__name__}: {exc}")
+        if errors:
+            self._tick_failed(errors)
+        elif self._failure is not None:
+            was, self._failure = self._failure, None
+            self.log.emit(EventKind.SUPERVISION_RESTORED, "supervisor",
+                          "supervision restored", was=was)
+            self.holds.release("supervision", auto=True)
+
+    def _tick_failed(self, errors: list[str]) -> None:
+        error = "; ".join(errors)
+        if error == self._failure:
+            return  # the same failure again: the hold stands, the event is already there
+        self._failure = error
+        self.log.emit(EventKind.SUPERVISION_FAILED, "supervisor",
+                      f"supervision failed, recipe held: {error}", error=error)
+        self.holds.request("supervision", f"supervision failed: {error}")
+
+    async def _interlocks(self, now: float, values: Mapping[str, Any]) -> None:
+        for il in self.interlocks:
+            hit, why = self.judge(il.condition, now, values)
+            await self._interlock(il, hit, why)
+
+    async def _alarms(self, now: float, values: Mapping[str, Any]) -> None:
         for al in self.alarms:
             if al.enabled:
-                self._alarm(al, al.step(now, values.get(al.spec.signal)), values)
+                value = values.get(al.spec.signal)
+                self._alarm(al, al.step(now, value), value)
+
+    async def _steady_state(self, now: float, values: Mapping[str, Any]) -> None:
         flows = self.feed_flows()
         for ss in self.steady:
             tau = residence_time(self.validated.plant, ss.spec.path, flows)
@@ -168,10 +242,8 @@ class Supervisor:
                     steady=flag,
                     residence_time=tau,
                 )
-        if self.divert is not None:
-            await self._divert(now, self.values())
 
-    def _alarm(self, al: AlarmState, change: str | None, values: Mapping[str, Any]) -> None:
+    def _alarm(self, al: AlarmState, change: str | None, value: Any) -> None:
         if change == "raise":
             self.log.emit(
                 EventKind.ALARM_RAISED,
@@ -179,7 +251,18 @@ class Supervisor:
                 al.spec.message or f"{al.spec.signal} out of limits",
                 priority=al.spec.priority,
                 signal=al.spec.signal,
-                value=values.get(al.spec.signal),
+                value=value,
+            )
+        elif change == "unknown":
+            reason = self._why_value(al.spec.signal, value)
+            self.log.emit(
+                EventKind.ALARM_RAISED,
+                al.spec.name,
+                f"cannot evaluate: {reason}",
+                priority=al.spec.priority,
+                signal=al.spec.signal,
+                value=None,
+                reason=reason,
             )
         elif change == "clear":
             self.log.emit(
@@ -189,18 +272,33 @@ class Supervisor:
                 priority=al.spec.priority,
             )
 
+    def _why_value(self, signal: str, value: Any) -> str:
+        if isinstance(value, float):
+            return f"{signal} is {value}"
+        if value is not None:
+            return f"{signal} is not a number ({value!r})"
+        proxy = self.proxies.get(signal.split(".", 1)[0])
+        fault = f" ({proxy.fault})" if proxy is not None and proxy.fault else ""
+        return f"{signal} bad quality, stale or missing{fault}"
+
     # ------------------------------------------------------------------ interlocks
-    async def _interlock(self, il: InterlockState, hit: bool) -> None:
+    async def _interlock(self, il: InterlockState, hit: bool | None, why: str = "") -> None:
+        """Trip when the condition is true *or cannot be evaluated* (``hit`` None, ``why``
+        says which value); clear only when it evaluates false again. Why: a missing, bad,
+        stale or NaN value would otherwise defeat the interlock that guards against it."""
         spec = il.spec
-        if hit and not il.active:
+        if hit is not False and not il.active:
             il.active = True
             il.trips += 1
+            extra = {} if hit else {"reason": why}
             self.log.emit(
                 EventKind.INTERLOCK_TRIPPED,
                 spec.name,
-                f"{spec.when} -> {spec.action}",
+                f"{spec.when} -> {spec.action}" if hit
+                else f"cannot evaluate: {why} -> {spec.action}",
                 action=spec.action,
                 condition=spec.when,
+                **extra,
             )
             why = f"interlock {spec.name}"
             if spec.action == "hold":
@@ -216,7 +314,7 @@ class Supervisor:
                 for tag in spec.modules or list(self.proxies):
                     errors = await self.proxies[tag].apply_safe_state()
                     self.log.emit(EventKind.SAFE_STATE, tag, why, errors=errors)
-        elif not hit and il.active:
+        elif hit is False and il.active:
             il.active = False
             self.log.emit(EventKind.INTERLOCK_CLEARED, spec.name, f"{spec.when} no longer true")
             if spec.action != "hold":
@@ -234,17 +332,17 @@ class Supervisor:
             self.log.emit(
                 EventKind.OPERATOR_PROMPT, spec.name, "resume after interlock?", prompt=prompt.id
             )
-            asyncio.get_running_loop().create_task(self._after_ack(il, prompt.future))
+            asyncio.get_running_loop().create_task(self._after_ack(il, prompt))
 
-    async def _after_ack(self, il: InterlockState, fut: asyncio.Future[str]) -> None:
-        answer = await fut
+    async def _after_ack(self, il: InterlockState, prompt: Prompt) -> None:
+        answer = await prompt.future
         il.awaiting_ack = False
         self.log.emit(
             EventKind.OPERATOR_ACTION,
             il.spec.name,
             f"answered '{answer}'",
-            user=self.operator.user,
             answer=answer,
+            **prompt.answer_data(),
         )
         cmd = {"resume": Command.UNHOLD, "stop": Command.STOP, "abort": Command.ABORT}[answer]
         if cmd is Command.UNHOLD and self.holds.held:
@@ -278,17 +376,12 @@ class Supervisor:
 
     # ------------------------------------------------------------------ divert and phases
     async def _divert(self, now: float, values: Mapping[str, Any]) -> None:
+        """Product only while the condition is true: unknown sends the stream to waste."""
         d = self.divert
-        assert d is not None
-        if not d.active:
+        if d is None or not d.active:
             return
-        try:
-            ok = d.condition.update(
-                now, {k: v for k, v in values.items() if k in d.condition.signals}
-            )
-        except TypeError:
-            ok = None
-        want = bool(ok) and self._recipe_state() is State.EXECUTE
+        ok, _why = self.judge(d.condition, now, {**values, **self.derived})
+        want = ok is True and self._recipe_state() is State.EXECUTE
         self.derived["divert.product"] = want
         if want != d.to_product:
             await self._switch(d, want)
@@ -319,7 +412,7 @@ class Supervisor:
             elif step_name == al.spec.disabled_from and al.enabled:
                 al.enabled = False
                 if al.active:
-                    al.active = False
+                    al.active = al.unknown = False
                     self.log.emit(EventKind.ALARM_CLEARED, al.spec.name,
                                   f"no longer evaluated from {step_name}",
                                   priority=al.spec.priority)

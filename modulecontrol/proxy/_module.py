@@ -70,6 +70,8 @@ _log = logging.getLogger(__name__)
 ValueListener = Callable[[str, Mapping[str, TagValue]], None]
 StateListener = Callable[[str, StateChange], None]
 FaultListener = Callable[[str, str | None], None]
+ListenerErrorListener = Callable[[str, str, str, Exception], None]
+"""(module tag, which listeners: values/state/fault, the failing listener's name, error)."""
 
 
 class ServiceProxy(Protocol):
@@ -140,6 +142,9 @@ class ModuleProxy:
         self._value_listeners: list[ValueListener] = []
         self._state_listeners: list[StateListener] = []
         self._fault_listeners: list[FaultListener] = []
+        self._error_listeners: list[ListenerErrorListener] = []
+        self._failing: set[tuple[str, int]] = set()
+        """Listeners whose failure was reported and that have not succeeded since."""
         self._subscription: Any = None
         self._recovery: asyncio.Task[None] | None = None
         self._read_names: dict[str, str] = {}
@@ -231,21 +236,48 @@ class ModuleProxy:
         return [name for name, info in self.driver.tags.items() if info.readable]
 
     # -- listeners --------------------------------------------------------------------------
-    def on_values(self, listener: ValueListener) -> None:
+    # Each returns the call that removes the listener again: a long-running line outlives
+    # the orchestrators that listen to it, and a finished run must stop hearing it.
+    def on_values(self, listener: ValueListener) -> Callable[[], None]:
         self._value_listeners.append(listener)
+        return lambda: _discard(self._value_listeners, listener)
 
-    def on_state(self, listener: StateListener) -> None:
+    def on_state(self, listener: StateListener) -> Callable[[], None]:
         self._state_listeners.append(listener)
+        return lambda: _discard(self._state_listeners, listener)
 
-    def on_fault(self, listener: FaultListener) -> None:
+    def on_fault(self, listener: FaultListener) -> Callable[[], None]:
         self._fault_listeners.append(listener)
+        return lambda: _discard(self._fault_listeners, listener)
+
+    def on_listener_error(self, listener: ListenerErrorListener) -> Callable[[], None]:
+        """Be told when a value, state or fault listener raises (the orchestrator makes it a
+        ``listener_failed`` event): a listener on the record path that fails must not be a
+        log line only. Told once per streak of failures, not at every poll."""
+        self._error_listeners.append(listener)
+        return lambda: _discard(self._error_listeners, listener)
+
+    def _call(self, what: str, listener: Callable[..., None], *args: Any) -> None:
+        key = (what, id(listener))
+        try:
+            listener(*args)
+        except Exception as exc:
+            _log.exception("%s: %s listener failed", self.tag, what)
+            if key in self._failing:
+                return
+            self._failing.add(key)
+            name = getattr(listener, "__qualname__", None) or repr(listener)
+            for report in list(self._error_listeners):
+                try:
+                    report(self.tag, what, name, exc)
+                except Exception:  # the last resort: nobody is left to tell
+                    _log.exception("%s: listener-error listener failed", self.tag)
+        else:
+            self._failing.discard(key)
 
     def notify_state(self, change: StateChange) -> None:
         for listener in list(self._state_listeners):
-            try:
-                listener(self.tag, change)
-            except Exception:
-                _log.exception("%s: state listener failed", self.tag)
+            self._call("state", listener, self.tag, change)
 
     # -- values -----------------------------------------------------------------------------
     def _on_values(self, values: Mapping[str, TagValue], *, judge_link: bool = True) -> None:
@@ -277,10 +309,7 @@ class ModuleProxy:
                 and self._recovery is None):
                 self._recovery = asyncio.get_running_loop().create_task(self._recover())
         for listener in list(self._value_listeners):
-            try:
-                listener(self.tag, named)
-            except Exception:
-                _log.exception("%s: value listener failed", self.tag)
+            self._call("values", listener, self.tag, named)
 
     def _all_bad(self, values: Mapping[str, TagValue]) -> bool:
         """Whether every watched tag now reads BAD: the link is lost, not a sensor.
@@ -395,10 +424,7 @@ class ModuleProxy:
     def _set_fault(self, fault: str | None) -> None:
         self.fault = fault
         for listener in list(self._fault_listeners):
-            try:
-                listener(self.tag, fault)
-            except Exception:
-                _log.exception("%s: fault listener failed", self.tag)
+            self._call("fault", listener, self.tag, fault)
 
     async def _recover(self) -> None:
         """The link is back: safe state first, then abort what the proxy was running."""
@@ -729,3 +755,8 @@ def proxies_for(
         drv = (drivers or {}).get(inst.tag)
         out[inst.tag] = ModuleProxy(config.type_of(inst.tag), inst, drv, options)
     return out
+
+
+def _discard(listeners: list[Any], listener: Any) -> None:
+    with contextlib.suppress(ValueError):
+        listeners.remove(listener)

@@ -24,7 +24,7 @@ import pint
 from pydantic import ValidationError
 
 from modulecontrol.descriptors import ModuleType, PlantConfig, Procedure, load_plant
-from modulecontrol.errors import ConfigError, Location, Problem, did_you_mean
+from modulecontrol.errors import ConfigError, Location, Problem, did_you_mean, did_you_mean_signal
 from modulecontrol.expr import (
     BoolLit,
     Condition,
@@ -616,7 +616,7 @@ class _Validator:
         """``display`` names signals; ``report`` is the batch report's figure mapping."""
         for i, name in enumerate(self.recipe.display):
             if name not in self.signals:
-                hint = _close(name, list(self.signals))
+                hint = did_you_mean_signal(name, self.signals)
                 self.add(("display", i), f"unknown signal '{name}'{hint}")
         if self.recipe.report is None:
             return
@@ -868,7 +868,7 @@ class _Validator:
             if sig is None:
                 self.add(
                     (*apath, "signal"),
-                    f"unknown signal '{al.signal}'{did_you_mean(al.signal, self.signals)}",
+                    f"unknown signal '{al.signal}'{did_you_mean_signal(al.signal, self.signals)}",
                 )
                 continue
             if sig.kind != "number":
@@ -900,7 +900,7 @@ class _Validator:
             if sig is None:
                 self.add(
                     (*spath, "signal"),
-                    f"unknown signal '{ss.signal}'{did_you_mean(ss.signal, self.signals)}",
+                    f"unknown signal '{ss.signal}'{did_you_mean_signal(ss.signal, self.signals)}",
                 )
             elif sig.kind != "number":
                 self.add((*spath, "signal"), f"steady state needs a number signal, not {sig.kind}")
@@ -959,7 +959,19 @@ class _Validator:
 
     def flow_service(self, path: PathKey, step: ServiceStep, flow: _Flow, depth: int) -> _Flow:
         info = self.services.get(step.path)
-        return flow if info is None else self.command(path, step.service, info, flow)
+        if info is not None:
+            return self.command(path, step.service, info, flow)
+        if step.service.module in self.tags:
+            return flow
+        # A mistyped module (reported once, by service_step) meant one of the modules that
+        # have this service: their states are unknown from here on, so a later command to the
+        # module meant ("stop" of R1.Tempering after 'R9' was started) is not reported again.
+        out = flow.copy()
+        for tag in self.tags:
+            mt = self.config.instance_types.get(tag)
+            if mt is not None and any(s.name == step.service.service for s in mt.services):
+                out.states[(tag, step.service.service)] = None
+        return out
 
     def flow_sequence(self, path: PathKey, step: SequenceStep, flow: _Flow, depth: int) -> _Flow:
         return self.flow_steps((*path, "sequence"), step.sequence, flow, depth)
@@ -985,6 +997,10 @@ class _Validator:
             merged.states[key] = results[b].states.get(key, flow.get(key))
             if key in results[b].self_completing:
                 merged.self_completing[key] = results[b].self_completing[key]
+        for r in results:  # states a branch made unknown (a step on a mistyped module) stay so
+            for key, st in r.states.items():
+                if st is None and key not in owner:
+                    merged.states[key] = None
         return merged
 
     def flow_repeat(self, path: PathKey, step: RepeatStep, flow: _Flow, depth: int) -> _Flow:

@@ -4,10 +4,11 @@ Public API::
 
     Historian, TagConfig, EventKind, RunResult, AlarmPriority   # recording
     AuditTrail, AuditEntry, AuditIssue, AuditReport, verify_audit   # 21 CFR Part 11 style trail
-    report, run_figures, run_samples, RunSamples, list_runs, RunInfo,
+    report, report_images, run_figures, run_samples, RunSamples, list_runs, RunInfo,
     FigureSpec, StreamSpec, SteadyStateSpec,
     BalanceSpec, WorkupSpec, extraction_recovery                 # reports
-    IntervalSpec
+    IntervalSpec, format_figure, format_elapsed                 # figures in human units
+    query_tag, TagHistory                                        # historian queries
 
 See docs/records.md for the loss rules and the figures metadata.
 """
@@ -16,11 +17,14 @@ from modulecontrol.events import EventKind  # the run's event kinds, stored by t
 from modulecontrol.records._audit import AuditEntry, AuditTrail, verify_audit
 from modulecontrol.records._chain import AuditIssue, AuditReport, anchor_path_for, key_path_for
 from modulecontrol.records._db import DEFAULT_DB, RecordsError
+from modulecontrol.records._format import format_elapsed, format_figure
 from modulecontrol.records._historian import (
+    DATA_LOSS_ALARM,
     OVERFLOW_ALARM,
     QUALITY_BAD,
     QUALITY_GOOD,
     AlarmPriority,
+    DataLoss,
     Historian,
     HistorianStats,
     RunResult,
@@ -28,7 +32,9 @@ from modulecontrol.records._historian import (
     TagFilter,
     content_hash,
 )
+from modulecontrol.records._query import TagHistory, query_tag
 from modulecontrol.records._report import (
+    AUTOMATIC_ANSWER,
     BalanceSpec,
     FigureSpec,
     IntervalSpec,
@@ -38,12 +44,15 @@ from modulecontrol.records._report import (
     StreamSpec,
     list_runs,
     report,
+    report_images,
     run_figures,
     run_samples,
 )
 from modulecontrol.records._workup import WorkupSpec, extraction_recovery
 
 __all__ = [
+    "AUTOMATIC_ANSWER",
+    "DATA_LOSS_ALARM",
     "DEFAULT_DB",
     "OVERFLOW_ALARM",
     "QUALITY_BAD",
@@ -54,6 +63,7 @@ __all__ = [
     "AuditReport",
     "AuditTrail",
     "BalanceSpec",
+    "DataLoss",
     "EventKind",
     "FigureSpec",
     "Historian",
@@ -67,13 +77,18 @@ __all__ = [
     "StreamSpec",
     "TagConfig",
     "TagFilter",
+    "TagHistory",
     "WorkupSpec",
     "anchor_path_for",
     "content_hash",
     "extraction_recovery",
+    "format_elapsed",
+    "format_figure",
     "key_path_for",
     "list_runs",
+    "query_tag",
     "report",
+    "report_images",
     "run_figures",
     "run_samples",
     "verify_audit",

@@ -149,9 +149,10 @@ def block_digest(conn: sqlite3.Connection, blk: int) -> tuple[int, str]:
 
 def _as_stored(t: float, v: float | None, raw: float | None) -> tuple[float, float | None,
                                                                         float | None]:
-    """Values as SQLite returns them from REAL columns: floats, and NaN stored as NULL."""
-    return (float(t), None if v is None or v != v else float(v),
-            None if raw is None or raw != raw else float(raw))
+    """Values as SQLite returns them from REAL columns: floats, NaN stored as NULL, and -0.0
+    as 0.0 (SQLite keeps no negative zero; a digest of -0.0 would read back as edited)."""
+    return (float(t) + 0.0, None if v is None or v != v else float(v) + 0.0,
+            None if raw is None or raw != raw else float(raw) + 0.0)
 
 
 def link_hash(key: bytes, seq: int, t_utc: str, kind: str, ref: int, digest: str,

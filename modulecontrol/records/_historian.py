@@ -14,6 +14,15 @@ Loss rules (also in docs/records.md):
 * Events, alarms, operator actions and run records go into an unbounded list (they are rare)
   and the writer is woken at once, so they are committed within milliseconds; they are never
   dropped. ``await flush()`` returns once everything recorded before it is committed.
+* A batch that cannot be written because the database is busy (another connection holds
+  its write lock) is retried, whole, for up to ``write_budget`` seconds: a failed attempt is
+  rolled back entirely, so a retry never duplicates a sample. After the budget its samples
+  are lost, and never silently: a :class:`DataLoss` is kept in :attr:`Historian.losses` at
+  once (the run reports it and ends ``completed_with_data_loss``), and the next commit that
+  succeeds writes a ``data_loss`` event (samples, tags, time span) and raises the alarm
+  ``historian.data_loss``. Events and run records of the batch are queued again, not lost
+  (they are rare); only a batch that fails for another reason, or at close, loses them too,
+  counted in the same record.
 * A kill -9 therefore loses at most the samples of the last ``flush_interval`` (plus the
   duration of one commit) and only events recorded in the last few milliseconds that were
   never confirmed by ``flush()``.
@@ -33,7 +42,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
@@ -54,6 +63,7 @@ QUALITY_GOOD = 192
 QUALITY_BAD = 0
 
 OVERFLOW_ALARM = "historian.queue_overflow"
+DATA_LOSS_ALARM = "historian.data_loss"
 #: event kind recorded when a writer takes over the lease of one that died holding it
 WRITER_TAKEOVER = "writer_takeover"
 
@@ -66,6 +76,8 @@ class RunResult(StrEnum):
     ABORTED = "aborted"
     STOPPED = "stopped"
     INTERRUPTED = "interrupted"
+    COMPLETED_WITH_DATA_LOSS = "completed_with_data_loss"
+    """The recipe completed, but records of it could not be written (see ``data_loss``)."""
 
 
 class AlarmPriority(IntEnum):
@@ -158,6 +170,40 @@ class HistorianStats:
     overflow_episodes: list[int] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class DataLoss:
+    """One batch of records the writer could not commit within its budget."""
+
+    run_id: int | None
+    samples: int
+    tags: tuple[str, ...]
+    t_first: float | None
+    t_last: float | None
+    records: int
+    """Events, alarms and run records lost with the batch (0 when they were queued again)."""
+    error: str
+
+    def payload(self) -> dict[str, Any]:
+        """The ``data_loss`` event's payload."""
+        return {"samples": self.samples, "tags": list(self.tags), "t_first": self.t_first,
+                "t_last": self.t_last, "records": self.records, "error": self.error}
+
+    def describe(self) -> str:
+        span = ("" if self.t_first is None or self.t_last is None
+                else f" over {self.t_last - self.t_first:.0f} s")
+        lost = f"{self.samples} samples of {len(self.tags)} tags{span}"
+        if self.records:
+            lost += f" and {self.records} other records"
+        return f"{lost} not written: {self.error}"
+
+
+def _busy(exc: BaseException) -> bool:
+    """SQLITE_BUSY / SQLITE_LOCKED: another connection holds the lock; worth a retry."""
+    return isinstance(exc, sqlite3.OperationalError) and (
+        getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+        or "locked" in str(exc) or "busy" in str(exc))
+
+
 def content_hash(content: str | bytes) -> str:
     """SHA-256 hex of a recipe or plant file, as stored in run records."""
     data = content.encode() if isinstance(content, str) else content
@@ -189,9 +235,18 @@ class Historian:
     def __init__(self, db: str | Path = DEFAULT_DB, *, flush_interval: float = 0.5,
                  queue_capacity: int = 100_000, batch_size: int = 20_000,
                  synchronous: str = "FULL", clock: Callable[[], float] = time.time,
-                 key_path: Path | None = None, anchor_path: Path | None = None) -> None:
+                 key_path: Path | None = None, anchor_path: Path | None = None,
+                 write_budget: float = 30.0) -> None:
         if not 0 < flush_interval <= 60:
             raise ValueError(f"flush_interval must be in (0, 60] s, got {flush_interval!r}")
+        if not (0 < write_budget <= 3600 and math.isfinite(write_budget)):
+            raise ValueError(f"write_budget must be in (0, 3600] s, got {write_budget!r}")
+        self.write_budget = float(write_budget)
+        """Wall seconds a batch may wait for a busy database (over retries) before it is lost."""
+        self.losses: list[DataLoss] = []
+        """Every batch lost so far, known at once (the database may still be locked)."""
+        self._unrecorded: list[DataLoss] = []
+        """Losses whose ``data_loss`` event and alarm are not committed yet."""
         if queue_capacity < 1 or batch_size < 1:
             raise ValueError("queue_capacity and batch_size must be >= 1")
         self.path = Path(db)
@@ -475,6 +530,22 @@ class Historian:
 
         return self._submit(op)
 
+    def note_lost(self, *, samples: Sequence[tuple[str, float]] = (), records: int = 0,
+                  error: str) -> DataLoss:
+        """Records that never reached the historian (a recorder of the caller failed to hand
+        them over): counted as a loss like a batch the database refused, so a run that
+        misses them cannot end as a clean ``completed``. ``samples`` are (tag, time)."""
+        times = [t for _tag, t in samples]
+        loss = DataLoss(run_id=self._default_run(None), samples=len(samples),
+                        tags=tuple(sorted({tag for tag, _t in samples})),
+                        t_first=min(times, default=None), t_last=max(times, default=None),
+                        records=records, error=error)
+        with self._lock:
+            self.losses.append(loss)
+            self._unrecorded.append(loss)
+        log.error("historian: %s", loss.describe())
+        return loss
+
     @property
     def current_run(self) -> int | None:
         """The most recently started run that has not ended (None if none)."""
@@ -549,10 +620,7 @@ class Historian:
         return fut
 
     def _barrier(self) -> Future[None]:
-        def op(conn: sqlite3.Connection) -> None:
-            return None
-
-        return self._submit(op)
+        return self._submit(_barrier_op)
 
     def _insert_event(self, conn: sqlite3.Connection, rid: int | None, t: float, kind: str,
                       source: str, payload: Mapping[str, Any] | str) -> int:
@@ -628,8 +696,9 @@ class Historian:
                     self._overflowing = False
                     self._episode_dropped = 0
                 stopping = self._stop
+                unrecorded = bool(self._unrecorded)
             deadline = time.monotonic() + self.flush_interval
-            if ops or samples or dropped:
+            if ops or samples or dropped or unrecorded:
                 self._write(conn, ops, samples, dropped)
             if stopping:
                 with self._lock:
@@ -638,38 +707,45 @@ class Historian:
 
     def _write(self, conn: sqlite3.Connection, ops: deque[tuple[_Op, Future[Any] | None]],
                samples: list[_Sample], dropped: int) -> None:
+        """Commit one batch, retried whole while the database is busy, within the budget.
+
+        Each attempt is one transaction; a failed one is rolled back entirely (and the
+        writer's own memory of tag ids and active runs with it), so a retry writes every
+        record exactly once. What cannot be committed is recorded as a :class:`DataLoss`.
+        """
         t0 = time.perf_counter()
-        results: list[tuple[Future[Any] | None, Any]] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for op, fut in ops:
-                results.append((fut, op(conn)))
-            if samples:
-                ids = self._tag_ids
-                missing = {s[0] for s in samples if s[0] not in ids}
-                for name in missing:
-                    self._tag_id(conn, name)
-                self._chain.link_samples(
-                    conn, [(ids[n], t, v, r, q, rid) for n, t, v, r, q, rid in samples])
-            if dropped:
-                now = self.clock()
-                self._insert_event(conn, self._active_runs[-1] if self._active_runs else None,
-                                   now, EventKind.OVERFLOW, "historian", {"dropped": dropped})
-                self._alarm_clear_op(OVERFLOW_ALARM, {"dropped": dropped}, now)(conn)
-            conn.execute("COMMIT")
-        except Exception as exc:  # the writer must survive a bad batch and say so
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            self._chain.rolled_back()
-            self._anchor_why = "commit"
-            self.stats.write_errors += 1
-            self.stats.last_error = f"{type(exc).__name__}: {exc}"
-            log.error("historian write failed (%d ops, %d samples lost): %s",
-                      len(ops), len(samples), exc)
-            for _op, fut in ops:
-                if fut is not None and not fut.done():
-                    fut.set_exception(exc)
-            return
+        deadline = time.monotonic() + self.write_budget
+        while True:
+            remaining = deadline - time.monotonic()
+            conn.execute(f"PRAGMA busy_timeout={max(1, int(remaining * 1000))}")
+            tag_ids = dict(self._tag_ids)
+            with self._lock:
+                active = list(self._active_runs)
+            events_written = self.stats.events_written
+            unrecorded = list(self._unrecorded)
+            try:
+                results = self._commit(conn, ops, samples, dropped, unrecorded)
+                break
+            except Exception as exc:  # the writer must survive a bad batch and say so
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                self._chain.rolled_back()
+                self._anchor_why = "commit"
+                self._tag_ids = tag_ids
+                with self._lock:
+                    self._active_runs[:] = active
+                self.stats.events_written = events_written
+                self.stats.write_errors += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                if _busy(exc) and time.monotonic() < deadline:
+                    time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+                    continue
+                self._lost(ops, samples, dropped, exc)
+                return
+            finally:
+                conn.execute("PRAGMA busy_timeout=30000")
+        with self._lock:
+            del self._unrecorded[:len(unrecorded)]
         why, self._anchor_why = self._anchor_why, "commit"
         try:
             self._chain.anchor(why)
@@ -696,6 +772,68 @@ class Historian:
         for fut, res in results:
             if fut is not None and not fut.done():
                 fut.set_result(res)
+
+    def _commit(self, conn: sqlite3.Connection, ops: deque[tuple[_Op, Future[Any] | None]],
+                samples: list[_Sample], dropped: int,
+                unrecorded: list[DataLoss]) -> list[tuple[Future[Any] | None, Any]]:
+        """One attempt at a batch, in one transaction; raises on any failure (not committed)."""
+        results: list[tuple[Future[Any] | None, Any]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        for loss in unrecorded:  # first: the record of earlier losses, now that we can write
+            now = self.clock()
+            self._insert_event(conn, loss.run_id, now, EventKind.DATA_LOSS, "historian",
+                               loss.payload())
+            self._alarm_raise_op(DATA_LOSS_ALARM, f"records lost: {loss.describe()}",
+                                 AlarmPriority.HIGH, {"samples": loss.samples}, now)(conn)
+        for op, fut in ops:
+            results.append((fut, op(conn)))
+        if samples:
+            ids = self._tag_ids
+            missing = {s[0] for s in samples if s[0] not in ids}
+            for name in missing:
+                self._tag_id(conn, name)
+            self._chain.link_samples(
+                conn, [(ids[n], t, v, r, q, rid) for n, t, v, r, q, rid in samples])
+        if dropped:
+            now = self.clock()
+            self._insert_event(conn, self._active_runs[-1] if self._active_runs else None,
+                               now, EventKind.OVERFLOW, "historian", {"dropped": dropped})
+            self._alarm_clear_op(OVERFLOW_ALARM, {"dropped": dropped}, now)(conn)
+        conn.execute("COMMIT")
+        return results
+
+    def _lost(self, ops: deque[tuple[_Op, Future[Any] | None]], samples: list[_Sample],
+              dropped: int, exc: Exception) -> None:
+        """A batch the budget could not save: record the loss, keep what can be kept.
+
+        Events and run records are queued again when the database was only busy (they are
+        rare and promised never to be dropped), unless the historian is closing; otherwise
+        their callers get the exception. The overflow count is carried to the next batch.
+        """
+        with self._cond:
+            requeue = _busy(exc) and not self._stop
+            if requeue:
+                self._ops.extendleft(reversed(ops))
+            if dropped:
+                self._overflowing = True
+                self._episode_dropped += dropped
+        if not requeue:
+            for _op, fut in ops:
+                if fut is not None and not fut.done():
+                    fut.set_exception(exc)
+        records = 0 if requeue else sum(1 for op, _fut in ops if op is not _barrier_op)
+        if not samples and not records:
+            return
+        times = [s[1] for s in samples]
+        loss = DataLoss(
+            run_id=next((s[5] for s in samples if s[5] is not None), self._default_run(None)),
+            samples=len(samples), tags=tuple(sorted({s[0] for s in samples})),
+            t_first=min(times, default=None), t_last=max(times, default=None),
+            records=records, error=f"{type(exc).__name__}: {exc}")
+        with self._lock:
+            self.losses.append(loss)
+            self._unrecorded.append(loss)
+        log.error("historian: %s", loss.describe())
 
     def _recover_interrupted(self, stale: WriterLease | None) -> list[int]:
         """Mark runs left ``running`` as ``interrupted``; record a taken-over lease.
@@ -734,6 +872,11 @@ class Historian:
             raise
         self._chain.anchor("recovery")
         return recovered
+
+
+def _barrier_op(conn: sqlite3.Connection) -> None:
+    """The op of :meth:`Historian.flush`: writes nothing, so losing it loses no record."""
+    return None
 
 
 def load_json(text: str | None) -> Any:

@@ -27,7 +27,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from modulecontrol.events import EventKind, kind_of
 from modulecontrol.mtpcore import HOLD_STATES
 from modulecontrol.records._db import RecordsError, connect
+from modulecontrol.records._format import format_elapsed, format_figure
 from modulecontrol.records._lock import writer_alive
+from modulecontrol.records._plots import PlotPlan, is_simulated_time, plot_plan, render
 from modulecontrol.records._workup import WorkupSpec
 from modulecontrol.units import UnitError, compatible, convert
 
@@ -338,12 +340,16 @@ class _RunData:
                 " alarms WHERE run_id=? OR (run_id IS NULL AND t_raised BETWEEN ? AND ?)"
                 " ORDER BY t_raised, id", (run.id, t0, t1))]
         self.chain = _chain_info(conn, run.id)
-        self.actions = [
+        recorded = [
             {"t": t, "user": u, "action": a, "target": tg, "old_value": json.loads(o or "null"),
              "new_value": json.loads(nv or "null"), "reason": r}
             for t, u, a, tg, o, nv, r in conn.execute(
                 "SELECT t, user, action, target, old_value, new_value, reason FROM"
                 " operator_actions WHERE run_id=? ORDER BY t, id", (run.id,))]
+        # what people did, and apart from it what the program answered for them (--yes, no
+        # terminal): an automatic answer is neither an operator action nor a deviation
+        self.actions = [x for x in recorded if x["action"] != AUTOMATIC_ANSWER]
+        self.automatic = [x for x in recorded if x["action"] == AUTOMATIC_ANSWER]
 
     def need(self, tag: str) -> _Series:
         s = self.series.get(tag)
@@ -566,6 +572,7 @@ def _figures(data: _RunData) -> dict[str, Any]:
     out["sim_faults"] = sum(1 for d in devs if d["kind"] == "sim_fault")
     out["alarms"] = len(data.alarms)
     out["operator_actions"] = len(data.actions)
+    out["automatic_answers"] = len(data.automatic)
     if duration <= 0:
         notes.append("run has no duration: no flow figures")
         out["notes"] = notes
@@ -836,6 +843,10 @@ def _compound(grid: _Grid, spec: FigureSpec, p: _Stream, mm: float | None,
 _HOLD_STATES = frozenset(s.label for s in HOLD_STATES)
 
 
+AUTOMATIC_ANSWER = "automatic answer"
+"""The operator-action kind of a prompt the program answered (user ``auto``): listed in
+the report as an automatic answer, never counted as an operator action or deviation."""
+
 _LISTED = frozenset({EventKind.COMMAND_REFUSED, EventKind.COMMAND_TIMEOUT, EventKind.DIVERT_FAILED,
                      EventKind.GOTO, EventKind.OPERATOR_PROMPT})
 """Event kinds listed among the deviations as they are, without a duration."""
@@ -960,35 +971,6 @@ def _iso(t: float | None) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
 
 
-def _family(unit: str) -> str:
-    for ref, name in (("K", "temperatures"), ("Pa", "pressures"), ("g/s", "flows"),
-                      ("mL/s", "flows"), ("mol/s", "flows")):
-        if compatible(unit, ref):
-            return name
-    if unit.strip() in ("", "1", "-") or compatible(unit, "") or compatible(unit, "mol/L") \
-            or compatible(unit, "g/L"):
-        return "analyzer signals"
-    return f"other ({unit})"
-
-
-def tag_groups(run: RunInfo, series: dict[str, Any]) -> dict[str, list[str]]:
-    """Group tags for plotting: run metadata ``tag_groups`` > tag's group > unit family.
-
-    The group ``"-"`` keeps a tag out of the plots (it stays in the CSV export)."""
-    override: dict[str, str] = dict(run.metadata.get("tag_groups", {}))
-    groups: dict[str, list[str]] = {}
-    for name in sorted(series):
-        s = series[name]
-        g = override.get(name) or s.group or _family(s.unit)
-        if g == "-":  # recorded but not plotted (e.g. state codes, shown in the Gantt chart)
-            continue
-        groups.setdefault(g, []).append(name)
-    order = ["flows", "temperatures", "pressures", "analyzer signals"]
-    return dict(sorted(groups.items(),
-                       key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order),
-                                       kv[0])))
-
-
 def _chain_info(conn: sqlite3.Connection, run_id: int) -> dict[str, Any]:
     """Where the run record sits in the keyed chain, to compare with the anchor file."""
     try:
@@ -1013,9 +995,11 @@ def _json_doc(data: _RunData) -> dict[str, Any]:
         "alarms": data.alarms,
         "deviations": _deviations(data),
         "operator_actions": data.actions,
+        "automatic_answers": data.automatic,
         "tags": {n: {"unit": s.unit, "samples": int(np.sum(s.t >= run.t_start))}
                  for n, s in sorted(data.series.items())},
         "record_chain": data.chain,
+        "plots": _plot_plan(data).as_json(),
     }
 
 
@@ -1032,59 +1016,6 @@ def _csv(conn: sqlite3.Connection, data: _RunData) -> str:
         w.writerow([_iso(t), f"{t - a:.6f}", name, repr(v) if v is not None else "",
                     "" if raw is None else repr(raw), q, unit])
     return buf.getvalue()
-
-
-def _png(fig: Any) -> str:
-    bio = io.BytesIO()
-    fig.savefig(bio, format="png", dpi=90, bbox_inches="tight")
-    return base64.b64encode(bio.getvalue()).decode()
-
-
-def _plots(data: _RunData) -> list[tuple[str, str]]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    a, b = data.run.t_start, data.t_end
-    out: list[tuple[str, str]] = []
-    scale, xl = (60.0, "time since start [min]") if b - a > 600 else (1.0, "time since start [s]")
-    for group, names in tag_groups(data.run, data.series).items():
-        fig = Figure(figsize=(9, 3.2))
-        ax = fig.subplots()
-        for n in names:
-            s = data.series[n]
-            step = max(1, len(s.t) // 5000)
-            t = np.clip(s.t[::step], a, None)
-            ax.step((t - a) / scale, s.v[::step], where="post",
-                    label=f"{n} [{s.unit}]" if s.unit else n)
-        ax.set_xlim(0, max((b - a) / scale, 1e-9))
-        ax.set_xlabel(xl)
-        ax.set_title(group)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
-        out.append((group, _png(fig)))
-    bars = _gantt_bars(data)
-    if bars:
-        rows = sorted({r for r, *_ in bars})
-        states = sorted({s for *_, s in bars})
-        fig = Figure(figsize=(9, 0.5 + 0.45 * len(rows)))
-        ax = fig.subplots()
-        cmap = matplotlib.colormaps["tab20"]
-        colour = {s: cmap(i % 20) for i, s in enumerate(states)}
-        for row, t0, t1, st in bars:
-            y = rows.index(row)
-            ax.barh(y, (t1 - t0) / scale, left=(t0 - a) / scale, color=colour[st],
-                    edgecolor="black", linewidth=0.3)
-            if (t1 - t0) / max(b - a, 1e-9) > 0.06:
-                ax.text((t0 - a + (t1 - t0) / 2) / scale, y, st, ha="center", va="center",
-                        fontsize=6)
-        ax.set_yticks(range(len(rows)), rows, fontsize=7)
-        ax.set_xlim(0, max((b - a) / scale, 1e-9))
-        ax.set_xlabel(xl)
-        ax.set_title("service and recipe states")
-        out.append(("service and recipe states", _png(fig)))
-    return out
 
 
 def _gantt_bars(data: _RunData) -> list[tuple[str, float, float, str]]:
@@ -1118,42 +1049,43 @@ def _table(head: list[str], rows: list[list[Any]]) -> str:
 
 
 _FIG_LABELS = {
-    "duration_s": "duration [s]",
-    "feed_start_at_s": "first feed start [s after run start]",
-    "time_to_steady_state_s": "time to steady state, from first feed start [s]",
-    "steady_state_at_s": "steady state reached [s after run start]",
+    "duration_s": "duration",
+    "feed_start_at_s": "first feed start (after run start)",
+    "time_to_steady_state_s": "time to steady state, from first feed start",
+    "steady_state_at_s": "steady state reached (after run start)",
     "steady_state_source": "steady state taken from",
     "steady_state_reference": "steady-state reference value",
-    "production_time_s": "production time (to product) [s]",
-    "production_start_at_s": "production start [s after run start]",
-    "production_end_at_s": "production end [s after run start]",
-    "product_g": "product, production window [g]",
-    "product_total_g": "product, whole run [g]",
-    "product_stream_mass_g": "product stream, production window [g]",
-    "product_stream_volume_ml": "product stream, production window [mL]",
-    "throughput_g_per_h": "throughput, production window [g/h]",
-    "throughput_overall_g_per_h": "throughput, whole run [g/h]",
-    "yield_pct": "yield, production window [%]",
-    "overall_yield_pct": "yield, whole run [%]",
-    "workup_recovery_pct": "work-up recovery (model) [%]",
-    "isolated_product_g": "isolated product, production window [g]",
-    "isolated_product_total_g": "isolated product, whole run [g]",
-    "isolated_throughput_g_per_h": "isolated throughput, production window [g/h]",
-    "isolated_yield_pct": "isolated yield, production window [%]",
-    "overall_isolated_yield_pct": "isolated yield, whole run [%]",
-    "purity_mean_pct": "purity, time-weighted mean over production [%]",
-    "purity_min_pct": "purity, minimum over production [%]",
-    "purity_below_spec_s": "time below purity spec while feeding [s]",
-    "off_spec_time_s": "off-spec time (to waste while feeding) [s]",
-    "off_spec_volume_ml": "off-spec volume (to waste while feeding) [mL]",
-    "off_spec_mass_g": "off-spec mass (to waste while feeding) [g]",
+    "production_time_s": "production time (to product)",
+    "production_start_at_s": "production start (after run start)",
+    "production_end_at_s": "production end (after run start)",
+    "product_g": "product, production window",
+    "product_total_g": "product, whole run",
+    "product_stream_mass_g": "product stream, production window (mass)",
+    "product_stream_volume_ml": "product stream, production window (volume)",
+    "throughput_g_per_h": "throughput, production window",
+    "throughput_overall_g_per_h": "throughput, whole run",
+    "yield_pct": "yield, production window",
+    "overall_yield_pct": "yield, whole run",
+    "workup_recovery_pct": "work-up recovery (model)",
+    "isolated_product_g": "isolated product, production window",
+    "isolated_product_total_g": "isolated product, whole run",
+    "isolated_throughput_g_per_h": "isolated throughput, production window",
+    "isolated_yield_pct": "isolated yield, production window",
+    "overall_isolated_yield_pct": "isolated yield, whole run",
+    "purity_mean_pct": "purity, time-weighted mean over production",
+    "purity_min_pct": "purity, minimum over production",
+    "purity_below_spec_s": "time below purity spec while feeding",
+    "off_spec_time_s": "off-spec time (to waste while feeding)",
+    "off_spec_volume_ml": "off-spec volume (to waste while feeding)",
+    "off_spec_mass_g": "off-spec mass (to waste while feeding)",
     "off_spec_source": "off-spec measured by",
-    "mass_in_g": "mass in [g]", "mass_out_g": "mass out [g]",
-    "material_balance_pct": "material balance (out/in) [%]",
+    "mass_in_g": "mass in", "mass_out_g": "mass out",
+    "material_balance_pct": "material balance (out/in)",
     "balance_boundary": "balance boundary",
     "deviations": "deviations (listed below)", "interlock_trips": "interlock trips",
-    "holds": "holds", "hold_time_s": "time held [s]", "sim_faults": "simulated faults",
+    "holds": "holds", "hold_time_s": "time held", "sim_faults": "simulated faults",
     "alarms": "alarms", "operator_actions": "operator actions",
+    "automatic_answers": "automatic answers (listed below, not deviations)",
 }
 
 
@@ -1164,46 +1096,83 @@ def _fig_value(v: Any) -> Any:
     return v
 
 
+def _plot_plan(data: _RunData) -> PlotPlan:
+    return plot_plan(data.run.metadata, data.series, data.run.t_start)
+
+
+def _clock_rows(run: RunInfo) -> list[list[Any]]:
+    """Start and end as the reader needs them: wall-clock UTC for a real-time run; for a run on
+    an accelerated (simulated) clock the simulated duration and, when recorded, the wall-clock
+    start, since its stored times are simulated seconds mapped onto a date, not wall time."""
+    if not is_simulated_time(run.metadata):
+        return [["start (UTC)", _iso(run.t_start)], ["end (UTC)", _iso(run.t_end)]]
+    clock = run.metadata.get("clock")
+    wall = clock.get("wall_start_utc") if isinstance(clock, dict) else None
+    speed = clock.get("scale") if isinstance(clock, dict) else run.metadata.get("speed")
+    return [["time base", f"simulated clock ({speed}x): times are simulated time since the"
+             " start of the run (h:mm:ss), not wall-clock time"],
+            ["wall-clock start (UTC)", wall or "not recorded"],
+            ["simulated duration", format_elapsed(run.duration_s)]]
+
+
 def _html(data: _RunData) -> str:
     doc = _json_doc(data)
     run, figs = data.run, doc["figures"]
     a = run.t_start
+    simulated = is_simulated_time(run.metadata)
+
+    def when(t: float | None) -> str:
+        """An event time: since start (simulated runs), or since start and UTC."""
+        if t is None:
+            return ""
+        return format_elapsed(t - a) if simulated else f"{format_elapsed(t - a)} ({_iso(t)})"
+
     info: list[list[Any]] = [["run", run.id], ["recipe", f"{run.recipe_name} {run.recipe_version}"],
             ["recipe SHA-256", run.recipe_hash], ["plant SHA-256", run.plant_hash],
-            ["operator", run.operator], ["start (UTC)", _iso(run.t_start)],
-            ["end (UTC)", _iso(run.t_end)], ["result", run.result], ["note", run.note],
-            ["parameters", json.dumps(run.parameters, sort_keys=True)]]
+            ["operator", run.operator], *_clock_rows(run), ["result", run.result],
+            ["note", run.note], ["parameters", json.dumps(run.parameters, sort_keys=True)]]
     na = figs.get("not_available", {})
-    fig_rows = [[_FIG_LABELS.get(k, k), f"not available: {na[k]}" if k in na else _fig_value(v)]
+    fig_rows = [[_FIG_LABELS.get(k, k),
+                 f"not available: {na[k]}" if k in na else format_figure(k, _fig_value(v))]
                 for k, v in figs.items() if k not in ("notes", "streams", "not_available")]
     ch = doc["record_chain"]
     link = ch.get("run_record_link")
     info.append(["record chain", f"run record at link {link['seq']} {link['hash']}; head"
                  f" {ch['head']['seq']} {ch['head']['hash']} (compare with the anchor file)"
                  if link and ch.get("head") else ch.get("note", "not chained")])
-    stream_rows = [[k, v["mass_g"], v["volume_ml"], v["mol"]]
-                   for k, v in figs.get("streams", {}).items()]
+    stream_rows = [[k, format_figure("_g", v["mass_g"]), format_figure("_ml", v["volume_ml"]),
+                    format_figure("_mol", v["mol"])] for k, v in figs.get("streams", {}).items()]
     fig_rows += [["note", n] for n in figs.get("notes", [])]
-    alarms = [[al["name"], al["priority"], al["message"], _iso(al["raised"]),
-               _iso(al["acknowledged"]), al["acked_by"], _iso(al["cleared"])]
+    alarms = [[al["name"], al["priority"], al["message"], when(al["raised"]),
+               when(al["acknowledged"]), al["acked_by"], when(al["cleared"])]
               for al in data.alarms]
-    devs = [[f"{d['at_s']:.1f}", d["kind"], d["source"],
-             "" if d["duration_s"] is None else f"{d['duration_s']:.1f}", d["details"]]
+    devs = [[format_elapsed(d["at_s"]), d["kind"], d["source"],
+             format_elapsed(d["duration_s"]) if d["duration_s"] is not None else "", d["details"]]
             for d in doc["deviations"]]
-    acts = [[f"{x['t'] - a:.1f}", x["user"], x["action"], x["target"],
+    acts = [[when(x["t"]), x["user"], x["action"], x["target"],
              json.dumps(x["old_value"]), json.dumps(x["new_value"]), x["reason"]]
             for x in data.actions]
+    autos = [[when(x["t"]), x["user"], x["target"], json.dumps(x["new_value"]),
+              x["reason"]] for x in data.automatic]
+    plan = _plot_plan(data)
     imgs = "".join(f"<h3>{html.escape(g)}</h3><img alt='{html.escape(g)}'"
-                   f" src='data:image/png;base64,{p}'>" for g, p in _plots(data))
+                   f" src='data:image/png;base64,{p}'>"
+                   for g, p in render(plan, data.series, a, data.t_end, _gantt_bars(data)))
+    const_t = _table(["signal", "value", "unit"],
+                     [[n, f"{v:.6g}", u] for n, v, u in plan.constants])
+    empty = (f"<p class='none'>no samples in this run: {html.escape(', '.join(plan.no_data))}"
+             "</p>") if plan.no_data else ""
     style = ("body{font-family:sans-serif;margin:2em;max-width:1000px}table{border-collapse:"
              "collapse;margin:0.5em 0}td,th{border:1px solid #999;padding:2px 6px;font-size:"
              "0.85em;text-align:left}th{background:#eee}img{max-width:100%}.none{color:#777}")
     title = f"Batch report: run {run.id} ({run.recipe_name})"
-    alarm_t = _table(["name", "priority", "message", "raised", "acknowledged", "by", "cleared"],
-                     alarms)
-    dev_t = _table(["t [s]", "kind", "source", "duration [s]", "details"], devs)
-    stream_t = _table(["stream", "mass [g]", "volume [mL]", "amount [mol]"], stream_rows)
-    act_t = _table(["t [s]", "user", "action", "object", "old", "new", "reason"], acts)
+    t_head = "since start" if simulated else "since start (UTC)"
+    alarm_t = _table(["name", "priority", "message", f"raised {t_head}", "acknowledged", "by",
+                      "cleared"], alarms)
+    dev_t = _table(["since start", "kind", "source", "duration", "details"], devs)
+    stream_t = _table(["stream", "mass", "volume", "amount"], stream_rows)
+    act_t = _table([t_head, "user", "action", "object", "old", "new", "reason"], acts)
+    auto_t = _table([t_head, "user", "prompt", "answer", "reason"], autos)
     stamp = _iso(datetime.now(UTC).timestamp())
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
             f"</title><style>{style}</style></head><body><h1>{html.escape(title)}</h1>"
@@ -1211,9 +1180,25 @@ def _html(data: _RunData) -> str:
             f"<h2>Figures</h2>{_table(['figure', 'value'], fig_rows)}"
             f"<h3>Streams, whole run</h3>{stream_t}"
             f"<h2>Trends and states</h2>{imgs or '<p class=none>no samples</p>'}"
+            f"<h3>Constant signals</h3>{const_t}{empty}"
             f"<h2>Alarms</h2>{alarm_t}<h2>Deviations and interventions</h2>{dev_t}"
             f"<h2>Operator actions</h2>{act_t}"
-            f"<p class='none'>generated {stamp}</p></body></html>")
+            f"<h2>Automatic answers</h2>{auto_t}"
+            f"<p class='none'>generated {stamp} (wall clock, UTC)</p></body></html>")
+
+
+def report_images(db: str | Path | sqlite3.Connection, run_id: int) -> list[tuple[str, bytes]]:
+    """The report's trend and state charts as (title, PNG bytes), in report order: for docs and
+    for archiving the pictures apart from the HTML."""
+    conn, own = _open(db)
+    try:
+        data = _RunData(conn, _as_seen(get_run(conn, run_id), db))
+        pngs = render(_plot_plan(data), data.series, data.run.t_start, data.t_end,
+                      _gantt_bars(data))
+    finally:
+        if own:
+            conn.close()
+    return [(title, base64.b64decode(p)) for title, p in pngs]
 
 
 def report(db: str | Path | sqlite3.Connection, run_id: int, format: ReportFormat = "html",

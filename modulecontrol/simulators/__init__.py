@@ -18,6 +18,7 @@ from modulecontrol.simulators._modbus_server import (
     SlaveStore,
 )
 from modulecontrol.simulators._opcua_server import PeaRuntime, SecurityError
+from modulecontrol.simulators._pki import Credentials
 from modulecontrol.simulators._plant import (
     DEFAULT_SPECIES,
     PlantBuildError,
@@ -40,6 +41,7 @@ __all__ = [
     "DEFAULT_SPECIES",
     "FAULTS",
     "TABLE_OF_FC",
+    "Credentials",
     "FaultInjector",
     "FaultRecord",
     "ModbusRtuSlave",

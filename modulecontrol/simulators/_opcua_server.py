@@ -19,17 +19,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from modulecontrol.descriptors import OpcUaEndpoint
 from modulecontrol.mtpcore import PA, PARAM_CLASSES, SCA, carries_value, writable
+from modulecontrol.simulators._pki import Credentials
 from modulecontrol.simulators._view import ModuleView
 from modulecontrol.simulators.opcua_pea import (
     PeaServer,
     RefusalHandler,
     build_pea_server,
-    make_certificate,
 )
 from modulecontrol.statemachine import (
     Channel,
@@ -42,7 +44,7 @@ from modulecontrol.statemachine import (
     StateChange,
 )
 
-__all__ = ["PeaRuntime", "SecurityError", "serve_pea"]
+__all__ = ["CONTROLLER", "PeaLogin", "PeaRuntime", "SecurityError", "pea_logins", "serve_pea"]
 
 _log = logging.getLogger(__name__)
 
@@ -258,43 +260,90 @@ class PeaRuntime:
             await self._set(obj, attr, False)
 
 
+CONTROLLER = "modulecontrol"
+"""The controller's user name on a served PEA whose endpoint names no ``username``."""
+
+
+@dataclass(frozen=True)
+class PeaLogin:
+    """One user of a served PEA: its role and where its password is (never the password)."""
+
+    role: str
+    password_env: str | None = None
+    """The environment variable holding it (the endpoint's ``password_env``), or ..."""
+    password_file: Path | None = None
+    """... the owner-only file it was generated into (:class:`Credentials`)."""
+
+    def password(self) -> str:
+        if self.password_env is not None:
+            return os.environ[self.password_env]
+        assert self.password_file is not None
+        return self.password_file.read_text(encoding="utf-8").strip("\r\n")
+
+
+def pea_logins(tag: str, endpoint: OpcUaEndpoint, credentials: Credentials
+               ) -> dict[str, PeaLogin]:
+    """User -> login of a served PEA: the controller first, then the endpoint's ``users``.
+
+    A user with ``password_env`` uses that variable (:class:`SecurityError` if it is not
+    set); any other gets a password generated at first use into ``credentials``.
+    """
+    controller = endpoint.username or CONTROLLER
+    roles = {controller: "admin", **{u.name: u.role for u in endpoint.users}}
+    out: dict[str, PeaLogin] = {}
+    for name, env in [(controller, endpoint.password_env),
+                      *((u.name, u.password_env) for u in endpoint.users)]:
+        if env is None:
+            out[name] = PeaLogin(roles[name], password_file=credentials.password_file(tag, name))
+        elif os.environ.get(env):
+            out[name] = PeaLogin(roles[name], password_env=env)
+        else:
+            raise SecurityError(
+                f"{tag}: environment variable {env} (password of user {name}) is not "
+                "set; export it before serving, or drop password_env to have a password "
+                "generated into the pki folder (there are no default credentials)")
+    return out
+
+
 async def serve_pea(view: ModuleView, endpoint: OpcUaEndpoint, host: str, port: int,
                     path: str, pki: Path | None = None,
-                    on_refused: RefusalHandler | None = None) -> tuple[PeaServer, PeaRuntime]:
-    """Build, start and animate the PEA of one module (security per its endpoint).
+                    on_refused: RefusalHandler | None = None, *,
+                    insecure: bool = False) -> tuple[PeaServer, PeaRuntime]:
+    """Build, start and animate the PEA of one module (secure by default).
 
-    ``security_policy: "None"`` serves without security. Otherwise Basic256Sha256
-    SignAndEncrypt with a certificate generated into ``pki`` and the endpoint's
-    ``username`` whose password is read from the environment variable ``password_env``;
-    without those the server refuses to start. That user is ``admin`` unless the endpoint's
-    ``users`` give it another role; each of ``users`` is admitted with its role and the
-    password in its own ``password_env``. ``on_refused`` hears of refused logins and writes.
+    Served with Basic256Sha256 in the endpoint's ``security_mode`` (SignAndEncrypt by
+    default, and nothing else: no None endpoint) with a certificate kept in ``pki`` (default
+    ``runs/pki``, see :class:`Credentials`). Users: the controller (the endpoint's
+    ``username``, default ``modulecontrol``; ``admin`` unless ``users`` give it another role)
+    and each of ``users`` with its role; a password comes from the user's ``password_env``,
+    else it is generated at first use into ``pki``. Anonymous sessions are refused.
+
+    ``insecure=True`` (``--insecure``) serves without security instead, whatever the
+    endpoint says: the same users log in (their passwords travel unencrypted: loopback only)
+    and anonymous sessions may read but every write they try is refused. An endpoint that
+    itself says ``security_policy: "None"`` is served only with ``insecure``.
+    ``on_refused`` hears of refused logins, requests and writes.
     """
-    import os
-
-    kwargs: dict[str, Any] = {}
-    if endpoint.security_policy != "None":
-        if not endpoint.username or not endpoint.password_env:
-            raise SecurityError(
-                f"{view.tag}: a secured OPC UA endpoint needs 'username' and 'password_env' "
-                "(or security_policy: \"None\" for a loopback-only simulation)")
-        passwords: dict[str, str] = {}
-        roles: dict[str, str] = {endpoint.username: "admin"}
-        for name, env in [(endpoint.username, endpoint.password_env),
-                          *((u.name, u.password_env) for u in endpoint.users)]:
-            password = os.environ.get(env)
-            if not password:
-                raise SecurityError(
-                    f"{view.tag}: environment variable {env} (password of user {name}) is not "
-                    "set; export it before serving (there are no default credentials)")
-            passwords[name] = password
-        roles.update({u.name: u.role for u in endpoint.users})
-        folder = pki or Path("runs/pki")
-        uri = f"urn:modulecontrol:sim:{view.tag}"
-        cert, key = make_certificate(folder, f"sim-{view.tag}", uri, server=True)
-        kwargs.update(certificate=cert, private_key=key, users=passwords,
-                      allow_insecure=False, roles=roles, on_refused=on_refused,
-                      subject=view.tag)
+    if endpoint.security_policy == "None" and not insecure:
+        raise SecurityError(
+            f"{view.tag}: the endpoint says security_policy \"None\"; a simulated PEA is "
+            "served without security only on request (--insecure, insecure=True). Drop "
+            "security_policy and security_mode to serve Basic256Sha256 SignAndEncrypt")
+    credentials = Credentials(pki or Path("runs/pki"))
+    logins = pea_logins(view.tag, endpoint, credentials)
+    kwargs: dict[str, Any] = {
+        "users": {name: login.password() for name, login in logins.items()},
+        "roles": {name: login.role for name, login in logins.items()},
+        "on_refused": on_refused, "subject": view.tag,
+    }
+    if insecure:
+        _log.warning("%s: serving OPC UA WITHOUT SECURITY (--insecure): passwords and values "
+                     "travel in clear text; anonymous sessions may read", view.tag)
+        kwargs.update(anonymous_viewers=True)
+    else:
+        cert, key = credentials.server_certificate(view.tag)
+        kwargs.update(certificate=cert, private_key=key, allow_insecure=False,
+                      security_modes=(endpoint.security_mode,))
     pea = await build_pea_server(view.module_type, host=host, port=port,
                                  namespace_uri=endpoint.namespace_uri,
                                  name=f"modulecontrol simulated {view.tag}", **kwargs)

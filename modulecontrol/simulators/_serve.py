@@ -4,6 +4,13 @@ Ports: the plant's fixed ports are used as written, shifted by ``port_offset``, 
 per module by ``ports``, or (``free_ports=True``, for tests) chosen free by the OS. Serial
 modules get a pseudo-terminal. :attr:`PlantServer.endpoints` and :meth:`served_config` tell
 the caller where each module really is, so drivers and proxies connect to the right place.
+
+OPC UA modules are served secure by default (Basic256Sha256 SignAndEncrypt, users with
+passwords, certificates and passwords generated at first use into ``pki``: see
+:class:`~modulecontrol.simulators._pki.Credentials`); the served endpoints carry what a
+client needs to log in (its certificate, the server's certificate to pin, the user name and
+the password's file or variable), so a simulated run connects without any setup. Without
+security only with ``insecure=True`` (``--insecure``), which logs a warning.
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ import contextlib
 import dataclasses
 import logging
 import re
+import shutil
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +38,8 @@ from modulecontrol.descriptors import (
 )
 from modulecontrol.simulators._faults import FaultRecord
 from modulecontrol.simulators._modbus_server import ModbusRtuSlave, ModbusTcpSlave, ViewStore
-from modulecontrol.simulators._opcua_server import PeaRuntime, serve_pea
+from modulecontrol.simulators._opcua_server import PeaRuntime, pea_logins, serve_pea
+from modulecontrol.simulators._pki import Credentials
 from modulecontrol.simulators._plant import SimulatedPlant
 from modulecontrol.simulators._ports import free_port
 from modulecontrol.simulators._serial import serial_emulator, sync_faults
@@ -80,13 +90,19 @@ class PlantServer:
     def __init__(self, plant: SimulatedPlant, *, port_offset: int = 0,
                  ports: Mapping[str, int] | None = None, free_ports: bool = False,
                  allow_remote: bool = False, pki: str | Path | None = None,
-                 publish_interval: float = 0.1, audit_db: str | Path | None = None) -> None:
+                 publish_interval: float = 0.1, audit_db: str | Path | None = None,
+                 insecure: bool = False) -> None:
         self.plant = plant
         self.port_offset = port_offset
         self.ports = dict(ports or {})
         self.free_ports = free_ports
         self.allow_remote = allow_remote
         self.pki = Path(pki) if pki is not None else None
+        """Folder of the generated credentials; None: a temporary folder for this server's
+        lifetime (a library user or a test leaves nothing behind)."""
+        self.insecure = insecure
+        """Serve OPC UA without security (``--insecure``): anonymous sessions read only."""
+        self._tmp_pki: str | None = None
         self.publish_interval = publish_interval
         self.endpoints: dict[str, Endpoint] = {}
         """Tag -> the endpoint the module is really served on."""
@@ -158,6 +174,29 @@ class PlantServer:
         self._publisher = asyncio.get_running_loop().create_task(self._publish(),
                                                                  name="sim-publish")
 
+    def _credentials(self) -> Credentials:
+        if self.pki is None and self._tmp_pki is None:
+            self._tmp_pki = tempfile.mkdtemp(prefix="modulecontrol-pki-")
+        return Credentials(self.pki if self.pki is not None else Path(str(self._tmp_pki)))
+
+    def _client_endpoint(self, tag: str, ep: OpcUaEndpoint, url: str) -> OpcUaEndpoint:
+        """The endpoint a driver uses to reach the served PEA ``tag``: the real URL, and the
+        client's credentials wherever the plant left them open (the plant's own win)."""
+        creds = self._credentials()
+        user, login = next(iter(pea_logins(tag, ep, creds).items()))  # the controller
+        update: dict[str, Any] = {"url": url, "username": user}
+        if login.password_file is not None:
+            update["password_file"] = str(login.password_file)
+        if self.insecure:
+            update.update(security_policy="None", security_mode="None")
+        else:
+            if ep.certificate is None or ep.private_key is None:
+                cert, key = creds.client_certificate()
+                update.update(certificate=str(cert), private_key=str(key))
+            if ep.server_certificate is None and not ep.trust_list:
+                update["server_certificate"] = str(creds.server_certificate(tag)[0])
+        return ep.model_copy(update=update)
+
     async def _start_servers(self) -> None:
         cfg = self.plant.config
         chosen: dict[int, int] = {}
@@ -197,10 +236,12 @@ class PlantServer:
                 host = self._host(tag, m.group(1))
                 port = self._port(tag, host, int(m.group(2) or 4840), chosen)
                 path = m.group(3) or ""
-                pea, runtime = await serve_pea(view, ep, host, port, path, self.pki,
-                                               on_refused=self._on_refused)
+                pea, runtime = await serve_pea(view, ep, host, port, path,
+                                               self._credentials().folder,
+                                               on_refused=self._on_refused,
+                                               insecure=self.insecure)
                 self.peas[tag] = (pea, runtime)
-                self.endpoints[tag] = ep.model_copy(update={"url": pea.url})
+                self.endpoints[tag] = self._client_endpoint(tag, ep, pea.url)
             elif isinstance(ep, SerialEndpoint):
                 emu = serial_emulator(view)
                 if ep.address is not None:
@@ -261,6 +302,9 @@ class PlantServer:
         if self._audit is not None:
             self._audit.close()
             self._audit = None
+        if self._tmp_pki is not None:
+            shutil.rmtree(self._tmp_pki, ignore_errors=True)
+            self._tmp_pki = None
 
     async def __aenter__(self) -> PlantServer:
         await self.start()
@@ -290,9 +334,15 @@ class PlantServer:
                 sec = "no security" if ep.security_policy == "None" else (
                     f"{ep.security_policy} {ep.security_mode}")
                 addr = f"{ep.url} ({sec})"
-                fields = {"url": ep.url}
+                # what a client needs to log in; paths, never a password
+                fields = {"url": ep.url, "username": ep.username}
                 if ep.security_policy != "None":
                     fields["security"] = f"{ep.security_policy} {ep.security_mode}"
+                    fields.update(server_certificate=ep.server_certificate,
+                                  client_certificate=ep.certificate,
+                                  client_private_key=ep.private_key)
+                fields.update({k: v for k, v in (("password_file", ep.password_file),
+                                                 ("password_env", ep.password_env)) if v})
             elif isinstance(ep, ModbusRtuEndpoint):
                 addr = f"{ep.port} (unit {ep.unit_id})"
                 fields = {"device": ep.port, "unit": ep.unit_id}
@@ -328,16 +378,18 @@ class ServedPlant:
 
 
 async def serve_plant(config: PlantConfig, clock: Clock, *, dt: float | None = None,
-                      free_ports: bool = True, scenario: Any = None) -> ServedPlant:
+                      free_ports: bool = True, scenario: Any = None,
+                      pki: str | Path | None = None, insecure: bool = False) -> ServedPlant:
     """Build the plant's simulators, serve them and start stepping; for ``run --simulate``.
 
     Free ports by default, so a run never collides with another program on the plant's
     fixed ports; the drivers get the served configuration. ``dt`` defaults to a step that
     keeps the flowsheet ahead of a fast clock (1 s at real time, up to 5 s at 500x).
+    ``pki`` and ``insecure`` as for :class:`PlantServer`.
     """
     step = dt if dt is not None else min(5.0, max(1.0, clock.scale / 100.0))
     plant = SimulatedPlant.from_config(config, clock, dt=step)
-    server = PlantServer(plant, free_ports=free_ports)
+    server = PlantServer(plant, free_ports=free_ports, pki=pki, insecure=insecure)
     await server.start()
     served = ServedPlant(server)
     if scenario is not None:

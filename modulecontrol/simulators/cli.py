@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -51,8 +53,12 @@ def serve(
     dt: Annotated[float, typer.Option(help="Model step, simulated seconds.")] = 1.0,
     port_offset: Annotated[int, typer.Option(help="Add this to every TCP port.")] = 0,
     allow_remote: Annotated[bool, typer.Option(help="Allow non-loopback hosts.")] = False,
-    pki: Annotated[Path, typer.Option(help="Folder for generated OPC UA certificates.")] = Path(
+    pki: Annotated[Path, typer.Option(help="Folder of the OPC UA certificates, keys and "
+                                      "passwords, generated at first use (owner-only).")] = Path(
         "runs/pki"),
+    insecure: Annotated[bool, typer.Option(
+        "--insecure", help="Serve OPC UA WITHOUT security (None policy): passwords in clear "
+        "text; anonymous sessions may read, never write. Loopback tests only.")] = False,
     db: Annotated[Path | None, typer.Option(help="Records database: refused logins and "
                                             "writes of secured PEAs go to its audit "
                                             "trail.")] = None,
@@ -78,7 +84,16 @@ def serve(
         _console.print(str(exc), markup=False)
         raise typer.Exit(2) from None
 
+    if insecure:
+        _err_console.print("WARNING: --insecure: OPC UA is served without security; user "
+                           "names and passwords travel in clear text. Anonymous sessions may "
+                           "read; their writes are refused.", markup=False)
+
     async def main() -> None:
+        with _ShutdownSignals() as signals:
+            await serve_until(signals)
+
+    async def serve_until(signals: _ShutdownSignals) -> None:
         clock = Clock.realtime() if speed == 1.0 else Clock.scaled(speed)
         sim = SimulatedPlant.from_config(cfg, clock, dt=dt)
         log = _err_console if as_json else _console
@@ -86,7 +101,7 @@ def serve(
             f"t={r.time:10.1f} s  {r.module}: fault {r.fault} {r.event} {r.params or ''}",
             markup=False))
         server = PlantServer(sim, port_offset=port_offset, allow_remote=allow_remote, pki=pki,
-                             audit_db=db)
+                             audit_db=db, insecure=insecure)
         async with server:
             if as_json:
                 # One line, flushed: a program reads it with readline() and the process
@@ -97,10 +112,7 @@ def serve(
                 _endpoint_table(cfg.plant.name, server.table())
             task = sim.faults.start_scenario(scenario) if scenario is not None else None
             try:
-                if limit is None:
-                    await asyncio.Event().wait()
-                else:
-                    await clock.sleep(limit)
+                await signals.wait(clock.sleep(limit) if limit is not None else None)
             finally:
                 if task is not None:
                     await sim.faults.cancel(task)
@@ -111,6 +123,52 @@ def serve(
     except (ServeError, SecurityError, ValueError, OSError) as exc:
         _console.print(f"error: {exc}", markup=False)
         raise typer.Exit(1) from None
+
+
+class _ShutdownSignals:
+    """Ctrl-C, SIGTERM (service managers, containers, OS shutdown) and SIGHUP (a closed
+    terminal) end ``sim serve`` the same way: the servers close in order and the process
+    exits 0. Installed before anything listens, so no signal finds the default handler."""
+
+    def __init__(self) -> None:
+        self.ended = asyncio.Event()
+        self.received: list[str] = []
+        self._installed: list[signal.Signals] = []
+
+    def __enter__(self) -> _ShutdownSignals:
+        loop = asyncio.get_running_loop()
+        for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+            sig = getattr(signal, name, None)
+            if sig is None:
+                continue
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self._on_signal, name)
+                self._installed.append(sig)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in self._installed:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(sig)
+        if self.received:
+            _err_console.print(f"{self.received[0]} received: closing the simulated modules",
+                               markup=False)
+
+    def _on_signal(self, name: str) -> None:
+        self.received.append(name)
+        self.ended.set()
+
+    async def wait(self, duration: Coroutine[Any, Any, None] | None) -> None:
+        """Until a signal, or until ``duration`` has run (if given)."""
+        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self.ended.wait())]
+        if duration is not None:
+            waits.append(asyncio.ensure_future(duration))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
 
 
 def _endpoint_table(name: str, endpoints: list[ServedEndpoint]) -> None:

@@ -177,28 +177,43 @@ def initial_value(info: TagInfo, vtype: ua.VariantType) -> Any:
     return 0
 
 
+ANONYMOUS = "anonymous"
+"""The name refusals of an anonymous session are recorded under."""
+
+
+class _AnonymousViewer(User):
+    """An anonymous session admitted read-only (a PEA without security). asyncua's own
+    Anonymous role may not even read; the write guard knows this class is a viewer
+    whatever a configured user called "anonymous" may be allowed."""
+
+
 class PasswordUsers(UserManager):
-    """Username/password check for a served PEA; anonymous sessions are refused.
+    """Username/password check for a served PEA; anonymous sessions refused or read-only.
 
     Why a class of our own: asyncua's default user manager accepts everyone, and a test of
-    "wrong password is refused" needs a server that refuses.
+    "wrong password is refused" needs a server that refuses. ``anonymous_viewers`` (a PEA
+    served without security, ``--insecure``) admits anonymous sessions as viewers: they may
+    read, and every write they try is refused and reported like any other refusal.
     """
 
     def __init__(self, users: Mapping[str, str], *, on_refused: RefusalHandler | None = None,
-                 subject: str = "") -> None:
+                 subject: str = "", anonymous_viewers: bool = False) -> None:
         self._users = dict(users)
         self.on_refused = on_refused
         self.subject = subject
+        self.anonymous_viewers = anonymous_viewers
 
     def get_user(
         self, iserver: Any, username: str | None = None, password: str | None = None,
         certificate: Any = None,
     ) -> User | None:
+        if username is None and self.anonymous_viewers:
+            return _AnonymousViewer(role=UserRole.User, name=ANONYMOUS)
         if username is None or self._users.get(username) != password:
             reason = ("anonymous session" if username is None else
                       "unknown user" if username not in self._users else "wrong password")
             if self.on_refused is not None:
-                self.on_refused(Refusal(username or "anonymous", "login refused",
+                self.on_refused(Refusal(username or ANONYMOUS, "login refused",
                                         self.subject, reason))
             return None
         return User(role=UserRole.User, name=username)
@@ -250,7 +265,8 @@ def _guard_writes(server: Server, by_node: Mapping[ua.NodeId, str], roles: Mappi
             user = User(role=UserRole.Admin)
         if user.name is None:  # internal session
             return await original(params, user=user)
-        role = roles.get(user.name, "viewer")
+        # an anonymous session is a viewer whatever a configured user of that name may be
+        role = "viewer" if isinstance(user, _AnonymousViewer) else roles.get(user.name, "viewer")
         allowed: list[ua.WriteValue] = []
         verdict: list[bool] = []
         for wv in params.NodesToWrite:
@@ -328,6 +344,15 @@ class PeaServer:
     async def start(self) -> None:
         await self.server.start()
         self._started = True
+        iserver = self.server.iserver
+        if (isinstance(iserver.user_manager, PasswordUsers)
+                and ua.AnonymousIdentityToken not in iserver.supported_tokens):
+            # The endpoints (built at start) do not offer anonymous sessions. Admitting the
+            # anonymous token to the user manager afterwards means an anonymous client is
+            # refused by PasswordUsers, which reports it for the audit trail; asyncua would
+            # otherwise reject the token silently before any user check.
+            iserver.supported_tokens = (  # type: ignore[assignment]
+                *iserver.supported_tokens, ua.AnonymousIdentityToken)
 
     async def stop(self) -> None:
         if self._started:
@@ -374,14 +399,19 @@ async def build_pea_server(
     roles: Mapping[str, str] | None = None,
     on_refused: RefusalHandler | None = None,
     subject: str | None = None,
+    security_modes: tuple[str, ...] = ("SignAndEncrypt",),
+    anonymous_viewers: bool = False,
 ) -> PeaServer:
     """An asyncua server with one variable per OPC UA tag of ``module_type`` (not started).
 
     ``namespace_uri`` replaces the type's default namespace (as an endpoint override does).
-    With ``certificate`` and ``private_key`` the server offers Basic256Sha256 Sign and
-    SignAndEncrypt (and, if ``allow_insecure``, also no security). With ``users`` only those
-    username/password pairs may open a session. ``clock`` keeps asyncua's once-a-second
-    update of ServerStatus.CurrentTime (off by default: it makes ``stop()`` wait up to 1 s).
+    With ``certificate`` and ``private_key`` the server offers Basic256Sha256 in the
+    ``security_modes`` (default SignAndEncrypt only; ``"Sign"`` may be added) and, if
+    ``allow_insecure``, also no security. With ``users`` only those username/password pairs
+    may open a session; an anonymous attempt is refused and reported to ``on_refused``, or,
+    with ``anonymous_viewers`` (servers without security), admitted read-only. ``clock``
+    keeps asyncua's once-a-second update of ServerStatus.CurrentTime (off by default: it
+    makes ``stop()`` wait up to 1 s).
 
     ``roles`` (user -> one of :data:`ROLES`; users not listed are viewers) restricts client
     writes per node (:func:`role_allows`); refused writes get ``BadUserAccessDenied``.
@@ -390,6 +420,10 @@ async def build_pea_server(
     ``allow_insecure`` also refuses every request on a None channel after discovery.
     """
     subject = subject or module_type.name
+    if anonymous_viewers and not users:
+        raise ValueError("anonymous_viewers needs users: without them nobody could write")
+    if anonymous_viewers and roles is None:
+        roles = dict.fromkeys(users or {}, "admin")  # anonymous writes are always refused
     if roles is not None:
         unknown = sorted({r for r in roles.values() if r not in ROLES})
         if unknown:
@@ -410,10 +444,12 @@ async def build_pea_server(
     if certificate is not None and private_key is not None:
         await server.load_certificate(str(certificate))
         await server.load_private_key(str(private_key))
-        policies = [
-            ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
-            ua.SecurityPolicyType.Basic256Sha256_Sign,
-        ]
+        unknown_modes = sorted(set(security_modes) - {"Sign", "SignAndEncrypt"})
+        if unknown_modes or not security_modes:
+            raise ValueError(f"security_modes must be Sign and/or SignAndEncrypt, not "
+                             f"{list(security_modes)}")
+        policies = [getattr(ua.SecurityPolicyType, f"Basic256Sha256_{m}")
+                    for m in ("SignAndEncrypt", "Sign") if m in security_modes]
         if allow_insecure:
             policies.append(ua.SecurityPolicyType.NoSecurity)
         server.set_security_policy(policies)
@@ -427,13 +463,16 @@ async def build_pea_server(
         server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
     if users is not None:
         server.iserver.user_manager = PasswordUsers(users, on_refused=on_refused,
-                                                    subject=subject)
-        server.set_identity_tokens([ua.UserNameIdentityToken])
+                                                    subject=subject,
+                                                    anonymous_viewers=anonymous_viewers)
+        server.set_identity_tokens([ua.UserNameIdentityToken, ua.AnonymousIdentityToken]
+                                   if anonymous_viewers else [ua.UserNameIdentityToken])
 
     default_uri = module_type.opcua.namespace_uri if module_type.opcua else None
     namespaces: dict[str, int] = {}
     root_ns = await _ns(server, namespaces,
                         namespace_uri or default_uri or f"urn:modulecontrol:{module_type.name}")
+    await _reserve_indices(server, module_type.name, tags)
     root = await server.nodes.objects.add_object(root_ns, module_type.name)
     folders: dict[str, Any] = {}
     node_ids: dict[str, ua.NodeId] = {}
@@ -474,6 +513,20 @@ def node_id_for(identifier: str, namespace_index: int) -> ua.NodeId:
     if identifier.startswith("ns="):
         return ua.NodeId.from_string(identifier)
     return ua.NodeId.from_string(f"ns={namespace_index};{identifier}")
+
+
+async def _reserve_indices(server: Server, name: str, tags: dict[str, TagInfo]) -> None:
+    """Make namespace indices that bindings give as ``ns=N;`` (MTP 1.0 manifests write the
+    index, not the URI) exist, so the served node ids are the manifest's: placeholder URIs
+    fill the namespace array up to the highest index used."""
+    wanted = 0
+    for info in tags.values():
+        b = info.binding
+        if isinstance(b, OpcUaBinding) and b.identifier.startswith("ns="):
+            wanted = max(wanted, ua.NodeId.from_string(b.identifier).NamespaceIndex)
+    array = await server.get_namespace_array()
+    for i in range(len(array), wanted + 1):
+        await server.register_namespace(f"urn:modulecontrol:{name}:ns{i}")
 
 
 async def _ns(server: Server, known: dict[str, int], uri: str) -> int:
@@ -520,9 +573,13 @@ def make_certificate(
     )
     cert_path = directory / f"{name}.der"
     key_path = directory / f"{name}.pem"
-    cert_path.write_bytes(cert.public_bytes(Encoding.DER))
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        os.fchmod(fd, 0o600)  # the private key is the server's identity: owner only
-        f.write(cert_gen.dump_private_key_as_pem(key))
+    # The private key is the application's identity: owner only, also over an old file
+    # that others could read. The certificate is public, but kept owner-only beside it, so
+    # a credentials folder holds no file anyone else may read or swap.
+    for path, data in ((key_path, cert_gen.dump_private_key_as_pem(key)),
+                       (cert_path, cert.public_bytes(Encoding.DER))):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(fd, 0o600)
+            f.write(data)
     return cert_path, key_path

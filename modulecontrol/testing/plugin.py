@@ -6,13 +6,15 @@ changes the behaviour of unrelated tests: nothing here is autouse.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 if TYPE_CHECKING:
     from modulecontrol.bootstrap import Wiring
+    from modulecontrol.testing.service import ServedLine
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +42,29 @@ def free_tcp_port() -> int:
     from modulecontrol.simulators import free_port
 
     return free_port()
+
+
+@pytest.fixture
+def control_service_factory(tmp_path: Path) -> Iterator[Callable[..., ServedLine]]:
+    """Start a control service on a free loopback port: ``factory(plant, recipes=...,
+    simulate=True, speed=60.0)`` returns its :class:`~modulecontrol.testing.service.ServedLine`
+    (URL, database, one user per role); every service started is stopped afterwards."""
+    from modulecontrol.service import ServiceOptions
+    from modulecontrol.testing.service import ServiceThread
+
+    started: list[ServiceThread] = []
+
+    def factory(plant: Path, *, recipes: Path | None = None, simulate: bool = True,
+                speed: float = 60.0) -> ServedLine:
+        n = len(started)
+        options = ServiceOptions(plant=Path(plant), simulate=simulate, speed=speed,
+                                 db=tmp_path / f"service-{n}.db",
+                                 recipes=Path(recipes) if recipes else Path(plant).parent,
+                                 report_dir=tmp_path / f"reports-{n}")
+        thread = ServiceThread(options)
+        started.append(thread)
+        return thread.start()
+
+    yield factory
+    for thread in started:
+        thread.stop()

@@ -109,12 +109,15 @@ async def test_amine_pump_stall_holds_diverts_and_recovers(tmp_path: Path) -> No
         # fault's, 640 simulated seconds before the trip).
         n_before = len(seen)
         plant.plant.faults.inject("P1", "stall")
-        tripped = await wait_for(lambda e: e.kind is EventKind.INTERLOCK_TRIPPED
-                                 and e.source == "feed_pump_stall", 20, n_before)
+        await wait_for(lambda e: e.kind is EventKind.INTERLOCK_TRIPPED
+                       and e.source == "feed_pump_stall", 20, n_before)
         await asyncio.wait_for(orch.machine.wait_for(State.HELD), 20)
+        # The divert to waste follows the fault (only events after the injection are read);
+        # whether it comes before or after the trip depends on how the machine keeps up with
+        # the scaled clock (the purity dip and the stall detection race), so no order between
+        # the two is asserted: that would be a timing assertion.
         waste = await wait_for(
             lambda e: e.kind is EventKind.DIVERT and not e.data["to_product"], 20, n_before)
-        assert waste.t >= tripped.t - 60
         await asyncio.sleep(1.0)  # held for a while (about 5 simulated minutes)
         plant.plant.faults.clear("P1", "stall")
         await wait_for(lambda e: e.kind is EventKind.INTERLOCK_CLEARED, 20)

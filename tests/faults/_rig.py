@@ -154,7 +154,7 @@ class Rig:
 async def start_rig(t: Transport, cfg: PlantConfig, clock: Clock, folder: Path) -> Rig:
     """Serve the plant on free ports and route P1 so its link can be pulled."""
     plant = SimulatedPlant.from_config(cfg, clock, dt=1.0)
-    server = PlantServer(plant, free_ports=True)
+    server = PlantServer(plant, free_ports=True, insecure=True)  # the OPC UA rig says None
     await server.start()
     served = server.served_config()
     relay: TcpRelay | None = None

@@ -269,7 +269,8 @@ def test_inconsistent_defaults_are_dropped_with_a_warning(tmp_path: Path) -> Non
     report = import_manifest_report(_write(tmp_path, text))
     da = report.module_type.assembly("HC30_Duration_Stirring_Durration")
     assert (da.min, da.max, da.unit) == (None, None, "s")
-    assert any("facts ignored" in str(w) and "greater than max" in str(w) for w in report.warnings)
+    [warning] = report.warnings
+    assert "greater than max" in str(warning) and "limits and scale not imported" in str(warning)
 
 
 def test_modulecontrol_data_cannot_override_names(tmp_path: Path) -> None:

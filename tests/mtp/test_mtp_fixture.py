@@ -117,6 +117,8 @@ def test_static_check_passes_every_check() -> None:
         "unique-ids",
         "importable",
     } <= checks
-    assert format_results(results).splitlines()[-1] == f"{len(results)} passed, 0 failed"
+    assert format_results(results).splitlines()[-1] == (
+        f"{len(results)} passed, 0 warnings, 0 skipped, 0 failed"
+    )
     mandatory = [r.subject for r in results if r.check == "mandatory-attributes"]
     assert len(mandatory) == 10

@@ -18,8 +18,9 @@ from modulecontrol.mtp import (
     format_results,
     serve_manifest,
 )
-from modulecontrol.simulators import SimulatedPlant, free_port
+from modulecontrol.simulators import Credentials, SimulatedPlant, free_port
 from modulecontrol.simulators._opcua_server import serve_pea
+from tests.mtp.checks import not_clean
 
 PLANT = Path(__file__).resolve().parents[2] / "recipes" / "lomustine" / "plant.yaml"
 MODULES = {"R1": "CoilReactor", "PAT1": "PATAnalyzer", "CR1": "MSMPRCrystallizer"}
@@ -29,16 +30,25 @@ def _bad(results: list[CheckResult]) -> str:
     return format_results([r for r in results if r.status != "pass"])
 
 
-async def _simulated_then_virtual(plant: SimulatedPlant, tag: str, tmp: Path
+async def _simulated_then_virtual(plant: SimulatedPlant, tag: str, tmp: Path,
+                                  monkeypatch: pytest.MonkeyPatch
                                   ) -> tuple[list[CheckResult], list[CheckResult]]:
     view = plant.view(tag)
     ep = plant.config.instance(tag).endpoint
-    assert isinstance(ep, OpcUaEndpoint)
-    pea, runtime = await serve_pea(view, ep, "127.0.0.1", free_port(), f"/modulecontrol/{tag}")
+    assert isinstance(ep, OpcUaEndpoint) and ep.username is not None
+    pki = tmp / "pki"
+    pea, runtime = await serve_pea(view, ep, "127.0.0.1", free_port(), f"/modulecontrol/{tag}",
+                                   pki)
     try:
+        # the simulated PEA is secured (the reference plant's default): log in as its
+        # controller with the password generated into the pki folder
+        creds = Credentials(pki)
+        monkeypatch.setenv(f"MC_T_{tag}", creds.password(tag, ep.username))
         aml = tmp / f"{tag}.aml"
         aml.write_bytes(export_manifest(view.module_type, endpoint_url=pea.url))
-        simulated = await check_manifest_async(aml, live=LiveOptions(pea.url, insecure=True))
+        simulated = await check_manifest_async(aml, live=LiveOptions(
+            pea.url, username=ep.username, password_env=f"MC_T_{tag}", pki=tmp / "client",
+            server_certificate=creds.server_certificate(tag)[0]))
     finally:
         await runtime.close()
         await pea.stop()
@@ -48,14 +58,15 @@ async def _simulated_then_virtual(plant: SimulatedPlant, tag: str, tmp: Path
     return simulated, served
 
 
-async def test_builtin_opcua_types_pass_the_live_check(tmp_path: Path) -> None:
+async def test_builtin_opcua_types_pass_the_live_check(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     plant = SimulatedPlant.from_config(load_plant(PLANT), Clock.fast())
     assert {t: plant.view(t).module_type.name for t in MODULES} == MODULES
     outcomes = await asyncio.gather(
-        *(_simulated_then_virtual(plant, tag, tmp_path) for tag in MODULES))
+        *(_simulated_then_virtual(plant, tag, tmp_path, monkeypatch) for tag in MODULES))
     for tag, (simulated, virtual) in zip(MODULES, outcomes, strict=True):
         for results in (simulated, virtual):
-            assert all(r.status == "pass" for r in results), f"{tag}:\n{_bad(results)}"
+            assert not not_clean(results), f"{tag}:\n{_bad(not_clean(results))}"
             checks = {r.check for r in results}
             assert {"live-nodes", "live-commands", "live-parameters"} <= checks
             states = [r.subject.split(" in ")[1] for r in results if r.check == "live-commands"]

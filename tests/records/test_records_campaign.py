@@ -251,8 +251,10 @@ async def test_deviations_listed_in_json_and_html(db: Path) -> None:
     page = report(db, rid, "html")
     for text in ("Deviations and interventions", "interlock", "sim_fault", "operator_answer",
                  "blockage", "Streams, whole run", "product solution",
-                 "throughput, production window [g/h]", "isolated yield, whole run [%]"):
+                 "throughput, production window", "isolated yield, whole run"):
         assert text in page
+    # figures in human units: durations as h:mm:ss, never raw seconds
+    assert "<td>0:05:00</td>" in page and "<td>300.0</td>" not in page
 
 
 async def test_feed_start_and_steady_state_fallbacks(db: Path) -> None:

@@ -142,9 +142,10 @@ async def test_html_json_csv(db: Path, tmp_path: Path) -> None:
     rid = await _make_run(db)
     page = report(db, rid, "html", tmp_path / "r.html")
     assert (tmp_path / "r.html").read_text() == page
-    assert page.count("data:image/png;base64,") == 6  # 5 groups + states
-    for title in ("flows", "temperatures", "pressures", "analyzer signals", "valves",
-                  "service and recipe states", "R1.TH", "alice", "purity low"):
+    # flows, temperature and pressure are constant here: a table, not plots
+    assert page.count("data:image/png;base64,") == 4  # analyzer, on/off lanes, states, steps
+    for title in ("analyzer signals", "on/off signals", "service states", "recipe steps",
+                  "Constant signals", "R1.p", "R1.TH", "alice", "purity low"):
         assert title in page
     assert "src='http" not in page and "<script" not in page  # self-contained
     doc = json.loads(report(db, rid, "json"))

@@ -14,7 +14,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -243,6 +243,10 @@ async def test_cli_verify_with_key_and_anchor_kept_elsewhere(db: Path, tmp_path:
     st.floats() | st.integers(min_value=-2**53, max_value=2**53),
     st.none() | st.floats() | st.integers(min_value=-2**53, max_value=2**53),
     st.sampled_from([0, 64, 192])), min_size=1, max_size=30))
+# SQLite stores -0.0 as 0.0: a block holding one read as edited until the write-time digest
+# took the value as stored (found by this test; kept as explicit examples)
+@example([(-0.0, None, 0)])
+@example([(0.0, -0.0, 192), (-0.0, None, 64)])
 def test_any_stored_sample_values_verify(tmp_path_factory: pytest.TempPathFactory,
                                          samples: list[tuple[float, float | None, int]]
                                          ) -> None:

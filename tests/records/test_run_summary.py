@@ -24,7 +24,7 @@ def test_summary_shows_interval_figures_of_a_changeover() -> None:
                "solvent.thf_ml": 63.7012, "solvent.duration_s": None}
     text = _printed(RunOutcome(result=RunResult.COMPLETED, exit_code=0, run_id=2,
                                figures=figures, sim_seconds=3600.0))
-    assert "changeover.duration_s │ 4877" in text
+    assert "changeover.duration_s │ 1:21:17" in text  # 4876.85 s as h:mm:ss
     assert "changeover.waste_ml │ 110.7" in text
     assert "solvent.thf_ml │ 63.7" in text
     assert "solvent.duration_s" not in text          # None: not computed, not shown

@@ -7,6 +7,7 @@ import random
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -101,6 +102,22 @@ def wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float) -> s
         else:
             time.sleep(0.05)
     raise AssertionError(f"{needle!r} not printed within {timeout} s; output:\n{seen}")
+
+
+def drain(proc: subprocess.Popen[str]) -> list[str]:
+    """Keep reading ``proc``'s stdout in a daemon thread, so a chatty long-running server never
+    blocks on a full pipe; returns the list the lines are collected into (for messages)."""
+    assert proc.stdout is not None
+    out = proc.stdout
+    os.set_blocking(out.fileno(), True)
+    lines: list[str] = []
+
+    def pump() -> None:
+        for line in out:
+            lines.append(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
 
 
 def stop(proc: subprocess.Popen[str]) -> None:

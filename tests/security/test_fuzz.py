@@ -173,7 +173,8 @@ async def _spray(port: int, payloads: list[bytes]) -> None:
 async def test_servers_survive_garbage(tmp_path: Path) -> None:
     (tmp_path / "plant.yaml").write_text(_PLANT)
     cfg = load_plant(tmp_path / "plant.yaml")
-    server = PlantServer(SimulatedPlant.from_config(cfg, Clock.realtime()), free_ports=True)
+    server = PlantServer(SimulatedPlant.from_config(cfg, Clock.realtime()), free_ports=True,
+                         insecure=True)  # the plant says None: raw frames, no handshake
     await server.start()
     try:
         served = server.served_config()

@@ -41,3 +41,41 @@ def test_pea_private_key_is_0600_even_over_an_old_world_readable_file(tmp_path: 
         os.umask(old)
     assert _mode(key) == 0o600
     assert key.read_bytes().startswith(b"-----BEGIN")
+
+
+def test_generated_credentials_are_owner_only_and_reused(tmp_path: Path) -> None:
+    from modulecontrol.simulators import Credentials
+
+    creds = Credentials(tmp_path / "pki")
+    old = os.umask(0o022)
+    try:
+        cert, key = creds.server_certificate("R1")
+        client = creds.client_certificate()
+        password = creds.password_file("R1", "ctrl")
+    finally:
+        os.umask(old)
+    assert _mode(tmp_path / "pki") == 0o700
+    for f in (cert, key, *client, password):
+        assert _mode(f) == 0o600, f
+    # first use generates, later uses reuse: a pinned certificate stays valid
+    der, secret = cert.read_bytes(), creds.password("R1", "ctrl")
+    assert creds.server_certificate("R1") == (cert, key) and cert.read_bytes() == der
+    assert creds.password("R1", "ctrl") == secret and len(secret) >= 24
+    # a key others could read is not reused: a new pair replaces it
+    os.chmod(key, 0o644)
+    creds.server_certificate("R1")
+    assert _mode(key) == 0o600 and cert.read_bytes() != der
+
+
+async def test_a_password_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    from modulecontrol.drivers import DriverError
+    from modulecontrol.drivers.opcua import OpcUaDriver
+    from tests.drivers._opcua_pea import coil_reactor, instance
+
+    pw = tmp_path / "pw"
+    pw.write_text("a-long-enough-password-0815\n")
+    os.chmod(pw, 0o644)
+    drv = OpcUaDriver(coil_reactor(), instance("opc.tcp://127.0.0.1:9/x", username="ctrl",
+                                               password_file=str(pw)))
+    with pytest.raises(DriverError, match=r"readable by group or others.*chmod 600"):
+        await drv.connect()

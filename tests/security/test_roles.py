@@ -146,6 +146,17 @@ async def test_client_without_security_refused(served: Served) -> None:
 
 
 @amark
+async def test_anonymous_session_refused_and_audited(served: Served) -> None:
+    """An anonymous session on a secured PEA is refused, and the refusal is audited (issue
+    14: asyncua used to reject the token before any user check, so nothing was recorded)."""
+    c = Client(served.url, timeout=5)
+    await c.set_security_string(served.security)
+    with pytest.raises(Exception, match=r"BadUserAccessDenied|BadIdentityToken"):
+        await c.connect()
+    assert ("anonymous", "login refused", "P1", "anonymous session") in _audit(served)
+
+
+@amark
 async def test_wrong_password_refused(served: Served) -> None:
     c = await _client(served, "erin", "not-the-password")
     with pytest.raises(Exception, match=r"BadUserAccessDenied|BadIdentityTokenRejected|denied"):

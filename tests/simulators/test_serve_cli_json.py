@@ -48,15 +48,16 @@ connections:
 def test_serve_json_lists_every_endpoint(tmp_path: Path) -> None:
     plant, modbus, opcua = _plant(tmp_path)
     result = CliRunner().invoke(app, ["serve", str(plant), "--duration", "0.5 s", "--json",
-                                      "--pki", str(tmp_path / "pki")])
+                                      "--pki", str(tmp_path / "pki"), "--insecure"])
     assert result.exit_code == 0, result.output
-    first = result.output.splitlines()[0]
+    first = result.stdout.splitlines()[0]  # the --insecure warning goes to stderr
     assert json.loads(first) == [
         {"tag": "P1", "type": "HPLCPump", "protocol": "modbus-tcp", "host": "127.0.0.1",
          "port": modbus, "unit": 1, "security": "none"},
         {"tag": "R1", "type": "CoilReactor", "protocol": "opcua",
          "url": f"opc.tcp://127.0.0.1:{opcua}/modulecontrol/a/long/path/to/the/reactor/R1",
-         "security": "none"},
+         "security": "none", "username": "modulecontrol",
+         "password_file": str(tmp_path / "pki" / "sim-R1-modulecontrol.password")},
         {"tag": "V1", "type": "DivertValve", "protocol": "modbus-tcp", "host": "127.0.0.1",
          "port": modbus, "unit": 2, "security": "none"},
     ]
@@ -65,7 +66,7 @@ def test_serve_json_lists_every_endpoint(tmp_path: Path) -> None:
 def test_serve_table_does_not_wrap_when_piped(tmp_path: Path) -> None:
     plant, _, opcua = _plant(tmp_path)
     result = CliRunner().invoke(app, ["serve", str(plant), "--duration", "0.5 s",
-                                      "--pki", str(tmp_path / "pki")])
+                                      "--pki", str(tmp_path / "pki"), "--insecure"])
     assert result.exit_code == 0, result.output
     url = f"opc.tcp://127.0.0.1:{opcua}/modulecontrol/a/long/path/to/the/reactor/R1"
     line = next(x for x in result.output.splitlines() if "R1" in x)

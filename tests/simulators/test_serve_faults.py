@@ -99,9 +99,10 @@ async def test_secured_endpoint_needs_credentials(monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv("MC_TEST_SIM_PASSWORD", raising=False)
     with pytest.raises(SecurityError, match="MC_TEST_SIM_PASSWORD"):
         await serve_pea(plant.view("R1"), ep, "127.0.0.1", 4840, "/x")
-    bare = OpcUaEndpoint(protocol="opcua", url="opc.tcp://127.0.0.1:4840/x")
-    with pytest.raises(SecurityError, match="username"):
-        await serve_pea(plant.view("R1"), bare, "127.0.0.1", 4840, "/x")
+    plain = OpcUaEndpoint(protocol="opcua", url="opc.tcp://127.0.0.1:4840/x",
+                          security_policy="None", security_mode="None")
+    with pytest.raises(SecurityError, match="--insecure"):  # no security only on request
+        await serve_pea(plant.view("R1"), plain, "127.0.0.1", 4840, "/x")
     assert "MC_TEST_SIM_PASSWORD" not in os.environ
 
 

@@ -1,0 +1,143 @@
+"""A typed Python client of the control service, for test rigs, optimisers and the CLI.
+
+::
+
+    async with Client("http://127.0.0.1:8470") as c:
+        await c.login("ada", "her password")
+        run = await c.start_run("examples/dosing_demo", {"volume": "1 mL"})
+        async for ev in c.events(since=0):
+            ...
+
+Errors of the service come back as :class:`ApiError` with the service's problem details
+(``status``, ``title``, ``detail``, ``problems``). It knows only the wire format: nothing of
+the service's code is imported.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+import httpx
+import websockets
+
+__all__ = ["ApiError", "Client", "Resync"]
+
+
+class ApiError(Exception):
+    """A request the service refused; ``detail`` says why and what to do."""
+
+    def __init__(self, status: int, title: str, detail: str, problems: list[str]) -> None:
+        super().__init__(f"{status} {title}: {detail}")
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class Resync:
+    """The stream could not give every event after the number asked for: read the snapshot
+    (plant, runs) again; the stream continues after ``seq``."""
+
+    seq: int
+
+
+class Client:
+    """One connection to a service; use as ``async with``."""
+
+    def __init__(self, url: str, token: str | None = None, timeout: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout)
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _call(self, method: str, path: str, body: Mapping[str, Any] | None = None,
+                    params: Mapping[str, Any] | None = None) -> Any:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        r = await self._http.request(method, f"/api/v1{path}", json=body, params=params,
+                                     headers=headers)
+        if r.status_code >= 400:
+            try:
+                p = r.json()
+            except ValueError:
+                p = {}
+            if not isinstance(p, dict):
+                p = {}
+            detail = p.get("detail", r.text)
+            raise ApiError(r.status_code, str(p.get("title", r.reason_phrase)),
+                           detail if isinstance(detail, str) else json.dumps(detail),
+                           list(p.get("problems", [])))
+        return r.json()
+
+    # -- users
+    async def login(self, user: str, password: str, scopes: list[str] | None = None,
+                    ttl: float | None = None) -> dict[str, Any]:
+        """Log in; later requests carry the token."""
+        got = cast(dict[str, Any], await self._call(
+            "POST", "/token", {"username": user, "password": password, "scopes": scopes,
+                               "ttl": ttl}))
+        self.token = str(got["access_token"])
+        return got
+
+    # -- reading
+    async def plant(self) -> dict[str, Any]:
+        return cast(dict[str, Any], await self._call("GET", "/plant"))
+
+    async def runs(self) -> list[dict[str, Any]]:
+        return cast(list[dict[str, Any]], await self._call("GET", "/runs"))
+
+    async def run(self, run_id: int) -> dict[str, Any]:
+        return cast(dict[str, Any], await self._call("GET", f"/runs/{run_id}"))
+
+    async def history(self, tag: str, start: float, end: float, max_points: int = 1000
+                      ) -> dict[str, Any]:
+        return cast(dict[str, Any], await self._call(
+            "GET", "/history", params={"tag": tag, "start": start, "end": end,
+                                       "max_points": max_points}))
+
+    async def events_since(self, since: int = 0, limit: int = 1000) -> dict[str, Any]:
+        return cast(dict[str, Any], await self._call("GET", "/events",
+                                                     params={"since": since, "limit": limit}))
+
+    # -- commanding
+    async def start_run(self, recipe: str, parameters: Mapping[str, str] | None = None
+                        ) -> dict[str, Any]:
+        return cast(dict[str, Any], await self._call(
+            "POST", "/runs", {"recipe": recipe, "parameters": dict(parameters or {})}))
+
+    async def command(self, run_id: int, action: str) -> dict[str, Any]:
+        """``hold``, ``resume``, ``stop`` or ``abort``."""
+        return cast(dict[str, Any], await self._call("POST", f"/runs/{run_id}/{action}"))
+
+    async def acknowledge(self, run_id: int, alarm: str) -> dict[str, Any]:
+        return cast(dict[str, Any], await self._call("POST", f"/runs/{run_id}/ack",
+                                                     {"alarm": alarm}))
+
+    async def answer(self, run_id: int, prompt: int, choice: str) -> dict[str, Any]:
+        return cast(dict[str, Any], await self._call(
+            "POST", f"/runs/{run_id}/answer", {"prompt": prompt, "choice": choice}))
+
+    # -- the event stream
+    async def events(self, since: int = 0) -> AsyncIterator[dict[str, Any] | Resync]:
+        """Every event after ``since`` as it happens (a dict with ``seq``), or a
+        :class:`Resync`. Ends when the service closes the stream."""
+        ws_url = "ws" + self.url[len("http"):] + f"/api/v1/stream?since={since}"
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        async with websockets.connect(ws_url, additional_headers=headers) as ws:
+            async for raw in ws:
+                msg = json.loads(raw)
+                if msg.get("type") == "resync":
+                    yield Resync(int(msg["seq"]))
+                else:
+                    yield cast(dict[str, Any], msg)

@@ -1,0 +1,210 @@
+"""The fleet historian: a Sparkplug B primary host application writing to PostgreSQL.
+
+Per the specification (3.0, "Host Applications"): it announces itself with a retained
+``spBv1.0/STATE/<host_id>`` message ``{"online": true, "timestamp": T}`` and leaves the same
+topic with ``online: false`` and the same ``T`` as its MQTT will, so edge nodes that name it
+as their primary host stop publishing (and buffer) while it is away and send new births when
+it returns. It tracks each edge node's ``seq`` and asks for a rebirth (NCMD
+``Node Control/Rebirth``) when one is missing or a node is unknown.
+
+Its MQTT session is persistent (clean session off, QoS 1): what the broker accepted while the
+historian reconnects is delivered afterwards, and a message is acknowledged only once its rows
+are committed; a database error stops the historian (exit, will fires, edges buffer) rather
+than acknowledging data it did not store.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+from modulecontrol.fleet._mqtt import Broker, client
+from modulecontrol.fleet._payload import (
+    NAMESPACE,
+    DataType,
+    Decoded,
+    Metric,
+    decode,
+    encode,
+    parse_topic,
+    state_topic,
+    topic,
+)
+from modulecontrol.fleet._store import Store
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_HOST_ID = "modulecontrol-fleet"
+
+
+def _time(ms: int) -> _dt.datetime:
+    return _dt.datetime.fromtimestamp(ms / 1000.0, _dt.UTC)
+
+
+class FleetHistorian:
+    """``run()`` blocks until :meth:`stop`; raises if the database fails."""
+
+    def __init__(self, broker: Broker, dsn: str, host_id: str = DEFAULT_HOST_ID) -> None:
+        self.broker = broker
+        self.host_id = host_id
+        self.store = Store(dsn)
+        self.messages = 0
+        """Sparkplug messages stored."""
+        self.rebirths_requested = 0
+        self._seq: dict[tuple[str, str], int] = {}
+        self._born = _ms()
+        self._client = client(f"fleet-{host_id}", broker, clean_session=False)
+        self._client.will_set(state_topic(host_id), self._state(False), qos=1, retain=True)
+        self._client.on_connect = self._on_connect
+        self._client.on_message = self._on_message
+        self._stopping = threading.Event()
+        self._killed = False
+        self.connected = threading.Event()
+        self.error: BaseException | None = None
+
+    def _state(self, online: bool) -> bytes:
+        return json.dumps({"online": online, "timestamp": self._born}).encode()
+
+    def run(self) -> None:
+        self._client.connect(self.broker.host, self.broker.port, keepalive=10)
+        try:
+            while not self._stopping.is_set():
+                rc = self._client.loop(timeout=0.5)
+                if rc != 0 and not self._stopping.is_set():
+                    self.connected.clear()
+                    time.sleep(1.0)
+                    try:
+                        self._client.reconnect()
+                    except OSError as exc:
+                        _log.warning("fleet historian: broker unreachable: %s", exc)
+        except BaseException as exc:
+            self.error = exc
+            raise
+        finally:
+            if self._stopping.is_set() and not self._killed:
+                info = self._client.publish(state_topic(self.host_id), self._state(False),
+                                            qos=1, retain=True)
+                end = time.monotonic() + 2.0
+                while not info.is_published() and time.monotonic() < end:
+                    self._client.loop(0.1)
+                self._client.disconnect()
+            elif self._killed:
+                sock = self._client.socket()
+                if sock is not None:
+                    sock.close()  # no DISCONNECT: the broker publishes our will
+            self.store.close()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def kill(self) -> None:
+        """Drop the connection without the orderly goodbye (tests: a crashed historian)."""
+        self._killed = True
+        self._stopping.set()
+
+    # -- callbacks (in run()'s thread) -------------------------------------------------------
+
+    def _on_connect(self, c: Any, userdata: Any, flags: Any, rc: int) -> None:
+        if rc != 0:
+            _log.warning("fleet historian: broker refused (rc %s)", rc)
+            return
+        c.subscribe([(f"{NAMESPACE}/#", 1)])
+        c.publish(state_topic(self.host_id), self._state(True), qos=1, retain=True)
+        self.connected.set()
+
+    def _on_message(self, c: Any, userdata: Any, msg: Any) -> None:
+        if msg.topic == state_topic(self.host_id):
+            try:
+                online = bool(json.loads(msg.payload or b"{}").get("online"))
+            except ValueError:
+                online = False
+            if not online and not self._stopping.is_set():  # spec: a stale death of ours
+                c.publish(state_topic(self.host_id), self._state(True), qos=1, retain=True)
+            return
+        t = parse_topic(msg.topic)
+        if t is None:
+            return
+        try:
+            payload = decode(msg.payload)
+        except ValueError as exc:
+            _log.warning("%s: %s", msg.topic, exc)
+            return
+        key = (t.group, t.node)
+        kind = t.message_type
+        if kind == "NBIRTH":
+            bd = _metric(payload, "bdSeq")
+            self.store.node_birth(t.group, t.node, bd, _time(payload.timestamp))
+            self._seq[key] = 0
+            return
+        if kind == "NDEATH":
+            self.store.node_death(t.group, t.node, _metric(payload, "bdSeq"))
+            self._seq.pop(key, None)
+            return
+        if kind in ("NCMD", "DCMD"):
+            return
+        if not msg.dup:  # a redelivery repeats a seq already seen: stored once, no gap
+            self._check_seq(key, payload.seq)
+        if kind == "DBIRTH" and t.device:
+            self.store.device_birth(t.group, t.node, t.device, _time(payload.timestamp),
+                                    [(m.name, int(m.datatype), m.properties)
+                                     for m in payload.metrics])
+            self.store.samples(
+                t.group, t.node, t.device,
+                [(m.name, int(m.datatype), _time(m.timestamp), m.value, m.historical)
+                 for m in payload.metrics if m.value is not None])
+        elif kind == "DDEATH" and t.device:
+            self.store.device_death(t.group, t.node, t.device)
+        elif kind == "DDATA" and t.device:
+            self.store.samples(
+                t.group, t.node, t.device,
+                [(m.name, int(m.datatype), _time(m.timestamp), m.value, m.historical)
+                 for m in payload.metrics])
+        elif kind == "NDATA":
+            for m in payload.metrics:
+                self._node_metric(t.group, t.node, m)
+        self.messages += 1
+
+    def _node_metric(self, site: str, line: str, m: Metric) -> None:
+        if m.name not in ("Run/Event", "Run/Summary") or not isinstance(m.value, str):
+            return
+        try:
+            data = json.loads(m.value)
+        except ValueError:
+            _log.warning("%s/%s: %s is not JSON", site, line, m.name)
+            return
+        if m.name == "Run/Event":
+            self.store.event(site, line, _time(m.timestamp), data, m.historical)
+        else:
+            self.store.run_summary(site, line, _time(m.timestamp), data)
+
+    def _check_seq(self, key: tuple[str, str], seq: int | None) -> None:
+        expected = self._seq.get(key)
+        if expected is None or seq is None or seq != (expected + 1) % 256:
+            if expected is not None:
+                _log.warning("%s/%s: seq %s after %s: asking for a rebirth", *key, seq,
+                             expected)
+            self._rebirth(*key)
+        if seq is not None:
+            self._seq[key] = seq
+
+    def _rebirth(self, site: str, line: str) -> None:
+        self.rebirths_requested += 1
+        now = _ms()
+        self._client.publish(topic(site, "NCMD", line), encode(
+            [Metric("Node Control/Rebirth", DataType.BOOLEAN, True, now)], timestamp=now,
+            seq=None), qos=1)
+
+
+def _metric(payload: Decoded, name: str) -> int | None:
+    for m in payload.metrics:
+        if m.name == name and isinstance(m.value, int):
+            return m.value
+    return None
+
+
+def _ms() -> int:
+    return int(time.time() * 1000)

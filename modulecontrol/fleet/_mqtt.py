@@ -1,0 +1,60 @@
+"""The broker address and one MQTT client factory (paho 1.6 and 2.x alike).
+
+``mqtt://host:port`` or ``mqtts://host:port`` (TLS). A user name may be given in the URL; the
+password never is (it would show in process lists and shell history): it is read from the
+environment variable ``MODULECONTROL_MQTT_PASSWORD``.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+
+PASSWORD_ENV = "MODULECONTROL_MQTT_PASSWORD"
+
+
+@dataclass(frozen=True)
+class Broker:
+    host: str
+    port: int
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+    ca_file: Path | None = None
+
+    @classmethod
+    def parse(cls, url: str, *, ca_file: Path | None = None) -> Broker:
+        """Raises ``ValueError`` saying what a usable URL looks like."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError(f"broker URL {url!r}: expected mqtt://HOST:PORT or "
+                             f"mqtts://HOST:PORT")
+        if parts.password:
+            raise ValueError(f"broker URL: do not put the password in the URL; export "
+                             f"{PASSWORD_ENV} instead")
+        tls = parts.scheme == "mqtts"
+        return cls(parts.hostname, parts.port or (8883 if tls else 1883), tls,
+                   parts.username, os.environ.get(PASSWORD_ENV) if parts.username else None,
+                   ca_file)
+
+
+def client(client_id: str, broker: Broker, *, clean_session: bool = True) -> Any:
+    """A paho client configured for ``broker`` (not yet connected)."""
+    kwargs: dict[str, Any] = {"client_id": client_id, "clean_session": clean_session}
+    if hasattr(mqtt, "CallbackAPIVersion"):  # paho 2.x: keep the 1.x callback signatures
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION1, **kwargs)
+    else:
+        c = mqtt.Client(**kwargs)
+    if broker.username:
+        c.username_pw_set(broker.username, broker.password)
+    if broker.tls:
+        c.tls_set(ca_certs=str(broker.ca_file) if broker.ca_file else None,
+                  cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+    c.reconnect_delay_set(min_delay=1, max_delay=5)
+    return c

@@ -1,0 +1,44 @@
+"""The control service: a line operated as a long-running process with an HTTP API.
+
+Public API::
+
+    ControlService, ServiceOptions, ServiceError, COMMANDS     # the service
+    ApiServer, BindOptions, check_bind, create_app             # its HTTP API (FastAPI, uvicorn)
+    EventStream, StreamEvent                                   # the event stream
+    ServiceStore, QueuedRun, Role, Scope, ROLE_SCOPES, hash_password   # queue, users, roles
+    serve                                                      # ``modulecontrol serve``
+
+See docs/api.md and docs/operations.md.
+"""
+
+from modulecontrol.service._api import create_app
+from modulecontrol.service._auth import ROLE_SCOPES, Role, Scope, hash_password
+from modulecontrol.service._server import ApiServer, BindOptions, check_bind, serve
+from modulecontrol.service._service import (
+    COMMANDS,
+    ControlService,
+    ServiceError,
+    ServiceOptions,
+)
+from modulecontrol.service._store import QueuedRun, ServiceStore
+from modulecontrol.service._stream import EventStream, StreamEvent
+
+__all__ = [
+    "COMMANDS",
+    "ROLE_SCOPES",
+    "ApiServer",
+    "BindOptions",
+    "ControlService",
+    "EventStream",
+    "QueuedRun",
+    "Role",
+    "Scope",
+    "ServiceError",
+    "ServiceOptions",
+    "ServiceStore",
+    "StreamEvent",
+    "check_bind",
+    "create_app",
+    "hash_password",
+    "serve",
+]

@@ -1,0 +1,215 @@
+"""The HTTP API and the WebSocket event stream of the control service (FastAPI).
+
+Every route below ``/api/v1`` needs a bearer token (``POST /api/v1/token`` gives one) with
+the route's scope; a request without it is refused with 401 or 403 and the refusal goes
+into the audit trail. Errors are RFC 9457 problem details (``application/problem+json``)
+whose ``detail`` is the CLI's wording; located input problems are listed in ``problems``.
+"""
+
+# No ``from __future__ import annotations`` here: FastAPI reads the routes' annotations,
+# which name dependencies local to create_app, so they must be evaluated where defined.
+import asyncio
+import contextlib
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from modulecontrol import __version__
+from modulecontrol.service._auth import Scope
+from modulecontrol.service._service import ControlService, ServiceError
+from modulecontrol.service._store import TokenInfo
+
+PROBLEM = "application/problem+json"
+
+
+class TokenRequest(BaseModel):
+    username: str
+    password: str
+    scopes: list[str] | None = None
+    ttl: float | None = Field(None, gt=0, description="Lifetime in s (capped by the service)")
+
+
+class RunRequest(BaseModel):
+    recipe: str = Field(description="Path of the recipe under the recipes folder")
+    parameters: dict[str, str] = Field(default_factory=dict,
+                                       description="name: value with unit, as --set")
+
+
+class AckRequest(BaseModel):
+    alarm: str
+
+
+class AnswerRequest(BaseModel):
+    prompt: int
+    choice: str
+
+
+def _problem(exc: ServiceError, instance: str) -> JSONResponse:
+    body: dict[str, Any] = {"type": "about:blank", "title": exc.title, "status": exc.status,
+                            "detail": exc.detail, "instance": instance}
+    if exc.problems:
+        body["problems"] = exc.problems
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return JSONResponse(body, status_code=exc.status, media_type=PROBLEM, headers=headers)
+
+
+def create_app(service: ControlService) -> FastAPI:
+    """The API of one service; the service is started and closed by its owner."""
+    app = FastAPI(title="modulecontrol control service", version=__version__,
+                  description="Operate a line: plant, run queue, events, historian.")
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        return _problem(exc, request.url.path)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg', '')}"
+                    for e in exc.errors()]
+        return _problem(ServiceError(422, "invalid request", "; ".join(problems), problems),
+                        request.url.path)
+
+    def need(scope: Scope) -> Any:
+        async def check(request: Request) -> TokenInfo:
+            header = request.headers.get("authorization", "")
+            action = f"{request.method} {request.url.path}"
+            who = await _identify(service, header)
+            if who is None:
+                await service.refused("", action, request.url.path, "no valid token")
+                raise ServiceError(401, "not logged in", "no valid token: log in with POST "
+                                   "/api/v1/token and send 'Authorization: Bearer TOKEN'")
+            if str(scope) not in who.scopes:
+                why = f"role {who.role} with scopes {' '.join(sorted(who.scopes))} lacks {scope}"
+                await service.refused(who.user, action, request.url.path, why)
+                raise ServiceError(403, "not allowed", f"{who.user} may not do this: {why}")
+            return who
+        return Depends(check)
+
+    read, control, queue = need(Scope.READ), need(Scope.CONTROL), need(Scope.QUEUE)
+
+    @app.post("/api/v1/token", tags=["users"])
+    async def token(req: TokenRequest) -> dict[str, Any]:
+        """Log in: a bearer token with the scopes asked for (all of the role's if none)."""
+        tok, info = await service.login(req.username, req.password,
+                                        frozenset(req.scopes) if req.scopes else None,
+                                        req.ttl)
+        return {"access_token": tok, "token_type": "bearer", "user": info.user,
+                "role": info.role, "scopes": sorted(info.scopes), "expires": info.expires}
+
+    @app.get("/api/v1/plant", tags=["plant"])
+    async def plant(who: Annotated[TokenInfo, read]) -> dict[str, Any]:
+        """Modules, their services' states, their values with unit and quality."""
+        return service.plant()
+
+    @app.get("/api/v1/runs", tags=["runs"])
+    async def runs(who: Annotated[TokenInfo, read]) -> list[dict[str, Any]]:
+        """The queue and the history of runs, newest first."""
+        return [service.run_view(r) for r in service.runs()]
+
+    @app.post("/api/v1/runs", status_code=201, tags=["runs"])
+    async def start_run(req: RunRequest, who: Annotated[TokenInfo, queue]) -> dict[str, Any]:
+        """Validate a recipe with its parameters against the plant and queue it."""
+        return service.run_view(service.submit(req.recipe, req.parameters, who.user))
+
+    @app.get("/api/v1/runs/{run_id}", tags=["runs"])
+    async def get_run(run_id: int, who: Annotated[TokenInfo, read]) -> dict[str, Any]:
+        return service.run_view(service.run(run_id))
+
+    @app.post("/api/v1/runs/{run_id}/ack", tags=["runs"])
+    async def ack(run_id: int, req: AckRequest, who: Annotated[TokenInfo, control]
+                  ) -> dict[str, Any]:
+        """Acknowledge an alarm of the running run."""
+        service.acknowledge(run_id, req.alarm, who.user)
+        return service.run_view(service.run(run_id))
+
+    @app.post("/api/v1/runs/{run_id}/answer", tags=["runs"])
+    async def answer(run_id: int, req: AnswerRequest, who: Annotated[TokenInfo, control]
+                     ) -> dict[str, Any]:
+        """Answer an open operator prompt of the running run."""
+        service.answer(run_id, req.prompt, req.choice, who.user)
+        return service.run_view(service.run(run_id))
+
+    @app.post("/api/v1/runs/{run_id}/{action}", tags=["runs"])
+    async def command(run_id: int, action: str, who: Annotated[TokenInfo, control]
+                      ) -> dict[str, Any]:
+        """hold, resume, stop or abort the running run; stop or abort cancels a queued one."""
+        return service.run_view(service.command(run_id, action, who.user))
+
+    @app.get("/api/v1/events", tags=["events"])
+    async def events(who: Annotated[TokenInfo, read], since: int = 0,
+                     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> dict[str, Any]:
+        """Events after ``since``; ``resync: true`` if ``since`` is outside the window."""
+        got = service.stream.since(since, limit)
+        if got is None:
+            return {"resync": True, "head": service.stream.head, "events": [],
+                    "stream": service.stream.epoch}
+        return {"resync": False, "head": service.stream.head,
+                "events": [e.to_json() for e in got], "stream": service.stream.epoch}
+
+    @app.get("/api/v1/history", tags=["historian"])
+    async def history(who: Annotated[TokenInfo, read], tag: str, start: float, end: float,
+                      max_points: Annotated[int, Query(ge=2, le=100_000)] = 1000
+                      ) -> dict[str, Any]:
+        """A tag's samples between start and end (s since the epoch), downsampled to
+        ``max_points`` keeping each interval's minimum and maximum."""
+        h = await asyncio.to_thread(service.history, tag, start, end, max_points)
+        return {"tag": h.tag, "unit": h.unit, "downsampled": h.downsampled,
+                "points": [{"t": t, "value": v, "quality": q} for t, v, q in h.points]}
+
+    @app.websocket("/api/v1/stream")
+    async def stream(ws: WebSocket, since: int = 0, token: str = "") -> None:
+        """Every event with its sequence number; reconnect with ``?since=N`` (the last seen)
+        to get everything after N, or a ``resync`` message if N is outside the window."""
+        header = ws.headers.get("authorization", "") or (f"Bearer {token}" if token else "")
+        who = await _identify(service, header)
+        if who is None or str(Scope.READ) not in who.scopes:
+            await service.refused(who.user if who else "", "stream", "/api/v1/stream",
+                                  "no valid token with read:status")
+            await ws.close(code=1008, reason="no valid token with read:status")
+            return
+        await ws.accept()
+        await _pump(service, ws, since)
+
+    return app
+
+
+async def _identify(service: ControlService, header: str) -> TokenInfo | None:
+    scheme, _, tok = header.partition(" ")
+    if scheme.lower() != "bearer" or not tok.strip():
+        return None
+    return service.identify(tok.strip())
+
+
+async def _pump(service: ControlService, ws: WebSocket, since: int) -> None:
+    """Send the stream from ``since`` until the client goes; a client that falls behind
+    the window is told to resync and continues from the head. The client's side is read
+    meanwhile, so a client that leaves is noticed at once, not at the next event."""
+    stream = service.stream
+    last = since
+    closed = asyncio.get_running_loop().create_task(_until_closed(ws))
+    try:
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+            while not closed.done():
+                got = stream.since(last)
+                if got is None:
+                    last = stream.head
+                    await ws.send_json({"type": "resync", "seq": last, "stream": stream.epoch})
+                    continue
+                for ev in got:
+                    await ws.send_json(ev.to_json())
+                    last = ev.seq
+                waiter = asyncio.get_running_loop().create_task(stream.wait(last, 15.0))
+                await asyncio.wait({waiter, closed}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+    finally:
+        closed.cancel()
+
+
+async def _until_closed(ws: WebSocket) -> None:
+    """Return when the client closes its side (what it sends is ignored)."""
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        while (await ws.receive())["type"] != "websocket.disconnect":
+            pass

@@ -1,0 +1,462 @@
+"""The control service: one long-running process per line.
+
+It holds the line (:class:`~modulecontrol.session.Line`: clock, simulators if asked, one
+proxy per module, the historian recording their values) for its whole life, and runs the
+queued recipe runs on it one at a time, each as a :class:`~modulecontrol.session.Session`
+on that line: the same code path as ``modulecontrol run``, only the line outlives the run.
+The queue and the active run are rows of the records database (``_store.py``), so they
+survive the process. Everything the service and its runs emit goes to one event stream
+with sequence numbers (``_stream.py``).
+
+Every command names the user behind it; accepted commands are operator actions in the
+records (with an audit entry), refused ones are audit entries too (:meth:`refused`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from modulecontrol.descriptors import PlantConfig, load_plant
+from modulecontrol.drivers import DriverError
+from modulecontrol.errors import ConfigError
+from modulecontrol.events import Event, EventKind
+from modulecontrol.records import AuditTrail, RecordsError, TagHistory, query_tag
+from modulecontrol.service._auth import LoginLimiter, granted, new_token, verify_password
+from modulecontrol.service._store import (
+    FINAL,
+    QUEUED,
+    RUNNING,
+    QueuedRun,
+    ServiceStore,
+    TokenInfo,
+)
+from modulecontrol.service._stream import EventStream
+from modulecontrol.session import Line, RunOptions, RunOutcome, Session
+from modulecontrol.statemachine import Command, CommandRefused, State, StateChange
+
+_log = logging.getLogger(__name__)
+
+COMMANDS = {"hold": Command.HOLD, "resume": Command.UNHOLD, "stop": Command.STOP,
+            "abort": Command.ABORT}
+"""The run commands of the API and the CLI, by the word the operator uses."""
+
+
+class ServiceError(Exception):
+    """A request the service cannot carry out; ``status`` is its HTTP status, ``detail``
+    says what to do, ``problems`` are located input problems (``file:line:col: ...``)."""
+
+    def __init__(self, status: int, title: str, detail: str,
+                 problems: list[str] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.problems = problems or []
+
+
+@dataclass
+class ServiceOptions:
+    plant: Path
+    simulate: bool = False
+    speed: float = 1.0
+    db: Path = Path("runs/modulecontrol.db")
+    recipes: Path = Path("recipes")
+    """Runs may be started only of recipes under this folder."""
+    report_dir: Path | None = Path("runs")
+    poll_interval: float = 0.1
+    retain_events: int = 10_000
+    token_ttl: float = 8 * 3600.0
+    """Longest lifetime of a token in seconds."""
+
+
+class ControlService:
+    """Start with :meth:`start`, close with :meth:`close`; everything else is a request."""
+
+    def __init__(self, options: ServiceOptions) -> None:
+        self.options = options
+        self.stream = EventStream(options.retain_events)
+        self.limiter = LoginLimiter()
+        self.line: Line | None = None
+        self.store: ServiceStore | None = None
+        self._audit: AuditTrail | None = None
+        self._active: tuple[int, Session] | None = None
+        self._wake = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self._running: asyncio.Task[RunOutcome] | None = None
+        self.recipes = options.recipes.resolve()
+
+    # ------------------------------------------------------------------ life
+    async def start(self) -> None:
+        """Load and check the plant, take the records, connect every module, start the
+        queue. Raises ConfigError (the plant), RecordsError (the database is in use or not
+        a records database) or DriverError (a module cannot be reached)."""
+        opts = self.options
+        plant: PlantConfig = load_plant(opts.plant)
+        if opts.simulate:
+            from modulecontrol.simulators import check_plant
+
+            check_plant(plant)
+        self.line = Line(plant, self._run_options())
+        self.line.open_records()
+        self.store = ServiceStore(opts.db)
+        self._audit = AuditTrail(opts.db, key_path=self.line.options.records_key,
+                                 anchor_path=self.line.options.anchor)
+        for rid in self.store.interrupt_running():
+            self._publish(EventKind.RUN_ENDED.value, "service",
+                          f"run {rid} was interrupted: the service stopped during it",
+                          {"result": "interrupted"}, run=rid)
+        try:
+            await self.line.start()
+        except DriverError:
+            await self.line.close()
+            await self._close_records()
+            raise
+        for proxy in self.line.proxies.values():
+            proxy.on_state(self._on_service_state)
+        self._worker = asyncio.get_running_loop().create_task(self._run_queue(),
+                                                              name="run queue")
+        self._wake.set()
+
+    async def close(self) -> None:
+        """Stop the active run (Stop, as a terminal's second Ctrl-C does), then the line."""
+        if self._active is not None:
+            orch = self._active[1].orchestrator
+            if orch is not None:
+                orch.try_command(Command.STOP, "the control service is shutting down")
+        if self._running is not None:  # the run ends, its record closes: bounded
+            await asyncio.wait({self._running}, timeout=60.0)
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._worker
+        if self.line is not None:
+            await self.line.close()
+        await self._close_records()
+
+    async def _close_records(self) -> None:
+        if self.line is not None:
+            await self.line.close_records()
+        if self._audit is not None:
+            self._audit.close()
+        if self.store is not None:
+            self.store.close()
+
+    def _run_options(self, parameters: dict[str, str] | None = None,
+                     user: str = "operator") -> RunOptions:
+        o = self.options
+        return RunOptions(simulate=o.simulate, speed=o.speed, db=o.db,
+                          overrides=dict(parameters or {}), report_dir=o.report_dir,
+                          poll_interval=o.poll_interval, operator=user)
+
+    # ------------------------------------------------------------------ the queue
+    def resolve_recipe(self, name: str) -> Path:
+        """A recipe named by its path under the recipes folder (``.yaml`` optional); a
+        request never names a file outside it."""
+        rel = Path(name)
+        if rel.is_absolute() or ".." in rel.parts:
+            raise ServiceError(422, "recipe outside the recipes folder",
+                               f"'{name}': name a recipe by its path under {self.recipes}")
+        path = (self.recipes / rel).resolve()
+        if path.suffix not in (".yaml", ".yml"):
+            path = path.with_name(path.name + ".yaml")
+        if not path.is_relative_to(self.recipes) or not path.is_file():
+            raise ServiceError(404, "no such recipe",
+                               f"no recipe '{name}' under {self.recipes}")
+        return path
+
+    def submit(self, recipe: str, parameters: dict[str, str], user: str) -> QueuedRun:
+        """Validate the recipe against the plant with these parameters, then queue it."""
+        store, line = self._ready()
+        path = self.resolve_recipe(recipe)
+        try:
+            Session.load(path, None, self._run_options(parameters, user), line=line)
+        except ConfigError as exc:
+            raise ServiceError(422, "invalid recipe or parameters",
+                               f"{len(exc.problems)} problem(s) in '{recipe}'",
+                               [str(p) for p in exc.problems]) from None
+        queued = store.enqueue(str(path.relative_to(self.recipes)), parameters, user)
+        self.record_action(user, "queue run", f"run {queued.id}",
+                           new_value={"recipe": queued.recipe, "parameters": parameters})
+        self._publish(EventKind.RUN_QUEUED.value, "service",
+                      f"run {queued.id} queued: {queued.recipe}",
+                      {"run": queued.id, "recipe": queued.recipe, "user": user},
+                      run=queued.id)
+        self._wake.set()
+        return queued
+
+    async def _run_queue(self) -> None:
+        """One run at a time, oldest first."""
+        store, line = self._ready()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while (queued := store.next_queued()) is not None:
+                await self._execute(queued, store, line)
+
+    async def _execute(self, queued: QueuedRun, store: ServiceStore, line: Line) -> None:
+        try:
+            session = Session.load(self.recipes / queued.recipe, None,
+                                   self._run_options(queued.parameters, queued.requested_by),
+                                   line=line)
+        except ConfigError as exc:  # changed on disk since it was queued
+            store.set_state(queued.id, "failed", message="; ".join(map(str, exc.problems)))
+            return
+        session.listeners.append(self._forward(queued.id))
+        self._active = (queued.id, session)
+        store.set_state(queued.id, RUNNING)
+        try:
+            await self._reset_at_rest(line, queued.requested_by)
+            self._running = asyncio.get_running_loop().create_task(session.execute())
+            outcome = await self._running
+        except Exception as exc:  # the run failed, not the service: recorded and said
+            _log.exception("run %d failed", queued.id)
+            store.set_state(queued.id, "failed", record_run=session.run_id,
+                            message=f"{type(exc).__name__}: {exc}")
+            self._publish(EventKind.RUN_ENDED.value, "service", f"run {queued.id} failed: "
+                          f"{exc}", {"result": "failed"}, run=queued.id)
+        else:
+            result = outcome.result.value if outcome.result is not None else "failed"
+            store.set_state(queued.id, result, record_run=outcome.run_id,
+                            message=outcome.message)
+            # said once the queue's record is final: a client that sees run_ended and
+            # reads the run finds its result
+            self._publish(EventKind.RUN_ENDED.value, "recipe", f"recipe {result}",
+                          {"result": result}, run=queued.id)
+        finally:
+            self._active = None
+            self._running = None
+
+    async def _reset_at_rest(self, line: Line, user: str) -> None:
+        """Services that a previous run left Stopped or Completed are reset to Idle before
+        the next run, as ``modulecontrol run`` finds them in a fresh process; a reset
+        changes no output. Aborted services are left alone: an abort is looked at first,
+        and the run's first step on such a service holds and says why."""
+        for tag, proxy in line.proxies.items():
+            for name, svc in proxy.services.items():
+                if svc.state in (State.STOPPED, State.COMPLETED):
+                    await svc.command(Command.RESET)
+                    await svc.wait_for(State.IDLE, timeout=10.0)
+                    self.record_action(user, "reset before the run", f"{tag}.{name}",
+                                       audit=False)
+
+    # ------------------------------------------------------------------ commands
+    def command(self, run_id: int, action: str, user: str) -> QueuedRun:
+        """hold, resume, stop or abort the run; stop or abort of a queued run cancels it."""
+        store, _ = self._ready()
+        queued = self._run_or_404(run_id)
+        cmd = COMMANDS.get(action)
+        if cmd is None:
+            raise ServiceError(404, "no such command",
+                               f"'{action}': use one of {', '.join(COMMANDS)}")
+        if queued.state == QUEUED and cmd in (Command.STOP, Command.ABORT):
+            store.set_state(run_id, "cancelled", message=f"{action} by {user} while queued")
+            self.record_action(user, f"cancel run ({action})", f"run {run_id}")
+            self._publish(EventKind.RUN_CANCELLED.value, "service", f"run {run_id} cancelled",
+                          {"run": run_id, "user": user}, run=run_id)
+            return self._run_or_404(run_id)
+        orch = self._orchestrator(queued)
+        try:
+            orch.command(cmd, f"{user} over the API")
+        except CommandRefused as exc:
+            raise ServiceError(409, "command refused",
+                               f"{action}: {exc} (recipe is {orch.machine.state.label})"
+                               ) from None
+        self.record_action(user, action, f"run {run_id}")
+        return self._run_or_404(run_id)
+
+    def acknowledge(self, run_id: int, alarm: str, user: str) -> None:
+        line = self._ready()[1]
+        self._orchestrator(self._run_or_404(run_id))
+        assert line.historian is not None
+        line.historian.acknowledge_alarm(alarm, user)
+        self.record_action(user, "acknowledge alarm", alarm)
+
+    def answer(self, run_id: int, prompt: int, choice: str, user: str) -> None:
+        queued = self._run_or_404(run_id)
+        self._orchestrator(queued)
+        assert self._active is not None
+        try:
+            self._active[1].operator.answer(prompt, choice)
+        except KeyError:
+            raise ServiceError(404, "no such prompt",
+                               f"run {run_id} has no open prompt {prompt}: GET "
+                               f"/api/v1/runs/{run_id} lists the open ones") from None
+        except ValueError as exc:
+            raise ServiceError(422, "not a choice of the prompt", str(exc)) from None
+        self.record_action(user, "answer prompt", f"run {run_id} prompt {prompt}",
+                           new_value=choice)
+
+    def _orchestrator(self, queued: QueuedRun) -> Any:
+        if self._active is None or self._active[0] != queued.id:
+            raise ServiceError(409, "run not active",
+                               f"run {queued.id} is {queued.state}, not running: only the "
+                               f"running run takes commands")
+        orch = self._active[1].orchestrator
+        if orch is None:
+            raise ServiceError(409, "run starting",
+                               f"run {queued.id} is still starting: try again in a moment")
+        return orch
+
+    def _run_or_404(self, run_id: int) -> QueuedRun:
+        queued = self._ready()[0].run(run_id)
+        if queued is None:
+            raise ServiceError(404, "no such run", f"no run {run_id}: GET /api/v1/runs "
+                               "lists them")
+        return queued
+
+    # ------------------------------------------------------------------ records of who did what
+    def record_action(self, user: str, action: str, target: str, *, new_value: Any = None,
+                      audit: bool = True) -> None:
+        """An accepted write: an operator action with its audit entry, one commit."""
+        line = self._ready()[1]
+        assert line.historian is not None
+        line.historian.record_operator_action(user, action, target, new_value=new_value,
+                                              reason=f"{action} over the control API",
+                                              audit=audit)
+
+    async def refused(self, user: str, action: str, target: str, why: str) -> None:
+        """A refused request, in the audit trail: who tried what, and why it was refused."""
+        assert self._audit is not None
+        await self._audit.append_async(user or "(anonymous)", f"refused: {action}", target,
+                                       reason=why)
+
+    # ------------------------------------------------------------------ users
+    async def login(self, name: str, password: str, scopes: frozenset[str] | None,
+                    ttl: float | None) -> tuple[str, TokenInfo]:
+        store = self._ready()[0]
+        wait = self.limiter.blocked_for(name)
+        if wait > 0:
+            await self.refused(name, "login", "token", "too many failed logins")
+            raise ServiceError(429, "too many failed logins",
+                               f"too many failed logins for '{name}': try again in "
+                               f"{wait:.0f} s")
+        user = store.user(name)
+        ok = await asyncio.to_thread(verify_password, user.pw_hash if user else None, password)
+        if user is None or not ok:
+            self.limiter.failed(name)
+            await self.refused(name, "login", "token", "wrong user name or password")
+            raise ServiceError(401, "login failed", "wrong user name or password")
+        self.limiter.succeeded(name)
+        life = min(self.options.token_ttl, ttl or self.options.token_ttl)
+        token = new_token()
+        info = TokenInfo(user.name, user.role, granted(user.role, scopes), time.time() + life)
+        store.add_token(token, user.name, info.scopes, info.expires)
+        return token, info
+
+    def identify(self, token: str) -> TokenInfo | None:
+        return self._ready()[0].token(token)
+
+    # ------------------------------------------------------------------ reading
+    def plant(self) -> dict[str, Any]:
+        """Modules with their services' states and their values with unit and quality."""
+        line = self._ready()[1]
+        modules = []
+        for tag, proxy in line.proxies.items():
+            values = {}
+            for da in proxy.type.data_assemblies:
+                tv = proxy.values.get(da.name)
+                values[da.name] = {
+                    "value": _plain(tv.value) if tv is not None else None,
+                    "unit": da.unit,
+                    "quality": (tv.quality.name.lower() if tv is not None else "unknown"),
+                }
+            modules.append({
+                "tag": tag, "type": proxy.type.name, "faulted": proxy.faulted,
+                "fault": proxy.fault,
+                "services": {n: s.state.label for n, s in proxy.services.items()},
+                "values": values,
+            })
+        active = self._active[0] if self._active else None
+        return {"plant": line.plant.plant.name, "simulated": self.options.simulate,
+                "speed": self.options.speed, "active_run": active, "modules": modules,
+                "events_head": self.stream.head, "stream": self.stream.epoch}
+
+    def run_view(self, queued: QueuedRun) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": queued.id, "recipe": queued.recipe, "parameters": queued.parameters,
+            "requested_by": queued.requested_by, "t_requested": queued.t_requested,
+            "state": queued.state, "record_run": queued.record_run,
+            "t_started": queued.t_started, "t_ended": queued.t_ended,
+            "message": queued.message, "final": queued.state in FINAL,
+        }
+        if self._active is not None and self._active[0] == queued.id:
+            session = self._active[1]
+            out["record_run"] = session.run_id
+            orch = session.orchestrator
+            if orch is not None:
+                out["recipe_state"] = orch.machine.state.label
+                out["step"] = orch.progress.step
+                out["held_by"] = orch.holds.reasons()
+            out["prompts"] = [{"id": p.id, "source": p.source, "message": p.message,
+                               "choices": p.choices}
+                              for p in session.operator.pending.values()]
+        return out
+
+    def runs(self) -> list[QueuedRun]:
+        return self._ready()[0].runs()
+
+    def run(self, run_id: int) -> QueuedRun:
+        return self._run_or_404(run_id)
+
+    def history(self, tag: str, start: float, end: float, max_points: int) -> TagHistory:
+        try:
+            return query_tag(self.options.db, tag, start, end, max_points)
+        except RecordsError as exc:
+            raise ServiceError(404, "no such tag", str(exc)) from None
+        except ValueError as exc:
+            raise ServiceError(422, "invalid query", str(exc)) from None
+
+    # ------------------------------------------------------------------ events
+    def _publish(self, kind: str, source: str, message: str, data: dict[str, Any],
+                 run: int | None = None) -> None:
+        t = self.line.clock.now() if self.line is not None else 0.0
+        self.stream.publish(t, kind, source, message, data, run)
+
+    def _forward(self, run_id: int) -> Callable[[Event], None]:
+        """A run's events into the stream; its service states are published by the line's
+        own listener (below), which hears them with or without a run, and its end once
+        the queue's record of it is final (:meth:`_execute`)."""
+        def forward(ev: Event) -> None:
+            if ev.kind not in (EventKind.SERVICE_STATE, EventKind.RUN_ENDED):
+                self.stream.publish(ev.t, ev.kind.value, ev.source, ev.message,
+                                    _json(ev.data), run_id)
+        return forward
+
+    def _on_service_state(self, tag: str, change: StateChange) -> None:
+        self._publish(EventKind.SERVICE_STATE.value, change.service,
+                      f"{change.old.label} -> {change.new.label}",
+                      {"old": change.old.label, "new": change.new.label, "module": tag},
+                      run=self._active[0] if self._active else None)
+
+    def _ready(self) -> tuple[ServiceStore, Line]:
+        if self.store is None or self.line is None:
+            raise ServiceError(503, "service starting", "the service is still starting")
+        return self.store, self.line
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, bool | int | str) or v is None:
+        return v
+    if isinstance(v, float):
+        return v if v == v and abs(v) != float("inf") else str(v)
+    return str(v)
+
+
+def _json(data: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        if isinstance(v, dict):
+            out[k] = {str(a): _plain(b) for a, b in v.items()}
+        elif isinstance(v, list | tuple):
+            out[k] = [_plain(x) for x in v]
+        else:
+            out[k] = _plain(v)
+    return out
+

@@ -1,0 +1,145 @@
+"""Real Mosquitto and PostgreSQL servers for tests and benches, from Debian's binaries.
+
+Each instance lives in its own temporary folder and listens on a free port of 127.0.0.1 only,
+so a test can stop and restart it (a broker outage, a database restart) without touching
+anything else on the machine. :func:`missing` says which binaries are absent, for a skip with
+a reason; ``.ci/run`` installs the packages on a fresh machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+_PG_BIN = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+
+
+def _which(name: str) -> str | None:
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
+    if found is None:
+        for d in _PG_BIN:
+            if (d / name).exists():
+                return str(d / name)
+    return found
+
+
+def missing(*names: str) -> list[str]:
+    """Which of ``names`` (``mosquitto``, ``initdb``, ``pg_ctl``) are not installed."""
+    return [n for n in names if _which(n) is None]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the server exited with code {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+class Mosquitto:
+    """``mosquitto -c conf`` on 127.0.0.1:port; :meth:`stop` and :meth:`start` keep the port."""
+
+    def __init__(self, folder: Path, port: int | None = None, extra: str = "",
+                 anonymous: bool = True) -> None:
+        self.folder = folder
+        self.port = port or free_port()
+        self.url = f"mqtt://127.0.0.1:{self.port}"
+        self.conf = folder / "mosquitto.conf"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            f"allow_anonymous {'true' if anonymous else 'false'}\n"
+            f"persistence true\npersistence_location {folder}/\n"
+            # a test's subscriber reconnecting after a broker restart still gets the QoS 0
+            # births sent meanwhile (what a primary host's STATE arranges in production)
+            f"queue_qos0_messages true\n"
+            f"max_queued_messages 100000\nlog_dest file {folder / 'mosquitto.log'}\n"
+            # as root mosquitto would switch to its own user, who cannot write this folder
+            f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
+            f"{extra}")
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = _which("mosquitto")
+        if binary is None:
+            raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
+        self._proc = subprocess.Popen([binary, "-c", str(self.conf)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_port(self.port, 10.0, self._proc)
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = None
+
+
+class Postgres:
+    """A throwaway cluster (initdb; pg_ctl) with trust auth on 127.0.0.1:port only.
+
+    As root the cluster runs as the ``postgres`` system user (PostgreSQL refuses root), in a
+    folder of its own under the system temporary folder: pytest keeps its ``tmp_path`` tree
+    closed to other users (and re-closes it whenever any pytest starts), so the cluster cannot
+    live there. :meth:`remove` deletes the folder."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="modulecontrol-pg-"))
+        self.data = self.folder / "data"
+        self.port = port or free_port()
+        self.dsn = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self._as: list[str] = []
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.folder, pw.pw_uid, pw.pw_gid)
+            self._as = ["runuser", "-u", "postgres", "--"]
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _run(self, *args: str) -> None:
+        done = subprocess.run([*self._as, *args], check=False, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+        if done.returncode:
+            raise RuntimeError(f"{' '.join(args)}: exit {done.returncode}: "
+                               f"{done.stderr.decode(errors='replace').strip()}")
+
+    def init(self) -> None:
+        initdb = _which("initdb")
+        if initdb is None:
+            raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")
+        self._run(initdb, "-D", str(self.data), "-U", "postgres", "--auth=trust",
+                  "--encoding=UTF8", "--no-sync")
+
+    def start(self) -> None:
+        pg_ctl = _which("pg_ctl")
+        assert pg_ctl is not None
+        opts = (f"-c listen_addresses=127.0.0.1 -c port={self.port} "
+                f"-c unix_socket_directories={self.folder} -c fsync=off")
+        self._run(pg_ctl, "-D", str(self.data), "-o", opts, "-l",
+                  str(self.folder / "postgres.log"), "-w", "start")
+        _wait_port(self.port, 30.0)
+
+    def stop(self) -> None:
+        pg_ctl = _which("pg_ctl")
+        if pg_ctl is not None and (self.data / "postmaster.pid").exists():
+            self._run(pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop")

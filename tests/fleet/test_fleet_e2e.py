@@ -1,0 +1,60 @@
+"""Done-when of the fleet issue: two simulated lines started on one machine, each a real
+``modulecontrol run --sparkplug``, appear side by side in ``modulecontrol fleet status``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import psycopg
+from typer.testing import CliRunner
+
+from modulecontrol.cli import app
+from modulecontrol.fleet import Broker, FleetHistorian, fleet_status
+from modulecontrol.testing.servers import Mosquitto, Postgres
+
+ROOT = Path(__file__).parents[2]
+RECIPE = ROOT / "recipes/examples/dosing_demo.yaml"
+
+
+def test_two_simulated_lines_in_the_fleet_status(broker: Mosquitto, postgres: Postgres,
+                                                 tmp_path: Path) -> None:
+    host = FleetHistorian(Broker.parse(broker.url), postgres.dsn)
+    thread = threading.Thread(target=host.run, daemon=True)
+    thread.start()
+    assert host.connected.wait(10)
+    try:
+        runs = [subprocess.Popen(
+            [sys.executable, "-m", "modulecontrol.cli", "run", str(RECIPE), "--simulate",
+             "--speed", "60", "--yes", "--no-live", "--db", str(tmp_path / f"{site}.db"),
+             "--report-dir", str(tmp_path / site), "--sparkplug", broker.url,
+             "--site", site, "--line", line],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            for site, line in (("Basel", "L1"), ("Cork", "L2"))]
+        for proc in runs:
+            out, _ = proc.communicate(timeout=240)
+            assert proc.returncode == 0, out.decode()
+            assert b"not yet published" not in out
+    finally:
+        host.stop()
+        thread.join(10)
+    res = CliRunner().invoke(app, ["fleet", "status", "--pg", postgres.dsn,
+                                   "--metric", "DeliveredVolume"])
+    assert res.exit_code == 0, res.output
+    assert "2 site(s), 2 line(s)" in res.output
+    assert "Basel" in res.output and "Cork" in res.output
+    delivered = {(r.site, r.line): r for r in fleet_status(postgres.dsn)
+                 if r.module == "P1" and r.metric == "DeliveredVolume"}
+    assert set(delivered) == {("Basel", "L1"), ("Cork", "L2")}
+    for r in delivered.values():  # each line dosed the recipe's default 2 mL
+        assert r.unit == "mL" and r.value >= 1.9  # Volume completes at its VolumeSP
+        assert not r.line_online  # the run ended: its node said NDEATH
+    with psycopg.connect(postgres.dsn) as conn:
+        summaries = conn.execute(
+            "SELECT l.name, r.summary->>'result' FROM run_summary r "
+            "JOIN line l ON l.id = r.line_id ORDER BY 1").fetchall()
+        events = conn.execute("SELECT count(*) FROM event").fetchone()
+    assert summaries == [("L1", "completed"), ("L2", "completed")]
+    assert events is not None and events[0] > 0

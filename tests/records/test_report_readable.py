@@ -1,0 +1,147 @@
+"""The batch report reads as an engineer needs: one unit per axis, limits that do not flatten
+the data, on/off signals as lanes, constants in a table, simulated time said, human units."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modulecontrol.records import (
+    EventKind,
+    Historian,
+    RunResult,
+    TagConfig,
+    format_elapsed,
+    format_figure,
+    report,
+)
+
+T0 = 1_700_000_000.0
+END = T0 + 2 * 3600
+
+UNITS = {
+    "P1.Pressure": "bar", "P1.PressureLimit": "bar", "R1.Pressure": "bar",
+    "R1.PressureDrop": "kPa", "BPR1.Setpoint": "bar",
+    "PAT1.Purity": "%", "PAT1.Product": "mol/L",
+    "CR1.MeanSize": "um", "CR1.CrystalRate": "g/h",
+    "P1.Run": "", "V1.Valve": "", "P1.Fault": "", "P3.Diameter": "mm",
+}
+
+
+def _value(tag: str, k: int) -> float:
+    """Sample k (one a minute) of each tag."""
+    ramp = k / 120
+    return {
+        "P1.Pressure": 1.0 + 3.0 * ramp, "R1.Pressure": 1.2 + 2.5 * ramp,
+        "P1.PressureLimit": 400.0 if k < 10 else 100.0,  # a trip limit, set at start
+        "R1.PressureDrop": 0.5 + ramp, "BPR1.Setpoint": 0.0 if k < 5 else 3.0,
+        "PAT1.Purity": 50.0 + 49.0 * ramp, "PAT1.Product": 0.01 * ramp,
+        "CR1.MeanSize": 50.0 * ramp, "CR1.CrystalRate": 0.1 * ramp,
+        "P1.Run": float(5 <= k < 100), "V1.Valve": float(k >= 30),
+        "P1.Fault": 0.0, "P3.Diameter": 34.9,
+    }[tag]
+
+
+async def _run(db: Path, metadata: dict[str, Any]) -> int:
+    h = Historian(db, flush_interval=0.05)
+    for tag, unit in UNITS.items():
+        h.configure_tag(tag, TagConfig(unit=unit, deadband=0.0))
+    rid = await h.start_run("readable", recipe_version="1", recipe_text="x", t=T0,
+                            metadata=metadata)
+    for k in range(121):
+        for tag in UNITS:
+            h.record_sample(tag, _value(tag, k), t=T0 + 60 * k)
+    for t, st in ((T0, "Starting"), (T0 + 60, "Execute"), (END - 60, "Stopped")):
+        h.record_event(EventKind.STATE_CHANGE, "P1.Dosing", {"state": st}, t=t)
+    h.raise_alarm("R1.TH", "T high", 750, t=T0 + 3600 + 120)
+    await h.end_run(rid, RunResult.COMPLETED, t=END)
+    await h.close()
+    return rid
+
+
+GROUPS = {"P1.Run": "on/off signals", "V1.Valve": "on/off signals",
+          "P1.Fault": "on/off signals", "PAT1.Purity": "analyzer signals",
+          "PAT1.Product": "analyzer signals", "CR1.MeanSize": "crystallizer",
+          "CR1.CrystalRate": "crystallizer"}
+SIMULATED = {"tag_groups": GROUPS, "speed": 600,
+             "clock": {"mode": "scaled", "scale": 600.0,
+                       "wall_start_utc": "2026-01-02T03:04:05+00:00"},
+             "tag_notes": {"P1.Pressure": "absolute", "R1.Pressure": "absolute",
+                           "P1.PressureLimit": "absolute", "BPR1.Setpoint": "differential",
+                           "R1.PressureDrop": "differential"}}
+
+
+def _axes(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Axis by panel title and unit label."""
+    return {f"{p['title']}|{a['unit']}": a for p in doc["plots"]["panels"] for a in p["axes"]}
+
+
+async def test_one_unit_per_axis_and_limits_do_not_flatten_it(db: Path) -> None:
+    rid = await _run(db, SIMULATED)
+    axes = _axes(json.loads(report(db, rid, "json")))
+    assert set(axes) == {
+        "pressures|bar, absolute", "pressures|bar, differential", "pressures|kPa, differential",
+        "analyzer signals|%", "analyzer signals|mol/L",
+        "crystallizer|um", "crystallizer|g/h"}
+    bar = axes["pressures|bar, absolute"]
+    assert set(bar["tags"]) == {"P1.Pressure", "P1.PressureLimit", "R1.Pressure"}
+    lo, hi = bar["ylim"]
+    assert 0.5 < lo <= 1.0 and 4.0 <= hi < 5.0  # the 1-4 bar readings fill the axis
+    assert bar["off_axis"] == {"P1.PressureLimit": [100.0, 400.0]}
+    assert axes["pressures|bar, differential"]["tags"] == ["BPR1.Setpoint"]
+
+
+async def test_booleans_as_lanes_constants_in_a_table(db: Path) -> None:
+    rid = await _run(db, SIMULATED)
+    doc = json.loads(report(db, rid, "json"))
+    plots = doc["plots"]
+    assert plots["lanes"] == ["P1.Run", "V1.Valve"]
+    assert {c["tag"]: (c["value"], c["unit"]) for c in plots["constants"]} == {
+        "P1.Fault": (0.0, ""), "P3.Diameter": (34.9, "mm")}
+    page = report(db, rid, "html")
+    assert page.count("data:image/png;base64,") == 5  # 3 panels, lanes, service states
+    assert "Constant signals" in page and "<td>P3.Diameter</td><td>34.9</td>" in page
+
+
+async def test_simulated_clock_says_so_and_times_are_elapsed(db: Path) -> None:
+    rid = await _run(db, SIMULATED)
+    page = report(db, rid, "html")
+    assert "<td>start (UTC)</td>" not in page and "simulated clock (600.0x)" in page
+    assert "2026-01-02T03:04:05+00:00" in page  # the wall-clock start
+    assert "<td>2:00:00</td>" in page  # simulated duration, h:mm:ss
+    assert "<td>1:02:00</td>" in page  # the alarm, since start, not a date
+    assert json.loads(report(db, rid, "json"))["plots"]["time_axis"] == \
+        "simulated time since start"
+
+
+async def test_wall_clock_run_keeps_utc(db: Path) -> None:
+    rid = await _run(db, {"tag_groups": GROUPS, "speed": 1})
+    page = report(db, rid, "html")
+    assert "<td>start (UTC)</td>" in page and "simulated clock" not in page
+    assert "1:02:00 (2023-11-14T23:15:20.000Z)" in page
+
+
+@pytest.mark.parametrize(("key", "value", "text"), [
+    ("duration_s", 28849.6, "8:00:50"),
+    ("changeover.duration_s", 4903.0, "1:21:43"),
+    ("throughput_g_per_h", 0.07888, "78.88 mg/h"),
+    ("throughput_g_per_h", 12.5, "12.50 g/h"),
+    ("throughput_g_per_h", 0.0, "0 g/h"),
+    ("product_total_g", 0.06053, "60.53 mg"),
+    ("off_spec_volume_ml", 111.7, "111.7 mL"),
+    ("yield_pct", 45.5712, "45.57 %"),
+    ("deviations", 3, "3"),
+    ("steady_state_source", "event purity", "event purity"),
+    ("steady_state_reference", 28849.6, "28\u2009850"),
+])
+def test_figures_in_human_units(key: str, value: Any, text: str) -> None:
+    assert format_figure(key, value) == text
+
+
+def test_elapsed() -> None:
+    assert format_elapsed(59.6) == "0:01:00"
+    assert format_elapsed(-61, signed=True) == "-0:01:01"
+    assert format_elapsed(None) == "-"
