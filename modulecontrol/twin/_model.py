@@ -23,7 +23,7 @@ from modulecontrol.units import parse_quantity
 
 FloatArray = npt.NDArray[np.float64]
 
-__all__ = ["ParamRef", "Replay", "TwinError", "replay"]
+__all__ = ["ParamRef", "Replay", "Segment", "TwinError", "replay", "segments", "steady_outputs"]
 
 
 class TwinError(ValueError):
@@ -190,3 +190,49 @@ def replay(config: PlantConfig, data: Replay, outputs: Sequence[str], dt: float,
             assert found is not None
             track[j, k] = float(found[0].read(found[1]))
     return {s: np.interp(times[s], grid, track[j]) for j, s in enumerate(outputs)}
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A stretch of a run with constant inputs: ``[start, end)`` s since the run start, and
+    the inputs held over it (``TAG.Assembly`` -> value)."""
+
+    start: float
+    end: float
+    inputs: dict[str, float]
+
+
+def segments(data: Replay) -> list[Segment]:
+    """The run cut where any replayed input changes (zero-order hold, as :func:`replay`)."""
+    cuts = sorted({0.0, *(float(t) for ts, _ in data.inputs.values() for t in ts
+                          if 0.0 < t < data.duration)})
+    out = []
+    for a, b in zip(cuts, [*cuts[1:], data.duration], strict=True):
+        held = {}
+        for s, (ts, vs) in data.inputs.items():
+            i = int(np.searchsorted(ts, a, side="right")) - 1
+            if i >= 0 and math.isfinite(vs[i]):
+                held[s] = float(vs[i])
+        out.append(Segment(a, b, held))
+    return out
+
+
+def steady_outputs(config: PlantConfig, inputs: Mapping[str, float],
+                   outputs: Sequence[str]) -> dict[str, float]:
+    """The outputs at the plant's steady state with ``inputs`` held (the models' own steady
+    solve: a Newton solve per tank, smooth in the parameters, unlike a finite simulation)."""
+    fs, views = build_models(config)
+    plant = SimulatedPlant(config, fs, views, Clock(), 1.0)
+    plant.start_services()
+    for s, v in inputs.items():
+        found = _link(views, s)
+        if found is not None:
+            found[0].write(found[1], None, v)
+    plant.steady_state()
+    out = {}
+    for s in outputs:
+        found = _link(views, s)
+        if found is None:
+            raise TwinError(f"output {s}: no simulated module signal of that name")
+        out[s] = float(found[0].read(found[1]))
+    return out

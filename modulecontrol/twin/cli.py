@@ -63,7 +63,8 @@ def fit_cmd(
         typer.echo("correlation: " + "; ".join(
             f"{names[i]}~{names[j]} {result.correlation[i, j]:+.3f}"
             for i in range(len(names)) for j in range(i + 1, len(names))))
-        typer.echo(f"{result.n_points} points from runs {result.runs}, "
+        typer.echo(f"{result.n_points} points from runs {result.runs} "
+                   f"({result.n_transient} transient samples left out), "
                    f"rms scaled residual {result.rms:.3g}")
     for w in result.warnings:
         typer.echo(f"warning: {w}", err=True)
@@ -80,6 +81,7 @@ def record_cmd(
     interval: Annotated[float, typer.Option("--interval", help="Sample interval, s.")] = 30,
     noise: Annotated[float, typer.Option("--noise", help="Relative measurement noise.")] = 0.01,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    dt: Annotated[float, typer.Option("--dt", help="Simulation step, s.")] = 5.0,
     truth: Annotated[list[str] | None, typer.Option(
         "--truth", help="TAG.path=value: a parameter the simulated plant has instead.")] = None,
 ) -> None:
@@ -98,7 +100,7 @@ def record_cmd(
             settings[name] = float(value)
         run = record_simulated_run(with_parameters(config, changes), db, settings=settings,
                                    outputs=measure, duration=duration, interval=interval,
-                                   noise=noise, seed=seed)
+                                   noise=noise, seed=seed, dt=dt)
     except (TwinError, RecordsError, OSError, ValueError) as exc:
         _fail(str(exc))
         return
