@@ -5,6 +5,7 @@ Public API::
     fit, FitResult, ParameterEstimate      # least squares over the replayed runs
     write_overlay                          # the calibrated parameters as a plant overlay
     record_simulated_run                   # a run with known truth, for checks and examples
+    whatif, WhatIf, duration_seconds       # a proposed change simulated ahead of a run
     ParamRef, TwinError
 
 See docs/digital-twin.md.
@@ -13,6 +14,7 @@ See docs/digital-twin.md.
 from modulecontrol.twin._fit import FitResult, ParameterEstimate, fit, write_overlay
 from modulecontrol.twin._model import ParamRef, TwinError
 from modulecontrol.twin._record import record_simulated_run
+from modulecontrol.twin._whatif import WhatIf, duration_seconds, whatif
 
-__all__ = ["FitResult", "ParamRef", "ParameterEstimate", "TwinError", "fit",
-           "record_simulated_run", "write_overlay"]
+__all__ = ["FitResult", "ParamRef", "ParameterEstimate", "TwinError", "WhatIf",
+           "duration_seconds", "fit", "record_simulated_run", "whatif", "write_overlay"]

@@ -1,4 +1,4 @@
-"""CLI of the digital twin: ``modulecontrol twin fit`` and ``modulecontrol twin record``."""
+"""CLI of the digital twin: ``modulecontrol twin fit``, ``twin record`` and ``twin whatif``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from modulecontrol.records import DEFAULT_DB, RecordsError
 from modulecontrol.twin._fit import fit, write_overlay
 from modulecontrol.twin._model import ParamRef, TwinError, with_parameters
 from modulecontrol.twin._record import record_simulated_run
+from modulecontrol.twin._whatif import duration_seconds, whatif
 
 app = typer.Typer(help="The digital twin: calibrate the plant's models on recorded runs.",
                   no_args_is_help=True)
@@ -105,3 +106,59 @@ def record_cmd(
         _fail(str(exc))
         return
     typer.echo(f"run {run}")
+
+
+def parse_sets(items: list[str]) -> dict[str, float]:
+    """``TAG.Assembly=value`` items as a mapping; the error names the item."""
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or "." not in name:
+            raise TwinError(f"--set {item}: write TAG.Assembly=value (e.g. R1.TempSP=60)")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise TwinError(f"--set {item}: '{value}' is not a number") from None
+    return out
+
+
+@app.command("whatif")
+def whatif_cmd(
+    run: Annotated[int, typer.Argument(help="Run id whose end state is the start.")],
+    set_: Annotated[list[str], typer.Option("--set", help="TAG.Assembly=value, the proposed "
+                                            "change, e.g. R1.TempSP=60")],
+    plant: PlantOpt,
+    db: DbOpt = Path(DEFAULT_DB),
+    horizon: Annotated[str, typer.Option("--horizon", help="How far ahead, e.g. 2h.")] = "2h",
+    dt: Annotated[float, typer.Option("--dt", help="Simulation step, s.")] = 10.0,
+    spec: Annotated[float, typer.Option("--purity-spec", help="Purity below which the "
+                                        "stream is off-spec, %.")] = 90.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Simulate a proposed change ahead from RUN's end state: time to the new steady state,
+    yield, purity, throughput and off-spec volume."""
+    try:
+        config = load_plant(plant)
+        result = whatif(config, db, run, parse_sets(set_), duration_seconds(horizon, "--horizon"),
+                        dt=dt, purity_spec=spec)
+    except (TwinError, RecordsError, OSError, ValueError) as exc:
+        _fail(str(exc))
+        return
+    if as_json:
+        typer.echo(json.dumps(result.as_dict(), indent=2))
+        return
+    b = result.before
+    settle = ("not within the horizon" if result.time_to_steady_s == float("inf")
+              else f"{result.time_to_steady_s / 60:.1f} min")
+    yields = ("n/a" if result.yield_pct is None
+              else f"{b['yield_pct']:.1f} -> {result.yield_pct:.1f} %")
+    held = ", ".join(f"{k}={v:g}" for k, v in result.start.items())
+    typer.echo(f"change: {', '.join(f'{k}={v:g}' for k, v in result.changes.items())}"
+               f" (from {result.start_from}{': ' + held if held else ''})")
+    typer.echo(f"time to new steady state: {settle}")
+    typer.echo(f"purity: {b['purity_pct']:.2f} -> {result.purity_pct:.2f} %")
+    typer.echo(f"yield: {yields}")
+    typer.echo(f"throughput: {b['throughput_g_h'] * 1000:.1f} -> "
+               f"{result.throughput_g_h * 1000:.1f} mg/h")
+    typer.echo(f"off-spec volume (purity < {result.purity_spec_pct:g} %): "
+               f"{result.off_spec_ml:.1f} mL in {result.horizon_s / 3600:.2g} h")

@@ -3,6 +3,7 @@ the worked example of docs/digital-twin.md, run as written, recovers the truth."
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
@@ -93,3 +94,37 @@ def test_worked_example_recovers_k_and_ea_from_two_temperatures_and_warns_on_one
     assert "inf" in one.stdout  # no interval that pretends to know
     overlay = (workdir / "R2-calibrated.yaml").read_text(encoding="utf-8")
     assert "TwinCalibration" in overlay and "nitrosation_equilibrium" in overlay
+
+
+def test_whatif_worked_example_reports_the_models_new_steady_state(workdir: Path) -> None:
+    from modulecontrol.simulators.lomustine import steady_state_kpis
+
+    record, ahead = doc_commands("twin-whatif")
+    assert CliRunner().invoke(app, record).exit_code == 0
+    res = CliRunner().invoke(app, [*ahead, "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    expected, _ = steady_state_kpis(workdir / "plant.yaml", parameters={"R2": {"TempSP": 10}})
+    assert out["purity_pct"] == pytest.approx(100 * expected.purity, rel=1e-6)
+    assert out["yield_pct"] == pytest.approx(100 * expected.solution_yield, rel=1e-6)
+    assert out["before"]["purity_pct"] > 90 > out["purity_pct"]  # the change goes off-spec
+    assert 0 < out["time_to_steady_s"] < out["horizon_s"] == 1800
+    # off-spec from when the colder stream reaches the analyzer to the horizon, no more
+    assert 0 < out["off_spec_ml"] < 1800 * 1.2 / 60
+    text = CliRunner().invoke(app, ahead)
+    doc = (ROOT / "docs" / "digital-twin.md").read_text(encoding="utf-8")
+    shown = doc.split("<!-- twin-whatif -->", 1)[1].split("```text", 1)[1].split("```", 1)[0]
+    assert text.stdout.strip() == shown.strip()  # the page shows what the command prints
+
+
+def test_whatif_refuses_a_signal_that_is_not_a_set_point(workdir: Path) -> None:
+    record, _ = doc_commands("twin-whatif")
+    assert CliRunner().invoke(app, record).exit_code == 0
+    res = CliRunner().invoke(app, ["twin", "whatif", "1", "--plant", "plant.yaml", "--db",
+                                   "runs.db", "--set", "PAT1.Purity=99", "--horizon", "2 bar"])
+    assert res.exit_code == 2
+    assert "not a time" in res.output
+    res = CliRunner().invoke(app, ["twin", "whatif", "1", "--plant", "plant.yaml", "--db",
+                                   "runs.db", "--set", "PAT1.Purity=99", "--horizon", "10min"])
+    assert res.exit_code == 2
+    assert "--set PAT1.Purity: not a simulated set point" in res.output
