@@ -186,6 +186,11 @@ def fit(config: PlantConfig, db: str | Path, runs: Sequence[int], params: Sequen
     dof = max(n - p, 1)
     s2 = float(sol.fun @ sol.fun) / dof
     warnings: list[str] = []
+    if sol.status == 0:
+        warnings.append(f"the search stopped at its limit of {sol.nfev} evaluations before "
+                        "converging: the estimates may not be the optimum (an unidentifiable "
+                        "pair drifts along its ridge; otherwise start nearer, e.g. fit fewer "
+                        "parameters first)")
     cond = float(np.linalg.cond(jtj)) if p else 0.0
     singular = not math.isfinite(cond) or cond > CONDITION_LIMIT
     cov = s2 * np.linalg.pinv(jtj)
