@@ -31,6 +31,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "fleet": ("modulecontrol.fleet.cli", "app", "The fleet historian and fleet status."),
     "transfer": ("modulecontrol.fleet.cli", "transfer_cmd",
                  "Check a recipe against another site's plant: what maps, what is missing"),
+    "twin": ("modulecontrol.twin.cli", "app", "Digital twin: fit model parameters to runs."),
 }
 """Sub-commands that live beside the code they drive, imported only when they are invoked.
 

@@ -4,8 +4,8 @@ Public API::
 
     Historian, TagConfig, EventKind, RunResult, AlarmPriority   # recording
     AuditTrail, AuditEntry, AuditIssue, AuditReport, verify_audit   # 21 CFR Part 11 style trail
-    report, report_images, run_figures, list_runs, RunInfo, FigureSpec, StreamSpec,
-    SteadyStateSpec,
+    report, report_images, run_figures, run_samples, RunSamples, list_runs, RunInfo,
+    FigureSpec, StreamSpec, SteadyStateSpec,
     BalanceSpec, WorkupSpec, extraction_recovery                 # reports
     IntervalSpec, format_figure, format_elapsed                 # figures in human units
     query_tag, query_events, TagHistory                          # historian queries
@@ -39,6 +39,7 @@ from modulecontrol.records._report import (
     FigureSpec,
     IntervalSpec,
     RunInfo,
+    RunSamples,
     SteadyStateSpec,
     StreamSpec,
     last_sample_time,
@@ -46,6 +47,7 @@ from modulecontrol.records._report import (
     report,
     report_images,
     run_figures,
+    run_samples,
 )
 from modulecontrol.records._workup import WorkupSpec, extraction_recovery
 
@@ -71,6 +73,7 @@ __all__ = [
     "RecordsError",
     "RunInfo",
     "RunResult",
+    "RunSamples",
     "SteadyStateSpec",
     "StreamSpec",
     "TagConfig",
@@ -90,5 +93,6 @@ __all__ = [
     "report",
     "report_images",
     "run_figures",
+    "run_samples",
     "verify_audit",
 ]

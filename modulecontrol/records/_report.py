@@ -1239,3 +1239,27 @@ def report(db: str | Path | sqlite3.Connection, run_id: int, format: ReportForma
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text, encoding="utf-8")
     return text
+
+
+@dataclass(frozen=True)
+class RunSamples:
+    """The recorded samples of one run: what a twin replays and fits against."""
+
+    run: RunInfo
+    t_end: float
+    """End of the run window (its end time, else its last sample or event)."""
+    series: dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]]
+    """Tag -> (times, values); the value a tag held when the run started comes first
+    (deadband-filtered data is a step signal)."""
+
+
+def run_samples(db: str | Path | sqlite3.Connection, run_id: int) -> RunSamples:
+    """Every tag's samples in the window of run ``run_id`` (the report's own reader)."""
+    conn, own = _open(db)
+    try:
+        data = _RunData(conn, get_run(conn, run_id))
+    finally:
+        if own:
+            conn.close()
+    return RunSamples(data.run, data.t_end,
+                      {name: (s.t, s.v) for name, s in data.series.items()})

@@ -57,6 +57,12 @@ class SetValueRequest(BaseModel):
     value: str = Field(description="Value with unit (e.g. '0.5 mL/min'), within limits")
 
 
+class WhatIfRequest(BaseModel):
+    run: int = Field(description="Recorded run whose end state is the start")
+    set: dict[str, float] = Field(description="TAG.Assembly: value, the proposed change")
+    horizon: str = Field("2h", description="How far ahead, e.g. 2h, 90 min")
+
+
 def _problem(exc: ServiceError, instance: str) -> JSONResponse:
     body: dict[str, Any] = {"type": "about:blank", "title": exc.title, "status": exc.status,
                             "detail": exc.detail, "instance": instance}
@@ -205,6 +211,13 @@ def create_app(service: ControlService) -> FastAPI:
         h = await asyncio.to_thread(service.history, tag, start, end, max_points)
         return {"tag": h.tag, "unit": h.unit, "downsampled": h.downsampled,
                 "points": [{"t": t, "value": v, "quality": q} for t, v, q in h.points]}
+
+    @app.post("/api/v1/twin/whatif", tags=["twin"])
+    async def twin_whatif(req: WhatIfRequest, who: Annotated[TokenInfo, read]
+                          ) -> dict[str, Any]:
+        """Simulate a proposed change ahead from a recorded run's end state (the twin's
+        ``whatif``): time to the new steady state, purity, yield, throughput, off-spec."""
+        return await asyncio.to_thread(service.whatif, req.run, req.set, req.horizon)
 
     @app.websocket("/api/v1/stream")
     async def stream(ws: WebSocket, since: int = 0, token: str = "") -> None:

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -675,6 +675,18 @@ class ControlService:
             except RecordsError as exc:
                 raise ServiceError(404, "no report", str(exc)) from None
         return out
+
+    def whatif(self, run: int, sets: Mapping[str, float], horizon: str) -> dict[str, Any]:
+        """``twin whatif`` of a recorded run of this line (docs/digital-twin.md)."""
+        from modulecontrol.twin import TwinError, duration_seconds, whatif
+
+        try:
+            ahead = duration_seconds(horizon, "horizon")
+            return whatif(self._ready()[1].plant, self.options.db, run, sets, ahead).as_dict()
+        except RecordsError as exc:
+            raise ServiceError(404, "no such run", str(exc)) from None
+        except (TwinError, ValueError) as exc:
+            raise ServiceError(422, "invalid what-if", str(exc)) from None
 
     # ------------------------------------------------------------------ events
     def _publish(self, kind: str, source: str, message: str, data: dict[str, Any],

@@ -25,6 +25,7 @@ from modulecontrol.simulators._plant import (
     PlantBuildError,
     SimulatedPlant,
     StreamReport,
+    build_models,
     default_species,
 )
 from modulecontrol.simulators._ports import PtyPort, free_port
@@ -73,6 +74,7 @@ __all__ = [
     "Variable",
     "ViewError",
     "attach_plant",
+    "build_models",
     "check_plant",
     "default_species",
     "free_port",

@@ -262,3 +262,28 @@ def test_run_server_starts_a_run_and_follows_it_to_its_end(
     assert bad.exit_code == 1 and "volume" in bad.output  # the validator's problem
     ack = CliRunner().invoke(app, ["ack", str(rid), "purity_low", "--server", line.url])
     assert ack.exit_code == 1 and f"run {rid} is completed, not running" in ack.output
+
+
+async def test_whatif_over_the_api_simulates_ahead_of_a_recorded_run(line: ServedLine) -> None:
+    import httpx
+
+    async with await _client(line, "engineer") as c:
+        queued = await c.start_run("examples/dosing_demo", {"volume": "0.5 mL"})
+        run = await _until_final(c, queued["id"], 120.0)
+    name, password = line.users["viewer"]
+    async with httpx.AsyncClient(base_url=line.url, timeout=120.0) as h:
+        tok = (await h.post("/api/v1/token", json={"username": name, "password": password})
+               ).json()["access_token"]
+        auth = {"Authorization": f"Bearer {tok}"}
+        res = await h.post("/api/v1/twin/whatif", headers=auth, json={
+            "run": run["record_run"], "set": {"R2.TempSP": 10}, "horizon": "10min"})
+        assert res.status_code == 200, res.text
+        out = res.json()
+        assert out["changes"] == {"R2.TempSP": 10.0} and out["horizon_s"] == 600
+        assert out["purity_pct"] < out["before"]["purity_pct"]
+        bad = await h.post("/api/v1/twin/whatif", headers=auth, json={
+            "run": run["record_run"], "set": {"PAT1.Purity": 99}, "horizon": "10min"})
+        assert bad.status_code == 422
+        assert "not a simulated set point" in bad.json()["detail"]
+        assert (await h.post("/api/v1/twin/whatif", json={"run": 1, "set": {}})
+                ).status_code == 401

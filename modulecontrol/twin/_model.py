@@ -1,0 +1,238 @@
+"""The plant's models with chosen parameters, driven by recorded inputs.
+
+A parameter is named ``TAG.path.to.value`` inside the instance's merged simulator parameters
+(``R1.reactions.carbamylation.k_ref``): list items are chosen by their ``name`` (or index).
+Values keep the unit they were written in; the twin changes only the magnitude.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from modulecontrol.clock import Clock
+from modulecontrol.descriptors import PlantConfig
+from modulecontrol.simulators import ModuleView, SimulatedPlant, build_models
+from modulecontrol.units import parse_quantity
+
+FloatArray = npt.NDArray[np.float64]
+
+__all__ = ["ParamRef", "Replay", "Segment", "TwinError", "replay", "segments", "steady_outputs"]
+
+
+class TwinError(ValueError):
+    """A fit that cannot be made as asked; the message names what to change."""
+
+
+@dataclass(frozen=True)
+class ParamRef:
+    """One model parameter: module tag, path inside its simulator parameters, written value."""
+
+    name: str
+    tag: str
+    path: tuple[str | int, ...]
+    value: float
+    unit: str
+
+    @classmethod
+    def resolve(cls, config: PlantConfig, name: str) -> ParamRef:
+        """Find ``name`` in the plant; the error lists what exists where it stopped."""
+        tag, _, rest = name.partition(".")
+        try:
+            mt = config.type_of(tag)
+        except (KeyError, ValueError):
+            raise TwinError(f"--param {name}: no module '{tag}' in {config.file}") from None
+        if mt.simulator is None or not rest:
+            raise TwinError(f"--param {name}: give TAG.path to a simulator parameter of "
+                            f"{tag} (e.g. {tag}.reactions.<name>.k_ref)")
+        node: Any = mt.simulator.parameters
+        path: list[str | int] = []
+        for key in rest.split("."):
+            step: str | int | None = None
+            if isinstance(node, Mapping):
+                step = key if key in node else None
+                known = ", ".join(map(str, node))
+            elif isinstance(node, list):
+                names = [i.get("name") if isinstance(i, Mapping) else None for i in node]
+                if key in names:
+                    step = names.index(key)
+                elif key.isdigit() and int(key) < len(node):
+                    step = int(key)
+                known = ", ".join(str(n) for n in names)
+            else:
+                known = "nothing (a value)"
+            if step is None:
+                where = ".".join([tag, *map(str, path)])
+                raise TwinError(f"--param {name}: '{key}' not found under {where} "
+                                f"(known: {known})")
+            path.append(step)
+            node = node[step]
+        try:
+            q = parse_quantity(node)
+        except ValueError as exc:
+            raise TwinError(f"--param {name}: value {node!r} is not a number: {exc}") from None
+        if isinstance(q, int | float):
+            return cls(name, tag, tuple(path), float(q), "")
+        return cls(name, tag, tuple(path), float(q.magnitude), f"{q.units:~}")
+
+    def written(self, value: float) -> float | str:
+        """``value`` as the plant file writes it (with the original unit)."""
+        return f"{value:.10g} {self.unit}" if self.unit else value
+
+
+def with_parameters(config: PlantConfig, values: Mapping[ParamRef, float]) -> PlantConfig:
+    """A copy of ``config`` whose instance types carry ``values`` (the original is untouched)."""
+    types = dict(config.instance_types)
+    by_tag: dict[str, list[tuple[ParamRef, float]]] = {}
+    for ref, v in values.items():
+        by_tag.setdefault(ref.tag, []).append((ref, v))
+    for tag, items in by_tag.items():
+        mt = config.type_of(tag)
+        assert mt.simulator is not None
+        params = copy.deepcopy(mt.simulator.parameters)
+        for ref, v in items:
+            node: Any = params
+            for key in ref.path[:-1]:
+                node = node[key]
+            node[ref.path[-1]] = ref.written(v)
+        sim = mt.simulator.model_copy(update={"parameters": params})
+        types[tag] = mt.model_copy(update={"simulator": sim})
+    return replace(config, instance_types=types)
+
+
+def upstream(config: PlantConfig, tags: Sequence[str]) -> PlantConfig:
+    """Only the modules that feed ``tags`` (and they themselves): a fit simulates no more."""
+    feeds: dict[str, set[str]] = {}
+    for c in config.plant.connections:
+        feeds.setdefault(c.target[0], set()).add(c.source[0])
+    keep: set[str] = set()
+    todo = list(tags)
+    while todo:
+        t = todo.pop()
+        if t not in keep:
+            keep.add(t)
+            todo.extend(feeds.get(t, ()))
+    plant = config.plant.model_copy(update={
+        "modules": [m for m in config.plant.modules if m.tag in keep],
+        "connections": [c for c in config.plant.connections
+                        if c.source[0] in keep and c.target[0] in keep]})
+    return replace(config, plant=plant)
+
+
+@dataclass
+class Replay:
+    """What a recorded run gives the twin: input signals (replayed) and the outputs to
+    compare, each ``TAG.Assembly`` -> (times since the run start, values)."""
+
+    inputs: dict[str, tuple[FloatArray, FloatArray]]
+    duration: float
+
+
+def _link(views: Mapping[str, ModuleView], signal: str) -> tuple[ModuleView, str] | None:
+    tag, _, assembly = signal.partition(".")
+    view = views.get(tag)
+    if view is None or view.link(assembly) is None:
+        return None
+    return view, assembly
+
+
+def is_input(views: Mapping[str, ModuleView], signal: str) -> bool:
+    """A signal the twin replays: linked to a model variable that can be written."""
+    found = _link(views, signal)
+    if found is None:
+        return False
+    view, assembly = found
+    name = view.link(assembly)
+    assert name is not None
+    return view.variable(name).set is not None
+
+
+def replay(config: PlantConfig, data: Replay, outputs: Sequence[str], dt: float,
+           times: Mapping[str, FloatArray]) -> dict[str, FloatArray]:
+    """Simulate the run with its inputs replayed (zero-order hold, applied before each step
+    of ``dt``); each output's model value (noise-free), interpolated at its sample ``times``.
+
+    The twin starts where the plant's models start, with every service at its defaults, as
+    a recorded run starts from a plant at rest; recorded inputs then replace the defaults.
+    """
+    fs, views = build_models(config)
+    for view in views.values():
+        view.noise = {}  # the twin predicts the true value; the data carry the noise
+    plant = SimulatedPlant(config, fs, views, Clock(), dt)
+    plant.start_services()
+    links = {s: _link(views, s) for s in [*data.inputs, *outputs]}
+    for s in outputs:
+        if links[s] is None:
+            raise TwinError(f"output {s}: no simulated module signal of that name")
+    n = max(1, math.ceil(data.duration / dt - 1e-9))
+    grid = np.arange(1, n + 1, dtype=float) * dt
+    track = np.empty((len(outputs), n))
+    held: dict[str, float] = {}
+    for k in range(n):
+        t = k * dt
+        for s, (ts, vs) in data.inputs.items():
+            i = int(np.searchsorted(ts, t, side="right")) - 1
+            if i < 0 or not math.isfinite(vs[i]) or held.get(s) == vs[i]:
+                continue
+            held[s] = float(vs[i])
+            found = links[s]
+            if found is not None:
+                found[0].write(found[1], None, held[s])
+        fs.step(dt)
+        for j, s in enumerate(outputs):
+            found = links[s]
+            assert found is not None
+            track[j, k] = float(found[0].read(found[1]))
+    return {s: np.interp(times[s], grid, track[j]) for j, s in enumerate(outputs)}
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A stretch of a run with constant inputs: ``[start, end)`` s since the run start, and
+    the inputs held over it (``TAG.Assembly`` -> value)."""
+
+    start: float
+    end: float
+    inputs: dict[str, float]
+
+
+def segments(data: Replay) -> list[Segment]:
+    """The run cut where any replayed input changes (zero-order hold, as :func:`replay`)."""
+    cuts = sorted({0.0, *(float(t) for ts, _ in data.inputs.values() for t in ts
+                          if 0.0 < t < data.duration)})
+    out = []
+    for a, b in zip(cuts, [*cuts[1:], data.duration], strict=True):
+        held = {}
+        for s, (ts, vs) in data.inputs.items():
+            i = int(np.searchsorted(ts, a, side="right")) - 1
+            if i >= 0 and math.isfinite(vs[i]):
+                held[s] = float(vs[i])
+        out.append(Segment(a, b, held))
+    return out
+
+
+def steady_outputs(config: PlantConfig, inputs: Mapping[str, float],
+                   outputs: Sequence[str]) -> dict[str, float]:
+    """The outputs at the plant's steady state with ``inputs`` held (the models' own steady
+    solve: a Newton solve per tank, smooth in the parameters, unlike a finite simulation)."""
+    fs, views = build_models(config)
+    plant = SimulatedPlant(config, fs, views, Clock(), 1.0)
+    plant.start_services()
+    for s, v in inputs.items():
+        found = _link(views, s)
+        if found is not None:
+            found[0].write(found[1], None, v)
+    plant.steady_state()
+    out = {}
+    for s in outputs:
+        found = _link(views, s)
+        if found is None:
+            raise TwinError(f"output {s}: no simulated module signal of that name")
+        out[s] = float(found[0].read(found[1]))
+    return out

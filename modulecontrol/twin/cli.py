@@ -1,0 +1,164 @@
+"""CLI of the digital twin: ``modulecontrol twin fit``, ``twin record`` and ``twin whatif``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from modulecontrol.descriptors import load_plant
+from modulecontrol.records import DEFAULT_DB, RecordsError
+from modulecontrol.twin._fit import fit, write_overlay
+from modulecontrol.twin._model import ParamRef, TwinError, with_parameters
+from modulecontrol.twin._record import record_simulated_run
+from modulecontrol.twin._whatif import duration_seconds, whatif
+
+app = typer.Typer(help="The digital twin: calibrate the plant's models on recorded runs.",
+                  no_args_is_help=True)
+
+PlantOpt = Annotated[Path, typer.Option("--plant", help="Plant file whose models are fitted.")]
+DbOpt = Annotated[Path, typer.Option("--db", help="Records database (SQLite file).")]
+
+
+def _fail(msg: str) -> None:
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(2)
+
+
+@app.command("fit")
+def fit_cmd(
+    run: Annotated[int, typer.Argument(help="Run id (see `modulecontrol runs`).")],
+    param: Annotated[list[str], typer.Option("--param", help="TAG.path of a simulator "
+                                             "parameter, e.g. R1.reactions.carbamylation.k_ref")],
+    plant: PlantOpt,
+    db: DbOpt = Path(DEFAULT_DB),
+    runs: Annotated[list[int] | None, typer.Option("--runs", help="More runs to fit "
+                                                   "together with RUN.")] = None,
+    measure: Annotated[list[str] | None, typer.Option(
+        "--measure", help="TAG.Assembly to fit against (default: the analyzers').")] = None,
+    dt: Annotated[float, typer.Option("--dt", help="Simulation step, s.")] = 5.0,
+    overlay: Annotated[Path | None, typer.Option("--overlay", help="Write the calibrated "
+                                                 "parameters here (YAML).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Least squares of PARAMs over the replayed runs: estimates, 95 % intervals,
+    correlations and identifiability warnings."""
+    try:
+        config = load_plant(plant)
+        result = fit(config, db, [run, *(runs or [])], param, measure or (), dt)
+        if overlay is not None:
+            write_overlay(config, result, overlay)
+    except (TwinError, RecordsError, OSError, ValueError) as exc:
+        _fail(str(exc))
+        return
+    if as_json:
+        typer.echo(json.dumps(result.as_dict(), indent=2))
+    else:
+        for e in result.estimates:
+            typer.echo(f"{e.name} = {e.value:.6g} {e.unit}  95% CI [{e.low:.6g}, {e.high:.6g}]"
+                       f"  (was {e.initial:.6g})")
+        names = [e.name.rsplit(".", 2)[-2] + "." + e.name.rsplit(".", 1)[-1]
+                 for e in result.estimates]
+        typer.echo("correlation: " + "; ".join(
+            f"{names[i]}~{names[j]} {result.correlation[i, j]:+.3f}"
+            for i in range(len(names)) for j in range(i + 1, len(names))))
+        typer.echo(f"{result.n_points} points from runs {result.runs} "
+                   f"({result.n_transient} transient samples left out), "
+                   f"rms scaled residual {result.rms:.3g}")
+    for w in result.warnings:
+        typer.echo(f"warning: {w}", err=True)
+
+
+@app.command("record")
+def record_cmd(
+    plant: PlantOpt,
+    db: DbOpt,
+    set_: Annotated[list[str], typer.Option("--set", help="TAG.Assembly=value held from "
+                                            "the start, e.g. R1.TempSP=60")],
+    measure: Annotated[list[str], typer.Option("--measure", help="TAG.Assembly to record.")],
+    duration: Annotated[float, typer.Option("--duration", help="Simulated seconds.")] = 1200,
+    interval: Annotated[float, typer.Option("--interval", help="Sample interval, s.")] = 30,
+    noise: Annotated[float, typer.Option("--noise", help="Relative measurement noise.")] = 0.01,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    dt: Annotated[float, typer.Option("--dt", help="Simulation step, s.")] = 5.0,
+    truth: Annotated[list[str] | None, typer.Option(
+        "--truth", help="TAG.path=value: a parameter the simulated plant has instead.")] = None,
+) -> None:
+    """Record a simulated run with known parameters (to check a fit, or for examples)."""
+    try:
+        config = load_plant(plant)
+        changes = {}
+        for item in truth or []:
+            name, _, value = item.partition("=")
+            changes[ParamRef.resolve(config, name)] = float(value)
+        settings = {}
+        for item in set_:
+            name, sep, value = item.partition("=")
+            if not sep:
+                raise TwinError(f"--set {item}: write TAG.Assembly=value")
+            settings[name] = float(value)
+        run = record_simulated_run(with_parameters(config, changes), db, settings=settings,
+                                   outputs=measure, duration=duration, interval=interval,
+                                   noise=noise, seed=seed, dt=dt)
+    except (TwinError, RecordsError, OSError, ValueError) as exc:
+        _fail(str(exc))
+        return
+    typer.echo(f"run {run}")
+
+
+def parse_sets(items: list[str]) -> dict[str, float]:
+    """``TAG.Assembly=value`` items as a mapping; the error names the item."""
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or "." not in name:
+            raise TwinError(f"--set {item}: write TAG.Assembly=value (e.g. R1.TempSP=60)")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise TwinError(f"--set {item}: '{value}' is not a number") from None
+    return out
+
+
+@app.command("whatif")
+def whatif_cmd(
+    run: Annotated[int, typer.Argument(help="Run id whose end state is the start.")],
+    set_: Annotated[list[str], typer.Option("--set", help="TAG.Assembly=value, the proposed "
+                                            "change, e.g. R1.TempSP=60")],
+    plant: PlantOpt,
+    db: DbOpt = Path(DEFAULT_DB),
+    horizon: Annotated[str, typer.Option("--horizon", help="How far ahead, e.g. 2h.")] = "2h",
+    dt: Annotated[float, typer.Option("--dt", help="Simulation step, s.")] = 10.0,
+    spec: Annotated[float, typer.Option("--purity-spec", help="Purity below which the "
+                                        "stream is off-spec, %.")] = 90.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Simulate a proposed change ahead from RUN's end state: time to the new steady state,
+    yield, purity, throughput and off-spec volume."""
+    try:
+        config = load_plant(plant)
+        result = whatif(config, db, run, parse_sets(set_), duration_seconds(horizon, "--horizon"),
+                        dt=dt, purity_spec=spec)
+    except (TwinError, RecordsError, OSError, ValueError) as exc:
+        _fail(str(exc))
+        return
+    if as_json:
+        typer.echo(json.dumps(result.as_dict(), indent=2))
+        return
+    b = result.before
+    settle = ("not within the horizon" if result.time_to_steady_s == float("inf")
+              else f"{result.time_to_steady_s / 60:.1f} min")
+    yields = ("n/a" if result.yield_pct is None
+              else f"{b['yield_pct']:.1f} -> {result.yield_pct:.1f} %")
+    held = ", ".join(f"{k}={v:g}" for k, v in result.start.items())
+    typer.echo(f"change: {', '.join(f'{k}={v:g}' for k, v in result.changes.items())}"
+               f" (from {result.start_from}{': ' + held if held else ''})")
+    typer.echo(f"time to new steady state: {settle}")
+    typer.echo(f"purity: {b['purity_pct']:.2f} -> {result.purity_pct:.2f} %")
+    typer.echo(f"yield: {yields}")
+    typer.echo(f"throughput: {b['throughput_g_h'] * 1000:.1f} -> "
+               f"{result.throughput_g_h * 1000:.1f} mg/h")
+    typer.echo(f"off-spec volume (purity < {result.purity_spec_pct:g} %): "
+               f"{result.off_spec_ml:.1f} mL in {result.horizon_s / 3600:.2g} h")

@@ -1,0 +1,130 @@
+"""The twin's fit, against runs the simulator made with known parameters and seeded noise:
+the worked example of docs/digital-twin.md, run as written, recovers the truth."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from modulecontrol.cli import app
+from modulecontrol.descriptors import load_plant
+from modulecontrol.records import run_samples
+from modulecontrol.twin import ParamRef, TwinError, record_simulated_run
+
+ROOT = Path(__file__).resolve().parents[2]
+PLANT = ROOT / "recipes" / "lomustine" / "plant.yaml"
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The lomustine plant copied to an empty directory, as the worked example assumes."""
+    for name in ("plant.yaml", "species.yaml"):
+        shutil.copy(PLANT.parent / name, tmp_path / name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_recorded_run_reads_back_inputs_and_measurements(tmp_path: Path) -> None:
+    config = load_plant(PLANT)
+    db = tmp_path / "runs.db"
+    run = record_simulated_run(config, db, settings={"R1.TempSP": 45.0},
+                               outputs=["PAT1.Impurity"], duration=300.0, interval=60.0,
+                               dt=10.0)
+    data = run_samples(db, run)
+    assert data.series["R1.TempSP"][1].tolist() == [45.0]
+    assert len(data.series["PAT1.Impurity"][0]) == 5
+    assert data.t_end - data.run.t_start == 300.0
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("R9.reactions.x.k_ref", "no module 'R9'"),
+    ("R1.reactions.nope.k_ref", "'nope' not found under R1.reactions (known: carbamylation"),
+    ("R1.reactions.dcu_formation.kref", "'kref' not found under R1.reactions.1 (known: name"),
+    ("R1", "give TAG.path"),
+])
+def test_parameter_names_are_resolved_or_refused_with_what_exists(name: str,
+                                                                  message: str) -> None:
+    with pytest.raises(TwinError, match=re.escape(message)):
+        ParamRef.resolve(load_plant(PLANT), name)
+
+
+def test_cli_refuses_an_unknown_parameter_with_exit_2(workdir: Path) -> None:
+    res = CliRunner().invoke(app, ["twin", "fit", "1", "--plant", "plant.yaml", "--db",
+                                   "runs.db", "--param", "R1.reactions.nope.k_ref"])
+    assert res.exit_code == 2
+    assert "'nope' not found" in res.output
+
+
+TRUTH = {"R2.reactions.nitrosation_equilibrium.k_ref": 2.2,
+         "R2.reactions.nitrosation_equilibrium.Ea": 55.0}
+ESTIMATE = re.compile(r"^(\S+) = (\S+) .*95% CI \[(\S+), (\S+)\]", re.M)
+
+
+def doc_commands(marker: str) -> list[list[str]]:
+    """The ``$ modulecontrol ...`` lines of the console block after ``marker``."""
+    text = (ROOT / "docs" / "digital-twin.md").read_text(encoding="utf-8")
+    block = text.split(f"<!-- {marker} -->", 1)[1].split("```console", 1)[1].split("```", 1)[0]
+    return [shlex.split(line[2:])[1:] for line in block.splitlines() if line.startswith("$ ")]
+
+
+def test_worked_example_recovers_k_and_ea_from_two_temperatures_and_warns_on_one(
+        workdir: Path) -> None:
+    commands = doc_commands("twin-commands")
+    assert [c[:2] for c in commands] == [["twin", "record"]] * 2 + [["twin", "fit"]] * 2
+    results = []
+    for args in commands:
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 0, res.output
+        results.append(res)
+    both, one = results[2], results[3]
+    found = {m[1]: tuple(map(float, m.groups()[1:])) for m in ESTIMATE.finditer(both.stdout)}
+    assert set(found) == set(TRUTH)
+    for name, truth in TRUTH.items():
+        value, low, high = found[name]
+        assert abs(value / truth - 1) < 0.05, (name, value)
+        assert low <= truth <= high, (name, low, high)
+    assert "not identifiable" not in both.output
+    assert "not identifiable separately" in one.stderr
+    assert "inf" in one.stdout  # no interval that pretends to know
+    overlay = (workdir / "R2-calibrated.yaml").read_text(encoding="utf-8")
+    assert "TwinCalibration" in overlay and "nitrosation_equilibrium" in overlay
+
+
+def test_whatif_worked_example_reports_the_models_new_steady_state(workdir: Path) -> None:
+    from modulecontrol.simulators.lomustine import steady_state_kpis
+
+    record, ahead = doc_commands("twin-whatif")
+    assert CliRunner().invoke(app, record).exit_code == 0
+    res = CliRunner().invoke(app, [*ahead, "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    expected, _ = steady_state_kpis(workdir / "plant.yaml", parameters={"R2": {"TempSP": 10}})
+    assert out["purity_pct"] == pytest.approx(100 * expected.purity, rel=1e-6)
+    assert out["yield_pct"] == pytest.approx(100 * expected.solution_yield, rel=1e-6)
+    assert out["before"]["purity_pct"] > 90 > out["purity_pct"]  # the change goes off-spec
+    assert 0 < out["time_to_steady_s"] < out["horizon_s"] == 1800
+    # off-spec from when the colder stream reaches the analyzer to the horizon, no more
+    assert 0 < out["off_spec_ml"] < 1800 * 1.2 / 60
+    text = CliRunner().invoke(app, ahead)
+    doc = (ROOT / "docs" / "digital-twin.md").read_text(encoding="utf-8")
+    shown = doc.split("<!-- twin-whatif -->", 1)[1].split("```text", 1)[1].split("```", 1)[0]
+    assert text.stdout.strip() == shown.strip()  # the page shows what the command prints
+
+
+def test_whatif_refuses_a_signal_that_is_not_a_set_point(workdir: Path) -> None:
+    record, _ = doc_commands("twin-whatif")
+    assert CliRunner().invoke(app, record).exit_code == 0
+    res = CliRunner().invoke(app, ["twin", "whatif", "1", "--plant", "plant.yaml", "--db",
+                                   "runs.db", "--set", "PAT1.Purity=99", "--horizon", "2 bar"])
+    assert res.exit_code == 2
+    assert "not a time" in res.output
+    res = CliRunner().invoke(app, ["twin", "whatif", "1", "--plant", "plant.yaml", "--db",
+                                   "runs.db", "--set", "PAT1.Purity=99", "--horizon", "10min"])
+    assert res.exit_code == 2
+    assert "--set PAT1.Purity: not a simulated set point" in res.output
