@@ -132,7 +132,7 @@ async def _photograph(tmp: Path, out_dir: Path, chromium: Path) -> None:
                                          timeout=180_000)
             await shot("run")
             assert service.line is not None and service.line.simulation is not None
-            faults = service.line.simulation.plant.faults  # type: ignore[attr-defined]
+            faults = service.line.simulation.faults  # type: ignore[attr-defined]
             faults.inject("P1", "stall")
             await page.click("nav a[data-view=alarms]")
             await page.wait_for_selector("tr[data-alarm=feed_pump_stall]", timeout=60_000)

@@ -155,7 +155,7 @@ def test_campaign_from_the_browser_hold_resume_stall_and_ack(
         expect(viewer.locator(f"button[data-action={action}]")).to_be_disabled()
 
     def faults(s: Any) -> Any:
-        return s.line.simulation.plant.faults
+        return s.line.simulation.faults
 
     thread.call(lambda s: faults(s).inject("P1", "stall"))
     ack = page.locator("button[data-ack=feed_pump_stall]").first
