@@ -40,6 +40,7 @@ _LADDERS: list[tuple[str, list[tuple[float, str]]]] = [
     ("_ml", [(1e-3, "L"), (1.0, "mL"), (1e3, "\u00b5L")]),
     ("_g", [(1e-3, "kg"), (1.0, "g"), (1e3, "mg"), (1e6, "\u00b5g")]),
     ("_mol", [(1.0, "mol"), (1e3, "mmol"), (1e6, "\u00b5mol")]),
+    ("_mol_per_l", [(1.0, "mol/L"), (1e3, "mmol/L"), (1e6, "\u00b5mol/L"), (1e9, "nmol/L")]),
 ]
 
 
