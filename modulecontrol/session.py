@@ -37,6 +37,7 @@ from modulecontrol.records import (
     list_runs,
 )
 from modulecontrol.records import RunResult as RecordResult
+from modulecontrol.units import UnitError, convert
 
 _log = logging.getLogger(__name__)
 
@@ -521,6 +522,7 @@ class Session:
             "tag_groups": _plot_groups(self.proxies),
             "plant": self.vr.plant.plant.name,
             "tag_notes": _tag_notes(self.proxies),
+            "limits": _alarm_limits(self.vr),
             "simulated": self.line.options.simulate,
             "speed": self.line.options.speed,
             # the records are stamped with this clock: an accelerated run's times are
@@ -710,6 +712,28 @@ def _tag_notes(proxies: Mapping[str, ModuleProxy]) -> dict[str, str]:
     return {f"{tag}.{da.name}": da.pressure_reference
             for tag, proxy in proxies.items() for da in proxy.type.data_assemblies
             if da.pressure_reference is not None}
+
+
+def _alarm_limits(vr: ValidatedRecipe) -> list[dict[str, Any]]:
+    """The recipe's alarm limits in the unit of their signal, for the report's trends (drawn
+    as lines on the signal's axis, never rescaling it). A limit that does not resolve to a
+    number in that unit is left out of the drawing; the alarm itself was checked by
+    ``validate`` and is supervised all the same."""
+    out: list[dict[str, Any]] = []
+    for al in vr.recipe.alarms:
+        info = vr.signals.get(al.signal)
+        unit = info.unit if info is not None else ""
+        for kind in ("high", "low"):
+            raw = vr.resolve(getattr(al, kind))
+            if raw is None or isinstance(raw, bool):
+                continue
+            try:
+                value = float(raw) if isinstance(raw, int | float) else convert(str(raw), unit)
+            except (UnitError, ValueError):
+                continue
+            if math.isfinite(value):
+                out.append({"tag": al.signal, "name": f"{al.name} {kind}", "value": value})
+    return out
 
 
 def _jsonable(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -1302,7 +1302,41 @@ def _fig_value(v: Any) -> Any:
 
 
 def _plot_plan(data: _RunData) -> PlotPlan:
-    return plot_plan(data.run.metadata, data.series, data.run.t_start)
+    return replace(plot_plan(data.run.metadata, data.series, data.run.t_start),
+                   windows=_windows(data))
+
+
+def _windows(data: _RunData) -> list[tuple[str, float, float]]:
+    """The windows the trends shade, in seconds after the run start, from the run's events:
+    steady state (any detector steady), to product (the divert valve), held (recipe holds).
+
+    Why events and not signals: they are what the orchestrator decided on, the same events
+    the figures and the deviations are computed from, so the shading and the figures agree.
+    """
+    a, end = data.run.t_start, data.t_end
+    out: list[tuple[str, float, float]] = []
+    steady: dict[str, bool] = {}
+    since: dict[str, float] = {}
+
+    def switch(kind: str, on: bool, t: float) -> None:
+        if on and kind not in since:
+            since[kind] = t
+        elif not on and kind in since:
+            out.append((kind, since.pop(kind) - a, t - a))
+
+    for t, kind, source, p in data.events:
+        if kind is EventKind.STEADY_STATE and isinstance(p.get("steady"), bool):
+            steady[source] = bool(p["steady"])
+            switch("steady state", any(steady.values()), t)
+        elif kind is EventKind.DIVERT and isinstance(p.get("to_product"), bool):
+            switch("to product", bool(p["to_product"]), t)
+    for k, t0 in since.items():
+        out.append((k, t0 - a, end - a))
+    for d in _deviations(data):
+        if d["kind"] == "hold":
+            t1 = d["t"] + d["duration_s"] if d["duration_s"] is not None else end
+            out.append(("held", d["t"] - a, t1 - a))
+    return sorted(out, key=lambda w: (w[1], w[0]))
 
 
 def _clock_rows(run: RunInfo) -> list[list[Any]]:
