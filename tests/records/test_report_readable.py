@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 from modulecontrol.records import (
     EventKind,
@@ -79,6 +80,11 @@ SIMULATED = {"tag_groups": GROUPS, "speed": 600,
 class _S:
     """A recorded signal as the plot plan sees it."""
 
+    unit: str
+    group: str | None
+    t: NDArray[np.float64]
+    v: NDArray[np.float64]
+
     def __init__(self, unit: str, values: list[float]) -> None:
         self.unit, self.group = unit, None
         self.t = np.arange(len(values), dtype=np.float64) * 60.0
@@ -144,14 +150,15 @@ async def test_steady_divert_and_held_windows_are_shaded(db: Path) -> None:
     rid = await h.start_run("windows", recipe_text="x", t=T0, metadata=SIMULATED)
     for k in range(121):
         h.record_sample("PAT1.Purity", 50.0 + 0.4 * k, t=T0 + 60 * k)
-    ev = [(600, EventKind.STEADY_STATE, "purity", {"steady": True}),
-          (900, EventKind.DIVERT, "V1", {"to_product": True}),
-          (3000, EventKind.STATE_CHANGE, "recipe", {"state": "Holding"}),
-          (3010, EventKind.STATE_CHANGE, "recipe", {"state": "Held"}),
-          (3600, EventKind.STATE_CHANGE, "recipe", {"state": "Execute"}),
-          (4000, EventKind.STEADY_STATE, "purity", {"steady": False}),
-          (4100, EventKind.DIVERT, "V1", {"to_product": False}),
-          (5000, EventKind.DIVERT, "V1", {"to_product": True})]  # open at the end
+    ev: list[tuple[int, EventKind, str, dict[str, Any]]] = [
+        (600, EventKind.STEADY_STATE, "purity", {"steady": True}),
+        (900, EventKind.DIVERT, "V1", {"to_product": True}),
+        (3000, EventKind.STATE_CHANGE, "recipe", {"state": "Holding"}),
+        (3010, EventKind.STATE_CHANGE, "recipe", {"state": "Held"}),
+        (3600, EventKind.STATE_CHANGE, "recipe", {"state": "Execute"}),
+        (4000, EventKind.STEADY_STATE, "purity", {"steady": False}),
+        (4100, EventKind.DIVERT, "V1", {"to_product": False}),
+        (5000, EventKind.DIVERT, "V1", {"to_product": True})]  # open at the end
     for t, kind, source, payload in ev:
         h.record_event(kind, source, payload, t=T0 + t)
     await h.end_run(rid, RunResult.COMPLETED, t=END)
