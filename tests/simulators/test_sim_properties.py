@@ -150,3 +150,27 @@ def test_the_arrhenius_form_is_written_with_units() -> None:
                                   "A": "2.5e6 L/(mol*s)", "Ea": "50 kJ/mol"})
     assert math.isclose(rx.forward_constant(), 2.5e3)  # m**3/(mol*s)
     assert rx.reference_temperature() == math.inf
+
+
+NON_NEGATIVE_READINGS = {"MSMPRCrystallizer": ("Level", "SuspensionDensity", "MeanSize",
+                                               "CrystalRate", "Supersaturation"),
+                         "CoilReactor": ("HeaterPower",)}
+
+
+@settings(max_examples=60, deadline=None)
+@given(true=st.floats(0.0, 1e3), noise=st.floats(-1e3, 1e3))
+def test_noisy_readings_of_sizes_rates_and_power_are_never_negative(
+    true: float, noise: float
+) -> None:
+    """Measurement noise on a crystal size, rate, density or heater power of (nearly) zero
+    read below zero (a mean size of -3.7 um at crystallizer start): the built-in types give
+    these readings a scale minimum of 0, and the simulated sensor reflects noise into it."""
+    from modulecontrol.descriptors import builtin_types
+    from modulecontrol.simulators._view import _noisy
+
+    types = builtin_types()
+    for type_name, names in NON_NEGATIVE_READINGS.items():
+        das = {d.name: d for d in types.get(type_name).data_assemblies}
+        for name in names:
+            assert das[name].scale_min == 0, (type_name, name)
+            assert _noisy(das[name], true, noise) >= 0.0, (type_name, name, true, noise)
