@@ -685,7 +685,8 @@ class Session:
 
 def _plot_groups(proxies: Mapping[str, ModuleProxy]) -> dict[str, str]:
     """Which plot each recorded tag goes to: states to the Gantt chart only, on/off signals
-    together, the analyzer and crystallizer on their own; the rest by unit (the default)."""
+    together, the analyzer and crystallizer on their own, channel and method numbers
+    together (a product changeover is read from them); the rest by unit (the default)."""
     groups: dict[str, str] = {}
     for tag, proxy in proxies.items():
         category = proxy.type.category
@@ -701,8 +702,8 @@ def _plot_groups(proxies: Mapping[str, ModuleProxy]) -> dict[str, str]:
                 groups[name] = "analyzer signals"
             elif category == "crystallizer" and da.unit not in ("degC", "K"):
                 groups[name] = "crystallizer"
-            elif not da.unit:  # channel numbers and codes: in the CSV, not in the plots
-                groups[name] = "-"
+            elif not da.unit:  # inlet channels, analyzer methods: integer step traces
+                groups[name] = "selections"
     return groups
 
 

@@ -119,7 +119,7 @@ def _family(unit: str) -> str:
     return f"other ({unit})"
 
 
-_ORDER = ["flows", "temperatures", "pressures", "analyzer signals"]
+_ORDER = ["flows", "temperatures", "pressures", "analyzer signals", "selections"]
 
 
 def tag_groups(metadata: Mapping[str, Any], series: Mapping[str, SeriesLike]
@@ -285,6 +285,10 @@ def render(plan: PlotPlan, series: Mapping[str, SeriesLike], a: float, b: float,
                 t = np.clip(s.t[::step], a, None)
                 ax.step(t - a, s.v[::step], where="post", label=n)
             outside = _draw_limits(ax, axis)
+            if _integral(axis, series):  # channels and methods: no tick at channel 1.5
+                from matplotlib.ticker import MaxNLocator
+
+                ax.yaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylim(*axis.ylim)
             ax.set_ylabel(axis.unit or "-")
             ax.grid(alpha=0.3)
@@ -309,6 +313,15 @@ def render(plan: PlotPlan, series: Mapping[str, SeriesLike], a: float, b: float,
         if part:
             out.append((title, _states(Figure, plan, part, title, a, span)))
     return out
+
+
+def _integral(axis: AxisPlan, series: Mapping[str, SeriesLike]) -> bool:
+    """Whether every value on an axis without unit is a whole number (a selection)."""
+    if axis.unit.strip() not in ("", "1"):
+        return False
+    v = np.concatenate([series[n].v for n in axis.tags])
+    v = v[np.isfinite(v)]
+    return bool(v.size) and bool(np.all(v == np.round(v)))
 
 
 _WINDOW_STYLE: dict[str, tuple[str, float, str | None]] = {

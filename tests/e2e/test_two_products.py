@@ -70,6 +70,16 @@ async def test_two_product_campaign_reports_each_lot(tmp_path: Path) -> None:
     to_product = [w for w in doc["plots"]["windows"] if w["kind"] == "to product"]
     for lot in (lom, sem):  # each lot has its own divert window that starts inside it
         assert any(lot["start_at_s"] <= w["start_s"] < lot["end_at_s"] for w in to_product)
+    # every signal of the recipe's display list is readable: on an axis of its own unit
+    # and not pushed off it, or a lane, or a constant (issue #16: inlet channels and
+    # analyzer methods, which say which product is made, were not plotted at all)
+    plots = doc["plots"]
+    on_axis = {t for p in plots["panels"] for a in p["axes"] for t in a["tags"]
+               if t not in a["off_axis"]}
+    shown = on_axis | set(plots["lanes"]) | {c["tag"] for c in plots["constants"]}
+    display = session.vr.recipe.display
+    assert {"P1.Inlet", "PAT1.Method"} <= set(display)
+    assert set(display) <= shown, set(display) - shown
     # alarm limits as lines on their signal's axis (R1.T high 60 degC)
     limits = [x for p in doc["plots"]["panels"] for a in p["axes"] for x in a["limits"]]
     assert {"tag": "R1.T", "name": "r1_high high", "value": 60.0} in [
