@@ -732,8 +732,10 @@ def _alarm_limits(vr: ValidatedRecipe) -> list[dict[str, Any]]:
                 value = float(raw) if isinstance(raw, int | float) else convert(str(raw), unit)
             except (UnitError, ValueError):
                 continue
-            if math.isfinite(value):
-                out.append({"tag": al.signal, "name": f"{al.name} {kind}", "value": value})
+            if math.isfinite(value):  # the kind only where the alarm has both limits
+                both = al.high is not None and al.low is not None
+                out.append({"tag": al.signal, "name": f"{al.name} {kind}" if both else al.name,
+                            "value": value})
     return out
 
 

@@ -280,6 +280,8 @@ def render(plan: PlotPlan, series: Mapping[str, SeriesLike], a: float, b: float,
         for ax, axis in zip(axs, panel.axes, strict=True):
             shade = _shade(ax, plan.windows)
             for n in axis.tags:
+                if n in axis.off_axis:  # named in the legend's title, not drawn
+                    continue
                 s = series[n]
                 step = max(1, len(s.t) // 5000)
                 t = np.clip(s.t[::step], a, None)
@@ -290,18 +292,17 @@ def render(plan: PlotPlan, series: Mapping[str, SeriesLike], a: float, b: float,
 
                 ax.yaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylim(*axis.ylim)
-            ax.set_ylabel(axis.unit or "-")
+            ax.set_ylabel(pretty_unit(axis.unit) or "-")
             ax.grid(alpha=0.3)
             handles, _ = ax.get_legend_handles_labels()
-            ax.legend(handles=[*handles, *shade], fontsize=7, loc="upper left",
-                      bbox_to_anchor=(1.01, 1.0))
-            off = [f"{n}: {lo:.4g} to {hi:.4g}" if lo != hi else f"{n}: {lo:.4g}"
+            off = [f"{n} {lo:.4g} to {hi:.4g}" if lo != hi else f"{n} {lo:.4g}"
                    for n, (lo, hi) in axis.off_axis.items()] + outside
-            if off:  # inside the axes, under the data's top: never over the panel title
-                ax.text(0.995, 0.97, f"off-axis ({axis.unit}): " + "; ".join(off),
-                        transform=ax.transAxes, ha="right", va="top", fontsize=6,
-                        color="dimgray", bbox={"facecolor": "white", "alpha": 0.7,
-                                               "edgecolor": "none", "pad": 1})
+            # what lies off the axis is the legend's title: beside the data, never over it
+            legend = ax.legend(handles=[*handles, *shade], fontsize=7, loc="upper left",
+                               bbox_to_anchor=(1.01, 1.0), title_fontsize=6, alignment="left",
+                               title=(f"off-axis ({pretty_unit(axis.unit)}):\n"
+                                      + "\n".join(off)) if off else None)
+            legend.get_title().set_color("dimgray")
             _time_axis(ax, span, plan.simulated_time, label=ax is axs[-1])
         axs[0].set_title(panel.title)
         out.append((panel.title, _png(fig)))
@@ -313,6 +314,19 @@ def render(plan: PlotPlan, series: Mapping[str, SeriesLike], a: float, b: float,
         if part:
             out.append((title, _states(Figure, plan, part, title, a, span)))
     return out
+
+
+_PRETTY = ((r"\*\*2\b", "\u00b2"), (r"\*\*3\b", "\u00b3"), (r"\bum\b", "\u00b5m"),
+           (r"\bdegC\b", "\u00b0C"), (r"\*", "\u00b7"))
+
+
+def pretty_unit(unit: str) -> str:
+    """A unit as printed on an axis: ``kg/m³``, ``µm``, ``°C`` (the plan keeps pint's text)."""
+    import re
+
+    for pattern, text in _PRETTY:
+        unit = re.sub(pattern, text, unit)
+    return unit
 
 
 def _integral(axis: AxisPlan, series: Mapping[str, SeriesLike]) -> bool:
@@ -361,10 +375,10 @@ def _draw_limits(ax: Any, axis: AxisPlan) -> list[str]:
     for lim in axis.limits:
         if lim.on_axis:
             ax.axhline(lim.value, color="tab:red", linestyle="--", linewidth=0.9,
-                       label=f"{lim.name} limit ({lim.value:.4g})")
+                       label=f"alarm {lim.name} {lim.value:.4g}")
         else:
             where = "above" if lim.value > axis.ylim[1] else "below"
-            outside.append(f"{lim.name} limit {lim.value:.4g} ({where})")
+            outside.append(f"alarm {lim.name} {lim.value:.4g} ({where})")
     return outside
 
 

@@ -82,7 +82,7 @@ async def test_two_product_campaign_reports_each_lot(tmp_path: Path) -> None:
     assert set(display) <= shown, set(display) - shown
     # alarm limits as lines on their signal's axis (R1.T high 60 degC)
     limits = [x for p in doc["plots"]["panels"] for a in p["axes"] for x in a["limits"]]
-    assert {"tag": "R1.T", "name": "r1_high high", "value": 60.0} in [
+    assert {"tag": "R1.T", "name": "r1_high", "value": 60.0} in [
         {k: x[k] for k in ("tag", "name", "value")} for x in limits]
     # models never produced physically impossible values (issue #16: mean size -3.7 um)
     with sqlite3.connect(db) as conn:
