@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 from modulecontrol.simulators.models import (
     CoilReactor,
     CoilReactorParams,
+    HplcPump,
+    HplcPumpParams,
     MsmprCrystallizer,
     MsmprParams,
     Reaction,
@@ -24,6 +26,8 @@ from modulecontrol.simulators.models import (
     Species,
     SpeciesTable,
     Stream,
+    SyringePump,
+    SyringePumpParams,
     Thermostat,
     ThermostatParams,
 )
@@ -174,3 +178,41 @@ def test_noisy_readings_of_sizes_rates_and_power_are_never_negative(
         for name in names:
             assert das[name].scale_min == 0, (type_name, name)
             assert _noisy(das[name], true, noise) >= 0.0, (type_name, name, true, noise)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    setpoints=st.lists(st.tuples(st.floats(0.0, 20.0), st.booleans()), min_size=1,
+                       max_size=15),
+    pulsation=st.floats(0.0, 0.95),
+    ramp=st.floats(0.01, 100.0),
+    backpressure_bar=st.floats(0.0, 50.0),
+    dts=steps,
+)
+def test_pump_flows_and_volumes_stay_physical(
+    setpoints: list[tuple[float, bool]], pulsation: float, ramp: float,
+    backpressure_bar: float, dts: list[float],
+) -> None:
+    """Whatever is commanded (set point changes, start and stop, a blocked line): flows,
+    delivered volume and a syringe's remaining volume never go negative, and what a pump has
+    delivered never decreases."""
+    feed = {"THF": 12000.0}
+    hplc = HplcPump("P1", TABLE, HplcPumpParams(
+        feed=feed, pulsation=pulsation, ramp_rate=ramp * 1e-6 / 60.0, max_pressure=2.0e6))
+    syr = SyringePump("P3", TABLE, SyringePumpParams(
+        feed=feed, diameter=0.0349, syringe_volume=5e-5, max_force=5000.0))
+    for pump in (hplc, syr):
+        pump.outlet_pressures["out"] = 1.0e5 + backpressure_bar * 1e5
+    before = {"P1": 0.0, "P3": 0.0}
+    for i, dt in enumerate(dts):
+        ml_min, run = setpoints[i % len(setpoints)]
+        for pump in (hplc, syr):
+            pump.set_input("flow_setpoint", ml_min * 1e-6 / 60.0)
+            pump.set_input("running", run)
+            out = pump.step(dt, {})["out"]
+            s = pump.state()
+            assert s["flow"] >= 0.0 and out.flow >= 0.0, (pump.name, s)
+            assert s["delivered_volume"] >= before[pump.name] >= 0.0, (pump.name, s)
+            before[pump.name] = s["delivered_volume"]
+            assert np.all(out.conc >= 0.0)
+        assert syr.state()["volume_left"] >= 0.0
