@@ -709,7 +709,7 @@ def _plot_groups(proxies: Mapping[str, ModuleProxy]) -> dict[str, str]:
 
 def _tag_notes(proxies: Mapping[str, ModuleProxy]) -> dict[str, str]:
     """What each recorded pressure is measured against (descriptor ``pressure_reference``),
-    for the report's unit labels ("bar, absolute")."""
+    for the report's unit labels ("bara", "barg", "kPa, differential")."""
     return {f"{tag}.{da.name}": da.pressure_reference
             for tag, proxy in proxies.items() for da in proxy.type.data_assemblies
             if da.pressure_reference is not None}
