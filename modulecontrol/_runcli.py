@@ -22,7 +22,7 @@ from rich.table import Table
 from modulecontrol.errors import ConfigError
 from modulecontrol.events import Event, EventKind
 from modulecontrol.orchestrator import Orchestrator, RunResult
-from modulecontrol.records import format_elapsed, format_figure
+from modulecontrol.records import format_elapsed, format_figure, lot_rows
 from modulecontrol.session import (
     EXIT_INVALID,
     EXIT_SIGNAL,
@@ -385,6 +385,14 @@ def _summary(outcome: RunOutcome) -> None:
         for key in sorted(k for k in fig if "." in k and fig[k] is not None):
             table.add_row(key, _fmt(key, fig[key]))
         console.print(table)
+        # each product of a multi-product campaign is its own lot (`report: lots:`): one
+        # column per lot, beside the changeover figures above
+        lots = fig.get("lots") or []
+        if lots:
+            lot_table = Table("figure", *(str(x["name"]) for x in lots), title="lots")
+            for row in lot_rows(lots):
+                lot_table.add_row(*map(str, row))
+            console.print(lot_table)
     if outcome.report is not None:
         console.print(f"report: {outcome.report}")
     if outcome.message:

@@ -8,7 +8,9 @@ committed page differs from what this writes.
 ``python -m modulecontrol.docgen report-images docs/img`` runs a shortened lomustine campaign
 (recipes/lomustine/campaign.yaml, one 30 min check, simulated at 600x: about 15 s) into a
 temporary database and writes its batch report's charts as ``report-<chart>.png``: the
-pictures in the docs are what the report of ``make run`` draws. Run it from the repository.
+pictures in the docs are what the report of ``make run`` draws; with Debian's Chromium, also
+``report-page.png``, the HTML report's trend section as a browser shows it. Run it from the
+repository.
 
 ``python -m modulecontrol.docgen station-images docs/img`` serves the simulated lomustine line
 with the operator station (600x), runs the campaign into production, injects a pump stall
@@ -56,7 +58,31 @@ def _report_images(out_dir: Path) -> int:
         for title, png in report_images(db, 1):
             slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
             (out_dir / f"report-{slug}.png").write_bytes(png)
+        page = Path(tmp) / "run-1.html"
+        chromium = Path("/usr/bin/chromium")
+        if page.is_file() and chromium.exists():
+            import asyncio
+
+            asyncio.run(_screenshot_report(page.resolve().as_uri(), out_dir / "report-page.png",
+                                           chromium))
     return 0
+
+
+async def _screenshot_report(url: str, out: Path, chromium: Path) -> None:
+    """The HTML report as a reader sees it in a browser, from its trend section: the
+    figures' tables above it are text, the trends are what must be readable."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=str(chromium), args=["--no-sandbox"])
+        try:
+            page = await browser.new_page(viewport={"width": 1100, "height": 1500})
+            await page.goto(url)
+            await page.locator("h2", has_text="Trends and states").evaluate(
+                "h => h.scrollIntoView()")
+            await page.screenshot(path=str(out))
+        finally:
+            await browser.close()
 
 
 def _station_images(out_dir: Path) -> int:

@@ -37,6 +37,7 @@ from modulecontrol.records import (
     list_runs,
 )
 from modulecontrol.records import RunResult as RecordResult
+from modulecontrol.units import UnitError, convert
 
 _log = logging.getLogger(__name__)
 
@@ -521,6 +522,7 @@ class Session:
             "tag_groups": _plot_groups(self.proxies),
             "plant": self.vr.plant.plant.name,
             "tag_notes": _tag_notes(self.proxies),
+            "limits": _alarm_limits(self.vr),
             "simulated": self.line.options.simulate,
             "speed": self.line.options.speed,
             # the records are stamped with this clock: an accelerated run's times are
@@ -683,7 +685,8 @@ class Session:
 
 def _plot_groups(proxies: Mapping[str, ModuleProxy]) -> dict[str, str]:
     """Which plot each recorded tag goes to: states to the Gantt chart only, on/off signals
-    together, the analyzer and crystallizer on their own; the rest by unit (the default)."""
+    together, the analyzer and crystallizer on their own, channel and method numbers
+    together (a product changeover is read from them); the rest by unit (the default)."""
     groups: dict[str, str] = {}
     for tag, proxy in proxies.items():
         category = proxy.type.category
@@ -699,17 +702,41 @@ def _plot_groups(proxies: Mapping[str, ModuleProxy]) -> dict[str, str]:
                 groups[name] = "analyzer signals"
             elif category == "crystallizer" and da.unit not in ("degC", "K"):
                 groups[name] = "crystallizer"
-            elif not da.unit:  # channel numbers and codes: in the CSV, not in the plots
-                groups[name] = "-"
+            elif not da.unit:  # inlet channels, analyzer methods: integer step traces
+                groups[name] = "selections"
     return groups
 
 
 def _tag_notes(proxies: Mapping[str, ModuleProxy]) -> dict[str, str]:
     """What each recorded pressure is measured against (descriptor ``pressure_reference``),
-    for the report's unit labels ("bar, absolute")."""
+    for the report's unit labels ("bara", "barg", "kPa, differential")."""
     return {f"{tag}.{da.name}": da.pressure_reference
             for tag, proxy in proxies.items() for da in proxy.type.data_assemblies
             if da.pressure_reference is not None}
+
+
+def _alarm_limits(vr: ValidatedRecipe) -> list[dict[str, Any]]:
+    """The recipe's alarm limits in the unit of their signal, for the report's trends (drawn
+    as lines on the signal's axis, never rescaling it). A limit that does not resolve to a
+    number in that unit is left out of the drawing; the alarm itself was checked by
+    ``validate`` and is supervised all the same."""
+    out: list[dict[str, Any]] = []
+    for al in vr.recipe.alarms:
+        info = vr.signals.get(al.signal)
+        unit = info.unit if info is not None else ""
+        for kind in ("high", "low"):
+            raw = vr.resolve(getattr(al, kind))
+            if raw is None or isinstance(raw, bool):
+                continue
+            try:
+                value = float(raw) if isinstance(raw, int | float) else convert(str(raw), unit)
+            except (UnitError, ValueError):
+                continue
+            if math.isfinite(value):  # the kind only where the alarm has both limits
+                both = al.high is not None and al.low is not None
+                out.append({"tag": al.signal, "name": f"{al.name} {kind}" if both else al.name,
+                            "value": value})
+    return out
 
 
 def _jsonable(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -52,8 +52,9 @@ class DataAssembly(Model):
     pressure_reference: Literal["absolute", "gauge", "differential"] | None = None
     """What a pressure is measured against: vacuum (absolute), ambient (gauge) or another
     point of the line (differential, e.g. a regulator's set point above its outlet). Reports
-    print it with the unit (``bar, gauge``) and never put pressures of different references on
-    one axis. Only for assemblies whose unit is a pressure."""
+    print it with the unit (``barg``, ``bara``, ``kPa, differential``) and never put
+    pressures of different references on one axis. Only for assemblies whose unit is a
+    pressure."""
     bindings: dict[str, AttributeBinding] = Field(default_factory=dict)
 
     @field_validator("min", "max", "scale_min", "scale_max", mode="before")

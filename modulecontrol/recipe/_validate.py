@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pint
 from pydantic import ValidationError
@@ -60,6 +60,9 @@ from modulecontrol.recipe._signals import plant_signals
 from modulecontrol.recipe._states import STABLE_STATES, TRANSIENT_TARGET, enabled, transition
 from modulecontrol.units import UnitError, parse_quantity, parse_unit, ureg
 from modulecontrol.yamlio import PathKey, YamlDoc, load_yaml, validation_problems
+
+if TYPE_CHECKING:  # the records package is imported when a report section is checked
+    from modulecontrol.records import FigureSpec
 
 __all__ = [
     "ResolvedParameter",
@@ -625,17 +628,46 @@ class _Validator:
                 self.add(("display", i), f"unknown signal '{name}'{hint}")
         if self.recipe.report is None:
             return
-        from pydantic import ValidationError
-
         from modulecontrol.records import FigureSpec
 
         try:
-            FigureSpec.model_validate(self.recipe.report)
+            spec = FigureSpec.model_validate(self.recipe.report)
         except ValidationError as exc:
             for err in exc.errors(include_url=False):
                 loc = tuple(p for p in err["loc"] if isinstance(p, str | int))
                 msg = str(err["msg"]).removeprefix("Value error, ")
                 self.add(("report", *loc), f"report.{'.'.join(map(str, loc))}: {msg}")
+            return
+        self.check_report_steps(spec)
+
+    def check_report_steps(self, spec: FigureSpec) -> None:
+        """Intervals and lots are bounded by named steps: a misspelt one would leave a lot's
+        figures empty after hours of running, so it is an error here, where it is written."""
+        steps = {st.name for st in self.recipe.all_steps() if st.name is not None}
+        hint_pool = sorted(steps)
+
+        def step(path: PathKey, name: str | None, what: str) -> None:
+            if name is not None and name not in steps:
+                self.add(path, f"{what}: no step named '{name}' in the recipe"
+                         f"{did_you_mean(name, hint_pool)}")
+
+        for i, iv in enumerate(spec.intervals):
+            base: PathKey = ("report", "intervals", i)
+            step((*base, "start"), iv.start, f"interval '{iv.name}' start")
+            step((*base, "end"), iv.end, f"interval '{iv.name}' end")
+            for fig, val in iv.values.items():
+                step((*base, "values", fig, "at"), val.at, f"interval '{iv.name}' value {fig}")
+                if val.tag not in self.signals:
+                    self.add((*base, "values", fig, "tag"), f"interval '{iv.name}' value"
+                             f" {fig}: unknown signal '{val.tag}'"
+                             f"{did_you_mean_signal(val.tag, self.signals)}")
+        for i, lot in enumerate(spec.lots):
+            base = ("report", "lots", i)
+            step((*base, "start"), lot.start, f"lot '{lot.name}' start")
+            step((*base, "end"), lot.end, f"lot '{lot.name}' end")
+            if lot.end == lot.start:
+                self.add((*base, "end"), f"lot '{lot.name}': end is its start step"
+                         f" '{lot.start}': the lot would be empty")
 
     def check_parameters(self) -> None:
         specs = self.recipe.parameters

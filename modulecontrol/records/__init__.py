@@ -7,7 +7,8 @@ Public API::
     report, report_images, run_figures, run_samples, RunSamples, list_runs, RunInfo,
     FigureSpec, StreamSpec, SteadyStateSpec,
     BalanceSpec, WorkupSpec, extraction_recovery                 # reports
-    IntervalSpec, format_figure, format_elapsed                 # figures in human units
+    IntervalSpec, IntervalValue, LotSpec, lot_rows               # changeovers and lots
+    format_figure, format_elapsed                               # figures in human units
     query_tag, query_events, TagHistory                          # historian queries
 
 See docs/records.md for the loss rules and the figures metadata.
@@ -38,12 +39,15 @@ from modulecontrol.records._report import (
     BalanceSpec,
     FigureSpec,
     IntervalSpec,
+    IntervalValue,
+    LotSpec,
     RunInfo,
     RunSamples,
     SteadyStateSpec,
     StreamSpec,
     last_sample_time,
     list_runs,
+    lot_rows,
     report,
     report_images,
     run_figures,
@@ -70,6 +74,8 @@ __all__ = [
     "Historian",
     "HistorianStats",
     "IntervalSpec",
+    "IntervalValue",
+    "LotSpec",
     "RecordsError",
     "RunInfo",
     "RunResult",
@@ -88,6 +94,7 @@ __all__ = [
     "key_path_for",
     "last_sample_time",
     "list_runs",
+    "lot_rows",
     "query_events",
     "query_tag",
     "report",

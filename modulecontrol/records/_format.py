@@ -40,6 +40,7 @@ _LADDERS: list[tuple[str, list[tuple[float, str]]]] = [
     ("_ml", [(1e-3, "L"), (1.0, "mL"), (1e3, "\u00b5L")]),
     ("_g", [(1e-3, "kg"), (1.0, "g"), (1e3, "mg"), (1e6, "\u00b5g")]),
     ("_mol", [(1.0, "mol"), (1e3, "mmol"), (1e6, "\u00b5mol")]),
+    ("_mol_per_l", [(1.0, "mol/L"), (1e3, "mmol/L"), (1e6, "\u00b5mol/L"), (1e9, "nmol/L")]),
 ]
 
 
@@ -63,7 +64,11 @@ def format_figure(key: str, value: Any) -> str:
         return f"{_number(x)} %"
     for suffix, ladder in _LADDERS:
         if name.endswith(suffix):
+            base = next(r for r in ladder if r[0] == 1.0)
+            # below the smallest prefix by far (a carry-over of 1e-70 mol/L): the base unit
+            # with an exponent says "nothing" better than a huge negative power of nano
+            tiny = abs(x * ladder[-1][0]) < 1e-3
             factor, unit = next(((f, u) for f, u in ladder if abs(x * f) >= 1),
-                                ladder[-1] if x else next(r for r in ladder if r[0] == 1.0))
+                                base if not x or tiny else ladder[-1])
             return f"{_number(x * factor)} {unit}"
     return _number(x) if isinstance(value, float) else str(value)

@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 from modulecontrol.records._format import format_elapsed
 from modulecontrol.units import compatible
 
-__all__ = ["PlotPlan", "plot_plan", "render", "tag_groups"]
+__all__ = ["WINDOW_KINDS", "Limit", "PlotPlan", "plot_plan", "render", "tag_groups"]
 
 OUTLIER_FACTOR = 10.0
 """Signals whose largest magnitude is within this multiple of the median magnitude of the
@@ -44,6 +44,19 @@ class SeriesLike(Protocol):
 
 
 @dataclass(frozen=True)
+class Limit:
+    """A limit of one signal (a recipe alarm's ``high`` or ``low``), in the signal's unit.
+
+    Drawn as a dashed line when it falls inside the axis the data set; named at the edge
+    otherwise, so a trip limit far from the readings never flattens them."""
+
+    tag: str
+    name: str
+    value: float
+    on_axis: bool = True
+
+
+@dataclass(frozen=True)
 class AxisPlan:
     """One y axis: signals of one unit (and one pressure reference) of one group."""
 
@@ -51,6 +64,11 @@ class AxisPlan:
     tags: list[str]
     ylim: tuple[float, float]
     off_axis: dict[str, tuple[float, float]] = field(default_factory=dict)
+    limits: list[Limit] = field(default_factory=list)
+
+
+WINDOW_KINDS = ("steady state", "to product", "held")
+"""The windows shaded on every trend panel, in drawing order."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +88,8 @@ class PlotPlan:
     constants: list[tuple[str, float, str]]
     no_data: list[str]
     simulated_time: bool
+    windows: list[tuple[str, float, float]] = field(default_factory=list)
+    """(kind, start, end) in seconds after the run start, kind one of ``WINDOW_KINDS``."""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -77,8 +97,11 @@ class PlotPlan:
             else "time since start",
             "panels": [{"title": p.title, "axes": [
                 {"unit": a.unit, "tags": a.tags, "ylim": list(a.ylim),
-                 "off_axis": {k: list(v) for k, v in a.off_axis.items()}} for a in p.axes]}
+                 "off_axis": {k: list(v) for k, v in a.off_axis.items()},
+                 "limits": [{"tag": x.tag, "name": x.name, "value": x.value,
+                             "on_axis": x.on_axis} for x in a.limits]} for a in p.axes]}
                 for p in self.panels],
+            "windows": [{"kind": k, "start_s": a, "end_s": b} for k, a, b in self.windows],
             "lanes": self.lanes,
             "constants": [{"tag": t, "value": v, "unit": u} for t, v, u in self.constants],
             "no_data": self.no_data,
@@ -96,7 +119,7 @@ def _family(unit: str) -> str:
     return f"other ({unit})"
 
 
-_ORDER = ["flows", "temperatures", "pressures", "analyzer signals"]
+_ORDER = ["flows", "temperatures", "pressures", "analyzer signals", "selections"]
 
 
 def tag_groups(metadata: Mapping[str, Any], series: Mapping[str, SeriesLike]
@@ -134,6 +157,11 @@ def _window(s: SeriesLike, a: float) -> NDArray[np.float64]:
 
 
 def _unit_label(unit: str, note: str | None) -> str:
+    """The unit as a plant engineer writes it: ``barg`` and ``bara`` for gauge and absolute
+    bar (a 3 barg set point and a 4.0 bara reading are the same pressure), else the reference
+    after the unit (``kPa, differential``)."""
+    if unit.strip() == "bar" and note in ("gauge", "absolute"):
+        return "barg" if note == "gauge" else "bara"
     return f"{unit}, {note}" if note else unit
 
 
@@ -145,6 +173,7 @@ def plot_plan(metadata: Mapping[str, Any], series: Mapping[str, SeriesLike], t_s
     part of the unit label, so signals with different notes never share an axis.
     """
     notes: dict[str, str] = dict(metadata.get("tag_notes", {}))
+    limits = _limits(metadata)
     panels: list[PanelPlan] = []
     lanes: list[str] = []
     constants: list[tuple[str, float, str]] = []
@@ -163,13 +192,25 @@ def plot_plan(metadata: Mapping[str, Any], series: Mapping[str, SeriesLike], t_s
                 lanes.append(n)
             else:
                 by_unit.setdefault(_unit_label(s.unit, notes.get(n)), []).append(n)
-        axes = [_axis(unit, tags, series, t_start) for unit, tags in by_unit.items()]
+        axes = [_axis(unit, tags, series, t_start, limits) for unit, tags in by_unit.items()]
         if axes:
             panels.append(PanelPlan(group, axes))
     return PlotPlan(panels, lanes, constants, no_data, is_simulated_time(metadata))
 
 
-def _axis(unit: str, tags: list[str], series: Mapping[str, SeriesLike], a: float) -> AxisPlan:
+def _limits(metadata: Mapping[str, Any]) -> dict[str, list[tuple[str, float]]]:
+    """``metadata["limits"]`` ([{tag, name, value}], values in the tag's unit) by tag."""
+    out: dict[str, list[tuple[str, float]]] = {}
+    for x in metadata.get("limits", []):
+        if isinstance(x, Mapping) and isinstance(x.get("value"), int | float) \
+                and math.isfinite(x["value"]):
+            out.setdefault(str(x.get("tag")), []).append((str(x.get("name")),
+                                                           float(x["value"])))
+    return out
+
+
+def _axis(unit: str, tags: list[str], series: Mapping[str, SeriesLike], a: float,
+          limits: Mapping[str, list[tuple[str, float]]]) -> AxisPlan:
     ranges = {n: (float(np.min(v)), float(np.max(v)))
               for n in tags if (v := _window(series[n], a)).size}
     size = {n: max(abs(lo), abs(hi)) for n, (lo, hi) in ranges.items()}
@@ -185,7 +226,10 @@ def _axis(unit: str, tags: list[str], series: Mapping[str, SeriesLike], a: float
     hi = max([hi, *(ranges[n][1] for n in near)])
     pad = 0.05 * (hi - lo) if hi > lo else max(abs(hi) * 0.05, 1e-9)
     off = {n: ranges[n] for n in tags if n not in core}
-    return AxisPlan(unit, tags, (lo - pad, hi + pad), off)
+    ylim = (lo - pad, hi + pad)
+    lims = [Limit(n, name, v, ylim[0] <= v <= ylim[1])
+            for n in tags for name, v in limits.get(n, [])]
+    return AxisPlan(unit, tags, ylim, off, lims)
 
 
 # ----------------------------------------------------------------------------- drawing
@@ -234,20 +278,31 @@ def render(plan: PlotPlan, series: Mapping[str, SeriesLike], a: float, b: float,
         fig = Figure(figsize=(9, 0.8 + 2.1 * len(panel.axes)))
         axs = fig.subplots(len(panel.axes), 1, sharex=True, squeeze=False)[:, 0]
         for ax, axis in zip(axs, panel.axes, strict=True):
+            shade = _shade(ax, plan.windows)
             for n in axis.tags:
+                if n in axis.off_axis:  # named in the legend's title, not drawn
+                    continue
                 s = series[n]
                 step = max(1, len(s.t) // 5000)
                 t = np.clip(s.t[::step], a, None)
                 ax.step(t - a, s.v[::step], where="post", label=n)
+            outside = _draw_limits(ax, axis)
+            if _integral(axis, series):  # channels and methods: no tick at channel 1.5
+                from matplotlib.ticker import MaxNLocator
+
+                ax.yaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylim(*axis.ylim)
-            ax.set_ylabel(axis.unit or "-")
+            ax.set_ylabel(pretty_unit(axis.unit) or "-")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-            if axis.off_axis:
-                text = "; ".join(f"{n}: {lo:.4g} to {hi:.4g}" if lo != hi else f"{n}: {lo:.4g}"
-                                 for n, (lo, hi) in axis.off_axis.items())
-                ax.set_title(f"off-axis: {text} {axis.unit}", loc="right", fontsize=6,
-                             color="dimgray")
+            handles, _ = ax.get_legend_handles_labels()
+            off = [f"{n} {lo:.4g} to {hi:.4g}" if lo != hi else f"{n} {lo:.4g}"
+                   for n, (lo, hi) in axis.off_axis.items()] + outside
+            # what lies off the axis is the legend's title: beside the data, never over it
+            legend = ax.legend(handles=[*handles, *shade], fontsize=7, loc="upper left",
+                               bbox_to_anchor=(1.01, 1.0), title_fontsize=6, alignment="left",
+                               title=(f"off-axis ({pretty_unit(axis.unit)}):\n"
+                                      + "\n".join(off)) if off else None)
+            legend.get_title().set_color("dimgray")
             _time_axis(ax, span, plan.simulated_time, label=ax is axs[-1])
         axs[0].set_title(panel.title)
         out.append((panel.title, _png(fig)))
@@ -259,6 +314,72 @@ def render(plan: PlotPlan, series: Mapping[str, SeriesLike], a: float, b: float,
         if part:
             out.append((title, _states(Figure, plan, part, title, a, span)))
     return out
+
+
+_PRETTY = ((r"\*\*2\b", "\u00b2"), (r"\*\*3\b", "\u00b3"), (r"\bum\b", "\u00b5m"),
+           (r"\bdegC\b", "\u00b0C"), (r"\*", "\u00b7"))
+
+
+def pretty_unit(unit: str) -> str:
+    """A unit as printed on an axis: ``kg/m³``, ``µm``, ``°C`` (the plan keeps pint's text)."""
+    import re
+
+    for pattern, text in _PRETTY:
+        unit = re.sub(pattern, text, unit)
+    return unit
+
+
+def _integral(axis: AxisPlan, series: Mapping[str, SeriesLike]) -> bool:
+    """Whether every value on an axis without unit is a whole number (a selection)."""
+    if axis.unit.strip() not in ("", "1"):
+        return False
+    v = np.concatenate([series[n].v for n in axis.tags])
+    v = v[np.isfinite(v)]
+    return bool(v.size) and bool(np.all(v == np.round(v)))
+
+
+_WINDOW_STYLE: dict[str, tuple[str, float, str | None]] = {
+    "steady state": ("tab:blue", 0.10, None),
+    "to product": ("tab:green", 0.14, None),
+    "held": ("tab:red", 0.18, "//"),
+}
+"""Colour, opacity and hatch of each window kind."""
+
+
+def _shade(ax: Any, windows: list[tuple[str, float, float]]) -> list[Any]:
+    """Shade the run's windows behind the data; the legend entries of the kinds drawn.
+
+    Steady state fills the upper half of the axes and "to product" the lower half, so where
+    both hold (the usual production window) each stays visible; a hold fills the height."""
+    from matplotlib.patches import Patch
+
+    band = {"steady state": (0.5, 1.0), "to product": (0.0, 0.5), "held": (0.0, 1.0)}
+    drawn: list[Any] = []
+    for kind in WINDOW_KINDS:
+        spans = [(t0, t1) for k, t0, t1 in windows if k == kind and t1 > t0]
+        colour, alpha, hatch = _WINDOW_STYLE[kind]
+        for t0, t1 in spans:
+            lo, hi = band[kind]
+            ax.axvspan(t0, t1, ymin=lo, ymax=hi, linewidth=0, zorder=0, color=colour,
+                       alpha=alpha, hatch=hatch)
+        if spans:
+            drawn.append(Patch(label=f"{kind} (shaded)", linewidth=0, color=colour,
+                               alpha=alpha, hatch=hatch))
+    return drawn
+
+
+def _draw_limits(ax: Any, axis: AxisPlan) -> list[str]:
+    """Dashed lines for the limits inside the axis; the text for those outside it (they are
+    named, never allowed to rescale the axis the data set)."""
+    outside: list[str] = []
+    for lim in axis.limits:
+        if lim.on_axis:
+            ax.axhline(lim.value, color="tab:red", linestyle="--", linewidth=0.9,
+                       label=f"alarm {lim.name} {lim.value:.4g}")
+        else:
+            where = "above" if lim.value > axis.ylim[1] else "below"
+            outside.append(f"alarm {lim.name} {lim.value:.4g} ({where})")
+    return outside
 
 
 def _states(figure: Callable[..., Any], plan: PlotPlan, bars: list[tuple[str, float, float, str]],
@@ -302,6 +423,9 @@ def _lanes(figure: Callable[..., Any], plan: PlotPlan, series: Mapping[str, Seri
         ax.broken_barh(on, (y - 0.35, 0.7), color="tab:blue")
     ax.set_yticks(range(len(plan.lanes)), plan.lanes, fontsize=7)
     ax.set_ylim(len(plan.lanes) - 0.5, -0.5)
+    shade = _shade(ax, plan.windows)
+    if shade:
+        ax.legend(handles=shade, fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="x", alpha=0.3)
     ax.set_title("on/off signals (filled: on)")
     _time_axis(ax, span, plan.simulated_time)

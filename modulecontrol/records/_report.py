@@ -15,6 +15,7 @@ import io
 import json
 import math
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +44,13 @@ class _Strict(BaseModel):
 def _check_quantity(text: str | None, unit: str, what: str) -> str | None:
     if text is None:
         return None
+    try:
+        float(text)
+    except ValueError:
+        pass
+    else:  # a bare number would be read in the target unit: say which one is meant instead
+        raise ValueError(f"{what} must be a quantity in {unit} or a compatible unit, with its"
+                         f" unit (e.g. '{text} {unit}'), not the bare number {text}")
     try:
         convert(text, unit)
     except UnitError as exc:
@@ -122,6 +130,16 @@ class BalanceSpec(_Strict):
     outputs: list[str] = Field(min_length=1)
 
 
+class IntervalValue(_Strict):
+    """The value a tag held at one moment of an interval: when step ``at`` started (default:
+    the interval's ``end``), e.g. the carry-over of the first product at the analyzer when the
+    line switches to the second. In the tag's unit; name the figure with its unit suffix
+    (``carryover_mol_per_l``) so the summary shows the unit."""
+
+    tag: str = Field(min_length=1)
+    at: str | None = None
+
+
 class IntervalSpec(_Strict):
     """Figures between two named recipe steps, e.g. a product changeover: from the moment
     step ``start`` started to the moment step ``end`` started.
@@ -136,6 +154,37 @@ class IntervalSpec(_Strict):
     start: str = Field(min_length=1)
     end: str = Field(min_length=1)
     counters: dict[str, list[str]] = {}
+    values: dict[str, IntervalValue] = {}
+
+
+class LotSpec(_Strict):
+    """One product of a multi-product campaign, made from when step ``start`` started until
+    step ``end`` started (or the run's end): its own window, throughput, yield, purity,
+    on-spec and diverted volume.
+
+    Why declared, not derived: which step begins a product is a fact of the recipe (a set of
+    an inlet channel or an analyzer method looks like any other set); a lot named by its steps
+    is checked by ``validate`` against the recipe's step names. ``product_molar_mass`` and
+    ``purity_spec`` default to the figures' own; ``limiting_concentration`` replaces the
+    limiting feed's concentration for this lot (another reagent on the same pump).
+    """
+
+    name: str = Field(min_length=1)
+    start: str = Field(min_length=1)
+    end: str | None = None
+    product_molar_mass: str | None = None
+    limiting_concentration: str | None = None
+    purity_spec: float | None = None
+
+    @field_validator("product_molar_mass")
+    @classmethod
+    def _pmm(cls, v: str | None) -> str | None:
+        return _check_quantity(v, "g/mol", "product_molar_mass")
+
+    @field_validator("limiting_concentration")
+    @classmethod
+    def _lc(cls, v: str | None) -> str | None:
+        return _check_quantity(v, "mol/L", "limiting_concentration")
 
 
 class FigureSpec(_Strict):
@@ -174,12 +223,14 @@ class FigureSpec(_Strict):
     divert_tag: str | None = None
     divert_product_state: Literal["high", "low"] = "high"
     waste: str | None = None
+    on_spec: str | None = None
     diverted_feeds: list[str] | None = None
     start_step: str | None = None
     steady_state: SteadyStateSpec | None = None
     workup: WorkupSpec | None = None
     balance: BalanceSpec | None = None
     intervals: list[IntervalSpec] = []
+    lots: list[LotSpec] = []
 
     @field_validator("product_molar_mass")
     @classmethod
@@ -193,6 +244,18 @@ class FigureSpec(_Strict):
         if self.waste is not None and not any(o.matches(self.waste) for o in self.outlets):
             outs = ", ".join(o.key for o in self.outlets) or "none"
             raise ValueError(f"waste '{self.waste}' is not one of the outlets (known: {outs})")
+        if self.on_spec is not None and not any(o.matches(self.on_spec) for o in self.outlets):
+            outs = ", ".join(o.key for o in self.outlets) or "none"
+            raise ValueError(f"on_spec '{self.on_spec}' is not one of the outlets (known:"
+                             f" {outs})")
+        names = [x.name for x in self.intervals] + [x.name for x in self.lots]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"interval and lot names must differ: {', '.join(twice)} used"
+                             " twice")
+        if self.lots and self.divert_tag is None:
+            raise ValueError("lots need divert_tag: a lot's production, on-spec and diverted"
+                             " figures are taken from the divert valve")
         for key in self.diverted_feeds or []:
             if not any(f.matches(key) for f in self.feeds):
                 raise ValueError(f"diverted_feeds: '{key}' is not one of the feeds")
@@ -388,9 +451,10 @@ class _Grid:
     feeding) are boolean masks over the same cells and always add up to the whole run.
     """
 
-    def __init__(self, data: _RunData, tags: list[str]) -> None:
+    def __init__(self, data: _RunData, tags: list[str], cuts: Sequence[float] = ()) -> None:
         a, b = data.run.t_start, data.t_end
-        pts = [np.array([a, b])]
+        # ``cuts``: further cell edges (a lot's start and end), so windows end exactly there
+        pts = [np.array([a, b]), np.array([c for c in cuts if a < c < b], dtype=np.float64)]
         for tg in tags:
             s = data.need(tg)
             pts.append(s.t[(s.t > a) & (s.t < b)])
@@ -600,7 +664,8 @@ def _figures(data: _RunData) -> dict[str, Any]:
         try:
             out.update(_interval(data, iv, notes))
         except NoSamples as exc:
-            keys = [f"{iv.name}.duration_s", *(f"{iv.name}.{k}" for k in iv.counters)]
+            keys = [f"{iv.name}.duration_s", *(f"{iv.name}.{k}" for k in iv.counters),
+                    *(f"{iv.name}.{k}" for k in iv.values)]
             na.update((k, f"{exc}; the run ended '{run.result}'") for k in keys)
     for k in na:
         out[k] = None
@@ -643,7 +708,8 @@ def _flow_figures(data: _RunData, spec: FigureSpec, out: dict[str, Any],
     for st in spec.streams():
         tags += [t for t in (st.tag, st.totaliser) if t]
     tags += [t for t in (spec.purity_tag, spec.divert_tag) if t]
-    grid = _Grid(data, tags)
+    lots = [(lot, *_lot_window(data, lot, notes)) for lot in spec.lots]
+    grid = _Grid(data, tags, [t for _, x, y in lots for t in (x, y) if t is not None])
     streams = {st.key: _Stream(grid, st) for st in spec.streams()}
     feeds = [streams[f.key] for f in spec.feeds]
     lim = streams[spec.feed(spec.limiting_feed).key] if spec.limiting_feed else None
@@ -775,6 +841,103 @@ def _flow_figures(data: _RunData, spec: FigureSpec, out: dict[str, Any],
                          f" (missing: {', '.join(missing) or 'outlets'})")
     out["streams"] = {k: {"mass_g": _round(st.mass_g()), "volume_ml": _round(st.volume_ml()),
                           "mol": _round(st.amount_mol())} for k, st in streams.items()}
+    if lots:
+        assert prod is not None  # FigureSpec: lots need divert_tag
+        ctx = _LotContext(grid, spec, streams, prod, feeding, lim)
+        out["lots"] = [_lot_figures(ctx, lot, x, y, notes) for lot, x, y in lots]
+
+
+def _lot_window(data: _RunData, lot: LotSpec, notes: list[str]) -> tuple[float | None,
+                                                                          float | None]:
+    """(start, end) of a lot: the first starts of its steps; no ``end``: the run's end."""
+    a = _step_start(data, lot.start)
+    b = data.t_end if lot.end is None else _step_start(data, lot.end)
+    if a is None or b is None or b < a:
+        missing = [n for n, t in ((lot.start, a), (lot.end, b)) if t is None and n]
+        notes.append(f"lot {lot.name}: " + (f"step(s) {', '.join(missing)} never started"
+                                            if missing else
+                                            f"step {lot.end} started before {lot.start}"))
+        return None, None
+    return a, b
+
+
+@dataclass(frozen=True)
+class _LotContext:
+    """What the whole-run figures computed that the lots reuse (same grid, same windows)."""
+
+    grid: _Grid
+    spec: FigureSpec
+    streams: dict[str, _Stream]
+    prod: NDArray[np.bool_]
+    feeding: NDArray[np.bool_]
+    lim: _Stream | None
+
+
+LOT_KEYS = ("start_at_s", "end_at_s", "duration_s", "production_time_s", "product_g",
+            "throughput_g_per_h", "yield_pct", "purity_mean_pct", "purity_min_pct",
+            "purity_below_spec_s", "on_spec_volume_ml", "diverted_volume_ml")
+"""The figures of one lot, in the order the report and the summary show them."""
+
+
+def _lot_figures(ctx: _LotContext, lot: LotSpec, a: float | None, b: float | None,
+                 notes: list[str]) -> dict[str, Any]:
+    """One lot's figures over the cells of its window (definitions: docs/records.md, Lots)."""
+    out: dict[str, Any] = {"name": lot.name, "start_step": lot.start, "end_step": lot.end}
+    out.update(dict.fromkeys(LOT_KEYS))
+    if a is None or b is None:
+        return out
+    grid, spec, t0 = ctx.grid, ctx.spec, ctx.grid.data.run.t_start
+    inside = (grid.start >= a) & (grid.start < b)
+    win = ctx.prod & inside
+    hours = float(np.sum(grid.dt[win])) / 3600.0
+    out.update(start_at_s=_round(a - t0), end_at_s=_round(b - t0), duration_s=_round(b - a),
+               production_time_s=_round(hours * 3600.0))
+    mm_text = lot.product_molar_mass or spec.product_molar_mass
+    mm = convert(mm_text, "g/mol") if mm_text else None
+    if spec.product is not None:
+        scratch: list[str] = []  # the whole-run figures already said why a basis is missing
+        compound = _compound(grid, spec, ctx.streams[spec.product.key], mm, scratch)
+        if compound is not None:
+            prod_g = float(np.sum(compound * win))
+            out["product_g"] = _round(prod_g)
+            out["throughput_g_per_h"] = _round(prod_g / hours) if hours > 0 else None
+            lim_mol = _limiting_mol(ctx.lim, lot, win)
+            if mm and lim_mol is not None:
+                out["yield_pct"] = _round(_pct(prod_g / mm, lim_mol * spec.stoichiometry))
+    if spec.purity_tag:
+        pur = grid.values(spec.purity_tag) * convert(
+            1.0, "percent", grid.data.need(spec.purity_tag).unit or "")
+        w = grid.dt * win
+        good = np.isfinite(pur) & (w > 0)
+        if good.any():
+            out["purity_mean_pct"] = _round(float(np.sum(pur[good] * w[good]) / np.sum(w[good])))
+            out["purity_min_pct"] = _round(float(np.min(pur[good])))
+        limit = lot.purity_spec if lot.purity_spec is not None else spec.purity_spec
+        if limit is not None:
+            below = np.isfinite(pur) & (pur < limit) & ctx.feeding & inside
+            out["purity_below_spec_s"] = _round(float(np.sum(grid.dt[below])))
+    if spec.on_spec is not None:
+        out["on_spec_volume_ml"] = _round(ctx.streams[spec.stream(spec.on_spec).key]
+                                          .volume_ml(inside))
+    if spec.waste is not None:
+        out["diverted_volume_ml"] = _round(ctx.streams[spec.stream(spec.waste).key]
+                                           .volume_ml(inside))
+    if out["on_spec_volume_ml"] is None and out["diverted_volume_ml"] is None:
+        notes.append(f"lot {lot.name}: on-spec and diverted volumes need the figures' on_spec"
+                     " and waste outlets")
+    return out
+
+
+def _limiting_mol(lim: _Stream | None, lot: LotSpec,
+                  win: NDArray[np.bool_]) -> float | None:
+    """Moles of the limiting reagent fed in ``win``: at the lot's own concentration when it
+    gives one (another reagent on the same pump), else as the whole-run figures count them."""
+    if lim is None:
+        return None
+    if lot.limiting_concentration is not None:
+        ml = lim.volume_ml(win)
+        return None if ml is None else ml * convert(lot.limiting_concentration, "mol/mL")
+    return lim.amount_mol(win)
 
 
 def _feed_start(data: _RunData, spec: FigureSpec, grid: _Grid, feeding: NDArray[np.bool_],
@@ -956,7 +1119,8 @@ def _increase(series: _Series, a: float, b: float) -> float:
 
 def _interval(data: _RunData, iv: IntervalSpec, notes: list[str]) -> dict[str, Any]:
     a, b = _step_start(data, iv.start), _step_start(data, iv.end)
-    keys = [f"{iv.name}.duration_s", *(f"{iv.name}.{k}" for k in iv.counters)]
+    keys = [f"{iv.name}.duration_s", *(f"{iv.name}.{k}" for k in iv.counters),
+            *(f"{iv.name}.{k}" for k in iv.values)]
     if a is None or b is None or b < a:
         missing = [n for n, t in ((iv.start, a), (iv.end, b)) if t is None]
         notes.append(f"interval {iv.name}: " + (
@@ -972,6 +1136,14 @@ def _interval(data: _RunData, iv: IntervalSpec, notes: list[str]) -> dict[str, A
             total += _increase(s, a, b) * (convert(1.0, unit, s.unit) if unit and s.unit
                                            else 1.0)
         out[f"{iv.name}.{figure}"] = _round(total)
+    for figure, val in iv.values.items():
+        at = b if val.at is None else _step_start(data, val.at)
+        if at is None:
+            notes.append(f"interval {iv.name}: step {val.at} never started: no {figure}")
+            out[f"{iv.name}.{figure}"] = None
+            continue
+        out[f"{iv.name}.{figure}"] = _round(float(_step(data.need(val.tag),
+                                                        np.array([at]))[0]))
     return out
 
 
@@ -1101,6 +1273,27 @@ _FIG_LABELS = {
 }
 
 
+LOT_LABELS = {
+    "start_at_s": "start (after run start)", "end_at_s": "end (after run start)",
+    "duration_s": "duration", "production_time_s": "production time (to product)",
+    "product_g": "product, production window", "throughput_g_per_h": "throughput",
+    "yield_pct": "yield", "purity_mean_pct": "purity, mean while to product",
+    "purity_min_pct": "purity, minimum while to product",
+    "purity_below_spec_s": "time below purity spec while feeding",
+    "on_spec_volume_ml": "on-spec volume (to product)",
+    "diverted_volume_ml": "diverted volume (to waste)",
+}
+
+
+def lot_rows(lots: list[dict[str, Any]]) -> list[list[Any]]:
+    """One row per lot figure, one column per lot, in human units: the lots table of the HTML
+    report and of the run summary alike."""
+    rows: list[list[Any]] = [["steps", *(f"{x['start_step']} to {x['end_step'] or 'end'}"
+                                        for x in lots)]]
+    rows += [[LOT_LABELS[k], *(format_figure(k, x.get(k)) for x in lots)] for k in LOT_KEYS]
+    return rows
+
+
 def _fig_value(v: Any) -> Any:
     if isinstance(v, dict):
         return "; ".join(f"{k}: {', '.join(map(str, x)) if isinstance(x, list) else x}"
@@ -1109,7 +1302,41 @@ def _fig_value(v: Any) -> Any:
 
 
 def _plot_plan(data: _RunData) -> PlotPlan:
-    return plot_plan(data.run.metadata, data.series, data.run.t_start)
+    return replace(plot_plan(data.run.metadata, data.series, data.run.t_start),
+                   windows=_windows(data))
+
+
+def _windows(data: _RunData) -> list[tuple[str, float, float]]:
+    """The windows the trends shade, in seconds after the run start, from the run's events:
+    steady state (any detector steady), to product (the divert valve), held (recipe holds).
+
+    Why events and not signals: they are what the orchestrator decided on, the same events
+    the figures and the deviations are computed from, so the shading and the figures agree.
+    """
+    a, end = data.run.t_start, data.t_end
+    out: list[tuple[str, float, float]] = []
+    steady: dict[str, bool] = {}
+    since: dict[str, float] = {}
+
+    def switch(kind: str, on: bool, t: float) -> None:
+        if on and kind not in since:
+            since[kind] = t
+        elif not on and kind in since:
+            out.append((kind, since.pop(kind) - a, t - a))
+
+    for t, kind, source, p in data.events:
+        if kind is EventKind.STEADY_STATE and isinstance(p.get("steady"), bool):
+            steady[source] = bool(p["steady"])
+            switch("steady state", any(steady.values()), t)
+        elif kind is EventKind.DIVERT and isinstance(p.get("to_product"), bool):
+            switch("to product", bool(p["to_product"]), t)
+    for k, t0 in since.items():
+        out.append((k, t0 - a, end - a))
+    for d in _deviations(data):
+        if d["kind"] == "hold":
+            t1 = d["t"] + d["duration_s"] if d["duration_s"] is not None else end
+            out.append(("held", d["t"] - a, t1 - a))
+    return sorted(out, key=lambda w: (w[1], w[0]))
 
 
 def _clock_rows(run: RunInfo) -> list[list[Any]]:
@@ -1146,7 +1373,11 @@ def _html(data: _RunData) -> str:
     na = figs.get("not_available", {})
     fig_rows = [[_FIG_LABELS.get(k, k),
                  f"not available: {na[k]}" if k in na else format_figure(k, _fig_value(v))]
-                for k, v in figs.items() if k not in ("notes", "streams", "not_available")]
+                for k, v in figs.items()
+                if k not in ("notes", "streams", "not_available", "lots")]
+    lots = figs.get("lots") or []
+    lot_t = _table(["figure", *(str(x["name"]) for x in lots)],
+                   lot_rows(lots)) if lots else ""
     ch = doc["record_chain"]
     link = ch.get("run_record_link")
     info.append(["record chain", f"run record at link {link['seq']} {link['hash']}; head"
@@ -1190,6 +1421,7 @@ def _html(data: _RunData) -> str:
             f"</title><style>{style}</style></head><body><h1>{html.escape(title)}</h1>"
             f"<h2>Run</h2>{_table(['field', 'value'], info)}"
             f"<h2>Figures</h2>{_table(['figure', 'value'], fig_rows)}"
+            + (f"<h3>Lots (one per product)</h3>{lot_t}" if lot_t else "") +
             f"<h3>Streams, whole run</h3>{stream_t}"
             f"<h2>Trends and states</h2>{imgs or '<p class=none>no samples</p>'}"
             f"<h3>Constant signals</h3>{const_t}{empty}"

@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 from modulecontrol.records import (
     EventKind,
@@ -18,6 +20,7 @@ from modulecontrol.records import (
     format_figure,
     report,
 )
+from modulecontrol.records._plots import plot_plan
 
 T0 = 1_700_000_000.0
 END = T0 + 2 * 3600
@@ -74,6 +77,20 @@ SIMULATED = {"tag_groups": GROUPS, "speed": 600,
                            "R1.PressureDrop": "differential"}}
 
 
+class _S:
+    """A recorded signal as the plot plan sees it."""
+
+    unit: str
+    group: str | None
+    t: NDArray[np.float64]
+    v: NDArray[np.float64]
+
+    def __init__(self, unit: str, values: list[float]) -> None:
+        self.unit, self.group = unit, None
+        self.t = np.arange(len(values), dtype=np.float64) * 60.0
+        self.v = np.array(values, dtype=np.float64)
+
+
 def _axes(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Axis by panel title and unit label."""
     return {f"{p['title']}|{a['unit']}": a for p in doc["plots"]["panels"] for a in p["axes"]}
@@ -83,15 +100,74 @@ async def test_one_unit_per_axis_and_limits_do_not_flatten_it(db: Path) -> None:
     rid = await _run(db, SIMULATED)
     axes = _axes(json.loads(report(db, rid, "json")))
     assert set(axes) == {
-        "pressures|bar, absolute", "pressures|bar, differential", "pressures|kPa, differential",
+        "pressures|bara", "pressures|bar, differential", "pressures|kPa, differential",
         "analyzer signals|%", "analyzer signals|mol/L",
         "crystallizer|um", "crystallizer|g/h"}
-    bar = axes["pressures|bar, absolute"]
+    bar = axes["pressures|bara"]
     assert set(bar["tags"]) == {"P1.Pressure", "P1.PressureLimit", "R1.Pressure"}
     lo, hi = bar["ylim"]
     assert 0.5 < lo <= 1.0 and 4.0 <= hi < 5.0  # the 1-4 bar readings fill the axis
     assert bar["off_axis"] == {"P1.PressureLimit": [100.0, 400.0]}
     assert axes["pressures|bar, differential"]["tags"] == ["BPR1.Setpoint"]
+
+
+def test_gauge_and_absolute_bar_read_barg_and_bara() -> None:
+    """A 3 bar gauge set point and a 4.0 bar absolute reading were both labelled "bar"."""
+    series = {"BPR1.Setpoint": _S("bar", [0.0, 3.0]), "BPR1.Pressure": _S("bar", [1.0, 4.0]),
+              "R1.PressureDrop": _S("kPa", [0.5, 1.0])}
+    notes = {"BPR1.Setpoint": "gauge", "BPR1.Pressure": "absolute",
+             "R1.PressureDrop": "differential"}
+    plan = plot_plan({"tag_notes": notes}, series, 0.0)
+    units = {a.unit: a.tags for p in plan.panels for a in p.axes}
+    assert units == {"barg": ["BPR1.Setpoint"], "bara": ["BPR1.Pressure"],
+                     "kPa, differential": ["R1.PressureDrop"]}
+
+
+async def test_alarm_limits_are_lines_that_do_not_rescale_the_axis(db: Path) -> None:
+    """A limit inside the data's range is drawn on the axis; one far from it (a trip limit of
+    400 bar next to 1-4 bar readings) is named, and neither moves the axis."""
+    limits = [{"tag": "P1.Pressure", "name": "p1_high high", "value": 3.5},
+              {"tag": "P1.Pressure", "name": "p1_trip high", "value": 400.0},
+              {"tag": "PAT1.Purity", "name": "purity_low low", "value": 88.0}]
+    rid = await _run(db, {**SIMULATED, "limits": limits})
+    axes = _axes(json.loads(report(db, rid, "json")))
+    bar = axes["pressures|bara"]
+    assert bar["limits"] == [
+        {"tag": "P1.Pressure", "name": "p1_high high", "value": 3.5, "on_axis": True},
+        {"tag": "P1.Pressure", "name": "p1_trip high", "value": 400.0, "on_axis": False}]
+    without = _axes(json.loads(report(db, await _run(db, SIMULATED), "json")))
+    assert bar["ylim"] == without["pressures|bara"]["ylim"]  # the axis the data set
+    assert axes["analyzer signals|%"]["limits"][0]["on_axis"] is True
+    page = report(db, rid, "html")  # drawn: the lines and the off-axis note render
+    assert page.count("data:image/png;base64,") == 5
+
+
+async def test_steady_divert_and_held_windows_are_shaded(db: Path) -> None:
+    """The windows the orchestrator decided on (steady state, to product, held) are in the
+    plot plan, in seconds after the start, from the run's events."""
+    h = Historian(db, flush_interval=0.05)
+    h.configure_tag("PAT1.Purity", TagConfig(unit="%", deadband=0.0))
+    rid = await h.start_run("windows", recipe_text="x", t=T0, metadata=SIMULATED)
+    for k in range(121):
+        h.record_sample("PAT1.Purity", 50.0 + 0.4 * k, t=T0 + 60 * k)
+    ev: list[tuple[int, EventKind, str, dict[str, Any]]] = [
+        (600, EventKind.STEADY_STATE, "purity", {"steady": True}),
+        (900, EventKind.DIVERT, "V1", {"to_product": True}),
+        (3000, EventKind.STATE_CHANGE, "recipe", {"state": "Holding"}),
+        (3010, EventKind.STATE_CHANGE, "recipe", {"state": "Held"}),
+        (3600, EventKind.STATE_CHANGE, "recipe", {"state": "Execute"}),
+        (4000, EventKind.STEADY_STATE, "purity", {"steady": False}),
+        (4100, EventKind.DIVERT, "V1", {"to_product": False}),
+        (5000, EventKind.DIVERT, "V1", {"to_product": True})]  # open at the end
+    for t, kind, source, payload in ev:
+        h.record_event(kind, source, payload, t=T0 + t)
+    await h.end_run(rid, RunResult.COMPLETED, t=END)
+    await h.close()
+    windows = json.loads(report(db, rid, "json"))["plots"]["windows"]
+    assert [(w["kind"], w["start_s"], w["end_s"]) for w in windows] == [
+        ("steady state", 600, 4000), ("to product", 900, 4100), ("held", 3000, 3600),
+        ("to product", 5000, 7200)]
+    assert report(db, rid, "html").count("data:image/png;base64,") == 2  # trend, states
 
 
 async def test_booleans_as_lanes_constants_in_a_table(db: Path) -> None:
