@@ -26,7 +26,6 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from collections.abc import AsyncIterator, Callable
@@ -426,35 +425,11 @@ class ModuleTypeConformance(DriverConformance):
 
     @pytest.fixture
     def stall(self, served: ServedModule) -> Outage | None:
-        relay = served.relay
-        if relay is None:
-            return None
-
-        @contextlib.asynccontextmanager
-        async def stalled() -> AsyncIterator[None]:
-            relay.stalled.clear()
-            try:
-                yield
-            finally:
-                relay.stalled.set()
-
-        return stalled
+        return served.relay.stall if served.relay is not None else None
 
     @pytest.fixture
     def outage(self, served: ServedModule) -> Outage | None:
-        relay = served.relay
-        if relay is None:
-            return None
-
-        @contextlib.asynccontextmanager
-        async def cut() -> AsyncIterator[None]:
-            relay.cut()
-            try:
-                yield
-            finally:
-                relay.restore()
-
-        return cut
+        return served.relay.outage if served.relay is not None else None
 
     async def test_every_bound_attribute_answers(self, driver: Driver,
                                                  tag_table: dict[str, TagInfo]) -> None:
