@@ -51,8 +51,10 @@ def _registry() -> pint.UnitRegistry[Any]:
     if folder is not None:
         try:
             return pint.UnitRegistry(autoconvert_offset_to_baseunit=True, cache_folder=folder)
-        except Exception:  # a cache file half written by a concurrent process, a full disk...
-            pass  # ...cost the time the cache saves, never the registry
+        except Exception:  # a cache file half written by a process that was killed...
+            for stale in (*folder.glob("*.pickle"), *folder.glob("*.json")):
+                stale.unlink(missing_ok=True)  # ...is dropped, for the next process to redo
+            # this one goes on uncached: the cache costs at most its time, never the registry
     return pint.UnitRegistry(autoconvert_offset_to_baseunit=True)
 
 

@@ -51,3 +51,14 @@ def test_a_directory_others_may_write_is_not_used(tmp_path: Path) -> None:
     assert got["folder"] is None
     assert list(shared.iterdir()) == []
     assert got["values"] == _run("off")["values"]
+
+
+def test_a_broken_cache_is_dropped_and_rebuilt(tmp_path: Path) -> None:
+    cache = tmp_path / "units"
+    expected = _run(str(cache))["values"]
+    for pickle_file in cache.glob("*.pickle"):
+        pickle_file.write_bytes(pickle_file.read_bytes()[:20])  # a write cut short
+    assert _run(str(cache))["values"] == expected  # uncached this time...
+    assert list(cache.glob("*.pickle")) == []      # ...and the broken files gone
+    assert _run(str(cache))["values"] == expected  # rebuilt
+    assert all(p.stat().st_size > 20 for p in cache.glob("*.pickle"))
