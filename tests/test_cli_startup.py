@@ -31,14 +31,21 @@ HEAVY = ("asyncua", "pymodbus", "serial", "serial_asyncio_fast", "cryptography",
 
 _PROBE = """
 import json, sys
-sys.argv = ["modulecontrol", *json.loads(sys.argv[1])]
+from importlib.metadata import entry_points
+args = json.loads(sys.argv[1])
+if args and args[0] == "validate":  # plug-in drivers are imported to register their models:
+    for ep in entry_points(group="modulecontrol.drivers"):  # what they import is theirs
+        if ep.dist is None or ep.dist.name != "modulecontrol":
+            ep.load()
+theirs = {h for h in HEAVY if h in sys.modules}
+sys.argv = ["modulecontrol", *args]
 from modulecontrol.cli import main
 code = 0
 try:
     main()
 except SystemExit as exc:
     code = exc.code or 0
-loaded = sorted(h for h in HEAVY if h in sys.modules)
+loaded = sorted(h for h in HEAVY if h in sys.modules and h not in theirs)
 print(json.dumps({"code": code, "loaded": loaded}), file=sys.stderr)
 """
 
