@@ -44,7 +44,7 @@ def test_example_passes_the_kit_in_strict_mode(tmp_path: Path) -> None:
          str(EXAMPLE), "-c", str(EXAMPLE / "pyproject.toml"), "-W", "error",
          "-k", "round_trip or out_of_range or safe_state or every_bound or timeout",
          "--basetemp", str(tmp_path / "t"), str(EXAMPLE / "tests")],
-        capture_output=True, text=True, cwd=EXAMPLE, env=env, timeout=300)
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)  # its files in tmp
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "asyncio: mode=Mode.STRICT" in out or "asyncio: mode=strict" in out, out
