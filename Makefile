@@ -15,11 +15,15 @@ $(VENV)/.installed: $(VENV)/bin/python pyproject.toml
 	touch $@
 
 # The test environment also holds the suite's toy plug-in distribution (tests/plugins/
-# acme_driver): the tests find its driver and module types by entry point, as users' plug-ins
-# are found. PyPI extras cannot name a local path, hence this second install.
-$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml tests/plugins/acme_driver/pyproject.toml
+# acme_driver) and the example device package (docs/examples/example-devices, whose tests
+# the suite collects): the tests find their drivers and module types by entry point, as
+# users' plug-ins are found. PyPI extras cannot name a local path, hence these installs.
+EXAMPLES = docs/examples/example-devices
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml tests/plugins/acme_driver/pyproject.toml \
+		$(EXAMPLES)/pyproject.toml
 	$(PIP) install -e '.[test]'
 	$(PIP) install --no-deps --no-build-isolation -e tests/plugins/acme_driver
+	$(PIP) install --no-deps --no-build-isolation -e $(EXAMPLES)
 	touch $@
 
 venv: $(VENV)/.installed

@@ -8,6 +8,10 @@ What a user waits for on every ``make run``, and every test that starts a sessio
   first ``step_started`` line; the process is then stopped. Several runs, as the machine
   may be shared.
 * ``import_cli_s``: ``import modulecontrol.cli`` in a fresh interpreter.
+* ``help_s`` / ``validate_s``: ``modulecontrol --help`` and ``modulecontrol validate
+  recipes/lomustine/campaign.yaml`` (the recipe and its plant, with the simulation's build
+  check), whole processes: wall time and the CPU time they used (``*_cpu_s``, the better
+  figure on a machine shared with other jobs). Targets: 0.3 s and 1 s.
 * ``session_start_first_s`` / ``session_start_next_s``: ``Session.start()`` (simulators
   served, every module connected) in one process, the first time and again after it (what
   the second and later tests of a pytest process pay), with the close after each.
@@ -70,6 +74,18 @@ def import_cli() -> float:
     return float(out.stdout.strip())
 
 
+def command(*args: str) -> tuple[float, float]:
+    """(wall, CPU) seconds of one ``modulecontrol`` process with ``args``, exit code 0."""
+    before = os.times()
+    t0 = time.perf_counter()
+    subprocess.run([_exe(), *args], capture_output=True, check=True, cwd=ROOT, timeout=60)
+    wall = time.perf_counter() - t0
+    after = os.times()
+    cpu = (after.children_user - before.children_user) + (after.children_system
+                                                          - before.children_system)
+    return wall, cpu
+
+
 async def _session_starts(tmp: Path, n: int) -> list[float]:
     from modulecontrol.bootstrap import configure
     from modulecontrol.session import RunOptions, Session
@@ -102,11 +118,17 @@ def run() -> dict[str, Any]:
         tmp = Path(d)
         first_step = [cli_to_first_step(tmp) for _ in range(REPEATS)]
         imports = [import_cli() for _ in range(REPEATS)]
+        helps = [command("--help") for _ in range(REPEATS)]
+        validates = [command("validate", str(CAMPAIGN)) for _ in range(REPEATS)]
         starts = asyncio.run(_session_starts(tmp, 1 + REPEATS))
     return {
         "repeats": REPEATS,
         "cli_to_first_step_s": _summary(first_step),
         "import_cli_s": _summary(imports),
+        "help_s": _summary([w for w, _ in helps]),
+        "help_cpu_s": _summary([c for _, c in helps]),
+        "validate_s": _summary([w for w, _ in validates]),
+        "validate_cpu_s": _summary([c for _, c in validates]),
         "session_start_first_s": round(starts[0], 3),
         "session_start_next_s": _summary(starts[1:]),
     }

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
 
 from modulecontrol.descriptors import (
     document_kinds,
@@ -49,12 +50,24 @@ from modulecontrol.descriptors import (
 from modulecontrol.drivers import register_transports
 from modulecontrol.errors import ConfigError
 from modulecontrol.recipe import validate_recipe_doc
-from modulecontrol.simulators import scenario_from_doc
+
+if TYPE_CHECKING:
+    from modulecontrol.simulators import Scenario
+    from modulecontrol.yamlio import YamlDoc
 
 __all__ = ["TYPES_GROUP", "QuietAsyncua", "Wiring", "configure"]
 
 TYPES_GROUP = "modulecontrol.module_types"
 """Entry-point group of plug-in module types: ``name = "package.with.yaml.files"``."""
+
+
+def _scenario_from_doc(doc: YamlDoc) -> Scenario:
+    """The ``Scenario`` kind's validator, importing the simulators on first use: a command
+    that validates a plant or a recipe never reads a scenario, and the simulators' import
+    costs it time (``modulecontrol validate`` is meant to answer within a second)."""
+    from modulecontrol.simulators import scenario_from_doc
+
+    return scenario_from_doc(doc)
 
 
 class QuietAsyncua(logging.Filter):
@@ -93,7 +106,7 @@ def configure(*, cli_logging: bool = False) -> Wiring:
     """
     wiring = Wiring()
     before_kinds = document_kinds()
-    for kind, validator in (("Recipe", validate_recipe_doc), ("Scenario", scenario_from_doc)):
+    for kind, validator in (("Recipe", validate_recipe_doc), ("Scenario", _scenario_from_doc)):
         if kind not in before_kinds:
             register_kind(kind, validator)
             wiring.kinds.append(kind)

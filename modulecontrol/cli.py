@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -18,6 +18,9 @@ from typer.core import TyperCommand, TyperGroup
 
 from modulecontrol import __version__
 from modulecontrol.errors import ConfigError, Location
+
+if TYPE_CHECKING:
+    from modulecontrol.yamlio import YamlDoc
 
 LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     # command: (module, attribute, one-line help); a typer app is a group, a function a command
@@ -134,7 +137,7 @@ def validate(
 ) -> None:
     """Validate YAML documents; print every problem as path:line:col: message."""
     from modulecontrol.descriptors import validate_file
-    from modulecontrol.recipe import load_recipe, parse_set_options
+    from modulecontrol.recipe import parse_set_options, validate_recipe_doc
 
     try:
         overrides = parse_set_options(set_ or [])
@@ -144,8 +147,9 @@ def validate(
     failed = 0
     for path in paths:
         try:
-            if _is_recipe(path):  # with the overrides `run --set` would apply
-                result: object = load_recipe(path, plant, overrides)
+            recipe = _recipe_doc(path)
+            if recipe is not None:  # with the overrides `run --set` would apply
+                result: object = validate_recipe_doc(recipe, plant, overrides)
             elif overrides:
                 raise ConfigError.single(
                     "--set overrides recipe parameters: this is not a recipe (validate the"
@@ -173,14 +177,19 @@ def _check_build(result: object) -> None:
         check_plant(config)
 
 
-def _is_recipe(path: Path) -> bool:
+def _recipe_doc(path: Path) -> YamlDoc | None:
+    """The parsed document if ``path`` is a recipe, else None (other kinds, and files that do
+    not parse, go to ``validate_file``, which reports their problems). Parsed once: the YAML
+    parser is most of what ``validate`` spends on a large recipe."""
     from modulecontrol.yamlio import load_yaml
 
     try:
         doc = load_yaml(path)
     except ConfigError:
-        return False
-    return isinstance(doc.data, dict) and doc.data.get("kind") == "Recipe"
+        return None
+    if isinstance(doc.data, dict) and doc.data.get("kind") == "Recipe":
+        return doc
+    return None
 
 
 @app.command()

@@ -137,3 +137,34 @@ def test_recipes_tutorial_builds_the_shipped_recipe(tmp_path: Path) -> None:
 def test_tutorial_assembly_is_not_vacuous() -> None:
     text = _tutorial()
     assert text.count("- name:") >= 7, textwrap.shorten(text, 200)
+
+
+# -- code taken from files -------------------------------------------------------------------
+# A fenced block of any language under ``<!-- docs-source: PATH -->`` (PATH from the
+# repository root) must be that file's own text: the walk-through of docs/writing-a-driver.md
+# shows the example device package, whose tests the suite runs, so the code on the page runs.
+_SOURCE_MARKER = re.compile(r"^<!-- docs-source: (?P<path>\S+) -->\n", re.M)
+_SOURCED = re.compile(r"^<!-- docs-source: (?P<path>\S+) -->\n```[a-z]*\n(?P<body>.*?)^```",
+                      re.S | re.M)
+
+
+def _sourced() -> list[Any]:
+    out = []
+    for p in sorted(DOCS.glob("*.md")):
+        source = p.read_text(encoding="utf-8")
+        for m in _SOURCED.finditer(source):
+            line = source[:m.start()].count("\n") + 1
+            out.append(pytest.param(m.group("path"), m.group("body"), id=f"{p.name}:{line}"))
+    return out
+
+
+def test_source_markers_sit_on_code_blocks() -> None:
+    markers = sum(len(_SOURCE_MARKER.findall(p.read_text(encoding="utf-8")))
+                  for p in DOCS.glob("*.md"))
+    assert markers == len(_sourced()) > 0
+
+
+@pytest.mark.parametrize(("path", "body"), _sourced())
+def test_sourced_block_is_the_files_text(path: str, body: str) -> None:
+    text = (ROOT / path).read_text(encoding="utf-8")
+    assert body.strip("\n") in text, f"the block is no longer in {path}: update the page"

@@ -13,7 +13,19 @@ from collections.abc import Mapping
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from modulecontrol.descriptors import note_unavailable, register_transport
+from modulecontrol.descriptors import (
+    Binding,
+    EndpointBase,
+    ModbusBinding,
+    ModbusRtuEndpoint,
+    ModbusTcpEndpoint,
+    OpcUaBinding,
+    OpcUaEndpoint,
+    SerialBinding,
+    SerialEndpoint,
+    note_unavailable,
+    register_transport,
+)
 from modulecontrol.errors import did_you_mean
 
 GROUP = "modulecontrol.drivers"
@@ -23,6 +35,16 @@ _BUILTIN: dict[str, str] = {
     "opcua": "modulecontrol.drivers.opcua:OpcUaDriver",
     "serial": "modulecontrol.drivers.serial:SerialDriver",
 }
+
+_BUILTIN_MODELS: dict[str, tuple[type[Binding], tuple[type[EndpointBase], ...]]] = {
+    "modbus": (ModbusBinding, (ModbusTcpEndpoint, ModbusRtuEndpoint)),
+    "opcua": (OpcUaBinding, (OpcUaEndpoint,)),
+    "serial": (SerialBinding, (SerialEndpoint,)),
+}
+"""The built-in drivers' models (they live in descriptors), registered without importing the
+drivers: a driver module imports its protocol stack (asyncua, pymodbus, pyserial: about half
+a second together), which ``validate`` and ``describe`` never use. A test checks that each
+entry is what its driver class declares."""
 
 
 def available_drivers() -> dict[str, EntryPoint]:
@@ -69,6 +91,10 @@ def register_transports(drivers: Mapping[str, EntryPoint] | None = None) -> dict
     problems: dict[str, str] = {}
     for name, ep in (available_drivers() if drivers is None else drivers).items():
         origin = driver_origin(name, ep)
+        if _BUILTIN.get(name) == ep.value:
+            binding_model, endpoint_models = _BUILTIN_MODELS[name]
+            register_transport(name, binding_model, endpoint_models, origin=origin)
+            continue
         try:
             cls = ep.load()
             transport = getattr(cls, "transport", None)

@@ -31,10 +31,19 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+try:
+    import pytest_asyncio
+except ImportError as exc:  # modulecontrol installed without its testing extra
+    raise ImportError(
+        "modulecontrol.testing needs pytest-asyncio: install the kit with "
+        "pip install 'modulecontrol[testing]'") from exc
+
+from modulecontrol.descriptors import ModuleType
 from modulecontrol.drivers import (
     Disconnected,
     Driver,
@@ -42,9 +51,11 @@ from modulecontrol.drivers import (
     DriverTimeout,
     NotWritable,
     OutOfRange,
+    TagInfo,
     TagValue,
     UnknownTag,
 )
+from modulecontrol.testing.devices import ServedModule, SimulatedDevice
 
 DriverFactory = Callable[[], Driver]
 """Makes a fresh, unconnected driver for the device under test."""
@@ -82,9 +93,38 @@ def same(a: Any, b: Any, tol: float) -> bool:
 
 
 class DriverConformance:
-    """Transport-neutral driver tests; override the fixtures below in a subclass."""
+    """Transport-neutral driver tests; override the fixtures below in a subclass.
+
+    The kit runs its coroutines itself: its tests carry pytest-asyncio's ``asyncio`` mark
+    (inherited by every subclass) and its async fixtures are pytest-asyncio fixtures, so a
+    suite needs no ``asyncio_mode = auto``. A subclass's own fixtures stay plain functions:
+    a simulator is returned unstarted by ``device`` and started by the kit on the test's
+    event loop (``running_device``).
+    """
+
+    pytestmark = pytest.mark.asyncio
 
     # -- fixtures to override -----------------------------------------------------------
+    @pytest.fixture
+    def device(self) -> SimulatedDevice | None:
+        """The device under test, not started (anything with ``async start()`` and
+        ``async stop()``), or None when ``driver_factory`` reaches a device of its own."""
+        return None
+
+    @pytest_asyncio.fixture(loop_scope="function")
+    async def running_device(self, device: SimulatedDevice | None
+                             ) -> AsyncIterator[SimulatedDevice | None]:
+        """``device`` started for the test and stopped after it (request this one in
+        ``driver_factory`` to learn its port)."""
+        if device is None:
+            yield None
+            return
+        await device.start()
+        try:
+            yield device
+        finally:
+            await device.stop()
+
     @pytest.fixture
     def driver_factory(self) -> DriverFactory:
         pytest.fail("override the 'driver_factory' fixture: it returns a callable that makes "
@@ -138,7 +178,7 @@ class DriverConformance:
         """Seconds the driver may take to be usable again after an outage ends."""
         return 5.0
 
-    @pytest.fixture
+    @pytest_asyncio.fixture(loop_scope="function")
     async def driver(self, driver_factory: DriverFactory) -> AsyncIterator[Driver]:
         drv = driver_factory()
         await drv.connect()
@@ -292,3 +332,136 @@ def safe_state_writes(module_type: Any, tags: Any) -> list[tuple[str, Any]]:
         if tag in tags:
             out.append((tag, da.coerce(w.value)))
     return out
+
+
+class ModuleTypeConformance(DriverConformance):
+    """The conformance suite for a module type spoken through an installed driver: a
+    descriptor-only device (a register map in YAML, no code) or any type of a plug-in.
+
+    Override two fixtures: ``module_type`` (the type, its YAML file, or an installed type's
+    name) and ``endpoint`` (what a plant writes, e.g. ``{"protocol": "modbus-tcp", "port":
+    502, "unit_id": 1}``; the port is replaced by a free one). The kit serves the type with
+    the model of its ``simulator:`` section, as ``modulecontrol sim serve`` would, connects
+    the installed driver of that protocol, and derives the rest from the descriptor: a
+    writable tag and two values inside its limits, a read-only tag, a value beyond the
+    limits, a misspelling, the safe state with its read-backs, and (over TCP) a stall and an
+    outage of the link. Any of them can still be overridden. One test is added: every
+    attribute the type binds answers a read, so a register the device does not serve is
+    found before a plant is.
+    """
+
+    @pytest.fixture
+    def module_type(self) -> ModuleType | str | Path:
+        pytest.fail("override 'module_type' with the module type under test (the type, its "
+                    "YAML file, or the name of an installed type)")
+
+    @pytest.fixture
+    def endpoint(self) -> dict[str, Any]:
+        pytest.fail("override 'endpoint' with the endpoint a plant would write for it, e.g. "
+                    "{'protocol': 'modbus-tcp', 'port': 502, 'unit_id': 1}")
+
+    @pytest.fixture
+    def device(self, module_type: ModuleType | str | Path, endpoint: dict[str, Any],
+               modulecontrol_wiring: Any, tmp_path: Path) -> SimulatedDevice | None:
+        return ServedModule(module_type, endpoint, pki=tmp_path / "pki")
+
+    @pytest.fixture
+    def served(self, running_device: SimulatedDevice | None) -> ServedModule:
+        assert isinstance(running_device, ServedModule), (
+            "ModuleTypeConformance serves the module type itself: override 'module_type' and "
+            "'endpoint', not 'device'")
+        return running_device
+
+    @pytest.fixture
+    def driver_factory(self, served: ServedModule) -> DriverFactory:
+        return served.driver
+
+    @pytest.fixture
+    def tag_table(self, served: ServedModule) -> dict[str, TagInfo]:
+        return dict(served.driver().tags)
+
+    @pytest.fixture
+    def writable_tag(self, tag_table: dict[str, TagInfo]) -> WritableCase:
+        case = _writable_case(tag_table)
+        if case is None:
+            pytest.fail("the type binds no writable tag with limits that can be read back: "
+                        "override 'writable_tag'")
+        return case
+
+    @pytest.fixture
+    def readonly_tag(self, tag_table: dict[str, TagInfo]) -> str:
+        for name, info in sorted(tag_table.items()):
+            if info.readable and not info.writable and info.service is None:
+                return name
+        pytest.fail("the type binds no read-only tag: override 'readonly_tag'")
+
+    @pytest.fixture
+    def out_of_range(self, tag_table: dict[str, TagInfo]) -> tuple[str, Any] | None:
+        for name, info in sorted(tag_table.items()):
+            da = info.assembly
+            if info.writable and da.kind == "number" and da.max is not None:
+                span = (da.max - da.min) if da.min is not None else abs(da.max) or 1.0
+                return name, da.max + max(span, 1.0)
+        return None
+
+    @pytest.fixture
+    def misspelled_tag(self, writable_tag: WritableCase) -> Misspelling:
+        assembly, _, attribute = writable_tag.tag.partition(".")
+        return Misspelling(f"{assembly}.{attribute[:-1]}", writable_tag.tag)
+
+    @pytest.fixture
+    def safe_state(self, served: ServedModule, tag_table: dict[str, TagInfo]
+                   ) -> list[tuple[str, Any]]:
+        return safe_state_writes(served.module_type, set(tag_table))
+
+    @pytest.fixture
+    def readbacks(self, tag_table: dict[str, TagInfo]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for name, info in tag_table.items():
+            back = f"{info.assembly.name}.VRbk"
+            if info.attribute == "VMan" and back in tag_table and tag_table[back].readable:
+                out[name] = back
+        return out
+
+    @pytest.fixture
+    def stall(self, served: ServedModule) -> Outage | None:
+        return served.relay.stall if served.relay is not None else None
+
+    @pytest.fixture
+    def outage(self, served: ServedModule) -> Outage | None:
+        return served.relay.outage if served.relay is not None else None
+
+    async def test_every_bound_attribute_answers(self, driver: Driver,
+                                                 tag_table: dict[str, TagInfo]) -> None:
+        names = sorted(n for n, info in tag_table.items()
+                       if info.readable and info.service is None)
+        assert names, "the type binds no readable attribute"
+        values = await driver.read(names)
+        bad = {n: v.quality for n, v in values.items() if not v.good}
+        assert not bad, f"read with bad quality: {bad}"
+
+
+def _writable_case(tags: dict[str, TagInfo]) -> WritableCase | None:
+    """A writable number with limits and a read-back (a quarter and three quarters of its
+    range), else a writable boolean with one; None if the type has neither."""
+    def back_of(name: str, info: TagInfo) -> str | None:
+        vrbk = f"{info.assembly.name}.VRbk"
+        if vrbk in tags and tags[vrbk].readable:
+            return vrbk
+        return name if info.readable else None
+
+    fallback: WritableCase | None = None
+    for name, info in sorted(tags.items()):
+        da = info.assembly
+        back = back_of(name, info)
+        if not info.writable or info.service is not None or back is None:
+            continue
+        if da.kind == "number" and da.min is not None and da.max is not None:
+            lo, hi = float(da.min), float(da.max)
+            a, b = lo + (hi - lo) / 4, lo + 3 * (hi - lo) / 4
+            if da.class_.startswith("DInt"):
+                a, b = float(round(a)), float(round(b))
+            return WritableCase(name, a, b, readback=back, tolerance=1e-3)
+        if da.kind == "bool" and fallback is None:
+            fallback = WritableCase(name, True, False, readback=back)
+    return fallback

@@ -1,7 +1,11 @@
 """pytest plugin (entry point ``pytest11``): fixtures of the driver test kit.
 
 Loaded automatically once modulecontrol is installed; it only registers fixtures and never
-changes the behaviour of unrelated tests: nothing here is autouse.
+changes the behaviour of unrelated tests: nothing here is autouse, and no setting of another
+plugin is changed (pytest-asyncio stays in the mode a suite chose). The conformance classes
+(:mod:`modulecontrol.testing.conformance`) mark their own coroutines for pytest-asyncio, so a
+driver package's suite runs them in strict mode as they are. Install with
+``pip install 'modulecontrol[testing]'``.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 __all__ = ["TcpRelay"]
@@ -133,6 +134,24 @@ class TcpRelay:
 
     def restore(self) -> None:
         self.up = True
+
+    @contextlib.asynccontextmanager
+    async def stall(self) -> AsyncIterator[None]:
+        """Inside: the device holds back every byte (the conformance kit's ``stall``)."""
+        self.stalled.clear()
+        try:
+            yield
+        finally:
+            self.stalled.set()
+
+    @contextlib.asynccontextmanager
+    async def outage(self) -> AsyncIterator[None]:
+        """Inside: the link is cut and new connections refused (the kit's ``outage``)."""
+        self.cut()
+        try:
+            yield
+        finally:
+            self.restore()
 
     async def stop(self) -> None:
         self.cut()

@@ -48,8 +48,8 @@ def test_a_binding_key_no_transport_provides_is_located_and_lists_the_installed(
     (problem,) = info.value.problems
     assert str(problem).startswith(
         "gauge.yaml:10:20: data_assemblies[0].bindings.V.modbuss: unknown transport 'modbuss' "
-        "(did you mean 'modbus'?); installed: acme, modbus, opcua, serial."
-    )
+        "(did you mean 'modbus'?); installed: acme, modbus, opcua, serial"
+    )  # and the transports of any other plug-in installed (the example devices' textline)
 
 
 def test_a_registered_binding_model_checks_its_own_keys() -> None:

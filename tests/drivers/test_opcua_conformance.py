@@ -81,16 +81,7 @@ class TestOpcUaConformance(DriverConformance):
     @pytest.fixture
     def stall(self, device: tuple[PeaServer, TcpRelay]) -> Outage:
         _, relay = device
-
-        @contextlib.asynccontextmanager
-        async def stalled() -> AsyncIterator[None]:
-            relay.stalled.clear()
-            try:
-                yield
-            finally:
-                relay.stalled.set()
-
-        return stalled
+        return relay.stall
 
     @pytest.fixture
     def outage(self, device: tuple[PeaServer, TcpRelay]) -> Outage:

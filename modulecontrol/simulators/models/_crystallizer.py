@@ -27,7 +27,6 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
-from scipy.optimize import brentq
 
 from modulecontrol.units import UnitError
 
@@ -375,6 +374,9 @@ class MsmprCrystallizer(UnitModel):
 
     # -- steady state ------------------------------------------------------------------------
     def _steady(self, inlets: dict[str, Stream]) -> dict[str, Stream]:
+        # scipy with the solve, not the module: `validate` builds the models without it
+        from scipy.optimize import brentq
+
         s = mix([inlets["feed"], inlets["antisolvent"]], self.species, AMBIENT_PRESSURE)
         if s.flow <= 0.0:
             raise ValueError(f"{self.name}: a steady state needs a positive feed flow")

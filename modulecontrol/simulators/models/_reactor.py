@@ -26,10 +26,6 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
-from scipy.integrate import solve_ivp
-from scipy.linalg import toeplitz
-from scipy.optimize import root
-from scipy.special import gammainc, gammaln, xlogy
 
 from modulecontrol.errors import did_you_mean
 from modulecontrol.units import UnitError
@@ -557,6 +553,11 @@ class CoilReactor(UnitModel):
         w = self._cache.get(key)
         if w is not None:
             return w
+        # scipy is imported where it is used (here, once per cached step size), not with the
+        # module: `validate` builds the models and must not pay scipy's import (about 0.25 s)
+        from scipy.linalg import toeplitz
+        from scipy.special import gammainc, gammaln, xlogy
+
         n = self.n_tanks
         x = h / tau_t
         m = np.arange(n + 1, dtype=float)
@@ -667,6 +668,8 @@ class CoilReactor(UnitModel):
         return rhs
 
     def _step_bdf(self, dt: float, s: Stream, kappa: float) -> FloatArray:
+        from scipy.integrate import solve_ivp
+
         n, ns = self.n_tanks, len(self.species)
         z0 = np.concatenate([self.c.ravel(), self.T, np.zeros(ns)])
         sol = solve_ivp(
@@ -709,6 +712,9 @@ class CoilReactor(UnitModel):
     def _solve_tank(
         prev: FloatArray, tau_t: float, kappa: float, tj: float, rc: float, kin: Kinetics
     ) -> FloatArray:
+        from scipy.integrate import solve_ivp  # with the solve, not the module (see _weights)
+        from scipy.optimize import root
+
         m = prev.size
         lin = np.full(m, 1.0 / tau_t)
         lin[-1] += kappa

@@ -1,0 +1,1 @@
+"""Example devices for modulecontrol (docs/writing-a-driver.md walks through them)."""
