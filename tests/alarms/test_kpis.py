@@ -36,8 +36,8 @@ def test_a_flood_is_more_than_ten_alarms_in_ten_minutes() -> None:
 
 
 def test_standing_stale_top_ten_and_chattering() -> None:
-    phil = AlarmPhilosophy(standing_after="30 min", stale_after="2 h",
-                           chattering=Chattering(activations=3, window="1 min"))
+    phil = AlarmPhilosophy.model_validate({"standing_after": "30 min", "stale_after": "2 h",
+                                          "chattering": {"activations": 3, "window": "1 min"}})
     board = AlarmBoard(phil)
     rows = _record(board)
     for n in ("stuck", "long", "chatty", "once"):

@@ -171,7 +171,7 @@ def test_a_shelved_alarm_returns_by_itself_when_its_time_runs_out() -> None:
 
 
 def test_shelving_needs_a_reason_and_a_time_within_the_philosophy() -> None:
-    board = AlarmBoard(AlarmPhilosophy(max_shelve="1 h"))
+    board = AlarmBoard(AlarmPhilosophy.model_validate({"max_shelve": "1 h"}))
     board.declare(AlarmSpec("a"))
     with pytest.raises(AlarmRefused, match="reason"):
         board.shelve("a", "op", " ", 60.0, 0.0)
@@ -213,8 +213,8 @@ def test_the_first_out_of_an_interlock_group_is_marked_until_the_group_is_normal
 
 
 def test_chattering_is_detected_and_shelved_by_the_declared_policy() -> None:
-    board = AlarmBoard(AlarmPhilosophy(chattering=Chattering(
-        activations=3, window="1 min", policy="shelve", shelve_for="10 min")))
+    board = AlarmBoard(AlarmPhilosophy.model_validate({"chattering": {
+        "activations": 3, "window": "1 min", "policy": "shelve", "shelve_for": "10 min"}}))
     board.declare(AlarmSpec("level_low"))
     changes: list[AlarmChange] = []
     board.route(changes.append)
