@@ -147,7 +147,7 @@ class AlarmBoard:
 
     # ------------------------------------------------------------------ the process
     def process(self, name: str, active: bool, now: float, *, message: str = "",
-                value: Any = None) -> AlarmChange | None:
+                value: Any = None, reason: str = "") -> AlarmChange | None:
         """The alarm's condition now (``True``: in alarm). Returns the change, if any."""
         al = self._get(name)
         was_active = al.life.active
@@ -165,12 +165,12 @@ class AlarmBoard:
             self._first_out(al)
         change = None
         if trigger is not None:
-            change = self._changed(al, previous, trigger, PROCESS, now)
+            change = self._changed(al, previous, trigger, PROCESS, now, reason=reason)
         elif active != was_active:
             # moved while shelved, suppressed or out of service: not annunciated, but the
             # record still shows the plant went in or out of alarm
             change = self._changed(al, previous, Trigger.ALARM if active else Trigger.CLEAR,
-                                   PROCESS, now)
+                                   PROCESS, now, reason=reason)
         if active and not was_active and al.chattering:
             self._chattering_policy(al, now)
         return change
