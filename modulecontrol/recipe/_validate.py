@@ -872,8 +872,12 @@ class _Validator:
             self.condition(("interlocks", i, "when"), il.when)
             for k, tag in enumerate(il.modules):
                 self.module(("interlocks", i, "modules", k), tag)
+        plant_alarms = {a.name: m.tag for m in self.config.plant.modules for a in m.alarms}
         for i, al in enumerate(r.alarms):
             apath: PathKey = ("alarms", i)
+            if al.name in plant_alarms:
+                self.add((*apath, "name"), f"alarm name '{al.name}' is an alarm of the plant "
+                         f"(on {plant_alarms[al.name]}): name this one otherwise")
             self.phase_steps(apath, al)
             sig = self.signals.get(al.signal)
             if sig is None:
