@@ -169,6 +169,19 @@ async def test_alarm_commands_need_their_role_reason_and_a_known_alarm(
     assert removed_by == ["engineer-user"] and refused
 
 
+async def test_the_batch_report_gives_the_alarm_kpis_of_the_run(line: ServedLine) -> None:
+    async with await _client(line, "operator") as op:
+        deadline = time.monotonic() + 120
+        while not (await op.run(1))["final"]:
+            assert time.monotonic() < deadline, await op.run(1)
+            await asyncio.sleep(0.2)
+        r = await op._http.get("/api/v1/runs/1/report",
+                               headers={"Authorization": f"Bearer {op.token}"})
+    assert r.status_code == 200
+    assert "<h3>Alarm KPIs (ISA-18.2)</h3>" in r.text
+    assert "r1_warm (" in r.text and "alarms per 10 min per operator" in r.text
+
+
 def test_the_alarms_cli_is_a_client(line: ServedLine, monkeypatch: pytest.MonkeyPatch) -> None:
     async def token() -> str:
         async with await _client(line, "operator") as c:
