@@ -33,6 +33,11 @@ PROCESS = "process"
 """The identity of a move the plant made (in alarm, back to normal)."""
 
 
+_QUIET = frozenset({AlarmState.NORMAL, AlarmState.SHELVED, AlarmState.SUPPRESSED,
+                    AlarmState.OUT_OF_SERVICE})
+"""States in which a first-out group counts as back to normal."""
+
+
 class UnknownAlarm(KeyError):
     """No alarm of that name on the board."""
 
@@ -107,6 +112,8 @@ class AlarmBoard:
     def __init__(self, philosophy: AlarmPhilosophy | None = None) -> None:
         self.philosophy = philosophy or AlarmPhilosophy()
         self._alarms: dict[str, _Alarm] = {}
+        self._groups: dict[str, list[_Alarm]] = {}
+        """First-out groups and their members (so a change looks at its group only)."""
         self._sinks: list[Callable[[AlarmChange], None]] = []
 
     # ------------------------------------------------------------------ declaring, routing
@@ -115,9 +122,13 @@ class AlarmBoard:
         standing alarm of the last run is still standing)."""
         have = self._alarms.get(spec.name)
         if have is None:
-            self._alarms[spec.name] = _Alarm(spec, message=spec.message)
+            have = self._alarms[spec.name] = _Alarm(spec, message=spec.message)
         else:
+            if have.spec.group is not None:
+                self._groups[have.spec.group].remove(have)
             have.spec = spec
+        if spec.group is not None:
+            self._groups.setdefault(spec.group, []).append(have)
 
     def route(self, sink: Callable[[AlarmChange], None]) -> Callable[[], None]:
         """Send every change to ``sink`` until the returned function is called (the newest
@@ -191,7 +202,7 @@ class AlarmBoard:
     def _first_out(self, al: _Alarm) -> None:
         """First out: the first of its group to go into alarm while every other member was
         out of alarm (and acknowledged); the mark stays until the group is all normal."""
-        group = [a for a in self._alarms.values() if a.spec.group == al.spec.group]
+        group = self._groups.get(al.spec.group or "", [])
         others_quiet = all(not a.life.active and a.life.state is not AlarmState.RTN_UNACK
                            and not a.first_out for a in group if a is not al)
         if others_quiet:
@@ -332,12 +343,11 @@ class AlarmBoard:
             al.since = now
         if state is not AlarmState.SHELVED:
             al.reason = reason if state is AlarmState.OUT_OF_SERVICE else ""
-        if all(not a.life.active and a.life.state in (AlarmState.NORMAL, AlarmState.SHELVED,
-                                                        AlarmState.SUPPRESSED,
-                                                        AlarmState.OUT_OF_SERVICE)
-               for a in self._alarms.values() if a.spec.group == al.spec.group):
-            for a in self._alarms.values():
-                if a.spec.group is not None and a.spec.group == al.spec.group:
+        group = al.spec.group
+        if group is not None:
+            members = self._groups[group]
+            if all(not a.life.active and a.life.state in _QUIET for a in members):
+                for a in members:
                     a.first_out = False
         change = AlarmChange(now, al.spec.name, previous, state, trigger, user,
                              al.life.active, al.spec.priority,

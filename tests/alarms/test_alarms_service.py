@@ -42,6 +42,9 @@ description: Stands still for hours with alarms in alarm (the shelving test).
 alarms:
   - {name: r2_warm, signal: R2.T, high: 10 degC, priority: medium, group: trip,
      message: R2 above 10 degC}
+  - {name: r2_standing_by, signal: R2.T, high: 10 degC, suppressed_in: [stand_still]}
+  - {name: r1_jacket_idle, signal: R1.JacketT, high: 10 degC,
+     suppressed_when: {R1.Tempering: [Idle, Stopped]}}
 procedure:
   - name: stand
     steps:
@@ -108,6 +111,12 @@ async def test_a_shelved_alarm_comes_back_by_itself_on_the_simulated_clock(
         assert raised["active"] and raised["priority"] == "high"
         assert "r1_warm" in (await op.alarms())["banner"]
         await _until(op, "r2_warm", "unacknowledged")
+        # suppressed by design: in the step, and while the module service is at rest; the
+        # process condition is still known
+        for name in ("r2_standing_by", "r1_jacket_idle"):
+            quiet = await _until(op, name, "suppressed")
+            assert quiet["suppressed_by_design"] and "r2_standing_by" not in (
+                await op.alarms())["banner"]
         first = {a["name"]: a["first_out"] for a in (await op.alarms())["alarms"]}
         assert sum(first[n] for n in ("r1_warm", "r2_warm")) == 1  # one first out in group
         shelved = await op.alarm("r1_warm", "shelve", "R1 thermocouple being recalibrated",
