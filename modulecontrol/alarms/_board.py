@@ -304,7 +304,8 @@ class AlarmBoard:
 
     # ------------------------------------------------------------------ reading
     def view(self, now: float) -> list[dict[str, Any]]:
-        """Every alarm as the API shows it (state, priority, times, message, rules)."""
+        """Every alarm as the API shows it (state, priority, times, message, rules); the
+        value is the last the detection gave, as it gave it."""
         out = []
         for name in sorted(self._alarms):
             al = self._alarms[name]
@@ -313,7 +314,7 @@ class AlarmBoard:
                 "letter": al.life.state.letter, "active": al.life.active,
                 "annunciated": al.life.state.annunciated, "priority": al.spec.priority,
                 "message": al.message or al.spec.message, "source": al.spec.source,
-                "since": al.since, "active_since": al.active_since, "value": _plain(al.value),
+                "since": al.since, "active_since": al.active_since, "value": al.value,
                 "shelved_until": al.shelved_until, "shelved_by": al.shelved_by or None,
                 "reason": al.reason or None, "group": al.spec.group,
                 "first_out": al.first_out, "chattering": al.chattering,
@@ -358,10 +359,3 @@ class AlarmBoard:
             sink(change)
         return change
 
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, bool | int | str) or v is None:
-        return v
-    if isinstance(v, float):
-        return v if v == v and abs(v) != float("inf") else str(v)
-    return str(v)

@@ -338,7 +338,7 @@ class ControlService:
         line = self._ready()[1]
         now = line.clock.now()
         return {"t_now": now, "clock_start": line.clock.start.timestamp(),
-                "alarms": line.alarms.view(now),
+                "alarms": [{**a, "value": _plain(a["value"])} for a in line.alarms.view(now)],
                 "banner": line.alarms.unacknowledged(),
                 "philosophy": line.alarms.philosophy.model_dump(mode="json")}
 
