@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from modulecontrol.client import Client
 
 user_app = typer.Typer(no_args_is_help=True, help="Users of the control service.")
+alarms_app = typer.Typer(no_args_is_help=True, help="Alarms of the control service's line "
+                         "(docs/alarms.md).")
 
 
 def serve_cmd(
@@ -189,6 +191,68 @@ def ack(run: Annotated[int, typer.Argument(help="Run id (see status).")],
     print(f"run {run}: alarm {alarm} acknowledged")
 
 
+AlarmName = Annotated[str, typer.Argument(help="Alarm name (see 'alarms list').")]
+
+
+@alarms_app.command("list")
+def alarms_list(all_: Annotated[bool, typer.Option("--all", help="Also the alarms in normal "
+                                                   "state.")] = False,
+                server: Server = DEFAULT_SERVER) -> None:
+    """The line's alarms with their life-cycle state (normal ones with --all)."""
+    got = _call(server, lambda c: c.alarms())
+    shown = [a for a in got["alarms"] if all_ or a["state"] != "normal" or a["active"]]
+    for a in shown:
+        marks = "".join(m for m, on in ((" FIRST-OUT", a["first_out"]),
+                                        (" CHATTERING", a["chattering"])) if on)
+        until = (f" until t={a['shelved_until']:.0f} s ({a['reason']})"
+                 if a["state"] == "shelved" else "")
+        print(f"{a['name']:<24} {a['priority']:<7} {a['state']:<24}"
+              f"{' in alarm' if a['active'] else ''}{until}{marks}  {a['message']}")
+    if not shown:
+        print("no alarm in alarm or waiting for acknowledgement")
+
+
+@alarms_app.command("ack")
+def alarms_ack(name: AlarmName, server: Server = DEFAULT_SERVER) -> None:
+    """Acknowledge an alarm."""
+    got = _call(server, lambda c: c.alarm(name, "ack"))
+    print(f"{name}: {got['state']}")
+
+
+@alarms_app.command("shelve")
+def alarms_shelve(name: AlarmName,
+                  duration: Annotated[str, typer.Option("--for", help="How long, e.g. "
+                                                        "'30 min' (line clock).")],
+                  reason: Annotated[str, typer.Option("--reason", help="Why (recorded).")],
+                  server: Server = DEFAULT_SERVER) -> None:
+    """Shelve an alarm for a time, with a reason; it comes back by itself."""
+    got = _call(server, lambda c: c.alarm(name, "shelve", reason, duration))
+    print(f"{name}: {got['state']} until t={got['shelved_until']:.0f} s")
+
+
+@alarms_app.command("unshelve")
+def alarms_unshelve(name: AlarmName, server: Server = DEFAULT_SERVER) -> None:
+    """Return a shelved alarm before its time."""
+    got = _call(server, lambda c: c.alarm(name, "unshelve"))
+    print(f"{name}: {got['state']}")
+
+
+@alarms_app.command("kpis")
+def alarms_kpis(run: Annotated[int | None, typer.Option("--run", help="Run id.")] = None,
+                day: Annotated[str | None, typer.Option("--day", help="UTC day YYYY-MM-DD.")]
+                = None, server: Server = DEFAULT_SERVER) -> None:
+    """Alarm KPIs of a run or a day (ISA-18.2): rate, floods, standing, top ten."""
+    k = _call(server, lambda c: c.alarm_kpis(run, day))
+    print(f"alarms: {k['annunciations']}  per 10 min per operator: "
+          f"{k['per_10min_per_operator']:.2f}  busiest 10 min: {k['max_per_10min']}")
+    print(f"floods: {len(k['floods'])} ({k['flood_time_percent']:.1f} % of the time)  "
+          f"standing: {len(k['standing'])}  stale: {len(k['stale'])}  "
+          f"shelved: {k['shelved']}  chattering: "
+          f"{', '.join(c['name'] for c in k['chattering']) or 'none'}")
+    for i, t in enumerate(k["top_ten"], 1):
+        print(f"  {i:>2}. {t['name']:<24} {t['count']:>5}  {t['percent']:.1f} %")
+
+
 RESULT_EXIT = {"completed": 0, "aborted": 3, "stopped": 4}
 """``run --server``: the exit code of a run's result, as ``run`` gives it for a local run;
 any other end (failed, interrupted, cancelled) is 5."""
@@ -243,3 +307,5 @@ def mount(app: typer.Typer) -> None:
     for action in ("hold", "resume", "stop", "abort"):
         app.command(action)(_command(action))
     app.command("ack")(ack)
+    app.add_typer(alarms_app, name="alarms", help="Alarms of the control service's line: "
+                  "list, ack, shelve, unshelve, kpis.")

@@ -67,6 +67,7 @@ class EventKind(StrEnum):
     ALARM_ACKED = "alarm_acked"
     ALARM_ENABLED = "alarm_enabled"
     ALARM_DISABLED = "alarm_disabled"
+    ALARM_STATE = "alarm_state"
     STEADY_STATE = "steady_state"
     DIVERT = "divert"
     DIVERT_ENABLED = "divert_enabled"
@@ -184,6 +185,11 @@ PAYLOADS: Final[Mapping[EventKind, Payload]] = {
     K.ALARM_ACKED: Payload("an alarm was acknowledged (historian)", ("user",)),
     K.ALARM_ENABLED: Payload("an alarm is evaluated from this step on"),
     K.ALARM_DISABLED: Payload("an alarm is no longer evaluated from this step on"),
+    K.ALARM_STATE: Payload("an alarm moved in its ISA-18.2 life cycle (docs/alarms.md): "
+                           "trigger by user (a person, 'auto' for the program, 'process' for "
+                           "the plant); active is the process condition",
+                           ("state", "previous", "trigger", "user", "active", "priority"),
+                           ("reason", "until", "first_out", "chattering")),
     K.STEADY_STATE: Payload("steady state reached or lost", ("steady", "residence_time")),
     K.DIVERT: Payload("the divert valve switched", ("to_product",)),
     K.DIVERT_ENABLED: Payload("divert control is active from this step on"),

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from modulecontrol.alarms import AUTO, PROCESS, AlarmBoard, AlarmChange, AlarmSpec
 from modulecontrol.clock import Clock, ClockMode
 from modulecontrol.descriptors import PlantConfig
 from modulecontrol.drivers import DriverError, Quality, TagValue
@@ -61,6 +62,24 @@ _EXIT = {
     RunResult.STOPPED: EXIT_STOPPED,
 }
 _PRIORITY = {"low": 250, "medium": 500, "high": 750, "urgent": 1000}
+
+
+def record_alarm_state(hist: Historian, name: str, payload: dict[str, Any]) -> None:
+    """One move of an alarm's life cycle: the ``alarm_state`` event, and its audit entry
+    with the identity behind it; a person's move is an operator action too, and an
+    acknowledgement also marks the alarm's row acknowledged."""
+    user, trigger = str(payload["user"]), str(payload["trigger"])
+    hist.record_event(EventKind.ALARM_STATE, name, payload)
+    action = f"alarm {trigger}"
+    reason = str(payload.get("reason") or payload.get("message") or action)
+    old, new = payload.get("previous"), payload.get("state")
+    if user in (PROCESS, AUTO):
+        hist.record_audit(user, action, name, old_value=old, new_value=new, reason=reason)
+    else:
+        hist.record_operator_action(user, action, name, old_value=old, new_value=new,
+                                    reason=reason)
+    if trigger == "ack":
+        hist.acknowledge_alarm(name, user)
 
 
 class Simulation(Protocol):
@@ -188,6 +207,17 @@ class Line:
         self.reattached = False
         """The simulated plant was found running (left by a previous life of the control
         service) and reattached to, on its own clock, rather than started."""
+        self.alarms = AlarmBoard(plant.plant.alarm_philosophy)
+        """The line's alarms and their life cycle, across runs (docs/alarms.md): a run
+        feeds it and records its changes; between runs the line records them itself."""
+        self.alarm_listeners: list[Callable[[AlarmChange], None]] = []
+        """Told every change made between runs, once recorded (the service's stream)."""
+        for m in plant.plant.modules:  # the plant's own alarms are there before any run
+            for a in m.alarms:
+                signal = f"{m.tag}.{a.assembly}"
+                self.alarms.declare(AlarmSpec(
+                    a.name, a.priority, a.message or f"{signal} out of limits", group=a.group,
+                    realarm_after=a.realarm_after, kind="plant", source=signal))
 
     @property
     def plant_state_file(self) -> Path:
@@ -203,6 +233,20 @@ class Line:
         self.historian = Historian(opts.db, clock=lambda: self.clock.datetime().timestamp(),
                                    key_path=opts.records_key, anchor_path=opts.anchor,
                                    write_budget=opts.write_budget)
+        self.alarms.route(self._alarm_between_runs)
+
+    def _alarm_between_runs(self, change: AlarmChange) -> None:
+        """A change no run records (an alarm shelved, its shelf running out, between runs):
+        recorded here, then told to the listeners."""
+        hist = self.historian
+        assert hist is not None
+        why = f": {change.reason}" if change.reason else ""
+        message = (f"{change.previous.value} -> {change.state.value} "
+                   f"({change.trigger.value} by {change.user}){why}")
+        record_alarm_state(hist, change.name, {"message": message, "sim_time": change.t,
+                                               **change.data()})
+        for listener in list(self.alarm_listeners):
+            listener(change)
 
     async def start(self) -> None:
         """Simulators (if asked), then connect every module; raises DriverError on failure.
@@ -458,7 +502,7 @@ class Session:
         try:
             await self._open_record()
             orch = Orchestrator(self.vr, self.proxies, clock=self.clock, operator=self.operator,
-                                tick=self.tick,
+                                tick=self.tick, alarms=self.line.alarms,
                                 on_comm_loss=opts.on_comm_loss)  # type: ignore[arg-type]
             self.orchestrator = orch
             for listener in self.listeners:
@@ -583,6 +627,9 @@ class Session:
         def alarm_cleared(ev: Event, payload: dict[str, Any]) -> None:
             hist.clear_alarm(ev.source, payload)
 
+        def alarm_state(ev: Event, payload: dict[str, Any]) -> None:
+            record_alarm_state(hist, ev.source, payload)
+
         def operator_action(ev: Event, payload: dict[str, Any]) -> None:
             via = ev.data.get("automatic")
             with contextlib.suppress(ValueError):
@@ -611,6 +658,7 @@ class Session:
             EventKind.BLOCK_FINISHED: block_finished,
             EventKind.ALARM_RAISED: alarm_raised,
             EventKind.ALARM_CLEARED: alarm_cleared,
+            EventKind.ALARM_STATE: alarm_state,
             EventKind.OPERATOR_ACTION: operator_action,
             EventKind.OPTIMIZE_EXPERIMENT: optimize_experiment,
         }

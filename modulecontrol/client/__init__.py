@@ -148,6 +148,22 @@ class Client:
         return cast(dict[str, Any], await self._call("POST", f"/runs/{run_id}/ack",
                                                      {"alarm": alarm}))
 
+    # -- alarms (docs/alarms.md)
+    async def alarms(self) -> dict[str, Any]:
+        """Every alarm of the line with its life-cycle state."""
+        return cast(dict[str, Any], await self._call("GET", "/alarms"))
+
+    async def alarm(self, name: str, action: str, reason: str = "",
+                    duration: str | None = None) -> dict[str, Any]:
+        """ack, shelve, unshelve, out-of-service or return-to-service one alarm."""
+        return cast(dict[str, Any], await self._call(
+            "POST", f"/alarms/{name}/{action}", {"reason": reason, "duration": duration}))
+
+    async def alarm_kpis(self, run: int | None = None, day: str | None = None
+                         ) -> dict[str, Any]:
+        params = {k: v for k, v in (("run", run), ("day", day)) if v is not None}
+        return cast(dict[str, Any], await self._call("GET", "/alarms/kpis", params=params))
+
     async def answer(self, run_id: int, prompt: int, choice: str) -> dict[str, Any]:
         return cast(dict[str, Any], await self._call(
             "POST", f"/runs/{run_id}/answer", {"prompt": prompt, "choice": choice}))

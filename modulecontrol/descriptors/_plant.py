@@ -19,11 +19,13 @@ from pydantic import (
     model_validator,
 )
 
+from modulecontrol.alarms import AlarmPhilosophy
 from modulecontrol.descriptors._base import Ident, Model, Seconds, quantity_in
 from modulecontrol.descriptors._module import ModuleType
 from modulecontrol.descriptors._transports import EndpointBase, transport_of, validate_endpoint
 from modulecontrol.errors import did_you_mean
 from modulecontrol.mtpcore import HandshakePolicy, State
+from modulecontrol.units import convert, to_si
 
 PathKey = tuple[str | int, ...]
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -224,6 +226,35 @@ class Handshake(Model):
             timeout=self.timeout, poll=self.poll)
 
 
+class ModuleAlarm(Model):
+    """A limit alarm on one of the module's data assemblies, declared in the plant file so
+    it is the plant's, whatever recipe runs (``alarms:`` of a module, docs/alarms.md).
+    Limits and deadband are in the assembly's unit unless written with one."""
+
+    name: Ident
+    assembly: Ident
+    high: Any = None
+    low: Any = None
+    deadband: Any = 0
+    """Return-to-normal margin inside the limit (hysteresis)."""
+    on_delay: Seconds = 0.0
+    """Out of limits this long before the alarm is raised."""
+    priority: Literal["low", "medium", "high", "urgent"] = "medium"
+    message: str = ""
+    group: Ident | None = None
+    """First-out group."""
+    realarm_after: Seconds | None = None
+    suppressed_when: dict[str, list[str]] = Field(default_factory=dict)
+    """Suppressed by design while a service of this module is in one of these states:
+    ``{Dosing: [Idle, Stopped]}``."""
+
+    @model_validator(mode="after")
+    def _limit(self) -> ModuleAlarm:
+        if self.high is None and self.low is None:
+            raise ValueError("an alarm needs 'high', 'low' or both")
+        return self
+
+
 class ModuleInstance(Model):
     """A module in a plant: a tag, its type, and how to reach it."""
 
@@ -237,6 +268,8 @@ class ModuleInstance(Model):
     overrides: Overrides = Field(default_factory=Overrides)
     handshake: Handshake | None = None
     """Handshake policy of a PEA that bends the standard (None: the standard's)."""
+    alarms: list[ModuleAlarm] = Field(default_factory=list)
+    """Limit alarms on this module's data assemblies (evaluated while a recipe runs)."""
 
     @property
     def transport(self) -> str | None:
@@ -299,6 +332,9 @@ class Plant(Model):
     """Outlets where material leaves the plant, ``MODULE.PORT: product | waste | sample``
     (``R1.outlet: product``): a plant may end in any module, not only in a valve or a
     crystallizer. A required outlet must be connected or declared a sink."""
+    alarm_philosophy: AlarmPhilosophy = Field(default_factory=AlarmPhilosophy)
+    """Shelving limit, re-alarm, chattering, standing/stale and flood rules of the line's
+    alarms (docs/alarms.md)."""
     shutdown: list[Annotated[list[Ident], Field(min_length=1)]] = Field(default_factory=list)
     """The safe stop order: stages of module tags, stopped one stage after the other (each
     waits for its modules' final states). Feeds come first; modules not listed stop in a
@@ -318,6 +354,7 @@ class Plant(Model):
         """Unknown types and ports, wrong directions, shared inlets and outlets, open ports."""
         out: list[tuple[PathKey, str]] = []
         tags: dict[str, ModuleInstance] = {}
+        alarm_names: dict[str, str] = {}
         for i, m in enumerate(self.modules):
             if m.tag in tags:
                 out.append((("modules", i, "tag"), f"module tag '{m.tag}' is used twice"))
@@ -339,6 +376,7 @@ class Plant(Model):
                     out.append((("modules", i, "overrides", "assemblies", name), str(exc.args[0])))
                     continue
                 _ = ov
+            out.extend(_alarm_problems(i, m, mt, alarm_names))
             if m.endpoint is None:
                 if mt.data_assemblies or mt.services:
                     out.append(
@@ -472,3 +510,63 @@ def _transports(mt: ModuleType) -> list[str]:
     if mt.opcua is not None:
         found.add("opcua")
     return sorted(found)
+
+
+def _alarm_problems(i: int, m: ModuleInstance, mt: ModuleType,
+                    seen: dict[str, str]) -> list[tuple[PathKey, str]]:
+    """A module's alarms: a number assembly of its type, limits in its unit, low below
+    high, services and states that exist, names unique in the plant."""
+    out: list[tuple[PathKey, str]] = []
+    services = [sv.name for sv in mt.services]
+    for k, al in enumerate(m.alarms):
+        path: PathKey = ("modules", i, "alarms", k)
+        if al.name in seen:
+            out.append(((*path, "name"), f"alarm name '{al.name}' is used twice (also on "
+                        f"{seen[al.name]})"))
+        seen.setdefault(al.name, m.tag)
+        names = [d.name for d in mt.data_assemblies]
+        if al.assembly not in names:
+            out.append(((*path, "assembly"), f"module {m.tag} ({mt.name}) has no data assembly"
+                        f" '{al.assembly}'{did_you_mean(al.assembly, names)}"))
+            continue
+        da = mt.assembly(al.assembly)
+        if da.kind != "number":
+            out.append(((*path, "assembly"), f"{m.tag}.{al.assembly} is {da.kind}: limit "
+                        "alarms need a number assembly"))
+            continue
+        lims: dict[str, float] = {}
+        for key in ("high", "low", "deadband"):
+            raw = getattr(al, key)
+            if raw is None:
+                continue
+            try:
+                lims[key] = _in_unit(raw, da.unit, difference=key == "deadband")
+            except ValueError as exc:
+                out.append(((*path, key), f"alarm {key}: {exc}"))
+        if lims.get("deadband", 0.0) < 0:
+            out.append(((*path, "deadband"), "deadband must not be negative"))
+        if "high" in lims and "low" in lims and lims["low"] >= lims["high"]:
+            out.append(((*path, "low"), "alarm low limit must be below its high limit"))
+        for svc, states in al.suppressed_when.items():
+            if svc not in services:
+                out.append(((*path, "suppressed_when", svc), f"module {m.tag} has no service "
+                            f"'{svc}'{did_you_mean(svc, services)}"))
+                continue
+            for j, label in enumerate(states):
+                try:
+                    State.from_label(label)
+                except ValueError as exc:
+                    out.append(((*path, "suppressed_when", svc, j), str(exc)))
+    return out
+
+
+def _in_unit(raw: Any, unit: str, *, difference: bool) -> float:
+    """A limit in the assembly's unit (a number is taken as written in it)."""
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        raise ValueError(f"{raw!r} is not a number or a quantity")
+    if isinstance(raw, int | float) or not unit:
+        return float(raw) if not isinstance(raw, str) else to_si(raw)
+    if difference:  # a deadband of 1 K in degC is 1 degC: compare as differences
+        return convert(raw, unit) - convert(f"0 {raw.split(' ', 1)[1]}" if " " in raw
+                                            else "0", unit)
+    return convert(raw, unit)

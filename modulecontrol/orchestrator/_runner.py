@@ -17,6 +17,7 @@ import enum
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from modulecontrol.alarms import AlarmBoard
 from modulecontrol.clock import Clock
 from modulecontrol.descriptors import PlantConfig, shutdown_stages
 from modulecontrol.drivers import DriverError
@@ -72,6 +73,7 @@ class Orchestrator:
         operator: OperatorChannel | None = None,
         tick: float = 1.0,
         on_comm_loss: CommLoss = "hold",
+        alarms: AlarmBoard | None = None,
     ) -> None:
         self.validated = recipe
         self.recipe: Recipe = recipe.recipe
@@ -105,8 +107,10 @@ class Orchestrator:
             recipe, self.proxies, clock=clock, log=self.log, holds=self.holds,
             operator=self.operator, command=self.try_command,
             recipe_state=lambda: self.machine.state, used=self._used, tick=tick,
-            on_comm_loss=on_comm_loss,
+            on_comm_loss=on_comm_loss, alarms=alarms,
         )  # fmt: skip
+        self.alarms = self.supervisor.board
+        """The alarm board the run feeds (the line's, when the line gave one)."""
         self.interpreter = Interpreter(
             recipe, self.proxies, clock=clock, log=self.log, machine=self.machine,
             command=self.try_command, supervisor=self.supervisor, operator=self.operator,
@@ -143,6 +147,7 @@ class Orchestrator:
             parameters={n: p.text() for n, p in self.validated.parameters.items()},
             file=self.validated.file,
         )
+        self._detach.append(self.alarms.route(self.supervisor.alarm_changed))
         self._monitor = asyncio.get_running_loop().create_task(self.supervisor.run())
         try:
             self.machine.command(Command.START, Channel.EXTERNAL)
@@ -153,6 +158,7 @@ class Orchestrator:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._monitor
             await self.machine.aclose()
+            self.supervisor.release_alarms()
             while self._detach:
                 self._detach.pop()()
         result = {

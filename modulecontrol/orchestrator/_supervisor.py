@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
+from modulecontrol.alarms import AlarmBoard, AlarmChange, AlarmSpec
 from modulecontrol.clock import Clock
 from modulecontrol.descriptors import feeds, residence_time
 from modulecontrol.drivers import DriverError
@@ -31,7 +32,7 @@ from modulecontrol.orchestrator._monitor import (
 )
 from modulecontrol.orchestrator._operator import OperatorChannel, Prompt
 from modulecontrol.proxy import ModuleProxy, ServiceProxy
-from modulecontrol.recipe import ValidatedRecipe
+from modulecontrol.recipe import Alarm, ValidatedRecipe
 from modulecontrol.statemachine import Command, CommandRefused, State
 from modulecontrol.units import to_si
 
@@ -58,6 +59,7 @@ class Supervisor:
         used: Mapping[ServiceKey, ServiceProxy],
         tick: float,
         on_comm_loss: CommLoss,
+        alarms: AlarmBoard | None = None,
     ) -> None:
         self.validated = recipe
         self.proxies = proxies
@@ -81,8 +83,15 @@ class Supervisor:
         r = recipe.recipe
         self.interlocks = [InterlockState(i, recipe.compile(i.when)) for i in r.interlocks]
         self.alarms = [
-            AlarmState.build(a, self._unit(a.signal), recipe.resolve) for a in r.alarms
+            AlarmState.build(a, self._unit(a.signal), recipe.resolve)
+            for a in [*r.alarms, *plant_alarms(recipe)]
         ]
+        self.board = alarms or AlarmBoard(recipe.plant.plant.alarm_philosophy)
+        """The line's alarm board: the life cycle of every alarm and interlock this
+        supervisor detects (docs/alarms.md)."""
+        self._step: str | None = None
+        """The step last entered (suppression by design)."""
+        self._declare()
         self.steady = [
             SteadyStateDetector(
                 s, self._band(s.band, self._unit(s.signal)), si_number(recipe, s.residence_times)
@@ -93,6 +102,53 @@ class Supervisor:
         if r.divert is not None:
             self.divert = DivertControl(r.divert.valve, recipe.compile(r.divert.product_when))
             self.divert.active = r.divert.enabled_from is None
+
+    def _declare(self) -> None:
+        plant_names = {a.name for m in self.validated.plant.plant.modules for a in m.alarms}
+        for al in self.alarms:
+            spec = al.spec
+            after = self.validated.resolve(spec.realarm_after)
+            self.board.declare(AlarmSpec(
+                spec.name, spec.priority, spec.message or f"{spec.signal} out of limits",
+                group=spec.group,
+                realarm_after=None if after is None else (
+                    float(after) if isinstance(after, int | float) else to_si(after, "s")),
+                kind="plant" if spec.name in plant_names else "alarm", source=spec.signal))
+        for il in self.interlocks:
+            self.board.declare(AlarmSpec(
+                il.spec.name, "high", f"{il.spec.when} -> {il.spec.action}",
+                group=il.spec.group, kind="interlock", source=il.spec.when))
+
+    def alarm_changed(self, change: AlarmChange) -> None:
+        """A move of the life cycle, as an ``alarm_state`` event of the run (recorded with
+        its audit entry by the session, streamed by the service)."""
+        why = f": {change.reason}" if change.reason else ""
+        self.log.emit(EventKind.ALARM_STATE, change.name,
+                      f"{change.previous.value} -> {change.state.value} ({change.trigger.value}"
+                      f" by {change.user}){why}", **change.data())
+
+    def release_alarms(self) -> None:
+        """The run ends: its alarms and interlocks are no longer evaluated, so none stays in
+        alarm on the board (an unacknowledged one still waits for its acknowledgement)."""
+        now = self.clock.now()
+        for name in [a.spec.name for a in self.alarms] + [i.spec.name for i in self.interlocks]:
+            self.board.process(name, False, now, reason="no longer evaluated: the run ended")
+
+    def _suppression(self, now: float) -> None:
+        """Suppression by design: in a declared step, or while a module service is in a
+        declared state."""
+        for al in self.alarms:
+            spec = al.spec
+            why = ""
+            if self._step is not None and self._step in spec.suppressed_in:
+                why = f"in step {self._step}"
+            for key, states in spec.suppressed_when.items():
+                tag, _, service = key.partition(".")
+                proxy = self.proxies.get(tag)
+                svc = proxy.services.get(service) if proxy is not None else None
+                if svc is not None and svc.state.label in states:
+                    why = why or f"{key} is {svc.state.label}"
+            self.board.suppress(spec.name, bool(why), why or "suppressing condition ended", now)
 
     def _unit(self, signal: str) -> str:
         info = self.signals.get(signal)
@@ -192,6 +248,7 @@ class Supervisor:
         for part, step in (
             ("interlocks", self._interlocks),
             ("alarms", self._alarms),
+            ("alarm life cycle", self._life_cycle),
             ("steady state", self._steady_state),
             ("divert", self._divert),
         ):
@@ -228,6 +285,10 @@ class Supervisor:
                 value = values.get(al.spec.signal)
                 self._alarm(al, al.step(now, value), value)
 
+    async def _life_cycle(self, now: float, values: Mapping[str, Any]) -> None:
+        self._suppression(now)
+        self.board.tick(now)
+
     async def _steady_state(self, now: float, values: Mapping[str, Any]) -> None:
         flows = self.feed_flows()
         for ss in self.steady:
@@ -244,6 +305,16 @@ class Supervisor:
                 )
 
     def _alarm(self, al: AlarmState, change: str | None, value: Any) -> None:
+        self._alarm_event(al, change, value)
+        now = self.clock.now()
+        if change in ("raise", "unknown"):
+            self.board.process(al.spec.name, True, now, value=value, message=(
+                al.spec.message or f"{al.spec.signal} out of limits" if change == "raise"
+                else f"cannot evaluate: {self._why_value(al.spec.signal, value)}"))
+        elif change == "clear":
+            self.board.process(al.spec.name, False, now, value=value)
+
+    def _alarm_event(self, al: AlarmState, change: str | None, value: Any) -> None:
         if change == "raise":
             self.log.emit(
                 EventKind.ALARM_RAISED,
@@ -300,6 +371,8 @@ class Supervisor:
                 condition=spec.when,
                 **extra,
             )
+            self.board.process(spec.name, True, self.clock.now(), message=(
+                f"{spec.when} -> {spec.action}" if hit else f"cannot evaluate: {why}"))
             why = f"interlock {spec.name}"
             if spec.action == "hold":
                 self.holds.request(f"interlock:{spec.name}", why)
@@ -317,6 +390,7 @@ class Supervisor:
         elif hit is False and il.active:
             il.active = False
             self.log.emit(EventKind.INTERLOCK_CLEARED, spec.name, f"{spec.when} no longer true")
+            self.board.process(spec.name, False, self.clock.now())
             if spec.action != "hold":
                 return
             if spec.resume == "auto":
@@ -405,6 +479,7 @@ class Supervisor:
         """Alarms and divert control start and end at the steps the recipe names."""
         if step_name is None:
             return
+        self._step = step_name
         for al in self.alarms:
             if step_name == al.spec.enabled_from and not al.enabled:
                 al.enabled = True
@@ -416,6 +491,8 @@ class Supervisor:
                     self.log.emit(EventKind.ALARM_CLEARED, al.spec.name,
                                   f"no longer evaluated from {step_name}",
                                   priority=al.spec.priority)
+                    self.board.process(al.spec.name, False, self.clock.now(),
+                                       reason=f"no longer evaluated from {step_name}")
                 self.log.emit(
                     EventKind.ALARM_DISABLED, al.spec.name, f"not evaluated from {step_name}"
                 )
@@ -432,6 +509,21 @@ class Supervisor:
             self.log.emit(EventKind.DIVERT_DISABLED, d.valve, f"divert control ends at {step_name}")
             if d.to_product:
                 asyncio.get_running_loop().create_task(self._switch(d, False))
+
+
+def plant_alarms(recipe: ValidatedRecipe) -> list[Alarm]:
+    """The alarms the plant file declares on its modules, as recipe alarms on their
+    signals (``TAG.assembly``), so both are detected by the one detector."""
+    out = []
+    for m in recipe.plant.plant.modules:
+        for a in m.alarms:
+            out.append(Alarm(
+                name=a.name, signal=f"{m.tag}.{a.assembly}", high=a.high, low=a.low,
+                hysteresis=a.deadband, delay=a.on_delay, priority=a.priority,
+                message=a.message, group=a.group, realarm_after=a.realarm_after,
+                suppressed_when={f"{m.tag}.{svc}": states
+                                 for svc, states in a.suppressed_when.items()}))
+    return out
 
 
 def emit_service_command(log: EventLog, key: ServiceKey, cmd: Command, why: str) -> None:

@@ -310,6 +310,9 @@ class Interlock(Model):
     resume: Literal["auto", "ack"] = "ack"
     """After a hold: resume by itself when the condition clears, or wait for an operator."""
     description: str = ""
+    group: Ident | None = None
+    """First-out group: of the interlocks and alarms of one group, the first to trip is
+    marked first out (docs/alarms.md)."""
 
 
 class Alarm(Model):
@@ -328,6 +331,16 @@ class Alarm(Model):
     purity alarm does not fire while the line is still filling."""
     disabled_from: Ident | None = None
     """Name of the step from which the alarm is no longer evaluated (shutdown)."""
+    group: Ident | None = None
+    """First-out group (with interlocks of the same group)."""
+    realarm_after: Any = None
+    """Annunciate again when still in alarm this long after acknowledgement (default: the
+    plant's alarm philosophy)."""
+    suppressed_in: list[Ident] = Field(default_factory=list)
+    """Suppressed by design while the recipe is in one of these steps (docs/alarms.md)."""
+    suppressed_when: dict[str, list[str]] = Field(default_factory=dict)
+    """Suppressed by design while a module service is in one of these states:
+    ``{P1.Dosing: [Idle, Stopped]}``."""
 
     @model_validator(mode="after")
     def _limit(self) -> Alarm:

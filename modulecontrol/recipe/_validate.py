@@ -904,8 +904,12 @@ class _Validator:
             self.condition(("interlocks", i, "when"), il.when)
             for k, tag in enumerate(il.modules):
                 self.module(("interlocks", i, "modules", k), tag)
+        plant_alarms = {a.name: m.tag for m in self.config.plant.modules for a in m.alarms}
         for i, al in enumerate(r.alarms):
             apath: PathKey = ("alarms", i)
+            if al.name in plant_alarms:
+                self.add((*apath, "name"), f"alarm name '{al.name}' is an alarm of the plant "
+                         f"(on {plant_alarms[al.name]}): name this one otherwise")
             self.phase_steps(apath, al)
             sig = self.signals.get(al.signal)
             if sig is None:
@@ -937,6 +941,9 @@ class _Validator:
             if lo is not None and hi is not None and lo >= hi:
                 self.add((*apath, "low"), "alarm low limit must be below its high limit")
             self.duration((*apath, "delay"), al.delay, "alarm delay", zero=True)
+            if al.realarm_after is not None:
+                self.duration((*apath, "realarm_after"), al.realarm_after, "realarm_after")
+            self.suppression(apath, al)
         for i, ss in enumerate(r.steady_state):
             spath: PathKey = ("steady_state", i)
             sig = self.signals.get(ss.signal)
@@ -1076,6 +1083,28 @@ class _Validator:
                     f"no step named '{name}' in the procedure"
                     f"{did_you_mean(name, procedure_steps)}",
                 )
+
+    def suppression(self, path: PathKey, al: Any) -> None:
+        """``suppressed_in`` names steps; ``suppressed_when`` module services and states."""
+        steps = list(self.step_names)
+        for k, name in enumerate(al.suppressed_in):
+            if name not in steps:
+                self.add((*path, "suppressed_in", k),
+                         f"no step named '{name}'{did_you_mean(name, steps)}")
+        for key, states in al.suppressed_when.items():
+            tag, _, service = key.partition(".")
+            mt = self.config.instance_types.get(tag)
+            names = [sv.name for sv in mt.services] if mt is not None else []
+            if mt is None or service not in names:
+                self.add((*path, "suppressed_when", key),
+                         f"'{key}' is not MODULE.Service of the plant"
+                         f"{did_you_mean(service, names) if mt is not None else ''}")
+                continue
+            for j, label in enumerate(states):
+                try:
+                    State.from_label(label)
+                except ValueError as exc:
+                    self.add((*path, "suppressed_when", key, j), str(exc))
 
     def check_reachability(self) -> None:
         for i, block in enumerate(self.recipe.cleanup):

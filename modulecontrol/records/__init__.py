@@ -15,6 +15,7 @@ See docs/records.md for the loss rules and the figures metadata.
 """
 
 from modulecontrol.events import EventKind  # the run's event kinds, stored by their value
+from modulecontrol.records._alarmkpis import alarm_changes, alarm_kpis_of, day_window
 from modulecontrol.records._audit import AuditEntry, AuditTrail, verify_audit
 from modulecontrol.records._chain import AuditIssue, AuditReport, anchor_path_for, key_path_for
 from modulecontrol.records._db import DEFAULT_DB, RecordsError
@@ -86,8 +87,11 @@ __all__ = [
     "TagFilter",
     "TagHistory",
     "WorkupSpec",
+    "alarm_changes",
+    "alarm_kpis_of",
     "anchor_path_for",
     "content_hash",
+    "day_window",
     "extraction_recovery",
     "format_elapsed",
     "format_figure",

@@ -411,6 +411,21 @@ class Historian:
         ts = self.clock() if t is None else t
         self._submit(self._alarm_clear_op(name, dict(payload or {}), ts))
 
+    def record_audit(self, user: str, action: str, target: str, *, old_value: Any = None,
+                     new_value: Any = None, reason: str) -> Future[Any]:
+        """An audit-trail entry alone, in the writer's order with the events: for what the
+        program or the plant did that the trail must show with its identity (an alarm shelf
+        running out, an alarm going in alarm) but that no operator did."""
+        if not user.strip() or not reason.strip():
+            raise ValueError("an audit entry needs a user and a reason")
+
+        def op(conn: sqlite3.Connection) -> None:
+            append_entry(conn, self._chain, user=user, action=action, obj=target,
+                         old_value=old_value, new_value=new_value, reason=reason,
+                         in_transaction=True)
+
+        return self._submit(op)
+
     def record_operator_action(self, user: str, action: str, target: str = "", *,
                                old_value: Any = None, new_value: Any = None, reason: str = "",
                                audit: bool = True, t: float | None = None) -> Future[Any]:

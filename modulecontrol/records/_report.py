@@ -25,6 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from modulecontrol.alarms import AlarmKpis, alarm_kpis
 from modulecontrol.events import EventKind, kind_of
 from modulecontrol.mtpcore import HOLD_STATES
 from modulecontrol.records._db import RecordsError, connect
@@ -1169,6 +1170,14 @@ def _chain_info(conn: sqlite3.Connection, run_id: int) -> dict[str, Any]:
             "verify": "modulecontrol audit verify --db <db> --key <key> --anchor <anchor>"}
 
 
+def _alarm_kpis(data: _RunData) -> AlarmKpis:
+    """The run's alarm KPIs (ISA-18.2) from its ``alarm_state`` events, by the default
+    philosophy's thresholds (the API's ``/alarms/kpis`` applies the line's own)."""
+    changes = [{**p, "t": t, "name": src} for t, k, src, p in data.events
+               if k == EventKind.ALARM_STATE]
+    return alarm_kpis(changes, data.run.t_start, data.t_end)
+
+
 def _json_doc(data: _RunData) -> dict[str, Any]:
     run = data.run
     info = asdict(run)
@@ -1177,6 +1186,7 @@ def _json_doc(data: _RunData) -> dict[str, Any]:
         "run": info,
         "figures": _figures(data),
         "alarms": data.alarms,
+        "alarm_kpis": _alarm_kpis(data).as_dict(),
         "deviations": _deviations(data),
         "operator_actions": data.actions,
         "automatic_answers": data.automatic,
@@ -1412,6 +1422,23 @@ def _html(data: _RunData) -> str:
     t_head = "since start" if simulated else "since start (UTC)"
     alarm_t = _table(["name", "priority", "message", f"raised {t_head}", "acknowledged", "by",
                       "cleared"], alarms)
+    k = doc["alarm_kpis"]
+    kpi_rows = [
+        ["alarms (annunciated)", str(k["annunciations"])],
+        ["alarms per 10 min per operator", f"{k['per_10min_per_operator']:.2f}"],
+        ["busiest 10 min", str(k["max_per_10min"])],
+        ["flood periods (> 10 in 10 min)", "; ".join(
+            f"{format_elapsed(f['start'] - a)} to {format_elapsed(f['end'] - a)}: "
+            f"{f['alarms']:.0f}" for f in k["floods"]) or "none"],
+        ["time in flood", f"{k['flood_time_percent']:.1f} %"],
+        ["standing (> 30 min in alarm)", ", ".join(x["name"] for x in k["standing"]) or "none"],
+        ["stale (> 24 h in alarm)", ", ".join(x["name"] for x in k["stale"]) or "none"],
+        ["chattering", ", ".join(x["name"] for x in k["chattering"]) or "none"],
+        ["shelved / out of service / re-alarms",
+         f"{k['shelved']} / {k['out_of_service']} / {k['realarms']}"],
+        ["ten most frequent", ", ".join(f"{x['name']} ({x['count']})" for x in k["top_ten"])
+         or "none"]]
+    alarm_t += f"<h3>Alarm KPIs (ISA-18.2)</h3>{_table(['KPI', 'value'], kpi_rows)}"
     dev_t = _table(["since start", "kind", "source", "duration", "details"], devs)
     stream_t = _table(["stream", "mass", "volume", "amount"], stream_rows)
     act_t = _table([t_head, "user", "action", "object", "old", "new", "reason"], acts)

@@ -42,6 +42,12 @@ class AckRequest(BaseModel):
     alarm: str
 
 
+class AlarmCommandRequest(BaseModel):
+    reason: str = Field(default="", description="Why (needed to shelve and for out of service)")
+    duration: str | float | None = Field(default=None, description="Shelve for, e.g. '10 min' (line"
+                                         " clock), at most the philosophy's max_shelve")
+
+
 class AnswerRequest(BaseModel):
     prompt: int
     choice: str
@@ -159,6 +165,28 @@ def create_app(service: ControlService) -> FastAPI:
         """Acknowledge an alarm of the running run."""
         service.acknowledge(run_id, req.alarm, who.user)
         return service.run_view(service.run(run_id))
+
+    @app.get("/api/v1/alarms", tags=["alarms"])
+    async def alarms(who: Annotated[TokenInfo, read]) -> dict[str, Any]:
+        """Every alarm of the line: life-cycle state, priority, times, message, first out,
+        chattering, what may be done with it; ``banner``: unacknowledged high priority."""
+        return service.alarms()
+
+    @app.get("/api/v1/alarms/kpis", tags=["alarms"])
+    async def alarm_kpis(who: Annotated[TokenInfo, read], run: int | None = None,
+                         day: str | None = None) -> dict[str, Any]:
+        """Alarm KPIs of a run (``run=N``) or a UTC day (``day=YYYY-MM-DD``): alarms per 10
+        minutes per operator, floods, standing and stale, top ten, chattering."""
+        return await asyncio.to_thread(service.alarm_kpis, run, day)
+
+    @app.post("/api/v1/alarms/{name}/{action}", tags=["alarms"])
+    async def alarm_command(name: str, action: str, who: Annotated[TokenInfo, control],
+                            req: AlarmCommandRequest | None = None) -> dict[str, Any]:
+        """ack, shelve (reason, duration), unshelve, out-of-service (reason; engineer or
+        admin), return-to-service; each recorded with its audit entry."""
+        body = req or AlarmCommandRequest()
+        return await service.alarm_command(name, action, who.user, who.role, body.reason,
+                                           body.duration)
 
     @app.post("/api/v1/runs/{run_id}/answer", tags=["runs"])
     async def answer(run_id: int, req: AnswerRequest, who: Annotated[TokenInfo, control]

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modulecontrol.alarms import AlarmChange, AlarmRefused, UnknownAlarm
 from modulecontrol.descriptors import PlantConfig, load_plant
 from modulecontrol.drivers import DriverError
 from modulecontrol.errors import ConfigError
@@ -41,6 +42,7 @@ from modulecontrol.records import (
     TagConfig,
     TagFilter,
     TagHistory,
+    alarm_kpis_of,
     last_sample_time,
     query_tag,
 )
@@ -62,6 +64,9 @@ _log = logging.getLogger(__name__)
 COMMANDS = {"hold": Command.HOLD, "resume": Command.UNHOLD, "stop": Command.STOP,
             "abort": Command.ABORT}
 """The run commands of the API and the CLI, by the word the operator uses."""
+
+_ALARM_ACTIONS = ("ack", "shelve", "unshelve", "out-of-service", "return-to-service")
+"""The alarm commands of the API and the CLI (docs/alarms.md)."""
 
 
 class ServiceError(Exception):
@@ -108,6 +113,7 @@ class ControlService:
         self._active: tuple[int, Session] | None = None
         self._wake = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
+        self._alarm_clock: asyncio.Task[None] | None = None
         self._running: asyncio.Task[RunOutcome] | None = None
         self.recipes = options.recipes.resolve()
 
@@ -144,8 +150,11 @@ class ControlService:
         for proxy in self.line.proxies.values():
             proxy.on_state(self._on_service_state)
         self._stream_values(self.line)
+        self.line.alarm_listeners.append(self._alarm_published)
         self._worker = asyncio.get_running_loop().create_task(self._run_queue(),
                                                               name="run queue")
+        self._alarm_clock = asyncio.get_running_loop().create_task(self._tick_alarms(),
+                                                                   name="alarm clock")
         self._wake.set()
 
     def _reattached(self, recorded_until: float | None, interrupted: list[int]) -> None:
@@ -174,10 +183,11 @@ class ControlService:
                 orch.try_command(Command.STOP, "the control service is shutting down")
         if self._running is not None:  # the run ends, its record closes: bounded
             await asyncio.wait({self._running}, timeout=60.0)
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._worker
+        for task in (self._worker, self._alarm_clock):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         if self.line is not None:
             await self.line.close()
         await self._close_records()
@@ -315,14 +325,115 @@ class ControlService:
         return self._run_or_404(run_id)
 
     def acknowledge(self, run_id: int, alarm: str, user: str) -> None:
-        line = self._ready()[1]
+        """Acknowledge an alarm of the running run (the alarm's life cycle records it)."""
         self._orchestrator(self._run_or_404(run_id))
-        assert line.historian is not None
-        line.historian.acknowledge_alarm(alarm, user)
-        self.record_action(user, "acknowledge alarm", alarm)
+        self._alarm_do(alarm, "ack", user)
         # every client sees it (the historian's own event is in the record only)
         self._publish(EventKind.ALARM_ACKED.value, alarm, f"{alarm} acknowledged by {user}",
                       {"user": user}, run=run_id)
+
+    # ------------------------------------------------------------------ alarms
+    def alarms(self) -> dict[str, Any]:
+        """Every alarm of the line with its life-cycle state (docs/alarms.md)."""
+        line = self._ready()[1]
+        now = line.clock.now()
+        return {"t_now": now, "clock_start": line.clock.start.timestamp(),
+                "alarms": [{**a, "value": _plain(a["value"])} for a in line.alarms.view(now)],
+                "banner": line.alarms.unacknowledged(),
+                "philosophy": line.alarms.philosophy.model_dump(mode="json")}
+
+    async def alarm_command(self, name: str, action: str, user: str, role: str,
+                            reason: str = "", duration: str | float | None = None
+                            ) -> dict[str, Any]:
+        """ack, shelve (reason, duration), unshelve, out-of-service (reason; engineer or
+        admin), return-to-service. Accepted ones are recorded by the life cycle with their
+        audit entry; refused ones are audit entries too."""
+        from modulecontrol.alarms import seconds
+
+        try:
+            if action not in _ALARM_ACTIONS:
+                raise ServiceError(404, "no such alarm command",
+                                   f"'{action}': use one of {', '.join(_ALARM_ACTIONS)}")
+            secs = 0.0
+            if action == "shelve":
+                try:
+                    secs = seconds(duration if duration is not None else "")
+                except ValueError as exc:
+                    raise ServiceError(422, "invalid shelve duration", str(exc)) from None
+            self._alarm_do(name, action, user, role, reason, secs)
+        except ServiceError as exc:
+            await self.refused(user, f"alarm {action}", name, exc.detail)
+            raise
+        return next(a for a in self.alarms()["alarms"] if a["name"] == name)
+
+    def _alarm_do(self, name: str, action: str, user: str, role: str = "",
+                  reason: str = "", secs: float = 0.0) -> AlarmChange:
+        line = self._ready()[1]
+        board, now = line.alarms, line.clock.now()
+        try:
+            if action == "ack":
+                return board.ack(name, user, now)
+            if action == "shelve":
+                return board.shelve(name, user, reason, secs, now)
+            if action == "unshelve":
+                return board.unshelve(name, user, now, reason)
+            if action == "out-of-service":
+                return board.remove(name, user, role, reason, now)
+            return board.restore(name, user, role, reason, now)
+        except UnknownAlarm as exc:
+            raise ServiceError(404, "no such alarm", str(exc.args[0])) from None
+        except AlarmRefused as exc:
+            raise ServiceError(409, "alarm command refused", f"{name}: {exc}") from None
+        except PermissionError as exc:
+            raise ServiceError(403, "not allowed", str(exc)) from None
+
+    def alarm_kpis(self, run: int | None, day: str | None) -> dict[str, Any]:
+        """KPIs of a run (of the queue) or a UTC day (``YYYY-MM-DD``) from the records.
+        Blocking: call it in a worker thread."""
+        line = self._ready()[1]
+        if (run is None) == (day is None):
+            raise ServiceError(422, "run or day", "give one of run=N or day=YYYY-MM-DD")
+        record_run = None
+        if run is not None:
+            queued = self._run_or_404(run)
+            record_run = queued.record_run
+            if record_run is None and self._active is not None and self._active[0] == run:
+                record_run = self._active[1].run_id
+            if record_run is None:
+                raise ServiceError(409, "no record yet", f"run {run} has not started")
+        try:
+            kpis = alarm_kpis_of(self.options.db, run=record_run, day=day,
+                                 philosophy=line.alarms.philosophy)
+        except ValueError as exc:
+            raise ServiceError(422, "invalid KPI query", str(exc)) from None
+        except RecordsError as exc:
+            raise ServiceError(404, "no such run", str(exc)) from None
+        return {"run": run, "day": day, **kpis.as_dict()}
+
+    def _alarm_published(self, change: AlarmChange) -> None:
+        why = f": {change.reason}" if change.reason else ""
+        self._publish(EventKind.ALARM_STATE.value, change.name,
+                      f"{change.previous.value} -> {change.state.value} "
+                      f"({change.trigger.value} by {change.user}){why}", change.data())
+
+    async def _tick_alarms(self) -> None:
+        """Shelves run out and standing alarms re-alarm between runs too (during a run the
+        supervision tick does it), on the line's clock."""
+        line = self._ready()[1]
+        period = max(1.0, line.options.speed * self.options.poll_interval)
+        while True:
+            if self._active is None:
+                try:
+                    line.alarms.tick(line.clock.now())
+                except Exception as exc:  # recorded and streamed, never only logged
+                    _log.exception("alarm clock tick failed")
+                    error = f"alarm clock: {type(exc).__name__}: {exc}"
+                    assert line.historian is not None
+                    line.historian.record_event(EventKind.SUPERVISION_FAILED, "alarms",
+                                                {"message": error, "error": error})
+                    self._publish(EventKind.SUPERVISION_FAILED.value, "alarms", error,
+                                  {"error": error})
+            await line.clock.sleep(period)
 
     def answer(self, run_id: int, prompt: int, choice: str, user: str) -> None:
         queued = self._run_or_404(run_id)

@@ -19,8 +19,12 @@
   const COMMANDS = ["Start", "Stop", "Hold", "Unhold", "Pause", "Resume", "Complete", "Abort",
                     "Restart", "Reset"];
   const ABNORMAL = new Set(["Held", "Holding", "Aborted", "Aborting", "Stopping", "Paused"]);
-  const ALARM_KINDS = new Set(["alarm_raised", "alarm_cleared", "alarm_acked",
+  const ALARM_KINDS = new Set(["alarm_raised", "alarm_cleared", "alarm_acked", "alarm_state",
                                "interlock_tripped", "interlock_cleared"]);
+  // ISA-18.2 life-cycle states: a shape and a word each, so no state is told by colour alone
+  const SHAPES = { "unacknowledged": "▲", "acknowledged": "■", "returned unacknowledged": "△",
+                   "shelved": "◇", "suppressed": "○", "out of service": "✕", "normal": "·" };
+  const UNACKED = new Set(["unacknowledged", "returned unacknowledged"]);
   window.__station = S;  // for the browser tests and the benchmark: read-only inspection
 
   // ------------------------------------------------------------------ DOM helpers
@@ -125,14 +129,15 @@
 
   // ------------------------------------------------------------------ snapshot and stream
   async function snapshot() {
-    const [topo, plant, runs, evs] = await Promise.all([
+    const [topo, plant, runs, evs, board] = await Promise.all([
       S.topo ? Promise.resolve(S.topo) : api("/plant/topology"), api("/plant"), api("/runs"),
-      api("/events?since=0&limit=10000")]);
+      api("/events?since=0&limit=10000"), api("/alarms")]);
     S.topo = topo; S.runs = runs;
     applyPlant(plant);
     S.seq = plant.events_head; S.epoch = plant.stream;
-    S.alarms.clear(); S.events = [];
+    S.events = [];
     if (!evs.resync) for (const ev of evs.events) if (ev.kind !== "value_changed") remember(ev);
+    applyBoard(board);
     $("#plant-name").textContent = `${plant.plant}${plant.simulated ? " (simulated)" : ""}`;
   }
   function applyPlant(plant) {
@@ -169,8 +174,10 @@
     };
   }
 
-  let plantTimer = 0, runsTimer = 0;
+  let plantTimer = 0, runsTimer = 0, alarmsTimer = 0;
   function later(which, ms) {  // debounced re-reads of the snapshot parts an event changes
+    if (which === "alarms" && !alarmsTimer) alarmsTimer = setTimeout(async () => {
+      alarmsTimer = 0; applyBoard(await api("/alarms")); renderBanner(); if (S.view === "alarms") render(); }, ms);
     if (which === "plant" && !plantTimer) plantTimer = setTimeout(async () => {
       plantTimer = 0; applyPlant(await api("/plant")); schedule(); }, ms);
     if (which === "runs" && !runsTimer) runsTimer = setTimeout(async () => {
@@ -196,6 +203,7 @@
     if (ev.kind === "module_fault" || ev.kind === "module_recovered") later("plant", 100);
     if (ev.run !== null || ev.kind.startsWith("run_")) later("runs", 150);
     if (ALARM_KINDS.has(ev.kind)) { renderBanner(); if (S.view === "alarms") render(); }
+    if (ev.kind === "alarm_state") later("alarms", 150);
     schedule();
   }
   function remember(ev) {
@@ -208,35 +216,55 @@
   }
 
   // ------------------------------------------------------------------ alarms, one source
-  // The alarm view is driven by this one fold over the stream's alarm and interlock events;
-  // an alarm endpoint of the service replaces it without touching the views.
-  function foldAlarm(ev) {
-    const interlock = ev.kind.startsWith("interlock");
-    const key = `${interlock ? "interlock" : "alarm"}:${ev.source}`;
-    // an acknowledgement names the alarm or interlock by its name alone
-    let a = S.alarms.get(key) || (ev.kind === "alarm_acked" ? S.alarms.get(`interlock:${ev.source}`) : undefined);
-    if (ev.kind === "alarm_raised" || ev.kind === "interlock_tripped") {
-      a = { key, name: ev.source, interlock, run: ev.run, priority: interlock ? "high" : (ev.data.priority || "medium"),
-            t: ev.t, message: ev.message, active: true, acked: false, history: a ? a.history : [] };
-      S.alarms.set(key, a);
-    }
-    if (!a) return;
-    if (ev.kind === "alarm_cleared" || ev.kind === "interlock_cleared") a.active = false;
-    if (ev.kind === "alarm_acked") a.acked = true;
-    a.history.push(ev);
+  // The alarm board of the service (GET /alarms) is the one source of alarm state; each
+  // alarm_state event of the stream moves the entry at once, and a debounced re-read brings
+  // what an event does not carry (what may be done next).
+  function applyBoard(board) {
+    S.alarms.clear();
+    S.alarmClock = { start: board.clock_start };
+    for (const a of board.alarms) S.alarms.set(a.name, a);
   }
-  const unacked = () => [...S.alarms.values()].filter((a) => !a.acked);
+  function foldAlarm(ev) {
+    if (ev.kind !== "alarm_state") return;
+    const a = S.alarms.get(ev.source) || { name: ev.source, kind: "alarm", message: ev.message, possible: [] };
+    Object.assign(a, { state: ev.data.state, active: ev.data.active, priority: ev.data.priority,
+      first_out: ev.data.first_out, chattering: ev.data.chattering, since: ev.t,
+      shelved_until: ev.data.until, reason: ev.data.reason || null });
+    S.alarms.set(a.name, a);
+  }
+  const unacked = () => [...S.alarms.values()].filter((a) => UNACKED.has(a.state));
   function renderBanner() {
-    const high = unacked().filter((a) => a.priority === "high");
+    const high = unacked().filter((a) => a.priority === "high" || a.priority === "urgent");
     const b = $("#banner");
     b.hidden = high.length === 0;
-    b.textContent = high.length ? `${high.length} unacknowledged high-priority alarm(s): ` +
+    b.textContent = high.length ? `▲ ${high.length} unacknowledged high-priority alarm(s): ` +
       high.map((a) => `${a.name} (${a.message})`).join("; ") : "";
   }
-  async function ack(a) {
-    const run = a.run || (S.plant && S.plant.active_run);
-    await api(`/runs/${run}/ack`, { method: "POST", json: { alarm: a.name } });
-    a.acked = true; renderBanner(); render();
+  async function alarmCommand(a, action, json) {
+    const got = await api(`/alarms/${encodeURIComponent(a.name)}/${action}`, { method: "POST", json: json || {} });
+    S.alarms.set(got.name, got); renderBanner(); render();
+  }
+  const ack = (a) => alarmCommand(a, "ack");
+  function shelveDialog(a, msg) {
+    const err = el("p", { class: "error", role: "alert" });
+    const dlg = el("dialog", { id: "shelve-dialog", "aria-label": `Shelve ${a.name}` });
+    const form = el("form", { method: "dialog", onsubmit: async (e) => {
+      e.preventDefault();
+      const f = new FormData(form);
+      try {
+        await alarmCommand(a, "shelve", { reason: String(f.get("reason") || ""), duration: String(f.get("duration") || "") });
+        dlg.close(); dlg.remove();
+      } catch (x) { say(err, x); } } },
+      el("h3", { text: `Shelve ${a.name}` }),
+      el("p", { class: "muted", text: "A shelved alarm is not annunciated; it comes back by itself when its time runs out (line clock)." }),
+      el("label", {}, "Reason ", el("input", { name: "reason", required: true, placeholder: "why (recorded)" })),
+      el("label", {}, " For ", el("input", { name: "duration", value: "30 min", required: true, size: 8 })),
+      el("div", { class: "commands" }, el("button", { type: "submit", text: "Shelve", "data-shelve-ok": a.name }),
+        el("button", { type: "button", text: "Cancel", onclick: () => { dlg.close(); dlg.remove(); } })), err);
+    dlg.append(form);
+    document.body.append(dlg);
+    dlg.showModal();
+    msg.textContent = "";
   }
 
   // ------------------------------------------------------------------ routing and frames
@@ -552,7 +580,7 @@
     const panel = $("#run-panel");
     if (!panel) return;
     const r = currentRun();
-    const sig = JSON.stringify([r, S.divert, S.steady, unacked().map((a) => a.key)]);
+    const sig = JSON.stringify([r, S.divert, S.steady, unacked().map((a) => a.name)]);
     const elapsed = r && r.t_started ? (r.final ? r.t_ended : Date.now() / 1000) - r.t_started : null;
     const t = $("#run-elapsed"); if (t) t.textContent = dur(elapsed);
     if (!force && sig === runSig) return;
@@ -594,7 +622,7 @@
       ...q.choices.map((c) => el("button", { text: c, disabled: !ctl, onclick: async () => {
         try { await api(`/runs/${r.id}/answer`, { method: "POST", json: { prompt: q.id, choice: c } }); later("runs", 10); }
         catch (err) { say(msg, err); } } }))));
-    const inter = unacked().filter((a) => a.interlock).map((a) => el("div", { class: "interlock abnormal" },
+    const inter = unacked().filter((a) => a.kind === "interlock").map((a) => el("div", { class: "interlock abnormal" },
       `Interlock ${a.name}: ${a.message} `, el("button", { "data-ack": a.name, text: "Acknowledge", disabled: !ctl,
         onclick: () => ack(a).catch((err) => say(msg, err)) })));
     const sup = el("dl", { class: "supervision" },
@@ -693,21 +721,42 @@
   // ------------------------------------------------------------------ alarms
   function renderAlarms() {
     const view = $("#view-alarms");
-    const ctl = can(CONTROL);
+    const ctl = can(CONTROL), eng = S.role === "engineer" || S.role === "admin";
     const msg = el("p", { class: "error", role: "alert" });
-    const list = [...S.alarms.values()].filter((a) => a.active || !a.acked)
-      .sort((a, b) => (a.priority === "high" ? 0 : 1) - (b.priority === "high" ? 0 : 1) || b.t - a.t);
-    const row = (a) => el("tr", { class: a.acked ? "" : "unacked", "data-alarm": a.name },
-      el("td", { text: a.priority }), el("td", { text: dur(a.t) }), el("td", { text: a.interlock ? `interlock ${a.name}` : a.name }),
-      el("td", { text: a.message }), el("td", { text: `${a.active ? "active" : "cleared"}, ${a.acked ? "acknowledged" : "unacknowledged"}` }),
-      el("td", {}, a.acked ? "" : el("button", { text: "Acknowledge", "data-ack": a.name, disabled: !ctl,
-        onclick: () => ack(a).catch((e) => say(msg, e)) })));
-    const hist = S.events.filter((e) => ALARM_KINDS.has(e.kind)).slice(-200).reverse()
-      .map((e) => el("tr", {}, el("td", { text: dur(e.t) }), el("td", { text: e.kind }), el("td", { text: e.source }), el("td", { text: e.message })));
-    view.replaceChildren(el("h2", { text: "Active alarms" }),
-      el("table", { class: "alarms" }, el("thead", {}, el("tr", {}, ...["priority", "line time", "alarm", "message", "state", ""].map((h) => el("th", { text: h })))),
+    const rank = { urgent: 0, high: 1, medium: 2, low: 3 };
+    const list = [...S.alarms.values()].filter((a) => a.state !== "normal" || a.active)
+      .sort((a, b) => (UNACKED.has(b.state) - UNACKED.has(a.state)) || (rank[a.priority] - rank[b.priority]) || (b.since || 0) - (a.since || 0));
+    const may = (a, what) => (a.possible || []).includes(what);
+    const act = (a, what, label, extra) => el("button", { text: label, [`data-${what}`]: a.name, disabled: !ctl || !may(a, what),
+      onclick: () => (extra ? extra() : alarmCommand(a, what)).catch((e) => say(msg, e)) });
+    const row = (a) => el("tr", { class: UNACKED.has(a.state) ? "unacked" : "", "data-alarm": a.name, "data-state": a.state },
+      el("td", {}, el("span", { class: "shape", "aria-hidden": "true", text: SHAPES[a.state] || "?" }), ` ${a.state}`,
+        a.state === "shelved" && a.shelved_until !== null ? el("span", { class: "muted", text: ` until ${dur(a.shelved_until)}` }) : null,
+        a.active ? el("span", { class: "muted", text: " · in alarm" }) : null),
+      el("td", { text: a.priority }), el("td", { text: dur(a.since) }),
+      el("td", {}, a.kind === "interlock" ? `interlock ${a.name}` : a.name,
+        a.first_out ? el("strong", { class: "mark", text: " 1st out" }) : null,
+        a.chattering ? el("strong", { class: "mark", text: " chattering" }) : null),
+      el("td", { text: a.reason ? `${a.message} — ${a.reason}` : a.message }),
+      el("td", { class: "commands" },
+        UNACKED.has(a.state) ? act(a, "ack", "Acknowledge") : null,
+        may(a, "shelve") ? act(a, "shelve", "Shelve…", async () => shelveDialog(a, msg)) : null,
+        a.state === "shelved" ? act(a, "unshelve", "Unshelve") : null,
+        eng && may(a, "remove") ? act(a, "remove", "Out of service…", async () => {
+          const reason = prompt(`Take ${a.name} out of service: reason (recorded)`);
+          if (reason) await alarmCommand(a, "out-of-service", { reason }); }) : null,
+        eng && a.state === "out of service" ? act(a, "restore", "Return to service", () => alarmCommand(a, "return-to-service", { reason: "returned" })) : null));
+    const hist = S.events.filter((e) => e.kind === "alarm_state").slice(-200).reverse()
+      .map((e) => el("tr", {}, el("td", { text: dur(e.t) }), el("td", { text: e.source }),
+        el("td", {}, el("span", { class: "shape", "aria-hidden": "true", text: SHAPES[e.data.state] || "?" }), ` ${e.data.previous} → ${e.data.state}`),
+        el("td", { text: e.data.trigger }), el("td", { text: e.data.user }), el("td", { text: e.data.reason || "" })));
+    view.replaceChildren(el("h2", { text: "Alarms" }),
+      el("p", { class: "legend", text: Object.entries(SHAPES).map(([k, v]) => `${v} ${k}`).join("   ") }),
+      el("table", { class: "alarms" }, el("thead", {}, el("tr", {}, ...["state", "priority", "line time", "alarm", "message", ""].map((h) => el("th", { text: h })))),
         el("tbody", {}, ...list.map(row))), msg,
-      el("h2", { text: "History" }), el("table", { class: "alarms" }, el("tbody", {}, ...hist)));
+      el("h2", { text: "History" }), el("table", { class: "alarms history" },
+        el("thead", {}, el("tr", {}, ...["line time", "alarm", "state", "trigger", "by", "reason"].map((h) => el("th", { text: h })))),
+        el("tbody", {}, ...hist)));
   }
 
   // ------------------------------------------------------------------ runs and records
