@@ -316,9 +316,9 @@ def export_manifest(
             for k, rname in enumerate(p.report_values):
                 rv = w.element(pel, "InternalElement", rname, PATH_REPORT_VALUE, "rv", key, str(k))
                 _attribute(rv, "RefID", refids[rname], ref_type=AT_REFID)
-            for tag, path, names in (("pvi", PATH_PROCESS_VALUE_IN, p.process_values_in),
-                                     ("pvo", PATH_PROCESS_VALUE_OUT, p.process_values_out)):
-                for k, vname in enumerate(names):
+            for tag, path, linked in (("pvi", PATH_PROCESS_VALUE_IN, p.process_values_in),
+                                      ("pvo", PATH_PROCESS_VALUE_OUT, p.process_values_out)):
+                for k, vname in enumerate(linked):
                     pv = w.element(pel, "InternalElement", vname, path, tag, key, str(k))
                     _attribute(pv, "RefID", refids[vname], ref_type=AT_REFID)
 
