@@ -24,7 +24,8 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter
 
-from modulecontrol.descriptors import Endpoint, load_plant
+from modulecontrol.descriptors import Endpoint, load_handshake, load_plant
+from modulecontrol.mtpcore import HandshakePolicy
 from modulecontrol.recipe import load_recipe
 from modulecontrol.records import FigureSpec
 from modulecontrol.simulators import load_scenario
@@ -73,7 +74,7 @@ def test_markers_sit_on_yaml_blocks() -> None:
     markers = sum(len(_MARKER.findall(p.read_text(encoding="utf-8")))
                   for p in DOCS.glob("*.md"))
     assert markers == len(_MARKED)
-    assert {b.marker for b in _MARKED} == {"document", "figures", "endpoint"}
+    assert {b.marker for b in _MARKED} == {"document", "figures", "endpoint", "handshake"}
 
 
 @pytest.mark.parametrize("block", _MARKED, ids=str)
@@ -90,6 +91,11 @@ def test_marked_yaml_example_loads(block: Block, tmp_path: Path) -> None:
         FigureSpec.model_validate(data["figures"])
     elif block.marker == "endpoint":
         TypeAdapter(Endpoint).validate_python(data["endpoint"])
+    elif block.marker == "handshake":  # a file for mtp check --handshake
+        path = tmp_path / "handshake.yaml"
+        path.write_text(block.text, encoding="utf-8")
+        policy = load_handshake(path).policy()
+        assert policy != HandshakePolicy(), f"{block}: the example declares nothing"
     else:  # pragma: no cover - guarded by test_markers_sit_on_yaml_blocks
         pytest.fail(f"{block}: unknown marker {block.marker}")
 

@@ -11,7 +11,7 @@ from typing import Any, TypeVar, get_args
 from pydantic import BaseModel, ValidationError
 
 from modulecontrol.descriptors._module import ModuleType
-from modulecontrol.descriptors._plant import ModuleInstance, Plant
+from modulecontrol.descriptors._plant import Handshake, ModuleInstance, Plant
 from modulecontrol.descriptors._topology import shutdown_problems
 from modulecontrol.errors import ConfigError, Location, Problem, did_you_mean
 from modulecontrol.yamlio import YamlDoc, dump_yaml, load_yaml, load_yaml_text, validation_problems
@@ -69,6 +69,12 @@ def load_module_type(path: str | Path) -> ModuleType:
 
 def module_type_from_text(text: str, file: str = "<string>") -> ModuleType:
     return module_type_from_doc(load_yaml_text(text, file))
+
+
+def load_handshake(path: str | Path) -> Handshake:
+    """A handshake policy on its own (the ``handshake:`` mapping of a plant's module), for
+    ``mtp check --handshake``: the live check drives a PEA as the plant would."""
+    return _validate(Handshake, load_yaml(path))
 
 
 @dataclass

@@ -70,6 +70,12 @@ class Procedure(Model):
     default: bool = False
     parameters: list[Ident] = Field(default_factory=list)
     report_values: list[Ident] = Field(default_factory=list)
+    process_values_in: list[Ident] = Field(default_factory=list)
+    """Data assemblies the procedure reads from outside while it runs (MTP ProcessValueIn:
+    e.g. a flow measured by another module); kept so that an imported manifest re-exports
+    unchanged and an orchestrator can see what a procedure depends on."""
+    process_values_out: list[Ident] = Field(default_factory=list)
+    """Data assemblies the procedure provides to others while it runs (ProcessValueOut)."""
     actions: dict[StateLabel, list[Write]] = Field(default_factory=dict)
     """Writes for this procedure only; they replace the service's actions for that state."""
     complete_when: str | None = None
@@ -262,15 +268,17 @@ class ModuleType(Model):
                     msg = self._param_problem(das, pname, f"procedure {svc.name}.{proc.name}")
                     if msg:
                         out.append(((*pbase, "parameters", k), msg))
-                for k, rname in enumerate(proc.report_values):
-                    if rname not in das:
-                        out.append(
-                            (
-                                (*pbase, "report_values", k),
-                                f"procedure {svc.name}.{proc.name}: report value '{rname}' is not "
+                for key, what, names in (
+                        ("report_values", "report value", proc.report_values),
+                        ("process_values_in", "process value", proc.process_values_in),
+                        ("process_values_out", "process value", proc.process_values_out)):
+                    for k, rname in enumerate(names):
+                        if rname not in das:
+                            out.append((
+                                (*pbase, key, k),
+                                f"procedure {svc.name}.{proc.name}: {what} '{rname}' is not "
                                 f"a data assembly{did_you_mean(rname, das)}",
-                            )
-                        )
+                            ))
                 if proc.complete_when is not None:
                     for col, msg in _condition_problems(proc.complete_when, das):
                         out.append(((*pbase, "complete_when"), f"complete_when col {col}: {msg}"))

@@ -201,6 +201,9 @@ class Handshake(Model):
     """``at_start``: the PEA takes parameters over at Start, not by ApplyExt."""
     procedure: Literal["level", "edge"] = "level"
     """``edge``: the PEA reacts only to a change of ProcedureExt (write 0 first)."""
+    command: Literal["level", "edge"] = "level"
+    """``edge``: the PEA reacts only to a change of CommandExt and does not clear it (write 0
+    first when it still holds the command)."""
     state_codes: dict[int, str] = Field(default_factory=dict)
     """StateCur codes outside the standard and the state each means (``32678: Resetting``)."""
     timeout: Seconds | None = None
@@ -222,6 +225,7 @@ class Handshake(Model):
         """The MTP core's policy this declaration stands for."""
         return HandshakePolicy(
             command_en=self.command_en, parameters=self.parameters, procedure=self.procedure,
+            command=self.command,
             state_codes={c: State.from_label(s) for c, s in self.state_codes.items()},
             timeout=self.timeout, poll=self.poll)
 

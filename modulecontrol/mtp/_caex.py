@@ -165,9 +165,14 @@ class ProcElement:
     report_values: list[LinkElement]
     node: Node
     health_view: DAElement | None = None
-    process_values: list[LinkElement] = field(default_factory=list)
-    """ProcessValueIn/ProcessValueOut links under the procedure (inputs it reads, outputs
-    it writes), reported by the import: the descriptor has no place for them yet."""
+    process_values_in: list[LinkElement] = field(default_factory=list)
+    """ProcessValueIn links under the procedure: values it reads from outside."""
+    process_values_out: list[LinkElement] = field(default_factory=list)
+    """ProcessValueOut links: values it provides to others."""
+
+    @property
+    def process_values(self) -> list[LinkElement]:
+        return [*self.process_values_in, *self.process_values_out]
 
     def attr(self, *names: str) -> AttrValue | None:
         """First attribute by any of ``names``, ignoring case (``ProcedureId``/``ProcedureID``)."""
@@ -532,8 +537,10 @@ def _procedure(m: Manifest, n: Node, service: str, std: _Std) -> ProcElement:
             proc.parameters.append(_link(m, c, "procedure parameter", owner))
         elif kind == PATH_REPORT_VALUE:
             proc.report_values.append(_link(m, c, "report value", owner))
-        elif kind in (PATH_PROCESS_VALUE_IN, PATH_PROCESS_VALUE_OUT):
-            proc.process_values.append(_link(m, c, "process value", owner))
+        elif kind == PATH_PROCESS_VALUE_IN:
+            proc.process_values_in.append(_link(m, c, "process value", owner))
+        elif kind == PATH_PROCESS_VALUE_OUT:
+            proc.process_values_out.append(_link(m, c, "process value", owner))
     m.used.add(id(n))
     return proc
 

@@ -109,11 +109,13 @@ BASE_CLASSES: dict[str, str | None] = {
     PATH_PROCEDURE: PATH_LINKED_OBJECT,
     f"{SERVICE_LIB}/ServiceParameter": PATH_LINKED_OBJECT,
     PATH_REPORT_VALUE: PATH_LINKED_OBJECT,
+    "MTPProcessValueSUCLib/ProcessValue": PATH_LINKED_OBJECT,
 }
 """Base classes of the standard's classes where they are not the enclosing class (2658-1
-table 36 #9: the sets derive from ``MTPSet``; services, procedures, parameters, report values
-and data assemblies from ``LinkedObject``; InstanceList and SourceList from nothing). Any
-other nested class derives from the class it is nested in (``AnaMon`` from ``AnaView``),
+table 36 #9: the sets derive from ``MTPSet``; services, procedures, parameters, report values,
+process values and data assemblies from ``LinkedObject``; InstanceList and SourceList from
+nothing). Any other nested class derives from the class it is nested in (``AnaMon`` from
+``AnaView``),
 a top-level one from nothing: as the libraries inside vendor manifests define them."""
 
 

@@ -40,6 +40,8 @@ from modulecontrol.mtp._classes import (
     PATH_PICTURE,
     PATH_PROCEDURE,
     PATH_PROCEDURE_PARAMETER,
+    PATH_PROCESS_VALUE_IN,
+    PATH_PROCESS_VALUE_OUT,
     PATH_REPORT_VALUE,
     PATH_SERVICE,
     PATH_SERVICE_SET,
@@ -314,6 +316,11 @@ def export_manifest(
             for k, rname in enumerate(p.report_values):
                 rv = w.element(pel, "InternalElement", rname, PATH_REPORT_VALUE, "rv", key, str(k))
                 _attribute(rv, "RefID", refids[rname], ref_type=AT_REFID)
+            for tag, path, linked in (("pvi", PATH_PROCESS_VALUE_IN, p.process_values_in),
+                                      ("pvo", PATH_PROCESS_VALUE_OUT, p.process_values_out)):
+                for k, vname in enumerate(linked):
+                    pv = w.element(pel, "InternalElement", vname, path, tag, key, str(k))
+                    _attribute(pv, "RefID", refids[vname], ref_type=AT_REFID)
 
     hih = ET.SubElement(root, "InstanceHierarchy", {"Name": "HMI", "ID": hmi_ih_id})
     pic = w.element(hih, "InternalElement", plan.name, PATH_PICTURE, "picture")

@@ -414,13 +414,18 @@ class _Importer:
             }
             if p.description and p.description != p.name:
                 proc["description"] = p.description
-            pvs = [self.ref_name(x.target) for x in p.process_values]
-            for x, n in zip(p.process_values, pvs, strict=True):
-                if n is None and x.target is not None:
-                    m.warn(x.node, f"{owner}: process value '{x.name}' refers to a skipped "
-                           "data assembly; dropped")
+            for key, links in (("process_values_in", p.process_values_in),
+                               ("process_values_out", p.process_values_out)):
+                pvs = [self.ref_name(x.target) for x in links]
+                for x, n in zip(links, pvs, strict=True):
+                    if n is None and x.target is not None:
+                        m.warn(x.node, f"{owner}: process value '{x.name}' refers to a "
+                               "skipped data assembly; dropped")
+                if any(pvs):
+                    proc[key] = [n for n in pvs if n]
             if p.process_values:
-                self.process_values[f"{out['name']}.{proc['name']}"] = [n for n in pvs if n]
+                self.process_values[f"{out['name']}.{proc['name']}"] = [
+                    *proc.get("process_values_in", []), *proc.get("process_values_out", [])]
             hv = p.health_view
             if hv is not None and self.names.get(id(hv)) not in (None, proc["name"]):
                 m.warn(

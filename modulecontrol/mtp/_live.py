@@ -24,7 +24,22 @@ DataType) serves every check, in this order:
     from every state the PEA can be brought to (Idle, Execute, Paused, Held, Completed,
     Stopped, Aborted), CommandEn lies within what 2658-4 allows there; every enabled command
     is accepted and leads to its state; every other command is ignored (no state change)
-    and CommandExt is cleared.
+    and CommandExt is cleared;
+``live-parameter-handshake``
+    for each parameter, what a POL written only from 2658-4 relies on: ApplyEn is true
+    while an apply is possible, VReq follows VExt on write, the value is not applied before
+    ApplyExt, and a VExt outside VMin..VMax is refused with a bad status or at least never
+    applied (VReq, VOut and VFbk keep the last good value);
+``live-transients``
+    a Start, Complete (or Stop) and Reset cycle of each service, watched by a subscription
+    with a queue so no published value is lost: the transient states (Starting, Completing
+    or Stopping, Resetting) are published between the stable ones.
+
+A PEA that bends the handshake is driven with the same :class:`HandshakePolicy` the plant
+would declare for it (``LiveOptions.handshake``, ``mtp check --handshake FILE``): each
+tolerance the policy uses is reported as a ``live-handshake`` warning, and a CommandEn that
+the policy declares advisory is a warning instead of a failure, so the report still says
+where the PEA departs from the standard.
 
 The checks change the PEA's state: run them against a PEA that is not producing.
 """
@@ -33,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -61,6 +77,7 @@ from modulecontrol.mtpcore import (
     SCA,
     Command,
     CommandNotEnabled,
+    HandshakePolicy,
     ModeRefused,
     MtpError,
     OperationMode,
@@ -120,6 +137,9 @@ class LiveOptions:
     now: Callable[[], float] = time.monotonic
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     """The time base of every wait: a live PEA runs in wall time; a test may inject its own."""
+    handshake: HandshakePolicy = field(default_factory=HandshakePolicy)
+    """How this PEA bends the standard, as the plant declares it (``handshake:`` of a module);
+    the default is the standard's handshake."""
 
 
 @dataclass
@@ -132,6 +152,14 @@ class LiveSession:
     notes: list[str] = field(default_factory=list)
 
     clients: dict[str, ServiceClient] = field(default_factory=dict)
+    last_refusal: str = ""
+    """Why the last :meth:`run` failed (the service client's message)."""
+    deviations: list[str] = field(default_factory=list)
+    """Each tolerance of the handshake policy that was used, once (reported as warnings)."""
+
+    def _deviation(self, message: str) -> None:
+        if message not in self.deviations:
+            self.deviations.append(message)
 
     # -- plain access ----------------------------------------------------------------------
     def client(self, obj: str) -> ServiceClient:
@@ -141,7 +169,9 @@ class LiveSession:
             o = self.options
             self.clients[obj] = ServiceClient(self.driver, obj, now=o.now, sleep=o.sleep,
                                               timeout=o.timeout, poll=o.poll,
-                                              module=self.driver.tag_name)
+                                              module=self.driver.tag_name,
+                                              policy=o.handshake,
+                                              on_deviation=self._deviation)
         return self.clients[obj]
 
     def has(self, tag: str, *, write: bool = False) -> bool:
@@ -156,6 +186,11 @@ class LiveSession:
     async def put(self, tag: str, value: Any) -> None:
         await self.driver.write(tag, value)
 
+    async def put_unchecked(self, tag: str, value: Any) -> None:
+        """Write without the driver's own limit check (which refuses a value outside the
+        manifest's limits before it is sent), so the PEA's answer to it is what is tested."""
+        await self.driver._write(self.driver.info(tag), value)
+
     async def until(self, tag: str, ok: Callable[[Any], bool],
                     timeout: float | None = None) -> tuple[bool, Any]:
         """Poll ``tag`` until ``ok(value)``; returns (reached, last value)."""
@@ -166,25 +201,35 @@ class LiveSession:
     async def state(self, svc: str) -> State | None:
         return await self.client(svc).state()
 
+    @property
+    def advisory(self) -> bool:
+        """CommandEn declared advisory: a command it does not enable may still be executed."""
+        return self.options.handshake.command_en == "advisory"
+
     async def enabled(self, svc: str) -> int:
         return (await self.client(svc).status()).command_en
 
     async def settle_in(self, svc: str, targets: Iterable[State]) -> State | None:
         """Wait until the service is in one of ``targets``; returns the state last seen."""
         wanted = set(targets)
-        _, code = await self.until(f"{svc}.{SCA.STATE_CUR}",
-                                   lambda v: State.from_code(v) in wanted)
-        return State.from_code(code)
+        state_of = self.options.handshake.state_of
+        _, code = await self.until(f"{svc}.{SCA.STATE_CUR}", lambda v: state_of(v) in wanted)
+        return state_of(code)
 
     async def command(self, svc: str, cmd: Command) -> None:
         """Write CommandExt without looking at CommandEn: the check also sends commands the
-        PEA must ignore (the handshake proper is :meth:`run`)."""
-        await self.put(f"{svc}.{SCA.COMMAND_EXT}", int(cmd))
+        PEA must ignore (the handshake proper is :meth:`run`). With ``command: edge`` a 0 is
+        written first, as the service client would."""
+        tag = f"{svc}.{SCA.COMMAND_EXT}"
+        if self.options.handshake.command == "edge" and await self.get(tag) == int(cmd):
+            await self.put(tag, 0)
+        await self.put(tag, int(cmd))
 
     async def command_cleared(self, svc: str) -> bool | None:
-        """Wait until the PEA has cleared CommandExt (None: not readable, waited ``settle``)."""
+        """Wait until the PEA has cleared CommandExt (None: not readable, or the policy says
+        the PEA does not clear it (``command: edge``); waited ``settle``)."""
         tag = f"{svc}.{SCA.COMMAND_EXT}"
-        if not self.has(tag):
+        if not self.has(tag) or self.options.handshake.command == "edge":
             await self.options.sleep(self.options.settle)
             return None
         ok, _ = await self.until(tag, lambda v: not v, self.options.settle)
@@ -197,7 +242,8 @@ class LiveSession:
             before = await client.send_command(cmd)
             return True, await client.wait_for_state(expected_states(cmd),
                                                      start_state=before.state)
-        except (CommandNotEnabled, MtpError):
+        except (CommandNotEnabled, MtpError) as exc:
+            self.last_refusal = str(exc)
             return False, await self.state(svc)
 
     # -- modes -------------------------------------------------------------------------------
@@ -491,7 +537,8 @@ async def _procedures(s: LiveSession) -> list[CheckResult]:
             good = True
             if not started:
                 good = False
-                detail += f"; Start did not lead to Execute (state {_label(state)})"
+                detail += (f"; Start did not lead to Execute (state {_label(state)}: "
+                           f"{s.last_refusal})")
             elif s.has(f"{name}.{SCA.PROCEDURE_CUR}"):
                 cur = await s.get(f"{name}.{SCA.PROCEDURE_CUR}")
                 if cur != proc.id:
@@ -583,6 +630,8 @@ async def _apply(s: LiveSession, name: str, value: Any) -> tuple[bool, str]:
         await s.client(name).apply_parameters({name: value}, tolerance=_tolerance(value))
     except ModeRefused as exc:
         return False, f"VExt={value!r} + ApplyExt: {exc}"
+    if s.options.handshake.parameters == "at_start" or not s.has(f"{name}.{PA.APPLY_EXT}"):
+        return True, f"VExt={value!r} taken (VReq), to be confirmed by VFbk after Start"
     if not s.has(f"{name}.{PA.V_FBK}"):
         return True, "no VFbk to confirm"
     note = ""
@@ -692,10 +741,16 @@ async def _commands(s: LiveSession) -> list[CheckResult]:
             en = await s.enabled(name)
             least, most = _allowed(target, True)
             faults: list[str] = []
+            warns: list[str] = []
             if en & ~most:
                 faults.append(f"CommandEn enables {', '.join(_names(en & ~most))}")
             if least & ~en:
-                faults.append(f"CommandEn lacks {', '.join(_names(least & ~en))}")
+                lacking = f"CommandEn lacks {', '.join(_names(least & ~en))}"
+                if s.advisory:  # the policy says: send them anyway; test what the PEA does
+                    warns.append(f"{lacking} (tolerated: command_en advisory)")
+                    en |= least
+                else:
+                    faults.append(lacking)
             refused = [c for c in Command if not en & int(c)]
             for cmd in refused:
                 problem = await s.refused(name, cmd, target)
@@ -725,10 +780,235 @@ async def _commands(s: LiveSession) -> list[CheckResult]:
             detail = (f"via {how}; enabled {', '.join(c.label for c in accepted) or 'none'} "
                       "accepted; "
                       f"{len(refused)} others ignored")
-            out.append(_r("live-commands", subject, not faults,
-                          "; ".join(faults) if faults else detail))
+            if faults:
+                out.append(_r("live-commands", subject, False, "; ".join(faults)))
+            elif warns:
+                out.append(CheckResult("live-commands", subject, "warn",
+                                       "; ".join([*warns, detail])))
+            else:
+                out.append(_r("live-commands", subject, True, detail))
         await s.to_idle(name)
     return out
+
+
+# -- the parameter handshake as 2658-4 describes it ------------------------------------------
+def _outside(da: DataAssembly, lo: float | None, hi: float | None) -> float | int | None:
+    """A value beyond the parameter's upper limit (or below its lower one), or None when a
+    number outside cannot be formed (no limits, not a number)."""
+    if da.kind != "number" or (lo is None and hi is None):
+        return None
+    span = (hi - lo) if lo is not None and hi is not None else 0.0
+    step = max(1.0, abs(span))
+    bad = hi + step if hi is not None else lo - step  # type: ignore[operator]
+    return round(bad) if da.class_ == "DIntServParam" else bad
+
+
+async def _values(s: LiveSession, pname: str, attrs: Iterable[str]) -> dict[str, Any]:
+    return {a: await s.get(f"{pname}.{a}") for a in attrs if s.has(f"{pname}.{a}")}
+
+
+async def _restore(s: LiveSession, pname: str, value: Any) -> None:
+    """Put VExt back to the last good value, so a later apply by anyone takes that."""
+    if value is not None:
+        with contextlib.suppress(DriverError):
+            await s.put(f"{pname}.{PA.V_EXT}", value)
+
+
+@live("live-parameter-handshake", "ApplyEn, VReq following VExt, no apply before ApplyExt, "
+      "out-of-range VExt refused and never applied")
+async def _parameter_handshake(s: LiveSession) -> list[CheckResult]:
+    out = []
+    at_start = s.options.handshake.parameters == "at_start"
+    glance = max(s.options.poll * 5, s.options.settle / 4)  # a publishing interval or so
+    for svc in s.module_type.services:
+        await s.to_idle(svc.name)
+        for pname in _parameters(svc):
+            subject = f"{svc.name}.{pname}"
+            da = s.module_type.assembly(pname)
+            vext = f"{pname}.{PA.V_EXT}"
+            apply = f"{pname}.{PA.APPLY_EXT}"
+            if not s.has(vext, write=True):
+                out.append(_r("live-parameter-handshake", subject, None, "VExt not writable"))
+                continue
+            if not await s.automatic_external(pname):
+                out.append(_r("live-parameter-handshake", subject, False,
+                              "the parameter does not switch to Automatic/External"))
+                continue
+            faults: list[str] = []
+            steps: list[str] = []
+            if s.has(f"{pname}.{PA.APPLY_EN}"):
+                en = await s.get(f"{pname}.{PA.APPLY_EN}")
+                if en is True:
+                    steps.append("ApplyEn true")
+                else:
+                    faults.append(f"ApplyEn is {en!r} in Automatic/External with "
+                                  f"{svc.name} Idle (an apply is possible)")
+            good = await _values(s, pname, (PA.V_FBK, PA.V_OUT, PA.V_REQ))
+            current = good.get(PA.V_FBK, good.get(PA.V_REQ))
+            lo, hi, contradiction = await _limits(s, da)
+            if contradiction:
+                out.append(_r("live-parameter-handshake", subject, False, contradiction))
+                continue
+            value = _choose(da, current, lo, hi)
+            try:
+                await s.put(vext, value)
+            except DriverError as exc:
+                faults.append(f"VExt={value!r} within the limits refused: {exc}")
+            else:
+                if PA.V_REQ in good:
+                    ok, got = await s.until(f"{pname}.{PA.V_REQ}", _equal_to(value))
+                    if ok:
+                        steps.append(f"VReq follows VExt={value!r}")
+                    else:
+                        faults.append(f"VReq stays {got!r} after VExt={value!r} (it must "
+                                      "follow VExt on write, before any apply)")
+                if not at_start and s.has(apply) and not _same(current, value):
+                    await s.options.sleep(glance)
+                    early = [a for a, v in (await _values(
+                        s, pname, (PA.V_OUT, PA.V_FBK))).items() if _same(v, value)]
+                    if early:
+                        faults.append(f"{', '.join(early)} took VExt={value!r} without "
+                                      "ApplyExt")
+                    elif PA.V_FBK in good or PA.V_OUT in good:
+                        steps.append("not applied before ApplyExt")
+            await _restore(s, pname, current)
+            bad = _outside(da, lo, hi)
+            if bad is None:
+                steps.append("no limits, out-of-range not tested")
+            else:
+                refusal = ""
+                try:
+                    await s.put_unchecked(vext, bad)
+                except DriverError as exc:
+                    refusal = str(exc)
+                if not refusal and s.has(apply, write=True):
+                    with contextlib.suppress(DriverError):
+                        await s.put(apply, True)
+                await s.options.sleep(glance)
+                taken = [a for a, v in (await _values(
+                    s, pname, (PA.V_REQ, PA.V_OUT, PA.V_FBK))).items() if _same(v, bad)]
+                limits = f"{lo if lo is not None else '-inf'}..{hi if hi is not None else 'inf'}"
+                if taken:
+                    faults.append(f"VExt={bad!r} outside {limits} taken: "
+                                  f"{', '.join(f'{a} = {bad!r}' for a in taken)}")
+                elif refusal:
+                    steps.append(f"VExt={bad!r} outside {limits} refused")
+                else:
+                    out.append(CheckResult(
+                        "live-parameter-handshake", f"{subject} out of range", "warn",
+                        f"VExt={bad!r} outside {limits} accepted with a good status (not "
+                        "applied); 2658-4 PEAs answer a bad status"))
+                await _restore(s, pname, current)
+            out.append(_r("live-parameter-handshake", subject, not faults,
+                          "; ".join(faults) if faults else "; ".join(steps)))
+    return out
+
+
+# -- transient states ---------------------------------------------------------------------------
+class _StateLog:
+    """Every StateCur value the server publishes (queued on its side, so none is lost)."""
+
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+
+    def datachange_notification(self, node: Any, val: Any, data: Any) -> None:
+        if not self.seen or self.seen[-1] != val:
+            self.seen.append(val)
+
+
+# The transient state each transition of the cycle must pass through (2658-4).
+_TRANSIENT: dict[tuple[State, State], State] = {
+    (State.IDLE, State.EXECUTE): State.STARTING,
+    (State.EXECUTE, State.COMPLETED): State.COMPLETING,
+    (State.EXECUTE, State.STOPPED): State.STOPPING,
+    (State.COMPLETED, State.IDLE): State.RESETTING,
+    (State.STOPPED, State.IDLE): State.RESETTING,
+}
+
+
+@live("live-transients", "a Start / Complete (or Stop) / Reset cycle publishes the transient "
+      "states between the stable ones")
+async def _transients(s: LiveSession) -> list[CheckResult]:
+    client = s.driver._client  # a queued subscription: the driver's API keeps no history
+    out = []
+    if client is None:
+        return [_r("live-transients", "file", False, "not connected")]
+    for svc in s.module_type.services:
+        name = svc.name
+        tag = f"{name}.{SCA.STATE_CUR}"
+        if not (s.has(tag) and s.has(f"{name}.{SCA.COMMAND_EXT}", write=True)):
+            out.append(_r("live-transients", name, None, "StateCur/CommandExt not bound"))
+            continue
+        if not await s.to_idle(name):
+            out.append(_r("live-transients", name, False,
+                          f"cannot bring to Idle (state {_label(await s.state(name))})"))
+            continue
+        procs = [p for p in svc.procedures if not p.self_completing] or list(svc.procedures)
+        if procs and s.has(f"{name}.{SCA.PROCEDURE_EXT}", write=True):
+            with contextlib.suppress(MtpError):
+                await s.client(name).select_procedure(procs[0].id)
+        log = _StateLog()
+        interval_ms = max(10.0, s.options.poll * 1000)
+        sub = await client.create_subscription(interval_ms, log)
+        path: list[State] = []
+        s.last_refusal = ""
+        try:
+            await sub.subscribe_data_change(client.get_node(s.driver._node_ids[tag]),
+                                            queuesize=50)
+            path.append(State.IDLE)
+            started, state = await s.run(name, Command.START)
+            if started and state is State.EXECUTE:
+                path.append(State.EXECUTE)
+                en = await s.enabled(name)
+                end = Command.COMPLETE if en & int(Command.COMPLETE) else Command.STOP
+                done, state = await s.run(name, end)
+                if done and state is not None:
+                    path.append(state)
+            elif started and state is not None:
+                path.append(state)  # a self-completing procedure
+            if path[-1] in (State.COMPLETED, State.STOPPED):
+                reset, state = await s.run(name, Command.RESET)
+                if reset and state is State.IDLE:
+                    path.append(State.IDLE)
+            await s.options.sleep(max(0.2, 4 * interval_ms / 1000))  # the last notifications
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.delete()
+        seen = [st for st in (s.options.handshake.state_of(v) for v in log.seen)
+                if st is not None]
+        pairs = list(itertools.pairwise(path))
+        if len(path) < 3:
+            why = f": {s.last_refusal}" if s.last_refusal else ""
+            out.append(_r("live-transients", name, False,
+                          f"the cycle stopped at {_label(state)} (path "
+                          f"{' -> '.join(p.label for p in path)}){why}"))
+            await s.to_idle(name)
+            continue
+        missing = []
+        for a, b in pairs:
+            want = _TRANSIENT.get((a, b))
+            if want is not None and not _passes(seen, a, want, b):
+                missing.append(f"{want.label} ({a.label} -> {b.label})")
+        shown = " -> ".join(st.label for st in seen)
+        out.append(_r("live-transients", name, not missing,
+                      f"not published: {', '.join(missing)}; seen {shown}" if missing
+                      else f"seen {shown}"))
+        await s.to_idle(name)
+    return out
+
+
+def _equal_to(value: Any) -> Callable[[Any], bool]:
+    return lambda v: _same(v, value)
+
+
+def _passes(seen: list[State], a: State, via: State, b: State) -> bool:
+    """Whether the published sequence shows ``a``, then ``via``, then ``b``."""
+    for i, st in enumerate(seen):
+        if st is a:
+            rest = seen[i + 1:]
+            if via in rest and b in rest[rest.index(via) + 1:]:
+                return True
+    return False
 
 
 # -- running ------------------------------------------------------------------------------------
@@ -782,6 +1062,8 @@ async def run_live_checks(module_type: ModuleType, opts: LiveOptions,
                 out.extend(await fn(session))
             except DriverError as exc:
                 out.append(_r(name, "file", False, f"aborted: {exc}"))
+        out.extend(CheckResult("live-handshake", "policy", "warn", d)
+                   for d in session.deviations)
     finally:
         await driver.close()
     return out

@@ -65,6 +65,8 @@ class ProcPlan:
     default: bool
     parameters: list[str]
     report_values: list[str]
+    process_values_in: list[str]
+    process_values_out: list[str]
 
 
 @dataclass
@@ -185,6 +187,8 @@ def plan_for(mt: ModuleType) -> Plan:
                         p.default,
                         list(p.parameters),
                         list(p.report_values),
+                        list(p.process_values_in),
+                        list(p.process_values_out),
                     )
                     for p in svc.procedures
                 ],

@@ -12,13 +12,20 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from modulecontrol.descriptors import ModuleType, builtin_types, dump_model, load_module_type
+from modulecontrol.descriptors import (
+    ModuleType,
+    builtin_types,
+    dump_model,
+    load_handshake,
+    load_module_type,
+)
 from modulecontrol.errors import ConfigError
 from modulecontrol.mtp._check import check_manifest
 from modulecontrol.mtp._export import DEFAULT_ENDPOINT, export_manifest
 from modulecontrol.mtp._import import import_manifest_report
 from modulecontrol.mtp._live import LiveOptions
 from modulecontrol.mtp._serve import TRANSIENT_DWELL, serve_manifest
+from modulecontrol.mtpcore import HandshakePolicy
 from modulecontrol.simulators import SecurityError
 
 app = typer.Typer(
@@ -123,6 +130,12 @@ def check(
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds the PEA may take to confirm a request.")
     ] = 5.0,
+    handshake: Annotated[
+        Path | None,
+        typer.Option("--handshake", help="YAML file with the PEA's handshake policy, as a "
+                     "plant's module declares it (command_en, parameters, procedure, command, "
+                     "state_codes); each tolerance used is reported as a warning."),
+    ] = None,
 ) -> None:
     """Conformance check (static; live with --endpoint); exits 1 if any check fails.
 
@@ -135,9 +148,18 @@ def check(
                        "environment variable holding the password); or --insecure",
                        markup=False)
             raise typer.Exit(code=2)
+        policy = HandshakePolicy()
+        if handshake is not None:
+            try:
+                policy = load_handshake(handshake).policy()
+            except ConfigError as exc:
+                raise _fail(exc) from None
         live = LiveOptions(endpoint, username=user, password_env=password_env,
                            insecure=insecure, server_certificate=server_cert, pki=pki,
-                           timeout=timeout)
+                           timeout=timeout, handshake=policy)
+    elif handshake is not None:
+        _err.print("--handshake applies to the live checks: give --endpoint too", markup=False)
+        raise typer.Exit(code=2)
     results = check_manifest(manifest, live=live)
     table = Table(title=f"MTP check: {manifest}" + (f" against {endpoint}" if endpoint else ""))
     for col in ("status", "check", "subject", "detail", "where"):

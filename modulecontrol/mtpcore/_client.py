@@ -126,12 +126,16 @@ class HandshakePolicy:
     * ``procedure``: ``level`` writes ProcedureExt once; ``edge`` first writes 0 (no
       procedure), for a PEA that reacts only to a *change* of ProcedureExt and so misses a
       request equal to its initial value (MTPPy starts with the default procedure there);
+    * ``command``: ``level`` writes CommandExt once; ``edge`` first writes 0 when CommandExt
+      still holds the same command, for a PEA that reacts only to a *change* of CommandExt
+      and never clears it (MTPPy), so a second Start after a cycle would be lost;
     * ``timeout``/``poll``: seconds per wait and between reads, for a slow PEA.
     """
 
     command_en: Literal["strict", "advisory"] = "strict"
     parameters: Literal["apply", "at_start"] = "apply"
     procedure: Literal["level", "edge"] = "level"
+    command: Literal["level", "edge"] = "level"
     state_codes: Mapping[int, State] = field(default_factory=dict)
     timeout: float | None = None
     poll: float | None = None
@@ -468,7 +472,12 @@ class ServiceClient:
                     state=status.state, enabled=status.enabled, module=self.module)
             self._deviation(f"{command.label} sent although CommandEn ({status.command_en}) "
                             f"does not enable it in {status.state_label} (command_en: advisory)")
-        await self.io.write(self.tag(SCA.COMMAND_EXT), int(command))
+        ext = self.tag(SCA.COMMAND_EXT)
+        if self.policy.command == "edge" and await self.get(SCA.COMMAND_EXT) == int(command):
+            await self.io.write(ext, 0)
+            self._deviation(f"CommandExt still held {command.label}: written 0 first, so the "
+                            "PEA sees a change (command: edge)", once="command edge")
+        await self.io.write(ext, int(command))
         return status
 
     async def wait_for_state(self, states: Iterable[State], *,

@@ -128,9 +128,13 @@ class PeaRuntime:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _publish_service(self, svc: str) -> None:
+    async def _publish_service(self, svc: str, state: State | None = None) -> None:
+        """Publish the service's status; ``state`` is the state of the change that asked for
+        it, published even if the machine has left it since (an acting state without work
+        is left at once): every state is published, in order, so a subscribed POL sees the
+        transient states 2658-4 defines (the live check's ``live-transients``)."""
         m = self.machines[svc]
-        await self._set(svc, SCA.STATE_CUR, m.state_cur)
+        await self._set(svc, SCA.STATE_CUR, int(state) if state is not None else m.state_cur)
         await self._set(svc, SCA.COMMAND_EN, m.command_en)
         await self._set(svc, SCA.PROCEDURE_REQ, m.procedure_req)
         await self._set(svc, SCA.PROCEDURE_CUR, m.procedure_cur)
@@ -153,7 +157,7 @@ class PeaRuntime:
         except Exception:  # a bad setting must not break the state machine
             _log.exception("%s.%s: applying %s settings failed", self.tag, svc,
                            change.new.label)
-        self._spawn(self._publish_service(svc))
+        self._spawn(self._publish_service(svc, change.new))
 
     async def publish_values(self) -> None:
         """Publish every monitored value from the model (or the bad-status fault)."""

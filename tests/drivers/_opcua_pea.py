@@ -65,11 +65,12 @@ def instance(url: str, **endpoint: Any) -> ModuleInstance:
     return ModuleInstance.model_validate({"tag": "R1", "type": "CoilReactor", "endpoint": ep})
 
 
-QUIRKS = frozenset({"command_en_late", "apply_at_start", "resetting_32678"})
+QUIRKS = frozenset({"command_en_late", "apply_at_start", "resetting_32678", "command_edge"})
 """Ways real PEAs bend 2658-4 (issue 15, seen on an open-source Python PEA):
 ``command_en_late`` reports CommandEn 0 until its first transition (and still executes);
 ``apply_at_start`` ignores ApplyExt and takes VReq over at Start; ``resetting_32678``
-reports Resetting as 32678."""
+reports Resetting as 32678; ``command_edge`` never clears CommandExt and executes a command
+only when CommandExt changes (so the same command twice in a row is lost)."""
 
 
 class MiniPea:
@@ -85,6 +86,7 @@ class MiniPea:
         self.quirks = quirks
         self.transitions = 0
         self.commands: list[tuple[str, str]] = []
+        self._last_command: dict[str, int] = {}
         self.locked: set[str] = set()
         """Objects that refuse mode switches (to test refusals)."""
         self._tasks: set[asyncio.Task[None]] = set()
@@ -167,13 +169,19 @@ class MiniPea:
                 for a in ("VReq", "VOut", "VFbk"):
                     await self._set(obj, a, v)
             await self._set(obj, "ApplyExt", False)
+        elif attr == "CommandExt" and "command_edge" in self.quirks:
+            changed = int(value) != self._last_command.get(obj, 0)
+            self._last_command[obj] = int(value)
+            if value and changed:
+                await self._command(obj, COMMAND_NAMES.get(int(value), "?"), clear=False)
         elif attr == "CommandExt" and value:
             await self._command(obj, COMMAND_NAMES.get(int(value), "?"))
 
-    async def _command(self, svc: str, command: str) -> None:
+    async def _command(self, svc: str, command: str, *, clear: bool = True) -> None:
         state = self.state(svc)
         self.commands.append((svc, command))
-        await self._set(svc, "CommandExt", 0)
+        if clear:
+            await self._set(svc, "CommandExt", 0)
         if not (self._get(svc, "StateAutAct") and self._get(svc, "SrcExtAct")):
             return
         if command not in ENABLED[state] or command not in TRANSITIONS:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from typer.testing import CliRunner
 
 from modulecontrol.clock import Clock
 from modulecontrol.descriptors import (
@@ -21,10 +22,17 @@ from modulecontrol.descriptors import (
     OpcUaBinding,
     OpcUaEndpoint,
     dump_model,
+    load_handshake,
 )
 from modulecontrol.events import EventKind
-from modulecontrol.mtp import check_manifest, import_manifest_report
-from modulecontrol.mtpcore import CommandNotEnabled
+from modulecontrol.mtp import (
+    LiveOptions,
+    check_manifest,
+    check_manifest_async,
+    import_manifest_report,
+)
+from modulecontrol.mtp.cli import app as mtp_app
+from modulecontrol.mtpcore import CommandNotEnabled, HandshakePolicy
 from modulecontrol.orchestrator import OperatorChannel, Orchestrator, RunResult
 from modulecontrol.proxy import ModuleProxy, ProxyOptions, proxies_for
 from modulecontrol.recipe import load_recipe
@@ -169,3 +177,65 @@ async def test_static_check_passes_the_peer_manifest(peer: PeerPea) -> None:
                 and r.subject.startswith("ProcedureHealthView")]
     assert health.status == "pass" and "CommandInfo not required, added in 2022" in health.detail
     assert any(r.check == "namespace-uris" and r.status == "warn" for r in results)
+
+
+async def test_live_check_names_the_peers_deviations_and_passes_with_its_policy(
+        peer: PeerPea, tmp_path: Path) -> None:
+    """The live check against an independent PEA: with the standard handshake it names where
+    the peer departs from 2658-4; with the policy a plant would declare for it (the file
+    ``mtp check --handshake`` reads), every check passes and each tolerance is a warning."""
+    def options(handshake: str | None) -> LiveOptions:
+        policy = tmp_path / "peer-handshake.yaml"
+        policy.write_text(f"{handshake}\n")
+        return LiveOptions(peer.url, insecure=True, timeout=3, settle=0.3,
+                           handshake=HandshakePolicy() if handshake is None
+                           else load_handshake(policy).policy())
+
+    few = ["live-parameter-handshake", "live-transients"]
+    plain = await check_manifest_async(peer.manifest, checks=few, live=options(None))
+    fails = {(r.check, r.subject): r.detail for r in plain if r.status == "fail"}
+    # a fresh peer enables no command in Idle: the check says which policy would drive it
+    assert "declare handshake: {command_en: advisory}" in fails[("live-transients", "Dosing")]
+    param, beyond = sorted((r for r in plain if r.check == "live-parameter-handshake"),
+                           key=lambda r: r.subject)
+    assert param.status == "pass" and "VReq follows VExt" in param.detail, param
+    # MTPPy answers a VExt beyond VMax with a good status, though it never takes it over
+    assert beyond.status == "warn" and beyond.subject.endswith("out of range"), beyond
+    assert "VExt=20.0 outside 0.0..10.0 accepted with a good status (not applied)" in (
+        beyond.detail)
+
+    lenient = ("{command_en: advisory, parameters: at_start, procedure: edge, "
+               "command: edge}")
+    [cycle] = [r for r in await check_manifest_async(
+        peer.manifest, checks=["live-transients"], live=options(lenient))
+        if r.check == "live-transients"]
+    # 32678 is no state code: without the policy's state_codes, Resetting is never seen
+    assert cycle.status == "fail" and "Resetting (Completed -> Idle)" in cycle.detail, cycle
+
+    declared = await check_manifest_async(peer.manifest, live=options(
+        HANDSHAKE.replace("procedure: edge,", "procedure: edge, command: edge,")))
+    assert [r for r in declared if r.status == "fail"] == []  # out of range: a warning
+    checks = {r.check for r in declared if r.status == "pass"}
+    assert {"live-commands", "live-procedures", "live-transients",
+            "live-parameter-handshake"} <= checks, checks
+    used = " ".join(r.detail for r in declared if r.check == "live-handshake")
+    for tolerance in ("command: edge", "state_codes", "parameters: at_start"):
+        assert tolerance in used, (tolerance, used)
+
+
+def test_handshake_file_errors_are_located(tmp_path: Path) -> None:
+    policy = tmp_path / "h.yaml"
+    policy.write_text("command_en: advisory\ncommand: pulse\n")
+    result = CliRunner().invoke(mtp_app, ["check", str(tmp_path / "x.aml"), "--endpoint",
+                                          "opc.tcp://127.0.0.1:1", "--insecure",
+                                          "--handshake", str(policy)])
+    assert result.exit_code == 1
+    assert f"{policy}:2" in result.output and "command" in result.output, result.output
+
+
+def test_handshake_needs_the_live_check(tmp_path: Path) -> None:
+    policy = tmp_path / "h.yaml"
+    policy.write_text("command_en: advisory\n")
+    result = CliRunner().invoke(mtp_app, ["check", str(tmp_path / "x.aml"),
+                                          "--handshake", str(policy)])
+    assert result.exit_code == 2 and "give --endpoint too" in result.output, result.output

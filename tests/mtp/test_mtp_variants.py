@@ -8,15 +8,18 @@ from pathlib import Path
 import pytest
 from asyncua.client.client import Client
 
-from modulecontrol.descriptors import OpcUaBinding
+from modulecontrol.descriptors import OpcUaBinding, builtin_types, module_type_from_text
+from modulecontrol.errors import ConfigError
 from modulecontrol.mtp import (
     LiveOptions,
     check_manifest,
     check_manifest_async,
+    export_manifest,
     format_results,
     import_manifest_report,
     serve_manifest,
 )
+from modulecontrol.yamlio import dump_yaml
 from tests.mtp import mtp10
 from tests.mtp.variants import HC30, STRING_VIEW, STRING_VIEW_NODE, with_string_view_text
 
@@ -115,11 +118,31 @@ async def test_mtp_1_0_is_served_and_passes_the_live_check(tmp_path: Path) -> No
 # ---------------------------------------------------------------- nothing dropped silently
 
 
-def test_process_values_of_procedures_are_reported(tmp_path: Path) -> None:
+def test_process_values_of_procedures_are_kept_and_exported(tmp_path: Path) -> None:
     report = import_manifest_report(_mtp10(tmp_path))
     key = f"{mtp10.SERVICE}.{mtp10.PROCEDURE}"
     assert report.process_values == {key: [mtp10.PROCESS_VALUE]}
     assert f"      process value {mtp10.PROCESS_VALUE}" in report.summary().splitlines()
+    proc = report.module_type.service(mtp10.SERVICE).procedure(mtp10.PROCEDURE)
+    assert (proc.process_values_in, proc.process_values_out) == ([mtp10.PROCESS_VALUE], [])
+    # exported as the 2022 library writes it, and read back unchanged
+    again = tmp_path / "again.aml"
+    again.write_bytes(export_manifest(report.module_type))
+    text = again.read_text(encoding="utf-8")
+    assert 'RefBaseSystemUnitPath="MTPProcessValueSUCLib/ProcessValue/ProcessValueIn"' in text
+    back = import_manifest_report(again).module_type
+    assert back.service(mtp10.SERVICE).procedure(mtp10.PROCEDURE) == proc
+    assert [r for r in check_manifest(again) if r.status == "fail"] == []
+
+
+def test_a_process_value_naming_no_assembly_is_located() -> None:
+    mt = builtin_types().get("CoilReactor").model_dump(mode="json", exclude_none=True)
+    mt["services"][0]["procedures"][0]["process_values_out"] = ["Tempp"]
+    with pytest.raises(ConfigError) as exc:
+        module_type_from_text(dump_yaml(mt), "coil.yaml")
+    [problem] = exc.value.problems
+    assert "process value 'Tempp' is not a data assembly" in problem.message
+    assert problem.location is not None and problem.location.line is not None
 
 
 def test_every_unused_element_is_counted_with_its_place() -> None:

@@ -76,6 +76,21 @@ async def test_advisory_command_en_drives_the_pea_and_says_so() -> None:
         assert len(notes) == 1
 
 
+async def test_command_edge_repeats_a_command_the_pea_did_not_clear() -> None:
+    async with bent_pea("command_edge") as (mini, drv):
+        # a Start written while the service was not in Automatic is ignored, and stays
+        await drv.write("Tempering.CommandExt", int(Command.START))
+        with pytest.raises(MtpError):  # the same Start again: the PEA sees no change
+            await client(drv, timeout=0.5).run(Command.START)
+        assert await client(drv).state() is State.IDLE
+        notes: list[str] = []
+        edge = client(drv, HandshakePolicy(command="edge"), notes=notes)
+        assert await edge.run(Command.START) is State.EXECUTE
+        assert mini.commands[-1] == ("Tempering", "Start")
+        assert notes == ["Tempering: CommandExt still held Start: written 0 first, so the PEA "
+                         "sees a change (command: edge)"]
+
+
 async def test_parameters_taken_at_start() -> None:
     async with bent_pea("apply_at_start") as (mini, drv):
         with pytest.raises(ModeRefused, match=r"parameter TempSP was not applied within 0.5 s: "
