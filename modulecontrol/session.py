@@ -629,6 +629,7 @@ class Session:
                 raise
 
         orch.subscribe(on_event)
+        self._record_twin(orch, hist)
 
         faults = getattr(self.simulation, "faults", None)
         if faults is not None:
@@ -638,6 +639,27 @@ class Session:
                               fault=rec.fault, phase=rec.event, sim_time=rec.time)
 
             faults.on_record(on_fault)
+
+    @staticmethod
+    def _record_twin(orch: Orchestrator, hist: Historian) -> None:
+        """The twin's predictions and mismatches as samples (``twin.ANALYZER.SIGNAL``, in the
+        analyzer's unit), beside the analyzer's own, for the report and a later fit."""
+        twin = orch.supervisor.twin
+        if twin is None:
+            return
+        units = {f"twin.{twin.spec.analyzer}.{n}": u for n, u in twin.units.items()}
+        for name, unit in units.items():
+            hist.configure_tag(name, TagConfig(unit=unit, deadband=0.0, max_interval=600.0))
+            hist.configure_tag(f"{name}.mismatch", TagConfig(unit=unit, deadband=0.0,
+                                                            max_interval=600.0))
+
+        def on_values(t: float, values: Mapping[str, float]) -> None:
+            # recorded at the historian's now: the tick that computed them
+            for tag, v in values.items():
+                if math.isfinite(v):
+                    hist.record_sample(tag, float(v))
+
+        twin.on_values(on_values)
 
     async def _close_record(self, outcome: RunOutcome) -> None:
         hist = self.historian
