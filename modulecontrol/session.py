@@ -518,7 +518,7 @@ class Session:
         assert self.historian is not None
         recipe_text, plant_text = _read_or_none(self.vr.file), _read_or_none(self.vr.plant.file)
         metadata: dict[str, Any] = {
-            "tag_groups": _plot_groups(self.proxies),
+            "tag_groups": {**_plot_groups(self.proxies), **_twin_groups(self.vr)},
             "plant": self.vr.plant.plant.name,
             "tag_notes": _tag_notes(self.proxies),
             "simulated": self.line.options.simulate,
@@ -724,6 +724,19 @@ def _plot_groups(proxies: Mapping[str, ModuleProxy]) -> dict[str, str]:
             elif not da.unit:  # channel numbers and codes: in the CSV, not in the plots
                 groups[name] = "-"
     return groups
+
+
+def _twin_groups(vr: ValidatedRecipe) -> dict[str, str]:
+    """The twin's predictions on the analyzer's plot, beside what it measured (same unit,
+    same axis); the mismatches on a plot of their own."""
+    twin = vr.recipe.twin
+    if twin is None:
+        return {}
+    out = {}
+    for name in twin.predict:
+        out[f"twin.{twin.analyzer}.{name}"] = "analyzer signals"
+        out[f"twin.{twin.analyzer}.{name}.mismatch"] = "twin mismatch (reading - prediction)"
+    return out
 
 
 def _tag_notes(proxies: Mapping[str, ModuleProxy]) -> dict[str, str]:

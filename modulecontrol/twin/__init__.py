@@ -4,6 +4,7 @@ Public API::
 
     fit, FitResult, ParameterEstimate      # least squares over the replayed runs
     write_overlay                          # the calibrated parameters as a plant overlay
+    write_fit_report, record_calibration   # residual plots, correlations; the audit entry
     record_simulated_run                   # a run with known truth, for checks and examples
     whatif, WhatIf, duration_seconds       # a proposed change simulated ahead of a run
     QualityPredictor, Mismatch             # the analyzer dead time ahead, beside the plant
@@ -12,12 +13,14 @@ Public API::
 See docs/digital-twin.md.
 """
 
-from modulecontrol.twin._fit import FitResult, ParameterEstimate, fit, write_overlay
+from modulecontrol.twin._fit import FitPoint, FitResult, ParameterEstimate, fit, write_overlay
 from modulecontrol.twin._model import ParamRef, TwinError
 from modulecontrol.twin._predict import Mismatch, QualityPredictor
 from modulecontrol.twin._record import record_simulated_run
+from modulecontrol.twin._report import record_calibration, write_fit_report
 from modulecontrol.twin._whatif import WhatIf, duration_seconds, whatif
 
-__all__ = ["FitResult", "Mismatch", "ParamRef", "ParameterEstimate", "QualityPredictor",
-           "TwinError", "WhatIf",
-           "duration_seconds", "fit", "record_simulated_run", "whatif", "write_overlay"]
+__all__ = ["FitPoint", "FitResult", "Mismatch", "ParamRef", "ParameterEstimate",
+           "QualityPredictor", "TwinError", "WhatIf",
+           "duration_seconds", "fit", "record_calibration", "record_simulated_run", "whatif",
+           "write_fit_report", "write_overlay"]

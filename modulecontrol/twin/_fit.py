@@ -44,7 +44,7 @@ from modulecontrol.twin._model import (
     with_parameters,
 )
 
-__all__ = ["FitResult", "ParameterEstimate", "fit"]
+__all__ = ["FitPoint", "FitResult", "ParameterEstimate", "fit"]
 
 _log = logging.getLogger(__name__)
 
@@ -72,6 +72,22 @@ class ParameterEstimate:
                 "unit": self.unit, "initial": self.initial}
 
 
+@dataclass(frozen=True)
+class FitPoint:
+    """One fitted sample: run, output, time (s since the Unix epoch), measured and fitted
+    value (the output's recorded unit)."""
+
+    run: int
+    output: str
+    t: float
+    observed: float
+    fitted: float
+
+    @property
+    def residual(self) -> float:
+        return self.observed - self.fitted
+
+
 @dataclass
 class FitResult:
     estimates: list[ParameterEstimate]
@@ -86,6 +102,8 @@ class FitResult:
     """(start, end) of each run window, seconds since the Unix epoch."""
     n_transient: int = 0
     """Samples left out because the model had not settled there (see :func:`fit`)."""
+    points: list[FitPoint] = field(default_factory=list)
+    """Every fitted sample with the model's value at the optimum (for residual plots)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {"estimates": [e.as_dict() for e in self.estimates],
@@ -129,6 +147,8 @@ def fit(config: PlantConfig, db: str | Path, runs: Sequence[int], params: Sequen
     _, all_views = build_models(config)
     sub = upstream(config, sorted({s.partition(".")[0] for s in outputs}))
     windows: list[tuple[Segment, dict[str, FloatArray]]] = []
+    labels: list[tuple[int, str, float]] = []
+    """(run, output, time) of each observed value, in the order of ``observed``."""
     observed_parts: list[FloatArray] = []
     n_transient = 0
     for data in recorded:
@@ -144,11 +164,13 @@ def fit(config: PlantConfig, db: str | Path, runs: Sequence[int], params: Sequen
             samples[s] = (ts[ok] - t0, vs[ok])
         for seg, since in _steady_windows(sub, rep, outputs, dt):
             ys = {s: vs[(ts >= since) & (ts < seg.end)] for s, (ts, vs) in samples.items()}
+            at = {s: ts[(ts >= since) & (ts < seg.end)] for s, (ts, _) in samples.items()}
             n_transient += sum(int(((ts >= seg.start) & (ts < since)).sum())
                                for ts, _ in samples.values())
             if any(len(y) for y in ys.values()):
                 windows.append((seg, ys))
                 observed_parts.append(np.concatenate([ys[s] for s in outputs]))
+                labels.extend((data.run.id, s, t0 + float(t)) for s in outputs for t in at[s])
     if not windows:
         raise TwinError(f"runs {list(runs)}: no steady samples (each constant-input stretch "
                         f"ends before the model settles within {SETTLE_BAND:.0%}); record "
@@ -224,9 +246,12 @@ def fit(config: PlantConfig, db: str | Path, runs: Sequence[int], params: Sequen
         else:
             lo, hi = v * math.exp(-tq * d), v * math.exp(tq * d)
         estimates.append(ParameterEstimate(r.name, v, lo, hi, r.unit, r.value))
+    fitted = (np.asarray(sol.fun, dtype=float) + observed) * scale
+    points = [FitPoint(run, out, t, float(o), float(f)) for (run, out, t), o, f
+              in zip(labels, observed * scale, fitted, strict=True)]
     return FitResult(estimates, corr, warnings, list(runs), outputs, n,
                      math.sqrt(float(sol.fun @ sol.fun) / n),
-                     [(d.run.t_start, d.t_end) for d in recorded], n_transient)
+                     [(d.run.t_start, d.t_end) for d in recorded], n_transient, points)
 
 
 def _steady_windows(config: PlantConfig, rep: Replay, outputs: Sequence[str],

@@ -13,6 +13,7 @@ from modulecontrol.records import DEFAULT_DB, RecordsError
 from modulecontrol.twin._fit import fit, write_overlay
 from modulecontrol.twin._model import ParamRef, TwinError, with_parameters
 from modulecontrol.twin._record import record_simulated_run
+from modulecontrol.twin._report import record_calibration, write_fit_report
 from modulecontrol.twin._whatif import duration_seconds, whatif
 
 app = typer.Typer(help="The digital twin: calibrate the plant's models on recorded runs.",
@@ -40,7 +41,13 @@ def fit_cmd(
         "--measure", help="TAG.Assembly to fit against (default: the analyzers').")] = None,
     dt: Annotated[float, typer.Option("--dt", help="Simulation step, s.")] = 5.0,
     overlay: Annotated[Path | None, typer.Option("--overlay", help="Write the calibrated "
-                                                 "parameters here (YAML).")] = None,
+                                                 "parameters here (YAML) and record it, with "
+                                                 "the fit's provenance, in the audit trail "
+                                                 "of --db.")] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="Write the fit report "
+                                                "(fit-report.md, residuals.png, "
+                                                "correlation.png, fit.json) into this "
+                                                "folder.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Least squares of PARAMs over the replayed runs: estimates, 95 % intervals,
@@ -48,8 +55,11 @@ def fit_cmd(
     try:
         config = load_plant(plant)
         result = fit(config, db, [run, *(runs or [])], param, measure or (), dt)
+        if report is not None:
+            write_fit_report(result, report)
         if overlay is not None:
             write_overlay(config, result, overlay)
+            entry = record_calibration(db, result, overlay, plant=Path(config.file).name)
     except (TwinError, RecordsError, OSError, ValueError) as exc:
         _fail(str(exc))
         return
@@ -67,6 +77,10 @@ def fit_cmd(
         typer.echo(f"{result.n_points} points from runs {result.runs} "
                    f"({result.n_transient} transient samples left out), "
                    f"rms scaled residual {result.rms:.3g}")
+    if report is not None:
+        typer.echo(f"report: {report / 'fit-report.md'}", err=as_json)
+    if overlay is not None:
+        typer.echo(f"overlay: {overlay} (audit entry {entry.seq})", err=as_json)
     for w in result.warnings:
         typer.echo(f"warning: {w}", err=True)
 
