@@ -74,7 +74,12 @@ def lazy_command(name: str) -> Any:
     import importlib
 
     module, attr, short = LAZY_COMMANDS[name]
-    obj = getattr(importlib.import_module(module), attr)
+    mod = importlib.import_module(module)
+    if name == "twin":  # its --live asks the control service, whose client is up here
+        from modulecontrol._servicecli import live_whatif
+
+        mod.use_live(live_whatif)
+    obj = getattr(mod, attr)
     if isinstance(obj, typer.Typer):
         cmd: Any = typer.main.get_group(obj)
         cmd.help = short  # as the listing says (add_typer's help= did the same)

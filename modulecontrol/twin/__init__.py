@@ -7,6 +7,7 @@ Public API::
     write_fit_report, record_calibration   # residual plots, correlations; the audit entry
     record_simulated_run                   # a run with known truth, for checks and examples
     whatif, WhatIf, duration_seconds       # a proposed change simulated ahead of a run
+    whatif_live, live_inputs               # ... or ahead of a running line
     QualityPredictor, Mismatch             # the analyzer dead time ahead, beside the plant
     ParamRef, TwinError
 
@@ -18,9 +19,15 @@ from modulecontrol.twin._model import ParamRef, TwinError
 from modulecontrol.twin._predict import Mismatch, QualityPredictor
 from modulecontrol.twin._record import record_simulated_run
 from modulecontrol.twin._report import record_calibration, write_fit_report
-from modulecontrol.twin._whatif import WhatIf, duration_seconds, whatif
+from modulecontrol.twin._whatif import (
+    WhatIf,
+    duration_seconds,
+    live_inputs,
+    whatif,
+    whatif_live,
+)
 
 __all__ = ["FitPoint", "FitResult", "Mismatch", "ParamRef", "ParameterEstimate",
            "QualityPredictor", "TwinError", "WhatIf",
-           "duration_seconds", "fit", "record_calibration", "record_simulated_run", "whatif",
-           "write_fit_report", "write_overlay"]
+           "duration_seconds", "fit", "live_inputs", "record_calibration",
+           "record_simulated_run", "whatif", "whatif_live", "write_fit_report", "write_overlay"]

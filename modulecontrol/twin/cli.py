@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -14,7 +15,7 @@ from modulecontrol.twin._fit import fit, write_overlay
 from modulecontrol.twin._model import ParamRef, TwinError, with_parameters
 from modulecontrol.twin._record import record_simulated_run
 from modulecontrol.twin._report import record_calibration, write_fit_report
-from modulecontrol.twin._whatif import duration_seconds, whatif
+from modulecontrol.twin._whatif import WhatIf, duration_seconds, whatif
 
 app = typer.Typer(help="The digital twin: calibrate the plant's models on recorded runs.",
                   no_args_is_help=True)
@@ -136,12 +137,34 @@ def parse_sets(items: list[str]) -> dict[str, float]:
     return out
 
 
+LiveWhatIf = Callable[[str, Mapping[str, float], str, float], dict[str, Any]]
+"""``(server, changes, horizon, purity spec) -> the what-if as JSON`` from a running control
+service's live state. The composition root (:mod:`modulecontrol.cli`) installs it with
+:func:`use_live`: the service's client lives in a layer above this one."""
+
+_live: list[LiveWhatIf] = []
+
+
+def use_live(fn: LiveWhatIf) -> None:
+    """Install how ``twin whatif --live`` asks a control service (once, by the root CLI)."""
+    _live[:] = [fn]
+
+
 @app.command("whatif")
 def whatif_cmd(
-    run: Annotated[int, typer.Argument(help="Run id whose end state is the start.")],
     set_: Annotated[list[str], typer.Option("--set", help="TAG.Assembly=value, the proposed "
                                             "change, e.g. R1.TempSP=60")],
-    plant: PlantOpt,
+    run: Annotated[int | None, typer.Argument(help="Run id whose end state is the start "
+                                              "(or --live).")] = None,
+    plant: Annotated[Path | None, typer.Option(
+        "--plant", help="Plant file whose models are simulated (not with --live: the "
+        "service's own).")] = None,
+    live: Annotated[bool, typer.Option("--live", help="Start from the live inputs of the "
+                                       "line a control service runs (--server, token in "
+                                       "MODULECONTROL_TOKEN).")] = False,
+    server: Annotated[str, typer.Option("--server", envvar="MODULECONTROL_SERVER",
+                                        help="URL of the control service (with --live).")
+                      ] = "http://127.0.0.1:8470",
     db: DbOpt = Path(DEFAULT_DB),
     horizon: Annotated[str, typer.Option("--horizon", help="How far ahead, e.g. 2h.")] = "2h",
     dt: Annotated[float, typer.Option("--dt", help="Simulation step, s.")] = 10.0,
@@ -149,12 +172,25 @@ def whatif_cmd(
                                         "stream is off-spec, %.")] = 90.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Simulate a proposed change ahead from RUN's end state: time to the new steady state,
-    yield, purity, throughput and off-spec volume."""
+    """Simulate a proposed change ahead from RUN's end state, or from a running line's
+    live inputs: time to the new steady state, yield, purity, throughput, off-spec volume."""
     try:
-        config = load_plant(plant)
-        result = whatif(config, db, run, parse_sets(set_), duration_seconds(horizon, "--horizon"),
-                        dt=dt, purity_spec=spec)
+        if live == (run is not None):
+            raise TwinError("give RUN (a recorded run's end state) or --live (a running "
+                            "line's inputs), not both or neither")
+        changes = parse_sets(set_)
+        duration_seconds(horizon, "--horizon")
+        if live:
+            if not _live:
+                raise TwinError("--live needs the control service's client (run it as "
+                                "`modulecontrol twin whatif --live`)")
+            result = WhatIf.from_dict(_live[0](server, changes, horizon, spec))
+        else:
+            if plant is None:
+                raise TwinError("--plant: the plant file whose models are simulated")
+            assert run is not None
+            result = whatif(load_plant(plant), db, run, changes,
+                            duration_seconds(horizon, "--horizon"), dt=dt, purity_spec=spec)
     except (TwinError, RecordsError, OSError, ValueError) as exc:
         _fail(str(exc))
         return
