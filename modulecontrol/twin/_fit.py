@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,8 @@ from modulecontrol.twin._model import (
     with_parameters,
 )
 
-__all__ = ["FitPoint", "FitResult", "ParameterEstimate", "fit"]
+__all__ = ["FitPoint", "FitResult", "ParameterEstimate", "apply_overlay", "fit",
+           "write_overlay"]
 
 _log = logging.getLogger(__name__)
 
@@ -261,13 +262,19 @@ def _steady_windows(config: PlantConfig, rep: Replay, outputs: Sequence[str],
     One dynamic replay at the written parameters shows how long the line takes to settle
     after each change (residence times, the analyzer's dead time): the first time after
     which every output stays within :data:`SETTLE_BAND` of its steady value, plus half that
-    settling time again. Stretches that never settle give no samples (``since = end``).
+    settling time again. Stretches that never settle, or have no steady state at all (no
+    flow: before the feeds start, while the line is stopped), give no samples
+    (``since = end``).
     """
     grid = np.arange(dt, rep.duration + 1e-9, dt)
     track = replay(config, rep, outputs, dt, dict.fromkeys(outputs, grid))
     out = []
     for seg in segments(rep):
-        level = steady_outputs(config, seg.inputs, outputs)
+        try:
+            level = steady_outputs(config, seg.inputs, outputs)
+        except ValueError:  # no steady state there (no flow: before the feeds, a flush)
+            out.append((seg, seg.end))
+            continue
         inside = (grid >= seg.start) & (grid < seg.end)
         settled = seg.start
         for s in outputs:
@@ -313,3 +320,50 @@ def write_overlay(config: PlantConfig, result: FitResult, path: str | Path) -> P
     out = Path(path)
     out.write_text(dump_yaml(doc), encoding="utf-8")
     return out
+
+
+def apply_overlay(config: PlantConfig, path: str | Path) -> PlantConfig:
+    """``config`` with a calibrated overlay (:func:`write_overlay`) applied: each module
+    entry's ``overrides.simulator`` keys replace the instance's (the original is untouched).
+    A file of another kind, or a module or key the plant does not have, is refused with the
+    file, line and what exists."""
+    from modulecontrol.errors import ConfigError, Problem, did_you_mean
+    from modulecontrol.yamlio import load_yaml
+
+    doc = load_yaml(path)
+    data = doc.data
+    if not isinstance(data, dict) or data.get("kind") != "TwinCalibration":
+        raise ConfigError.single("expected 'kind: TwinCalibration' (written by `modulecontrol "
+                                 "twin fit --overlay`)", doc.locate(()))
+    types = dict(config.instance_types)
+    problems = []
+    modules = data.get("modules")
+    if not isinstance(modules, list):
+        raise ConfigError.single("'modules' must be a list", doc.locate(()))
+    for i, entry in enumerate(modules):
+        tag = entry.get("tag") if isinstance(entry, dict) else None
+        sim_over = (entry.get("overrides", {}) or {}).get("simulator") \
+            if isinstance(entry, dict) else None
+        if tag not in types:
+            problems.append(Problem(f"no module '{tag}' in {Path(config.file).name}"
+                                    f"{did_you_mean(str(tag), types)}",
+                                    doc.locate(("modules", i, "tag"))))
+            continue
+        mt = types[tag]
+        if mt.simulator is None or not isinstance(sim_over, dict):
+            problems.append(Problem(f"{tag}: needs 'overrides: {{simulator: ...}}' of a "
+                                    "simulated module", doc.locate(("modules", i))))
+            continue
+        unknown = [k for k in sim_over if k not in mt.simulator.parameters]
+        if unknown:
+            problems.append(Problem(
+                f"{tag}: no simulator parameter '{unknown[0]}'"
+                f"{did_you_mean(unknown[0], mt.simulator.parameters)}",
+                doc.locate(("modules", i, "overrides", "simulator", unknown[0]), key=True)))
+            continue
+        params = {**mt.simulator.parameters, **sim_over}
+        types[tag] = mt.model_copy(update={"simulator": mt.simulator.model_copy(
+            update={"parameters": params})})
+    if problems:
+        raise ConfigError(problems)
+    return replace(config, instance_types=types)
