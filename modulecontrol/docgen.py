@@ -100,7 +100,7 @@ def _twin_images(out_dir: Path) -> int:
             shutil.copy(Path(tmp) / "fit" / f"{name}.png", out_dir / f"twin-{name}.png")
         line = Path(tmp) / "line.db"
         code = run_command(CAMPAIGN, None, simulate=True, speed=300.0, db=line,
-                           sets=["checks=1", "check_interval=90 min"],
+                           sets=["checks=1", "check_interval=2 h"],
                            faults=CAMPAIGN.parent / "faults" / "catalyst_deactivation.yaml",
                            dry_run=False, yes=True, live=False, report_dir=Path(tmp))
         if code != 0:
