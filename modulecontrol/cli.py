@@ -33,7 +33,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
                  "Check a recipe against another site's plant: what maps, what is missing"),
     "twin": ("modulecontrol.twin.cli", "app", "Digital twin: fit model parameters to runs."),
     "optimize": ("modulecontrol.optimize.cli", "optimize_cmd",
-                 "Run a recipe's optimize campaign on the twin (the plant's models)."),
+                 "Run a recipe's optimize campaign on the twin"),
 }
 """Sub-commands that live beside the code they drive, imported only when they are invoked.
 
