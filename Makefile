@@ -71,6 +71,7 @@ docs: $(VENV)/.installed-test
 	$(PY) -m pytest tests/faults -q -p no:cacheprovider --update-docs
 	$(PY) -m modulecontrol.drivers.register_maps docs/register-maps.md
 	$(PY) -m modulecontrol.docgen report-images docs/img
+	$(PY) -m modulecontrol.docgen twin-images docs/img
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache runs

@@ -14,7 +14,7 @@ import asyncio
 import getpass
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -146,6 +146,14 @@ def _call(server: str, do: Callable[[Client], Awaitable[Any]]) -> Any:
     except OSError as exc:
         print(f"cannot reach the control service at {server}: {exc}", file=sys.stderr)
         raise typer.Exit(5) from None
+
+
+def live_whatif(server: str, changes: Mapping[str, float], horizon: str,
+                purity_spec: float) -> dict[str, Any]:
+    """``twin whatif --live``: the service's what-if from its line's live inputs."""
+    answer: dict[str, Any] = _call(server, lambda c: c.whatif(changes, horizon,
+                                                               purity_spec=purity_spec))
+    return answer
 
 
 def login(user: Annotated[str, typer.Argument(help="User name.")],

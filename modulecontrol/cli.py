@@ -35,6 +35,8 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "transfer": ("modulecontrol.fleet.cli", "transfer_cmd",
                  "Check a recipe against another site's plant: what maps, what is missing"),
     "twin": ("modulecontrol.twin.cli", "app", "Digital twin: fit model parameters to runs."),
+    "optimize": ("modulecontrol.optimize.cli", "optimize_cmd",
+                 "Run a recipe's optimize campaign on the twin"),
 }
 """Sub-commands that live beside the code they drive, imported only when they are invoked.
 
@@ -77,7 +79,12 @@ def lazy_command(name: str) -> Any:
     import importlib
 
     module, attr, short = LAZY_COMMANDS[name]
-    obj = getattr(importlib.import_module(module), attr)
+    mod = importlib.import_module(module)
+    if name == "twin":  # its --live asks the control service, whose client is up here
+        from modulecontrol._servicecli import live_whatif
+
+        mod.use_live(live_whatif)
+    obj = getattr(mod, attr)
     if isinstance(obj, typer.Typer):
         cmd: Any = typer.main.get_group(obj)
         cmd.help = short  # as the listing says (add_typer's help= did the same)

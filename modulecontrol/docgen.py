@@ -12,6 +12,10 @@ pictures in the docs are what the report of ``make run`` draws; with Debian's Ch
 ``report-page.png``, the HTML report's trend section as a browser shows it. Run it from the
 repository.
 
+``python -m modulecontrol.docgen twin-images docs/img`` makes the pictures of the worked
+example of docs/digital-twin.md: two simulated runs with known truth fitted (residuals,
+correlations) and the campaign with R2 deactivated (the twin beside PAT1, the mismatch).
+
 ``python -m modulecontrol.docgen station-images docs/img`` serves the simulated lomustine line
 with the operator station (600x), runs the campaign into production, injects a pump stall
 and photographs each view in Debian's Chromium (Playwright) as ``station-<view>.png``.
@@ -32,7 +36,7 @@ from modulecontrol.bootstrap import configure
 from modulecontrol.descriptors import builtin_types
 from modulecontrol.drivers import register_maps_markdown
 
-PAGES = ("register-maps", "report-images", "station-images")
+PAGES = ("register-maps", "report-images", "station-images", "twin-images")
 
 CAMPAIGN = Path("recipes/lomustine/campaign.yaml")
 SHORT_RUN = ["checks=1", "check_interval=30 min"]
@@ -83,6 +87,57 @@ async def _screenshot_report(url: str, out: Path, chromium: Path) -> None:
             await page.screenshot(path=str(out))
         finally:
             await browser.close()
+
+
+def _twin_images(out_dir: Path) -> int:
+    """The pictures of docs/digital-twin.md's worked example: the fit's residuals and
+    correlations (its step 1) and the campaign run with R2 deactivated (its step 2)."""
+    import shutil
+
+    from modulecontrol._runcli import run_command
+    from modulecontrol.descriptors import load_plant
+    from modulecontrol.records import report_images
+    from modulecontrol.twin import (
+        ParamRef,
+        fit,
+        record_simulated_run,
+        with_parameters,
+        write_fit_report,
+    )
+
+    if not CAMPAIGN.is_file():
+        sys.stderr.write(f"{CAMPAIGN}: not found: run this from the repository root\n")
+        return 2
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        config = load_plant(CAMPAIGN.parent / "plant.yaml")
+        names = ["R2.reactions.nitrosation_equilibrium.k_ref",
+                 "R2.reactions.nitrosation_equilibrium.Ea"]
+        truth = with_parameters(config, {ParamRef.resolve(config, n): v
+                                         for n, v in zip(names, (2.2, 55.0), strict=True)})
+        db = Path(tmp) / "runs.db"
+        measured = ["PAT1.Intermediate", "PAT1.Product"]
+        for seed, temp in ((1, 15.0), (2, 35.0)):  # as the page's `twin record` commands
+            record_simulated_run(truth, db, settings={"R2.TempSP": temp}, outputs=measured,
+                                 duration=1800, interval=30, noise=0.01, seed=seed, dt=10)
+        result = fit(config, db, [1, 2], names, measured, dt=10)
+        write_fit_report(result, Path(tmp) / "fit")
+        for name in ("residuals", "correlation"):
+            shutil.copy(Path(tmp) / "fit" / f"{name}.png", out_dir / f"twin-{name}.png")
+        line = Path(tmp) / "line.db"
+        code = run_command(CAMPAIGN, None, simulate=True, speed=300.0, db=line,
+                           sets=["checks=1", "check_interval=2 h"],
+                           faults=CAMPAIGN.parent / "faults" / "catalyst_deactivation.yaml",
+                           dry_run=False, yes=True, live=False, report_dir=Path(tmp))
+        if code != 0:
+            sys.stderr.write(f"the campaign run failed (exit {code}): no run images written\n")
+            return code
+        wanted = {"analyzer signals": "twin-analyzer.png",
+                  "twin mismatch (reading - prediction)": "twin-mismatch.png"}
+        for title, png in report_images(line, 1):
+            if title in wanted:
+                (out_dir / wanted[title]).write_bytes(png)
+    return 0
 
 
 def _station_images(out_dir: Path) -> int:
@@ -189,7 +244,8 @@ async def _photograph(tmp: Path, out_dir: Path, chromium: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """``register-maps [PATH]``: write the page to PATH (print it without one);
     ``report-images [DIR]``: write the report charts to DIR (default docs/img);
-    ``station-images [DIR]``: photograph the operator station's views into DIR."""
+    ``station-images [DIR]``: photograph the operator station's views into DIR;
+    ``twin-images [DIR]``: the digital twin page's pictures into DIR."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] not in PAGES:
         sys.stderr.write(f"usage: python -m modulecontrol.docgen {{{','.join(PAGES)}}} [PATH]\n")
@@ -198,6 +254,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args[0] == "report-images":
         try:
             return _report_images(Path(args[1] if len(args) > 1 else "docs/img"))
+        finally:
+            wiring.undo()
+    if args[0] == "twin-images":
+        try:
+            return _twin_images(Path(args[1] if len(args) > 1 else "docs/img"))
         finally:
             wiring.undo()
     if args[0] == "station-images":

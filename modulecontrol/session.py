@@ -563,7 +563,7 @@ class Session:
         assert self.historian is not None
         recipe_text, plant_text = _read_or_none(self.vr.file), _read_or_none(self.vr.plant.file)
         metadata: dict[str, Any] = {
-            "tag_groups": _plot_groups(self.proxies),
+            "tag_groups": {**_plot_groups(self.proxies), **_twin_groups(self.vr)},
             "plant": self.vr.plant.plant.name,
             "tag_notes": _tag_notes(self.proxies),
             "limits": _alarm_limits(self.vr),
@@ -679,6 +679,7 @@ class Session:
                 raise
 
         orch.subscribe(on_event)
+        self._record_twin(orch, hist)
 
         faults = getattr(self.simulation, "faults", None)
         if faults is not None:
@@ -688,6 +689,27 @@ class Session:
                               fault=rec.fault, phase=rec.event, sim_time=rec.time)
 
             faults.on_record(on_fault)
+
+    @staticmethod
+    def _record_twin(orch: Orchestrator, hist: Historian) -> None:
+        """The twin's predictions and mismatches as samples (``twin.ANALYZER.SIGNAL``, in the
+        analyzer's unit), beside the analyzer's own, for the report and a later fit."""
+        twin = orch.supervisor.twin
+        if twin is None:
+            return
+        units = {f"twin.{twin.spec.analyzer}.{n}": u for n, u in twin.units.items()}
+        for name, unit in units.items():
+            hist.configure_tag(name, TagConfig(unit=unit, deadband=0.0, max_interval=600.0))
+            hist.configure_tag(f"{name}.mismatch", TagConfig(unit=unit, deadband=0.0,
+                                                            max_interval=600.0))
+
+        def on_values(t: float, values: Mapping[str, float]) -> None:
+            # recorded at the historian's now: the tick that computed them
+            for tag, v in values.items():
+                if math.isfinite(v):
+                    hist.record_sample(tag, float(v))
+
+        twin.on_values(on_values)
 
     async def _close_record(self, outcome: RunOutcome) -> None:
         hist = self.historian
@@ -753,6 +775,19 @@ def _plot_groups(proxies: Mapping[str, ModuleProxy]) -> dict[str, str]:
             elif not da.unit:  # inlet channels, analyzer methods: integer step traces
                 groups[name] = "selections"
     return groups
+
+
+def _twin_groups(vr: ValidatedRecipe) -> dict[str, str]:
+    """The twin's predictions on the analyzer's plot, beside what it measured (same unit,
+    same axis); the mismatches on a plot of their own."""
+    twin = vr.recipe.twin
+    if twin is None:
+        return {}
+    out = {}
+    for name in twin.predict:
+        out[f"twin.{twin.analyzer}.{name}"] = "analyzer signals"
+        out[f"twin.{twin.analyzer}.{name}.mismatch"] = "twin mismatch (reading - prediction)"
+    return out
 
 
 def _tag_notes(proxies: Mapping[str, ModuleProxy]) -> dict[str, str]:

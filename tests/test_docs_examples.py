@@ -7,7 +7,9 @@ HTML comment that renders as nothing:
 - ``<!-- docs-check: document -->``: a whole document, loaded by its ``kind`` (a Scenario is
   checked against the lomustine plant, so its module tags and faults must exist);
 - ``<!-- docs-check: figures -->``: a ``figures:`` mapping, validated as a ``FigureSpec``;
-- ``<!-- docs-check: endpoint -->``: an ``endpoint:`` mapping, validated as a plant endpoint.
+- ``<!-- docs-check: endpoint -->``: an ``endpoint:`` mapping, validated as a plant endpoint;
+- ``<!-- docs-check: twin -->``: a recipe's ``twin:`` block, which must be the lomustine
+  campaign's and validate in it.
 
 The recipes tutorial is checked as a whole: its blocks, put together the way the text says,
 validate against the plant and make the shipped ``recipes/examples/lomustine_campaign.yaml``.
@@ -29,12 +31,13 @@ from modulecontrol.mtpcore import HandshakePolicy
 from modulecontrol.recipe import load_recipe
 from modulecontrol.records import FigureSpec
 from modulecontrol.simulators import load_scenario
-from modulecontrol.yamlio import load_yaml, load_yaml_text
+from modulecontrol.yamlio import dump_yaml, load_yaml, load_yaml_text
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 PLANT = ROOT / "recipes" / "lomustine" / "plant.yaml"
 TUTORIAL_RECIPE = ROOT / "recipes" / "examples" / "lomustine_campaign.yaml"
+CAMPAIGN = ROOT / "recipes" / "lomustine" / "campaign.yaml"
 
 _FENCE = re.compile(r"^(?P<indent> *)```yaml[^\n]*\n(?P<body>.*?)^(?P=indent)```", re.S | re.M)
 _MARKER = re.compile(r"^ *<!-- docs-check: (?P<kind>[a-z]+) -->\n", re.M)
@@ -74,7 +77,8 @@ def test_markers_sit_on_yaml_blocks() -> None:
     markers = sum(len(_MARKER.findall(p.read_text(encoding="utf-8")))
                   for p in DOCS.glob("*.md"))
     assert markers == len(_MARKED)
-    assert {b.marker for b in _MARKED} == {"document", "figures", "endpoint", "handshake"}
+    assert {b.marker for b in _MARKED} == {"document", "figures", "endpoint", "handshake",
+                                            "twin"}
 
 
 @pytest.mark.parametrize("block", _MARKED, ids=str)
@@ -96,6 +100,13 @@ def test_marked_yaml_example_loads(block: Block, tmp_path: Path) -> None:
         path.write_text(block.text, encoding="utf-8")
         policy = load_handshake(path).policy()
         assert policy != HandshakePolicy(), f"{block}: the example declares nothing"
+    elif block.marker == "twin":  # a recipe's twin block: the lomustine campaign's, as shipped
+        campaign = load_yaml(CAMPAIGN).data
+        assert data["twin"] == campaign["twin"], f"{block}: differs from {CAMPAIGN.name}'s"
+        path = tmp_path / "campaign.yaml"
+        path.write_text(dump_yaml({**campaign, "plant": str(PLANT), "twin": data["twin"]}),
+                        encoding="utf-8")
+        assert load_recipe(path).recipe.twin is not None
     else:  # pragma: no cover - guarded by test_markers_sit_on_yaml_blocks
         pytest.fail(f"{block}: unknown marker {block.marker}")
 

@@ -135,6 +135,15 @@ class Client:
         return cast(dict[str, Any], await self._call(
             "PUT", f"/modules/{tag}/values/{assembly}", {"value": value}))
 
+    async def whatif(self, changes: Mapping[str, float], horizon: str = "2h",
+                     run: int | None = None, purity_spec: float = 90.0) -> dict[str, Any]:
+        """The twin's what-if of ``changes`` (``TAG.Assembly: value``) from a recorded
+        ``run``'s end state or, without one, from the line's live inputs."""
+        body: dict[str, Any] = {"set": dict(changes), "horizon": horizon,
+                                "purity_spec": purity_spec}
+        body.update({"run": run} if run is not None else {"live": True})
+        return cast(dict[str, Any], await self._call("POST", "/twin/whatif", body))
+
     async def start_run(self, recipe: str, parameters: Mapping[str, str] | None = None
                         ) -> dict[str, Any]:
         return cast(dict[str, Any], await self._call(

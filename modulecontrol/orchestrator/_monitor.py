@@ -57,9 +57,9 @@ class AlarmState:
 
         hyst_raw = resolve(spec.hysteresis)
         if isinstance(hyst_raw, int | float):
-            hyst = float(hyst_raw) * _delta_scale(unit)
+            hyst = float(hyst_raw) * delta_scale(unit)
         else:
-            hyst = _delta_si(str(hyst_raw))
+            hyst = delta_si(str(hyst_raw))
         delay_raw = resolve(spec.delay)
         delay = float(delay_raw) if isinstance(delay_raw, int | float) else to_si(delay_raw, "s")
         state = cls(spec, unit, q(spec.high), q(spec.low), hyst, delay)
@@ -118,16 +118,16 @@ class AlarmState:
         return None
 
 
-def _delta_scale(unit: str) -> float:
+def delta_scale(unit: str) -> float:
     """SI size of one unit step (so hysteresis in degC is a difference in K)."""
     if not unit:
         return 1.0
     return to_si(1.0, unit) - to_si(0.0, unit)
 
 
-def _delta_si(text: str) -> float:
+def delta_si(text: str) -> float:
     number, _, unit = text.strip().partition(" ")
-    return float(number) * _delta_scale(unit.strip())
+    return float(number) * delta_scale(unit.strip())
 
 
 @dataclass

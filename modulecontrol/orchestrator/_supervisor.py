@@ -31,6 +31,7 @@ from modulecontrol.orchestrator._monitor import (
     si_number,
 )
 from modulecontrol.orchestrator._operator import OperatorChannel, Prompt
+from modulecontrol.orchestrator._twin import TwinMonitor
 from modulecontrol.proxy import ModuleProxy, ServiceProxy
 from modulecontrol.recipe import Alarm, ValidatedRecipe
 from modulecontrol.statemachine import Command, CommandRefused, State
@@ -75,7 +76,7 @@ class Supervisor:
         self.on_comm_loss = on_comm_loss
         self.signals: dict[str, SignalInfo] = dict(recipe.signals)
         self.derived: dict[str, Any] = {}
-        """Signals the supervisor computes (``steady.NAME``, ``divert.product``)."""
+        """Signals the supervisor computes (``steady.NAME``, ``divert.product``, ``twin.*``)."""
         self._failure: str | None = None
         """The error of the failing supervision tick, while it fails (the hold's cause)."""
         self._module_faults: dict[str, str] = {}
@@ -98,6 +99,11 @@ class Supervisor:
             )
             for s in r.steady_state
         ]
+        self.twin: TwinMonitor | None = None
+        """The recipe's twin (``twin.*`` signals and the mismatch alarms), if it has one."""
+        if r.twin is not None:
+            self.twin = TwinMonitor(r.twin, recipe, proxies, clock.now())
+            self.alarms.extend(self.twin.alarms)
         self.divert: DivertControl | None = None
         if r.divert is not None:
             self.divert = DivertControl(r.divert.valve, recipe.compile(r.divert.product_when))
@@ -245,6 +251,15 @@ class Supervisor:
         except Exception as exc:
             self._tick_failed([f"values: {type(exc).__name__}: {exc}"])
             return
+        if self.twin is not None:
+            # first: the predictions are part of this tick's snapshot for every other part
+            try:
+                predicted = self.twin.step(now, values)
+                self.derived.update(predicted)
+                values.update(predicted)
+            except Exception as exc:
+                _log.exception("supervision of the twin failed")
+                errors.append(f"twin: {type(exc).__name__}: {exc}")
         for part, step in (
             ("interlocks", self._interlocks),
             ("alarms", self._alarms),

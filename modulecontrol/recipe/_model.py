@@ -370,6 +370,40 @@ class Divert(Model):
     """Name of the step from which divert control ends, the valve to waste (shutdown)."""
 
 
+class TwinMismatch(Model):
+    """The model-plant mismatch alarm on one predicted signal: the analyzer's reading minus
+    what the twin predicted for it one dead time earlier, beyond ``band`` either way for
+    ``hold``, raises an alarm (named ``name``, default ``twin_<signal>``)."""
+
+    signal: Ident
+    band: Any
+    hold: Any = "5 min"
+    name: Ident | None = None
+    priority: Literal["low", "medium", "high", "urgent"] = "high"
+    message: str = ""
+
+    def alarm_name(self) -> str:
+        return self.name or f"twin_{self.signal}"
+
+
+class Twin(Model):
+    """Real-time quality prediction: the plant's models upstream of ``analyzer`` run beside
+    the run, fed each supervision tick with the measured inputs (set points, run commands,
+    temperatures), and predict its signals ahead of its dead time. They are published as
+    ``twin.ANALYZER.SIGNAL`` (conditions may use them, e.g. divert while the analyzer is
+    offline) and the mismatch as ``twin.ANALYZER.SIGNAL.mismatch`` (docs/digital-twin.md)."""
+
+    analyzer: Ident
+    predict: list[Ident] = Field(min_length=1)
+    dt: Any = "10 s"
+    """The twin's simulation step."""
+    mismatch: list[TwinMismatch] = Field(default_factory=list)
+    enabled_from: Ident | None = None
+    """Name of the step from which the mismatch alarms are evaluated (e.g. once the line is
+    steady); the prediction itself runs from the start."""
+    disabled_from: Ident | None = None
+
+
 class DecisionVariable(Model):
     """One decision variable of an ``optimize`` block: a value in ``unit`` between ``min`` and
     ``max`` written to every parameter in ``set`` (``TAG.Assembly``; two feeds kept in ratio
@@ -443,6 +477,8 @@ class Recipe(Model):
     alarms: list[Alarm] = Field(default_factory=list)
     steady_state: list[SteadyState] = Field(default_factory=list)
     divert: Divert | None = None
+    twin: Twin | None = None
+    """Real-time quality prediction beside the run (docs/digital-twin.md)."""
     optimize: Optimize | None = None
     """A self-optimising campaign, validated with the recipe and run by
     ``modulecontrol.optimize.Campaign`` (docs/optimisation.md)."""

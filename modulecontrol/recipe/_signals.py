@@ -59,7 +59,11 @@ def plant_signals(config: PlantConfig, recipe: Recipe | None = None) -> dict[str
     - ``TAG.SERVICE.state`` — the service's state name (a string such as ``"Execute"``);
     - with a recipe: ``steady.NAME`` (bool) for each steady-state detector, true while the
       detector holds, and ``divert.product`` (bool) when the recipe has divert control, true
-      while the valve routes to product.
+      while the valve routes to product;
+    - with a recipe's ``twin`` block: ``twin.ANALYZER.SIGNAL`` for each predicted signal, the
+      twin's prediction of what the analyzer will read one dead time from now (unit and kind
+      of ``ANALYZER.SIGNAL``), and ``twin.ANALYZER.SIGNAL.mismatch``, the reading minus the
+      prediction made one dead time ago (a difference in the same unit).
     """
     out: dict[str, SignalInfo] = {}
     for inst in config.plant.modules:
@@ -79,4 +83,10 @@ def plant_signals(config: PlantConfig, recipe: Recipe | None = None) -> dict[str
             out[f"steady.{ss.name}"] = SignalInfo(kind="bool")
         if recipe.divert is not None:
             out["divert.product"] = SignalInfo(kind="bool")
+        if recipe.twin is not None:
+            for name in recipe.twin.predict:
+                measured = out.get(f"{recipe.twin.analyzer}.{name}")
+                if measured is not None:
+                    out[f"twin.{recipe.twin.analyzer}.{name}"] = measured
+                    out[f"twin.{recipe.twin.analyzer}.{name}.mismatch"] = measured
     return out

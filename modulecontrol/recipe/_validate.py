@@ -973,6 +973,47 @@ class _Validator:
                 )
             self.condition(("divert", "product_when"), d.product_when)
             self.phase_steps(("divert",), d)
+        if r.twin is not None:
+            self.check_twin(r.twin)
+
+    def check_twin(self, tw: Any) -> None:
+        """The ``twin`` block: a simulated analyzer, number signals of it, mismatch alarms
+        on predicted signals with a positive band, and names no alarm already has."""
+        path: PathKey = ("twin",)
+        mt = self.module((*path, "analyzer"), tw.analyzer)
+        self.duration((*path, "dt"), tw.dt, "twin dt")
+        self.phase_steps(path, tw)
+        if mt is None:
+            return
+        if mt.simulator is None:
+            self.add((*path, "analyzer"), f"module {tw.analyzer} ({mt.name}) has no simulator "
+                     "model: the twin runs the plant's simulator models")
+            return
+        for i, name in enumerate(tw.predict):
+            sig = self.signals.get(f"{tw.analyzer}.{name}")
+            if sig is None or sig.kind != "number":
+                known = [d.name for d in mt.data_assemblies if d.kind == "number"]
+                self.add((*path, "predict", i), f"{tw.analyzer} has no number signal "
+                         f"'{name}'{did_you_mean(name, known)}")
+        alarms = {a.name for a in self.recipe.alarms}
+        for i, m in enumerate(tw.mismatch):
+            mpath: PathKey = (*path, "mismatch", i)
+            if m.signal not in tw.predict:
+                self.add((*mpath, "signal"), f"mismatch on '{m.signal}', which the twin does "
+                         f"not predict (predict: {', '.join(tw.predict)})")
+                continue
+            sig = self.signals.get(f"{tw.analyzer}.{m.signal}")
+            if sig is not None:
+                band = self.signal_quantity((*mpath, "band"), m.band, sig, "band",
+                                            difference=True)
+                if band is not None and band <= 0:
+                    self.add((*mpath, "band"), "band must be positive")
+            self.duration((*mpath, "hold"), m.hold, "mismatch hold", zero=True)
+            if m.alarm_name() in alarms:
+                self.add((*mpath, "name") if m.name else (*mpath, "signal"),
+                         f"alarm name '{m.alarm_name()}' is used twice (an alarm of the recipe "
+                         "has it): give the mismatch a 'name'")
+            alarms.add(m.alarm_name())
 
     def optimize_step(self, path: PathKey, step: OptimizeStep) -> None:
         opt = self.recipe.optimize

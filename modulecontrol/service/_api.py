@@ -64,9 +64,13 @@ class SetValueRequest(BaseModel):
 
 
 class WhatIfRequest(BaseModel):
-    run: int = Field(description="Recorded run whose end state is the start")
+    run: int | None = Field(None, description="Recorded run whose end state is the start; "
+                            "omitted (or live: true): the line's live inputs")
+    live: bool = Field(False, description="Start from the line's live inputs")
     set: dict[str, float] = Field(description="TAG.Assembly: value, the proposed change")
     horizon: str = Field("2h", description="How far ahead, e.g. 2h, 90 min")
+    purity_spec: float = Field(90.0, description="Purity below which the stream is "
+                               "off-spec, %")
 
 
 def _problem(exc: ServiceError, instance: str) -> JSONResponse:
@@ -243,9 +247,15 @@ def create_app(service: ControlService) -> FastAPI:
     @app.post("/api/v1/twin/whatif", tags=["twin"])
     async def twin_whatif(req: WhatIfRequest, who: Annotated[TokenInfo, read]
                           ) -> dict[str, Any]:
-        """Simulate a proposed change ahead from a recorded run's end state (the twin's
-        ``whatif``): time to the new steady state, purity, yield, throughput, off-spec."""
-        return await asyncio.to_thread(service.whatif, req.run, req.set, req.horizon)
+        """Simulate a proposed change ahead from a recorded run's end state, or from the
+        line's live inputs (the twin's ``whatif``): time to the new steady state, purity,
+        yield, throughput, off-spec volume."""
+        if req.live == (req.run is not None):
+            raise ServiceError(422, "invalid what-if", "give either 'run' (a recorded run's "
+                               "end state) or 'live': true (the line's inputs now)")
+        live = service.live_inputs() if req.live else None  # read on the loop, now
+        return await asyncio.to_thread(service.whatif, req.run, req.set, req.horizon,
+                                       req.purity_spec, live)
 
     @app.websocket("/api/v1/stream")
     async def stream(ws: WebSocket, since: int = 0, token: str = "") -> None:

@@ -787,13 +787,35 @@ class ControlService:
                 raise ServiceError(404, "no report", str(exc)) from None
         return out
 
-    def whatif(self, run: int, sets: Mapping[str, float], horizon: str) -> dict[str, Any]:
-        """``twin whatif`` of a recorded run of this line (docs/digital-twin.md)."""
-        from modulecontrol.twin import TwinError, duration_seconds, whatif
+    def live_inputs(self) -> dict[str, float]:
+        """The line's inputs now (set points, run commands, temperatures the models take),
+        as its proxies read them: the start of a live what-if. Call on the event loop."""
+        from modulecontrol.twin import live_inputs
+
+        line = self._ready()[1]
+
+        def read(tag: str, assembly: str) -> Any:
+            proxy = line.proxies.get(tag)
+            return None if proxy is None else proxy.value(assembly)
+
+        return live_inputs(line.plant, read)
+
+    def whatif(self, run: int | None, sets: Mapping[str, float], horizon: str,
+               purity_spec: float = 90.0, live: Mapping[str, float] | None = None
+               ) -> dict[str, Any]:
+        """``twin whatif`` of a recorded run of this line, or (``run`` None) from ``live``,
+        the inputs :meth:`live_inputs` read (docs/digital-twin.md). Blocking: call it in a
+        worker thread."""
+        from modulecontrol.twin import TwinError, duration_seconds, whatif, whatif_live
 
         try:
             ahead = duration_seconds(horizon, "horizon")
-            return whatif(self._ready()[1].plant, self.options.db, run, sets, ahead).as_dict()
+            plant = self._ready()[1].plant
+            if run is None:
+                return whatif_live(plant, live or {}, sets, ahead,
+                                   purity_spec=purity_spec).as_dict()
+            return whatif(plant, self.options.db, run, sets, ahead,
+                          purity_spec=purity_spec).as_dict()
         except RecordsError as exc:
             raise ServiceError(404, "no such run", str(exc)) from None
         except (TwinError, ValueError) as exc:

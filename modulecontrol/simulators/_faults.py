@@ -61,7 +61,7 @@ __all__ = [
 
 TRANSPORT_FAULTS = ("silent", "slow", "garbage", "exception", "bad_status")
 SENSOR_FAULTS = ("stuck", "noise", "drift")
-PROCESS_FAULTS = ("stall", "leak", "thermostat_failure", "fouling")
+PROCESS_FAULTS = ("stall", "leak", "thermostat_failure", "fouling", "deactivation")
 FAULTS: tuple[str, ...] = (*TRANSPORT_FAULTS, *SENSOR_FAULTS, *PROCESS_FAULTS)
 """Every fault name a scenario or :meth:`FaultInjector.inject` accepts."""
 
@@ -159,7 +159,8 @@ class FaultInjector:
         or serial error text), ``bad_status`` (``status``: OPC UA status code),
         ``stuck`` / ``noise`` / ``drift`` (``variable``: an assembly or model variable;
         ``value`` / ``std`` / ``rate`` in that assembly's unit, rate per second),
-        ``leak`` (``fraction``), ``fouling`` (``volume_fraction``).
+        ``leak`` (``fraction``), ``fouling`` (``volume_fraction``), ``deactivation``
+        (``activity``: the fraction of a coil reactor's rate constants left, default 0.5).
         """
         view = self.plant.view(module)
         if fault not in FAULTS:
@@ -184,7 +185,8 @@ class FaultInjector:
                 raise FaultError(f"{module} has no thermostat to fail")
             target.inject_fault("failure")
         else:
-            model_kind = {"stall": "stall", "leak": "leak", "fouling": "fouling"}[fault]
+            model_kind = {"stall": "stall", "leak": "leak", "fouling": "fouling",
+                          "deactivation": "deactivation"}[fault]
             if model_kind not in view.model.fault_kinds:
                 raise FaultError(f"{module} ({view.model.kind}) cannot have fault '{fault}' "
                                  f"(it can: {', '.join(view.model.fault_kinds) or 'none'})")

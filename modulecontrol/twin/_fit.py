@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,8 @@ from modulecontrol.twin._model import (
     with_parameters,
 )
 
-__all__ = ["FitResult", "ParameterEstimate", "fit"]
+__all__ = ["FitPoint", "FitResult", "ParameterEstimate", "apply_overlay", "fit",
+           "write_overlay"]
 
 _log = logging.getLogger(__name__)
 
@@ -72,6 +73,22 @@ class ParameterEstimate:
                 "unit": self.unit, "initial": self.initial}
 
 
+@dataclass(frozen=True)
+class FitPoint:
+    """One fitted sample: run, output, time (s since the Unix epoch), measured and fitted
+    value (the output's recorded unit)."""
+
+    run: int
+    output: str
+    t: float
+    observed: float
+    fitted: float
+
+    @property
+    def residual(self) -> float:
+        return self.observed - self.fitted
+
+
 @dataclass
 class FitResult:
     estimates: list[ParameterEstimate]
@@ -86,6 +103,8 @@ class FitResult:
     """(start, end) of each run window, seconds since the Unix epoch."""
     n_transient: int = 0
     """Samples left out because the model had not settled there (see :func:`fit`)."""
+    points: list[FitPoint] = field(default_factory=list)
+    """Every fitted sample with the model's value at the optimum (for residual plots)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {"estimates": [e.as_dict() for e in self.estimates],
@@ -129,6 +148,8 @@ def fit(config: PlantConfig, db: str | Path, runs: Sequence[int], params: Sequen
     _, all_views = build_models(config)
     sub = upstream(config, sorted({s.partition(".")[0] for s in outputs}))
     windows: list[tuple[Segment, dict[str, FloatArray]]] = []
+    labels: list[tuple[int, str, float]] = []
+    """(run, output, time) of each observed value, in the order of ``observed``."""
     observed_parts: list[FloatArray] = []
     n_transient = 0
     for data in recorded:
@@ -144,11 +165,13 @@ def fit(config: PlantConfig, db: str | Path, runs: Sequence[int], params: Sequen
             samples[s] = (ts[ok] - t0, vs[ok])
         for seg, since in _steady_windows(sub, rep, outputs, dt):
             ys = {s: vs[(ts >= since) & (ts < seg.end)] for s, (ts, vs) in samples.items()}
+            at = {s: ts[(ts >= since) & (ts < seg.end)] for s, (ts, _) in samples.items()}
             n_transient += sum(int(((ts >= seg.start) & (ts < since)).sum())
                                for ts, _ in samples.values())
             if any(len(y) for y in ys.values()):
                 windows.append((seg, ys))
                 observed_parts.append(np.concatenate([ys[s] for s in outputs]))
+                labels.extend((data.run.id, s, t0 + float(t)) for s in outputs for t in at[s])
     if not windows:
         raise TwinError(f"runs {list(runs)}: no steady samples (each constant-input stretch "
                         f"ends before the model settles within {SETTLE_BAND:.0%}); record "
@@ -224,9 +247,12 @@ def fit(config: PlantConfig, db: str | Path, runs: Sequence[int], params: Sequen
         else:
             lo, hi = v * math.exp(-tq * d), v * math.exp(tq * d)
         estimates.append(ParameterEstimate(r.name, v, lo, hi, r.unit, r.value))
+    fitted = (np.asarray(sol.fun, dtype=float) + observed) * scale
+    points = [FitPoint(run, out, t, float(o), float(f)) for (run, out, t), o, f
+              in zip(labels, observed * scale, fitted, strict=True)]
     return FitResult(estimates, corr, warnings, list(runs), outputs, n,
                      math.sqrt(float(sol.fun @ sol.fun) / n),
-                     [(d.run.t_start, d.t_end) for d in recorded], n_transient)
+                     [(d.run.t_start, d.t_end) for d in recorded], n_transient, points)
 
 
 def _steady_windows(config: PlantConfig, rep: Replay, outputs: Sequence[str],
@@ -236,13 +262,19 @@ def _steady_windows(config: PlantConfig, rep: Replay, outputs: Sequence[str],
     One dynamic replay at the written parameters shows how long the line takes to settle
     after each change (residence times, the analyzer's dead time): the first time after
     which every output stays within :data:`SETTLE_BAND` of its steady value, plus half that
-    settling time again. Stretches that never settle give no samples (``since = end``).
+    settling time again. Stretches that never settle, or have no steady state at all (no
+    flow: before the feeds start, while the line is stopped), give no samples
+    (``since = end``).
     """
     grid = np.arange(dt, rep.duration + 1e-9, dt)
     track = replay(config, rep, outputs, dt, dict.fromkeys(outputs, grid))
     out = []
     for seg in segments(rep):
-        level = steady_outputs(config, seg.inputs, outputs)
+        try:
+            level = steady_outputs(config, seg.inputs, outputs)
+        except ValueError:  # no steady state there (no flow: before the feeds, a flush)
+            out.append((seg, seg.end))
+            continue
         inside = (grid >= seg.start) & (grid < seg.end)
         settled = seg.start
         for s in outputs:
@@ -288,3 +320,50 @@ def write_overlay(config: PlantConfig, result: FitResult, path: str | Path) -> P
     out = Path(path)
     out.write_text(dump_yaml(doc), encoding="utf-8")
     return out
+
+
+def apply_overlay(config: PlantConfig, path: str | Path) -> PlantConfig:
+    """``config`` with a calibrated overlay (:func:`write_overlay`) applied: each module
+    entry's ``overrides.simulator`` keys replace the instance's (the original is untouched).
+    A file of another kind, or a module or key the plant does not have, is refused with the
+    file, line and what exists."""
+    from modulecontrol.errors import ConfigError, Problem, did_you_mean
+    from modulecontrol.yamlio import load_yaml
+
+    doc = load_yaml(path)
+    data = doc.data
+    if not isinstance(data, dict) or data.get("kind") != "TwinCalibration":
+        raise ConfigError.single("expected 'kind: TwinCalibration' (written by `modulecontrol "
+                                 "twin fit --overlay`)", doc.locate(()))
+    types = dict(config.instance_types)
+    problems = []
+    modules = data.get("modules")
+    if not isinstance(modules, list):
+        raise ConfigError.single("'modules' must be a list", doc.locate(()))
+    for i, entry in enumerate(modules):
+        tag = entry.get("tag") if isinstance(entry, dict) else None
+        sim_over = (entry.get("overrides", {}) or {}).get("simulator") \
+            if isinstance(entry, dict) else None
+        if tag not in types:
+            problems.append(Problem(f"no module '{tag}' in {Path(config.file).name}"
+                                    f"{did_you_mean(str(tag), types)}",
+                                    doc.locate(("modules", i, "tag"))))
+            continue
+        mt = types[tag]
+        if mt.simulator is None or not isinstance(sim_over, dict):
+            problems.append(Problem(f"{tag}: needs 'overrides: {{simulator: ...}}' of a "
+                                    "simulated module", doc.locate(("modules", i))))
+            continue
+        unknown = [k for k in sim_over if k not in mt.simulator.parameters]
+        if unknown:
+            problems.append(Problem(
+                f"{tag}: no simulator parameter '{unknown[0]}'"
+                f"{did_you_mean(unknown[0], mt.simulator.parameters)}",
+                doc.locate(("modules", i, "overrides", "simulator", unknown[0]), key=True)))
+            continue
+        params = {**mt.simulator.parameters, **sim_over}
+        types[tag] = mt.model_copy(update={"simulator": mt.simulator.model_copy(
+            update={"parameters": params})})
+    if problems:
+        raise ConfigError(problems)
+    return replace(config, instance_types=types)

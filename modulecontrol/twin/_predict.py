@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from modulecontrol.clock import Clock
 from modulecontrol.descriptors import PlantConfig
 from modulecontrol.simulators import SimulatedPlant, build_models
-from modulecontrol.twin._model import ParamRef, TwinError, upstream, with_parameters
+from modulecontrol.twin._model import ParamRef, TwinError, is_input, upstream, with_parameters
 from modulecontrol.units import parse_quantity
 
 __all__ = ["Mismatch", "QualityPredictor"]
@@ -63,6 +63,11 @@ class QualityPredictor:
         for name in band:
             if self.analyzer.link(name) is None:
                 raise TwinError(f"predictor: {analyzer} has no signal '{name}'")
+        self.inputs = sorted(f"{tag}.{da.name}" for tag in self.plant.views
+                             for da in twin.type_of(tag).data_assemblies
+                             if is_input(self.plant.views, f"{tag}.{da.name}"))
+        """The signals :meth:`step` takes (``TAG.Assembly``, in the assembly's unit): the
+        linked, writable ones of the modules upstream of the analyzer, as a fit replays."""
         self.band = dict(band)
         self.hold = hold
         self.dt = dt

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,17 @@ class WhatIf:
     def as_dict(self) -> dict[str, Any]:
         return {k: (None if isinstance(v, float) and math.isinf(v) else v)
                 for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WhatIf:
+        """Back from :meth:`as_dict` (e.g. the service's JSON answer)."""
+        got = dict(data)
+        if got.get("time_to_steady_s") is None:
+            got["time_to_steady_s"] = math.inf
+        try:
+            return cls(**got)
+        except TypeError as exc:
+            raise TwinError(f"what-if: an answer of another shape ({exc})") from None
 
 
 def _analyzer(views: Mapping[str, ModuleView], tag: str | None) -> ModuleView:
@@ -108,6 +119,47 @@ def whatif(config: PlantConfig, db: str | Path, run: int, changes: Mapping[str, 
     if horizon <= 0 or dt <= 0:
         raise TwinError("what-if: --horizon and --dt must be > 0")
     data = run_samples(db, run)
+    _, views = build_models(config)
+    t0 = data.run.t_start
+    rep = Replay({s: (ts - t0, vs) for s, (ts, vs) in data.series.items()
+                   if is_input(views, s)}, data.t_end - t0)
+    start = segments(rep)[-1].inputs if rep.duration > 0 else {}
+    return _ahead(config, start, f"the end of run {run}",
+                  f"run {run} ended with the line stopped", changes,
+                  horizon, dt, tolerance, purity_spec, analyzer)
+
+
+def live_inputs(config: PlantConfig, read: Callable[[str, str], Any]) -> dict[str, float]:
+    """The inputs a what-if starts from, read from a running line: ``read(tag, assembly)``
+    gives the current value (None when unknown) of every linked, writable signal."""
+    _, views = build_models(config)
+    out = {}
+    for tag in views:
+        for da in config.type_of(tag).data_assemblies:
+            name = f"{tag}.{da.name}"
+            if is_input(views, name):
+                v = read(tag, da.name)
+                if isinstance(v, bool | int | float) and math.isfinite(float(v)):
+                    out[name] = float(v)
+    return out
+
+
+def whatif_live(config: PlantConfig, inputs: Mapping[str, float],
+                changes: Mapping[str, float], horizon: float, dt: float = 10.0,
+                tolerance: float = 0.02, purity_spec: float = 90.0,
+                analyzer: str | None = None) -> WhatIf:
+    """Simulate ``changes`` for ``horizon`` s from a running line's ``inputs`` (see
+    :func:`live_inputs`): the start is the steady state those inputs lead to."""
+    if horizon <= 0 or dt <= 0:
+        raise TwinError("what-if: --horizon and --dt must be > 0")
+    return _ahead(config, dict(inputs), "the line's live inputs", "the line gives no flow",
+                  changes, horizon, dt, tolerance, purity_spec, analyzer)
+
+
+def _ahead(config: PlantConfig, held: Mapping[str, float], start_from: str, stopped: str,
+           changes: Mapping[str, float], horizon: float, dt: float, tolerance: float,
+           purity_spec: float, analyzer: str | None) -> WhatIf:
+    """The what-if from the steady state at the inputs ``held``."""
     _, every = build_models(config)
     pat_tag = _analyzer(every, analyzer).tag
     config = upstream(config, [pat_tag])  # what the analyzer sees; not what is downstream
@@ -116,19 +168,15 @@ def whatif(config: PlantConfig, db: str | Path, run: int, changes: Mapping[str, 
         if not is_input(every, s):
             raise TwinError(f"--set {s}: not a simulated set point (write TAG.Assembly of a "
                             "linked, writable signal, e.g. R1.TempSP)")
-    t0 = data.run.t_start
-    rep = Replay({s: (ts - t0, vs) for s, (ts, vs) in data.series.items()
-                   if is_input(views, s)}, data.t_end - t0)
     # a change downstream of the analyzer cannot change what it sees: simulated without it
     applied = {s: v for s, v in changes.items() if is_input(views, s)}
-    start = segments(rep)[-1].inputs if rep.duration > 0 else {}
-    start_from = f"the end of run {run}"
+    start = {s: v for s, v in held.items() if s.partition(".")[0] in views}
     try:
         plant = _settled(config, start, dt)
     except ValueError:
         # the run ended with the line stopped (no flow, no steady state): the change is
         # judged against the plant's operating point (its services' defaults) instead
-        start, start_from = {}, f"the operating point (run {run} ended with the line stopped)"
+        start, start_from = {}, f"the operating point ({stopped})"
         try:
             plant = _settled(config, start, dt)
         except ValueError as exc:

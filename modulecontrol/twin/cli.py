@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -13,7 +14,8 @@ from modulecontrol.records import DEFAULT_DB, RecordsError
 from modulecontrol.twin._fit import fit, write_overlay
 from modulecontrol.twin._model import ParamRef, TwinError, with_parameters
 from modulecontrol.twin._record import record_simulated_run
-from modulecontrol.twin._whatif import duration_seconds, whatif
+from modulecontrol.twin._report import record_calibration, write_fit_report
+from modulecontrol.twin._whatif import WhatIf, duration_seconds, whatif
 
 app = typer.Typer(help="The digital twin: calibrate the plant's models on recorded runs.",
                   no_args_is_help=True)
@@ -40,7 +42,13 @@ def fit_cmd(
         "--measure", help="TAG.Assembly to fit against (default: the analyzers').")] = None,
     dt: Annotated[float, typer.Option("--dt", help="Simulation step, s.")] = 5.0,
     overlay: Annotated[Path | None, typer.Option("--overlay", help="Write the calibrated "
-                                                 "parameters here (YAML).")] = None,
+                                                 "parameters here (YAML) and record it, with "
+                                                 "the fit's provenance, in the audit trail "
+                                                 "of --db.")] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="Write the fit report "
+                                                "(fit-report.md, residuals.png, "
+                                                "correlation.png, fit.json) into this "
+                                                "folder.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Least squares of PARAMs over the replayed runs: estimates, 95 % intervals,
@@ -48,8 +56,11 @@ def fit_cmd(
     try:
         config = load_plant(plant)
         result = fit(config, db, [run, *(runs or [])], param, measure or (), dt)
+        if report is not None:
+            write_fit_report(result, report)
         if overlay is not None:
             write_overlay(config, result, overlay)
+            entry = record_calibration(db, result, overlay, plant=Path(config.file).name)
     except (TwinError, RecordsError, OSError, ValueError) as exc:
         _fail(str(exc))
         return
@@ -67,6 +78,10 @@ def fit_cmd(
         typer.echo(f"{result.n_points} points from runs {result.runs} "
                    f"({result.n_transient} transient samples left out), "
                    f"rms scaled residual {result.rms:.3g}")
+    if report is not None:
+        typer.echo(f"report: {report / 'fit-report.md'}", err=as_json)
+    if overlay is not None:
+        typer.echo(f"overlay: {overlay} (audit entry {entry.seq})", err=as_json)
     for w in result.warnings:
         typer.echo(f"warning: {w}", err=True)
 
@@ -122,12 +137,34 @@ def parse_sets(items: list[str]) -> dict[str, float]:
     return out
 
 
+LiveWhatIf = Callable[[str, Mapping[str, float], str, float], dict[str, Any]]
+"""``(server, changes, horizon, purity spec) -> the what-if as JSON`` from a running control
+service's live state. The composition root (:mod:`modulecontrol.cli`) installs it with
+:func:`use_live`: the service's client lives in a layer above this one."""
+
+_live: list[LiveWhatIf] = []
+
+
+def use_live(fn: LiveWhatIf) -> None:
+    """Install how ``twin whatif --live`` asks a control service (once, by the root CLI)."""
+    _live[:] = [fn]
+
+
 @app.command("whatif")
 def whatif_cmd(
-    run: Annotated[int, typer.Argument(help="Run id whose end state is the start.")],
     set_: Annotated[list[str], typer.Option("--set", help="TAG.Assembly=value, the proposed "
                                             "change, e.g. R1.TempSP=60")],
-    plant: PlantOpt,
+    run: Annotated[int | None, typer.Argument(help="Run id whose end state is the start "
+                                              "(or --live).")] = None,
+    plant: Annotated[Path | None, typer.Option(
+        "--plant", help="Plant file whose models are simulated (not with --live: the "
+        "service's own).")] = None,
+    live: Annotated[bool, typer.Option("--live", help="Start from the live inputs of the "
+                                       "line a control service runs (--server, token in "
+                                       "MODULECONTROL_TOKEN).")] = False,
+    server: Annotated[str, typer.Option("--server", envvar="MODULECONTROL_SERVER",
+                                        help="URL of the control service (with --live).")
+                      ] = "http://127.0.0.1:8470",
     db: DbOpt = Path(DEFAULT_DB),
     horizon: Annotated[str, typer.Option("--horizon", help="How far ahead, e.g. 2h.")] = "2h",
     dt: Annotated[float, typer.Option("--dt", help="Simulation step, s.")] = 10.0,
@@ -135,12 +172,25 @@ def whatif_cmd(
                                         "stream is off-spec, %.")] = 90.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Simulate a proposed change ahead from RUN's end state: time to the new steady state,
-    yield, purity, throughput and off-spec volume."""
+    """Simulate a proposed change ahead from RUN's end state, or from a running line's
+    live inputs: time to the new steady state, yield, purity, throughput, off-spec volume."""
     try:
-        config = load_plant(plant)
-        result = whatif(config, db, run, parse_sets(set_), duration_seconds(horizon, "--horizon"),
-                        dt=dt, purity_spec=spec)
+        if live == (run is not None):
+            raise TwinError("give RUN (a recorded run's end state) or --live (a running "
+                            "line's inputs), not both or neither")
+        changes = parse_sets(set_)
+        duration_seconds(horizon, "--horizon")
+        if live:
+            if not _live:
+                raise TwinError("--live needs the control service's client (run it as "
+                                "`modulecontrol twin whatif --live`)")
+            result = WhatIf.from_dict(_live[0](server, changes, horizon, spec))
+        else:
+            if plant is None:
+                raise TwinError("--plant: the plant file whose models are simulated")
+            assert run is not None
+            result = whatif(load_plant(plant), db, run, changes,
+                            duration_seconds(horizon, "--horizon"), dt=dt, purity_spec=spec)
     except (TwinError, RecordsError, OSError, ValueError) as exc:
         _fail(str(exc))
         return

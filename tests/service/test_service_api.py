@@ -4,6 +4,7 @@ lomustine plant served by the service, clients over HTTP and WebSocket."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 import sqlite3
@@ -287,3 +288,36 @@ async def test_whatif_over_the_api_simulates_ahead_of_a_recorded_run(line: Serve
         assert "not a simulated set point" in bad.json()["detail"]
         assert (await h.post("/api/v1/twin/whatif", json={"run": 1, "set": {}})
                 ).status_code == 401
+
+
+async def test_whatif_live_starts_from_the_lines_inputs_now(
+        line: ServedLine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the reagent pumps started by hand, the live what-if starts from what the line
+    holds now (not the plant file's defaults), over the API, the client and the CLI."""
+    async with await _client(line, "operator") as c:
+        for tag, flow in (("P1", "0.3 mL/min"), ("P2", "0.3 mL/min"), ("P3", "0.36 mL/min")):
+            await c.module_command(tag, "Dosing", "start", parameters={"FlowSP": flow})
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                mods = {m["tag"]: m for m in (await c.plant())["modules"]}
+                if all(mods[t]["services"]["Dosing"] == "Execute" for t in ("P1", "P2", "P3")):
+                    break
+                await asyncio.sleep(0.2)
+            out = await c.whatif({"R2.TempSP": 10}, "10min")
+            assert out["start_from"] == "the line's live inputs", out
+            assert out["start"]["P1.FlowSetpoint"] == pytest.approx(0.3)
+            assert out["start"]["P1.Run"] == 1.0
+            assert out["purity_pct"] < out["before"]["purity_pct"]
+            with pytest.raises(ApiError) as both:
+                await c._call("POST", "/twin/whatif", {"run": 1, "live": True, "set": {}})
+            assert both.value.status == 422 and "either 'run'" in both.value.detail
+            monkeypatch.setenv("MODULECONTROL_TOKEN", str(c.token))
+            res = await asyncio.to_thread(CliRunner().invoke, app, [
+                "twin", "whatif", "--live", "--server", line.url, "--set", "R2.TempSP=10",
+                "--horizon", "10min", "--json"])
+            assert res.exit_code == 0, res.output
+            assert json.loads(res.stdout)["start"]["P1.FlowSetpoint"] == pytest.approx(0.3)
+        finally:
+            for tag in ("P1", "P2", "P3"):
+                await c.module_command(tag, "Dosing", "stop")

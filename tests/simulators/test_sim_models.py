@@ -602,3 +602,26 @@ def test_sensor_faults_on_any_model(species: SpeciesTable) -> None:
     assert th.measurements()["temperature"] == pytest.approx(th.temperature + 1.0)
     with pytest.raises(FaultError, match="variable"):
         th.inject_fault("noise", variable="nope", std=1.0)
+
+
+@pytest.mark.parametrize("activity", [0.1, 0.5, 1.0])
+def test_deactivation_is_the_same_reactor_with_its_rate_constants_scaled(
+        species: SpeciesTable, activity: float) -> None:
+    """The fault a calibrated twin does not know: every rate constant times ``activity``,
+    the same outlet as a reactor written with k_ref x activity; clearing restores it."""
+    def reactor(k: float) -> CoilReactor:
+        rx = Reaction(stoichiometry={"A": -1, "B": 1}, k_ref=k)
+        return CoilReactor("R", species, CoilReactorParams(
+            volume=q("5 mL"), inner_diameter=q("1 mm"), n_tanks=4, reactions=[rx]))
+
+    feed = Stream.of(species, "1 mL/min", 298.15, {"solvent": 15000, "A": 1500})
+    faulty, scaled, clean = reactor(0.01), reactor(0.01 * activity), reactor(0.01)
+    faulty.inject_fault("deactivation", activity=activity)
+    out = faulty.steady_state({"in": feed})["out"]
+    assert out.conc == pytest.approx(scaled.steady_state({"in": feed})["out"].conc, rel=1e-9)
+    for _ in range(5):
+        faulty.step(10.0, {"in": feed})
+    assert abs(faulty.balance().residual) < 1e-12 * faulty.balance().mass_in + 1e-18
+    faulty.clear_fault("deactivation")
+    assert faulty.steady_state({"in": feed})["out"].conc == pytest.approx(
+        clean.steady_state({"in": feed})["out"].conc, rel=1e-9)

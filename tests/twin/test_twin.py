@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from modulecontrol.cli import app
 from modulecontrol.descriptors import load_plant
-from modulecontrol.records import run_samples
+from modulecontrol.records import AuditTrail, run_samples, verify_audit
 from modulecontrol.twin import ParamRef, TwinError, record_simulated_run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,6 +94,43 @@ def test_worked_example_recovers_k_and_ea_from_two_temperatures_and_warns_on_one
     assert "inf" in one.stdout  # no interval that pretends to know
     overlay = (workdir / "R2-calibrated.yaml").read_text(encoding="utf-8")
     assert "TwinCalibration" in overlay and "nitrosation_equilibrium" in overlay
+    # the fit report: residual plots, the correlation matrix as the fit computed it
+    report = (workdir / "fit" / "fit-report.md").read_text(encoding="utf-8")
+    for png in ("residuals.png", "correlation.png"):
+        assert (workdir / "fit" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"({png})" in report
+    fitted = json.loads((workdir / "fit" / "fit.json").read_text(encoding="utf-8"))
+    corr = fitted["correlation"][0][1]
+    assert f"{corr:+.3f}" in report and abs(corr) < 0.999
+    # the overlay's provenance in the audit trail, the chain intact
+    entries = [e for e in AuditTrail(workdir / "runs.db").entries()
+               if e.action == "twin calibration"]
+    assert len(entries) == 1 and entries[0].object == "overlay R2-calibrated.yaml"
+    prov = entries[0].new_value
+    assert prov["runs"] == [1, 2] and len(prov["time_ranges"]) == 2
+    assert {e["name"] for e in prov["estimates"]} == set(TRUTH)
+    assert prov["n_points"] == fitted["n_points"]
+    assert verify_audit(workdir / "runs.db").ok
+    # optimise on the calibrated twin: the page's command, with and without the overlay
+    (command,) = doc_commands("twin-optimize")
+    shutil.copy(ROOT / "recipes" / "examples" / "lomustine_optimize.yaml",
+                workdir / "optimize.yaml")
+    calibrated = CliRunner().invoke(app, [*command, "--json"])
+    assert calibrated.exit_code == 0, calibrated.output
+    as_written = [c for c in command if c != "--calibration" and c != "R2-calibrated.yaml"]
+    plain = CliRunner().invoke(app, [*as_written, "--json"])
+    runs = [json.loads(r.stdout) for r in (calibrated, plain)]
+    n = int(command[command.index("--experiments") + 1])
+    assert [len(r["experiments"]) for r in runs] == [n, n]
+    first = [r["experiments"][0] for r in runs]
+    assert first[0]["setpoints"] == first[1]["setpoints"]  # the same start ...
+    # ... where the calibrated nitrosation (faster, as the runs showed) reaches a higher purity
+    assert first[0]["means"]["PAT1.Purity"] > first[1]["means"]["PAT1.Purity"]
+    best = runs[0]["experiments"][runs[0]["best"]]
+    assert best["objective"] > first[0]["objective"]  # the search improved on its start
+    bad = CliRunner().invoke(app, ["plant.yaml" if c == "R2-calibrated.yaml" else c
+                                   for c in command])
+    assert bad.exit_code == 2 and "TwinCalibration" in bad.output
 
 
 def test_whatif_worked_example_reports_the_models_new_steady_state(workdir: Path) -> None:

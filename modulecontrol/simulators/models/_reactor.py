@@ -476,7 +476,7 @@ class CoilReactor(UnitModel):
     }
     Params = CoilReactorParams
     inputs: ClassVar[dict[str, str]] = {"jacket_temperature": "K"}
-    fault_kinds = ("fouling",)
+    fault_kinds = ("fouling", "deactivation")
     inlets = ("in",)
     outlets = ("out",)
 
@@ -502,6 +502,8 @@ class CoilReactor(UnitModel):
             else params.wall_htc * math.pi * params.inner_diameter * self.length
         )
         self.kinetics = Kinetics(params.reactions, species, params.allow_unbalanced)
+        self._rate_constants = (self.kinetics.kf.copy(), self.kinetics.kr.copy())
+        """The written rate constants, which a ``deactivation`` fault scales."""
         n, ns = self.n_tanks, len(species)
         self.c = np.zeros((n, ns))
         self.T = np.full(n, params.initial_temperature)
@@ -528,6 +530,15 @@ class CoilReactor(UnitModel):
         """Fouling = a deposit taking ``volume_fraction`` of the volume; the fluid it displaces
         is booked as lost. Clearing the fault is a cleaning: the volume refills with fluid
         like the tank contents (negative loss)."""
+        if kind == "deactivation":
+            # A catalyst losing activity, an inhibitor in a reagent: every reaction runs at
+            # ``activity`` times its written rate (forward and reverse, so an equilibrium
+            # stays where it was and only the approach to it slows), until cleared.
+            a = 1.0 if params is None else min(max(params.get("activity", 0.5), 0.0), 1.0)
+            kf, kr = self._rate_constants
+            self.kinetics.kf[:] = kf * a
+            self.kinetics.kr[:] = kr * a
+            return
         if kind != "fouling":
             return
         before = self.holdup_mass()
