@@ -92,18 +92,18 @@ class Supervisor:
         supervisor detects (docs/alarms.md)."""
         self._step: str | None = None
         """The step last entered (suppression by design)."""
-        self._declare()
+        self.twin: TwinMonitor | None = None
+        """The recipe's twin (``twin.*`` signals and the mismatch alarms), if it has one."""
+        if r.twin is not None:
+            self.twin = TwinMonitor(r.twin, recipe, proxies, clock.now())
+            self.alarms.extend(self.twin.alarms)
+        self._declare()  # every alarm on the board, the twin's mismatch alarms too
         self.steady = [
             SteadyStateDetector(
                 s, self._band(s.band, self._unit(s.signal)), si_number(recipe, s.residence_times)
             )
             for s in r.steady_state
         ]
-        self.twin: TwinMonitor | None = None
-        """The recipe's twin (``twin.*`` signals and the mismatch alarms), if it has one."""
-        if r.twin is not None:
-            self.twin = TwinMonitor(r.twin, recipe, proxies, clock.now())
-            self.alarms.extend(self.twin.alarms)
         self.divert: DivertControl | None = None
         if r.divert is not None:
             self.divert = DivertControl(r.divert.valve, recipe.compile(r.divert.product_when))

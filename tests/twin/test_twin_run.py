@@ -115,3 +115,19 @@ def test_worked_example_run_predicts_the_analyzer_and_a_catalyst_fault_raises_th
     assert "twin mismatch (reading - prediction)" in titles
     html = next((tmp_path / "runs").glob("run-1.html")).read_text(encoding="utf-8")
     assert "twin mismatch" in html
+
+
+def test_the_twins_mismatch_alarm_is_on_the_lines_board() -> None:
+    """The twin's mismatch alarms are alarms like any other: declared on the board before
+    supervision suppresses, shelves or counts them (a late declaration failed every tick of
+    `make run` with 'no alarm twin_Purity')."""
+    from modulecontrol.clock import Clock
+    from modulecontrol.orchestrator import Orchestrator
+    from modulecontrol.proxy import proxies_for
+
+    vr = load_recipe(CAMPAIGN)
+    assert vr.recipe.twin is not None
+    orch = Orchestrator(vr, proxies_for(vr.plant), clock=Clock.fast())
+    twin = {a.spec.name for a in orch.supervisor.twin.alarms} if orch.supervisor.twin else set()
+    assert twin and twin <= set(orch.alarms.names())
+    orch.supervisor._suppression(0.0)  # every declared alarm can be evaluated
