@@ -20,7 +20,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,7 +84,7 @@ class EdgeNode:
     def __init__(self, broker: Broker, group: str, node: str, buffer: Path, *,
                  primary_host: str | None = None, max_buffered: int = 10_000_000,
                  commands: CommandHandler | None = None, batch: int = 500,
-                 ack_timeout: float = 10.0) -> None:
+                 ack_timeout: float = 10.0, info: Mapping[str, str] | None = None) -> None:
         for what, name in (("site", group), ("line", node)):
             if not name or any(c in name for c in "/+#"):
                 raise ValueError(f"{what} name {name!r}: must be non-empty without / + #")
@@ -97,6 +97,9 @@ class EdgeNode:
         """NCMD/DCMD are ignored (and logged) unless a handler is given; Rebirth always works."""
         self.batch = batch
         self.ack_timeout = ack_timeout
+        self.info = dict(info or {})
+        """Fixed facts about the line, string node metrics of every NBIRTH (``Line/Station``:
+        the URL of the line's own operator station, which the fleet view links to)."""
         self.devices: dict[str, _Device] = {}
         self.node_metrics: dict[str, MetricSpec] = {
             "Run/Event": MetricSpec("Run/Event", DataType.STRING),
@@ -304,6 +307,7 @@ class EdgeNode:
                         Metric("Buffer/Dropped", DataType.INT64, dropped, now)]
         node_metrics += [Metric(s.name, s.datatype, None, now, properties=s.properties())
                          for s in self.node_metrics.values() if s.name != "Buffer/Dropped"]
+        node_metrics += [Metric(k, DataType.STRING, v, now) for k, v in self.info.items()]
         if not self._send(topic(self.group, "NBIRTH", self.node), node_metrics, 0):
             return False
         for name, dev in self.devices.items():
