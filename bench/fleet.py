@@ -211,8 +211,39 @@ def ceiling(mq: Mosquitto, pg: Postgres, folder: Path, messages: int) -> dict[st
             "rows_per_s": round(stored / took), "messages_per_s": round(stored / 10 / took)}
 
 
+class Witness:
+    """A second, independent persistent subscriber to every DDATA: if a sample is missing
+    in PostgreSQL, did it reach the broker at all? (Tells an edge-side loss from a
+    historian-side one.)"""
+
+    def __init__(self, mq: Mosquitto) -> None:
+        from modulecontrol.fleet import decode
+
+        self.seen: set[tuple[str, str, str, float]] = set()
+        self._lock = threading.Lock()
+        c = mqtt_client("bench-witness", BrokerAddress.parse(mq.url), clean_session=False)
+
+        def on_message(cl: Any, u: Any, msg: Any) -> None:
+            parts = msg.topic.split("/")
+            for m in decode(msg.payload).metrics:
+                if isinstance(m.value, float):
+                    with self._lock:
+                        self.seen.add((parts[3], parts[4], m.name, m.value))
+
+        c.on_connect = lambda cl, u, f, rc: cl.subscribe(f"spBv1.0/{SITE}/DDATA/#", 1)
+        c.on_message = on_message
+        c.connect("127.0.0.1", mq.port)
+        c.loop_start()
+        self.c = c
+
+    def close(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
 def fleet(mq: Mosquitto, pg: Postgres, folder: Path) -> dict[str, Any]:
     log = folder / "historian.log"
+    witness = Witness(mq)
     host = _historian(mq, pg, log)
     assert _wait_state(mq, True), "the historian did not come online"
     rows_before = _rows(pg)
@@ -315,9 +346,39 @@ def fleet(mq: Mosquitto, pg: Postgres, folder: Path) -> dict[str, Any]:
     hist = _query(pg, "SELECT count(*) FILTER (WHERE historical), count(*) FROM sample s "
                   "WHERE ts >= to_timestamp(%s) AND ts < to_timestamp(%s)", t_out, t_back)[0]
     gaps = log.read_text(errors="replace").count("asking for a rebirth")
+    # where the holes are, if any: the time of each missing sample against the phases
+    holes = _query(pg, """
+        WITH s AS (SELECT metric_id, ts, (value)::float AS v,
+                          lag((value)::float) OVER w AS pv, lag(ts) OVER w AS pts
+                   FROM sample WINDOW w AS (PARTITION BY metric_id ORDER BY ts))
+        SELECT round(extract(epoch FROM pts)::numeric, 1), count(*) FROM s
+        WHERE pv IS NOT NULL AND v <> pv + 1 GROUP BY 1 ORDER BY 2 DESC LIMIT 8""")
+    phases = {"outage": (t_out, t_back), "kill": (t_kill, t_host_back)}
+    missing = _query(pg, """
+        WITH s AS (SELECT l.name AS line, m.name AS module, x.name AS metric,
+                          (s.value)::float AS v, lag((s.value)::float) OVER w AS pv
+                   FROM sample s JOIN metric x ON x.id = s.metric_id
+                   JOIN module m ON m.id = x.module_id JOIN line l ON l.id = m.line_id
+                   WINDOW w AS (PARTITION BY x.id ORDER BY s.ts))
+        SELECT line, module, metric, generate_series((pv + 1)::int, (v - 1)::int)::float
+        FROM s WHERE pv IS NOT NULL AND v > pv + 1 LIMIT 10000""")
+    time.sleep(2)
+    witness.close()
+    with witness._lock:
+        reached = sum(1 for r in missing if tuple(r) in witness.seen)
+    size = _query(pg, "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0), "
+                  "(SELECT count(*) FROM sample) FROM pg_inherits i JOIN pg_class c "
+                  "ON c.oid = i.inhrelid WHERE i.inhparent = 'sample'::regclass")[0]
     return {
         "broker_max_queued_messages": QUEUED,
         "historian_seq_gaps_seen": gaps,
+        "missing_samples_seen_by_a_second_subscriber": f"{reached} of {len(missing)}",
+        "holes_after_sample_at_s_from_outage_start": [
+            (round(float(t) - t_out, 1), n) for t, n in holes],
+        "phases_s_from_outage_start": {k: (0.0 if k == "outage" else round(a - t_out, 1),
+                                           round(b - t_out, 1))
+                                       for k, (a, b) in phases.items()},
+        "sample_bytes_per_row_with_indexes": round(int(size[0]) / max(1, int(size[1]))),
         "lines": LINES, "modules_per_line": MODULES, "metrics_per_module": METRICS,
         "edge_processes": len(edges), "samples_per_s_offered": LINES * MODULES * METRICS,
         "ddata_messages_per_s_offered": LINES * MODULES,

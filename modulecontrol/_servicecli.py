@@ -408,7 +408,7 @@ def sparkplug_extension(opts: SparkplugOptions) -> Extension:
                         db.parent / f"sparkplug-{opts.site}-{name}.db",
                         primary_host=opts.primary_host, commands=commands,
                         info={"Line/Station": (opts.station_url or url).rstrip("/") + "/"})
-        attach(edge, line.proxies)
+        detach = attach(edge, line.proxies)
 
         async def forward() -> None:
             seq = service.stream.head
@@ -449,6 +449,7 @@ def sparkplug_extension(opts: SparkplugOptions) -> Extension:
         task = loop.create_task(forward(), name="sparkplug events")
 
         async def close() -> None:
+            detach()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

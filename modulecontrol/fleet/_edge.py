@@ -117,6 +117,7 @@ class EdgeNode:
         """Births sent on the current session and the host online: live data is not
         historical."""
         self._stop = threading.Event()
+        self._closed = False
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._client = client(f"{group}-{node}", broker)
@@ -139,15 +140,20 @@ class EdgeNode:
     def update(self, device: str, name: str, value: Any, timestamp: float | None = None) -> bool:
         """Queue a value if it moved by more than the metric's deadband; True if queued.
 
-        ``timestamp`` is when the value was taken (UNIX s); it travels with the sample."""
+        ``timestamp`` is when the value was taken (UNIX s); it travels with the sample.
+        After :meth:`stop` nothing is queued (False): a line's last values while it shuts
+        down come after its edge has said goodbye (the line's own record keeps them)."""
+        if self._closed:
+            return False
         ts = round((time.time() if timestamp is None else timestamp) * 1000)
         if device == NODE:
             spec = self.node_metrics.get(name)
             if spec is None:
                 raise KeyError(f"unknown node metric {name!r}")
-            self.buffer.put(NODE, name, int(spec.datatype), value, ts, not self._online)
+            queued = self.buffer.put(NODE, name, int(spec.datatype), value, ts,
+                                     not self._online)
             self._wake.set()
-            return True
+            return queued
         dev = self.devices.get(device)
         spec = dev.metrics.get(name) if dev else None
         if dev is None or spec is None:
@@ -156,9 +162,9 @@ class EdgeNode:
         if last is not None and not _moved(last[0], value, spec.deadband):
             return False
         dev.last[name] = (value, ts)
-        self.buffer.put(device, name, int(spec.datatype), value, ts, not self._online)
+        queued = self.buffer.put(device, name, int(spec.datatype), value, ts, not self._online)
         self._wake.set()
-        return True
+        return queued
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -205,6 +211,7 @@ class EdgeNode:
             info.wait_for_publish(self.ack_timeout)
         self._client.disconnect()
         self._client.loop_stop()
+        self._closed = True
         left = len(self.buffer)
         self.buffer.close()
         return left
