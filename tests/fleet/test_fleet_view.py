@@ -15,17 +15,20 @@ from modulecontrol.cli import app
 from modulecontrol.fleet import FleetPage, Store, fleet_lines, safe_url
 from modulecontrol.testing.servers import Postgres
 
-NOW = dt.datetime.now(dt.UTC)
+_now = [dt.datetime.now(dt.UTC)]
+"""Set by the fixture: the history is written relative to the moment each test starts (a
+module-level time would age while a long session runs, and the uptime with it)."""
 
 
 def _ago(hours: float) -> dt.datetime:
-    return NOW - dt.timedelta(hours=hours)
+    return _now[0] - dt.timedelta(hours=hours)
 
 
 @pytest.fixture
 def history(postgres: Postgres) -> Postgres:
     """Basel/L1: born 2 h ago, dead 1 h ago, born again 30 min ago; 3 alarms; a finished run
     with figures, then a run started. Cork/L2: born once, never ran anything."""
+    _now[0] = dt.datetime.now(dt.UTC)
     s = Store(postgres.dsn)
     try:
         s.node_birth("Basel", "L1", 0, _ago(2), "http://10.0.0.5:8470/")
