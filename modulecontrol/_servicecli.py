@@ -11,10 +11,13 @@ command of ``modulecontrol`` starts without them. The client commands find the s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
+import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -24,6 +27,10 @@ from modulecontrol.errors import ConfigError
 
 if TYPE_CHECKING:
     from modulecontrol.client import Client
+    from modulecontrol.fleet import Metric
+    from modulecontrol.service import ControlService, Extension
+
+_log = logging.getLogger(__name__)
 
 user_app = typer.Typer(no_args_is_help=True, help="Users of the control service.")
 alarms_app = typer.Typer(no_args_is_help=True, help="Alarms of the control service's line "
@@ -45,6 +52,21 @@ def serve_cmd(
                                           "may be run.")] = Path("recipes"),
     tls_cert: Annotated[Path | None, typer.Option("--tls-cert")] = None,
     tls_key: Annotated[Path | None, typer.Option("--tls-key")] = None,
+    sparkplug: Annotated[str | None, typer.Option(
+        "--sparkplug", help="Publish the line over Sparkplug B to this broker "
+        "(mqtt://HOST:PORT or mqtts://; docs/fleet.md).")] = None,
+    site: Annotated[str | None, typer.Option("--site", help="Sparkplug group (the site); "
+                                             "with --sparkplug.")] = None,
+    line: Annotated[str | None, typer.Option("--line", help="Sparkplug edge node (default: "
+                                             "the plant's name).")] = None,
+    sparkplug_ca: Annotated[Path | None, typer.Option("--sparkplug-ca",
+                                                      help="CA file for mqtts://.")] = None,
+    commands_as: Annotated[str | None, typer.Option(
+        "--sparkplug-commands-as", help="Take NCMD/DCMD commands (off without it), as this "
+        "service user: its role is checked and every command audited.")] = None,
+    station_url: Annotated[str | None, typer.Option(
+        "--station-url", help="The station URL the births announce to the fleet page "
+        "(default: the address served).")] = None,
 ) -> None:
     """Operate a line: connect every module, keep them supervised and recorded, run the
     queued recipes, serve the HTTP API (docs/api.md). Stops on Ctrl-C or SIGTERM."""
@@ -57,6 +79,25 @@ def serve_cmd(
         print("--speed: only a simulated plant (--simulate) runs on a scaled clock",
               file=sys.stderr)
         raise typer.Exit(2)
+    extensions: list[Extension] = []
+    if sparkplug is not None:
+        from modulecontrol.fleet import Broker
+
+        try:
+            if not site:
+                raise ValueError("--site: name the site (the Sparkplug group)")
+            Broker.parse(sparkplug, ca_file=sparkplug_ca)
+            if commands_as is not None:
+                check_command_user(db, commands_as)
+        except ValueError as exc:
+            print(f"--sparkplug: {exc}", file=sys.stderr)
+            raise typer.Exit(2) from None
+        extensions.append(sparkplug_extension(SparkplugOptions(
+            sparkplug, site, line, commands_as=commands_as, station_url=station_url,
+            ca=sparkplug_ca)))
+    elif commands_as is not None:
+        print("--sparkplug-commands-as: only with --sparkplug", file=sys.stderr)
+        raise typer.Exit(2)
     options = ServiceOptions(plant=plant, simulate=simulate, speed=speed, db=db,
                              recipes=recipes)
     bind = BindOptions(host=host, port=port, tls_cert=tls_cert, tls_key=tls_key)
@@ -66,7 +107,7 @@ def serve_cmd(
         print(f"operator station: open {url}/ in a browser and log in", flush=True)
 
     try:
-        asyncio.run(serve(options, bind, ready, mounts=[station]))
+        asyncio.run(serve(options, bind, ready, mounts=[station], extensions=extensions))
     except ConfigError as exc:
         for p in exc.problems:
             print(str(p), file=sys.stderr)
@@ -317,3 +358,180 @@ def mount(app: typer.Typer) -> None:
     app.command("ack")(ack)
     app.add_typer(alarms_app, name="alarms", help="Alarms of the control service's line: "
                   "list, ack, shelve, unshelve, kpis.")
+
+
+# ---------------------------------------------------------------- the line as a Sparkplug edge
+FORWARDED = frozenset({"run_started", "run_ended", "alarm_raised", "alarm_cleared",
+                       "alarm_acked", "hold", "resume", "interlock", "plant_reattached"})
+"""Event kinds of the service's stream sent to the fleet as ``Run/Event`` (not the value
+and service-state changes: those are metrics already)."""
+
+
+def check_command_user(db: Path, user: str) -> None:
+    """Refuse to start (ValueError) if Sparkplug commands would run as a user that does not
+    exist or whose role may not command the line: a mistake found at start, not at the
+    first command."""
+    from modulecontrol.service import ROLE_SCOPES, Role, Scope, ServiceStore
+
+    store = ServiceStore(db)
+    try:
+        found = store.user(user)
+    finally:
+        store.close()
+    if found is None:
+        raise ValueError(f"--sparkplug-commands-as: no user '{user}' in {db} (add one: "
+                         f"modulecontrol user add {user} --role operator --db {db})")
+    if Scope.CONTROL not in ROLE_SCOPES.get(Role(found.role), frozenset()):
+        raise ValueError(f"--sparkplug-commands-as: user '{user}' is a {found.role}, who "
+                         f"may not command the line (operator, engineer or admin may)")
+
+
+async def sparkplug_command(service: ControlService, user: str, device: str | None,
+                            metric: Metric) -> None:
+    """One NCMD/DCMD metric through the same service methods the API's
+    ``PUT /modules/{tag}/values/{assembly}`` and ``POST /modules/{tag}/services/{name}/
+    {action}`` use: limits, operator mode (not while a run owns the line), CommandEn; the
+    mapped user's role is checked on every command (it may have changed since the start).
+    Accepted commands are operator actions with their audit entry, refused ones audit
+    entries, all marked "over Sparkplug"."""
+    from modulecontrol.service import ROLE_SCOPES, Role, Scope, ServiceError
+
+    via = "Sparkplug"
+    target = f"{device}.{metric.name}" if device else metric.name
+    found = service.store.user(user) if service.store is not None else None
+    scopes = ROLE_SCOPES.get(Role(found.role), frozenset()) if found else frozenset()
+    why = None
+    if Scope.CONTROL not in scopes:
+        why = (f"user '{user}' may not command the line"
+               + (f" (role {found.role})" if found else " (no such user any more)"))
+    elif device is None:
+        why = "no node command but Node Control/Rebirth is taken; address a module (DCMD)"
+    if why is not None:
+        await service.refused(user, f"{metric.name} over {via}", target, why)
+        return
+    assert device is not None
+    try:
+        if metric.name.endswith(".Command"):
+            # "<Service>.Command" = "start" or "start Procedure": a service command
+            words = str(metric.value).split()
+            if not words or len(words) > 2:
+                await service.refused(user, f"{metric.name} over {via}", target,
+                                      f"'{metric.value}': expected an action word and "
+                                      f"optionally a procedure, e.g. 'start' or 'start Dose'")
+                return
+            await service.module_command(device, metric.name.removesuffix(".Command"),
+                                         words[0], words[1] if len(words) > 1 else None, {},
+                                         user, via=via)
+        else:  # "<assembly>" = value: a set point or parameter
+            value = metric.value
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            await service.set_value(device, metric.name, text, user, via=via)
+    except ServiceError as exc:  # refused and audited by the service itself
+        _log.warning("sparkplug command %s = %r refused: %s", target, metric.value, exc.detail)
+    except Exception as exc:  # a fault while carrying it out: audited as refused too
+        _log.exception("sparkplug command %s failed", target)
+        await service.refused(user, f"{metric.name} over {via}", target,
+                              f"{type(exc).__name__}: {exc}")
+
+
+def _log_failure(fut: Any) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        _log.error("sparkplug command: %s", fut.exception())
+
+
+@dataclass
+class SparkplugOptions:
+    url: str
+    site: str
+    line: str | None = None
+    primary_host: str | None = "modulecontrol-fleet"
+    commands_as: str | None = None
+    """None: the command path is off (NCMD/DCMD other than Rebirth are logged, nothing
+    done); else the service user Sparkplug commands run as."""
+    station_url: str | None = None
+    """The station URL the births announce; None: the API's own URL."""
+    ca: Path | None = None
+
+
+def sparkplug_extension(opts: SparkplugOptions) -> Extension:
+    """The line service as a Sparkplug edge node: modules as devices (values from the
+    proxies), the stream's run and alarm events, each finished run's summary, the station
+    URL in the NBIRTH, and, when ``commands_as`` is set, the command path."""
+    import asyncio
+    import json
+
+    from modulecontrol.fleet import NODE, Broker, EdgeNode, attach, publish_summary
+    from modulecontrol.records import RecordsError, run_figures
+
+    def start(service: ControlService, url: str) -> Callable[[], Awaitable[None]]:
+        line = service.line
+        assert line is not None
+        name = opts.line or line.plant.plant.name
+        db = service.options.db
+        loop = asyncio.get_running_loop()
+        commands = None
+        if opts.commands_as is not None:
+            user = opts.commands_as
+
+            def commands(device: str | None, metric: Metric) -> None:  # paho's thread
+                fut = asyncio.run_coroutine_threadsafe(
+                    sparkplug_command(service, user, device, metric), loop)
+                fut.add_done_callback(_log_failure)
+
+        edge = EdgeNode(Broker.parse(opts.url, ca_file=opts.ca), opts.site, name,
+                        db.parent / f"sparkplug-{opts.site}-{name}.db",
+                        primary_host=opts.primary_host, commands=commands,
+                        info={"Line/Station": (opts.station_url or url).rstrip("/") + "/"})
+        detach = attach(edge, line.proxies)
+
+        async def forward() -> None:
+            seq = service.stream.head
+            while True:
+                await service.stream.wait(seq, 5.0)
+                events = service.stream.since(seq)
+                if events is None:  # fell out of the window: go on from the newest
+                    seq = service.stream.head
+                    continue
+                for ev in events:
+                    seq = ev.seq
+                    if ev.kind not in FORWARDED:
+                        continue
+                    recipe = None
+                    if ev.run is not None:
+                        with contextlib.suppress(Exception):
+                            recipe = service.run(ev.run).recipe
+                    message = ev.message if ev.run is None else (
+                        f"run {ev.run} ({recipe}): {ev.message}")
+                    edge.update(NODE, "Run/Event", json.dumps(
+                        {"seq": ev.seq, "kind": ev.kind, "source": ev.source,
+                         "message": message, "run": ev.run}, default=str))
+                    if ev.kind == "run_ended" and ev.run is not None:
+                        await summary(ev.run)
+
+        async def summary(run_id: int) -> None:
+            queued = service.run(run_id)
+            figures: dict[str, Any] = {}
+            if queued.record_run is not None:
+                try:
+                    figures = await asyncio.to_thread(run_figures, db, queued.record_run)
+                except RecordsError as exc:
+                    figures = {"notes": [str(exc)]}
+            publish_summary(edge, {"run_id": run_id, "recipe": queued.recipe,
+                                   "result": queued.state, "figures": figures})
+
+        edge.start()
+        task = loop.create_task(forward(), name="sparkplug events")
+
+        async def close() -> None:
+            detach()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            left = await asyncio.to_thread(edge.stop, drain=10.0)
+            if left:
+                print(f"sparkplug: {left} sample(s) not yet published wait in the buffer "
+                      f"file and go with the next start", file=sys.stderr)
+
+        return close
+
+    return start

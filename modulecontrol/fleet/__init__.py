@@ -11,7 +11,7 @@ from modulecontrol.fleet._attach import attach, device_metrics, publish_summary
 from modulecontrol.fleet._buffer import Buffer
 from modulecontrol.fleet._edge import NODE, EdgeNode, MetricSpec
 from modulecontrol.fleet._host import DEFAULT_HOST_ID, FleetHistorian
-from modulecontrol.fleet._mqtt import PASSWORD_ENV, Broker
+from modulecontrol.fleet._mqtt import PASSWORD_ENV, Broker, HeldAcks
 from modulecontrol.fleet._mqtt import client as mqtt_client
 from modulecontrol.fleet._payload import (
     NAMESPACE,
@@ -24,8 +24,18 @@ from modulecontrol.fleet._payload import (
     state_topic,
     topic,
 )
-from modulecontrol.fleet._store import MIGRATIONS, LatestValue, fleet_status, migrate
+from modulecontrol.fleet._store import (
+    MIGRATIONS,
+    LatestValue,
+    LineView,
+    ModuleView,
+    Store,
+    fleet_lines,
+    fleet_status,
+    migrate,
+)
 from modulecontrol.fleet._transfer import ModuleMap, TransferReport, transfer
+from modulecontrol.fleet._web import FleetPage, create_fleet_app, safe_url
 
 __all__ = [
     "DEFAULT_HOST_ID",
@@ -39,20 +49,28 @@ __all__ = [
     "Decoded",
     "EdgeNode",
     "FleetHistorian",
+    "FleetPage",
+    "HeldAcks",
     "LatestValue",
+    "LineView",
     "Metric",
     "MetricSpec",
     "ModuleMap",
+    "ModuleView",
+    "Store",
     "TransferReport",
     "attach",
+    "create_fleet_app",
     "decode",
     "device_metrics",
     "encode",
+    "fleet_lines",
     "fleet_status",
     "migrate",
     "mqtt_client",
     "parse_topic",
     "publish_summary",
+    "safe_url",
     "state_topic",
     "topic",
     "transfer",

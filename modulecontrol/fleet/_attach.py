@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from modulecontrol.descriptors import ModuleType
@@ -19,6 +19,7 @@ from modulecontrol.fleet._edge import NODE, EdgeNode, MetricSpec
 from modulecontrol.fleet._payload import DataType
 from modulecontrol.orchestrator import Orchestrator
 from modulecontrol.proxy import ModuleProxy
+from modulecontrol.statemachine import StateChange
 
 _log = logging.getLogger(__name__)
 
@@ -45,10 +46,18 @@ def device_metrics(module_type: ModuleType) -> list[MetricSpec]:
 
 
 def attach(edge: EdgeNode, proxies: Mapping[str, ModuleProxy],
-           orchestrator: Orchestrator | None = None) -> None:
-    """Declare every module as a device and publish its values (and the run's events)."""
+           orchestrator: Orchestrator | None = None) -> Callable[[], None]:
+    """Declare every module as a device and publish its values, its services' states (the
+    ``<Service>.StateCur`` metrics, from the state now and every change) and the run's
+    events. Returns what detaches the proxies' listeners again."""
     for tag, proxy in proxies.items():
         edge.add_device(tag, device_metrics(proxy.type))
+    detach: list[Callable[[], None]] = []
+
+    def on_state(tag: str, change: StateChange) -> None:
+        name = f"{change.service}.StateCur"
+        if name in edge.devices[tag].metrics:
+            edge.update(tag, name, int(change.new))
 
     def on_values(tag: str, values: Mapping[str, TagValue]) -> None:
         metrics = edge.devices[tag].metrics
@@ -65,8 +74,12 @@ def attach(edge: EdgeNode, proxies: Mapping[str, ModuleProxy],
                 continue
             edge.update(tag, name, value, tv.timestamp)
 
-    for proxy in proxies.values():
-        proxy.on_values(on_values)
+    for tag, proxy in proxies.items():
+        for service, machine in proxy.services.items():
+            if f"{service}.StateCur" in edge.devices[tag].metrics:
+                edge.update(tag, f"{service}.StateCur", int(machine.state))
+        detach.append(proxy.on_values(on_values))
+        detach.append(proxy.on_state(on_state))
     if orchestrator is not None:
         def on_event(ev: Event) -> None:
             edge.update(NODE, "Run/Event", json.dumps(
@@ -74,6 +87,12 @@ def attach(edge: EdgeNode, proxies: Mapping[str, ModuleProxy],
                  "message": ev.message, "sim_time": ev.t}, default=str))
 
         orchestrator.subscribe(on_event)
+
+    def undo() -> None:
+        for d in detach:
+            d()
+
+    return undo
 
 
 def publish_summary(edge: EdgeNode, summary: Mapping[str, Any]) -> None:

@@ -62,11 +62,15 @@ class Buffer:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
+        self._closed = False
         self._count = int(self._db.execute("SELECT count(*) FROM queue").fetchone()[0])
 
     def put(self, device: str, name: str, datatype: int, value: Any, ts: int,
-            historical: bool) -> None:
+            historical: bool) -> bool:
+        """Queue one sample; False (nothing queued) once the buffer is closed."""
         with self._lock:
+            if self._closed:
+                return False
             if self._count >= self.max_rows:
                 drop = self._count - self.max_rows + 1
                 self._db.execute("BEGIN")
@@ -83,6 +87,7 @@ class Buffer:
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (device, name, datatype, json.dumps(value), ts, int(historical)))
             self._count += 1
+        return True
 
     def peek(self, limit: int) -> list[Row]:
         """The oldest ``limit`` rows, in the order they were put."""
@@ -117,4 +122,5 @@ class Buffer:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._db.close()

@@ -20,7 +20,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,7 +84,7 @@ class EdgeNode:
     def __init__(self, broker: Broker, group: str, node: str, buffer: Path, *,
                  primary_host: str | None = None, max_buffered: int = 10_000_000,
                  commands: CommandHandler | None = None, batch: int = 500,
-                 ack_timeout: float = 10.0) -> None:
+                 ack_timeout: float = 10.0, info: Mapping[str, str] | None = None) -> None:
         for what, name in (("site", group), ("line", node)):
             if not name or any(c in name for c in "/+#"):
                 raise ValueError(f"{what} name {name!r}: must be non-empty without / + #")
@@ -97,6 +97,9 @@ class EdgeNode:
         """NCMD/DCMD are ignored (and logged) unless a handler is given; Rebirth always works."""
         self.batch = batch
         self.ack_timeout = ack_timeout
+        self.info = dict(info or {})
+        """Fixed facts about the line, string node metrics of every NBIRTH (``Line/Station``:
+        the URL of the line's own operator station, which the fleet view links to)."""
         self.devices: dict[str, _Device] = {}
         self.node_metrics: dict[str, MetricSpec] = {
             "Run/Event": MetricSpec("Run/Event", DataType.STRING),
@@ -114,6 +117,7 @@ class EdgeNode:
         """Births sent on the current session and the host online: live data is not
         historical."""
         self._stop = threading.Event()
+        self._closed = False
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._client = client(f"{group}-{node}", broker)
@@ -136,15 +140,20 @@ class EdgeNode:
     def update(self, device: str, name: str, value: Any, timestamp: float | None = None) -> bool:
         """Queue a value if it moved by more than the metric's deadband; True if queued.
 
-        ``timestamp`` is when the value was taken (UNIX s); it travels with the sample."""
+        ``timestamp`` is when the value was taken (UNIX s); it travels with the sample.
+        After :meth:`stop` nothing is queued (False): a line's last values while it shuts
+        down come after its edge has said goodbye (the line's own record keeps them)."""
+        if self._closed:
+            return False
         ts = round((time.time() if timestamp is None else timestamp) * 1000)
         if device == NODE:
             spec = self.node_metrics.get(name)
             if spec is None:
                 raise KeyError(f"unknown node metric {name!r}")
-            self.buffer.put(NODE, name, int(spec.datatype), value, ts, not self._online)
+            queued = self.buffer.put(NODE, name, int(spec.datatype), value, ts,
+                                     not self._online)
             self._wake.set()
-            return True
+            return queued
         dev = self.devices.get(device)
         spec = dev.metrics.get(name) if dev else None
         if dev is None or spec is None:
@@ -153,9 +162,9 @@ class EdgeNode:
         if last is not None and not _moved(last[0], value, spec.deadband):
             return False
         dev.last[name] = (value, ts)
-        self.buffer.put(device, name, int(spec.datatype), value, ts, not self._online)
+        queued = self.buffer.put(device, name, int(spec.datatype), value, ts, not self._online)
         self._wake.set()
-        return True
+        return queued
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -202,6 +211,7 @@ class EdgeNode:
             info.wait_for_publish(self.ack_timeout)
         self._client.disconnect()
         self._client.loop_stop()
+        self._closed = True
         left = len(self.buffer)
         self.buffer.close()
         return left
@@ -304,6 +314,7 @@ class EdgeNode:
                         Metric("Buffer/Dropped", DataType.INT64, dropped, now)]
         node_metrics += [Metric(s.name, s.datatype, None, now, properties=s.properties())
                          for s in self.node_metrics.values() if s.name != "Buffer/Dropped"]
+        node_metrics += [Metric(k, DataType.STRING, v, now) for k, v in self.info.items()]
         if not self._send(topic(self.group, "NBIRTH", self.node), node_metrics, 0):
             return False
         for name, dev in self.devices.items():

@@ -11,6 +11,14 @@ Its MQTT session is persistent (clean session off, QoS 1): what the broker accep
 historian reconnects is delivered afterwards, and a message is acknowledged only once its rows
 are committed; a database error stops the historian (exit, will fires, edges buffer) rather
 than acknowledging data it did not store.
+
+Throughput: data messages (DDATA, DBIRTH values) are collected and written in batches, one
+transaction per batch (``COPY`` into a staging table, :meth:`Store.sample_batch`), their
+acknowledgements held back until the commit (:class:`HeldAcks`). A batch is written when it
+holds ``batch_messages`` messages or its oldest message waited ``max_latency`` seconds, and
+before any other message (births, deaths, events), so the database sees every message in
+the order the broker delivered it. The broker bounds a batch too: Mosquitto sends at most
+``max_inflight_messages`` (default 20) unacknowledged messages to one client.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import threading
 import time
 from typing import Any
 
-from modulecontrol.fleet._mqtt import Broker, client
+from modulecontrol.fleet._mqtt import Broker, HeldAcks, client
 from modulecontrol.fleet._payload import (
     NAMESPACE,
     DataType,
@@ -48,12 +56,23 @@ def _time(ms: int) -> _dt.datetime:
 class FleetHistorian:
     """``run()`` blocks until :meth:`stop`; raises if the database fails."""
 
-    def __init__(self, broker: Broker, dsn: str, host_id: str = DEFAULT_HOST_ID) -> None:
+    def __init__(self, broker: Broker, dsn: str, host_id: str = DEFAULT_HOST_ID, *,
+                 batch_messages: int = 1000, max_latency: float = 0.05) -> None:
         self.broker = broker
         self.host_id = host_id
         self.store = Store(dsn)
+        self.batch_messages = batch_messages
+        self.max_latency = max_latency
         self.messages = 0
         """Sparkplug messages stored."""
+        self.rows = 0
+        """Sample rows stored (new ones)."""
+        self.duplicates = 0
+        """Sample rows received again and not stored twice (redeliveries, replays)."""
+        self.batches = 0
+        self._pending: list[tuple[str, str, str, list[tuple[str, int, _dt.datetime, Any,
+                                                            bool]]]] = []
+        self._pending_since = 0.0
         self.rebirths_requested = 0
         self._seq: dict[tuple[str, str], int] = {}
         self._born = _ms()
@@ -61,6 +80,7 @@ class FleetHistorian:
         self._client.will_set(state_topic(host_id), self._state(False), qos=1, retain=True)
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
+        self._acks = HeldAcks(self._client)
         self._stopping = threading.Event()
         self._killed = False
         self.connected = threading.Event()
@@ -73,7 +93,11 @@ class FleetHistorian:
         self._client.connect(self.broker.host, self.broker.port, keepalive=10)
         try:
             while not self._stopping.is_set():
-                rc = self._client.loop(timeout=0.5)
+                rc = self._client.loop(timeout=self.max_latency / 2 if self._pending else 0.5)
+                if rc == 0 and self._pending and (
+                        len(self._pending) >= self.batch_messages
+                        or time.monotonic() - self._pending_since >= self.max_latency):
+                    self._flush()
                 if rc != 0 and not self._stopping.is_set():
                     self.connected.clear()
                     time.sleep(1.0)
@@ -86,6 +110,8 @@ class FleetHistorian:
             raise
         finally:
             if self._stopping.is_set() and not self._killed:
+                if self.error is None:
+                    self._flush()
                 info = self._client.publish(state_topic(self.host_id), self._state(False),
                                             qos=1, retain=True)
                 end = time.monotonic() + 2.0
@@ -108,7 +134,24 @@ class FleetHistorian:
 
     # -- callbacks (in run()'s thread) -------------------------------------------------------
 
+    def _flush(self) -> None:
+        """Commit the pending data messages in one transaction, then acknowledge them."""
+        if self._pending:
+            n = len(self._pending)
+            total = sum(len(rows) for *_, rows in self._pending)
+            new = self.store.sample_batch(self._pending)
+            self._pending.clear()
+            self.rows += new
+            self.duplicates += total - new
+            self.messages += n
+            self.batches += 1
+        self._acks.release()
+
     def _on_connect(self, c: Any, userdata: Any, flags: Any, rc: int) -> None:
+        # a new session: what was received but not committed is not acknowledged either;
+        # the broker delivers it again (persistent session), so it is dropped here
+        self._pending.clear()
+        self._acks.held.clear()
         if rc != 0:
             _log.warning("fleet historian: broker refused (rc %s)", rc)
             return
@@ -117,6 +160,12 @@ class FleetHistorian:
         self.connected.set()
 
     def _on_message(self, c: Any, userdata: Any, msg: Any) -> None:
+        self._acks.hold(msg)
+        if self._handle(c, msg):  # not batched: written now, after what was pending
+            self._flush()
+
+    def _handle(self, c: Any, msg: Any) -> bool:
+        """Returns False when the message joined the pending batch."""
         if msg.topic == state_topic(self.host_id):
             try:
                 online = bool(json.loads(msg.payload or b"{}").get("online"))
@@ -124,49 +173,57 @@ class FleetHistorian:
                 online = False
             if not online and not self._stopping.is_set():  # spec: a stale death of ours
                 c.publish(state_topic(self.host_id), self._state(True), qos=1, retain=True)
-            return
+            return True
         t = parse_topic(msg.topic)
         if t is None:
-            return
+            return True
         try:
             payload = decode(msg.payload)
         except ValueError as exc:
             _log.warning("%s: %s", msg.topic, exc)
-            return
+            return True
         key = (t.group, t.node)
         kind = t.message_type
+        if kind in ("NCMD", "DCMD"):
+            return True
+        if kind == "DDATA" and t.device:
+            if not msg.dup:  # a redelivery repeats a seq already seen: stored once, no gap
+                self._check_seq(key, payload.seq)
+            if not self._pending:
+                self._pending_since = time.monotonic()
+            self._pending.append((t.group, t.node, t.device, [
+                (m.name, int(m.datatype), _time(m.timestamp), m.value, m.historical)
+                for m in payload.metrics]))
+            return False
+        self._flush()  # everything before this message first, in order
         if kind == "NBIRTH":
             bd = _metric(payload, "bdSeq")
-            self.store.node_birth(t.group, t.node, bd, _time(payload.timestamp))
+            station = next((m.value for m in payload.metrics if m.name == "Line/Station"
+                            and isinstance(m.value, str)), None)
+            self.store.node_birth(t.group, t.node, bd, _time(payload.timestamp), station)
             self._seq[key] = 0
-            return
+            return True
         if kind == "NDEATH":
             self.store.node_death(t.group, t.node, _metric(payload, "bdSeq"))
             self._seq.pop(key, None)
-            return
-        if kind in ("NCMD", "DCMD"):
-            return
-        if not msg.dup:  # a redelivery repeats a seq already seen: stored once, no gap
+            return True
+        if not msg.dup:
             self._check_seq(key, payload.seq)
         if kind == "DBIRTH" and t.device:
             self.store.device_birth(t.group, t.node, t.device, _time(payload.timestamp),
                                     [(m.name, int(m.datatype), m.properties)
                                      for m in payload.metrics])
-            self.store.samples(
+            self.rows += self.store.samples(
                 t.group, t.node, t.device,
                 [(m.name, int(m.datatype), _time(m.timestamp), m.value, m.historical)
                  for m in payload.metrics if m.value is not None])
         elif kind == "DDEATH" and t.device:
             self.store.device_death(t.group, t.node, t.device)
-        elif kind == "DDATA" and t.device:
-            self.store.samples(
-                t.group, t.node, t.device,
-                [(m.name, int(m.datatype), _time(m.timestamp), m.value, m.historical)
-                 for m in payload.metrics])
         elif kind == "NDATA":
             for m in payload.metrics:
                 self._node_metric(t.group, t.node, m)
         self.messages += 1
+        return True
 
     def _node_metric(self, site: str, line: str, m: Metric) -> None:
         if m.name not in ("Run/Event", "Run/Summary") or not isinstance(m.value, str):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,3 +59,44 @@ def client(client_id: str, broker: Broker, *, clean_session: bool = True) -> Any
                   cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
     c.reconnect_delay_set(min_delay=1, max_delay=5)
     return c
+
+
+class HeldAcks:
+    """Hold back the PUBACK of received QoS 1 messages until :meth:`release`.
+
+    paho acknowledges a QoS 1 message as soon as ``on_message`` returns; a historian that
+    commits many messages in one transaction must acknowledge them only after the commit,
+    or a crash between the two would lose messages the broker considers delivered. paho 2.x
+    has ``manual_ack_set``; paho 1.6 has not, so there the client's own ``_send_puback`` is
+    wrapped (the one place paho sends it). Call everything from the client's loop thread.
+    """
+
+    def __init__(self, c: Any) -> None:
+        self._c = c
+        self.held: list[int] = []
+        self._send: Callable[[int], Any]
+        if hasattr(c, "manual_ack_set"):  # paho >= 2
+            c.manual_ack_set(True)
+            self._send = lambda mid: c.ack(mid, 1)
+        else:
+            send = c._send_puback  # bound method of paho 1.6
+
+            def hold(mid: int) -> int:
+                self.held.append(mid)
+                return 0
+
+            c._send_puback = hold
+            self._send = send
+
+    def hold(self, msg: Any) -> None:
+        """paho 2.x: remember a message to acknowledge (1.6 remembers it by itself)."""
+        if hasattr(self._c, "manual_ack_set") and msg.qos == 1:
+            self.held.append(msg.mid)
+
+    def release(self) -> int:
+        """Acknowledge every held message; returns how many."""
+        n = len(self.held)
+        for mid in self.held:
+            self._send(mid)
+        self.held.clear()
+        return n

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-from dataclasses import dataclass
+import math
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import psycopg
@@ -80,6 +81,17 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (line_id, ts)
     );
     """,
+    # 2: the line's own station (drill-down from the fleet view), its sessions (uptime)
+    """
+    ALTER TABLE line ADD COLUMN station_url text;
+    CREATE TABLE line_session (
+        line_id integer NOT NULL REFERENCES line(id),
+        born_at timestamptz NOT NULL,
+        died_at timestamptz,
+        PRIMARY KEY (line_id, born_at)
+    );
+    CREATE INDEX run_summary_ts ON run_summary (ts);
+    """,
 ]
 """Each entry is applied once, in order, in its own transaction; never edit a released one:
 append the next."""
@@ -107,13 +119,15 @@ def _month(ts: _dt.datetime) -> tuple[_dt.datetime, _dt.datetime]:
 
 
 class Store:
-    """One connection; every Sparkplug message is written in one transaction."""
+    """One connection. Samples are written in batches of many messages
+    (:meth:`sample_batch`), everything else one message per transaction."""
 
     def __init__(self, dsn: str) -> None:
         self.conn = psycopg.connect(dsn, autocommit=True)
         migrate(self.conn)
         self._partitions: set[str] = set()
         self._ids: dict[tuple[str, ...], int] = {}
+        self._staging = False
 
     def close(self) -> None:
         self.conn.close()
@@ -163,16 +177,30 @@ class Store:
             self._ids[key] = int(row[0])
         return self._ids[key]
 
-    def node_birth(self, site: str, line: str, bd_seq: int | None, ts: _dt.datetime) -> None:
-        self.conn.execute("UPDATE line SET online = true, bd_seq = %s, born_at = %s, "
-                          "seen_at = %s WHERE id = %s",
-                          (bd_seq, ts, ts, self.line_id(site, line)))
+    def node_birth(self, site: str, line: str, bd_seq: int | None, ts: _dt.datetime,
+                   station_url: str | None = None) -> None:
+        """A line's new session: online from ``ts`` (its uptime counts from here); a session
+        still open (its death was lost) ends where this one starts."""
+        lid = self.line_id(site, line)
+        with self.conn.transaction():
+            self.conn.execute("UPDATE line SET online = true, bd_seq = %s, born_at = %s, "
+                              "seen_at = %s, station_url = %s WHERE id = %s",
+                              (bd_seq, ts, ts, station_url, lid))
+            self.conn.execute("UPDATE line_session SET died_at = %s WHERE line_id = %s AND "
+                              "died_at IS NULL AND born_at < %s", (ts, lid, ts))
+            self.conn.execute("INSERT INTO line_session (line_id, born_at) VALUES (%s, %s) "
+                              "ON CONFLICT DO NOTHING", (lid, ts))
 
     def node_death(self, site: str, line: str, bd_seq: int | None) -> bool:
         """Offline only if the death is of the current session (its bdSeq matches)."""
-        cur = self.conn.execute(
-            "UPDATE line SET online = false WHERE id = %s AND (bd_seq = %s OR %s IS NULL)",
-            (self.line_id(site, line), bd_seq, bd_seq))
+        lid = self.line_id(site, line)
+        with self.conn.transaction():
+            cur = self.conn.execute(
+                "UPDATE line SET online = false WHERE id = %s AND (bd_seq = %s OR %s IS NULL)",
+                (lid, bd_seq, bd_seq))
+            if cur.rowcount > 0:
+                self.conn.execute("UPDATE line_session SET died_at = now() WHERE line_id = %s "
+                                  "AND died_at IS NULL", (lid,))
         return cur.rowcount > 0
 
     def device_birth(self, site: str, line: str, module: str, ts: _dt.datetime,
@@ -193,24 +221,53 @@ class Store:
                           (self.module_id(site, line, module),))
 
     def samples(self, site: str, line: str, module: str,
-                rows: list[tuple[str, int, _dt.datetime, Any, bool]]) -> None:
-        """Store (name, datatype, ts, value, historical) rows of one message, in one
-        transaction, batched (psycopg's pipelined ``executemany``); a row already stored
-        (a redelivered message) is skipped."""
-        mid = self.module_id(site, line, module)
-        params = []
-        for name, datatype, ts, value, historical in rows:
-            self._partition(ts)
-            params.append((self.metric_id(mid, name, datatype), ts, json.dumps(value),
-                           historical))
+                rows: list[tuple[str, int, _dt.datetime, Any, bool]]) -> int:
+        """Store (name, datatype, ts, value, historical) rows of one message in one
+        transaction; returns how many were new."""
+        return self.sample_batch([(site, line, module, rows)])
+
+    def sample_batch(self, messages: list[tuple[str, str, str,
+                                                list[tuple[str, int, _dt.datetime, Any, bool]]]]
+                     ) -> int:
+        """Store the rows of many messages in **one** transaction, in arrival order; returns
+        how many rows were new (the others were stored already: a redelivered message).
+
+        The rows go by ``COPY`` into a temporary staging table, then one ``INSERT … SELECT
+        … ON CONFLICT DO NOTHING`` in arrival order (``received_at`` is the row's own
+        ``clock_timestamp()``), one update of each metric's latest value and one of each
+        line's ``seen_at``: a handful of statements per batch instead of three per message.
+        """
+        staged: list[tuple[int, _dt.datetime, str, bool]] = []
+        lines: set[int] = set()
+        for site, line, module, rows in messages:
+            mid = self.module_id(site, line, module)
+            lines.add(self.line_id(site, line))
+            for name, datatype, ts, value, historical in rows:
+                self._partition(ts)
+                staged.append((self.metric_id(mid, name, datatype), ts, _json(value),
+                               historical))
+        if not staged:
+            return 0
         with self.conn.transaction(), self.conn.cursor() as cur:
-            cur.executemany("INSERT INTO sample (metric_id, ts, value, historical) "
-                            "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING", params)
-            cur.executemany("UPDATE metric SET last_value = %s, last_ts = %s "
-                            "WHERE id = %s AND (last_ts IS NULL OR last_ts <= %s)",
-                            [(v, ts, m, ts) for m, ts, v, _ in params])
-            cur.execute("UPDATE line SET seen_at = now() WHERE id = %s",
-                        (self.line_id(site, line),))
+            if not self._staging:
+                cur.execute("CREATE TEMP TABLE IF NOT EXISTS sample_in (n integer, "
+                            "metric_id integer, ts timestamptz, value jsonb, "
+                            "historical boolean) ON COMMIT DELETE ROWS")
+                self._staging = True
+            with cur.copy("COPY sample_in (n, metric_id, ts, value, historical) "
+                          "FROM STDIN") as copy:
+                for n, row in enumerate(staged):
+                    copy.write_row((n, *row))
+            cur.execute("INSERT INTO sample (metric_id, ts, value, historical, received_at) "
+                        "SELECT metric_id, ts, value, historical, clock_timestamp() "
+                        "FROM sample_in ORDER BY n ON CONFLICT DO NOTHING")
+            new = cur.rowcount
+            cur.execute("UPDATE metric m SET last_value = s.value, last_ts = s.ts FROM "
+                        "(SELECT DISTINCT ON (metric_id) metric_id, ts, value FROM sample_in "
+                        "ORDER BY metric_id, ts DESC, n DESC) s WHERE m.id = s.metric_id "
+                        "AND (m.last_ts IS NULL OR m.last_ts <= s.ts)")
+            cur.execute("UPDATE line SET seen_at = now() WHERE id = ANY(%s)", (sorted(lines),))
+        return int(new)
 
     def event(self, site: str, line: str, ts: _dt.datetime, data: dict[str, Any],
               historical: bool) -> None:
@@ -224,6 +281,14 @@ class Store:
         self.conn.execute(
             "INSERT INTO run_summary (line_id, ts, summary) VALUES (%s, %s, %s) "
             "ON CONFLICT DO NOTHING", (self.line_id(site, line), ts, json.dumps(data)))
+
+
+def _json(value: Any) -> str:
+    """JSON of a sample; a float JSON cannot hold (NaN, ±infinity, a failed sensor's
+    reading) is stored as its name, ``"NaN"``, rather than failing the whole batch."""
+    if isinstance(value, float) and not math.isfinite(value):
+        value = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return json.dumps(value)
 
 
 @dataclass(frozen=True)
@@ -249,3 +314,108 @@ def fleet_status(dsn: str) -> list[LatestValue]:
             "JOIN module m ON m.line_id = l.id JOIN metric x ON x.module_id = m.id "
             "ORDER BY s.name, l.name, m.name, x.name").fetchall()
     return [LatestValue(*r) for r in rows]
+
+
+@dataclass(frozen=True)
+class ModuleView:
+    name: str
+    online: bool
+    states: dict[str, str]
+    """Each service's state (``Dosing: Execute``), from its ``<Service>.StateCur`` metric."""
+
+
+@dataclass(frozen=True)
+class LineView:
+    """One line in the fleet view: where it is, whether it is live, what it runs, its KPIs.
+
+    KPI definitions (docs/fleet.md): ``throughput_g_per_h`` and ``yield_pct`` are those of
+    the line's latest finished run (its summary's figures); ``uptime_pct`` is the share of
+    the window (the last ``window_h`` hours, or since the line's first birth if younger)
+    with a live Sparkplug session; ``alarms_per_h`` counts ``alarm_raised`` events in the
+    same window."""
+
+    site: str
+    line: str
+    online: bool
+    station_url: str | None
+    seen_at: _dt.datetime | None
+    modules: list[ModuleView]
+    active_run: str | None
+    last_run: str | None
+    throughput_g_per_h: float | None
+    yield_pct: float | None
+    uptime_pct: float | None
+    alarms_per_h: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["seen_at"] = self.seen_at.isoformat() if self.seen_at else None
+        return d
+
+
+def _state_label(value: Any) -> str:
+    from modulecontrol.statemachine import State
+
+    try:
+        return str(State(int(value)).label)
+    except (TypeError, ValueError):
+        return "?"
+
+
+def fleet_lines(dsn: str, window_h: float = 24.0) -> list[LineView]:
+    """Every line of every site with its module states, active run and KPIs."""
+    with psycopg.connect(dsn) as conn:
+        migrate(conn)
+        lines = conn.execute(
+            "SELECT l.id, s.name, l.name, l.online, l.station_url, l.seen_at, "
+            "greatest(now() - make_interval(secs => %s), "
+            "         (SELECT min(born_at) FROM line_session WHERE line_id = l.id)) AS since "
+            "FROM line l JOIN site s ON s.id = l.site_id ORDER BY s.name, l.name",
+            (window_h * 3600.0,)).fetchall()
+        out = []
+        for lid, site, line, online, station, seen, since in lines:
+            modules = []
+            for mod, mod_online, states in conn.execute(
+                    "SELECT m.name, m.online, coalesce(jsonb_object_agg(replace(x.name, "
+                    "'.StateCur', ''), x.last_value) FILTER (WHERE x.name LIKE '%%.StateCur' "
+                    "AND x.last_value IS NOT NULL), '{}') FROM module m LEFT JOIN metric x ON "
+                    "x.module_id = m.id WHERE m.line_id = %s GROUP BY m.id ORDER BY m.name",
+                    (lid,)).fetchall():
+                modules.append(ModuleView(mod, bool(mod_online), {
+                    k: _state_label(v) for k, v in sorted(dict(states).items())}))
+            run = conn.execute(
+                "SELECT kind, message FROM event WHERE line_id = %s AND kind IN "
+                "('run_started', 'run_ended') ORDER BY ts DESC, seq DESC LIMIT 1",
+                (lid,)).fetchone()
+            summary = conn.execute(
+                "SELECT summary FROM run_summary WHERE line_id = %s ORDER BY ts DESC LIMIT 1",
+                (lid,)).fetchone()
+            up = alarms = None
+            if since is not None:
+                row = conn.execute(
+                    "SELECT extract(epoch FROM now() - %s), coalesce(sum(extract(epoch FROM "
+                    "least(coalesce(died_at, now()), now()) - greatest(born_at, %s))) FILTER "
+                    "(WHERE coalesce(died_at, now()) > %s), 0), (SELECT count(*) FROM event "
+                    "WHERE line_id = %s AND kind = 'alarm_raised' AND ts >= %s) "
+                    "FROM line_session WHERE line_id = %s",
+                    (since, since, since, lid, since, lid)).fetchone()
+                if row is not None and row[0] and float(row[0]) > 0:
+                    span = float(row[0])
+                    up = round(min(100.0, 100.0 * float(row[1]) / span), 1)
+                    alarms = round(int(row[2]) / (span / 3600.0), 2)
+            figures = (summary[0] or {}).get("figures") or {} if summary else {}
+            out.append(LineView(
+                site, line, bool(online), station, seen, modules,
+                run[1] if run and run[0] == "run_started" else None,
+                _last_run(summary[0]) if summary else None,
+                _num(figures.get("throughput_g_per_h")), _num(figures.get("yield_pct")),
+                up, alarms))
+    return out
+
+
+def _last_run(summary: dict[str, Any]) -> str:
+    return " ".join(str(x) for x in (summary.get("recipe"), summary.get("result")) if x)
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None

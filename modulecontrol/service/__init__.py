@@ -4,6 +4,7 @@ Public API::
 
     ControlService, ServiceOptions, ServiceError, COMMANDS     # the service
     ApiServer, BindOptions, check_bind, create_app             # its HTTP API (FastAPI, uvicorn)
+    Extension                                                  # what runs beside it (Sparkplug)
     EventStream, StreamEvent                                   # the event stream
     ServiceStore, QueuedRun, Role, Scope, ROLE_SCOPES, hash_password   # queue, users, roles
     serve                                                      # ``modulecontrol serve``
@@ -13,7 +14,7 @@ See docs/api.md and docs/operations.md.
 
 from modulecontrol.service._api import create_app
 from modulecontrol.service._auth import ROLE_SCOPES, Role, Scope, hash_password
-from modulecontrol.service._server import ApiServer, BindOptions, check_bind, serve
+from modulecontrol.service._server import ApiServer, BindOptions, Extension, check_bind, serve
 from modulecontrol.service._service import (
     COMMANDS,
     ControlService,
@@ -30,6 +31,7 @@ __all__ = [
     "BindOptions",
     "ControlService",
     "EventStream",
+    "Extension",
     "QueuedRun",
     "Role",
     "Scope",

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import ipaddress
 import signal
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,12 +109,20 @@ class ApiServer:
                 self._task.cancel()
 
 
+Extension = Callable[[ControlService, str], Callable[[], Awaitable[None]]]
+"""Composed in by the caller once the service runs and its API listens: called in the
+service's loop with the service and the API's URL, returns what closes it (awaited before
+the service closes). The Sparkplug edge node of ``serve --sparkplug`` is one."""
+
+
 async def serve(options: ServiceOptions, bind: BindOptions,
                 ready: Callable[[str], None] | None = None,
-                mounts: Sequence[Callable[[FastAPI], None]] = ()) -> None:
+                mounts: Sequence[Callable[[FastAPI], None]] = (),
+                extensions: Sequence[Extension] = ()) -> None:
     """``modulecontrol serve``: the service and its API until SIGINT or SIGTERM, then an
     orderly shutdown (the active run is stopped and recorded, the modules closed).
-    ``mounts`` add to the API's app what the caller composes in (the operator station)."""
+    ``mounts`` add to the API's app what the caller composes in (the operator station),
+    ``extensions`` what runs beside the service (:data:`Extension`)."""
     check_bind(bind)  # refused before anything starts
     service = ControlService(options)
     await service.start()
@@ -124,11 +132,16 @@ async def serve(options: ServiceOptions, bind: BindOptions,
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    closers: list[Callable[[], Awaitable[None]]] = []
     try:
         await server.start()
+        for extension in extensions:
+            closers.append(extension(service, server.url))
         if ready is not None:
             ready(server.url)
         await stop.wait()
     finally:
         await server.stop()
+        for close in reversed(closers):
+            await close()
         await service.close()

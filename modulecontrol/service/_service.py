@@ -69,6 +69,14 @@ _ALARM_ACTIONS = ("ack", "shelve", "unshelve", "out-of-service", "return-to-serv
 """The alarm commands of the API and the CLI (docs/alarms.md)."""
 
 
+API = "the control API"
+"""How a command came, by default (``via`` of the commands): the HTTP API."""
+
+
+def _over(via: str) -> str:
+    return "" if via == API else f" over {via}"
+
+
 class ServiceError(Exception):
     """A request the service cannot carry out; ``status`` is its HTTP status, ``detail``
     says what to do, ``problems`` are located input problems (``file:line:col: ...``)."""
@@ -470,12 +478,12 @@ class ControlService:
 
     # ------------------------------------------------------------------ records of who did what
     def record_action(self, user: str, action: str, target: str, *, new_value: Any = None,
-                      audit: bool = True) -> None:
+                      audit: bool = True, via: str = API) -> None:
         """An accepted write: an operator action with its audit entry, one commit."""
         line = self._ready()[1]
         assert line.historian is not None
         line.historian.record_operator_action(user, action, target, new_value=new_value,
-                                              reason=f"{action} over the control API",
+                                              reason=f"{action} over {via}",
                                               audit=audit)
 
     async def refused(self, user: str, action: str, target: str, why: str) -> None:
@@ -645,10 +653,11 @@ class ControlService:
 
     async def module_command(self, tag: str, service: str, action: str,
                              procedure: str | None, parameters: dict[str, str],
-                             user: str) -> dict[str, Any]:
+                             user: str, *, via: str = API) -> dict[str, Any]:
         """A service command in operator mode: only what CommandEn enables in the service's
         present state, parameters within their limits; accepted ones are operator actions
-        with their audit entry, refused ones are audit entries too."""
+        with their audit entry, refused ones are audit entries too. ``via`` names the way
+        the command came (the API, Sparkplug), in the records."""
         target = f"{tag}.{service}"
         try:
             proxy = self._proxy_or_404(tag)
@@ -674,14 +683,15 @@ class ControlService:
                 raise ServiceError(422, "invalid parameters",
                                    f"{action} {target}: {exc}") from None
         except ServiceError as exc:
-            await self.refused(user, f"{action} {target}", target, exc.detail)
+            await self.refused(user, f"{action} {target}{_over(via)}", target, exc.detail)
             raise
         self.record_action(user, f"{cmd.label} in operator mode", target,
-                           new_value={"procedure": procedure, "parameters": parameters})
+                           new_value={"procedure": procedure, "parameters": parameters},
+                           via=via)
         return {"module": tag, "service": service, "state": svc.state.label}
 
-    async def set_value(self, tag: str, assembly: str, value: str, user: str
-                        ) -> dict[str, Any]:
+    async def set_value(self, tag: str, assembly: str, value: str, user: str, *,
+                        via: str = API) -> dict[str, Any]:
         """A set point or parameter in operator mode, converted to the assembly's unit and
         refused outside its limits (the same check a recipe's parameters pass)."""
         target = f"{tag}.{assembly}"
@@ -702,9 +712,9 @@ class ControlService:
             except ValueError as exc:
                 raise ServiceError(422, "outside limits", f"{target}: {exc}") from None
         except ServiceError as exc:
-            await self.refused(user, f"set {target}", target, exc.detail)
+            await self.refused(user, f"set {target}{_over(via)}", target, exc.detail)
             raise
-        self.record_action(user, "set in operator mode", target, new_value=value)
+        self.record_action(user, "set in operator mode", target, new_value=value, via=via)
         return {"module": tag, "assembly": assembly, "value": _plain(coerced),
                 "unit": proxy.type.assembly(assembly).unit}
 

@@ -19,6 +19,7 @@ from modulecontrol.service import (
     ApiServer,
     BindOptions,
     ControlService,
+    Extension,
     Role,
     ServiceOptions,
     ServiceStore,
@@ -40,9 +41,12 @@ class ServiceThread:
     """Start with :meth:`start` (returns the :class:`ServedLine`), stop with :meth:`stop`."""
 
     def __init__(self, options: ServiceOptions, startup_timeout: float = 120.0,
-                 mounts: Sequence[Callable[[Any], None]] = ()) -> None:
+                 mounts: Sequence[Callable[[Any], None]] = (),
+                 extensions: Sequence[Extension] = ()) -> None:
         self.options = options
         self.mounts = mounts
+        self.extensions = extensions
+        """Run beside the service, as ``modulecontrol serve --sparkplug`` runs its edge."""
         """Added to the API's app, as ``modulecontrol serve`` adds the operator station."""
         self.service: ControlService | None = None
         """The running service, for a test that drives the simulated plant (faults) beside
@@ -107,11 +111,16 @@ class ServiceThread:
         await service.start()
         self.service = service
         server = ApiServer(service, BindOptions(host="127.0.0.1", port=0), self.mounts)
+        closers = []
         try:
             await server.start()
             self._url = server.url
+            for extension in self.extensions:
+                closers.append(extension(service, server.url))
             self._ready.set()
             await self._stop.wait()
         finally:
             await server.stop()
+            for close in reversed(closers):
+                await close()
             await service.close()
