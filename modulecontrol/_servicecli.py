@@ -362,9 +362,11 @@ def mount(app: typer.Typer) -> None:
 
 # ---------------------------------------------------------------- the line as a Sparkplug edge
 FORWARDED = frozenset({"run_started", "run_ended", "alarm_raised", "alarm_cleared",
-                       "alarm_acked", "hold", "resume", "interlock", "plant_reattached"})
+                       "alarm_acked", "alarm_state", "hold", "resume", "interlock",
+                       "plant_reattached"})
 """Event kinds of the service's stream sent to the fleet as ``Run/Event`` (not the value
-and service-state changes: those are metrics already)."""
+and service-state changes: those are metrics already; ``alarm_state`` carries the alarm
+life cycle: shelved, out of service, returned)."""
 
 
 def check_command_user(db: Path, user: str) -> None:
