@@ -141,6 +141,12 @@ class ServiceStore:
             " t_ended=CASE WHEN ? IN ('running','queued') THEN t_ended ELSE ? END"
             " WHERE id=?", (state, record_run, message, state, now, state, now, run_id))
 
+    def running(self) -> list[QueuedRun]:
+        """Runs left 'running' by a previous life of the service (a restart resumes them)."""
+        rows = self._conn.execute(f"SELECT {_RUN_COLS} FROM service_runs WHERE state=?"
+                                  " ORDER BY id", (RUNNING,))
+        return [_run(r) for r in rows]
+
     def interrupt_running(self) -> list[int]:
         """Runs left 'running' by a previous life of the service: marked interrupted (the
         service does not reattach to a run yet); returned for the log."""
