@@ -429,6 +429,10 @@ class Supervisor:
         d = self.divert
         if d is None or not d.active:
             return
+        if self._recipe_state() in (State.IDLE, State.STARTING):
+            # only a resumed run starts with divert control active: the valve stays where
+            # the run left it until the recipe is back in Execute (no switch and back)
+            return
         ok, _why = self.judge(d.condition, now, {**values, **self.derived})
         want = ok is True and self._recipe_state() is State.EXECUTE
         self.derived["divert.product"] = want
