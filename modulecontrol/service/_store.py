@@ -137,7 +137,7 @@ class ServiceStore:
         self._conn.execute(
             "UPDATE service_runs SET state=?, record_run=COALESCE(?, record_run),"
             " message=COALESCE(?, message),"
-            " t_started=CASE WHEN ?='running' THEN ? ELSE t_started END,"
+            " t_started=CASE WHEN ?='running' THEN COALESCE(t_started, ?) ELSE t_started END,"
             " t_ended=CASE WHEN ? IN ('running','queued') THEN t_ended ELSE ? END"
             " WHERE id=?", (state, record_run, message, state, now, state, now, run_id))
 

@@ -37,6 +37,8 @@ SPEED = 150.0
 minutes per run, slow enough that a busy machine does not jitter the figures. The service
 is down for some 10 to 20 wall seconds (its restart included): a gap of 25 to 50 minutes
 of production."""
+PRODUCING = 2700.0
+"""Simulated seconds in production (to product) before the kill."""
 PASSWORD = "a long enough test password"
 FIGURES = ("yield_pct", "throughput_g_per_h", "material_balance_pct")
 
@@ -111,12 +113,16 @@ async def test_a_killed_service_resumes_the_campaign_with_the_same_figures(
             # in production, the product to the product side: kill it there
             await _until(c, rid, lambda r: r.get("step") == "hour" or _final(r), 600)
             deadline = time.monotonic() + 120
-            while not _valve(await c.plant()):
+            while not _valve(plant := await c.plant()):
                 assert time.monotonic() < deadline, "never diverted to product"
                 await asyncio.sleep(0.25)
-            # in production for a while: the switch to product is in the record (samples
-            # still queued in the historian when the process dies are lost with it)
-            await asyncio.sleep(3.0)
+            # in steady production: the crystallizer behind the divert valve has filled
+            # (its crystal rate near its plateau after some 40 min), since the record holds
+            # the product rate at its last sample across the gap
+            t_switch = float(plant["clock_now"])
+            while float((await c.plant())["clock_now"]) - t_switch < PRODUCING:
+                assert time.monotonic() < deadline + 300, "the run stalled in production"
+                await asyncio.sleep(0.5)
             run = await c.run(rid)
             assert run["state"] == "running" and run.get("step") == "hour", run
         plant_pid = first.plant_pid
