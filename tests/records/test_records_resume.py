@@ -4,6 +4,7 @@ verifies; only an interrupted run can be reopened."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -32,9 +33,12 @@ asyncio.run(main(sys.argv[1]))
 """
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL semantics")
-async def test_an_interrupted_run_is_reopened_and_goes_on(db: Path) -> None:
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _left_run(db: Path) -> int:
+    """A writer that starts a run and is killed (-9) holding it; returns the run's id."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-c", CHILD, str(db)], stdout=subprocess.PIPE,
                             text=True, env=env)
     try:
@@ -45,7 +49,12 @@ async def test_an_interrupted_run_is_reopened_and_goes_on(db: Path) -> None:
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
+    return rid
 
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL semantics")
+async def test_an_interrupted_run_is_reopened_and_goes_on(db: Path) -> None:
+    rid = await asyncio.to_thread(_left_run, db)
     h = Historian(db)
     try:
         assert h.recovered_runs == [rid]
