@@ -156,16 +156,19 @@ async def test_a_killed_service_resumes_the_campaign_with_the_same_figures(
 
     # the record is continuous: one run, its gap stated by a run_resumed after the
     # interruption's run_end, and samples on both sides of it
-    (gap_event,) = [p for _, s, p in query_events(db, "run_resumed")]
-    assert '"gap_from"' in gap_event
-    (t_gap_end, _, _), = [(t, s, p) for t, s, p in query_events(db, "run_resumed")]
-    # product kept flowing: the amine pump delivered its set flow through the gap
-    volume = query_tag(db, "P1.DeliveredVolume", t_gap_end - 7200.0, t_gap_end + 7200.0,
-                       100_000).points
-    before = [(t, v) for t, v, _ in volume if t < t_gap_end and v is not None]
-    after = [(t, v) for t, v, _ in volume if t >= t_gap_end and v is not None]
-    assert before and after
-    (t0, v0), (t1, v1) = before[-1], after[0]
-    assert t1 - t0 > 60.0, "no gap in the record"
-    assert (v1 - v0) / ((t1 - t0) / 60.0) == pytest.approx(0.375, rel=0.05), (
+    ((t_resumed, _, payload),) = query_events(db, "run_resumed")
+    assert '"gap_from"' in payload
+    # product kept flowing: across the gap (the longest stretch without a sample) the
+    # amine pump's totaliser grew at about the rate it grew before the kill (a stopped pump
+    # adds nothing). Without its controller the plant runs on its own, and on a busy
+    # machine its simulated time lags the controller's clock by some percent: hence 15 %
+    volume = [(t, v) for t, v, _ in query_tag(db, "P1.DeliveredVolume", t_resumed - 14400.0,
+                                               t_resumed + 3600.0, 100_000).points if v is not None]
+    k = max(range(1, len(volume)), key=lambda i: volume[i][0] - volume[i - 1][0])
+    (t0, v0), (t1, v1) = volume[k - 1], volume[k]
+    assert t1 - t0 > 600.0, "no gap in the record"
+    earlier = [(t, v) for t, v in volume[:k] if t <= t0 - 1800.0]
+    assert earlier, "no record of the pump half an hour before the kill"
+    te, ve = earlier[-1]
+    assert (v1 - v0) / (t1 - t0) == pytest.approx((v0 - ve) / (t0 - te), rel=0.15), (
         "the pump did not deliver its flow while the service was gone")
