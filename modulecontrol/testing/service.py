@@ -39,6 +39,17 @@ from modulecontrol.service import (
     hash_password,
 )
 
+__all__ = [
+    "ServeProcess",
+    "ServedLine",
+    "ServiceThread",
+    "child_env",
+    "kill_left_plant",
+    "pid_alive",
+    "production_recipe",
+    "serve_folder",
+]
+
 
 @dataclass
 class ServedLine:
