@@ -53,9 +53,12 @@ def test_anything_else_is_refused_with_a_clear_error(data: dict[str, Any]) -> No
 async def _crash(orch: Orchestrator, task: asyncio.Task[RunResult]) -> dict[str, Any]:
     """The process dies: its position as last written, its links gone, nothing commanded."""
     position = copy.deepcopy(orch.position())
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    procedure = orch._procedure  # the process dies with all its tasks
+    for t in (task, procedure):
+        if t is not None:
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
     await _close(orch)
     return position
 
