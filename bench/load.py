@@ -7,8 +7,9 @@ What runs, and why this way:
 
 * **The plant** (generated: Modbus TCP pumps, back-pressure regulators, valves and
   thermostats; OPC UA coil reactors and analysers; serial syringe pumps and Modbus RTU pumps
-  on pseudo-terminals) is served by :class:`PlantServer` in a *separate process*, so the
-  process measured is only the control side, as in a real plant.
+  on pseudo-terminals) is served in a *separate process* by ``simulators.spawn_plant`` (``sim
+  serve --control``, as every simulated run serves it), so the process measured is only the
+  control side, as in a real plant.
 * **The control side** is the product path unchanged: a :class:`Session` running a recipe
   (start every pump, wait for the duration, stop them), with a proxy per module polling
   through its real driver at ``poll_interval`` 0.1 s, the historian recording every value
@@ -32,25 +33,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import json
 import math
-import multiprocessing
 import os
 import sys
 import tempfile
 import time
 from collections.abc import Mapping
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from modulecontrol.clock import Clock
-from modulecontrol.descriptors import Endpoint, PlantConfig
+from modulecontrol.descriptors import PlantConfig
 from modulecontrol.drivers import ScanStats
 from modulecontrol.recipe import load_recipe
 from modulecontrol.session import RunOptions, Session
+from modulecontrol.simulators import PlantProcess, spawn_plant
 
 DEFAULT_DURATION = 600.0
 POLL_INTERVAL = 0.1
@@ -180,80 +179,25 @@ procedure:
 
 
 # -- the server process ---------------------------------------------------------------------
-def _serve(plant_file: str, conn: Connection) -> None:
-    """Child process: serve the plant until the parent says stop (or goes away)."""
-
-    async def main() -> None:
-        from modulecontrol.bootstrap import configure
-        from modulecontrol.descriptors import load_plant
-        from modulecontrol.simulators import PlantServer, SimulatedPlant
-
-        configure()  # a spawned process is a program of its own: its own composition root
-        cfg = load_plant(plant_file)
-        plant = SimulatedPlant.from_config(cfg, Clock.realtime(), dt=1.0)
-        server = PlantServer(plant, free_ports=True, insecure=True)  # the plant says None
-        async with server:
-            conn.send(dict(server.endpoints))
-            done = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            loop.add_reader(conn.fileno(), done.set)
-            await done.wait()
-            loop.remove_reader(conn.fileno())
-
-    try:
-        asyncio.run(main())
-    except Exception as exc:  # tell the parent instead of leaving it waiting
-        with contextlib.suppress(Exception):
-            conn.send(exc)
-        raise
-
-
 class RemotePlant:
-    """The served plant as the session sees it (``config``: where each module listens)."""
+    """The plant served in its own process by ``simulators.spawn_plant`` (``modulecontrol sim
+    serve --control``, as every simulated run serves it), with the process's CPU time read
+    when it is told to stop."""
 
-    def __init__(self, config: PlantConfig, process: multiprocessing.process.BaseProcess,
-                 conn: Connection) -> None:
-        self.config = config
+    def __init__(self, process: PlantProcess) -> None:
         self.process = process
-        self.conn = conn
+        self.config = process.config
         self.cpu_seconds = math.nan
-        """The server process's CPU time, read when it is told to stop."""
 
     async def stop(self) -> None:
-        self.cpu_seconds = _cpu_of(self.process.pid or 0)
-        with contextlib.suppress(OSError):
-            self.conn.send("stop")
-        await asyncio.to_thread(self.process.join, 15)
-        if self.process.is_alive():
-            self.process.kill()
-            await asyncio.to_thread(self.process.join, 5)
+        self.cpu_seconds = _cpu_of(self.process.pid)
+        await self.process.stop()
 
 
-def _with_endpoints(cfg: PlantConfig, endpoints: Mapping[str, Endpoint]) -> PlantConfig:
-    modules = [m.model_copy(update={"endpoint": endpoints[m.tag]})
-               if m.tag in endpoints else m for m in cfg.plant.modules]
-    return dataclasses.replace(cfg, plant=cfg.plant.model_copy(update={"modules": modules}))
-
-
-async def start_server(plant_file: Path, cfg: PlantConfig, timeout: float = 120.0
-                       ) -> RemotePlant:
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_serve, args=(str(plant_file), child), name="load-plant",
-                       daemon=True)
-    proc.start()
-    child.close()
-    ready = await asyncio.to_thread(parent.poll, timeout)
-    try:
-        answer = parent.recv() if ready else None
-    except EOFError:  # the child died before answering
-        await asyncio.to_thread(proc.join, 5)
-        answer = f"server process exited with code {proc.exitcode}"
-    if not isinstance(answer, dict):
-        proc.kill()
-        proc.join(5)
-        raise RuntimeError(f"plant server did not start: {answer!r}")
-    return RemotePlant(_with_endpoints(cfg, answer), proc, parent)
+async def start_server(cfg: PlantConfig, clock: Clock, workdir: Path) -> RemotePlant:
+    # served without OPC UA security, as the load plant says (security_policy None)
+    return RemotePlant(await spawn_plant(cfg, clock, dt=1.0, pki=workdir / "pki",
+                                         insecure=True, log_file=workdir / "plant.log"))
 
 
 # -- measuring ------------------------------------------------------------------------------
@@ -341,7 +285,7 @@ async def measure(mix: Mix, duration: float, workdir: Path) -> dict[str, Any]:
     remote: list[RemotePlant] = []
 
     async def factory(cfg: PlantConfig, clock: Clock) -> RemotePlant:
-        remote.append(await start_server(plant_file, cfg))
+        remote.append(await start_server(cfg, clock, workdir))
         return remote[0]
 
     options = RunOptions(simulate=True, db=workdir / "load.db", report_dir=None,

@@ -12,10 +12,11 @@
   by one more client under that load.
 * **Service CPU**: the serve process's CPU time over the window (the plant's process apart).
 * **Restart**: the lomustine plant in production; ``kill -9`` of serve; wall seconds from
-  starting serve again to its ready line and to the ``plant_reattached`` event on the stream.
+  starting serve again to its ready line, to the ``plant_reattached`` event and to the
+  ``run_resumed`` event on the stream ("reattached, run resumed": the run going on at its
+  step), and the run's state and step then.
 
-What is not measured yet: value changes on the stream (the operator station's work, not
-merged yet), and "run resumed" (the interrupted run is not resumed at its step yet).
+What is not measured yet: value changes on the stream (the operator station's work).
 ``SERVICE_DURATION`` (default 30 s) is the length of the measured window.
 """
 
@@ -27,8 +28,6 @@ import json
 import os
 import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,17 +37,12 @@ from bench.load import FULL, plant_yaml, recipe_yaml
 from modulecontrol.client import Client, Resync
 from modulecontrol.descriptors import load_plant
 from modulecontrol.simulators import attach_plant
+from modulecontrol.testing.service import ServeProcess, production_recipe, serve_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENTS = 20
 PASSWORD = "a long enough bench password"
 _TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", MODULECONTROL_PASSWORD=PASSWORD)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    return env
 
 
 def _cpu(pid: int) -> float:
@@ -65,40 +59,11 @@ def _p(values: list[float], q: int) -> float | None:
     return round(statistics.quantiles(values, n=100, method="inclusive")[q - 1], 4)
 
 
-class Serve:
-    def __init__(self, folder: Path, plant: Path, speed: float) -> None:
-        self.t_start = time.perf_counter()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "modulecontrol.cli", "serve", str(plant), "--simulate",
-             "--speed", f"{speed:g}", "--port", "0", "--db", str(folder / "line.db"),
-             "--recipes", str(folder / "recipes")],
-            cwd=folder, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True)
-        assert self.proc.stdout is not None
-        said: list[str] = []
-        for line in self.proc.stdout:
-            said.append(line)
-            if " at http://" in line:
-                self.url = line.split(" at ", 1)[1].split()[0]
-                break
-        else:
-            raise RuntimeError("serve did not start:\n" + "".join(said[-20:]))
-        self.t_ready = time.perf_counter()
-
-    def end(self, sig: int) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        self.proc.wait(180)
-
-
 def _setup(folder: Path, recipe_text: str, plant_text: str | None = None) -> None:
-    (folder / "recipes").mkdir()
     if plant_text is not None:
+        (folder / "recipes").mkdir(parents=True, exist_ok=True)
         (folder / "recipes" / "plant.yaml").write_text(plant_text, encoding="utf-8")
-    (folder / "recipes" / "bench.yaml").write_text(recipe_text, encoding="utf-8")
-    subprocess.run([sys.executable, "-m", "modulecontrol.cli", "user", "add", "bench",
-                    "--role", "engineer", "--db", str(folder / "line.db")], env=_env(),
-                   check=True, capture_output=True)
+    serve_folder(folder, {"bench": recipe_text}, "bench", PASSWORD)
 
 
 async def _login(url: str) -> Client:
@@ -124,14 +89,14 @@ async def _load(duration: float) -> dict[str, Any]:
                # served secure, as the service serves every simulated PEA
                plant_yaml(FULL).replace(', security_policy: "None", security_mode: "None"',
                                         ""))
-        serve = Serve(folder, plant, 1.0)
+        serve = ServeProcess(folder, plant, speed=1.0)
         try:
             return await _measure(folder, plant, serve, duration)
         finally:
             serve.end(signal.SIGTERM)
 
 
-async def _measure(folder: Path, plant: Path, serve: Serve, duration: float
+async def _measure(folder: Path, plant: Path, serve: ServeProcess, duration: float
                    ) -> dict[str, Any]:
     proc = await attach_plant(load_plant(plant), folder / "line.db.plant")
     assert proc is not None
@@ -212,45 +177,40 @@ async def _measure(folder: Path, plant: Path, serve: Serve, duration: float
     }
 
 
-RESTART_RECIPE = """\
-kind: Recipe
-name: production
-version: 1.0.0
-plant: {plant}
-procedure:
-  - name: line
-    steps:
-      - name: amine_on
-        service: {{module: P1, service: Dosing, parameters: {{FlowSP: 0.375}}}}
-      - name: feeding
-        wait: {{duration: 4 h}}
-"""
-
-
 async def _restart() -> dict[str, Any]:
     lomustine = ROOT / "recipes" / "lomustine" / "plant.yaml"
     with tempfile.TemporaryDirectory(prefix="bench-restart-") as d:
         folder = Path(d)
-        _setup(folder, RESTART_RECIPE.format(plant=lomustine.as_posix()))
-        first = Serve(folder, lomustine, 60.0)
+        _setup(folder, production_recipe(lomustine))
+        first = ServeProcess(folder, lomustine, speed=60.0)
         try:
             async with await _login(first.url) as c:
                 rid = int((await c.start_run("bench"))["id"])
                 await _until_step(c, rid, "feeding", 120.0)
         finally:
             first.end(signal.SIGKILL)
-        second = Serve(folder, lomustine, 60.0)
+        second = ServeProcess(folder, lomustine, speed=60.0)
+        seen: dict[str, float] = {}
         try:
             async with await _login(second.url) as c:
-                events = (await c.events_since(0))["events"]
-                reattached = any(e["kind"] == "plant_reattached" for e in events)
-                t_seen = time.perf_counter()
+                deadline = time.monotonic() + 60.0
+                while len(seen) < 2 and time.monotonic() < deadline:
+                    for e in (await c.events_since(0))["events"]:
+                        if e["kind"] in ("plant_reattached", "run_resumed"):
+                            seen.setdefault(e["kind"], time.perf_counter())
+                    await asyncio.sleep(0.05)
+                run = await c.run(rid)
         finally:
             second.end(signal.SIGTERM)
+
+        def since(kind: str) -> float | None:
+            return round(seen[kind] - second.t_start, 2) if kind in seen else None
+
         return {"first_start_to_ready_s": round(first.t_ready - first.t_start, 2),
                 "restart_to_ready_s": round(second.t_ready - second.t_start, 2),
-                "restart_to_reattached_event_s": round(t_seen - second.t_start, 2)
-                if reattached else None}
+                "restart_to_reattached_event_s": since("plant_reattached"),
+                "restart_to_run_resumed_s": since("run_resumed"),
+                "run_after_restart": f"{run['state']} at {run.get('step')}"}
 
 
 def run() -> dict[str, Any]:

@@ -170,7 +170,16 @@ Server = Annotated[str, typer.Option("--server", envvar="MODULECONTROL_SERVER",
                                      help="URL of the control service.")]
 
 
-def _call(server: str, do: Callable[[Client], Awaitable[Any]]) -> Any:
+REJECTED = frozenset({404, 422})
+"""Statuses that say the request named something invalid (no such recipe, an invalid recipe
+or parameter): ``run --server`` exits 2 for them, as ``run`` does for an invalid recipe."""
+
+
+def _call(server: str, do: Callable[[Client], Awaitable[Any]], *,
+          rejected_exit: int = 1) -> Any:
+    """``do`` with a client of ``server``; an API error is printed (with its located
+    problems) and exits ``rejected_exit`` for :data:`REJECTED`, 1 for any other refusal,
+    5 for a server error or a service that cannot be reached."""
     from modulecontrol.client import ApiError, Client
 
     async def go() -> Any:
@@ -183,7 +192,8 @@ def _call(server: str, do: Callable[[Client], Awaitable[Any]]) -> Any:
         print(exc.detail, file=sys.stderr)
         for p in exc.problems:
             print(p, file=sys.stderr)
-        raise typer.Exit(1 if exc.status < 500 else 5) from None
+        code = (rejected_exit if exc.status in REJECTED else 1) if exc.status < 500 else 5
+        raise typer.Exit(code) from None
     except OSError as exc:
         print(f"cannot reach the control service at {server}: {exc}", file=sys.stderr)
         raise typer.Exit(5) from None
@@ -304,7 +314,8 @@ def alarms_kpis(run: Annotated[int | None, typer.Option("--run", help="Run id.")
 
 RESULT_EXIT = {"completed": 0, "aborted": 3, "stopped": 4}
 """``run --server``: the exit code of a run's result, as ``run`` gives it for a local run;
-any other end (failed, interrupted, cancelled) is 5."""
+any other end (failed, interrupted, cancelled) is 5. A recipe the service rejects (no such
+recipe, invalid recipe or parameters) exits 2, as ``run`` does for an invalid recipe."""
 
 
 def run_on_server(server: str, recipe: str, sets: list[str]) -> int:
@@ -340,7 +351,7 @@ def run_on_server(server: str, recipe: str, sets: list[str]) -> int:
         return RESULT_EXIT.get(str(final["state"]), 5)
 
     try:
-        return int(_call(server, follow))
+        return int(_call(server, follow, rejected_exit=2))
     except KeyboardInterrupt:
         print("stopped following; the run goes on on the service (modulecontrol stop N)",
               file=sys.stderr)

@@ -33,6 +33,8 @@ class EventKind(StrEnum):
     RUN_CANCELLED = "run_cancelled"
     RUN_STARTED = "run_started"
     RUN_ENDED = "run_ended"
+    RUN_RESUMED = "run_resumed"
+    RUN_POSITION = "run_position"
     RECIPE_STATE = "recipe_state"
     COMMAND = "command"
     COMMAND_REFUSED = "command_refused"
@@ -119,10 +121,20 @@ PAYLOADS: Final[Mapping[EventKind, Payload]] = {
     K.PLANT_REATTACHED: Payload(
         "the control service restarted and reattached to the running plant without writing "
         "to it; gap_from/gap_to (epoch s): the span with no record (the last committed "
-        "sample, the reattach); interrupted: the runs that were running",
-        ("gap_from", "gap_to", "modules"), ("interrupted",)),
+        "sample, the reattach); interrupted: the runs that were running and cannot be "
+        "resumed, resumed: the runs taken up where they were",
+        ("gap_from", "gap_to", "modules"), ("interrupted", "resumed")),
     K.RUN_STARTED: Payload("the recipe was started; source 'recipe'",
                            ("recipe", "version", "parameters", "file")),
+    K.RUN_RESUMED: Payload(
+        "a restarted control service resumed a run its previous life left running: gap "
+        "(simulated s without control), gap_from/gap_to (epoch s), step (where it resumed), "
+        "held (why it resumes held for an operator decision, '' if it does not)",
+        ("gap", "step"), ("gap_from", "gap_to", "held", "recipe_hash")),
+    K.RUN_POSITION: Payload(
+        "where the run is, written at every step transition and periodically: what a "
+        "restart resumes from (docs/operations.md); position is the orchestrator's snapshot",
+        ("position",), ("recipe_hash", "parameters")),
     K.RUN_ENDED: Payload("the recipe reached a final state; result: completed/stopped/aborted",
                          ("result",)),
     K.RECIPE_STATE: Payload("the recipe's own MTP state changed (old/new state labels)",

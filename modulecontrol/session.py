@@ -26,7 +26,13 @@ from modulecontrol.descriptors import PlantConfig
 from modulecontrol.drivers import DriverError, Quality, TagValue
 from modulecontrol.events import PAYLOADS, Event, EventKind
 from modulecontrol.optimize import OPTIMIZER_USER, ExperimentRecord, recorded_experiments
-from modulecontrol.orchestrator import AUTO_USER, OperatorChannel, Orchestrator, RunResult
+from modulecontrol.orchestrator import (
+    AUTO_USER,
+    OperatorChannel,
+    Orchestrator,
+    Resume,
+    RunResult,
+)
 from modulecontrol.proxy import ModuleProxy, ProxyOptions, proxies_for
 from modulecontrol.recipe import ValidatedRecipe, load_recipe
 from modulecontrol.records import (
@@ -35,7 +41,9 @@ from modulecontrol.records import (
     Historian,
     RecordsError,
     TagConfig,
+    content_hash,
     list_runs,
+    query_tag,
 )
 from modulecontrol.records import RunResult as RecordResult
 from modulecontrol.units import UnitError, convert
@@ -130,6 +138,31 @@ class RunOptions:
     keep_plant: bool = False
     """Simulated plant in its own process: leave it running when this process goes, and
     reattach to it at the next start (the control service: ``<db>.plant`` says where)."""
+
+
+_POSITION_AT = frozenset({
+    EventKind.BLOCK_STARTED, EventKind.BLOCK_FINISHED, EventKind.STEP_STARTED,
+    EventKind.STEP_FINISHED, EventKind.ITERATION, EventKind.GOTO, EventKind.COMMAND,
+    EventKind.RECIPE_STATE, EventKind.SERVICE_STATE, EventKind.STEADY_STATE,
+    EventKind.DIVERT, EventKind.DIVERT_ENABLED, EventKind.DIVERT_DISABLED,
+    EventKind.ALARM_ENABLED, EventKind.ALARM_DISABLED,
+})
+"""Events after which the run's position is written (``run_position``): every step
+transition and every change of what a restart takes up; between them it is written every
+:data:`POSITION_TICKS` supervision ticks."""
+POSITION_TICKS = 10
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """A run the records show as left running by a process that is gone, to take up."""
+
+    run_id: int
+    """The records' run (marked ``interrupted`` by the historian's recovery, reopened)."""
+    position: Mapping[str, Any]
+    """The last ``run_position`` written for it (the orchestrator's snapshot)."""
+    gap_from: float | None = None
+    """Epoch seconds of the last record before the gap."""
 
 
 @dataclass
@@ -275,7 +308,8 @@ class Line:
             self.simulation = await self.simulation_factory(config, self.clock)
             config = self.simulation.config
         self.proxies = proxies_for(config, options=ProxyOptions(
-            poll_interval=self.options.poll_interval, clock=self.clock.now))
+            poll_interval=self.options.poll_interval, clock=self.clock.now,
+            adopt_running=self.reattached))
         # Connect every module at once: OPC UA sessions take a moment each.
         results = await asyncio.gather(*(p.start() for p in self.proxies.values()),
                                        return_exceptions=True)
@@ -392,6 +426,7 @@ class Session:
         self.operator = OperatorChannel(options.operator, options.auto_answer,
                                         auto_reason=options.auto_reason)
         self.run_id: int | None = None
+        self._recipe_hash = ""
         self.listeners: list[Callable[[Event], None]] = []
         """Subscribed to the run's event log as soon as its orchestrator exists, before it
         runs (the control service's event stream, ``run``'s printer): see :meth:`subscribe`."""
@@ -494,15 +529,28 @@ class Session:
 
         orch.interpreter.optimize_history = history
 
-    async def execute(self) -> RunOutcome:
+    def recipe_hash(self) -> str:
+        """SHA-256 of the recipe file as the run record stores it (what a resume checks)."""
+        text = _read_or_none(self.vr.file)
+        return content_hash(text) if text is not None else ""
+
+    async def execute(self, resume: ResumePoint | None = None) -> RunOutcome:
         """Run the recipe on the started line and close its record; the line stays
-        connected only if the session does not own it."""
+        connected only if the session does not own it. With ``resume``, take up that run
+        where its position says (its record reopened, the gap recorded) instead of
+        starting one."""
         opts = self.options
         result: RunResult | None = None
+        keeper: asyncio.Task[None] | None = None
         try:
-            await self._open_record()
+            taken_up = None
+            if resume is None:
+                await self._open_record()
+            else:
+                taken_up = await self._reopen_record(resume)
             orch = Orchestrator(self.vr, self.proxies, clock=self.clock, operator=self.operator,
                                 tick=self.tick, alarms=self.line.alarms,
+                                resume=taken_up,
                                 on_comm_loss=opts.on_comm_loss)  # type: ignore[arg-type]
             self.orchestrator = orch
             for listener in self.listeners:
@@ -511,11 +559,16 @@ class Session:
             self._wire_optimize_history(orch)
             for started in self.on_started:
                 started(self)
+            keeper = asyncio.get_running_loop().create_task(self._keep_position(orch))
             result = await orch.run()
             outcome = RunOutcome(result, _EXIT[result], self.run_id, events=orch.log.events,
                                  sim_seconds=self.clock.now(),
                                  reason="" if result is RunResult.COMPLETED else orch.end_reason)
         finally:
+            if keeper is not None:
+                keeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keeper
             try:
                 if self.orchestrator is not None and result is not RunResult.COMPLETED:
                     await self._safe_states(self.orchestrator,
@@ -587,6 +640,50 @@ class Session:
             operator=self.options.operator,
         )
         await self._record_overrides()
+
+    async def _reopen_record(self, point: ResumePoint) -> Resume:
+        """The interrupted run's record reopened with a ``run_resumed`` event that states
+        the gap, and what the orchestrator needs to take the run up: its position, the time
+        since it was written, the recorded history of the steady-state signals."""
+        hist = self.historian
+        assert hist is not None
+        now = self.clock.now()
+        t_pos = float(point.position.get("t", now))
+        gap = max(0.0, now - t_pos)
+        epoch0 = self.clock.datetime(0.0).timestamp()
+        gap_to = self.clock.datetime().timestamp()
+        await hist.resume_run(point.run_id, {
+            "gap": gap, "gap_from": point.gap_from, "gap_to": gap_to,
+            "step": str(point.position.get("step", "")), "recipe_hash": self.recipe_hash(),
+            "message": f"resumed after {gap:.0f} s (simulated) without control, at step "
+                       f"'{point.position.get('step', '')}'"})
+        self.run_id = point.run_id
+        await hist.flush()
+        history: dict[str, list[tuple[float, float]]] = {}
+        for ss in self.vr.recipe.steady_state:
+            try:  # bounded: one day before the restart is more than any window
+                rows = query_tag(hist.path, ss.signal, gap_to - 86400.0, gap_to, 100_000)
+            except RecordsError:
+                continue  # not a recorded tag: the detector starts an empty window
+            history[ss.signal] = [(t - epoch0, v) for t, v, q in rows.points
+                                  if v is not None and q >= 192]
+        return Resume(point.position, gap, history)
+
+    def _write_position(self, orch: Orchestrator) -> None:
+        """The run's position into its record (chained like every event)."""
+        hist = self.historian
+        if hist is None or self.run_id is None:
+            return
+        hist.record_event(EventKind.RUN_POSITION, "recipe", {
+            "position": orch.position(), "recipe_hash": self._recipe_hash,
+            "parameters": {n: p.text() for n, p in self.vr.parameters.items()}},
+            run_id=self.run_id)
+
+    async def _keep_position(self, orch: Orchestrator) -> None:
+        """Between transitions, the position every few ticks (a wait's time counted)."""
+        while True:
+            await self.clock.sleep(POSITION_TICKS * self.tick)
+            self._write_position(orch)
 
     async def _record_overrides(self) -> None:
         """Every ``--set`` as an operator action and audit entry: who, old and new value.
@@ -664,6 +761,8 @@ class Session:
         }
         """Kinds recorded by their own rule; the rest are stored under their declared kind."""
 
+        self._recipe_hash = self.recipe_hash()
+
         def on_event(ev: Event) -> None:
             payload = {"message": ev.message, "sim_time": ev.t, **_jsonable(ev.data)}
             record = recorders.get(ev.kind)
@@ -673,6 +772,8 @@ class Session:
                 else:
                     hist.record_event(PAYLOADS[ev.kind].stored_as or ev.kind, ev.source,
                                       payload)
+                if ev.kind in _POSITION_AT:
+                    self._write_position(orch)
             except Exception as exc:  # the event log makes it listener_failed too
                 hist.note_lost(records=1, error=f"event {ev.kind.value} #{ev.seq} not"
                                f" recorded: {type(exc).__name__}: {exc}")

@@ -4,8 +4,8 @@ Most YAML blocks in docs/ are deliberately partial (a key table, a step list wit
 they are not checked. A block is checked when the line before its fence is a marker, an
 HTML comment that renders as nothing:
 
-- ``<!-- docs-check: document -->``: a whole document, loaded by its ``kind`` (a Scenario is
-  checked against the lomustine plant, so its module tags and faults must exist);
+- ``<!-- docs-check: document -->``: a whole document, loaded by its ``kind`` (a Scenario or
+  a Recipe is checked against the lomustine plant, so its module tags and faults must exist);
 - ``<!-- docs-check: figures -->``: a ``figures:`` mapping, validated as a ``FigureSpec``;
 - ``<!-- docs-check: endpoint -->``: an ``endpoint:`` mapping, validated as a plant endpoint;
 - ``<!-- docs-check: twin -->``: a recipe's ``twin:`` block, which must be the lomustine
@@ -88,9 +88,13 @@ def test_marked_yaml_example_loads(block: Block, tmp_path: Path) -> None:
     if block.marker == "document":
         path = tmp_path / "example.yaml"
         path.write_text(block.text, encoding="utf-8")
-        assert data["kind"] == "Scenario", f"{block}: add a loader for kind {data['kind']}"
-        scenario = load_scenario(path, load_plant(PLANT))
-        assert scenario.faults
+        assert data["kind"] in ("Scenario", "Recipe"), (
+            f"{block}: add a loader for kind {data['kind']}")
+        if data["kind"] == "Recipe":  # validated against the lomustine plant
+            assert load_recipe(path, PLANT, {}).recipe.procedure
+        else:
+            scenario = load_scenario(path, load_plant(PLANT))
+            assert scenario.faults
     elif block.marker == "figures":
         FigureSpec.model_validate(data["figures"])
     elif block.marker == "endpoint":

@@ -1,18 +1,28 @@
 """The orchestrator: runs validated recipes across module proxies as state machines."""
 
 from modulecontrol.events import Event, EventLog
-from modulecontrol.orchestrator._interpreter import Progress, StepFailed
+from modulecontrol.orchestrator._interpreter import (
+    RESUMABILITY,
+    Position,
+    Progress,
+    Resumability,
+    StepFailed,
+)
 from modulecontrol.orchestrator._operator import AUTO_USER, OperatorChannel, Prompt
-from modulecontrol.orchestrator._runner import Orchestrator, RunResult
+from modulecontrol.orchestrator._runner import Orchestrator, Resume, RunResult
 
 __all__ = [
     "AUTO_USER",
+    "RESUMABILITY",
     "Event",
     "EventLog",
     "OperatorChannel",
     "Orchestrator",
+    "Position",
     "Progress",
     "Prompt",
+    "Resumability",
+    "Resume",
     "RunResult",
     "StepFailed",
 ]

@@ -15,7 +15,7 @@ import contextlib
 import math
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from modulecontrol.clock import Clock
 from modulecontrol.descriptors import residence_time
@@ -56,9 +56,82 @@ _TARGETS: dict[Command, tuple[State, ...]] = {c: (s,) for c, s in COMMAND_TARGET
 """The stable state each command leads a service to: the MTP core's table, one tuple each."""
 _FAILED = (State.ABORTED, State.ABORTING)
 """States that end a service step early: Aborting already means the step failed."""
+_STABLE = (State.IDLE, State.EXECUTE, State.HELD, State.PAUSED, State.STOPPED,
+           State.COMPLETED, State.ABORTED)
 _ENDED = (State.STOPPING, State.STOPPED, State.ABORTING, State.ABORTED)
 
 StepHandler = Callable[[Any, str], Awaitable[None]]
+
+Resumability = Literal["structure", "continue", "repeat", "verify", "hold"]
+RESUMABILITY: dict[type[AnyStep], Resumability] = {
+    ServiceStep: "verify",
+    SetStep: "repeat",
+    WaitStep: "continue",
+    PromptStep: "repeat",
+    SequenceStep: "structure",
+    ParallelStep: "structure",
+    RepeatStep: "structure",
+    OptimizeStep: "hold",
+}
+"""What a restarted controller does with a step it finds running (docs/operations.md):
+
+- ``continue``: a wait goes on with the time already spent (the gap included: the plant
+  ran on as the recipe left it), a condition is judged afresh;
+- ``repeat``: writing the same set points again, asking the same question again is safe;
+- ``verify``: a service command is not idempotent (a Start resets a pump's totaliser): the
+  step is done if the service is in the command's target state, waited for if on its way
+  there; otherwise whether the command was carried out cannot be verified, and the recipe
+  holds for an operator decision (resume sends it again, stop or abort ends the run);
+- ``hold``: cannot be resumed safely (an optimisation's experiment in flight): the recipe
+  holds for an operator decision, and resume runs the step again;
+- ``structure``: sequences, parallels and repeats resume where their inner steps were.
+"""
+
+
+def _key(path: Sequence[Any]) -> str:
+    return "/".join(str(x) for x in path)
+
+
+@dataclass
+class Position:
+    """Where the procedure is, as a restart needs it: the unit procedure, the index of the
+    running step in every step list entered (``len`` when the list is done), the iteration
+    of every repeat, and each running leaf step's state (``t0`` its start, ``elapsed`` the
+    Execute time a wait has counted, ``phase`` ``commanded`` once a service step sent its
+    command). Keys are the steps' paths in the recipe document."""
+
+    section: str = "procedure"
+    block: int = 0
+    cursors: dict[str, int] = field(default_factory=dict)
+    iterations: dict[str, int] = field(default_factory=dict)
+    leaves: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"section": self.section, "block": self.block, "cursors": dict(self.cursors),
+                "iterations": dict(self.iterations),
+                "leaves": {k: dict(v) for k, v in self.leaves.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Position:
+        """Raises ValueError for anything that is not a position this code wrote."""
+        try:
+            section = str(data["section"])
+            if section not in ("procedure", "cleanup"):
+                raise ValueError(f"unknown section {section!r}")
+            leaves = {str(k): {"kind": str(v["kind"]), "t0": float(v["t0"]),
+                               "elapsed": float(v["elapsed"]), "phase": str(v["phase"])}
+                      for k, v in dict(data["leaves"]).items()}
+            return cls(section, int(data["block"]),
+                       {str(k): int(v) for k, v in dict(data["cursors"]).items()},
+                       {str(k): int(v) for k, v in dict(data["iterations"]).items()}, leaves)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"not a recipe position: {exc!r}") from None
+
+    def forget_below(self, path: Sequence[Any]) -> None:
+        prefix = _key(path) + "/"
+        for table in (self.cursors, self.iterations, self.leaves):
+            for k in [k for k in table if k.startswith(prefix)]:
+                del table[k]
 
 
 class StepFailed(Exception):
@@ -128,6 +201,9 @@ class Interpreter:
         self.optimize_history: History = no_history
         """Experiments of a campaign already in the records (set by the session)."""
         self._block = ""
+        self.position = Position()
+        """Where the procedure is now (the orchestrator's snapshot writes it down)."""
+        self._resume: Position | None = None
         self.handlers: dict[type[AnyStep], StepHandler] = {
             ServiceStep: self._service_step,
             SetStep: self._set_step,
@@ -140,12 +216,34 @@ class Interpreter:
         }
         """What each step kind does: one entry per kind."""
 
+    def resume_from(self, position: Position, gap: float) -> None:
+        """Start :meth:`run` at ``position`` rather than at the beginning; ``gap`` simulated
+        seconds of Execute time passed since it was written (the plant ran on), counted
+        into the running waits."""
+        for leaf in position.leaves.values():
+            leaf["elapsed"] = float(leaf["elapsed"]) + max(0.0, gap)
+        self._resume = position
+
+    def _skip(self, steps: Sequence[AnyStep]) -> None:
+        self.progress.steps_done += sum(1 for _, s in walk_steps(list(steps))
+                                        if not s.branches())
+
     # ------------------------------------------------------------------ structure
     async def run(self) -> None:
         try:
             await self.gate_open()
-            for block in self.recipe.procedure:
-                await self._run_block(block)
+            r = self._resume
+            if r is not None and r.section == "cleanup":
+                for block in self.recipe.procedure:
+                    self._skip(block.steps)
+                raise _Goto(self.recipe.cleanup[r.block].name)
+            start = r.block if r is not None else 0
+            for i, block in enumerate(self.recipe.procedure):
+                if i < start:
+                    self._skip(block.steps)
+                    continue
+                await self._run_block(block, "procedure", i)
+            self.position.block = len(self.recipe.procedure)
         except _Goto as g:
             await self._run_cleanup(g.target)
             self._command(Command.STOP, f"cleanup {g.target} done")
@@ -162,32 +260,68 @@ class Interpreter:
         block = next(b for b in self.recipe.cleanup if b.name == name)
         self.log.emit(EventKind.GOTO, "recipe", f"going to cleanup {name}", target=name)
         self._goto_done = True
-        await self._run_block(block)
+        await self._run_block(block, "cleanup", self.recipe.cleanup.index(block))
 
-    async def _run_block(self, block: UnitProcedure) -> None:
+    async def _run_block(self, block: UnitProcedure, section: str, index: int) -> None:
         self._block = block.name
+        self.position.section, self.position.block = section, index
         self.log.emit(EventKind.BLOCK_STARTED, block.name, f"unit procedure {block.name}")
         await self._run_steps(block.steps)
+        if section == "procedure":
+            self.position.block = index + 1
         self.log.emit(EventKind.BLOCK_FINISHED, block.name, f"unit procedure {block.name} done")
 
     async def _run_steps(self, steps: Sequence[AnyStep]) -> None:
-        for step in steps:
-            await self._run_step(step)
+        if not steps:
+            return
+        key = _key(steps[0].path[:-1])
+        start = self._resume.cursors.pop(key, 0) if self._resume is not None else 0
+        self._skip(steps[:start])
+        for j in range(start, len(steps)):
+            self.position.cursors[key] = j
+            await self._run_step(steps[j])
+        self.position.cursors[key] = len(steps)
+
+    def _leaf(self, step: AnyStep) -> dict[str, Any]:
+        """The running leaf step's entry in the position (a fresh one outside a run)."""
+        return self.position.leaves.get(_key(step.path)) or {"elapsed": 0.0}
 
     async def _run_step(self, step: AnyStep) -> None:
         label = step.title() or self.validated.label(step)
         kind = step.KIND
+        key = _key(step.path)
+        resumed = None
+        if self._resume is not None and not step.branches():
+            resumed = self._resume.leaves.pop(key, None)
         while True:
             await self.gate_open()
             p = self.progress
             p.step, p.step_kind, p.step_started = label, kind, self.clock.now()
             p.step_duration = None
+            if step.branches():
+                self.position.forget_below(step.path)
+            else:
+                self.position.leaves[key] = {
+                    "kind": kind, "t0": resumed["t0"] if resumed else p.step_started,
+                    "elapsed": resumed["elapsed"] if resumed else 0.0, "phase": "started"}
             self.supervisor.step_entered(step.name)
             self.log.emit(
                 EventKind.STEP_STARTED, label, f"{kind} step started", step_kind=kind,
                 block=self._block, at=str(self.validated.location(step)), path=list(step.path),
             )  # fmt: skip
             timeout = self.validated.seconds(step.timeout) if step.timeout is not None else None
+            if timeout is not None and resumed is not None:  # the time it had already run
+                timeout = max(0.0, timeout - (p.step_started - float(resumed["t0"])))
+            if resumed is not None:
+                decision = await self._resume_decision(step, label, resumed)
+                resumed = None
+                if decision == "done":
+                    self._finished(step, kind)
+                    return
+                if decision is not None:  # an operator decides: resume runs the step again
+                    self._command(Command.HOLD, decision)
+                    await asyncio.sleep(0)
+                    continue
             try:
                 work = self.handlers[type(step)](step, label)
                 if timeout is None:
@@ -202,11 +336,56 @@ class Interpreter:
                 )  # fmt: skip
                 if await self._handle(handler, label, str(exc)):
                     continue  # retry after an operator unhold
+                self.position.leaves.pop(key, None)
+                self.position.cursors[_key(step.path[:-1])] = int(step.path[-1]) + 1
                 return
-            if not step.branches():
-                p.steps_done += 1
-            self.log.emit(EventKind.STEP_FINISHED, label, f"{kind} step done", step_kind=kind)
+            self._finished(step, kind)
             return
+
+    def _finished(self, step: AnyStep, kind: str) -> None:
+        """Counted, moved past in the position, then said (a position written on this event
+        resumes after the step)."""
+        if not step.branches():
+            self.progress.steps_done += 1
+        self.position.leaves.pop(_key(step.path), None)
+        self.position.cursors[_key(step.path[:-1])] = int(step.path[-1]) + 1
+        label = step.title() or self.validated.label(step)
+        self.log.emit(EventKind.STEP_FINISHED, label, f"{kind} step done", step_kind=kind)
+
+    async def _resume_decision(self, step: AnyStep, label: str,
+                               leaf: Mapping[str, Any]) -> str | None:
+        """What to do with a step a restart found running (:data:`RESUMABILITY`): None runs
+        it (on), ``"done"`` moves past it, any other text holds the recipe with that text."""
+        how = RESUMABILITY[type(step)]
+        if how == "hold":
+            return (f"{label}: a {step.KIND} step cannot be resumed safely after a restart; "
+                    f"resume runs it again, stop or abort ends the run")
+        if how != "verify" or not isinstance(step, ServiceStep):
+            return None
+        call = step.service
+        svc = self.proxies[call.module].services[call.service]
+        cmd = Command[call.command.upper()]
+        self._used[(call.module, call.service)] = svc
+        targets = self._targets(call, cmd)
+        where = f"{call.module}.{call.service}"
+        state = svc.state
+        if targets and state in targets:
+            return "done"
+        on_the_way = state not in _STABLE or (
+            state is State.EXECUTE and targets == (State.COMPLETED,))
+        if targets and on_the_way:
+            fail = tuple(s for s in _FAILED if s not in targets)
+            try:
+                state = await svc.wait_for(*targets, *fail, timeout=60.0)
+            except TimeoutError:
+                state = svc.state
+            if state in targets:
+                return "done"
+        sent = "was sent" if leaf.get("phase") == "commanded" else "may have been sent"
+        wanted = " or ".join(t.label for t in targets) or "its target"
+        return (f"{label}: {cmd.label} of {where} {sent} before the restart and {where} is "
+                f"{state.label}, not {wanted}: whether it was carried out cannot be verified; "
+                f"resume sends it again, stop or abort ends the run")
 
     async def _with_timeout(self, work: Awaitable[None], timeout: float) -> None:
         task = asyncio.ensure_future(work)
@@ -253,6 +432,7 @@ class Interpreter:
         cmd = Command[call.command.upper()]
         params = {k: self.validated.resolve(v) for k, v in call.parameters.items()}
         self._used[(call.module, call.service)] = svc
+        self._leaf(step)["phase"] = "commanded"
         self.log.emit(
             EventKind.COMMAND,
             f"{call.module}.{call.service}",
@@ -330,21 +510,31 @@ class Interpreter:
 
     async def _repeat_step(self, step: RepeatStep, label: str) -> None:
         spec = step.repeat
+        key = _key(step.path)
+        start = self._resume.iterations.pop(key, 0) if self._resume is not None else 0
         if spec.times is not None:
             n = int(si_number(self.validated, spec.times))
-            for i in range(n):
+            for i in range(start, n):
+                self._iteration(step, i, start)
                 self.log.emit(EventKind.ITERATION, label, f"iteration {i + 1} of {n}",
                               index=i + 1)
                 await self._run_steps(spec.steps)
             return
         assert spec.until is not None
         cond = self.validated.compile(spec.until)
-        for i in range(spec.max):
+        for i in range(start, spec.max):
+            self._iteration(step, i, start)
             self.log.emit(EventKind.ITERATION, label, f"iteration {i + 1}", index=i + 1)
             await self._run_steps(spec.steps)
             if self.supervisor.evaluate(cond):
                 return
         raise StepFailed(f"'until {spec.until}' not reached in {spec.max} iterations")
+
+    def _iteration(self, step: RepeatStep, i: int, resumed_at: int) -> None:
+        """A new iteration starts its inner steps afresh; a resumed one where they were."""
+        if i != resumed_at or self._resume is None:
+            self.position.forget_below(step.path)
+        self.position.iterations[_key(step.path)] = i
 
     async def _optimize_step(self, step: OptimizeStep, label: str) -> None:
         plan = plan_from_recipe(self.validated)
@@ -358,10 +548,11 @@ class Interpreter:
 
     async def _wait_step(self, step: WaitStep, label: str) -> None:
         w = step.wait
+        leaf = self._leaf(step)
         if w.duration is not None:
             total = self.validated.seconds(w.duration)
             self.progress.step_duration = total
-            await self._held_sleep(total, progress=True)
+            await self._held_sleep(total, progress=True, leaf=leaf)
             return
         if w.until is not None:
             cond = self.validated.compile(w.until)
@@ -372,7 +563,7 @@ class Interpreter:
                 await self.clock.sleep(self.tick)
         assert w.residence_times is not None and w.path is not None
         n = si_number(self.validated, w.residence_times)
-        elapsed = 0.0
+        elapsed = float(leaf["elapsed"])
         while True:
             await self.gate_open()
             tau = residence_time(self.validated.plant, w.path, self.supervisor.feed_flows())
@@ -384,16 +575,21 @@ class Interpreter:
             await self.clock.sleep(self.tick)
             if self.gate.is_set():
                 elapsed += self.clock.now() - t0
+                leaf["elapsed"] = elapsed
 
-    async def _held_sleep(self, total: float, progress: bool = False) -> None:
-        """Sleep ``total`` simulated seconds of Execute time (time held does not count)."""
-        elapsed = 0.0
+    async def _held_sleep(self, total: float, progress: bool = False,
+                          leaf: dict[str, Any] | None = None) -> None:
+        """Sleep ``total`` simulated seconds of Execute time (time held does not count);
+        with ``leaf``, from the time it has counted already, kept up to date in it."""
+        elapsed = float(leaf["elapsed"]) if leaf is not None else 0.0
         while elapsed < total:
             await self.gate_open()
             t0 = self.clock.now()
             await self.clock.sleep(min(self.tick, total - elapsed))
             if self.gate.is_set():
                 elapsed += self.clock.now() - t0
+                if leaf is not None:
+                    leaf["elapsed"] = elapsed
             if progress:
                 self.progress.step_elapsed = elapsed
 

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import enum
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from modulecontrol.alarms import AlarmBoard
@@ -23,7 +24,7 @@ from modulecontrol.descriptors import PlantConfig, shutdown_stages
 from modulecontrol.drivers import DriverError
 from modulecontrol.events import Event, EventKind, EventLog
 from modulecontrol.orchestrator._holds import HoldArbiter
-from modulecontrol.orchestrator._interpreter import _TARGETS, Interpreter, Progress
+from modulecontrol.orchestrator._interpreter import _TARGETS, Interpreter, Position, Progress
 from modulecontrol.orchestrator._operator import OperatorChannel
 from modulecontrol.orchestrator._supervisor import (
     CommLoss,
@@ -55,6 +56,22 @@ _AT_REST = (
 """Services a Stop fan-out leaves alone: at rest already, or on their way there."""
 
 
+_HELD = ("Holding", "Held", "Pausing", "Paused")
+_EXECUTING = ("Starting", "Execute", "Unholding", "Resuming")
+
+
+@dataclass
+class Resume:
+    """A run to take up where a previous process left it (docs/operations.md)."""
+
+    position: Mapping[str, Any]
+    """:meth:`Orchestrator.position` as that process last wrote it."""
+    gap: float
+    """Simulated seconds from that writing to now (the plant ran on meanwhile)."""
+    history: Mapping[str, Sequence[tuple[float, float]]] = field(default_factory=dict)
+    """Recorded samples (simulated time, value in its unit) of the steady-state signals."""
+
+
 class RunResult(enum.Enum):
     COMPLETED = "completed"
     STOPPED = "stopped"
@@ -74,6 +91,7 @@ class Orchestrator:
         tick: float = 1.0,
         on_comm_loss: CommLoss = "hold",
         alarms: AlarmBoard | None = None,
+        resume: Resume | None = None,
     ) -> None:
         self.validated = recipe
         self.recipe: Recipe = recipe.recipe
@@ -117,6 +135,12 @@ class Orchestrator:
             used=self._used, tick=tick,
         )  # fmt: skip
         self.progress: Progress = self.interpreter.progress
+        self.resume = resume
+        """Set when this run takes up one a previous process left (``resumed`` says how)."""
+        self.resumed = ""
+        """After a resume: why the recipe holds for an operator decision ('' if it does not)."""
+        if resume is not None:
+            Position.from_dict(resume.position["interpreter"])  # refused before anything runs
         self.signals = self.supervisor.signals
         m = self.machine
         m.set_work(State.STARTING, self._w_starting)
@@ -138,21 +162,28 @@ class Orchestrator:
     # ------------------------------------------------------------------ running
     async def run(self) -> RunResult:
         """Start the recipe and return when it has completed, stopped or aborted."""
-        self.log.emit(
-            EventKind.RUN_STARTED,
-            "recipe",
-            f"recipe {self.recipe.name} started",
-            recipe=self.recipe.name,
-            version=self.recipe.version,
-            parameters={n: p.text() for n, p in self.validated.parameters.items()},
-            file=self.validated.file,
-        )
+        after: asyncio.Task[None] | None = None
+        if self.resume is None:
+            self.log.emit(
+                EventKind.RUN_STARTED,
+                "recipe",
+                f"recipe {self.recipe.name} started",
+                recipe=self.recipe.name,
+                version=self.recipe.version,
+                parameters={n: p.text() for n, p in self.validated.parameters.items()},
+                file=self.validated.file,
+            )
+        else:
+            was = self._restore(self.resume)
+            after = asyncio.get_running_loop().create_task(self._take_up(self.resume, was))
         self._detach.append(self.alarms.route(self.supervisor.alarm_changed))
         self._monitor = asyncio.get_running_loop().create_task(self.supervisor.run())
         try:
             self.machine.command(Command.START, Channel.EXTERNAL)
             final = await self.machine.wait_for(State.COMPLETED, State.STOPPED, State.ABORTED)
         finally:
+            if after is not None and not after.done():
+                after.cancel()
             if self._monitor is not None:
                 self._monitor.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -168,6 +199,61 @@ class Orchestrator:
         }[final]
         self.log.emit(EventKind.RUN_ENDED, "recipe", f"recipe {result.value}", result=result.value)
         return result
+
+    # ------------------------------------------------------------------ restart
+    def position(self) -> dict[str, Any]:
+        """Where the run is (JSON), as a restarted process takes it up (:class:`Resume`):
+        the recipe's state and holds, the procedure's position, the supervision's state and
+        the state of every module service the recipe commands."""
+        services: dict[str, Any] = {}
+        for (tag, name), svc in self._used.items():
+            machine = getattr(svc, "machine", None)
+            services[f"{tag}.{name}"] = {
+                "state": svc.state.label,
+                "procedure": None if machine is None else int(machine.procedure_cur)}
+        return {"state": self.machine.state.label, "held_by": self.holds.reasons(),
+                "t": self.clock.now(), "step": self.progress.step,
+                "interpreter": self.interpreter.position.as_dict(),
+                "supervisor": self.supervisor.snapshot(), "services": services}
+
+    def _restore(self, resume: Resume) -> str:
+        """Everything but the recipe's own state; returns the state the run was in."""
+        pos = resume.position
+        state = str(pos.get("state", "Execute"))
+        gap = resume.gap if state in _EXECUTING else 0.0
+        self.interpreter.resume_from(Position.from_dict(pos["interpreter"]), gap)
+        self.supervisor.restore(pos.get("supervisor") or {}, resume.history)
+        for key, saved in dict(pos.get("services") or {}).items():
+            tag, _, name = str(key).partition(".")
+            proxy = self.proxies.get(tag)
+            svc = None if proxy is None else proxy.services.get(name)
+            if svc is None:
+                continue
+            self._used[(tag, name)] = svc
+            was = State.from_label(str(saved["state"]))
+            adopt = getattr(svc, "adopt", None)
+            if svc.state is State.IDLE and was is not State.IDLE and adopt is not None:
+                with contextlib.suppress(ValueError):  # an acting state is not taken up
+                    adopt(was, saved.get("procedure"),
+                          "as the run's record has it (the module does not report its state)")
+            if svc.state is State.HELD:
+                self._held_by_us.add((tag, name))
+        return state
+
+    async def _take_up(self, resume: Resume, was: str) -> None:
+        """Once the resumed recipe is in Execute: back to where it was. Held (or pausing)
+        before the restart: held again, for the operator; stopping or aborting: that again."""
+        await self.machine.wait_for(State.EXECUTE, State.STOPPED, State.ABORTED)
+        if self.machine.state is not State.EXECUTE:
+            return
+        if was in _HELD:
+            why = "; ".join(resume.position.get("held_by") or []) or "held by the operator"
+            self.resumed = f"held before the restart ({why})"
+            self.try_command(Command.HOLD, self.resumed)
+        elif was in ("Stopping", "Stopped"):
+            self.try_command(Command.STOP, "the run was stopping before the restart")
+        elif was in ("Aborting", "Aborted"):
+            self.try_command(Command.ABORT, "the run was aborting before the restart")
 
     def command(self, cmd: Command, reason: str = "operator") -> State:
         """Operator or supervisor command on the recipe (hold, unhold, stop, abort, ...)."""

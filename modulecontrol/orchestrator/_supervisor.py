@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from modulecontrol.alarms import AlarmBoard, AlarmChange, AlarmSpec
@@ -165,6 +165,55 @@ class Supervisor:
         if isinstance(band, int | float):
             return float(band) * (to_si(1.0, unit) - to_si(0.0, unit))
         return to_si(str(band))
+
+    # ------------------------------------------------------------------ restart
+    def snapshot(self) -> dict[str, Any]:
+        """What a restart needs of the supervision (JSON): each alarm's enablement and
+        whether it is raised, each steady-state detector's verdict, divert control's state.
+        Interlocks are not restored: they judge the plant afresh at the first tick, and one
+        whose condition still holds trips again."""
+        d = self.divert
+        return {
+            "alarms": {a.spec.name: {"enabled": a.enabled, "active": a.active,
+                                     "unknown": a.unknown, "acknowledged": a.acknowledged}
+                       for a in self.alarms},
+            "steady": {s.spec.name: {"steady": s.steady, "first_steady_at": s.first_steady_at,
+                                     "signal": s.spec.signal}
+                       for s in self.steady},
+            "divert": None if d is None else {"active": d.active, "to_product": d.to_product,
+                                              "switches": d.switches},
+        }
+
+    def restore(self, snap: Mapping[str, Any],
+                history: Mapping[str, Sequence[tuple[float, float]]]) -> None:
+        """Take up :meth:`snapshot` after a restart. ``history``: the recorded samples
+        (simulated time, value in the signal's unit) of each steady-state signal, so a
+        detector judges its window on what the plant did before and during the gap rather
+        than starting an empty window (which would divert a steady product to waste for
+        three residence times)."""
+        alarms = snap.get("alarms") or {}
+        for al in self.alarms:
+            a = alarms.get(al.spec.name)
+            if a:
+                al.enabled, al.active = bool(a["enabled"]), bool(a["active"])
+                al.unknown, al.acknowledged = bool(a["unknown"]), bool(a["acknowledged"])
+        steady = snap.get("steady") or {}
+        for ss in self.steady:
+            st = steady.get(ss.spec.name)
+            unit = self._unit(ss.spec.signal)
+            for t, v in history.get(ss.spec.signal, ()):
+                ss.history.record(t, {"x": to_si(float(v), unit) if unit else float(v)})
+            if st:
+                ss.steady = bool(st["steady"])
+                first = st.get("first_steady_at")
+                ss.first_steady_at = None if first is None else float(first)
+            self.derived[f"steady.{ss.spec.name}"] = ss.steady
+        div = snap.get("divert")
+        if self.divert is not None and div:
+            self.divert.active = bool(div["active"])
+            self.divert.to_product = bool(div["to_product"])
+            self.divert.switches = int(div["switches"])
+            self.derived["divert.product"] = self.divert.to_product
 
     # ------------------------------------------------------------------ values
     def values(self) -> dict[str, Any]:
@@ -468,6 +517,10 @@ class Supervisor:
         """Product only while the condition is true: unknown sends the stream to waste."""
         d = self.divert
         if d is None or not d.active:
+            return
+        if self._recipe_state() in (State.IDLE, State.STARTING):
+            # only a resumed run starts with divert control active: the valve stays where
+            # the run left it until the recipe is back in Execute (no switch and back)
             return
         ok, _why = self.judge(d.condition, now, {**values, **self.derived})
         want = ok is True and self._recipe_state() is State.EXECUTE

@@ -113,6 +113,11 @@ class ProxyOptions:
     (``stale_after: 30 s``), a local service's ``complete_when ... for 30 s`` and the times
     of state changes all follow it, so they mean simulated seconds at any speed. The poll
     intervals above stay wall seconds: they pace I/O, not the process."""
+    adopt_running: bool = False
+    """Reconnecting to a plant left running (the control service reattaching after a
+    restart): a service of a device without its own state machine that reads as running is
+    taken as in Execute (``LocalService.adopt_read_state``), not Idle. Off for a fresh
+    connection, whose recipe starts every service it uses itself."""
     link_clock: Callable[[], float] = time.monotonic
     link_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     """The time base of the MTP handshake's bounds (a PEA confirming a mode, procedure,
@@ -200,6 +205,9 @@ class ModuleProxy:
                 self._read_names[f"{da.name}.{attr}"] = da.name
         if tags:
             self._on_values(await self.driver.read(tags))
+            for service in self.services.values():
+                if isinstance(service, LocalService) and self.options.adopt_running:
+                    service.adopt_read_state()
             self._subscription = await self.driver.subscribe(
                 tags, self.options.poll_interval, self._on_values
             )
@@ -580,6 +588,43 @@ class LocalService:
     @property
     def state(self) -> State:
         return self.machine.state
+
+    def running_indicators(self, procedure: int) -> dict[str, Any]:
+        """The outputs that say this procedure runs: assemblies its Starting writes with a
+        constant that Stopping writes with another (a pump's ``Run``). Empty when none
+        tells (a valve whose Starting and Stopping write the same position)."""
+        proc = self.service.procedure(procedure)
+        starting = proc.actions.get("Starting", self.service.actions.get("Starting", []))
+        stopping = proc.actions.get("Stopping", self.service.actions.get("Stopping", []))
+        stopped = {w.write: w.value for w in stopping if w.value is not None}
+        return {w.write: w.value for w in starting
+                if w.value is not None and w.write in stopped and stopped[w.write] != w.value}
+
+    def adopt_read_state(self) -> State:
+        """At connect, a device without a state machine of its own that reads as running
+        (every running indicator of a procedure at its Starting value: a pump found
+        pumping, left so by an earlier life of the controller) is taken as in Execute of
+        that procedure (the default first), without writing anything; otherwise it stays
+        Idle. Why: a service shown Idle while its pump runs would take a Start, and its
+        Starting writes (a totaliser reset), on a running pump."""
+        if self.machine.state is not State.IDLE:
+            return self.machine.state
+        procs = sorted(self.service.procedures, key=lambda p: not p.default)
+        for proc in procs:
+            if proc.self_completing:
+                continue  # its completion watch is Execute's work, which adopting skips
+            marks = self.running_indicators(proc.id)
+            if marks and all(self.proxy.value(name) == value for name, value in marks.items()):
+                self.machine.adopt(State.EXECUTE, proc.id,
+                                   f"read from the module at connect: {', '.join(marks)} "
+                                   f"as {proc.name} starts it")
+                break
+        return self.machine.state
+
+    def adopt(self, state: State, procedure: int | None, reason: str) -> None:
+        """Take ``state`` as the service's present state, written nowhere (a resumed run's
+        record of a service whose device cannot report its state)."""
+        self.machine.adopt(state, procedure, reason)
 
     async def _work(self, ctx: WorkContext) -> None:
         """Entering a state: the procedure's writes for it, else the service's; then, in

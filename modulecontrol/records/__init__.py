@@ -9,7 +9,7 @@ Public API::
     BalanceSpec, WorkupSpec, extraction_recovery                 # reports
     IntervalSpec, IntervalValue, LotSpec, lot_rows               # changeovers and lots
     format_figure, format_elapsed                               # figures in human units
-    query_tag, query_events, TagHistory                          # historian queries
+    query_tag, query_events, last_event, TagHistory              # historian queries
 
 See docs/records.md for the loss rules and the figures metadata.
 """
@@ -34,7 +34,7 @@ from modulecontrol.records._historian import (
     TagFilter,
     content_hash,
 )
-from modulecontrol.records._query import TagHistory, query_events, query_tag
+from modulecontrol.records._query import TagHistory, last_event, query_events, query_tag
 from modulecontrol.records._report import (
     AUTOMATIC_ANSWER,
     BalanceSpec,
@@ -96,6 +96,7 @@ __all__ = [
     "format_elapsed",
     "format_figure",
     "key_path_for",
+    "last_event",
     "last_sample_time",
     "list_runs",
     "lot_rows",

@@ -545,6 +545,40 @@ class Historian:
 
         return self._submit(op)
 
+    async def resume_run(self, run_id: int, payload: Mapping[str, Any], *,
+                         t: float | None = None) -> None:
+        """Reopen run ``run_id``, which the previous writer left and this one's recovery
+        marked ``interrupted``, for a restarted controller that resumes it: the run is
+        ``running`` again, owned by this writer, with a ``run_resumed`` event (``payload``:
+        the gap, where it resumes) after its ``run_end`` of the interruption, so the chain
+        shows the gap as such. Later events and samples default to this run again.
+        Raises RecordsError if the run is not an interrupted one."""
+        ts = self.clock() if t is None else t
+
+        await self.flush()
+        reader = connect(self.path, create=False)
+        try:  # checked before the batch: an op that raises would cost the batch
+            row = reader.execute("SELECT result FROM runs WHERE id=?", (run_id,)).fetchone()
+        finally:
+            reader.close()
+        if row is None or row[0] != RunResult.INTERRUPTED.value:
+            raise RecordsError(f"run {run_id} is not an interrupted run"
+                               f" ({'no such run' if row is None else row[0]}):"
+                               " only a run its writer left can be resumed")
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE runs SET result=?, t_end=NULL, note=?, owner_token=?,"
+                         " owner_pid=?, owner_host=? WHERE id=?",
+                         (RunResult.RUNNING.value, "resumed after an interruption",
+                          self._token, self._pid, self._host, run_id))
+            self._chain.link_row(conn, "runs", run_id)
+            self._writer_lock.set_run(conn, run_id)
+            self._insert_event(conn, run_id, ts, EventKind.RUN_RESUMED, "run", dict(payload))
+            with self._lock:
+                self._active_runs.append(run_id)
+
+        await asyncio.wrap_future(self._submit(op))
+
     def note_lost(self, *, samples: Sequence[tuple[str, float]] = (), records: int = 0,
                   error: str) -> DataLoss:
         """Records that never reached the historian (a recorder of the caller failed to hand

@@ -89,3 +89,18 @@ def query_events(db: str | Path | sqlite3.Connection, kind: str,
     finally:
         if own:
             conn.close()
+
+
+def last_event(db: str | Path | sqlite3.Connection, kind: str,
+               run_id: int) -> tuple[float, str] | None:
+    """The newest event of ``kind`` of run ``run_id`` as (time, payload JSON), None if it
+    has none: what a restarted service reads of where its run was (``run_position``)."""
+    own = not isinstance(db, sqlite3.Connection)
+    conn = connect(db, create=False) if not isinstance(db, sqlite3.Connection) else db
+    try:
+        row = conn.execute("SELECT t, payload FROM events WHERE run_id=? AND kind=?"
+                           " ORDER BY id DESC LIMIT 1", (run_id, kind)).fetchone()
+        return None if row is None else (float(row[0]), str(row[1]))
+    finally:
+        if own:
+            conn.close()

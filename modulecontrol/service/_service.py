@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -43,12 +44,15 @@ from modulecontrol.records import (
     TagFilter,
     TagHistory,
     alarm_kpis_of,
+    last_event,
     last_sample_time,
+    list_runs,
     query_tag,
 )
 from modulecontrol.service._auth import LoginLimiter, granted, new_token, verify_password
 from modulecontrol.service._store import (
     FINAL,
+    INTERRUPTED,
     QUEUED,
     RUNNING,
     QueuedRun,
@@ -56,7 +60,7 @@ from modulecontrol.service._store import (
     TokenInfo,
 )
 from modulecontrol.service._stream import EventStream
-from modulecontrol.session import Line, RunOptions, RunOutcome, Session
+from modulecontrol.session import Line, ResumePoint, RunOptions, RunOutcome, Session
 from modulecontrol.statemachine import Command, CommandRefused, State, StateChange
 
 _log = logging.getLogger(__name__)
@@ -123,6 +127,8 @@ class ControlService:
         self._worker: asyncio.Task[None] | None = None
         self._alarm_clock: asyncio.Task[None] | None = None
         self._running: asyncio.Task[RunOutcome] | None = None
+        self._to_resume: list[tuple[QueuedRun, ResumePoint]] = []
+        """Runs a previous life of the service left running, taken up first."""
         self.recipes = options.recipes.resolve()
 
     # ------------------------------------------------------------------ life
@@ -142,19 +148,27 @@ class ControlService:
         self.store = ServiceStore(opts.db)
         self._audit = AuditTrail(opts.db, key_path=self.line.options.records_key,
                                  anchor_path=self.line.options.anchor)
-        interrupted = self.store.interrupt_running()
-        for rid in interrupted:
-            self._publish(EventKind.RUN_ENDED.value, "service",
-                          f"run {rid} was interrupted: the service stopped during it",
-                          {"result": "interrupted"}, run=rid)
+        left = self.store.running()
         try:
             await self.line.start()
         except DriverError:
             await self.line.close()
             await self._close_records()
             raise
+        interrupted: list[int] = []
+        for queued in left:
+            point, why = self._resume_point(queued, recorded_until)
+            if point is None:
+                self.store.set_state(queued.id, INTERRUPTED, message=why)
+                interrupted.append(queued.id)
+                self._publish(EventKind.RUN_ENDED.value, "service",
+                              f"run {queued.id} was interrupted: {why}",
+                              {"result": "interrupted"}, run=queued.id)
+            else:
+                self._to_resume.append((queued, point))
         if self.line.reattached:
-            self._reattached(recorded_until, interrupted)
+            self._reattached(recorded_until, interrupted,
+                             [q.id for q, _ in self._to_resume])
         for proxy in self.line.proxies.values():
             proxy.on_state(self._on_service_state)
         self._stream_values(self.line)
@@ -165,7 +179,44 @@ class ControlService:
                                                                    name="alarm clock")
         self._wake.set()
 
-    def _reattached(self, recorded_until: float | None, interrupted: list[int]) -> None:
+    def _resume_point(self, queued: QueuedRun, recorded_until: float | None
+                      ) -> tuple[ResumePoint | None, str]:
+        """Where a run left running can be taken up, or why it cannot: only on the plant it
+        left running (reattached, not started afresh), with the very recipe file it started
+        with (same SHA-256) and a position in its record."""
+        line = self.line
+        assert line is not None
+        if not line.reattached:
+            return None, ("the service stopped during it and the plant was not found "
+                          "running: a run is taken up only on the plant it left running")
+        if queued.record_run is None:
+            return None, "the service stopped before the run opened its record"
+        try:
+            info = next(r for r in list_runs(self.options.db) if r.id == queued.record_run)
+            session = Session.load(self.recipes / queued.recipe, None,
+                                   self._run_options(queued.parameters, queued.requested_by),
+                                   line=line)
+        except (StopIteration, RecordsError) as exc:
+            return None, f"its record {queued.record_run} cannot be read: {exc}"
+        except ConfigError as exc:
+            return None, ("its recipe no longer loads: "
+                          + "; ".join(map(str, exc.problems)))
+        if session.recipe_hash() != info.recipe_hash:
+            return None, (f"the recipe file {queued.recipe} changed since the run started "
+                          f"(SHA-256 {info.recipe_hash[:12]}... then, "
+                          f"{session.recipe_hash()[:12]}... now): not resumed on another "
+                          f"recipe")
+        found = last_event(self.options.db, EventKind.RUN_POSITION.value, queued.record_run)
+        if found is None:
+            return None, "no position of the run was recorded"
+        try:
+            position = json.loads(found[1])["position"]
+        except (ValueError, KeyError, TypeError) as exc:
+            return None, f"its recorded position cannot be read: {exc!r}"
+        return ResumePoint(queued.record_run, position, recorded_until), ""
+
+    def _reattached(self, recorded_until: float | None, interrupted: list[int],
+                    resumed: list[int]) -> None:
         """The plant was found running (a previous life of the service ended without
         stopping it: ``kill -9``, a crash) and every module was read in its current state,
         nothing written. The gap in the record is recorded as such, an event in the
@@ -174,7 +225,8 @@ class ControlService:
         assert line is not None and line.historian is not None
         now = line.clock.datetime().timestamp()
         data: dict[str, Any] = {"gap_from": recorded_until, "gap_to": now,
-                                "modules": sorted(line.proxies), "interrupted": interrupted}
+                                "modules": sorted(line.proxies), "interrupted": interrupted,
+                                "resumed": resumed}
         gap = (f"{now - recorded_until:.0f} s (simulated) without a record"
                if recorded_until is not None else "no earlier record")
         message = (f"reattached to the running plant ({len(line.proxies)} modules, read, "
@@ -253,15 +305,19 @@ class ControlService:
         return queued
 
     async def _run_queue(self) -> None:
-        """One run at a time, oldest first."""
+        """One run at a time, oldest first; first the runs taken up after a restart."""
         store, line = self._ready()
+        while self._to_resume:
+            left, point = self._to_resume.pop(0)
+            await self._execute(left, store, line, point)
         while True:
             await self._wake.wait()
             self._wake.clear()
             while (queued := store.next_queued()) is not None:
                 await self._execute(queued, store, line)
 
-    async def _execute(self, queued: QueuedRun, store: ServiceStore, line: Line) -> None:
+    async def _execute(self, queued: QueuedRun, store: ServiceStore, line: Line,
+                       resume: ResumePoint | None = None) -> None:
         try:
             session = Session.load(self.recipes / queued.recipe, None,
                                    self._run_options(queued.parameters, queued.requested_by),
@@ -270,11 +326,24 @@ class ControlService:
             store.set_state(queued.id, "failed", message="; ".join(map(str, exc.problems)))
             return
         session.listeners.append(self._forward(queued.id))
+        # the record's run, in the queue as soon as it is open: what a restart takes up
+        session.on_started.append(
+            lambda s: store.set_state(queued.id, RUNNING, record_run=s.run_id))
         self._active = (queued.id, session)
-        store.set_state(queued.id, RUNNING)
+        if resume is None:
+            store.set_state(queued.id, RUNNING)
         try:
-            await self._reset_at_rest(line, queued.requested_by)
-            self._running = asyncio.get_running_loop().create_task(session.execute())
+            if resume is None:
+                await self._reset_at_rest(line, queued.requested_by)
+            else:
+                gap = line.clock.now() - float(resume.position.get("t", line.clock.now()))
+                step = resume.position.get("step", "")
+                self._publish(EventKind.RUN_RESUMED.value, "service",
+                              f"run {queued.id} resumed at step '{step}' after {gap:.0f} s "
+                              f"(simulated) without control",
+                              {"gap": gap, "step": step, "gap_from": resume.gap_from},
+                              run=queued.id)
+            self._running = asyncio.get_running_loop().create_task(session.execute(resume))
             outcome = await self._running
         except Exception as exc:  # the run failed, not the service: recorded and said
             _log.exception("run %d failed", queued.id)

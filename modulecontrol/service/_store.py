@@ -137,9 +137,15 @@ class ServiceStore:
         self._conn.execute(
             "UPDATE service_runs SET state=?, record_run=COALESCE(?, record_run),"
             " message=COALESCE(?, message),"
-            " t_started=CASE WHEN ?='running' THEN ? ELSE t_started END,"
+            " t_started=CASE WHEN ?='running' THEN COALESCE(t_started, ?) ELSE t_started END,"
             " t_ended=CASE WHEN ? IN ('running','queued') THEN t_ended ELSE ? END"
             " WHERE id=?", (state, record_run, message, state, now, state, now, run_id))
+
+    def running(self) -> list[QueuedRun]:
+        """Runs left 'running' by a previous life of the service (a restart resumes them)."""
+        rows = self._conn.execute(f"SELECT {_RUN_COLS} FROM service_runs WHERE state=?"
+                                  " ORDER BY id", (RUNNING,))
+        return [_run(r) for r in rows]
 
     def interrupt_running(self) -> list[int]:
         """Runs left 'running' by a previous life of the service: marked interrupted (the

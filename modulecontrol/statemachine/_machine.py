@@ -69,6 +69,9 @@ class Procedure:
 
 
 DEFAULT_PROCEDURE = Procedure(1, "Default", self_completing=False, is_default=True)
+_ADOPTABLE = frozenset({State.IDLE, State.EXECUTE, State.HELD, State.PAUSED, State.STOPPED,
+                        State.COMPLETED, State.ABORTED})
+"""The states :meth:`ServiceStateMachine.adopt` takes: stable ones, whose entry does no work."""
 
 
 class CommandRefused(Exception):
@@ -286,6 +289,31 @@ class ServiceStateMachine:
                 self._listeners.remove(listener)
 
         return unsubscribe
+
+    def adopt(self, state: State, procedure: int | None = None, reason: str = "") -> None:
+        """Take ``state`` (and ``procedure``) as the service's present state without a
+        command and without running any state's work: what a controller does that
+        reconnects to a device already running (its outputs were set by an earlier life of
+        the controller, and nothing is written again). Only a stable state may be adopted;
+        listeners hear the change with ``command`` and ``channel`` None and the reason."""
+        self._check_not_notifying()
+        if state not in _ADOPTABLE:
+            raise ValueError(f"service '{self.name}': cannot adopt {state.label}, only a "
+                             f"stable state ({', '.join(s.label for s in _ADOPTABLE)})")
+        if procedure is not None:
+            if procedure not in self._procedures:
+                raise ValueError(f"service '{self.name}': no procedure {procedure}")
+            self._procedure_req = procedure
+        old = self.state
+        if old is state:
+            return
+        self._procedure_cur = (procedure or self._procedure_req) if state in (
+            State.EXECUTE, State.HELD, State.PAUSED) else 0
+        self._machine.set_state(state, model=self._model)
+        self._generation += 1
+        self._notify(StateChange(service=self.name, old=old, new=state, command=None,
+                                 channel=None, time=self._clock(),
+                                 procedure=self._procedure_cur, reason=reason))
 
     # ----------------------------------------------------------------- modes
     def set_operation_mode(self, mode: OperationMode) -> None:

@@ -8,6 +8,8 @@
 - :class:`TcpRelay`: pulls, stalls, slows or garbles a TCP link between a driver and its
   server, to test fault handling against the real device or simulator.
 - ``modulecontrol.testing.plugin``: pytest fixtures, loaded automatically when installed.
+- ``modulecontrol.testing.service``: the control service in a thread (``ServiceThread``) or
+  as ``modulecontrol serve`` in a process of its own (``ServeProcess``, for restart tests).
 
 Install the kit with ``pip install 'modulecontrol[testing]'`` (pytest, pytest-asyncio,
 hypothesis); see docs/writing-a-driver.md.

@@ -1,16 +1,30 @@
-"""A control service on loopback for tests and test rigs: its own thread and event loop.
+"""A control service on loopback for tests and test rigs.
 
-The service runs in a thread with its own loop, so a test, synchronous or on any event
-loop, talks to it only over HTTP and WebSocket, as every other client does. Users of every
-role are created with random passwords before it starts (there are no default ones).
+Two ways to run it:
+
+- :class:`ServiceThread`: the service in a thread with its own loop, so a test, synchronous
+  or on any event loop, talks to it only over HTTP and WebSocket, as every other client
+  does. Users of every role are created with random passwords before it starts (there are
+  no default ones).
+- :class:`ServeProcess`: ``modulecontrol serve --simulate`` in a process of its own, with
+  its simulated plant in another (kept across a restart): what a restart test kills.
+  :func:`serve_folder` prepares its folder (recipes, a user), :func:`production_recipe` is
+  the small production recipe (a pump on, a long wait) such tests run, :func:`pid_alive`
+  and :func:`kill_left_plant` watch and clean up the plant process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import secrets
+import signal
+import subprocess
+import sys
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +39,17 @@ from modulecontrol.service import (
     ServiceStore,
     hash_password,
 )
+
+__all__ = [
+    "ServeProcess",
+    "ServedLine",
+    "ServiceThread",
+    "child_env",
+    "kill_left_plant",
+    "pid_alive",
+    "production_recipe",
+    "serve_folder",
+]
 
 
 @dataclass
@@ -124,3 +149,123 @@ class ServiceThread:
             for close in reversed(closers):
                 await close()
             await service.close()
+
+
+def production_recipe(plant: Path, *, name: str = "production", flow: float = 0.375,
+                      duration: str = "4 h") -> str:
+    """A recipe that starts the amine pump P1 of the lomustine plant at ``flow`` mL/min
+    and waits ``duration`` (step ``feeding``): product flows for as long as a test needs."""
+    return f"""\
+kind: Recipe
+name: {name}
+version: 1.0.0
+plant: {plant.as_posix()}
+procedure:
+  - name: line
+    steps:
+      - name: amine_on
+        service: {{module: P1, service: Dosing, parameters: {{FlowSP: {flow:g}}}}}
+      - name: feeding
+        wait: {{duration: {duration}}}
+"""
+
+
+def child_env(password: str | None = None) -> dict[str, str]:
+    """The environment of a child ``modulecontrol`` process: this very package first on
+    its path (a test of a working tree tests that tree), unbuffered output, and the
+    password ``user add`` reads instead of a prompt."""
+    import modulecontrol
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if password is not None:
+        env["MODULECONTROL_PASSWORD"] = password
+    root = str(Path(modulecontrol.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def serve_folder(folder: Path, recipes: Mapping[str, str], user: str, password: str,
+                 role: str = "engineer") -> Path:
+    """``folder/recipes/NAME.yaml`` for each recipe text, and ``user`` (with ``role``) in
+    ``folder/line.db``; returns the database path."""
+    (folder / "recipes").mkdir(parents=True, exist_ok=True)
+    for name, text in recipes.items():
+        (folder / "recipes" / f"{name}.yaml").write_text(text, encoding="utf-8")
+    db = folder / "line.db"
+    subprocess.run([sys.executable, "-m", "modulecontrol.cli", "user", "add", user, "--role",
+                    role, "--db", str(db)], env=child_env(password), check=True,
+                   capture_output=True, timeout=120)
+    return db
+
+
+class ServeProcess:
+    """``modulecontrol serve PLANT --simulate`` in a process of its own, on a free loopback
+    port, with ``folder/line.db`` and ``folder/recipes``; ready (its URL read from its
+    ready line) when constructed. ``t_start``/``t_ready``: perf_counter at the spawn and at
+    the ready line. End it with :meth:`end` (``SIGKILL`` leaves the plant running)."""
+
+    def __init__(self, folder: Path, plant: Path, *, speed: float = 60.0,
+                 startup_timeout: float = 180.0) -> None:
+        self.folder = folder
+        self.t_start = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "modulecontrol.cli", "serve", str(plant), "--simulate",
+             "--speed", f"{speed:g}", "--port", "0", "--db", str(folder / "line.db"),
+             "--recipes", str(folder / "recipes")],
+            cwd=folder, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True)
+        assert self.proc.stdout is not None
+        said: list[str] = []
+        timer = threading.Timer(startup_timeout, self.proc.kill)  # a hung start ends
+        timer.start()
+        try:
+            for line in self.proc.stdout:  # the ready line names the URL
+                said.append(line)
+                if " at http://" in line:
+                    self.url = line.split(" at ", 1)[1].split()[0]
+                    break
+            else:
+                raise RuntimeError("serve did not start:\n" + "".join(said[-30:]))
+        finally:
+            timer.cancel()
+        self.t_ready = time.perf_counter()
+        # the rest of its output is drained, so a chatty service never blocks on its pipe
+        threading.Thread(target=self._drain, name="serve output", daemon=True).start()
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for _ in self.proc.stdout:
+            pass
+
+    @property
+    def plant_pid(self) -> int:
+        """The process id of the simulated plant (from ``line.db.plant``)."""
+        return int(json.loads((self.folder / "line.db.plant").read_text())["pid"])
+
+    def end(self, sig: int = signal.SIGTERM, timeout: float = 180.0) -> int:
+        """Send ``sig`` (if it still runs) and wait for the exit; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+
+def pid_alive(pid: int) -> bool:
+    """The process runs (a zombie, exited but not reaped, counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def kill_left_plant(folder: Path) -> None:
+    """Kill the simulated plant a failed test left running (``folder/line.db.plant``)."""
+    state = folder / "line.db.plant"
+    if state.exists():
+        pid = int(json.loads(state.read_text())["pid"])
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)

@@ -244,7 +244,7 @@ def test_the_cli_is_a_client(line: ServedLine, monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_run_server_starts_a_run_and_follows_it_to_its_end(
-        line: ServedLine, monkeypatch: pytest.MonkeyPatch) -> None:
+        line: ServedLine, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     name, password = line.users["engineer"]
     monkeypatch.setenv("MODULECONTROL_PASSWORD", password)
     login = CliRunner().invoke(app, ["login", name, "--server", line.url])
@@ -260,7 +260,14 @@ def test_run_server_starts_a_run_and_follows_it_to_its_end(
     assert out[-2].startswith("run_ended") and out[-1] == f"run {rid} completed"
     bad = CliRunner().invoke(app, ["run", "examples/dosing_demo", "--server", line.url,
                                    "--set", "volume=5 bar"])
-    assert bad.exit_code == 1 and "volume" in bad.output  # the validator's problem
+    # rejected as a local run rejects it: exit 2, with the validator's problem
+    assert bad.exit_code == 2 and "volume" in bad.output
+    local = CliRunner().invoke(app, ["run", str(ROOT / "recipes/examples/dosing_demo.yaml"),
+                                     "--simulate",
+                                     "--set", "volume=5 bar", "--db", str(tmp_path / "r.db")])
+    assert local.exit_code == bad.exit_code == 2, local.output
+    missing = CliRunner().invoke(app, ["run", "examples/no_such_recipe", "--server", line.url])
+    assert missing.exit_code == 2 and "no recipe" in missing.output
     ack = CliRunner().invoke(app, ["ack", str(rid), "purity_low", "--server", line.url])
     assert ack.exit_code == 1 and f"run {rid} is completed, not running" in ack.output
 

@@ -21,22 +21,13 @@ from modulecontrol.orchestrator import RunResult
 from modulecontrol.session import RunOptions, Session
 from modulecontrol.simulators import FaultRecord, PlantProcess, attach_plant, spawn_plant
 from modulecontrol.statemachine import Command, State
+from modulecontrol.testing.service import pid_alive, production_recipe
 from tests._poll import until
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="ptys and process groups")
 
 ROOT = Path(__file__).resolve().parents[2]
 PLANT = ROOT / "recipes" / "lomustine" / "plant.yaml"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie (exited, not yet reaped by its parent) counts as gone
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split(")")[-1].split()[0] != "Z"
 
 
 async def _spawn(tmp_path: Path, clock: Clock, *, keep: bool = False,
@@ -50,7 +41,7 @@ async def test_the_child_follows_the_clock_and_takes_faults_pause_and_step(
     clock = Clock.scaled(30.0)
     proc = await _spawn(tmp_path, clock)
     try:
-        assert proc.pid != os.getpid() and _alive(proc.pid)
+        assert proc.pid != os.getpid() and pid_alive(proc.pid)
         # the plant reads the controller's clock: the same anchor, not its own
         assert (await proc.call("clock"))["clock"] == clock.anchor()
         # the drivers get the ports really served, not the plant file's fixed ones
@@ -78,7 +69,7 @@ async def test_the_child_follows_the_clock_and_takes_faults_pause_and_step(
         assert (await proc.call("follow", clock=clock.anchor()))["clock"] == clock.anchor()
     finally:
         await proc.stop()
-    assert not _alive(proc.pid)
+    assert not pid_alive(proc.pid)
 
 
 async def test_the_channel_refuses_a_wrong_secret(tmp_path: Path) -> None:
@@ -94,7 +85,7 @@ async def test_the_channel_refuses_a_wrong_secret(tmp_path: Path) -> None:
         assert answer == {"ok": False, "error": "not authenticated"}
         state.write_text(json.dumps({**saved, "secret": "guessed"}))
         assert await attach_plant(load_plant(PLANT), state) is None
-        assert _alive(proc.pid)
+        assert pid_alive(proc.pid)
     finally:
         await proc.stop()
 
@@ -106,38 +97,26 @@ async def test_a_kept_plant_outlives_its_controller_and_is_reattached(tmp_path: 
     try:
         await proc.detach()  # what a kill -9 of the controller leaves: a dropped channel
         await asyncio.sleep(0.5)
-        assert _alive(proc.pid)
+        assert pid_alive(proc.pid)
         again = await attach_plant(load_plant(PLANT), state)
         assert again is not None and again.pid == proc.pid
         assert again.config == proc.config
         assert (await again.call("clock"))["clock"] == clock.anchor()
         await again.stop()
-        assert await until(lambda: not _alive(proc.pid), 15.0) is not None
+        assert await until(lambda: not pid_alive(proc.pid), 15.0) is not None
     finally:
-        if _alive(proc.pid):
+        if pid_alive(proc.pid):
             os.kill(proc.pid, signal.SIGKILL)
 
 
 async def test_a_plant_not_kept_stops_when_its_controller_goes(tmp_path: Path) -> None:
     proc = await _spawn(tmp_path, Clock.scaled(10.0))
     await proc.detach()
-    assert await until(lambda: not _alive(proc.pid), 15.0) is not None, \
+    assert await until(lambda: not pid_alive(proc.pid), 15.0) is not None, \
         "an orphaned plant of `run` kept serving"
 
 
-RECIPE = f"""\
-kind: Recipe
-name: plant-crash
-version: 1.0.0
-plant: {PLANT.as_posix()}
-procedure:
-  - name: line
-    steps:
-      - name: amine_on
-        service: {{module: P1, service: Dosing, parameters: {{FlowSP: 0.375}}}}
-      - name: feeding
-        wait: {{duration: 2 h}}
-"""
+RECIPE = production_recipe(PLANT, name="plant-crash", duration="2 h")
 
 
 async def test_a_crashed_plant_is_a_device_fault_not_a_crash(tmp_path: Path) -> None:
