@@ -41,7 +41,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -196,7 +196,20 @@ def _serve(plant_file: str, conn: Connection) -> None:
             conn.send(dict(server.endpoints))
             done = asyncio.Event()
             loop = asyncio.get_running_loop()
-            loop.add_reader(conn.fileno(), done.set)
+
+            def message() -> None:  # "stop", or a fault to inject or clear
+                try:
+                    msg = conn.recv()
+                except EOFError:  # the parent went away
+                    msg = "stop"
+                if msg == "stop":
+                    done.set()
+                elif msg[0] == "inject":
+                    plant.faults.inject(msg[1], msg[2], **msg[3])
+                else:
+                    plant.faults.clear(msg[1], msg[2])
+
+            loop.add_reader(conn.fileno(), message)
             await done.wait()
             loop.remove_reader(conn.fileno())
 
@@ -218,6 +231,23 @@ class RemotePlant:
         self.conn = conn
         self.cpu_seconds = math.nan
         """The server process's CPU time, read when it is told to stop."""
+        self._listeners: list[Callable[[Any], None]] = []
+
+    @property
+    def faults(self) -> RemotePlant:
+        """Fault injection, as every simulated plant offers it: sent to the child over the
+        pipe. The load run injects none, so the child reports no fault records back and
+        :meth:`on_record`'s listeners are kept for the protocol only."""
+        return self
+
+    def inject(self, module: str, fault: str, **params: Any) -> None:
+        self.conn.send(("inject", module, fault, params))
+
+    def clear(self, module: str, fault: str) -> None:
+        self.conn.send(("clear", module, fault, {}))
+
+    def on_record(self, listener: Callable[[Any], None]) -> None:
+        self._listeners.append(listener)
 
     async def stop(self) -> None:
         self.cpu_seconds = _cpu_of(self.process.pid or 0)

@@ -62,11 +62,28 @@ _EXIT = {
 _PRIORITY = {"low": 250, "medium": 500, "high": 750, "urgent": 1000}
 
 
+class FaultControl(Protocol):
+    """A simulated plant's fault injection, in-process (``FaultInjector``) or over the
+    channel to a plant in its own process (``RemoteFaults``): what a run records and what a
+    test, a test rig or the docs' pictures inject."""
+
+    def inject(self, module: str, fault: str, **params: Any) -> object: ...
+
+    def clear(self, module: str, fault: str) -> object: ...
+
+    def on_record(self, listener: Callable[[Any], None]) -> None: ...
+
+
 class Simulation(Protocol):
     """What the session needs from a running simulated plant."""
 
     config: PlantConfig
     """The plant as drivers must see it (pseudo-terminal paths, ports actually bound)."""
+
+    @property
+    def faults(self) -> FaultControl:
+        """Its fault injection: every simulated plant, in this process or its own, has one."""
+        ...
 
     async def stop(self) -> None: ...
 
@@ -630,14 +647,13 @@ class Session:
 
         orch.subscribe(on_event)
 
-        faults = getattr(self.simulation, "faults", None)
-        if faults is not None:
+        if self.simulation is not None:
             def on_fault(rec: Any) -> None:
                 orch.log.emit(EventKind.SIM_FAULT, rec.module,
                               f"simulated fault {rec.fault} {rec.event}",
                               fault=rec.fault, phase=rec.event, sim_time=rec.time)
 
-            faults.on_record(on_fault)
+            self.simulation.faults.on_record(on_fault)
 
     async def _close_record(self, outcome: RunOutcome) -> None:
         hist = self.historian

@@ -7,11 +7,14 @@ installs Chromium; Playwright is in the ``test`` extra)."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from modulecontrol.service import ServiceOptions
@@ -176,17 +179,54 @@ def test_campaign_from_the_browser_hold_resume_stall_and_ack(
     page.close()
 
 
+@contextlib.contextmanager
+def _api(line: ServedLine, role: str) -> Iterator[httpx.Client]:
+    """The service's API as a user of ``role`` (what a test seeds or checks beside the page)."""
+    with httpx.Client(base_url=line.url, timeout=30.0) as c:
+        name, password = line.users[role]
+        tok = c.post("/api/v1/token", json={"username": name, "password": password})
+        c.headers["Authorization"] = f"Bearer {tok.json()['access_token']}"
+        yield c
+
+
+def _until(what: str, check: Any, within: float = 60.0) -> Any:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if got := check():
+            return got
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: not within {within} s")
+
+
 def test_a_trend_shows_history_and_live_data(
         served: tuple[ServedLine, Any], browser: Browser) -> None:
-    page = _login(browser, served[0], "viewer")
-    page.click("nav a[data-view=trends]")
-    page.select_option("#view-trends select", "R1.T")
-    page.click("#view-trends button[data-trend=add]")
-    # history from the historian endpoint, then live points from the stream on top of it
-    page.wait_for_function("() => window.__station.trend.history > 2")
-    n = page.evaluate("() => window.__station.trend.data['R1.T'].length")
-    page.wait_for_function(f"() => window.__station.trend.data['R1.T'].length > {n}",
-                           timeout=SLOW)
-    page.wait_for_function("() => +document.querySelector('canvas#trend').dataset.points > "
-                           f"{n}")
-    page.close()
+    line = served[0]
+    # its own history: R1 is tempered to 40 degC by hand (operator mode, between runs), so
+    # R1.T moves and the historian records it whether or not another test ran before
+    with _api(line, "operator") as op:
+        r = op.post("/api/v1/modules/R1/services/Tempering/start",
+                    json={"parameters": {"TempSP": "40 degC"}})
+        assert r.status_code == 200, r.text
+
+        def history() -> bool:
+            now = op.get("/api/v1/plant").json()
+            end = now["clock_start"] + now["clock_now"]
+            h = op.get("/api/v1/history", params={"tag": "R1.T", "start": end - 3600,
+                                                  "end": end}).json()
+            return len(h["points"]) > 3
+        _until("R1.T recorded in the historian", history)
+        try:
+            page = _login(browser, line, "viewer")
+            page.click("nav a[data-view=trends]")
+            page.select_option("#view-trends select", "R1.T")
+            page.click("#view-trends button[data-trend=add]")
+            # history from the historian endpoint, then live points from the stream on top
+            page.wait_for_function("() => window.__station.trend.history > 2")
+            n = page.evaluate("() => window.__station.trend.data['R1.T'].length")
+            page.wait_for_function(f"() => window.__station.trend.data['R1.T'].length > {n}",
+                                   timeout=SLOW)
+            page.wait_for_function("() => +document.querySelector('canvas#trend')"
+                                   f".dataset.points > {n}")
+            page.close()
+        finally:
+            op.post("/api/v1/modules/R1/services/Tempering/stop", json={})
