@@ -1,12 +1,14 @@
 """The orchestrator: runs validated recipes across module proxies as state machines."""
 
 from modulecontrol.events import Event, EventLog
+from modulecontrol.orchestrator._estimate import Estimate, planned, remaining
 from modulecontrol.orchestrator._interpreter import Progress, StepFailed
 from modulecontrol.orchestrator._operator import AUTO_USER, OperatorChannel, Prompt
 from modulecontrol.orchestrator._runner import Orchestrator, RunResult
 
 __all__ = [
     "AUTO_USER",
+    "Estimate",
     "Event",
     "EventLog",
     "OperatorChannel",
@@ -15,4 +17,6 @@ __all__ = [
     "Prompt",
     "RunResult",
     "StepFailed",
+    "planned",
+    "remaining",
 ]

@@ -45,6 +45,7 @@ from modulecontrol.recipe import (
     ServiceCall,
     ServiceStep,
     SetStep,
+    StepPath,
     UnitProcedure,
     ValidatedRecipe,
     WaitStep,
@@ -89,6 +90,12 @@ class Progress:
     steps_done: int = 0
     steps_total: int = 0
     prompts: list[str] = field(default_factory=list)
+    started: float | None = None
+    """Line time the procedure started at."""
+    step_path: StepPath = ()
+    """Where the step last started is written: the position the remaining time counts from."""
+    iterations: dict[StepPath, tuple[int, int]] = field(default_factory=dict)
+    """Each repeat's current iteration and its count (``until`` loops: their ``max``)."""
 
 
 class Interpreter:
@@ -144,6 +151,7 @@ class Interpreter:
     async def run(self) -> None:
         try:
             await self.gate_open()
+            self.progress.started = self.clock.now()
             for block in self.recipe.procedure:
                 await self._run_block(block)
         except _Goto as g:
@@ -181,7 +189,7 @@ class Interpreter:
             await self.gate_open()
             p = self.progress
             p.step, p.step_kind, p.step_started = label, kind, self.clock.now()
-            p.step_duration = None
+            p.step_duration, p.step_elapsed, p.step_path = None, 0.0, step.path
             self.supervisor.step_entered(step.name)
             self.log.emit(
                 EventKind.STEP_STARTED, label, f"{kind} step started", step_kind=kind,
@@ -333,6 +341,7 @@ class Interpreter:
         if spec.times is not None:
             n = int(si_number(self.validated, spec.times))
             for i in range(n):
+                self.progress.iterations[step.path] = (i + 1, n)
                 self.log.emit(EventKind.ITERATION, label, f"iteration {i + 1} of {n}",
                               index=i + 1)
                 await self._run_steps(spec.steps)
@@ -340,6 +349,7 @@ class Interpreter:
         assert spec.until is not None
         cond = self.validated.compile(spec.until)
         for i in range(spec.max):
+            self.progress.iterations[step.path] = (i + 1, spec.max)
             self.log.emit(EventKind.ITERATION, label, f"iteration {i + 1}", index=i + 1)
             await self._run_steps(spec.steps)
             if self.supervisor.evaluate(cond):

@@ -34,6 +34,7 @@ from modulecontrol.mtpcore import (
     commands_in,
     enabled_commands,
 )
+from modulecontrol.orchestrator import remaining
 from modulecontrol.recipe import walk_steps
 from modulecontrol.records import (
     AuditTrail,
@@ -448,9 +449,18 @@ class ControlService:
                 out["step"] = orch.progress.step
                 out["held_by"] = orch.holds.reasons()
                 pr = orch.progress
+                rest = remaining(session.vr, pr)
+                now = self._ready()[1].clock.now()
                 out["progress"] = {"steps_done": pr.steps_done, "steps_total": pr.steps_total,
                                    "step_elapsed": pr.step_elapsed,
-                                   "step_duration": pr.step_duration}
+                                   "step_duration": pr.step_duration,
+                                   # line time: the run's own, not the wall clock's
+                                   "elapsed": (None if pr.started is None
+                                               else now - pr.started),
+                                   # planned time still to run, at least: the steps in
+                                   # remaining_unknown add a length the recipe does not say
+                                   "remaining": rest.known,
+                                   "remaining_unknown": rest.unknown}
             out["plan"] = [{"block": b.name,
                             "steps": [getattr(st, "name", None) or "" for st in b.steps],
                             # the named steps nested in each (a repeat's, a parallel's)
