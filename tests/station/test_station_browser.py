@@ -8,6 +8,7 @@ installs Chromium; Playwright is in the ``test`` extra)."""
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -111,6 +112,35 @@ def test_a_parameter_outside_its_limits_is_refused_in_the_faceplate(
     page.close()
 
 
+def test_the_faceplate_switches_operation_mode_and_source_through_the_api(
+        served: tuple[ServedLine, Any], browser: Browser) -> None:
+    page = _login(browser, served[0], "operator")
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(f"{r.method} {r.url}")
+            if "/modes/" in r.url else None)
+    _faceplate(page, "R1")
+    operation = page.locator("select[data-mode=operation][data-object=Tempering]")
+    text = page.locator("[data-mode-text=Tempering]")
+    operation.select_option("Operator")
+    expect(text).to_have_text(re.compile(r"Operator"))  # confirmed by the PEA, as text
+    operation.select_option("Automatic")
+    expect(text).to_have_text(re.compile(r"Automatic"))
+    source = page.locator("select[data-mode=source][data-object=Tempering]")
+    source.select_option("Internal")
+    expect(text).to_have_text(re.compile(r"Automatic · Internal"))
+    # a parameter's own modes, in its data assembly row (a source only in Automatic)
+    page.locator("select[data-mode=operation][data-object=TempSP]").select_option("Automatic")
+    expect(page.locator("[data-mode-text=TempSP]")).to_have_text(re.compile(r"Automatic"))
+    page.locator("select[data-mode=source][data-object=TempSP]").select_option("External")
+    expect(page.locator("[data-mode-text=TempSP]")).to_have_text(
+        re.compile(r"Automatic · External"))
+    page.locator("select[data-mode=source][data-object=Tempering]").select_option("External")
+    expect(text).to_have_text(re.compile(r"Automatic · External"))
+    assert sent and all(s.startswith("PUT ") and "/api/v1/modules/R1/modes/" in s for s in sent)
+    assert page.errors == []  # type: ignore[attr-defined]
+    page.close()
+
+
 def test_a_viewer_sees_everything_and_can_command_nothing(
         served: tuple[ServedLine, Any], browser: Browser) -> None:
     page = _login(browser, served[0], "viewer")
@@ -121,6 +151,12 @@ def test_a_viewer_sees_everything_and_can_command_nothing(
     assert buttons.count() > 10
     for i in range(buttons.count()):
         expect(buttons.nth(i)).to_be_disabled()
+    _faceplate(page, "R1")
+    modes = page.locator("#faceplate select[data-mode]")
+    assert modes.count() > 2
+    for i in range(modes.count()):
+        expect(modes.nth(i)).to_be_disabled()
+    _faceplate(page, "P1")
     expect(page.locator("#faceplate tr[data-da=Pressure] td.v")).not_to_have_text("—")
     # and the service refuses what a disabled button would have sent
     status = page.evaluate("""async () => {
