@@ -628,14 +628,15 @@
       el("th", { text: k }), el("td", { text: String(v) }),
       el("td", { class: "muted", text: k in (r.parameters || {}) ? "set for this run" : "default" })));
     if (!rows.length) return null;
-    return el("details", { class: "params" }, el("summary", { text: `Parameters (${rows.length})` }),
+    return el("details", { class: "params", open: S.paramsOpen !== false,
+      ontoggle: (e) => { S.paramsOpen = e.target.open; } }, el("summary", { text: `Parameters (${rows.length})` }),
       el("table", { class: "runparams" }, el("tbody", {}, ...rows)));
   }
   function updateRun(force) {
     const panel = $("#run-panel");
     if (!panel) return;
     const r = currentRun();
-    const sig = JSON.stringify([r && { ...r, progress: { ...(r.progress || {}), elapsed: 0, step_elapsed: 0, remaining: 0 } },
+    const sig = JSON.stringify([r && { ...r, t_now: 0, progress: { ...(r.progress || {}), elapsed: 0, step_elapsed: 0, remaining: 0 } },
                                 S.divert, S.steady, unacked().map((a) => a.key)]);
     if (r) {  // the clocks tick without rebuilding the panel
       const times = runTimes(r);
