@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from modulecontrol.clock import Clock, ClockMode
 from modulecontrol.descriptors import PlantConfig
-from modulecontrol.drivers import DriverError, Quality, TagValue
+from modulecontrol.drivers import DriverError, DriverTimeout, Quality, TagValue
 from modulecontrol.events import PAYLOADS, Event, EventKind
 from modulecontrol.optimize import OPTIMIZER_USER, ExperimentRecord, recorded_experiments
 from modulecontrol.orchestrator import AUTO_USER, OperatorChannel, Orchestrator, RunResult
@@ -246,13 +246,29 @@ class Line:
                 self.simulation_factory = factory
             self.simulation = await self.simulation_factory(config, self.clock)
             config = self.simulation.config
-        self.proxies = proxies_for(config, options=ProxyOptions(
-            poll_interval=self.options.poll_interval, clock=self.clock.now))
+        popts = ProxyOptions(poll_interval=self.options.poll_interval, clock=self.clock.now)
+        self.proxies = proxies_for(config, options=popts)
         # Connect every module at once: OPC UA sessions take a moment each.
         results = await asyncio.gather(*(p.start() for p in self.proxies.values()),
                                        return_exceptions=True)
         failed = [(p.tag, r) for p, r in zip(self.proxies.values(), results, strict=True)
                   if isinstance(r, BaseException)]
+        # Secure sessions opened all at once are CPU-heavy: on a busy machine some miss
+        # their timeout. Those get one more try each, one at a time, with a fresh proxy (a
+        # connect only reads, so trying again writes nothing twice); any other failure and
+        # a second timeout fail the start as before.
+        again = [tag for tag, r in failed if isinstance(r, DriverTimeout)]
+        if again and len(again) == len(failed):
+            failed = []
+            for tag in again:
+                with contextlib.suppress(Exception):
+                    await self.proxies[tag].close()
+                proxy = ModuleProxy(config.type_of(tag), config.instance(tag), None, popts)
+                self.proxies[tag] = proxy
+                try:
+                    await proxy.start()
+                except Exception as exc:
+                    failed.append((tag, exc))
         if failed:
             for p in self.proxies.values():
                 with contextlib.suppress(Exception):

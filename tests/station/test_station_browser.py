@@ -240,6 +240,14 @@ def test_a_trend_shows_history_and_live_data(
     # its own history: R1 is tempered to 40 degC by hand (operator mode, between runs), so
     # R1.T moves and the historian records it whether or not another test ran before
     with _api(line, "operator") as op:
+        def tempering() -> str:
+            plant = op.get("/api/v1/plant").json()
+            return str(next(m for m in plant["modules"] if m["tag"] == "R1")
+                       ["services"]["Tempering"])
+
+        if tempering() in ("Stopped", "Completed", "Aborted"):  # a campaign ran before
+            op.post("/api/v1/modules/R1/services/Tempering/reset", json={})
+            _until("R1 Tempering Idle", lambda: tempering() == "Idle")
         r = op.post("/api/v1/modules/R1/services/Tempering/start",
                     json={"parameters": {"TempSP": "40 degC"}})
         assert r.status_code == 200, r.text
@@ -259,6 +267,9 @@ def test_a_trend_shows_history_and_live_data(
             # history from the historian endpoint, then live points from the stream on top
             page.wait_for_function("() => window.__station.trend.history > 2")
             n = page.evaluate("() => window.__station.trend.data['R1.T'].length")
+            # at 600x R1.T settles within a second: a new set point moves it while we watch
+            r = op.put("/api/v1/modules/R1/values/TempSP", json={"value": "30 degC"})
+            assert r.status_code == 200, r.text
             page.wait_for_function(f"() => window.__station.trend.data['R1.T'].length > {n}",
                                    timeout=SLOW)
             page.wait_for_function("() => +document.querySelector('canvas#trend')"
