@@ -240,14 +240,14 @@ def test_a_trend_shows_history_and_live_data(
     # its own history: R1 is tempered to 40 degC by hand (operator mode, between runs), so
     # R1.T moves and the historian records it whether or not another test ran before
     with _api(line, "operator") as op:
-        def tempering() -> str:
+        def r1() -> dict[str, Any]:
             plant = op.get("/api/v1/plant").json()
-            return str(next(m for m in plant["modules"] if m["tag"] == "R1")
-                       ["services"]["Tempering"])
+            return dict(next(m for m in plant["modules"] if m["tag"] == "R1"))
 
-        if tempering() in ("Stopped", "Completed", "Aborted"):  # a campaign ran before
-            op.post("/api/v1/modules/R1/services/Tempering/reset", json={})
-            _until("R1 Tempering Idle", lambda: tempering() == "Idle")
+        if r1()["services"]["Tempering"] in ("Stopped", "Completed", "Aborted"):
+            op.post("/api/v1/modules/R1/services/Tempering/reset", json={})  # after a run
+        # Idle, and the PEA's CommandEn (read a poll later) says so
+        _until("R1 Tempering may start", lambda: "Start" in r1()["command_en"]["Tempering"])
         r = op.post("/api/v1/modules/R1/services/Tempering/start",
                     json={"parameters": {"TempSP": "40 degC"}})
         assert r.status_code == 200, r.text
