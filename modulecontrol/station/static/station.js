@@ -492,6 +492,8 @@
         modeControl(m, svc.name, ctl && !runActive, msg),
         el("label", {}, "Procedure ", procSel), params, buttons));
     }
+    // a mode column only for a module whose parameters have modes of their own (a PEA's)
+    const paramModes = m.assemblies.some((a) => (S.modes[m.tag] || {})[a.name]);
     const rows = m.assemblies.map((a) => {
       const set = a.settable ? el("span", { class: "set" },
         el("input", { "data-set": a.name, inputmode: "decimal", placeholder: limits(a), disabled: !ctl || runActive,
@@ -501,10 +503,10 @@
       return el("tr", { "data-da": a.name }, el("th", { text: a.name, title: a.description || a.class }),
         el("td", { class: "v" }), el("td", { text: a.unit || "" }), el("td", { class: "q" }), el("td", { class: "age" }),
         el("td", { class: "lim", text: a.min !== null || a.max !== null ? limits(a) : "" }), el("td", {}, set),
-        el("td", {}, modeControl(m, a.name, ctl && !runActive, msg) || ""));
+        paramModes ? el("td", {}, modeControl(m, a.name, ctl && !runActive, msg) || "") : null);
     });
     parts.push(el("h3", { text: "Data assemblies" }), el("table", { class: "das" },
-      el("thead", {}, el("tr", {}, ...["name", "value", "unit", "quality", "age", "limits", "", "mode"].map((h) => el("th", { text: h })))),
+      el("thead", {}, el("tr", {}, ...["name", "value", "unit", "quality", "age", "limits", "", ...(paramModes ? ["mode"] : [])].map((h) => el("th", { text: h })))),
       el("tbody", {}, ...rows)), msg);
     box.replaceChildren(...parts);
     updateFaceplate();
