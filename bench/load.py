@@ -49,7 +49,7 @@ from modulecontrol.descriptors import PlantConfig
 from modulecontrol.drivers import ScanStats
 from modulecontrol.recipe import load_recipe
 from modulecontrol.session import RunOptions, Session
-from modulecontrol.simulators import PlantProcess, spawn_plant
+from modulecontrol.simulators import PlantProcess, RemoteFaults, spawn_plant
 
 DEFAULT_DURATION = 600.0
 POLL_INTERVAL = 0.1
@@ -188,6 +188,11 @@ class RemotePlant:
         self.process = process
         self.config = process.config
         self.cpu_seconds = math.nan
+
+    @property
+    def faults(self) -> RemoteFaults:
+        """The plant process's fault injection (the load run injects none)."""
+        return self.process.faults
 
     async def stop(self) -> None:
         self.cpu_seconds = _cpu_of(self.process.pid)

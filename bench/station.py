@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import secrets
 import tempfile
 import time
 from pathlib import Path
@@ -51,46 +50,33 @@ def _pct(values: list[float], q: float) -> float:
 async def measure(workdir: Path) -> dict[str, Any]:
     from playwright.async_api import async_playwright
 
-    from modulecontrol.service import (
-        ApiServer,
-        BindOptions,
-        ControlService,
-        ServiceOptions,
-        ServiceStore,
-        hash_password,
-    )
+    from modulecontrol.service import ControlService, ServiceOptions
     from modulecontrol.station import mount
+    from modulecontrol.testing.service import ServiceThread
 
     plant = workdir / "plant.yaml"
     plant.write_text(plant_yaml(MODBUS_50), encoding="utf-8")
     options = ServiceOptions(plant=plant, simulate=True, db=workdir / "line.db",
                              recipes=workdir, report_dir=None)
-    password = secrets.token_urlsafe(12)
-    store = ServiceStore(options.db)
-    try:
-        store.add_user("bench", "viewer", hash_password(password))
-    finally:
-        store.close()
-    service = ControlService(options)
-    await service.start()
-    server = ApiServer(service, BindOptions(port=0), [mount])
-    await server.start()
+    thread = ServiceThread(options, mounts=[mount])
+    served = await asyncio.to_thread(thread.start)
+    user, password = served.users["viewer"]
     published: dict[int, float] = {}
     try:
         import httpx
 
-        async with httpx.AsyncClient(base_url=server.url) as api:
-            tok = (await api.post("/api/v1/token", json={"username": "bench",
+        async with httpx.AsyncClient(base_url=served.url) as api:
+            tok = (await api.post("/api/v1/token", json={"username": user,
                                                          "password": password})).json()
         async with async_playwright() as p:
             browser = await p.chromium.launch(executable_path=str(CHROMIUM),
                                               args=["--no-sandbox"])
             page = await browser.new_page(viewport={"width": 1600, "height": 900})
-            who = ('{"user": "bench", "role": "viewer", "scopes": ["read:status"]}')
+            who = (f'{{"user": "{user}", "role": "viewer", "scopes": ["read:status"]}}')
             await page.add_init_script(
                 f"sessionStorage.setItem('mc.token', {tok['access_token']!r});"
                 f"sessionStorage.setItem('mc.who', {who!r});")
-            await page.goto(server.url + "/station/")
+            await page.goto(served.url + "/station/")
             await page.wait_for_function(
                 "() => document.querySelectorAll('svg.diagram g.module').length === 50 && "
                 "document.querySelector('svg.diagram text.value') && "
@@ -100,12 +86,32 @@ async def measure(workdir: Path) -> dict[str, Any]:
             fcp = await page.evaluate(
                 "() => (performance.getEntriesByName('first-contentful-paint')[0] || {})"
                 ".startTime || null")
+
             # one value per module, published once a second, as the plant's changes are
-            assert service.line is not None
-            targets = []
-            for tag, proxy in service.line.proxies.items():
-                da = next(d for d in proxy.type.data_assemblies if d.kind == "number")
-                targets.append((tag, da.name, da.unit))
+            def numbers(service: ControlService) -> list[tuple[str, str, str]]:
+                assert service.line is not None
+                out = []
+                for tag, proxy in service.line.proxies.items():
+                    da = next(d for d in proxy.type.data_assemblies if d.kind == "number")
+                    out.append((tag, da.name, da.unit))
+                return out
+
+            targets: list[tuple[str, str, str]] = await asyncio.to_thread(thread.call, numbers)
+
+            def publish(k: int) -> dict[int, float]:
+                def go(service: ControlService) -> dict[int, float]:
+                    # in the service's loop, as the plant's own changes are published
+                    assert service.line is not None
+                    out = {}
+                    for i, (tag, name, unit) in enumerate(targets):
+                        ev = service.stream.publish(
+                            service.line.clock.now(), "value_changed", f"{tag}.{name}", "",
+                            {"module": tag, "assembly": name, "value": float((k + i) % 97),
+                             "unit": unit, "quality": "good"})
+                        out[ev.seq] = time.time()
+                    return out
+                return dict(thread.call(go))
+
             cdp = await page.context.new_cdp_session(page)
             await cdp.send("Performance.enable")
 
@@ -118,13 +124,8 @@ async def measure(workdir: Path) -> dict[str, Any]:
             k = 0
             while time.monotonic() - wall0 < UPDATE_SECONDS:
                 tick = time.monotonic()
-                for tag, name, unit in targets:
-                    k += 1
-                    ev = service.stream.publish(
-                        service.line.clock.now(), "value_changed", f"{tag}.{name}", "",
-                        {"module": tag, "assembly": name, "value": float(k % 97),
-                         "unit": unit, "quality": "good"})
-                    published[ev.seq] = time.time()
+                k += 1
+                published.update(await asyncio.to_thread(publish, k))
                 await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
             busy = (await task_time() - busy0) / (time.monotonic() - wall0)
             await asyncio.sleep(1.0)
@@ -133,8 +134,7 @@ async def measure(workdir: Path) -> dict[str, Any]:
                 "[l.seq, (performance.timeOrigin + l.shown) / 1000])")
             await browser.close()
     finally:
-        await server.stop()
-        await service.close()
+        await asyncio.to_thread(thread.stop)
     lags = [t - published[seq] for seq, t in shown if seq in published]
     return {
         "modules": len(targets),

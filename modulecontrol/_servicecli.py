@@ -103,8 +103,20 @@ def serve_cmd(
     bind = BindOptions(host=host, port=port, tls_cert=tls_cert, tls_key=tls_key)
 
     def ready(url: str) -> None:
+        from modulecontrol.service import ServiceStore
+
         print(f"modulecontrol serving {plant} at {url} (OpenAPI: {url}/docs)", flush=True)
         print(f"operator station: open {url}/ in a browser and log in", flush=True)
+        store = ServiceStore(db)
+        try:
+            users = store.user_count()
+        finally:
+            store.close()
+        if users == 0:  # there are no default users: say how to make the first one
+            where = "" if db == Path("runs/modulecontrol.db") else f" --db {db}"
+            print("no users yet: in another terminal, create the first one (it asks for a "
+                  f"password):\n  modulecontrol user add NAME --role admin{where}\n"
+                  "then log in with it; the service need not restart", flush=True)
 
     try:
         asyncio.run(serve(options, bind, ready, mounts=[station], extensions=extensions))

@@ -31,6 +31,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from modulecontrol.bootstrap import configure
 from modulecontrol.descriptors import builtin_types
@@ -159,35 +160,27 @@ def _station_images(out_dir: Path) -> int:
 
 async def _photograph(tmp: Path, out_dir: Path, chromium: Path) -> None:
     import asyncio
-    import secrets
 
     import httpx
     from playwright.async_api import async_playwright
 
-    from modulecontrol.service import (
-        ApiServer,
-        BindOptions,
-        ControlService,
-        ServiceOptions,
-        ServiceStore,
-        hash_password,
-    )
+    from modulecontrol.service import ServiceOptions
     from modulecontrol.station import mount
+    from modulecontrol.testing.service import ServiceThread
 
     options = ServiceOptions(plant=CAMPAIGN.parent / "plant.yaml", simulate=True, speed=600.0,
                              db=tmp / "docs.db", recipes=CAMPAIGN.parents[1], report_dir=tmp)
-    password = secrets.token_urlsafe(12)
-    store = ServiceStore(options.db)
+    thread = ServiceThread(options, mounts=[mount])
+    line = await asyncio.to_thread(thread.start)
+    user, password = line.users["engineer"]
+
+    def faults(action: str) -> None:  # through the plant's fault injection, in its process
+        def go(service: Any) -> None:
+            getattr(service.line.simulation.faults, action)("P1", "stall")
+        thread.call(go)
+
     try:
-        store.add_user("ada", "engineer", hash_password(password))
-    finally:
-        store.close()
-    service = ControlService(options)
-    await service.start()
-    server = ApiServer(service, BindOptions(port=0), [mount])
-    await server.start()
-    try:
-        async with async_playwright() as p, httpx.AsyncClient(base_url=server.url) as api:
+        async with async_playwright() as p, httpx.AsyncClient(base_url=line.url) as api:
             browser = await p.chromium.launch(executable_path=str(chromium),
                                               args=["--no-sandbox"])
             page = await browser.new_page(viewport={"width": 1400, "height": 820})
@@ -196,13 +189,13 @@ async def _photograph(tmp: Path, out_dir: Path, chromium: Path) -> None:
                 await page.wait_for_timeout(1200)  # live values and a redraw
                 await page.screenshot(path=str(out_dir / f"station-{name}.png"))
 
-            await page.goto(server.url + "/")
-            await page.fill("input[name=username]", "ada")
+            await page.goto(line.url + "/")
+            await page.fill("input[name=username]", user)
             await shot("login")
             await page.fill("input[name=password]", password)
             await page.click("#login button[type=submit]")
             await page.wait_for_selector("svg.diagram g.module")
-            tok = (await api.post("/api/v1/token", json={"username": "ada",
+            tok = (await api.post("/api/v1/token", json={"username": user,
                                                          "password": password})).json()
             headers = {"Authorization": f"Bearer {tok['access_token']}"}
             await api.post("/api/v1/runs", headers=headers, json={
@@ -212,9 +205,7 @@ async def _photograph(tmp: Path, out_dir: Path, chromium: Path) -> None:
             await page.wait_for_selector("ol.steps li.current[data-step=production]",
                                          timeout=180_000)
             await shot("run")
-            assert service.line is not None and service.line.simulation is not None
-            faults = service.line.simulation.faults  # type: ignore[attr-defined]
-            faults.inject("P1", "stall")
+            await asyncio.to_thread(faults, "inject")
             await page.click("nav a[data-view=alarms]")
             await page.wait_for_selector("tr[data-alarm=feed_pump_stall]", timeout=60_000)
             await shot("alarms")
@@ -222,7 +213,7 @@ async def _photograph(tmp: Path, out_dir: Path, chromium: Path) -> None:
             await shot("plant")
             await page.click("g.module[data-tag=P1]")
             await shot("faceplate")
-            faults.clear("P1", "stall")
+            await asyncio.to_thread(faults, "clear")
             await page.click("nav a[data-view=trends]")
             for tag in ("R1.T", "R2.T", "P1.Flow"):
                 await page.select_option("#view-trends select", tag)
@@ -235,10 +226,8 @@ async def _photograph(tmp: Path, out_dir: Path, chromium: Path) -> None:
             for run in (await api.get("/api/v1/runs", headers=headers)).json():
                 if not run["final"]:
                     await api.post(f"/api/v1/runs/{run['id']}/stop", headers=headers)
-            await asyncio.sleep(0)
     finally:
-        await server.stop()
-        await service.close()
+        await asyncio.to_thread(thread.stop)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -60,6 +60,7 @@ class EventKind(StrEnum):
     SIM_FAULT = "sim_fault"
     PLANT_REATTACHED = "plant_reattached"
     VALUE_CHANGED = "value_changed"
+    MODE_CHANGED = "mode_changed"
     HANDSHAKE_DEVIATION = "handshake_deviation"
     # supervision
     INTERLOCK_TRIPPED = "interlock_tripped"
@@ -183,6 +184,10 @@ PAYLOADS: Final[Mapping[EventKind, Payload]] = {
                              " (control service stream only, not stored: the historian has "
                              "the samples); source is module.assembly",
                              ("module", "assembly", "value", "unit", "quality")),
+    K.MODE_CHANGED: Payload("an operator switched the operation mode or source of a module's "
+                            "service or service parameter (control service stream only; the "
+                            "audit trail has the action); source is module.object",
+                            ("module", "object", "operation", "source")),
     K.HANDSHAKE_DEVIATION: Payload("a PEA was driven by a tolerance of its declared handshake "
                                    "policy (plant handshake:); message says which",
                                    ("module",)),

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from modulecontrol.alarms import AUTO, PROCESS, AlarmBoard, AlarmChange, AlarmSpec
 from modulecontrol.clock import Clock, ClockMode
 from modulecontrol.descriptors import PlantConfig
-from modulecontrol.drivers import DriverError, Quality, TagValue
+from modulecontrol.drivers import DriverError, DriverTimeout, Quality, TagValue
 from modulecontrol.events import PAYLOADS, Event, EventKind
 from modulecontrol.optimize import OPTIMIZER_USER, ExperimentRecord, recorded_experiments
 from modulecontrol.orchestrator import (
@@ -90,11 +90,28 @@ def record_alarm_state(hist: Historian, name: str, payload: dict[str, Any]) -> N
         hist.acknowledge_alarm(name, user)
 
 
+class FaultControl(Protocol):
+    """A simulated plant's fault injection, in-process (``FaultInjector``) or over the
+    channel to a plant in its own process (``RemoteFaults``): what a run records and what a
+    test, a test rig or the docs' pictures inject."""
+
+    def inject(self, module: str, fault: str, **params: Any) -> object: ...
+
+    def clear(self, module: str, fault: str) -> object: ...
+
+    def on_record(self, listener: Callable[[Any], None]) -> None: ...
+
+
 class Simulation(Protocol):
     """What the session needs from a running simulated plant."""
 
     config: PlantConfig
     """The plant as drivers must see it (pseudo-terminal paths, ports actually bound)."""
+
+    @property
+    def faults(self) -> FaultControl:
+        """Its fault injection: every simulated plant, in this process or its own, has one."""
+        ...
 
     async def stop(self) -> None: ...
 
@@ -307,14 +324,30 @@ class Line:
                 self.simulation_factory = factory
             self.simulation = await self.simulation_factory(config, self.clock)
             config = self.simulation.config
-        self.proxies = proxies_for(config, options=ProxyOptions(
-            poll_interval=self.options.poll_interval, clock=self.clock.now,
-            adopt_running=self.reattached))
+        popts = ProxyOptions(poll_interval=self.options.poll_interval, clock=self.clock.now,
+                             adopt_running=self.reattached)
+        self.proxies = proxies_for(config, options=popts)
         # Connect every module at once: OPC UA sessions take a moment each.
         results = await asyncio.gather(*(p.start() for p in self.proxies.values()),
                                        return_exceptions=True)
         failed = [(p.tag, r) for p, r in zip(self.proxies.values(), results, strict=True)
                   if isinstance(r, BaseException)]
+        # Secure sessions opened all at once are CPU-heavy: on a busy machine some miss
+        # their timeout. Those get one more try each, one at a time, with a fresh proxy (a
+        # connect only reads, so trying again writes nothing twice); any other failure and
+        # a second timeout fail the start as before.
+        again = [tag for tag, r in failed if isinstance(r, DriverTimeout)]
+        if again and len(again) == len(failed):
+            failed = []
+            for tag in again:
+                with contextlib.suppress(Exception):
+                    await self.proxies[tag].close()
+                proxy = ModuleProxy(config.type_of(tag), config.instance(tag), None, popts)
+                self.proxies[tag] = proxy
+                try:
+                    await proxy.start()
+                except Exception as exc:
+                    failed.append((tag, exc))
         if failed:
             for p in self.proxies.values():
                 with contextlib.suppress(Exception):
@@ -782,14 +815,13 @@ class Session:
         orch.subscribe(on_event)
         self._record_twin(orch, hist)
 
-        faults = getattr(self.simulation, "faults", None)
-        if faults is not None:
+        if self.simulation is not None:
             def on_fault(rec: Any) -> None:
                 orch.log.emit(EventKind.SIM_FAULT, rec.module,
                               f"simulated fault {rec.fault} {rec.event}",
                               fault=rec.fault, phase=rec.event, sim_time=rec.time)
 
-            faults.on_record(on_fault)
+            self.simulation.faults.on_record(on_fault)
 
     @staticmethod
     def _record_twin(orch: Orchestrator, hist: Historian) -> None:

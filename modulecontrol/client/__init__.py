@@ -144,6 +144,13 @@ class Client:
         body.update({"run": run} if run is not None else {"live": True})
         return cast(dict[str, Any], await self._call("POST", "/twin/whatif", body))
 
+    async def switch_mode(self, tag: str, obj: str, operation: str | None = None,
+                          source: str | None = None) -> dict[str, Any]:
+        """Operation mode (Offline, Operator, Automatic) and/or source (Internal, External)
+        of a service or service parameter (between runs; as the module offers them)."""
+        return cast(dict[str, Any], await self._call(
+            "PUT", f"/modules/{tag}/modes/{obj}", {"operation": operation, "source": source}))
+
     async def start_run(self, recipe: str, parameters: Mapping[str, str] | None = None
                         ) -> dict[str, Any]:
         return cast(dict[str, Any], await self._call(

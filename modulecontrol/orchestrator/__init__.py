@@ -1,6 +1,7 @@
 """The orchestrator: runs validated recipes across module proxies as state machines."""
 
 from modulecontrol.events import Event, EventLog
+from modulecontrol.orchestrator._estimate import Estimate, planned, remaining
 from modulecontrol.orchestrator._interpreter import (
     RESUMABILITY,
     Position,
@@ -14,6 +15,7 @@ from modulecontrol.orchestrator._runner import Orchestrator, Resume, RunResult
 __all__ = [
     "AUTO_USER",
     "RESUMABILITY",
+    "Estimate",
     "Event",
     "EventLog",
     "OperatorChannel",
@@ -25,4 +27,6 @@ __all__ = [
     "Resume",
     "RunResult",
     "StepFailed",
+    "planned",
+    "remaining",
 ]

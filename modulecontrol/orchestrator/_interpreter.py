@@ -45,6 +45,7 @@ from modulecontrol.recipe import (
     ServiceCall,
     ServiceStep,
     SetStep,
+    StepPath,
     UnitProcedure,
     ValidatedRecipe,
     WaitStep,
@@ -162,6 +163,12 @@ class Progress:
     steps_done: int = 0
     steps_total: int = 0
     prompts: list[str] = field(default_factory=list)
+    started: float | None = None
+    """Line time the procedure started at."""
+    step_path: StepPath = ()
+    """Where the step last started is written: the position the remaining time counts from."""
+    iterations: dict[StepPath, tuple[int, int]] = field(default_factory=dict)
+    """Each repeat's current iteration and its count (``until`` loops: their ``max``)."""
 
 
 class Interpreter:
@@ -232,6 +239,8 @@ class Interpreter:
     async def run(self) -> None:
         try:
             await self.gate_open()
+            if self.progress.started is None:  # a resumed run keeps its start
+                self.progress.started = self.clock.now()
             r = self._resume
             if r is not None and r.section == "cleanup":
                 for block in self.recipe.procedure:
@@ -297,7 +306,7 @@ class Interpreter:
             await self.gate_open()
             p = self.progress
             p.step, p.step_kind, p.step_started = label, kind, self.clock.now()
-            p.step_duration = None
+            p.step_duration, p.step_elapsed, p.step_path = None, 0.0, step.path
             if step.branches():
                 self.position.forget_below(step.path)
             else:
@@ -516,6 +525,7 @@ class Interpreter:
             n = int(si_number(self.validated, spec.times))
             for i in range(start, n):
                 self._iteration(step, i, start)
+                self.progress.iterations[step.path] = (i + 1, n)
                 self.log.emit(EventKind.ITERATION, label, f"iteration {i + 1} of {n}",
                               index=i + 1)
                 await self._run_steps(spec.steps)
@@ -524,6 +534,7 @@ class Interpreter:
         cond = self.validated.compile(spec.until)
         for i in range(start, spec.max):
             self._iteration(step, i, start)
+            self.progress.iterations[step.path] = (i + 1, spec.max)
             self.log.emit(EventKind.ITERATION, label, f"iteration {i + 1}", index=i + 1)
             await self._run_steps(spec.steps)
             if self.supervisor.evaluate(cond):

@@ -2,6 +2,7 @@
 
 from modulecontrol.proxy._module import (
     LocalService,
+    Modes,
     ModuleProxy,
     ProxyOptions,
     RemoteService,
@@ -12,6 +13,7 @@ from modulecontrol.proxy._signals import read_attribute, write_attribute
 
 __all__ = [
     "LocalService",
+    "Modes",
     "ModuleProxy",
     "ProxyOptions",
     "RemoteService",

@@ -49,6 +49,7 @@ from modulecontrol.mtpcore import (
     MtpError,
     ServiceClient,
     carries_value,
+    mode_attribute,
 )
 from modulecontrol.proxy._signals import read_attribute, write_attribute
 from modulecontrol.proxy._stale import StaleWatch
@@ -95,7 +96,27 @@ class ServiceProxy(Protocol):
 
     async def wait_for(self, *states: State, timeout: float | None = None) -> State: ...
 
+    def modes(self, obj: str | None = None) -> Modes:
+        """The operation mode and source of the service (``obj`` None) or of one of its
+        module's parameters, as last read; None where the module has no such attribute."""
+        ...
+
+    async def switch_mode(self, mode: OperationMode | SourceMode, obj: str | None = None
+                          ) -> bool:
+        """Request ``mode`` for the service or parameter ``obj`` and wait until it is active
+        (MtpError when the module does not confirm); False if it has no such mode."""
+        ...
+
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Modes:
+    """Who operates a service or parameter (MTP ``State*Act``) and whose values it takes
+    (``Src*Act``); None where the module does not have the attribute."""
+
+    operation: OperationMode | None = None
+    source: SourceMode | None = None
 
 
 @dataclass
@@ -661,6 +682,28 @@ class LocalService:
             out[f"this.{da.name}"] = _si(da, v)
         return out
 
+    def modes(self, obj: str | None = None) -> Modes:
+        if obj is not None:  # the proxy keeps this device's parameters: no modes of their own
+            return Modes()
+        return Modes(self.machine.operation_mode, self.machine.source_mode)
+
+    async def switch_mode(self, mode: OperationMode | SourceMode, obj: str | None = None
+                          ) -> bool:
+        if obj is not None:
+            return False
+        try:
+            if isinstance(mode, OperationMode):
+                self.machine.set_operation_mode(mode)
+            else:
+                if self.machine.operation_mode is not OperationMode.AUTOMATIC:
+                    raise MtpError(f"{self.name}: the source is chosen in Automatic only "
+                                   f"(it is {self.machine.operation_mode.value})",
+                                   module=self.proxy.tag)
+                self.machine.set_source_mode(mode)
+        except CommandRefused as exc:
+            raise MtpError(str(exc), module=self.proxy.tag) from None
+        return True
+
     async def command(
         self,
         command: Command,
@@ -668,6 +711,11 @@ class LocalService:
         procedure: int | str | None = None,
         parameters: Mapping[str, Any] | None = None,
     ) -> State:
+        # the POL's handshake, as with a PEA: Automatic, then External, before commanding
+        if self.machine.operation_mode is not OperationMode.AUTOMATIC:
+            self.machine.set_operation_mode(OperationMode.AUTOMATIC)
+        if self.machine.source_mode is not SourceMode.EXTERNAL:
+            self.machine.set_source_mode(SourceMode.EXTERNAL)
         if parameters:
             self._set_parameters(procedure, parameters)
         if procedure is not None:
@@ -756,6 +804,29 @@ class RemoteService:
                     procedure=int(proc or 0),
                 )
             )
+
+    def modes(self, obj: str | None = None) -> Modes:
+        target = obj or self.name
+
+        def active(kind: str, members: Any) -> Any:
+            for m in members:
+                if self.proxy.value(f"{target}.{mode_attribute(kind, m.abbrev, 'Act')}") is True:
+                    return m
+            return None
+
+        return Modes(active("State", OperationMode), active("Src", SourceMode))
+
+    async def switch_mode(self, mode: OperationMode | SourceMode, obj: str | None = None
+                          ) -> bool:
+        switched = await self.client.switch_mode(mode, obj=obj)
+        target = obj or self.name
+        acts = [f"{target}.{mode_attribute('State', m.abbrev, 'Act')}" for m in OperationMode]
+        acts += [f"{target}.{mode_attribute('Src', m.abbrev, 'Act')}" for m in SourceMode]
+        assert self.proxy.driver is not None
+        tags = [t for t in acts if t in self.proxy.driver.tags]
+        if tags:
+            await self.proxy.refresh(tags)  # what the station shows next is what was confirmed
+        return switched.bound
 
     async def command(
         self,

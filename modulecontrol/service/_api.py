@@ -63,6 +63,14 @@ class SetValueRequest(BaseModel):
     value: str = Field(description="Value with unit (e.g. '0.5 mL/min'), within limits")
 
 
+class ModeRequest(BaseModel):
+    # plain strings, checked by the service: a wrong word is a refusal in the audit trail
+    operation: str | None = Field(None, description="Offline, Operator or Automatic (MTP "
+                                  "StateOffAct/StateOpAct/StateAutAct)")
+    source: str | None = Field(None, description="Internal or External, in Automatic (MTP "
+                               "SrcIntAct/SrcExtAct); switched after the operation mode")
+
+
 class WhatIfRequest(BaseModel):
     run: int | None = Field(None, description="Recorded run whose end state is the start; "
                             "omitted (or live: true): the line's live inputs")
@@ -148,6 +156,13 @@ def create_app(service: ControlService) -> FastAPI:
                         who: Annotated[TokenInfo, control]) -> dict[str, Any]:
         """A parameter or set point in operator mode (between runs; within its limits)."""
         return await service.set_value(tag, assembly, req.value, who.user)
+
+    @app.put("/api/v1/modules/{tag}/modes/{obj}", tags=["plant"])
+    async def switch_mode(tag: str, obj: str, req: ModeRequest,
+                          who: Annotated[TokenInfo, control]) -> dict[str, Any]:
+        """Operation mode and source of a service or service parameter (between runs; only
+        the modes the module offers; confirmed by the module before the answer)."""
+        return await service.switch_mode(tag, obj, req.operation, req.source, who.user)
 
     @app.get("/api/v1/runs", tags=["runs"])
     async def runs(who: Annotated[TokenInfo, read]) -> list[dict[str, Any]]:

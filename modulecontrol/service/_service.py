@@ -33,9 +33,12 @@ from modulecontrol.mtpcore import (
     PARAM_CLASSES,
     SCA,
     WRITABLE_CLASSES,
+    MtpError,
     commands_in,
     enabled_commands,
 )
+from modulecontrol.orchestrator import remaining
+from modulecontrol.proxy import Modes
 from modulecontrol.recipe import walk_steps
 from modulecontrol.records import (
     AuditTrail,
@@ -61,7 +64,14 @@ from modulecontrol.service._store import (
 )
 from modulecontrol.service._stream import EventStream
 from modulecontrol.session import Line, ResumePoint, RunOptions, RunOutcome, Session
-from modulecontrol.statemachine import Command, CommandRefused, State, StateChange
+from modulecontrol.statemachine import (
+    Command,
+    CommandRefused,
+    OperationMode,
+    SourceMode,
+    State,
+    StateChange,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -611,6 +621,7 @@ class ControlService:
                 "services": {n: s.state.label for n, s in proxy.services.items()},
                 "command_en": {n: [c.label for c in sorted(self._enabled(proxy, n))]
                                for n in proxy.services},
+                "modes": self._modes(proxy),
                 "values": values,
             })
         active = self._active[0] if self._active else None
@@ -636,9 +647,18 @@ class ControlService:
                 out["step"] = orch.progress.step
                 out["held_by"] = orch.holds.reasons()
                 pr = orch.progress
+                rest = remaining(session.vr, pr)
+                now = self._ready()[1].clock.now()
                 out["progress"] = {"steps_done": pr.steps_done, "steps_total": pr.steps_total,
                                    "step_elapsed": pr.step_elapsed,
-                                   "step_duration": pr.step_duration}
+                                   "step_duration": pr.step_duration,
+                                   # line time: the run's own, not the wall clock's
+                                   "elapsed": (None if pr.started is None
+                                               else now - pr.started),
+                                   # planned time still to run, at least: the steps in
+                                   # remaining_unknown add a length the recipe does not say
+                                   "remaining": rest.known,
+                                   "remaining_unknown": rest.unknown}
             out["plan"] = [{"block": b.name,
                             "steps": [getattr(st, "name", None) or "" for st in b.steps],
                             # the named steps nested in each (a repeat's, a parallel's)
@@ -647,6 +667,12 @@ class ControlService:
                                       for st in b.steps]}
                            for b in session.vr.recipe.procedure]
             out["t_now"] = self._ready()[1].clock.now()
+            recipe = session.vr.recipe
+            # every parameter of this run with its value (defaults and overrides), and what
+            # the recipe supervises, so a station shows them before their first event
+            out["parameter_values"] = {n: p.text() for n, p in session.vr.parameters.items()}
+            out["steady_states"] = [s.name for s in recipe.steady_state]
+            out["divert"] = None if recipe.divert is None else recipe.divert.valve
             out["prompts"] = [{"id": p.id, "source": p.source, "message": p.message,
                                "choices": p.choices}
                               for p in session.operator.pending.values()]
@@ -787,6 +813,83 @@ class ControlService:
         return {"module": tag, "assembly": assembly, "value": _plain(coerced),
                 "unit": proxy.type.assembly(assembly).unit}
 
+    async def switch_mode(self, tag: str, obj: str, operation: str | None,
+                          source: str | None, user: str) -> dict[str, Any]:
+        """The operation mode (Offline, Operator, Automatic) and then the source (Internal,
+        External) of a service or a service parameter (``obj``), between runs, through the
+        module's own mode handshake (a PEA's ``State*Op``/``Src*Op`` requests, confirmed by
+        its ``*Act``; the proxy's state machine for a device without one). Accepted
+        switches are operator actions with their audit entry; refused ones are audit
+        entries too. A run's (and a faceplate command's) handshake requests Automatic and
+        External again, as the MTP POL does."""
+        target = f"{tag}.{obj}"
+        wanted = []
+        try:
+            proxy = self._proxy_or_404(tag)
+            svc, param = self._mode_object(proxy, obj)
+            if operation is None and source is None:
+                raise ServiceError(422, "nothing to switch",
+                                   f"{target}: name an operation mode or a source")
+            for text, kind in ((operation, OperationMode), (source, SourceMode)):
+                if text is not None:
+                    try:
+                        wanted.append(kind(text))
+                    except ValueError:
+                        raise ServiceError(422, "no such mode",
+                                           f"{target}: '{text}' is not one of "
+                                           f"{', '.join(m.value for m in kind)}") from None
+            self._not_while_running(f"switch {target}")
+            for mode in wanted:
+                try:
+                    bound = await svc.switch_mode(mode, param)
+                except (MtpError, DriverError) as exc:
+                    raise ServiceError(409, "mode not switched",
+                                       f"{target}: {mode.value} refused: {exc}") from None
+                if not bound:
+                    what = "operation mode" if isinstance(mode, OperationMode) else "source"
+                    raise ServiceError(409, "no such mode", f"{target} has no {what} switch: "
+                                       f"the module does not offer it")
+        except ServiceError as exc:
+            await self.refused(user, f"switch mode of {target}", target, exc.detail)
+            raise
+        modes = svc.modes(param)
+        self.record_action(user, "switch mode", target,
+                           new_value={"operation": operation, "source": source})
+        self._publish(EventKind.MODE_CHANGED.value, target,
+                      f"{target}: {', '.join(m.value for m in wanted)} by {user}",
+                      {"module": tag, "object": obj, **_modes_json(modes)})
+        return {"module": tag, "object": obj, **_modes_json(modes)}
+
+    def _mode_object(self, proxy: Any, obj: str) -> tuple[Any, str | None]:
+        """The service that switches ``obj`` (a service, or a parameter of one of them) and
+        the parameter's name (None for the service itself)."""
+        if obj in proxy.services:
+            return proxy.services[obj], None
+        for spec in proxy.type.services:
+            names = set(spec.config_parameters)
+            for pr in spec.procedures:
+                names.update(pr.parameters)
+            if obj in names:
+                return proxy.services[spec.name], obj
+        raise ServiceError(404, "no such service or parameter",
+                           f"{proxy.tag} has no service or service parameter '{obj}' "
+                           f"(services: {', '.join(proxy.services) or 'none'})")
+
+    @staticmethod
+    def _modes(proxy: Any) -> dict[str, dict[str, str | None]]:
+        """The modes of every service and service parameter that has one, as last read."""
+        out: dict[str, dict[str, str | None]] = {}
+        for spec in proxy.type.services:
+            svc = proxy.services[spec.name]
+            names = list(spec.config_parameters)
+            for pr in spec.procedures:
+                names += [n for n in pr.parameters if n not in names]
+            for obj, param in [(spec.name, None), *((n, n) for n in names)]:
+                m = _modes_json(svc.modes(param))
+                if m["operation"] is not None or m["source"] is not None:
+                    out[obj] = m
+        return out
+
     @staticmethod
     def _enabled(proxy: Any, service: str) -> frozenset[Command]:
         """CommandEn as the module says it (a PEA's own word), else the state table's."""
@@ -926,6 +1029,11 @@ class ControlService:
         if self.store is None or self.line is None:
             raise ServiceError(503, "service starting", "the service is still starting")
         return self.store, self.line
+
+
+def _modes_json(modes: Modes) -> dict[str, str | None]:
+    return {"operation": modes.operation.value if modes.operation is not None else None,
+            "source": modes.source.value if modes.source is not None else None}
 
 
 def _plain(v: Any) -> Any:

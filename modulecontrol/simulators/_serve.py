@@ -36,7 +36,7 @@ from modulecontrol.descriptors import (
     PlantConfig,
     SerialEndpoint,
 )
-from modulecontrol.simulators._faults import FaultRecord
+from modulecontrol.simulators._faults import FaultInjector, FaultRecord
 from modulecontrol.simulators._modbus_server import ModbusRtuSlave, ModbusTcpSlave, ViewStore
 from modulecontrol.simulators._opcua_server import PeaRuntime, pea_logins, serve_pea
 from modulecontrol.simulators._pki import Credentials
@@ -367,7 +367,7 @@ class ServedPlant:
         self._scenario: asyncio.Task[None] | None = None
 
     @property
-    def faults(self) -> Any:
+    def faults(self) -> FaultInjector:
         """The plant's fault injector (as :class:`PlantProcess` offers its remote one)."""
         return self.plant.faults
 

@@ -175,3 +175,59 @@ async def test_the_python_client_speaks_the_station_routes(line: ServedLine) -> 
         assert not_enabled.value.status == 409
         mine = await c.audit(user=line.users["operator"][0], action="set")
         assert mine[0]["object"] == "P1.FlowSP" and mine[0]["new_value"] == "0.3 mL/min"
+
+
+def test_operation_mode_and_source_switch_through_the_module_handshake(line: ServedLine) -> None:
+    with _as(line, "operator") as op:
+        def modes(tag: str) -> dict[str, Any]:
+            plant = op.get("/api/v1/plant").json()
+            return dict(next(m for m in plant["modules"] if m["tag"] == tag)["modes"])
+
+        # R1 is an OPC UA PEA: its service and its parameters each have modes of their own
+        assert {"Tempering", "TempSP", "RampRate"} <= set(modes("R1"))
+        r = op.put("/api/v1/modules/R1/modes/Tempering", json={"operation": "Operator"})
+        assert r.status_code == 200, r.text
+        assert r.json()["operation"] == "Operator"  # confirmed by StateOpAct
+        _until("R1 in Operator", lambda: modes("R1")["Tempering"]["operation"] == "Operator")
+        r = op.put("/api/v1/modules/R1/modes/Tempering",
+                   json={"operation": "Automatic", "source": "Internal"})
+        assert r.json() == {"module": "R1", "object": "Tempering", "operation": "Automatic",
+                            "source": "Internal"}, r.text
+        r = op.put("/api/v1/modules/R1/modes/TempSP",
+                   json={"operation": "Automatic", "source": "External"})
+        assert (r.json()["operation"], r.json()["source"]) == ("Automatic", "External"), r.text
+        # a source is chosen in Automatic only: the PEA does not confirm it in Operator
+        op.put("/api/v1/modules/R1/modes/RampRate", json={"operation": "Operator"})
+        r = op.put("/api/v1/modules/R1/modes/RampRate", json={"source": "External"})
+        assert r.status_code == 409 and "did not switch" in r.json()["detail"], r.text
+        # P1's service runs in the proxy (a Modbus pump): Offline only from Idle ...
+        assert modes("P1")["Dosing"]["operation"] == "Automatic" and "FlowSP" not in modes("P1")
+        started = op.post("/api/v1/modules/P1/services/Dosing/start", json={})
+        assert started.status_code == 200, started.text
+        r = op.put("/api/v1/modules/P1/modes/Dosing", json={"operation": "Offline"})
+        assert r.status_code == 409 and "Offline in state" in r.json()["detail"], r.text
+        op.post("/api/v1/modules/P1/services/Dosing/stop", json={})
+        # ... its parameters have no modes of their own, and a word that is no mode is refused
+        r = op.put("/api/v1/modules/P1/modes/FlowSP", json={"source": "Internal"})
+        assert r.status_code == 409 and "has no source switch" in r.json()["detail"]
+        r = op.put("/api/v1/modules/P1/modes/Dosing", json={"operation": "Manual"})
+        assert r.status_code == 422 and "Offline, Operator, Automatic" in r.json()["detail"]
+        assert op.put("/api/v1/modules/P1/modes/Nope", json={}).status_code == 404
+        # the POL's handshake takes R1 back to Automatic/External for its next command
+        op.put("/api/v1/modules/R1/modes/Tempering", json={"operation": "Operator"})
+        r = op.post("/api/v1/modules/R1/services/Tempering/start", json={})
+        assert r.status_code == 200, r.text
+        _until("R1 back in Automatic/External", lambda: modes("R1")["Tempering"] == {
+            "operation": "Automatic", "source": "External"})
+        op.post("/api/v1/modules/R1/services/Tempering/stop", json={})
+        head = op.get("/api/v1/events?since=0&limit=10000").json()["events"]
+        assert any(e["kind"] == "mode_changed" and e["source"] == "R1.Tempering" for e in head)
+    with _as(line, "viewer") as v:
+        assert v.put("/api/v1/modules/R1/modes/Tempering",
+                     json={"operation": "Operator"}).status_code == 403
+    with AuditTrail(line.db) as trail:
+        entries = [(e.user, e.action, e.object) for e in trail.entries()]
+    assert ("operator-user", "switch mode", "R1.Tempering") in entries
+    assert ("operator-user", "refused: switch mode of P1.Dosing", "P1.Dosing") in entries
+    assert ("viewer-user", "refused: PUT /api/v1/modules/R1/modes/Tempering",
+            "/api/v1/modules/R1/modes/Tempering") in entries

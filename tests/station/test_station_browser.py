@@ -7,11 +7,15 @@ installs Chromium; Playwright is in the ``test`` extra)."""
 
 from __future__ import annotations
 
+import contextlib
+import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from modulecontrol.service import ServiceOptions
@@ -108,6 +112,35 @@ def test_a_parameter_outside_its_limits_is_refused_in_the_faceplate(
     page.close()
 
 
+def test_the_faceplate_switches_operation_mode_and_source_through_the_api(
+        served: tuple[ServedLine, Any], browser: Browser) -> None:
+    page = _login(browser, served[0], "operator")
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(f"{r.method} {r.url}")
+            if "/modes/" in r.url else None)
+    _faceplate(page, "R1")
+    operation = page.locator("select[data-mode=operation][data-object=Tempering]")
+    text = page.locator("[data-mode-text=Tempering]")
+    operation.select_option("Operator")
+    expect(text).to_have_text(re.compile(r"Operator"))  # confirmed by the PEA, as text
+    operation.select_option("Automatic")
+    expect(text).to_have_text(re.compile(r"Automatic"))
+    source = page.locator("select[data-mode=source][data-object=Tempering]")
+    source.select_option("Internal")
+    expect(text).to_have_text(re.compile(r"Automatic · Internal"))
+    # a parameter's own modes, in its data assembly row (a source only in Automatic)
+    page.locator("select[data-mode=operation][data-object=TempSP]").select_option("Automatic")
+    expect(page.locator("[data-mode-text=TempSP]")).to_have_text(re.compile(r"Automatic"))
+    page.locator("select[data-mode=source][data-object=TempSP]").select_option("External")
+    expect(page.locator("[data-mode-text=TempSP]")).to_have_text(
+        re.compile(r"Automatic · External"))
+    page.locator("select[data-mode=source][data-object=Tempering]").select_option("External")
+    expect(text).to_have_text(re.compile(r"Automatic · External"))
+    assert sent and all(s.startswith("PUT ") and "/api/v1/modules/R1/modes/" in s for s in sent)
+    assert page.errors == []  # type: ignore[attr-defined]
+    page.close()
+
+
 def test_a_viewer_sees_everything_and_can_command_nothing(
         served: tuple[ServedLine, Any], browser: Browser) -> None:
     page = _login(browser, served[0], "viewer")
@@ -118,6 +151,12 @@ def test_a_viewer_sees_everything_and_can_command_nothing(
     assert buttons.count() > 10
     for i in range(buttons.count()):
         expect(buttons.nth(i)).to_be_disabled()
+    _faceplate(page, "R1")
+    modes = page.locator("#faceplate select[data-mode]")
+    assert modes.count() > 2
+    for i in range(modes.count()):
+        expect(modes.nth(i)).to_be_disabled()
+    _faceplate(page, "P1")
     expect(page.locator("#faceplate tr[data-da=Pressure] td.v")).not_to_have_text("—")
     # and the service refuses what a disabled button would have sent
     status = page.evaluate("""async () => {
@@ -176,17 +215,65 @@ def test_campaign_from_the_browser_hold_resume_stall_and_ack(
     page.close()
 
 
+@contextlib.contextmanager
+def _api(line: ServedLine, role: str) -> Iterator[httpx.Client]:
+    """The service's API as a user of ``role`` (what a test seeds or checks beside the page)."""
+    with httpx.Client(base_url=line.url, timeout=30.0) as c:
+        name, password = line.users[role]
+        tok = c.post("/api/v1/token", json={"username": name, "password": password})
+        c.headers["Authorization"] = f"Bearer {tok.json()['access_token']}"
+        yield c
+
+
+def _until(what: str, check: Any, within: float = 60.0) -> Any:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if got := check():
+            return got
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: not within {within} s")
+
+
 def test_a_trend_shows_history_and_live_data(
         served: tuple[ServedLine, Any], browser: Browser) -> None:
-    page = _login(browser, served[0], "viewer")
-    page.click("nav a[data-view=trends]")
-    page.select_option("#view-trends select", "R1.T")
-    page.click("#view-trends button[data-trend=add]")
-    # history from the historian endpoint, then live points from the stream on top of it
-    page.wait_for_function("() => window.__station.trend.history > 2")
-    n = page.evaluate("() => window.__station.trend.data['R1.T'].length")
-    page.wait_for_function(f"() => window.__station.trend.data['R1.T'].length > {n}",
-                           timeout=SLOW)
-    page.wait_for_function("() => +document.querySelector('canvas#trend').dataset.points > "
-                           f"{n}")
-    page.close()
+    line = served[0]
+    # its own history: R1 is tempered to 40 degC by hand (operator mode, between runs), so
+    # R1.T moves and the historian records it whether or not another test ran before
+    with _api(line, "operator") as op:
+        def r1() -> dict[str, Any]:
+            plant = op.get("/api/v1/plant").json()
+            return dict(next(m for m in plant["modules"] if m["tag"] == "R1"))
+
+        if r1()["services"]["Tempering"] in ("Stopped", "Completed", "Aborted"):
+            op.post("/api/v1/modules/R1/services/Tempering/reset", json={})  # after a run
+        # Idle, and the PEA's CommandEn (read a poll later) says so
+        _until("R1 Tempering may start", lambda: "Start" in r1()["command_en"]["Tempering"])
+        r = op.post("/api/v1/modules/R1/services/Tempering/start",
+                    json={"parameters": {"TempSP": "40 degC"}})
+        assert r.status_code == 200, r.text
+
+        def history() -> bool:
+            now = op.get("/api/v1/plant").json()
+            end = now["clock_start"] + now["clock_now"]
+            h = op.get("/api/v1/history", params={"tag": "R1.T", "start": end - 3600,
+                                                  "end": end}).json()
+            return len(h["points"]) > 3
+        _until("R1.T recorded in the historian", history)
+        try:
+            page = _login(browser, line, "viewer")
+            page.click("nav a[data-view=trends]")
+            page.select_option("#view-trends select", "R1.T")
+            page.click("#view-trends button[data-trend=add]")
+            # history from the historian endpoint, then live points from the stream on top
+            page.wait_for_function("() => window.__station.trend.history > 2")
+            n = page.evaluate("() => window.__station.trend.data['R1.T'].length")
+            # at 600x R1.T settles within a second: a new set point moves it while we watch
+            r = op.put("/api/v1/modules/R1/values/TempSP", json={"value": "30 degC"})
+            assert r.status_code == 200, r.text
+            page.wait_for_function(f"() => window.__station.trend.data['R1.T'].length > {n}",
+                                   timeout=SLOW)
+            page.wait_for_function("() => +document.querySelector('canvas#trend')"
+                                   f".dataset.points > {n}")
+            page.close()
+        finally:
+            op.post("/api/v1/modules/R1/services/Tempering/stop", json={})

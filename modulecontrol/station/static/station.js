@@ -8,7 +8,7 @@
   const S = {
     token: sessionStorage.getItem("mc.token") || "", user: "", role: "", scopes: [],
     topo: null, plant: null, runs: [], seq: 0, epoch: "", ws: null,
-    values: {}, services: {}, cmdEn: {}, faulted: {},
+    values: {}, services: {}, cmdEn: {}, faulted: {}, modes: {},
     events: [], alarms: new Map(), divert: null, steady: {},
     clockStart: 0, clockAt: { t: 0, wall: 0, speed: 1 },
     view: "", faceplate: "", dirty: new Set(), frame: 0,
@@ -149,6 +149,7 @@
       S.faulted[m.tag] = m.faulted ? (m.fault || "fault") : "";
       for (const [svc, st] of Object.entries(m.services)) S.services[`${m.tag}.${svc}`] = st;
       S.cmdEn[m.tag] = m.command_en || {};
+      S.modes[m.tag] = m.modes || {};
       for (const [name, v] of Object.entries(m.values)) {
         S.values[`${m.tag}.${name}`] = { value: v.value, unit: v.unit, quality: v.quality,
                                          at: v.t === null ? null : Math.min(now, v.t) };
@@ -181,7 +182,9 @@
     if (which === "plant" && !plantTimer) plantTimer = setTimeout(async () => {
       plantTimer = 0; applyPlant(await api("/plant")); schedule(); }, ms);
     if (which === "runs" && !runsTimer) runsTimer = setTimeout(async () => {
-      runsTimer = 0; S.runs = await api("/runs"); if (S.view === "run" || S.view === "records") render(); }, ms);
+      runsTimer = 0; S.runs = await api("/runs");
+      // the run panel only: a parameter being typed into the queue form stays
+      if (S.view === "run") updateRun(); else if (S.view === "records") render(); }, ms);
   }
 
   function handle(ev) {
@@ -200,7 +203,7 @@
     if (ev.kind === "service_state") {
       S.services[ev.source] = ev.data.new; S.dirty.add(ev.data.module); later("plant", 200);
     }
-    if (ev.kind === "module_fault" || ev.kind === "module_recovered") later("plant", 100);
+    if (ev.kind === "module_fault" || ev.kind === "module_recovered" || ev.kind === "mode_changed") later("plant", 100);
     if (ev.run !== null || ev.kind.startsWith("run_")) later("runs", 150);
     if (ALARM_KINDS.has(ev.kind)) { renderBanner(); if (S.view === "alarms") render(); }
     if (ev.kind === "alarm_state") later("alarms", 150);
@@ -446,6 +449,37 @@
     }
     return { value: s };
   }
+  // ---- operation mode and source (MTP State*Act / Src*Act) of a service or parameter
+  const OPERATION = ["Offline", "Operator", "Automatic"], SOURCE = ["Internal", "External"];
+  function modeControl(m, obj, enabled, msg) {
+    // only what the module offers: a service or parameter without modes gets nothing
+    const cur = (S.modes[m.tag] || {})[obj];
+    if (!cur) return null;
+    const pick = (name, options, value) => {
+      const sel = el("select", { "data-mode": name, "data-object": obj, disabled: !enabled,
+        "aria-label": `${obj} ${name === "operation" ? "operation mode" : "source"}` });
+      for (const o of options) sel.append(el("option", { value: o, text: o, selected: o === value }));
+      if (value === null) sel.append(el("option", { value: "", text: "—", selected: true }));
+      sel.addEventListener("change", () => switchMode(m, obj, name, sel.value, msg));
+      return sel;
+    };
+    return el("span", { class: "modes", "data-modes": obj },
+      el("span", { class: "muted", text: "mode " }), pick("operation", OPERATION, cur.operation),
+      cur.source !== null || cur.operation === "Automatic" ? pick("source", SOURCE, cur.source) : "",
+      el("span", { class: "modetext", "data-mode-text": obj, text: modeText(cur) }));
+  }
+  function modeText(cur) {  // the confirmed modes as text: never only a select's colour
+    return cur ? ` ${cur.operation || "?"}${cur.source ? ` · ${cur.source}` : ""}` : "";
+  }
+  async function switchMode(m, obj, name, value, msg) {
+    if (!value) return;
+    try {
+      const d = await api(`/modules/${m.tag}/modes/${encodeURIComponent(obj)}`, { method: "PUT", json: { [name]: value } });
+      (S.modes[m.tag] = S.modes[m.tag] || {})[obj] = { operation: d.operation, source: d.source };
+      msg.textContent = `${obj}: ${modeText(d).trim()}`;
+    } catch (err) { say(msg, err); }
+    renderFaceplate();
+  }
   function renderFaceplate() {
     const m = moduleOf(S.faceplate);
     const box = $("#faceplate");
@@ -459,6 +493,8 @@
     const parts = [el("button", { class: "close", "aria-label": "close", text: "×", onclick: () => { S.faceplate = ""; box.hidden = true; } }),
       el("h2", { text: `${m.tag} · ${m.type}` }), el("p", { class: "muted", text: m.description || "" })];
     if (why) parts.push(el("p", { class: "note", text: `Read only: ${why}.` }));
+    else if (Object.keys(S.modes[m.tag] || {}).length) parts.push(el("p", { class: "muted",
+      text: "A command from here (or a run) first requests Automatic · External, as the MTP handshake does." }));
     for (const svc of m.services) {
       const key = `${m.tag}.${svc.name}`;
       const procSel = el("select", { "aria-label": `${svc.name} procedure`, disabled: !ctl || runActive });
@@ -481,8 +517,11 @@
       }
       parts.push(el("section", { class: "service", "data-service": svc.name },
         el("h3", {}, `${svc.name} `, el("span", { class: "svcstate", "data-state": key, text: S.services[key] || "" })),
+        modeControl(m, svc.name, ctl && !runActive, msg),
         el("label", {}, "Procedure ", procSel), params, buttons));
     }
+    // a mode column only for a module whose parameters have modes of their own (a PEA's)
+    const paramModes = m.assemblies.some((a) => (S.modes[m.tag] || {})[a.name]);
     const rows = m.assemblies.map((a) => {
       const set = a.settable ? el("span", { class: "set" },
         el("input", { "data-set": a.name, inputmode: "decimal", placeholder: limits(a), disabled: !ctl || runActive,
@@ -491,10 +530,11 @@
                        onclick: (e) => setValue(m, a, e.target.previousSibling.value, msg) })) : "";
       return el("tr", { "data-da": a.name }, el("th", { text: a.name, title: a.description || a.class }),
         el("td", { class: "v" }), el("td", { text: a.unit || "" }), el("td", { class: "q" }), el("td", { class: "age" }),
-        el("td", { class: "lim", text: a.min !== null || a.max !== null ? limits(a) : "" }), el("td", {}, set));
+        el("td", { class: "lim", text: a.min !== null || a.max !== null ? limits(a) : "" }), el("td", {}, set),
+        paramModes ? el("td", {}, modeControl(m, a.name, ctl && !runActive, msg) || "") : null);
     });
     parts.push(el("h3", { text: "Data assemblies" }), el("table", { class: "das" },
-      el("thead", {}, el("tr", {}, ...["name", "value", "unit", "quality", "age", "limits", ""].map((h) => el("th", { text: h })))),
+      el("thead", {}, el("tr", {}, ...["name", "value", "unit", "quality", "age", "limits", "", ...(paramModes ? ["mode"] : [])].map((h) => el("th", { text: h })))),
       el("tbody", {}, ...rows)), msg);
     box.replaceChildren(...parts);
     updateFaceplate();
@@ -512,6 +552,15 @@
         // clickable only if CommandEn enables it and the role may command (the service
         // refuses it otherwise anyway)
         b.disabled = !ctl || runActive || !en.includes(b.dataset.command);
+      }
+    }
+    for (const t of box.querySelectorAll("[data-mode-text]")) {
+      const cur = (S.modes[m.tag] || {})[t.dataset.modeText];
+      t.textContent = modeText(cur);
+      for (const sel of box.querySelectorAll(`select[data-object="${CSS.escape(t.dataset.modeText)}"]`)) {
+        sel.disabled = !ctl || runActive;
+        const v = cur ? cur[sel.dataset.mode] : null;
+        if (v && sel.value !== v && document.activeElement !== sel) sel.value = v;
       }
     }
     const now = Date.now() / 1000;
@@ -576,13 +625,56 @@
     updateRun(true);
   }
   let runSig = "";
+  // ---- run view parts: times, supervision, parameters (each its own function)
+  function runTimes(r) {
+    // the run's own (line) time: at 600x an hour of production passes in 6 s of wall time
+    const p = r.progress || {};
+    const wall = r.t_started ? (r.final ? r.t_ended : Date.now() / 1000) - r.t_started : null;
+    // between two reads of the run, its line time goes on: count it here
+    const since = r.t_now !== undefined && !r.final ? Math.max(0, lineNow() - r.t_now) : 0;
+    const elapsed = p.elapsed !== undefined && p.elapsed !== null && !r.final ? p.elapsed + since : wall;
+    if (r.final || p.remaining === undefined) return { elapsed, remaining: r.final ? "—" : "not known yet", step: null };
+    const timed = p.step_duration && (r.recipe_state === "Execute");
+    const ran = timed ? Math.min(since, Math.max(0, p.step_duration - p.step_elapsed)) : 0;
+    const step = p.step_duration ? p.step_duration - p.step_elapsed - ran : null;
+    const unknown = p.remaining_unknown || [];
+    const known = dur(p.remaining - ran);
+    const remaining = unknown.length === 0 ? known
+      : `at least ${known} + ${unknown.length} step${unknown.length > 1 ? "s" : ""} of unknown length (${unknown.join(", ")})`;
+    return { elapsed, remaining, step };
+  }
+  function runSupervision(r) {
+    // divert and steady state, by text: named before their first verdict, never blank
+    const items = [el("dt", { text: "Divert" }), el("dd", { id: "divert", text: r.divert === null ? "none in this recipe" : S.divert === null ? `${r.divert || "valve"}: no decision yet`
+        : S.divert ? "to product" : "to waste" })];
+    const names = [...new Set([...(r.steady_states || []), ...Object.keys(S.steady)])];
+    for (const k of names) items.push(el("dt", { text: `Steady state ${k}` }),
+      el("dd", { "data-steady": k, text: k in S.steady ? (S.steady[k] ? "steady" : "not steady") : "not steady yet" }));
+    return el("dl", { class: "supervision" }, ...items);
+  }
+  function runParameters(r) {
+    const values = r.parameter_values || r.parameters || {};
+    const rows = Object.entries(values).map(([k, v]) => el("tr", {},
+      el("th", { text: k }), el("td", { text: String(v) }),
+      el("td", { class: "muted", text: k in (r.parameters || {}) ? "set for this run" : "default" })));
+    if (!rows.length) return null;
+    return el("details", { class: "params", open: S.paramsOpen !== false,
+      ontoggle: (e) => { S.paramsOpen = e.target.open; } }, el("summary", { text: `Parameters (${rows.length})` }),
+      el("table", { class: "runparams" }, el("tbody", {}, ...rows)));
+  }
   function updateRun(force) {
     const panel = $("#run-panel");
     if (!panel) return;
     const r = currentRun();
-    const sig = JSON.stringify([r, S.divert, S.steady, unacked().map((a) => a.name)]);
-    const elapsed = r && r.t_started ? (r.final ? r.t_ended : Date.now() / 1000) - r.t_started : null;
-    const t = $("#run-elapsed"); if (t) t.textContent = dur(elapsed);
+    const sig = JSON.stringify([r && { ...r, t_now: 0, progress: { ...(r.progress || {}), elapsed: 0, step_elapsed: 0, remaining: 0 } },
+                                S.divert, S.steady, unacked().map((a) => a.name)]);
+    if (r) {  // the clocks tick without rebuilding the panel
+      const times = runTimes(r);
+      const t = $("#run-elapsed"); if (t) t.textContent = dur(times.elapsed);
+      const rem = $("#run-remaining"); if (rem) rem.textContent = times.remaining;
+      const sr = $("#step-remaining");
+      if (sr) sr.textContent = dur(times.step);
+    }
     if (!force && sig === runSig) return;
     runSig = sig;
     if (!r) { panel.replaceChildren(el("p", { text: "No run yet." })); return; }
@@ -592,13 +684,16 @@
       disabled: !ctl || !ok || r.final, onclick: async () => {
         try { await api(`/runs/${r.id}/${action}`, { method: "POST" }); later("runs", 10); } catch (err) { say(msg, err); } } });
     const p = r.progress || {};
-    const remaining = p.step_duration ? p.step_duration - p.step_elapsed : null;
+    const times = runTimes(r);
     const head = el("div", { class: "runhead" },
       el("h2", { text: `Run ${r.id}: ${r.recipe}` }),
       el("p", {}, "State ", el("strong", { id: "run-state", class: ABNORMAL.has(rs) ? "abnormal" : "", text: rs }),
-        r.step ? ` · step ${r.step}` : "", " · elapsed ", el("span", { id: "run-elapsed", text: dur(elapsed) }),
-        p.steps_total ? ` · steps ${p.steps_done}/${p.steps_total}` : "",
-        remaining !== null ? ` · step remaining ${dur(remaining)}` : ""),
+        r.step ? ` · step ${r.step}` : "",
+        times.step !== null ? el("span", {}, " (", el("span", { id: "step-remaining", text: dur(times.step) }), " left)") : "",
+        p.steps_total ? ` · steps done ${p.steps_done} of ${p.steps_total}` : ""),
+      el("p", { class: "times" }, "Elapsed ", el("strong", { id: "run-elapsed", text: dur(times.elapsed) }),
+        " · remaining ", el("strong", { id: "run-remaining", text: times.remaining }),
+        S.plant && S.plant.speed !== 1 ? el("span", { class: "muted", text: ` (line time; the clock runs ${S.plant.speed}x)` }) : ""),
       r.held_by && r.held_by.length ? el("p", { class: "abnormal", text: `Held by: ${r.held_by.join("; ")}` }) : null,
       r.message ? el("p", { class: "muted", text: r.message }) : null,
       el("div", { class: "commands" }, btn("hold", rs === "Execute"), btn("resume", rs === "Held"),
@@ -625,11 +720,8 @@
     const inter = unacked().filter((a) => a.kind === "interlock").map((a) => el("div", { class: "interlock abnormal" },
       `Interlock ${a.name}: ${a.message} `, el("button", { "data-ack": a.name, text: "Acknowledge", disabled: !ctl,
         onclick: () => ack(a).catch((err) => say(msg, err)) })));
-    const sup = el("dl", { class: "supervision" },
-      el("dt", { text: "Divert" }), el("dd", { id: "divert", text: S.divert === null ? "—" : S.divert ? "to product" : "to waste" }),
-      ...Object.entries(S.steady).flatMap(([k, v]) => [el("dt", { text: `Steady state ${k}` }),
-        el("dd", { text: v ? "steady" : "not steady" })]));
-    panel.replaceChildren(head, ...prompts, ...inter, sup, el("h3", { text: "Steps" }), chart);
+    panel.replaceChildren(head, ...prompts, ...inter, runSupervision(r), runParameters(r) || "",
+      el("h3", { text: "Steps" }), chart);
   }
 
   // ------------------------------------------------------------------ trends
@@ -809,5 +901,12 @@
 
   // ------------------------------------------------------------------ go
   if (S.token) start(null).catch(() => logout("log in"));
-  setInterval(() => { if (S.faceplate) updateFaceplate(); if (S.view === "run") updateRun(); }, 1000);
+  let tick = 0;
+  setInterval(() => {
+    if (S.faceplate) updateFaceplate();
+    if (S.view !== "run") return;
+    updateRun();
+    // a running run's progress (position, remaining time) is read again every few seconds
+    if (S.token && S.plant && S.plant.active_run !== null && ++tick % 3 === 0) later("runs", 0);
+  }, 1000);
 })();
