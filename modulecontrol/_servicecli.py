@@ -194,7 +194,7 @@ RESULT_EXIT = {"completed": 0, "aborted": 3, "stopped": 4}
 any other end (failed, interrupted, cancelled) is 5."""
 
 
-def run_on_server(server: str, recipe: str, sets: list[str]) -> int:
+def run_on_server(server: str, recipe: str, sets: list[str], mode: str | None = None) -> int:
     """``run --server URL``: queue the recipe on the control service, print its events as
     they happen and exit with its result (as a local run would). Ctrl-C stops following,
     not the run: it goes on on the service (``modulecontrol stop N`` stops it)."""
@@ -209,7 +209,7 @@ def run_on_server(server: str, recipe: str, sets: list[str]) -> int:
 
     async def follow(c: Client) -> int:
         head = int((await c.events_since(0, limit=1))["head"])
-        queued = await c.start_run(recipe, parameters)
+        queued = await c.start_run(recipe, parameters, mode)
         rid = int(queued["id"])
         print(f"run {rid} queued on {server}: {queued['recipe']}", flush=True)
         async for ev in c.events(since=head):

@@ -295,6 +295,11 @@ def run(
     line: Annotated[
         str | None, typer.Option("--line", help="Sparkplug edge node (default: the plant name).")
     ] = None,
+    mode: Annotated[
+        str | None, typer.Option("--mode", help="production (only an effective recipe version,"
+                                 " on the real plant), development or simulation; default:"
+                                 " simulation with --simulate, else development.")
+    ] = None,
     server: Annotated[
         str | None, typer.Option("--server", help="Start the run on this control service "
                                  "(RECIPE: its path under the service's recipes folder) and "
@@ -307,13 +312,13 @@ def run(
     if server is not None:
         from modulecontrol._servicecli import run_on_server
 
-        raise typer.Exit(run_on_server(server, str(recipe), set_ or []))
+        raise typer.Exit(run_on_server(server, str(recipe), set_ or [], mode))
     from modulecontrol._runcli import run_command
 
     code = run_command(recipe, plant, simulate=simulate or dry_run, speed=speed, db=db,
                        sets=set_ or [], faults=faults, dry_run=dry_run, yes=yes, live=live,
                        report_dir=report_dir, insecure=insecure, records_key=records_key,
-                       anchor=anchor, sparkplug=sparkplug, site=site, line=line)
+                       anchor=anchor, sparkplug=sparkplug, site=site, line=line, mode=mode)
     raise typer.Exit(code)
 
 

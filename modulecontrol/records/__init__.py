@@ -59,6 +59,7 @@ from modulecontrol.records._signing import (
     Signature,
     SignatureError,
     canonical_recipe_text,
+    effective_version,
     recipe_content_hash,
     run_record_digest,
 )
@@ -103,6 +104,7 @@ __all__ = [
     "anchor_path_for",
     "canonical_recipe_text",
     "content_hash",
+    "effective_version",
     "extraction_recovery",
     "format_elapsed",
     "format_figure",

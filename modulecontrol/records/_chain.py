@@ -191,7 +191,9 @@ def signed_object_hash(conn: sqlite3.Connection, obj: str) -> str | None:
     """The hash of what a signature's ``object`` names, as stored now.
 
     ``recipe_version:ID`` is the version's content hash (its canonical text); ``run:ID`` is
-    :func:`run_record_hash`. None for an object that is gone or of no known kind.
+    :func:`run_record_hash`; ``TABLE:ID`` of another chained table is that row's digest (a
+    signed parameter change signs its audit entry, ``audit:SEQ``). None for an object that
+    is gone or of no known kind.
     """
     kind, _, ref = obj.partition(":")
     if not ref.isdigit():
@@ -202,6 +204,8 @@ def signed_object_hash(conn: sqlite3.Connection, obj: str) -> str | None:
         return None if row is None else str(row[0])
     if kind == "run":
         return run_record_hash(conn, int(ref))
+    if kind in CHAINED:  # one chained row, e.g. ``audit:SEQ`` for a signed change
+        return stored_row_digest(conn, kind, int(ref))
     return None
 
 

@@ -398,3 +398,20 @@ def run_record_digest(db: str | Path, run_id: int) -> str | None:
         return run_record_hash(conn, run_id)
     finally:
         conn.close()
+
+
+def effective_version(db: str | Path, name: str, content_hash: str) -> RecipeVersion | None:
+    """The effective version of recipe ``name`` with this content hash in database ``db``;
+    None when there is none (or no database yet). What production mode requires."""
+    if not Path(db).exists():
+        return None
+    conn = connect(db, create=False)
+    try:
+        row = conn.execute(
+            f"SELECT {_RV_COLS} FROM recipe_versions WHERE name=? AND content_hash=?"
+            " AND state=?", (name, content_hash, RecipeState.EFFECTIVE.value)).fetchone()
+    except sqlite3.OperationalError:  # a file from before recipe versions existed
+        return None
+    finally:
+        conn.close()
+    return None if row is None else _version(row)

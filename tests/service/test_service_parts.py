@@ -142,7 +142,7 @@ def test_the_pytest_fixture_serves_a_line(control_service_factory: Any) -> None:
     served = control_service_factory(root / "recipes" / "lomustine" / "plant.yaml",
                                      recipes=root / "recipes")
     assert served.url.startswith("http://127.0.0.1:")
-    assert set(served.users) == {"viewer", "operator", "engineer", "admin"}
+    assert set(served.users) == {"viewer", "operator", "engineer", "qa", "admin"}
 
     async def read() -> dict[str, Any]:
         async with Client(served.url) as c:
