@@ -43,6 +43,9 @@ def serve_cmd(
                                           "may be run.")] = Path("recipes"),
     tls_cert: Annotated[Path | None, typer.Option("--tls-cert")] = None,
     tls_key: Annotated[Path | None, typer.Option("--tls-key")] = None,
+    signatures: Annotated[Path | None, typer.Option(
+        "--signatures", help="The site's signature policy (YAML: signed actions, two-person "
+        "rule, normal ranges; docs/signatures.md). Default: every signed action.")] = None,
 ) -> None:
     """Operate a line: connect every module, keep them supervised and recorded, run the
     queued recipes, serve the HTTP API (docs/api.md). Stops on Ctrl-C or SIGTERM."""
@@ -56,7 +59,7 @@ def serve_cmd(
               file=sys.stderr)
         raise typer.Exit(2)
     options = ServiceOptions(plant=plant, simulate=simulate, speed=speed, db=db,
-                             recipes=recipes)
+                             recipes=recipes, signatures=signatures)
     bind = BindOptions(host=host, port=port, tls_cert=tls_cert, tls_key=tls_key)
 
     def ready(url: str) -> None:
@@ -83,7 +86,10 @@ def serve_cmd(
 @user_app.command("add")
 def user_add(
     name: Annotated[str, typer.Argument(help="User name.")],
-    role: Annotated[str, typer.Option("--role", help="viewer, operator, engineer or admin.")],
+    role: Annotated[str, typer.Option("--role", help="viewer, operator, engineer, qa or "
+                                      "admin.")],
+    full_name: Annotated[str, typer.Option("--name", help="Full name, printed with each of "
+                                           "the user's signatures.")] = "",
     db: Annotated[Path, typer.Option("--db", help="Records database of the service.")
                   ] = Path("runs/modulecontrol.db"),
 ) -> None:
@@ -107,7 +113,7 @@ def user_add(
         raise typer.Exit(2) from None
     store = ServiceStore(db)
     try:
-        store.add_user(name, r.value, pw_hash)
+        store.add_user(name, r.value, pw_hash, full_name)
     except ValueError as exc:
         print(str(exc), file=sys.stderr)
         raise typer.Exit(2) from None

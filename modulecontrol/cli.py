@@ -32,6 +32,10 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "transfer": ("modulecontrol.fleet.cli", "transfer_cmd",
                  "Check a recipe against another site's plant: what maps, what is missing"),
     "twin": ("modulecontrol.twin.cli", "app", "Digital twin: fit model parameters to runs."),
+    "recipe": ("modulecontrol._signcli", "recipe_app",
+               "Recipe versions: add, submit, review, approve, release, obsolete, list, show,"
+               " diff."),
+    "records": ("modulecontrol._signcli", "records_app", "Sign batch records: approve a run."),
 }
 """Sub-commands that live beside the code they drive, imported only when they are invoked.
 
