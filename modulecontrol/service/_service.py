@@ -754,7 +754,8 @@ class ControlService:
             except ValueError as exc:
                 raise ServiceError(422, "outside limits", f"{target}: {exc}") from None
         except ServiceError as exc:
-            if exc.status not in (401, 429):  # those are audited by the signer already
+            if exc.title not in ("signature refused", "too many failed attempts",
+                                 "sign as yourself"):  # audited by the signer already
                 await self.refused(user, f"set {target}", target, exc.detail)
             raise
         if signer is not None and signature is not None:

@@ -111,7 +111,7 @@ class Signer:
     def authenticate(self, username: str, password: str, *, action: str, obj: str,
                      session_user: str | None = None) -> User:
         """The signer, if ``username`` and ``password`` are right now; else :class:`SignRefused`
-        (401 wrong, 403 not the session's user, 429 locked out), audited."""
+        (403 wrong or not the session's user, 429 locked out), audited."""
         if session_user is not None and username != session_user:
             why = f"signed as {username} in a session of {session_user}"
             self.book.record_refusal(session_user, action, obj, why)
@@ -128,6 +128,7 @@ class Signer:
         if not verify_password(user.pw_hash if user else None, password) or user is None:
             self.limiter.failed(username)
             self.book.record_refusal(username, action, obj, "wrong user name or password")
-            raise SignRefused(401, "signature refused", "wrong user name or password")
+            # 403, not 401: the session (the token) is valid; it is the signature that fails
+            raise SignRefused(403, "signature refused", "wrong user name or password")
         self.limiter.succeeded(username)
         return user

@@ -65,7 +65,7 @@ async def test_recipe_life_cycle_with_signatures_and_production_gate(line: Serve
         # re-authentication: the token alone does not sign
         with pytest.raises(ApiError) as wrong:
             await eng.recipe_step(rv["id"], "submit", eng_name, "not-the-password", "ready")
-        assert wrong.value.status == 401
+        assert wrong.value.status == 403 and "wrong user name or password" in wrong.value.detail
         got = await eng.recipe_step(rv["id"], "submit", eng_name, eng_pw, "ready for review")
         assert got["state"] == "in review"
         # the engineer role may not approve at all; qa may not sign as someone else
@@ -134,7 +134,7 @@ async def test_failed_signatures_are_rate_limited_like_logins(line: ServedLine) 
             with pytest.raises(ApiError) as exc:
                 await c.approve_run(1, "qa-two", "wrong-password", "guess")
             statuses.append(exc.value.status)
-        assert statuses[:5] == [401] * 5 and statuses[5] == 429
+        assert statuses[:5] == [403] * 5 and statuses[5] == 429
         with pytest.raises(ApiError) as locked:  # even the right password, while locked
             await c.approve_run(1, "qa-two", "qa-two-password", "now")
         assert locked.value.status == 429
