@@ -24,9 +24,11 @@ RECIPE = "examples/dosing_demo.yaml"
 @pytest.fixture(scope="module")
 def line(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedLine]:
     folder = tmp_path_factory.mktemp("signatures")
+    policy = folder / "site-signatures.yaml"
+    policy.write_text("normal_ranges:\n  P1.FlowSP: [0.1, 2.0]\n", encoding="utf-8")
     thread = ServiceThread(ServiceOptions(plant=PLANT, simulate=True, speed=60.0,
                                           db=folder / "line.db", recipes=ROOT / "recipes",
-                                          report_dir=folder / "reports"))
+                                          report_dir=folder / "reports", signatures=policy))
     served = thread.start()
     yield served
     thread.stop()
@@ -142,3 +144,32 @@ async def test_failed_signatures_are_rate_limited_like_logins(line: ServedLine) 
         refusals = [e for e in trail.entries() if e.user == "qa-two"
                     and e.action.startswith("refused: sign")]
     assert len(refusals) == 7
+
+
+async def test_a_set_point_outside_its_normal_range_needs_a_signature(line: ServedLine) -> None:
+    name, password = line.users["operator"]
+    async with await _client(line, "operator") as op:
+        auth = {"Authorization": f"Bearer {op.token}"}
+        url = "/api/v1/modules/P1/values/FlowSP"
+        inside = await op._http.put(url, json={"value": "1.5 mL/min"}, headers=auth)
+        assert inside.status_code == 200, inside.text
+        bare = await op._http.put(url, json={"value": "3 mL/min"}, headers=auth)
+        assert bare.status_code == 403 and "normal range" in bare.json()["detail"]
+        wrong = await op._http.put(url, json={"value": "3 mL/min", "signature": {
+            "username": name, "password": "wrong", "reason": "more throughput"}}, headers=auth)
+        assert wrong.status_code == 403 and "wrong" in wrong.json()["detail"]
+        signed = await op._http.put(url, json={"value": "3 mL/min", "signature": {
+            "username": name, "password": password, "reason": "more throughput"}},
+            headers=auth)
+        assert signed.status_code == 200, signed.text
+        assert signed.json()["value"] == 3.0
+    with AuditTrail(line.db) as trail:
+        entries = [e for e in trail.entries() if e.object.startswith("audit:")
+                   or e.object == "P1.FlowSP"]
+    changed = [e for e in entries if e.action == "set outside normal range"]
+    assert len(changed) == 1 and changed[0].user == name
+    sig = [e for e in entries if e.action == "sign: parameter outside its normal range"]
+    assert [e.object for e in sig] == [f"audit:{changed[0].seq}"]
+    assert sig[0].new_value["meaning"] == "responsible for"
+    report = verify_audit(line.db)
+    assert not [i for i in report.issues if "signature" in i.problem], report.issues
