@@ -28,6 +28,7 @@ from modulecontrol.records import (
     recipe_content_hash,
     verify_audit,
 )
+from tests.records.test_records_tamper import _problems, _raw
 
 T0 = 1_700_000_000.0
 TEXT = "kind: Recipe\nname: demo\nversion: 1.0.0\nprocedure: []\n"
@@ -45,17 +46,6 @@ async def _run(db: Path, name: str = "demo") -> int:
     finally:
         await h.close()
     return rid
-
-
-def _raw(db: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(db, isolation_level=None)
-    for (trig,) in conn.execute("SELECT name FROM sqlite_master WHERE type='trigger'").fetchall():
-        conn.execute(f"DROP TRIGGER {trig}")
-    return conn
-
-
-def _problems(db: Path) -> set[str]:
-    return {i.problem for i in verify_audit(db).issues}
 
 
 def test_release_needs_an_author_and_a_different_approver(tmp_path: Path) -> None:

@@ -3,11 +3,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -15,6 +12,7 @@ from modulecontrol.client import ApiError, Client
 from modulecontrol.records import AuditTrail, verify_audit
 from modulecontrol.service import ServiceOptions, ServiceStore, hash_password
 from modulecontrol.testing.service import ServedLine, ServiceThread
+from tests.service.test_service_api import _client, _until_final
 
 ROOT = Path(__file__).resolve().parents[2]
 PLANT = ROOT / "recipes" / "lomustine" / "plant.yaml"
@@ -32,23 +30,6 @@ def line(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedLine]:
     served = thread.start()
     yield served
     thread.stop()
-
-
-async def _client(line: ServedLine, role: str) -> Client:
-    c = Client(line.url)
-    name, password = line.users[role]
-    await c.login(name, password)
-    return c
-
-
-async def _until_final(c: Client, run_id: int, within: float) -> dict[str, Any]:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        run = await c.run(run_id)
-        if run["final"]:
-            return run
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"run {run_id} not final after {within} s")
 
 
 async def test_recipe_life_cycle_with_signatures_and_production_gate(line: ServedLine) -> None:

@@ -20,7 +20,9 @@ from modulecontrol.station import mount
 from modulecontrol.testing.service import ServedLine, ServiceThread
 
 pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra")
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, expect, sync_playwright
+
+from tests.station.test_station_browser import _login
 
 ROOT = Path(__file__).resolve().parents[2]
 PLANT = ROOT / "recipes" / "lomustine" / "plant.yaml"
@@ -49,18 +51,6 @@ def browser() -> Iterator[Browser]:
         b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield b
         b.close()
-
-
-def _login(browser: Browser, line: ServedLine, role: str) -> Page:
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
-    page.set_default_timeout(15_000)
-    page.goto(line.url + "/")
-    name, password = line.users[role]
-    page.fill("input[name=username]", name)
-    page.fill("input[name=password]", password)
-    page.click("#login button[type=submit]")
-    expect(page.locator("#who")).to_have_text(f"{name} ({role})")
-    return page
 
 
 def test_production_mode_greys_out_and_refuses_an_unapproved_recipe(
