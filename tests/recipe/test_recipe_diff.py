@@ -53,7 +53,7 @@ def test_parameter_limits_property(default: float, high: float, unit_change: boo
     (c,) = changes
     assert (c.section, c.key, c.kind) == ("parameter", "flow", "changed")
     fields = {f: (a, b) for f, a, b in c.fields}
-    expected = {"max": (5, high)}
+    expected: dict[str, tuple[object, object]] = {"max": (5, high)}
     if default != 1.0:
         expected["default"] = (1.0, default)
     if unit_change:
