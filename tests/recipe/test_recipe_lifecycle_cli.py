@@ -148,3 +148,17 @@ def test_recipe_diff_in_recipe_terms(tmp_path: Path) -> None:
     assert "step procedure/dose/dose_volume: changed; timeout 10 min -> 20 min" in lines
     code, out = _cli("recipe", "diff", str(a), str(a))
     assert code == 0 and "no change" in out
+
+
+def test_user_add_takes_the_printed_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "line.db"
+    monkeypatch.setenv("MODULECONTROL_PASSWORD", "bob-password")
+    code, out = _cli("user", "add", "bob", "--role", "qa", "--name", "Bob Builder", "--db",
+                     str(db))
+    assert code == 0, out
+    store = ServiceStore(db)
+    try:
+        user = store.user("bob")
+    finally:
+        store.close()
+    assert user is not None and user.role == "qa" and user.printed_name == "Bob Builder"

@@ -189,3 +189,15 @@ def test_canonical_text_ignores_line_ends_and_trailing_blanks() -> None:
     assert canonical_recipe_text("a: 1  \r\nb: 2") == "a: 1\nb: 2\n"
     assert recipe_content_hash("a: 1\r\n") == recipe_content_hash("a: 1\n")
     assert recipe_content_hash("a: 1\n") != recipe_content_hash("a: 2\n")
+
+
+def test_a_file_from_before_versions_and_signatures_still_verifies(tmp_path: Path) -> None:
+    """A schema-2 file written before these tables existed is read for verification without
+    them (opened read-only, nothing is added), and verifies."""
+    db = tmp_path / "r.db"
+    asyncio.run(_run(db))
+    conn = _raw(db)
+    conn.execute("DROP TABLE signatures")
+    conn.execute("DROP TABLE recipe_versions")
+    conn.close()
+    assert verify_audit(db).ok
