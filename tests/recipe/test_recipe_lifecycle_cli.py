@@ -162,3 +162,64 @@ def test_user_add_takes_the_printed_name(tmp_path: Path, monkeypatch: pytest.Mon
     finally:
         store.close()
     assert user is not None and user.role == "qa" and user.printed_name == "Bob Builder"
+
+
+def _in_a_terminal(argv: list[str], answer: str, cwd: Path, within: float = 60.0) -> tuple[int,
+                                                                                             str]:
+    """Run the CLI with a pseudo-terminal as its controlling terminal (what a person types
+    into), type ``answer`` at the first prompt and return the exit code and the screen."""
+    import os
+    import pty
+    import select
+    import sys
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the pty is its terminal, as a login shell's is
+        try:
+            os.chdir(cwd)
+            os.execv(sys.executable, [sys.executable, "-c",
+                                      "from modulecontrol.cli import main; main()", *argv])
+        finally:  # only if exec failed: never go on running the test in the child
+            os._exit(127)
+    screen, typed = b"", False
+    deadline = time.monotonic() + within
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.5)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # the child has gone and the pty is closed
+                break
+            if not chunk:
+                break
+            screen += chunk
+            if not typed and b"password for" in screen:
+                os.write(fd, answer.encode() + b"\r")
+                typed = True
+    finally:
+        os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), screen.decode(errors="replace")
+
+
+def test_the_password_is_typed_at_a_hidden_prompt_in_a_terminal(db: Path, tmp_path: Path) -> None:
+    """A real terminal: the prompt is shown, what is typed is not echoed, and it signs."""
+    async def record() -> int:
+        h = Historian(db, flush_interval=0.05)
+        try:
+            rid = await h.start_run("demo", t=1_700_000_000.0)
+            await h.end_run(rid, RunResult.COMPLETED, t=1_700_000_002.0)
+        finally:
+            await h.close()
+        return rid
+
+    rid = asyncio.run(record())
+    code, screen = _in_a_terminal(["records", "approve", str(rid), "--user", "quinn",
+                                   "--reason", "reviewed", "--db", str(db)], QUINN, tmp_path)
+    assert code == 0, screen
+    assert "password for quinn (signing: batch record approval)" in screen
+    assert QUINN not in screen  # not echoed
+    assert f"run {rid} signed by Quinn Approver (quinn)" in screen
