@@ -73,6 +73,25 @@ def test_production_mode_greys_out_and_refuses_an_unapproved_recipe(
     expect(form.locator("p.error")).to_contain_text("not effective")
     runs = page.evaluate("window.__station.runs")
     assert not runs, runs
+
+    async def register_and_submit() -> None:
+        async with Client(served.url) as c:
+            name, password = served.users["engineer"]
+            await c.login(name, password)
+            rv = await c.register_recipe("examples/dosing_demo")
+            await c.recipe_step(rv["id"], "submit", name, password, "ready for review")
+
+    with ThreadPoolExecutor(1) as pool:  # Playwright's sync API holds this thread's loop
+        pool.submit(asyncio.run, register_and_submit()).result(timeout=60)
+    page.click("nav a[data-view=records]")
+    row = page.locator("table.versions tbody tr")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("in review")
+    expect(row).to_contain_text(f"authored by {served.users['engineer'][0]}")
+    page.click("nav a[data-view=run]")
+    page.locator("form.queue input[name=recipe]").fill("examples/dosing_demo")
+    page.locator("form.queue select[name=mode]").select_option("production")
+    expect(page.locator("form.queue #mode-note")).to_contain_text("(in review)")
     page.close()
 
 

@@ -745,9 +745,18 @@
       el("button", { type: "submit", text: "Filter" }),
       el("button", { type: "button", text: "Export CSV", onclick: () => exportAudit(filt, msg) }));
     const table = el("table", { class: "audit" });
+    const versions = el("table", { class: "versions" });
+    api("/recipes").then((d) => {
+      S.recipes = d;
+      versions.replaceChildren(el("thead", {}, el("tr", {}, ...["recipe", "version", "state", "author", "signatures"].map((h) => el("th", { text: h })))),
+        el("tbody", {}, ...d.versions.map((v) => el("tr", { "data-version": v.id }, el("td", { text: v.name }), el("td", { text: v.version }),
+          el("td", { text: v.state }), el("td", { text: v.author }),
+          el("td", { text: v.signatures.map((x) => `${x.meaning} by ${x.printed_name} (${x.user}) ${x.t_utc}`).join("; ") })))));
+    }).catch((err) => say(msg, err));
     view.replaceChildren(el("h2", { text: "Runs" }), el("table", { class: "runs" },
       el("thead", {}, el("tr", {}, ...["id", "recipe", "state", "by", "started", "ended", "mode", ""].map((h) => el("th", { text: h })))),
-      el("tbody", {}, ...rows)), sigBox, el("h2", { text: "Audit trail" }), filt, table, msg);
+      el("tbody", {}, ...rows)), sigBox, el("h2", { text: "Recipe versions" }), versions,
+      el("h2", { text: "Audit trail" }), filt, table, msg);
     loadAudit(filt, table, msg);
   }
   function auditQuery(form, extra) {
