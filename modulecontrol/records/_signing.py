@@ -310,6 +310,13 @@ class RecipeBook:
         if str(row[0]) == "running":
             raise SignatureError(f"run {run_id} is still running: its batch record is signed"
                                  " when it has ended")
+        open_alarms = [str(r[0]) for r in self._conn.execute(
+            "SELECT name FROM alarms WHERE run_id=? AND (t_cleared IS NULL OR t_acked IS NULL)"
+            " ORDER BY id", (run_id,))]
+        if open_alarms:  # their clearing or acknowledgement would change the signed record
+            raise SignatureError(
+                f"run {run_id} has alarms not yet cleared and acknowledged"
+                f" ({', '.join(open_alarms)}): its batch record is signed once they are")
         chain = self._begin()
         try:
             sig = self._sign(chain, user=user, printed_name=printed_name, meaning=meaning,

@@ -201,3 +201,22 @@ def test_a_file_from_before_versions_and_signatures_still_verifies(tmp_path: Pat
     conn.execute("DROP TABLE recipe_versions")
     conn.close()
     assert verify_audit(db).ok
+
+
+def test_a_run_with_an_open_alarm_is_not_signed(tmp_path: Path) -> None:
+    """Clearing or acknowledging it later would change the signed record: signed after."""
+    db = tmp_path / "r.db"
+
+    async def record() -> int:
+        h = Historian(db, flush_interval=0.05)
+        try:
+            rid = await h.start_run("demo", t=T0)
+            h.raise_alarm("R1.TH", "temperature high", t=T0 + 1)
+            await h.end_run(rid, RunResult.COMPLETED, t=T0 + 2)
+        finally:
+            await h.close()
+        return rid
+
+    rid = asyncio.run(record())
+    with RecipeBook(db) as book, pytest.raises(SignatureError, match="R1.TH"):
+        book.sign_run(rid, user="qa", printed_name="Q", meaning=Meaning.APPROVED, reason="r")
