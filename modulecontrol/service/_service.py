@@ -530,10 +530,11 @@ class ControlService:
                                            reason=reason)
         except SignatureError as exc:
             raise ServiceError(409, "signature refused", str(exc)) from None
-        # the report written at the run's end has no signature yet: written again with it
-        out = (self.options.report_dir or self.options.db.parent) / f"run-{queued.record_run}.html"
-        out.unlink(missing_ok=True)
-        self.report_file(queued)
+        # the report written at the run's end has no signature yet: the next request for it
+        # writes it again from the records, with the signature (not here: a report with its
+        # figures takes seconds, and the signature is recorded already)
+        folder = self.options.report_dir or self.options.db.parent
+        (folder / f"run-{queued.record_run}.html").unlink(missing_ok=True)
         return _signature_json(sig)
 
     def run_signatures(self, run_id: int) -> list[dict[str, Any]]:

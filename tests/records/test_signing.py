@@ -218,5 +218,5 @@ def test_a_run_with_an_open_alarm_is_not_signed(tmp_path: Path) -> None:
         return rid
 
     rid = asyncio.run(record())
-    with RecipeBook(db) as book, pytest.raises(SignatureError, match="R1.TH"):
+    with RecipeBook(db) as book, pytest.raises(SignatureError, match=r"R1\.TH"):
         book.sign_run(rid, user="qa", printed_name="Q", meaning=Meaning.APPROVED, reason="r")

@@ -95,8 +95,10 @@ async def test_batch_record_approval_is_signed_and_in_the_report(line: ServedLin
         sig = await qa.approve_run(queued["id"], qa_name, qa_pw, "batch record reviewed")
         assert sig["meaning"] == "approved" and sig["object"] == f"run:{run['record_run']}"
         assert [s["id"] for s in await eng.run_signatures(queued["id"])] == [sig["id"]]
+        # written again with the signature: a report with its figures takes its time
         r = await eng._http.get(f"/api/v1/runs/{queued['id']}/report",
-                                headers={"Authorization": f"Bearer {eng.token}"})
+                                headers={"Authorization": f"Bearer {eng.token}"}, timeout=300)
+        assert r.status_code == 200, r.text
     html = r.text
     assert "Signatures" in html and qa_name in html and "batch record reviewed" in html
     assert "SIMULATION: not a production batch" in html
