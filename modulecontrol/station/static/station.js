@@ -129,7 +129,8 @@
       S.topo ? Promise.resolve(S.topo) : api("/plant/topology"), api("/plant"), api("/runs"),
       api("/events?since=0&limit=10000")]);
     S.topo = topo; S.runs = runs;
-    S.recipes = await api("/recipes").catch(() => ({ versions: [], files: [] }));
+    // what production mode may run: read beside the snapshot, never holding it up
+    api("/recipes").then((d) => { S.recipes = d; }).catch(() => {});
     applyPlant(plant);
     S.seq = plant.events_head; S.epoch = plant.stream;
     S.alarms.clear(); S.events = [];
