@@ -39,7 +39,8 @@ def run_command(recipe: Path, plant: Path | None, *, simulate: bool, speed: floa
                 sets: list[str], faults: Path | None, dry_run: bool, yes: bool, live: bool,
                 report_dir: Path, insecure: bool = False, records_key: Path | None = None,
                 anchor: Path | None = None, sparkplug: str | None = None,
-                site: str | None = None, line: str | None = None) -> int:
+                site: str | None = None, line: str | None = None,
+                mode: str | None = None) -> int:
     from modulecontrol.recipe import parse_set_options
 
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
@@ -69,7 +70,7 @@ def run_command(recipe: Path, plant: Path | None, *, simulate: bool, speed: floa
         report_dir=None if dry_run else report_dir, records_key=records_key, anchor=anchor,
         auto_answer="__first__" if (yes or dry_run or not interactive) else None,
         auto_reason="--yes" if yes else "--dry-run" if dry_run else "no terminal",
-        insecure=insecure, operator=_os_user(),
+        insecure=insecure, operator=_os_user(), mode=mode,
     )
     try:
         session = Session.load(recipe, plant, options)

@@ -67,6 +67,9 @@ def serve_cmd(
     station_url: Annotated[str | None, typer.Option(
         "--station-url", help="The station URL the births announce to the fleet page "
         "(default: the address served).")] = None,
+    signatures: Annotated[Path | None, typer.Option(
+        "--signatures", help="The site's signature policy (YAML: signed actions, two-person "
+        "rule, normal ranges; docs/signatures.md). Default: every signed action.")] = None,
 ) -> None:
     """Operate a line: connect every module, keep them supervised and recorded, run the
     queued recipes, serve the HTTP API (docs/api.md). Stops on Ctrl-C or SIGTERM."""
@@ -99,7 +102,7 @@ def serve_cmd(
         print("--sparkplug-commands-as: only with --sparkplug", file=sys.stderr)
         raise typer.Exit(2)
     options = ServiceOptions(plant=plant, simulate=simulate, speed=speed, db=db,
-                             recipes=recipes)
+                             recipes=recipes, signatures=signatures)
     bind = BindOptions(host=host, port=port, tls_cert=tls_cert, tls_key=tls_key)
 
     def ready(url: str) -> None:
@@ -138,7 +141,10 @@ def serve_cmd(
 @user_app.command("add")
 def user_add(
     name: Annotated[str, typer.Argument(help="User name.")],
-    role: Annotated[str, typer.Option("--role", help="viewer, operator, engineer or admin.")],
+    role: Annotated[str, typer.Option("--role", help="viewer, operator, engineer, qa or "
+                                      "admin.")],
+    full_name: Annotated[str, typer.Option("--name", help="Full name, printed with each of "
+                                           "the user's signatures.")] = "",
     db: Annotated[Path, typer.Option("--db", help="Records database of the service.")
                   ] = Path("runs/modulecontrol.db"),
 ) -> None:
@@ -162,7 +168,7 @@ def user_add(
         raise typer.Exit(2) from None
     store = ServiceStore(db)
     try:
-        store.add_user(name, r.value, pw_hash)
+        store.add_user(name, r.value, pw_hash, full_name)
     except ValueError as exc:
         print(str(exc), file=sys.stderr)
         raise typer.Exit(2) from None
@@ -330,7 +336,7 @@ any other end (failed, interrupted, cancelled) is 5. A recipe the service reject
 recipe, invalid recipe or parameters) exits 2, as ``run`` does for an invalid recipe."""
 
 
-def run_on_server(server: str, recipe: str, sets: list[str]) -> int:
+def run_on_server(server: str, recipe: str, sets: list[str], mode: str | None = None) -> int:
     """``run --server URL``: queue the recipe on the control service, print its events as
     they happen and exit with its result (as a local run would). Ctrl-C stops following,
     not the run: it goes on on the service (``modulecontrol stop N`` stops it)."""
@@ -345,7 +351,7 @@ def run_on_server(server: str, recipe: str, sets: list[str]) -> int:
 
     async def follow(c: Client) -> int:
         head = int((await c.events_since(0, limit=1))["head"])
-        queued = await c.start_run(recipe, parameters)
+        queued = await c.start_run(recipe, parameters, mode)
         rid = int(queued["id"])
         print(f"run {rid} queued on {server}: {queued['recipe']}", flush=True)
         async for ev in c.events(since=head):

@@ -37,6 +37,10 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "twin": ("modulecontrol.twin.cli", "app", "Digital twin: fit model parameters to runs."),
     "optimize": ("modulecontrol.optimize.cli", "optimize_cmd",
                  "Run a recipe's optimize campaign on the twin"),
+    "recipe": ("modulecontrol._signcli", "recipe_app",
+               "Recipe versions: add, submit, review, approve, release, obsolete, list, show,"
+               " diff."),
+    "records": ("modulecontrol._signcli", "records_app", "Sign batch records: approve a run."),
 }
 """Sub-commands that live beside the code they drive, imported only when they are invoked.
 
@@ -311,6 +315,11 @@ def run(
     line: Annotated[
         str | None, typer.Option("--line", help="Sparkplug edge node (default: the plant name).")
     ] = None,
+    mode: Annotated[
+        str | None, typer.Option("--mode", help="production (only an effective recipe version,"
+                                 " on the real plant), development or simulation; default:"
+                                 " simulation with --simulate, else development.")
+    ] = None,
     server: Annotated[
         str | None, typer.Option("--server", help="Start the run on this control service "
                                  "(RECIPE: its path under the service's recipes folder) and "
@@ -323,13 +332,13 @@ def run(
     if server is not None:
         from modulecontrol._servicecli import run_on_server
 
-        raise typer.Exit(run_on_server(server, str(recipe), set_ or []))
+        raise typer.Exit(run_on_server(server, str(recipe), set_ or [], mode))
     from modulecontrol._runcli import run_command
 
     code = run_command(recipe, plant, simulate=simulate or dry_run, speed=speed, db=db,
                        sets=set_ or [], faults=faults, dry_run=dry_run, yes=yes, live=live,
                        report_dir=report_dir, insecure=insecure, records_key=records_key,
-                       anchor=anchor, sparkplug=sparkplug, site=site, line=line)
+                       anchor=anchor, sparkplug=sparkplug, site=site, line=line, mode=mode)
     raise typer.Exit(code)
 
 

@@ -24,6 +24,7 @@ from modulecontrol.alarms import AUTO, PROCESS, AlarmBoard, AlarmChange, AlarmSp
 from modulecontrol.clock import Clock, ClockMode
 from modulecontrol.descriptors import PlantConfig
 from modulecontrol.drivers import DriverError, DriverTimeout, Quality, TagValue
+from modulecontrol.errors import ConfigError, Location
 from modulecontrol.events import PAYLOADS, Event, EventKind
 from modulecontrol.optimize import OPTIMIZER_USER, ExperimentRecord, recorded_experiments
 from modulecontrol.orchestrator import (
@@ -39,11 +40,14 @@ from modulecontrol.records import (
     AUTOMATIC_ANSWER,
     DataLoss,
     Historian,
+    RecipeVersion,
     RecordsError,
     TagConfig,
     content_hash,
+    effective_version,
     list_runs,
     query_tag,
+    recipe_content_hash,
 )
 from modulecontrol.records import RunResult as RecordResult
 from modulecontrol.units import UnitError, convert
@@ -155,6 +159,50 @@ class RunOptions:
     keep_plant: bool = False
     """Simulated plant in its own process: leave it running when this process goes, and
     reattach to it at the next start (the control service: ``<db>.plant`` says where)."""
+    mode: str | None = None
+    """Run mode, one of :data:`MODES`; None: ``simulation`` on a simulated plant, else
+    ``development``. ``production`` runs only an effective recipe version (docs/signatures.md)."""
+
+
+MODES = ("production", "development", "simulation")
+"""Run modes: recorded in every run record and shown in its batch report and the station.
+``production`` runs only the approved, effective version of a recipe (the content hash of
+the file must be that version's) on the real plant; ``development`` runs any valid recipe
+on the real plant, marked as such; ``simulation`` runs on simulators only."""
+
+
+def run_mode(options: RunOptions) -> str:
+    """The mode a run with these options runs in (the default when none is named)."""
+    return options.mode or ("simulation" if options.simulate else "development")
+
+
+def check_run_mode(vr: ValidatedRecipe, options: RunOptions) -> RecipeVersion | None:
+    """Refuse a run its mode does not allow; in production, the effective version it runs.
+
+    Why before anything starts: a production run of an unapproved recipe must not move a
+    valve. Raises :class:`ConfigError` located at the recipe file.
+    """
+    mode, where = run_mode(options), Location(vr.file)
+    if mode not in MODES:
+        raise ConfigError.single(f"run mode '{mode}' is not one of {', '.join(MODES)}", where)
+    version = None
+    if mode == "production":
+        text = Path(vr.file).read_text(encoding="utf-8")
+        digest = recipe_content_hash(text)
+        version = effective_version(options.db, vr.recipe.name, digest)
+        if version is None:
+            raise ConfigError.single(
+                f"production mode runs only an approved, effective recipe version: recipe"
+                f" '{vr.recipe.name}' with content hash {digest[:12]} is not effective in"
+                f" {options.db} (register it with 'modulecontrol recipe add', then submit,"
+                f" approve and release it; or run in development mode)", where)
+    if options.simulate and mode != "simulation":
+        raise ConfigError.single(
+            f"a simulated plant runs in simulation mode, not {mode}: its record must never"
+            " pass for one made on the real plant", where)
+    if not options.simulate and mode == "simulation":
+        raise ConfigError.single("simulation mode needs a simulated plant (--simulate)", where)
+    return version
 
 
 _POSITION_AT = frozenset({
@@ -451,6 +499,8 @@ class Session:
     def __init__(self, recipe: ValidatedRecipe, options: RunOptions,
                  simulation_factory: SimulationFactory | None = None,
                  line: Line | None = None) -> None:
+        self.recipe_version = check_run_mode(recipe, options)
+        """In production mode, the effective recipe version this run runs (else None)."""
         self.vr = recipe
         self.options = options
         self._owns_line = line is None
@@ -661,6 +711,11 @@ class Session:
                       "wall_start_utc": _dt.datetime.now(_dt.UTC).isoformat(
                           timespec="seconds")},
         }
+        metadata["mode"] = run_mode(self.options)
+        if self.recipe_version is not None:
+            rv = self.recipe_version
+            metadata["recipe_version"] = {"id": rv.id, "state": rv.state.value,
+                                          "content_hash": rv.content_hash}
         if self.vr.recipe.report is not None:
             metadata["figures"] = self.vr.recipe.report
         self.run_id = await self.historian.start_run(

@@ -151,10 +151,13 @@ class Client:
         return cast(dict[str, Any], await self._call(
             "PUT", f"/modules/{tag}/modes/{obj}", {"operation": operation, "source": source}))
 
-    async def start_run(self, recipe: str, parameters: Mapping[str, str] | None = None
-                        ) -> dict[str, Any]:
-        return cast(dict[str, Any], await self._call(
-            "POST", "/runs", {"recipe": recipe, "parameters": dict(parameters or {})}))
+    async def start_run(self, recipe: str, parameters: Mapping[str, str] | None = None,
+                        mode: str | None = None) -> dict[str, Any]:
+        """Queue a run; ``mode`` as ``run --mode`` (None: the service's default)."""
+        body: dict[str, Any] = {"recipe": recipe, "parameters": dict(parameters or {})}
+        if mode is not None:
+            body["mode"] = mode
+        return cast(dict[str, Any], await self._call("POST", "/runs", body))
 
     async def command(self, run_id: int, action: str) -> dict[str, Any]:
         """``hold``, ``resume``, ``stop`` or ``abort``."""
@@ -183,6 +186,31 @@ class Client:
     async def answer(self, run_id: int, prompt: int, choice: str) -> dict[str, Any]:
         return cast(dict[str, Any], await self._call(
             "POST", f"/runs/{run_id}/answer", {"prompt": prompt, "choice": choice}))
+
+    # -- recipe versions and signatures (docs/signatures.md)
+    async def recipes(self) -> dict[str, Any]:
+        return cast(dict[str, Any], await self._call("GET", "/recipes"))
+
+    async def register_recipe(self, recipe: str) -> dict[str, Any]:
+        return cast(dict[str, Any], await self._call("POST", "/recipes", {"recipe": recipe}))
+
+    async def recipe_step(self, version: int, action: str, username: str, password: str,
+                          reason: str) -> dict[str, Any]:
+        """A signed life-cycle step; the password is the signer's, entered now."""
+        return cast(dict[str, Any], await self._call(
+            "POST", f"/recipes/{version}/{action}",
+            {"username": username, "password": password, "reason": reason}))
+
+    async def approve_run(self, run_id: int, username: str, password: str, reason: str,
+                          meaning: str = "approved") -> dict[str, Any]:
+        return cast(dict[str, Any], await self._call(
+            "POST", f"/runs/{run_id}/approve",
+            {"username": username, "password": password, "reason": reason,
+             "meaning": meaning}))
+
+    async def run_signatures(self, run_id: int) -> list[dict[str, Any]]:
+        return cast(list[dict[str, Any]], await self._call("GET",
+                                                           f"/runs/{run_id}/signatures"))
 
     # -- the event stream
     async def events(self, since: int = 0) -> AsyncIterator[dict[str, Any] | Resync]:

@@ -1,10 +1,12 @@
 """Recipes: YAML procedures run against a plant, and the condition language they use.
 
 :func:`load_recipe` loads and validates a recipe against a plant (every problem located);
-:func:`plant_signals` names the signals conditions may read. The condition language is the
+:func:`plant_signals` names the signals conditions may read; :func:`diff_recipes` says
+what changed between two versions in recipe terms. The condition language is the
 bottom-layer package :mod:`modulecontrol.expr`; see docs/recipes.md and docs/conditions.md.
 """
 
+from modulecontrol.recipe._diff import Change, diff_recipe_texts, diff_recipes
 from modulecontrol.recipe._model import (
     Alarm,
     AnyStep,
@@ -47,6 +49,7 @@ from modulecontrol.recipe._validate import (
 __all__ = [
     "Alarm",
     "AnyStep",
+    "Change",
     "Constraint",
     "ConstraintShapeError",
     "DecisionVariable",
@@ -74,6 +77,8 @@ __all__ = [
     "ValidatedRecipe",
     "WaitStep",
     "attribute_signal",
+    "diff_recipe_texts",
+    "diff_recipes",
     "load_recipe",
     "parse_constraint",
     "parse_set_options",

@@ -4,6 +4,7 @@ Public API::
 
     Historian, TagConfig, EventKind, RunResult, AlarmPriority   # recording
     AuditTrail, AuditEntry, AuditIssue, AuditReport, verify_audit   # 21 CFR Part 11 style trail
+    RecipeBook, RecipeVersion, RecipeState, LIFECYCLE, Signature, Meaning   # versions, signatures
     report, report_images, run_figures, run_samples, RunSamples, list_runs, RunInfo,
     FigureSpec, StreamSpec, SteadyStateSpec,
     BalanceSpec, WorkupSpec, extraction_recovery                 # reports
@@ -54,12 +55,26 @@ from modulecontrol.records._report import (
     run_figures,
     run_samples,
 )
+from modulecontrol.records._signing import (
+    LIFECYCLE,
+    Meaning,
+    RecipeBook,
+    RecipeState,
+    RecipeVersion,
+    Signature,
+    SignatureError,
+    canonical_recipe_text,
+    effective_version,
+    recipe_content_hash,
+    run_record_digest,
+)
 from modulecontrol.records._workup import WorkupSpec, extraction_recovery
 
 __all__ = [
     "AUTOMATIC_ANSWER",
     "DATA_LOSS_ALARM",
     "DEFAULT_DB",
+    "LIFECYCLE",
     "OVERFLOW_ALARM",
     "QUALITY_BAD",
     "QUALITY_GOOD",
@@ -77,10 +92,16 @@ __all__ = [
     "IntervalSpec",
     "IntervalValue",
     "LotSpec",
+    "Meaning",
+    "RecipeBook",
+    "RecipeState",
+    "RecipeVersion",
     "RecordsError",
     "RunInfo",
     "RunResult",
     "RunSamples",
+    "Signature",
+    "SignatureError",
     "SteadyStateSpec",
     "StreamSpec",
     "TagConfig",
@@ -90,8 +111,10 @@ __all__ = [
     "alarm_changes",
     "alarm_kpis_of",
     "anchor_path_for",
+    "canonical_recipe_text",
     "content_hash",
     "day_window",
+    "effective_version",
     "extraction_recovery",
     "format_elapsed",
     "format_figure",
@@ -102,9 +125,11 @@ __all__ = [
     "lot_rows",
     "query_events",
     "query_tag",
+    "recipe_content_hash",
     "report",
     "report_images",
     "run_figures",
+    "run_record_digest",
     "run_samples",
     "verify_audit",
 ]

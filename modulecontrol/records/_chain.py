@@ -49,6 +49,10 @@ CHAINED: dict[str, tuple[str, ...]] = {
                          "new_value", "reason"),
     "tags": ("id", "name", "unit", "grp", "description"),
     "audit": ("seq", "t_utc", "user", "action", "object", "old_value", "new_value", "reason"),
+    "recipe_versions": ("id", "name", "version", "content_hash", "text", "state", "author",
+                        "t_utc"),
+    "signatures": ("id", "t_utc", "user", "printed_name", "meaning", "action", "object",
+                   "signed_hash", "reason"),
 }
 SAMPLES = "samples"
 _SAMPLE_COLUMNS = ("tag_id", "t", "value", "raw", "quality", "run_id")
@@ -153,6 +157,56 @@ def _as_stored(t: float, v: float | None, raw: float | None) -> tuple[float, flo
     as 0.0 (SQLite keeps no negative zero; a digest of -0.0 would read back as edited)."""
     return (float(t) + 0.0, None if v is None or v != v else float(v) + 0.0,
             None if raw is None or raw != raw else float(raw) + 0.0)
+
+
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    return {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def run_record_hash(conn: sqlite3.Connection, run_id: int) -> str | None:
+    """SHA-256 of a run's whole batch record as stored: the run row, its events, alarms,
+    operator actions and samples (each row's digest, in id order; samples sorted).
+
+    What a batch record approval signs: any later change to any of them (an edit, or a
+    record added to the run after it was approved) no longer matches the signature.
+    None when there is no such run.
+    """
+    run = stored_row_digest(conn, "runs", run_id)
+    if run is None:
+        return None
+    h = hashlib.sha256(f"run {run_id}\n{run}\n".encode())
+    for table in ("events", "alarms", "operator_actions"):
+        cols = ", ".join(CHAINED[table])
+        for row in conn.execute(f"SELECT {cols} FROM {table} WHERE run_id=? ORDER BY id",
+                                (run_id,)):
+            h.update(row_digest(table, row).encode() + b"\n")
+    cols = ", ".join(_SAMPLE_COLUMNS)
+    rows = sorted(map(repr, conn.execute(f"SELECT {cols} FROM samples WHERE run_id=?",
+                                         (run_id,))))
+    h.update("\n".join(rows).encode())
+    return h.hexdigest()
+
+
+def signed_object_hash(conn: sqlite3.Connection, obj: str) -> str | None:
+    """The hash of what a signature's ``object`` names, as stored now.
+
+    ``recipe_version:ID`` is the version's content hash (its canonical text); ``run:ID`` is
+    :func:`run_record_hash`; ``TABLE:ID`` of another chained table is that row's digest (a
+    signed parameter change signs its audit entry, ``audit:SEQ``). None for an object that
+    is gone or of no known kind.
+    """
+    kind, _, ref = obj.partition(":")
+    if not ref.isdigit():
+        return None
+    if kind == "recipe_version":
+        row = conn.execute("SELECT content_hash FROM recipe_versions WHERE id=?",
+                           (int(ref),)).fetchone()
+        return None if row is None else str(row[0])
+    if kind == "run":
+        return run_record_hash(conn, int(ref))
+    if kind in CHAINED:  # one chained row, e.g. ``audit:SEQ`` for a signed change
+        return stored_row_digest(conn, kind, int(ref))
+    return None
 
 
 def link_hash(key: bytes, seq: int, t_utc: str, kind: str, ref: int, digest: str,
@@ -344,7 +398,10 @@ def _verify_snapshot(conn: sqlite3.Connection, key: bytes, anchor: Path,
         prev, expected = str(stored_hash), seq + 1
     rep.head_hash, rep.head_seq = prev, expected - 1
 
+    present = _tables(conn)
     for table, cols in CHAINED.items():
+        if table not in present:  # a file from before the table existed: nothing to check
+            continue
         idc = _id_column(table)
         for row in conn.execute(f"SELECT {', '.join(cols)} FROM {table} ORDER BY {idc}"):
             rid = int(row[0])
@@ -379,6 +436,9 @@ def _verify_snapshot(conn: sqlite3.Connection, key: bytes, anchor: Path,
         what = f"sample block {ref}" if kind == SAMPLES else f"{kind} row {ref}"
         issues.append(AuditIssue(seq, "record deleted", f"{what} is linked but gone"))
 
+    if "signatures" in present:
+        _verify_signatures(conn, issues)
+
     if anchors is None:
         issues.append(AuditIssue(rep.head_seq, "no anchor", f"anchor file '{anchor}' not"
                                  " found: truncation and a wipe cannot be ruled out; pass"
@@ -395,3 +455,24 @@ def _verify_snapshot(conn: sqlite3.Connection, key: bytes, anchor: Path,
                                  " records truncated, wiped or rewritten)"))
     return rep
 
+
+
+def _verify_signatures(conn: sqlite3.Connection, issues: list[AuditIssue]) -> None:
+    """Each signature's ``signed_hash`` must be the hash of its object as stored now.
+
+    Why: a signature row is chained (it cannot be edited or added without the key), and
+    this check binds it to exactly what was signed: a signature moved or copied to another
+    record, or a record changed after it was signed, no longer matches.
+    """
+    for sid, obj, signed in conn.execute(
+            "SELECT id, object, signed_hash FROM signatures ORDER BY id"):
+        now = signed_object_hash(conn, str(obj))
+        if now is None:
+            issues.append(AuditIssue(0, "signature without its record",
+                                     f"signature {sid} signs '{obj}', which is not in the"
+                                     " records"))
+        elif not hmac.compare_digest(now, str(signed)):
+            issues.append(AuditIssue(0, "signature does not match",
+                                     f"signature {sid} on '{obj}' signed {str(signed)[:12]}…,"
+                                     f" the record is {now[:12]}… now (copied to another"
+                                     " record, or the record changed after signing)"))

@@ -14,7 +14,9 @@ DEFAULT_DB = Path("runs/modulecontrol.db")
 
 SCHEMA_VERSION = 2
 """2: samples carry their run and chain block; the keyed ``chain`` table (docs/records.md).
-A schema-1 file stays readable; nothing new is written into it."""
+A schema-1 file stays readable; nothing new is written into it. The ``recipe_versions`` and
+``signatures`` tables (docs/signatures.md) are added to a schema-2 file when it is opened for
+writing: they are new tables only, so the schema number stays."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -119,6 +121,37 @@ CREATE TRIGGER IF NOT EXISTS chain_no_update BEFORE UPDATE ON chain
 BEGIN SELECT RAISE(ABORT, 'record chain is append-only: UPDATE refused'); END;
 CREATE TRIGGER IF NOT EXISTS chain_no_delete BEFORE DELETE ON chain
 BEGIN SELECT RAISE(ABORT, 'record chain is append-only: DELETE refused'); END;
+CREATE TABLE IF NOT EXISTS recipe_versions (
+    id           INTEGER PRIMARY KEY,
+    name         TEXT NOT NULL,
+    version      TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    text         TEXT NOT NULL,
+    state        TEXT NOT NULL DEFAULT 'draft',
+    author       TEXT NOT NULL,
+    t_utc        TEXT NOT NULL,
+    UNIQUE(name, version)
+);
+CREATE INDEX IF NOT EXISTS recipe_versions_hash ON recipe_versions(content_hash);
+CREATE TRIGGER IF NOT EXISTS recipe_versions_content_fixed
+BEFORE UPDATE OF name, version, content_hash, text, author ON recipe_versions
+BEGIN SELECT RAISE(ABORT, 'a recipe version is immutable: register a new version'); END;
+CREATE TABLE IF NOT EXISTS signatures (
+    id           INTEGER PRIMARY KEY,
+    t_utc        TEXT NOT NULL,
+    user         TEXT NOT NULL,
+    printed_name TEXT NOT NULL,
+    meaning      TEXT NOT NULL,
+    action       TEXT NOT NULL,
+    object       TEXT NOT NULL,
+    signed_hash  TEXT NOT NULL,
+    reason       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS signatures_object ON signatures(object);
+CREATE TRIGGER IF NOT EXISTS signatures_no_update BEFORE UPDATE ON signatures
+BEGIN SELECT RAISE(ABORT, 'signatures are append-only: UPDATE refused'); END;
+CREATE TRIGGER IF NOT EXISTS signatures_no_delete BEFORE DELETE ON signatures
+BEGIN SELECT RAISE(ABORT, 'signatures are append-only: DELETE refused'); END;
 CREATE TRIGGER IF NOT EXISTS audit_seq_contiguous BEFORE INSERT ON audit
 WHEN NEW.seq IS NOT (SELECT COALESCE(MAX(seq), 0) + 1 FROM audit)
 BEGIN SELECT RAISE(ABORT, 'audit trail sequence must be contiguous'); END;

@@ -9,6 +9,7 @@ from the recorded samples and events alone, so the report can be rebuilt years l
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import html
 import io
@@ -32,6 +33,7 @@ from modulecontrol.records._db import RecordsError, connect
 from modulecontrol.records._format import format_elapsed, format_figure
 from modulecontrol.records._lock import writer_alive
 from modulecontrol.records._plots import PlotPlan, is_simulated_time, plot_plan, render
+from modulecontrol.records._signing import run_signatures
 from modulecontrol.records._workup import WorkupSpec
 from modulecontrol.units import UnitError, compatible, convert
 
@@ -375,6 +377,7 @@ class _RunData:
     def __init__(self, conn: sqlite3.Connection, run: RunInfo) -> None:
         self.run = run
         self.own_samples = ""
+        self.signatures = _signatures(conn, run)
         t0 = run.t_start
         # schema 2: samples carry their run, so another run's samples never enter the window
         # (samples recorded before any run started belong to none and still count)
@@ -1178,6 +1181,33 @@ def _alarm_kpis(data: _RunData) -> AlarmKpis:
     return alarm_kpis(changes, data.run.t_start, data.t_end)
 
 
+def _signatures(conn: sqlite3.Connection, run: RunInfo) -> list[dict[str, Any]]:
+    """Signatures on the batch record and on the recipe version the run ran (production)."""
+    out = [{"on": "batch record", **asdict(s)} for s in run_signatures(conn, run.id)]
+    rv = run.metadata.get("recipe_version")
+    if isinstance(rv, dict) and isinstance(rv.get("id"), int):
+        with contextlib.suppress(sqlite3.OperationalError):
+            for row in conn.execute(
+                    "SELECT id, t_utc, user, printed_name, meaning, action, object,"
+                    " signed_hash, reason FROM signatures WHERE object=? ORDER BY id",
+                    (f"recipe_version:{rv['id']}",)):
+                out.append({"on": "recipe version", **dict(zip(
+                    ("id", "t_utc", "user", "printed_name", "meaning", "action", "object",
+                     "signed_hash", "reason"), row, strict=True))})
+    return out
+
+
+def run_mode_text(metadata: dict[str, Any]) -> str:
+    """The run mode as a report prints it (records from before run modes say so)."""
+    mode = metadata.get("mode")
+    if not isinstance(mode, str):
+        return "not recorded (a record from before run modes)"
+    rv = metadata.get("recipe_version")
+    if mode == "production" and isinstance(rv, dict):
+        return f"production (effective recipe version {rv.get('id')})"
+    return f"{mode.upper()}: not a production batch" if mode != "production" else mode
+
+
 def _json_doc(data: _RunData) -> dict[str, Any]:
     run = data.run
     info = asdict(run)
@@ -1194,6 +1224,8 @@ def _json_doc(data: _RunData) -> dict[str, Any]:
                  for n, s in sorted(data.series.items())},
         "record_chain": data.chain,
         "plots": _plot_plan(data).as_json(),
+        "mode": run.metadata.get("mode"),
+        "signatures": data.signatures,
     }
 
 
@@ -1376,7 +1408,8 @@ def _html(data: _RunData) -> str:
             return ""
         return format_elapsed(t - a) if simulated else f"{format_elapsed(t - a)} ({_iso(t)})"
 
-    info: list[list[Any]] = [["run", run.id], ["recipe", f"{run.recipe_name} {run.recipe_version}"],
+    info: list[list[Any]] = [["run", run.id], ["mode", run_mode_text(run.metadata)],
+            ["recipe", f"{run.recipe_name} {run.recipe_version}"],
             ["recipe SHA-256", run.recipe_hash], ["plant SHA-256", run.plant_hash],
             ["operator", run.operator], *_clock_rows(run), ["result", run.result],
             ["note", run.note], ["parameters", json.dumps(run.parameters, sort_keys=True)]]
@@ -1443,6 +1476,10 @@ def _html(data: _RunData) -> str:
     stream_t = _table(["stream", "mass", "volume", "amount"], stream_rows)
     act_t = _table([t_head, "user", "action", "object", "old", "new", "reason"], acts)
     auto_t = _table([t_head, "user", "prompt", "answer", "reason"], autos)
+    sig_t = _table(["on", "printed name", "user", "time (UTC)", "meaning", "action", "reason",
+                    "signed SHA-256"],
+                   [[x["on"], x["printed_name"], x["user"], x["t_utc"], x["meaning"],
+                     x["action"], x["reason"], x["signed_hash"]] for x in data.signatures])
     stamp = _iso(datetime.now(UTC).timestamp())
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
             f"</title><style>{style}</style></head><body><h1>{html.escape(title)}</h1>"
@@ -1455,6 +1492,7 @@ def _html(data: _RunData) -> str:
             f"<h2>Alarms</h2>{alarm_t}<h2>Deviations and interventions</h2>{dev_t}"
             f"<h2>Operator actions</h2>{act_t}"
             f"<h2>Automatic answers</h2>{auto_t}"
+            f"<h2>Signatures</h2>{sig_t}"
             f"<p class='none'>generated {stamp} (wall clock, UTC)</p></body></html>")
 
 

@@ -10,7 +10,7 @@ whose ``detail`` is the CLI's wording; located input problems are listed in ``pr
 # which name dependencies local to create_app, so they must be evaluated where defined.
 import asyncio
 import contextlib
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
@@ -36,6 +36,23 @@ class RunRequest(BaseModel):
     recipe: str = Field(description="Path of the recipe under the recipes folder")
     parameters: dict[str, str] = Field(default_factory=dict,
                                        description="name: value with unit, as --set")
+    mode: Literal["production", "development", "simulation"] | None = Field(
+        None, description="Run mode; production runs only an effective recipe version "
+        "(default: simulation on a simulated line, else development)")
+
+
+class SignRequest(BaseModel):
+    """Both components of the signer's identity, entered at the moment of signing."""
+
+    username: str
+    password: str
+    reason: str = Field(min_length=1, description="What is signed and why")
+    meaning: str = Field("approved", description="For a batch record: approved, reviewed, "
+                         "responsible for")
+
+
+class RecipeRegisterRequest(BaseModel):
+    recipe: str = Field(description="Path of the recipe under the recipes folder")
 
 
 class AckRequest(BaseModel):
@@ -61,6 +78,8 @@ class ModuleCommandRequest(BaseModel):
 
 class SetValueRequest(BaseModel):
     value: str = Field(description="Value with unit (e.g. '0.5 mL/min'), within limits")
+    signature: SignRequest | None = Field(
+        None, description="Needed for a value outside its normal range (a signed action)")
 
 
 class ModeRequest(BaseModel):
@@ -123,6 +142,7 @@ def create_app(service: ControlService) -> FastAPI:
         return Depends(check)
 
     read, control, queue = need(Scope.READ), need(Scope.CONTROL), need(Scope.QUEUE)
+    author, approver = need(Scope.RECIPE), need(Scope.APPROVE)
 
     @app.post("/api/v1/token", tags=["users"])
     async def token(req: TokenRequest) -> dict[str, Any]:
@@ -155,7 +175,10 @@ def create_app(service: ControlService) -> FastAPI:
     async def set_value(tag: str, assembly: str, req: SetValueRequest,
                         who: Annotated[TokenInfo, control]) -> dict[str, Any]:
         """A parameter or set point in operator mode (between runs; within its limits)."""
-        return await service.set_value(tag, assembly, req.value, who.user)
+        sig = req.signature
+        return await service.set_value(
+            tag, assembly, req.value, who.user,
+            None if sig is None else (sig.username, sig.password, sig.reason))
 
     @app.put("/api/v1/modules/{tag}/modes/{obj}", tags=["plant"])
     async def switch_mode(tag: str, obj: str, req: ModeRequest,
@@ -172,7 +195,38 @@ def create_app(service: ControlService) -> FastAPI:
     @app.post("/api/v1/runs", status_code=201, tags=["runs"])
     async def start_run(req: RunRequest, who: Annotated[TokenInfo, queue]) -> dict[str, Any]:
         """Validate a recipe with its parameters against the plant and queue it."""
-        return service.run_view(service.submit(req.recipe, req.parameters, who.user))
+        return service.run_view(service.submit(req.recipe, req.parameters, who.user,
+                                               req.mode or ""))
+
+    @app.get("/api/v1/recipes", tags=["recipes"])
+    async def recipes(who: Annotated[TokenInfo, read]) -> dict[str, Any]:
+        """Recipe versions (state, author, signatures) and the recipe files with the
+        life-cycle state of their content: ``runs_in_production`` is true only for the
+        content of an effective version."""
+        return await asyncio.to_thread(service.recipes_view)
+
+    @app.post("/api/v1/recipes", status_code=201, tags=["recipes"])
+    async def register_recipe(req: RecipeRegisterRequest, who: Annotated[TokenInfo, author]
+                              ) -> dict[str, Any]:
+        """Store a recipe file as a new draft version (validated against the plant)."""
+        return await asyncio.to_thread(service.register_recipe, req.recipe, who.user)
+
+    @app.post("/api/v1/recipes/{version}/submit", tags=["recipes"])
+    async def submit_recipe(version: int, req: SignRequest, who: Annotated[TokenInfo, author]
+                            ) -> dict[str, Any]:
+        """Submit a draft for review: signed by its author (meaning ``authored``)."""
+        return await asyncio.to_thread(service.recipe_step, version, "submit", who.user,
+                                       req.username, req.password, req.reason)
+
+    @app.post("/api/v1/recipes/{version}/{action}", tags=["recipes"])
+    async def recipe_step(version: int, action: Literal["review", "reject", "approve",
+                                                        "release", "obsolete"],
+                          req: SignRequest, who: Annotated[TokenInfo, approver]
+                          ) -> dict[str, Any]:
+        """A signed life-cycle step: review, reject (back to draft), approve, release
+        (effective), obsolete. User name and password are checked now, not the token."""
+        return await asyncio.to_thread(service.recipe_step, version, action, who.user,
+                                       req.username, req.password, req.reason)
 
     @app.get("/api/v1/runs/{run_id}", tags=["runs"])
     async def get_run(run_id: int, who: Annotated[TokenInfo, read]) -> dict[str, Any]:
@@ -213,6 +267,19 @@ def create_app(service: ControlService) -> FastAPI:
         """Answer an open operator prompt of the running run."""
         service.answer(run_id, req.prompt, req.choice, who.user)
         return service.run_view(service.run(run_id))
+
+    @app.post("/api/v1/runs/{run_id}/approve", tags=["runs"])
+    async def approve_run(run_id: int, req: SignRequest, who: Annotated[TokenInfo, approver]
+                          ) -> dict[str, Any]:
+        """Sign the batch record of a finished run (re-authentication, a meaning)."""
+        return await asyncio.to_thread(service.approve_run, run_id, who.user, req.username,
+                                       req.password, req.reason, req.meaning)
+
+    @app.get("/api/v1/runs/{run_id}/signatures", tags=["runs"])
+    async def run_signatures(run_id: int, who: Annotated[TokenInfo, read]
+                             ) -> list[dict[str, Any]]:
+        """The signatures on a run's batch record: printed name, time, meaning."""
+        return await asyncio.to_thread(service.run_signatures, run_id)
 
     @app.post("/api/v1/runs/{run_id}/{action}", tags=["runs"])
     async def command(run_id: int, action: str, who: Annotated[TokenInfo, control]

@@ -27,23 +27,32 @@ class Scope(StrEnum):
     """Queue runs and take queued runs off the queue."""
     USERS = "admin:users"
     """Manage users (reserved for the admin role)."""
+    RECIPE = "write:recipe"
+    """Register recipe versions and submit them for review (sign as author)."""
+    APPROVE = "sign:approve"
+    """Review, approve, release and make obsolete recipe versions; approve batch records."""
 
 
 class Role(StrEnum):
     VIEWER = "viewer"
     OPERATOR = "operator"
     ENGINEER = "engineer"
+    QA = "qa"
     ADMIN = "admin"
 
 
 ROLE_SCOPES: Final[dict[Role, frozenset[Scope]]] = {
     Role.VIEWER: frozenset({Scope.READ}),
     Role.OPERATOR: frozenset({Scope.READ, Scope.CONTROL}),
-    Role.ENGINEER: frozenset({Scope.READ, Scope.CONTROL, Scope.QUEUE}),
+    Role.ENGINEER: frozenset({Scope.READ, Scope.CONTROL, Scope.QUEUE, Scope.RECIPE}),
+    Role.QA: frozenset({Scope.READ, Scope.APPROVE}),
     Role.ADMIN: frozenset(Scope),
 }
 """What each role may do: a viewer watches, an operator commands the running recipe, an
-engineer also decides what runs, an admin also manages users."""
+engineer also decides what runs and authors recipe versions, quality assurance (qa) reviews,
+approves and releases recipe versions and approves batch records, an admin does all of it
+and manages users. Authoring and approving are separate roles so that the two-person rule
+also holds by role (the records refuse an author approving their own version)."""
 
 _HASHER = PasswordHasher()
 _DUMMY = _HASHER.hash("not a password of anyone")

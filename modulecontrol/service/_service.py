@@ -42,7 +42,12 @@ from modulecontrol.proxy import Modes
 from modulecontrol.recipe import walk_steps
 from modulecontrol.records import (
     AuditTrail,
+    Meaning,
+    RecipeBook,
+    RecipeVersion,
     RecordsError,
+    Signature,
+    SignatureError,
     TagConfig,
     TagFilter,
     TagHistory,
@@ -51,8 +56,17 @@ from modulecontrol.records import (
     last_sample_time,
     list_runs,
     query_tag,
+    recipe_content_hash,
 )
 from modulecontrol.service._auth import LoginLimiter, granted, new_token, verify_password
+from modulecontrol.service._signing import (
+    OUT_OF_RANGE,
+    RECIPE_RELEASE,
+    RECORD_APPROVAL,
+    SignaturePolicy,
+    Signer,
+    SignRefused,
+)
 from modulecontrol.service._store import (
     FINAL,
     INTERRUPTED,
@@ -120,6 +134,9 @@ class ServiceOptions:
     keep_plant: bool = True
     """Simulated plant: served in its own process that outlives this one, so a restart
     (``kill -9``, a crash) reattaches to it running, rather than starting a new plant."""
+    signatures: Path | None = None
+    """The site's signature policy (YAML, docs/signatures.md); None: the defaults (every
+    signed action of issue 21, two-person rule on recipe release)."""
 
 
 class ControlService:
@@ -140,6 +157,10 @@ class ControlService:
         self._to_resume: list[tuple[QueuedRun, ResumePoint]] = []
         """Runs a previous life of the service left running, taken up first."""
         self.recipes = options.recipes.resolve()
+        self.policy = (SignaturePolicy.load(options.signatures) if options.signatures
+                       else SignaturePolicy())
+        self.book: RecipeBook | None = None
+        self.signer: Signer | None = None
 
     # ------------------------------------------------------------------ life
     async def start(self) -> None:
@@ -158,6 +179,9 @@ class ControlService:
         self.store = ServiceStore(opts.db)
         self._audit = AuditTrail(opts.db, key_path=self.line.options.records_key,
                                  anchor_path=self.line.options.anchor)
+        self.book = RecipeBook(opts.db, key_path=self.line.options.records_key,
+                               anchor_path=self.line.options.anchor)
+        self.signer = Signer(self.store, self.book, self.limiter)
         left = self.store.running()
         try:
             await self.line.start()
@@ -267,16 +291,18 @@ class ControlService:
             await self.line.close_records()
         if self._audit is not None:
             self._audit.close()
+        if self.book is not None:
+            self.book.close()
         if self.store is not None:
             self.store.close()
 
     def _run_options(self, parameters: dict[str, str] | None = None,
-                     user: str = "operator") -> RunOptions:
+                     user: str = "operator", mode: str = "") -> RunOptions:
         o = self.options
         return RunOptions(simulate=o.simulate, speed=o.speed, db=o.db,
                           overrides=dict(parameters or {}), report_dir=o.report_dir,
                           poll_interval=o.poll_interval, operator=user,
-                          keep_plant=o.simulate and o.keep_plant)
+                          keep_plant=o.simulate and o.keep_plant, mode=mode or None)
 
     # ------------------------------------------------------------------ the queue
     def resolve_recipe(self, name: str) -> Path:
@@ -294,19 +320,23 @@ class ControlService:
                                f"no recipe '{name}' under {self.recipes}")
         return path
 
-    def submit(self, recipe: str, parameters: dict[str, str], user: str) -> QueuedRun:
-        """Validate the recipe against the plant with these parameters, then queue it."""
+    def submit(self, recipe: str, parameters: dict[str, str], user: str,
+               mode: str = "") -> QueuedRun:
+        """Validate the recipe against the plant with these parameters and its run mode
+        (production: only an effective version), then queue it."""
         store, line = self._ready()
         path = self.resolve_recipe(recipe)
         try:
-            Session.load(path, None, self._run_options(parameters, user), line=line)
+            Session.load(path, None, self._run_options(parameters, user, mode), line=line)
         except ConfigError as exc:
-            raise ServiceError(422, "invalid recipe or parameters",
-                               f"{len(exc.problems)} problem(s) in '{recipe}'",
+            raise ServiceError(422, "invalid recipe, parameters or run mode",
+                               f"{len(exc.problems)} problem(s) in '{recipe}': "
+                               + "; ".join(p.message for p in exc.problems),
                                [str(p) for p in exc.problems]) from None
-        queued = store.enqueue(str(path.relative_to(self.recipes)), parameters, user)
+        queued = store.enqueue(str(path.relative_to(self.recipes)), parameters, user, mode)
         self.record_action(user, "queue run", f"run {queued.id}",
-                           new_value={"recipe": queued.recipe, "parameters": parameters})
+                           new_value={"recipe": queued.recipe, "parameters": parameters,
+                                      "mode": mode or None})
         self._publish(EventKind.RUN_QUEUED.value, "service",
                       f"run {queued.id} queued: {queued.recipe}",
                       {"run": queued.id, "recipe": queued.recipe, "user": user},
@@ -330,9 +360,10 @@ class ControlService:
                        resume: ResumePoint | None = None) -> None:
         try:
             session = Session.load(self.recipes / queued.recipe, None,
-                                   self._run_options(queued.parameters, queued.requested_by),
+                                   self._run_options(queued.parameters, queued.requested_by,
+                                                     queued.mode),
                                    line=line)
-        except ConfigError as exc:  # changed on disk since it was queued
+        except ConfigError as exc:  # changed on disk (or no longer effective) since queued
             store.set_state(queued.id, "failed", message="; ".join(map(str, exc.problems)))
             return
         session.listeners.append(self._forward(queued.id))
@@ -597,6 +628,120 @@ class ControlService:
     def identify(self, token: str) -> TokenInfo | None:
         return self._ready()[0].token(token)
 
+    # ------------------------------------------------------------------ signatures
+    def _book(self) -> tuple[RecipeBook, Signer]:
+        self._ready()
+        assert self.book is not None and self.signer is not None
+        return self.book, self.signer
+
+    def _authenticate(self, username: str, password: str, action: str, obj: str,
+                      session_user: str) -> Any:
+        """Re-authentication at the moment of signing (blocking: argon2)."""
+        try:
+            return self._book()[1].authenticate(username, password, action=action, obj=obj,
+                                                session_user=session_user)
+        except SignRefused as exc:
+            raise ServiceError(exc.status, exc.title, exc.detail) from None
+
+    def recipes_view(self) -> dict[str, Any]:
+        """Recipe versions with their signatures, and the recipe files under the recipes
+        folder with the life-cycle state of their content (what production mode runs)."""
+        book = self._book()[0]
+        versions = [_version_json(v, book.signatures(v.object)) for v in book.versions()]
+        files = []
+        for path in sorted(self.recipes.rglob("*.y*ml")):
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                continue
+            if "kind: Recipe" not in text:
+                continue
+            rv = book.by_hash(recipe_content_hash(text))
+            effective = [v for v in book.versions(rv.name)
+                         if v.state.value == "effective"] if rv else []
+            files.append({"recipe": str(path.relative_to(self.recipes)),
+                          "content_hash": recipe_content_hash(text),
+                          "version": None if rv is None else rv.id,
+                          "state": None if rv is None else rv.state.value,
+                          "runs_in_production": any(v.content_hash == rv.content_hash
+                                                    for v in effective) if rv else False})
+        return {"versions": versions, "files": files}
+
+    def register_recipe(self, recipe: str, user: str) -> dict[str, Any]:
+        """A recipe file under the recipes folder, validated against the plant, stored as a
+        new draft version (its canonical text and content hash)."""
+        from modulecontrol.recipe import load_recipe
+
+        line = self._ready()[1]
+        path = self.resolve_recipe(recipe)
+        try:
+            vr = load_recipe(path, line.plant)
+        except ConfigError as exc:
+            raise ServiceError(422, "invalid recipe",
+                               f"{len(exc.problems)} problem(s) in '{recipe}'",
+                               [str(p) for p in exc.problems]) from None
+        try:
+            rv = self._book()[0].register(vr.recipe.name, vr.recipe.version,
+                                          path.read_text(encoding="utf-8"), user)
+        except SignatureError as exc:
+            raise ServiceError(409, "version exists", str(exc)) from None
+        return _version_json(rv, [])
+
+    def recipe_step(self, version: int, action: str, session_user: str, username: str,
+                    password: str, reason: str) -> dict[str, Any]:
+        """One signed life-cycle step of a recipe version (blocking: call in a thread)."""
+        book = self._book()[0]
+        try:
+            book.version(version)
+        except RecordsError as exc:
+            raise ServiceError(404, "no such recipe version", str(exc)) from None
+        obj = f"recipe_version:{version}"
+        user = self._authenticate(username, password, f"recipe {action}", obj, session_user)
+        try:
+            rv, _sig = book.transition(version, action, user=user.name,
+                                       printed_name=user.printed_name, reason=reason,
+                                       two_person=RECIPE_RELEASE in self.policy.two_person)
+        except SignatureError as exc:
+            book.record_refusal(user.name, f"recipe {action}", obj, str(exc))
+            raise ServiceError(409, "life-cycle step refused", str(exc)) from None
+        return _version_json(rv, book.signatures(rv.object))
+
+    def approve_run(self, run_id: int, session_user: str, username: str, password: str,
+                    reason: str, meaning: str = "approved") -> dict[str, Any]:
+        """Sign a finished run's batch record (blocking: call in a thread)."""
+        queued = self._run_or_404(run_id)
+        if queued.state not in FINAL or queued.record_run is None:
+            raise ServiceError(409, "run not finished",
+                               f"run {run_id} is {queued.state}: its batch record is signed "
+                               f"when it has ended")
+        try:
+            sense = Meaning(meaning)
+        except ValueError:
+            raise ServiceError(422, "no such meaning",
+                               f"'{meaning}': one of {', '.join(m.value for m in Meaning)}"
+                               ) from None
+        obj = f"run:{queued.record_run}"
+        user = self._authenticate(username, password, RECORD_APPROVAL, obj, session_user)
+        try:
+            sig = self._book()[0].sign_run(queued.record_run, user=user.name,
+                                           printed_name=user.printed_name, meaning=sense,
+                                           reason=reason)
+        except SignatureError as exc:
+            raise ServiceError(409, "signature refused", str(exc)) from None
+        # the report written at the run's end has no signature yet: the next request for it
+        # writes it again from the records, with the signature (not here: a report with its
+        # figures takes seconds, and the signature is recorded already)
+        folder = self.options.report_dir or self.options.db.parent
+        (folder / f"run-{queued.record_run}.html").unlink(missing_ok=True)
+        return _signature_json(sig)
+
+    def run_signatures(self, run_id: int) -> list[dict[str, Any]]:
+        queued = self._run_or_404(run_id)
+        if queued.record_run is None:
+            return []
+        return [_signature_json(s)
+                for s in self._book()[0].signatures(f"run:{queued.record_run}")]
+
     # ------------------------------------------------------------------ reading
     def plant(self) -> dict[str, Any]:
         """Modules with their services' states and their values with unit and quality."""
@@ -637,6 +782,7 @@ class ControlService:
             "state": queued.state, "record_run": queued.record_run,
             "t_started": queued.t_started, "t_ended": queued.t_ended,
             "message": queued.message, "final": queued.state in FINAL,
+            "mode": queued.mode or ("simulation" if self.options.simulate else "development"),
         }
         if self._active is not None and self._active[0] == queued.id:
             session = self._active[1]
@@ -785,11 +931,16 @@ class ControlService:
                            via=via)
         return {"module": tag, "service": service, "state": svc.state.label}
 
-    async def set_value(self, tag: str, assembly: str, value: str, user: str, *,
+    async def set_value(self, tag: str, assembly: str, value: str, user: str,
+                        signature: tuple[str, str, str] | None = None, *,
                         via: str = API) -> dict[str, Any]:
         """A set point or parameter in operator mode, converted to the assembly's unit and
-        refused outside its limits (the same check a recipe's parameters pass)."""
+        refused outside its limits (the same check a recipe's parameters pass). A value
+        outside the site's normal range (:class:`SignaturePolicy`) needs ``signature``
+        (user name, password, reason) when the site declares it a signed action: checked
+        before the write, and the audit entry of the change is signed."""
         target = f"{tag}.{assembly}"
+        signer = None
         try:
             proxy = self._proxy_or_404(tag)
             names = [d.name for d in proxy.type.data_assemblies]
@@ -803,15 +954,51 @@ class ControlService:
                                    f"point)")
             self._not_while_running(f"set {target}")
             try:
+                wanted = proxy.type.assembly(assembly).coerce(value)
+            except ValueError as exc:
+                raise ServiceError(422, "outside limits", f"{target}: {exc}") from None
+            if (isinstance(wanted, int | float) and self.policy.requires(OUT_OF_RANGE)
+                    and self.policy.outside_normal(target, float(wanted))):
+                lo, hi = self.policy.normal_ranges[target]
+                if signature is None:
+                    raise ServiceError(403, "signature required",
+                                       f"{target} = {value} is outside its normal range "
+                                       f"{lo:g}..{hi:g}: a signed change (user name, password "
+                                       f"and reason)")
+                signer = await asyncio.to_thread(self._authenticate, signature[0],
+                                                 signature[1], OUT_OF_RANGE, target, user)
+            try:
                 coerced = await proxy.set(assembly, value)
             except ValueError as exc:
                 raise ServiceError(422, "outside limits", f"{target}: {exc}") from None
         except ServiceError as exc:
-            await self.refused(user, f"set {target}{_over(via)}", target, exc.detail)
+            if exc.title not in ("signature refused", "too many failed attempts",
+                                 "sign as yourself"):  # audited by the signer already
+                await self.refused(user, f"set {target}{_over(via)}", target, exc.detail)
             raise
-        self.record_action(user, "set in operator mode", target, new_value=value, via=via)
+        if signer is not None and signature is not None:
+            await self._signed_change(signer, target, value, signature[2])
+        else:
+            self.record_action(user, "set in operator mode", target, new_value=value,
+                               via=via)
         return {"module": tag, "assembly": assembly, "value": _plain(coerced),
                 "unit": proxy.type.assembly(assembly).unit}
+
+    async def _signed_change(self, signer: Any, target: str, value: str, reason: str) -> None:
+        """A change outside its normal range: the operator action, its audit entry, and a
+        signature on exactly that entry (``audit:SEQ``)."""
+        line = self._ready()[1]
+        assert line.historian is not None and self._audit is not None
+        await asyncio.wrap_future(line.historian.record_operator_action(
+            signer.name, "set outside normal range", target, new_value=value,
+            reason=reason or "set outside normal range", audit=False))
+        entry = await self._audit.append_async(signer.name, "set outside normal range",
+                                               target, new_value=value,
+                                               reason=reason or "signed change")
+        await asyncio.to_thread(self._book()[0].sign, f"audit:{entry.seq}", user=signer.name,
+                                printed_name=signer.printed_name,
+                                meaning=Meaning.RESPONSIBLE, action=OUT_OF_RANGE,
+                                reason=reason or "signed change")
 
     async def switch_mode(self, tag: str, obj: str, operation: str | None,
                           source: str | None, user: str) -> dict[str, Any]:
@@ -1055,3 +1242,15 @@ def _json(data: dict[str, Any]) -> dict[str, Any]:
             out[k] = _plain(v)
     return out
 
+
+
+def _signature_json(sig: Signature) -> dict[str, Any]:
+    return {"id": sig.id, "t_utc": sig.t_utc, "user": sig.user,
+            "printed_name": sig.printed_name, "meaning": sig.meaning, "action": sig.action,
+            "object": sig.object, "signed_hash": sig.signed_hash, "reason": sig.reason}
+
+
+def _version_json(rv: RecipeVersion, sigs: list[Signature]) -> dict[str, Any]:
+    return {"id": rv.id, "name": rv.name, "version": rv.version,
+            "content_hash": rv.content_hash, "state": rv.state.value, "author": rv.author,
+            "t_utc": rv.t_utc, "signatures": [_signature_json(s) for s in sigs]}

@@ -30,13 +30,15 @@ CREATE TABLE IF NOT EXISTS service_runs (
     record_run   INTEGER,
     t_started    REAL,
     t_ended      REAL,
-    message      TEXT NOT NULL DEFAULT ''
+    message      TEXT NOT NULL DEFAULT '',
+    mode         TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS service_users (
     name      TEXT PRIMARY KEY,
     role      TEXT NOT NULL,
     pw_hash   TEXT NOT NULL,
-    t_created REAL NOT NULL
+    t_created REAL NOT NULL,
+    full_name TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS service_tokens (
     digest    TEXT PRIMARY KEY,
@@ -67,6 +69,8 @@ class QueuedRun:
     t_started: float | None
     t_ended: float | None
     message: str
+    mode: str = ""
+    """Run mode asked for (``production``, ``development``, ``simulation``; '' = default)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +78,12 @@ class User:
     name: str
     role: str
     pw_hash: str
+    full_name: str = ""
+
+    @property
+    def printed_name(self) -> str:
+        """The name a signature prints (21 CFR 11.50(a)(1)): the full name, else the user's."""
+        return self.full_name or self.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,16 +110,25 @@ class ServiceStore:
         self._conn.execute("PRAGMA foreign_keys=ON")
         self._conn.execute("PRAGMA busy_timeout=30000")
         self._conn.executescript(_SCHEMA)
+        cols = {str(r[1]) for r in self._conn.execute("PRAGMA table_info(service_runs)")}
+        if "mode" not in cols:  # a queue from before run modes: its runs had none
+            self._conn.execute("ALTER TABLE service_runs ADD COLUMN mode TEXT NOT NULL"
+                               " DEFAULT ''")
+        ucols = {str(r[1]) for r in self._conn.execute("PRAGMA table_info(service_users)")}
+        if "full_name" not in ucols:  # users from before signatures: printed as their name
+            self._conn.execute("ALTER TABLE service_users ADD COLUMN full_name TEXT NOT NULL"
+                               " DEFAULT ''")
 
     def close(self) -> None:
         self._conn.close()
 
     # ------------------------------------------------------------------ the run queue
-    def enqueue(self, recipe: str, parameters: dict[str, str], user: str) -> QueuedRun:
+    def enqueue(self, recipe: str, parameters: dict[str, str], user: str,
+                mode: str = "") -> QueuedRun:
         cur = self._conn.execute(
-            "INSERT INTO service_runs(recipe, parameters, requested_by, t_requested)"
-            " VALUES (?,?,?,?)", (recipe, json.dumps(parameters, sort_keys=True), user,
-                                  time.time()))
+            "INSERT INTO service_runs(recipe, parameters, requested_by, t_requested, mode)"
+            " VALUES (?,?,?,?,?)", (recipe, json.dumps(parameters, sort_keys=True), user,
+                                    time.time(), mode))
         run = self.run(int(cur.lastrowid or 0))
         assert run is not None
         return run
@@ -158,18 +177,20 @@ class ServiceStore:
         return ids
 
     # ------------------------------------------------------------------ users and tokens
-    def add_user(self, name: str, role: str, pw_hash: str) -> None:
+    def add_user(self, name: str, role: str, pw_hash: str, full_name: str = "") -> None:
         try:
             self._conn.execute(
-                "INSERT INTO service_users(name, role, pw_hash, t_created) VALUES (?,?,?,?)",
-                (name, role, pw_hash, time.time()))
+                "INSERT INTO service_users(name, role, pw_hash, t_created, full_name)"
+                " VALUES (?,?,?,?,?)", (name, role, pw_hash, time.time(), full_name))
         except sqlite3.IntegrityError:
             raise ValueError(f"user '{name}' exists already") from None
 
     def user(self, name: str) -> User | None:
-        row = self._conn.execute("SELECT name, role, pw_hash FROM service_users WHERE name=?",
-                                 (name,)).fetchone()
-        return None if row is None else User(str(row[0]), str(row[1]), str(row[2]))
+        row = self._conn.execute(
+            "SELECT name, role, pw_hash, full_name FROM service_users WHERE name=?",
+            (name,)).fetchone()
+        return None if row is None else User(str(row[0]), str(row[1]), str(row[2]),
+                                             str(row[3]))
 
     def user_count(self) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM service_users").fetchone()[0])
@@ -198,10 +219,10 @@ class ServiceStore:
 
 
 _RUN_COLS = ("id, recipe, parameters, requested_by, t_requested, state, record_run,"
-             " t_started, t_ended, message")
+             " t_started, t_ended, message, mode")
 
 
 def _run(row: Any) -> QueuedRun:
     return QueuedRun(int(row[0]), str(row[1]), dict(json.loads(row[2])), str(row[3]),
                      float(row[4]), str(row[5]), None if row[6] is None else int(row[6]),
-                     row[7], row[8], str(row[9]))
+                     row[7], row[8], str(row[9]), str(row[10]))

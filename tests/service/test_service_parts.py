@@ -142,7 +142,7 @@ def test_the_pytest_fixture_serves_a_line(control_service_factory: Any) -> None:
     served = control_service_factory(root / "recipes" / "lomustine" / "plant.yaml",
                                      recipes=root / "recipes")
     assert served.url.startswith("http://127.0.0.1:")
-    assert set(served.users) == {"viewer", "operator", "engineer", "admin"}
+    assert set(served.users) == {"viewer", "operator", "engineer", "qa", "admin"}
 
     async def read() -> dict[str, Any]:
         async with Client(served.url) as c:
@@ -151,3 +151,30 @@ def test_the_pytest_fixture_serves_a_line(control_service_factory: Any) -> None:
 
     plant = asyncio.run(read())
     assert plant["simulated"] and {m["tag"] for m in plant["modules"]} >= {"P1", "P2"}
+
+
+def test_a_service_database_from_before_signatures_gains_its_columns(tmp_path: Path) -> None:
+    """Queue and users of an older service: opened, they gain ``mode`` and ``full_name``
+    (empty: the default mode, the user name printed), and nothing is lost."""
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    conn = sqlite3.connect(db)
+    conn.executescript(
+        "CREATE TABLE service_runs (id INTEGER PRIMARY KEY, recipe TEXT NOT NULL, parameters"
+        " TEXT NOT NULL DEFAULT '{}', requested_by TEXT NOT NULL, t_requested REAL NOT NULL,"
+        " state TEXT NOT NULL DEFAULT 'queued', record_run INTEGER, t_started REAL, t_ended"
+        " REAL, message TEXT NOT NULL DEFAULT '');"
+        "CREATE TABLE service_users (name TEXT PRIMARY KEY, role TEXT NOT NULL, pw_hash TEXT"
+        " NOT NULL, t_created REAL NOT NULL);"
+        "INSERT INTO service_runs(recipe, requested_by, t_requested) VALUES ('a.yaml', 'eve', 1);"
+        "INSERT INTO service_users VALUES ('eve', 'engineer', 'x', 1);")
+    conn.commit()
+    conn.close()
+    store = ServiceStore(db)
+    try:
+        run, user = store.run(1), store.user("eve")
+    finally:
+        store.close()
+    assert run is not None and run.recipe == "a.yaml" and run.mode == ""
+    assert user is not None and user.printed_name == "eve"

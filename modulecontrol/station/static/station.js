@@ -15,7 +15,7 @@
     trend: { tags: [], span: 3600, end: null, data: {}, units: {} },
     lag: [], stats: { events: 0 },
   };
-  const CONTROL = "write:run:control", QUEUE = "write:queue";
+  const CONTROL = "write:run:control", QUEUE = "write:queue", APPROVE = "sign:approve";
   const COMMANDS = ["Start", "Stop", "Hold", "Unhold", "Pause", "Resume", "Complete", "Abort",
                     "Restart", "Reset"];
   const ABNORMAL = new Set(["Held", "Holding", "Aborted", "Aborting", "Stopping", "Paused"]);
@@ -133,6 +133,8 @@
       S.topo ? Promise.resolve(S.topo) : api("/plant/topology"), api("/plant"), api("/runs"),
       api("/events?since=0&limit=10000"), api("/alarms")]);
     S.topo = topo; S.runs = runs;
+    // what production mode may run: read beside the snapshot, never holding it up
+    api("/recipes").then((d) => { S.recipes = d; }).catch(() => {});
     applyPlant(plant);
     S.seq = plant.events_head; S.epoch = plant.stream;
     S.events = [];
@@ -612,13 +614,29 @@
         for (const line of String(f.get("parameters")).split("\n")) {
           const [k, ...v] = line.split("="); if (k.trim()) parameters[k.trim()] = v.join("=").trim();
         }
-        try { await api("/runs", { method: "POST", json: { recipe: f.get("recipe"), parameters } }); msg.textContent = ""; later("runs", 10); }
+        try { await api("/runs", { method: "POST", json: { recipe: f.get("recipe"), parameters, mode: f.get("mode") } }); msg.textContent = ""; later("runs", 10); }
         catch (err) { say(msg, err); }
       } },
-      el("label", {}, "Recipe ", el("input", { name: "recipe", value: "lomustine/campaign", required: true })),
+      el("label", {}, "Recipe ", el("input", { name: "recipe", value: "lomustine/campaign", required: true, oninput: () => gate() })),
+      el("label", {}, "Mode ", el("select", { name: "mode", onchange: () => gate() },
+        ...["simulation", "development", "production"].map((m) => el("option", { value: m, text: m,
+          selected: m === (S.plant && S.plant.simulated ? "simulation" : "development") })))),
       el("label", {}, "Parameters (name=value with unit, one a line) ", el("textarea", { name: "parameters", rows: 2 })),
-      el("button", { type: "submit", text: "Queue run" }), msg);
+      el("button", { type: "submit", text: "Queue run" }), el("p", { class: "muted", id: "mode-note" }), msg);
+      // production runs only an effective recipe version: the button says so before the
+      // service refuses it (it refuses it anyway)
+      const gate = () => {
+        const f = new FormData(form), note = $("#mode-note", form), button = $("button[type=submit]", form);
+        const name = String(f.get("recipe") || "").trim().replace(/\.ya?ml$/, "");
+        const file = ((S.recipes || {}).files || []).find((x) => x.recipe.replace(/\.ya?ml$/, "") === name);
+        const blocked = f.get("mode") === "production" && !(file && file.runs_in_production);
+        button.disabled = blocked;
+        note.textContent = blocked ? `production: '${name}' is not an approved, effective recipe version (${file && file.state ? file.state : "not registered"})` :
+          f.get("mode") === "production" ? "" : `${f.get("mode")} mode: the record is marked as not a production batch`;
+      };
       parts.push(form);
+      setTimeout(gate, 0);
+      api("/recipes").then((x) => { S.recipes = x; gate(); }).catch(() => {});
     }
     parts.push(el("div", { id: "run-panel" }));
     view.replaceChildren(...parts);
@@ -686,7 +704,7 @@
     const p = r.progress || {};
     const times = runTimes(r);
     const head = el("div", { class: "runhead" },
-      el("h2", { text: `Run ${r.id}: ${r.recipe}` }),
+      el("h2", { text: `Run ${r.id}: ${r.recipe}` }, " ", el("span", { class: `mode mode-${r.mode}`, id: "run-mode", text: r.mode })),
       el("p", {}, "State ", el("strong", { id: "run-state", class: ABNORMAL.has(rs) ? "abnormal" : "", text: rs }),
         r.step ? ` · step ${r.step}` : "",
         times.step !== null ? el("span", {}, " (", el("span", { id: "step-remaining", text: dur(times.step) }), " left)") : "",
@@ -858,7 +876,10 @@
       el("td", { text: r.state }), el("td", { text: r.requested_by }),
       el("td", { text: r.t_started ? new Date(r.t_started * 1000).toLocaleString() : "—" }),
       el("td", { text: r.t_ended ? new Date(r.t_ended * 1000).toLocaleString() : "—" }),
-      el("td", {}, r.final && r.record_run ? el("button", { text: "Batch report", onclick: () => openReport(r) }) : "")));
+      el("td", { text: r.mode }),
+      el("td", {}, r.final && r.record_run ? el("button", { text: "Batch report", onclick: () => openReport(r) }) : "",
+        r.final && r.record_run ? el("button", { text: "Signatures", "data-sign": r.id, onclick: () => openSignatures(r, sigBox) }) : "")));
+    const sigBox = el("div", { id: "signatures" });
     const msg = el("p", { class: "error", role: "alert" });
     const filt = el("form", { class: "toolbar", onsubmit: (e) => { e.preventDefault(); loadAudit(filt, table, msg); } },
       el("label", {}, "User ", el("input", { name: "user" })), el("label", {}, "Action contains ", el("input", { name: "action" })),
@@ -866,9 +887,18 @@
       el("button", { type: "submit", text: "Filter" }),
       el("button", { type: "button", text: "Export CSV", onclick: () => exportAudit(filt, msg) }));
     const table = el("table", { class: "audit" });
+    const versions = el("table", { class: "versions" });
+    api("/recipes").then((d) => {
+      S.recipes = d;
+      versions.replaceChildren(el("thead", {}, el("tr", {}, ...["recipe", "version", "state", "author", "signatures"].map((h) => el("th", { text: h })))),
+        el("tbody", {}, ...d.versions.map((v) => el("tr", { "data-version": v.id }, el("td", { text: v.name }), el("td", { text: v.version }),
+          el("td", { text: v.state }), el("td", { text: v.author }),
+          el("td", { text: v.signatures.map((x) => `${x.meaning} by ${x.printed_name} (${x.user}) ${x.t_utc}`).join("; ") })))));
+    }).catch((err) => say(msg, err));
     view.replaceChildren(el("h2", { text: "Runs" }), el("table", { class: "runs" },
-      el("thead", {}, el("tr", {}, ...["id", "recipe", "state", "by", "started", "ended", ""].map((h) => el("th", { text: h })))),
-      el("tbody", {}, ...rows)), el("h2", { text: "Audit trail" }), filt, table, msg);
+      el("thead", {}, el("tr", {}, ...["id", "recipe", "state", "by", "started", "ended", "mode", ""].map((h) => el("th", { text: h })))),
+      el("tbody", {}, ...rows)), sigBox, el("h2", { text: "Recipe versions" }), versions,
+      el("h2", { text: "Audit trail" }), filt, table, msg);
     loadAudit(filt, table, msg);
   }
   function auditQuery(form, extra) {
@@ -892,6 +922,34 @@
       const a = el("a", { href: URL.createObjectURL(new Blob([text], { type: "text/csv" })), download: "audit.csv" });
       document.body.append(a); a.click(); a.remove();
     } catch (err) { say(msg, err); }
+  }
+  // Signatures of a batch record, and the approval dialog: user name and password are typed
+  // at the moment of signing (the token is not a signature), with a meaning and a reason.
+  async function openSignatures(r, box) {
+    const msg = el("p", { class: "error", role: "alert" });
+    const list = el("table", { class: "signatures" });
+    const show = async () => {
+      const sigs = await api(`/runs/${r.id}/signatures`);
+      list.replaceChildren(el("thead", {}, el("tr", {}, ...["printed name", "user", "time (UTC)", "meaning", "reason"].map((h) => el("th", { text: h })))),
+        el("tbody", {}, ...sigs.map((x) => el("tr", {}, el("td", { text: x.printed_name }), el("td", { text: x.user }),
+          el("td", { text: x.t_utc }), el("td", { text: x.meaning }), el("td", { text: x.reason })))));
+    };
+    const form = el("form", { class: "sign", role: "dialog", "aria-label": "sign batch record", onsubmit: async (e) => {
+      e.preventDefault();
+      const f = new FormData(form);
+      try {
+        await api(`/runs/${r.id}/approve`, { method: "POST", json: { username: f.get("username"), password: f.get("password"),
+          meaning: f.get("meaning"), reason: f.get("reason") } });
+        form.reset(); msg.textContent = ""; await show();
+      } catch (err) { say(msg, err); }
+    } },
+    el("label", {}, "User name ", el("input", { name: "username", required: true, autocomplete: "off" })),
+    el("label", {}, "Password ", el("input", { name: "password", type: "password", required: true, autocomplete: "off" })),
+    el("label", {}, "Meaning ", el("select", { name: "meaning" }, ...["approved", "reviewed", "responsible for"].map((m) => el("option", { value: m, text: m })))),
+    el("label", {}, "Reason ", el("input", { name: "reason", required: true })),
+    el("button", { type: "submit", text: "Sign", disabled: !can(APPROVE) }), msg);
+    box.replaceChildren(el("h3", { text: `Signatures of run ${r.id} (${r.mode})` }), list, form);
+    await show().catch((err) => say(msg, err));
   }
   async function openReport(r) {
     const html = await api(`/runs/${r.id}/report`);
