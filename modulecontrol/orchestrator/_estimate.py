@@ -29,6 +29,7 @@ from modulecontrol.recipe import (
     ValidatedRecipe,
     WaitStep,
 )
+from modulecontrol.statemachine import State
 
 
 @dataclass
@@ -154,8 +155,9 @@ def _times(vr: ValidatedRecipe, step: RepeatStep) -> int:
 def _waits_for_completion(vr: ValidatedRecipe, step: ServiceStep) -> bool:
     """A start of a self-completing procedure waits for Completed (the default ``wait_for``)."""
     call = step.service
-    if call.command != "start" or call.wait_for not in (None, "Completed"):
-        return call.wait_for == "Completed"
+    completed = State.COMPLETED.label
+    if call.command != "start" or call.wait_for not in (None, completed):
+        return call.wait_for == completed
     try:
         svc = vr.plant.type_of(call.module).service(call.service)
         proc = (svc.procedure(call.procedure) if call.procedure is not None

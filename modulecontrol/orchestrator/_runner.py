@@ -56,8 +56,9 @@ _AT_REST = (
 """Services a Stop fan-out leaves alone: at rest already, or on their way there."""
 
 
-_HELD = ("Holding", "Held", "Pausing", "Paused")
-_EXECUTING = ("Starting", "Execute", "Unholding", "Resuming")
+_HELD = tuple(s.label for s in (State.HOLDING, State.HELD, State.PAUSING, State.PAUSED))
+_EXECUTING = tuple(s.label for s in (State.STARTING, State.EXECUTE, State.UNHOLDING,
+                                     State.RESUMING))
 
 
 @dataclass
@@ -219,7 +220,7 @@ class Orchestrator:
     def _restore(self, resume: Resume) -> str:
         """Everything but the recipe's own state; returns the state the run was in."""
         pos = resume.position
-        state = str(pos.get("state", "Execute"))
+        state = str(pos.get("state", State.EXECUTE.label))
         gap = resume.gap if state in _EXECUTING else 0.0
         self.interpreter.resume_from(Position.from_dict(pos["interpreter"]), gap)
         self.supervisor.restore(pos.get("supervisor") or {}, resume.history)
@@ -250,9 +251,9 @@ class Orchestrator:
             why = "; ".join(resume.position.get("held_by") or []) or "held by the operator"
             self.resumed = f"held before the restart ({why})"
             self.try_command(Command.HOLD, self.resumed)
-        elif was in ("Stopping", "Stopped"):
+        elif was in (State.STOPPING.label, State.STOPPED.label):
             self.try_command(Command.STOP, "the run was stopping before the restart")
-        elif was in ("Aborting", "Aborted"):
+        elif was in (State.ABORTING.label, State.ABORTED.label):
             self.try_command(Command.ABORT, "the run was aborting before the restart")
 
     def command(self, cmd: Command, reason: str = "operator") -> State:

@@ -615,8 +615,9 @@ class LocalService:
         constant that Stopping writes with another (a pump's ``Run``). Empty when none
         tells (a valve whose Starting and Stopping write the same position)."""
         proc = self.service.procedure(procedure)
-        starting = proc.actions.get("Starting", self.service.actions.get("Starting", []))
-        stopping = proc.actions.get("Stopping", self.service.actions.get("Stopping", []))
+        start, stop = State.STARTING.label, State.STOPPING.label
+        starting = proc.actions.get(start, self.service.actions.get(start, []))
+        stopping = proc.actions.get(stop, self.service.actions.get(stop, []))
         stopped = {w.write: w.value for w in stopping if w.value is not None}
         return {w.write: w.value for w in starting
                 if w.value is not None and w.write in stopped and stopped[w.write] != w.value}

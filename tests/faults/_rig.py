@@ -15,7 +15,7 @@ from typing import Any
 
 from modulecontrol.clock import Clock
 from modulecontrol.descriptors import PlantConfig
-from modulecontrol.simulators import PlantServer, SimulatedPlant
+from modulecontrol.simulators import FaultInjector, PlantServer, SimulatedPlant
 from modulecontrol.testing import TcpRelay
 
 TIMEOUT = 0.3
@@ -128,6 +128,11 @@ class Rig:
     @property
     def plant(self) -> SimulatedPlant:
         return self.server.plant
+
+    @property
+    def faults(self) -> FaultInjector:
+        """The plant's fault injection, as every simulation offers it."""
+        return self.server.plant.faults
 
     def cut(self) -> None:
         if self.relay is not None:

@@ -196,7 +196,9 @@ def _in_a_terminal(argv: list[str], answer: str, cwd: Path, within: float = 60.0
             if not chunk:
                 break
             screen += chunk
-            if not typed and b"password for" in screen:
+            # click writes the prompt text, then getpass turns echo off and writes " ":
+            # typing before that " " would race the echo switch
+            if not typed and b"password for" in screen and screen.endswith(b": "):
                 os.write(fd, answer.encode() + b"\r")
                 typed = True
     finally:
