@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from modulecontrol.cli import app
 from modulecontrol.client import ApiError, Client
 from modulecontrol.records import AuditTrail, verify_audit
 from modulecontrol.service import ServiceOptions
@@ -239,3 +241,52 @@ async def test_divert_override_holds_the_valve_then_returns_to_automatic(
     report = verify_audit(line.db)
     assert not [i for i in report.issues if "signature" in i.problem], report.issues
 
+
+
+def test_bypass_and_divert_from_the_cli(line: ServedLine) -> None:
+    """``modulecontrol bypass``, ``unbypass`` and ``divert``: the password at the prompt
+    (stdin here), never an option; what docs/signatures.md shows."""
+    name, password = line.users["engineer"]
+
+    async def start() -> tuple[int, str]:
+        async with await _client(line, "engineer") as c:
+            run = (await c.start_run(NAME))["id"]
+            await _prompt(c, run, "cold")
+            return run, str(c.token)
+
+    run, token = asyncio.run(start())
+    env = {"MODULECONTROL_TOKEN": token, "MODULECONTROL_SERVER": line.url}
+    cli = CliRunner()
+    for cmd in ("bypass", "divert"):
+        assert "--password" not in cli.invoke(app, [cmd, "--help"]).output
+    wrong = cli.invoke(app, ["bypass", str(run), "r1_hot", "--for", "10 min", "--reason",
+                             "cli", "--user", name], input="not-it\n", env=env)
+    assert wrong.exit_code == 1 and "wrong user name or password" in wrong.output
+    ok = cli.invoke(app, ["bypass", str(run), "r1_hot", "--for", "10 min", "--reason",
+                          "heat-up test", "--user", name], input=f"{password}\n", env=env)
+    assert ok.exit_code == 0, ok.output
+    assert f"interlock r1_hot BYPASSED by {name} until t=" in ok.output
+    assert password not in ok.output
+    back = cli.invoke(app, ["unbypass", str(run), "r1_hot"], env=env)
+    assert back.exit_code == 0 and "acts again" in back.output, back.output
+    held = cli.invoke(app, ["divert", str(run), "product", "--for", "5 min", "--reason",
+                            "sample product", "--user", name], input=f"{password}\n",
+                      env=env)
+    assert held.exit_code == 0 and "V1 held at PRODUCT" in held.output, held.output
+    free = cli.invoke(app, ["divert", str(run), "auto"], env=env)
+    assert free.exit_code == 0 and "automatic again" in free.output, free.output
+    bad = cli.invoke(app, ["divert", str(run), "product"], env=env)
+    assert bad.exit_code == 2
+
+    async def check_and_stop() -> dict[str, Any]:
+        async with await _client(line, "engineer") as c:
+            view = await c.run(run)
+            await c.command(run, "abort")
+            return view
+
+    view = asyncio.run(check_and_stop())
+    assert view["interlocks"][0]["bypass"] is None
+    assert view["divert_control"]["override"] is None
+    with AuditTrail(line.db) as trail:
+        signed = [e.action for e in trail.entries() if e.action.startswith("sign: ")]
+    assert signed == ["sign: interlock bypass", "sign: manual divert override"]
