@@ -1041,7 +1041,9 @@ class ControlService:
     def _exception_target(self, run_id: int, obj: str) -> str:
         """The audit object of a bypass or override: the record's run and what it is on,
         so the run's report finds its signatures."""
-        assert self._active is not None and self._active[0] == run_id
+        if self._active is None or self._active[0] != run_id:  # ended while signing
+            raise ServiceError(409, "run not active",
+                               f"run {run_id} ended: nothing to bypass or override")
         return f"run:{self._active[1].run_id}/{obj}"
 
     async def bypass_interlock(self, run_id: int, name: str, duration: str | float,
