@@ -269,6 +269,62 @@ def ack(run: Annotated[int, typer.Argument(help="Run id (see status).")],
 
 
 AlarmName = Annotated[str, typer.Argument(help="Alarm name (see 'alarms list').")]
+RunId = Annotated[int, typer.Argument(help="Run id (see status).")]
+SignUser = Annotated[str, typer.Option("--user", help="Your user name (the password is asked "
+                                       "for, never taken from the command line).")]
+
+
+def _signature_password(user: str, action: str) -> str:
+    """The signer's password at the moment of signing: a hidden prompt only (no option, no
+    environment variable: a signature is its owner's act; docs/signatures.md)."""
+    return str(typer.prompt(f"password for {user} (signing: {action})", hide_input=True,
+                            default="", show_default=False))
+
+
+def bypass(run: RunId, interlock: Annotated[str, typer.Argument(help="Interlock name.")],
+           duration: Annotated[str, typer.Option("--for", help="How long, e.g. '10 min' (line"
+                                                 " clock), at most the site's max_bypass.")],
+           reason: Annotated[str, typer.Option("--reason", help="Why (signed, recorded).")],
+           user: SignUser, server: Server = DEFAULT_SERVER) -> None:
+    """Bypass an interlock of a running run for a time: a signed action (engineer or
+    admin). Its condition is still judged and recorded, its action is not taken."""
+    password = _signature_password(user, "interlock bypass")
+    got = _call(server, lambda c: c.bypass(run, interlock, duration, user, password, reason))
+    print(f"run {run}: interlock {interlock} BYPASSED by {got['bypass']['user']} until "
+          f"t={got['bypass']['until']:.0f} s")
+
+
+def unbypass(run: RunId, interlock: Annotated[str, typer.Argument(help="Interlock name.")],
+             server: Server = DEFAULT_SERVER) -> None:
+    """End an interlock's bypass now: it acts again."""
+    _call(server, lambda c: c.unbypass(run, interlock))
+    print(f"run {run}: interlock {interlock} acts again")
+
+
+def divert(run: RunId,
+           position: Annotated[str, typer.Argument(help="product or waste to hold the valve "
+                                                   "there; auto to release an override.")],
+           duration: Annotated[str | None, typer.Option("--for", help="How long, e.g. "
+                                                        "'10 min' (line clock).")] = None,
+           reason: Annotated[str, typer.Option("--reason", help="Why (signed).")] = "",
+           user: Annotated[str | None, typer.Option("--user", help="Your user name (the "
+                                                    "password is asked for).")] = None,
+           server: Server = DEFAULT_SERVER) -> None:
+    """Hold the divert valve at product or waste for a time (a signed action), then
+    automatic divert control again; ``auto`` ends an override now."""
+    if position == "auto":
+        _call(server, lambda c: c.divert_release(run))
+        print(f"run {run}: divert control automatic again")
+        return
+    if position not in ("product", "waste") or duration is None or not reason or not user:
+        print("divert RUN product|waste needs --for, --reason and --user (or: divert RUN "
+              "auto)", file=sys.stderr)
+        raise typer.Exit(2)
+    password = _signature_password(user, "manual divert override")
+    got = _call(server, lambda c: c.divert_override(run, position, duration, user, password,
+                                                    reason))
+    print(f"run {run}: {got['valve']} held at {position.upper()} (manual override) until "
+          f"t={got['override']['until']:.0f} s")
 
 
 @alarms_app.command("list")
@@ -385,6 +441,9 @@ def mount(app: typer.Typer) -> None:
     for action in ("hold", "resume", "stop", "abort"):
         app.command(action)(_command(action))
     app.command("ack")(ack)
+    app.command("bypass")(bypass)
+    app.command("unbypass")(unbypass)
+    app.command("divert")(divert)
     app.add_typer(alarms_app, name="alarms", help="Alarms of the control service's line: "
                   "list, ack, shelve, unshelve, kpis.")
 

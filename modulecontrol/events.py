@@ -65,6 +65,8 @@ class EventKind(StrEnum):
     # supervision
     INTERLOCK_TRIPPED = "interlock_tripped"
     INTERLOCK_CLEARED = "interlock_cleared"
+    INTERLOCK_BYPASS = "interlock_bypass"
+    INTERLOCK_BYPASSED = "interlock_bypassed"
     ALARM_RAISED = "alarm_raised"
     ALARM_CLEARED = "alarm_cleared"
     ALARM_ACKED = "alarm_acked"
@@ -76,6 +78,7 @@ class EventKind(StrEnum):
     DIVERT_ENABLED = "divert_enabled"
     DIVERT_DISABLED = "divert_disabled"
     DIVERT_FAILED = "divert_failed"
+    DIVERT_OVERRIDE = "divert_override"
     OPTIMIZE_EXPERIMENT = "optimize_experiment"
     SUPERVISION_FAILED = "supervision_failed"
     SUPERVISION_RESTORED = "supervision_restored"
@@ -195,6 +198,17 @@ PAYLOADS: Final[Mapping[EventKind, Payload]] = {
                                  " (reason says why: a value missing, bad, stale or NaN)",
                                  ("action", "condition"), ("reason",)),
     K.INTERLOCK_CLEARED: Payload("an interlock's condition evaluates false again"),
+    K.INTERLOCK_BYPASS: Payload("a signed interlock bypass began, or ended (unbypassed, "
+                                "expired on the line clock, or the run ended); user and "
+                                "reason say whose and why", ("bypassed", "user", "reason"),
+                                ("since", "until")),
+    K.INTERLOCK_BYPASSED: Payload("a bypassed interlock's condition became true (or cannot be"
+                                  " evaluated): its action was not taken",
+                                  ("action", "condition", "bypassed_by"), ("reason",)),
+    K.DIVERT_OVERRIDE: Payload("a signed manual divert override began or ended (released, "
+                               "expired, overridden by an interlock, or the run ended)",
+                               ("overridden", "user", "reason"),
+                               ("to_product", "since", "until")),
     K.ALARM_RAISED: Payload("an alarm was raised: out of limits, or its signal cannot be"
                             " evaluated (reason says why)", ("priority", "signal", "value"),
                             ("reason",)),

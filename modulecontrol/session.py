@@ -815,6 +815,22 @@ class Session:
         def alarm_state(ev: Event, payload: dict[str, Any]) -> None:
             record_alarm_state(hist, ev.source, payload)
 
+        def exception_moved(ev: Event, payload: dict[str, Any]) -> None:
+            # a bypass or divert override: a person's begin or end is audited (and the
+            # begin signed) by the service that checked the signature; the program's ends
+            # (expired, run ended, an interlock tripped) are audited here
+            hist.record_event(ev.kind, ev.source, payload)
+            user = str(ev.data.get("user") or "")
+            on = ev.data.get("bypassed", ev.data.get("overridden"))
+            if user in (AUTO, PROCESS) and on is False:
+                what, on_ = (("interlock bypass", "interlock")
+                             if ev.kind is EventKind.INTERLOCK_BYPASS
+                             else ("divert override", "divert"))
+                # the object the service audits the bypass on (``run:N/interlock:NAME``)
+                target = f"run:{self.run_id}/{on_}:{ev.source}"
+                hist.record_audit(user, f"{what} ended", target, old_value=ev.data,
+                                  new_value=None, reason=str(ev.data.get("reason") or "ended"))
+
         def operator_action(ev: Event, payload: dict[str, Any]) -> None:
             via = ev.data.get("automatic")
             with contextlib.suppress(ValueError):
@@ -844,6 +860,8 @@ class Session:
             EventKind.ALARM_RAISED: alarm_raised,
             EventKind.ALARM_CLEARED: alarm_cleared,
             EventKind.ALARM_STATE: alarm_state,
+            EventKind.INTERLOCK_BYPASS: exception_moved,
+            EventKind.DIVERT_OVERRIDE: exception_moved,
             EventKind.OPERATOR_ACTION: operator_action,
             EventKind.OPTIMIZE_EXPERIMENT: optimize_experiment,
         }

@@ -36,6 +36,7 @@ def test_the_policy_example_loads(tmp_path: Path) -> None:
     loaded = SignaturePolicy.load(path)
     assert loaded.requires("parameter outside its normal range")
     assert loaded.outside_normal("R1.TempSP", 85.0) and not loaded.outside_normal("R1.TempSP", 50)
+    assert (loaded.max_bypass, loaded.max_override) == (1800.0, 900.0)
     path.write_text(policy.replace("  - recipe release\n", "  - recipe relase\n", 1))
     with pytest.raises(ConfigError, match=r"site-signatures.yaml:3:\d+: 'recipe relase'"):
         SignaturePolicy.load(path)

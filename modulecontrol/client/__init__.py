@@ -208,6 +208,29 @@ class Client:
             {"username": username, "password": password, "reason": reason,
              "meaning": meaning}))
 
+    async def bypass(self, run_id: int, interlock: str, duration: str, username: str,
+                     password: str, reason: str) -> dict[str, Any]:
+        """Bypass an interlock of the running run for ``duration`` (a signed action)."""
+        return cast(dict[str, Any], await self._call(
+            "POST", f"/runs/{run_id}/interlocks/{interlock}/bypass",
+            {"duration": duration, "signature": {"username": username, "password": password,
+                                                 "reason": reason}}))
+
+    async def unbypass(self, run_id: int, interlock: str) -> dict[str, Any]:
+        return cast(dict[str, Any], await self._call(
+            "POST", f"/runs/{run_id}/interlocks/{interlock}/unbypass"))
+
+    async def divert_override(self, run_id: int, position: str, duration: str,
+                              username: str, password: str, reason: str) -> dict[str, Any]:
+        """Hold the divert valve at ``product`` or ``waste`` for ``duration`` (signed)."""
+        return cast(dict[str, Any], await self._call(
+            "POST", f"/runs/{run_id}/divert/override",
+            {"position": position, "duration": duration,
+             "signature": {"username": username, "password": password, "reason": reason}}))
+
+    async def divert_release(self, run_id: int) -> dict[str, Any]:
+        return cast(dict[str, Any], await self._call("POST", f"/runs/{run_id}/divert/release"))
+
     async def run_signatures(self, run_id: int) -> list[dict[str, Any]]:
         return cast(list[dict[str, Any]], await self._call("GET",
                                                            f"/runs/{run_id}/signatures"))

@@ -23,6 +23,24 @@ def si_number(recipe: ValidatedRecipe, raw: Any) -> float:
     return to_si(str(v))
 
 
+@dataclass(frozen=True)
+class Bypass:
+    """A person's time-limited exception to automatic supervision: an interlock not acted
+    on, or the divert valve held where they put it. It ends by itself at ``until`` (line
+    clock), when withdrawn, or with the run."""
+
+    user: str
+    reason: str
+    since: float
+    until: float
+    to_product: bool = False
+    """A divert override's position (unused for an interlock bypass)."""
+
+    def data(self) -> dict[str, Any]:
+        return {"user": self.user, "reason": self.reason, "since": self.since,
+                "until": self.until}
+
+
 @dataclass
 class InterlockState:
     spec: Interlock
@@ -30,6 +48,10 @@ class InterlockState:
     active: bool = False
     trips: int = 0
     awaiting_ack: bool = False
+    bypass: Bypass | None = None
+    """The signed bypass in force (docs/signatures.md), None when the interlock acts."""
+    bypassed_hit: bool = False
+    """The condition is true (or unknown) while bypassed: the action was skipped once."""
 
 
 @dataclass
@@ -169,4 +191,6 @@ class DivertControl:
     to_product: bool = False
     switches: int = 0
     active: bool = True
+    override: Bypass | None = None
+    """The signed manual override in force: the valve held at ``override.to_product``."""
 

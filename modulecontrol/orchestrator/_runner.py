@@ -190,6 +190,7 @@ class Orchestrator:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._monitor
             await self.machine.aclose()
+            self.supervisor.end_exceptions()
             self.supervisor.release_alarms()
             while self._detach:
                 self._detach.pop()()

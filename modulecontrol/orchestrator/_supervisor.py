@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
-from modulecontrol.alarms import AlarmBoard, AlarmChange, AlarmSpec
+from modulecontrol.alarms import AUTO, PROCESS, AlarmBoard, AlarmChange, AlarmSpec
 from modulecontrol.clock import Clock
 from modulecontrol.descriptors import feeds, residence_time
 from modulecontrol.drivers import DriverError
@@ -25,6 +25,7 @@ from modulecontrol.expr import Condition, SignalInfo
 from modulecontrol.orchestrator._holds import HoldArbiter
 from modulecontrol.orchestrator._monitor import (
     AlarmState,
+    Bypass,
     DivertControl,
     InterlockState,
     SteadyStateDetector,
@@ -340,6 +341,8 @@ class Supervisor:
 
     async def _interlocks(self, now: float, values: Mapping[str, Any]) -> None:
         for il in self.interlocks:
+            if il.bypass is not None and now >= il.bypass.until:
+                self._end_bypass(il, AUTO, "expired")
             hit, why = self.judge(il.condition, now, values)
             await self._interlock(il, hit, why)
 
@@ -420,8 +423,15 @@ class Supervisor:
     async def _interlock(self, il: InterlockState, hit: bool | None, why: str = "") -> None:
         """Trip when the condition is true *or cannot be evaluated* (``hit`` None, ``why``
         says which value); clear only when it evaluates false again. Why: a missing, bad,
-        stale or NaN value would otherwise defeat the interlock that guards against it."""
+        stale or NaN value would otherwise defeat the interlock that guards against it.
+
+        While bypassed (and not already tripped) the condition is still judged and put on
+        the alarm board, but the action is skipped, never silently: an
+        ``interlock_bypassed`` event each time the interlock would have tripped."""
         spec = il.spec
+        if il.bypass is not None and not il.active:
+            self._bypassed(il, hit, why)
+            return
         if hit is not False and not il.active:
             il.active = True
             il.trips += 1
@@ -472,6 +482,134 @@ class Supervisor:
             )
             asyncio.get_running_loop().create_task(self._after_ack(il, prompt))
 
+    def _bypassed(self, il: InterlockState, hit: bool | None, why: str) -> None:
+        spec, b = il.spec, il.bypass
+        assert b is not None
+        if hit is not False and not il.bypassed_hit:
+            il.bypassed_hit = True
+            what = spec.when if hit else f"cannot evaluate: {why}"
+            extra = {} if hit else {"reason": why}
+            self.log.emit(EventKind.INTERLOCK_BYPASSED, spec.name,
+                          f"{what} -> {spec.action} not taken: bypassed by {b.user}",
+                          action=spec.action, condition=spec.when, bypassed_by=b.user,
+                          **extra)
+            self.board.process(spec.name, True, self.clock.now(),
+                               message=f"BYPASSED by {b.user}: {what}")
+        elif hit is False and il.bypassed_hit:
+            il.bypassed_hit = False
+            self.board.process(spec.name, False, self.clock.now())
+
+    # ------------------------------------------------------------------ bypass, override
+    def interlock_named(self, name: str) -> InterlockState:
+        """The recipe's interlock ``name``; KeyError naming the others when there is none."""
+        for il in self.interlocks:
+            if il.spec.name == name:
+                return il
+        raise KeyError(f"the recipe has no interlock '{name}' (interlocks: "
+                       f"{', '.join(i.spec.name for i in self.interlocks) or 'none'})")
+
+    def tripped(self) -> list[str]:
+        """The interlocks whose action is in force (tripped, not bypassed)."""
+        return [il.spec.name for il in self.interlocks if il.active]
+
+    def bypass(self, name: str, user: str, reason: str, seconds: float) -> Bypass:
+        """Bypass interlock ``name`` for ``seconds`` of line time (the caller has checked
+        the signature and the declared maximum). A trip already in force stays: a bypass
+        does not clear a trip, it skips the next ones."""
+        il = self.interlock_named(name)
+        if seconds <= 0:
+            raise ValueError(f"a bypass needs a positive duration, got {seconds:g} s")
+        now = self.clock.now()
+        il.bypass = Bypass(user, reason, now, now + seconds)
+        il.bypassed_hit = False
+        self.log.emit(EventKind.INTERLOCK_BYPASS, name,
+                      f"bypassed by {user} for {seconds:g} s: {reason}", bypassed=True,
+                      **il.bypass.data())
+        return il.bypass
+
+    def unbypass(self, name: str, user: str, reason: str = "withdrawn") -> None:
+        """End the bypass of ``name`` now; ValueError when it is not bypassed."""
+        il = self.interlock_named(name)
+        if il.bypass is None:
+            raise ValueError(f"interlock '{name}' is not bypassed")
+        self._end_bypass(il, user, reason)
+
+    def _end_bypass(self, il: InterlockState, user: str, why: str) -> None:
+        """The interlock acts again from this tick: a condition still true trips it now."""
+        b, il.bypass = il.bypass, None
+        assert b is not None
+        if il.bypassed_hit:
+            # judged afresh: the normal path raises it again (and acts) while it holds
+            il.bypassed_hit = False
+            self.board.process(il.spec.name, False, self.clock.now(),
+                               reason=f"bypass ended ({why})")
+        self.log.emit(EventKind.INTERLOCK_BYPASS, il.spec.name,
+                      f"bypass ended ({why}, by {user}): the interlock acts again",
+                      bypassed=False, user=user, reason=why, until=b.until)
+
+    async def override_divert(self, to_product: bool, user: str, reason: str,
+                              seconds: float) -> Bypass:
+        """Hold the divert valve at product or waste for ``seconds`` of line time, then
+        automatic divert control again. Refused (ValueError) without divert control, or to
+        product while an interlock's action is in force (safe state first)."""
+        d = self.divert
+        if d is None:
+            raise ValueError("the recipe has no divert: nothing to override")
+        if seconds <= 0:
+            raise ValueError(f"an override needs a positive duration, got {seconds:g} s")
+        if to_product and (tripped := self.tripped()):
+            raise ValueError(f"interlock {', '.join(tripped)} is tripped: the stream goes to "
+                             f"waste until it clears (safe state first)")
+        now = self.clock.now()
+        d.override = Bypass(user, reason, now, now + seconds, to_product)
+        where = "product" if to_product else "waste"
+        self.log.emit(EventKind.DIVERT_OVERRIDE, d.valve,
+                      f"held at {where} by {user} for {seconds:g} s: {reason}",
+                      overridden=True, to_product=to_product, **d.override.data())
+        self.derived["divert.product"] = to_product
+        if d.to_product != to_product:
+            await self._switch(d, to_product)
+        return d.override
+
+    def release_divert(self, user: str, reason: str = "released") -> None:
+        """Back to automatic divert control from the next tick; ValueError when not
+        overridden (or no divert)."""
+        d = self.divert
+        if d is None or d.override is None:
+            raise ValueError("the divert valve is not overridden")
+        self._end_override(d, user, reason)
+
+    def _end_override(self, d: DivertControl, user: str, why: str) -> None:
+        o, d.override = d.override, None
+        assert o is not None
+        self.log.emit(EventKind.DIVERT_OVERRIDE, d.valve,
+                      f"override ended ({why}, by {user}): automatic divert control again",
+                      overridden=False, user=user, reason=why, to_product=o.to_product,
+                      until=o.until)
+
+    def end_exceptions(self, why: str = "the run ended") -> None:
+        """Every bypass and override ends with the run (events of their own)."""
+        for il in self.interlocks:
+            if il.bypass is not None:
+                self._end_bypass(il, AUTO, why)
+        if self.divert is not None and self.divert.override is not None:
+            self._end_override(self.divert, AUTO, why)
+
+    def exceptions(self) -> dict[str, Any]:
+        """The interlocks (tripped, bypassed) and the divert override, for the run view."""
+        d = self.divert
+        return {
+            "interlocks": [{"name": il.spec.name, "when": il.spec.when,
+                            "action": il.spec.action, "tripped": il.active,
+                            "condition_true": il.active or il.bypassed_hit,
+                            "bypass": None if il.bypass is None else il.bypass.data()}
+                           for il in self.interlocks],
+            "divert_control": None if d is None else {
+                "valve": d.valve, "to_product": d.to_product, "active": d.active,
+                "override": None if d.override is None else {
+                    **d.override.data(), "to_product": d.override.to_product}},
+        }
+
     async def _after_ack(self, il: InterlockState, prompt: Prompt) -> None:
         answer = await prompt.future
         il.awaiting_ack = False
@@ -514,9 +652,34 @@ class Supervisor:
 
     # ------------------------------------------------------------------ divert and phases
     async def _divert(self, now: float, values: Mapping[str, Any]) -> None:
-        """Product only while the condition is true: unknown sends the stream to waste."""
+        """Product only while the condition is true: unknown sends the stream to waste.
+
+        A manual override holds the valve where the operator put it until it runs out;
+        an interlock in force ends an override to product (to waste: safe state first)."""
         d = self.divert
-        if d is None or not d.active:
+        if d is None:
+            return
+        if d.override is not None:
+            o, tripped = d.override, self.tripped()
+            if now >= o.until:
+                self._end_override(d, AUTO, "expired")
+            elif o.to_product and tripped:
+                self._end_override(d, PROCESS, f"interlock {', '.join(tripped)} tripped: "
+                                   f"safe state first")
+                self.derived["divert.product"] = False
+                if d.to_product:
+                    await self._switch(d, False)
+                return
+            else:
+                self.derived["divert.product"] = o.to_product
+                if o.to_product != d.to_product:
+                    await self._switch(d, o.to_product)
+                return
+            if not d.active and d.to_product:
+                # the override ended where divert control does not decide: the valve goes
+                # where control leaves it at its end, to waste
+                await self._switch(d, False)
+        if not d.active:
             return
         if self._recipe_state() in (State.IDLE, State.STARTING):
             # only a resumed run starts with divert control active: the valve stays where
@@ -574,6 +737,8 @@ class Supervisor:
             )
         elif step_name == spec.disabled_from and d.active:
             d.active = False
+            if d.override is not None:
+                self._end_override(d, AUTO, f"divert control ends at {step_name}")
             self.log.emit(EventKind.DIVERT_DISABLED, d.valve, f"divert control ends at {step_name}")
             if d.to_product:
                 asyncio.get_running_loop().create_task(self._switch(d, False))

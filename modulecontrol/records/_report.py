@@ -1184,6 +1184,17 @@ def _alarm_kpis(data: _RunData) -> AlarmKpis:
 def _signatures(conn: sqlite3.Connection, run: RunInfo) -> list[dict[str, Any]]:
     """Signatures on the batch record and on the recipe version the run ran (production)."""
     out = [{"on": "batch record", **asdict(s)} for s in run_signatures(conn, run.id)]
+    cols = ("id", "t_utc", "user", "printed_name", "meaning", "action", "object",
+            "signed_hash", "reason")
+    with contextlib.suppress(sqlite3.OperationalError):
+        # signed actions during the run (interlock bypass, divert override): signatures on
+        # the audit entries whose object is the run's (``run:N/...``)
+        for row in conn.execute(
+                "SELECT s.id, s.t_utc, s.user, s.printed_name, s.meaning, s.action, s.object,"
+                " s.signed_hash, s.reason FROM signatures s JOIN audit a"
+                " ON s.object = 'audit:' || a.seq WHERE a.object LIKE ? ORDER BY s.id",
+                (f"run:{run.id}/%",)):
+            out.append({"on": "action during the run", **dict(zip(cols, row, strict=True))})
     rv = run.metadata.get("recipe_version")
     if isinstance(rv, dict) and isinstance(rv.get("id"), int):
         with contextlib.suppress(sqlite3.OperationalError):

@@ -65,6 +65,17 @@ class AlarmCommandRequest(BaseModel):
                                          " clock), at most the philosophy's max_shelve")
 
 
+class BypassRequest(BaseModel):
+    duration: str | float = Field(description="For how long, e.g. '10 min' (line clock), at "
+                                  "most the site's max_bypass")
+    signature: SignRequest | None = Field(
+        None, description="Needed when the site declares the action signed (the default)")
+
+
+class DivertOverrideRequest(BypassRequest):
+    position: Literal["product", "waste"]
+
+
 class AnswerRequest(BaseModel):
     prompt: int
     choice: str
@@ -98,6 +109,10 @@ class WhatIfRequest(BaseModel):
     horizon: str = Field("2h", description="How far ahead, e.g. 2h, 90 min")
     purity_spec: float = Field(90.0, description="Purity below which the stream is "
                                "off-spec, %")
+
+
+def _signature(sig: SignRequest | None) -> tuple[str, str, str] | None:
+    return None if sig is None else (sig.username, sig.password, sig.reason)
 
 
 def _problem(exc: ServiceError, instance: str) -> JSONResponse:
@@ -267,6 +282,33 @@ def create_app(service: ControlService) -> FastAPI:
         """Answer an open operator prompt of the running run."""
         service.answer(run_id, req.prompt, req.choice, who.user)
         return service.run_view(service.run(run_id))
+
+    @app.post("/api/v1/runs/{run_id}/interlocks/{name}/bypass", tags=["runs"])
+    async def bypass(run_id: int, name: str, req: BypassRequest,
+                     who: Annotated[TokenInfo, control]) -> dict[str, Any]:
+        """Bypass an interlock of the running run for a time (engineer or admin; signed):
+        its condition is still judged, its action is not taken."""
+        return await service.bypass_interlock(run_id, name, req.duration, who.user, who.role,
+                                              _signature(req.signature))
+
+    @app.post("/api/v1/runs/{run_id}/interlocks/{name}/unbypass", tags=["runs"])
+    async def unbypass(run_id: int, name: str, who: Annotated[TokenInfo, control]
+                       ) -> dict[str, Any]:
+        """End an interlock's bypass now: it acts again."""
+        return await service.unbypass_interlock(run_id, name, who.user)
+
+    @app.post("/api/v1/runs/{run_id}/divert/override", tags=["runs"])
+    async def divert_override(run_id: int, req: DivertOverrideRequest,
+                              who: Annotated[TokenInfo, control]) -> dict[str, Any]:
+        """Hold the divert valve at product or waste for a time (signed), then automatic."""
+        return await service.override_divert(run_id, req.position, req.duration, who.user,
+                                             _signature(req.signature))
+
+    @app.post("/api/v1/runs/{run_id}/divert/release", tags=["runs"])
+    async def divert_release(run_id: int, who: Annotated[TokenInfo, control]
+                             ) -> dict[str, Any]:
+        """End a manual divert override now: automatic divert control again."""
+        return await service.release_divert(run_id, who.user)
 
     @app.post("/api/v1/runs/{run_id}/approve", tags=["runs"])
     async def approve_run(run_id: int, req: SignRequest, who: Annotated[TokenInfo, approver]

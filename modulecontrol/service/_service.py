@@ -60,6 +60,8 @@ from modulecontrol.records import (
 )
 from modulecontrol.service._auth import LoginLimiter, granted, new_token, verify_password
 from modulecontrol.service._signing import (
+    DIVERT_OVERRIDE,
+    INTERLOCK_BYPASS,
     OUT_OF_RANGE,
     RECIPE_RELEASE,
     RECORD_APPROVAL,
@@ -93,6 +95,8 @@ COMMANDS = {"hold": Command.HOLD, "resume": Command.UNHOLD, "stop": Command.STOP
             "abort": Command.ABORT}
 """The run commands of the API and the CLI, by the word the operator uses."""
 
+_SIGNER_AUDITED = ("signature refused", "too many failed attempts", "sign as yourself")
+"""Refusals the :class:`Signer` has put in the audit trail already."""
 _ALARM_ACTIONS = ("ack", "shelve", "unshelve", "out-of-service", "return-to-service")
 """The alarm commands of the API and the CLI (docs/alarms.md)."""
 
@@ -819,6 +823,8 @@ class ControlService:
             out["parameter_values"] = {n: p.text() for n, p in session.vr.parameters.items()}
             out["steady_states"] = [s.name for s in recipe.steady_state]
             out["divert"] = None if recipe.divert is None else recipe.divert.valve
+            if orch is not None:  # interlocks (tripped, bypassed) and the divert override
+                out.update(orch.supervisor.exceptions())
             out["prompts"] = [{"id": p.id, "source": p.source, "message": p.message,
                                "choices": p.choices}
                               for p in session.operator.pending.values()]
@@ -972,8 +978,7 @@ class ControlService:
             except ValueError as exc:
                 raise ServiceError(422, "outside limits", f"{target}: {exc}") from None
         except ServiceError as exc:
-            if exc.title not in ("signature refused", "too many failed attempts",
-                                 "sign as yourself"):  # audited by the signer already
+            if exc.title not in _SIGNER_AUDITED:
                 await self.refused(user, f"set {target}{_over(via)}", target, exc.detail)
             raise
         if signer is not None and signature is not None:
@@ -987,18 +992,169 @@ class ControlService:
     async def _signed_change(self, signer: Any, target: str, value: str, reason: str) -> None:
         """A change outside its normal range: the operator action, its audit entry, and a
         signature on exactly that entry (``audit:SEQ``)."""
+        await self._signed_action(signer, "set outside normal range", target, value,
+                                  reason or "signed change", OUT_OF_RANGE)
+
+    async def _signed_action(self, signer: Any, action: str, target: str, value: Any,
+                             reason: str, signed: str) -> None:
+        """A signed action: the operator action, its audit entry, and a signature
+        (meaning *responsible for*) on exactly that entry (``audit:SEQ``), so the signature
+        covers who did what to which object with which value and why."""
         line = self._ready()[1]
         assert line.historian is not None and self._audit is not None
         await asyncio.wrap_future(line.historian.record_operator_action(
-            signer.name, "set outside normal range", target, new_value=value,
-            reason=reason or "set outside normal range", audit=False))
-        entry = await self._audit.append_async(signer.name, "set outside normal range",
-                                               target, new_value=value,
-                                               reason=reason or "signed change")
+            signer.name, action, target, new_value=value, reason=reason, audit=False))
+        entry = await self._audit.append_async(signer.name, action, target, new_value=value,
+                                               reason=reason)
         await asyncio.to_thread(self._book()[0].sign, f"audit:{entry.seq}", user=signer.name,
                                 printed_name=signer.printed_name,
-                                meaning=Meaning.RESPONSIBLE, action=OUT_OF_RANGE,
-                                reason=reason or "signed change")
+                                meaning=Meaning.RESPONSIBLE, action=signed, reason=reason)
+
+    # ------------------------------------------------------------------ bypass, override
+    async def _exception(self, run_id: int, what: str, signed: str, duration: str | float,
+                         longest: float, user: str,
+                         signature: tuple[str, str, str] | None) -> tuple[Any, float, Any]:
+        """The checks a bypass and an override share: the run is running, the duration is a
+        time within the site's maximum, and (when the site declares the action signed) the
+        signer re-authenticates. Returns the supervisor, the seconds and the signer (None
+        when the action is not signed here)."""
+        from modulecontrol.alarms import seconds
+
+        orch = self._orchestrator(self._run_or_404(run_id))
+        try:
+            secs = seconds(duration)
+        except ValueError as exc:
+            raise ServiceError(422, "invalid duration", f"{what}: {exc}") from None
+        if not 0 < secs <= longest:
+            raise ServiceError(422, "invalid duration",
+                               f"{what}: {secs:g} s is not within 0 s .. {longest:g} s "
+                               f"(the site's maximum, docs/signatures.md)")
+        signer = None
+        if self.policy.requires(signed):
+            if signature is None:
+                raise ServiceError(403, "signature required",
+                                   f"{what}: a signed action (user name, password and reason)")
+            signer = await asyncio.to_thread(self._authenticate, signature[0], signature[1],
+                                             signed, what, user)
+        return orch.supervisor, secs, signer
+
+    def _exception_target(self, run_id: int, obj: str) -> str:
+        """The audit object of a bypass or override: the record's run and what it is on,
+        so the run's report finds its signatures."""
+        if self._active is None or self._active[0] != run_id:  # ended while signing
+            raise ServiceError(409, "run not active",
+                               f"run {run_id} ended: nothing to bypass or override")
+        return f"run:{self._active[1].run_id}/{obj}"
+
+    async def bypass_interlock(self, run_id: int, name: str, duration: str | float,
+                               user: str, role: str,
+                               signature: tuple[str, str, str] | None) -> dict[str, Any]:
+        """Bypass interlock ``name`` of the running run for ``duration`` (line time, at most
+        the site's ``max_bypass``), engineer or admin only, signed when the site declares
+        it (by default). The supervisor skips the action while bypassed, with an
+        ``interlock_bypassed`` event each time; the bypass ends by itself."""
+        what = f"bypass interlock {name} of run {run_id}"
+        try:
+            if role not in ("engineer", "admin"):
+                raise ServiceError(403, "not allowed",
+                                   f"{user} ({role}) may not bypass an interlock: engineer or "
+                                   f"admin")
+            sup, secs, signer = await self._exception(run_id, what, INTERLOCK_BYPASS, duration,
+                                                      self.policy.max_bypass, user, signature)
+            try:
+                sup.interlock_named(name)
+            except KeyError as exc:
+                raise ServiceError(404, "no such interlock", str(exc.args[0])) from None
+        except ServiceError as exc:
+            if exc.title not in _SIGNER_AUDITED:
+                await self.refused(user, "interlock bypass", f"run {run_id} interlock {name}",
+                                   exc.detail)
+            raise
+        target = self._exception_target(run_id, f"interlock:{name}")
+        reason = signature[2] if signature is not None else "interlock bypass"
+        value = {"bypass_s": secs}
+        if signer is not None:
+            await self._signed_action(signer, "interlock bypass", target, value, reason,
+                                      INTERLOCK_BYPASS)
+        else:
+            self.record_action(user, "interlock bypass", target, new_value=value)
+        bypass = sup.bypass(name, signer.name if signer is not None else user, reason, secs)
+        return {"run": run_id, "interlock": name, "bypass": bypass.data()}
+
+    async def unbypass_interlock(self, run_id: int, name: str, user: str) -> dict[str, Any]:
+        """End a bypass now (not signed: it gives the interlock back its action)."""
+        try:
+            sup = self._orchestrator(self._run_or_404(run_id)).supervisor
+            try:
+                sup.unbypass(name, user)
+            except KeyError as exc:
+                raise ServiceError(404, "no such interlock", str(exc.args[0])) from None
+            except ValueError as exc:
+                raise ServiceError(409, "not bypassed", str(exc)) from None
+        except ServiceError as exc:
+            await self.refused(user, "interlock unbypass", f"run {run_id} interlock {name}",
+                               exc.detail)
+            raise
+        self.record_action(user, "interlock unbypass",
+                           self._exception_target(run_id, f"interlock:{name}"))
+        return {"run": run_id, "interlock": name, "bypass": None}
+
+    async def override_divert(self, run_id: int, position: str, duration: str | float,
+                              user: str, signature: tuple[str, str, str] | None
+                              ) -> dict[str, Any]:
+        """Hold the divert valve at ``product`` or ``waste`` for ``duration`` (line time, at
+        most the site's ``max_override``), signed when the site declares it (by default);
+        refused without divert, and to product while an interlock is tripped."""
+        what = f"divert override of run {run_id}"
+        try:
+            if position not in ("product", "waste"):
+                raise ServiceError(422, "no such position",
+                                   f"'{position}': product or waste")
+            sup, secs, signer = await self._exception(run_id, what, DIVERT_OVERRIDE, duration,
+                                                      self.policy.max_override, user,
+                                                      signature)
+            if sup.divert is None:
+                raise ServiceError(409, "no divert",
+                                   f"run {run_id}'s recipe has no divert: nothing to override")
+            if position == "product" and (tripped := sup.tripped()):
+                raise ServiceError(409, "interlock tripped",
+                                   f"interlock {', '.join(tripped)} is tripped: the stream "
+                                   f"goes to waste until it clears (safe state first)")
+        except ServiceError as exc:
+            if exc.title not in _SIGNER_AUDITED:
+                await self.refused(user, "divert override", f"run {run_id} divert", exc.detail)
+            raise
+        target = self._exception_target(run_id, f"divert:{sup.divert.valve}")
+        reason = signature[2] if signature is not None else "divert override"
+        value = {"position": position, "override_s": secs}
+        if signer is not None:
+            await self._signed_action(signer, "divert override", target, value, reason,
+                                      DIVERT_OVERRIDE)
+        else:
+            self.record_action(user, "divert override", target, new_value=value)
+        try:
+            held = await sup.override_divert(position == "product",
+                                             signer.name if signer is not None else user,
+                                             reason, secs)
+        except ValueError as exc:  # an interlock tripped while the signature was checked
+            raise ServiceError(409, "override refused", str(exc)) from None
+        return {"run": run_id, "valve": sup.divert.valve, "position": position,
+                "override": held.data()}
+
+    async def release_divert(self, run_id: int, user: str) -> dict[str, Any]:
+        """Automatic divert control again, now (not signed: it ends a manual exception)."""
+        try:
+            sup = self._orchestrator(self._run_or_404(run_id)).supervisor
+            try:
+                sup.release_divert(user)
+            except ValueError as exc:
+                raise ServiceError(409, "not overridden", str(exc)) from None
+        except ServiceError as exc:
+            await self.refused(user, "divert release", f"run {run_id} divert", exc.detail)
+            raise
+        self.record_action(user, "divert release",
+                           self._exception_target(run_id, f"divert:{sup.divert.valve}"))
+        return {"run": run_id, "valve": sup.divert.valve, "override": None}
 
     async def switch_mode(self, tag: str, obj: str, operation: str | None,
                           source: str | None, user: str) -> dict[str, Any]:

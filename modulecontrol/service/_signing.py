@@ -19,6 +19,7 @@ from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from modulecontrol.alarms import Duration
 from modulecontrol.errors import ConfigError
 from modulecontrol.records import RecipeBook
 from modulecontrol.service._auth import LoginLimiter, verify_password
@@ -43,6 +44,10 @@ class _PolicyFile(BaseModel):
     normal_ranges: dict[str, tuple[float, float]] = Field(default_factory=dict)
     """``TAG.Assembly: [low, high]`` in the assembly's unit: a set point outside is a
     change outside its normal range (inside the assembly's hard limits, which refuse)."""
+    max_bypass: Duration = 3600.0
+    """The longest an interlock may be bypassed at once (``'30 min'``); longer is refused."""
+    max_override: Duration = 3600.0
+    """The longest the divert valve may be held by hand at once."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,10 @@ class SignaturePolicy:
     signed: frozenset[str] = frozenset(SIGNED_ACTIONS)
     two_person: frozenset[str] = frozenset({RECIPE_RELEASE})
     normal_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    max_bypass: float = 3600.0
+    """Seconds: the longest interlock bypass a site allows at once."""
+    max_override: float = 3600.0
+    """Seconds: the longest manual divert override a site allows at once."""
 
     def requires(self, action: str) -> bool:
         return action in self.signed
@@ -82,7 +91,8 @@ class SignaturePolicy:
                     doc.locate(("normal_ranges", target))).problems[0])
         if problems:
             raise ConfigError(problems)
-        return cls(frozenset(raw.signed), frozenset(raw.two_person), dict(raw.normal_ranges))
+        return cls(frozenset(raw.signed), frozenset(raw.two_person), dict(raw.normal_ranges),
+                   raw.max_bypass, raw.max_override)
 
 
 class SignRefused(Exception):

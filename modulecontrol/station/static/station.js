@@ -738,8 +738,63 @@
     const inter = unacked().filter((a) => a.kind === "interlock").map((a) => el("div", { class: "interlock abnormal" },
       `Interlock ${a.name}: ${a.message} `, el("button", { "data-ack": a.name, text: "Acknowledge", disabled: !ctl,
         onclick: () => ack(a).catch((err) => say(msg, err)) })));
-    panel.replaceChildren(head, ...prompts, ...inter, runSupervision(r), runParameters(r) || "",
+    panel.replaceChildren(head, ...prompts, ...inter, runSupervision(r), runExceptions(r, msg), runParameters(r) || "",
       el("h3", { text: "Steps" }), chart);
+  }
+  // ---- interlock bypass and manual divert override: signed actions (docs/signatures.md).
+  // Their dialogs live on the body, so a rebuild of the run panel does not wipe what is typed.
+  const lineT = (t) => `t=${Math.round(t)} s`;
+  function runExceptions(r, msg) {
+    if (!r.interlocks && !r.divert_control) return "";
+    const eng = ["engineer", "admin"].includes(S.role), ctl = can(CONTROL);
+    const rows = (r.interlocks || []).map((i) => {
+      const state = i.bypass ? `BYPASSED by ${i.bypass.user} until ${lineT(i.bypass.until)}${i.condition_true ? " · condition true, action not taken" : ""}`
+        : i.tripped ? "TRIPPED: action in force" : "armed";
+      return el("tr", { "data-interlock": i.name, class: i.bypass || i.tripped ? "abnormal" : "" },
+        el("td", { text: i.name }), el("td", { text: `${i.when} → ${i.action}` }), el("td", { class: "il-state", text: state }),
+        el("td", {}, i.bypass ? el("button", { text: "Unbypass", "data-unbypass": i.name, disabled: !ctl || r.final, onclick: async () => {
+          try { await api(`/runs/${r.id}/interlocks/${encodeURIComponent(i.name)}/unbypass`, { method: "POST" }); later("runs", 10); } catch (err) { say(msg, err); } } })
+          : el("button", { text: "Bypass…", "data-bypass": i.name, disabled: !eng || r.final,
+            title: eng ? "a signed action" : "engineer or admin only", onclick: () => signedDialog(`bypass interlock ${i.name}`,
+              "While bypassed the interlock's condition is still judged and recorded, but its action is not taken. The bypass ends by itself when its time runs out (line clock) and with the run.",
+              null, (json) => api(`/runs/${r.id}/interlocks/${encodeURIComponent(i.name)}/bypass`, { method: "POST", json })) })));
+    });
+    const parts = [];
+    if (rows.length) parts.push(el("h3", { text: "Interlocks" }), el("table", { class: "interlocks" },
+      el("thead", {}, el("tr", {}, ...["name", "condition → action", "state", ""].map((h) => el("th", { text: h })))), el("tbody", {}, ...rows)));
+    const d = r.divert_control;
+    if (d) {
+      const o = d.override;
+      parts.push(el("p", { class: o ? "abnormal" : "", id: "divert-mode" }, `Divert valve ${d.valve}: ${d.to_product ? "to product" : "to waste"} · `,
+        el("strong", { text: o ? `MANUAL OVERRIDE at ${o.to_product ? "product" : "waste"} by ${o.user} until ${lineT(o.until)}` : "automatic" }), " ",
+        o ? el("button", { text: "Release", "data-divert-release": "", disabled: !ctl || r.final, onclick: async () => {
+          try { await api(`/runs/${r.id}/divert/release`, { method: "POST" }); later("runs", 10); } catch (err) { say(msg, err); } } })
+          : el("button", { text: "Override divert…", "data-divert-override": "", disabled: !ctl || r.final, onclick: () => signedDialog("override divert",
+            "The valve is held where you put it for the time given, then divert control is automatic again. An interlock that trips ends an override to product (safe state first).",
+            el("label", {}, "Position ", el("select", { name: "position" }, el("option", { value: "waste", text: "waste" }), el("option", { value: "product", text: "product" }))),
+            (json) => api(`/runs/${r.id}/divert/override`, { method: "POST", json })) })));
+    }
+    return el("div", { class: "exceptions" }, ...parts);
+  }
+  function signedDialog(title, note, extra, send) {
+    const err = el("p", { class: "error", role: "alert" });
+    const dlg = el("dialog", { class: "signed", "aria-label": title });
+    const form = el("form", { method: "dialog", onsubmit: async (e) => {
+      e.preventDefault();
+      const f = new FormData(form);
+      const json = { duration: String(f.get("duration") || ""), signature: { username: f.get("username"), password: f.get("password"), reason: f.get("reason") } };
+      if (f.get("position")) json.position = f.get("position");
+      try { await send(json); dlg.close(); dlg.remove(); later("runs", 10); } catch (x) { say(err, x); } } },
+      el("h3", { text: title[0].toUpperCase() + title.slice(1) }), el("p", { class: "muted", text: note }), extra || "",
+      el("label", {}, "For ", el("input", { name: "duration", value: "10 min", required: true, size: 8 })),
+      el("label", {}, "User name ", el("input", { name: "username", required: true, autocomplete: "off", value: S.user })),
+      el("label", {}, "Password ", el("input", { name: "password", type: "password", required: true, autocomplete: "off" })),
+      el("label", {}, "Reason ", el("input", { name: "reason", required: true })),
+      el("div", { class: "commands" }, el("button", { type: "submit", text: "Sign" }),
+        el("button", { type: "button", text: "Cancel", onclick: () => { dlg.close(); dlg.remove(); } })), err);
+    dlg.append(form);
+    document.body.append(dlg);
+    dlg.showModal();
   }
 
   // ------------------------------------------------------------------ trends
