@@ -53,7 +53,15 @@ def _wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None =
 
 
 class Mosquitto:
-    """``mosquitto -c conf`` on 127.0.0.1:port; :meth:`stop` and :meth:`start` keep the port."""
+    """``mosquitto -c conf`` on 127.0.0.1:port; :meth:`stop` and :meth:`start` keep the port.
+
+    Configured as docs/fleet.md asks of a fleet broker: persistence on, and QoS 0 messages
+    **not** queued for a disconnected persistent session (``queue_qos0_messages false``,
+    Mosquitto's default). With them queued, Mosquitto 2.0.11 (Debian 12) loses queued QoS 1
+    messages when the session reconnects with more queued than its in-flight window: a
+    Sparkplug birth (QoS 0 by the specification) queued for a killed historian cost samples
+    it had not stored yet (issue #20, ``tests/fleet/test_historian_kill.py``). ``extra``
+    lines come last and override these."""
 
     def __init__(self, folder: Path, port: int | None = None, extra: str = "",
                  anonymous: bool = True) -> None:
@@ -66,9 +74,7 @@ class Mosquitto:
             f"listener {self.port} 127.0.0.1\n"
             f"allow_anonymous {'true' if anonymous else 'false'}\n"
             f"persistence true\npersistence_location {folder}/\n"
-            # a test's subscriber reconnecting after a broker restart still gets the QoS 0
-            # births sent meanwhile (what a primary host's STATE arranges in production)
-            f"queue_qos0_messages true\n"
+            f"queue_qos0_messages false\n"
             f"max_queued_messages 100000\nlog_dest file {folder / 'mosquitto.log'}\n"
             # as root mosquitto would switch to its own user, who cannot write this folder
             f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
