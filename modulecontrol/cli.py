@@ -16,7 +16,6 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperCommand, TyperGroup
 
-from modulecontrol import __version__
 from modulecontrol.errors import ConfigError, Location
 
 if TYPE_CHECKING:
@@ -116,6 +115,8 @@ EXIT_INVALID = 2
 
 def _version(value: bool) -> None:
     if value:
+        from modulecontrol import __version__  # read on first use: --help does not need it
+
         console.print(f"modulecontrol {__version__}")
         raise typer.Exit()
 
