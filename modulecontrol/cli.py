@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 from typer.core import TyperCommand, TyperGroup
 
 from modulecontrol.errors import ConfigError, Location
@@ -227,6 +226,8 @@ def describe(
     except KeyError as exc:
         err_console.print(str(exc.args[0]))
         raise typer.Exit(EXIT_INVALID) from None
+    from rich.table import Table  # here: `validate` prints no table
+
     console.print(f"[bold]{mt.name}[/bold] {mt.version} ({mt.vendor}) — {mt.description}")
     if mt.ports:
         console.print("ports: " + ", ".join(f"{p.name} ({p.direction})" for p in mt.ports))
@@ -346,6 +347,8 @@ def run(
 @app.command("types")
 def list_types() -> None:
     """List the installed module types: built-in and from plug-in packages."""
+    from rich.table import Table
+
     from modulecontrol.descriptors import installed_types
 
     lib = installed_types()

@@ -30,7 +30,7 @@ HEAVY = ("asyncua", "pymodbus", "serial", "serial_asyncio_fast", "cryptography",
 """Packages a short command must not load (pint imports scipy's top level, 10 ms, itself)."""
 
 NOT_FOR_VALIDATE = (
-    "asyncio", "ssl", "sqlite3", "numpy.random", "ruamel.yaml",
+    "asyncio", "ssl", "sqlite3", "numpy.random", "ruamel.yaml", "rich.table",
     "modulecontrol.drivers._base", "modulecontrol.drivers._scan",
     "modulecontrol.records._report", "modulecontrol.records._historian",
     "modulecontrol.records._plots", "modulecontrol.records._signing",

@@ -8,8 +8,9 @@ the transports (``register_transports``) is all ``validate`` needs, and the driv
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from modulecontrol.lazy import lazy_names
 
 if TYPE_CHECKING:
     from modulecontrol.drivers._base import (
@@ -114,15 +115,4 @@ __all__ = [
 
 
 if not TYPE_CHECKING:  # the checker sees the imports above; a typo stays an error for it
-
-    def __getattr__(name: str) -> Any:
-        where = _WHERE.get(name)
-        if where is None:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(f"{__name__}.{where}"), name)
-        globals()[name] = value  # once: later lookups are plain module attributes
-        return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    __getattr__, __dir__ = lazy_names(__name__, _WHERE, __all__)
