@@ -362,7 +362,7 @@ def _parser_stamp() -> str:
     import: an upgrade or an edit of either makes every cached document a miss."""
     from importlib.util import find_spec
 
-    parts = [f"{MAX_YAML_NODES}/{MAX_YAML_ALIASES}/{MAX_YAML_DEPTH}"]
+    parts = []
     spec = find_spec("ruamel.yaml")
     for origin in (spec.origin if spec else None, __file__):
         try:
@@ -374,7 +374,10 @@ def _parser_stamp() -> str:
 
 
 def _cache_key(text: str) -> str:
-    digest = hashlib.sha256(_parser_stamp().encode())
+    """SHA-256 of the parser's stamp, the composer's bounds (read now: a test or an embedding
+    program may set them) and the text."""
+    bounds = f"{MAX_YAML_NODES}/{MAX_YAML_ALIASES}/{MAX_YAML_DEPTH}|"
+    digest = hashlib.sha256((bounds + _parser_stamp()).encode())
     digest.update(b"\0")
     digest.update(text.encode("utf-8", "surrogatepass"))
     return digest.hexdigest()

@@ -167,3 +167,15 @@ def test_any_document_reads_back_the_same_from_the_cache(
     second = load_yaml_text(text, "gen.yaml")
     _same(parsed, first)
     _same(parsed, second)
+
+
+def test_a_text_cached_under_wider_bounds_is_checked_again(
+        cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The composer's bounds are part of the key: narrowing one (an embedding program may)
+    parses again, and refuses, what was stored under the wider one."""
+    text = "a: [" + ", ".join(str(i) for i in range(100)) + "]\n"
+    assert len(load_yaml_text(text).data["a"]) == 100
+    assert len(_entries(cache)) == 1
+    monkeypatch.setattr(yamlio, "MAX_YAML_NODES", 50)
+    with pytest.raises(ConfigError, match="over 50 nodes"):
+        load_yaml_text(text)
