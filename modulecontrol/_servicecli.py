@@ -10,7 +10,6 @@ command of ``modulecontrol`` starts without them. The client commands find the s
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import getpass
 import logging
@@ -121,6 +120,8 @@ def serve_cmd(
                   f"password):\n  modulecontrol user add NAME --role admin{where}\n"
                   "then log in with it; the service need not restart", flush=True)
 
+    import asyncio
+
     try:
         asyncio.run(serve(options, bind, ready, mounts=[station], extensions=extensions))
     except ConfigError as exc:
@@ -198,6 +199,8 @@ def _call(server: str, do: Callable[[Client], Awaitable[Any]], *,
     """``do`` with a client of ``server``; an API error is printed (with its located
     problems) and exits ``rejected_exit`` for :data:`REJECTED`, 1 for any other refusal,
     5 for a server error or a service that cannot be reached."""
+    import asyncio  # here, as every import of this module: `validate` never needs it
+
     from modulecontrol.client import ApiError, Client
 
     async def go() -> Any:

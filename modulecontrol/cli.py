@@ -13,10 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 from typer.core import TyperCommand, TyperGroup
 
-from modulecontrol import __version__
 from modulecontrol.errors import ConfigError, Location
 
 if TYPE_CHECKING:
@@ -116,6 +114,8 @@ EXIT_INVALID = 2
 
 def _version(value: bool) -> None:
     if value:
+        from modulecontrol import __version__  # read on first use: --help does not need it
+
         console.print(f"modulecontrol {__version__}")
         raise typer.Exit()
 
@@ -226,6 +226,8 @@ def describe(
     except KeyError as exc:
         err_console.print(str(exc.args[0]))
         raise typer.Exit(EXIT_INVALID) from None
+    from rich.table import Table  # here: `validate` prints no table
+
     console.print(f"[bold]{mt.name}[/bold] {mt.version} ({mt.vendor}) — {mt.description}")
     if mt.ports:
         console.print("ports: " + ", ".join(f"{p.name} ({p.direction})" for p in mt.ports))
@@ -345,6 +347,8 @@ def run(
 @app.command("types")
 def list_types() -> None:
     """List the installed module types: built-in and from plug-in packages."""
+    from rich.table import Table
+
     from modulecontrol.descriptors import installed_types
 
     lib = installed_types()

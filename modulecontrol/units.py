@@ -7,12 +7,13 @@ module (descriptors, recipes, simulators) must share this one.
 from __future__ import annotations
 
 import math
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import pint
+
+from modulecontrol.cachedir import user_cache_folder
 
 CACHE_ENV = "MODULECONTROL_UNIT_CACHE"
 """Where pint's parsed unit definitions are cached: a directory, or ``off``. Default:
@@ -25,25 +26,10 @@ def unit_cache_folder() -> Path | None:
     Why a cache: building the registry parses pint's definitions file, about 0.2 s of every
     command (``validate`` answers within a second). pint stores the parsed result as a pickle
     keyed by the definitions' content; a pickle runs code when loaded, so the directory is
-    used only if it is the user's own and no one else may write to it.
+    used only if it is the user's own and no one else may write to it
+    (:func:`modulecontrol.cachedir.user_cache_folder`).
     """
-    setting = os.environ.get(CACHE_ENV, "").strip()
-    if setting.lower() in ("off", "0", "no", "false"):
-        return None
-    if setting:
-        folder = Path(setting)
-    else:
-        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        folder = Path(base) / "modulecontrol" / "units"
-    try:
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        st = folder.stat()
-    except OSError:
-        return None
-    getuid = getattr(os, "getuid", None)
-    if getuid is not None and (st.st_uid != getuid() or st.st_mode & 0o022):
-        return None
-    return folder
+    return user_cache_folder("units", CACHE_ENV)
 
 
 def _registry() -> pint.UnitRegistry[Any]:

@@ -10,26 +10,40 @@ laughs" alias bomb took 1.7 GB and 21 s in ``validate``). The composer below cou
 node as it would be *expanded* (an alias counts as the whole subtree it names) and refuses
 the document at the alias that crosses :data:`MAX_YAML_NODES`, before any Python object of
 the expansion is built. Aliases, nesting depth and tags are bounded the same way.
+
+Why a cache: the pure-Python round-trip parser takes about 15 ms per shipped document, and
+``validate`` of the lomustine campaign reads fifteen (its recipe, plant and species and the
+built-in module types). A parsed document (its plain data and every line and column) is
+stored as JSON under the SHA-256 of its text, the parser's version and this module's, in
+the user's own cache directory (:func:`modulecontrol.cachedir.user_cache_folder`,
+``MODULECONTROL_YAML_CACHE`` names another one, or ``off``). Only documents that parsed
+without error are stored, so every syntax and limit error is found by the parser each time;
+the same text under the same parser can only give the same result. ruamel.yaml itself is
+imported only when a document is not in the cache.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import json
 import math
+import os
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.composer import Composer
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.events import AliasEvent, MappingStartEvent, ScalarEvent, SequenceStartEvent
 
+from modulecontrol.cachedir import user_cache_folder
 from modulecontrol.errors import ConfigError, Location, Problem, did_you_mean
+
+if TYPE_CHECKING:
+    from ruamel.yaml import YAML
 
 PathKey = tuple[str | int, ...]
 
@@ -47,15 +61,20 @@ MAX_YAML_ALIASES = 1_000
 MAX_YAML_DEPTH = 64
 """Deepest nesting of mappings and lists (shipped documents nest fewer than 10 levels)."""
 
+CACHE_ENV = "MODULECONTROL_YAML_CACHE"
+"""Where parsed documents are cached: a directory, or ``off``. Default:
+``$XDG_CACHE_HOME/modulecontrol/yaml`` (``~/.cache/...``)."""
+MAX_CACHED_DOCUMENTS = 256
+"""Most documents kept in the cache; the least recently written are dropped beyond it."""
+MIN_CACHED_CHARS = 200
+"""Shorter documents are not cached: they parse in a few milliseconds, about what a cache
+entry costs to write (and generated inputs, such as the fuzz tests', would fill it)."""
+
 _CORE = "tag:yaml.org,2002:"
-_ALLOWED_TAGS: dict[type, frozenset[str]] = {
-    ScalarEvent: frozenset(f"{_CORE}{t}" for t in ("str", "int", "float", "bool", "null")),
-    SequenceStartEvent: frozenset({f"{_CORE}seq"}),
-    MappingStartEvent: frozenset({f"{_CORE}map"}),
-}
-"""Explicit tags a node of each kind may carry: our documents are plain data, and any other
-tag (``!!set`` on a scalar, ``!!python/...``, ``!custom``) either cannot be built or would
-not mean anything to the models."""
+_SCALAR_TAGS = frozenset(f"{_CORE}{t}" for t in ("str", "int", "float", "bool", "null"))
+"""Explicit tags a node may carry (scalars these, sequences ``!!seq``, mappings ``!!map``):
+our documents are plain data, and any other tag (``!!set`` on a scalar, ``!!python/...``,
+``!custom``) either cannot be built or would not mean anything to the models."""
 
 
 class _LimitError(Exception):
@@ -71,68 +90,90 @@ def _shown_tag(tag: str) -> str:
     return "!!" + tag[len(_CORE):] if tag.startswith(_CORE) else tag
 
 
-class _BoundedComposer(Composer):
-    """ruamel's composer, counting expanded nodes, aliases and depth while it composes.
+@cache
+def _bounded_composer() -> type[Any]:
+    """The composer class, defined on first use so that ruamel.yaml is imported only when a
+    document is parsed (not when it comes from the cache)."""
+    from ruamel.yaml.composer import Composer
+    from ruamel.yaml.events import (
+        AliasEvent,
+        MappingStartEvent,
+        ScalarEvent,
+        SequenceStartEvent,
+    )
 
-    An anchored node's expanded size is known once it is composed; each alias then adds that
-    size to the running total, so the total is the size of the fully expanded document
-    without building it. An alias to a node still being composed is a cycle, refused too.
-    """
+    allowed_tags: dict[type, frozenset[str]] = {
+        ScalarEvent: _SCALAR_TAGS,
+        SequenceStartEvent: frozenset({f"{_CORE}seq"}),
+        MappingStartEvent: frozenset({f"{_CORE}map"}),
+    }
 
-    def compose_document(self) -> Any:
-        self._nodes = 0
-        self._aliases = 0
-        self._depth = 0
-        self._sizes: dict[int, int] = {}
-        return super().compose_document()
+    class _BoundedComposer(Composer):
+        """ruamel's composer, counting expanded nodes, aliases and depth while it composes.
 
-    def _count(self, n: int, mark: Any, alias: str | None = None) -> None:
-        self._nodes += n
-        if self._nodes > MAX_YAML_NODES:
-            what = (f"alias '*{alias}' ({n} nodes once expanded)" if alias is not None
-                    else "this node")
-            raise _LimitError(
-                f"{what} takes the document over {MAX_YAML_NODES} nodes with every alias "
-                "expanded (refused: a small file must not stand for a huge one; write the "
-                "data out or use fewer nested aliases)", mark)
+        An anchored node's expanded size is known once it is composed; each alias then adds
+        that size to the running total, so the total is the size of the fully expanded
+        document without building it. An alias to a node still being composed is a cycle,
+        refused too.
+        """
 
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        event = self.parser.peek_event()
-        if isinstance(event, AliasEvent):
-            target = self.anchors.get(event.anchor)
-            if target is not None:  # an undefined alias is ruamel's own located error
-                size = self._sizes.get(id(target))
-                if size is None:
-                    raise _LimitError(f"alias '*{event.anchor}' refers to the node that "
-                                      "contains it (a cycle); remove the alias",
-                                      event.start_mark)
-                self._aliases += 1
-                if self._aliases > MAX_YAML_ALIASES:
-                    raise _LimitError(f"more than {MAX_YAML_ALIASES} aliases (at "
-                                      f"'*{event.anchor}'); write the data out instead",
-                                      event.start_mark)
-                self._count(size, event.start_mark, str(event.anchor))
-            return super().compose_node(parent, index)
-        tag = event.ctag
-        if tag is not None and str(tag) != "!":
-            allowed = _ALLOWED_TAGS.get(type(event), frozenset())
-            if str(tag) not in allowed:
+        def compose_document(self) -> Any:
+            self._nodes = 0
+            self._aliases = 0
+            self._depth = 0
+            self._sizes: dict[int, int] = {}
+            return super().compose_document()
+
+        def _count(self, n: int, mark: Any, alias: str | None = None) -> None:
+            self._nodes += n
+            if self._nodes > MAX_YAML_NODES:
+                what = (f"alias '*{alias}' ({n} nodes once expanded)" if alias is not None
+                        else "this node")
                 raise _LimitError(
-                    f"tag '{_shown_tag(str(tag))}' is not supported here: documents hold "
-                    "plain mappings, lists, strings and numbers; remove the tag",
-                    event.start_mark)
-        if self._depth >= MAX_YAML_DEPTH:
-            raise _LimitError(f"nested more than {MAX_YAML_DEPTH} levels deep", event.start_mark)
-        before = self._nodes
-        self._count(1, event.start_mark)
-        self._depth += 1
-        try:
-            node = super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-        if event.anchor is not None:
-            self._sizes[id(node)] = self._nodes - before
-        return node
+                    f"{what} takes the document over {MAX_YAML_NODES} nodes with every alias "
+                    "expanded (refused: a small file must not stand for a huge one; write the "
+                    "data out or use fewer nested aliases)", mark)
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            event = self.parser.peek_event()
+            if isinstance(event, AliasEvent):
+                target = self.anchors.get(event.anchor)
+                if target is not None:  # an undefined alias is ruamel's own located error
+                    size = self._sizes.get(id(target))
+                    if size is None:
+                        raise _LimitError(f"alias '*{event.anchor}' refers to the node that "
+                                          "contains it (a cycle); remove the alias",
+                                          event.start_mark)
+                    self._aliases += 1
+                    if self._aliases > MAX_YAML_ALIASES:
+                        raise _LimitError(f"more than {MAX_YAML_ALIASES} aliases (at "
+                                          f"'*{event.anchor}'); write the data out instead",
+                                          event.start_mark)
+                    self._count(size, event.start_mark, str(event.anchor))
+                return super().compose_node(parent, index)
+            tag = event.ctag
+            if tag is not None and str(tag) != "!":
+                allowed = allowed_tags.get(type(event), frozenset())
+                if str(tag) not in allowed:
+                    raise _LimitError(
+                        f"tag '{_shown_tag(str(tag))}' is not supported here: documents hold "
+                        "plain mappings, lists, strings and numbers; remove the tag",
+                        event.start_mark)
+            if self._depth >= MAX_YAML_DEPTH:
+                raise _LimitError(f"nested more than {MAX_YAML_DEPTH} levels deep",
+                                  event.start_mark)
+            before = self._nodes
+            self._count(1, event.start_mark)
+            self._depth += 1
+            try:
+                node = super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
+            if event.anchor is not None:
+                self._sizes[id(node)] = self._nodes - before
+            return node
+
+    return _BoundedComposer
 
 
 @dataclass
@@ -185,6 +226,8 @@ def _text(value: str, path: PathKey, doc: YamlDoc) -> str:
 
 
 def _plain(node: Any, path: PathKey, doc: YamlDoc) -> Any:
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq  # imported by the parser
+
     if isinstance(node, CommentedMap):
         out: dict[str, Any] = {}
         for k in node:
@@ -218,9 +261,11 @@ def _plain(node: Any, path: PathKey, doc: YamlDoc) -> Any:
 
 
 def _yaml() -> YAML:
+    from ruamel.yaml import YAML
+
     y = YAML(typ="rt")
     y.allow_duplicate_keys = False
-    y.Composer = _BoundedComposer
+    y.Composer = _bounded_composer()
     return y
 
 
@@ -278,6 +323,13 @@ def load_yaml_text(text: str, file: str = "<string>") -> YamlDoc:
             raise ConfigError.single(
                 f"line is longer than {MAX_YAML_LINE} characters (refused: YAML lines that "
                 "long make the parser slow); split it", Location(file, number, 1))
+    key = _cache_key(text) if len(text) >= MIN_CACHED_CHARS else None
+    if key is not None:
+        cached = _cache_get(key, file)
+        if cached is not None:
+            return cached
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
     try:
         raw = _yaml().load(io.StringIO(text))
     except MarkedYAMLError as exc:
@@ -298,7 +350,86 @@ def load_yaml_text(text: str, file: str = "<string>") -> YamlDoc:
         raise ConfigError.single(f"YAML syntax: {exc}", Location(file)) from None
     doc = YamlDoc(None, file)
     doc.data = _plain(raw, (), doc)
+    if key is not None:
+        _cache_put(key, doc)
     return doc
+
+
+@cache
+def _parser_stamp() -> str:
+    """What the parse of a text depends on besides the text: the parser's version (its
+    installed file) and this module (the composer's bounds and checks). A stat each, not an
+    import: an upgrade or an edit of either makes every cached document a miss."""
+    from importlib.util import find_spec
+
+    parts = []
+    spec = find_spec("ruamel.yaml")
+    for origin in (spec.origin if spec else None, __file__):
+        try:
+            st = os.stat(origin) if origin else None
+        except OSError:
+            st = None
+        parts.append(f"{origin}:{st.st_size}:{st.st_mtime_ns}" if st else f"{origin}:?")
+    return "|".join(parts)
+
+
+def _cache_key(text: str) -> str:
+    """SHA-256 of the parser's stamp, the composer's bounds (read now: a test or an embedding
+    program may set them) and the text."""
+    bounds = f"{MAX_YAML_NODES}/{MAX_YAML_ALIASES}/{MAX_YAML_DEPTH}|"
+    digest = hashlib.sha256((bounds + _parser_stamp()).encode())
+    digest.update(b"\0")
+    digest.update(text.encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
+
+
+def _cache_get(key: str, file: str) -> YamlDoc | None:
+    """The cached parse of the text with ``key``, or None (absent, unreadable or malformed:
+    the document is then parsed, and a malformed entry is dropped)."""
+    folder = user_cache_folder("yaml", CACHE_ENV)
+    if folder is None:
+        return None
+    entry = folder / f"{key}.json"
+    try:
+        raw = json.loads(entry.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        entry.unlink(missing_ok=True)
+        return None
+    try:
+        values = {tuple(p): (int(lc[0]), int(lc[1])) for p, lc in raw["values"]}
+        keys = {tuple(p): (int(lc[0]), int(lc[1])) for p, lc in raw["keys"]}
+        return YamlDoc(raw["data"], file, values, keys)
+    except (KeyError, TypeError, ValueError, IndexError):
+        entry.unlink(missing_ok=True)
+        return None
+
+
+def _cache_put(key: str, doc: YamlDoc) -> None:
+    """Store a parsed document (written whole then renamed, so a reader never sees half an
+    entry); beyond :data:`MAX_CACHED_DOCUMENTS` the oldest entries go. Any failure only
+    means the next process parses again."""
+    folder = user_cache_folder("yaml", CACHE_ENV)
+    if folder is None:
+        return
+    payload = json.dumps({"data": doc.data,
+                          "values": [[list(p), list(lc)] for p, lc in doc.values.items()],
+                          "keys": [[list(p), list(lc)] for p, lc in doc.keys.items()]})
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(payload)
+            os.replace(tmp, folder / f"{key}.json")
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        entries = sorted(folder.glob("*.json"), key=lambda e: e.stat().st_mtime_ns)
+        for stale in entries[:-MAX_CACHED_DOCUMENTS]:
+            stale.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def load_yaml(path: str | Path) -> YamlDoc:
@@ -427,6 +558,8 @@ class _Dumper:
     """Dump plain data as block-style YAML with stable key order."""
 
     def __init__(self) -> None:
+        from ruamel.yaml import YAML
+
         self._y = YAML(typ="safe", pure=True)
         self._y.default_flow_style = False
         self._y.sort_base_mapping_type_on_output = False  # type: ignore[assignment]

@@ -7,8 +7,11 @@ readers while the writer works, and a single file to archive with the batch.
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where a database is opened: `validate` opens none
+    import sqlite3
 
 DEFAULT_DB = Path("runs/modulecontrol.db")
 
@@ -178,6 +181,8 @@ def connect(path: str | Path, *, create: bool = True,
         p.parent.mkdir(parents=True, exist_ok=True)
     if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
         raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}")
+    import sqlite3
+
     conn = sqlite3.connect(str(p), timeout=30.0, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
@@ -194,6 +199,8 @@ def connect(path: str | Path, *, create: bool = True,
 
 def schema_version(conn: sqlite3.Connection) -> int | None:
     """The file's schema version; None for a new, empty file."""
+    import sqlite3  # loaded already: ``conn`` is one
+
     try:
         row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
     except sqlite3.OperationalError:  # no meta table: a new file

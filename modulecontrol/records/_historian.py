@@ -484,7 +484,7 @@ class Historian:
                          t: float | None = None) -> Future[int]:
         """:meth:`start_run` for code without an event loop; the future gives the run id."""
         if metadata is not None:
-            from modulecontrol.records._report import FigureSpec
+            from modulecontrol.records._spec import FigureSpec
 
             if "figures" in metadata:  # fail now, not when the report is made
                 try:

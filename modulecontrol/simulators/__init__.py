@@ -9,8 +9,9 @@ serve_plant`` works as before and imports the module that defines it.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from modulecontrol.lazy import lazy_names
 
 if TYPE_CHECKING:
     from modulecontrol.simulators._check import check_plant, plant_problems
@@ -141,15 +142,4 @@ __all__ = [
 
 
 if not TYPE_CHECKING:  # the checker sees the imports above; a typo stays an error for it
-
-    def __getattr__(name: str) -> Any:
-        where = _WHERE.get(name)
-        if where is None:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(f"{__name__}.{where}"), name)
-        globals()[name] = value  # once: later lookups are plain module attributes
-        return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    __getattr__, __dir__ = lazy_names(__name__, _WHERE, __all__)

@@ -97,7 +97,9 @@ class UnitModel(ABC):
         self.time = 0.0
         self.faults: dict[str, dict[str, float]] = {}
         self._sensor_faults: dict[str, _SensorFault] = {}
-        self._rng = np.random.default_rng(crc32(name.encode()))  # stable per name
+        # sensor noise, stable per name; made on the first noisy reading, as building a
+        # model (what `validate` does) must not import numpy.random
+        self._noise_rng: np.random.Generator | None = None
         self.outlet_pressures: dict[str, float] = {p: AMBIENT_PRESSURE for p in self.outlets}
         self.inlet_pressure = AMBIENT_PRESSURE
         self._mass_in = 0.0
@@ -203,7 +205,9 @@ class UnitModel(ABC):
             if f.kind == "stuck":
                 values[var] = f.value
             elif f.kind == "noise":
-                values[var] += float(self._rng.normal(0.0, f.value))
+                if self._noise_rng is None:
+                    self._noise_rng = np.random.default_rng(crc32(self.name.encode()))
+                values[var] += float(self._noise_rng.normal(0.0, f.value))
             elif f.kind == "drift":
                 values[var] += f.value * (self.time - f.since)
         return values

@@ -254,13 +254,21 @@ class PatAnalyzer(UnitModel):
         for m in self.methods.values():
             for n in m.species:
                 species.index(n)  # unknown species fail at build, not at the first sample
-        self._rng = np.random.default_rng(params.seed)
+        self._rng: np.random.Generator | None = None  # made on the first noisy sample
         self._history: deque[tuple[float, np.ndarray]] = deque()
         self._true_all = np.zeros(len(species))
         self._seen_all = np.zeros(len(species))
         self.valid = False
         self._method = 1
         self.method = params.method
+
+    def _noise(self) -> np.random.Generator:
+        """The measurement noise's generator (seeded by ``seed``), made on first use: a
+        model is also built where it never samples (``validate``), which must not import
+        numpy.random for it."""
+        if self._rng is None:
+            self._rng = np.random.default_rng(self.p.seed)
+        return self._rng
 
     @property
     def method(self) -> int:
@@ -295,7 +303,7 @@ class PatAnalyzer(UnitModel):
     def _update_measured(self) -> None:
         if self.valid:
             noise = (
-                self._rng.normal(0.0, self.p.noise, len(self._idx)) if self.p.noise > 0 else 0.0
+                self._noise().normal(0.0, self.p.noise, len(self._idx)) if self.p.noise > 0 else 0.0
             )
             self.measured = self._seen_all[self._idx] + noise + self.p.drift * self.time
         else:
@@ -315,7 +323,7 @@ class PatAnalyzer(UnitModel):
             self.valid = True
         if self.valid:
             noise = (
-                self._rng.normal(0.0, self.p.noise, len(self._idx)) if self.p.noise > 0 else 0.0
+                self._noise().normal(0.0, self.p.noise, len(self._idx)) if self.p.noise > 0 else 0.0
             )
             self.measured = self._seen_all[self._idx] + noise + self.p.drift * now
         return {"out": s.with_(pressure=self.outlet_pressures["out"])}

@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
+
+from modulecontrol.errors import ConfigError
+from modulecontrol.yamlio import load_yaml_text
 
 from ._quantities import (
     Density,
@@ -83,12 +84,14 @@ class SpeciesTable:
         ``source`` is a path or YAML text; values may carry units (``18.015 g/mol``).
         """
         text = source.read_text() if isinstance(source, Path) else source
+        name = str(source) if isinstance(source, Path) else "<species>"
         if isinstance(source, str) and "\n" not in source and source.endswith((".yaml", ".yml")):
             text = Path(source).read_text()
-        try:
-            data = YAML(typ="safe").load(text)
-        except (YAMLError, RecursionError) as exc:
-            raise ValueError(f"invalid species table: YAML syntax: {exc}") from None
+            name = source
+        try:  # the loader of every other document: bounded, duplicate keys refused, cached
+            data = load_yaml_text(text, name).data
+        except ConfigError as exc:
+            raise ValueError(f"invalid species table: {exc}") from None
         try:
             return cls(_SpeciesFile.model_validate(data).species)
         except ValidationError as exc:
