@@ -60,8 +60,12 @@ async def test_kill_9_then_serve_reattaches_without_stopping_the_plant(folder: P
             while (await c.run(run["id"])).get("step") != "feeding":
                 assert time.monotonic() < deadline, await c.run(run["id"])
                 await asyncio.sleep(0.2)
+            # the step starts as the pump is told; its flow follows at the next scans
             before = _p1(await c.plant())["values"]
-            assert before["Flow"]["value"] > 0.3 and before["Run"]["value"] is True
+            while not (before["Flow"]["value"] > 0.3 and before["Run"]["value"] is True):
+                assert time.monotonic() < deadline, before
+                await asyncio.sleep(0.2)
+                before = _p1(await c.plant())["values"]
         plant_pid = first.plant_pid
         first.end(signal.SIGKILL)
     finally:
