@@ -28,6 +28,10 @@ __all__ = ["WINDOW_KINDS", "Limit", "PlotPlan", "plot_plan", "render", "tag_grou
 OUTLIER_FACTOR = 10.0
 """Signals whose largest magnitude is within this multiple of the median magnitude of the
 signals on their axis set the axis range."""
+SPLIT_FACTOR = 4.0
+"""Signals on one axis stay within this factor of the largest of them; a signal smaller than
+that gets an axis of its own below (same unit, same panel), so a 0.4 mL/min feed is not a
+flat line under a 2.4 mL/min one, nor a 30 mL totaliser under a 400 mL stock."""
 OFF_AXIS_FACTOR = 3.0
 """Any other signal extends the range only if it lies within this multiple of the range's
 magnitude from it; otherwise (a 100-400 bar trip limit next to 1-4 bar readings) it is drawn
@@ -192,7 +196,8 @@ def plot_plan(metadata: Mapping[str, Any], series: Mapping[str, SeriesLike], t_s
                 lanes.append(n)
             else:
                 by_unit.setdefault(_unit_label(s.unit, notes.get(n)), []).append(n)
-        axes = [_axis(unit, tags, series, t_start, limits) for unit, tags in by_unit.items()]
+        axes = [axis for unit, tags in by_unit.items()
+                for axis in _axes(unit, tags, series, t_start, limits)]
         if axes:
             panels.append(PanelPlan(group, axes))
     return PlotPlan(panels, lanes, constants, no_data, is_simulated_time(metadata))
@@ -209,8 +214,10 @@ def _limits(metadata: Mapping[str, Any]) -> dict[str, list[tuple[str, float]]]:
     return out
 
 
-def _axis(unit: str, tags: list[str], series: Mapping[str, SeriesLike], a: float,
-          limits: Mapping[str, list[tuple[str, float]]]) -> AxisPlan:
+def _axes(unit: str, tags: list[str], series: Mapping[str, SeriesLike], a: float,
+          limits: Mapping[str, list[tuple[str, float]]]) -> list[AxisPlan]:
+    """The axes of one unit: the signals that set the range (far outliers are named
+    off-axis, as on one axis), split by magnitude (:data:`SPLIT_FACTOR`), largest first."""
     ranges = {n: (float(np.min(v)), float(np.max(v)))
               for n in tags if (v := _window(series[n], a)).size}
     size = {n: max(abs(lo), abs(hi)) for n, (lo, hi) in ranges.items()}
@@ -219,17 +226,27 @@ def _axis(unit: str, tags: list[str], series: Mapping[str, SeriesLike], a: float
     lo = min(ranges[n][0] for n in core)
     hi = max(ranges[n][1] for n in core)
     reach = OFF_AXIS_FACTOR * max(abs(lo), abs(hi), hi - lo)
-    near = [n for n in tags if n not in core
-            and max(ranges[n][0] - hi, lo - ranges[n][1]) <= reach]
-    core += near
-    lo = min([lo, *(ranges[n][0] for n in near)])
-    hi = max([hi, *(ranges[n][1] for n in near)])
-    pad = 0.05 * (hi - lo) if hi > lo else max(abs(hi) * 0.05, 1e-9)
+    core += [n for n in tags if n not in core
+             and max(ranges[n][0] - hi, lo - ranges[n][1]) <= reach]
     off = {n: ranges[n] for n in tags if n not in core}
-    ylim = (lo - pad, hi + pad)
-    lims = [Limit(n, name, v, ylim[0] <= v <= ylim[1])
-            for n in tags for name, v in limits.get(n, [])]
-    return AxisPlan(unit, tags, ylim, off, lims)
+    clusters: list[list[str]] = []
+    for n in sorted(core, key=lambda n: -size[n]):
+        if clusters and size[n] * SPLIT_FACTOR >= size[clusters[-1][0]]:
+            clusters[-1].append(n)
+        else:
+            clusters.append([n])
+    axes = []
+    for i, cluster in enumerate(clusters):
+        members = [n for n in tags if n in cluster]  # the caller's order within an axis
+        lo = min(ranges[n][0] for n in members)
+        hi = max(ranges[n][1] for n in members)
+        pad = 0.05 * (hi - lo) if hi > lo else max(abs(hi) * 0.05, 1e-9)
+        ylim = (lo - pad, hi + pad)
+        named = off if i == 0 else {}  # the far outliers, once, on the largest axis
+        lims = [Limit(n, name, v, ylim[0] <= v <= ylim[1])
+                for n in [*members, *named] for name, v in limits.get(n, [])]
+        axes.append(AxisPlan(unit, [*members, *named], ylim, named, lims))
+    return axes
 
 
 # ----------------------------------------------------------------------------- drawing

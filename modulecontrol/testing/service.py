@@ -109,7 +109,8 @@ class ServiceThread:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout)
         if self._thread.is_alive():
-            raise TimeoutError(f"the control service did not stop within {timeout:g} s")
+            raise TimeoutError(f"the control service did not stop within {timeout:g} s; "
+                               f"where its threads are:\n{_stacks()}")
 
     def call(self, fn: Callable[[ControlService], Any], timeout: float = 10.0) -> Any:
         """Run ``fn(service)`` in the service's loop and return its result."""
@@ -149,6 +150,16 @@ class ServiceThread:
             for close in reversed(closers):
                 await close()
             await service.close()
+
+
+def _stacks() -> str:
+    """Every thread's stack, for a service that does not stop: what it waits for is the
+    cause, and a test that only says "did not stop" cannot be mended."""
+    import traceback
+
+    names = {t.ident: t.name for t in threading.enumerate()}
+    return "\n".join(f"--- {names.get(ident, ident)}\n" + "".join(traceback.format_stack(f))
+                     for ident, f in sys._current_frames().items())
 
 
 def production_recipe(plant: Path, *, name: str = "production", flow: float = 0.375,

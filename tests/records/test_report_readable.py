@@ -221,3 +221,34 @@ def test_elapsed() -> None:
     assert format_elapsed(59.6) == "0:01:00"
     assert format_elapsed(-61, signed=True) == "-0:01:01"
     assert format_elapsed(None) == "-"
+
+
+def test_a_small_signal_gets_its_own_axis_under_a_large_one_of_its_unit() -> None:
+    """Issue #16: the lomustine report drew the 0.375 mL/min amine feed as a flat line under
+    the 2.4 mL/min heptane feed, and the 30 mL product totaliser under the 400 mL nitrite
+    stock. Signals of one unit more than SPLIT_FACTOR apart in magnitude get axes of their
+    own in the same panel; a far outlier is still named off-axis, once."""
+    from modulecontrol.records._plots import SPLIT_FACTOR
+
+    series = {"P4.Flow": _S("mL/min", [0.0, 2.4, 2.4]), "P1.Flow": _S("mL/min", [0.0, 0.375]),
+              "P3.Rate": _S("mL/min", [0.0, 0.45]),
+              "P3.VolumeLeft": _S("mL", [400.0, 375.0]), "V1.ProductVolume": _S("mL", [0, 30.0]),
+              "V1.WasteVolume": _S("mL", [0.0, 60.0]), "P4.Delivered": _S("mL", [0.0, 170.0])}
+    plan = plot_plan({}, series, 0.0)
+    axes = {p.title: [(a.unit, a.tags) for a in p.axes] for p in plan.panels}
+    assert axes["flows"] == [("mL/min", ["P4.Flow"]), ("mL/min", ["P1.Flow", "P3.Rate"])]
+    assert axes["other (mL)"] == [("mL", ["P3.VolumeLeft", "P4.Delivered"]),
+                                  ("mL", ["V1.ProductVolume", "V1.WasteVolume"])]
+    for panel in plan.panels:  # on every axis, each signal spans a readable part of it
+        for a in panel.axes:
+            top = max(abs(a.ylim[0]), abs(a.ylim[1]))
+            for t in a.tags:
+                assert max(abs(series[t].v)) * SPLIT_FACTOR * 1.1 >= top, (t, a.ylim)
+    # a trip limit set as a signal far from the readings stays named, on the first axis
+    series = {"P1.Pressure": _S("bar", [1.0, 4.0]), "R1.Pressure": _S("bar", [0.5, 0.8]),
+              "P1.PressureLimit": _S("bar", [400.0, 100.0])}
+    plan = plot_plan({}, series, 0.0)
+    (panel,) = plan.panels
+    assert [a.off_axis for a in panel.axes] == [{"P1.PressureLimit": (100.0, 400.0)}, {}]
+    assert [a.tags for a in panel.axes] == [["P1.Pressure", "P1.PressureLimit"],
+                                            ["R1.Pressure"]]
