@@ -43,12 +43,17 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(VENV)/bin/mypy
 
+# Two workers: the whole-line tests one after another on one, the rest beside them on the
+# other (tests/conftest.py); a crashed worker ends the run instead of being replaced.
+# `make test TEST_WORKERS=` runs the suite in one process.
+TEST_WORKERS ?= -n 2 --dist loadgroup --max-worker-restart 0
+
 test: $(VENV)/.installed-test
 	.ci/install-servers
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(TEST_WORKERS) --durations=25
 
 # The fuzz suite with many more examples than `make test` runs (docs/reliability.md, "Fuzzing").
 fuzz: $(VENV)/.installed-test

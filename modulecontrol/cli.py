@@ -107,7 +107,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # a file:line:col is never broken
 
 EXIT_INVALID = 2
 
@@ -228,9 +228,12 @@ def describe(
         raise typer.Exit(EXIT_INVALID) from None
     from rich.table import Table  # here: `validate` prints no table
 
-    console.print(f"[bold]{mt.name}[/bold] {mt.version} ({mt.vendor}) — {mt.description}")
+    # the terminal's width now (COLUMNS included), not the one at import
+    out = Console()
+
+    out.print(f"[bold]{mt.name}[/bold] {mt.version} ({mt.vendor}) — {mt.description}")
     if mt.ports:
-        console.print("ports: " + ", ".join(f"{p.name} ({p.direction})" for p in mt.ports))
+        out.print("ports: " + ", ".join(f"{p.name} ({p.direction})" for p in mt.ports))
     svc_table = Table("service", "procedure", "id", "self-completing", "parameters", "reports")
     for s in mt.services:
         for p in s.procedures:
@@ -242,7 +245,7 @@ def describe(
                 ", ".join([*s.config_parameters, *p.parameters]),
                 ", ".join(p.report_values),
             )
-    console.print(svc_table)
+    out.print(svc_table)
     da_table = Table("data assembly", "class", "unit", "min", "max", "safe", "bound")
     for d in mt.data_assemblies:
         da_table.add_row(
@@ -254,7 +257,7 @@ def describe(
             "" if d.safe_value is None else str(d.safe_value),
             ", ".join(d.bindings),
         )
-    console.print(da_table)
+    out.print(da_table)
     if bindings:
         from rich.text import Text
 
@@ -264,7 +267,7 @@ def describe(
             table = Table(*bt.columns, title=f"{mt.name}: {bt.transport} bindings")
             for row in bt.rows:  # Text: a reply pattern's [ISA] is no rich markup
                 table.add_row(*(Text(cell) for cell in row))
-            console.print(table)
+            out.print(table)
 
 
 def _g(v: object) -> str:

@@ -32,7 +32,7 @@ app = typer.Typer(
     help="MTP manifests (VDI/VDE/NAMUR 2658): import, export, check, serve.",
     no_args_is_help=True,
 )
-_err = Console(stderr=True)
+_err = Console(stderr=True, soft_wrap=True)  # a file:line:col is never broken
 
 
 def _fail(exc: ConfigError) -> typer.Exit:

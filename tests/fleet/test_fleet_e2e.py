@@ -25,8 +25,9 @@ def test_two_simulated_lines_in_the_fleet_status(broker: Mosquitto, postgres: Po
     thread = threading.Thread(target=host.run, daemon=True)
     thread.start()
     assert host.connected.wait(10)
+    runs: list[subprocess.Popen[bytes]] = []
     try:
-        runs = [subprocess.Popen(
+        runs += [subprocess.Popen(
             [sys.executable, "-m", "modulecontrol.cli", "run", str(RECIPE), "--simulate",
              "--speed", "60", "--yes", "--no-live", "--db", str(tmp_path / f"{site}.db"),
              "--report-dir", str(tmp_path / site), "--sparkplug", broker.url,
@@ -38,6 +39,14 @@ def test_two_simulated_lines_in_the_fleet_status(broker: Mosquitto, postgres: Po
             assert proc.returncode == 0, out.decode()
             assert b"not yet published" not in out
     finally:
+        for proc in runs:  # a run that did not end (held, say) is not left behind
+            if proc.poll() is None:
+                proc.terminate()  # an orderly end stops its simulated plant too
+                try:
+                    proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(30)
         host.stop()
         thread.join(10)
     res = CliRunner().invoke(app, ["fleet", "status", "--pg", postgres.dsn,

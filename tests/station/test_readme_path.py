@@ -28,8 +28,12 @@ CAMPAIGN_END = 600_000
 """ms the whole campaign may take at most in the browser (about 9.5 h at 600x: ~1 min idle,
 several on a loaded 2-core machine)."""
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason="Debian's chromium is not installed (.ci/install-servers)")
+pytestmark = [pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                 reason="Debian's chromium is not installed "
+                                        "(.ci/install-servers)"),
+              # its own waits bound it (start 240 s, the campaign CAMPAIGN_END): the suite's
+              # 300 s would end the process before its finally stops the service
+              pytest.mark.timeout(900)]
 
 
 def readme_lines() -> list[str]:
