@@ -5,17 +5,20 @@ types at import (``BUILTIN = builtin_types()``), and undone in ``pytest_unconfig
 driver package's own suite can use the ``modulecontrol_wiring`` fixture of the pytest plugin
 (``modulecontrol.testing.plugin``) instead.
 
-``make test`` runs the suite on two pytest-xdist workers (``--dist loadgroup``): the files
-that run a whole line (a simulated plant in its own process, a control service, a browser, a
-broker and a database) are one group, so they run one after another on one worker while
-the other worker runs everything else beside them, which is the "other core busy" every
-test must tolerate; every other file is a group of its own (its module fixtures start once).
-Run by hand without ``-n``, the groups change nothing.
+With pytest-xdist (``make test TEST_WORKERS="-n 2 --dist loadgroup ..."``, for machines
+with more than two cores) the files that run a whole line (a simulated plant in its own
+process, a control service, a browser, a broker and a database) are one group, so they run
+one after another on one worker while the other worker runs everything else; every other
+file is a group of its own (its module fixtures start once). Without ``-n`` (the default of
+``make test``: on 2 cores the fault matrix's detection bounds do not hold beside a second
+worker's whole line) the groups change nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,3 +53,17 @@ def _group(path: Path) -> str:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         item.add_marker(pytest.mark.xdist_group(_group(item.path)))
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One headless Chromium (Debian's executable, driven by Playwright) for a test module;
+    see ``tests/_browser.py`` for the skip mark and the login."""
+    from playwright.sync_api import sync_playwright
+
+    from tests._browser import CHROMIUM
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()

@@ -5,9 +5,7 @@ itself when its time runs out on the line's simulated clock (600x)."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -20,10 +18,9 @@ from tests.alarms.test_alarms_service import _line_files
 pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra")
 from playwright.sync_api import expect, sync_playwright
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+from tests._browser import CHROMIUM, needs_chromium
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason="Debian's chromium is not installed (.ci/install-servers)")
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ plant: two simulated plants in one test did not start reliably on the shared 2-c
 from __future__ import annotations
 
 import re
-import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,12 +31,12 @@ from modulecontrol.testing.service import ServedLine, ServiceThread
 pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra")
 from playwright.sync_api import expect, sync_playwright
 
+from tests._browser import CHROMIUM, needs_chromium
+
 ROOT = Path(__file__).resolve().parents[2]
 PLANT = ROOT / "recipes" / "lomustine" / "plant.yaml"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason="Debian's chromium is not installed (.ci/install-servers)")
+pytestmark = needs_chromium
 
 
 CORK_STATION = "http://127.0.0.1:9/station/"

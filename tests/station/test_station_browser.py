@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,18 +22,18 @@ from modulecontrol.station import mount
 from modulecontrol.testing.service import ServedLine, ServiceThread
 
 pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra")
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
+
+from tests._browser import login, needs_chromium
 
 ROOT = Path(__file__).resolve().parents[2]
 PLANT = ROOT / "recipes" / "lomustine" / "plant.yaml"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SLOW = 60_000
 """ms a browser-side wait may take at most (the campaign runs ~20 s to production)."""
 
 expect.set_options(timeout=20_000)  # a state change under a loaded CI machine
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason="Debian's chromium is not installed (.ci/install-servers)")
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -48,29 +47,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServedLin
     thread.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
-
-
-def _login(browser: Browser, line: ServedLine, role: str) -> Page:
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
-    page.set_default_timeout(15_000)
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(line.url + "/")
-    name, password = line.users[role]
-    page.fill("input[name=username]", name)
-    page.fill("input[name=password]", password)
-    page.click("#login button[type=submit]")
-    expect(page.locator("#who")).to_have_text(f"{name} ({role})")
-    page.errors = errors  # type: ignore[attr-defined]
-    return page
-
-
 def _faceplate(page: Page, tag: str) -> None:
     page.click("nav a[data-view=plant]")
     page.click(f"g.module[data-tag={tag}]")
@@ -79,7 +55,7 @@ def _faceplate(page: Page, tag: str) -> None:
 
 def test_the_plant_diagram_is_generated_from_the_connections(
         served: tuple[ServedLine, Any], browser: Browser) -> None:
-    page = _login(browser, served[0], "operator")
+    page = login(browser, served[0], "operator")
     modules = page.locator("svg.diagram g.module")
     expect(modules).to_have_count(12)
     # flow goes left to right: every connection's arrow points right
@@ -95,7 +71,7 @@ def test_the_plant_diagram_is_generated_from_the_connections(
 
 def test_a_parameter_outside_its_limits_is_refused_in_the_faceplate(
         served: tuple[ServedLine, Any], browser: Browser) -> None:
-    page = _login(browser, served[0], "operator")
+    page = login(browser, served[0], "operator")
     sent: list[str] = []
     page.on("request", lambda r: sent.append(r.url) if "/api/v1/modules/" in r.url else None)
     _faceplate(page, "P1")
@@ -114,7 +90,7 @@ def test_a_parameter_outside_its_limits_is_refused_in_the_faceplate(
 
 def test_the_faceplate_switches_operation_mode_and_source_through_the_api(
         served: tuple[ServedLine, Any], browser: Browser) -> None:
-    page = _login(browser, served[0], "operator")
+    page = login(browser, served[0], "operator")
     sent: list[str] = []
     page.on("request", lambda r: sent.append(f"{r.method} {r.url}")
             if "/modes/" in r.url else None)
@@ -143,7 +119,7 @@ def test_the_faceplate_switches_operation_mode_and_source_through_the_api(
 
 def test_a_viewer_sees_everything_and_can_command_nothing(
         served: tuple[ServedLine, Any], browser: Browser) -> None:
-    page = _login(browser, served[0], "viewer")
+    page = login(browser, served[0], "viewer")
     expect(page.locator("svg.diagram g.module")).to_have_count(12)
     _faceplate(page, "P1")
     expect(page.locator("#faceplate .note")).to_contain_text("may not command")
@@ -173,8 +149,8 @@ def test_a_viewer_sees_everything_and_can_command_nothing(
 def test_campaign_from_the_browser_hold_resume_stall_and_ack(
         served: tuple[ServedLine, ServiceThread], browser: Browser) -> None:
     line, thread = served
-    page = _login(browser, line, "engineer")
-    viewer = _login(browser, line, "viewer")
+    page = login(browser, line, "engineer")
+    viewer = login(browser, line, "viewer")
     page.click("nav a[data-view=run]")
     # production long enough (3 x 60 min, 18 s at 600x) to hold, stall and acknowledge in it
     page.fill("form.queue textarea[name=parameters]", "checks=3\ncheck_interval=60 min")
@@ -260,7 +236,7 @@ def test_a_trend_shows_history_and_live_data(
             return len(h["points"]) > 3
         _until("R1.T recorded in the historian", history)
         try:
-            page = _login(browser, line, "viewer")
+            page = login(browser, line, "viewer")
             page.click("nav a[data-view=trends]")
             page.select_option("#view-trends select", "R1.T")
             page.click("#view-trends button[data-trend=add]")

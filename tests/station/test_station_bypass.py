@@ -6,7 +6,6 @@ text and is overridden and released from the page."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,19 +19,17 @@ from modulecontrol.station import mount
 from modulecontrol.testing.service import ServedLine, ServiceThread
 
 pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra")
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
+from tests._browser import login, needs_chromium
 from tests.service.test_bypass_api import NAME, RECIPE
-from tests.station.test_station_browser import _login
 
 ROOT = Path(__file__).resolve().parents[2]
 PLANT = ROOT / "recipes" / "lomustine" / "plant.yaml"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 expect.set_options(timeout=20_000)
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason="Debian's chromium is not installed (.ci/install-servers)")
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -47,14 +44,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedLine]:
     line = thread.start()
     yield line
     thread.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 def test_an_interlock_is_bypassed_and_the_divert_overridden_in_the_station(
@@ -74,12 +63,12 @@ def test_an_interlock_is_bypassed_and_the_divert_overridden_in_the_station(
     with ThreadPoolExecutor(1) as pool:  # Playwright's sync API holds this thread's loop
         run = pool.submit(asyncio.run, start()).result(timeout=180)
     # an operator sees the interlock but may not bypass it
-    op = _login(browser, served, "operator")
+    op = login(browser, served, "operator")
     op.click("nav a[data-view=run]")
     expect(op.locator("tr[data-interlock=r1_hot] .il-state")).to_have_text("armed")
     expect(op.locator("button[data-bypass=r1_hot]")).to_be_disabled()
     op.close()
-    page = _login(browser, served, "engineer")
+    page = login(browser, served, "engineer")
     page.click("nav a[data-view=run]")
     page.click("button[data-bypass=r1_hot]")
     dialog = page.get_by_role("dialog", name="bypass interlock r1_hot")

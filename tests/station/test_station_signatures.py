@@ -5,7 +5,6 @@ signed in the station's dialog with user name and password typed at that moment.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,18 +19,16 @@ from modulecontrol.station import mount
 from modulecontrol.testing.service import ServedLine, ServiceThread
 
 pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra")
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
-from tests.station.test_station_browser import _login
+from tests._browser import login, needs_chromium
 
 ROOT = Path(__file__).resolve().parents[2]
 PLANT = ROOT / "recipes" / "lomustine" / "plant.yaml"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 expect.set_options(timeout=20_000)
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason="Debian's chromium is not installed (.ci/install-servers)")
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -45,17 +42,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedLine]:
     thread.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
-
-
 def test_production_mode_greys_out_and_refuses_an_unapproved_recipe(
         served: ServedLine, browser: Browser) -> None:
-    page = _login(browser, served, "engineer")
+    page = login(browser, served, "engineer")
     page.click("nav a[data-view=run]")
     form = page.locator("form.queue")
     button = form.locator("button[type=submit]")
@@ -110,7 +99,7 @@ def test_a_batch_record_is_signed_in_the_station(served: ServedLine, browser: Br
 
     with ThreadPoolExecutor(1) as pool:  # Playwright's sync API holds this thread's loop
         rid = pool.submit(asyncio.run, run_one()).result(timeout=180)
-    page = _login(browser, served, "qa")
+    page = login(browser, served, "qa")
     page.click("nav a[data-view=records]")
     page.click(f"button[data-sign='{rid}']")
     dialog = page.get_by_role("dialog", name="sign batch record")
