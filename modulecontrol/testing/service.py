@@ -104,7 +104,10 @@ class ServiceThread:
             raise self._error
         return ServedLine(self._url, self.options.db, users)
 
-    def stop(self, timeout: float = 120.0) -> None:
+    def stop(self, timeout: float = 180.0) -> None:
+        """Ask the service to stop and wait for its thread. Its shutdown is a sum of bounded
+        waits (the active run 60 s, extensions such as the Sparkplug edge 35 s, the plant
+        10 s, the records 30 s); past ``timeout`` the error names where every thread is."""
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout)
