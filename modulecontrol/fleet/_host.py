@@ -30,7 +30,7 @@ import threading
 import time
 from typing import Any
 
-from modulecontrol.fleet._mqtt import Broker, HeldAcks, client
+from modulecontrol.fleet._mqtt import Broker, HeldAcks, alive_while_receiving, client
 from modulecontrol.fleet._payload import (
     NAMESPACE,
     DataType,
@@ -57,8 +57,12 @@ class FleetHistorian:
     """``run()`` blocks until :meth:`stop`; raises if the database fails."""
 
     def __init__(self, broker: Broker, dsn: str, host_id: str = DEFAULT_HOST_ID, *,
-                 batch_messages: int = 1000, max_latency: float = 0.05) -> None:
+                 batch_messages: int = 1000, max_latency: float = 0.05,
+                 keepalive: int = 10) -> None:
         self.broker = broker
+        self.keepalive = keepalive
+        """MQTT keepalive, seconds: how soon the broker declares a silent historian gone
+        (1.5 ×, its will: STATE offline) and the historian a silent broker."""
         self.host_id = host_id
         self.store = Store(dsn)
         self.batch_messages = batch_messages
@@ -80,6 +84,7 @@ class FleetHistorian:
         self._client.will_set(state_topic(host_id), self._state(False), qos=1, retain=True)
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
+        alive_while_receiving(self._client)  # a backlog must not cost the session (#20)
         self._acks = HeldAcks(self._client)
         self._stopping = threading.Event()
         self._killed = False
@@ -90,7 +95,8 @@ class FleetHistorian:
         return json.dumps({"online": online, "timestamp": self._born}).encode()
 
     def run(self) -> None:
-        self._client.connect(self.broker.host, self.broker.port, keepalive=10)
+        self._client.connect(self.broker.host, self.broker.port,
+                             keepalive=self.keepalive)
         try:
             while not self._stopping.is_set():
                 rc = self._client.loop(timeout=self.max_latency / 2 if self._pending else 0.5)
@@ -100,6 +106,9 @@ class FleetHistorian:
                     self._flush()
                 if rc != 0 and not self._stopping.is_set():
                     self.connected.clear()
+                    _log.warning("fleet historian: connection to the broker lost (paho rc "
+                                 "%s); reconnecting, unacknowledged messages will come again",
+                                 rc)
                     time.sleep(1.0)
                     try:
                         self._client.reconnect()
