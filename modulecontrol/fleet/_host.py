@@ -17,8 +17,14 @@ transaction per batch (``COPY`` into a staging table, :meth:`Store.sample_batch`
 acknowledgements held back until the commit (:class:`HeldAcks`). A batch is written when it
 holds ``batch_messages`` messages or its oldest message waited ``max_latency`` seconds, and
 before any other message (births, deaths, events), so the database sees every message in
-the order the broker delivered it. The broker bounds a batch too: Mosquitto sends at most
-``max_inflight_messages`` (default 20) unacknowledged messages to one client.
+the order the broker delivered it. The broker does not bound a batch: Mosquitto 2.0.11
+keeps ``max_inflight_messages`` (20) while acknowledgements come one at a time, but lets
+many more into flight when a batch's come together (docs/fleet.md).
+
+Behind a backlog the PINGRESP to paho's keepalive ping waits behind every message the
+broker sent before it; any packet received after the ping counts as its answer
+(:func:`~modulecontrol.fleet._mqtt.alive_while_receiving`), so the historian keeps its
+session while it catches up (issue #20) and still notices a broker that went silent.
 """
 
 from __future__ import annotations
