@@ -111,10 +111,11 @@ class FleetHistorian:
                         or time.monotonic() - self._pending_since >= self.max_latency):
                     self._flush()
                 if rc != 0 and not self._stopping.is_set():
+                    if self.connected.is_set():  # once per loss, not per failed retry
+                        _log.warning("fleet historian: connection to the broker lost (paho "
+                                     "rc %s); reconnecting, what was not acknowledged comes "
+                                     "again", rc)
                     self.connected.clear()
-                    _log.warning("fleet historian: connection to the broker lost (paho rc "
-                                 "%s); reconnecting, unacknowledged messages will come again",
-                                 rc)
                     time.sleep(1.0)
                     try:
                         self._client.reconnect()
