@@ -241,6 +241,17 @@ class Witness:
         self.c.loop_stop()
 
 
+def _connections(mq: Mosquitto, client_id: str, since: float, until: float) -> int:
+    """How often ``client_id`` connected to the broker between two times (its log)."""
+    n = 0
+    for line in (mq.folder / "mosquitto.log").read_text(errors="replace").splitlines():
+        stamp, _, text = line.partition(": ")
+        if (stamp.isdigit() and since <= int(stamp) <= until
+                and text.startswith("New client connected") and f" as {client_id} " in text):
+            n += 1
+    return n
+
+
 def fleet(mq: Mosquitto, pg: Postgres, folder: Path) -> dict[str, Any]:
     log = folder / "historian.log"
     witness = Witness(mq)
@@ -318,6 +329,10 @@ def fleet(mq: Mosquitto, pg: Postgres, folder: Path) -> dict[str, Any]:
             last, still = n, time.monotonic()
         time.sleep(0.5)
     t_stored = time.time()
+    # a historian behind its backlog must keep its session: one connection after its
+    # restart (issue #20: it used to reconnect every two keepalives while behind)
+    sessions = _connections(mq, "fleet-modulecontrol-fleet", int(t_host_back),
+                            int(t_stored) + 1)
     host.send_signal(signal.SIGTERM)
     host.wait(30)
     check = _query(pg, """
@@ -392,7 +407,8 @@ def fleet(mq: Mosquitto, pg: Postgres, folder: Path) -> dict[str, Any]:
                            "edges_went_offline_times": [r["offline_periods"] for r in results],
                            "max_buffered_per_edge": max(max(r["max_buffered"])
                                                         for r in results),
-                           "drained_s_after_historian_back": round(t_drained - t_host_back, 1)},
+                           "drained_s_after_historian_back": round(t_drained - t_host_back, 1),
+                           "historian_connections_after_its_restart": sessions},
         "end": {"ticks": ticks, "samples_expected": sum(per_line.values()) * MODULES * METRICS,
                 "samples_stored": sum(r[1] for r in check), "lost": lost,
                 "out_of_order_or_duplicated": out_of_order,

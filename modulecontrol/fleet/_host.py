@@ -17,8 +17,14 @@ transaction per batch (``COPY`` into a staging table, :meth:`Store.sample_batch`
 acknowledgements held back until the commit (:class:`HeldAcks`). A batch is written when it
 holds ``batch_messages`` messages or its oldest message waited ``max_latency`` seconds, and
 before any other message (births, deaths, events), so the database sees every message in
-the order the broker delivered it. The broker bounds a batch too: Mosquitto sends at most
-``max_inflight_messages`` (default 20) unacknowledged messages to one client.
+the order the broker delivered it. The broker does not bound a batch: Mosquitto 2.0.11
+keeps ``max_inflight_messages`` (20) while acknowledgements come one at a time, but lets
+many more into flight when a batch's come together (docs/fleet.md).
+
+Behind a backlog the PINGRESP to paho's keepalive ping waits behind every message the
+broker sent before it; any packet received after the ping counts as its answer
+(:func:`~modulecontrol.fleet._mqtt.alive_while_receiving`), so the historian keeps its
+session while it catches up (issue #20) and still notices a broker that went silent.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import threading
 import time
 from typing import Any
 
-from modulecontrol.fleet._mqtt import Broker, HeldAcks, client
+from modulecontrol.fleet._mqtt import Broker, HeldAcks, alive_while_receiving, client
 from modulecontrol.fleet._payload import (
     NAMESPACE,
     DataType,
@@ -57,8 +63,12 @@ class FleetHistorian:
     """``run()`` blocks until :meth:`stop`; raises if the database fails."""
 
     def __init__(self, broker: Broker, dsn: str, host_id: str = DEFAULT_HOST_ID, *,
-                 batch_messages: int = 1000, max_latency: float = 0.05) -> None:
+                 batch_messages: int = 1000, max_latency: float = 0.05,
+                 keepalive: int = 10) -> None:
         self.broker = broker
+        self.keepalive = keepalive
+        """MQTT keepalive, seconds: how soon the broker declares a silent historian gone
+        (1.5 ×, its will: STATE offline) and the historian a silent broker."""
         self.host_id = host_id
         self.store = Store(dsn)
         self.batch_messages = batch_messages
@@ -80,6 +90,7 @@ class FleetHistorian:
         self._client.will_set(state_topic(host_id), self._state(False), qos=1, retain=True)
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
+        alive_while_receiving(self._client)  # a backlog must not cost the session (#20)
         self._acks = HeldAcks(self._client)
         self._stopping = threading.Event()
         self._killed = False
@@ -90,7 +101,8 @@ class FleetHistorian:
         return json.dumps({"online": online, "timestamp": self._born}).encode()
 
     def run(self) -> None:
-        self._client.connect(self.broker.host, self.broker.port, keepalive=10)
+        self._client.connect(self.broker.host, self.broker.port,
+                             keepalive=self.keepalive)
         try:
             while not self._stopping.is_set():
                 rc = self._client.loop(timeout=self.max_latency / 2 if self._pending else 0.5)
@@ -99,6 +111,10 @@ class FleetHistorian:
                         or time.monotonic() - self._pending_since >= self.max_latency):
                     self._flush()
                 if rc != 0 and not self._stopping.is_set():
+                    if self.connected.is_set():  # once per loss, not per failed retry
+                        _log.warning("fleet historian: connection to the broker lost (paho "
+                                     "rc %s); reconnecting, what was not acknowledged comes "
+                                     "again", rc)
                     self.connected.clear()
                     time.sleep(1.0)
                     try:

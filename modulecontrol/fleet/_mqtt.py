@@ -61,6 +61,43 @@ def client(client_id: str, broker: Broker, *, clean_session: bool = True) -> Any
     return c
 
 
+def alive_while_receiving(c: Any) -> None:
+    """Count any packet received after a PINGREQ as the broker's answer to it.
+
+    paho (1.6, and 2.x alike) sends a PINGREQ every keepalive even on a busy connection (it
+    never updates its time of the last packet out; paho issue #813) and closes the
+    connection itself when the PINGRESP has not been *processed* one keepalive later
+    (``loop_misc``, ``MQTT_ERR_KEEPALIVE``; paho issue #914). A PINGRESP travels behind every
+    packet the broker had queued for the client before it, and a client working through a
+    backlog of thousands of messages (the fleet historian after an outage or a restart)
+    processes it later than that: it dropped its connection every two keepalives and
+    resumed its session, and everything in flight was delivered again (issue #20).
+
+    A client that keeps receiving packets from the broker knows that the connection and
+    the broker are alive, which is what the ping asks (MQTT 3.1.1, 3.1.2.10: a PINGRESP
+    within "a reasonable amount of time"). So before paho's check, a ping followed by any
+    received packet counts as answered; a broker that sends nothing at all for a keepalive
+    after a PINGREQ still gets the connection closed, as before. Wraps the client's own
+    ``loop_misc`` (which ``loop()``, ``loop_forever()`` and ``loop_start()`` all call),
+    as :class:`HeldAcks` wraps ``_send_puback``; raises ``RuntimeError`` if this paho lacks
+    what it relies on, rather than leave the historian exposed without saying so.
+    """
+    for name in ("_ping_t", "_last_msg_in", "_msgtime_mutex", "loop_misc"):
+        if not hasattr(c, name):
+            raise RuntimeError(f"paho {getattr(mqtt, '__version__', '?')} has no {name}: "
+                               f"the fleet historian's keepalive cannot be adapted")
+    misc: Callable[[], int] = c.loop_misc
+
+    def loop_misc() -> int:
+        with c._msgtime_mutex:
+            heard = c._last_msg_in
+        if c._ping_t and heard > c._ping_t:  # a packet read after the PINGREQ went out
+            c._ping_t = 0
+        return misc()
+
+    c.loop_misc = loop_misc
+
+
 class HeldAcks:
     """Hold back the PUBACK of received QoS 1 messages until :meth:`release`.
 
