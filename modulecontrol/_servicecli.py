@@ -577,9 +577,11 @@ def sparkplug_extension(opts: SparkplugOptions) -> Extension:
                         info={"Line/Station": (opts.station_url or url).rstrip("/") + "/"})
         detach = attach(edge, line.proxies)
 
+        closing = False
+
         async def forward() -> None:
             seq = service.stream.head
-            while True:
+            while not closing:
                 await service.stream.wait(seq, 5.0)
                 events = service.stream.since(seq)
                 if events is None:  # fell out of the window: go on from the newest
@@ -616,10 +618,16 @@ def sparkplug_extension(opts: SparkplugOptions) -> Extension:
         task = loop.create_task(forward(), name="sparkplug events")
 
         async def close() -> None:
+            nonlocal closing
+            closing = True  # ends the forwarder even if a cancellation were lost
             detach()
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task}, timeout=10.0)
+            if not task.done():
+                print("sparkplug: the event forwarder did not end within 10 s; the edge "
+                      "stops without it", file=sys.stderr)
+            elif not task.cancelled() and (exc := task.exception()) is not None:
+                raise exc
             left = await asyncio.to_thread(edge.stop, drain=10.0)
             if left:
                 print(f"sparkplug: {left} sample(s) not yet published wait in the buffer "

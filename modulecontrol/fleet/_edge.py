@@ -210,7 +210,16 @@ class EdgeNode:
                                         self._death_payload(), qos=1)
             info.wait_for_publish(self.ack_timeout)
         self._client.disconnect()
-        self._client.loop_stop()
+        # paho's loop_stop joins its network thread without a bound; a shutdown must end
+        # (a service that hangs on SIGTERM is worse than a daemon thread left behind)
+        stopper = threading.Thread(target=self._client.loop_stop, daemon=True,
+                                   name=f"sparkplug {self.node} loop_stop")
+        stopper.start()
+        stopper.join(self.ack_timeout)
+        if stopper.is_alive():
+            _log.error("%s/%s: the MQTT client's network thread did not end within %g s "
+                       "of the disconnect; left behind", self.group, self.node,
+                       self.ack_timeout)
         self._closed = True
         left = len(self.buffer)
         self.buffer.close()

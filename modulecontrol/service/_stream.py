@@ -76,10 +76,16 @@ class EventStream:
         return [self._events[i] for i in range(start, end)]
 
     async def wait(self, after: int, timeout: float) -> None:
-        """Return once an event after ``after`` exists, or after ``timeout`` seconds."""
+        """Return once an event after ``after`` exists, or after ``timeout`` seconds.
+
+        ``asyncio.timeout``, not ``wait_for``: Python 3.11's ``wait_for`` loses a
+        cancellation that arrives as the event is set (it returns instead of raising), and
+        a consumer looping on :meth:`wait` then never ends (it hung the Sparkplug edge's
+        event forwarder, and with it the service's shutdown, once in some ten stops)."""
         if self._seq > after:
             return
         try:
-            await asyncio.wait_for(self._changed.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._changed.wait()
         except TimeoutError:
             return

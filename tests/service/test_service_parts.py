@@ -178,3 +178,27 @@ def test_a_service_database_from_before_signatures_gains_its_columns(tmp_path: P
         store.close()
     assert run is not None and run.recipe == "a.yaml" and run.mode == ""
     assert user is not None and user.printed_name == "eve"
+
+
+async def test_a_cancelled_stream_wait_is_not_lost_when_an_event_arrives_with_it() -> None:
+    """An event published, the waiting side's inner wait done, then the consumer cancelled
+    before it resumes: Python 3.11's ``wait_for`` returned normally there and a consumer
+    looping on the stream never ended (the Sparkplug edge's event forwarder hung the
+    service's shutdown). The cancellation must reach the consumer."""
+    stream = EventStream()
+    waits = 0
+
+    async def consumer() -> None:
+        nonlocal waits
+        while True:
+            waits += 1
+            await stream.wait(stream.head, 5.0)
+
+    task = asyncio.create_task(consumer())
+    await asyncio.sleep(0)  # the consumer waits
+    assert waits == 1
+    stream.publish(0.0, "note", "test", "an event")
+    await asyncio.sleep(0)  # the stream's inner wait completes; the consumer not yet resumed
+    task.cancel()
+    await asyncio.wait({task}, timeout=2.0)
+    assert task.done() and task.cancelled(), f"the consumer went on ({waits} waits)"
