@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 
 
 async def until(pred: Callable[[], bool], within: float, step: float = 0.01) -> float | None:
@@ -18,3 +19,16 @@ async def until(pred: Callable[[], bool], within: float, step: float = 0.01) -> 
             return time.perf_counter() - t0
         await asyncio.sleep(step)
     return time.perf_counter() - t0 if pred() else None
+
+
+def wait_until(what: str, check: Callable[[], Any], within: float = 60.0,
+               step: float = 0.1) -> Any:
+    """What ``check()`` returns once it is truthy, polled every ``step`` s from a test's
+    thread (a served line over HTTP, a broker); AssertionError naming ``what`` after
+    ``within`` s. The bound is generous: a test never asserts a time."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if got := check():
+            return got
+        time.sleep(step)
+    raise AssertionError(f"{what}: not within {within} s")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +21,15 @@ from modulecontrol.records import AuditTrail
 from modulecontrol.service import ServiceOptions
 from modulecontrol.testing.servers import Mosquitto
 from modulecontrol.testing.service import ServedLine, ServiceThread
+from tests._poll import wait_until
 from tests.fleet._sub import Recorder
 
 ROOT = Path(__file__).parents[2]
 PLANT = ROOT / "recipes" / "lomustine" / "plant.yaml"
 
 
-def _until(what: str, pred: Callable[[], Any], timeout: float = 90.0) -> Any:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        got = pred()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+def _until(what: str, check: Any, within: float = 90.0) -> Any:
+    return wait_until(what, check, within)
 
 
 def _served(broker: Mosquitto, folder: Path, commands_as: str | None, line: str = "L1"

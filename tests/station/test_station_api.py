@@ -6,7 +6,6 @@ export. The simulated lomustine plant is served by the service on loopback."""
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from modulecontrol.records import AuditTrail
 from modulecontrol.service import ServiceOptions
 from modulecontrol.station import mount
 from modulecontrol.testing.service import ServedLine, ServiceThread
+from tests._poll import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 PLANT = ROOT / "recipes" / "lomustine" / "plant.yaml"
@@ -44,15 +44,6 @@ def _as(line: ServedLine, role: str) -> Iterator[httpx.Client]:
         c.headers["Authorization"] = f"Bearer {tok.json()['access_token']}"
         yield c
 
-
-def _until(what: str, check: Any, within: float = 60.0) -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {within} s")
 
 
 def test_the_station_page_and_assets_carry_no_data_and_only_its_own_script(
@@ -117,17 +108,17 @@ def test_module_commands_follow_command_en_and_stream_values(line: ServedLine) -
         started = op.post("/api/v1/modules/P1/services/Dosing/start",
                           json={"parameters": {"FlowSP": "0.2 mL/min"}})
         assert started.status_code == 200, started.text
-        _until("P1 dosing", lambda: p1()["services"]["Dosing"] == "Execute")
+        wait_until("P1 dosing", lambda: p1()["services"]["Dosing"] == "Execute")
         assert "Stop" in p1()["command_en"]["Dosing"]
 
         def flow_event() -> list[dict[str, Any]]:
             evs = op.get(f"/api/v1/events?since={head}&limit=10000").json()["events"]
             return [e for e in evs if e["kind"] == "value_changed" and e["source"] == "P1.Flow"]
 
-        ev = _until("a P1.Flow value change on the stream", flow_event)[-1]
+        ev = wait_until("a P1.Flow value change on the stream", flow_event)[-1]
         assert ev["data"]["unit"] == "mL/min" and ev["data"]["module"] == "P1"
         assert op.post("/api/v1/modules/P1/services/Dosing/stop", json={}).status_code == 200
-        _until("P1 stopped", lambda: p1()["services"]["Dosing"] in ("Stopped", "Idle"))
+        wait_until("P1 stopped", lambda: p1()["services"]["Dosing"] in ("Stopped", "Idle"))
     with AuditTrail(line.db) as trail:
         actions = [(e.action, e.object) for e in trail.entries() if e.user == "operator-user"]
     assert ("Start in operator mode", "P1.Dosing") in actions
@@ -137,11 +128,11 @@ def test_module_commands_follow_command_en_and_stream_values(line: ServedLine) -
 def test_module_commands_are_refused_while_a_run_owns_the_line(line: ServedLine) -> None:
     with _as(line, "engineer") as eng:
         rid = eng.post("/api/v1/runs", json={"recipe": "examples/prime_and_flush"}).json()["id"]
-        _until("the run", lambda: eng.get(f"/api/v1/runs/{rid}").json()["state"] == "running")
+        wait_until("the run", lambda: eng.get(f"/api/v1/runs/{rid}").json()["state"] == "running")
         r = eng.put("/api/v1/modules/P1/values/FlowSP", json={"value": "1"})
         assert r.status_code == 409 and f"run {rid} is active" in r.json()["detail"]
         eng.post(f"/api/v1/runs/{rid}/stop")
-        _until("the run's end", lambda: eng.get(f"/api/v1/runs/{rid}").json()["final"])
+        wait_until("the run's end", lambda: eng.get(f"/api/v1/runs/{rid}").json()["final"])
         report = eng.get(f"/api/v1/runs/{rid}/report")
         assert report.status_code == 200 and "<html" in report.text.lower()
 
@@ -188,7 +179,7 @@ def test_operation_mode_and_source_switch_through_the_module_handshake(line: Ser
         r = op.put("/api/v1/modules/R1/modes/Tempering", json={"operation": "Operator"})
         assert r.status_code == 200, r.text
         assert r.json()["operation"] == "Operator"  # confirmed by StateOpAct
-        _until("R1 in Operator", lambda: modes("R1")["Tempering"]["operation"] == "Operator")
+        wait_until("R1 in Operator", lambda: modes("R1")["Tempering"]["operation"] == "Operator")
         r = op.put("/api/v1/modules/R1/modes/Tempering",
                    json={"operation": "Automatic", "source": "Internal"})
         assert r.json() == {"module": "R1", "object": "Tempering", "operation": "Automatic",
@@ -209,7 +200,7 @@ def test_operation_mode_and_source_switch_through_the_module_handshake(line: Ser
 
         if dosing() in ("Stopped", "Aborted", "Completed"):  # as an earlier test's run left it
             assert op.post("/api/v1/modules/P1/services/Dosing/reset", json={}).status_code == 200
-        _until("P1 Idle", lambda: dosing() == "Idle")
+        wait_until("P1 Idle", lambda: dosing() == "Idle")
         started = op.post("/api/v1/modules/P1/services/Dosing/start", json={})
         assert started.status_code == 200, started.text
         r = op.put("/api/v1/modules/P1/modes/Dosing", json={"operation": "Offline"})
@@ -225,7 +216,7 @@ def test_operation_mode_and_source_switch_through_the_module_handshake(line: Ser
         op.put("/api/v1/modules/R1/modes/Tempering", json={"operation": "Operator"})
         r = op.post("/api/v1/modules/R1/services/Tempering/start", json={})
         assert r.status_code == 200, r.text
-        _until("R1 back in Automatic/External", lambda: modes("R1")["Tempering"] == {
+        wait_until("R1 back in Automatic/External", lambda: modes("R1")["Tempering"] == {
             "operation": "Automatic", "source": "External"})
         op.post("/api/v1/modules/R1/services/Tempering/stop", json={})
         head = op.get("/api/v1/events?since=0&limit=10000").json()["events"]

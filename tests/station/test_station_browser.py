@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ pytest.importorskip("playwright.sync_api", reason="playwright is in the test ext
 from playwright.sync_api import Browser, Page, expect
 
 from tests._browser import login, needs_chromium
+from tests._poll import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 PLANT = ROOT / "recipes" / "lomustine" / "plant.yaml"
@@ -201,14 +201,6 @@ def _api(line: ServedLine, role: str) -> Iterator[httpx.Client]:
         yield c
 
 
-def _until(what: str, check: Any, within: float = 60.0) -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if got := check():
-            return got
-        time.sleep(0.2)
-    raise AssertionError(f"{what}: not within {within} s")
-
 
 def test_a_trend_shows_history_and_live_data(
         served: tuple[ServedLine, Any], browser: Browser) -> None:
@@ -223,7 +215,7 @@ def test_a_trend_shows_history_and_live_data(
         if r1()["services"]["Tempering"] in ("Stopped", "Completed", "Aborted"):
             op.post("/api/v1/modules/R1/services/Tempering/reset", json={})  # after a run
         # Idle, and the PEA's CommandEn (read a poll later) says so
-        _until("R1 Tempering may start", lambda: "Start" in r1()["command_en"]["Tempering"])
+        wait_until("R1 Tempering may start", lambda: "Start" in r1()["command_en"]["Tempering"])
         r = op.post("/api/v1/modules/R1/services/Tempering/start",
                     json={"parameters": {"TempSP": "40 degC"}})
         assert r.status_code == 200, r.text
@@ -234,7 +226,7 @@ def test_a_trend_shows_history_and_live_data(
             h = op.get("/api/v1/history", params={"tag": "R1.T", "start": end - 3600,
                                                   "end": end}).json()
             return len(h["points"]) > 3
-        _until("R1.T recorded in the historian", history)
+        wait_until("R1.T recorded in the historian", history)
         try:
             page = login(browser, line, "viewer")
             page.click("nav a[data-view=trends]")
