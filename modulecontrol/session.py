@@ -468,13 +468,18 @@ class Line:
         """Close links and simulators; each bounded, so a peer that does not answer a
         disconnect cannot keep the run (and its record) open. The historian stays open
         until :meth:`close_records`, after the run record is closed."""
-        closing = [asyncio.wait_for(p.close(), 10.0) for p in self.proxies.values()]
+        async def close(proxy: ModuleProxy) -> None:
+            async with asyncio.timeout(10.0):
+                await proxy.close()
+
+        closing = [close(p) for p in self.proxies.values()]
         for result in await asyncio.gather(*closing, return_exceptions=True):
             if isinstance(result, BaseException):
                 _log.warning("closing a module link failed: %r", result)
         if self.simulation is not None:
             try:
-                await asyncio.wait_for(self.simulation.stop(), 15.0)
+                async with asyncio.timeout(15.0):
+                    await self.simulation.stop()
             except (TimeoutError, Exception) as exc:
                 _log.warning("stopping the simulators failed: %r", exc)
             if self.options.keep_plant:  # stopped on purpose: nothing to reattach to
@@ -679,11 +684,13 @@ class Session:
                 errors: list[str] = []
                 if not aborted:
                     try:
-                        errors = await asyncio.wait_for(proxy.apply_safe_state(), 10.0)
+                        async with asyncio.timeout(10.0):
+                            errors = await proxy.apply_safe_state()
                     except TimeoutError:
                         errors = ["no answer within 10 s"]
                 try:
-                    await asyncio.wait_for(proxy.refresh(), 10.0)
+                    async with asyncio.timeout(10.0):
+                        await proxy.refresh()
                 except (DriverError, TimeoutError) as exc:
                     errors.append(f"read back: {str(exc) or 'no answer within 10 s'}")
                 if not aborted or errors:

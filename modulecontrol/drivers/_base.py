@@ -311,7 +311,8 @@ class BaseDriver:
     # -- public -------------------------------------------------------------------------
     async def connect(self) -> None:
         try:
-            await asyncio.wait_for(self._connect(), self.timeout * 5)
+            async with asyncio.timeout(self.timeout * 5):
+                await self._connect()
         except TimeoutError:
             self._fail("connect timed out")
             raise DriverTimeout("connect timed out", module=self.tag_name) from None
@@ -461,7 +462,8 @@ class BaseDriver:
             if budget is None:
                 result = await coro
             else:
-                result = await asyncio.wait_for(coro, budget)
+                async with asyncio.timeout(budget):
+                    result = await coro
         except TimeoutError:
             self._fail("timeout")
             raise DriverTimeout(f"no answer within {self.timeout:g} s",

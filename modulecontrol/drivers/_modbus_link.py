@@ -132,7 +132,8 @@ class Link:
             )
         refused = ""
         try:
-            ok = await asyncio.wait_for(self.client.connect(), self.timeout + 1.0)
+            async with asyncio.timeout(self.timeout + 1.0):
+                ok = await self.client.connect()
         except (TimeoutError, OSError, ModbusException):
             ok = False
         except _SETUP_ERRORS as exc:

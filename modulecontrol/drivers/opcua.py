@@ -332,7 +332,8 @@ class OpcUaSubscription:
         sub, self._ua = self._ua, None
         if sub is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(sub.delete(), self._driver.timeout)
+                async with asyncio.timeout(self._driver.timeout):
+                    await sub.delete()
 
 
 async def _create_items_with_results(
@@ -457,7 +458,8 @@ class OpcUaDriver(BaseDriver):
     async def _disconnect_quietly(self, client: Client) -> None:
         client.connection_lost_callback = None
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(client.disconnect(), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                await client.disconnect()
 
     async def _open_client(self) -> tuple[Client, dict[str, ua.NodeId]]:
         """A new, connected client with namespaces resolved. Never reuses a client."""
@@ -670,7 +672,8 @@ class OpcUaDriver(BaseDriver):
             if self._client is not client:
                 return
             try:
-                await asyncio.wait_for(node.read_value(), self.timeout)
+                async with asyncio.timeout(self.timeout):
+                    await node.read_value()
             except UaStatusCodeError as exc:
                 if _status_name(exc.code) not in _SESSION_GONE:
                     continue  # an answer (e.g. the server is busy): the link is alive
@@ -717,11 +720,12 @@ class OpcUaDriver(BaseDriver):
                 await asyncio.sleep(next(delays))
                 client: Client | None = None
                 try:
-                    fresh, node_ids = await asyncio.wait_for(self._open_client(),
-                                                             self.timeout * 5)
+                    async with asyncio.timeout(self.timeout * 5):
+                        fresh, node_ids = await self._open_client()
                     client = fresh
                     for sub in list(self._ua_subs):
-                        await asyncio.wait_for(sub._attach(fresh, node_ids), self.timeout * 5)
+                        async with asyncio.timeout(self.timeout * 5):
+                            await sub._attach(fresh, node_ids)
                 except Exception as exc:  # any failure: wait and try a fresh client again
                     if client is not None:
                         await self._disconnect_quietly(client)

@@ -136,13 +136,11 @@ class _Port:
         self._drop()
         baud, bytesize, parity, stopbits = self.settings
         try:
-            _, proto = await asyncio.wait_for(
-                serial_asyncio_fast.create_serial_connection(
+            async with asyncio.timeout(limit):
+                _, proto = await serial_asyncio_fast.create_serial_connection(
                     asyncio.get_running_loop(), _LineProtocol, self.path, baudrate=baud,
                     bytesize=bytesize, parity=parity, stopbits=stopbits,
-                ),
-                limit,
-            )
+                )
         except TimeoutError:
             raise DriverTimeout(f"opening {self.path} took longer than {limit:g} s") from None
         except (serial.SerialException, OSError, ValueError) as exc:
@@ -166,7 +164,8 @@ class _Port:
             self._drop()
             raise Disconnected(f"writing to {self.path} failed: {exc}") from None
         try:
-            return await asyncio.wait_for(proto.read_line(terminator), limit)
+            async with asyncio.timeout(limit):
+                return await proto.read_line(terminator)
         except TimeoutError:
             raise DriverTimeout(f"no reply from {self.path} within {limit:g} s") from None
         except Disconnected:
@@ -184,7 +183,8 @@ class _Port:
         if proto is not None and proto.lost is None:
             # Let the transport finish closing the file descriptor before the loop moves on.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proto.closed.wait(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await proto.closed.wait()
 
 
 _PORTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Port]] = (

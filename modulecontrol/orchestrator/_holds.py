@@ -62,6 +62,7 @@ class HoldArbiter:
 
     async def _unhold_once_held(self, key: str) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._machine.wait_for(State.HELD), self._held_within)
+            async with asyncio.timeout(self._held_within):
+                await self._machine.wait_for(State.HELD)
         if not self._reasons and self._machine.state is State.HELD:
             self._command(Command.UNHOLD, f"{key} cleared")

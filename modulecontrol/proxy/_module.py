@@ -249,17 +249,21 @@ class ModuleProxy:
         for task in (self._recovery, self._quiet_reader):
             if task is not None:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await asyncio.wait_for(task, timeout)
+                # waited for, not awaited: its CancelledError is its own, and a cancel of
+                # this close must not be swallowed with it
+                await asyncio.wait({task}, timeout=timeout)
         for svc in self.services.values():
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(svc.close(), timeout)
+                async with asyncio.timeout(timeout):
+                    await svc.close()
         if self._subscription is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._subscription.cancel(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._subscription.cancel()
         if self.driver is not None:
             try:
-                await asyncio.wait_for(self.driver.close(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self.driver.close()
             except Exception as exc:
                 _log.warning("%s: closing the link failed: %r", self.tag, exc)
 

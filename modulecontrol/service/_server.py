@@ -102,11 +102,15 @@ class ApiServer:
     async def stop(self) -> None:
         self._server.should_exit = True
         if self._task is not None:
-            try:
-                await asyncio.wait_for(self._task, 10.0)
-            except TimeoutError:
+            # waited for, not awaited under a timeout: Python 3.11's wait_for can drop a
+            # cancellation of this stop; the task's own failure is still raised
+            done, _ = await asyncio.wait({self._task}, timeout=10.0)
+            if not done:
                 self._server.force_exit = True
                 self._task.cancel()
+                await asyncio.wait({self._task}, timeout=5.0)
+            elif not self._task.cancelled():
+                self._task.result()
 
 
 Extension = Callable[[ControlService, str], Callable[[], Awaitable[None]]]

@@ -95,7 +95,9 @@ class ControlServer:
         owner = False
         try:
             try:
-                hello = json.loads(await asyncio.wait_for(reader.readline(), _HELLO_TIMEOUT))
+                async with asyncio.timeout(_HELLO_TIMEOUT):
+                    line = await reader.readline()
+                hello = json.loads(line)
                 given = str(hello.get("secret", "")).encode()
             except (TimeoutError, ValueError, AttributeError, asyncio.LimitOverrunError):
                 given = b""

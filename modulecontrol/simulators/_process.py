@@ -121,7 +121,8 @@ class PlantProcess:
     async def call(self, op: str, **args: Any) -> dict[str, Any]:
         """One operation of the channel (``ping``, ``clock``, ``follow``, ``pause``,
         ``resume``, ``step``, ``inject``, ``clear``, ``play``); ServeError if refused."""
-        answer = await asyncio.wait_for(self.send(op, **args), CALL_TIMEOUT)
+        async with asyncio.timeout(CALL_TIMEOUT):
+            answer = await self.send(op, **args)
         if not answer.get("ok"):
             raise ServeError(f"simulated plant: {answer.get('error')}")
         return answer
@@ -156,7 +157,8 @@ class PlantProcess:
             await self._task
         if self._child is not None:
             try:
-                await asyncio.wait_for(asyncio.to_thread(self._child.wait), 10.0)
+                async with asyncio.timeout(10.0):
+                    await asyncio.to_thread(self._child.wait)
             except TimeoutError:
                 _log.warning("the simulated plant (pid %d) did not stop: killed", self.pid)
                 self._child.kill()
@@ -164,10 +166,12 @@ class PlantProcess:
 
 
 async def _connect(port: int, secret: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    reader, writer = await asyncio.wait_for(
-        asyncio.open_connection("127.0.0.1", port, limit=MAX_LINE), 5.0)
+    async with asyncio.timeout(5.0):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=MAX_LINE)
     writer.write((json.dumps({"secret": secret, "owner": True}) + "\n").encode())
-    answer = json.loads(await asyncio.wait_for(reader.readline(), 5.0) or b"{}")
+    async with asyncio.timeout(5.0):
+        line = await reader.readline()
+    answer = json.loads(line or b"{}")
     if not answer.get("ok"):
         writer.close()
         raise ServeError(f"the simulated plant on port {port} refused the controller: "
@@ -259,7 +263,8 @@ async def spawn_plant(config: PlantConfig, clock: Clock, *, dt: float, pki: Path
     hello = {"secret": secret, "clock": clock.anchor(), "keep": keep}
     start = asyncio.to_thread(_start_child, plant, hello, dt, pki, insecure, log_file)
     try:
-        child, ready = await asyncio.wait_for(start, READY_TIMEOUT)
+        async with asyncio.timeout(READY_TIMEOUT):
+            child, ready = await start
     except TimeoutError:
         raise ServeError(f"the simulated plant process did not start within "
                          f"{READY_TIMEOUT:g} s") from None

@@ -253,7 +253,8 @@ class DriverConformance:
         async with stall():
             t0 = time.monotonic()
             with pytest.raises(DriverTimeout):
-                await asyncio.wait_for(driver.read([readonly_tag]), 60)
+                async with asyncio.timeout(60):
+                    await driver.read([readonly_tag])
             assert time.monotonic() - t0 < 60
             assert driver.health().last_error
 
@@ -311,7 +312,8 @@ class DriverConformance:
 
         sub = await driver.subscribe([readonly_tag], 0.02, on_values)
         try:
-            await asyncio.wait_for(done.wait(), 5)
+            async with asyncio.timeout(5):
+                await done.wait()
         finally:
             await sub.cancel()
         assert all(v[readonly_tag].good for v in got)

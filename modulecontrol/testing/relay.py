@@ -158,4 +158,5 @@ class TcpRelay:
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 1)
+                async with asyncio.timeout(1):
+                    await self._server.wait_closed()

@@ -7,6 +7,7 @@ amine pump never stops: its totaliser counts the gap at its set flow)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import signal
 import sys
 import time
@@ -168,7 +169,8 @@ async def test_a_killed_service_resumes_the_campaign_with_the_same_figures(
     (t0, v0), (t1, v1) = volume[k - 1], volume[k]
     # the gap is as long as the restart took (a few wall seconds on a fast machine, some
     # 20 on a busy one): it is told from the sampling by being many sample periods long
-    spacing = sorted(b[0] - a[0] for a, b in zip(volume, volume[1:]))[len(volume) // 2]
+    steps = sorted(b[0] - a[0] for a, b in itertools.pairwise(volume))
+    spacing = steps[len(steps) // 2]
     assert t1 - t0 > 3 * spacing, ("no gap in the record", t1 - t0, spacing)
     earlier = [(t, v) for t, v in volume[:k] if t <= t0 - 1800.0]
     assert earlier, "no record of the pump half an hour before the kill"
