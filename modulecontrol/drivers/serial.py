@@ -66,10 +66,14 @@ class _LineProtocol(asyncio.Protocol):
         self.lost: BaseException | None = None
         self._wake: asyncio.Event = asyncio.Event()
         self.closed: asyncio.Event = asyncio.Event()
+        self.made: asyncio.Event = asyncio.Event()
+        """Set by ``connection_made``, which the loop calls soon after the port opened, not
+        before ``create_serial_connection`` returns."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self.made.set()
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -141,6 +145,8 @@ class _Port:
                     asyncio.get_running_loop(), _LineProtocol, self.path, baudrate=baud,
                     bytesize=bytesize, parity=parity, stopbits=stopbits,
                 )
+                assert isinstance(proto, _LineProtocol)
+                await proto.made.wait()
         except TimeoutError:
             raise DriverTimeout(f"opening {self.path} took longer than {limit:g} s") from None
         except (serial.SerialException, OSError, ValueError) as exc:
@@ -148,7 +154,6 @@ class _Port:
                 f"cannot open serial port {self.path}: {exc}; check that the device is "
                 "plugged in, the path is right and no other program holds the port"
             ) from None
-        assert isinstance(proto, _LineProtocol)
         self.protocol = proto
         self.opened += 1
 
