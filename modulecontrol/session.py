@@ -29,8 +29,10 @@ from modulecontrol.events import PAYLOADS, Event, EventKind
 from modulecontrol.optimize import OPTIMIZER_USER, ExperimentRecord, recorded_experiments
 from modulecontrol.orchestrator import (
     AUTO_USER,
+    AlarmEvent,
     OperatorChannel,
     Orchestrator,
+    PlantAlarms,
     Resume,
     RunResult,
 )
@@ -310,6 +312,11 @@ class Line:
         feeds it and records its changes; between runs the line records them itself."""
         self.alarm_listeners: list[Callable[[AlarmChange], None]] = []
         """Told every change made between runs, once recorded (the service's stream)."""
+        self.plant_alarms: PlantAlarms | None = None
+        """The plant file's alarms, when the line evaluates them between runs too
+        (:meth:`watch_plant_alarms`); a run's supervisor takes them over while it runs."""
+        self.alarm_event_listeners: list[Callable[[AlarmEvent], None]] = []
+        """Told every alarm raised or cleared between runs, once recorded."""
         for m in plant.plant.modules:  # the plant's own alarms are there before any run
             for a in m.alarms:
                 signal = f"{m.tag}.{a.assembly}"
@@ -332,6 +339,34 @@ class Line:
                                    key_path=opts.records_key, anchor_path=opts.anchor,
                                    write_budget=opts.write_budget)
         self.alarms.route(self._alarm_between_runs)
+
+    def watch_plant_alarms(self) -> None:
+        """Evaluate the plant file's alarms between runs too (:meth:`evaluate_plant_alarms`),
+        as the control service does for the line it holds for days: its pumps and
+        thermostats are not unwatched because no recipe runs. ``modulecontrol run`` holds
+        the line for one run, whose supervisor evaluates them."""
+        self.plant_alarms = PlantAlarms(self.plant, self.alarms)
+
+    def evaluate_plant_alarms(self) -> None:
+        """One between-runs tick of the plant file's alarms (never during a run): each
+        raise and clear recorded as a run records it, then told to the listeners. A failure
+        to record raises (the caller makes it a ``supervision_failed``), never only logged."""
+        watch, hist = self.plant_alarms, self.historian
+        if watch is None or hist is None:
+            return
+        now = self.clock.now()
+
+        def record(ev: AlarmEvent) -> None:
+            payload = {"message": ev.message, "sim_time": now, **_jsonable(ev.data)}
+            if ev.kind is EventKind.ALARM_RAISED:
+                hist.raise_alarm(ev.source, ev.message,
+                                 _PRIORITY.get(str(ev.data.get("priority")), 500), payload)
+            else:
+                hist.clear_alarm(ev.source, payload)
+            for listener in list(self.alarm_event_listeners):
+                listener(ev)
+
+        watch.evaluate(now, self.proxies, record)
 
     def _alarm_between_runs(self, change: AlarmChange) -> None:
         """A change no run records (an alarm shelved, its shelf running out, between runs):
@@ -638,6 +673,7 @@ class Session:
                 taken_up = await self._reopen_record(resume)
             orch = Orchestrator(self.vr, self.proxies, clock=self.clock, operator=self.operator,
                                 tick=self.tick, alarms=self.line.alarms,
+                                plant_alarms=self.line.plant_alarms,
                                 resume=taken_up,
                                 on_comm_loss=opts.on_comm_loss)  # type: ignore[arg-type]
             self.orchestrator = orch

@@ -10,16 +10,19 @@ from modulecontrol.orchestrator._interpreter import (
     StepFailed,
 )
 from modulecontrol.orchestrator._operator import AUTO_USER, OperatorChannel, Prompt
+from modulecontrol.orchestrator._plantalarms import AlarmEvent, PlantAlarms
 from modulecontrol.orchestrator._runner import Orchestrator, Resume, RunResult
 
 __all__ = [
     "AUTO_USER",
     "RESUMABILITY",
+    "AlarmEvent",
     "Estimate",
     "Event",
     "EventLog",
     "OperatorChannel",
     "Orchestrator",
+    "PlantAlarms",
     "Position",
     "Progress",
     "Prompt",

@@ -26,6 +26,7 @@ from modulecontrol.events import Event, EventKind, EventLog
 from modulecontrol.orchestrator._holds import HoldArbiter
 from modulecontrol.orchestrator._interpreter import _TARGETS, Interpreter, Position, Progress
 from modulecontrol.orchestrator._operator import OperatorChannel
+from modulecontrol.orchestrator._plantalarms import PlantAlarms
 from modulecontrol.orchestrator._supervisor import (
     CommLoss,
     ServiceKey,
@@ -92,6 +93,7 @@ class Orchestrator:
         tick: float = 1.0,
         on_comm_loss: CommLoss = "hold",
         alarms: AlarmBoard | None = None,
+        plant_alarms: PlantAlarms | None = None,
         resume: Resume | None = None,
     ) -> None:
         self.validated = recipe
@@ -126,7 +128,7 @@ class Orchestrator:
             recipe, self.proxies, clock=clock, log=self.log, holds=self.holds,
             operator=self.operator, command=self.try_command,
             recipe_state=lambda: self.machine.state, used=self._used, tick=tick,
-            on_comm_loss=on_comm_loss, alarms=alarms,
+            on_comm_loss=on_comm_loss, alarms=alarms, plant_alarms=plant_alarms,
         )  # fmt: skip
         self.alarms = self.supervisor.board
         """The alarm board the run feeds (the line's, when the line gave one)."""

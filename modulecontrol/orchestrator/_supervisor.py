@@ -32,9 +32,17 @@ from modulecontrol.orchestrator._monitor import (
     si_number,
 )
 from modulecontrol.orchestrator._operator import OperatorChannel, Prompt
+from modulecontrol.orchestrator._plantalarms import (
+    PlantAlarms,
+    alarm_event,
+    feed_board,
+    plant_alarm_specs,
+    suppression,
+    why_value,
+)
 from modulecontrol.orchestrator._twin import TwinMonitor
 from modulecontrol.proxy import ModuleProxy, ServiceProxy
-from modulecontrol.recipe import Alarm, ValidatedRecipe
+from modulecontrol.recipe import ValidatedRecipe
 from modulecontrol.statemachine import Command, CommandRefused, State
 from modulecontrol.units import to_si
 
@@ -62,6 +70,7 @@ class Supervisor:
         tick: float,
         on_comm_loss: CommLoss,
         alarms: AlarmBoard | None = None,
+        plant_alarms: PlantAlarms | None = None,
     ) -> None:
         self.validated = recipe
         self.proxies = proxies
@@ -84,10 +93,16 @@ class Supervisor:
         """Each faulted module's fault text, so its recovery can say what cleared."""
         r = recipe.recipe
         self.interlocks = [InterlockState(i, recipe.compile(i.when)) for i in r.interlocks]
-        self.alarms = [
-            AlarmState.build(a, self._unit(a.signal), recipe.resolve)
-            for a in [*r.alarms, *plant_alarms(recipe)]
-        ]
+        self.alarms = [AlarmState.build(a, self._unit(a.signal), recipe.resolve)
+                       for a in r.alarms]
+        self.plant_alarms = plant_alarms
+        """The line's detectors of the plant file's alarms, taken over for the run and given
+        back at its end (the line evaluates them between runs); None: this run's own."""
+        if plant_alarms is not None:
+            self.alarms.extend(plant_alarms.states.values())
+        else:
+            self.alarms.extend(AlarmState.build(a, self._unit(a.signal), lambda v: v)
+                               for a in plant_alarm_specs(recipe.plant))
         self.board = alarms or AlarmBoard(recipe.plant.plant.alarm_philosophy)
         """The line's alarm board: the life cycle of every alarm and interlock this
         supervisor detects (docs/alarms.md)."""
@@ -136,26 +151,21 @@ class Supervisor:
 
     def release_alarms(self) -> None:
         """The run ends: its alarms and interlocks are no longer evaluated, so none stays in
-        alarm on the board (an unacknowledged one still waits for its acknowledgement)."""
+        alarm on the board (an unacknowledged one still waits for its acknowledgement). The
+        plant file's alarms go back to the line, which goes on evaluating them, unchanged."""
         now = self.clock.now()
-        for name in [a.spec.name for a in self.alarms] + [i.spec.name for i in self.interlocks]:
+        kept = self.plant_alarms.states if self.plant_alarms is not None else {}
+        for name in [a.spec.name for a in self.alarms if a.spec.name not in kept] + [
+                i.spec.name for i in self.interlocks]:
             self.board.process(name, False, now, reason="no longer evaluated: the run ended")
 
     def _suppression(self, now: float) -> None:
         """Suppression by design: in a declared step, or while a module service is in a
         declared state."""
         for al in self.alarms:
-            spec = al.spec
-            why = ""
-            if self._step is not None and self._step in spec.suppressed_in:
-                why = f"in step {self._step}"
-            for key, states in spec.suppressed_when.items():
-                tag, _, service = key.partition(".")
-                proxy = self.proxies.get(tag)
-                svc = proxy.services.get(service) if proxy is not None else None
-                if svc is not None and svc.state.label in states:
-                    why = why or f"{key} is {svc.state.label}"
-            self.board.suppress(spec.name, bool(why), why or "suppressing condition ended", now)
+            why = suppression(al.spec, self._step, self.proxies)
+            self.board.suppress(al.spec.name, bool(why), why or "suppressing condition ended",
+                                now)
 
     def _unit(self, signal: str) -> str:
         info = self.signals.get(signal)
@@ -372,54 +382,15 @@ class Supervisor:
                 )
 
     def _alarm(self, al: AlarmState, change: str | None, value: Any) -> None:
-        self._alarm_event(al, change, value)
-        now = self.clock.now()
-        if change in ("raise", "unknown"):
-            self.board.process(al.spec.name, True, now, value=value, message=(
-                al.spec.message or f"{al.spec.signal} out of limits" if change == "raise"
-                else f"cannot evaluate: {self._why_value(al.spec.signal, value)}"))
-        elif change == "clear":
-            self.board.process(al.spec.name, False, now, value=value)
-
-    def _alarm_event(self, al: AlarmState, change: str | None, value: Any) -> None:
-        if change == "raise":
-            self.log.emit(
-                EventKind.ALARM_RAISED,
-                al.spec.name,
-                al.spec.message or f"{al.spec.signal} out of limits",
-                priority=al.spec.priority,
-                signal=al.spec.signal,
-                value=value,
-            )
-        elif change == "unknown":
-            reason = self._why_value(al.spec.signal, value)
-            self.log.emit(
-                EventKind.ALARM_RAISED,
-                al.spec.name,
-                f"cannot evaluate: {reason}",
-                priority=al.spec.priority,
-                signal=al.spec.signal,
-                value=None,
-                reason=reason,
-            )
-        elif change == "clear":
-            self.log.emit(
-                EventKind.ALARM_CLEARED,
-                al.spec.name,
-                f"{al.spec.signal} back in limits",
-                priority=al.spec.priority,
-            )
+        reason = self._why_value(al.spec.signal, value) if change == "unknown" else ""
+        event = alarm_event(al, change, value, reason)
+        if event is not None:
+            self.log.emit(event[0], al.spec.name, event[1], **event[2])
+        feed_board(self.board, al, change, value, self.clock.now(), reason)
 
     def _why_value(self, signal: str, value: Any) -> str:
-        if isinstance(value, float):
-            return f"{signal} is {value}"
-        if value is not None:
-            return f"{signal} is not a number ({value!r})"
-        proxy = self.proxies.get(signal.split(".", 1)[0])
-        fault = f" ({proxy.fault})" if proxy is not None and proxy.fault else ""
-        return f"{signal} bad quality, stale or missing{fault}"
+        return why_value(signal, value, self.proxies)
 
-    # ------------------------------------------------------------------ interlocks
     async def _interlock(self, il: InterlockState, hit: bool | None, why: str = "") -> None:
         """Trip when the condition is true *or cannot be evaluated* (``hit`` None, ``why``
         says which value); clear only when it evaluates false again. Why: a missing, bad,
@@ -742,21 +713,6 @@ class Supervisor:
             self.log.emit(EventKind.DIVERT_DISABLED, d.valve, f"divert control ends at {step_name}")
             if d.to_product:
                 asyncio.get_running_loop().create_task(self._switch(d, False))
-
-
-def plant_alarms(recipe: ValidatedRecipe) -> list[Alarm]:
-    """The alarms the plant file declares on its modules, as recipe alarms on their
-    signals (``TAG.assembly``), so both are detected by the one detector."""
-    out = []
-    for m in recipe.plant.plant.modules:
-        for a in m.alarms:
-            out.append(Alarm(
-                name=a.name, signal=f"{m.tag}.{a.assembly}", high=a.high, low=a.low,
-                hysteresis=a.deadband, delay=a.on_delay, priority=a.priority,
-                message=a.message, group=a.group, realarm_after=a.realarm_after,
-                suppressed_when={f"{m.tag}.{svc}": states
-                                 for svc, states in a.suppressed_when.items()}))
-    return out
 
 
 def emit_service_command(log: EventLog, key: ServiceKey, cmd: Command, why: str) -> None:

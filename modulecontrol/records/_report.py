@@ -174,8 +174,11 @@ class _RunData:
              "acked_by": ab, "cleared": tc}
             for n, m, p, tr, ta, ab, tc in conn.execute(
                 "SELECT name, message, priority, t_raised, t_acked, acked_by, t_cleared FROM"
-                " alarms WHERE run_id=? OR (run_id IS NULL AND t_raised BETWEEN ? AND ?)"
-                " ORDER BY t_raised, id", (run.id, t0, t1))]
+                " alarms WHERE run_id=? OR (run_id IS NULL AND t_raised <= ? AND"
+                " (t_cleared IS NULL OR t_cleared >= ?)) ORDER BY t_raised, id",
+                (run.id, t1, t0))]
+        """The run's alarms and the line's that stood during it (raised between runs, e.g.
+        a plant-file alarm already in alarm when the run started)."""
         self.chain = _chain_info(conn, run.id)
         recorded = [
             {"t": t, "user": u, "action": a, "target": tg, "old_value": json.loads(o or "null"),

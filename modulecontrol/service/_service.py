@@ -178,6 +178,7 @@ class ControlService:
 
             check_plant(plant)
         self.line = Line(plant, self._run_options())
+        self.line.watch_plant_alarms()
         self.line.open_records()
         recorded_until = last_sample_time(opts.db)
         self.store = ServiceStore(opts.db)
@@ -211,6 +212,9 @@ class ControlService:
             proxy.on_state(self._on_service_state)
         self._stream_values(self.line)
         self.line.alarm_listeners.append(self._alarm_published)
+        self.line.alarm_event_listeners.append(
+            lambda ev: self._publish(ev.kind.value, ev.source, ev.message,
+                                     {k: _plain(v) for k, v in ev.data.items()}))
         self._worker = asyncio.get_running_loop().create_task(self._run_queue(),
                                                               name="run queue")
         self._alarm_clock = asyncio.get_running_loop().create_task(self._tick_alarms(),
@@ -539,13 +543,14 @@ class ControlService:
                       f"({change.trigger.value} by {change.user}){why}", change.data())
 
     async def _tick_alarms(self) -> None:
-        """Shelves run out and standing alarms re-alarm between runs too (during a run the
-        supervision tick does it), on the line's clock."""
+        """Between runs (during a run the supervision tick does it), on the line's clock:
+        the plant file's alarms are evaluated, shelves run out, standing alarms re-alarm."""
         line = self._ready()[1]
         period = max(1.0, line.options.speed * self.options.poll_interval)
         while True:
             if self._active is None:
                 try:
+                    line.evaluate_plant_alarms()
                     line.alarms.tick(line.clock.now())
                 except Exception as exc:  # recorded and streamed, never only logged
                     _log.exception("alarm clock tick failed")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import shutil
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,6 +102,25 @@ async def _until(c: Client, name: str, state: str, within: float = 90.0) -> dict
     raise AssertionError(f"{name} not {state} within {within} s: {await _alarm(c, name)}")
 
 
+async def test_a_plant_alarm_is_watched_before_any_run(line: ServedLine) -> None:
+    """The plant file's alarm is the plant's: the service raises, records and streams it
+    with no recipe running (a held line is not an unwatched one)."""
+    async with await _client(line, "operator") as op:
+        raised = await _until(op, "r1_warm", "unacknowledged")
+        assert raised["active"] and raised["kind"] == "plant"
+        assert "r1_warm" in (await op.alarms())["banner"]
+        assert not await op.runs(), "no run yet"
+        events = (await op.events_since(0))["events"]
+    streamed = [e for e in events if e["kind"] == "alarm_raised" and e["source"] == "r1_warm"]
+    assert streamed and streamed[0]["run"] is None
+    assert streamed[0]["message"] == "R1 above 10 degC (always in alarm at ambient)"
+    assert streamed[0]["data"]["signal"] == "R1.T" and streamed[0]["data"]["value"] > 10.0
+    with sqlite3.connect(f"file:{line.db}?mode=ro", uri=True) as conn:
+        rows = conn.execute("SELECT run_id, priority, t_cleared FROM alarms "
+                            "WHERE name = 'r1_warm'").fetchall()
+    assert rows == [(None, 750, None)]
+
+
 async def test_a_shelved_alarm_comes_back_by_itself_on_the_simulated_clock(
         line: ServedLine) -> None:
     async with await _client(line, "engineer") as eng, await _client(line, "operator") as op:
@@ -135,11 +155,15 @@ async def test_a_shelved_alarm_comes_back_by_itself_on_the_simulated_clock(
         assert acked["state"] == "acknowledged"
         kpis = await op.alarm_kpis(run=run["id"])
         assert kpis["annunciations"] >= 2 and kpis["shelved"] == 1
-        assert {t["name"] for t in kpis["top_ten"]} >= {"r1_warm", "r2_warm"}
+        # r1_warm was annunciated before the run (the line watches it between runs): the
+        # run counts it as standing, its annunciation belongs to the day
+        assert "r2_warm" in {t["name"] for t in kpis["top_ten"]}
         assert "r1_warm" in {s["name"] for s in kpis["standing"]}  # > 5 min in alarm
         start = (await op.alarms())["clock_start"]
         day = dt.datetime.fromtimestamp(start + raised["since"], dt.UTC).date().isoformat()
-        assert (await op.alarm_kpis(day=day))["annunciations"] >= 1
+        daily = await op.alarm_kpis(day=day)
+        assert daily["annunciations"] >= 2
+        assert {t["name"] for t in daily["top_ten"]} >= {"r1_warm", "r2_warm"}
         await eng.command(run["id"], "stop")
 
 
@@ -188,7 +212,18 @@ async def test_the_batch_report_gives_the_alarm_kpis_of_the_run(line: ServedLine
                                headers={"Authorization": f"Bearer {op.token}"})
     assert r.status_code == 200
     assert "<h3>Alarm KPIs (ISA-18.2)</h3>" in r.text
-    assert "r1_warm (" in r.text and "alarms per 10 min per operator" in r.text
+    assert "alarms per 10 min per operator" in r.text and "r2_warm (" in r.text
+    # raised before the run, standing through it: in the batch report's alarms all the same
+    assert "R1 above 10 degC (always in alarm at ambient)" in r.text
+    # handed to the run and back, the standing plant alarm was raised once (before the run)
+    # and never cleared by a run's start or end: the line goes on watching it
+    async with await _client(line, "operator") as op:
+        events = (await op.events_since(0))["events"]
+        standing = await _alarm(op, "r1_warm")
+    moves = [e["kind"] for e in events if e["source"] == "r1_warm"
+             and e["kind"] in ("alarm_raised", "alarm_cleared")]
+    assert moves == ["alarm_raised"], moves
+    assert standing["active"]
 
 
 def test_the_alarms_cli_is_a_client(line: ServedLine, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -203,6 +238,6 @@ def test_the_alarms_cli_is_a_client(line: ServedLine, monkeypatch: pytest.Monkey
     assert "r1_warm" in listed.output and "r2_warm" in listed.output
     kpis = runner.invoke(app, ["alarms", "kpis", "--run", "1", "--server", line.url])
     assert kpis.exit_code == 0, kpis.output
-    assert "per 10 min per operator" in kpis.output and "r1_warm" in kpis.output
+    assert "per 10 min per operator" in kpis.output and "r2_warm" in kpis.output
     refused = runner.invoke(app, ["alarms", "unshelve", "r1_warm", "--server", line.url])
     assert refused.exit_code != 0 and "unshelve is not possible" in refused.output
