@@ -35,7 +35,9 @@ PROVENANCE = {"runs": [1, 2],
 
 def _reactions() -> list[dict[str, Any]]:
     """R2's reactions as the plant file gives them, nitrosation's k_ref as if fitted."""
-    reactions = copy.deepcopy(load_plant(PLANT).type_of("R2").simulator.parameters["reactions"])
+    sim = load_plant(PLANT).type_of("R2").simulator
+    assert sim is not None
+    reactions: list[dict[str, Any]] = copy.deepcopy(sim.parameters["reactions"])
     for r in reactions:
         if r["name"] == "nitrosation_equilibrium":
             r["k_ref"] = FITTED
@@ -72,7 +74,7 @@ def _write(path: Path, doc: dict[str, Any]) -> Path:
 
 def _k_ref(config: Any) -> str:
     reactions = config.type_of("R2").simulator.parameters["reactions"]
-    return next(r["k_ref"] for r in reactions if r["name"] == "nitrosation_equilibrium")
+    return str(next(r["k_ref"] for r in reactions if r["name"] == "nitrosation_equilibrium"))
 
 
 def _line_of(path: Path, pattern: str) -> int:
