@@ -173,8 +173,27 @@ def validate(
             report_problems(exc)
         else:
             console.print(f"[green]ok[/green] {path}")
+            for line in _calibration_lines(result):
+                console.print(line, markup=False, highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(1)
+
+
+def _calibration_lines(result: object) -> list[str]:
+    """The calibrated overlays in effect on a validated plant (or a recipe's plant): file,
+    hash, what each sets and its provenance, so ``validate`` says which models will run."""
+    from modulecontrol.descriptors import PlantConfig
+
+    config = result if isinstance(result, PlantConfig) else getattr(result, "plant", None)
+    if not isinstance(config, PlantConfig):
+        return []
+    lines = []
+    for cal in config.calibrations:
+        sets = ", ".join(f"{e.tag}.{k}" for e in cal.overlay.modules
+                         for k in e.overrides.simulator)
+        lines += [f"  calibration {cal.file} (sha256 {cal.sha256[:12]}): sets {sets}",
+                  f"    fitted on {cal.summary()}"]
+    return lines
 
 
 def _check_build(result: object) -> None:
@@ -212,11 +231,15 @@ def describe(
         "--bindings", help="Also show where each attribute lives on the wire: Modbus "
         "registers, OPC UA node ids, serial commands.")] = False,
 ) -> None:
-    """Show a module type: services, procedures, parameters and data assemblies."""
+    """Show a module type: services, procedures, parameters and data assemblies (or a
+    plant file: its modules and the calibrated overlays in effect)."""
     from modulecontrol.descriptors import installed_types, load_module_type
 
     try:
         if type_name.endswith((".yaml", ".yml")) or Path(type_name).is_file():
+            if _is_plant(Path(type_name)):
+                _describe_plant(Path(type_name))
+                return
             mt = load_module_type(type_name)
         else:
             mt = installed_types().get(type_name)
@@ -268,6 +291,43 @@ def describe(
             for row in bt.rows:  # Text: a reply pattern's [ISA] is no rich markup
                 table.add_row(*(Text(cell) for cell in row))
             out.print(table)
+
+
+def _is_plant(path: Path) -> bool:
+    from modulecontrol.yamlio import load_yaml
+
+    try:
+        doc = load_yaml(path)
+    except ConfigError:
+        return False  # load_module_type reports it
+    return isinstance(doc.data, dict) and doc.data.get("kind") == "Plant"
+
+
+def _describe_plant(path: Path) -> None:
+    """A plant file: its modules (simulated or not, endpoint, calibrated keys) and the
+    calibrated overlays in effect with their provenance; problems raise ConfigError."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from modulecontrol.descriptors import load_plant
+
+    config = load_plant(path)
+    out = Console()
+    p = config.plant
+    out.print(Text(f"{p.name} ({path}) — {p.description.strip()}".rstrip(" —")))
+    table = Table("tag", "type", "simulated", "endpoint", "calibrated")
+    for m in p.modules:
+        ep = m.endpoint
+        where = "" if ep is None else str(getattr(ep, "url", "") or ep.protocol)
+        cal = ", ".join(f"{k} ({Path(c.file).name})" for c in config.calibrations
+                        for k in c.sets(m.tag))
+        table.add_row(m.tag, m.type, "passive" if ep is None else "yes" if m.simulated
+                      else "no", Text(where), Text(cal))
+    out.print(table)
+    if not config.calibrations:
+        out.print("calibrations: none (the models as the plant and type files write them)")
+    for line in _calibration_lines(config):
+        out.print(Text(line.strip() if line.startswith("  c") else line), soft_wrap=True)
 
 
 def _g(v: object) -> str:

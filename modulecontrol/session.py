@@ -744,6 +744,10 @@ class Session:
         metadata: dict[str, Any] = {
             "tag_groups": {**_plot_groups(self.proxies), **_twin_groups(self.vr)},
             "plant": self.vr.plant.plant.name,
+            # beside the plant file's hash (the record's plant_hash): which calibrated
+            # overlays its models ran with, by path and content hash
+            "calibrations": [c.record(self.vr.plant.base_dir)
+                             for c in self.vr.plant.calibrations],
             "tag_notes": _tag_notes(self.proxies),
             "limits": _alarm_limits(self.vr),
             "simulated": self.line.options.simulate,

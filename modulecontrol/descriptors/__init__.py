@@ -15,6 +15,13 @@ from modulecontrol.descriptors._bindings import (
     SerialCommand,
     check_template,
 )
+from modulecontrol.descriptors._calibration import (
+    Calibration,
+    CalibrationEntry,
+    TwinCalibration,
+    calibrate,
+    read_calibration,
+)
 from modulecontrol.descriptors._loader import (
     PlantConfig,
     TypeLibrary,
@@ -82,6 +89,8 @@ __all__ = [
     "REGISTER_COUNT",
     "AttributeBinding",
     "Binding",
+    "Calibration",
+    "CalibrationEntry",
     "Connection",
     "DataAssembly",
     "Endpoint",
@@ -112,6 +121,7 @@ __all__ = [
     "Service",
     "SimulatorSpec",
     "Transport",
+    "TwinCalibration",
     "TypeLibrary",
     "UnitStr",
     "UnknownTransport",
@@ -120,6 +130,7 @@ __all__ = [
     "binding_model",
     "builtin_type_files",
     "builtin_types",
+    "calibrate",
     "check_template",
     "delta_in",
     "document_kinds",
@@ -134,6 +145,7 @@ __all__ = [
     "module_type_from_text",
     "note_unavailable",
     "plant_from_doc",
+    "read_calibration",
     "register_kind",
     "register_module_types",
     "register_transport",

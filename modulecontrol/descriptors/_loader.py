@@ -10,6 +10,7 @@ from typing import Any, TypeVar, get_args
 
 from pydantic import BaseModel, ValidationError
 
+from modulecontrol.descriptors._calibration import Calibration, calibrate, read_calibration
 from modulecontrol.descriptors._module import ModuleType
 from modulecontrol.descriptors._plant import Handshake, ModuleInstance, Plant
 from modulecontrol.descriptors._topology import shutdown_problems
@@ -44,7 +45,8 @@ def _check_kind(model: type[BaseModel], doc: YamlDoc) -> None:
     if not isinstance(given, str) or kind_field is None:
         return
     expected = [a for a in get_args(kind_field.annotation) if isinstance(a, str)]
-    known = {"ModuleType", "Plant", "Recipe", "Scenario", *_EXTRA_KINDS}  # misspelt: pydantic
+    known = {"ModuleType", "Plant", "Recipe", "Scenario", "TwinCalibration",
+             *_EXTRA_KINDS}  # misspelt: pydantic
     if expected and given not in expected and given in known:  # says it, with a suggestion
         raise ConfigError.single(
             f"this is a {given} document, not a {' or '.join(expected)}", doc.locate(("kind",)))
@@ -185,6 +187,13 @@ class PlantConfig:
     doc: YamlDoc | None = None
     """The plant document, so that later layers (the simulators' build) can locate what they
     refuse; ``None`` for a plant made in code."""
+    calibrations: list[Calibration] = field(default_factory=list)
+    """The calibrated overlays applied to ``instance_types``, in order: the plant file's
+    ``calibrations:``, then any given on the command line (``optimize --calibration``)."""
+
+    def calibration_of(self, tag: str, key: str) -> Calibration | None:
+        """The overlay that set simulator key ``key`` of ``tag``, if one did."""
+        return next((c for c in self.calibrations if key in c.sets(tag)), None)
 
     def locate(self, path: tuple[str | int, ...]) -> Location:
         """Where ``path`` (e.g. ``("modules", 3)``) stands in the plant file."""
@@ -263,6 +272,12 @@ def plant_from_doc(doc: YamlDoc, library: TypeLibrary | None = None) -> PlantCon
             )
     if not problems:  # the order names feeds, which needs every instance's type
         problems.extend(_located(doc, shutdown_problems(config)))
+    if not problems:  # an overlay is judged against the validated instances
+        for i, rel in enumerate(plant.calibrations):
+            try:
+                config = calibrate(config, config.resolve(rel), doc.locate(("calibrations", i)))
+            except ConfigError as exc:
+                problems.extend(exc.problems)
     if problems:
         raise ConfigError(problems)
     return config
@@ -306,9 +321,11 @@ def validate_file(path: str | Path) -> Any:
         return module_type_from_doc(doc)
     if kind == "Plant":
         return plant_from_doc(doc)
+    if kind == "TwinCalibration":  # on its own: its schema (a plant judges the rest)
+        return read_calibration(path)
     if isinstance(kind, str) and kind in _EXTRA_KINDS:
         return _EXTRA_KINDS[kind](doc)
-    known = ["ModuleType", "Plant", *_EXTRA_KINDS]
+    known = ["ModuleType", "Plant", "TwinCalibration", *_EXTRA_KINDS]
     if kind is None:
         raise ConfigError.single(f"missing 'kind' (one of: {', '.join(known)})", doc.locate(()))
     raise ConfigError.single(

@@ -330,6 +330,10 @@ class Plant(Model):
     """Extra module-type files, relative to the plant file."""
     species: str | None = None
     """Species table (YAML) for the simulators, relative to the plant file."""
+    calibrations: list[str] = Field(default_factory=list)
+    """Calibrated overlays (``kind: TwinCalibration``, written by ``twin fit --overlay``),
+    relative to the plant file, applied in order to the simulated modules' model parameters
+    (see :mod:`modulecontrol.descriptors._calibration` and docs/digital-twin.md)."""
     modules: list[ModuleInstance] = Field(default_factory=list)
     connections: list[Connection] = Field(default_factory=list)
     sinks: dict[str, SinkKind] = Field(default_factory=dict)

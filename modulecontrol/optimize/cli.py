@@ -1,11 +1,11 @@
 """``modulecontrol optimize RECIPE``: a recipe's campaign run on the twin, before the line.
 
 Each experiment of the ``optimize`` block is the steady state of the plant's models at the
-point (:class:`SteadyStateExperimenter`), calibrated with ``--calibration`` (the overlay of
-``twin fit``) when given: a second per experiment instead of hours, so the search's path,
-the number of experiments it needs and where it ends can be seen before the line spends
-reagent on it, and the point it finds is a candidate start for the campaign on the line.
-Nothing is written to a plant or a records database.
+point (:class:`SteadyStateExperimenter`), calibrated by the overlays of ``twin fit`` that the
+plant file includes (``calibrations:``) and by ``--calibration`` when given: a second per
+experiment instead of hours, so the search's path, the number of experiments it needs and
+where it ends can be seen before the line spends reagent on it, and the point it finds is a
+candidate start for the campaign on the line. Nothing is written to a plant or a records database.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def optimize_cmd(
                                                "recipe's).")] = None,
     calibration: Annotated[Path | None, typer.Option(
         "--calibration", help="Calibrated overlay of `twin fit --overlay`: the models as "
-        "fitted to the line's runs.")] = None,
+        "fitted to the line's runs, on top of the plant file's own 'calibrations'.")] = None,
     experiments: Annotated[int | None, typer.Option("--experiments", help="Budget (default: "
                                                     "the block's).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the experiments as JSON.")

@@ -1168,6 +1168,16 @@ def _clock_rows(run: RunInfo) -> list[list[Any]]:
             ["simulated duration", format_elapsed(run.duration_s)]]
 
 
+def _calibration_rows(metadata: dict[str, Any]) -> list[list[Any]]:
+    """The calibrated overlays the plant's models ran with (path and SHA-256, as the run
+    metadata keeps them); none for a run without, or recorded before they were kept."""
+    cals = metadata.get("calibrations")
+    if not isinstance(cals, list):
+        return []
+    return [["calibration", f"{c.get('file', '?')} SHA-256 {c.get('sha256', '?')}"]
+            for c in cals if isinstance(c, dict)]
+
+
 def _html(data: _RunData) -> str:
     doc = _json_doc(data)
     run, figs = data.run, doc["figures"]
@@ -1183,6 +1193,7 @@ def _html(data: _RunData) -> str:
     info: list[list[Any]] = [["run", run.id], ["mode", run_mode_text(run.metadata)],
             ["recipe", f"{run.recipe_name} {run.recipe_version}"],
             ["recipe SHA-256", run.recipe_hash], ["plant SHA-256", run.plant_hash],
+            *_calibration_rows(run.metadata),
             ["operator", run.operator], *_clock_rows(run), ["result", run.result],
             ["note", run.note], ["parameters", json.dumps(run.parameters, sort_keys=True)]]
     na = figs.get("not_available", {})

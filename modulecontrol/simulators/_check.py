@@ -14,8 +14,9 @@ every accepted value mean exactly one thing:
   under a ``FlowSetpoint`` allowed up to 66.7 mL/min) is an error naming both places, since
   the simulated device would silently clamp.
 
-Errors point at the YAML key that gave the value: the plant's ``overrides`` or the module
-type file's ``simulator`` section.
+Errors point at the YAML key that gave the value: a calibrated overlay the plant includes
+(``calibrations:``), the plant's ``overrides`` or the module type file's ``simulator``
+section.
 """
 
 from __future__ import annotations
@@ -85,14 +86,18 @@ class _Locator:
 
     def parameter(self, tag: str, path: PathKey, *, key: bool = False) -> Location:
         """Where the simulator parameter at ``path`` (inside the merged parameters) was
-        written: the instance's ``overrides.simulator`` or ``overrides.properties``, else the
-        type's ``simulator.parameters`` or ``properties``."""
+        written: a calibrated overlay the plant includes, the instance's
+        ``overrides.simulator`` or ``overrides.properties``, else the type's
+        ``simulator.parameters`` or ``properties``."""
         inst = self.config.instance(tag)
         i = self.index(tag)
         base = self.config.library.types.get(inst.type)
         spec = base.simulator if base is not None else None
         doc = self.type_doc(inst.type)
         first = path[0] if path else None
+        overlay = self.config.calibration_of(tag, first) if isinstance(first, str) else None
+        if overlay is not None:  # a calibrated overlay's value replaced the plant's
+            return overlay.locate(tag, path, key=key)
         if first in inst.overrides.simulator:
             return self.plant.locate(("modules", i, "overrides", "simulator", *path), key=key)
         if doc is not None and spec is not None and first in spec.parameters:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ import numpy as np
 from scipy.optimize import least_squares
 from scipy.stats import t as student_t
 
-from modulecontrol.descriptors import PlantConfig
+from modulecontrol.descriptors import PlantConfig, calibrate
 from modulecontrol.records import RunSamples, run_samples
 from modulecontrol.simulators import build_models
 from modulecontrol.twin._model import (
@@ -316,7 +316,8 @@ def write_overlay(config: PlantConfig, result: FitResult, path: str | Path) -> P
         modules.append({"tag": tag, "overrides": {"simulator": {k: sim.parameters[k]
                                                                 for k in keys}}})
     doc = {"kind": "TwinCalibration", "plant": Path(config.file).name,
-           "provenance": result.as_dict(), "modules": modules}
+           "plant_name": config.plant.name, "provenance": result.as_dict(),
+           "modules": modules}
     out = Path(path)
     out.write_text(dump_yaml(doc), encoding="utf-8")
     return out
@@ -325,45 +326,7 @@ def write_overlay(config: PlantConfig, result: FitResult, path: str | Path) -> P
 def apply_overlay(config: PlantConfig, path: str | Path) -> PlantConfig:
     """``config`` with a calibrated overlay (:func:`write_overlay`) applied: each module
     entry's ``overrides.simulator`` keys replace the instance's (the original is untouched).
-    A file of another kind, or a module or key the plant does not have, is refused with the
-    file, line and what exists."""
-    from modulecontrol.errors import ConfigError, Problem, did_you_mean
-    from modulecontrol.yamlio import load_yaml
-
-    doc = load_yaml(path)
-    data = doc.data
-    if not isinstance(data, dict) or data.get("kind") != "TwinCalibration":
-        raise ConfigError.single("expected 'kind: TwinCalibration' (written by `modulecontrol "
-                                 "twin fit --overlay`)", doc.locate(()))
-    types = dict(config.instance_types)
-    problems = []
-    modules = data.get("modules")
-    if not isinstance(modules, list):
-        raise ConfigError.single("'modules' must be a list", doc.locate(()))
-    for i, entry in enumerate(modules):
-        tag = entry.get("tag") if isinstance(entry, dict) else None
-        sim_over = (entry.get("overrides", {}) or {}).get("simulator") \
-            if isinstance(entry, dict) else None
-        if tag not in types:
-            problems.append(Problem(f"no module '{tag}' in {Path(config.file).name}"
-                                    f"{did_you_mean(str(tag), types)}",
-                                    doc.locate(("modules", i, "tag"))))
-            continue
-        mt = types[tag]
-        if mt.simulator is None or not isinstance(sim_over, dict):
-            problems.append(Problem(f"{tag}: needs 'overrides: {{simulator: ...}}' of a "
-                                    "simulated module", doc.locate(("modules", i))))
-            continue
-        unknown = [k for k in sim_over if k not in mt.simulator.parameters]
-        if unknown:
-            problems.append(Problem(
-                f"{tag}: no simulator parameter '{unknown[0]}'"
-                f"{did_you_mean(unknown[0], mt.simulator.parameters)}",
-                doc.locate(("modules", i, "overrides", "simulator", unknown[0]), key=True)))
-            continue
-        params = {**mt.simulator.parameters, **sim_over}
-        types[tag] = mt.model_copy(update={"simulator": mt.simulator.model_copy(
-            update={"parameters": params})})
-    if problems:
-        raise ConfigError(problems)
-    return replace(config, instance_types=types)
+    The same function as the plant file's ``calibrations:`` key
+    (:func:`modulecontrol.descriptors.calibrate`), so ``optimize --calibration`` and a plant
+    that includes the overlay simulate the same models; every refusal is located in it."""
+    return calibrate(config, path)

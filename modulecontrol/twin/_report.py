@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import getpass
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -138,11 +139,17 @@ def provenance(result: FitResult) -> dict[str, Any]:
 
 def record_calibration(db: str | Path, result: FitResult, overlay: str | Path, *,
                        plant: str, user: str | None = None) -> AuditEntry:
-    """Append the written overlay and the fit's provenance to ``db``'s audit trail."""
+    """Append the written overlay and the fit's provenance to ``db``'s audit trail.
+
+    The overlay's SHA-256 is kept too: a run made with the overlay included records the same
+    hash (its run metadata's ``calibrations``), which leads from the batch record back to this
+    entry and so to the runs and statistics of the fit."""
     who = user or f"os:{getpass.getuser()}"
+    digest = hashlib.sha256(Path(overlay).read_bytes()).hexdigest()
     with AuditTrail(db) as trail:
         return trail.append(
             who, CALIBRATION_ACTION, f"overlay {Path(overlay).name}",
-            new_value={"plant": plant, "overlay": Path(overlay).name, **provenance(result)},
+            new_value={"plant": plant, "overlay": Path(overlay).name, "sha256": digest,
+                       **provenance(result)},
             reason=f"twin fit of {', '.join(e.name for e in result.estimates)} on runs "
                    f"{', '.join(map(str, result.runs))}")

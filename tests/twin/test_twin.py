@@ -3,6 +3,7 @@ the worked example of docs/digital-twin.md, run as written, recovers the truth."
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shlex
@@ -66,6 +67,12 @@ TRUTH = {"R2.reactions.nitrosation_equilibrium.k_ref": 2.2,
 ESTIMATE = re.compile(r"^(\S+) = (\S+) .*95% CI \[(\S+), (\S+)\]", re.M)
 
 
+def doc_block(marker: str, lang: str) -> str:
+    """The first ``lang`` block after ``marker`` on the page."""
+    text = (ROOT / "docs" / "digital-twin.md").read_text(encoding="utf-8")
+    return text.split(f"<!-- {marker} -->", 1)[1].split(f"```{lang}", 1)[1].split("```", 1)[0]
+
+
 def doc_commands(marker: str) -> list[list[str]]:
     """The ``$ modulecontrol ...`` lines of the console block after ``marker``."""
     text = (ROOT / "docs" / "digital-twin.md").read_text(encoding="utf-8")
@@ -111,14 +118,39 @@ def test_worked_example_recovers_k_and_ea_from_two_temperatures_and_warns_on_one
     assert {e["name"] for e in prov["estimates"]} == set(TRUTH)
     assert prov["n_points"] == fitted["n_points"]
     assert verify_audit(workdir / "runs.db").ok
-    # optimise on the calibrated twin: the page's command, with and without the overlay
-    (command,) = doc_commands("twin-optimize")
+    # the overlay's hash in its audit entry: what a run record's calibration is matched by
+    digest = hashlib.sha256((workdir / "R2-calibrated.yaml").read_bytes()).hexdigest()
+    assert prov["sha256"] == digest
+    # optimise on the calibrated twin: the plant as copied, then as the page includes the
+    # overlay in it; the page's commands as written
     shutil.copy(ROOT / "recipes" / "examples" / "lomustine_optimize.yaml",
                 workdir / "optimize.yaml")
+    check, command = doc_commands("twin-optimize")
+    assert check[:1] == ["validate"] and "--calibration" not in command
+    plain = CliRunner().invoke(app, [*command, "--json"])
+    assert plain.exit_code == 0, plain.output
+    by_option = CliRunner().invoke(app, [*command, "--calibration", "R2-calibrated.yaml",
+                                         "--json"])
+    assert by_option.exit_code == 0, by_option.output
+    bad = CliRunner().invoke(app, [*command, "--calibration", "plant.yaml"])
+    assert bad.exit_code == 2 and "TwinCalibration" in bad.output
+    include = doc_block("twin-include", "yaml").strip()
+    plant = workdir / "plant.yaml"
+    text = plant.read_text(encoding="utf-8")
+    plant.write_text(text.replace("species: species.yaml\n",
+                                  f"species: species.yaml\n{include}\n", 1), encoding="utf-8")
+    validated = CliRunner().invoke(app, check)
+    assert validated.exit_code == 0, validated.output
+    shown = doc_block("twin-optimize", "text")
+    assert shown.strip().splitlines()[1].split(" (sha256")[0] in validated.stdout  # as shown
+    assert f"(sha256 {digest[:12]}): sets R2.reactions" in validated.stdout
+    assert f"fitted on runs 1, 2 ({prov['time_ranges'][0][0][:10]}" in validated.stdout
     calibrated = CliRunner().invoke(app, [*command, "--json"])
     assert calibrated.exit_code == 0, calibrated.output
-    as_written = [c for c in command if c != "--calibration" and c != "R2-calibrated.yaml"]
-    plain = CliRunner().invoke(app, [*as_written, "--json"])
+    # one implementation: the included overlay and --calibration give the same campaign
+    assert calibrated.stdout == by_option.stdout
+    twice = CliRunner().invoke(app, [*command, "--calibration", "R2-calibrated.yaml"])
+    assert twice.exit_code == 2 and "already in effect" in twice.output
     runs = [json.loads(r.stdout) for r in (calibrated, plain)]
     n = int(command[command.index("--experiments") + 1])
     assert [len(r["experiments"]) for r in runs] == [n, n]
@@ -128,9 +160,6 @@ def test_worked_example_recovers_k_and_ea_from_two_temperatures_and_warns_on_one
     assert first[0]["means"]["PAT1.Purity"] > first[1]["means"]["PAT1.Purity"]
     best = runs[0]["experiments"][runs[0]["best"]]
     assert best["objective"] > first[0]["objective"]  # the search improved on its start
-    bad = CliRunner().invoke(app, ["plant.yaml" if c == "R2-calibrated.yaml" else c
-                                   for c in command])
-    assert bad.exit_code == 2 and "TwinCalibration" in bad.output
 
 
 def test_whatif_worked_example_reports_the_models_new_steady_state(workdir: Path) -> None:
