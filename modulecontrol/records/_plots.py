@@ -71,8 +71,9 @@ class AxisPlan:
     limits: list[Limit] = field(default_factory=list)
 
 
-WINDOW_KINDS = ("steady state", "to product", "held")
-"""The windows shaded on every trend panel, in drawing order."""
+WINDOW_KINDS = ("steady state", "to product", "held", "no record")
+"""The windows shaded on every trend panel, in drawing order. "no record": the control
+service was down (killed, restarted) and nothing was recorded; the plant ran on."""
 
 
 @dataclass(frozen=True)
@@ -290,6 +291,7 @@ def render(plan: PlotPlan, series: Mapping[str, SeriesLike], a: float, b: float,
     from matplotlib.figure import Figure
 
     span = b - a
+    gaps = [(t0, t1) for k, t0, t1 in plan.windows if k == "no record" and t1 > t0]
     out: list[tuple[str, str]] = []
     for panel in plan.panels:
         fig = Figure(figsize=(9, 0.8 + 2.1 * len(panel.axes)))
@@ -301,8 +303,8 @@ def render(plan: PlotPlan, series: Mapping[str, SeriesLike], a: float, b: float,
                     continue
                 s = series[n]
                 step = max(1, len(s.t) // 5000)
-                t = np.clip(s.t[::step], a, None)
-                ax.step(t - a, s.v[::step], where="post", label=n)
+                t, v = _broken(np.clip(s.t[::step], a, None) - a, s.v[::step], gaps)
+                ax.step(t, v, where="post", label=n)
             outside = _draw_limits(ax, axis)
             if _integral(axis, series):  # channels and methods: no tick at channel 1.5
                 from matplotlib.ticker import MaxNLocator
@@ -333,6 +335,17 @@ def render(plan: PlotPlan, series: Mapping[str, SeriesLike], a: float, b: float,
     return out
 
 
+def _broken(t: NDArray[np.float64], v: NDArray[np.float64], gaps: list[tuple[float, float]]
+            ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The series with its line broken where nothing was recorded: the last value before a
+    gap is not drawn across it as if it had been measured there."""
+    for g0, _ in gaps:
+        i = int(np.searchsorted(t, g0, side="right"))
+        if 0 < i < len(t):  # samples on both sides: end the step at the gap's start
+            t, v = np.insert(t, i, g0), np.insert(v, i, np.nan)
+    return t, v
+
+
 _PRETTY = ((r"\*\*2\b", "\u00b2"), (r"\*\*3\b", "\u00b3"), (r"\bum\b", "\u00b5m"),
            (r"\bdegC\b", "\u00b0C"), (r"\*", "\u00b7"))
 
@@ -359,6 +372,7 @@ _WINDOW_STYLE: dict[str, tuple[str, float, str | None]] = {
     "steady state": ("tab:blue", 0.10, None),
     "to product": ("tab:green", 0.14, None),
     "held": ("tab:red", 0.18, "//"),
+    "no record": ("dimgray", 0.30, "xx"),
 }
 """Colour, opacity and hatch of each window kind."""
 
@@ -370,7 +384,8 @@ def _shade(ax: Any, windows: list[tuple[str, float, float]]) -> list[Any]:
     both hold (the usual production window) each stays visible; a hold fills the height."""
     from matplotlib.patches import Patch
 
-    band = {"steady state": (0.5, 1.0), "to product": (0.0, 0.5), "held": (0.0, 1.0)}
+    band = {"steady state": (0.5, 1.0), "to product": (0.0, 0.5), "held": (0.0, 1.0),
+            "no record": (0.0, 1.0)}
     drawn: list[Any] = []
     for kind in WINDOW_KINDS:
         spans = [(t0, t1) for k, t0, t1 in windows if k == kind and t1 > t0]

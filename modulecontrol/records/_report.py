@@ -1122,7 +1122,8 @@ def _plot_plan(data: _RunData) -> PlotPlan:
 
 def _windows(data: _RunData) -> list[tuple[str, float, float]]:
     """The windows the trends shade, in seconds after the run start, from the run's events:
-    steady state (any detector steady), to product (the divert valve), held (recipe holds).
+    steady state (any detector steady), to product (the divert valve), held (recipe holds),
+    no record (the control service was down: the gap a ``run_resumed`` states).
 
     Why events and not signals: they are what the orchestrator decided on, the same events
     the figures and the deviations are computed from, so the shading and the figures agree.
@@ -1144,6 +1145,10 @@ def _windows(data: _RunData) -> list[tuple[str, float, float]]:
             switch("steady state", any(steady.values()), t)
         elif kind is EventKind.DIVERT and isinstance(p.get("to_product"), bool):
             switch("to product", bool(p["to_product"]), t)
+        elif kind is EventKind.RUN_RESUMED and isinstance(p.get("gap_from"), int | float) \
+                and isinstance(p.get("gap_to"), int | float):
+            out.append(("no record", max(float(p["gap_from"]), a) - a,
+                        min(float(p["gap_to"]), end) - a))
     for k, t0 in since.items():
         out.append((k, t0 - a, end - a))
     for d in _deviations(data):

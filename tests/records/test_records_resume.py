@@ -13,9 +13,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from modulecontrol.records import Historian, RecordsError, list_runs, verify_audit
+from modulecontrol.records import Historian, RecordsError, list_runs, report, verify_audit
+from modulecontrol.records._plots import _broken
 
 CHILD = r"""
 import asyncio, sys, time
@@ -58,10 +60,14 @@ async def test_an_interrupted_run_is_reopened_and_goes_on(db: Path) -> None:
     h = Historian(db)
     try:
         assert h.recovered_runs == [rid]
-        await h.resume_run(rid, {"gap": 12.5, "step": "feeding"})
+        gap_from = _last_sample(db)
+        gap_to = gap_from + 30.0
+        await h.resume_run(rid, {"gap": 12.5, "step": "feeding", "gap_from": gap_from,
+                                 "gap_to": gap_to}, t=gap_to)
         assert h.current_run == rid
-        h.record_sample("counter", 2.0)
-        await h.end_run(rid, "completed")
+        h.record_sample("counter", 2.0, t=gap_to + 1.0)
+        h.record_sample("counter", 3.0, t=gap_to + 2.0)
+        await h.end_run(rid, "completed", t=gap_to + 3.0)
         with pytest.raises(RecordsError, match="not an interrupted run"):
             await h.resume_run(rid, {"gap": 0.0, "step": ""})
     finally:
@@ -76,5 +82,18 @@ async def test_an_interrupted_run_is_reopened_and_goes_on(db: Path) -> None:
     names = [k for k, _ in kinds]
     assert names == ["run_start", "run_end", "run_resumed", "run_end"], names
     assert kinds[1][1]["result"] == "interrupted" and kinds[2][1]["step"] == "feeding"
-    assert counters == [(1.0, rid), (2.0, rid)]  # both sides of the gap belong to the run
+    assert counters == [(1.0, rid), (2.0, rid), (3.0, rid)]  # both sides of the gap: the run's
     assert verify_audit(db).ok
+    # the batch report shades the gap, and its trend does not draw the value across it
+    doc = json.loads(report(db, rid, "json"))
+    start = run.t_start
+    assert {"kind": "no record", "start_s": pytest.approx(gap_from - start),
+            "end_s": pytest.approx(gap_to - start)} in doc["plots"]["windows"]
+    t, v = _broken(np.array([0.0, 1.0, 40.0]), np.array([1.0, 1.0, 2.0]), [(1.0, 31.0)])
+    assert list(t) == [0.0, 1.0, 1.0, 40.0] and np.isnan(v[2]) and list(v[[0, 1, 3]]) == [
+        1.0, 1.0, 2.0]
+
+
+def _last_sample(db: Path) -> float:
+    with sqlite3.connect(db) as conn:
+        return float(conn.execute("SELECT max(t) FROM samples").fetchone()[0])
