@@ -12,7 +12,7 @@ a script cannot guess by starting the command again and again.
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -46,6 +46,10 @@ def _book(db: Path, key: Path | None, anchor: Path | None) -> RecipeBook:
     return RecipeBook(db, key_path=key, anchor_path=anchor)
 
 
+UTC_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+"""The audit trail's time stamps (``t_utc``): fixed width, so they compare as text."""
+
+
 def limiter_from_audit(db: Path, user: str) -> LoginLimiter:
     """A lock-out seeded with this user's failed logins and signatures of the last window,
     as the audit trail records them (the service's and earlier commands' alike)."""
@@ -56,13 +60,14 @@ def limiter_from_audit(db: Path, user: str) -> LoginLimiter:
 
     limiter = LoginLimiter()
     now_wall, now = datetime.now(UTC), time.monotonic()
+    since = (now_wall - timedelta(seconds=limiter.window)).strftime(UTC_FORMAT)
     with AuditTrail(db) as trail:
-        for e in trail.entries():
-            if e.user != user or not e.action.startswith(("refused: sign", "refused: login")):
+        for e in trail.entries(user=user, since_utc=since):
+            if not e.action.startswith(("refused: sign", "refused: login")):
                 continue
             if "wrong user name or password" not in e.reason:
                 continue
-            age = (now_wall - datetime.strptime(e.t_utc, "%Y-%m-%dT%H:%M:%S.%fZ")
+            age = (now_wall - datetime.strptime(e.t_utc, UTC_FORMAT)
                    .replace(tzinfo=UTC)).total_seconds()
             if age < limiter.window:
                 limiter.failed(user, now - age)

@@ -148,14 +148,24 @@ class AuditTrail:
         return await asyncio.to_thread(self.append, user, action, obj, old_value=old_value,
                                        new_value=new_value, reason=reason)
 
-    def entries(self, obj: str | None = None) -> Iterator[AuditEntry]:
-        """Entries in sequence order; with ``obj``, only those about that object (its history)."""
+    def entries(self, obj: str | None = None, *, user: str | None = None,
+                since_utc: str | None = None) -> Iterator[AuditEntry]:
+        """Entries in sequence order; with ``obj``, only those about that object (its
+        history); with ``user``, only that user's; with ``since_utc`` (the trail's own
+        ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` form), only those at or after it. The user and time
+        filters are answered from an index, not by reading the whole trail (a lock-out
+        check reads one user's last minutes of a trail that grows for years)."""
         sql = ("SELECT seq, t_utc, user, action, object, old_value, new_value, reason, prev_hash,"
                " hash FROM audit")
-        args: tuple[Any, ...] = ()
-        if obj is not None:
-            sql += " WHERE object = ?"
-            args = (obj,)
+        where: list[str] = []
+        args: list[Any] = []
+        for clause, value in (("object = ?", obj), ("user = ?", user),
+                              ("t_utc >= ?", since_utc)):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         for row in self._conn.execute(sql + " ORDER BY seq", args):
             yield _row_to_entry(row)
 

@@ -106,6 +106,7 @@ CREATE TABLE IF NOT EXISTS audit (
     prev_hash TEXT NOT NULL,
     hash      TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS audit_user_t ON audit(user, t_utc);
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
 BEGIN SELECT RAISE(ABORT, 'audit trail is append-only: UPDATE refused'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit

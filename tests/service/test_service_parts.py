@@ -202,3 +202,24 @@ async def test_a_cancelled_stream_wait_is_not_lost_when_an_event_arrives_with_it
     task.cancel()
     await asyncio.wait({task}, timeout=2.0)
     assert task.done() and task.cancelled(), f"the consumer went on ({waits} waits)"
+
+
+def test_the_cli_lock_out_is_read_from_the_users_recent_audit_entries(tmp_path: Path) -> None:
+    """The CLI's signing lock-out is seeded from the audit trail: one user's refused
+    attempts of the window count, another user's and other refusals do not."""
+    from modulecontrol._signcli import limiter_from_audit
+    from modulecontrol.records import AuditTrail
+
+    db = tmp_path / "r.db"
+    with AuditTrail(db) as trail:
+        for _ in range(5):
+            trail.append("ada", "refused: sign", "recipe:x", reason="wrong user name or password")
+        for _ in range(4):
+            trail.append("bob", "refused: login", "service", reason="wrong user name or password")
+        for _ in range(3):
+            trail.append("bob", "refused: sign", "recipe:x", reason="role may not sign")
+        assert [e.user for e in trail.entries(user="bob")] == ["bob"] * 7
+        assert not list(trail.entries(since_utc="9999-01-01T00:00:00.000000Z"))
+    assert limiter_from_audit(db, "ada").blocked_for("ada") > 0.0
+    assert limiter_from_audit(db, "bob").blocked_for("bob") == 0.0
+    assert limiter_from_audit(db, "cy").blocked_for("cy") == 0.0
