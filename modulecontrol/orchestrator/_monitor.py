@@ -77,12 +77,12 @@ class AlarmState:
                 return None
             return to_si(resolve(v), unit)
 
-        hyst_raw = resolve(spec.hysteresis)
+        hyst_raw = resolve(spec.deadband)
         if isinstance(hyst_raw, int | float):
             hyst = float(hyst_raw) * delta_scale(unit)
         else:
             hyst = delta_si(str(hyst_raw))
-        delay_raw = resolve(spec.delay)
+        delay_raw = resolve(spec.on_delay)
         delay = float(delay_raw) if isinstance(delay_raw, int | float) else to_si(delay_raw, "s")
         state = cls(spec, unit, q(spec.high), q(spec.low), hyst, delay)
         state.enabled = spec.enabled_from is None

@@ -34,7 +34,7 @@ def plant_alarm_specs(config: PlantConfig) -> list[Alarm]:
         for a in m.alarms:
             out.append(Alarm(
                 name=a.name, signal=f"{m.tag}.{a.assembly}", high=a.high, low=a.low,
-                hysteresis=a.deadband, delay=a.on_delay, priority=a.priority,
+                deadband=a.deadband, on_delay=a.on_delay, priority=a.priority,
                 message=a.message, group=a.group, realarm_after=a.realarm_after,
                 suppressed_when={f"{m.tag}.{svc}": states
                                  for svc, states in a.suppressed_when.items()}))

@@ -59,7 +59,7 @@ class TwinMonitor:
                     else delta_si(str(band_raw)))
             hold = si_number(recipe, m.hold)
             alarm = Alarm(name=m.alarm_name(), signal=signal, high=m.band,
-                          priority=m.priority, delay=m.hold,
+                          priority=m.priority, on_delay=m.hold,
                           message=m.message or f"model-plant mismatch on {spec.analyzer}."
                           f"{m.signal}: reading and twin differ by more than {m.band}",
                           enabled_from=spec.enabled_from, disabled_from=spec.disabled_from)

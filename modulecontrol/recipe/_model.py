@@ -315,15 +315,26 @@ class Interlock(Model):
     marked first out (docs/alarms.md)."""
 
 
+ALARM_OLD_WORDS = {"deadband": "hysteresis", "on_delay": "delay"}
+"""The recipe alarm's earlier names of two keys, still read: ``deadband`` and ``on_delay``
+are the words of ISA-18.2 and of the plant file's module alarms, so one limit alarm is
+written the same in both files."""
+
+
 class Alarm(Model):
-    """Limit alarm on one signal with hysteresis, delay and priority."""
+    """Limit alarm on one signal with deadband, on-delay and priority: the plant file's
+    module alarm (``descriptors.ModuleAlarm``) on any signal, with recipe-only keys (steps
+    that enable, disable or suppress it). ``hysteresis`` and ``delay`` are read as their
+    older names of ``deadband`` and ``on_delay``."""
 
     name: Ident
     signal: str
     high: Any = None
     low: Any = None
-    hysteresis: Any = 0
-    delay: Any = 0
+    deadband: Any = 0
+    """Return-to-normal margin inside the limit."""
+    on_delay: Any = 0
+    """Out of limits this long before the alarm is raised."""
     priority: Literal["low", "medium", "high", "urgent"] = "medium"
     message: str = ""
     enabled_from: Ident | None = None
@@ -341,6 +352,30 @@ class Alarm(Model):
     suppressed_when: dict[str, list[str]] = Field(default_factory=dict)
     """Suppressed by design while a module service is in one of these states:
     ``{P1.Dosing: [Idle, Stopped]}``."""
+
+    _written: dict[str, str] = PrivateAttr(default_factory=dict)
+    """The key each of ``deadband`` and ``on_delay`` was written as (for error locations)."""
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _older_names(cls, data: Any, handler: Any) -> Alarm:
+        written: dict[str, str] = {}
+        if isinstance(data, dict):
+            data = dict(data)
+            for new, old in ALARM_OLD_WORDS.items():
+                if old in data:
+                    if new in data:
+                        raise ValueError(f"both '{new}' and its older name '{old}': write "
+                                         f"'{new}' only")
+                    data[new] = data.pop(old)
+                    written[new] = old
+        alarm: Alarm = handler(data)
+        alarm._written = written
+        return alarm
+
+    def key(self, name: str) -> str:
+        """The key ``name`` (``deadband``, ``on_delay``) was written as in the file."""
+        return self._written.get(name, name)
 
     @model_validator(mode="after")
     def _limit(self) -> Alarm:

@@ -932,15 +932,15 @@ class _Validator:
                     lims[key] = self.signal_quantity(
                         (*apath, key), raw, sig, f"alarm {key}", difference=False
                     )
-            hyst = self.signal_quantity(
-                (*apath, "hysteresis"), al.hysteresis, sig, "hysteresis", difference=True
-            )
+            word = al.key("deadband")
+            hyst = self.signal_quantity((*apath, word), al.deadband, sig, word, difference=True)
             if hyst is not None and hyst < 0:
-                self.add((*apath, "hysteresis"), "hysteresis must not be negative")
+                self.add((*apath, word), f"{word} must not be negative")
             lo, hi = lims.get("low"), lims.get("high")
             if lo is not None and hi is not None and lo >= hi:
                 self.add((*apath, "low"), "alarm low limit must be below its high limit")
-            self.duration((*apath, "delay"), al.delay, "alarm delay", zero=True)
+            self.duration((*apath, al.key("on_delay")), al.on_delay, f"alarm {al.key('on_delay')}",
+                          zero=True)
             if al.realarm_after is not None:
                 self.duration((*apath, "realarm_after"), al.realarm_after, "realarm_after")
             self.suppression(apath, al)
