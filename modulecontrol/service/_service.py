@@ -781,6 +781,8 @@ class ControlService:
         active = self._active[0] if self._active else None
         return {"plant": line.plant.plant.name, "simulated": self.options.simulate,
                 "speed": self.options.speed, "active_run": active, "modules": modules,
+                # the twin's overlays the simulated models run with (path, hash, what)
+                "calibrations": [c.record(line.plant.base_dir) for c in line.plant.calibrations],
                 "events_head": self.stream.head, "stream": self.stream.epoch,
                 "clock_start": line.clock.start.timestamp(), "clock_now": line.clock.now()}
 

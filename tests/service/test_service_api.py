@@ -71,6 +71,7 @@ async def test_run_started_over_the_api_completes(line: ServedLine) -> None:
         seqs = [e["seq"] for e in got["events"]]
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # no gap, no duplicate
         plant = await c.plant()
+        assert plant["calibrations"] == []  # the line's plant file includes no twin overlay
         p1 = next(m for m in plant["modules"] if m["tag"] == "P1")
         assert p1["services"]["Dosing"] in ("Idle", "Completed")
         delivered = p1["values"]["DeliveredVolume"]
