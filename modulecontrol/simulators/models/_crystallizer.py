@@ -363,6 +363,15 @@ class MsmprCrystallizer(UnitModel):
         scale = np.maximum(np.abs(before[0, idx]), np.abs(after[0, idx]))
         return bool(np.all(after[0, idx] >= -1e-12 * scale))
 
+    def _dynamic_state(self) -> FloatArray | None:
+        # a cooling profile follows the clock: never steady
+        if self.p.cooling_profile:
+            return None
+        return np.concatenate([self.c, self.mu, [self.T]])
+
+    def _wake_key(self) -> tuple[Any, ...]:
+        return (id(self.p), self._i)
+
     def upstream_pressure(self, outlet_pressures: object) -> float:
         """An open vessel: the feed line ends at atmospheric pressure."""
         return AMBIENT_PRESSURE
