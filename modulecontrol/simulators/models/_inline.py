@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ._base import UnitModel, register_model
 from ._quantities import Concentration, Pressure, Time
-from ._species import SpeciesTable, Stream, mix
+from ._species import FloatArray, SpeciesTable, Stream, mix
+
+_NO_STATE: FloatArray = np.zeros(0)
 
 # --------------------------------------------------------------------------------- T-mixer
 
@@ -46,6 +48,12 @@ class TMixer(UnitModel):
     def _step(self, dt: float, inlets: dict[str, Stream]) -> dict[str, Stream]:
         self._last = mix(list(inlets.values()), self.species, self.outlet_pressures["out"])
         return {"out": self._last}
+
+    def _dynamic_state(self) -> FloatArray:
+        return _NO_STATE  # ideal mixing keeps nothing from step to step
+
+    def _wake_key(self) -> tuple[Any, ...]:
+        return (id(self.p),)
 
     def pressure_drop(self) -> float:
         return self.p.pressure_drop
@@ -158,6 +166,10 @@ class BackPressureRegulator(UnitModel):
 
     def _step(self, dt: float, inlets: dict[str, Stream]) -> dict[str, Stream]:
         return {"out": inlets["in"].with_(pressure=self.outlet_pressures["out"])}
+
+    def _dynamic_state(self) -> FloatArray:
+        return _NO_STATE  # an ideal regulator holds nothing
+
 
     def pressure_drop(self) -> float:
         return self.setpoint

@@ -92,6 +92,7 @@ class _PumpBase(UnitModel):
         self.delivered_volume = 0.0
         self.leaked_volume = 0.0
         self._drawn = 0.0  # mass drawn from the reservoir in the last step
+        self._last_out: Stream | None = None
 
     @property
     def _feed_density(self) -> float:
@@ -150,11 +151,15 @@ class _PumpBase(UnitModel):
         return self._drawn
 
     def _out(self, q: float) -> dict[str, Stream]:
-        return {
-            "out": Stream(
+        # the same stream object while nothing changes lets the units downstream see at
+        # once that their inlet is unchanged (UnitModel.step skips steady units)
+        s = self._last_out
+        if (s is None or s.flow != q or s.temperature != self.feed_temperature
+                or s.pressure != self.discharge_pressure or s.conc is not self.feed_conc):
+            s = self._last_out = Stream(
                 self.species, q, self.feed_temperature, self.discharge_pressure, self.feed_conc
             )
-        }
+        return {"out": s}
 
 
 @register_model

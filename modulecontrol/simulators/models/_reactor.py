@@ -548,6 +548,12 @@ class CoilReactor(UnitModel):
         self._mass_lost += before - self.holdup_mass()
         self._cache.clear()
 
+    def _dynamic_state(self) -> FloatArray:
+        return np.concatenate([self.c.ravel(), self.T])
+
+    def _wake_key(self) -> tuple[Any, ...]:
+        return (id(self.p),)
+
     def pressure_drop(self) -> float:
         """Hagen-Poiseuille; a uniform deposit shrinks the bore to d*sqrt(1 - f)."""
         d = self.p.inner_diameter * math.sqrt(1.0 - self.fouling)

@@ -15,13 +15,14 @@ Failure fault: P = 0 (the bath drifts towards T_a + Q_p/UA_a).
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ._base import UnitModel, register_model
 from ._quantities import Conductance, HeatCapacityTotal, Power, Temperature, Time
-from ._species import SpeciesTable, Stream
+from ._species import FloatArray, SpeciesTable, Stream
 
 
 class ThermostatParams(BaseModel):
@@ -147,6 +148,12 @@ class Thermostat(UnitModel):
     def _step(self, dt: float, inlets: dict[str, Stream]) -> dict[str, Stream]:
         self._advance(dt)
         return {}
+
+    def _dynamic_state(self) -> FloatArray:
+        return np.array([self.temperature, self.power])
+
+    def _wake_key(self) -> tuple[Any, ...]:
+        return (id(self.p),)
 
     def _steady(self, inlets: dict[str, Stream]) -> dict[str, Stream]:
         self._advance(1e6 * self.p.tau)
