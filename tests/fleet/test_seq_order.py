@@ -10,7 +10,10 @@ The fleet bench saw the historian ask an edge node for a rebirth where none was 
   ignored, so the next message looked like a gap;
 * a **stale NDEATH**, the will of an earlier connection arriving after the new NBIRTH: it
   reset the historian's ``seq`` of that line, so the next data looked like a line without
-  a birth.
+  a birth;
+* **births overtaking queued data**: for a historian that is behind, Mosquitto sends a
+  QoS 0 birth at once but queues QoS 1 data, so the previous session's data arrived after
+  the new NBIRTH (births now go at QoS 1, ``EdgeNode.BIRTH_QOS``).
 
 A link is broken with :class:`~modulecontrol.testing.relay.TcpRelay` between a client and
 the broker, so the broker (and the recorder, connected to it directly) stay up and see
@@ -68,6 +71,10 @@ class Relay:
     def stall(self) -> None:
         """Every byte is held back from now on, both ways (read, not delivered)."""
         self._do(self.relay.stalled.clear)
+
+    def resume(self) -> None:
+        """Deliver what was held back, in order, and go on relaying."""
+        self._do(self.relay.stalled.set)
 
     def cut_and_restore(self) -> None:
         """Close the open connections (what was held back is gone), accept new ones."""
@@ -181,17 +188,18 @@ class Publisher:
         self.c.loop_start()
 
     def send(self, kind: str, metrics: list[Metric], seq: int | None,
-             device: str | None = None) -> None:
+             device: str | None = None, qos: int = 1) -> None:
         info = self.c.publish(topic("S", kind, "L", device), encode(
-            metrics, timestamp=int(time.time() * 1000), seq=seq), qos=1)
+            metrics, timestamp=int(time.time() * 1000), seq=seq), qos=qos)
         info.wait_for_publish(10)
         assert info.is_published()
 
-    def birth(self, bd_seq: int, value: float) -> None:
+    def birth(self, bd_seq: int, value: float, qos: int = 1) -> None:
         now = int(time.time() * 1000)
         self.send("NBIRTH", [Metric("bdSeq", DataType.INT64, bd_seq, now),
-                             Metric("Node Control/Rebirth", DataType.BOOLEAN, False, now)], 0)
-        self.send("DBIRTH", [Metric("V", DataType.DOUBLE, value, now)], 1, "D")
+                             Metric("Node Control/Rebirth", DataType.BOOLEAN, False, now)], 0,
+                  qos=qos)
+        self.send("DBIRTH", [Metric("V", DataType.DOUBLE, value, now)], 1, "D", qos=qos)
 
     def data(self, seq: int, value: float) -> None:
         self.send("DDATA", [Metric("V", DataType.DOUBLE, value, 1_790_000_000_000
@@ -252,3 +260,31 @@ def test_a_stale_death_does_not_reset_the_order(broker: Mosquitto,
     with psycopg.connect(postgres.dsn) as conn:
         row = conn.execute("SELECT online, bd_seq FROM line WHERE name = 'L'").fetchone()
     assert row == (True, 6)  # the stale death did not take the line offline either
+
+
+def test_births_overtaking_queued_data_cost_no_rebirth(
+        broker: Mosquitto, relay: Relay, postgres: Postgres) -> None:
+    """For a subscriber that is behind (its in-flight window of 20 full), Mosquitto queues
+    QoS 1 messages but sends a QoS 0 one at once: births at QoS 0 (the specification)
+    overtake the previous session's data still queued for the historian, which then
+    arrive after the new NBIRTH out of its order and cost rebirths. The edge's births go
+    at ``EdgeNode.BIRTH_QOS``; with 0 here this test fails (two rebirths)."""
+    host = Host(relay.url, postgres)
+    pub = Publisher(broker)
+    try:
+        pub.birth(1, 0.0, qos=EdgeNode.BIRTH_QOS)
+        pub.data(2, 1.0)
+        assert _wait(lambda: 1.0 in _values(postgres))
+        relay.stall()  # the historian is behind: no PUBACK reaches the broker
+        for seq in range(3, 43):  # 40 messages: 20 in flight, 20 queued by the broker
+            pub.data(seq, float(seq - 1))
+        pub.birth(2, 100.0, qos=EdgeNode.BIRTH_QOS)  # a new session (a rebirth) of the line
+        pub.data(2, 101.0)
+        pub.data(3, 102.0)
+        relay.resume()  # the historian catches up
+        assert _wait(lambda: 102.0 in _values(postgres), 30)
+    finally:
+        pub.close()
+        host.stop()
+    assert sorted(_values(postgres)) == [float(v) for v in range(42)] + [100.0, 101.0, 102.0]
+    assert host.h.rebirths_requested == 0
