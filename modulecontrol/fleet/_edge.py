@@ -4,6 +4,14 @@ Threads: paho's network thread only flips flags; one publisher thread does every
 (births, then the buffer oldest first), so ``seq`` is in publish order without a lock dance.
 Samples are put into the store-and-forward :class:`Buffer` from any thread.
 
+One paho client per MQTT connection: when a connection is lost, the publisher thread
+makes a new client for the next one. paho resends a connection's unacknowledged QoS 1
+messages on its next connection, whatever the clean-session flag; those carry a ``seq`` of
+the session before, and went out after its will (NDEATH) or after the new NBIRTH, so the
+historian saw them out of order and asked for a rebirth (issue #20), and the buffer, which
+still held their samples, sent them a second time. With a fresh client the buffer is the
+only path by which a sample is sent again: after the new births, with new ``seq`` numbers.
+
 Sparkplug rules followed (specification 3.0): NDEATH is the MQTT will and carries ``bdSeq``;
 NBIRTH carries the same ``bdSeq``, which increases with every new MQTT session (kept in the
 buffer file, so it survives a restart); ``seq`` is 0 on NBIRTH and counts every later message
@@ -38,6 +46,9 @@ from modulecontrol.fleet._payload import (
 )
 
 _log = logging.getLogger(__name__)
+
+_KEEPALIVE = 10
+"""MQTT keepalive of an edge's connection, seconds."""
 
 NODE = ""
 """The device name under which node-level metrics (events, run summaries) are buffered."""
@@ -81,6 +92,13 @@ class _Device:
 class EdgeNode:
     """Publish one line to a broker. ``start()``, then ``update()`` from anywhere."""
 
+    BIRTH_QOS = 1
+    """NBIRTH and DBIRTH go at QoS 1, a deviation from the specification (QoS 0): for a
+    historian that is behind, Mosquitto queues QoS 1 messages but sends a QoS 0 one at once,
+    so a new session's births overtook the previous session's data still queued for it;
+    those then arrived after the new NBIRTH, out of the new order, and cost a rebirth each
+    (tests/fleet/test_seq_order.py). At QoS 1 the births wait their turn in that queue."""
+
     def __init__(self, broker: Broker, group: str, node: str, buffer: Path, *,
                  primary_host: str | None = None, max_buffered: int = 10_000_000,
                  commands: CommandHandler | None = None, batch: int = 500,
@@ -120,10 +138,14 @@ class EdgeNode:
         self._closed = False
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        self._client = client(f"{group}-{node}", broker)
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_message = self._on_message
+        self._client = self._new_client()
+        self._renew = True
+        """No connection, or the current client's ended: the publisher thread connects a
+        new client."""
+        self._failures = 0
+        """Attempts in a row that ended without an accepted connection (the retry delay)."""
+        self._attempt_at = 0.0
+        """When the current client's connection was opened (monotonic s)."""
         self.published = 0
         """Messages acknowledged by the broker (births and data)."""
 
@@ -170,9 +192,7 @@ class EdgeNode:
 
     def start(self) -> None:
         """Connect in the background; if the broker is down, samples wait in the buffer."""
-        self._set_will()
-        self._client.connect_async(self.broker.host, self.broker.port, keepalive=10)
-        self._client.loop_start()
+        self._wake.set()  # the publisher thread connects first thing
         self._thread = threading.Thread(target=self._publisher, name=f"sparkplug {self.node}",
                                         daemon=True)
         self._thread.start()
@@ -210,9 +230,35 @@ class EdgeNode:
                                         self._death_payload(), qos=1)
             info.wait_for_publish(self.ack_timeout)
         self._client.disconnect()
+        self._end_loop(self._client)
+        self._closed = True
+        left = len(self.buffer)
+        self.buffer.close()
+        return left
+
+    # -- the MQTT client: one per connection -------------------------------------------------
+
+    def _new_client(self) -> Any:
+        c = client(f"{self.group}-{self.node}", self.broker, reconnect=False)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        return c
+
+    def _connect(self, c: Any) -> None:
+        """Register the will with the current ``bdSeq``, open the connection (raises
+        ``OSError`` if the broker cannot be reached) and run paho's network thread, which
+        ends with the connection (``client(reconnect=False)``)."""
+        c.will_set(topic(self.group, "NDEATH", self.node), self._death_payload(), qos=1,
+                   retain=False)
+        c.connect(self.broker.host, self.broker.port, keepalive=_KEEPALIVE)
+        self._attempt_at = time.monotonic()
+        c.loop_start()
+
+    def _end_loop(self, c: Any) -> None:
         # paho's loop_stop joins its network thread without a bound; a shutdown must end
         # (a service that hangs on SIGTERM is worse than a daemon thread left behind)
-        stopper = threading.Thread(target=self._client.loop_stop, daemon=True,
+        stopper = threading.Thread(target=c.loop_stop, daemon=True,
                                    name=f"sparkplug {self.node} loop_stop")
         stopper.start()
         stopper.join(self.ack_timeout)
@@ -220,14 +266,43 @@ class EdgeNode:
             _log.error("%s/%s: the MQTT client's network thread did not end within %g s "
                        "of the disconnect; left behind", self.group, self.node,
                        self.ack_timeout)
-        self._closed = True
-        left = len(self.buffer)
-        self.buffer.close()
-        return left
+
+    def _due(self) -> bool:
+        """A new connection is due: the last one ended, or it was opened but the broker
+        never accepted it (no CONNACK within two keepalives: a broker that hangs)."""
+        return self._renew or (
+            not self._connected.is_set() and self._attempt_at > 0
+            and time.monotonic() - self._attempt_at > 2 * _KEEPALIVE)
+
+    def _reconnect(self) -> None:
+        """Publisher thread: connect a new client, so that nothing paho held for an earlier
+        connection is sent on this one (module docstring)."""
+        self._renew = False
+        if self._attempt_at > 0:  # not the first: a client that was connected
+            old, self._client = self._client, self._new_client()
+            self._attempt_at = 0.0
+            old.disconnect()
+            self._end_loop(old)
+        if self._failures:  # 1 s, then longer while the broker is away, at most 5 s
+            self._stop.wait(min(5.0, 2.0 ** min(self._failures - 1, 3)))
+        if self._stop.is_set():
+            return
+        try:
+            self._connect(self._client)
+        except Exception as exc:  # refused, unreachable, TLS failed: try again
+            self._failures += 1
+            self._renew = True
+            if isinstance(exc, OSError):
+                _log.debug("%s/%s: broker unreachable: %s", self.group, self.node, exc)
+            else:
+                _log.warning("%s/%s: connecting failed: %r; trying again", self.group,
+                             self.node, exc)
 
     # -- MQTT callbacks (network thread) -----------------------------------------------------
 
     def _on_connect(self, c: Any, userdata: Any, flags: Any, rc: int) -> None:
+        if c is not self._client:
+            return  # a late callback of a client whose connection has ended
         if rc != 0:
             _log.warning("%s/%s: broker refused the connection (rc %s)", self.group,
                          self.node, rc)
@@ -237,10 +312,13 @@ class EdgeNode:
         if self.primary_host is not None:
             c.subscribe(state_topic(self.primary_host), 1)
         self._need_birth = True
+        self._failures = 0
         self._connected.set()
         self._wake.set()
 
     def _on_disconnect(self, c: Any, userdata: Any, rc: int) -> None:
+        if c is not self._client:
+            return
         self._connected.clear()
         self._online = False
         if rc != 0:
@@ -248,9 +326,14 @@ class EdgeNode:
         # the next session gets the next bdSeq, in its will and in its NBIRTH
         self.bd_seq = (self.bd_seq + 1) % 256
         self.buffer.set_counter("bdSeq", self.bd_seq)
-        self._set_will()
+        if not self._stop.is_set():
+            self._failures += 1  # reset by the next accepted connection
+            self._renew = True
+            self._wake.set()
 
     def _on_message(self, c: Any, userdata: Any, msg: Any) -> None:
+        if c is not self._client:
+            return
         if self.primary_host is not None and msg.topic == state_topic(self.primary_host):
             try:
                 online = bool(json.loads(msg.payload or b"{}").get("online"))
@@ -283,10 +366,6 @@ class EdgeNode:
 
     # -- publishing (publisher thread) -------------------------------------------------------
 
-    def _set_will(self) -> None:
-        self._client.will_set(topic(self.group, "NDEATH", self.node), self._death_payload(),
-                              qos=1, retain=False)
-
     def _death_payload(self) -> bytes:
         now = _ms()
         return encode([Metric("bdSeq", DataType.INT64, self.bd_seq, now)], timestamp=now,
@@ -305,8 +384,13 @@ class EdgeNode:
         elif qos == 0:
             ok = True
         else:
+            # the acknowledgement comes on this connection or never (the next connection
+            # has a new client): stop waiting as soon as the connection is gone
+            end = time.monotonic() + self.ack_timeout
             try:
-                info.wait_for_publish(self.ack_timeout)
+                while (not info.is_published() and self._connected.is_set()
+                       and time.monotonic() < end):
+                    info.wait_for_publish(0.1)
             except (RuntimeError, ValueError):  # the connection went while waiting
                 return False
             ok = info.is_published()
@@ -324,7 +408,8 @@ class EdgeNode:
         node_metrics += [Metric(s.name, s.datatype, None, now, properties=s.properties())
                          for s in self.node_metrics.values() if s.name != "Buffer/Dropped"]
         node_metrics += [Metric(k, DataType.STRING, v, now) for k, v in self.info.items()]
-        if not self._send(topic(self.group, "NBIRTH", self.node), node_metrics, 0):
+        if not self._send(topic(self.group, "NBIRTH", self.node), node_metrics,
+                          self.BIRTH_QOS):
             return False
         for name, dev in self.devices.items():
             metrics = []
@@ -332,7 +417,8 @@ class EdgeNode:
                 value, ts = dev.last.get(spec.name, (None, now))
                 metrics.append(Metric(spec.name, spec.datatype, value, ts,
                                       properties=spec.properties()))
-            if not self._send(topic(self.group, "DBIRTH", self.node, name), metrics, 0):
+            if not self._send(topic(self.group, "DBIRTH", self.node, name), metrics,
+                              self.BIRTH_QOS):
                 return False
         return True
 
@@ -341,6 +427,8 @@ class EdgeNode:
             self._wake.wait(0.5)
             self._wake.clear()
             try:
+                if self._due():
+                    self._reconnect()
                 self._publish_some()
             except Exception:  # keep buffering: the data stays in the file
                 _log.exception("%s/%s: publishing failed", self.group, self.node)

@@ -203,8 +203,7 @@ class FleetHistorian:
         if kind in ("NCMD", "DCMD"):
             return True
         if kind == "DDATA" and t.device:
-            if not msg.dup:  # a redelivery repeats a seq already seen: stored once, no gap
-                self._check_seq(key, payload.seq)
+            self._check_seq(key, payload.seq, redelivered=bool(msg.dup))
             if not self._pending:
                 self._pending_since = time.monotonic()
             self._pending.append((t.group, t.node, t.device, [
@@ -220,11 +219,14 @@ class FleetHistorian:
             self._seq[key] = 0
             return True
         if kind == "NDEATH":
-            self.store.node_death(t.group, t.node, _metric(payload, "bdSeq"))
-            self._seq.pop(key, None)
+            # only the death of the current session ends it; the will of an earlier
+            # connection can arrive after the new NBIRTH (specification 3.0, "Edge Node
+            # Session Establishment": the bdSeq correlates an NDEATH with its NBIRTH) and
+            # must leave the new session's order alone
+            if self.store.node_death(t.group, t.node, _metric(payload, "bdSeq")):
+                self._seq.pop(key, None)
             return True
-        if not msg.dup:
-            self._check_seq(key, payload.seq)
+        self._check_seq(key, payload.seq, redelivered=bool(msg.dup))
         if kind == "DBIRTH" and t.device:
             self.store.device_birth(t.group, t.node, t.device, _time(payload.timestamp),
                                     [(m.name, int(m.datatype), m.properties)
@@ -254,8 +256,20 @@ class FleetHistorian:
         else:
             self.store.run_summary(site, line, _time(m.timestamp), data)
 
-    def _check_seq(self, key: tuple[str, str], seq: int | None) -> None:
+    def _check_seq(self, key: tuple[str, str], seq: int | None, *,
+                   redelivered: bool = False) -> None:
+        """Ask for a rebirth on a gap, or on data of a line without a known birth.
+
+        A ``redelivered`` message (MQTT DUP: the broker sends again what it had sent before
+        the historian's connection was lost) is usually one already seen: its seq is
+        behind, and it neither is a gap nor moves the order. But the broker sets DUP on
+        whatever it had *sent*, received or not; a redelivery that is the next seq was never
+        seen, and it moves the order on (else the next message looks like a gap)."""
         expected = self._seq.get(key)
+        if redelivered:
+            if expected is not None and seq is not None and seq == (expected + 1) % 256:
+                self._seq[key] = seq
+            return
         if expected is None or seq is None or seq != (expected + 1) % 256:
             if expected is not None:
                 _log.warning("%s/%s: seq %s after %s: asking for a rebirth", *key, seq,

@@ -45,9 +45,18 @@ class Broker:
                    ca_file)
 
 
-def client(client_id: str, broker: Broker, *, clean_session: bool = True) -> Any:
-    """A paho client configured for ``broker`` (not yet connected)."""
-    kwargs: dict[str, Any] = {"client_id": client_id, "clean_session": clean_session}
+def client(client_id: str, broker: Broker, *, clean_session: bool = True,
+           reconnect: bool = True) -> Any:
+    """A paho client configured for ``broker`` (not yet connected).
+
+    ``reconnect=False``: one client, one connection. paho's network thread ends when the
+    connection does instead of connecting again by itself (its own retries of the *first*
+    connection stay). A client that reconnects sends the previous connection's
+    unacknowledged QoS 1 messages again on the new one, even with a clean session (paho
+    1.6 and 2.x alike; its README says so); an edge node, whose buffer is the one path that
+    sends a sample again, takes a fresh client for each connection (:class:`EdgeNode`)."""
+    kwargs: dict[str, Any] = {"client_id": client_id, "clean_session": clean_session,
+                              "reconnect_on_failure": reconnect}
     if hasattr(mqtt, "CallbackAPIVersion"):  # paho 2.x: keep the 1.x callback signatures
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION1, **kwargs)
     else:
