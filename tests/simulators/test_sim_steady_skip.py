@@ -42,10 +42,10 @@ def _line(species: SpeciesTable, skip: bool) -> Flowsheet:
         feed={"solvent": 16000, "C": 50}, flow_setpoint=q("1 mL/min"), running=True))
     mixer = TMixer("M", species, TMixerParams())
     reactor = CoilReactor("R", species, CoilReactorParams(
-        volume=q("1 mL"), inner_diameter=q("1 mm"), n_tanks=5, reactions=[rx], ua=0.1,
+        volume=q("1 mL"), inner_diameter=q("1 mm"), n_tanks=5, reactions=[rx], ua=0.5,
         max_substep=5.0))
     th = Thermostat("TH", species, ThermostatParams(
-        setpoint=q("50 degC"), initial_temperature=q("50 degC"), tau=q("30 s")))
+        setpoint=q("50 degC"), initial_temperature=q("50 degC"), tau=q("20 s")))
     valve = DivertValve("V", species, DivertValveParams())
     bpr = BackPressureRegulator("BPR", species, BprParams(setpoint=q("5 bar")))
     fs = Flowsheet(species, [p1, p2, mixer, reactor, th, valve, bpr], [

@@ -8,8 +8,10 @@ registered by kind name in :data:`MODELS`; :func:`create_model` builds one from 
 
 from ._base import (
     MODELS,
+    TEMPERATURE_RANGE,
     Balance,
     FaultError,
+    ModelStateError,
     ParameterError,
     UnitModel,
     create_model,
@@ -43,6 +45,7 @@ from ._thermostat import Thermostat, ThermostatParams
 
 __all__ = [
     "MODELS",
+    "TEMPERATURE_RANGE",
     "BackPressureRegulator",
     "Balance",
     "BprParams",
@@ -55,6 +58,7 @@ __all__ = [
     "HplcPump",
     "HplcPumpParams",
     "Kinetics",
+    "ModelStateError",
     "MsmprCrystallizer",
     "MsmprParams",
     "ParameterError",

@@ -22,10 +22,13 @@ from ._species import AMBIENT_PRESSURE, FloatArray, SpeciesTable, Stream
 __all__ = [
     "MODELS",
     "STEADY_TOLERANCE",
+    "TEMPERATURE_RANGE",
     "Balance",
     "FaultError",
+    "ModelStateError",
     "ParameterError",
     "UnitModel",
+    "check_temperatures",
     "create_model",
     "register_model",
 ]
@@ -43,6 +46,41 @@ class ParameterError(ValueError):
 
 class FaultError(ValueError):
     """A fault name or its arguments do not fit the model."""
+
+
+#: Temperatures (K) a liquid-phase flow process can have, -173 to 727 degC: wide enough for
+#: any cryogenic or superheated flow chemistry, narrow enough that a diverging model (a coil
+#: at -1e42 K was once shown to a test rig) is stopped at its first absurd step.
+TEMPERATURE_RANGE = (100.0, 1000.0)
+
+
+class ModelStateError(RuntimeError):
+    """A model's state left the physical set: a value that is not finite, a temperature
+    outside :data:`TEMPERATURE_RANGE`, or an integration that found no admissible step.
+
+    Raised from ``step`` and never swallowed by the models: a simulator that went on from
+    such a state would serve nonsense that looks like a measurement. The message names the
+    unit, its time and the variable; ``unit`` and ``time`` are kept for a caller that
+    reports it."""
+
+    def __init__(self, unit: str, time: float, message: str) -> None:
+        super().__init__(f"{unit} at t = {time:g} s: {message}")
+        self.unit = unit
+        self.time = time
+
+
+def check_temperatures(unit: str, time: float, what: str, values: Any) -> None:
+    """Raise :class:`ModelStateError` unless every value of ``values`` (K) is finite and in
+    :data:`TEMPERATURE_RANGE`; ``what`` names the variable in the message."""
+    arr = np.asarray(values, dtype=float)
+    lo, hi = TEMPERATURE_RANGE
+    if arr.size and not bool(np.all((arr >= lo) & (arr <= hi))):  # NaN fails both tests
+        bad = arr[~((arr >= lo) & (arr <= hi))]
+        raise ModelStateError(
+            unit, time,
+            f"{what} = {float(bad.flat[0]):.6g} K is outside the physical range "
+            f"{lo:g}-{hi:g} K (the model diverged or was given an impossible input); "
+            "the simulation stops here instead of continuing on it")
 
 
 @dataclass
@@ -193,6 +231,10 @@ class UnitModel(ABC):
         key = self._key() if before is not None else ()
         lost = self._mass_lost
         out = self._step(dt, ins)
+        for port, s in out.items():
+            if not TEMPERATURE_RANGE[0] <= s.temperature <= TEMPERATURE_RANGE[1]:
+                check_temperatures(self.name, self.time + dt, f"outlet '{port}' temperature",
+                                   s.temperature)
         source = self._source_mass(dt)
         inflow = dt * sum(s.mass_flow for s in ins.values())
         outflow = dt * sum(s.mass_flow for s in out.values())
@@ -201,6 +243,9 @@ class UnitModel(ABC):
         self.time += dt
         if before is not None and source == 0.0 and self._mass_lost == lost:
             after = self._dynamic_state()
+            if after is not None and not np.all(np.isfinite(after)):
+                raise ModelStateError(self.name, self.time,
+                                      "the state is not finite after this step")
             if after is not None and _close(after, before):
                 self._idle = self._settle(dt, key, ins, inflow, outflow, out)
         return out

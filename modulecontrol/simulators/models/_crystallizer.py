@@ -365,6 +365,11 @@ class MsmprCrystallizer(UnitModel):
         scale = np.maximum(np.abs(before[0, idx]), np.abs(after[0, idx]))
         return bool(np.all(after[0, idx] >= -1e-12 * scale))
 
+    @property
+    def wall_conductance(self) -> float:
+        """W/K: how the wall duty falls per kelvin the jacket warms (UA)."""
+        return self.p.ua
+
     def _dynamic_state(self) -> FloatArray | None:
         # a cooling profile follows the clock: never steady
         if self.p.cooling_profile:

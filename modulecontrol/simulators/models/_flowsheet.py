@@ -1,7 +1,9 @@
 """Flowsheet: units plus stream connections, stepped together in topological order.
 
 Per step: thermostats first (utilities), then every unit in topological order with the
-streams its upstream units produced in this same step; then pressures are propagated
+streams its upstream units produced in this same step (a jacketed unit reads its
+thermostat's new temperature; the thermostat takes the wall exchange as a conductance, see
+``_load_thermostats``); then pressures are propagated
 backwards from the outlets (ambient) through back-pressure regulators and pressure drops.
 Liquids are treated as incompressible, so pressure is quasi-static; pumps see the discharge
 pressure of the previous step (a one-step lag).
@@ -26,6 +28,9 @@ Port = tuple[UnitModel | str, str]
 class _Jacketed(Protocol):
     jacket_temperature: float
     wall_heat_duty: float
+
+    @property
+    def wall_conductance(self) -> float: ...
 
 
 class Flowsheet:
@@ -90,7 +95,8 @@ class Flowsheet:
         t, u = self._unit(thermostat), self._unit(unit)
         if not isinstance(t, Thermostat):
             raise TypeError(f"'{t.name}' is not a thermostat")
-        if not (hasattr(u, "jacket_temperature") and hasattr(u, "wall_heat_duty")):
+        if not all(hasattr(u, a) for a in ("jacket_temperature", "wall_heat_duty",
+                                           "wall_conductance")):
             raise TypeError(f"'{u.name}' has no jacket")
         if any(uu == u.name for _, uu in self._jackets):
             raise ValueError(f"'{u.name}' already has a thermostat on its jacket")
@@ -127,15 +133,25 @@ class Flowsheet:
         return {dp: produced[src] for src, dp in feeds if src in produced}
 
     def _load_thermostats(self) -> None:
-        """Each thermostat carries the summed wall duty of the units it serves."""
-        loads: dict[str, float] = {t: 0.0 for t, _ in self._jackets}
+        """Each thermostat carries the summed wall duty of the units it serves, at its
+        present temperature, and how that duty falls as it warms (their summed UA).
+
+        Why the conductance too: the thermostat then takes the exchange as a function of its
+        own temperature over the next step (exactly, as it takes the ambient exchange)
+        instead of a constant frozen at the last step's value, which diverged for a small
+        bath on a large reactor (``Thermostat``). The units step after their thermostat and
+        read its new temperature, so the difference of a bath and a vessel decays by
+        exp(-(G/C_bath + G/C_vessel) dt) per step: stable at any UA, heat capacity and dt."""
+        loads: dict[str, list[float]] = {t: [0.0, 0.0] for t, _ in self._jackets}
         for t, u in self._jackets:
             unit: _Jacketed = self.units[u]  # type: ignore[assignment]
-            loads[t] += unit.wall_heat_duty
-        for t, load in loads.items():
+            loads[t][0] += unit.wall_heat_duty
+            loads[t][1] += unit.wall_conductance
+        for t, (load, conductance) in loads.items():
             therm = self.units[t]
             assert isinstance(therm, Thermostat)
             therm.heat_load = load
+            therm.load_conductance = conductance
 
     def _run(self, step: Callable[[UnitModel, dict[str, Stream]], dict[str, Stream]]) -> None:
         produced: dict[tuple[str, str], Stream] = {}

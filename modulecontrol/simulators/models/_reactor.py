@@ -25,12 +25,13 @@ from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from modulecontrol.errors import did_you_mean
 from modulecontrol.units import UnitError
 
-from ._base import ParameterError, UnitModel, register_model
+from ._base import ModelStateError, ParameterError, UnitModel, check_temperatures, register_model
 from ._integrate import FloatArray, ros2_step
 from ._quantities import (
     Conductance,
@@ -503,6 +504,8 @@ class CoilReactor(UnitModel):
         )
         self.kinetics = Kinetics(params.reactions, species, params.allow_unbalanced)
         self._rate_constants = (self.kinetics.kf.copy(), self.kinetics.kr.copy())
+        self._max_activation = float(max(np.abs(self.kinetics.Ef).max(initial=0.0),
+                                         np.abs(self.kinetics.Er).max(initial=0.0)))
         """The written rate constants, which a ``deactivation`` fault scales."""
         n, ns = self.n_tanks, len(species)
         self.c = np.zeros((n, ns))
@@ -547,6 +550,11 @@ class CoilReactor(UnitModel):
         )
         self._mass_lost += before - self.holdup_mass()
         self._cache.clear()
+
+    @property
+    def wall_conductance(self) -> float:
+        """W/K: how the wall duty falls per kelvin the jacket warms (the whole wall's UA)."""
+        return self.ua
 
     def _dynamic_state(self) -> FloatArray:
         return np.concatenate([self.c.ravel(), self.T])
@@ -612,14 +620,54 @@ class CoilReactor(UnitModel):
         self.T = tj + e_t @ (self.T - tj) + g_t * (s.temperature - tj)
         return moles
 
-    def _react(self, h: float) -> None:
-        """ROS2 over the species the reactions change and T; the others stay as they are."""
-        kin, rc, c = self.kinetics, self._rho_cp, self.c
+    #: halvings of one reaction sub-step before it is refused (h / 4096: about 1 ms at 5 s)
+    _MAX_HALVINGS = 12
+    #: the largest change of a rate constant across one accepted reaction sub-step (x2)
+    _MAX_RATE_CHANGE = math.log(2.0)
+
+    def _react(self, h: float, depth: int = 0) -> None:
+        """ROS2 over the species the reactions change and T, halved where it would leave the
+        physical set.
+
+        Why: the reaction sub-step is adiabatic, so a hot exothermic tank has a growing
+        (thermal-runaway) mode, eigenvalue lambda+ > 0 of the reaction Jacobian. ROS2's
+        stability function has its pole at h lambda+ = 1/gamma = 0.586: near it the step
+        amplifies without bound, past it the mode runs backwards (reactant made from
+        product, the tank cooled by an exothermic reaction). A jacketed test line at ua 0.5
+        W/K, dt 5 s, went from 68 to -179 degC in two steps and on to -1e42 K. The exact
+        sub-step keeps every concentration >= 0 and changes T smoothly, so a step that gives
+        a negative concentration (beyond round-off of the tank's scale), a non-finite value
+        or a rate constant changed by more than a factor of 2 (the linearisation no longer
+        holds) is rejected and taken as two halves, each from a fresh Jacobian. In normal
+        operation no step is rejected (the lomustine line: rate constants change by 1 % per
+        sub-step at most), so the results are those of the plain step. A step that is still
+        refused after ``_MAX_HALVINGS`` halvings raises :class:`ModelStateError`."""
+        c, temp = self.c, self.T
+        c1, t1 = self._ros2(c, temp, h)
+        refused = self._refused(c, temp, c1, t1)
+        if not refused.any():
+            self.c, self.T = c1, t1
+            return
+        if depth >= self._MAX_HALVINGS:
+            bad = int(np.argmax(refused))
+            raise ModelStateError(
+                self.name, self.time,
+                f"the reactions of tank {bad + 1} of {self.n_tanks} admit no step of "
+                f"{h:.3g} s (T {float(temp[bad]):.6g} -> {float(t1[bad]):.6g} K after "
+                f"{depth} halvings of the sub-step); the kinetics are too fast or too "
+                "exothermic for this reactor's integration: lower max_substep or check the "
+                "reactions' k_ref/A, Ea and dH")
+        self._react(0.5 * h, depth + 1)
+        self._react(0.5 * h, depth + 1)
+
+    def _ros2(self, c: FloatArray, temp: FloatArray, h: float) -> tuple[FloatArray, FloatArray]:
+        """One ROS2 step of the reactions alone from (c, temp); the state is not changed."""
+        kin, rc = self.kinetics, self._rho_cp
         act = kin.active
         y = np.empty((c.shape[0], act.size + 1))
         y[:, :-1] = c[:, act]
-        y[:, -1] = self.T
-        f0, jac = kin.reduced_rhs_and_jac(c, self.T, rc)
+        y[:, -1] = temp
+        f0, jac = kin.reduced_rhs_and_jac(c, temp, rc)
 
         def f(z: FloatArray) -> FloatArray:
             cz = c.copy()
@@ -627,9 +675,29 @@ class CoilReactor(UnitModel):
             return kin.reduced_rhs(cz, z[:, -1], rc)
 
         y = ros2_step(f, lambda _z: jac, y, h, f0)
-        self.c = c.copy()
-        self.c[:, act] = y[:, :-1]
-        self.T = y[:, -1].copy()
+        c1 = c.copy()
+        c1[:, act] = y[:, :-1]
+        return c1, y[:, -1].copy()
+
+    def _refused(
+        self, c0: FloatArray, t0: FloatArray, c1: FloatArray, t1: FloatArray
+    ) -> npt.NDArray[np.bool_]:
+        """Per tank, whether the step left the admissible set. Admissible: finite, no
+        concentration below zero beyond 1e-9 of the tank's total of the active species (ROS2
+        leaves round-off negatives of 1e-32 of it at a depleted species, which the rates read
+        as zero), T > 0 and no rate constant changed by more than a factor of 2
+        (:attr:`_MAX_RATE_CHANGE`)."""
+        act = self.kinetics.active
+        ca0, ca1 = c0[:, act], c1[:, act]
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            scale = np.abs(ca0).sum(axis=1) + np.abs(ca1).sum(axis=1)
+            ok = np.isfinite(t1) & (t1 > 0.0) & np.all(np.isfinite(ca1), axis=1)
+            ok &= np.all(ca1 >= -1e-9 * scale[:, None], axis=1)
+            if self._max_activation > 0.0:
+                change = self._max_activation / R_GAS * np.abs(1.0 / t0 - 1.0 / t1)
+                ok &= change <= self._MAX_RATE_CHANGE
+        refused: npt.NDArray[np.bool_] = ~ok
+        return refused
 
     # -- stepping ------------------------------------------------------------------------------
     def _update_properties(self, s: Stream) -> None:
@@ -655,6 +723,7 @@ class CoilReactor(UnitModel):
             for i in range(n_sub):
                 self._react(h)
                 moles = moles + self._transport(h if i < n_sub - 1 else 0.5 * h, s, kappa)
+        check_temperatures(self.name, self.time + dt, "tank temperature", self.T)
         self.wall_heat_duty = (
             self.ua / self.n_tanks * float((self.T - self.jacket_temperature).sum())
         )

@@ -10,6 +10,15 @@ P_dem = C (T_sp - T)/tau - Q_p - UA_a (T_a - T), clipped to [-P_cool, P_heat]. E
 a linear ODE, so a step is solved exactly: piecewise exponentials (or ramps), switching at
 the analytically computed time where the demand crosses a limit. No step-size error.
 Failure fault: P = 0 (the bath drifts towards T_a + Q_p/UA_a).
+
+Linked units (``Flowsheet.link_jacket``) load the bath through their walls,
+Q_p(T) = Q_0 - G (T - T_0): ``heat_load`` Q_0 is their wall duty at the bath's temperature T_0
+at the start of the step and ``load_conductance`` G the sum of their UA. The load is taken as
+this linear function of the bath temperature, not as a constant: it is one more conductance
+like the ambient one, so the step stays exact. Why: with the load frozen over a step, a
+saturated or failed bath integrated the exchange explicitly and diverged once G dt > 2 C (a
+100 J/K bath on a 1 L reactor at 100 W/K, dt 5 s: +-1e21 K within 40 steps); as a
+conductance it relaxes towards the process exponentially whatever G dt / C.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ._base import UnitModel, register_model
+from ._base import UnitModel, check_temperatures, register_model
 from ._quantities import Conductance, HeatCapacityTotal, Power, Temperature, Time
 from ._species import FloatArray, SpeciesTable, Stream
 
@@ -40,6 +49,8 @@ class ThermostatParams(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> ThermostatParams:
+        if not 0.0 < self.heat_capacity < math.inf or not 0.0 < self.tau < math.inf:
+            raise ValueError("heat_capacity and tau must be finite and > 0")
         if self.ua_ambient >= self.heat_capacity / self.tau:
             raise ValueError(
                 "ua_ambient must be below heat_capacity/tau (the bath would "
@@ -65,6 +76,9 @@ class Thermostat(UnitModel):
     }
     Params = ThermostatParams
     inputs: ClassVar[dict[str, str]] = {"setpoint": "K", "heat_load": "W"}
+    #: W/K: how the load of linked units falls as the bath warms (the sum of their wall UA),
+    #: set by the flowsheet with ``heat_load``; 0 for a bath loaded by hand
+    load_conductance: float
     fault_kinds = ("failure",)
 
     def __init__(self, name: str, species: SpeciesTable, params: ThermostatParams) -> None:
@@ -73,13 +87,17 @@ class Thermostat(UnitModel):
         self.temperature = params.initial_temperature
         self.setpoint = params.setpoint
         self.heat_load = 0.0
+        self.load_conductance = 0.0
         self.power = 0.0
+        self._load_temperature = self.temperature  # T_0 of heat_load within a step
 
-    # demand(T) = a*(T_sp - T) + d_ss
+    # demand(T) = a*(T_sp - T) + d_ss; the losses Q_p(T) + UA_a (T_a - T) are linear in T
     def _coeffs(self) -> tuple[float, float]:
         p = self.p
-        a = p.heat_capacity / p.tau - p.ua_ambient
-        d_ss = -self.heat_load - p.ua_ambient * (p.ambient_temperature - self.setpoint)
+        a = p.heat_capacity / p.tau - p.ua_ambient - self.load_conductance
+        load_at_sp = self.heat_load + self.load_conductance * (
+            self._load_temperature - self.setpoint)
+        d_ss = -load_at_sp - p.ua_ambient * (p.ambient_temperature - self.setpoint)
         return a, d_ss
 
     def _regime(self, temp: float) -> float | None:
@@ -96,7 +114,12 @@ class Thermostat(UnitModel):
 
     def _advance(self, dt: float) -> None:
         p = self.p
+        self._load_temperature = self.temperature
         a, d_ss = self._coeffs()
+        g = p.ua_ambient + self.load_conductance  # total conductance of the losses, W/K
+        # ... and the temperature they pull towards, times g (no division when g = 0)
+        g_env = (p.ua_ambient * p.ambient_temperature + self.heat_load
+                 + self.load_conductance * self._load_temperature)
         remaining = dt
         regime = self._regime(self.temperature)
         for _ in range(4):  # at most: saturated -> free -> saturated; bounded for safety
@@ -119,14 +142,14 @@ class Thermostat(UnitModel):
                     break
                 continue
             power = regime
-            drive = power + self.heat_load
             t_switch = math.inf
-            target = (
-                None if "failure" in self.faults else self.setpoint - (power - d_ss) / a
-            )  # where the demand = limit
-            if p.ua_ambient > 0.0:
-                t_eq = p.ambient_temperature + drive / p.ua_ambient
-                k = p.ua_ambient / p.heat_capacity
+            target = (  # where the demand = limit (none if the demand does not depend on T)
+                None if "failure" in self.faults or a == 0.0
+                else self.setpoint - (power - d_ss) / a
+            )
+            if g > 0.0:
+                t_eq = (power + g_env) / g
+                k = g / p.heat_capacity
                 if target is not None and t0 != t_eq:
                     ratio = (target - t_eq) / (t0 - t_eq)
                     if 0.0 < ratio <= 1.0:
@@ -134,7 +157,7 @@ class Thermostat(UnitModel):
                 h = min(remaining, t_switch)
                 self.temperature = t_eq + (t0 - t_eq) * math.exp(-k * h)
             else:
-                slope = drive / p.heat_capacity
+                slope = (power + self.heat_load) / p.heat_capacity
                 if target is not None and slope != 0.0 and (target - t0) / slope >= 0.0:
                     t_switch = (target - t0) / slope
                 h = min(remaining, t_switch)
@@ -147,17 +170,20 @@ class Thermostat(UnitModel):
 
     def _step(self, dt: float, inlets: dict[str, Stream]) -> dict[str, Stream]:
         self._advance(dt)
+        check_temperatures(self.name, self.time + dt, "bath temperature", self.temperature)
         return {}
 
     def _dynamic_state(self) -> FloatArray:
         return np.array([self.temperature, self.power])
 
     def _wake_key(self) -> tuple[Any, ...]:
-        return (id(self.p),)
+        return (id(self.p), self.load_conductance)
 
     def _steady(self, inlets: dict[str, Stream]) -> dict[str, Stream]:
         self._advance(1e6 * self.p.tau)
         return {}
+
+
 
     def state(self) -> dict[str, float]:
         return {
