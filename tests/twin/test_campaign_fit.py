@@ -48,7 +48,7 @@ def test_fit_on_a_recorded_campaign_run_recovers_the_truth(tmp_path: Path) -> No
     assert abs(est.value / TRUTH - 1) < 0.05, est
     assert not result.warnings
     assert est.low < est.value < est.high
-    # Not yet: the 95 % interval (about +-0.06 % with 1 % noise on some 300 points) does
+    # Not yet: the 95 % interval (about +-0.06 % with 1 % noise on the steady points) does
     # not cover the truth. The line's models integrate by splitting; the fit compares with
     # their exact steady solve, which differs by about 0.1 % in k here (measured 2.1975
     # for 2.2; docs/digital-twin.md, "Not yet"). The estimate is within that bias:
