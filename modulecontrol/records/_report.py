@@ -17,7 +17,7 @@ import json
 import math
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -1336,6 +1336,10 @@ class RunSamples:
     series: dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]]
     """Tag -> (times, values); the value a tag held when the run started comes first
     (deadband-filtered data is a step signal)."""
+    events: list[tuple[float, str, str, dict[str, Any]]] = field(default_factory=list)
+    """The run's events as (time, kind, source, payload), in order: where the values a
+    recipe or operator *wrote* are (``command`` with its service parameters,
+    ``parameter_write``), which the polled samples do not tell apart from readings."""
 
 
 def run_samples(db: str | Path | sqlite3.Connection, run_id: int) -> RunSamples:
@@ -1347,4 +1351,5 @@ def run_samples(db: str | Path | sqlite3.Connection, run_id: int) -> RunSamples:
         if own:
             conn.close()
     return RunSamples(data.run, data.t_end,
-                      {name: (s.t, s.v) for name, s in data.series.items()})
+                      {name: (s.t, s.v) for name, s in data.series.items()},
+                      [(t, str(k), src, p) for t, k, src, p in data.events])

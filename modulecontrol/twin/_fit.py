@@ -37,6 +37,7 @@ from modulecontrol.twin._model import (
     Segment,
     TwinError,
     is_input,
+    recorded_inputs,
     replay,
     segments,
     steady_outputs,
@@ -125,6 +126,7 @@ def _outputs(config: PlantConfig, data: RunSamples, given: Sequence[str]) -> lis
     _, views = build_models(config)
     out = [s for s in sorted(data.series) if s.partition(".")[0] in views
            and views[s.partition(".")[0]].model.kind == "pat_analyzer"
+           and views[s.partition(".")[0]].link(s.partition(".")[2]) is not None
            and not is_input(views, s) and s.partition(".")[2] not in ("Valid", "Method")]
     if not out:
         raise TwinError(f"run {data.run.id}: no analyzer samples to fit against; name the "
@@ -146,7 +148,13 @@ def fit(config: PlantConfig, db: str | Path, runs: Sequence[int], params: Sequen
     recorded = [run_samples(db, r) for r in runs]
     outputs = _outputs(config, recorded[0], measure)
     _, all_views = build_models(config)
+    pinned = [s for s in outputs if is_input(all_views, s)]
+    if pinned:
+        raise TwinError(f"--measure {', '.join(pinned)}: a written input the fit replays "
+                        "(its recorded value is what was written, not what the models "
+                        "predict); measure an output, e.g. PAT1.Product")
     sub = upstream(config, sorted({s.partition(".")[0] for s in outputs}))
+    sim_tags = [m.tag for m in sub.plant.modules]
     windows: list[tuple[Segment, dict[str, FloatArray]]] = []
     labels: list[tuple[int, str, float]] = []
     """(run, output, time) of each observed value, in the order of ``observed``."""
@@ -154,8 +162,7 @@ def fit(config: PlantConfig, db: str | Path, runs: Sequence[int], params: Sequen
     n_transient = 0
     for data in recorded:
         t0 = data.run.t_start
-        rep = Replay({s: (ts - t0, vs) for s, (ts, vs) in data.series.items()
-                      if is_input(all_views, s)}, data.t_end - t0)
+        rep = recorded_inputs(config, data, sim_tags)
         samples: dict[str, tuple[FloatArray, FloatArray]] = {}
         for s in outputs:
             if s not in data.series:
@@ -264,18 +271,25 @@ def _steady_windows(config: PlantConfig, rep: Replay, outputs: Sequence[str],
     which every output stays within :data:`SETTLE_BAND` of its steady value, plus half that
     settling time again. Stretches that never settle, or have no steady state at all (no
     flow: before the feeds start, while the line is stopped), give no samples
-    (``since = end``).
+    (``since = end``); so does a stretch without a replayed step in it (shorter than
+    ``dt``, between two writes): nothing shows that it settled, and taking its start as
+    settled fitted a sample of the line before the write against the steady state after it.
     """
     grid = np.arange(dt, rep.duration + 1e-9, dt)
     track = replay(config, rep, outputs, dt, dict.fromkeys(outputs, grid))
     out = []
     for seg in segments(rep):
+        # the output after each step taken wholly with this stretch's inputs (a step from
+        # t - dt to t holds the inputs of t - dt)
+        inside = (grid - dt >= seg.start - 1e-9) & (grid < seg.end)
+        if not inside.any():
+            out.append((seg, seg.end))
+            continue
         try:
             level = steady_outputs(config, seg.inputs, outputs)
         except ValueError:  # no steady state there (no flow: before the feeds, a flush)
             out.append((seg, seg.end))
             continue
-        inside = (grid >= seg.start) & (grid < seg.end)
         settled = seg.start
         for s in outputs:
             far = np.abs(track[s] - level[s]) > SETTLE_BAND * max(abs(level[s]), 1e-30)

@@ -18,12 +18,14 @@ import numpy.typing as npt
 
 from modulecontrol.clock import Clock
 from modulecontrol.descriptors import PlantConfig
+from modulecontrol.records import RunSamples
 from modulecontrol.simulators import ModuleView, SimulatedPlant, build_models
 from modulecontrol.units import parse_quantity
 
 FloatArray = npt.NDArray[np.float64]
 
-__all__ = ["ParamRef", "Replay", "Segment", "TwinError", "replay", "segments", "steady_outputs"]
+__all__ = ["ParamRef", "Replay", "Segment", "TwinError", "recorded_inputs", "replay", "segments",
+           "steady_outputs"]
 
 
 class TwinError(ValueError):
@@ -143,14 +145,93 @@ def _link(views: Mapping[str, ModuleView], signal: str) -> tuple[ModuleView, str
 
 
 def is_input(views: Mapping[str, ModuleView], signal: str) -> bool:
-    """A signal the twin replays: linked to a model variable that can be written."""
+    """A signal the twin replays: an assembly the operator or a recipe writes (a set point,
+    a service parameter, a run command), linked to a model variable that can be written.
+
+    A measurement linked to a model input (``R1.JacketT``, the jacket temperature the coil
+    model takes) is not one: its value is what the plant did with the written set point
+    (the thermostat's response), a model output to compare, never a value to impose. Both
+    at once pinned the answer: replayed, it overrode (or was overridden by) the model's own
+    thermostat, and every poll of it cut the run into stretches (see :func:`segments`).
+    """
     found = _link(views, signal)
     if found is None:
         return False
     view, assembly = found
     name = view.link(assembly)
     assert name is not None
-    return view.variable(name).set is not None
+    try:
+        da = view.module_type.assembly(assembly)
+    except (KeyError, ValueError):
+        return False
+    return da.writable and view.variable(name).set is not None
+
+
+WRITTEN_EVENTS = ("command", "parameter_write")
+"""Event kinds in a run's record that carry values a recipe or operator wrote: a service
+command with its parameters (``{"parameters": {"TempSP": "50 degC"}}``; the session does not
+sample service parameters) and a ``set`` step's write (``value``, in the assembly's unit)."""
+SAME = 1e-6
+"""Relative difference below which two recorded values of an input are the same write (a
+float32 register reads back 2.4 as 2.4000001; a command said 2.4)."""
+
+
+def recorded_inputs(config: PlantConfig, data: RunSamples,
+                    tags: Sequence[str] | None = None) -> Replay:
+    """The inputs of a recorded run as the twin replays them: what was written, when.
+
+    Two records hold written values: the samples of writable assemblies (a set point polled
+    back, a pump's ``Run``) and the run's events (a service's parameters at its start, a
+    ``set`` step). Each input keeps only its *changes* (the first value, then every value
+    that differs from the one before): the session records a polled flag again and again
+    (a 9 h campaign gave 11 806 stretches when every sample cut one), and a poll that
+    repeats what was written is no new write. ``tags``: only these modules' inputs (the
+    ones the fit simulates; a divert valve downstream of the analyzer cuts nothing).
+    """
+    _, views = build_models(config)
+    keep = set(tags) if tags is not None else set(views)
+    t0 = data.run.t_start
+    raw: dict[str, list[tuple[float, float]]] = {}
+    for s, (ts, vs) in data.series.items():
+        if s.partition(".")[0] in keep and is_input(views, s):
+            raw.setdefault(s, []).extend((float(t), float(v)) for t, v in zip(ts, vs,
+                                                                              strict=True))
+    for t, kind, source, payload in data.events:
+        if kind not in WRITTEN_EVENTS or t < t0:
+            continue
+        tag, _, rest = source.partition(".")
+        if tag not in keep:
+            continue
+        if kind == "command":
+            if payload.get("command") not in ("Start", "Restart"):
+                continue
+            given = dict(payload.get("parameters") or {})
+        else:
+            given = {rest: payload.get("value")}
+        for name, value in given.items():
+            s = f"{tag}.{name}"
+            if not is_input(views, s):
+                continue
+            try:
+                v = views[tag].module_type.assembly(name).coerce(value, what="recorded value")
+            except (ValueError, TypeError):
+                raise TwinError(f"run {data.run.id}: {kind} event of {source} at {t:.3f}: "
+                                f"{name}={value!r} is not a value of {s}") from None
+            raw.setdefault(s, []).append((float(t), float(v)))
+    inputs: dict[str, tuple[FloatArray, FloatArray]] = {}
+    for s, pts in raw.items():
+        pts.sort(key=lambda p: p[0])
+        kept: list[tuple[float, float]] = []
+        for t, v in pts:
+            if not math.isfinite(v):
+                continue
+            if kept and abs(v - kept[-1][1]) <= SAME * max(abs(v), abs(kept[-1][1])):
+                continue
+            kept.append((t - t0, v))
+        if kept:
+            arr = np.array(kept, dtype=float)
+            inputs[s] = (arr[:, 0], arr[:, 1])
+    return Replay(inputs, data.t_end - t0)
 
 
 def replay(config: PlantConfig, data: Replay, outputs: Sequence[str], dt: float,
@@ -203,17 +284,24 @@ class Segment:
 
 
 def segments(data: Replay) -> list[Segment]:
-    """The run cut where any replayed input changes (zero-order hold, as :func:`replay`)."""
+    """The run cut where a replayed input *changes* (zero-order hold, as :func:`replay`).
+
+    A sample that repeats the value held (a poll of an unchanged set point) cuts nothing:
+    adjacent stretches with the same inputs are one.
+    """
     cuts = sorted({0.0, *(float(t) for ts, _ in data.inputs.values() for t in ts
                           if 0.0 < t < data.duration)})
-    out = []
+    out: list[Segment] = []
     for a, b in zip(cuts, [*cuts[1:], data.duration], strict=True):
         held = {}
         for s, (ts, vs) in data.inputs.items():
             i = int(np.searchsorted(ts, a, side="right")) - 1
             if i >= 0 and math.isfinite(vs[i]):
                 held[s] = float(vs[i])
-        out.append(Segment(a, b, held))
+        if out and out[-1].inputs == held:
+            out[-1] = Segment(out[-1].start, b, held)
+        else:
+            out.append(Segment(a, b, held))
     return out
 
 

@@ -26,7 +26,7 @@ from modulecontrol.descriptors import PlantConfig
 from modulecontrol.records import run_samples
 from modulecontrol.simulators import ModuleView, SimulatedPlant, build_models
 from modulecontrol.simulators.lomustine import PRODUCTS
-from modulecontrol.twin._model import Replay, TwinError, is_input, segments, upstream
+from modulecontrol.twin._model import TwinError, is_input, recorded_inputs, segments, upstream
 from modulecontrol.units import parse_quantity
 
 __all__ = ["WhatIf", "duration_seconds", "whatif"]
@@ -118,11 +118,7 @@ def whatif(config: PlantConfig, db: str | Path, run: int, changes: Mapping[str, 
     """Simulate ``changes`` for ``horizon`` s from the end state of ``run`` in ``db``."""
     if horizon <= 0 or dt <= 0:
         raise TwinError("what-if: --horizon and --dt must be > 0")
-    data = run_samples(db, run)
-    _, views = build_models(config)
-    t0 = data.run.t_start
-    rep = Replay({s: (ts - t0, vs) for s, (ts, vs) in data.series.items()
-                   if is_input(views, s)}, data.t_end - t0)
+    rep = recorded_inputs(config, run_samples(db, run))
     start = segments(rep)[-1].inputs if rep.duration > 0 else {}
     return _ahead(config, start, f"the end of run {run}",
                   f"run {run} ended with the line stopped", changes,
