@@ -217,7 +217,7 @@ async def _measure(folder: Path, plant: _BenchPlant, serve: ServeProcess, durati
     plant_view = await admin.plant()
     n_tags = sum(len(m["values"]) for m in plant_view["modules"])
     rid = int((await admin.start_run("bench"))["id"])
-    await _until(admin, rid, "step", "run.steps[0]", 120.0)  # every module started
+    await _until(admin, rid, "step", "run.steps[0]", 300.0)  # every module started
     status: list[float] = []
 
     async def read_status() -> None:
