@@ -51,6 +51,8 @@ class Client:
     def __init__(self, url: str, token: str | None = None, timeout: float = 10.0) -> None:
         self.url = url.rstrip("/")
         self.token = token
+        self.timeout = timeout
+        """Seconds for a request, and for the event stream's opening handshake."""
         self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout)
 
     async def __aenter__(self) -> Client:
@@ -241,7 +243,8 @@ class Client:
         :class:`Resync`. Ends when the service closes the stream."""
         ws_url = "ws" + self.url[len("http"):] + f"/api/v1/stream?since={since}"
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        async with websockets.connect(ws_url, additional_headers=headers) as ws:
+        async with websockets.connect(ws_url, additional_headers=headers,
+                                      open_timeout=self.timeout) as ws:
             async for raw in ws:
                 msg = json.loads(raw)
                 if msg.get("type") == "resync":

@@ -44,6 +44,7 @@ from modulecontrol.descriptors._loader import (
     validate_file,
 )
 from modulecontrol.descriptors._module import (
+    NOISY_CLASSES,
     ModuleType,
     OpcUaDefaults,
     Port,
@@ -86,6 +87,7 @@ from modulecontrol.descriptors._transports import (
 )
 
 __all__ = [
+    "NOISY_CLASSES",
     "REGISTER_COUNT",
     "AttributeBinding",
     "Binding",

@@ -1251,7 +1251,14 @@ class ControlService:
     def _stream_values(self, line: Line) -> None:
         """Value changes into the event stream: every data assembly that carries a number,
         filtered by its deadband (``deadband`` of the descriptor; 0, i.e. changes only, if
-        it has none) with the historian's filter; a change of quality always passes."""
+        it has none) with the historian's filter; a change of quality always passes.
+
+        ``source_time`` is the reading's own time (``TagValue.timestamp``, UNIX seconds):
+        the device's timestamp where the transport carries one (OPC UA SourceTimestamp),
+        else the time this process read it (Modbus, serial). Why it is added next to the
+        event's ``t`` (the line's clock at publication): the age of a value when a client
+        gets it starts at the device, not at the service, and a client (or the bench)
+        can only tell the two apart with both."""
         filters: dict[str, TagFilter] = {}
         units: dict[str, str] = {}
         for tag, proxy in line.proxies.items():
@@ -1272,7 +1279,8 @@ class ControlService:
                 if f.accept(time.monotonic(), float(v), 192 if quality == "good" else 0):
                     self._publish(EventKind.VALUE_CHANGED.value, key, "",
                                   {"module": tag, "assembly": name, "value": _plain(v),
-                                   "unit": units[key], "quality": quality})
+                                   "unit": units[key], "quality": quality,
+                                   "source_time": tv.timestamp})
 
         for proxy in line.proxies.values():
             proxy.on_values(on_values)

@@ -117,6 +117,7 @@ def test_module_commands_follow_command_en_and_stream_values(line: ServedLine) -
 
         ev = wait_until("a P1.Flow value change on the stream", flow_event)[-1]
         assert ev["data"]["unit"] == "mL/min" and ev["data"]["module"] == "P1"
+        assert isinstance(ev["data"]["source_time"], float)  # the reading's UNIX time
         assert op.post("/api/v1/modules/P1/services/Dosing/stop", json={}).status_code == 200
         wait_until("P1 stopped", lambda: p1()["services"]["Dosing"] in ("Stopped", "Idle"))
     with AuditTrail(line.db) as trail:

@@ -49,4 +49,21 @@ def test_the_deadband_decides_and_a_quality_change_always_passes(tmp_path: Path)
     ]
     ev = (service.stream.since(0) or [])[0]
     assert ev.data == {"module": "R1", "assembly": "T", "value": 20.0, "unit": "degC",
-                       "quality": "good"}
+                       "quality": "good", "source_time": ev.data["source_time"]}
+
+
+def test_a_value_change_carries_its_readings_source_time(tmp_path: Path) -> None:
+    """The reading's own timestamp (the device's, where the transport has one) rides with
+    the value, beside the event's publication time ``t``: a client can tell how old the
+    value was when it came, not only how long the service took."""
+    service = ControlService(ServiceOptions(plant=tmp_path / "plant.yaml"))
+    flow = DataAssembly.model_validate({"name": "Flow", "class": "AnaView",
+                                        "unit": "mL/min"})
+    line, listeners = _line(flow)
+    service._stream_values(line)
+    (feed,) = listeners
+    feed("R1", {"Flow": TagValue(0.5, timestamp=1_800_000_000.25)})
+    feed("R1", {"Flow": TagValue(0.6, Quality.UNCERTAIN, timestamp=1_800_000_001.5)})
+    got = [e.data for e in service.stream.since(0) or []]
+    assert [(d["value"], d["quality"], d["source_time"]) for d in got] == [
+        (0.5, "good", 1_800_000_000.25), (0.6, "uncertain", 1_800_000_001.5)]
