@@ -197,7 +197,7 @@ def test_any_physical_wall_bath_volume_and_step_stays_in_the_envelope(
     """Every tank and the bath stay between the coldest and the hottest of the feed, the
     initial state, the set points and ambient, the coil at most the adiabatic rise above;
     the mass balance closes."""
-    fs = _line(species, ua=ua, tau=tau, volume=volume_ml * 1e-6)
+    fs = _line(species, ua=ua, tau=tau, volume=volume_ml * 1e-6, bath=bath)
     th, reactor = fs.units["TH"], fs.units["R"]
     assert isinstance(th, Thermostat) and isinstance(reactor, CoilReactor)
     for _ in range(round(300.0 / dt)):

@@ -147,21 +147,20 @@ class Thermostat(UnitModel):
                 None if "failure" in self.faults or a == 0.0
                 else self.setpoint - (power - d_ss) / a
             )
-            if g > 0.0:
-                t_eq = (power + g_env) / g
-                k = g / p.heat_capacity
-                if target is not None and t0 != t_eq:
-                    ratio = (target - t_eq) / (t0 - t_eq)
-                    if 0.0 < ratio <= 1.0:
-                        t_switch = -math.log(ratio) / k
-                h = min(remaining, t_switch)
-                self.temperature = t_eq + (t0 - t_eq) * math.exp(-k * h)
-            else:
-                slope = (power + self.heat_load) / p.heat_capacity
-                if target is not None and slope != 0.0 and (target - t0) / slope >= 0.0:
-                    t_switch = (target - t0) / slope
-                h = min(remaining, t_switch)
-                self.temperature = t0 + slope * h
+            # T(h) = t0 + drive/g (1 - exp(-k h)), k = g/C, written with expm1/log1p so a
+            # vanishing conductance (g -> 0: the linear ramp) keeps its precision: the form
+            # through the equilibrium temperature (power + g_env)/g cancels catastrophically
+            # there (a wall of 1e-186 W/K once sent the bath to 107 K)
+            cap = p.heat_capacity
+            k = g / cap
+            drive = power + g_env - g * t0  # W flowing into the bath at t0
+            if target is not None and drive != 0.0 and (target - t0) / drive >= 0.0:
+                x = g * (target - t0) / drive  # the fraction of the way to equilibrium
+                if x < 1.0:
+                    t_switch = (-math.log1p(-x) / k if k > 0.0
+                                else cap * (target - t0) / drive)
+            h = min(remaining, t_switch)
+            self.temperature = t0 + drive / cap * (-math.expm1(-k * h) / k if k > 0.0 else h)
             self.power = power
             remaining -= h
             if t_switch > h:
