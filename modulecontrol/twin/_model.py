@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from modulecontrol.clock import Clock
 from modulecontrol.descriptors import PlantConfig
+from modulecontrol.mtpcore import Command
 from modulecontrol.records import RunSamples
 from modulecontrol.simulators import ModuleView, SimulatedPlant, build_models
 from modulecontrol.units import parse_quantity
@@ -171,6 +172,8 @@ WRITTEN_EVENTS = ("command", "parameter_write")
 """Event kinds in a run's record that carry values a recipe or operator wrote: a service
 command with its parameters (``{"parameters": {"TempSP": "50 degC"}}``; the session does not
 sample service parameters) and a ``set`` step's write (``value``, in the assembly's unit)."""
+_STARTS = (Command.START.label, Command.RESTART.label)
+"""The commands whose service parameters a run's command events carry."""
 SAME = 1e-6
 """Relative difference below which two recorded values of an input are the same write (a
 float32 register reads back 2.4 as 2.4000001; a command said 2.4)."""
@@ -203,7 +206,7 @@ def recorded_inputs(config: PlantConfig, data: RunSamples,
         if tag not in keep:
             continue
         if kind == "command":
-            if payload.get("command") not in ("Start", "Restart"):
+            if payload.get("command") not in _STARTS:
                 continue
             given = dict(payload.get("parameters") or {})
         else:
