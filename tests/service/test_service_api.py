@@ -309,7 +309,9 @@ async def test_whatif_live_starts_from_the_lines_inputs_now(
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 mods = {m["tag"]: m for m in (await c.plant())["modules"]}
-                if all(mods[t]["services"]["Dosing"] == "Execute" for t in ("P1", "P2", "P3")):
+                # Execute, and the pumps' run bits read back as running (the next poll)
+                if all(mods[t]["services"]["Dosing"] == "Execute"
+                       and mods[t]["values"]["Run"]["value"] for t in ("P1", "P2", "P3")):
                     break
                 await asyncio.sleep(0.2)
             out = await c.whatif({"R2.TempSP": 10}, "10min")
