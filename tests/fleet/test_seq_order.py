@@ -46,6 +46,7 @@ from modulecontrol.fleet import (
 )
 from modulecontrol.testing.relay import TcpRelay
 from modulecontrol.testing.servers import Mosquitto, Postgres
+from tests._poll import wait_until
 from tests.fleet._sub import Recorder
 
 
@@ -99,12 +100,9 @@ def relay(broker: Mosquitto) -> Iterator[Relay]:
 
 
 def _wait(pred: Callable[[], object], timeout: float = 20.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return bool(pred())
+    """The tests' shared poll (tests/_poll.py); AssertionError when it never holds."""
+    wait_until("the condition of this step", pred, timeout, 0.05)
+    return True
 
 
 def _node_messages(rec: Recorder, node: str) -> list[tuple[str, Any]]:
