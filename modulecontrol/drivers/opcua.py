@@ -497,7 +497,8 @@ class OpcUaDriver(BaseDriver):
             raise DeviceRejected(f"connection to {ep.url} failed: {exc}{hint}",
                                  module=self.tag_name) from None
         except (OSError, ConnectionError) as exc:
-            raise Disconnected(f"cannot reach {ep.url}: {exc}", module=self.tag_name) from None
+            raise Disconnected(f"cannot reach {ep.url}: {self._why_unreachable(exc)}",
+                               module=self.tag_name) from None
         try:
             node_ids = await self._resolve(client)
         except BaseException:
@@ -568,6 +569,14 @@ class OpcUaDriver(BaseDriver):
         await client.set_security(policy, ep.certificate, ep.private_key,
                                   server_certificate=server_der, mode=mode)
 
+    def _why_unreachable(self, exc: OSError) -> str:
+        """The reason a connection failed, never empty: a timeout has no text of its own, and
+        a secure server that cannot verify a request's signature drops it without an answer."""
+        if isinstance(exc, TimeoutError):
+            return (f"no answer within {self.timeout:g} s (a server that refuses a "
+                    "request's signature or certificate drops it without answering)")
+        return str(exc) or type(exc).__name__
+
     async def _server_certificate(self, client: Client, mode: ua.MessageSecurityMode,
                                   policy_uri: str) -> bytes:
         """The certificate the server presents for our policy and mode, checked for trust."""
@@ -575,7 +584,8 @@ class OpcUaDriver(BaseDriver):
         try:
             endpoints = await client.connect_and_get_server_endpoints()
         except (OSError, ConnectionError) as exc:
-            raise Disconnected(f"cannot reach {ep.url}: {exc}", module=self.tag_name) from None
+            raise Disconnected(f"cannot reach {ep.url}: {self._why_unreachable(exc)}",
+                               module=self.tag_name) from None
         match = [e for e in endpoints
                  if e.SecurityMode == mode and e.SecurityPolicyUri == policy_uri]
         if not match:

@@ -1018,11 +1018,11 @@ def _endpoint(opts: LiveOptions) -> OpcUaEndpoint:
                              security_mode="None", username=opts.username,
                              password_env=opts.password_env, sampling_interval=opts.poll,
                              timeout=opts.timeout)
-    from modulecontrol.simulators.opcua_pea import make_certificate
+    from modulecontrol.simulators import Credentials
 
     folder = Path(opts.pki) if opts.pki is not None else Path("runs/pki")
-    cert, key = make_certificate(folder, "mtp-check-client", "urn:modulecontrol:mtp-check",
-                                 server=False)
+    cert, key = Credentials(folder).certificate("mtp-check-client",
+                                                "urn:modulecontrol:mtp-check", server=False)
     return OpcUaEndpoint(
         protocol="opcua", url=opts.endpoint, certificate=str(cert), private_key=str(key),
         server_certificate=None if opts.server_certificate is None

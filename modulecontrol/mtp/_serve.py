@@ -36,12 +36,11 @@ from asyncua.ua.attribute_ids import AttributeIds
 from modulecontrol.descriptors import ModuleType, OpcUaBinding, PeaUser, load_module_type
 from modulecontrol.mtp._import import import_manifest_report
 from modulecontrol.mtpcore import ACTING_STATES
-from modulecontrol.simulators import PeaRuntime, SecurityError
+from modulecontrol.simulators import Credentials, PeaRuntime, SecurityError
 from modulecontrol.simulators.opcua_pea import (
     PeaServer,
     RefusalHandler,
     build_pea_server,
-    make_certificate,
 )
 from modulecontrol.statemachine import State, WorkContext
 
@@ -182,7 +181,7 @@ async def serve_manifest(
         roles = {username: "admin", **{u.name: u.role for u in users}}
         folder = Path(pki) if pki is not None else Path("runs/pki")
         uri = f"urn:modulecontrol:virtual-pea:{mt.name}"
-        cert, key = make_certificate(folder, f"virtual-pea-{mt.name}", uri, server=True)
+        cert, key = Credentials(folder).certificate(f"virtual-pea-{mt.name}", uri, server=True)
         kwargs.update(certificate=cert, private_key=key, users=passwords,
                       allow_insecure=False, roles=roles, on_refused=on_refused)
     elif users:

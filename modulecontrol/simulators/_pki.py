@@ -84,7 +84,14 @@ class Credentials:
         return bool(key.public_key().public_bytes(Encoding.DER, spki)
                     == cert.public_key().public_bytes(Encoding.DER, spki))
 
-    def _pair(self, name: str, uri: str, *, server: bool) -> tuple[Path, Path]:
+    def certificate(self, name: str, uri: str, *, server: bool) -> tuple[Path, Path]:
+        """Certificate (DER) and key (PEM) ``name`` for application ``uri``, made if needed.
+
+        Why one home for every certificate modulecontrol generates: the pair is reused
+        while valid (a peer that trusts it keeps trusting it) and created under the folder's
+        lock, so concurrent checks or servers sharing a folder never present one
+        certificate signed with another's key.
+        """
         cert, key = self.folder / f"{name}.der", self.folder / f"{name}.pem"
         with self._locked():
             if not self._usable(cert, key, uri):
@@ -94,11 +101,11 @@ class Credentials:
     # -- what servers and clients ask for ---------------------------------------------------
     def server_certificate(self, tag: str) -> tuple[Path, Path]:
         """Certificate (DER) and private key (PEM) of the simulated PEA ``tag``."""
-        return self._pair(f"sim-{tag}", f"urn:modulecontrol:sim:{tag}", server=True)
+        return self.certificate(f"sim-{tag}", f"urn:modulecontrol:sim:{tag}", server=True)
 
     def client_certificate(self) -> tuple[Path, Path]:
         """Certificate (DER) and private key (PEM) the drivers of a simulated run present."""
-        return self._pair("client", "urn:modulecontrol:client", server=False)
+        return self.certificate("client", "urn:modulecontrol:client", server=False)
 
     def password_file(self, tag: str, user: str) -> Path:
         """The file holding ``user``'s password on PEA ``tag``, generated at first use.

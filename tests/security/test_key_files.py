@@ -79,3 +79,35 @@ async def test_a_password_file_others_can_read_is_refused(tmp_path: Path) -> Non
                                                password_file=str(pw)))
     with pytest.raises(DriverError, match=r"readable by group or others.*chmod 600"):
         await drv.connect()
+
+
+def test_concurrent_live_checks_share_one_matching_client_pair(tmp_path: Path) -> None:
+    """CI found three live checks started together on one pki folder each writing a new
+    client key: one presented a certificate signed with another's key and the PEA refused
+    it (InvalidSignature). The check's client pair is now made once, under the lock, reused."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        PublicFormat,
+        load_pem_private_key,
+    )
+
+    from modulecontrol.mtp import LiveOptions
+    from modulecontrol.mtp._live import _endpoint
+
+    opts = LiveOptions("opc.tcp://127.0.0.1:4840", pki=tmp_path / "client")
+    with ThreadPoolExecutor(8) as pool:
+        endpoints = list(pool.map(lambda _: _endpoint(opts), range(16)))
+    assert len({(e.certificate, e.private_key) for e in endpoints}) == 1
+    ep = endpoints[0]
+    assert ep.certificate is not None and ep.private_key is not None
+    der = Path(ep.certificate).read_bytes()
+    cert = x509.load_der_x509_certificate(der)
+    key = load_pem_private_key(Path(ep.private_key).read_bytes(), password=None)
+    spki = PublicFormat.SubjectPublicKeyInfo
+    assert (key.public_key().public_bytes(Encoding.DER, spki)
+            == cert.public_key().public_bytes(Encoding.DER, spki))
+    _endpoint(opts)  # a later check presents the same certificate (a server may pin it)
+    assert Path(ep.certificate).read_bytes() == der
