@@ -1,5 +1,6 @@
 """Benchmark: the twin's fit on a recorded run of the lomustine campaign itself
-(docs/digital-twin.md, "Not yet"; the short version is tests/twin/test_campaign_fit.py).
+(docs/digital-twin.md, "Fits on campaign runs"; the short version is
+tests/twin/test_campaign_fit.py).
 
 The campaign (recipes/lomustine/campaign.yaml) runs on the simulated line over its real
 protocols at 300 times real time, with R2's nitrosation k_ref at 2.2 instead of the plant

@@ -113,13 +113,21 @@ STEADY_TOLERANCE = 1e-12
 """Relative change (per value) of a unit's state over one step, and of its inlets against
 the step it repeats, below which the unit counts as steady and is not integrated again."""
 
+STEADY_FLOOR = 1e-30
+"""Absolute change (SI: mol/m3, K, moments) below which a state value counts as unchanged
+whatever its size: far below anything physical (1e-30 mol/m3 is one molecule in 1.7e6 m3).
+Why: a species the reactions barely reach (a by-product at 1e-49 mol/m3 in the first
+tanks, a round-off negative of 1e-96) changes by a large fraction of itself at round-off
+of the rates around it, so without a floor a steady unit was never seen as steady."""
+
 
 def _close(a: FloatArray, b: FloatArray) -> bool:
     """Every value of ``a`` within STEADY_TOLERANCE of ``b``, relative to itself (a value
     near zero must not change either: an impurity at 1e-6 of the product counts)."""
     if a.shape != b.shape:
         return False
-    return bool((np.abs(a - b) <= STEADY_TOLERANCE * np.maximum(np.abs(a), np.abs(b))).all())
+    return bool((np.abs(a - b)
+                 <= STEADY_TOLERANCE * np.maximum(np.abs(a), np.abs(b)) + STEADY_FLOOR).all())
 
 
 def _same_stream(a: Stream, b: Stream) -> bool:
