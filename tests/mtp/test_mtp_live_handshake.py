@@ -8,6 +8,8 @@ VMin..VMax is refused and never applied, and the transient states are published.
 
 from __future__ import annotations
 
+import asyncio
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from modulecontrol.mtp import (
     serve_manifest,
 )
 from modulecontrol.mtp._results import CheckResult
+from modulecontrol.mtpcore import HandshakePolicy
 
 CHECKS = ["live-parameter-handshake", "live-transients"]
 
@@ -75,3 +78,31 @@ async def test_a_pea_that_bends_the_parameter_handshake_fails(
     assert "VReq stays -1.0 after VExt=" in detail.detail
     assert "without ApplyExt" in detail.detail
     assert "outside -20.0..150.0 taken" in detail.detail, detail.detail
+
+
+async def test_a_command_clearing_that_cannot_be_watched_is_waited_only_after_a_refusal(
+        tmp_path: Path) -> None:
+    """With ``command: edge`` the PEA leaves CommandExt set: a refused command is given
+    ``settle`` to show an effect, an accepted one has shown its effect (its state) and is
+    not waited on (the live check against MTPPy spent a third of its time there)."""
+    path = tmp_path / "coil.aml"
+    path.write_bytes(export_manifest(builtin_types().get("CoilReactor")))
+    settle = 0.011  # told from the check's other waits by its value
+    settled: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        if seconds == settle:
+            settled.append(seconds)
+        await asyncio.sleep(seconds)
+
+    async with await serve_manifest(path, insecure=True, self_complete_after=0,
+                                    transient_dwell=0) as pea:
+        results = await check_manifest_async(path, checks=["live-commands"], live=LiveOptions(
+            pea.url, insecure=True, timeout=3, settle=settle, sleep=sleep,
+            handshake=HandshakePolicy(command="edge")))
+    commands = [r for r in results if r.check == "live-commands"]
+    assert [r for r in commands if r.status != "pass"] == []
+    refused = [int(m.group(1)) for r in commands
+               if (m := re.search(r"; (\d+) others ignored", r.detail))]
+    assert len(refused) == len(commands) == 7
+    assert len(settled) == sum(refused) > 0

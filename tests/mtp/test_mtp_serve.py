@@ -119,7 +119,8 @@ async def test_live_check_catches_a_pea_that_misbehaves(tmp_path: Path) -> None:
     mt = builtin_types().get("PATAnalyzer")
     aml = tmp_path / "pat.aml"
     aml.write_bytes(export_manifest(mt))
-    async with await serve_manifest(aml, insecure=True) as pea:
+    # transients kept 50 ms, not 0.2 s (the default is test_hc30_passes_the_live_check's)
+    async with await serve_manifest(aml, insecure=True, transient_dwell=0.05) as pea:
         async def sticky(tag: str, value: Any) -> None:
             if tag == "Measure.CommandExt" and value == Command.RESET:
                 await pea.pea.set(tag, value)  # after the runtime cleared it

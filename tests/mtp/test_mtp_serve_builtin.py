@@ -52,7 +52,9 @@ async def _simulated_then_virtual(plant: SimulatedPlant, tag: str, tmp: Path,
     finally:
         await runtime.close()
         await pea.stop()
-    async with await serve_manifest(aml, insecure=True) as virtual:
+    # the virtual PEA keeps its transient states 50 ms, not 0.2 s: the live check's
+    # subscription queues every state it publishes (test_mtp_serve.py checks the default)
+    async with await serve_manifest(aml, insecure=True, transient_dwell=0.05) as virtual:
         assert virtual.url.endswith(f"/modulecontrol/{tag}")  # the manifest's endpoint path
         served = await check_manifest_async(aml, live=LiveOptions(virtual.url, insecure=True))
     return simulated, served

@@ -16,8 +16,10 @@ HC30 = Path(__file__).parent / "data" / "HC30_Stirring_V8.aml"
 
 def test_cli_serve_then_check() -> None:
     root = Path(__file__).resolve().parents[2]
+    # transients kept 50 ms, not the default 0.2 s (test_mtp_serve.py checks the default):
+    # the live check's subscription queues every state the PEA publishes
     cmd = [sys.executable, "-m", "modulecontrol.cli", "mtp", "serve", str(HC30), "--port", "0",
-           "--insecure"]
+           "--insecure", "--transient-dwell", "0.05"]
     env = {**os.environ, "PYTHONPATH": str(root)}
     proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)

@@ -42,7 +42,9 @@ def test_string_view_text_passes_the_static_check(tmp_path: Path) -> None:
 
 async def test_string_view_text_is_served_at_the_manifests_node(tmp_path: Path) -> None:
     path = with_string_view_text(tmp_path)
-    async with await serve_manifest(path, insecure=True) as pea:
+    # transients kept 50 ms, not 0.2 s: the live check's subscription queues every state it
+    # publishes (tests/mtp/test_mtp_serve.py checks the default)
+    async with await serve_manifest(path, insecure=True, transient_dwell=0.05) as pea:
         async with Client(pea.url, timeout=5) as client:
             ns = (await client.get_namespace_array()).index(
                 "http://www.siemens.com/simatic-s7-opcua"
