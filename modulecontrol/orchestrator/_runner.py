@@ -404,13 +404,18 @@ class Orchestrator:
         )
 
     def _on_service_state(self, tag: str, change: StateChange) -> None:
+        # why a service moved by itself (a state's work failed: Abort) goes into the
+        # records, not only into the process's log
+        why = {"reason": change.reason} if change.reason else {}
         self.log.emit(
             EventKind.SERVICE_STATE,
             change.service,
-            f"{change.old.label} -> {change.new.label}",
+            f"{change.old.label} -> {change.new.label}"
+            + (f" ({change.reason})" if change.reason else ""),
             old=change.old.label,
             new=change.new.label,
             module=tag,
+            **why,
         )
 
     def _on_notice(self, tag: str, message: str) -> None:
