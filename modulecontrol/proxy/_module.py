@@ -492,7 +492,10 @@ class ModuleProxy:
             for svc in self.services.values():
                 if isinstance(svc, LocalService) and svc.state not in RESTING_STATES:
                     with contextlib.suppress(CommandRefused):
-                        svc.machine.command(Command.ABORT, Channel.PEA)
+                        svc.machine.command(
+                            Command.ABORT, Channel.PEA,
+                            reason="the link came back: safe state written, what was not at "
+                                   "rest is aborted")
         finally:
             self._recovery = None
 
