@@ -49,6 +49,7 @@ import json
 import math
 import os
 import signal
+import sqlite3
 import statistics
 import tempfile
 import time
@@ -100,10 +101,33 @@ async def _login(url: str) -> Client:
     return c
 
 
-async def _until(c: Client, rid: int, key: str, value: str, within: float) -> None:
-    """Until the run's ``key`` (``step``, ``recipe_state``) is ``value``."""
+def _hold_causes(db: Path) -> list[str]:
+    """What the records say a held run failed on: its failed steps and the aborts of its
+    module services (with their reasons), oldest first."""
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+        rows = con.execute("SELECT kind, source, payload FROM events WHERE kind IN "
+                           "('step_failed', 'step_timeout', 'state_change') ORDER BY id"
+                           ).fetchall()
+    out = []
+    for kind, source, payload in rows:
+        message = str(json.loads(payload).get("message", ""))
+        if kind != "state_change" or "-> Aborting" in message:
+            out.append(f"{source}: {message}")
+    return out
+
+
+async def _until(c: Client, rid: int, key: str, value: str, within: float,
+                 records: Path | None = None) -> None:
+    """Until the run's ``key`` (``step``, ``recipe_state``) is ``value``. With ``records``
+    (the line's database) a recipe Held for an operator decision (no automatic cause left:
+    a step failed, e.g. a module service aborted) ends the wait at once, naming what the
+    records say failed, instead of waiting out ``within`` for a resume that never comes."""
     deadline = time.monotonic() + within
-    while (await c.run(rid)).get(key) != value:
+    while (run := await c.run(rid)).get(key) != value:
+        if (records is not None and run.get("recipe_state") == "Held"
+                and not run.get("held_by")):
+            raise RuntimeError(f"run {rid} is held at {run.get('step')!r} for an operator "
+                               f"decision: {'; '.join(_hold_causes(records)[-6:])}")
         if time.monotonic() > deadline:
             raise RuntimeError(f"run {rid}: {key} never {value}: {await c.run(rid)}")
         await asyncio.sleep(0.2)
@@ -217,7 +241,8 @@ async def _measure(folder: Path, plant: _BenchPlant, serve: ServeProcess, durati
     plant_view = await admin.plant()
     n_tags = sum(len(m["values"]) for m in plant_view["modules"])
     rid = int((await admin.start_run("bench"))["id"])
-    await _until(admin, rid, "step", "run.steps[0]", 300.0)  # every module started
+    await _until(admin, rid, "step", "run.steps[0]", 300.0,  # every module started
+                 records=folder / "line.db")
     status: list[float] = []
 
     async def read_status() -> None:

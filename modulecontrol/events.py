@@ -174,8 +174,10 @@ PAYLOADS: Final[Mapping[EventKind, Payload]] = {
                                "automatic (the option that said so: --yes, no terminal), by "
                                "the program as user 'auto'", ("user", "answer"),
                                ("automatic",)),
-    K.SERVICE_STATE: Payload("a module service's state changed; source is module.service",
-                             ("old", "new", "module"), stored_as=K.STATE_CHANGE),
+    K.SERVICE_STATE: Payload("a module service's state changed; source is module.service; "
+                             "reason says why when it moved by itself (the work of a state "
+                             "failed: Abort)", ("old", "new", "module"), ("reason",),
+                             stored_as=K.STATE_CHANGE),
     K.MODULE_FAULT: Payload("a module faulted (communication, bad or stale values); message"
                             " says what", stored_as=K.FAULT),
     K.MODULE_RECOVERED: Payload("a module's fault cleared; was is the fault text", ("was",)),

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import re
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import serial
@@ -129,6 +129,9 @@ class _Port:
         self.protocol: _LineProtocol | None = None
         self.users = 0
         self.opened = 0
+        self.owed = 0
+        """Requests on this line that timed out and whose replies may still come: the device
+        answers in order, so the next exchange may first see their late replies."""
 
     @property
     def connected(self) -> bool:
@@ -156,9 +159,18 @@ class _Port:
             ) from None
         self.protocol = proto
         self.opened += 1
+        self.owed = 0  # a new link: nothing said on the old one arrives on it
 
-    async def exchange(self, request: bytes, terminator: bytes, limit: float) -> bytes:
-        """Send one request and return its reply line; the caller holds ``lock``."""
+    async def exchange(self, request: bytes, terminator: bytes, limit: float,
+                       answers: Callable[[bytes], bool] | None = None) -> bytes:
+        """Send one request and return its reply line; the caller holds ``lock``.
+
+        ``answers`` says whether a line can be the reply to this request (its shape). While
+        earlier requests' replies are owed (they timed out), a line that cannot be is taken
+        for one of those late replies and skipped, and the reply is waited for on (within
+        the same ``limit``; nothing is sent again). With none owed every line is returned,
+        so a wrong one fails at once as it did.
+        """
         await self.ensure_open(limit)
         proto = self.protocol
         assert proto is not None and proto.transport is not None
@@ -170,8 +182,15 @@ class _Port:
             raise Disconnected(f"writing to {self.path} failed: {exc}") from None
         try:
             async with asyncio.timeout(limit):
-                return await proto.read_line(terminator)
+                while True:
+                    line = await proto.read_line(terminator)
+                    if self.owed > 0 and answers is not None and not answers(line):
+                        self.owed -= 1  # an earlier request's late reply: not ours
+                        continue
+                    self.owed = 0  # the line is in step again (or its replies are lost)
+                    return line
         except TimeoutError:
+            self.owed += 1
             raise DriverTimeout(f"no reply from {self.path} within {limit:g} s") from None
         except Disconnected:
             self._drop()
@@ -333,24 +352,41 @@ class SerialDriver(BaseDriver):
             request = self.framing.frame(text)
         except ValueError as exc:
             raise BadRequest(str(exc), tag=tag, module=self.tag_name) from None
-        line = await self._exchange(request, cmd.timeout, tag)
+
+        def answers(line: bytes) -> bool:
+            """The line has the shape of this request's reply (an error reply counts)."""
+            try:
+                self._parse(cmd, value, line)
+            except BadReply:
+                return False
+            except DeviceRejected:
+                return True
+            return True
+
+        line = await self._exchange(request, cmd.timeout, tag, answers)
         try:
-            if value is not None:  # a write: the reply confirms it and carries no value
-                _, reply = parse_reply(self.framing, None, line)
-                if cmd.response is not None and re.search(cmd.response, reply) is None:
-                    raise BadReply(
-                        f"reply {reply!r} to a write does not match {cmd.response!r} (a late "
-                        "reply to an earlier request?): the write is not confirmed",
-                        reply=reply)
-                return None, reply
-            return parse_reply(self.framing, cmd, line)
+            return self._parse(cmd, value, line)
         except BadReply as exc:
             raise BadReply(_bare(exc), reply=exc.reply, tag=tag, module=self.tag_name) from None
         except DeviceRejected as exc:
             raise DeviceRejected(f"{_bare(exc)} to {text!r}", code=exc.code, tag=tag,
                                  module=self.tag_name) from None
 
-    async def _exchange(self, request: bytes, limit: float | None, tag: str | None) -> bytes:
+    def _parse(self, cmd: SerialCommand, value: Any, line: bytes) -> tuple[Any, str]:
+        """The value and text of the reply ``line`` to ``cmd`` (a write when ``value`` is
+        not None). Raises :class:`BadReply` or ``DeviceRejected``."""
+        if value is not None:  # a write: the reply confirms it and carries no value
+            _, reply = parse_reply(self.framing, None, line)
+            if cmd.response is not None and re.search(cmd.response, reply) is None:
+                raise BadReply(
+                    f"reply {reply!r} to a write does not match {cmd.response!r} (a late "
+                    "reply to an earlier request?): the write is not confirmed",
+                    reply=reply)
+            return None, reply
+        return parse_reply(self.framing, cmd, line)
+
+    async def _exchange(self, request: bytes, limit: float | None, tag: str | None,
+                        answers: Callable[[bytes], bool] | None = None) -> bytes:
         port = self._port
         if port is None:
             raise Disconnected("not connected; call connect() first", tag=tag,
@@ -358,7 +394,8 @@ class SerialDriver(BaseDriver):
         seconds = self.timeout if limit is None else float(limit)
         async with port.lock:
             try:
-                return await port.exchange(request, self.framing.read_terminator, seconds)
+                return await port.exchange(request, self.framing.read_terminator, seconds,
+                                           answers)
             except BadReply as exc:
                 raise BadReply(_bare(exc), reply=exc.reply, tag=tag, module=self.tag_name
                                ) from None

@@ -328,8 +328,7 @@ class Interpreter:
                     self._finished(step, kind)
                     return
                 if decision is not None:  # an operator decides: resume runs the step again
-                    self._command(Command.HOLD, decision)
-                    await asyncio.sleep(0)
+                    self._hold_here(decision)
                     continue
             try:
                 work = self.handlers[type(step)](step, label)
@@ -396,6 +395,15 @@ class Interpreter:
                 f"{state.label}, not {wanted}: whether it was carried out cannot be verified; "
                 f"resume sends it again, stop or abort ends the run")
 
+    def _hold_here(self, reason: str) -> None:
+        """Hold the recipe for an operator decision on the step it is at; the step goes on
+        (runs again) only once the recipe is back in Execute. The gate closes now: the
+        Holding work that closes it too runs a few loop turns later, and a step tried again
+        meanwhile sent its command again without anyone deciding so (the service bench's
+        records: 'SP1.Dosing start' failed three times in 5 ms, Start sent three times)."""
+        if self._command(Command.HOLD, reason) or self._machine.state is not State.EXECUTE:
+            self.gate.clear()
+
     async def _with_timeout(self, work: Awaitable[None], timeout: float) -> None:
         task = asyncio.ensure_future(work)
         timer = asyncio.ensure_future(self._held_sleep(timeout))
@@ -418,8 +426,7 @@ class Interpreter:
     async def _handle(self, handler: Any, label: str, why: str) -> bool:
         """Apply an on_timeout/on_error handler; True means: retry the step."""
         if handler is None or handler == "hold":
-            self._command(Command.HOLD, f"{label}: {why}")
-            await asyncio.sleep(0)
+            self._hold_here(f"{label}: {why}")
             await self.gate_open()
             return True
         if handler == "continue":

@@ -110,6 +110,9 @@ class Orchestrator:
         self._used: dict[ServiceKey, ServiceProxy] = {}
         """The module services the recipe has started: the ones its commands fan out to."""
         self._held_by_us: set[ServiceKey] = set()
+        self._executed = False
+        """Execute was entered once: the causes to hold for that were there before the run
+        are checked then, before the procedure may command anything."""
         self.end_reason = ""
         """Why the run ends early: the reason of the last Stop or Abort accepted (for the
         run record); empty while none was."""
@@ -281,6 +284,12 @@ class Orchestrator:
             self._procedure = asyncio.get_running_loop().create_task(self.interpreter.run())
 
     async def _w_execute(self, ctx: WorkContext) -> None:
+        if not self._executed:
+            self._executed = True
+            self.supervisor.take_up_faults()
+            if self.holds.held and self.try_command(Command.HOLD,
+                                                    "; ".join(self.holds.reasons())):
+                return  # a cause from before the run (a module lost): nothing commanded yet
         self.interpreter.gate.set()
         assert self._procedure is not None
         await asyncio.shield(self._procedure)
@@ -404,13 +413,18 @@ class Orchestrator:
         )
 
     def _on_service_state(self, tag: str, change: StateChange) -> None:
+        # why a service moved by itself (a state's work failed: Abort) goes into the
+        # records, not only into the process's log
+        why = {"reason": change.reason} if change.reason else {}
         self.log.emit(
             EventKind.SERVICE_STATE,
             change.service,
-            f"{change.old.label} -> {change.new.label}",
+            f"{change.old.label} -> {change.new.label}"
+            + (f" ({change.reason})" if change.reason else ""),
             old=change.old.label,
             new=change.new.label,
             module=tag,
+            **why,
         )
 
     def _on_notice(self, tag: str, message: str) -> None:

@@ -291,6 +291,7 @@ class Supervisor:
     # ------------------------------------------------------------------ the tick
     async def run(self) -> None:
         """Supervise every ``tick`` simulated seconds until cancelled."""
+        self.take_up_faults()
         while True:
             await self.supervise()
             await self.clock.sleep(self.tick)
@@ -604,6 +605,19 @@ class Supervisor:
                     emit_service_command(self.log, (mtag, sname), cmd, why)
 
     # ------------------------------------------------------------------ module faults
+    def take_up_faults(self) -> bool:
+        """Faults the modules had before this run listened (a link lost between runs, or
+        while the service started): recorded and reacted to as if they came now. True if
+        one was new. A run started on a lost module otherwise commanded it unheld, and the
+        link's recovery aborted what the run had started. :meth:`run` does it first."""
+        new = False
+        for tag, proxy in self.proxies.items():
+            fault = proxy.fault
+            if fault and tag not in self._module_faults:
+                self.on_fault(tag, fault)
+                new = True
+        return new
+
     def on_fault(self, tag: str, fault: str | None) -> None:
         """A module faulted (or recovered): record it and react as ``on_comm_loss`` says."""
         if fault is None:

@@ -475,8 +475,15 @@ class ModuleProxy:
         for listener in list(self._fault_listeners):
             self._call("fault", listener, self.tag, fault)
 
+    async def recovered(self) -> None:
+        """Until the recovery of a link that came back (:meth:`_recover`) is over, if one
+        runs: a command given meanwhile would race its safe state and be aborted by it."""
+        while (task := self._recovery) is not None and not task.done():
+            await asyncio.wait({task})  # a cancel of the waiter leaves the recovery be
+
     async def _recover(self) -> None:
-        """The link is back: safe state first, then abort what the proxy was running."""
+        """The link is back: safe state first, then abort what the proxy was running.
+        Commands on the proxy's services wait for it (:meth:`recovered`)."""
         try:
             if self.type.safe_state or any(
                 d.safe_value is not None for d in self.type.data_assemblies
@@ -485,7 +492,10 @@ class ModuleProxy:
             for svc in self.services.values():
                 if isinstance(svc, LocalService) and svc.state not in RESTING_STATES:
                     with contextlib.suppress(CommandRefused):
-                        svc.machine.command(Command.ABORT, Channel.PEA)
+                        svc.machine.command(
+                            Command.ABORT, Channel.PEA,
+                            reason="the link came back: safe state written, what was not at "
+                                   "rest is aborted")
         finally:
             self._recovery = None
 
@@ -716,6 +726,11 @@ class LocalService:
         procedure: int | str | None = None,
         parameters: Mapping[str, Any] | None = None,
     ) -> State:
+        # A link that came back is recovered first (safe state, then Abort of what was not
+        # at rest): a Start taken meanwhile had its Starting writes interleaved with the
+        # safe state's and was aborted by the recovery a moment later (the service bench
+        # stuck in Held at "SP1.Dosing start": SP1.Dosing went to Aborting).
+        await self.proxy.recovered()
         # the POL's handshake, as with a PEA: Automatic, then External, before commanding
         if self.machine.operation_mode is not OperationMode.AUTOMATIC:
             self.machine.set_operation_mode(OperationMode.AUTOMATIC)

@@ -1378,10 +1378,13 @@ class ControlService:
         return forward
 
     def _on_service_state(self, tag: str, change: StateChange) -> None:
+        data = {"old": change.old.label, "new": change.new.label, "module": tag}
+        if change.reason:
+            data["reason"] = change.reason
         self._publish(EventKind.SERVICE_STATE.value, change.service,
-                      f"{change.old.label} -> {change.new.label}",
-                      {"old": change.old.label, "new": change.new.label, "module": tag},
-                      run=self._active[0] if self._active else None)
+                      f"{change.old.label} -> {change.new.label}"
+                      + (f" ({change.reason})" if change.reason else ""),
+                      data, run=self._active[0] if self._active else None)
 
     def _ready(self) -> tuple[ServiceStore, Line]:
         if self.store is None or self.line is None:

@@ -397,10 +397,12 @@ class ServiceStateMachine:
             return f"service '{self.name}': no procedure requested; call request_procedure first"
         return None
 
-    def command(self, command: Command | int, channel: Channel = Channel.OPERATOR) -> State:
+    def command(self, command: Command | int, channel: Channel = Channel.OPERATOR, *,
+                reason: str = "") -> State:
         """Apply ``command`` from ``channel``; returns the state reached (after any immediate
         SC of acting states without work). Raises :class:`CommandRefused` and changes nothing
-        if the channel, the state or the procedure selection does not allow it."""
+        if the channel, the state or the procedure selection does not allow it. ``reason``
+        goes with the state change (:attr:`StateChange.reason`)."""
         self._check_not_notifying()
         if self._closed:
             raise RuntimeError(f"service '{self.name}' was closed (aclose); create a new one")
@@ -415,7 +417,7 @@ class ServiceStateMachine:
             asyncio.get_running_loop()  # fail before changing anything when work cannot run
         if cmd in (Command.START, Command.RESTART):
             self._procedure_cur = self._procedure_req
-        self._apply(cmd, channel, "")
+        self._apply(cmd, channel, reason)
         return self.state
 
     async def wait_for(self, *states: State) -> State:

@@ -232,16 +232,72 @@ async def test_stale_reply_is_flushed(drv: SerialDriver, emu: SyringeSerialEmula
 async def test_late_reply_does_not_confirm_a_write(
         drv: SerialDriver, emu: SyringeSerialEmulator) -> None:
     # The pressure's "S0.00" comes after its request timed out, while RUN waits for its
-    # answer. It is no confirmation of RUN (which is answered by a bare prompt).
+    # answer. It is no confirmation of RUN (which is answered by a bare prompt): it is
+    # skipped as the late reply it is, and RUN's own answer is later still.
     emu.faults.delay = TIMEOUT * 1.5
     with pytest.raises(DriverTimeout):
         await drv.read(["Pressure.V"])
-    with pytest.raises(BadReply, match="not confirmed"):
+    with pytest.raises(DriverTimeout):
         await drv.write("Run.VMan", True)
     emu.faults.delay = 0.0
     await asyncio.sleep(TIMEOUT * 3)  # the device works off what it was sent
     assert (await drv.read(["Run.VRbk"]))["Run.VRbk"].value is True
     assert [line for line in emu.log if line == b"RUN"] == [b"RUN"]  # executed once
+
+
+class _StallOnce:
+    """The pump stalls on the next request and then catches up: no answer to it within its
+    timeout, then its late reply and the reply to the request after it, in order (as a
+    device that answers requests in the order it got them does). Set up by replacing the
+    emulator's ``handle``, so the order is certain and no delay has to be guessed."""
+
+    def __init__(self, emu: SyringeSerialEmulator) -> None:
+        self._handle = emu.handle
+        self.held: bytes | None = None
+        self.armed = True
+        emu.handle = self.handle  # type: ignore[method-assign]
+
+    def handle(self, line: bytes) -> bytes | None:
+        reply = self._handle(line)
+        if self.armed:
+            self.armed, self.held = False, reply
+            return None
+        if self.held is not None and reply is not None:
+            reply, self.held = self.held + reply, None
+        return reply
+
+
+async def test_a_late_reply_is_skipped_and_the_write_confirmed(
+        drv: SerialDriver, emu: SyringeSerialEmulator) -> None:
+    # The bench's stuck start (SP1.Dosing went to Aborting): a poll's read timed out while
+    # the plant was slow; its reply "S14.50" came just after the service's Starting write
+    # was sent and failed the write as "not confirmed", which aborted the service.
+    stall = _StallOnce(emu)
+    with pytest.raises(DriverTimeout):
+        await drv.read(["Diameter.VRbk"])
+    await drv.write("Run.VMan", True)  # "S14.50" skipped, then RUN's own "I"
+    assert stall.held is None  # the late reply did come, before RUN's
+    assert [line for line in emu.log if line == b"RUN"] == [b"RUN"]  # sent once
+    assert (await drv.read(["Run.VRbk"]))["Run.VRbk"].value is True
+
+
+async def test_a_late_reply_is_not_read_as_another_value(
+        drv: SerialDriver, emu: SyringeSerialEmulator) -> None:
+    stall = _StallOnce(emu)
+    with pytest.raises(DriverTimeout):
+        await drv.read(["Diameter.VRbk"])
+    got = await drv.read(["Rate.VRbk"])  # "S14.50" is not a rate ("...MM"): skipped
+    assert got["Rate.VRbk"].raw == "S0.0000MM"
+    assert stall.held is None
+
+
+async def test_only_an_owed_reply_is_skipped(drv: SerialDriver,
+                                             emu: SyringeSerialEmulator) -> None:
+    # Nothing timed out: a reply of the wrong shape fails at once (a BadReply, not a wait
+    # for more lines ending in a DriverTimeout), as before.
+    emu.faults.garbage = b"S14.50\r"
+    with pytest.raises(BadReply, match="not confirmed"):
+        await drv.write("Run.VMan", True)
 
 
 @pytest.mark.parametrize("garbage", [b"\x00\xff\xfe\r", b"#%&!junk\r", b"S14.5.0.1\r",

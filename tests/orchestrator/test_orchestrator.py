@@ -258,3 +258,47 @@ async def test_abort_fan_out_waits_for_aborted_modules(rig: Rig) -> None:
              for e in orch.log.of_kind(EventKind.SERVICE_STATE, EventKind.RECIPE_STATE)]
     assert order.index(("P1.Dosing", "Aborting -> Aborted")) < order.index(
         ("recipe", "Aborting -> Aborted"))
+
+
+async def test_a_run_started_on_a_lost_module_holds_until_it_is_back(rig: Rig) -> None:
+    """A module whose link was already lost when the run started: the fault is recorded
+    and the recipe holds before it commands anything; the module's return resumes it. The
+    service bench's records showed the recipe starting SP0.Dosing on a link reported lost
+    (the fault was never recorded: 'communication restored' came with was ''), and the
+    link's recovery then aborted the service the run had started."""
+    vr = load_recipe(rig.write("20 min"))
+    proxies = proxies_for(vr.plant, options=ProxyOptions(poll_interval=0.02, complete_poll=0.01))
+    for p in proxies.values():
+        await p.start()
+    p1 = proxies["P1"]
+    await rig.pump.stop()
+    for _ in range(1000):
+        if p1.faulted:
+            break
+        await asyncio.sleep(0.02)
+    assert p1.fault == "communication lost"
+    # the run's orchestrator comes after the fault, as a service's next run does
+    orch = Orchestrator(vr, proxies, clock=Clock.scaled(300.0), tick=2.0,
+                        operator=OperatorChannel(auto_answer="ok"))
+    task: asyncio.Task[RunResult] | None = None
+    try:
+        task = asyncio.create_task(orch.run())
+        await asyncio.wait_for(orch.machine.wait_for(State.HELD), 10)
+        assert "P1: communication lost" in orch.holds.reasons()
+        (fault,) = orch.log.of_kind(EventKind.MODULE_FAULT)
+        assert fault.source == "P1"
+        assert not [e for e in orch.log.of_kind(EventKind.COMMAND) if e.source == "P1.Dosing"]
+        await rig.pump.start()
+        for _ in range(1000):
+            if orch.progress.step == "campaign":
+                break
+            await asyncio.sleep(0.02)
+        assert orch.progress.step == "campaign"
+        assert p1.services["Dosing"].state is State.EXECUTE
+        assert rig.pump.store.get(1, "coil", 0) == [1]
+    finally:
+        if task is not None and not task.done():
+            orch.command(Command.ABORT, "end of test")
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 20)
+        await _close(orch)

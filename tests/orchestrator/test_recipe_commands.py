@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import pytest
 
+from modulecontrol.events import EventKind
 from modulecontrol.orchestrator import Orchestrator, RunResult
 from modulecontrol.statemachine import Command, State
+from tests._poll import until
 from tests.orchestrator.test_orchestrator import Rig, _close, _orchestrator, rig  # noqa: F401
 
 # (state to reach first, command, state expected, final result if the run then ends)
@@ -94,3 +97,46 @@ async def test_same_recipe_gives_same_event_sequence(rig: Rig, tmp_path: Path) -
             await _close(orch)
         runs.append([e.brief() for e in orch.log.events if e.kind != "service_state"])
     assert runs[0] == runs[1]
+
+
+FAILING = """\
+kind: Recipe
+name: failing-step
+version: 1.0.0
+plant: plant.yaml
+procedure:
+  - name: start
+    steps:
+      - name: dose
+        service: {module: P1, service: Dosing, procedure: Volume,
+                  parameters: {FlowSP: 1 mL/min, VolumeSP: 5 mL}}
+        timeout: 1 min
+        on_timeout: hold
+      - name: campaign
+        wait: {duration: 20 min}
+"""
+
+
+async def test_a_failed_step_holds_before_it_is_tried_again(rig: Rig) -> None:  # noqa: F811
+    """A step that fails with handler ``hold`` (a timeout here; the delivered volume never
+    comes, the device is no pump) is tried again only after
+    the operator's resume: not sent again at once while the hold was still being carried
+    out (the bench's records showed 'SP1.Dosing start' failing three times in 5 ms, its
+    Start sent three times, before the recipe was Holding)."""
+    path = rig.write()
+    path.write_text(FAILING)
+    orch = await _orchestrator(path)
+    task = asyncio.create_task(orch.run())
+    try:
+        assert await until(lambda: orch.machine.state is State.HELD, 30) is not None
+        sent = [e for e in orch.log.of_kind(EventKind.COMMAND)
+                if e.source == "P1.Dosing" and e.data.get("command") == "Start"]
+        failed = orch.log.of_kind(EventKind.STEP_FAILED, EventKind.STEP_TIMEOUT)
+        assert len(sent) == 1 and len(failed) == 1, (sent, failed)
+        orch.command(Command.UNHOLD, "operator")  # resume: the step runs again
+        assert await until(lambda: orch.machine.state is State.HELD, 30) is not None
+    finally:
+        orch.command(Command.ABORT, "test over")
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 30)
+        await _close(orch)

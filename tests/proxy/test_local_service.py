@@ -10,7 +10,7 @@ import pytest
 
 from modulecontrol.descriptors import ModbusTcpEndpoint, ModuleInstance, builtin_types
 from modulecontrol.proxy import ModuleProxy, ProxyOptions
-from modulecontrol.statemachine import Command, State
+from modulecontrol.statemachine import Command, State, StateChange
 from modulecontrol.testing.modbus import TcpDevice
 
 
@@ -127,9 +127,13 @@ async def test_comm_loss_faults_and_safe_state_on_return(device: TcpDevice) -> N
                 break
             await asyncio.sleep(0.02)
         assert proxy.faulted and faults == ["communication lost"]
+        changes: list[StateChange] = []
+        proxy.on_state(lambda tag, change: changes.append(change))
         await device.start()
         await dosing.wait_for(State.ABORTED, timeout=5)
         assert faults[-1] is None
+        aborted = next(c for c in changes if c.new is State.ABORTING)
+        assert "link came back" in aborted.reason  # the records say why, not only a log
         assert device.store.get(1, "coil", 0) == [0]
         assert _f32(device.store.get(1, "holding", 0, 2)) == 0.0
     finally:
