@@ -145,6 +145,8 @@ class Orchestrator:
         """Set when this run takes up one a previous process left (``resumed`` says how)."""
         self.resumed = ""
         """After a resume: why the recipe holds for an operator decision ('' if it does not)."""
+        self._hold_reason = ""
+        """The reason of the hold command that took the recipe to Holding (:meth:`held_by`)."""
         if resume is not None:
             Position.from_dict(resume.position["interpreter"])  # refused before anything runs
         self.signals = self.supervisor.signals
@@ -218,7 +220,7 @@ class Orchestrator:
             services[f"{tag}.{name}"] = {
                 "state": svc.state.label,
                 "procedure": None if machine is None else int(machine.procedure_cur)}
-        return {"state": self.machine.state.label, "held_by": self.holds.reasons(),
+        return {"state": self.machine.state.label, "held_by": self.held_by(),
                 "t": self.clock.now(), "step": self.progress.step,
                 "interpreter": self.interpreter.position.as_dict(),
                 "supervisor": self.supervisor.snapshot(), "services": services}
@@ -270,7 +272,20 @@ class Orchestrator:
         state = self.machine.command(cmd, Channel.EXTERNAL)
         if cmd in (Command.STOP, Command.ABORT):
             self.end_reason = reason
+        if cmd is Command.HOLD and state is State.HOLDING:
+            self._hold_reason = reason
         return state
+
+    def held_by(self) -> list[str]:
+        """Why the recipe is held: the causes that hold it (interlocks, lost modules,
+        operators' holds), or, when none of them does, the reason of the hold that put it
+        there (a failed step or a resumed run waiting for an operator's decision). Without
+        the second, a recipe held for a decision showed an empty list to the station and
+        the API, and only the records said why."""
+        reasons = self.holds.reasons()
+        if reasons or self.machine.state not in (State.HOLDING, State.HELD):
+            return reasons
+        return [self._hold_reason] if self._hold_reason else []
 
     def try_command(self, cmd: Command, reason: str) -> bool:
         if self.machine.check(cmd, Channel.EXTERNAL) is not None:
@@ -445,7 +460,7 @@ class Orchestrator:
         return {
             "state": self.machine.state.label,
             "step": self.progress.step,
-            "held_by": self.holds.reasons(),
+            "held_by": self.held_by(),
             "events": len(self.log.events),
         }
 

@@ -802,7 +802,7 @@ class ControlService:
             if orch is not None:
                 out["recipe_state"] = orch.machine.state.label
                 out["step"] = orch.progress.step
-                out["held_by"] = orch.holds.reasons()
+                out["held_by"] = orch.held_by()
                 pr = orch.progress
                 rest = remaining(session.vr, pr)
                 now = self._ready()[1].clock.now()

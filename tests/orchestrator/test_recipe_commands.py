@@ -133,6 +133,11 @@ async def test_a_failed_step_holds_before_it_is_tried_again(rig: Rig) -> None:  
                 if e.source == "P1.Dosing" and e.data.get("command") == "Start"]
         failed = orch.log.of_kind(EventKind.STEP_FAILED, EventKind.STEP_TIMEOUT)
         assert len(sent) == 1 and len(failed) == 1, (sent, failed)
+        # the station and the API say why: no interlock or lost module holds it, the step's
+        # decision does (it showed an empty list)
+        (why,) = orch.status()["held_by"]
+        assert why.startswith(failed[0].source) and "timed out" in why, why
+        assert orch.position()["held_by"] == [why]  # and a resumed run says so again
         orch.command(Command.UNHOLD, "operator")  # resume: the step runs again
         assert await until(lambda: orch.machine.state is State.HELD, 30) is not None
     finally:

@@ -306,14 +306,17 @@ async def test_whatif_live_starts_from_the_lines_inputs_now(
         for tag, flow in (("P1", "0.3 mL/min"), ("P2", "0.3 mL/min"), ("P3", "0.36 mL/min")):
             await c.module_command(tag, "Dosing", "start", parameters={"FlowSP": flow})
         try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
+            deadline = time.monotonic() + 120  # a bound, not a timing: loaded machines
+            running = False
+            while not running and time.monotonic() < deadline:
                 mods = {m["tag"]: m for m in (await c.plant())["modules"]}
                 # Execute, and the pumps' run bits read back as running (the next poll)
-                if all(mods[t]["services"]["Dosing"] == "Execute"
-                       and mods[t]["values"]["Run"]["value"] for t in ("P1", "P2", "P3")):
-                    break
-                await asyncio.sleep(0.2)
+                running = all(mods[t]["services"]["Dosing"] == "Execute"
+                              and mods[t]["values"]["Run"]["value"] for t in ("P1", "P2", "P3"))
+                if not running:
+                    await asyncio.sleep(0.2)
+            assert running, {t: (mods[t]["services"]["Dosing"], mods[t]["values"]["Run"])
+                             for t in ("P1", "P2", "P3")}
             out = await c.whatif({"R2.TempSP": 10}, "10min")
             assert out["start_from"] == "the line's live inputs", out
             assert out["start"]["P1.FlowSetpoint"] == pytest.approx(0.3)
