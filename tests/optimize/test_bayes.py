@@ -23,8 +23,9 @@ from modulecontrol.optimize import (
     Plan,
     Trial,
     make_search,
+    plan_from_recipe,
 )
-from modulecontrol.recipe import Optimize
+from modulecontrol.recipe import Optimize, load_recipe
 from modulecontrol.records import Historian
 from tests.optimize.test_campaign import Toy, toy_plan
 
@@ -163,3 +164,21 @@ def test_unknown_algorithm_is_rejected_with_the_known_ones() -> None:
     with pytest.raises(ValueError, match=r"unknown optimize algorithm 'bayesian' "
                                          r"\(known: cobyla, nelder-mead, bayes\)"):
         make_search(plan)
+
+
+def test_a_recipe_block_with_algorithm_bayes_validates_and_makes_a_bayes_search(
+        tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    example = root / "recipes" / "examples" / "lomustine_optimize.yaml"
+    text = example.read_text(encoding="utf-8")
+    assert "  algorithm: cobyla\n" in text
+    plant = (example.parent / "../lomustine/plant.yaml").resolve()
+    text = text.replace("  algorithm: cobyla\n", "  algorithm: bayes\n")
+    text = text.replace("plant: ../lomustine/plant.yaml", f"plant: {plant}")
+    recipe = tmp_path / "bayes.yaml"
+    recipe.write_text(text, encoding="utf-8")
+    plan = plan_from_recipe(load_recipe(recipe))
+    assert plan.algorithm == "bayes"
+    search = make_search(plan)
+    assert isinstance(search, BayesSearch) and search.initial == 7
+    assert search.ask([]) == pytest.approx(plan.start())
