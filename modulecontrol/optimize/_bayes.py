@@ -3,7 +3,7 @@
 Why no Gaussian-process library: a campaign has at most a few hundred experiments in at most
 ten variables, so the model is a Cholesky factor of a small matrix; scikit-learn, GPyTorch or
 BoTorch would add hundreds of megabytes for what some eighty lines of numpy do. scipy
-already gives the local optimiser, the normal distribution and the quasi-random design.
+already gives the likelihood's optimiser, the normal distribution and the quasi-random design.
 
 Why it suits an ask/tell campaign: :meth:`BayesSearch.ask` is a pure function of the recorded
 trials. The initial design is a fixed list (the start point, then a scrambled Latin
@@ -22,12 +22,11 @@ every constraint.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy.linalg import cho_factor, cho_solve, solve_triangular
 from scipy.optimize import minimize
 from scipy.special import log_ndtr, ndtr
 from scipy.stats import qmc
@@ -41,11 +40,17 @@ _LOG_SCALE = (math.log(0.03), math.log(5.0))  # length scales in the unit box
 _LOG_SIGNAL = (math.log(0.05), math.log(20.0))  # variance of the standardised values
 _LOG_NOISE = (math.log(1e-6), math.log(0.5))
 _JITTER = 1e-9
-#: The local optimiser of the likelihood and of the acquisition, in a box: SLSQP, not
-#: L-BFGS-B. Both are quasi-Newton in a box; scipy 1.17's L-BFGS-B calls the (threaded)
-#: BLAS at every iteration, and on a busy two-core machine that made an iteration 10-20x
-#: slower (2 ms against 0.2 ms per evaluation), a 25-experiment campaign 8x slower.
+#: The optimiser of the likelihood, in a box: SLSQP, not L-BFGS-B. Both are quasi-Newton in a
+#: box; scipy 1.17's L-BFGS-B calls the (threaded) BLAS at every iteration, and on a busy
+#: two-core machine that made an iteration 10-20x slower (2 ms against 0.2 ms per evaluation),
+#: a 25-experiment campaign 8x slower.
 _LOCAL = "SLSQP"
+#: Fitted hyperparameters (logarithms) are rounded to this step: SLSQP calls LAPACK, whose
+#: last bits depend on the number of BLAS threads (measured: hyperparameters 1e-14 apart
+#: with 1 and 2 threads), and a restarted service must fit the same model from the same
+#: records. A step of 0.1 % leaves the model as good and a mismatch only when a value falls
+#: within 1e-14 of a step's edge.
+_THETA_STEP = 1e-3
 
 
 def _matern(a: FloatArray, b: FloatArray, scales: FloatArray, signal: float) -> FloatArray:
@@ -53,6 +58,51 @@ def _matern(a: FloatArray, b: FloatArray, scales: FloatArray, signal: float) -> 
     r = np.sqrt(np.maximum(np.sum(diff * diff, axis=-1), 0.0))
     out: FloatArray = signal * (1.0 + _SQRT5 * r + 5.0 / 3.0 * r * r) * np.exp(-_SQRT5 * r)
     return out
+
+
+# Linear algebra without BLAS. The campaign's restart needs the same point from the same
+# records in another process, perhaps with another number of BLAS threads; OpenBLAS sums in
+# another order with another thread count (measured: asked points 1e-9 to 1e-4 apart), so the
+# model is factorised and solved with numpy's element-wise operations and reductions, whose
+# order does not depend on threads. Sizes are small (an experiment per row).
+
+
+def _cholesky(a: FloatArray) -> FloatArray:
+    """Lower Cholesky factor; raises ``np.linalg.LinAlgError`` if ``a`` is not positive."""
+    n = a.shape[0]
+    low = np.zeros_like(a)
+    for j in range(n):
+        row = low[j, :j]
+        diag = float(a[j, j] - np.sum(row * row))
+        if not diag > 0.0:
+            raise np.linalg.LinAlgError("not positive definite")
+        low[j, j] = math.sqrt(diag)
+        if j + 1 < n:
+            low[j + 1:, j] = (a[j + 1:, j] - np.sum(low[j + 1:, :j] * row, axis=1)) / low[j, j]
+    return low
+
+
+def _forward(low: FloatArray, b: FloatArray) -> FloatArray:
+    """``low^-1 b`` for a lower-triangular ``low`` (``b``: a vector or columns)."""
+    rhs = b.reshape(b.shape[0], -1)
+    out = np.zeros(rhs.shape, dtype=np.float64)
+    for j in range(low.shape[0]):
+        out[j] = (rhs[j] - np.sum(low[j, :j, None] * out[:j], axis=0)) / low[j, j]
+    return out.reshape(b.shape)
+
+
+def _backward(low: FloatArray, b: FloatArray) -> FloatArray:
+    """``low^-T b`` for a lower-triangular ``low``."""
+    rhs = b.reshape(b.shape[0], -1)
+    out = np.zeros(rhs.shape, dtype=np.float64)
+    for j in range(low.shape[0] - 1, -1, -1):
+        out[j] = (rhs[j] - np.sum(low[j + 1:, j, None] * out[j + 1:], axis=0)) / low[j, j]
+    return out.reshape(b.shape)
+
+
+def _solve(low: FloatArray, b: FloatArray) -> FloatArray:
+    """``(low low^T)^-1 b``."""
+    return _backward(low, _forward(low, b))
 
 
 @dataclass(frozen=True)
@@ -70,8 +120,8 @@ class _GP:
     def predict(self, x: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Mean and standard deviation at ``x`` (rows), in the original units."""
         ks = _matern(x, self.x, self.scales, self.signal)
-        mu = ks @ self.alpha
-        v = solve_triangular(self.chol, ks.T, lower=True, check_finite=False)
+        mu = np.sum(ks * self.alpha, axis=1)
+        v = _forward(self.chol, ks.T)
         var = np.maximum(self.signal - np.sum(v * v, axis=0), 1e-12)
         return self.mean + self.std * mu, self.std * np.sqrt(var)
 
@@ -90,13 +140,13 @@ def _neg_log_likelihood(theta: FloatArray, x: FloatArray, y: FloatArray
     kf = signal * (1.0 + _SQRT5 * r + 5.0 / 3.0 * r * r) * e
     k = kf + (noise + _JITTER) * np.eye(len(y))
     try:
-        c, low = cho_factor(k, lower=True, check_finite=False)
+        c = _cholesky(k)
     except np.linalg.LinAlgError:
         return 1e10, np.zeros_like(theta)
-    alpha = cho_solve((c, low), y, check_finite=False)
-    nll = 0.5 * float(y @ alpha) + float(np.sum(np.log(np.diag(c)))) \
+    alpha = _solve(c, y)
+    nll = 0.5 * float(np.sum(y * alpha)) + float(np.sum(np.log(np.diag(c)))) \
         + 0.5 * len(y) * math.log(2.0 * math.pi)
-    w = np.outer(alpha, alpha) - cho_solve((c, low), np.eye(len(y)), check_finite=False)
+    w = np.outer(alpha, alpha) - _solve(c, np.eye(len(y)))
     grad = np.empty_like(theta)
     common = signal * 5.0 / 3.0 * (1.0 + _SQRT5 * r) * e
     for i in range(d):
@@ -125,13 +175,33 @@ def _fit(x: FloatArray, values: FloatArray) -> _GP:
             best = (value, np.asarray(res.x, dtype=float))
     theta = best[1] if best is not None else np.array(
         [math.log(0.3)] * d + [0.0, math.log(1e-3)])
+    theta = np.round(theta / _THETA_STEP) * _THETA_STEP
     scales = np.exp(theta[:d])
     signal = math.exp(float(theta[d]))
     noise = math.exp(float(theta[d + 1]))
     k = _matern(x, x, scales, signal) + (noise + _JITTER) * np.eye(len(y))
-    chol = np.asarray(np.linalg.cholesky(k), dtype=np.float64)
-    alpha = cho_solve((chol, True), y, check_finite=False)
+    chol = _cholesky(k)
+    alpha = _solve(chol, y)
     return _GP(x, scales, signal, chol, alpha, mean, std)
+
+
+def _climb(f: Callable[[FloatArray], FloatArray], start: FloatArray, value: float,
+           step: float = 0.05, smallest: float = 1e-4) -> tuple[FloatArray, float]:
+    """Polish ``start`` by a compass search in the unit box: the best of the ``2 * dims``
+    points a ``step`` away along each axis while it improves ``f`` (rows -> values), then
+    half the step, down to ``smallest``. Numpy only: the same result whatever the BLAS
+    threads (scipy's local optimisers call LAPACK, whose last bits depend on them)."""
+    x = start
+    axes = np.eye(start.size)
+    while step >= smallest:
+        trial = np.clip(np.vstack([x + step * axes, x - step * axes]), 0.0, 1.0)
+        values = f(trial)
+        i = int(np.argmax(values))
+        if float(values[i]) > value:
+            x, value = trial[i], float(values[i])
+        else:
+            step /= 2.0
+    return x, value
 
 
 class BayesSearch:
@@ -139,11 +209,11 @@ class BayesSearch:
 
     ``initial`` design points (default ``max(5, 2 * dims + 1)``: the start, then a scrambled
     Latin hypercube) come first; then each ask maximises the acquisition over ``candidates``
-    quasi-random points plus points around the best so far, polished by a local optimiser. A point
-    within ``tolerance`` (Euclidean, unit box) of a measured one is never asked; when the
-    best candidate is that close and its expected improvement is below ``negligible`` (in
-    the campaign's objective units, relative to the first experiment) the search has
-    converged."""
+    quasi-random points plus points around the best so far, polished by a compass search.
+    A point within ``tolerance`` (Euclidean, unit box) of a measured one is never asked;
+    when the best candidate is that close and its expected improvement is below
+    ``negligible`` (in the campaign's objective units, relative to the first experiment)
+    the search has converged."""
 
     def __init__(self, x0: Sequence[float], n_constraints: int, tolerance: float = 0.01,
                  initial: int | None = None, candidates: int = 1024, seed: int = 0,
@@ -228,11 +298,7 @@ class BayesSearch:
         for i in order:
             if not math.isfinite(float(values[i])):
                 break
-            res = minimize(lambda p: -float(acquisition(p[None, :])[0][0]), cands[i],
-                           method=_LOCAL, bounds=[(0.0, 1.0)] * self.dims,
-                           options={"maxiter": 20})
-            p = np.clip(np.asarray(res.x, dtype=float), 0.0, 1.0)
-            value = -float(res.fun)
+            p, value = _climb(lambda q: acquisition(q)[0], cands[i], float(values[i]))
             if value > chosen_value and not self._near(p, trials):
                 chosen, chosen_value = p, value
         return _key(chosen)
