@@ -7,6 +7,10 @@ best feasible point. Then the campaign runs for 10 seeds; a seed draws the measu
 (1 % on the crystal rate, 0.2 % relative on the purity) and jitters the start point. Judged
 on the noise-free values of the points it tried: experiments until a truly feasible point
 reaches 95 % of the optimum, and experiments that truly violated the purity constraint.
+
+``OPTIMIZE_ALGORITHMS`` (comma-separated, default ``cobyla``) names the searches to compare on
+the same seeds; the first one's figures are the top-level ones, and with more than one every
+algorithm's figures are under ``algorithms``. ``OPTIMIZE_SEEDS`` (default 10) sets the seeds.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import itertools
 import math
 import os
 import statistics
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,10 +28,12 @@ from typing import Any
 import numpy as np
 
 from modulecontrol.optimize import (
+    BayesSearch,
     Campaign,
     MemoryJournal,
     Plan,
     ScipySearch,
+    Search,
     SteadyStateExperimenter,
     plan_from_recipe,
 )
@@ -36,7 +43,7 @@ from modulecontrol.simulators.lomustine import build_line
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "examples" / "lomustine_optimize.yaml"
 NOISE = {"CR1.CrystalRate": 0.01, "PAT1.Purity": 0.002}
-SEEDS = range(10)
+SEEDS = range(int(os.environ.get("OPTIMIZE_SEEDS", "10")))
 
 
 def line(params: Mapping[str, Mapping[str, float]]) -> SimulatedPlant:
@@ -77,11 +84,21 @@ def brute_force(truth: Truth, n: int) -> tuple[float, tuple[float, ...]]:
     return float(best[0]), best[1]
 
 
-def one_seed(plan: Plan, truth: Truth, optimum: float, seed: int) -> dict[str, Any]:
+def search_for(algorithm: str, plan: Plan, x0: list[float]) -> Search:
+    if algorithm == "bayes":
+        return BayesSearch(x0, len(plan.constraints), plan.tolerance)
+    if algorithm not in ("cobyla", "nelder-mead"):
+        raise ValueError(f"unknown algorithm '{algorithm}'")
+    return ScipySearch("cobyla" if algorithm == "cobyla" else "nelder-mead", x0,
+                       len(plan.constraints), plan.step, plan.tolerance)
+
+
+def one_seed(plan: Plan, truth: Truth, optimum: float, seed: int,
+             algorithm: str = "cobyla") -> dict[str, Any]:
     rng = np.random.default_rng(1000 + seed)
     x0 = [float(v) for v in np.clip(np.asarray(plan.start())
                                     + rng.normal(0.0, 0.05, len(plan.variables)), 0.0, 1.0)]
-    search = ScipySearch("cobyla", x0, len(plan.constraints), plan.step, plan.tolerance)
+    search = search_for(algorithm, plan, x0)
     campaign = Campaign(plan, SteadyStateExperimenter(line, NOISE, seed), MemoryJournal(),
                         search)
     result = asyncio.run(campaign.run())
@@ -100,34 +117,56 @@ def one_seed(plan: Plan, truth: Truth, optimum: float, seed: int) -> dict[str, A
             "violations": violations, "curve": curve}
 
 
-def run() -> dict[str, Any]:
-    plan = plan_from_recipe(load_recipe(RECIPE))
-    truth = Truth(plan)
-    optimum, x_opt = brute_force(truth, int(os.environ.get("OPTIMIZE_GRID", "8")))
-    runs = [one_seed(plan, truth, optimum, s) for s in SEEDS]
+def figures(plan: Plan, truth: Truth, optimum: float, algorithm: str) -> dict[str, Any]:
+    """One algorithm's campaigns over the seeds, summarised (and printed)."""
+    t0 = time.perf_counter()
+    runs = [one_seed(plan, truth, optimum, s, algorithm) for s in SEEDS]
     reached = [r["experiments_to_95"] or math.inf for r in runs]  # inf: never in the budget
     median_reached = statistics.median(reached)
     length = max(len(r["curve"]) for r in runs)
     median_curve = [statistics.median(r["curve"][min(i, len(r["curve"]) - 1)] for r in runs)
                     for i in range(length)]
     out = {
-        "optimum": {"objective_SI": optimum, "mg_per_h": optimum * 3.6e9,
-                    "point": plan.setpoints(x_opt), "grid_points": len(truth.cache)},
+        "algorithm": algorithm,
+        "seeds": len(runs),
         "median_experiments_to_95_percent": (
             median_reached if math.isfinite(median_reached) else None),
         "median_best_fraction": statistics.median(r["best_fraction"] for r in runs),
         "violations_per_seed": [r["violations"] for r in runs],
         "median_violations": statistics.median(r["violations"] for r in runs),
         "median_curve": median_curve,
+        "campaign_seconds": round(time.perf_counter() - t0, 1),
         "runs": runs,
     }
-    print(f"optimum by brute force: {optimum * 3.6e9:.1f} mg/h crystals at "
-          f"{ {k: round(v, 3) for k, v in plan.setpoints(x_opt).items()} }", flush=True)
-    print("median best fraction of the optimum after each experiment:", flush=True)
+    print(f"== {algorithm}: median best fraction of the optimum after each experiment:",
+          flush=True)
     for i, v in enumerate(median_curve, 1):
         print(f"  {i:2d} {'#' * round(40 * v):40s} {v:.3f}", flush=True)
     print(f"median experiments to 95 %: {out['median_experiments_to_95_percent']}, "
+          f"per seed: {[r['experiments_to_95'] for r in runs]}, "
+          f"best fraction per seed: {[r['best_fraction'] for r in runs]}, "
           f"violations per seed: {out['violations_per_seed']}", flush=True)
+    return out
+
+
+def run() -> dict[str, Any]:
+    plan = plan_from_recipe(load_recipe(RECIPE))
+    truth = Truth(plan)
+    optimum, x_opt = brute_force(truth, int(os.environ.get("OPTIMIZE_GRID", "8")))
+    print(f"optimum by brute force: {optimum * 3.6e9:.1f} mg/h crystals at "
+          f"{ {k: round(v, 3) for k, v in plan.setpoints(x_opt).items()} }", flush=True)
+    algorithms = [a.strip() for a in
+                  os.environ.get("OPTIMIZE_ALGORITHMS", "cobyla").split(",") if a.strip()]
+    each = {a: figures(plan, truth, optimum, a) for a in algorithms}
+    first = dict(each[algorithms[0]])
+    del first["algorithm"], first["seeds"], first["campaign_seconds"]
+    out: dict[str, Any] = {
+        "optimum": {"objective_SI": optimum, "mg_per_h": optimum * 3.6e9,
+                    "point": plan.setpoints(x_opt), "grid_points": len(truth.cache)},
+        **first,
+    }
+    if len(algorithms) > 1:
+        out["algorithms"] = each
     return out
 
 

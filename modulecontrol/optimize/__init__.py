@@ -7,12 +7,13 @@ Public API::
     Experimenter, Journal, MemoryJournal, HistorianJournal   # where it runs and is kept
     recorded_experiments                       # a campaign's experiments in the records
     SteadyStateExperimenter                    # experiments on the process models
-    Search, ScipySearch, Trial, ALGORITHMS     # the search behind one ask/tell interface
+    Search, ScipySearch, BayesSearch, Trial, ALGORITHMS   # the search: one ask/tell interface
 
 See docs/optimisation.md.
 """
 
 from ._algorithms import ALGORITHMS, ScipySearch, Search, Trial
+from ._bayes import BayesSearch
 from ._campaign import (
     Campaign,
     CampaignResult,
@@ -31,6 +32,7 @@ __all__ = [
     "ALGORITHMS",
     "KPIS",
     "OPTIMIZER_USER",
+    "BayesSearch",
     "Campaign",
     "CampaignResult",
     "ExperimentFailed",

@@ -24,7 +24,11 @@ from scipy.optimize import minimize
 
 FloatArray = npt.NDArray[np.float64]
 
-ALGORITHMS = ("cobyla", "nelder-mead")
+#: Every algorithm a plan can name (``make_search`` maps each to its implementation): scipy's
+#: two here, and ``bayes`` (:class:`BayesSearch`, Gaussian-process Bayesian optimisation).
+ALGORITHMS = ("cobyla", "nelder-mead", "bayes")
+#: The algorithms of :class:`ScipySearch`.
+SCIPY_ALGORITHMS = ("cobyla", "nelder-mead")
 Algorithm = Literal["cobyla", "nelder-mead"]
 
 
@@ -75,8 +79,9 @@ class ScipySearch:
     def __init__(self, algorithm: Algorithm, x0: Sequence[float], n_constraints: int,
                  step: float = 0.2, tolerance: float = 0.01, penalty: float = 10.0,
                  constraint_weight: float = 30.0) -> None:
-        if algorithm not in ALGORITHMS:
-            raise ValueError(f"unknown algorithm '{algorithm}' (known: {', '.join(ALGORITHMS)})")
+        if algorithm not in SCIPY_ALGORITHMS:
+            raise ValueError(f"unknown scipy algorithm '{algorithm}' "
+                             f"(known: {', '.join(SCIPY_ALGORITHMS)})")
         self.algorithm = algorithm
         self.x0 = np.clip(np.asarray(x0, dtype=float), 0.0, 1.0)
         self.n_constraints = n_constraints

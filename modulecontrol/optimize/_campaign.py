@@ -19,7 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ._algorithms import Algorithm, ScipySearch, Search, Trial
+from ._algorithms import ALGORITHMS, Algorithm, ScipySearch, Search, Trial
+from ._bayes import BayesSearch
 from ._plan import Plan
 
 
@@ -130,10 +131,12 @@ class CampaignResult:
 
 def make_search(plan: Plan) -> Search:
     """The plan's algorithm (the one place that maps a name to an implementation)."""
+    if plan.algorithm == "bayes":
+        return BayesSearch(plan.start(), len(plan.constraints), tolerance=plan.tolerance)
     algorithm = _SCIPY.get(plan.algorithm)
     if algorithm is None:
         raise ValueError(f"unknown optimize algorithm '{plan.algorithm}' "
-                         f"(known: {', '.join(_SCIPY)})")
+                         f"(known: {', '.join(ALGORITHMS)})")
     return ScipySearch(algorithm, plan.start(), len(plan.constraints), step=plan.step,
                        tolerance=plan.tolerance)
 

@@ -491,7 +491,9 @@ class Optimize(Model):
     window: Any = "10 min"
     settle_timeout: Any = "4 h"
     """An experiment that does not reach steady state in this time counts as failed."""
-    algorithm: Literal["cobyla", "nelder-mead"] = "cobyla"
+    algorithm: Literal["cobyla", "nelder-mead", "bayes"] = "cobyla"
+    """The search (``modulecontrol.optimize.ALGORITHMS``): scipy's COBYLA (default) or
+    Nelder-Mead, or ``bayes``, Gaussian-process Bayesian optimisation."""
     step: float = Field(default=0.2, gt=0.0, le=1.0)
     """First step of the search as a fraction of each variable's range."""
     tolerance: float = Field(default=0.01, gt=0.0, lt=1.0)

@@ -1,0 +1,322 @@
+"""Bayesian optimisation behind the same ask/tell interface, on numpy and scipy only.
+
+Why no Gaussian-process library: a campaign has at most a few hundred experiments in at most
+ten variables, so the model is a Cholesky factor of a small matrix; scikit-learn, GPyTorch or
+BoTorch would add hundreds of megabytes for what some eighty lines of numpy do. scipy
+already gives the likelihood's optimiser, the normal distribution and the quasi-random design.
+
+Why it suits an ask/tell campaign: :meth:`BayesSearch.ask` is a pure function of the recorded
+trials. The initial design is a fixed list (the start point, then a scrambled Latin
+hypercube with a fixed seed); after it, every ask fits the models from scratch with
+deterministic restarts and maximises the acquisition over a fixed candidate set, so a
+campaign restored from its records asks exactly the point the lost one would have asked.
+
+The models: one Gaussian process (Matern 5/2, one length scale per variable, hyperparameters
+by maximum marginal likelihood) for the standardised objective and one per constraint margin.
+The acquisition is the expected improvement over the best feasible objective times the
+probability that every margin is >= 0; before any feasible point, the probability of
+feasibility alone. An experiment that failed is the worst objective measured and violates
+every constraint.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy.optimize import minimize
+from scipy.special import log_ndtr, ndtr
+from scipy.stats import qmc
+
+from ._algorithms import Trial, _key
+
+FloatArray = npt.NDArray[np.float64]
+
+_SQRT5 = math.sqrt(5.0)
+_LOG_SCALE = (math.log(0.03), math.log(5.0))  # length scales in the unit box
+_LOG_SIGNAL = (math.log(0.05), math.log(20.0))  # variance of the standardised values
+_LOG_NOISE = (math.log(1e-6), math.log(0.5))
+_JITTER = 1e-9
+#: The optimiser of the likelihood, in a box: SLSQP, not L-BFGS-B. Both are quasi-Newton in a
+#: box; scipy 1.17's L-BFGS-B calls the (threaded) BLAS at every iteration, and on a busy
+#: two-core machine that made an iteration 10-20x slower (2 ms against 0.2 ms per evaluation),
+#: a 25-experiment campaign 8x slower.
+_LOCAL = "SLSQP"
+#: Fitted hyperparameters (logarithms) are rounded to this step: SLSQP calls LAPACK, whose
+#: last bits depend on the number of BLAS threads (measured: hyperparameters 1e-14 apart
+#: with 1 and 2 threads), and a restarted service must fit the same model from the same
+#: records. A step of 0.1 % leaves the model as good and a mismatch only when a value falls
+#: within 1e-14 of a step's edge.
+_THETA_STEP = 1e-3
+
+
+def _matern(a: FloatArray, b: FloatArray, scales: FloatArray, signal: float) -> FloatArray:
+    diff = (a[:, None, :] - b[None, :, :]) / scales
+    r = np.sqrt(np.maximum(np.sum(diff * diff, axis=-1), 0.0))
+    out: FloatArray = signal * (1.0 + _SQRT5 * r + 5.0 / 3.0 * r * r) * np.exp(-_SQRT5 * r)
+    return out
+
+
+# Linear algebra without BLAS. The campaign's restart needs the same point from the same
+# records in another process, perhaps with another number of BLAS threads; OpenBLAS sums in
+# another order with another thread count (measured: asked points 1e-9 to 1e-4 apart), so the
+# model is factorised and solved with numpy's element-wise operations and reductions, whose
+# order does not depend on threads. Sizes are small (an experiment per row).
+
+
+def _cholesky(a: FloatArray) -> FloatArray:
+    """Lower Cholesky factor; raises ``np.linalg.LinAlgError`` if ``a`` is not positive."""
+    n = a.shape[0]
+    low = np.zeros_like(a)
+    for j in range(n):
+        row = low[j, :j]
+        diag = float(a[j, j] - np.sum(row * row))
+        if not diag > 0.0:
+            raise np.linalg.LinAlgError("not positive definite")
+        low[j, j] = math.sqrt(diag)
+        if j + 1 < n:
+            low[j + 1:, j] = (a[j + 1:, j] - np.sum(low[j + 1:, :j] * row, axis=1)) / low[j, j]
+    return low
+
+
+def _forward(low: FloatArray, b: FloatArray) -> FloatArray:
+    """``low^-1 b`` for a lower-triangular ``low`` (``b``: a vector or columns)."""
+    rhs = b.reshape(b.shape[0], -1)
+    out = np.zeros(rhs.shape, dtype=np.float64)
+    for j in range(low.shape[0]):
+        out[j] = (rhs[j] - np.sum(low[j, :j, None] * out[:j], axis=0)) / low[j, j]
+    return out.reshape(b.shape)
+
+
+def _backward(low: FloatArray, b: FloatArray) -> FloatArray:
+    """``low^-T b`` for a lower-triangular ``low``."""
+    rhs = b.reshape(b.shape[0], -1)
+    out = np.zeros(rhs.shape, dtype=np.float64)
+    for j in range(low.shape[0] - 1, -1, -1):
+        out[j] = (rhs[j] - np.sum(low[j + 1:, j, None] * out[j + 1:], axis=0)) / low[j, j]
+    return out.reshape(b.shape)
+
+
+def _solve(low: FloatArray, b: FloatArray) -> FloatArray:
+    """``(low low^T)^-1 b``."""
+    return _backward(low, _forward(low, b))
+
+
+@dataclass(frozen=True)
+class _GP:
+    """A fitted Gaussian process of standardised values (zero mean)."""
+
+    x: FloatArray
+    scales: FloatArray
+    signal: float
+    chol: FloatArray  # lower Cholesky factor of K + noise
+    alpha: FloatArray
+    mean: float
+    std: float
+
+    def predict(self, x: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Mean and standard deviation at ``x`` (rows), in the original units."""
+        ks = _matern(x, self.x, self.scales, self.signal)
+        mu = np.sum(ks * self.alpha, axis=1)
+        v = _forward(self.chol, ks.T)
+        var = np.maximum(self.signal - np.sum(v * v, axis=0), 1e-12)
+        return self.mean + self.std * mu, self.std * np.sqrt(var)
+
+
+def _neg_log_likelihood(theta: FloatArray, x: FloatArray, y: FloatArray
+                        ) -> tuple[float, FloatArray]:
+    """Negative log marginal likelihood and its gradient in (log scales, log signal,
+    log noise)."""
+    d = x.shape[1]
+    scales = np.exp(theta[:d])
+    signal = math.exp(float(theta[d]))
+    noise = math.exp(float(theta[d + 1]))
+    diff2 = ((x[:, None, :] - x[None, :, :]) / scales) ** 2
+    r = np.sqrt(np.sum(diff2, axis=-1))
+    e = np.exp(-_SQRT5 * r)
+    kf = signal * (1.0 + _SQRT5 * r + 5.0 / 3.0 * r * r) * e
+    k = kf + (noise + _JITTER) * np.eye(len(y))
+    try:
+        c = _cholesky(k)
+    except np.linalg.LinAlgError:
+        return 1e10, np.zeros_like(theta)
+    alpha = _solve(c, y)
+    nll = 0.5 * float(np.sum(y * alpha)) + float(np.sum(np.log(np.diag(c)))) \
+        + 0.5 * len(y) * math.log(2.0 * math.pi)
+    w = np.outer(alpha, alpha) - _solve(c, np.eye(len(y)))
+    grad = np.empty_like(theta)
+    common = signal * 5.0 / 3.0 * (1.0 + _SQRT5 * r) * e
+    for i in range(d):
+        grad[i] = -0.5 * float(np.sum(w * common * diff2[:, :, i]))
+    grad[d] = -0.5 * float(np.sum(w * kf))
+    grad[d + 1] = -0.5 * noise * float(np.trace(w))
+    return nll, grad
+
+
+def _fit(x: FloatArray, values: FloatArray) -> _GP:
+    """The GP of ``values`` at ``x`` with maximum-likelihood hyperparameters, from a few
+    fixed starts (deterministic)."""
+    mean = float(np.mean(values))
+    std = float(np.std(values))
+    std = std if std > 1e-12 else 1.0
+    y = (values - mean) / std
+    d = x.shape[1]
+    bounds = [_LOG_SCALE] * d + [_LOG_SIGNAL, _LOG_NOISE]
+    best: tuple[float, FloatArray] | None = None
+    for scale, noise in ((0.3, 1e-3), (1.0, 1e-2), (0.1, 1e-4)):
+        theta0 = np.array([math.log(scale)] * d + [0.0, math.log(noise)])
+        res = minimize(_neg_log_likelihood, theta0, args=(x, y), jac=True, method=_LOCAL,
+                       bounds=bounds, options={"maxiter": 100})
+        value = float(res.fun)
+        if math.isfinite(value) and (best is None or value < best[0]):
+            best = (value, np.asarray(res.x, dtype=float))
+    theta = best[1] if best is not None else np.array(
+        [math.log(0.3)] * d + [0.0, math.log(1e-3)])
+    theta = np.round(theta / _THETA_STEP) * _THETA_STEP
+    scales = np.exp(theta[:d])
+    signal = math.exp(float(theta[d]))
+    noise = math.exp(float(theta[d + 1]))
+    k = _matern(x, x, scales, signal) + (noise + _JITTER) * np.eye(len(y))
+    chol = _cholesky(k)
+    alpha = _solve(chol, y)
+    return _GP(x, scales, signal, chol, alpha, mean, std)
+
+
+def _climb(f: Callable[[FloatArray], FloatArray], start: FloatArray, value: float,
+           step: float = 0.05, smallest: float = 1e-4) -> tuple[FloatArray, float]:
+    """Polish ``start`` by a compass search in the unit box: the best of the ``2 * dims``
+    points a ``step`` away along each axis while it improves ``f`` (rows -> values), then
+    half the step, down to ``smallest``. Numpy only: the same result whatever the BLAS
+    threads (scipy's local optimisers call LAPACK, whose last bits depend on them)."""
+    x = start
+    axes = np.eye(start.size)
+    while step >= smallest:
+        trial = np.clip(np.vstack([x + step * axes, x - step * axes]), 0.0, 1.0)
+        values = f(trial)
+        i = int(np.argmax(values))
+        if float(values[i]) > value:
+            x, value = trial[i], float(values[i])
+        else:
+            step /= 2.0
+    return x, value
+
+
+class BayesSearch:
+    """Gaussian-process Bayesian optimisation in the unit box, started at ``x0``.
+
+    ``initial`` design points (default ``max(5, 2 * dims + 1)``: the start, then a scrambled
+    Latin hypercube) come first; then each ask maximises the acquisition over ``candidates``
+    quasi-random points plus points around the best so far, polished by a compass search.
+    A point within ``tolerance`` (Euclidean, unit box) of a measured one is never asked;
+    when the best candidate is that close and its expected improvement is below
+    ``negligible`` (in the campaign's objective units, relative to the first experiment)
+    the search has converged."""
+
+    def __init__(self, x0: Sequence[float], n_constraints: int, tolerance: float = 0.01,
+                 initial: int | None = None, candidates: int = 1024, seed: int = 0,
+                 negligible: float = 1e-4) -> None:
+        self.x0 = np.clip(np.asarray(x0, dtype=float), 0.0, 1.0)
+        self.dims = int(self.x0.size)
+        self.n_constraints = n_constraints
+        self.tolerance = tolerance
+        self.initial = initial if initial is not None else max(5, 2 * self.dims + 1)
+        self.seed = seed
+        self.negligible = negligible
+        self.design = self._design()
+        m = max(math.ceil(math.log2(max(candidates, 2))), 1)
+        self.candidates = np.asarray(
+            qmc.Sobol(self.dims, scramble=True, rng=seed + 1).random_base2(m), dtype=float)
+        self.local = np.random.default_rng(seed + 2).standard_normal((256, self.dims))
+
+    def _design(self) -> list[tuple[float, ...]]:
+        points = [_key(self.x0)]
+        if self.initial > 1:
+            lhs = qmc.LatinHypercube(self.dims, rng=self.seed).random(self.initial - 1)
+            points += [_key(p) for p in lhs]
+        return points
+
+    def ask(self, trials: Sequence[Trial]) -> tuple[float, ...] | None:
+        measured = {_key(t.x) for t in trials}
+        for p in self.design:
+            if p not in measured and not self._near(np.asarray(p), trials):
+                return p
+        return self._acquire(trials)
+
+    def _near(self, x: FloatArray, trials: Sequence[Trial]) -> bool:
+        if not trials:
+            return False
+        xs = np.array([_key(t.x) for t in trials], dtype=float)
+        return bool(np.min(np.linalg.norm(xs - x, axis=1)) < self.tolerance)
+
+    def _acquire(self, trials: Sequence[Trial]) -> tuple[float, ...] | None:
+        x = np.array([_key(t.x) for t in trials], dtype=float)
+        ok = np.array([t.objective is not None for t in trials])
+        if not ok.any():  # nothing measured: explore, farthest from what failed
+            return self._farthest(x)
+        obj = np.array([t.objective if t.objective is not None else math.nan for t in trials])
+        obj[~ok] = float(np.min(obj[ok]))  # failed: the worst objective measured
+        objective = _fit(x, obj)
+        constraints = [_fit(x, self._margins(trials, ok, j))
+                       for j in range(self.n_constraints)]
+        feasible = np.array([t.feasible for t in trials])
+        best = float(np.max(obj[feasible])) if feasible.any() else None
+
+        def acquisition(p: FloatArray) -> tuple[FloatArray, FloatArray]:
+            """log of the acquisition and the expected improvement at rows ``p``."""
+            log_pof = np.zeros(len(p))
+            for gp in constraints:
+                mu, sd = gp.predict(p)
+                log_pof += log_ndtr(mu / sd)
+            if best is None:
+                return log_pof, np.zeros(len(p))
+            mu, sd = objective.predict(p)
+            z = (mu - best) / sd
+            ei = sd * (z * ndtr(z) + np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi))
+            ei = np.maximum(ei, 1e-300)
+            return np.log(ei) + log_pof, ei
+
+        anchor = x[int(np.argmax(np.where(feasible, obj, -np.inf)))] if best is not None \
+            else x[int(np.argmax(np.where(ok, obj, -np.inf)))]
+        cands = np.vstack([self.candidates,
+                           np.clip(anchor + 0.05 * self.local[:128], 0.0, 1.0),
+                           np.clip(anchor + 0.15 * self.local[128:], 0.0, 1.0)])
+        values, ei = acquisition(cands)
+        dist = np.min(np.linalg.norm(cands[:, None, :] - x[None, :, :], axis=-1), axis=1)
+        top = int(np.argmax(values))
+        if dist[top] < self.tolerance and best is not None and \
+                float(ei[top]) * objective.std < self.negligible:
+            return None
+        values = np.where(dist >= self.tolerance, values, -np.inf)
+        if not np.isfinite(values).any():
+            return None
+        order = np.argsort(-values, kind="stable")[:3]
+        chosen = cands[order[0]]
+        chosen_value = float(values[order[0]])
+        for i in order:
+            if not math.isfinite(float(values[i])):
+                break
+            p, value = _climb(lambda q: acquisition(q)[0], cands[i], float(values[i]))
+            if value > chosen_value and not self._near(p, trials):
+                chosen, chosen_value = p, value
+        return _key(chosen)
+
+    def _margins(self, trials: Sequence[Trial], ok: npt.NDArray[np.bool_], j: int
+                 ) -> FloatArray:
+        """Margin ``j`` of every trial; a failed one below the worst measured (violated)."""
+        measured = [t.margins[j] for t, good in zip(trials, ok, strict=True) if good]
+        if measured:
+            spread = max(measured) - min(measured)
+            failed = min(min(measured), 0.0) - max(0.5 * spread, 0.01)
+        else:
+            failed = -1.0
+        return np.array([t.margins[j] if good else failed
+                         for t, good in zip(trials, ok, strict=True)], dtype=float)
+
+    def _farthest(self, x: FloatArray) -> tuple[float, ...] | None:
+        dist = np.min(np.linalg.norm(self.candidates[:, None, :] - x[None, :, :], axis=-1),
+                      axis=1)
+        i = int(np.argmax(dist))
+        return _key(self.candidates[i]) if dist[i] >= self.tolerance else None
