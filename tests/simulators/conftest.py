@@ -25,3 +25,16 @@ def species() -> SpeciesTable:
             Species(name="C", molar_mass=q("200 g/mol"), density=q("1200 kg/m**3")),
         ]
     )
+
+
+def crystal_species(*, antisolvent: bool = False) -> SpeciesTable:
+    """Water and an API (0.3 kg/mol, 1300 kg/m**3): the table of the crystallizer tests,
+    with ethanol between them when ``antisolvent`` (water is then the antisolvent)."""
+    ethanol = [Species(name="EtOH", molar_mass=0.046, density=790)] if antisolvent else []
+    return SpeciesTable(
+        [
+            Species(name="water", molar_mass=0.018, density=1000),
+            *ethanol,
+            Species(name="API", molar_mass=0.3, density=1300),
+        ]
+    )
