@@ -178,6 +178,40 @@ def test_a_non_finite_inlet_temperature_is_refused(species: SpeciesTable) -> Non
         reactor.step(5.0, {"in": bad})
 
 
+def test_the_tank_out_of_range_is_named_with_its_place(species: SpeciesTable) -> None:
+    """One check in UnitModel.step over the temperatures a model declares: a diverged middle
+    tank of three is named as such, not only as 'a tank'."""
+    reactor = CoilReactor("R7", species, CoilReactorParams(
+        volume=q("1 mL"), inner_diameter=q("1 mm"), n_tanks=3))
+    assert reactor.temperature_states == {"jacket_temperature": "jacket temperature",
+                                          "T": "tank temperature"}
+    reactor.T[1] = 5000.0
+    feed = Stream.of(species, "1 mL/min", 293.15, {"solvent": 15000})
+    with pytest.raises(ModelStateError, match=r"R7 at t = 0.001 s: tank temperature = 4\d{3}"
+                       r"(\.\d+)? K \(element 2 of 3\) is outside the physical range"):
+        reactor.step(1e-3, {"in": feed})
+
+
+def test_an_impossible_jacket_temperature_is_named_as_the_cause(species: SpeciesTable) -> None:
+    """The jacket is checked before the tanks it heats: the error names the input that was
+    impossible, not only the tank that followed it."""
+    reactor = CoilReactor("R6", species, CoilReactorParams(
+        volume=q("1 mL"), inner_diameter=q("1 mm"), n_tanks=3, ua=1.0))
+    reactor.set_input("jacket_temperature", "1200 degC")
+    feed = Stream.of(species, "1 mL/min", 293.15, {"solvent": 15000})
+    with pytest.raises(ModelStateError, match=r"R6 at t = 5 s: jacket temperature = 1473.15 K "
+                       r"is outside"):
+        reactor.step(5.0, {"in": feed})
+
+
+def test_a_steady_state_outside_the_range_is_refused_too(species: SpeciesTable) -> None:
+    """steady_state passes the same check as step: a bath set to 900 degC has no physical
+    steady state for a liquid line."""
+    th = Thermostat("TH8", species, ThermostatParams(setpoint=q("900 degC")))
+    with pytest.raises(ModelStateError, match=r"TH8 at t = 0 s: bath temperature = 1173.15 K"):
+        th.steady_state()
+
+
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(

@@ -169,6 +169,8 @@ class MsmprCrystallizer(UnitModel):
     }
     Params = MsmprParams
     inputs: ClassVar[dict[str, str]] = {"jacket_temperature": "K"}
+    temperature_states: ClassVar[dict[str, str]] = {
+        "jacket_temperature": "jacket temperature", "T": "vessel temperature"}
     inlets = ("feed", "antisolvent")
     outlets = ("product",)
 
