@@ -28,6 +28,7 @@ from modulecontrol.simulators.models import (
     TMixerParams,
 )
 from modulecontrol.units import to_si as q
+from tests.simulators.conftest import crystal_species
 
 TAU = 600.0
 VOLUME = 1e-5
@@ -113,12 +114,7 @@ def _msmpr(table: SpeciesTable) -> MsmprCrystallizer:
 
 
 def test_msmpr_fixed_kinetics_moments() -> None:
-    table = SpeciesTable(
-        [
-            Species(name="water", molar_mass=0.018, density=1000),
-            Species(name="API", molar_mass=0.3, density=1300),
-        ]
-    )
+    table = crystal_species()
     feed = Stream(table, 1e-3 / 1800, 298.15, 1e5, np.array([50000.0, 100.0]))
     steady = _msmpr(table)
     steady.steady_state({"feed": feed})

@@ -6,7 +6,6 @@ cannot be made physical stops with a located ModelStateError instead of serving 
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import numpy as np
 import pytest
@@ -15,60 +14,18 @@ from hypothesis import strategies as st
 
 from modulecontrol.simulators.models import (
     TEMPERATURE_RANGE,
-    BackPressureRegulator,
-    BprParams,
     CoilReactor,
     CoilReactorParams,
-    DivertValve,
-    DivertValveParams,
     Flowsheet,
-    HplcPump,
-    HplcPumpParams,
     ModelStateError,
     Reaction,
     SpeciesTable,
     Stream,
     Thermostat,
     ThermostatParams,
-    TMixer,
-    TMixerParams,
 )
 from modulecontrol.units import to_si as q
-
-FEED_A = 2000.0  # mol/m3 of A in P1's bottle
-DH = q("-100 kJ/mol")
-
-
-def _line(species: SpeciesTable, *, ua: float, tau: float, volume: float = 1e-6,
-          skip: bool = True, integrator: Literal["split", "bdf"] = "split", bath: float = 1.2e4,
-          heating: float = 2000.0, cooling: float = 1000.0, dt_substep: float = 5.0,
-          t_init: float = q("50 degC")) -> Flowsheet:
-    """The line of test_sim_steady_skip (two pumps, mixer, a jacketed 5-tank coil with the
-    exothermic A -> B, valve, BPR) with the wall, bath and volume as given."""
-    rx = Reaction(stoichiometry={"A": -1, "B": 1}, k_ref=0.02, Ea=q("50 kJ/mol"),
-                  T_ref=q("50 degC"), dH=DH)
-    p1 = HplcPump("P1", species, HplcPumpParams(
-        feed={"solvent": 15000, "A": FEED_A}, flow_setpoint=q("1 mL/min"), running=True))
-    p2 = HplcPump("P2", species, HplcPumpParams(
-        feed={"solvent": 16000, "C": 50}, flow_setpoint=q("1 mL/min"), running=True))
-    mixer = TMixer("M", species, TMixerParams())
-    reactor = CoilReactor("R", species, CoilReactorParams(
-        volume=volume, inner_diameter=q("1 mm"), n_tanks=5, reactions=[rx], ua=ua,
-        max_substep=dt_substep, integrator=integrator, initial_temperature=t_init))
-    th = Thermostat("TH", species, ThermostatParams(
-        setpoint=t_init, initial_temperature=t_init, tau=tau, heat_capacity=bath,
-        max_heating_power=heating, max_cooling_power=cooling))
-    valve = DivertValve("V", species, DivertValveParams())
-    bpr = BackPressureRegulator("BPR", species, BprParams(setpoint=q("5 bar")))
-    fs = Flowsheet(species, [p1, p2, mixer, reactor, th, valve, bpr], [
-        ((p1, "out"), (mixer, "in1")), ((p2, "out"), (mixer, "in2")),
-        ((mixer, "out"), (reactor, "in")), ((reactor, "out"), (valve, "in")),
-        ((valve, "product"), (bpr, "in")),
-    ])
-    fs.link_jacket(th, reactor)
-    for u in fs.units.values():
-        u.skip_steady = skip
-    return fs
+from tests.simulators.conftest import LINE_DH, LINE_FEED_A, jacketed_line, worst_residual
 
 
 def _adiabatic_rise(fs: Flowsheet) -> float:
@@ -76,12 +33,7 @@ def _adiabatic_rise(fs: Flowsheet) -> float:
     temperatures (all of the most concentrated A converted without heat loss)."""
     reactor = fs.units["R"]
     assert isinstance(reactor, CoilReactor)
-    return -DH * FEED_A / reactor._rho_cp
-
-
-def _worst_residual(fs: Flowsheet) -> float:
-    return max(abs(b.residual) / max(b.mass_in, b.mass_out, b.holdup, 1e-12)
-               for b in fs.balances().values())
+    return -LINE_DH * LINE_FEED_A / reactor._rho_cp
 
 
 def _change(fs: Flowsheet, flow: float, setpoint: str) -> None:
@@ -95,8 +47,8 @@ def test_the_stiff_line_stays_physical_after_a_flow_and_set_point_change(
 ) -> None:
     """ua 0.5 W/K, tau 20 s, dt 5 s: before the fix the coil went from 68 to -179 degC in
     two steps and on to about -1e42 K (or ROS2 hit a singular matrix), skip on or off."""
-    fs = _line(species, ua=0.5, tau=20.0, skip=skip)
-    ref = _line(species, ua=0.5, tau=20.0, integrator="bdf")
+    fs = jacketed_line(species, ua=0.5, tau=20.0, skip=skip)
+    ref = jacketed_line(species, ua=0.5, tau=20.0, integrator="bdf")
     for line in (fs, ref):
         for _ in range(150):
             line.step(5.0)
@@ -108,7 +60,7 @@ def test_the_stiff_line_stays_physical_after_a_flow_and_set_point_change(
     for _ in range(480):  # 40 min
         fs.step(5.0)
         assert low <= reactor.T.min() and reactor.T.max() <= high
-        assert reactor.c.min() >= -1e-9 * FEED_A
+        assert reactor.c.min() >= -1e-9 * LINE_FEED_A
     for _ in range(480):
         ref.step(5.0)
     want = ref.units["R"]
@@ -116,7 +68,7 @@ def test_the_stiff_line_stays_physical_after_a_flow_and_set_point_change(
     # settled: the split integrator gives BDF's steady state to its splitting error, which
     # at h = 5 s in this strongly exothermic coil is 2 K (0.05 K at max_substep 1 s)
     np.testing.assert_allclose(reactor.T, want.T, atol=2.5)
-    assert _worst_residual(fs) <= 1e-9
+    assert worst_residual(fs) <= 1e-9
 
 
 def test_a_small_bath_on_a_large_reactor_relaxes_instead_of_diverging(
@@ -124,7 +76,7 @@ def test_a_small_bath_on_a_large_reactor_relaxes_instead_of_diverging(
 ) -> None:
     """A failed 100 J/K bath on a 1 L coil at 100 W/K (G dt / C = 5): with the wall duty
     frozen over a step the bath went 50, -69, 310, -896 ... degC, 1e21 K in 40 steps."""
-    fs = _line(species, ua=100.0, tau=20.0, volume=1e-3, bath=100.0, t_init=q("20 degC"))
+    fs = jacketed_line(species, ua=100.0, tau=20.0, volume=1e-3, bath=100.0, t_init=q("20 degC"))
     th = fs.units["TH"]
     assert isinstance(th, Thermostat)
     th.temperature = q("50 degC")
@@ -178,6 +130,40 @@ def test_a_non_finite_inlet_temperature_is_refused(species: SpeciesTable) -> Non
         reactor.step(5.0, {"in": bad})
 
 
+def test_the_tank_out_of_range_is_named_with_its_place(species: SpeciesTable) -> None:
+    """One check in UnitModel.step over the temperatures a model declares: a diverged middle
+    tank of three is named as such, not only as 'a tank'."""
+    reactor = CoilReactor("R7", species, CoilReactorParams(
+        volume=q("1 mL"), inner_diameter=q("1 mm"), n_tanks=3))
+    assert reactor.temperature_states == {"jacket_temperature": "jacket temperature",
+                                          "T": "tank temperature"}
+    reactor.T[1] = 5000.0
+    feed = Stream.of(species, "1 mL/min", 293.15, {"solvent": 15000})
+    with pytest.raises(ModelStateError, match=r"R7 at t = 0.001 s: tank temperature = 4\d{3}"
+                       r"(\.\d+)? K \(element 2 of 3\) is outside the physical range"):
+        reactor.step(1e-3, {"in": feed})
+
+
+def test_an_impossible_jacket_temperature_is_named_as_the_cause(species: SpeciesTable) -> None:
+    """The jacket is checked before the tanks it heats: the error names the input that was
+    impossible, not only the tank that followed it."""
+    reactor = CoilReactor("R6", species, CoilReactorParams(
+        volume=q("1 mL"), inner_diameter=q("1 mm"), n_tanks=3, ua=1.0))
+    reactor.set_input("jacket_temperature", "1200 degC")
+    feed = Stream.of(species, "1 mL/min", 293.15, {"solvent": 15000})
+    with pytest.raises(ModelStateError, match=r"R6 at t = 5 s: jacket temperature = 1473.15 K "
+                       r"is outside"):
+        reactor.step(5.0, {"in": feed})
+
+
+def test_a_steady_state_outside_the_range_is_refused_too(species: SpeciesTable) -> None:
+    """steady_state passes the same check as step: a bath set to 900 degC has no physical
+    steady state for a liquid line."""
+    th = Thermostat("TH8", species, ThermostatParams(setpoint=q("900 degC")))
+    with pytest.raises(ModelStateError, match=r"TH8 at t = 0 s: bath temperature = 1173.15 K"):
+        th.steady_state()
+
+
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
@@ -197,7 +183,7 @@ def test_any_physical_wall_bath_volume_and_step_stays_in_the_envelope(
     """Every tank and the bath stay between the coldest and the hottest of the feed, the
     initial state, the set points and ambient, the coil at most the adiabatic rise above;
     the mass balance closes."""
-    fs = _line(species, ua=ua, tau=tau, volume=volume_ml * 1e-6, bath=bath)
+    fs = jacketed_line(species, ua=ua, tau=tau, volume=volume_ml * 1e-6, bath=bath)
     th, reactor = fs.units["TH"], fs.units["R"]
     assert isinstance(th, Thermostat) and isinstance(reactor, CoilReactor)
     for _ in range(round(300.0 / dt)):
@@ -212,4 +198,4 @@ def test_any_physical_wall_bath_volume_and_step_stays_in_the_envelope(
         fs.step(dt)
         assert low <= reactor.T.min() and reactor.T.max() <= high
         assert low <= th.temperature <= max(temps) + _adiabatic_rise(fs) + 1e-6
-    assert _worst_residual(fs) <= 1e-9
+    assert worst_residual(fs) <= 1e-9

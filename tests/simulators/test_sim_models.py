@@ -44,6 +44,7 @@ from modulecontrol.simulators.models import (
     tanks_from_dispersion,
 )
 from modulecontrol.units import to_si as q
+from tests.simulators.conftest import crystal_species
 
 ML_MIN = 1e-6 / 60
 
@@ -462,15 +463,7 @@ def test_ros2_is_second_order_against_solve_ivp() -> None:
 
 # ------------------------------------------------------------------------------ crystallizer
 def test_msmpr_kinetic_steady_state_matches_dynamics_and_antisolvent_lowers_solubility() -> None:
-    from modulecontrol.simulators.models import Species
-
-    table = SpeciesTable(
-        [
-            Species(name="water", molar_mass=0.018, density=1000),
-            Species(name="EtOH", molar_mass=0.046, density=790),
-            Species(name="API", molar_mass=0.3, density=1300),
-        ]
-    )
+    table = crystal_species(antisolvent=True)
     params = MsmprParams(
         volume=q("0.5 L"),
         solute="API",
@@ -503,14 +496,7 @@ def test_msmpr_kinetic_steady_state_matches_dynamics_and_antisolvent_lowers_solu
 
 
 def test_msmpr_cooling_profile_drives_jacket() -> None:
-    from modulecontrol.simulators.models import Species
-
-    table = SpeciesTable(
-        [
-            Species(name="water", molar_mass=0.018, density=1000),
-            Species(name="API", molar_mass=0.3, density=1300),
-        ]
-    )
+    table = crystal_species()
     cr = MsmprCrystallizer(
         "C",
         table,

@@ -9,64 +9,23 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modulecontrol.simulators.models import (
-    BackPressureRegulator,
-    BprParams,
-    CoilReactor,
-    CoilReactorParams,
-    DivertValve,
-    DivertValveParams,
-    Flowsheet,
-    HplcPump,
-    HplcPumpParams,
-    Reaction,
-    SpeciesTable,
-    Thermostat,
-    ThermostatParams,
-    TMixer,
-    TMixerParams,
-)
+from modulecontrol.simulators.models import CoilReactor, Flowsheet, SpeciesTable, Thermostat
 from modulecontrol.units import to_si as q
+from tests.simulators.conftest import jacketed_line, worst_residual
 
 DT = 5.0
 
 
 def _line(species: SpeciesTable, skip: bool) -> Flowsheet:
-    """Two pumps, a mixer, a jacketed coil reactor, a divert valve and a BPR: every kind of
-    unit that skips (reactor, thermostat, mixer, BPR) and two that never do (pump, valve)."""
-    rx = Reaction(stoichiometry={"A": -1, "B": 1}, k_ref=0.02, Ea=q("50 kJ/mol"),
-                  T_ref=q("50 degC"), dH=q("-100 kJ/mol"))
-    p1 = HplcPump("P1", species, HplcPumpParams(
-        feed={"solvent": 15000, "A": 2000}, flow_setpoint=q("1 mL/min"), running=True))
-    p2 = HplcPump("P2", species, HplcPumpParams(
-        feed={"solvent": 16000, "C": 50}, flow_setpoint=q("1 mL/min"), running=True))
-    mixer = TMixer("M", species, TMixerParams())
-    reactor = CoilReactor("R", species, CoilReactorParams(
-        volume=q("1 mL"), inner_diameter=q("1 mm"), n_tanks=5, reactions=[rx], ua=0.5,
-        max_substep=5.0))
-    th = Thermostat("TH", species, ThermostatParams(
-        setpoint=q("50 degC"), initial_temperature=q("50 degC"), tau=q("20 s")))
-    valve = DivertValve("V", species, DivertValveParams())
-    bpr = BackPressureRegulator("BPR", species, BprParams(setpoint=q("5 bar")))
-    fs = Flowsheet(species, [p1, p2, mixer, reactor, th, valve, bpr], [
-        ((p1, "out"), (mixer, "in1")), ((p2, "out"), (mixer, "in2")),
-        ((mixer, "out"), (reactor, "in")), ((reactor, "out"), (valve, "in")),
-        ((valve, "product"), (bpr, "in")),
-    ])
-    fs.link_jacket(th, reactor)
-    for u in fs.units.values():
-        u.skip_steady = skip
-    return fs
+    """The shared jacketed line (two pumps, a mixer, a jacketed coil reactor, a divert valve
+    and a BPR: every kind of unit that skips and two that never do), its coil starting at
+    25 degC below a 50 degC bath."""
+    return jacketed_line(species, volume=q("1 mL"), skip=skip, coil_t_init=298.15)
 
 
 def _run(fs: Flowsheet, steps: int) -> None:
     for _ in range(steps):
         fs.step(DT)
-
-
-def _worst_residual(fs: Flowsheet) -> float:
-    return max(abs(b.residual) / max(b.mass_in, b.mass_out, b.holdup, 1e-12)
-               for b in fs.balances().values())
 
 
 def _assert_same(a: Flowsheet, b: Flowsheet) -> None:
@@ -129,7 +88,7 @@ def test_a_steady_line_skips_and_gives_the_integrated_result(species: SpeciesTab
         assert skipping.units[name].skipped_steps == 0, name
     assert all(u.skipped_steps == 0 for u in integrated.units.values())
     _assert_same(skipping, integrated)
-    assert _worst_residual(skipping) <= 1e-12
+    assert worst_residual(skipping) <= 1e-12
 
 
 @pytest.mark.parametrize("change", sorted(CHANGES))
@@ -150,7 +109,7 @@ def test_every_kind_of_change_wakes_the_unit_and_what_is_downstream(
     _run(skipping, 300)
     _run(integrated, 300)
     _assert_same(skipping, integrated)
-    assert _worst_residual(skipping) <= 1e-12
+    assert worst_residual(skipping) <= 1e-12
 
 
 def test_steady_state_and_wake_restart_the_integration(species: SpeciesTable) -> None:
@@ -215,5 +174,5 @@ def test_skipping_matches_integration_and_conserves_mass_for_any_history(
         _apply(skipping, fs_step)
         _apply(integrated, fs_step)
         _assert_same(skipping, integrated)
-    assert _worst_residual(skipping) <= 1e-12
+    assert worst_residual(skipping) <= 1e-12
 

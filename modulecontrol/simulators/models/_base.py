@@ -71,14 +71,18 @@ class ModelStateError(RuntimeError):
 
 def check_temperatures(unit: str, time: float, what: str, values: Any) -> None:
     """Raise :class:`ModelStateError` unless every value of ``values`` (K) is finite and in
-    :data:`TEMPERATURE_RANGE`; ``what`` names the variable in the message."""
+    :data:`TEMPERATURE_RANGE`; ``what`` names the variable in the message, and of an array
+    of several values the message also says which one (``element 3 of 5``: a tank of a coil)
+    so that the place of a divergence can be read off the error."""
     arr = np.asarray(values, dtype=float)
     lo, hi = TEMPERATURE_RANGE
-    if arr.size and not bool(np.all((arr >= lo) & (arr <= hi))):  # NaN fails both tests
-        bad = arr[~((arr >= lo) & (arr <= hi))]
+    inside = (arr >= lo) & (arr <= hi)  # NaN fails both tests
+    if arr.size and not bool(np.all(inside)):
+        k = int(np.argmin(inside.ravel()))
+        where = f" (element {k + 1} of {arr.size})" if arr.size > 1 else ""
         raise ModelStateError(
             unit, time,
-            f"{what} = {float(bad.flat[0]):.6g} K is outside the physical range "
+            f"{what} = {float(arr.flat[k]):.6g} K{where} is outside the physical range "
             f"{lo:g}-{hi:g} K (the model diverged or was given an impossible input); "
             "the simulation stops here instead of continuing on it")
 
@@ -179,6 +183,13 @@ class UnitModel(ABC):
     #: SI unit of every variable in :meth:`state` (``c_<species>`` is always mol/m**3)
     state_units: ClassVar[dict[str, str]] = {}
 
+    #: the model's own temperatures (K, a float or an array), as attribute name -> what the
+    #: error calls it; :meth:`step` and :meth:`steady_state` check them and every outlet's
+    #: against :data:`TEMPERATURE_RANGE` after each integration, in this order (a cause such as
+    #: an impossible jacket temperature before the tank it heated). Declared, not checked by
+    #: each model in its ``_step``: one check, the same message everywhere, none forgotten
+    temperature_states: ClassVar[dict[str, str]] = {}
+
     def __init__(self, name: str, species: SpeciesTable, params: BaseModel) -> None:
         self.name = name
         self.species = species
@@ -239,10 +250,7 @@ class UnitModel(ABC):
         key = self._key() if before is not None else ()
         lost = self._mass_lost
         out = self._step(dt, ins)
-        for port, s in out.items():
-            if not TEMPERATURE_RANGE[0] <= s.temperature <= TEMPERATURE_RANGE[1]:
-                check_temperatures(self.name, self.time + dt, f"outlet '{port}' temperature",
-                                   s.temperature)
+        self._check_temperatures(self.time + dt, out)
         source = self._source_mass(dt)
         inflow = dt * sum(s.mass_flow for s in ins.values())
         outflow = dt * sum(s.mass_flow for s in out.values())
@@ -257,6 +265,23 @@ class UnitModel(ABC):
             if after is not None and _close(after, before):
                 self._idle = self._settle(dt, key, ins, inflow, outflow, out)
         return out
+
+    def _check_temperatures(self, time: float, out: Mapping[str, Stream]) -> None:
+        """Raise :class:`ModelStateError` if a declared temperature
+        (:attr:`temperature_states`) or an outlet's is not finite or outside
+        :data:`TEMPERATURE_RANGE`: the one check of every model's temperatures, made where
+        every step and steady state passes (a model that checked in its own ``_step`` and
+        the base class's outlet check were two checks of one thing, one of them easy to
+        leave out of a new model)."""
+        lo, hi = TEMPERATURE_RANGE
+        for attr, what in self.temperature_states.items():
+            value = getattr(self, attr)
+            if not (isinstance(value, float) and lo <= value <= hi):  # floats: no numpy
+                check_temperatures(self.name, time, what, value)
+        for port, s in out.items():
+            if not lo <= s.temperature <= hi:
+                check_temperatures(self.name, time, f"outlet '{port}' temperature",
+                                   s.temperature)
 
     def _settle(self, dt: float, key: tuple[Any, ...], ins: dict[str, Stream], inflow: float,
                 outflow: float, out: dict[str, Stream]) -> _Steady | None:
@@ -332,6 +357,7 @@ class UnitModel(ABC):
         """Put the model in its steady state for these inlets and return the outlets."""
         self.wake()
         out = self._steady(self._complete(inlets))
+        self._check_temperatures(self.time, out)
         self._holdup0 = None  # bookkeeping restarts from the new state
         self._mass_in = self._mass_out = self._mass_lost = 0.0
         return out

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validat
 
 from modulecontrol.units import UnitError
 
-from ._base import UnitModel, register_model
+from ._base import ModelStateError, UnitModel, register_model
 from ._integrate import FloatArray, ros2_step
 from ._quantities import (
     Conductance,
@@ -169,6 +169,8 @@ class MsmprCrystallizer(UnitModel):
     }
     Params = MsmprParams
     inputs: ClassVar[dict[str, str]] = {"jacket_temperature": "K"}
+    temperature_states: ClassVar[dict[str, str]] = {
+        "jacket_temperature": "jacket temperature", "T": "vessel temperature"}
     inlets = ("feed", "antisolvent")
     outlets = ("product",)
 
@@ -332,6 +334,7 @@ class MsmprCrystallizer(UnitModel):
         solids = Solids(mom, self.p.crystal_density, self.p.shape_factor)
         return {"product": Stream(self.species, self.flow, self.T, AMBIENT_PRESSURE, conc, solids)}
 
+    #: halvings of one sub-step before it is refused (h / 4096: about 7 ms at 30 s)
     _MAX_HALVINGS = 12
 
     def _advance(self, s: Stream, phi: float, y: FloatArray, t0: float, h: float,
@@ -347,15 +350,82 @@ class MsmprCrystallizer(UnitModel):
         for the local dynamics: it is rejected and taken as two halves. Every accepted step
         conserves the solute + crystal + outflow invariant, so the mass balance still closes
         to round-off.
+
+        After ``_MAX_HALVINGS`` halvings (``h`` / 4096) a step is accepted only if what it
+        leaves below zero is negligible (:meth:`_negligible`): from exactly zero moments the
+        higher moments' overshoot shrinks with the step as fast as their true values (mu_j ~
+        h^(j+1) at the onset), so halving never makes it vanish, though it is some 1e-29 of
+        a meaningful value (the lomustine line's start-up gives such steps). Anything larger
+        raises :class:`ModelStateError`: it used to be accepted as it was, and the negative
+        moments or solute went on to the outlet and the sensors as if measured. Kinetics
+        that change by orders of magnitude within milliseconds are not something a smaller
+        step repairs; the simulation stops where it happened and names what to change.
         """
         f, jac = self._rhs_factory(s, self._jacket(t0 + 0.5 * h), phi)
         jm, f0 = jac(y)
         out = ros2_step(f, lambda _y: jm, y, h, f0)
-        if depth < self._MAX_HALVINGS and not self._physical(y, out):
-            half = 0.5 * h
-            mid = self._advance(s, phi, y, t0, half, depth + 1)
-            return self._advance(s, phi, mid, t0 + half, half, depth + 1)
-        return out
+        if self._physical(y, out):
+            return out
+        if depth >= self._MAX_HALVINGS:
+            if self._negligible(s, y, out, h):
+                return out
+            raise ModelStateError(self.name, t0, self._unphysical(y, out, h, depth, phi))
+        half = 0.5 * h
+        mid = self._advance(s, phi, y, t0, half, depth + 1)
+        return self._advance(s, phi, mid, t0 + half, half, depth + 1)
+
+    _STATE_NAMES = ("solute concentration", "mu0", "mu1", "mu2", "mu3", "mu4", "temperature",
+                    "solute outflow", "mu0 outflow", "mu1 outflow", "mu2 outflow",
+                    "mu3 outflow", "mu4 outflow")
+
+    def _unphysical(self, before: FloatArray, after: FloatArray, h: float, depth: int,
+                    phi: float) -> str:
+        """The message of a refused step: which value went negative or non-finite, from
+        what, at which supersaturation, and what to change, so that whoever reads the error
+        can act on it without reading the integrator."""
+        idx = [_C, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12]
+        with np.errstate(invalid="ignore"):
+            scale = np.maximum(np.abs(before[0, idx]), np.abs(after[0, idx]))
+            bad = ~(after[0, idx] >= -1e-12 * scale)  # NaN counts as bad
+        if bad.any():
+            k = idx[int(np.argmax(bad))]
+            what = (f"{self._STATE_NAMES[k]} {float(before[0, k]):.6g} -> "
+                    f"{float(after[0, k]):.6g}, below zero or not finite")
+        else:
+            what = "refused by the admissibility check"
+        _, _, sig = self._kinetics(before[:, _C], before[:, _T], before[:, 4], phi)
+        return (
+            f"the crystallization of '{self.solute}' admits no step of {h:.3g} s after "
+            f"{depth} halvings of the sub-step ({what}; supersaturation {float(sig[0]):.3g}); "
+            "the nucleation or growth kinetics are too fast for this crystallizer's "
+            "integration: check kb1/b1, kb2/b2/j and kg/g (their units and exponents) and "
+            "the solubility, or lower max_substep")
+
+    #: m: the crystal size below which a moment's value is taken as nothing (a micron; the
+    #: sizes a crystallizer is run for are 1 to 1000 um)
+    _SIZE_SCALE = 1e-6
+    #: fraction of a reference value (:meth:`_negligible`) a negative value may reach
+    _NEGLIGIBLE = 1e-9
+
+    def _negligible(self, s: Stream, before: FloatArray, after: FloatArray, h: float) -> bool:
+        """Whether every negative solute, moment or outflow value of ``after`` is at most
+        ``_NEGLIGIBLE`` of its reference: the solute's of the larger of the feed's and the
+        vessel's concentration, mu3's of all of that solute as crystals (or the feed's or
+        vessel's mu3 if larger), mu_j's of mu3's at ``_SIZE_SCALE`` (mu3 / L^(3-j)), the
+        outflow integrals' of their state's flowing out over ``h``. At 1e-9 of a micron
+        population, mu0 may read -3 crystals per mL of a line with a few mol/m3 of solute:
+        nothing a sensor or a balance can see. Not finite is never negligible."""
+        if not np.all(np.isfinite(after)):
+            return False
+        mu_in = s.solids.moments if s.solids is not None else np.zeros(5)
+        c_ref = max(float(s.conc[self._i]), abs(float(before[0, _C])))
+        mu3_ref = max(self._m * c_ref / self._rk, abs(float(before[0, 4])), float(mu_in[3]))
+        ref = np.empty(_NSTATE)
+        ref[_C] = c_ref
+        ref[_MU] = mu3_ref * self._SIZE_SCALE ** (np.arange(5.0) - 3.0)
+        ref[_T] = 0.0
+        ref[_CUM] = np.concatenate([[c_ref], ref[_MU]]) * self.flow / self.p.volume * h
+        return bool(np.all(after[0] >= -self._NEGLIGIBLE * ref))
 
     @staticmethod
     def _physical(before: FloatArray, after: FloatArray) -> bool:

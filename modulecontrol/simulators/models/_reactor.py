@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validat
 from modulecontrol.errors import did_you_mean
 from modulecontrol.units import UnitError
 
-from ._base import ModelStateError, ParameterError, UnitModel, check_temperatures, register_model
+from ._base import ModelStateError, ParameterError, UnitModel, register_model
 from ._integrate import FloatArray, ros2_step
 from ._quantities import (
     Conductance,
@@ -479,6 +479,8 @@ class CoilReactor(UnitModel):
     }
     Params = CoilReactorParams
     inputs: ClassVar[dict[str, str]] = {"jacket_temperature": "K"}
+    temperature_states: ClassVar[dict[str, str]] = {
+        "jacket_temperature": "jacket temperature", "T": "tank temperature"}
     fault_kinds = ("fouling", "deactivation")
     inlets = ("in",)
     outlets = ("out",)
@@ -823,7 +825,6 @@ class CoilReactor(UnitModel):
         else:
             n_sub = max(1, math.ceil(dt / self.p.max_substep - 1e-9))
             moles = self._strang(dt, n_sub, s, kappa)
-        check_temperatures(self.name, self.time + dt, "tank temperature", self.T)
         self.wall_heat_duty = (
             self.ua / self.n_tanks * float((self.T - self.jacket_temperature).sum())
         )
