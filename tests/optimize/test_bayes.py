@@ -22,7 +22,6 @@ from modulecontrol.optimize import (
     ALGORITHMS,
     BayesSearch,
     Campaign,
-    HistorianJournal,
     MemoryJournal,
     Plan,
     Trial,
@@ -30,8 +29,7 @@ from modulecontrol.optimize import (
     plan_from_recipe,
 )
 from modulecontrol.recipe import Optimize, load_recipe
-from modulecontrol.records import Historian
-from tests.optimize.test_campaign import Toy, toy_plan
+from tests.optimize.test_campaign import Toy, interrupted_and_resumed, toy_plan
 
 TOY_OPTIMUM = 9.875
 
@@ -121,18 +119,7 @@ def test_same_trials_same_point_never_a_measured_one(trials: list[Trial]) -> Non
 async def test_restored_campaign_asks_the_same_points(tmp_path: Path) -> None:
     """Interrupted after 6 experiments (past the initial design of 5), restarted from the
     records database: the same points and outcomes as an uninterrupted campaign."""
-    straight = await Campaign(bayes_plan(9), Toy(), MemoryJournal()).run()
-    db = tmp_path / "records.db"
-    h = Historian(db, flush_interval=0.05)
-    try:
-        await h.start_run("optimise")
-        first = await Campaign(bayes_plan(6), Toy(), HistorianJournal(h, "toy", 9)).run()
-        assert len(first.records) == 6
-        resumed = await Campaign(bayes_plan(9), Toy(), HistorianJournal(h, "toy", 9)).run()
-    finally:
-        await h.close()
-    assert [r.x for r in resumed.records] == [r.x for r in straight.records]
-    assert [r.objective for r in resumed.records] == [r.objective for r in straight.records]
+    await interrupted_and_resumed(bayes_plan, 6, 9, tmp_path / "records.db")
 
 
 async def test_failed_experiments_are_infeasible_worst_and_not_repeated() -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
 
 from modulecontrol.optimize import (
     Campaign,
+    CampaignResult,
     ExperimentFailed,
     HistorianJournal,
     MemoryJournal,
@@ -87,22 +88,29 @@ async def test_failed_experiments_are_recorded_counted_and_never_feasible() -> N
     assert len(journal.applied) == 6  # set points written for every one of them
 
 
-async def test_restarted_campaign_continues_with_the_same_points(tmp_path: Path) -> None:
-    """Interrupted after 4 experiments, restarted from the records database: the campaign
-    asks what an uninterrupted one asks, and every experiment is audited and chained."""
-    straight = await Campaign(toy_plan(9), Toy(), MemoryJournal()).run()
-
-    db = tmp_path / "records.db"
+async def interrupted_and_resumed(plan: Callable[[int], Plan], cut: int, total: int,
+                                  db: Path) -> CampaignResult:
+    """A campaign of ``total`` experiments interrupted after ``cut`` and restarted from the
+    records database ``db``; asserts it asks what an uninterrupted one asks."""
+    straight = await Campaign(plan(total), Toy(), MemoryJournal()).run()
     h = Historian(db, flush_interval=0.05)
     try:
         await h.start_run("optimise")
-        first = await Campaign(toy_plan(4), Toy(), HistorianJournal(h, "toy", 9)).run()
-        assert len(first.records) == 4
-        resumed = await Campaign(toy_plan(9), Toy(), HistorianJournal(h, "toy", 9)).run()
+        first = await Campaign(plan(cut), Toy(), HistorianJournal(h, "toy", total)).run()
+        assert len(first.records) == cut
+        resumed = await Campaign(plan(total), Toy(), HistorianJournal(h, "toy", total)).run()
     finally:
         await h.close()
     assert [r.x for r in resumed.records] == [r.x for r in straight.records]
     assert [r.objective for r in resumed.records] == [r.objective for r in straight.records]
+    return resumed
+
+
+async def test_restarted_campaign_continues_with_the_same_points(tmp_path: Path) -> None:
+    """Interrupted after 4 experiments, restarted from the records database: the campaign
+    asks what an uninterrupted one asks, and every experiment is audited and chained."""
+    db = tmp_path / "records.db"
+    resumed = await interrupted_and_resumed(toy_plan, 4, 9, db)
     with AuditTrail(db) as trail:
         entries = list(trail.entries("toy"))
     assert len(entries) == 9
