@@ -434,8 +434,7 @@ class Orchestrator:
         self.log.emit(
             EventKind.SERVICE_STATE,
             change.service,
-            f"{change.old.label} -> {change.new.label}"
-            + (f" ({change.reason})" if change.reason else ""),
+            change.summary,
             old=change.old.label,
             new=change.new.label,
             module=tag,

@@ -1382,9 +1382,7 @@ class ControlService:
         if change.reason:
             data["reason"] = change.reason
         self._publish(EventKind.SERVICE_STATE.value, change.service,
-                      f"{change.old.label} -> {change.new.label}"
-                      + (f" ({change.reason})" if change.reason else ""),
-                      data, run=self._active[0] if self._active else None)
+                      change.summary, data, run=self._active[0] if self._active else None)
 
     def _ready(self) -> tuple[ServiceStore, Line]:
         if self.store is None or self.line is None:

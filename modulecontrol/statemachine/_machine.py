@@ -112,6 +112,13 @@ class StateChange:
     procedure: int
     reason: str = ""
 
+    @property
+    def summary(self) -> str:
+        """``Old -> New``, with the reason when the machine gave one (``Starting -> Aborting
+        (work of Starting failed: ...)``): the one wording of the records and the stream."""
+        moved = f"{self.old.label} -> {self.new.label}"
+        return f"{moved} ({self.reason})" if self.reason else moved
+
 
 @dataclass(frozen=True, slots=True)
 class WorkContext:
