@@ -360,7 +360,7 @@ class SerialDriver(BaseDriver):
             except BadReply:
                 return False
             except DeviceRejected:
-                return True
+                pass  # the device's error reply to this request is an answer too
             return True
 
         line = await self._exchange(request, cmd.timeout, tag, answers)

@@ -1026,9 +1026,8 @@ def _endpoint(opts: LiveOptions) -> OpcUaEndpoint:
                              timeout=opts.timeout)
     from modulecontrol.simulators import Credentials
 
-    folder = Path(opts.pki) if opts.pki is not None else Path("runs/pki")
-    cert, key = Credentials(folder).certificate("mtp-check-client",
-                                                "urn:modulecontrol:mtp-check", server=False)
+    cert, key = Credentials(opts.pki).certificate("mtp-check-client",
+                                                  "urn:modulecontrol:mtp-check", server=False)
     return OpcUaEndpoint(
         protocol="opcua", url=opts.endpoint, certificate=str(cert), private_key=str(key),
         server_certificate=None if opts.server_certificate is None

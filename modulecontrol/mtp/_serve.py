@@ -179,9 +179,8 @@ async def serve_manifest(
             passwords[u.name] = _check_password(u.name, os.environ.get(u.password_env),
                                                 u.password_env)
         roles = {username: "admin", **{u.name: u.role for u in users}}
-        folder = Path(pki) if pki is not None else Path("runs/pki")
         uri = f"urn:modulecontrol:virtual-pea:{mt.name}"
-        cert, key = Credentials(folder).certificate(f"virtual-pea-{mt.name}", uri, server=True)
+        cert, key = Credentials(pki).certificate(f"virtual-pea-{mt.name}", uri, server=True)
         kwargs.update(certificate=cert, private_key=key, users=passwords,
                       allow_insecure=False, roles=roles, on_refused=on_refused)
     elif users:

@@ -355,7 +355,7 @@ async def serve_pea(view: ModuleView, endpoint: OpcUaEndpoint, host: str, port: 
             f"{view.tag}: the endpoint says security_policy \"None\"; a simulated PEA is "
             "served without security only on request (--insecure, insecure=True). Drop "
             "security_policy and security_mode to serve Basic256Sha256 SignAndEncrypt")
-    credentials = Credentials(pki or Path("runs/pki"))
+    credentials = Credentials(pki)
     logins = pea_logins(view.tag, endpoint, credentials)
     kwargs: dict[str, Any] = {
         "users": {name: login.password() for name, login in logins.items()},

@@ -48,8 +48,11 @@ _RENEW_BEFORE = _dt.timedelta(days=1)
 class Credentials:
     """Certificates, keys and passwords of served modules in ``folder`` (see module doc)."""
 
-    def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder)
+    DEFAULT_FOLDER = Path("runs/pki")
+    """Where the credentials are kept unless a folder is given (``--pki``)."""
+
+    def __init__(self, folder: str | Path | None = None) -> None:
+        self.folder = self.DEFAULT_FOLDER if folder is None else Path(folder)
 
     # -- files ------------------------------------------------------------------------------
     @contextlib.contextmanager
