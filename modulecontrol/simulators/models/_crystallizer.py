@@ -26,6 +26,7 @@ import math
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from modulecontrol.units import UnitError
@@ -138,6 +139,9 @@ class MsmprParams(BaseModel):
 # state layout: c, mu0..mu4, T, then outflow integrals of c and mu0..mu4
 _C, _MU, _T, _CUM = 0, slice(1, 6), 6, slice(7, 13)
 _NSTATE = 13
+_NON_NEGATIVE = [_C, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12]
+"""The state values that are never below zero: solute, moments and their outflow integrals
+(every one but the temperature)."""
 _K = np.arange(1.0, 5.0)
 
 
@@ -383,12 +387,9 @@ class MsmprCrystallizer(UnitModel):
         """The message of a refused step: which value went negative or non-finite, from
         what, at which supersaturation, and what to change, so that whoever reads the error
         can act on it without reading the integrator."""
-        idx = [_C, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12]
-        with np.errstate(invalid="ignore"):
-            scale = np.maximum(np.abs(before[0, idx]), np.abs(after[0, idx]))
-            bad = ~(after[0, idx] >= -1e-12 * scale)  # NaN counts as bad
+        bad = self._below_zero(before, after)
         if bad.any():
-            k = idx[int(np.argmax(bad))]
+            k = _NON_NEGATIVE[int(np.argmax(bad))]
             what = (f"{self._STATE_NAMES[k]} {float(before[0, k]):.6g} -> "
                     f"{float(after[0, k]):.6g}, below zero or not finite")
         else:
@@ -431,9 +432,17 @@ class MsmprCrystallizer(UnitModel):
     def _physical(before: FloatArray, after: FloatArray) -> bool:
         """Solute, moments and their outflow integrals non-negative, to round-off of their
         scale in this step."""
-        idx = [_C, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12]
-        scale = np.maximum(np.abs(before[0, idx]), np.abs(after[0, idx]))
-        return bool(np.all(after[0, idx] >= -1e-12 * scale))
+        return not bool(MsmprCrystallizer._below_zero(before, after).any())
+
+    @staticmethod
+    def _below_zero(before: FloatArray, after: FloatArray) -> npt.NDArray[np.bool_]:
+        """Per value of :data:`_NON_NEGATIVE`: below zero beyond round-off of its scale in
+        this step, or not finite."""
+        with np.errstate(invalid="ignore"):
+            scale = np.maximum(np.abs(before[0, _NON_NEGATIVE]),
+                               np.abs(after[0, _NON_NEGATIVE]))
+            bad: npt.NDArray[np.bool_] = ~(after[0, _NON_NEGATIVE] >= -1e-12 * scale)
+        return bad
 
     @property
     def wall_conductance(self) -> float:
