@@ -61,6 +61,7 @@ from bench.load import FULL, plant_yaml, recipe_yaml
 from modulecontrol.client import Client, Resync
 from modulecontrol.descriptors import NOISY_CLASSES, load_plant
 from modulecontrol.simulators import attach_plant
+from modulecontrol.statemachine import State
 from modulecontrol.testing.service import ServeProcess, production_recipe, serve_folder
 from modulecontrol.units import compatible
 from modulecontrol.yamlio import dump_yaml, load_yaml_text
@@ -111,7 +112,7 @@ def _hold_causes(db: Path) -> list[str]:
     out = []
     for kind, source, payload in rows:
         message = str(json.loads(payload).get("message", ""))
-        if kind != "state_change" or "-> Aborting" in message:
+        if kind != "state_change" or f"-> {State.ABORTING.label}" in message:
             out.append(f"{source}: {message}")
     return out
 
@@ -124,10 +125,11 @@ async def _until(c: Client, rid: int, key: str, value: str, within: float,
     records say failed, instead of waiting out ``within`` for a resume that never comes."""
     deadline = time.monotonic() + within
     while (run := await c.run(rid)).get(key) != value:
-        if (records is not None and run.get("recipe_state") == "Held"
-                and not run.get("held_by")):
+        if (records is not None and run.get("recipe_state") == State.HELD.label
+                and run.get("awaits_operator")):
             raise RuntimeError(f"run {rid} is held at {run.get('step')!r} for an operator "
-                               f"decision: {'; '.join(_hold_causes(records)[-6:])}")
+                               f"decision ({'; '.join(run.get('held_by') or [])}): "
+                               f"{'; '.join(_hold_causes(records)[-6:])}")
         if time.monotonic() > deadline:
             raise RuntimeError(f"run {rid}: {key} never {value}: {await c.run(rid)}")
         await asyncio.sleep(0.2)
@@ -259,7 +261,7 @@ async def _measure(folder: Path, plant: _BenchPlant, serve: ServeProcess, durati
     while time.perf_counter() - wall0 < duration:  # a resume only once held, and back
         await admin.command(rid, "hold")
         await asyncio.sleep(2.0)
-        await _until(admin, rid, "recipe_state", "Held", 60.0)
+        await _until(admin, rid, "recipe_state", State.HELD.label, 60.0)
         await admin.command(rid, "resume")
         await asyncio.sleep(2.0)
         await _until(admin, rid, "recipe_state", "Execute", 60.0)

@@ -282,10 +282,15 @@ class Orchestrator:
         there (a failed step or a resumed run waiting for an operator's decision). Without
         the second, a recipe held for a decision showed an empty list to the station and
         the API, and only the records said why."""
-        reasons = self.holds.reasons()
-        if reasons or self.machine.state not in (State.HOLDING, State.HELD):
-            return reasons
+        if not self.awaits_operator():
+            return self.holds.reasons()
         return [self._hold_reason] if self._hold_reason else []
+
+    def awaits_operator(self) -> bool:
+        """Held (or holding) with no cause left that would unhold it by itself: only an
+        operator's resume, stop or abort moves the run on."""
+        return (self.machine.state in (State.HOLDING, State.HELD)
+                and not self.holds.held)
 
     def try_command(self, cmd: Command, reason: str) -> bool:
         if self.machine.check(cmd, Channel.EXTERNAL) is not None:
@@ -460,6 +465,7 @@ class Orchestrator:
             "state": self.machine.state.label,
             "step": self.progress.step,
             "held_by": self.held_by(),
+            "awaits_operator": self.awaits_operator(),
             "events": len(self.log.events),
         }
 

@@ -803,6 +803,7 @@ class ControlService:
                 out["recipe_state"] = orch.machine.state.label
                 out["step"] = orch.progress.step
                 out["held_by"] = orch.held_by()
+                out["awaits_operator"] = orch.awaits_operator()
                 pr = orch.progress
                 rest = remaining(session.vr, pr)
                 now = self._ready()[1].clock.now()

@@ -285,6 +285,8 @@ async def test_a_run_started_on_a_lost_module_holds_until_it_is_back(rig: Rig) -
         task = asyncio.create_task(orch.run())
         await asyncio.wait_for(orch.machine.wait_for(State.HELD), 10)
         assert "P1: communication lost" in orch.holds.reasons()
+        status = orch.status()  # held by a cause that resumes it by itself
+        assert status["held_by"] == orch.holds.reasons() and not status["awaits_operator"]
         (fault,) = orch.log.of_kind(EventKind.MODULE_FAULT)
         assert fault.source == "P1"
         assert not [e for e in orch.log.of_kind(EventKind.COMMAND) if e.source == "P1.Dosing"]

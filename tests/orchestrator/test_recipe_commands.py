@@ -135,6 +135,7 @@ async def test_a_failed_step_holds_before_it_is_tried_again(rig: Rig) -> None:  
         assert len(sent) == 1 and len(failed) == 1, (sent, failed)
         # the station and the API say why: no interlock or lost module holds it, the step's
         # decision does (it showed an empty list)
+        assert orch.status()["awaits_operator"]
         (why,) = orch.status()["held_by"]
         assert why.startswith(failed[0].source) and "timed out" in why, why
         assert orch.position()["held_by"] == [why]  # and a resumed run says so again
