@@ -295,6 +295,34 @@ def test_thermostat_update_is_exact_for_any_step(
     assert coarse.temperature == pytest.approx(fine.temperature, abs=1e-6)
 
 
+@pytest.mark.parametrize("load", [-0.4040178629026855, -0.4040178629205968])
+def test_a_bath_leaving_its_power_limit_within_a_step_integrates_the_whole_step(
+    species: SpeciesTable, load: float
+) -> None:
+    """The lomustine R1 jacket 60 s into a start-up (heating at its 2 kW limit to 40 degC,
+    the coil's wall on it): two loads 2e-11 W apart once ended 0.8 K apart after this 5 s
+    step. Leaving the limit, the free response's switch ratio for that limit is 1 up to
+    round-off; a ratio of 1 - 1e-16 switched back to the limit at once, chattered through
+    the step's four passes and dropped the rest of the step. Both loads now give the exact
+    solution: the limit until the demand falls to it, then the first-order response."""
+    th = Thermostat("J", species, ThermostatParams(tau=60, heat_capacity=1.2e4,
+                                                   max_heating_power=2000,
+                                                   max_cooling_power=1000))
+    th.temperature, th.setpoint = 303.14797391146175, 313.15
+    th.heat_load, th.load_conductance = load, 2.0
+    th.step(5.0)
+    # by hand: C dT/dt = 2000 + load - 2 (T - T0) until the demand 200 (Tsp - T) + d_ss
+    # reaches 2000 W, then T follows Tsp - (Tsp - T) exp(-t / 60)
+    t0, c, g, tau, sp = 303.14797391146175, 1.2e4, 2.0, 60.0, 313.15
+    a = c / tau - g
+    d_ss = -(load + g * (t0 - sp))
+    target = sp - (2000.0 - d_ss) / a
+    t_sat = -c / g * math.log1p(-g * (target - t0) / (2000.0 + load))
+    expected = sp - (sp - target) * math.exp(-(5.0 - t_sat) / tau)
+    assert 0.0 < t_sat < 5.0
+    assert th.temperature == pytest.approx(expected, abs=1e-9)
+
+
 def test_thermostat_failure_drifts_to_ambient(species: SpeciesTable) -> None:
     th = Thermostat(
         "T",

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ._base import UnitModel, register_model
+from ._base import ModelStateError, UnitModel, register_model
 from ._quantities import Conductance, HeatCapacityTotal, Power, Temperature, Time
 from ._species import FloatArray, SpeciesTable, Stream
 
@@ -123,6 +123,7 @@ class Thermostat(UnitModel):
                  + self.load_conductance * self._load_temperature)
         remaining = dt
         regime = self._regime(self.temperature)
+        left: float | None = None  # the limit the bath just came off, within this step
         for _ in range(4):  # at most: saturated -> free -> saturated; bounded for safety
             if remaining <= 0.0:
                 break
@@ -131,6 +132,14 @@ class Thermostat(UnitModel):
                 amp = a * (self.setpoint - t0)
                 t_switch, nxt = math.inf, None
                 for lim in (p.max_heating_power, -p.max_cooling_power):
+                    if lim == left:
+                        # the demand starts at this limit and moves away from it (towards
+                        # d_ss, monotonically): its ratio is 1 up to round-off, and a ratio
+                        # of 1 - 1e-16 switched back to it at once, which chattered through
+                        # the four passes and dropped the rest of the step (the jacket 0.8 K
+                        # off a minute into a start-up, and a run not smooth in its
+                        # parameters)
+                        continue
                     ratio = (lim - d_ss) / amp if amp != 0.0 else -1.0
                     if 0.0 < ratio < 1.0 and (lim - d_ss) * amp > 0:
                         t_switch, nxt = -p.tau * math.log(ratio), lim
@@ -155,9 +164,16 @@ class Thermostat(UnitModel):
             cap = p.heat_capacity
             k = g / cap
             drive = power + g_env - g * t0  # W flowing into the bath at t0
-            if target is not None and drive != 0.0 and (target - t0) / drive >= 0.0:
+            # the limit is left only while the demand heads back within the limits
+            # (d demand/dt = -a dT/dt = -a drive/C): decided by the direction, not by the
+            # sign of (target - t0), which at the boundary is round-off (a bath that just
+            # reached a limit at the target left it again at once, and the free response
+            # then ran the rest of the step without the limit)
+            if target is not None and a * drive * power > 0.0:
                 x = g * (target - t0) / drive  # the fraction of the way to equilibrium
-                if x < 1.0:
+                if (target - t0) / drive <= 0.0:
+                    t_switch = 0.0  # at (or a round-off past) the target already
+                elif x < 1.0:
                     t_switch = (-math.log1p(-x) / k if k > 0.0
                                 else cap * (target - t0) / drive)
             h = min(remaining, t_switch)
@@ -166,7 +182,12 @@ class Thermostat(UnitModel):
             remaining -= h
             if t_switch > h:
                 break
-            regime = None
+            regime, left = None, power
+        if remaining > 1e-9 * dt:
+            raise ModelStateError(
+                self.name, self.time,
+                f"the bath's regime changed more than three times within one step of {dt:g} s "
+                f"({remaining:.3g} s left unintegrated); its controller is inconsistent")
 
     def _step(self, dt: float, inlets: dict[str, Stream]) -> dict[str, Stream]:
         self._advance(dt)
