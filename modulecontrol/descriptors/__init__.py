@@ -45,6 +45,7 @@ from modulecontrol.descriptors._loader import (
 )
 from modulecontrol.descriptors._module import (
     NOISY_CLASSES,
+    THERMOSTAT_KEY,
     ModuleType,
     OpcUaDefaults,
     Port,
@@ -89,6 +90,7 @@ from modulecontrol.descriptors._transports import (
 __all__ = [
     "NOISY_CLASSES",
     "REGISTER_COUNT",
+    "THERMOSTAT_KEY",
     "AttributeBinding",
     "Binding",
     "Calibration",

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, ValidationError
 
 from modulecontrol.descriptors._base import Ident, Model
-from modulecontrol.descriptors._module import ModuleType
+from modulecontrol.descriptors._module import ModuleType, merge_simulator_overrides
 from modulecontrol.errors import ConfigError, Location, Problem, did_you_mean
 from modulecontrol.yamlio import MAX_YAML_BYTES, YamlDoc, load_yaml_text, validation_problems
 
@@ -235,7 +235,7 @@ def calibrate(config: PlantConfig, path: str | Path,
             problems.append(Problem(f"module {tag}: type {mt.name} has no simulator to "
                                     "calibrate", doc.locate(("modules", i, "tag"))))
             continue
-        known = mt.simulator.parameters
+        known = mt.simulator.overridable()
         bad = False
         for key in given:
             if key not in known:
@@ -272,5 +272,5 @@ def _with_parameters(mt: ModuleType, given: dict[str, Any]) -> ModuleType:
     """The type with ``given`` top-level simulator keys replaced, validated as a plant's
     ``overrides.simulator`` is (:func:`~modulecontrol.descriptors.apply_overrides`)."""
     data = mt.model_dump(by_alias=True, exclude_none=True)
-    data["simulator"].setdefault("parameters", {}).update(given)
+    merge_simulator_overrides(data["simulator"], given)
     return ModuleType.model_validate(data)

@@ -11,7 +11,7 @@ from typing import Any, TypeVar, get_args
 from pydantic import BaseModel, ValidationError
 
 from modulecontrol.descriptors._calibration import Calibration, calibrate, read_calibration
-from modulecontrol.descriptors._module import ModuleType
+from modulecontrol.descriptors._module import ModuleType, merge_simulator_overrides
 from modulecontrol.descriptors._plant import Handshake, ModuleInstance, Plant
 from modulecontrol.descriptors._topology import shutdown_problems
 from modulecontrol.errors import ConfigError, Location, Problem, did_you_mean
@@ -236,7 +236,10 @@ def apply_overrides(mt: ModuleType, inst: ModuleInstance) -> ModuleType:
             if data.get("simulator") is None:
                 raise ValueError(f"module type {mt.name} has no simulator; "
                                  f"'overrides.{sub}' needs one")
-            data["simulator"].setdefault(key, {}).update(given)
+            if key == "parameters":
+                merge_simulator_overrides(data["simulator"], given)
+            else:
+                data["simulator"].setdefault(key, {}).update(given)
     return ModuleType.model_validate(data)
 
 

@@ -200,6 +200,15 @@ class SimulatorSpec(Model):
     thermostat: dict[str, Any] | None = None
     """Parameters of a thermostat model that drives the jacket (``{}`` for its defaults);
     ``None`` when the module has no jacket of its own."""
+    def overridable(self) -> dict[str, Any]:
+        """What ``overrides.simulator`` can set, with the values in effect: the model
+        parameters, and the thermostat's under ``thermostat`` when the type has a jacket
+        (:func:`merge_simulator_overrides`)."""
+        out = dict(self.parameters)
+        if self.thermostat is not None:
+            out[THERMOSTAT_KEY] = dict(self.thermostat)
+        return out
+
     services: dict[str, dict[StateLabel, dict[str, Any]]] = Field(default_factory=dict)
     """What a service does to the model when it enters a state, for modules that run their
     own state machine (a PEA): ``{Tempering: {Execute: {temperature_setpoint: {param:
@@ -210,6 +219,31 @@ class SimulatorSpec(Model):
     Gaussian noise in its unit (``Pressure: 0.02 bar``). None by default, so simulated values
     are exactly reproducible; give it where a stale-value watchdog (``stale_after``) watches a
     simulated value that is constant at steady state, as a real sensor's never is."""
+
+
+THERMOSTAT_KEY = "thermostat"
+"""The key of ``overrides.simulator`` that holds the jacket thermostat's parameters
+(``{thermostat: {tau: 90 s}}``): the one place a plant (or a twin calibration) changes the
+thermostat of one instance, merged into the type's ``simulator.thermostat`` key by key."""
+
+
+def merge_simulator_overrides(simulator: dict[str, Any], given: dict[str, Any]) -> None:
+    """Apply ``overrides.simulator`` to a dumped :class:`SimulatorSpec` in place: every key
+    replaces the model parameter of that name, and :data:`THERMOSTAT_KEY`'s mapping is
+    merged into the thermostat's parameters. The one merge behind a plant's instance
+    overrides and a twin calibration's, so both accept the same keys."""
+    rest = dict(given)
+    jacket = rest.pop(THERMOSTAT_KEY, None)
+    if jacket is not None:
+        if simulator.get("thermostat") is None:
+            raise ValueError(f"'{THERMOSTAT_KEY}': the simulator of this type has no jacket "
+                             "thermostat to set")
+        if not isinstance(jacket, dict):
+            raise ValueError(f"'{THERMOSTAT_KEY}' must be a mapping of thermostat parameters "
+                             f"(e.g. {{tau: 90 s}}), got {jacket!r}")
+        simulator["thermostat"] = {**simulator["thermostat"], **jacket}
+    if rest:
+        simulator.setdefault("parameters", {}).update(rest)
 
 
 class ModuleType(Model):

@@ -1,14 +1,15 @@
-"""Parameter estimation: least squares over the steady windows of recorded runs.
+"""Parameter estimation: least squares over the steady windows of recorded runs, or over
+every sample against the dynamic replay (``transient``, for parameters of the transient).
 
 The recorded inputs cut each run into constant-input stretches; one dynamic replay through
 the plant's models (only the modules upstream of the measured ones) shows when each stretch
 has settled, and the samples after that are compared with the models' steady state at those
-inputs. Why not every sample against the dynamic replay: the replay's start-up transient is
-not smooth in the parameters (its difference quotients change with the step, e.g. d ln y /
-d ln Ea from -19 to +87 between steps of 1e-3 and 1e-4, and with the sub-step, where the
-reference BDF integration gives -1.7), so a least-squares search stalls on it; the steady
-solve (a Newton solve per tank) is smooth, agrees with BDF to 0.05 %, and costs a fifth of
-a replay. Parameters are fitted as ``ln(value / written value)`` so they stay
+inputs. Why the steady windows by default: the steady solve (a Newton solve per tank) costs a
+fifth of a replay, and it needs no run that starts from rest. The transient fit replays
+every run from rest at each evaluation; it became possible once the replay was smooth in the
+parameters (its difference quotients had jumped with the step, d ln y / d ln Ea -19 then +87
+for steps of 1e-3 and 1e-4: a thermostat dropped the rest of a step on leaving its power
+limit, since fixed). Parameters are fitted as ``ln(value / written value)`` so they stay
 positive and of one scale; confidence intervals come from the Jacobian at the optimum
 (linearised, Student t), and a near-singular ``JᵀJ`` or a correlation near ±1 is reported as
 a parameter that the data cannot identify, instead of an interval that pretends it can.
@@ -106,11 +107,15 @@ class FitResult:
     """Samples left out because the model had not settled there (see :func:`fit`)."""
     points: list[FitPoint] = field(default_factory=list)
     """Every fitted sample with the model's value at the optimum (for residual plots)."""
+    transient: bool = False
+    """Fitted over every sample against the dynamic replay (``--transient``), not over the
+    steady windows against the steady solve."""
 
     def as_dict(self) -> dict[str, Any]:
         return {"estimates": [e.as_dict() for e in self.estimates],
                 "correlation": self.correlation.round(4).tolist(),
                 "warnings": self.warnings, "runs": self.runs, "outputs": self.outputs,
+                "samples": "transient" if self.transient else "steady",
                 "n_points": self.n_points, "n_transient": self.n_transient,
                 "rms_scaled_residual": self.rms,
                 "windows": [list(w) for w in self.windows]}
@@ -135,8 +140,15 @@ def _outputs(config: PlantConfig, data: RunSamples, given: Sequence[str]) -> lis
 
 
 def fit(config: PlantConfig, db: str | Path, runs: Sequence[int], params: Sequence[str],
-        measure: Sequence[str] = (), dt: float = 5.0) -> FitResult:
-    """Fit ``params`` (``TAG.path``) to the measurements of ``runs`` in ``db``."""
+        measure: Sequence[str] = (), dt: float = 5.0, transient: bool = False) -> FitResult:
+    """Fit ``params`` (``TAG.path``) to the measurements of ``runs`` in ``db``.
+
+    By default only the steady samples, against the models' steady solve (see the module
+    docstring). ``transient``: every sample from the run's first replayed step on, against
+    the dynamic replay of the run from a plant at rest. That is what parameters that only
+    shape the transient need (a thermostat's time constant, a wall's heat transfer), which
+    the steady samples do not depend on at all; it costs one replay of every run per
+    evaluation."""
     if not params:
         raise TwinError("name at least one --param TAG.path (e.g. "
                         "R1.reactions.carbamylation.k_ref)")
@@ -159,6 +171,8 @@ def fit(config: PlantConfig, db: str | Path, runs: Sequence[int], params: Sequen
     labels: list[tuple[int, str, float]] = []
     """(run, output, time) of each observed value, in the order of ``observed``."""
     observed_parts: list[FloatArray] = []
+    dynamic: list[tuple[Replay, dict[str, FloatArray], dict[str, FloatArray]]] = []
+    """Transient fit: each run's replay, sample times and values per output."""
     n_transient = 0
     for data in recorded:
         t0 = data.run.t_start
@@ -170,6 +184,14 @@ def fit(config: PlantConfig, db: str | Path, runs: Sequence[int], params: Sequen
             ts, vs = data.series[s]
             ok = (ts >= t0) & np.isfinite(vs)
             samples[s] = (ts[ok] - t0, vs[ok])
+        if transient:
+            at = {s: ts[(ts >= dt) & (ts <= rep.duration)] for s, (ts, _) in samples.items()}
+            ys = {s: vs[(ts >= dt) & (ts <= rep.duration)] for s, (ts, vs) in samples.items()}
+            if any(len(y) for y in ys.values()):
+                dynamic.append((rep, at, ys))
+                observed_parts.append(np.concatenate([ys[s] for s in outputs]))
+                labels.extend((data.run.id, s, t0 + float(t)) for s in outputs for t in at[s])
+            continue
         for seg, since in _steady_windows(sub, rep, outputs, dt):
             ys = {s: vs[(ts >= since) & (ts < seg.end)] for s, (ts, vs) in samples.items()}
             at = {s: ts[(ts >= since) & (ts < seg.end)] for s, (ts, _) in samples.items()}
@@ -179,15 +201,19 @@ def fit(config: PlantConfig, db: str | Path, runs: Sequence[int], params: Sequen
                 windows.append((seg, ys))
                 observed_parts.append(np.concatenate([ys[s] for s in outputs]))
                 labels.extend((data.run.id, s, t0 + float(t)) for s in outputs for t in at[s])
-    if not windows:
+    if transient and not dynamic:
+        raise TwinError(f"runs {list(runs)}: no samples of {', '.join(outputs)} after the "
+                        f"first replayed step of {dt:g} s")
+    if not windows and not transient:
         raise TwinError(f"runs {list(runs)}: no steady samples (each constant-input stretch "
                         f"ends before the model settles within {SETTLE_BAND:.0%}); record "
                         "longer stretches at each operating point")
     observed = np.concatenate(observed_parts)
-    scale_of = {s: max(max((float(np.abs(ys[s]).max()) for _, ys in windows if len(ys[s])),
+    fitted_values = [ys for _, ys in windows] + [ys for _, _, ys in dynamic]
+    scale_of = {s: max(max((float(np.abs(ys[s]).max()) for ys in fitted_values if len(ys[s])),
                            default=0.0), 1e-30) for s in outputs}
     scale = np.concatenate([np.concatenate([np.full(len(ys[s]), scale_of[s]) for s in outputs])
-                            for _, ys in windows])
+                            for ys in fitted_values])
     observed = observed / scale
 
     def model(x: FloatArray) -> FloatArray:
@@ -197,6 +223,9 @@ def fit(config: PlantConfig, db: str | Path, runs: Sequence[int], params: Sequen
         for seg, ys in windows:
             level = steady_outputs(cfg, seg.inputs, outputs)
             parts.append(np.concatenate([np.full(len(ys[s]), level[s]) for s in outputs]))
+        for rep, at, _ in dynamic:
+            track = replay(cfg, rep, outputs, dt, at)
+            parts.append(np.concatenate([track[s] for s in outputs]))
         out: FloatArray = np.concatenate(parts) / scale
         return out
 
@@ -232,9 +261,11 @@ def fit(config: PlantConfig, db: str | Path, runs: Sequence[int], params: Sequen
     insensitive = [r.name for r, d in zip(refs, np.diag(jtj), strict=True)
                    if d <= 1e-12 * max(float(np.diag(jtj).max()), 1e-300)]
     if insensitive:
+        hint = ("" if transient else "; a parameter of the transient only, such as a "
+                "thermostat's tau, needs --transient")
         warnings.append(f"not identifiable: the data do not depend on {', '.join(insensitive)}"
                         " (e.g. an activation energy from runs at its reference temperature"
-                        " only; add runs at other temperatures)")
+                        f" only; add runs at other temperatures{hint})")
     for i in range(p):
         for j in range(i + 1, p):
             if abs(corr[i, j]) > CORRELATION_LIMIT:
@@ -259,7 +290,8 @@ def fit(config: PlantConfig, db: str | Path, runs: Sequence[int], params: Sequen
               in zip(labels, observed * scale, fitted, strict=True)]
     return FitResult(estimates, corr, warnings, list(runs), outputs, n,
                      math.sqrt(float(sol.fun @ sol.fun) / n),
-                     [(d.run.t_start, d.t_end) for d in recorded], n_transient, points)
+                     [(d.run.t_start, d.t_end) for d in recorded], n_transient, points,
+                     transient)
 
 
 def _steady_windows(config: PlantConfig, rep: Replay, outputs: Sequence[str],
@@ -327,8 +359,8 @@ def write_overlay(config: PlantConfig, result: FitResult, path: str | Path) -> P
         sim = fitted.type_of(tag).simulator
         assert sim is not None
         keys = sorted({str(r.path[0]) for r in refs.values() if r.tag == tag})
-        modules.append({"tag": tag, "overrides": {"simulator": {k: sim.parameters[k]
-                                                                for k in keys}}})
+        now = sim.overridable()
+        modules.append({"tag": tag, "overrides": {"simulator": {k: now[k] for k in keys}}})
     doc = {"kind": "TwinCalibration", "plant": Path(config.file).name,
            "plant_name": config.plant.name, "provenance": result.as_dict(),
            "modules": modules}

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from modulecontrol.clock import Clock
-from modulecontrol.descriptors import PlantConfig
+from modulecontrol.descriptors import THERMOSTAT_KEY, PlantConfig
 from modulecontrol.mtpcore import Command
 from modulecontrol.records import RunSamples
 from modulecontrol.simulators import ModuleView, SimulatedPlant, build_models
@@ -35,7 +35,9 @@ class TwinError(ValueError):
 
 @dataclass(frozen=True)
 class ParamRef:
-    """One model parameter: module tag, path inside its simulator parameters, written value."""
+    """One model parameter: module tag, path inside what the instance's
+    ``overrides.simulator`` can set (the model parameters, and ``thermostat`` for a jacketed
+    module's thermostat: ``R1.thermostat.tau``), written value."""
 
     name: str
     tag: str
@@ -54,7 +56,7 @@ class ParamRef:
         if mt.simulator is None or not rest:
             raise TwinError(f"--param {name}: give TAG.path to a simulator parameter of "
                             f"{tag} (e.g. {tag}.reactions.<name>.k_ref)")
-        node: Any = mt.simulator.parameters
+        node: Any = mt.simulator.overridable()
         path: list[str | int] = []
         for key in rest.split("."):
             step: str | int | None = None
@@ -98,13 +100,14 @@ def with_parameters(config: PlantConfig, values: Mapping[ParamRef, float]) -> Pl
     for tag, items in by_tag.items():
         mt = config.type_of(tag)
         assert mt.simulator is not None
-        params = copy.deepcopy(mt.simulator.parameters)
+        params = copy.deepcopy(mt.simulator.overridable())
         for ref, v in items:
             node: Any = params
             for key in ref.path[:-1]:
                 node = node[key]
             node[ref.path[-1]] = ref.written(v)
-        sim = mt.simulator.model_copy(update={"parameters": params})
+        jacket = params.pop(THERMOSTAT_KEY, mt.simulator.thermostat)
+        sim = mt.simulator.model_copy(update={"parameters": params, "thermostat": jacket})
         types[tag] = mt.model_copy(update={"simulator": sim})
     return replace(config, instance_types=types)
 

@@ -86,10 +86,13 @@ def write_fit_report(result: FitResult, directory: str | Path) -> Path:
     (out / "fit.json").write_text(json.dumps(_finite(result.as_dict()), indent=2),
                                   encoding="utf-8")
 
-    lines = ["# Twin fit", "", f"Runs {', '.join(map(str, result.runs))}; "
+    which = (f"{result.n_points} samples of {', '.join(outputs)} against the dynamic "
+             "replay (transient fit)" if result.transient else
              f"{result.n_points} steady samples of {', '.join(outputs)} "
-             f"({result.n_transient} transient samples left out); rms scaled residual "
-             f"{result.rms:.3g}.", "", "| parameter | estimate | 95 % interval | written |",
+             f"({result.n_transient} transient samples left out)")
+    lines = ["# Twin fit", "", f"Runs {', '.join(map(str, result.runs))}; {which}; rms "
+             f"scaled residual {result.rms:.3g}.", "",
+             "| parameter | estimate | 95 % interval | written |",
              "|---|---|---|---|"]
     for e in result.estimates:
         lines.append(f"| {e.name} | {e.value:.6g} {e.unit} | [{e.low:.6g}, {e.high:.6g}] | "

@@ -41,6 +41,10 @@ def fit_cmd(
     measure: Annotated[list[str] | None, typer.Option(
         "--measure", help="TAG.Assembly to fit against (default: the analyzers').")] = None,
     dt: Annotated[float, typer.Option("--dt", help="Simulation step, s.")] = 5.0,
+    transient: Annotated[bool, typer.Option(
+        "--transient", help="Fit every sample against the dynamic replay of the run from "
+        "rest (parameters of the transient: a thermostat's tau), not only the steady "
+        "windows against the steady solve.")] = False,
     overlay: Annotated[Path | None, typer.Option("--overlay", help="Write the calibrated "
                                                  "parameters here (YAML) and record it, with "
                                                  "the fit's provenance, in the audit trail "
@@ -55,7 +59,7 @@ def fit_cmd(
     correlations and identifiability warnings."""
     try:
         config = load_plant(plant)
-        result = fit(config, db, [run, *(runs or [])], param, measure or (), dt)
+        result = fit(config, db, [run, *(runs or [])], param, measure or (), dt, transient)
         if report is not None:
             write_fit_report(result, report)
         if overlay is not None:
@@ -72,11 +76,13 @@ def fit_cmd(
                        f"  (was {e.initial:.6g})")
         names = [e.name.rsplit(".", 2)[-2] + "." + e.name.rsplit(".", 1)[-1]
                  for e in result.estimates]
-        typer.echo("correlation: " + "; ".join(
-            f"{names[i]}~{names[j]} {result.correlation[i, j]:+.3f}"
-            for i in range(len(names)) for j in range(i + 1, len(names))))
-        typer.echo(f"{result.n_points} points from runs {result.runs} "
-                   f"({result.n_transient} transient samples left out), "
+        if len(names) > 1:
+            typer.echo("correlation: " + "; ".join(
+                f"{names[i]}~{names[j]} {result.correlation[i, j]:+.3f}"
+                for i in range(len(names)) for j in range(i + 1, len(names))))
+        left = ("every sample against the dynamic replay" if result.transient
+                else f"{result.n_transient} transient samples left out")
+        typer.echo(f"{result.n_points} points from runs {result.runs} ({left}), "
                    f"rms scaled residual {result.rms:.3g}")
     if report is not None:
         typer.echo(f"report: {report / 'fit-report.md'}", err=as_json)
