@@ -6,6 +6,7 @@ real pump controller does. The twin's fit of it is in tests/twin/test_fit_pump_c
 
 from __future__ import annotations
 
+import ast
 import math
 from pathlib import Path
 
@@ -124,3 +125,24 @@ def test_steady_state_is_where_a_long_run_of_the_calibrated_line_ends() -> None:
             assert float(end[s][0]) == pytest.approx(levels[cal][s], rel=1e-9), (cal, s)
     # less amine fed: less product
     assert levels[0.95]["PAT1.Product"] < levels[1.0]["PAT1.Product"]
+
+
+def test_the_pages_example_prints_what_its_comments_say() -> None:
+    """docs/simulators.md, HPLC pump: the example runs as written, and each expression line
+    (``expression  # value ...``) evaluates to the value its comment gives."""
+    page = (ROOT / "docs" / "simulators.md").read_text(encoding="utf-8")
+    block = page.split("<!-- pump-calibration-example -->", 1)[1]
+    code = block.split("```python\n", 1)[1].split("```", 1)[0]
+    lines = code.splitlines()
+    namespace: dict[str, object] = {}
+    checked = 0
+    for stmt in ast.parse(code).body:
+        source = ast.get_source_segment(code, stmt)
+        assert source is not None
+        if isinstance(stmt, ast.Expr):
+            value = float(lines[stmt.lineno - 1].partition("  # ")[2].split()[0])
+            assert eval(source, namespace) == pytest.approx(value, rel=1e-3), source  # noqa: S307
+            checked += 1
+        else:
+            exec(source, namespace)  # noqa: S102 - the page's own example
+    assert checked == 4
