@@ -319,7 +319,7 @@ def _virtual_variables(view: ModuleView) -> dict[str, Variable]:
 
         def reset_total(v: Any) -> None:
             if v:
-                m.delivered_volume = 0.0
+                m.reset_totaliser()
                 m.reset()
             view.stored["reset_total"] = False
 

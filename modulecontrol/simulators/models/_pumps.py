@@ -56,7 +56,17 @@ class _Feed(BaseModel):
 
 class HplcPumpParams(_Feed):
     """HPLC pump: ``max_pressure`` trips it; ``pulsation`` is the relative flow amplitude of
-    the piston stroke (0 = ideal), ``stroke_volume`` sets its frequency (Q / V_stroke)."""
+    the piston stroke (0 = ideal), ``stroke_volume`` sets its frequency (Q / V_stroke).
+
+    ``flow_calibration`` is the true delivered flow per unit of commanded flow. A piston
+    pump's controller turns its flow set point into a motor speed at the nominal stroke
+    volume; worn seals, leaky check valves and the solvent's compressibility at the
+    discharge pressure make the real delivery a few percent off that (typically 0.95-1.02),
+    and the controller cannot see it: its flow reading and its totaliser count the commanded
+    flow. It is the pump's parameter a twin fits from the analyzer (docs/digital-twin.md).
+    At most 2: a larger factor is a wrong pump head or a percentage written as a factor
+    (95 for 0.95), not wear.
+    """
 
     max_flow: Flow = Field(default=1.6667e-6, gt=0)  # 100 mL/min
     ramp_rate: FlowRamp = Field(default=math.inf, gt=0)
@@ -65,6 +75,7 @@ class HplcPumpParams(_Feed):
     stroke_volume: Volume = Field(default=1.0e-7, gt=0)  # 100 uL
     flow_setpoint: Flow = Field(default=0.0, ge=0)
     running: bool = False
+    flow_calibration: float = Field(default=1.0, gt=0, le=2)
 
 
 class _PumpBase(UnitModel):
@@ -134,6 +145,10 @@ class _PumpBase(UnitModel):
         """Acknowledge an over-pressure trip or stall so the pump may run again."""
         self.tripped = False
 
+    def reset_totaliser(self) -> None:
+        """Zero the volume counters (the ``TotalReset`` command of a pump controller)."""
+        self.delivered_volume = 0.0
+
     @property
     def discharge_pressure(self) -> float:
         return self.outlet_pressures["out"]
@@ -164,15 +179,28 @@ class _PumpBase(UnitModel):
 
 @register_model
 class HplcPump(_PumpBase):
-    """Piston pump with flow ramp, optional pulsation, over-pressure trip and leak fault."""
+    """Piston pump with flow ramp, optional pulsation, over-pressure trip, leak fault and a
+    flow calibration.
+
+    What the pump's controller knows and what reaches the line are two sets of variables:
+    ``flow`` (the commanded flow after the ramp, with the pulsation) and ``counted_volume``
+    (its totaliser, the commanded volume) are what a real pump reports, blind to the
+    calibration and to a leak; ``delivered_flow`` (the last step's mean) and
+    ``delivered_volume`` are what really went into the line, ``flow_calibration`` x the
+    commanded flow less a leak. The built-in type links its ``Flow`` and ``DeliveredVolume``
+    assemblies to the first two, so a miscalibrated pump shows its error where a real line
+    does: in the analyzer's concentrations and in the material balance, not on the pump.
+    """
 
     kind = "hplc_pump"
     state_units: ClassVar[dict[str, str]] = {
         "flow": "m**3/s",
         "flow_setpoint": "m**3/s",
+        "delivered_flow": "m**3/s",
         "running": "",
         "tripped": "",
         "pressure": "Pa",
+        "counted_volume": "m**3",
         "delivered_volume": "m**3",
         "leaked_volume": "m**3",
         "inlet": "",
@@ -189,13 +217,28 @@ class HplcPump(_PumpBase):
         self.p = params
         self.flow_setpoint = params.flow_setpoint
         self.running = params.running
-        self.flow = 0.0  # actual pumped flow (before leak), m3/s
+        self.flow = 0.0  # commanded flow after the ramp (the pump's own reading), m3/s
+        self.delivered_flow = 0.0  # true flow into the line over the last step, m3/s
+        self.counted_volume = 0.0  # the controller's totaliser (commanded volume), m3
         self._phase = 0.0
 
+    def reset_totaliser(self) -> None:
+        super().reset_totaliser()
+        self.counted_volume = 0.0
+
     def _target(self) -> float:
+        """The commanded flow: the set point within ``max_flow``. The limit is the
+        controller's range and acts on what it commands (as the ``FlowSetpoint`` assembly's
+        ``max`` does); a pump calibrated above 1 delivers up to that factor more."""
         if not self.running or self.tripped or "stall" in self.faults:
             return 0.0
         return min(max(self.flow_setpoint, 0.0), self.p.max_flow)
+
+    def _delivery(self, commanded: float) -> tuple[float, float]:
+        """(true flow through the heads, flow into the line after a leak) for a commanded
+        flow: the calibration acts on what the pistons move, the leak on what they moved."""
+        pumped = self.p.flow_calibration * commanded
+        return pumped, self._leak(pumped)
 
     def _step(self, dt: float, inlets: dict[str, Stream]) -> dict[str, Stream]:
         if self.discharge_pressure > self.p.max_pressure and self._pushing():
@@ -222,25 +265,32 @@ class HplcPump(_PumpBase):
             )
             self._phase = (self._phase + dphi) % (2.0 * math.pi)
             mean = avg
-        delivered = self._leak(mean)
-        self.leaked_volume += (mean - delivered) * dt
+        # the piston frequency above follows the motor (the commanded flow); what the
+        # pistons really move per stroke is the calibration's part
+        self.counted_volume += mean * dt
+        pumped, delivered = self._delivery(mean)
+        self.delivered_flow = delivered
+        self.leaked_volume += (pumped - delivered) * dt
         self.delivered_volume += delivered * dt
-        self._drawn = mean * dt * self._feed_density
-        self._mass_lost += (mean - delivered) * dt * self._feed_density
+        self._drawn = pumped * dt * self._feed_density
+        self._mass_lost += (pumped - delivered) * dt * self._feed_density
         return self._out(delivered)
 
     def _steady(self, inlets: dict[str, Stream]) -> dict[str, Stream]:
         self.flow = self._target()
-        return self._out(self._leak(self.flow))
+        self.delivered_flow = self._delivery(self.flow)[1]
+        return self._out(self.delivered_flow)
 
     def state(self) -> dict[str, float]:
         inst = self.flow * (1.0 + self.p.pulsation * math.sin(self._phase))
         return {
             "flow": inst,
             "flow_setpoint": self.flow_setpoint,
+            "delivered_flow": self.delivered_flow,
             "running": float(self.running),
             "tripped": float(self.tripped),
             "pressure": self.discharge_pressure,
+            "counted_volume": self.counted_volume,
             "delivered_volume": self.delivered_volume,
             "leaked_volume": self.leaked_volume,
             "inlet": float(self._inlet),
