@@ -21,9 +21,9 @@ from modulecontrol.simulators import (
     ModbusTcpSlave,
     PlantServer,
     SimulatedPlant,
+    _ports,
     start_on_free_port,
 )
-from modulecontrol.simulators import _ports
 from modulecontrol.testing.modbus import RecordingStore, TcpDevice
 from modulecontrol.testing.servers import Mosquitto, missing
 
