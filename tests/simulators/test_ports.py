@@ -28,6 +28,7 @@ from modulecontrol.testing.modbus import RecordingStore, TcpDevice
 from modulecontrol.testing.servers import Mosquitto, missing
 
 PLANT = Path(__file__).resolve().parents[2] / "recipes" / "lomustine" / "plant.yaml"
+HC30 = Path(__file__).resolve().parents[1] / "mtp" / "data" / "HC30_Stirring_V8.aml"
 
 
 @pytest.fixture
@@ -126,3 +127,14 @@ def test_mosquitto_starts_on_another_port_when_its_first_was_taken(
             pass
     finally:
         broker.stop()
+
+
+async def test_a_virtual_pea_without_a_port_survives_a_port_taken_before_its_bind(
+        first_port_taken: int) -> None:
+    from modulecontrol.mtp import serve_manifest
+
+    async with await serve_manifest(HC30, insecure=True) as pea:
+        assert f":{first_port_taken}/" not in pea.url
+        host, port = pea.url.split("/")[2].rsplit(":", 1)
+        with socket.create_connection((host, int(port)), 5):
+            pass
