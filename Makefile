@@ -57,9 +57,12 @@ test: $(VENV)/.installed-test
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q $(TEST_WORKERS) --durations=25
 
-# The fuzz suite with many more examples than `make test` runs (docs/reliability.md, "Fuzzing").
+# The fuzz suite with many more examples than `make test` runs (docs/reliability.md, "Fuzzing"),
+# and the long property tests whose full example count is kept out of `make test`
+# (tests/_profiles.py).
+FUZZ_TESTS = tests/fuzz tests/simulators/test_sim_jacket_stability.py
 fuzz: $(VENV)/.installed-test
-	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q -p no:cacheprovider tests/fuzz
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q -p no:cacheprovider $(FUZZ_TESTS)
 
 # The load bench (bench/load.py) scans 50 modules for LOAD_DURATION seconds. The issue's
 # figures are from the 10-minute run (`make bench LOAD_DURATION=600`, or

@@ -217,8 +217,11 @@ class EdgeNode:
     def stop(self, *, drain: float = 5.0) -> int:
         """Publish what the buffer holds (up to ``drain`` s), then an orderly NDEATH.
 
+        Only while the buffer can be published: connected, and the primary host (if any)
+        online. Without its host the edge publishes nothing, so waiting ``drain`` would only
+        delay the stop; what is buffered stays in the file either way.
         Returns how many samples are still in the buffer file (sent by the next start)."""
-        if self._connected.is_set():
+        if self._connected.is_set() and self._host_online.is_set():
             self.wait_drained(drain)
         self._stop.set()
         self._wake.set()

@@ -36,7 +36,12 @@ from asyncua.ua.attribute_ids import AttributeIds
 from modulecontrol.descriptors import ModuleType, OpcUaBinding, PeaUser, load_module_type
 from modulecontrol.mtp._import import import_manifest_report
 from modulecontrol.mtpcore import ACTING_STATES
-from modulecontrol.simulators import Credentials, PeaRuntime, SecurityError
+from modulecontrol.simulators import (
+    Credentials,
+    PeaRuntime,
+    SecurityError,
+    astart_on_free_port,
+)
 from modulecontrol.simulators.opcua_pea import (
     PeaServer,
     RefusalHandler,
@@ -185,18 +190,25 @@ async def serve_manifest(
                       allow_insecure=False, roles=roles, on_refused=on_refused)
     elif users:
         raise SecurityError("users with roles need a secured PEA (drop --insecure)")
-    pea = await build_pea_server(mt, host=host, port=port,
-                                 name=f"modulecontrol virtual PEA {mt.name}", **kwargs)
-    await _restrict_access(pea)
     chosen = manifest_path if path is None else path
     if chosen and not chosen.startswith("/"):
         chosen = "/" + chosen
-    bound_port = int(pea.url.rsplit(":", 1)[1].split("/", 1)[0])
-    url = f"opc.tcp://{'127.0.0.1' if host == 'localhost' else host}:{bound_port}{chosen}"
-    pea.server.set_endpoint(url)
-    pea.url = url
+
+    async def serve(port: int) -> PeaServer:
+        pea = await build_pea_server(mt, host=host, port=port,
+                                     name=f"modulecontrol virtual PEA {mt.name}", **kwargs)
+        await _restrict_access(pea)
+        url = f"opc.tcp://{'127.0.0.1' if host == 'localhost' else host}:{port}{chosen}"
+        pea.server.set_endpoint(url)
+        pea.url = url
+        await pea.start()
+        return pea
+
+    # asyncua must be told its port before it binds: without one, a free port, and another
+    # if that was taken before the bind
+    pea = await (serve(port) if port else astart_on_free_port(serve, host))
+    url = pea.url
     runtime = PeaRuntime(None, pea)
-    await pea.start()
     try:
         await runtime.install()
         for machine in runtime.machines.values():

@@ -41,7 +41,14 @@ if TYPE_CHECKING:
         build_models,
         default_species,
     )
-    from modulecontrol.simulators._ports import PtyPort, free_port
+    from modulecontrol.simulators._ports import (
+        PORT_ATTEMPTS,
+        PtyPort,
+        astart_on_free_port,
+        free_port,
+        port_in_use,
+        start_on_free_port,
+    )
     from modulecontrol.simulators._process import (
         PlantProcess,
         RemoteFaults,
@@ -91,6 +98,10 @@ _WHERE: dict[str, str] = {
     "check_plant": "_check",
     "default_species": "_plant",
     "free_port": "_ports",
+    "PORT_ATTEMPTS": "_ports",
+    "astart_on_free_port": "_ports",
+    "port_in_use": "_ports",
+    "start_on_free_port": "_ports",
     "load_scenario": "_faults",
     "plant_problems": "_check",
     "scenario_from_doc": "_faults",
@@ -102,6 +113,7 @@ _WHERE: dict[str, str] = {
 __all__ = [
     "DEFAULT_SPECIES",
     "FAULTS",
+    "PORT_ATTEMPTS",
     "TABLE_OF_FC",
     "ControlServer",
     "Credentials",
@@ -128,6 +140,7 @@ __all__ = [
     "TransportFaults",
     "Variable",
     "ViewError",
+    "astart_on_free_port",
     "attach_plant",
     "build_models",
     "check_plant",
@@ -135,9 +148,11 @@ __all__ = [
     "free_port",
     "load_scenario",
     "plant_problems",
+    "port_in_use",
     "scenario_from_doc",
     "serve_plant",
     "spawn_plant",
+    "start_on_free_port",
 ]
 
 

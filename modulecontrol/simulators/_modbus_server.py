@@ -310,7 +310,11 @@ class _Server(ModbusTcpServer):
 
 
 class ModbusTcpSlave:
-    """One Modbus TCP server on ``host:port`` serving a store's units; restartable."""
+    """One Modbus TCP server on ``host:port`` serving a store's units; restartable.
+
+    ``port`` 0 binds a port the OS picks at the first :meth:`start`, and :attr:`port` is then
+    that port (a restart keeps it): no other process can take it between choosing and
+    binding, as it can a port chosen free beforehand."""
 
     def __init__(self, store: SlaveStore, host: str, port: int) -> None:
         self.store = store
@@ -321,6 +325,10 @@ class ModbusTcpSlave:
     async def start(self) -> None:
         self._server = _Server(self.store, address=(self.host, self.port))
         await self._server.serve_forever(background=True)
+        if self.port == 0:
+            listener = self._server.transport
+            assert isinstance(listener, asyncio.Server), listener
+            self.port = int(listener.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
         if self._server is not None:

@@ -2,6 +2,13 @@
 simulated serial port, a pseudo-terminal whose slave path a driver opens as it would
 ``/dev/ttyUSB0``.
 
+A port chosen free is only free a moment ago: another process (an outgoing connection's
+ephemeral port, a parallel test) can take it before the server binds it. Servers that can
+bind port 0 and report the port they got should do that (the Modbus TCP slave, the control
+service's API); for those that must be told their port first (asyncua's PEA, Mosquitto,
+PostgreSQL) :func:`start_on_free_port` / :func:`astart_on_free_port` retry the start on a new
+port when the chosen one was taken, a bounded number of times.
+
 :class:`PtyPort` is the one implementation for every simulated serial device (the SYR-1
 syringe emulator, Modbus RTU slaves): opening in raw mode, a stable symlink (``link``) that
 keeps the port's path valid across :meth:`PtyPort.close` / :meth:`PtyPort.open` (a USB
@@ -13,13 +20,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import socket
 import tty
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
-__all__ = ["PtyPort", "free_port"]
+__all__ = ["PORT_ATTEMPTS", "PtyPort", "astart_on_free_port", "free_port", "port_in_use",
+           "start_on_free_port"]
+
+T = TypeVar("T")
+
+PORT_ATTEMPTS = 5
+"""Starts on a new port before a taken port is an error: losing the race once is rare (the
+window is a few milliseconds to a second), five times in a row means something else is
+wrong."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -29,6 +46,38 @@ def free_port(host: str = "127.0.0.1") -> int:
         s.bind((host, 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def port_in_use(exc: BaseException) -> bool:
+    """Whether ``exc`` says the port to listen on was taken (``EADDRINUSE``), the one failure
+    a start on another port can cure."""
+    return isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE
+
+
+def start_on_free_port(start: Callable[[int], T], host: str = "127.0.0.1",
+                       attempts: int = PORT_ATTEMPTS) -> T:
+    """``start(port)`` on a free port of ``host``, again on a new port while the chosen one
+    turns out taken (:func:`port_in_use`); for a server that must be told its port before it
+    binds. Any other failure, and the last attempt's, is raised as it is."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return start(free_port(host))
+        except OSError as exc:
+            if attempt == attempts or not port_in_use(exc):
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+async def astart_on_free_port(start: Callable[[int], Awaitable[T]], host: str = "127.0.0.1",
+                              attempts: int = PORT_ATTEMPTS) -> T:
+    """:func:`start_on_free_port` for a start that is a coroutine (asyncua's server)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await start(free_port(host))
+        except OSError as exc:
+            if attempt == attempts or not port_in_use(exc):
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
 
 class PtyPort:

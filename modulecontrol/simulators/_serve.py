@@ -41,7 +41,7 @@ from modulecontrol.simulators._modbus_server import ModbusRtuSlave, ModbusTcpSla
 from modulecontrol.simulators._opcua_server import PeaRuntime, pea_logins, serve_pea
 from modulecontrol.simulators._pki import Credentials
 from modulecontrol.simulators._plant import SimulatedPlant
-from modulecontrol.simulators._ports import free_port
+from modulecontrol.simulators._ports import astart_on_free_port
 from modulecontrol.simulators._serial import serial_emulator, sync_faults
 from modulecontrol.simulators._view import ModuleView
 from modulecontrol.simulators.opcua_pea import PeaServer, Refusal
@@ -125,13 +125,13 @@ class PlantServer:
                 "127.0.0.1 unless you pass allow_remote=True (--allow-remote)")
         return "127.0.0.1" if host == "localhost" else host
 
-    def _port(self, tag: str, host: str, port: int, chosen: dict[int, int]) -> int:
+    def _port(self, tag: str, port: int) -> int:
+        """The port ``tag`` is served on; 0 under :attr:`free_ports` (the server binds a
+        port of the OS's choice, or, if it must be told one, tries free ones)."""
         if tag in self.ports:
             return self.ports[tag]
         if self.free_ports:
-            if port not in chosen:  # modules sharing a port keep sharing it
-                chosen[port] = free_port(host)
-            return chosen[port]
+            return 0
         new = port + self.port_offset
         if not 1 <= new <= 65535:
             raise ServeError(f"{tag}: port {port} + offset {self.port_offset} is out of range")
@@ -199,8 +199,10 @@ class PlantServer:
 
     async def _start_servers(self) -> None:
         cfg = self.plant.config
-        chosen: dict[int, int] = {}
-        modbus_units: dict[tuple[str, int], dict[int, ModuleView]] = {}
+        modbus_units: dict[tuple[str, int, bool], dict[int, ModuleView]] = {}
+        """(host, port, free) -> unit id -> module. A free port (free_ports, no port given)
+        binds 0 and the key's port is the plant's: modules sharing a port keep sharing one
+        server."""
         rtu_units: dict[str, dict[int, tuple[str, ModuleView]]] = {}
         for tag, view in self.plant.views.items():
             ep = cfg.instance(tag).endpoint
@@ -208,12 +210,15 @@ class PlantServer:
                 continue
             if isinstance(ep, ModbusTcpEndpoint):
                 host = self._host(tag, ep.host)
-                port = self._port(tag, host, ep.port, chosen)
-                units = modbus_units.setdefault((host, port), {})
+                port = self._port(tag, ep.port)
+                units = modbus_units.setdefault((host, port or ep.port, not port), {})
                 if ep.unit_id in units:
-                    raise ServeError(f"{tag}: unit id {ep.unit_id} on {host}:{port} is "
-                                     f"already used by {units[ep.unit_id].tag}")
+                    raise ServeError(f"{tag}: unit id {ep.unit_id} on {host}:"
+                                     f"{port or ep.port} is already used by "
+                                     f"{units[ep.unit_id].tag}")
                 units[ep.unit_id] = view
+                # the port is known once its server listens (below); the entry keeps the
+                # plant's order of modules in endpoints
                 self.endpoints[tag] = ep.model_copy(update={"host": host, "port": port})
             elif isinstance(ep, ModbusRtuEndpoint):
                 line = rtu_units.setdefault(ep.port, {})
@@ -234,12 +239,20 @@ class PlantServer:
                 m = re.match(r"^opc\.tcp://([^/:\s]+)(?::(\d+))?(/.*)?$", ep.url)
                 assert m is not None  # the endpoint model validated the URL
                 host = self._host(tag, m.group(1))
-                port = self._port(tag, host, int(m.group(2) or 4840), chosen)
+                port = self._port(tag, int(m.group(2) or 4840))
                 path = m.group(3) or ""
-                pea, runtime = await serve_pea(view, ep, host, port, path,
-                                               self._credentials().folder,
-                                               on_refused=self._on_refused,
-                                               insecure=self.insecure)
+
+                async def serve(port: int, view: ModuleView = view, ep: OpcUaEndpoint = ep,
+                                host: str = host, path: str = path
+                                ) -> tuple[PeaServer, PeaRuntime]:
+                    return await serve_pea(view, ep, host, port, path,
+                                           self._credentials().folder,
+                                           on_refused=self._on_refused,
+                                           insecure=self.insecure)
+
+                # asyncua must be told its port before it binds: a free one, retried if taken
+                pea, runtime = await (serve(port) if port else
+                                      astart_on_free_port(serve, host))
                 self.peas[tag] = (pea, runtime)
                 self.endpoints[tag] = self._client_endpoint(tag, ep, pea.url)
             elif isinstance(ep, SerialEndpoint):
@@ -255,10 +268,13 @@ class PlantServer:
             else:
                 raise ServeError(f"{tag}: serving {ep.protocol} is not supported; simulate it "
                                  "over modbus-tcp, modbus-rtu, opcua or serial")
-        for (host, port), units in modbus_units.items():
-            server = ModbusTcpSlave(ViewStore(units), host, port)
-            await server.start()
-            self.modbus[(host, port)] = server
+        for (host, port, free), units in modbus_units.items():
+            server = ModbusTcpSlave(ViewStore(units), host, 0 if free else port)
+            await server.start()  # binding 0: the port the OS picked is server.port
+            self.modbus[(host, server.port)] = server
+            for view in units.values():
+                self.endpoints[view.tag] = self.endpoints[view.tag].model_copy(
+                    update={"port": server.port})
         for plant_port, line in rtu_units.items():
             rtu = ModbusRtuSlave(ViewStore({uid: v for uid, (_, v) in line.items()}))
             await rtu.start()

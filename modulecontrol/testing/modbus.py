@@ -113,13 +113,14 @@ class RecordingStore(SlaveStore):
 
 
 class TcpDevice(ModbusTcpSlave):
-    """The simulators' Modbus TCP slave on 127.0.0.1 (a free port unless given) around a
-    :class:`RecordingStore`; restartable, and an ``async with`` block."""
+    """The simulators' Modbus TCP slave on 127.0.0.1 around a :class:`RecordingStore`;
+    restartable, and an ``async with`` block. Without a port it binds one the OS picks
+    (:attr:`port` once started), so no other process can take it first."""
 
     store: RecordingStore
 
     def __init__(self, store: RecordingStore, port: int | None = None) -> None:
-        super().__init__(store, "127.0.0.1", port or free_port())
+        super().__init__(store, "127.0.0.1", port or 0)
 
     async def __aenter__(self) -> TcpDevice:
         await self.start()

@@ -88,18 +88,26 @@ async def _client(line: ServedLine, role: str) -> Client:
     return c
 
 
+async def _listed(c: Client, name: str) -> dict[str, Any] | None:
+    """The alarm ``name`` as the service lists it; None until it does (a recipe's alarms
+    are listed once its run has started, a moment after the run was queued)."""
+    return next((a for a in (await c.alarms())["alarms"] if a["name"] == name), None)
+
+
 async def _alarm(c: Client, name: str) -> dict[str, Any]:
-    return next(a for a in (await c.alarms())["alarms"] if a["name"] == name)
+    alarm = await _listed(c, name)
+    assert alarm is not None, f"{name} is not listed"
+    return alarm
 
 
 async def _until(c: Client, name: str, state: str, within: float = 90.0) -> dict[str, Any]:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        a = await _alarm(c, name)
-        if a["state"] == state:
+        a = await _listed(c, name)
+        if a is not None and a["state"] == state:
             return a
         await asyncio.sleep(0.1)
-    raise AssertionError(f"{name} not {state} within {within} s: {await _alarm(c, name)}")
+    raise AssertionError(f"{name} not {state} within {within} s: {await _listed(c, name)}")
 
 
 async def test_a_plant_alarm_is_watched_before_any_run(line: ServedLine) -> None:

@@ -193,7 +193,7 @@ async def test_garbage_frames_give_typed_error() -> None:
 async def test_reconnect_after_server_restart() -> None:
     store = RecordingStore()
     store.set(1, "input", 10, expected_registers("float32", "big", "big", 7.5))
-    dev = TcpDevice(store, port=free_port())
+    dev = TcpDevice(store)  # binds a port of the OS's choice, kept across the restart
     await dev.start()
     async with tcp_driver(dev.port) as drv:
         assert (await drv.read(["Level.V"]))["Level.V"].value == 7.5

@@ -9,17 +9,21 @@ import pytest
 
 from modulecontrol.drivers import Disconnected, Quality, TagValue
 from modulecontrol.drivers.opcua import OpcUaDriver
-from modulecontrol.simulators import free_port
-from modulecontrol.simulators.opcua_pea import build_pea_server
+from modulecontrol.simulators import astart_on_free_port, free_port
+from modulecontrol.simulators.opcua_pea import PeaServer, build_pea_server
 from tests._poll import until
 from tests.drivers._opcua_pea import coil_reactor, instance
 
 
 async def test_reconnect_with_fresh_client_and_resubscribe() -> None:
-    port = free_port()
-    first = await build_pea_server(coil_reactor(), port=port)
+    async def started(port: int) -> PeaServer:
+        pea = await build_pea_server(coil_reactor(), port=port)
+        await pea.start()
+        return pea
+
+    first = await astart_on_free_port(started)  # a port taken before the bind: another
+    port = int(first.url.split("/")[2].rsplit(":", 1)[1])
     second = await build_pea_server(coil_reactor(), port=port)  # built now, started later
-    await first.start()
     got: list[dict[str, TagValue]] = []
 
     def on_change(values: Mapping[str, TagValue]) -> None:

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from modulecontrol.cli import app
 from modulecontrol.fleet import PASSWORD_ENV, Broker, DataType, EdgeNode, MetricSpec
-from modulecontrol.testing.servers import Mosquitto, free_port, missing
+from modulecontrol.testing.servers import Mosquitto, missing
 from tests.fleet._sub import Recorder
 
 ROOT = Path(__file__).parents[2]
@@ -92,10 +92,10 @@ def test_tls(tmp_path: Path) -> None:
          "-CAcreateserial", "-out", cert, "-days", "1", "-extfile", ext],
     ):
         subprocess.run([str(c) for c in cmd], check=True, capture_output=True)
-    port = free_port()
-    broker = Mosquitto(tmp_path / "mq", port=port,
+    broker = Mosquitto(tmp_path / "mq",
                        extra=f"certfile {cert}\nkeyfile {key}\ncafile {ca}\n")
     broker.start()
+    port = broker.port
     try:
         edge = _edge(f"mqtts://127.0.0.1:{port}", tmp_path, ca=ca)
         edge.start()
@@ -174,11 +174,11 @@ def test_tls_and_password_on_one_listener_end_to_end(tmp_path: Path,
         subprocess.run(["mosquitto_passwd", "-b", *([] if pw.exists() else ["-c"]), str(pw),
                         user, secret], check=True)
     pw.chmod(0o600)
-    port = free_port()
-    broker = Mosquitto(tmp_path / "mq", port=port, anonymous=False,
+    broker = Mosquitto(tmp_path / "mq", anonymous=False,
                        extra=f"certfile {cert}\nkeyfile {key}\npassword_file {pw}\n")
     pg = Postgres()
     broker.start()
+    port = broker.port
     edges: list[EdgeNode] = []
     try:
         pg.init()

@@ -10,6 +10,7 @@ import pytest
 
 from modulecontrol.fleet import Broker, DataType, EdgeNode, MetricSpec, decode
 from modulecontrol.testing.servers import Mosquitto
+from tests._poll import wait_until
 from tests.fleet._sub import Recorder
 
 METRICS = [MetricSpec("T", DataType.DOUBLE, "degC", -10.0, 120.0, 0.5, "reactor temperature"),
@@ -201,3 +202,18 @@ def test_rebirth_on_request_and_commands_off_by_default(broker: Mosquitto,
         off.stop()
         on.stop()
         rec.close()
+
+
+def test_stop_keeps_the_buffer_without_waiting_for_a_primary_host_that_is_offline(
+        broker: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without its primary host the edge publishes nothing: stop does not wait ``drain`` for
+    it (it used to, every stop of a line whose fleet historian was gone), and the samples
+    stay in the buffer file for the next start."""
+    edge = _edge(broker, tmp_path, primary_host="no-such-host")
+    edge.update("R1", "T", 25.0)
+    edge.start()
+    wait_until("the edge connected", edge._connected.is_set)
+    waited: list[float] = []
+    monkeypatch.setattr(edge, "wait_drained", waited.append)
+    left = edge.stop(drain=3600.0)
+    assert waited == [] and left == 1

@@ -3,7 +3,6 @@ a time limit and a memory bound. Shared by the fuzz tests of every loader."""
 
 from __future__ import annotations
 
-import os
 import signal
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -13,6 +12,7 @@ from typing import Any
 from hypothesis import HealthCheck, settings
 
 from modulecontrol.errors import ConfigError
+from tests._profiles import FUZZ
 
 CASE_SECONDS = 5.0
 """A case that takes longer is a hang (the loaders take milliseconds on these inputs)."""
@@ -26,8 +26,7 @@ settings.register_profile(
     "fuzz", max_examples=2_000, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
-PROFILE = settings.get_profile(
-    "fuzz" if os.environ.get("HYPOTHESIS_PROFILE") == "fuzz" else "fuzz-ci")
+PROFILE = settings.get_profile("fuzz" if FUZZ else "fuzz-ci")
 """``make test`` runs the short profile; ``make fuzz`` (HYPOTHESIS_PROFILE=fuzz) the long one."""
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,7 @@ from modulecontrol.mtpcore import CommandNotEnabled, HandshakePolicy
 from modulecontrol.orchestrator import OperatorChannel, Orchestrator, RunResult
 from modulecontrol.proxy import ModuleProxy, ProxyOptions, proxies_for
 from modulecontrol.recipe import load_recipe
-from modulecontrol.simulators import free_port
+from modulecontrol.simulators import start_on_free_port
 from modulecontrol.statemachine import Command
 from tests.mtp.peer_pea import PeerPea
 
@@ -66,10 +67,16 @@ HANDSHAKE = ("{command_en: advisory, parameters: at_start, procedure: edge, "
              "state_codes: {32678: Resetting}}")
 
 
+def _started(folder: Path, port: int) -> PeerPea:
+    pea = PeerPea(folder, port)
+    pea.start()
+    return pea
+
+
 @pytest_asyncio.fixture
 async def peer(tmp_path: Path) -> AsyncIterator[PeerPea]:
-    pea = PeerPea(tmp_path, free_port("127.0.0.1"))
-    await asyncio.to_thread(pea.start)
+    # MTPPy must be told its port: a free one, and another if it was taken before the bind
+    pea = await asyncio.to_thread(start_on_free_port, partial(_started, tmp_path))
     try:
         yield pea
     finally:

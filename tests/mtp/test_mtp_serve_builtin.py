@@ -18,7 +18,7 @@ from modulecontrol.mtp import (
     format_results,
     serve_manifest,
 )
-from modulecontrol.simulators import Credentials, SimulatedPlant, free_port
+from modulecontrol.simulators import Credentials, SimulatedPlant, astart_on_free_port
 from modulecontrol.simulators._opcua_server import serve_pea
 from tests.mtp.checks import not_clean
 
@@ -37,8 +37,8 @@ async def _simulated_then_virtual(plant: SimulatedPlant, tag: str, tmp: Path,
     ep = plant.config.instance(tag).endpoint
     assert isinstance(ep, OpcUaEndpoint) and ep.username is not None
     pki = tmp / "pki"
-    pea, runtime = await serve_pea(view, ep, "127.0.0.1", free_port(), f"/modulecontrol/{tag}",
-                                   pki)
+    pea, runtime = await astart_on_free_port(  # a port taken before the bind: another
+        lambda port: serve_pea(view, ep, "127.0.0.1", port, f"/modulecontrol/{tag}", pki))
     try:
         # the simulated PEA is secured (the reference plant's default): log in as its
         # controller with the password generated into the pki folder
