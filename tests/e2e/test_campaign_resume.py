@@ -2,11 +2,7 @@
 plant in its own process, survives a ``kill -9`` of the control service in production and
 completes with the same figures (yield, throughput, material balance within 1 %) as the
 same campaign run undisturbed in this test; the product keeps flowing throughout (the
-amine pump never stops: its totaliser counts the gap at its set flow).
-
-The undisturbed reference runs beside the killed campaign, in a thread of its own: the two
-lines share nothing but the machine, and the test waits for one campaign's length instead of
-two (some 80 s less)."""
+amine pump never stops: its totaliser counts the gap at its set flow)."""
 
 from __future__ import annotations
 
@@ -97,43 +93,20 @@ def _final(run: dict[str, Any]) -> bool:
     return run["state"] not in ("queued", "running")
 
 
-def _reference_figures(folder: Path) -> dict[str, Any]:
-    """The reference: the same campaign, same speed, nobody killed. Run with a loop of its
-    own (:func:`asyncio.to_thread`), so the killed campaign's blocking steps (a service's
-    start, its kill) never delay its polling, nor it theirs."""
-    async def run() -> None:
-        ref = ServeProcess(folder, PLANT, speed=SPEED)
-        try:
-            async with await _client(ref.url) as c:
-                rid = int((await c.start_run("campaign", PARAMETERS))["id"])
-                done = await _until(c, rid, _final, 600)
-                assert done["state"] == "completed", done
-        finally:
-            ref.end(signal.SIGTERM)
-
-    asyncio.run(run())
-    return _figures(folder / "line.db")
-
-
 async def test_a_killed_service_resumes_the_campaign_with_the_same_figures(
         folders: tuple[Path, Path]) -> None:
     undisturbed, killed = folders
-    reference_run = asyncio.ensure_future(asyncio.to_thread(_reference_figures, undisturbed))
+    # the reference: the same campaign, same speed, nobody killed
+    ref = ServeProcess(undisturbed, PLANT, speed=SPEED)
     try:
-        await _killed_campaign(killed)
+        async with await _client(ref.url) as c:
+            rid = int((await c.start_run("campaign", PARAMETERS))["id"])
+            done = await _until(c, rid, _final, 600)
+            assert done["state"] == "completed", done
     finally:
-        reference = await reference_run  # also when the killed one failed: no stray line
-    db = killed / "line.db"
-    figures = _figures(db)
-    for name in FIGURES:
-        assert figures[name] is not None and reference[name] is not None, name
-        assert figures[name] == pytest.approx(reference[name], rel=0.01), (
-            name, figures[name], reference[name])
-    _assert_continuous_record(db)
+        ref.end(signal.SIGTERM)
+    reference = _figures(undisturbed / "line.db")
 
-
-async def _killed_campaign(killed: Path) -> None:
-    """The campaign killed in production and resumed by a second service, to its end."""
     first = ServeProcess(killed, PLANT, speed=SPEED)
     try:
         async with await _client(first.url) as c:
@@ -175,10 +148,15 @@ async def _killed_campaign(killed: Path) -> None:
     assert resumed["data"]["step"] == "hour" and resumed["data"]["gap"] > 0
     assert not [e for e in events if e["kind"] == "command" and "restart" in e["message"]]
 
+    db = killed / "line.db"
+    figures = _figures(db)
+    for name in FIGURES:
+        assert figures[name] is not None and reference[name] is not None, name
+        assert figures[name] == pytest.approx(reference[name], rel=0.01), (
+            name, figures[name], reference[name])
 
-def _assert_continuous_record(db: Path) -> None:
-    """The record is continuous: one run, its gap stated by a run_resumed after the
-    interruption's run_end, and samples on both sides of it."""
+    # the record is continuous: one run, its gap stated by a run_resumed after the
+    # interruption's run_end, and samples on both sides of it
     ((t_resumed, _, payload),) = query_events(db, "run_resumed")
     assert '"gap_from"' in payload
     # product kept flowing: across the gap (the longest stretch without a sample) the
