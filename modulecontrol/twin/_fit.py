@@ -157,6 +157,12 @@ def fit(config: PlantConfig, db: str | Path, runs: Sequence[int], params: Sequen
         if r.value <= 0:
             raise TwinError(f"--param {r.name}: written value {r.value} must be > 0 "
                             "(the fit scales it)")
+    whole = [r for r in refs if r.integer]
+    if len(whole) > 1:
+        raise TwinError(f"--param {', '.join(r.name for r in whole)}: whole numbers are "
+                        "fitted by a profile over their values, one at a time; fit one and "
+                        "fix the others")
+    cont = [r for r in refs if not r.integer]
     recorded = [run_samples(db, r) for r in runs]
     outputs = _outputs(config, recorded[0], measure)
     _, all_views = build_models(config)
@@ -216,9 +222,13 @@ def fit(config: PlantConfig, db: str | Path, runs: Sequence[int], params: Sequen
                             for ys in fitted_values])
     observed = observed / scale
 
+    fixed: dict[ParamRef, float] = {}
+    """The whole-number parameter's value while the others are fitted (the profile)."""
+
     def model(x: FloatArray) -> FloatArray:
-        cfg = with_parameters(sub, {r: r.value * math.exp(v) for r, v in zip(refs, x,
-                                                                           strict=True)})
+        cfg = with_parameters(sub, {**{r: r.value * math.exp(v) for r, v in zip(cont, x,
+                                                                              strict=True)},
+                                    **fixed})
         parts = []
         for seg, ys in windows:
             level = steady_outputs(cfg, seg.inputs, outputs)
@@ -236,13 +246,28 @@ def fit(config: PlantConfig, db: str | Path, runs: Sequence[int], params: Sequen
                             f"{np.exp(x).tolist()} x written; bound the parameters closer")
         return r
 
-    sol = least_squares(residuals, np.zeros(len(refs)), jac=lambda x: _central_jacobian(
-        model, x), method="trf", xtol=1e-8, ftol=1e-12, gtol=1e-12, max_nfev=20)
-    _log.info("fit: %d evaluations, status %d (%s)", sol.nfev, sol.status, sol.message)
+    def solve(start: FloatArray | None = None) -> Any:
+        """The continuous parameters' least squares at the current ``fixed``, from ``start``
+        (ln of the written values by default; the profile starts from its neighbour's)."""
+        if not cont:  # nothing to move: the residuals at the written values
+            return _Solved(np.zeros(0), residuals(np.zeros(0)), np.zeros((len(observed), 0)))
+        x0 = np.zeros(len(cont)) if start is None else start
+        found = least_squares(residuals, x0, jac=lambda x: _central_jacobian(
+            model, x), method="trf", xtol=1e-8, ftol=1e-12, gtol=1e-12, max_nfev=20)
+        _log.info("fit: %d evaluations, status %d (%s)", found.nfev, found.status,
+                  found.message)
+        return found
+
     n, p = len(observed), len(refs)
+    dof = max(n - p, 1)
+    profile: tuple[int, float, float] | None = None
+    """The whole number's estimate and 95 % interval (see :func:`_profile`)."""
+    if whole:
+        profile, sol = _profile(whole[0], fixed, solve, dof)
+    else:
+        sol = solve()
     jac = np.asarray(sol.jac, dtype=float)
     jtj = jac.T @ jac
-    dof = max(n - p, 1)
     s2 = float(sol.fun @ sol.fun) / dof
     warnings: list[str] = []
     if sol.status == 0:
@@ -250,16 +275,24 @@ def fit(config: PlantConfig, db: str | Path, runs: Sequence[int], params: Sequen
                         "converging: the estimates may not be the optimum (an unidentifiable "
                         "pair drifts along its ridge; otherwise start nearer, e.g. fit fewer "
                         "parameters first)")
-    cond = float(np.linalg.cond(jtj)) if p else 0.0
+    cond = float(np.linalg.cond(jtj)) if cont else 0.0
     singular = not math.isfinite(cond) or cond > CONDITION_LIMIT
-    cov = s2 * np.linalg.pinv(jtj)
+    cov = s2 * np.linalg.pinv(jtj) if cont else np.zeros((0, 0))
     sd = np.sqrt(np.maximum(np.diag(cov), 0.0))
     with np.errstate(divide="ignore", invalid="ignore"):
-        corr = cov / np.outer(sd, sd)
-    corr = np.where(np.isfinite(corr), corr, 0.0)
+        corr_c = cov / np.outer(sd, sd)
+    # the whole number has no linearised correlation: its row and column are 0
+    where = [refs.index(r) for r in cont]
+    corr = np.zeros((p, p))
+    corr[np.ix_(where, where)] = np.where(np.isfinite(corr_c), corr_c, 0.0)
     np.fill_diagonal(corr, 1.0)
-    insensitive = [r.name for r, d in zip(refs, np.diag(jtj), strict=True)
+    insensitive = [r.name for r, d in zip(cont, np.diag(jtj), strict=True)
                    if d <= 1e-12 * max(float(np.diag(jtj).max()), 1e-300)]
+    if profile is not None and not all(map(math.isfinite, profile[1:])):
+        warnings.append(
+            f"not identifiable: {whole[0].name} = {profile[0]} fits no better than the "
+            "values up to the search's end on one side (the data hardly depend on it); "
+            "record where it matters (a step change the line's dispersion shapes), or fix it")
     if insensitive:
         hint = ("" if transient else "; a parameter of the transient only, such as a "
                 "thermostat's tau, needs --transient")
@@ -276,15 +309,20 @@ def fit(config: PlantConfig, db: str | Path, runs: Sequence[int], params: Sequen
     if singular and not warnings:
         warnings.append(f"not identifiable: JᵀJ is near singular (condition {cond:.3g})")
     tq = float(student_t.ppf(0.975, dof))
-    bad = {r.name for r in refs} if singular else set(insensitive)
-    estimates = []
-    for r, x, d in zip(refs, sol.x, sd, strict=True):
+    bad = {r.name for r in cont} if singular else set(insensitive)
+    by_name = {}
+    for r, x, d in zip(cont, sol.x, sd, strict=True):
         v = r.value * math.exp(x)
         if r.name in bad or not math.isfinite(d):
             lo, hi = -math.inf, math.inf
         else:
             lo, hi = v * math.exp(-tq * d), v * math.exp(tq * d)
-        estimates.append(ParameterEstimate(r.name, v, lo, hi, r.unit, r.value))
+        by_name[r.name] = ParameterEstimate(r.name, v, lo, hi, r.unit, r.value)
+    if profile is not None:
+        r = whole[0]
+        by_name[r.name] = ParameterEstimate(r.name, float(profile[0]), profile[1], profile[2],
+                                            r.unit, r.value)
+    estimates = [by_name[r.name] for r in refs]
     fitted = (np.asarray(sol.fun, dtype=float) + observed) * scale
     points = [FitPoint(run, out, t, float(o), float(f)) for (run, out, t), o, f
               in zip(labels, observed * scale, fitted, strict=True)]
@@ -292,6 +330,76 @@ def fit(config: PlantConfig, db: str | Path, runs: Sequence[int], params: Sequen
                      math.sqrt(float(sol.fun @ sol.fun) / n),
                      [(d.run.t_start, d.t_end) for d in recorded], n_transient, points,
                      transient)
+
+
+@dataclass(frozen=True)
+class _Solved:
+    """A fit with nothing to move (only a whole number, at one of its values): the shape of
+    scipy's result that :func:`fit` reads."""
+
+    x: FloatArray
+    fun: FloatArray
+    jac: FloatArray
+    status: int = 1
+    nfev: int = 1
+
+
+PROFILE_REACH = 12
+"""Values of a whole-number parameter the profile tries on each side of its optimum before
+it gives up looking for the end of the interval (each is a fit of the other parameters: a
+flat profile, a whole number the others compensate, costs 2 x 12 of them)."""
+
+
+def _profile(ref: ParamRef, fixed: dict[ParamRef, float], solve: Any,
+             dof: int) -> tuple[tuple[int, float, float], Any]:
+    """A whole-number parameter (a coil's ``n_tanks``) by its profile: the other parameters
+    fitted at each value, the value with the least sum of squares kept.
+
+    Why not least squares: the model is a step function of it (20 tanks or 21, never 20.4),
+    so a gradient is zero or undefined. The sum of squares S(N) of a tanks-in-series model
+    falls and rises once over N, so the search walks from the written value in the
+    direction that lowers it until it rises. The 95 % interval is the profile-likelihood
+    one, every N with (S(N) - S_min) / (S_min / dof) <= F(1, dof; 0.95) (the F test of one
+    more parameter), widened value by value until a value fails it, at most
+    :data:`PROFILE_REACH` values out: a side that never fails is reported infinite, with
+    the warning that the data hardly depend on the parameter. Returns ((estimate, low,
+    high), the other parameters' fit at the estimate).
+    """
+    from scipy.stats import f as f_dist
+
+    low_bound = 1
+    cache: dict[int, tuple[float, Any]] = {}
+
+    def at(n: int) -> float:
+        if n not in cache:
+            fixed[ref] = float(n)
+            near = cache.get(n - 1) or cache.get(n + 1)
+            sol = solve(None if near is None else near[1].x)
+            cache[n] = (float(sol.fun @ sol.fun), sol)
+        return cache[n][0]
+
+    best = max(low_bound, round(ref.value))
+    for step in (-1, 1):
+        while best + step >= low_bound and at(best + step) < at(best):
+            best += step
+    limit = at(best) * (1.0 + float(f_dist.ppf(0.95, 1, max(dof, 1))) / max(dof, 1))
+    ends = []
+    for step in (-1, 1):
+        n = best
+        end = float(n)
+        for _ in range(PROFILE_REACH):
+            if n + step < low_bound:
+                end = float(n)
+                break
+            n += step
+            if at(n) > limit:
+                end = float(n - step)
+                break
+        else:
+            end = math.inf * step
+        ends.append(end)
+    fixed[ref] = float(best)
+    return (best, ends[0], ends[1]), cache[best][1]
 
 
 def _steady_windows(config: PlantConfig, rep: Replay, outputs: Sequence[str],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -21,6 +22,7 @@ from modulecontrol.descriptors import THERMOSTAT_KEY, PlantConfig
 from modulecontrol.mtpcore import Command
 from modulecontrol.records import RunSamples
 from modulecontrol.simulators import ModuleView, SimulatedPlant, build_models
+from modulecontrol.simulators.models import MODELS
 from modulecontrol.units import parse_quantity
 
 FloatArray = npt.NDArray[np.float64]
@@ -44,6 +46,9 @@ class ParamRef:
     path: tuple[str | int, ...]
     value: float
     unit: str
+    integer: bool = False
+    """A whole number of the model (a coil's ``n_tanks``): fitted by a profile over its
+    values, never moved by least squares (see :func:`~modulecontrol.twin.fit`)."""
 
     @classmethod
     def resolve(cls, config: PlantConfig, name: str) -> ParamRef:
@@ -82,13 +87,34 @@ class ParamRef:
             q = parse_quantity(node)
         except ValueError as exc:
             raise TwinError(f"--param {name}: value {node!r} is not a number: {exc}") from None
+        integer = _integer_field(mt.simulator.model, tuple(path))
         if isinstance(q, int | float):
-            return cls(name, tag, tuple(path), float(q), "")
-        return cls(name, tag, tuple(path), float(q.magnitude), f"{q.units:~}")
+            return cls(name, tag, tuple(path), float(q), "", integer)
+        return cls(name, tag, tuple(path), float(q.magnitude), f"{q.units:~}", integer)
 
     def written(self, value: float) -> float | str:
-        """``value`` as the plant file writes it (with the original unit)."""
+        """``value`` as the plant file writes it (with the original unit; a whole number
+        as one)."""
+        if self.integer:
+            return round(value)
         return f"{value:.10g} {self.unit}" if self.unit else value
+
+
+def _integer_field(model: str, path: tuple[str | int, ...]) -> bool:
+    """Whether the model declares the parameter at ``path`` a whole number (its pydantic
+    field is ``int``): a top-level model parameter, or a thermostat's."""
+    if len(path) == 2 and path[0] == THERMOSTAT_KEY:
+        kind, key = "thermostat", path[1]
+    elif len(path) == 1:
+        kind, key = model, path[0]
+    else:
+        return False
+    cls = MODELS.get(kind)
+    field = cls.Params.model_fields.get(str(key)) if cls is not None else None
+    if field is None:
+        return False
+    kinds = typing.get_args(field.annotation) or (field.annotation,)
+    return int in kinds and float not in kinds
 
 
 def with_parameters(config: PlantConfig, values: Mapping[ParamRef, float]) -> PlantConfig:

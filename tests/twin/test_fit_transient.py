@@ -1,7 +1,8 @@
 """The fit over the transient (``twin fit --transient``): a parameter that only shapes the
 transient (a thermostat's time constant), recovered from a start-up against the dynamic
-replay, where the steady fit can only say that the data do not depend on it; and the
-replay's smoothness in the parameters that such a fit needs."""
+replay, where the steady fit can only say that the data do not depend on it; the replay's
+smoothness in the parameters that such a fit needs; and a whole-number parameter (a coil's
+number of tanks) fitted by its profile."""
 
 from __future__ import annotations
 
@@ -111,3 +112,27 @@ def test_the_replayed_start_up_is_smooth_in_the_parameters(name: str) -> None:
     for s in outs:
         # in kelvin per unit ln-parameter; 1e-3 K: far below the 0.3 K jump over 2e-4
         assert np.abs(quotients[0][s] - quotients[1][s]).max() < 1e-3, s
+
+
+def test_the_pages_number_of_tanks_is_fitted_by_its_profile(
+        workdir: Path) -> None:  # noqa: F811 (the fixture)
+    """A whole number (R2's tanks in series) is found by its profile, not moved by least
+    squares: the truth inside its interval, and the overlay writes a whole number."""
+    record, fit_cmd = doc_commands("twin-tanks")
+    runner = CliRunner()
+    for args in (record, fit_cmd):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 0, res.output
+    m = re.search(r"^R2\.n_tanks = (\S+) +95% CI \[(\S+), (\S+)\]", res.stdout, re.M)
+    assert m is not None, res.stdout
+    value, low, high = map(float, m.groups())
+    assert value == int(value) and low <= 10 <= high and high - low <= 2
+    assert "not identifiable" not in res.output
+    assert f"n_tanks: {int(value)}\n" in (workdir / "R2-tanks.yaml").read_text(encoding="utf-8")
+
+
+def test_two_whole_numbers_in_one_fit_are_refused(tmp_path: Path) -> None:
+    from modulecontrol.twin import TwinError, fit
+
+    with pytest.raises(TwinError, match="whole numbers are fitted by a profile"):
+        fit(load_plant(PLANT), tmp_path / "none.db", [1], ["R1.n_tanks", "R2.n_tanks"])
