@@ -14,7 +14,8 @@ repository.
 
 ``python -m modulecontrol.docgen twin-images docs/img`` makes the pictures of the worked
 example of docs/digital-twin.md: two simulated runs with known truth fitted (residuals,
-correlations) and the campaign with R2 deactivated (the twin beside PAT1, the mismatch).
+correlations), the transient fit of R1's thermostat (residuals) and the campaign with R2
+deactivated (the twin beside PAT1, the mismatch).
 
 ``python -m modulecontrol.docgen station-images docs/img`` serves the simulated lomustine line
 with the operator station (600x), runs the campaign into production, injects a pump stall
@@ -125,6 +126,17 @@ def _twin_images(out_dir: Path) -> int:
         write_fit_report(result, Path(tmp) / "fit")
         for name in ("residuals", "correlation"):
             shutil.copy(Path(tmp) / "fit" / f"{name}.png", out_dir / f"twin-{name}.png")
+        # the transient fit of R1's thermostat (the page's "Fits of the transient")
+        tau = ParamRef.resolve(config, "R1.thermostat.tau")
+        jacket = Path(tmp) / "jacket.db"
+        temps = ["R1.JacketT", "R1.T"]
+        record_simulated_run(with_parameters(config, {tau: 90.0}), jacket,
+                             settings={"R1.TempSP": 40.0}, outputs=temps, duration=1200,
+                             interval=10, noise=0.005, seed=3)
+        result = fit(config, jacket, [1], [tau.name], temps, transient=True)
+        write_fit_report(result, Path(tmp) / "transient")
+        shutil.copy(Path(tmp) / "transient" / "residuals.png",
+                    out_dir / "twin-transient-residuals.png")
         line = Path(tmp) / "line.db"
         code = run_command(CAMPAIGN, None, simulate=True, speed=300.0, db=line,
                            sets=["checks=1", "check_interval=2 h"],

@@ -64,7 +64,8 @@ def write_fit_report(result: FitResult, directory: str | Path) -> Path:
         for ax in (left, right):
             ax.axhline(0.0, color="0.5", lw=0.8)
             ax.set_ylabel(f"{name}\nmeasured - fitted")
-        left.set_xlabel("min into the run's steady window")
+        left.set_xlabel("min into the run" if result.transient
+                        else "min into the run's steady window")
         right.set_xlabel("fitted value")
         left.legend(fontsize=7)
     fig.tight_layout()
