@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from modulecontrol.cli import app
 from modulecontrol.descriptors import load_plant
 from modulecontrol.twin import copy_run_with_noise, fit
+from tests.twin.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 LINE = ROOT / "recipes" / "lomustine"
 K = "R2.reactions.nitrosation_equilibrium.k_ref"
 TRUTH = 2.2

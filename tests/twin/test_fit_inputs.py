@@ -14,9 +14,8 @@ from modulecontrol.records import Historian, RunResult, run_samples
 from modulecontrol.simulators import build_models
 from modulecontrol.twin._fit import _steady_windows
 from modulecontrol.twin._model import Replay, is_input, recorded_inputs, segments, upstream
+from tests.twin.conftest import PLANT
 
-ROOT = Path(__file__).resolve().parents[2]
-PLANT = ROOT / "recipes" / "lomustine" / "plant.yaml"
 T0 = 1.7e9
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -16,10 +15,8 @@ from typer.testing import CliRunner
 from modulecontrol.cli import app
 from modulecontrol.descriptors import calibrate, load_plant
 from modulecontrol.twin import ParamRef
-from tests.twin.test_twin import ESTIMATE, doc_commands
+from tests.twin.conftest import PLANT, doc_commands, estimates
 
-ROOT = Path(__file__).resolve().parents[2]
-PLANT = ROOT / "recipes" / "lomustine" / "plant.yaml"
 CALIBRATION = "P1.flow_calibration"
 K_REF = "R2.reactions.nitrosation_equilibrium.k_ref"
 
@@ -30,15 +27,8 @@ def test_a_calibration_the_plant_file_does_not_write_can_be_named() -> None:
     assert (ref.tag, ref.path, ref.value, ref.unit) == ("P1", ("flow_calibration",), 1.0, "")
 
 
-def _estimates(stdout: str) -> dict[str, tuple[float, float, float]]:
-    return {m[1]: (float(m[2]), float(m[3]), float(m[4])) for m in ESTIMATE.finditer(stdout)}
-
-
 def test_fit_recovers_the_pump_calibration_alone_and_beside_a_rate_constant(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("plant.yaml", "species.yaml"):
-        shutil.copy(PLANT.parent / name, tmp_path / name)
-    monkeypatch.chdir(tmp_path)
+        workdir: Path) -> None:
     commands = doc_commands("twin-pump-calibration")
     assert [c[:2] for c in commands] == [["twin", "record"], ["twin", "fit"]] * 2
     results = []
@@ -51,7 +41,7 @@ def test_fit_recovers_the_pump_calibration_alone_and_beside_a_rate_constant(
         record, fitted = commands[2 * i], results[2 * i + 1]
         assert {record[k + 1] for k, a in enumerate(record) if a == "--truth"} == {
             f"{name}={value:g}" for name, value in truth.items()}
-        found = _estimates(fitted.stdout)
+        found = estimates(fitted.stdout)
         assert set(found) == set(truth)
         for name, true in truth.items():
             value, low, high = found[name]
@@ -59,11 +49,11 @@ def test_fit_recovers_the_pump_calibration_alone_and_beside_a_rate_constant(
             assert low <= true <= high, (name, low, high)
         assert "warning" not in fitted.stderr
     # the first fit's overlay carries the pump's calibration, and the plant takes it
-    calibrated = calibrate(load_plant(tmp_path / "plant.yaml"), tmp_path / "P1-calibrated.yaml")
+    calibrated = calibrate(load_plant(workdir / "plant.yaml"), workdir / "P1-calibrated.yaml")
     sim = calibrated.type_of("P1").simulator
     assert sim is not None
     assert sim.parameters["flow_calibration"] == pytest.approx(
-        _estimates(results[1].stdout)[CALIBRATION][0], rel=1e-5)
+        estimates(results[1].stdout)[CALIBRATION][0], rel=1e-5)
     # one operating point separates them on the analyzer's three signals: the calibration
     # changes the amine's share of the feed (the impurity follows the free amine), the rate
     # constant only how far the nitrosation goes
@@ -76,4 +66,4 @@ def test_fit_recovers_the_pump_calibration_alone_and_beside_a_rate_constant(
     assert (f"not identifiable separately: {CALIBRATION} and {K_REF}"
             in product_only.stderr)
     assert all(e[1:] == (-math.inf, math.inf)
-               for e in _estimates(product_only.stdout).values())
+               for e in estimates(product_only.stdout).values())

@@ -7,7 +7,6 @@ number of tanks) fitted by its profile."""
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +18,11 @@ from modulecontrol.descriptors import load_plant
 from modulecontrol.errors import ConfigError
 from modulecontrol.twin import ParamRef
 from modulecontrol.twin._model import Replay, replay, upstream, with_parameters
-from tests.twin.test_twin import PLANT, doc_commands, workdir  # noqa: F401 (fixture)
-
-ESTIMATE = re.compile(r"^R1\.thermostat\.tau = (\S+) s +95% CI \[(\S+), (\S+)\]", re.M)
+from tests.twin.conftest import PLANT, doc_commands, estimates
 
 
 def test_the_pages_transient_fit_recovers_the_thermostat_tau_the_steady_fit_cannot(
-        workdir: Path) -> None:  # noqa: F811 (the fixture)
+        workdir: Path) -> None:
     record, transient, steady = doc_commands("twin-transient")
     for args in (record, transient, steady):
         assert args[:2] in (["twin", "record"], ["twin", "fit"])
@@ -34,9 +31,7 @@ def test_the_pages_transient_fit_recovers_the_thermostat_tau_the_steady_fit_cann
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, transient)
     assert res.exit_code == 0, res.output
-    m = ESTIMATE.search(res.stdout)
-    assert m is not None, res.stdout
-    value, low, high = map(float, m.groups())
+    value, low, high = estimates(res.stdout)["R1.thermostat.tau"]
     assert abs(value / 90.0 - 1.0) < 0.05
     assert low <= 90.0 <= high
     assert high / low < 1.1  # an interval that says something
@@ -60,17 +55,14 @@ def test_the_pages_transient_fit_recovers_the_thermostat_tau_the_steady_fit_cann
 
 
 def test_a_plant_sets_one_instances_thermostat_and_a_type_without_a_jacket_refuses_it(
-        tmp_path: Path) -> None:
+        workdir: Path) -> None:
     text = PLANT.read_text(encoding="utf-8")
-    for name in ("species.yaml",):
-        (tmp_path / name).write_text((PLANT.parent / name).read_text(encoding="utf-8"),
-                                     encoding="utf-8")
     ok = text.replace("        max_substep: 2 s           # fast carbamylation",
                       "        thermostat: {tau: 75 s}\n"
                       "        max_substep: 2 s           # fast carbamylation", 1)
     assert ok != text
-    (tmp_path / "plant.yaml").write_text(ok, encoding="utf-8")
-    cfg = load_plant(tmp_path / "plant.yaml")
+    (workdir / "plant.yaml").write_text(ok, encoding="utf-8")
+    cfg = load_plant(workdir / "plant.yaml")
     r1, r2 = cfg.type_of("R1").simulator, cfg.type_of("R2").simulator
     assert r1 is not None and r2 is not None
     assert r1.thermostat is not None and r1.thermostat["tau"] == "75 s"
@@ -81,10 +73,10 @@ def test_a_plant_sets_one_instances_thermostat_and_a_type_without_a_jacket_refus
                        "        feed_temperature: 20 degC\n        thermostat: {tau: 75 s}\n"
                        "  - tag: P2", 1)
     assert bad != text
-    (tmp_path / "plant.yaml").write_text(bad, encoding="utf-8")
+    (workdir / "plant.yaml").write_text(bad, encoding="utf-8")
     with pytest.raises(ConfigError, match=r"overrides of P1: 'thermostat': the simulator of "
                                           r"this type has no jacket thermostat"):
-        load_plant(tmp_path / "plant.yaml")
+        load_plant(workdir / "plant.yaml")
 
 
 @pytest.mark.parametrize("name", ["R1.reactions.dcu_formation.Ea",
@@ -115,7 +107,7 @@ def test_the_replayed_start_up_is_smooth_in_the_parameters(name: str) -> None:
 
 
 def test_the_pages_number_of_tanks_is_fitted_by_its_profile(
-        workdir: Path) -> None:  # noqa: F811 (the fixture)
+        workdir: Path) -> None:
     """A whole number (R2's tanks in series) is found by its profile, not moved by least
     squares: the truth inside its interval, and the overlay writes a whole number."""
     record, fit_cmd = doc_commands("twin-tanks")
@@ -123,9 +115,7 @@ def test_the_pages_number_of_tanks_is_fitted_by_its_profile(
     for args in (record, fit_cmd):
         res = runner.invoke(app, args)
         assert res.exit_code == 0, res.output
-    m = re.search(r"^R2\.n_tanks = (\S+) +95% CI \[(\S+), (\S+)\]", res.stdout, re.M)
-    assert m is not None, res.stdout
-    value, low, high = map(float, m.groups())
+    value, low, high = estimates(res.stdout)["R2.n_tanks"]
     assert value == int(value) and low <= 10 <= high and high - low <= 2
     assert "not identifiable" not in res.output
     assert f"n_tanks: {int(value)}\n" in (workdir / "R2-tanks.yaml").read_text(encoding="utf-8")

@@ -4,7 +4,6 @@ at steady state, and a fault the model does not know raises the mismatch in time
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 
@@ -12,8 +11,8 @@ from modulecontrol.clock import Clock
 from modulecontrol.descriptors import load_plant
 from modulecontrol.simulators import SimulatedPlant
 from modulecontrol.twin import QualityPredictor, TwinError
+from tests.twin.conftest import PLANT
 
-PLANT = Path(__file__).resolve().parents[2] / "recipes" / "lomustine" / "plant.yaml"
 DT = 10.0
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shlex
 import shutil
 from pathlib import Path
 
@@ -17,18 +16,7 @@ from modulecontrol.cli import app
 from modulecontrol.descriptors import load_plant
 from modulecontrol.records import AuditTrail, run_samples, verify_audit
 from modulecontrol.twin import ParamRef, TwinError, record_simulated_run
-
-ROOT = Path(__file__).resolve().parents[2]
-PLANT = ROOT / "recipes" / "lomustine" / "plant.yaml"
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The lomustine plant copied to an empty directory, as the worked example assumes."""
-    for name in ("plant.yaml", "species.yaml"):
-        shutil.copy(PLANT.parent / name, tmp_path / name)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+from tests.twin.conftest import PLANT, ROOT, doc_block, doc_commands, estimates
 
 
 def test_recorded_run_reads_back_inputs_and_measurements(tmp_path: Path) -> None:
@@ -64,20 +52,6 @@ def test_cli_refuses_an_unknown_parameter_with_exit_2(workdir: Path) -> None:
 
 TRUTH = {"R2.reactions.nitrosation_equilibrium.k_ref": 2.2,
          "R2.reactions.nitrosation_equilibrium.Ea": 55.0}
-ESTIMATE = re.compile(r"^(\S+) = (\S+) .*95% CI \[(\S+), (\S+)\]", re.M)
-
-
-def doc_block(marker: str, lang: str) -> str:
-    """The first ``lang`` block after ``marker`` on the page."""
-    text = (ROOT / "docs" / "digital-twin.md").read_text(encoding="utf-8")
-    return text.split(f"<!-- {marker} -->", 1)[1].split(f"```{lang}", 1)[1].split("```", 1)[0]
-
-
-def doc_commands(marker: str) -> list[list[str]]:
-    """The ``$ modulecontrol ...`` lines of the console block after ``marker``."""
-    text = (ROOT / "docs" / "digital-twin.md").read_text(encoding="utf-8")
-    block = text.split(f"<!-- {marker} -->", 1)[1].split("```console", 1)[1].split("```", 1)[0]
-    return [shlex.split(line[2:])[1:] for line in block.splitlines() if line.startswith("$ ")]
 
 
 def test_worked_example_recovers_k_and_ea_from_two_temperatures_and_warns_on_one(
@@ -90,7 +64,7 @@ def test_worked_example_recovers_k_and_ea_from_two_temperatures_and_warns_on_one
         assert res.exit_code == 0, res.output
         results.append(res)
     both, one = results[2], results[3]
-    found = {m[1]: tuple(map(float, m.groups()[1:])) for m in ESTIMATE.finditer(both.stdout)}
+    found = estimates(both.stdout)
     assert set(found) == set(TRUTH)
     for name, truth in TRUTH.items():
         value, low, high = found[name]

@@ -20,11 +20,9 @@ from modulecontrol.errors import ConfigError
 from modulecontrol.recipe import load_recipe
 from modulecontrol.records import report_images, run_samples
 from modulecontrol.yamlio import dump_yaml, load_yaml
-from tests.twin.test_twin import doc_commands
+from tests.twin.conftest import PLANT, ROOT, doc_commands
 
-ROOT = Path(__file__).resolve().parents[2]
 CAMPAIGN = ROOT / "recipes" / "lomustine" / "campaign.yaml"
-PLANT = ROOT / "recipes" / "lomustine" / "plant.yaml"
 HOLD = 300.0
 TWIN = {"analyzer": "PAT1", "predict": ["Purity", "Product"], "dt": "10 s",
         "mismatch": [{"signal": "Purity", "band": "2 %", "hold": "5 min"}],
