@@ -32,8 +32,10 @@ def _fail(msg: str) -> None:
 @app.command("fit")
 def fit_cmd(
     run: Annotated[int, typer.Argument(help="Run id (see `modulecontrol runs`).")],
-    param: Annotated[list[str], typer.Option("--param", help="TAG.path of a simulator "
-                                             "parameter, e.g. R1.reactions.carbamylation.k_ref")],
+    param: Annotated[list[str], typer.Option(
+        "--param", help="TAG.path of a simulator parameter, e.g. "
+        "R1.reactions.carbamylation.k_ref, R1.thermostat.tau, R2.n_tanks (a whole number: "
+        "fitted by its profile), P1.flow_calibration")],
     plant: PlantOpt,
     db: DbOpt = Path(DEFAULT_DB),
     runs: Annotated[list[int] | None, typer.Option("--runs", help="More runs to fit "
