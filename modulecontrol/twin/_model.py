@@ -22,7 +22,7 @@ from modulecontrol.descriptors import THERMOSTAT_KEY, PlantConfig
 from modulecontrol.mtpcore import Command
 from modulecontrol.records import RunSamples
 from modulecontrol.simulators import ModuleView, SimulatedPlant, build_models
-from modulecontrol.simulators.models import MODELS
+from modulecontrol.simulators.models import MODELS, Thermostat
 from modulecontrol.units import parse_quantity
 
 FloatArray = npt.NDArray[np.float64]
@@ -104,7 +104,7 @@ def _integer_field(model: str, path: tuple[str | int, ...]) -> bool:
     """Whether the model declares the parameter at ``path`` a whole number (its pydantic
     field is ``int``): a top-level model parameter, or a thermostat's."""
     if len(path) == 2 and path[0] == THERMOSTAT_KEY:
-        kind, key = "thermostat", path[1]
+        kind, key = Thermostat.kind, path[1]
     elif len(path) == 1:
         kind, key = model, path[0]
     else:
