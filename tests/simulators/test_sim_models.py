@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Literal
 
 import numpy as np
@@ -446,6 +447,33 @@ def test_split_integrator_agrees_with_scipy_bdf(species: SpeciesTable) -> None:
         o1 = split.step(10.0, {"in": feed})["out"]
     ss = _hot_reactor(species, "split").steady_state({"in": feed})["out"]
     assert ss.conc == pytest.approx(o1.conc, rel=2e-3, abs=1e-3)
+
+
+def test_a_trace_of_a_feed_has_the_heat_capacity_of_the_liquid_around_it(
+    species: SpeciesTable,
+) -> None:
+    """The first front out of an empty reactor is a trace of the feed in the unlisted liquid
+    the reactor started with (water): its heat capacity is the liquid's, not a trace of one.
+    A twin's replay took 7e-15 J/(m3 K) from such a stream into a coil, whose jacket term
+    then became 4e19 1/s and its tanks' temperature -6e19 K within a step."""
+    feed = Stream.of(species, "1 mL/min", "25 degC", {"solvent": 15000, "A": 1500})
+    rho_cp = float(feed.conc @ (species.molar_mass * species.heat_capacity))
+    filled = float(feed.conc @ species.molar_volume)
+    assert filled > 1.0  # the feed's species fill its volume: nothing is added
+    assert feed.volumetric_heat_capacity == rho_cp
+    for x in (1e-20, 1e-6, 0.3):
+        trace = feed.with_(conc=feed.conc * x)
+        assert trace.volumetric_heat_capacity == pytest.approx(
+            x * rho_cp + (1.0 - x * filled) * 4.18e6, rel=1e-12)
+    # A coil full of reacting feed that is then fed a trace and stopped: with a trace of a
+    # heat capacity its reaction heat had no step (ModelStateError after 12 halvings, the
+    # tank from 333 to 317 K)
+    reactor = _hot_reactor(species, "split")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no division by a vanishing heat capacity either
+        for inflow in (feed, feed.with_(conc=feed.conc * 1e-17), feed.with_(flow=0.0), feed):
+            reactor.step(10.0, {"in": inflow})
+    assert np.all((reactor.T > 298.0) & (reactor.T < 373.15)), reactor.T
 
 
 def test_fouling_raises_pressure_drop_and_shortens_residence(species: SpeciesTable) -> None:

@@ -31,7 +31,7 @@ FloatArray = npt.NDArray[np.float64]
 
 #: Heat capacity used for species that do not give one (liquid water, J/(kg K)).
 DEFAULT_HEAT_CAPACITY = 4180.0
-#: Volumetric heat capacity used when a stream carries no mass at all (water, J/(m3 K)).
+#: Volumetric heat capacity of liquid the species table does not list (water, J/(m3 K)).
 DEFAULT_VOLUMETRIC_HEAT_CAPACITY = 4.18e6
 #: Atmospheric pressure, Pa.
 AMBIENT_PRESSURE = 101325.0
@@ -72,6 +72,8 @@ class SpeciesTable:
         self.heat_capacity: FloatArray = np.array(
             [s.heat_capacity or DEFAULT_HEAT_CAPACITY for s in self.species]
         )
+        #: m3/mol of each pure species (molar mass over density): ideal volumes
+        self.molar_volume: FloatArray = self.molar_mass / self.density
         self._has_mu = np.array([s.viscosity is not None for s in self.species])
         self._ln_mu = np.array(
             [math.log(s.viscosity) if s.viscosity else 0.0 for s in self.species]
@@ -214,9 +216,21 @@ class Stream:
 
     @property
     def volumetric_heat_capacity(self) -> float:
-        """rho*cp of the liquid, J/(m3 K); water's when the stream lists no mass."""
-        v = float(self.conc @ (self.table.molar_mass * self.table.heat_capacity))
-        return v if v > 0.0 else DEFAULT_VOLUMETRIC_HEAT_CAPACITY
+        """rho*cp of the liquid, J/(m3 K): the listed species' own, plus water's for the
+        volume they leave unfilled.
+
+        Why the remainder: the listed species fill the volume fraction sum(c M / rho) (ideal
+        volumes, as :func:`mix` adds them), and the rest is liquid the table does not list,
+        taken as water like a reactor's initial filling. Without it a trace of a feed (the
+        first front out of an empty reactor) had a trace of a heat capacity: a coil in a
+        twin's replay took 7e-15 J/(m3 K) from it, its jacket term became 4e19 1/s and its
+        tanks' temperature -6e19 K within a step. A stream whose species fill its volume is
+        unchanged; the lomustine isocyanate feed, 3e-4 short of its litre in ideal volumes,
+        gains 0.09 % in heat capacity (``make run``: 62.05 % isolated yield against 62.03 %)."""
+        t = self.table
+        listed = float(self.conc @ (t.molar_mass * t.heat_capacity))
+        unfilled = 1.0 - float(self.conc @ t.molar_volume)
+        return listed + max(unfilled, 0.0) * DEFAULT_VOLUMETRIC_HEAT_CAPACITY
 
     @property
     def viscosity(self) -> float | None:
