@@ -17,6 +17,7 @@ a parameter that the data cannot identify, instead of an interval that pretends 
 
 from __future__ import annotations
 
+import datetime as _dt
 import logging
 import math
 from collections.abc import Sequence
@@ -193,6 +194,7 @@ def fit(config: PlantConfig, db: str | Path, runs: Sequence[int], params: Sequen
         if transient:
             at = {s: ts[(ts >= dt) & (ts <= rep.duration)] for s, (ts, _) in samples.items()}
             ys = {s: vs[(ts >= dt) & (ts <= rep.duration)] for s, (ts, vs) in samples.items()}
+            _check_starts_from_rest(sub, data.run.id, t0, rep, outputs, dt, at, ys)
             if any(len(y) for y in ys.values()):
                 dynamic.append((rep, at, ys))
                 observed_parts.append(np.concatenate([ys[s] for s in outputs]))
@@ -330,6 +332,92 @@ def fit(config: PlantConfig, db: str | Path, runs: Sequence[int], params: Sequen
                      math.sqrt(float(sol.fun @ sol.fun) / n),
                      [(d.run.t_start, d.t_end) for d in recorded], n_transient, points,
                      transient)
+
+
+REST_SAMPLES = 3
+"""First samples of each fitted output compared with the replay from rest before a transient
+fit (all of them must be off to refuse the run: one glitch at the start refuses nothing)."""
+REST_NOISE = 5.0
+"""Noise standard deviations a first sample must be off the replay from rest by (below,
+see :func:`_check_starts_from_rest`)."""
+REST_SPAN = 0.5
+"""Fraction of the signal's span in the run a first sample must be off the replay from rest
+by (below, see :func:`_check_starts_from_rest`)."""
+
+
+def _check_starts_from_rest(config: PlantConfig, run: int, t0: float, rep: Replay,
+                            outputs: Sequence[str], dt: float, at: dict[str, FloatArray],
+                            ys: dict[str, FloatArray]) -> None:
+    """Refuse a transient fit of a run that does not start from rest (a recording begun on a
+    line already in production): the fit would compare every sample with a replay that
+    starts from an empty line, and find parameters that explain the wrong start-up.
+
+    ``at``, ``ys``: each output's fitted sample times (s since the run start) and values.
+    The first :data:`REST_SAMPLES` samples of each output are compared with the replay from
+    rest at the written parameters (only that far is replayed: it costs a few steps). The
+    run is refused on an output when every one of them is off by more than
+
+        max(REST_NOISE x sigma, REST_SPAN x span)
+
+    Why these two. ``sigma`` is the output's measurement noise in the run, from its second
+    differences (the median of |y[i-1] - 2 y[i] + y[i+1]|, which is 0.6745 sqrt(6) sigma
+    for white noise; differences cancel the level and slow trends, the median the steps of
+    a transient): five of them is a miss that noise does not make (a two-sided 6e-7 per
+    sample, and three in a row must miss). ``span`` is the signal's range in the run (the
+    recorded samples and the replayed ones together: a run in production that stays at its
+    level still spans from the replay's rest to it): a line at rest and one in production
+    differ by about the whole span, while parameters still to be fitted move the first
+    samples of a start-up by a fraction of it (little has happened yet), so half the span
+    refuses the one and never the other. Neither alone suffices: the noise floor keeps a
+    flat run (whose span is its noise) from being refused on a noisy first sample, the span
+    keeps a start-up with parameters far from the truth from being refused on its first
+    degrees of heating. Both are in the output's own unit, so no scale is assumed (a
+    temperature's offset, a concentration's zero).
+
+    Measured on R1's start-up to 40 °C (span 18 K, samples every 10 s): a thermostat tau
+    from 20 s to 300 s against the written 60 s moves the first three samples by at most
+    3.1 K (17 % of the span), and a recording begun 90 s or more into it is refused (11 to
+    13 K off). One begun 30 to 60 s in is not (5 to 9.5 K): so early it looks like a start
+    from rest with a faster thermostat. An analyzer behind its dead time reads exactly the
+    rest value whatever the parameters, so a line in production is refused on its first
+    sample of product.
+    """
+    first = {s: at[s][:REST_SAMPLES] for s in outputs if len(at[s])}
+    if not first:
+        return
+    end = max(float(ts[-1]) for ts in first.values())
+    rest = replay(config, Replay(rep.inputs, end), list(first), dt, first)
+    off = []
+    for s, ts in first.items():
+        y, r = ys[s], rest[s]
+        span = max(float(y.max()), float(r.max())) - min(float(y.min()), float(r.min()))
+        sigma = _noise_sd(y)
+        limit = max(REST_NOISE * sigma, REST_SPAN * span)
+        if bool(np.all(np.abs(y[:len(ts)] - r) > limit)):
+            off.append((s, float(ts[0]), float(y[0]), float(r[0]), limit, sigma, span))
+    if not off:
+        return
+    s, t, seen, model, limit, sigma, span = off[0]
+    when = _dt.datetime.fromtimestamp(t0 + t, _dt.UTC).isoformat(timespec="seconds")
+    also = f" (also {', '.join(o[0] for o in off[1:])})" if len(off) > 1 else ""
+    raise TwinError(
+        f"run {run} does not start from rest: {s} at {when} ({t:g} s after the run start) "
+        f"was {seen:.4g} recorded, {model:.4g} in the replay from rest{also}; its first "
+        f"{len(first[s])} samples are all off by more than {limit:.3g} (the larger of "
+        f"{REST_NOISE:g} x its noise SD {sigma:.3g} and {REST_SPAN:g} x its span {span:.3g} "
+        "in the run). --transient replays a run from a plant at rest (the models' initial "
+        "state: an empty line); fit a run recorded on a line already in production on its "
+        "steady windows (without --transient)")
+
+
+def _noise_sd(y: FloatArray) -> float:
+    """The measurement noise's standard deviation in ``y`` from its second differences
+    (robust to the level, slow trends and a few steps; see :func:`_check_starts_from_rest`);
+    0 for fewer than three samples."""
+    if len(y) < 3:
+        return 0.0
+    d2 = y[:-2] - 2.0 * y[1:-1] + y[2:]
+    return float(np.median(np.abs(d2))) / (0.6745 * math.sqrt(6.0))
 
 
 @dataclass(frozen=True)

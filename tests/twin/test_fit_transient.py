@@ -7,6 +7,7 @@ number of tanks) fitted by its profile."""
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from modulecontrol.descriptors import load_plant
 from modulecontrol.errors import ConfigError
 from modulecontrol.twin import ParamRef
 from modulecontrol.twin._model import Replay, replay, upstream, with_parameters
-from tests.twin.conftest import PLANT, doc_commands, estimates
+from tests.twin.conftest import PLANT, copy_run_from, doc_commands, estimates
 
 
 def test_the_pages_transient_fit_recovers_the_thermostat_tau_the_steady_fit_cannot(
@@ -126,3 +127,56 @@ def test_two_whole_numbers_in_one_fit_are_refused(tmp_path: Path) -> None:
 
     with pytest.raises(TwinError, match="whole numbers are fitted by a profile"):
         fit(load_plant(PLANT), tmp_path / "none.db", [1], ["R1.n_tanks", "R2.n_tanks"])
+
+
+def test_a_transient_fit_refuses_a_run_that_does_not_start_from_rest(tmp_path: Path) -> None:
+    """The transient fit replays a run from a plant at rest: a recording begun on a line
+    already running (here R1 at 40 °C, the recording cut 10 min into the start-up) is
+    refused with the run, the signal, the time and both values, not fitted against a
+    replay of the wrong start-up."""
+    from modulecontrol.twin import TwinError, fit, record_simulated_run
+
+    cfg = load_plant(PLANT)
+    truth = with_parameters(cfg, {ParamRef.resolve(cfg, "R1.thermostat.tau"): 90.0})
+    whole = tmp_path / "whole.db"
+    outs = ["R1.JacketT", "R1.T"]
+    run = record_simulated_run(truth, whole, settings={"R1.TempSP": 40.0}, outputs=outs,
+                               duration=1200.0, interval=10.0, noise=0.005, seed=3)
+    cut = tmp_path / "cut.db"
+    late = copy_run_from(whole, run, cut, 600.0)
+    with pytest.raises(TwinError) as caught:
+        fit(cfg, cut, [late], ["R1.thermostat.tau"], outs, transient=True)
+    msg = str(caught.value)
+    found = re.search(r"run (\d+) does not start from rest: R1\.JacketT at (\S+) \(10 s after "
+                      r"the run start\) was (\S+) recorded, (\S+) in the replay from rest "
+                      r"\(also R1\.T\)", msg)
+    assert found is not None, msg
+    assert int(found[1]) == late
+    assert found[2] == "2023-11-14T22:23:30+00:00"  # 1.7e9 + 600 s + 10 s
+    assert float(found[3]) > 39.0 and float(found[4]) < 25.0  # at 40 °C, replayed near 20
+    assert "fit a run recorded on a line already in production on its steady windows " \
+           "(without --transient)" in msg
+    # the CLI says the same, located, and fits nothing
+    res = CliRunner().invoke(app, ["twin", "fit", str(late), "--plant", str(PLANT), "--db",
+                                   str(cut), "--param", "R1.thermostat.tau", "--measure",
+                                   "R1.JacketT", "--measure", "R1.T", "--transient"])
+    assert res.exit_code != 0
+    assert "does not start from rest: R1.JacketT" in res.output
+
+
+def test_a_run_recorded_in_production_is_refused_on_its_analyzer(tmp_path: Path) -> None:
+    """A recording begun with the line in production: the analyzer measures product from
+    its first sample on, where the replay from rest has not reached it yet (~0)."""
+    from modulecontrol.twin import TwinError, fit, record_simulated_run
+
+    cfg = load_plant(PLANT)
+    outs = ["PAT1.Intermediate", "PAT1.Product"]
+    run = record_simulated_run(cfg, tmp_path / "whole.db", settings={"R2.TempSP": 15.0},
+                               outputs=outs, duration=1800.0, dt=10.0, seed=1)
+    late = copy_run_from(tmp_path / "whole.db", run, tmp_path / "cut.db", 1200.0)
+    with pytest.raises(TwinError, match=rf"run {late} does not start from rest: "
+                                        r"PAT1\.Intermediate at \S+ \(30 s after the run "
+                                        r"start\) was \S+ recorded, \S+ in the replay from "
+                                        r"rest \(also PAT1\.Product\).*\(without --transient\)"):
+        fit(cfg, tmp_path / "cut.db", [late], ["R2.reactions.nitrosation_equilibrium.k_ref"],
+            outs, dt=10.0, transient=True)
