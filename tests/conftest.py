@@ -12,10 +12,15 @@ one after another on one worker while the other worker runs everything else; eve
 file is a group of its own (its module fixtures start once). Without ``-n`` (the default of
 ``make test``: on 2 cores the fault matrix's detection bounds do not hold beside a second
 worker's whole line) the groups change nothing.
+
+``taken`` and ``first_port_taken`` force the race of a port chosen free in advance: a port
+another process holds, and a ``free_port`` that answers it once (for tests showing that a
+server still comes up, on another port).
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,6 +58,31 @@ def _group(path: Path) -> str:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         item.add_marker(pytest.mark.xdist_group(_group(item.path)))
+
+
+@pytest.fixture
+def taken() -> Iterator[int]:
+    """A port some other process holds: bound, not listening, as by an outgoing
+    connection's ephemeral port (nothing answers there, so a start cannot mistake it for
+    its own server)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield int(s.getsockname()[1])
+
+
+@pytest.fixture
+def first_port_taken(taken: int, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    """``free_port`` answers ``taken`` once (it lost the race), then free ports again; the
+    test must have asked for it (:func:`~modulecontrol.simulators.start_on_free_port` and
+    :func:`~modulecontrol.simulators.astart_on_free_port` do)."""
+    from modulecontrol.simulators import _ports
+
+    real = _ports.free_port
+    answers = [taken]
+    monkeypatch.setattr(_ports, "free_port",
+                        lambda host="127.0.0.1": answers.pop() if answers else real(host))
+    yield taken
+    assert not answers, "free_port was never asked: the race was not run"
 
 
 @pytest.fixture(scope="module")

@@ -52,6 +52,11 @@ def serve(
                                                  "e.g. '2 h' (default: until Ctrl-C).")] = None,
     dt: Annotated[float, typer.Option(help="Model step, simulated seconds.")] = 1.0,
     port_offset: Annotated[int, typer.Option(help="Add this to every TCP port.")] = 0,
+    free_ports: Annotated[bool, typer.Option(
+        "--free-ports", help="Serve every TCP module on a free port of the OS's choice "
+        "instead of the plant's (the table and --json say which): for tests and plants "
+        "side by side. A port chosen in advance can be taken before the server binds "
+        "it.")] = False,
     allow_remote: Annotated[bool, typer.Option(help="Allow non-loopback hosts.")] = False,
     pki: Annotated[Path, typer.Option(help="Folder of the OPC UA certificates, keys and "
                                       "passwords, generated at first use (owner-only).")] = Path(
@@ -80,6 +85,8 @@ def serve(
 
     if speed <= 0:
         raise typer.BadParameter("--speed must be > 0")
+    if free_ports and port_offset:
+        raise typer.BadParameter("--free-ports and --port-offset exclude each other")
     limit = _seconds(duration, "--duration")
     try:
         cfg = load_plant(plant)
@@ -108,8 +115,9 @@ def serve(
         sim.faults.on_record(lambda r: log.print(
             f"t={r.time:10.1f} s  {r.module}: fault {r.fault} {r.event} {r.params or ''}",
             markup=False))
-        server = PlantServer(sim, port_offset=port_offset, allow_remote=allow_remote, pki=pki,
-                             audit_db=db, insecure=insecure)
+        server = PlantServer(sim, port_offset=port_offset, free_ports=free_ports,
+                             allow_remote=allow_remote, pki=pki, audit_db=db,
+                             insecure=insecure)
         async with server:
             if as_json:
                 # One line, flushed: a program reads it with readline() and the process

@@ -40,7 +40,27 @@ def modulecontrol_wiring() -> Iterator[Wiring]:
 
 @pytest.fixture
 def free_tcp_port() -> int:
-    """A TCP port on 127.0.0.1 that was free when asked (for a simulator or test server)."""
+    """A TCP port on 127.0.0.1 that was free when asked (for a simulator or test server).
+
+    Racy, and kept for the suites that use it: the port is chosen by binding port 0 and
+    closing the socket, so it is only free a moment ago. Another process (an outgoing
+    connection's ephemeral port, a parallel test run) can take it before your server binds
+    it, and the server then fails with "address already in use", rarely, and mostly on a
+    loaded CI machine. Nothing a fixture hands out as a number can close that window: the
+    port is only yours once your server has bound it.
+
+    Prefer, in this order:
+
+    - a server that binds port 0 and tells you the port it got: the kit's Modbus device
+      (:class:`~modulecontrol.testing.modbus.TcpDevice` without a port, ``dev.port`` once
+      started), ``asyncio.start_server(..., port=0)``, ``modulecontrol sim serve
+      --free-ports`` (the ports are in its table or ``--json`` line), a simulated run
+      (``run --simulate`` serves on free ports of its own);
+    - for a server that must be told its port before it binds:
+      :func:`~modulecontrol.simulators.start_on_free_port` (or ``astart_on_free_port``),
+      which starts it on a new free port, a few times, when the chosen one turns out taken
+      (your start raises ``OSError`` with ``errno.EADDRINUSE``).
+    """
     # Imported here, not at the top: this plugin loads into every pytest session of an
     # environment where modulecontrol is installed, and must not pull in the simulators.
     from modulecontrol.simulators import free_port

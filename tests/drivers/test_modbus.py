@@ -19,7 +19,7 @@ from modulecontrol.drivers import (
     OutOfRange,
     UnknownTag,
 )
-from modulecontrol.testing.modbus import RecordingStore, RtuResponder, TcpDevice, free_port
+from modulecontrol.testing.modbus import RecordingStore, RtuResponder, TcpDevice
 from tests.drivers._modbus_fixtures import (
     ALL_TYPES,
     ORDERS,
@@ -218,8 +218,8 @@ async def test_reconnect_after_server_restart() -> None:
     await dev.stop()
 
 
-async def test_connect_refused_is_disconnected() -> None:
-    drv = tcp_driver(free_port())
+async def test_connect_refused_is_disconnected(taken: int) -> None:
+    drv = tcp_driver(taken)  # held by the test, never listening: refused, whoever else runs
     with pytest.raises(Disconnected, match="cannot connect"):
         await drv.connect()
     await drv.close()

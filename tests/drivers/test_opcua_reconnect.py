@@ -9,7 +9,7 @@ import pytest
 
 from modulecontrol.drivers import Disconnected, Quality, TagValue
 from modulecontrol.drivers.opcua import OpcUaDriver
-from modulecontrol.simulators import astart_on_free_port, free_port
+from modulecontrol.simulators import astart_on_free_port
 from modulecontrol.simulators.opcua_pea import PeaServer, build_pea_server
 from tests._poll import until
 from tests.drivers._opcua_pea import coil_reactor, instance
@@ -63,8 +63,9 @@ async def test_reconnect_with_fresh_client_and_resubscribe() -> None:
         await second.stop()
 
 
-async def test_connect_to_nothing_is_disconnected() -> None:
-    drv = OpcUaDriver(coil_reactor(), instance(f"opc.tcp://127.0.0.1:{free_port()}/x"))
+async def test_connect_to_nothing_is_disconnected(taken: int) -> None:
+    # held by the test, never listening: nothing answers there, whoever else runs
+    drv = OpcUaDriver(coil_reactor(), instance(f"opc.tcp://127.0.0.1:{taken}/x"))
     with pytest.raises(Disconnected, match="cannot reach"):
         await drv.connect()
     await drv.close()

@@ -4,6 +4,10 @@ Issue #14, finding 5, reproduced as reported: while a simulated run records, ano
 process's connection holds the database's write lock (``BEGIN EXCLUSIVE``) for longer than
 the historian's retry budget. Before, the lost batch was a log line and the run exited 0
 "completed"; now the run's outcome, exit code, record and report all say so.
+
+A simulated run serves its plant on free ports of the OS's choice, never on the plant's: the
+plant's ports here are one the test holds (``taken``) and Modbus's 502, and the run comes up
+all the same. (They used to be chosen free by the test, needlessly.)
 """
 
 from __future__ import annotations
@@ -15,9 +19,9 @@ from typing import Any
 
 import pytest
 
+from modulecontrol.descriptors import ModbusTcpEndpoint
 from modulecontrol.events import EventKind
 from modulecontrol.session import EXIT_DATA_LOSS, RunOptions, Session
-from modulecontrol.testing.modbus import free_port
 from tests._poll import until
 
 PLANT = """\
@@ -55,8 +59,9 @@ procedure:
 
 
 @pytest.mark.slow
-async def test_a_run_that_lost_records_ends_completed_with_data_loss(tmp_path: Path) -> None:
-    (tmp_path / "plant.yaml").write_text(PLANT.format(p1=free_port(), w1=free_port()))
+async def test_a_run_that_lost_records_ends_completed_with_data_loss(tmp_path: Path,
+                                                                      taken: int) -> None:
+    (tmp_path / "plant.yaml").write_text(PLANT.format(p1=taken, w1=502))
     (tmp_path / "recipe.yaml").write_text(RECIPE)
     db = tmp_path / "run.db"
     opts = RunOptions(simulate=True, speed=100.0, db=db, report_dir=tmp_path,
@@ -67,6 +72,9 @@ async def test_a_run_that_lost_records_ends_completed_with_data_loss(tmp_path: P
     try:
         assert await until(lambda: session.orchestrator is not None
                            and session.orchestrator.progress.step == "run", 30) is not None
+        assert session.simulation is not None
+        served = session.simulation.config.instance("P1").endpoint
+        assert isinstance(served, ModbusTcpEndpoint) and served.port not in (0, taken)
         hist = session.historian
         assert hist is not None
         blocker = sqlite3.connect(db, isolation_level=None, timeout=0.1)
@@ -98,11 +106,11 @@ async def test_a_run_that_lost_records_ends_completed_with_data_loss(tmp_path: P
 
 
 @pytest.mark.slow
-async def test_a_record_listener_that_fails_is_data_loss(tmp_path: Path) -> None:
+async def test_a_record_listener_that_fails_is_data_loss(tmp_path: Path, taken: int) -> None:
     """The session's recorder of events is a listener on the record path: when it cannot
     hand an event to the historian, the event log records ``listener_failed`` and the run
     ends "completed with data loss" (before: a log line, exit 0)."""
-    (tmp_path / "plant.yaml").write_text(PLANT.format(p1=free_port(), w1=free_port()))
+    (tmp_path / "plant.yaml").write_text(PLANT.format(p1=taken, w1=502))
     (tmp_path / "recipe.yaml").write_text(RECIPE.replace("10 min", "2 min"))
     opts = RunOptions(simulate=True, speed=100.0, db=tmp_path / "run.db", report_dir=None,
                       poll_interval=0.05)

@@ -1,9 +1,10 @@
-"""Helpers for tests that run the CLI in a subprocess: free ports, listening sockets."""
+"""Helpers for tests that run the CLI in a subprocess: its command line and environment,
+its output, its listening sockets. (No free ports chosen in advance: ``sim serve
+--free-ports`` binds ports of the OS's choice and lists them.)"""
 
 from __future__ import annotations
 
 import os
-import random
 import socket
 import subprocess
 import sys
@@ -24,25 +25,6 @@ def env(**extra: str) -> dict[str, str]:
     e.update(COLUMNS="250", PYTHONUNBUFFERED="1", **extra)
     e["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), e.get("PYTHONPATH")) if p)
     return e
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_offset(ports: list[int], lo: int = 20000, hi: int = 40000) -> int:
-    """An offset that moves every one of ``ports`` onto a currently free port."""
-    rng = random.Random()
-    for _ in range(200):
-        off = rng.randrange(lo, hi)
-        if all(1024 < p + off < 65536 and port_is_free(p + off) for p in ports):
-            return off
-    raise RuntimeError("no free port offset found")
 
 
 def listening_sockets(pid: int) -> list[tuple[str, int]]:

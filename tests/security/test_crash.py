@@ -1,7 +1,8 @@
 """kill -9 of a running ``modulecontrol run``: records stay whole, the plant keeps its state.
 
-The plant is served by ``modulecontrol sim serve`` in one process (fixed free ports), the run
-talks to it over Modbus TCP from another (no ``--simulate``), exactly as with real hardware.
+The plant is served by ``modulecontrol sim serve --free-ports`` in one process (the plant
+file then rewritten with the ports it reports), the run talks to it over Modbus TCP from
+another (no ``--simulate``), exactly as with real hardware.
 The run process is SIGKILLed in the middle of production; then ``modulecontrol runs`` must
 show the run interrupted, ``modulecontrol audit verify`` must pass, every event committed
 before the kill must still be there, and the pump must still be running: nobody stopped it.
@@ -10,6 +11,7 @@ before the kill must still be there, and the pump must still be running: nobody 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sqlite3
 import subprocess
@@ -22,7 +24,7 @@ from modulecontrol.descriptors import load_plant
 from modulecontrol.drivers import Disconnected
 from modulecontrol.drivers.modbus import ModbusDriver
 from modulecontrol.records import Historian, verify_audit
-from tests.security._proc import cli, drain, env, free_offset, stop, wait_for_line
+from tests.security._proc import cli, drain, env, stop, wait_for_line
 
 
 def _files(folder: Path, p1: int, w1: int) -> tuple[Path, Path]:
@@ -96,17 +98,20 @@ async def _read_pump(plant: Path, attempts: int = 10) -> dict[str, object]:
 
 @pytest.mark.timeout(120)
 def test_kill_9_mid_production(tmp_path: Path) -> None:
-    offset = free_offset([15000, 15001], lo=10000, hi=40000)
-    plant, recipe = _files(tmp_path, 15000 + offset, 15001 + offset)
+    plant, recipe = _files(tmp_path, 15000, 15001)
     db = tmp_path / "records.db"
     server = subprocess.Popen(cli("sim", "serve", str(plant), "--duration", "10 min",
-                                  "--pki", str(tmp_path / "pki")),
+                                  "--free-ports", "--json", "--pki", str(tmp_path / "pki")),
                               cwd=tmp_path, env=env(), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     run: subprocess.Popen[str] | None = None
     try:
-        wait_for_line(server, "W1", timeout=30)
+        line = next(x for x in wait_for_line(server, "}]", timeout=30).splitlines()
+                    if x.startswith("["))
+        ports = {m["tag"]: m["port"] for m in json.loads(line)}
         served = drain(server)
+        # the run and the pump's reader connect where the plant is served (the OS's ports)
+        _files(tmp_path, ports["P1"], ports["W1"])
         run = subprocess.Popen(cli("run", str(recipe), "--db", str(db), "--no-live", "--yes",
                                    "--report-dir", str(tmp_path / "reports")),
                                cwd=tmp_path, env=env(), stdout=subprocess.PIPE,

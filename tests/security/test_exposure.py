@@ -2,56 +2,37 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from modulecontrol.descriptors import ModbusTcpEndpoint, OpcUaEndpoint, load_plant
-from tests.security._proc import ROOT, cli, env, free_offset, listening_sockets, stop, wait_for_line
+from tests.security._proc import ROOT, cli, env, listening_sockets, stop, wait_for_line
 
 PLANT = ROOT / "recipes" / "lomustine" / "plant.yaml"
 
 
-def _plant_ports() -> list[int]:
-    cfg = load_plant(PLANT)
-    ports: set[int] = set()
-    for m in cfg.plant.modules:
-        ep = m.endpoint
-        if isinstance(ep, ModbusTcpEndpoint):
-            ports.add(ep.port)
-        elif isinstance(ep, OpcUaEndpoint):
-            ports.add(int(ep.url.rsplit(":", 1)[1].split("/")[0]))
-    return sorted(ports)
-
-
 @pytest.mark.timeout(150)
 def test_sim_serve_listens_on_loopback_only(tmp_path: Path) -> None:
-    ports = _plant_ports()
+    # --free-ports: every TCP module on a port the OS picks, listed in the JSON line (ports
+    # chosen free first and passed as an offset could be taken before the bind)
+    proc = subprocess.Popen(
+        cli("sim", "serve", str(PLANT), "--free-ports", "--json", "--duration", "120 s",
+            "--pki", str(tmp_path / "pki")),
+        cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        served = json.loads(wait_for_line(proc, "}]", timeout=60).splitlines()[0])
+        listening = listening_sockets(proc.pid)
+    finally:
+        stop(proc)
+    ports = {m["port"] for m in served if m["protocol"] == "modbus-tcp"}
+    ports |= {int(m["url"].rsplit(":", 1)[1].split("/")[0]) for m in served
+              if m["protocol"] == "opcua"}
     assert len(ports) >= 5
-    for attempt in range(3):
-        # The offset's ports were free when chosen; another process (a parallel test run) may
-        # take one before `sim serve` binds it, which it reports as "address in use": then
-        # choose again. Any other failure fails the test.
-        offset = free_offset(ports)
-        proc = subprocess.Popen(
-            cli("sim", "serve", str(PLANT), "--port-offset", str(offset), "--duration", "120 s",
-                "--pki", str(tmp_path / f"pki{attempt}")),
-            cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            try:
-                wait_for_line(proc, "CR1", timeout=60)
-            except AssertionError as exc:
-                if "address already in use" in str(exc).lower() and attempt < 2:
-                    continue
-                raise
-            listening = listening_sockets(proc.pid)
-        finally:
-            stop(proc)
-        break
     bound_ports = {p for _, p in listening}
     # every endpoint of the plant is served (so the check below is not vacuous) ...
-    assert {p + offset for p in ports} <= bound_ports, listening
+    assert ports <= bound_ports, listening
     # ... and nothing listens anywhere but on loopback
     assert all(addr in ("127.0.0.1", "::1") for addr, _ in listening), listening
 

@@ -22,25 +22,14 @@ from asyncua.client.client import Client
 from asyncua.ua.uaerrors import BadUserAccessDenied
 
 from modulecontrol.clock import Clock
-from modulecontrol.descriptors import ModbusTcpEndpoint, OpcUaEndpoint, load_plant
+from modulecontrol.descriptors import OpcUaEndpoint, load_plant
 from modulecontrol.records import AuditTrail
 from modulecontrol.simulators import Credentials, PlantServer, SecurityError, SimulatedPlant
 from modulecontrol.simulators.opcua_pea import make_certificate
-from tests.security._proc import ROOT, cli, env, free_offset, stop, wait_for_line
+from tests.security._proc import ROOT, cli, env, stop, wait_for_line
 
 PLANT = ROOT / "recipes" / "lomustine" / "plant.yaml"
 BASIC256SHA256 = "http://opcfoundation.org/UA/SecurityPolicy#Basic256Sha256"
-
-
-def _plant_ports() -> list[int]:
-    ports: set[int] = set()
-    for m in load_plant(PLANT).plant.modules:
-        ep = m.endpoint
-        if isinstance(ep, ModbusTcpEndpoint):
-            ports.add(ep.port)
-        elif isinstance(ep, OpcUaEndpoint):
-            ports.add(int(ep.url.rsplit(":", 1)[1].split("/")[0]))
-    return sorted(ports)
 
 
 def _audit(db: Path) -> list[tuple[str, str, str, str]]:
@@ -67,10 +56,9 @@ async def _endpoints_and_anonymous_attempt(url: str, server_cert: str, folder: P
 @pytest.mark.timeout(120)
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX file modes")
 def test_default_sim_serve_is_sign_and_encrypt_and_audits_anonymous(tmp_path: Path) -> None:
-    offset = free_offset(_plant_ports())
     pki, db = tmp_path / "pki", tmp_path / "records.db"
     proc = subprocess.Popen(
-        cli("sim", "serve", str(PLANT), "--port-offset", str(offset), "--duration", "10 min",
+        cli("sim", "serve", str(PLANT), "--free-ports", "--duration", "10 min",
             "--pki", str(pki), "--db", str(db), "--json"),
         cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         umask=0o022)

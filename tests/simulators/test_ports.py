@@ -2,14 +2,13 @@
 and binding: the Modbus TCP slave binds port 0, and what must be told its port (asyncua's
 PEA, Mosquitto) starts again on a new one when the chosen port turns out taken.
 
-The race is forced, not waited for: ``free_port`` is made to return a port a listening
-socket of the test holds, once."""
+The race is forced, not waited for: ``free_port`` is made to return a port a socket of the
+test holds, once (the ``first_port_taken`` fixture of ``tests/conftest.py``)."""
 
 from __future__ import annotations
 
 import errno
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,6 @@ from modulecontrol.simulators import (
     ModbusTcpSlave,
     PlantServer,
     SimulatedPlant,
-    _ports,
     start_on_free_port,
 )
 from modulecontrol.testing.modbus import RecordingStore, TcpDevice
@@ -29,28 +27,6 @@ from modulecontrol.testing.servers import Mosquitto, missing
 
 PLANT = Path(__file__).resolve().parents[2] / "recipes" / "lomustine" / "plant.yaml"
 HC30 = Path(__file__).resolve().parents[1] / "mtp" / "data" / "HC30_Stirring_V8.aml"
-
-
-@pytest.fixture
-def taken() -> Iterator[int]:
-    """A port some other process holds: bound, not listening, as by an outgoing
-    connection's ephemeral port (nothing answers there, so a start cannot mistake it for
-    its own server)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        yield int(s.getsockname()[1])
-
-
-@pytest.fixture
-def first_port_taken(taken: int, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
-    """``free_port`` answers ``taken`` once (it lost the race), then free ports again; the
-    test must have asked for it."""
-    real = _ports.free_port
-    answers = [taken]
-    monkeypatch.setattr(_ports, "free_port",
-                        lambda host="127.0.0.1": answers.pop() if answers else real(host))
-    yield taken
-    assert not answers, "free_port was never asked: the race was not run"
 
 
 def test_a_taken_port_is_tried_again_on_another_and_other_errors_are_raised() -> None:
