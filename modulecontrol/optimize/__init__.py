@@ -6,14 +6,15 @@ Public API::
     Campaign, CampaignResult, ExperimentRecord, ExperimentFailed
     Experimenter, Journal, MemoryJournal, HistorianJournal   # where it runs and is kept
     recorded_experiments                       # a campaign's experiments in the records
-    SteadyStateExperimenter                    # experiments on the process models
+    SteadyStateExperimenter, line_on_models    # experiments on the process models
+    TwinPrior, Prior                           # the twin as the Bayesian search's prior
     Search, ScipySearch, BayesSearch, Trial, ALGORITHMS   # the search: one ask/tell interface
 
 See docs/optimisation.md.
 """
 
 from ._algorithms import ALGORITHMS, ScipySearch, Search, Trial
-from ._bayes import BayesSearch
+from ._bayes import BayesSearch, Prior
 from ._campaign import (
     Campaign,
     CampaignResult,
@@ -26,7 +27,7 @@ from ._campaign import (
 )
 from ._journal import OPTIMIZER_USER, HistorianJournal, recorded_experiments
 from ._plan import KPIS, Plan, Variable, plan_from_recipe
-from ._simulated import SteadyStateExperimenter
+from ._simulated import SteadyStateExperimenter, TwinPrior, line_on_models
 
 __all__ = [
     "ALGORITHMS",
@@ -42,11 +43,14 @@ __all__ = [
     "Journal",
     "MemoryJournal",
     "Plan",
+    "Prior",
     "ScipySearch",
     "Search",
     "SteadyStateExperimenter",
     "Trial",
+    "TwinPrior",
     "Variable",
+    "line_on_models",
     "make_search",
     "plan_from_recipe",
     "recorded_experiments",

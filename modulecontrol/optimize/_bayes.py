@@ -17,6 +17,15 @@ The acquisition is the expected improvement over the best feasible objective tim
 probability that every margin is >= 0; before any feasible point, the probability of
 feasibility alone. An experiment that failed is the worst objective measured and violates
 every constraint.
+
+With a ``prior`` (the twin: the plant's models at steady state, :class:`TwinPrior`), the
+models start from what the twin predicts instead of from a flat mean: the twin is sampled once
+on a fixed quasi-random set, a Gaussian process through those samples is the prior mean of the
+objective and of each margin, and the processes fitted to the experiments model only the
+plant's difference from the twin. The initial design shrinks to the start and the twin's best
+point inside the constraints: a Latin hypercube spends experiments wherever the box reaches,
+infeasible corners included (most of the flat search's constraint violations on the lomustine
+bench were design points), where the twin already knows which corners those are.
 """
 
 from __future__ import annotations
@@ -34,6 +43,11 @@ from scipy.stats import qmc
 from ._algorithms import Trial, _key
 
 FloatArray = npt.NDArray[np.float64]
+
+Prior = Callable[[tuple[float, ...]], "tuple[float, tuple[float, ...]] | None"]
+"""The twin's objective and constraint margins at a point of the unit box, in the
+campaign's units (the objective as the plan computes it, margins >= 0 inside); ``None``
+where the twin has no steady state."""
 
 _SQRT5 = math.sqrt(5.0)
 _LOG_SCALE = (math.log(0.03), math.log(5.0))  # length scales in the unit box
@@ -204,6 +218,108 @@ def _climb(f: Callable[[FloatArray], FloatArray], start: FloatArray, value: floa
     return x, value
 
 
+@dataclass(frozen=True)
+class _PriorModel:
+    """The twin as a mean function: Gaussian processes through its samples, the objective
+    relative to the twin's at the start (the campaign's objectives are relative to its first
+    experiment, which is the start), and the twin's best point inside the constraints."""
+
+    objective: _GP
+    margins: tuple[_GP, ...]
+    best: FloatArray
+
+    def predict(self, p: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """The twin's relative objective (n,) and margins (n, constraints) at rows ``p``."""
+        obj = self.objective.predict(p)[0]
+        margins = np.zeros((len(p), len(self.margins)))
+        for j, gp in enumerate(self.margins):
+            margins[:, j] = gp.predict(p)[0]
+        return obj, margins
+
+    @classmethod
+    def sample(cls, prior: Prior, points: FloatArray, n_constraints: int, margin: float,
+               candidates: FloatArray) -> _PriorModel:
+        """Evaluate the twin at ``points`` (the start first) and fit its processes. Where
+        the twin has no steady state the point counts as a failed experiment does (the
+        worst objective, below the worst margin); with none at all there is no prior."""
+        values = [prior(_key(p)) for p in points]
+        ok = np.array([v is not None and math.isfinite(v[0])
+                       and all(math.isfinite(m) for m in v[1]) for v in values])
+        if not ok.any():
+            raise ValueError(f"the twin has no steady state at any of the {len(points)} "
+                             "points it was sampled at: it cannot be the search's prior")
+        for v in values:
+            if v is not None and len(v[1]) != n_constraints:
+                raise ValueError(f"the prior gave {len(v[1])} margins for "
+                                 f"{n_constraints} constraints")
+        obj = np.array([v[0] if v is not None and good else math.nan
+                        for v, good in zip(values, ok, strict=True)])
+        ref = abs(float(obj[0])) if ok[0] and obj[0] != 0.0 else float(
+            np.median(np.abs(obj[ok]))) or 1.0
+        obj = obj / ref
+        obj[~ok] = float(np.min(obj[ok]))
+        margins = np.zeros((len(points), n_constraints))
+        for j in range(n_constraints):
+            measured = np.array([v[1][j] for v, good in zip(values, ok, strict=True)
+                                 if good and v is not None])
+            spread = float(np.max(measured) - np.min(measured))
+            failed = min(float(np.min(measured)), 0.0) - max(0.5 * spread, 0.01)
+            margins[:, j] = [v[1][j] if good and v is not None else failed
+                             for v, good in zip(values, ok, strict=True)]
+        model = cls(_fit(points, obj), tuple(_fit(points, margins[:, j])
+                                              for j in range(n_constraints)), points[0])
+        # the twin's best point inside its constraints (by ``margin``): the best candidate,
+        # polished by the compass search on the prior's mean with the margins as a penalty
+        def merit(p: FloatArray) -> FloatArray:
+            o, m = model.predict(p)
+            short = np.sum(np.maximum(margin - m, 0.0), axis=1)
+            out: FloatArray = o - 1e3 * short
+            return out
+
+        cands = np.vstack([candidates, points])
+        values_c = merit(cands)
+        i = int(np.argmax(values_c))
+        start, _ = _climb(merit, cands[i], float(values_c[i]))
+        return cls(model.objective, model.margins,
+                   _refine(prior, start, ref, n_constraints, margin))
+
+
+#: Evaluations of the twin itself when its best point is refined (:func:`_refine`)
+PRIOR_REFINE = 60
+
+
+def _refine(prior: Prior, start: FloatArray, ref: float, n_constraints: int,
+            margin: float) -> FloatArray:
+    """The twin's best point inside its constraints (by ``margin``), by COBYLA on the twin
+    itself from the best point of its processes, at most :data:`PRIOR_REFINE` evaluations.
+
+    Why on the twin and not on its processes: 65 samples in the box leave the processes'
+    optimum a few per cent short where it lies on the box's edge (the lomustine line's, at
+    R2's highest temperature: 96-97 % of it), and the experiments' models, which only see
+    the plant's difference from the processes, then converged there. COBYLA is what the
+    default search runs (deterministic, no BLAS), so a restored campaign refines alike."""
+    seen: dict[tuple[float, ...], tuple[float, FloatArray]] = {}
+
+    def at(x: FloatArray) -> tuple[float, FloatArray]:
+        key = _key(x)
+        if key not in seen:
+            got = prior(key)
+            if got is None or not math.isfinite(got[0]):
+                seen[key] = (math.inf, np.full(n_constraints, -1.0))
+            else:
+                seen[key] = (-got[0] / ref, np.asarray(got[1], dtype=float) - margin)
+        return seen[key]
+
+    cons = ([{"type": "ineq", "fun": lambda x: at(x)[1]}] if n_constraints else [])
+    minimize(lambda x: at(x)[0], start, method="COBYLA", bounds=[(0.0, 1.0)] * start.size,
+             constraints=cons, options={"rhobeg": 0.05, "tol": 1e-3,
+                                        "maxiter": PRIOR_REFINE})
+    feasible = [(v, k) for k, (v, m) in seen.items() if math.isfinite(v) and np.all(m >= 0.0)]
+    if not feasible:  # nothing better known than the processes' point
+        return start
+    return np.asarray(min(feasible)[1], dtype=float)
+
+
 class BayesSearch:
     """Gaussian-process Bayesian optimisation in the unit box, started at ``x0``.
 
@@ -217,26 +333,62 @@ class BayesSearch:
 
     def __init__(self, x0: Sequence[float], n_constraints: int, tolerance: float = 0.01,
                  initial: int | None = None, candidates: int = 1024, seed: int = 0,
-                 negligible: float = 1e-4) -> None:
+                 negligible: float = 1e-4, prior: Prior | None = None,
+                 prior_points: int = 64, prior_margin: float = 0.01) -> None:
         self.x0 = np.clip(np.asarray(x0, dtype=float), 0.0, 1.0)
         self.dims = int(self.x0.size)
         self.n_constraints = n_constraints
         self.tolerance = tolerance
-        self.initial = initial if initial is not None else max(5, 2 * self.dims + 1)
+        self.initial = initial if initial is not None else (
+            2 if prior is not None else max(5, 2 * self.dims + 1))
         self.seed = seed
         self.negligible = negligible
-        self.design = self._design()
+        self.prior = prior
+        self.prior_points = prior_points
+        self.prior_margin = prior_margin
+        self._prior_model: _PriorModel | None = None
+        self._design_points: list[tuple[float, ...]] | None = None
         m = max(math.ceil(math.log2(max(candidates, 2))), 1)
         self.candidates = np.asarray(
             qmc.Sobol(self.dims, scramble=True, rng=seed + 1).random_base2(m), dtype=float)
         self.local = np.random.default_rng(seed + 2).standard_normal((256, self.dims))
 
+    @property
+    def design(self) -> list[tuple[float, ...]]:
+        """The initial design: the start, then a Latin hypercube, or with a prior the twin's
+        best point inside the constraints (by ``prior_margin``) and, beyond ``initial = 2``,
+        the hypercube's points the twin expects inside them. Built at the first use: with a
+        prior it samples the twin."""
+        if self._design_points is None:
+            self._design_points = self._design()
+        return self._design_points
+
     def _design(self) -> list[tuple[float, ...]]:
         points = [_key(self.x0)]
-        if self.initial > 1:
+        if self.initial <= 1:
+            return points
+        if self.prior is None:
             lhs = qmc.LatinHypercube(self.dims, rng=self.seed).random(self.initial - 1)
-            points += [_key(p) for p in lhs]
+            return points + [_key(p) for p in lhs]
+        model = self._prior()
+        points.append(_key(model.best))
+        lhs = qmc.LatinHypercube(self.dims, rng=self.seed).random(4 * self.initial)
+        _, margins = model.predict(lhs)
+        inside = lhs[np.all(margins >= self.prior_margin, axis=1)]
+        points += [_key(p) for p in inside[: self.initial - 2]]
         return points
+
+    def _prior(self) -> _PriorModel:
+        """The twin sampled at the start and ``prior_points`` scrambled Sobol points (fixed
+        seed), a Gaussian process through each output: computed once per search."""
+        if self._prior_model is None:
+            assert self.prior is not None
+            m = max(math.ceil(math.log2(max(self.prior_points, 2))), 1)
+            sobol = qmc.Sobol(self.dims, scramble=True, rng=self.seed + 3).random_base2(m)
+            self._prior_model = _PriorModel.sample(
+                self.prior, np.vstack([self.x0[None, :], sobol]), self.n_constraints,
+                self.prior_margin, self.candidates)
+        return self._prior_model
 
     def ask(self, trials: Sequence[Trial]) -> tuple[float, ...] | None:
         measured = {_key(t.x) for t in trials}
@@ -258,21 +410,34 @@ class BayesSearch:
             return self._farthest(x)
         obj = np.array([t.objective if t.objective is not None else math.nan for t in trials])
         obj[~ok] = float(np.min(obj[ok]))  # failed: the worst objective measured
-        objective = _fit(x, obj)
-        constraints = [_fit(x, self._margins(trials, ok, j))
-                       for j in range(self.n_constraints)]
+        margins = np.array([self._margins(trials, ok, j) for j in range(self.n_constraints)]
+                           ).reshape(self.n_constraints, len(trials))
+        prior = self._prior() if self.prior is not None else None
+        if prior is not None:  # the experiments' models are of the plant's difference
+            base_obj, base_margins = prior.predict(x)
+            obj_fit, margins_fit = obj - base_obj, margins - base_margins.T
+        else:
+            obj_fit, margins_fit = obj, margins
+        objective = _fit(x, obj_fit)
+        constraints = [_fit(x, row) for row in margins_fit]
         feasible = np.array([t.feasible for t in trials])
         best = float(np.max(obj[feasible])) if feasible.any() else None
 
         def acquisition(p: FloatArray) -> tuple[FloatArray, FloatArray]:
             """log of the acquisition and the expected improvement at rows ``p``."""
             log_pof = np.zeros(len(p))
-            for gp in constraints:
+            if prior is not None:
+                p_obj, p_margins = prior.predict(p)
+            for j, gp in enumerate(constraints):
                 mu, sd = gp.predict(p)
+                if prior is not None:
+                    mu = mu + p_margins[:, j]
                 log_pof += log_ndtr(mu / sd)
             if best is None:
                 return log_pof, np.zeros(len(p))
             mu, sd = objective.predict(p)
+            if prior is not None:
+                mu = mu + p_obj
             z = (mu - best) / sd
             ei = sd * (z * ndtr(z) + np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi))
             ei = np.maximum(ei, 1e-300)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ._algorithms import ALGORITHMS, Algorithm, ScipySearch, Search, Trial
-from ._bayes import BayesSearch
+from ._bayes import BayesSearch, Prior
 from ._plan import Plan
 
 
@@ -129,10 +129,20 @@ class CampaignResult:
         return out
 
 
-def make_search(plan: Plan) -> Search:
-    """The plan's algorithm (the one place that maps a name to an implementation)."""
+def make_search(plan: Plan, prior: Prior | None = None) -> Search:
+    """The plan's algorithm (the one place that maps a name to an implementation); ``prior``
+    is the twin a plan with ``prior: twin`` needs (:class:`TwinPrior`)."""
+    if plan.prior == "twin" and prior is None:
+        raise ValueError(f"optimize {plan.name}: prior: twin, but no twin was given to the "
+                         "search")
+    if plan.prior != "twin" and prior is not None:
+        raise ValueError(f"optimize {plan.name}: a prior was given, but the plan says "
+                         f"prior: {plan.prior}")
     if plan.algorithm == "bayes":
-        return BayesSearch(plan.start(), len(plan.constraints), tolerance=plan.tolerance)
+        return BayesSearch(plan.start(), len(plan.constraints), tolerance=plan.tolerance,
+                           prior=prior)
+    if prior is not None:
+        raise ValueError(f"optimize {plan.name}: the '{plan.algorithm}' search takes no prior")
     algorithm = _SCIPY.get(plan.algorithm)
     if algorithm is None:
         raise ValueError(f"unknown optimize algorithm '{plan.algorithm}' "
@@ -148,11 +158,11 @@ class Campaign:
     """Run ``plan`` with ``experimenter``, keeping every experiment in ``journal``."""
 
     def __init__(self, plan: Plan, experimenter: Experimenter, journal: Journal,
-                 search: Search | None = None) -> None:
+                 search: Search | None = None, prior: Prior | None = None) -> None:
         self.plan = plan
         self.experimenter = experimenter
         self.journal = journal
-        self.search = search or make_search(plan)
+        self.search = search or make_search(plan, prior)
 
     def _trials(self, records: Sequence[ExperimentRecord]) -> list[Trial]:
         """The search's view: objectives relative to the first measured one, so step sizes

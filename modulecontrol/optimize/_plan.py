@@ -63,6 +63,7 @@ class Plan:
     algorithm: str = "cobyla"
     step: float = 0.2
     tolerance: float = 0.01
+    prior: str = "none"
 
     @property
     def signals(self) -> tuple[str, ...]:
@@ -129,4 +130,4 @@ def plan_from_recipe(recipe: ValidatedRecipe) -> Plan:
         weights={str(k): w for k, w in (obj.weights or {}).items()},
         experiments=opt.experiments, steady=opt.steady,
         window=recipe.seconds(opt.window), settle_timeout=recipe.seconds(opt.settle_timeout),
-        algorithm=opt.algorithm, step=opt.step, tolerance=opt.tolerance)
+        algorithm=opt.algorithm, step=opt.step, tolerance=opt.tolerance, prior=opt.prior)

@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from modulecontrol.clock import Clock
+from modulecontrol.descriptors import PlantConfig
 from modulecontrol.simulators import SimulatedPlant
 from modulecontrol.units import to_si
 
@@ -67,3 +69,48 @@ class SteadyStateExperimenter:
             if signal in means:
                 means[signal] *= 1.0 + rel * float(self.rng.standard_normal())
         return means
+
+
+def line_on_models(config: PlantConfig, params: Mapping[str, Mapping[str, float]]
+                   ) -> SimulatedPlant:
+    """The plant's models running at ``params`` (services started), its divert valves to
+    product as divert control keeps them once the line is on spec: a
+    :data:`LineFactory` of the twin."""
+    plant = SimulatedPlant.from_config(config, Clock.fast(), dt=10.0)
+    plant.start_services(params)
+    for tag, view in plant.views.items():
+        if any(s.name == "Divert" for s in config.type_of(tag).services) \
+                and view.link("Valve") is not None:
+            view.write("Valve", None, True)
+    return plant
+
+
+class TwinPrior:
+    """The twin as a search's prior (:class:`BayesSearch` ``prior``): the objective and
+    margins the plan computes from the steady state of ``line`` at a point, ``None`` where
+    there is none. A weighted objective is weighed against the twin's own KPIs at
+    ``start``, as the campaign weighs against its first experiment. Deterministic (no
+    noise), so a restored campaign samples the same prior."""
+
+    def __init__(self, line: LineFactory, plan: Plan) -> None:
+        self.plan = plan
+        self.model = SteadyStateExperimenter(line)
+        self._reference: dict[str, float] | None = None
+
+    def _kpis(self, x: tuple[float, ...]) -> tuple[dict[str, float], dict[str, float]] | None:
+        try:
+            means = self.model.true_means(self.plan.setpoints(x), self.plan)
+        except ExperimentFailed:
+            return None
+        return means, self.plan.kpis(means)
+
+    def __call__(self, x: tuple[float, ...]) -> tuple[float, tuple[float, ...]] | None:
+        if self._reference is None and self.plan.maximize == "weighted":
+            first = self._kpis(self.plan.start())
+            self._reference = first[1] if first is not None else {}
+        got = self._kpis(x)
+        if got is None:
+            return None
+        means, kpis = got
+        return (self.plan.objective(kpis, self._reference or None),
+                tuple(c.margin(means[c.signal]) for c in self.plan.constraints))

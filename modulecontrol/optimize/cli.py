@@ -12,36 +12,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from modulecontrol.clock import Clock
-from modulecontrol.descriptors import PlantConfig
 from modulecontrol.errors import ConfigError
 from modulecontrol.optimize._campaign import Campaign, CampaignResult, MemoryJournal
 from modulecontrol.optimize._plan import plan_from_recipe
-from modulecontrol.optimize._simulated import SteadyStateExperimenter
+from modulecontrol.optimize._simulated import (
+    SteadyStateExperimenter,
+    TwinPrior,
+    line_on_models,
+)
 from modulecontrol.recipe import load_recipe
-from modulecontrol.simulators import SimulatedPlant
 from modulecontrol.twin import TwinError, apply_overlay
 from modulecontrol.units import to_si
 
 __all__ = ["optimize_cmd", "run_on_models"]
-
-
-def _line(config: PlantConfig, params: Mapping[str, Mapping[str, float]]) -> SimulatedPlant:
-    """The line running at ``params`` (services started), its divert valves to product as
-    divert control keeps them once the line is on spec."""
-    plant = SimulatedPlant.from_config(config, Clock.fast(), dt=10.0)
-    plant.start_services(params)
-    for tag, view in plant.views.items():
-        if any(s.name == "Divert" for s in config.type_of(tag).services) \
-                and view.link("Valve") is not None:
-            view.write("Valve", None, True)
-    return plant
 
 
 def run_on_models(recipe: str | Path, plant: str | Path | None = None,
@@ -57,8 +45,10 @@ def run_on_models(recipe: str | Path, plant: str | Path | None = None,
         from dataclasses import replace
 
         plan = replace(plan, experiments=experiments)
-    experimenter = SteadyStateExperimenter(lambda p: _line(config, p))
-    return asyncio.run(Campaign(plan, experimenter, MemoryJournal()).run())
+    experimenter = SteadyStateExperimenter(lambda p: line_on_models(config, p))
+    prior = (TwinPrior(lambda p: line_on_models(config, p), plan)
+             if plan.prior == "twin" else None)
+    return asyncio.run(Campaign(plan, experimenter, MemoryJournal(), prior=prior).run())
 
 
 def optimize_cmd(

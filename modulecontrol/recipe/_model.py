@@ -498,6 +498,10 @@ class Optimize(Model):
     """First step of the search as a fraction of each variable's range."""
     tolerance: float = Field(default=0.01, gt=0.0, lt=1.0)
     """The search has converged when its steps are below this fraction of the ranges."""
+    prior: Literal["none", "twin"] = "none"
+    """``twin`` (``bayes`` only): the plant's models at steady state, with the plant's
+    calibrations, are the search's prior; its design shrinks to the start and the twin's
+    best point inside the constraints."""
 
 
 class Recipe(Model):

@@ -1112,6 +1112,13 @@ class _Validator:
                      f"{did_you_mean(opt.steady, detectors)}; declare it under steady_state")
         self.duration((*base, "window"), opt.window, "optimize window")
         self.duration((*base, "settle_timeout"), opt.settle_timeout, "optimize settle_timeout")
+        if opt.prior == "twin":
+            if opt.algorithm != "bayes":
+                self.add((*base, "prior"), f"prior: twin needs algorithm: bayes (the "
+                         f"'{opt.algorithm}' search takes no prior)")
+            if self.config.plant.species is None:
+                self.add((*base, "prior"), "prior: twin needs the plant's models: the plant "
+                         f"{self.config.plant.name} names no 'species' file for its simulators")
 
     def phase_steps(self, path: PathKey, obj: Any) -> None:
         """``enabled_from`` / ``disabled_from`` must name steps of the procedure."""
