@@ -5,10 +5,9 @@ such a step, so the lomustine line's start-up runs through at any step size."""
 
 from __future__ import annotations
 
-from typing import Any
+import math
 
 import numpy as np
-import numpy.typing as npt
 import pytest
 
 from modulecontrol.simulators.lomustine import build_flowsheet
@@ -18,8 +17,8 @@ from modulecontrol.simulators.models import (
     MsmprParams,
     Solubility,
     Stream,
-    ros2_step,
 )
+from modulecontrol.simulators.models._crystallizer import _Vessel
 from tests.simulators.conftest import crystal_species
 
 
@@ -57,12 +56,14 @@ def test_kinetics_no_halving_can_resolve_stop_with_the_place_and_what_to_change(
 def test_a_step_refused_at_every_halving_raises(monkeypatch: pytest.MonkeyPatch) -> None:
     """Whatever refuses the step (here an integrator made to give NaN moments at every
     step length) trips after the last halving; it is never taken as it is."""
-    def broken(*args: Any, **kwargs: Any) -> npt.NDArray[np.float64]:
-        out: npt.NDArray[np.float64] = ros2_step(*args, **kwargs)
-        out[0, 1:6] = np.nan
+    step = _Vessel.ros2_step
+
+    def broken(self: _Vessel, y: list[float], h: float) -> list[float]:
+        out = step(self, y, h)
+        out[1:6] = [math.nan] * 5
         return out
 
-    monkeypatch.setattr("modulecontrol.simulators.models._crystallizer.ros2_step", broken)
+    monkeypatch.setattr(_Vessel, "ros2_step", broken)
     cr = _crystallizer(kb1=1e6, kg=1e-7)
     with pytest.raises(ModelStateError, match=r"CR at t = 0 s: .*after 12 halvings .*"
                        r"\(mu0 0 -> nan, below zero or not finite"):

@@ -14,9 +14,10 @@ Theory of Particulate Processes, 1988), the moments mu_j = int L^j n(L) dL obey
     M_T = rho_c kv mu3 (suspension density), L10 = mu1/mu0, L43 = mu4/mu3
 
 At steady state with constant B, G: mu_j = j! B tau (G tau)^j, so L10 = G tau, L43 = 4 G tau.
-Dynamic integration: ROS2 (batched Rosenbrock, finite-difference Jacobian) with sub-steps of at
-most ``max_substep``; outflow integrals are carried as extra states so mass closes to
-round-off. Other dissolved species wash out by the exact exponential of a CSTR.
+Dynamic integration: ROS2 (Rosenbrock, finite-difference Jacobian; the formulas of
+``ros2_step`` on Python floats, see ``_Vessel``) with sub-steps of at most ``max_substep``;
+outflow integrals are carried as extra states so mass closes to round-off. Other dissolved
+species wash out by the exact exponential of a CSTR.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validat
 
 from modulecontrol.units import UnitError
 
+from . import _integrate
 from ._base import ModelStateError, UnitModel, register_model
-from ._integrate import FloatArray, ros2_step
+from ._integrate import FloatArray
 from ._quantities import (
     Conductance,
     Density,
@@ -77,6 +79,24 @@ class Solubility(BaseModel):
             -self.antisolvent_exponent * phi
         )
         return out
+
+    def at(self, temp: float, factor: float) -> float:
+        """c* at one temperature on Python floats, ``factor`` the antisolvent's
+        ``exp(-antisolvent_exponent * phi)`` (constant over a step, so computed once).
+
+        Why: the crystallizer evaluates c* a few times per step; the array form costs a few
+        microseconds of numpy call overhead per evaluation for one value. The operations are
+        those of :meth:`__call__` in the same order (the exponential and logarithm are
+        numpy's), so the value is the same to the last bit."""
+        if self.kind == "polynomial":
+            x = temp - self.reference_temperature
+            base = 0.0 * x
+            for a in reversed(self.coefficients):  # Horner
+                base = base * x + a
+        else:
+            a, b, c = ([*list(self.coefficients), 0.0, 0.0, 0.0])[:3]
+            base = float(np.exp(a + b / temp + c * float(np.log(temp))))
+        return max(base, 1e-12) * factor
 
 
 class MsmprParams(BaseModel):
@@ -142,7 +162,177 @@ _NSTATE = 13
 _NON_NEGATIVE = [_C, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12]
 """The state values that are never below zero: solute, moments and their outflow integrals
 (every one but the temperature)."""
-_K = np.arange(1.0, 5.0)
+_GAMMA = float(_integrate._GAMMA)
+_DYNAMIC = 7
+_EYE = np.eye(_NSTATE)
+_KINETIC = (_C, 4, _T)
+"""The states B and G depend on: solute, mu3 (suspension density), temperature."""
+_READS = ((0, 1, 2, 3, 4, 5, 7), (1, 2, 8), (2, 3, 9), (0, 3, 4, 10), (1, 4, 5, 11), (5, 12),
+          (0, 1, 2, 3, 4, 5, 6))
+"""Per dynamic state, the rows of the right-hand side that depend on it: mu_j in its own
+balance, mu_(j+1)'s growth term and its outflow, mu2 also in the solute's consumption; c
+and T through B (row 1) and G (rows 0, 2..5), c also in its own balance and outflow, T in
+the heat balance; mu3 through B (secondary nucleation) but not G."""
+"""The states that feed back into the rates (solute, moments, temperature); the outflow
+integrals after them never do, so their Jacobian columns are zero."""
+
+
+def _power(x: float, e: float) -> float:
+    """``x ** e`` as numpy computes it for float64 arrays: numpy's power (a vector library
+    on AVX-512 machines) and the C library's pow behind Python's ``**`` differ in the last
+    bit for some inputs, and the finite-difference Jacobian turns a last-bit difference of a
+    rate into a 1e-9 relative difference of a Jacobian entry. The exponents 1 and 2 (the
+    usual ones) are exact products, as numpy's are; any other goes through numpy."""
+    if e == 1.0:
+        return x
+    if e == 2.0:
+        return x * x
+    return float(np.power(x, e))
+
+
+class _Kinetics:
+    """Nucleation, growth and supersaturation of one crystallizer at a given antisolvent
+    fraction, on Python floats.
+
+    Why floats: the crystallizer integrates one small system per step, and numpy's call
+    overhead (about a microsecond per operation on a one-element array) made the kinetics
+    cost more than all the arithmetic of the step. The parameters are read at construction
+    (once per step: a changed parameter takes effect at the next step, as before), and the
+    operations are those the array form had, in the same order, so every rate is the same
+    to the last bit.
+    """
+
+    __slots__ = ("_b1", "_b2", "_cs", "_cs_temp", "_ea", "_factor", "_fixed_b", "_fixed_g",
+                 "_g", "_inv_tref", "_j", "_kb1", "_kb2", "_kg", "_rk", "_sol")
+
+    def __init__(self, p: MsmprParams, rk: float, phi: float) -> None:
+        self._sol = p.solubility
+        self._factor = math.exp(-p.solubility.antisolvent_exponent * phi)
+        self._fixed_g, self._fixed_b = p.fixed_growth_rate, p.fixed_nucleation_rate
+        self._kg, self._g = p.kg, p.g
+        self._ea = -p.growth_activation_energy / R_GAS
+        self._inv_tref = 1.0 / p.reference_temperature
+        self._kb1, self._b1, self._kb2, self._b2, self._j = p.kb1, p.b1, p.kb2, p.b2, p.j
+        self._rk = rk
+        self._cs_temp, self._cs = math.nan, math.nan
+
+    def solubility(self, temp: float) -> float:
+        """c* at ``temp``, kept for the next call: only a perturbed or stepped temperature
+        changes it, and most evaluations of a step share one."""
+        if temp != self._cs_temp:
+            self._cs_temp, self._cs = temp, self._sol.at(temp, self._factor)
+        return self._cs
+
+    def __call__(self, c: float, temp: float, mu3: float) -> tuple[float, float, float]:
+        """(B, G, sigma) at solute ``c``, ``temp`` and third moment ``mu3``."""
+        cs = self.solubility(temp)
+        sigma = max(c - cs, 0.0) / cs
+        if self._fixed_g is not None:
+            g = self._fixed_g
+        else:
+            arg = self._ea * (1.0 / temp - self._inv_tref)
+            g = self._kg * _power(sigma, self._g) * (1.0 if arg == 0.0 else float(np.exp(arg)))
+        if self._fixed_b is not None:
+            b = self._fixed_b
+        else:
+            mt = max(self._rk * mu3, 0.0)
+            b = self._kb1 * _power(sigma, self._b1) + self._kb2 * _power(sigma, self._b2) * _power(
+                mt, self._j)
+        return b, g, sigma
+
+
+class _Vessel:
+    """The crystallizer's ODE for one step's inlet, and its ROS2 step, on Python floats.
+
+    Why not the batched numpy form (``ros2_step``): the system is one vessel of 13 states,
+    so numpy's per-call overhead, not arithmetic, was the cost (some 100 operations on
+    one-row arrays per step: about half of the lomustine line's CPU time in production).
+    The right-hand side, the forward-difference Jacobian (same perturbations, same
+    conservation row) and the ROS2 formulas repeat the array code's operations in the same
+    order; the two linear solves stay numpy's (one LAPACK call each, as cheap as any
+    Python elimination of 7 states, and the same to the last bit). So the step gives the
+    array code's results bit for bit: this matters because the difference quotients
+    amplify a last-bit difference of a rate to 1e-9 of a Jacobian entry, and round-off
+    differences grew to 1e-9 of the moments at the nucleation onset.
+    """
+
+    __slots__ = ("_c_in", "_kappa", "_mu_in", "_q", "_rk_m", "_rk_m3", "_t_in", "kin", "tj")
+
+    def __init__(self, kin: _Kinetics, s: Stream, q_v: float, kappa: float, c_in: float,
+                 rk_m: float) -> None:
+        self.kin = kin
+        self.tj = 0.0
+        """Jacket temperature over the sub-step (set by the caller before each step)."""
+        self._q, self._kappa, self._c_in, self._t_in = q_v, kappa, c_in, s.temperature
+        self._mu_in: list[float] = (s.solids.moments.tolist() if s.solids is not None
+                                    else [0.0] * 5)
+        self._rk_m, self._rk_m3 = rk_m, rk_m * 3.0
+
+    def rates(self, y: list[float], b: float, g: float) -> list[float]:
+        """dy/dt at ``y`` for nucleation rate ``b`` and growth rate ``g`` (module docstring)."""
+        c, m0, m1, m2, m3, m4, temp = y[:_DYNAMIC]
+        q, mi = self._q, self._mu_in
+        return [
+            q * (self._c_in - c) - self._rk_m3 * g * m2,
+            b + q * (mi[0] - m0),
+            g * m0 + q * (mi[1] - m1),
+            2.0 * g * m1 + q * (mi[2] - m2),
+            3.0 * g * m2 + q * (mi[3] - m3),
+            4.0 * g * m3 + q * (mi[4] - m4),
+            q * (self._t_in - temp) + self._kappa * (self.tj - temp),
+            q * c, q * m0, q * m1, q * m2, q * m3, q * m4,
+        ]
+
+    def f(self, y: list[float]) -> list[float]:
+        b, g, _ = self.kin(y[_C], y[_T], y[4])
+        return self.rates(y, b, g)
+
+    def jacobian(self, y: list[float]) -> tuple[list[list[float]], list[float]]:
+        """The Jacobian's non-zero columns (``cols[k][i]`` = df_i/dy_k, k < 7) by forward
+        differences, and f(y), which ROS2 needs too.
+
+        Only the rows in :data:`_READS` are differenced: the others are the exact zeros
+        that differencing two equal values gives. B and G are re-evaluated only where a
+        state they depend on is perturbed, elsewhere reused (the values a re-evaluation
+        gives). The solute row comes from the conservation law (w.J = 0 exactly), so ROS2
+        keeps the solute + crystal + outflow invariant to round-off despite the difference
+        noise."""
+        kin, rk_m = self.kin, self._rk_m
+        b0, g0, _ = kin(y[_C], y[_T], y[4])
+        f0 = self.rates(y, b0, g0)
+        cols = []
+        for k in range(_DYNAMIC):
+            eps = 1e-7 * (abs(y[k]) + 1e-12) + 1e-30
+            yk = y.copy()
+            yk[k] += eps
+            b, g = kin(yk[_C], yk[_T], yk[4])[:2] if k in _KINETIC else (b0, g0)
+            fk = self.rates(yk, b, g)
+            col = [0.0] * _NSTATE
+            for i in _READS[k]:
+                col[i] = (fk[i] - f0[i]) / eps
+            col[_C] = -(rk_m * col[4] + col[7] + rk_m * col[11])
+            cols.append(col)
+        return cols, f0
+
+    def ros2_step(self, y: list[float], h: float) -> list[float]:
+        """One ROS2 step of ``h`` (:func:`ros2_step`'s formulas). A division by zero (a zero
+        temperature) gives NaN states, which the caller refuses like any other non-physical
+        step, as it did numpy's inf and NaN."""
+        try:
+            return self._ros2(y, h)
+        except (ZeroDivisionError, OverflowError):
+            return [math.nan] * _NSTATE
+
+    def _ros2(self, y: list[float], h: float) -> list[float]:
+        cols, f0 = self.jacobian(y)
+        jm = np.zeros((_NSTATE, _NSTATE))
+        jm[:, :_DYNAMIC] = np.array(cols).T
+        w = _EYE - (_GAMMA * h) * jm
+        k1 = np.linalg.solve(w, f0).tolist()
+        f1 = self.f([yi + h * ki for yi, ki in zip(y, k1, strict=True)])
+        k2 = np.linalg.solve(w, [fi - 2.0 * ki for fi, ki in zip(f1, k1, strict=True)]).tolist()
+        h1, h2 = 1.5 * h, 0.5 * h
+        return [yi + h1 * a1 + h2 * a2 for yi, a1, a2 in zip(y, k1, k2, strict=True)]
 
 
 @register_model
@@ -237,26 +427,6 @@ class MsmprCrystallizer(UnitModel):
             )
         )
 
-    def _kinetics(
-        self, c: FloatArray, temp: FloatArray, mu3: FloatArray, phi: float
-    ) -> tuple[FloatArray, FloatArray, FloatArray]:
-        p = self.p
-        cs = p.solubility(temp, phi)
-        sigma = np.maximum(c - cs, 0.0) / cs
-        if p.fixed_growth_rate is not None:
-            g = np.full_like(c, p.fixed_growth_rate)
-        else:
-            arr = np.exp(
-                -p.growth_activation_energy / R_GAS * (1.0 / temp - 1.0 / p.reference_temperature)
-            )
-            g = p.kg * sigma**p.g * arr
-        if p.fixed_nucleation_rate is not None:
-            b = np.full_like(c, p.fixed_nucleation_rate)
-        else:
-            mt = np.maximum(self._rk * mu3, 0.0)
-            b = p.kb1 * sigma**p.b1 + p.kb2 * sigma**p.b2 * mt**p.j
-        return b, g, sigma
-
     def _jacket(self, t: float) -> float:
         prof = self.p.cooling_profile
         if prof:
@@ -264,41 +434,10 @@ class MsmprCrystallizer(UnitModel):
         return self.jacket_temperature
 
     # -- dynamics ---------------------------------------------------------------------------
-    def _rhs_factory(self, s: Stream, tj: float, phi: float):  # type: ignore[no-untyped-def]
-        q_v = self.flow / self.p.volume
-        kappa = self.p.ua / (self._rho_cp * self.p.volume)
-        c_in = float(s.conc[self._i])
-        mu_in = s.solids.moments if s.solids is not None else np.zeros(5)
-        t_in, rk_m = s.temperature, self._rk / self._m
-
-        def f(y: FloatArray) -> FloatArray:
-            c, mu, temp = y[:, _C], y[:, _MU], y[:, _T]
-            b, g, _ = self._kinetics(c, temp, mu[:, 3], phi)
-            out = np.zeros_like(y)
-            out[:, _C] = q_v * (c_in - c) - rk_m * 3.0 * g * mu[:, 2]
-            out[:, 1] = b + q_v * (mu_in[0] - mu[:, 0])
-            out[:, 2:6] = _K * g[:, None] * mu[:, 0:4] + q_v * (mu_in[1:] - mu[:, 1:])
-            out[:, _T] = q_v * (t_in - temp) + kappa * (tj - temp)
-            out[:, 7] = q_v * c
-            out[:, 8:13] = q_v * mu
-            return out
-
-        def jac(y: FloatArray) -> tuple[FloatArray, FloatArray]:
-            # forward differences over the 7 dynamic states in one batched call; the outflow
-            # integrals (columns 7..12) never feed back, so their columns are zero. The
-            # unperturbed point is f(y) itself: returned too, ROS2 needs it (one f call less)
-            eps = 1e-7 * (np.abs(y[0, :7]) + 1e-12) + 1e-30
-            pts = np.repeat(y, 8, axis=0)
-            pts[1:, :7] += np.diag(eps)
-            fp = f(pts)
-            jm = np.zeros((1, _NSTATE, _NSTATE))
-            jm[0, :, :7] = ((fp[1:] - fp[0][None, :]) / eps[:, None]).T
-            # solute row from the conservation law (w.J = 0 exactly, so ROS2 keeps the
-            # solute + crystal + outflow invariant to round-off despite difference noise)
-            jm[0, 0] = -(rk_m * jm[0, 4] + jm[0, 7] + rk_m * jm[0, 11])
-            return jm, fp[:1]
-
-        return f, jac
+    def _vessel(self, s: Stream, phi: float) -> _Vessel:
+        return _Vessel(_Kinetics(self.p, self._rk, phi), s, self.flow / self.p.volume,
+                       self.p.ua / (self._rho_cp * self.p.volume), float(s.conc[self._i]),
+                       self._rk / self._m)
 
     def _step(self, dt: float, inlets: dict[str, Stream]) -> dict[str, Stream]:
         s = mix([inlets["feed"], inlets["antisolvent"]], self.species, AMBIENT_PRESSURE)
@@ -310,10 +449,10 @@ class MsmprCrystallizer(UnitModel):
         phi = self._phi(self.c)
         n_sub = max(1, math.ceil(dt / self.p.max_substep - 1e-9))
         h = dt / n_sub
-        y = np.zeros((1, _NSTATE))
-        y[0, _C], y[0, _MU], y[0, _T] = self.c[self._i], self.mu, self.T
+        vessel = self._vessel(s, phi)
+        y = [float(self.c[self._i]), *self.mu.tolist(), self.T] + [0.0] * 6
         for i in range(n_sub):
-            y = self._advance(s, phi, y, self.time + i * h, h)
+            y = self._advance(s, vessel, y, self.time + i * h, h)
         self.jacket_temperature = self._jacket(self.time + dt)
         # other species: exact CSTR washout
         q_v = self.flow / self.p.volume
@@ -323,16 +462,15 @@ class MsmprCrystallizer(UnitModel):
         others = s.conc + (self.c - s.conc) * (1.0 - washed)
         moles_others = self.flow * dt * s.conc + (self.c - s.conc) * self.p.volume * washed
         self.c = others
-        self.c[self._i] = y[0, _C]
-        self.mu = y[0, _MU].copy()
-        self.T = float(y[0, _T])
-        b, g, sig = self._kinetics(y[:, _C], y[:, _T], y[:, 4], phi)
-        self._B, self._G, self._sigma = float(b[0]), float(g[0]), float(sig[0])
+        self.c[self._i] = y[_C]
+        self.mu = np.array(y[_MU])
+        self.T = y[_T]
+        self._B, self._G, self._sigma = vessel.kin(y[_C], y[_T], y[4])
         self.wall_heat_duty = self.p.ua * (self.T - self.jacket_temperature)
         if self.flow > 0.0:
             conc = moles_others / (self.flow * dt)
-            conc[self._i] = y[0, 7] * self.p.volume / (self.flow * dt)
-            mom = y[0, 8:13] * self.p.volume / (self.flow * dt)
+            conc[self._i] = y[7] * self.p.volume / (self.flow * dt)
+            mom = np.array(y[_CUM][1:]) * self.p.volume / (self.flow * dt)
         else:
             conc, mom = self.c.copy(), self.mu.copy()
         solids = Solids(mom, self.p.crystal_density, self.p.shape_factor)
@@ -341,8 +479,8 @@ class MsmprCrystallizer(UnitModel):
     #: halvings of one sub-step before it is refused (h / 4096: about 7 ms at 30 s)
     _MAX_HALVINGS = 12
 
-    def _advance(self, s: Stream, phi: float, y: FloatArray, t0: float, h: float,
-                 depth: int = 0) -> FloatArray:
+    def _advance(self, s: Stream, vessel: _Vessel, y: list[float], t0: float, h: float,
+                 depth: int = 0) -> list[float]:
         """One ROS2 step of ``h`` from ``t0``, halved where it would leave the physical set.
 
         Why: ROS2 is linearly implicit and not positivity preserving. At the onset of
@@ -365,25 +503,26 @@ class MsmprCrystallizer(UnitModel):
         that change by orders of magnitude within milliseconds are not something a smaller
         step repairs; the simulation stops where it happened and names what to change.
         """
-        f, jac = self._rhs_factory(s, self._jacket(t0 + 0.5 * h), phi)
-        jm, f0 = jac(y)
-        out = ros2_step(f, lambda _y: jm, y, h, f0)
+        vessel.tj = self._jacket(t0 + 0.5 * h)
+        out = vessel.ros2_step(y, h)
         if self._physical(y, out):
             return out
         if depth >= self._MAX_HALVINGS:
-            if self._negligible(s, y, out, h):
+            before, after = np.array([y]), np.array([out])
+            if self._negligible(s, before, after, h):
                 return out
-            raise ModelStateError(self.name, t0, self._unphysical(y, out, h, depth, phi))
+            raise ModelStateError(self.name, t0,
+                                  self._unphysical(vessel, before, after, h, depth))
         half = 0.5 * h
-        mid = self._advance(s, phi, y, t0, half, depth + 1)
-        return self._advance(s, phi, mid, t0 + half, half, depth + 1)
+        mid = self._advance(s, vessel, y, t0, half, depth + 1)
+        return self._advance(s, vessel, mid, t0 + half, half, depth + 1)
 
     _STATE_NAMES = ("solute concentration", "mu0", "mu1", "mu2", "mu3", "mu4", "temperature",
                     "solute outflow", "mu0 outflow", "mu1 outflow", "mu2 outflow",
                     "mu3 outflow", "mu4 outflow")
 
-    def _unphysical(self, before: FloatArray, after: FloatArray, h: float, depth: int,
-                    phi: float) -> str:
+    def _unphysical(self, vessel: _Vessel, before: FloatArray, after: FloatArray, h: float,
+                    depth: int) -> str:
         """The message of a refused step: which value went negative or non-finite, from
         what, at which supersaturation, and what to change, so that whoever reads the error
         can act on it without reading the integrator."""
@@ -394,10 +533,10 @@ class MsmprCrystallizer(UnitModel):
                     f"{float(after[0, k]):.6g}, below zero or not finite")
         else:
             what = "refused by the admissibility check"
-        _, _, sig = self._kinetics(before[:, _C], before[:, _T], before[:, 4], phi)
+        _, _, sig = vessel.kin(float(before[0, _C]), float(before[0, _T]), float(before[0, 4]))
         return (
             f"the crystallization of '{self.solute}' admits no step of {h:.3g} s after "
-            f"{depth} halvings of the sub-step ({what}; supersaturation {float(sig[0]):.3g}); "
+            f"{depth} halvings of the sub-step ({what}; supersaturation {sig:.3g}); "
             "the nucleation or growth kinetics are too fast for this crystallizer's "
             "integration: check kb1/b1, kb2/b2/j and kg/g (their units and exponents) and "
             "the solubility, or lower max_substep")
@@ -429,10 +568,14 @@ class MsmprCrystallizer(UnitModel):
         return bool(np.all(after[0] >= -self._NEGLIGIBLE * ref))
 
     @staticmethod
-    def _physical(before: FloatArray, after: FloatArray) -> bool:
+    def _physical(before: list[float], after: list[float]) -> bool:
         """Solute, moments and their outflow integrals non-negative, to round-off of their
-        scale in this step."""
-        return not bool(MsmprCrystallizer._below_zero(before, after).any())
+        scale in this step (:meth:`_below_zero` on floats: it runs at every step)."""
+        for k in _NON_NEGATIVE:
+            a = after[k]
+            if not a >= -1e-12 * max(abs(before[k]), abs(a)):
+                return False
+        return True
 
     @staticmethod
     def _below_zero(before: FloatArray, after: FloatArray) -> npt.NDArray[np.bool_]:
@@ -487,15 +630,15 @@ class MsmprCrystallizer(UnitModel):
         phi = self._phi(s.conc)
         c_in = float(s.conc[self._i])
         self._c_in_solute = c_in
-        t_arr = np.array([self.T])
+        kinetics = _Kinetics(self.p, self._rk, phi)
 
         def moments(c: float) -> FloatArray:
             mt = self._m * (c_in - c)  # suspension density from the solute balance
-            b, g, _ = self._kinetics(np.array([c]), t_arr, np.array([mt / self._rk]), phi)
+            b, g, _ = kinetics(c, self.T, mt / self._rk)
             mu = np.empty(5)
-            mu[0] = b[0] * tau
+            mu[0] = b * tau
             for k in range(1, 5):
-                mu[k] = k * g[0] * tau * mu[k - 1]
+                mu[k] = k * g * tau * mu[k - 1]
             return mu
 
         fixed = self.p.fixed_growth_rate is not None and self.p.fixed_nucleation_rate is not None
@@ -517,8 +660,7 @@ class MsmprCrystallizer(UnitModel):
         self.c = s.conc.copy()
         self.c[self._i] = c
         self.mu = mu
-        b, g, sig = self._kinetics(np.array([c]), t_arr, np.array([mu[3]]), phi)
-        self._B, self._G, self._sigma = float(b[0]), float(g[0]), float(sig[0])
+        self._B, self._G, self._sigma = kinetics(float(c), self.T, float(mu[3]))
         self.wall_heat_duty = self.p.ua * (self.T - tj)
         solids = Solids(mu.copy(), self.p.crystal_density, self.p.shape_factor)
         return {
