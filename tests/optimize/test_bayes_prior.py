@@ -173,3 +173,19 @@ def test_a_wrong_prior_is_a_located_error(tmp_path: Path, edit: tuple[str, str],
                                           message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_recipe(_example(tmp_path, edit))
+
+
+def test_prior_twin_on_a_plant_without_models_is_a_located_error(tmp_path: Path) -> None:
+    """A plant that names no species file cannot be simulated, so it has no twin."""
+    line = ROOT / "recipes" / "lomustine"
+    text = (line / "plant.yaml").read_text(encoding="utf-8")
+    assert "\nspecies: species.yaml\n" in text
+    (tmp_path / "plant.yaml").write_text(text.replace("\nspecies: species.yaml\n", "\n"),
+                                         encoding="utf-8")
+    recipe = _example(tmp_path, ("  algorithm: cobyla\n", "  algorithm: bayes\n  prior: twin\n"))
+    recipe.write_text(recipe.read_text(encoding="utf-8").replace(
+        f"plant: {(line / 'plant.yaml').as_posix()}", "plant: plant.yaml"), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"prior\.yaml:\d+:\d+: prior: twin needs the plant's "
+                                          r"models: the plant lomustine-line names no 'species' "
+                                          r"file"):
+        load_recipe(recipe)

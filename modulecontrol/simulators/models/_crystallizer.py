@@ -172,8 +172,8 @@ _READS = ((0, 1, 2, 3, 4, 5, 7), (1, 2, 8), (2, 3, 9), (0, 3, 4, 10), (1, 4, 5, 
 """Per dynamic state, the rows of the right-hand side that depend on it: mu_j in its own
 balance, mu_(j+1)'s growth term and its outflow, mu2 also in the solute's consumption; c
 and T through B (row 1) and G (rows 0, 2..5), c also in its own balance and outflow, T in
-the heat balance; mu3 through B (secondary nucleation) but not G."""
-"""The states that feed back into the rates (solute, moments, temperature); the outflow
+the heat balance; mu3 through B (secondary nucleation) but not G. Only the first
+:data:`_DYNAMIC` states (solute, moments, temperature) feed back into the rates; the outflow
 integrals after them never do, so their Jacobian columns are zero."""
 
 
