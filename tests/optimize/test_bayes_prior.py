@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -12,6 +13,10 @@ import pytest
 from modulecontrol.errors import ConfigError
 from modulecontrol.optimize import (
     BayesSearch,
+    Campaign,
+    HistorianJournal,
+    Journal,
+    MemoryJournal,
     SteadyStateExperimenter,
     Trial,
     TwinPrior,
@@ -21,6 +26,8 @@ from modulecontrol.optimize import (
 )
 from modulecontrol.optimize.cli import run_on_models
 from modulecontrol.recipe import load_recipe
+from modulecontrol.records import Historian
+from tests.optimize.test_campaign import Toy, toy_plan
 from tests.twin.conftest import ROOT
 
 CENTRE = np.array([0.8, 0.7, 0.3])
@@ -189,3 +196,51 @@ def test_prior_twin_on_a_plant_without_models_is_a_located_error(tmp_path: Path)
                                           r"models: the plant lomustine-line names no 'species' "
                                           r"file"):
         load_recipe(recipe)
+
+
+def test_the_prior_is_the_twin_itself_at_the_experiments_points() -> None:
+    """The prior's processes are conditioned on the twin at every experiment's point too:
+    there the prior mean is the twin's value (relative to its value at the start), not the
+    64 samples' interpolation."""
+    search = BayesSearch(X0, 1, prior=_twin)
+    trials = _campaign(search, budget=5)
+    x = np.array([t.x for t in trials])
+    ref = _twin(X0)[0]
+    twin_objective = np.array([_twin(t.x)[0] / ref for t in trials])
+    objective, margins = search._prior_at(x).predict(x)
+    # to the processes' fitted noise (their hyperparameters are the samples')
+    assert objective == pytest.approx(twin_objective, abs=1e-4)
+    assert margins[:, 0] == pytest.approx([_twin(t.x)[1][0] for t in trials], abs=1e-4)
+    sampled_only = search._prior().predict(x)[0]
+    assert np.max(np.abs(objective - twin_objective)) < 0.2 * np.max(
+        np.abs(sampled_only - twin_objective))
+
+
+async def test_a_campaign_with_a_prior_restored_from_its_records_asks_the_same_points(
+        tmp_path: Path) -> None:
+    plan = dataclasses.replace(toy_plan(9), algorithm="bayes", prior="twin")
+
+    def twin(x: tuple[float, ...]) -> tuple[float, tuple[float, ...]]:
+        """The toy with its optimum 0.1 off in a and its constraint 0.05 tighter."""
+        sp = plan.setpoints(x)
+        a, b = sp["X.A"], sp["X.B"]
+        return (10.0 - (a - 2.9) ** 2 - (b - 1.0) ** 2,
+                (plan.constraints[0].margin(a + b + 0.05),))
+
+    def campaign(experiments: int, journal: Journal) -> Campaign:
+        return Campaign(dataclasses.replace(plan, experiments=experiments), Toy(), journal,
+                        prior=twin)
+
+    straight = await campaign(9, MemoryJournal()).run()
+    h = Historian(tmp_path / "records.db", flush_interval=0.05)
+    try:
+        await h.start_run("optimise")
+        first = await campaign(4, HistorianJournal(h, "toy", 9)).run()
+        assert len(first.records) == 4
+        resumed = await campaign(9, HistorianJournal(h, "toy", 9)).run()
+    finally:
+        await h.close()
+    assert [r.x for r in resumed.records] == [r.x for r in straight.records]
+    assert [r.objective for r in resumed.records] == [r.objective for r in straight.records]
+    best = straight.best
+    assert best is not None and best.objective is not None and best.objective >= 0.95 * 9.875
