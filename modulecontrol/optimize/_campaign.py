@@ -14,6 +14,7 @@ as the worst outcome and as violating every constraint; it is never dropped.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -189,7 +190,10 @@ class Campaign:
         records = list(self.journal.history())
         converged = False
         while len(records) < self.plan.experiments:
-            x = self.search.ask(self._trials(records))
+            # in a worker thread: a Bayesian ask fits its models, and with the twin as prior
+            # the first one solves the twin's steady state some 125 times (seconds), which
+            # must not stall the event loop that supervises the line meanwhile
+            x = await asyncio.to_thread(self.search.ask, self._trials(records))
             if x is None:
                 converged = True
                 break

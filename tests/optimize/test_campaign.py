@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import math
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from modulecontrol.optimize import (
     MemoryJournal,
     Plan,
     SteadyStateExperimenter,
+    Trial,
     Variable,
     plan_from_recipe,
 )
@@ -151,3 +154,31 @@ def test_the_docs_show_the_example_block_as_shipped() -> None:
     block = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
     assert block.startswith("optimize:\n")
     assert block in EXAMPLE.read_text(encoding="utf-8")
+
+
+class _AskWaitingForTheLoop:
+    """A search whose ask returns only once a task on the event loop has run: if the
+    campaign asked on the loop's own thread, that task could never run."""
+
+    def __init__(self) -> None:
+        self.loop_ran = threading.Event()
+
+    def ask(self, trials: Sequence[Trial]) -> tuple[float, ...] | None:
+        if not self.loop_ran.wait(30):  # a bound against a hang, not a timing check
+            raise AssertionError("the event loop did not run while the search was asked")
+        return None  # converged
+
+
+async def test_the_search_is_asked_off_the_event_loop() -> None:
+    """A Bayesian ask fits its models, and with the twin as prior the first one solves the
+    twin some 125 times: the loop that supervises the line must go on meanwhile."""
+    search = _AskWaitingForTheLoop()
+
+    async def on_the_loop() -> None:
+        await asyncio.sleep(0)
+        search.loop_ran.set()
+
+    task = asyncio.create_task(on_the_loop())
+    result = await Campaign(toy_plan(3), Toy(), MemoryJournal(), search).run()
+    await task
+    assert result.converged and not result.records
