@@ -112,7 +112,7 @@ class DivertValve(UnitModel):
         else:
             self.product_volume += s.flow * dt
         return {
-            active: s.with_(pressure=self.outlet_pressures[active]),
+            active: s.at_pressure(self.outlet_pressures[active]),
             idle: Stream(
                 self.species,
                 0.0,
@@ -165,7 +165,7 @@ class BackPressureRegulator(UnitModel):
         self.setpoint = params.setpoint
 
     def _step(self, dt: float, inlets: dict[str, Stream]) -> dict[str, Stream]:
-        return {"out": inlets["in"].with_(pressure=self.outlet_pressures["out"])}
+        return {"out": inlets["in"].at_pressure(self.outlet_pressures["out"])}
 
     def _dynamic_state(self) -> FloatArray:
         return _NO_STATE  # an ideal regulator holds nothing
@@ -338,7 +338,7 @@ class PatAnalyzer(UnitModel):
                 self._noise().normal(0.0, self.p.noise, len(self._idx)) if self.p.noise > 0 else 0.0
             )
             self.measured = self._seen_all[self._idx] + noise + self.p.drift * now
-        return {"out": s.with_(pressure=self.outlet_pressures["out"])}
+        return {"out": s.at_pressure(self.outlet_pressures["out"])}
 
     def _steady(self, inlets: dict[str, Stream]) -> dict[str, Stream]:
         s = inlets["in"]
@@ -347,7 +347,7 @@ class PatAnalyzer(UnitModel):
         self.measured = self._true_all[self._idx].copy()
         self.valid = True
         self._history.clear()
-        return {"out": s.with_(pressure=self.outlet_pressures["out"])}
+        return {"out": s.at_pressure(self.outlet_pressures["out"])}
 
     @staticmethod
     def _purity(values: np.ndarray, prod: int) -> float:

@@ -184,6 +184,17 @@ class Stream:
         """A copy with some fields changed."""
         return replace(self, **changes)
 
+    def at_pressure(self, pressure: float) -> Stream:
+        """This stream at ``pressure``: itself when it is at that pressure already.
+
+        Why: the units that only pass a stream on (a regulator, an analyzer, a valve) did
+        so with a new stream at every step, so the units after them never saw their inlet
+        unchanged (``UnitModel.step`` compares the same object at no cost) and recomputed
+        its mass flow; built directly, without ``dataclasses.replace``, for the same step."""
+        if self.pressure == pressure:
+            return self
+        return Stream(self.table, self.flow, self.temperature, pressure, self.conc, self.solids)
+
     def concentration(self, name: str) -> float:
         """Concentration of one species, mol/m3."""
         return float(self.conc[self.table.index(name)])
