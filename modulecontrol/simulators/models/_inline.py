@@ -100,6 +100,7 @@ class DivertValve(UnitModel):
         self.diverted_volume = 0.0
         self.switch_count = 0
         self._last_position = params.to_waste
+        self._shut: Stream | None = None  # the closed outlet's last stream
 
     def _step(self, dt: float, inlets: dict[str, Stream]) -> dict[str, Stream]:
         s = inlets["in"]
@@ -111,16 +112,19 @@ class DivertValve(UnitModel):
             self.diverted_volume += s.flow * dt
         else:
             self.product_volume += s.flow * dt
-        return {
-            active: s.at_pressure(self.outlet_pressures[active]),
-            idle: Stream(
+        # the closed outlet's empty stream is kept while its temperature and pressure hold,
+        # so that the unit it feeds sees the same stream (as the open one passes its inlet)
+        shut = self._shut
+        if (shut is None or shut.temperature != s.temperature
+                or shut.pressure != self.outlet_pressures[idle]):
+            shut = self._shut = Stream(
                 self.species,
                 0.0,
                 s.temperature,
                 self.outlet_pressures[idle],
                 np.zeros(len(self.species)),
-            ),
-        }
+            )
+        return {active: s.at_pressure(self.outlet_pressures[active]), idle: shut}
 
     def upstream_pressure(self, outlet_pressures: Mapping[str, float]) -> float:
         active = "waste" if self.to_waste else "product"
