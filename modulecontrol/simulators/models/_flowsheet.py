@@ -12,7 +12,7 @@ pressure of the previous step (a one-step lag).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from graphlib import CycleError, TopologicalSorter
 from typing import NamedTuple, Protocol
 
