@@ -377,6 +377,8 @@ class MsmprCrystallizer(UnitModel):
         self._ias = species.index(params.antisolvent) if params.antisolvent else None
         self._m = float(species.molar_mass[self._i])
         self._rk = params.crystal_density * params.shape_factor
+        # the last inlets mixed, their mix and its rho*cp (see _mixed_inlets)
+        self._mixed: tuple[Stream, Stream, Stream, float] | None = None
         self.c = np.zeros(len(species))
         self.mu = np.zeros(5)
         self.T = params.initial_temperature
@@ -439,11 +441,22 @@ class MsmprCrystallizer(UnitModel):
                        self.p.ua / (self._rho_cp * self.p.volume), float(s.conc[self._i]),
                        self._rk / self._m)
 
+    def _mixed_inlets(self, feed: Stream, antisolvent: Stream) -> tuple[Stream, float]:
+        """The mixed inlet and its volumetric heat capacity, kept while the two inlets are
+        the same stream objects (streams are frozen): in steady production they are, and
+        mixing them again was a good part of a step that is integrated every time."""
+        kept = self._mixed
+        if kept is None or kept[0] is not feed or kept[1] is not antisolvent:
+            s = mix([feed, antisolvent], self.species, AMBIENT_PRESSURE)
+            rho_cp = s.volumetric_heat_capacity if s.flow > 0 else 0.0
+            kept = self._mixed = (feed, antisolvent, s, rho_cp)
+        return kept[2], kept[3]
+
     def _step(self, dt: float, inlets: dict[str, Stream]) -> dict[str, Stream]:
-        s = mix([inlets["feed"], inlets["antisolvent"]], self.species, AMBIENT_PRESSURE)
+        s, rho_cp = self._mixed_inlets(inlets["feed"], inlets["antisolvent"])
         self.flow = s.flow
         if s.flow > 0:
-            self._rho_cp = s.volumetric_heat_capacity
+            self._rho_cp = rho_cp
         self._select_solute(s.conc)
         self._c_in_solute = float(s.conc[self._i])
         phi = self._phi(self.c)

@@ -12,9 +12,9 @@ pressure of the previous step (a one-step lag).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from graphlib import CycleError, TopologicalSorter
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from modulecontrol.clock import Clock
 
@@ -31,6 +31,15 @@ class _Jacketed(Protocol):
 
     @property
     def wall_conductance(self) -> float: ...
+
+
+class _Planned(NamedTuple):
+    """One unit's place in a step (see ``Flowsheet._make_plan``)."""
+
+    unit: UnitModel
+    thermostat: Thermostat | None  # on its jacket
+    feeds: list[tuple[str, tuple[str, str]]]  # (inlet port, (source unit, its outlet port))
+    dests: list[tuple[str, UnitModel | None]]  # (outlet port, unit it feeds; None: open end)
 
 
 class Flowsheet:
@@ -51,6 +60,8 @@ class Flowsheet:
         self._jackets: list[tuple[str, str]] = []  # (thermostat, unit)
         self._order: list[UnitModel] | None = None
         self._feeds: dict[str, list[tuple[tuple[str, str], str]]] = {}
+        self._plan: list[_Planned] = []
+        self._loads: list[tuple[Thermostat, list[_Jacketed]]] = []
         self.streams: dict[tuple[str, str], Stream] = {}
         self.time = 0.0
         for u in units:
@@ -117,21 +128,46 @@ class Flowsheet:
             for link, (du, dp) in self._links.items():
                 self._feeds.setdefault(du, []).append((link, dp))
             try:
-                self._order = [self.units[n] for n in ts.static_order()]
+                order = [self.units[n] for n in ts.static_order()]
             except CycleError as exc:
                 raise ValueError(
                     f"recycle loops are not supported (cycle: {exc.args[1]}); "
                     "break the loop with a tank or a fixed feed"
                 ) from None
+            self._plan = self._make_plan(order)
+            self._order = order
         return self._order
 
-    # -- stepping -------------------------------------------------------------------------
-    def _inlets_of(
-        self, unit: UnitModel, produced: Mapping[tuple[str, str], Stream]
-    ) -> dict[str, Stream]:
-        feeds = self._feeds.get(unit.name, ())
-        return {dp: produced[src] for src, dp in feeds if src in produced}
+    def _make_plan(self, order: list[UnitModel]) -> list[_Planned]:
+        """What every step needs of the topology, worked out once per change of it (``add``,
+        ``connect`` and ``link_jacket`` reset :meth:`order`, which remakes it): per unit, its
+        jacket's thermostat, its inlets' sources and its outlets' keys and destinations.
 
+        Why: looking these up by name for each unit at every step was a good part of a
+        steady line's step (15 units, most of them repeating a steady step), and none of it
+        changes while the line runs."""
+        serving = {u: self.units[t] for t, u in self._jackets}
+        plan = []
+        for unit in order:
+            therm = serving.get(unit.name)
+            assert therm is None or isinstance(therm, Thermostat)
+            feeds = [(dp, src) for src, dp in self._feeds.get(unit.name, ())]
+            dests: list[tuple[str, UnitModel | None]] = []
+            for port in unit.outlets:
+                dst = self._links.get((unit.name, port))
+                dests.append((port, None if dst is None else self.units[dst[0]]))
+            plan.append(_Planned(unit, therm, feeds, dests))
+        loads: dict[str, list[_Jacketed]] = {t: [] for t, _ in self._jackets}
+        for t, u in self._jackets:
+            loads[t].append(self.units[u])  # type: ignore[arg-type]
+        self._loads = []
+        for t, served in loads.items():
+            therm = self.units[t]
+            assert isinstance(therm, Thermostat)
+            self._loads.append((therm, served))
+        return plan
+
+    # -- stepping -------------------------------------------------------------------------
     def _load_thermostats(self) -> None:
         """Each thermostat carries the summed wall duty of the units it serves, at its
         present temperature, and how that duty falls as it warms (their summed UA).
@@ -142,28 +178,26 @@ class Flowsheet:
         bath on a large reactor (``Thermostat``). The units step after their thermostat and
         read its new temperature, so the difference of a bath and a vessel decays by
         exp(-(G/C_bath + G/C_vessel) dt) per step: stable at any UA, heat capacity and dt."""
-        loads: dict[str, list[float]] = {t: [0.0, 0.0] for t, _ in self._jackets}
-        for t, u in self._jackets:
-            unit: _Jacketed = self.units[u]  # type: ignore[assignment]
-            loads[t][0] += unit.wall_heat_duty
-            loads[t][1] += unit.wall_conductance
-        for t, (load, conductance) in loads.items():
-            therm = self.units[t]
-            assert isinstance(therm, Thermostat)
+        self.order()
+        for therm, served in self._loads:
+            load = conductance = 0.0
+            for unit in served:
+                load += unit.wall_heat_duty
+                conductance += unit.wall_conductance
             therm.heat_load = load
             therm.load_conductance = conductance
 
     def _run(self, step: Callable[[UnitModel, dict[str, Stream]], dict[str, Stream]]) -> None:
+        self.order()
         produced: dict[tuple[str, str], Stream] = {}
-        serving = {u: t for t, u in self._jackets}
-        for unit in self.order():
-            if unit.name in serving:
-                therm = self.units[serving[unit.name]]
-                assert isinstance(therm, Thermostat)
+        for unit, therm, feeds, _ in self._plan:
+            if therm is not None:
                 jacketed: _Jacketed = unit  # type: ignore[assignment]
                 jacketed.jacket_temperature = therm.temperature
-            for port, s in step(unit, self._inlets_of(unit, produced)).items():
-                produced[(unit.name, port)] = s
+            ins = {dp: produced[src] for dp, src in feeds if src in produced}
+            name = unit.name
+            for port, s in step(unit, ins).items():
+                produced[(name, port)] = s
         self._load_thermostats()
         self.streams = produced
         self.propagate_pressures()
@@ -181,13 +215,10 @@ class Flowsheet:
 
     def propagate_pressures(self) -> None:
         """Set every unit's inlet/outlet pressures, walking upstream from open ends."""
-        for unit in reversed(self.order()):
-            outs: dict[str, float] = {}
-            for port in unit.outlets:
-                dst = self._links.get((unit.name, port))
-                outs[port] = (
-                    self.units[dst[0]].inlet_pressure if dst is not None else self.ambient_pressure
-                )
+        self.order()
+        ambient = self.ambient_pressure
+        for unit, _, _, dests in reversed(self._plan):
+            outs = {port: ambient if dst is None else dst.inlet_pressure for port, dst in dests}
             unit.outlet_pressures = outs
             unit.inlet_pressure = unit.upstream_pressure(outs)
 

@@ -100,6 +100,7 @@ class DivertValve(UnitModel):
         self.diverted_volume = 0.0
         self.switch_count = 0
         self._last_position = params.to_waste
+        self._shut: Stream | None = None  # the closed outlet's last stream
 
     def _step(self, dt: float, inlets: dict[str, Stream]) -> dict[str, Stream]:
         s = inlets["in"]
@@ -111,16 +112,19 @@ class DivertValve(UnitModel):
             self.diverted_volume += s.flow * dt
         else:
             self.product_volume += s.flow * dt
-        return {
-            active: s.with_(pressure=self.outlet_pressures[active]),
-            idle: Stream(
+        # the closed outlet's empty stream is kept while its temperature and pressure hold,
+        # so that the unit it feeds sees the same stream (as the open one passes its inlet)
+        shut = self._shut
+        if (shut is None or shut.temperature != s.temperature
+                or shut.pressure != self.outlet_pressures[idle]):
+            shut = self._shut = Stream(
                 self.species,
                 0.0,
                 s.temperature,
                 self.outlet_pressures[idle],
                 np.zeros(len(self.species)),
-            ),
-        }
+            )
+        return {active: s.at_pressure(self.outlet_pressures[active]), idle: shut}
 
     def upstream_pressure(self, outlet_pressures: Mapping[str, float]) -> float:
         active = "waste" if self.to_waste else "product"
@@ -165,7 +169,7 @@ class BackPressureRegulator(UnitModel):
         self.setpoint = params.setpoint
 
     def _step(self, dt: float, inlets: dict[str, Stream]) -> dict[str, Stream]:
-        return {"out": inlets["in"].with_(pressure=self.outlet_pressures["out"])}
+        return {"out": inlets["in"].at_pressure(self.outlet_pressures["out"])}
 
     def _dynamic_state(self) -> FloatArray:
         return _NO_STATE  # an ideal regulator holds nothing
@@ -338,7 +342,7 @@ class PatAnalyzer(UnitModel):
                 self._noise().normal(0.0, self.p.noise, len(self._idx)) if self.p.noise > 0 else 0.0
             )
             self.measured = self._seen_all[self._idx] + noise + self.p.drift * now
-        return {"out": s.with_(pressure=self.outlet_pressures["out"])}
+        return {"out": s.at_pressure(self.outlet_pressures["out"])}
 
     def _steady(self, inlets: dict[str, Stream]) -> dict[str, Stream]:
         s = inlets["in"]
@@ -347,7 +351,7 @@ class PatAnalyzer(UnitModel):
         self.measured = self._true_all[self._idx].copy()
         self.valid = True
         self._history.clear()
-        return {"out": s.with_(pressure=self.outlet_pressures["out"])}
+        return {"out": s.at_pressure(self.outlet_pressures["out"])}
 
     @staticmethod
     def _purity(values: np.ndarray, prod: int) -> float:

@@ -104,10 +104,19 @@ class _PumpBase(UnitModel):
         self.leaked_volume = 0.0
         self._drawn = 0.0  # mass drawn from the reservoir in the last step
         self._last_out: Stream | None = None
+        self._density: tuple[FloatArray, SpeciesTable, float] | None = None
 
     @property
     def _feed_density(self) -> float:
-        return float(self.feed_conc @ self.species.molar_mass)
+        """kg/m3 of the selected feed, kept while the feed's vector and the species table are
+        the same objects: a bottle swap or a channel switch puts a new vector in
+        ``feed_conc`` (none is written in place), so the dot product is not redone at each
+        step of a running pump."""
+        key = (self.feed_conc, self.species)
+        cached = self._density
+        if cached is None or cached[0] is not key[0] or cached[1] is not key[1]:
+            cached = self._density = (*key, float(self.feed_conc @ self.species.molar_mass))
+        return cached[2]
 
     @property
     def inlet(self) -> int:

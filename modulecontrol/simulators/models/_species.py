@@ -154,6 +154,9 @@ class Stream:
     pressure: float
     conc: FloatArray
     solids: Solids | None = field(default=None)
+    # mass per volume, worked out on first use (see mass_concentration); not a value of
+    # the stream: left out of the constructor, comparisons and repr
+    _mass: float | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def empty(
@@ -184,6 +187,17 @@ class Stream:
         """A copy with some fields changed."""
         return replace(self, **changes)
 
+    def at_pressure(self, pressure: float) -> Stream:
+        """This stream at ``pressure``: itself when it is at that pressure already.
+
+        Why: the units that only pass a stream on (a regulator, an analyzer, a valve) did
+        so with a new stream at every step, so the units after them never saw their inlet
+        unchanged (``UnitModel.step`` compares the same object at no cost) and recomputed
+        its mass flow; built directly, without ``dataclasses.replace``, for the same step."""
+        if self.pressure == pressure:
+            return self
+        return Stream(self.table, self.flow, self.temperature, pressure, self.conc, self.solids)
+
     def concentration(self, name: str) -> float:
         """Concentration of one species, mol/m3."""
         return float(self.conc[self.table.index(name)])
@@ -194,10 +208,18 @@ class Stream:
 
     @property
     def mass_concentration(self) -> float:
-        """Mass per volume (dissolved species plus solids), kg/m3."""
-        m = float(self.conc @ self.table.molar_mass)
-        if self.solids is not None:
-            m += self.solids.mass_concentration
+        """Mass per volume (dissolved species plus solids), kg/m3.
+
+        Kept once worked out: a stream is frozen (its arrays are never written in place by
+        the models, which make new ones) and one outlet's mass flow was computed at every
+        step by the unit that sent it and by the unit that took it, for a steady pump's or
+        a passed-on stream again at every step."""
+        m = self._mass
+        if m is None:
+            m = float(self.conc @ self.table.molar_mass)
+            if self.solids is not None:
+                m += self.solids.mass_concentration
+            object.__setattr__(self, "_mass", m)
         return m
 
     @property
