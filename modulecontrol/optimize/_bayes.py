@@ -27,9 +27,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy.optimize import minimize
-from scipy.special import log_ndtr, ndtr
-from scipy.stats import qmc
 
 from ._algorithms import Trial, _key
 
@@ -165,6 +162,8 @@ def _fit(x: FloatArray, values: FloatArray) -> _GP:
     y = (values - mean) / std
     d = x.shape[1]
     bounds = [_LOG_SCALE] * d + [_LOG_SIGNAL, _LOG_NOISE]
+    from scipy.optimize import minimize  # with the search (see ScipySearch.ask)
+
     best: tuple[float, FloatArray] | None = None
     for scale, noise in ((0.3, 1e-3), (1.0, 1e-2), (0.1, 1e-4)):
         theta0 = np.array([math.log(scale)] * d + [0.0, math.log(noise)])
@@ -225,6 +224,8 @@ class BayesSearch:
         self.initial = initial if initial is not None else max(5, 2 * self.dims + 1)
         self.seed = seed
         self.negligible = negligible
+        from scipy.stats import qmc  # with the search (see ScipySearch.ask)
+
         self.design = self._design()
         m = max(math.ceil(math.log2(max(candidates, 2))), 1)
         self.candidates = np.asarray(
@@ -234,6 +235,8 @@ class BayesSearch:
     def _design(self) -> list[tuple[float, ...]]:
         points = [_key(self.x0)]
         if self.initial > 1:
+            from scipy.stats import qmc
+
             lhs = qmc.LatinHypercube(self.dims, rng=self.seed).random(self.initial - 1)
             points += [_key(p) for p in lhs]
         return points
@@ -263,6 +266,8 @@ class BayesSearch:
                        for j in range(self.n_constraints)]
         feasible = np.array([t.feasible for t in trials])
         best = float(np.max(obj[feasible])) if feasible.any() else None
+
+        from scipy.special import log_ndtr, ndtr
 
         def acquisition(p: FloatArray) -> tuple[FloatArray, FloatArray]:
             """log of the acquisition and the expected improvement at rows ``p``."""
