@@ -136,6 +136,18 @@ def test_help_loads_neither_the_models_nor_the_metadata() -> None:
     assert got["loaded"] == [], f"--help imported {got['loaded']}"
 
 
+def test_the_service_and_a_run_load_scipys_solvers_only_to_optimise_or_fit() -> None:
+    """`serve` and `run` load the orchestrator, which holds the optimize step, and the twin,
+    which holds the fit: scipy's minimisers and its statistics (some 0.4 s of a service's
+    start) load with an optimisation's search or a fit, which few runs make."""
+    code = ("import sys, json, modulecontrol.service, modulecontrol.session, "
+            "modulecontrol.optimize, modulecontrol.twin; print(json.dumps(sorted(m for m in "
+            "('scipy.optimize', 'scipy.stats', 'scipy.special') if m in sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=ROOT, env=_env(), timeout=120).stdout
+    assert json.loads(out) == []
+
+
 @pytest.mark.parametrize("package", ["modulecontrol.records", "modulecontrol.drivers",
                                      "modulecontrol.simulators"])
 def test_a_lazy_package_gives_every_public_name(package: str) -> None:

@@ -20,7 +20,6 @@ from typing import Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
-from scipy.optimize import minimize
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -113,6 +112,10 @@ class ScipySearch:
             if t.objective is None:
                 return np.full(self.n_constraints, -1.0)
             return self.constraint_weight * np.asarray(t.margins, dtype=float)
+
+        # scipy's minimisers are imported with the search, not with the module: a run or the
+        # control service loads this package with every recipe, few of which optimise
+        from scipy.optimize import minimize
 
         bounds = [(0.0, 1.0)] * self.x0.size
         try:

@@ -36,9 +36,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy.optimize import minimize
-from scipy.special import log_ndtr, ndtr
-from scipy.stats import qmc
 
 from ._algorithms import Trial, _key
 
@@ -201,6 +198,8 @@ def _fit(x: FloatArray, values: FloatArray, scale: float | None = None) -> _GP:
     d = x.shape[1]
     bounds = [_LOG_SCALE] * d + [_LOG_SIGNAL if scale is None else _LOG_SIGNAL_DIFFERENCE,
                                  _LOG_NOISE]
+    from scipy.optimize import minimize  # with the search (see ScipySearch.ask)
+
     best: tuple[float, FloatArray] | None = None
     for scale, noise in ((0.3, 1e-3), (1.0, 1e-2), (0.1, 1e-4)):
         theta0 = np.array([math.log(scale)] * d + [0.0, math.log(noise)])
@@ -361,6 +360,8 @@ def _refine(prior: Prior, start: FloatArray, ref: float, n_constraints: int,
                 seen[key] = (-got[0] / ref, np.asarray(got[1], dtype=float) - margin)
         return seen[key]
 
+    from scipy.optimize import minimize  # with the search (see ScipySearch.ask)
+
     cons = ([{"type": "ineq", "fun": lambda x: at(x)[1]}] if n_constraints else [])
     minimize(lambda x: at(x)[0], start, method="COBYLA", bounds=[(0.0, 1.0)] * start.size,
              constraints=cons, options={"rhobeg": 0.05, "tol": 1e-3,
@@ -402,6 +403,8 @@ class BayesSearch:
         self._prior_model: _PriorModel | None = None
         self._twin_at: dict[tuple[float, ...], tuple[float, tuple[float, ...]] | None] = {}
         self._design_points: list[tuple[float, ...]] | None = None
+        from scipy.stats import qmc  # with the search (see ScipySearch.ask)
+
         m = max(math.ceil(math.log2(max(candidates, 2))), 1)
         self.candidates = np.asarray(
             qmc.Sobol(self.dims, scramble=True, rng=seed + 1).random_base2(m), dtype=float)
@@ -418,6 +421,8 @@ class BayesSearch:
         return self._design_points
 
     def _design(self) -> list[tuple[float, ...]]:
+        from scipy.stats import qmc
+
         points = [_key(self.x0)]
         if self.initial <= 1:
             return points
@@ -460,6 +465,8 @@ class BayesSearch:
         seed), a Gaussian process through each output: computed once per search."""
         if self._prior_model is None:
             assert self.prior is not None
+            from scipy.stats import qmc
+
             m = max(math.ceil(math.log2(max(self.prior_points, 2))), 1)
             sobol = qmc.Sobol(self.dims, scramble=True, rng=self.seed + 3).random_base2(m)
             self._prior_model = _PriorModel.sample(
@@ -500,6 +507,7 @@ class BayesSearch:
             constraints = [_fit(x, row) for row in margins]
         feasible = np.array([t.feasible for t in trials])
         best = float(np.max(obj[feasible])) if feasible.any() else None
+        from scipy.special import log_ndtr, ndtr
         # With the twin's margins as the prior mean, the probability of feasibility is
         # sharp enough to keep to: a point below ``prior_confidence`` is not asked (unless
         # none is above). Without it, the search probed a binding constraint from both

@@ -26,8 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.optimize import least_squares
-from scipy.stats import t as student_t
 
 from modulecontrol.descriptors import PlantConfig, calibrate
 from modulecontrol.records import RunSamples, run_samples
@@ -253,6 +251,10 @@ def fit(config: PlantConfig, db: str | Path, runs: Sequence[int], params: Sequen
         (ln of the written values by default; the profile starts from its neighbour's)."""
         if not cont:  # nothing to move: the residuals at the written values
             return _Solved(np.zeros(0), residuals(np.zeros(0)), np.zeros((len(observed), 0)))
+        # scipy's solver and distributions are imported with the fit, not the module: the
+        # twin package loads with every run (its prediction) and the fit is a command
+        from scipy.optimize import least_squares
+
         x0 = np.zeros(len(cont)) if start is None else start
         found = least_squares(residuals, x0, jac=lambda x: _central_jacobian(
             model, x), method="trf", xtol=1e-8, ftol=1e-12, gtol=1e-12, max_nfev=20)
@@ -310,6 +312,8 @@ def fit(config: PlantConfig, db: str | Path, runs: Sequence[int], params: Sequen
                     " add runs at another temperature, or fit one of them)")
     if singular and not warnings:
         warnings.append(f"not identifiable: JᵀJ is near singular (condition {cond:.3g})")
+    from scipy.stats import t as student_t  # with the fit (see solve)
+
     tq = float(student_t.ppf(0.975, dof))
     bad = {r.name for r in cont} if singular else set(insensitive)
     by_name = {}

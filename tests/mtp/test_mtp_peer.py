@@ -194,7 +194,12 @@ async def test_live_check_names_the_peers_deviations_and_passes_with_its_policy(
     def options(handshake: str | None) -> LiveOptions:
         policy = tmp_path / "peer-handshake.yaml"
         policy.write_text(f"{handshake}\n")
-        return LiveOptions(peer.url, insecure=True, timeout=3, settle=0.3,
+        # settle: how long each refused command (some 50 in the full check) is given to
+        # show an effect, since with command: edge CommandExt is not cleared to watch. The
+        # peer sees writes every 50 ms (peer_pea.WRITES_SEEN) and MTPPy drops a command its
+        # CommandEn does not permit there and then, so three of its write cycles are ample;
+        # a late effect would still upset the commands sent after it
+        return LiveOptions(peer.url, insecure=True, timeout=3, settle=0.15,
                            handshake=HandshakePolicy() if handshake is None
                            else load_handshake(policy).policy())
 
