@@ -212,8 +212,13 @@ class AlarmBoard:
     # ------------------------------------------------------------------ people
     def ack(self, name: str, user: str, now: float) -> AlarmChange:
         al = self._get(name)
+        previous = al.life.state
+        # the transition first: a refused acknowledgement changes nothing, the re-alarm
+        # timer included (it was restarted before the refusal, so pressing acknowledge on
+        # an acknowledged standing alarm kept it from re-alarming)
+        al.life.fire(Trigger.ACK)
         al.acked_at = now
-        return self._move(al, Trigger.ACK, user, now)
+        return self._changed(al, previous, Trigger.ACK, user, now)
 
     def shelve(self, name: str, user: str, reason: str, duration: float,
                now: float) -> AlarmChange:

@@ -128,6 +128,8 @@ def _apply(board: AlarmBoard, op: tuple[str, float], now: float) -> None:
 @example([("in", 0.0), ("ack", 0.0), ("time", 50.0)])
 @example([("in", 0.0), ("shelve", 20.0), ("out", 0.0), ("time", 20.0)])
 @example([("in", 0.0), ("out", 0.0), ("suppress", 1.0), ("suppress", 0.0), ("ack", 0.0)])
+# a refused acknowledgement of an acknowledged standing alarm restarted its re-alarm timer
+@example([("in", 0.0), ("ack", 0.0), ("time", 45.0), ("ack", 0.0), ("time", 5.0)])
 def test_the_life_cycle_follows_the_isa_18_2_state_diagram(seq: list[tuple[str, float]]) -> None:
     board = AlarmBoard(AlarmPhilosophy(realarm_after=REALARM,
                                        chattering=Chattering(activations=1000)))
