@@ -90,11 +90,17 @@ class FleetHistorian:
         self._client.will_set(state_topic(host_id), self._state(False), qos=1, retain=True)
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
+        self._subscription: int | None = None
         alive_while_receiving(self._client)  # a backlog must not cost the session (#20)
         self._acks = HeldAcks(self._client)
         self._stopping = threading.Event()
         self._killed = False
         self.connected = threading.Event()
+        """Set once the broker has confirmed the subscription (SUBACK), not at CONNACK: a
+        message an edge publishes between the two would not reach this historian's first
+        session, and whoever waits for ``connected`` expects what is published next to
+        arrive."""
         self.error: BaseException | None = None
 
     def _state(self, online: bool) -> bytes:
@@ -171,8 +177,16 @@ class FleetHistorian:
         if rc != 0:
             _log.warning("fleet historian: broker refused (rc %s)", rc)
             return
-        c.subscribe([(f"{NAMESPACE}/#", 1)])
+        _, self._subscription = c.subscribe([(f"{NAMESPACE}/#", 1)])
         c.publish(state_topic(self.host_id), self._state(True), qos=1, retain=True)
+
+    def _on_subscribe(self, c: Any, userdata: Any, mid: int, granted: Any) -> None:
+        if mid != self._subscription:
+            return
+        if any(int(q) >= 0x80 for q in granted):  # the broker refused it (an ACL)
+            _log.error("fleet historian: the broker refused the subscription to %s/#; "
+                       "nothing will be recorded", NAMESPACE)
+            return
         self.connected.set()
 
     def _on_message(self, c: Any, userdata: Any, msg: Any) -> None:

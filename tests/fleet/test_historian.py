@@ -192,3 +192,34 @@ def test_a_historian_killed_with_a_batch_pending_loses_nothing(
             "WHERE x.name IN ('Flow', 'T') ORDER BY x.name, s.ts").fetchall()
     assert [v for n, v in rows if n == "Flow"] == [float(i) for i in range(40)]
     assert [v for n, v in rows if n == "T"] == [20.0 + i for i in range(40)]
+
+
+class _Client:
+    """What the historian's connect callback uses of paho's client."""
+
+    def __init__(self) -> None:
+        self.published: list[str] = []
+
+    def subscribe(self, topics: object) -> tuple[int, int]:
+        return 0, 7  # paho: (result, message id)
+
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        self.published.append(topic)
+
+
+@pytest.mark.parametrize(("granted", "connected"), [((1,), True), ((0x80,), False)])
+def test_the_historian_is_connected_once_its_subscription_is_confirmed(
+        broker: Mosquitto, postgres: Postgres, granted: tuple[int, ...],
+        connected: bool) -> None:
+    """Not at CONNACK: an edge's message published between CONNACK and SUBACK does not
+    reach a first session, and who waits for ``connected`` publishes next (a test of the
+    sequence order lost its first sample that way on a loaded machine). A refused
+    subscription (an ACL) never counts as connected."""
+    h = FleetHistorian(Broker.parse(broker.url), postgres.dsn)
+    c = _Client()
+    h._on_connect(c, None, {}, 0)
+    assert not h.connected.is_set() and c.published  # the STATE birth went out
+    h._on_subscribe(c, None, 6, (1,))  # another subscription's SUBACK
+    assert not h.connected.is_set()
+    h._on_subscribe(c, None, 7, granted)
+    assert h.connected.is_set() is connected
