@@ -381,7 +381,14 @@ class BayesSearch:
     A point within ``tolerance`` (Euclidean, unit box) of a measured one is never asked;
     when the best candidate is that close and its expected improvement is below
     ``negligible`` (in the campaign's objective units, relative to the first experiment)
-    the search has converged."""
+    the search has converged.
+
+    With a ``prior`` (:data:`Prior`, the twin): the twin is sampled at the start and
+    ``prior_points`` Sobol points, the design is the start and the twin's best point inside
+    its constraints by ``prior_margin`` (default ``initial`` 2), the experiments' models are
+    of the plant's difference from the twin, and a point whose probability of meeting every
+    constraint is below ``prior_confidence`` is not asked while one is above it (module
+    docstring; docs/optimisation.md, "The twin as a prior")."""
 
     def __init__(self, x0: Sequence[float], n_constraints: int, tolerance: float = 0.01,
                  initial: int | None = None, candidates: int = 1024, seed: int = 0,
