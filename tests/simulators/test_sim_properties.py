@@ -245,3 +245,8 @@ def test_view_conversions_kept_as_scale_and_offset_agree_with_pint(
             return
         raise AssertionError("converted what pint refuses") from None
     assert math.isclose(_convert(value, to_unit, from_unit), want, rel_tol=1e-12, abs_tol=1e-9)
+    # and it is kept as scale and offset, but for the logarithm (a probe that refused every
+    # pair left every reading to pint, and this test still passed on the values alone)
+    from modulecontrol.simulators._view import _AFFINE
+
+    assert (_AFFINE[pair] is None) == ("dB" in pair), (pair, _AFFINE[pair])
