@@ -67,15 +67,7 @@ class Solubility(BaseModel):
     antisolvent_exponent: float = 0.0
 
     def __call__(self, temp: float | FloatArray, phi: float = 0.0) -> float | FloatArray:
-        if self.kind == "polynomial":
-            x = temp - self.reference_temperature
-            base = 0.0 * x
-            for a in reversed(self.coefficients):  # Horner
-                base = base * x + a
-        else:
-            a, b, c = ([*list(self.coefficients), 0.0, 0.0, 0.0])[:3]
-            base = np.exp(a + b / temp + c * np.log(temp))
-        out: float | FloatArray = np.maximum(base, 1e-12) * math.exp(
+        out: float | FloatArray = np.maximum(self._pure(temp), 1e-12) * math.exp(
             -self.antisolvent_exponent * phi
         )
         return out
@@ -88,15 +80,20 @@ class Solubility(BaseModel):
         microseconds of numpy call overhead per evaluation for one value. The operations are
         those of :meth:`__call__` in the same order (the exponential and logarithm are
         numpy's), so the value is the same to the last bit."""
+        return max(float(self._pure(temp)), 1e-12) * factor
+
+    def _pure(self, temp: float | FloatArray) -> float | FloatArray:
+        """c* without antisolvent, of one temperature or of an array (one formula for both
+        :meth:`__call__` and :meth:`at`)."""
         if self.kind == "polynomial":
             x = temp - self.reference_temperature
             base = 0.0 * x
             for a in reversed(self.coefficients):  # Horner
                 base = base * x + a
-        else:
-            a, b, c = ([*list(self.coefficients), 0.0, 0.0, 0.0])[:3]
-            base = float(np.exp(a + b / temp + c * float(np.log(temp))))
-        return max(base, 1e-12) * factor
+            return base
+        a, b, c = ([*list(self.coefficients), 0.0, 0.0, 0.0])[:3]
+        out: float | FloatArray = np.exp(a + b / temp + c * np.log(temp))
+        return out
 
 
 class MsmprParams(BaseModel):
