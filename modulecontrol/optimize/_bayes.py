@@ -239,6 +239,16 @@ def _climb(f: Callable[[FloatArray], FloatArray], start: FloatArray, value: floa
     return x, value
 
 
+def _failed_margin(measured: Sequence[float]) -> float:
+    """The margin a failed experiment (or a twin's point without a steady state) counts
+    with: below the worst measured one by half their spread (at least 0.01), and below 0,
+    so the models see it as violating; -1 when nothing was measured."""
+    if not measured:
+        return -1.0
+    spread = max(measured) - min(measured)
+    return min(min(measured), 0.0) - max(0.5 * spread, 0.01)
+
+
 @dataclass(frozen=True)
 class _PriorModel:
     """The twin as a mean function: Gaussian processes through its samples, the objective
@@ -283,10 +293,8 @@ class _PriorModel:
         obj[~ok] = float(np.min(obj[ok]))
         margins = np.zeros((len(points), n_constraints))
         for j in range(n_constraints):
-            measured = np.array([v[1][j] for v, good in zip(values, ok, strict=True)
-                                 if good and v is not None])
-            spread = float(np.max(measured) - np.min(measured))
-            failed = min(float(np.min(measured)), 0.0) - max(0.5 * spread, 0.01)
+            failed = _failed_margin([v[1][j] for v, good in zip(values, ok, strict=True)
+                                     if good and v is not None])
             margins[:, j] = [v[1][j] if good and v is not None else failed
                              for v, good in zip(values, ok, strict=True)]
         model = cls(_fit(points, obj), tuple(_fit(points, margins[:, j])
@@ -574,12 +582,8 @@ class BayesSearch:
     def _margins(self, trials: Sequence[Trial], ok: npt.NDArray[np.bool_], j: int
                  ) -> FloatArray:
         """Margin ``j`` of every trial; a failed one below the worst measured (violated)."""
-        measured = [t.margins[j] for t, good in zip(trials, ok, strict=True) if good]
-        if measured:
-            spread = max(measured) - min(measured)
-            failed = min(min(measured), 0.0) - max(0.5 * spread, 0.01)
-        else:
-            failed = -1.0
+        failed = _failed_margin([t.margins[j] for t, good in zip(trials, ok, strict=True)
+                                 if good])
         return np.array([t.margins[j] if good else failed
                          for t, good in zip(trials, ok, strict=True)], dtype=float)
 
