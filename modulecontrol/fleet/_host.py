@@ -184,9 +184,11 @@ class FleetHistorian:
         if mid != self._subscription:
             return
         if any(int(q) >= 0x80 for q in granted):  # the broker refused it (an ACL)
-            _log.error("fleet historian: the broker refused the subscription to %s/#; "
-                       "nothing will be recorded", NAMESPACE)
-            return
+            # a historian that records nothing must stop, not only say so in its log: paho
+            # raises this out of run()'s loop, which ends run() with it (the CLI: exit 5)
+            raise PermissionError(f"the broker refused the subscription to {NAMESPACE}/#: "
+                                  "nothing would be recorded (check the broker's ACL for "
+                                  "this historian's user)")
         self.connected.set()
 
     def _on_message(self, c: Any, userdata: Any, msg: Any) -> None:

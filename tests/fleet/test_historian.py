@@ -214,12 +214,17 @@ def test_the_historian_is_connected_once_its_subscription_is_confirmed(
     """Not at CONNACK: an edge's message published between CONNACK and SUBACK does not
     reach a first session, and who waits for ``connected`` publishes next (a test of the
     sequence order lost its first sample that way on a loaded machine). A refused
-    subscription (an ACL) never counts as connected."""
+    subscription (an ACL) never counts as connected, and stops the historian: it would
+    record nothing."""
     h = FleetHistorian(Broker.parse(broker.url), postgres.dsn)
     c = _Client()
     h._on_connect(c, None, {}, 0)
     assert not h.connected.is_set() and c.published  # the STATE birth went out
     h._on_subscribe(c, None, 6, (1,))  # another subscription's SUBACK
     assert not h.connected.is_set()
-    h._on_subscribe(c, None, 7, granted)
+    if connected:
+        h._on_subscribe(c, None, 7, granted)
+    else:
+        with pytest.raises(PermissionError, match="the broker refused the subscription"):
+            h._on_subscribe(c, None, 7, granted)
     assert h.connected.is_set() is connected
