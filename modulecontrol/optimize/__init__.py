@@ -7,7 +7,7 @@ Public API::
     Experimenter, Journal, MemoryJournal, HistorianJournal   # where it runs and is kept
     recorded_experiments                       # a campaign's experiments in the records
     SteadyStateExperimenter, line_on_models    # experiments on the process models
-    TwinPrior, Prior                           # the twin as the Bayesian search's prior
+    TwinPrior, Prior, plan_prior               # the twin as the Bayesian search's prior
     Search, ScipySearch, BayesSearch, Trial, ALGORITHMS   # the search: one ask/tell interface
 
 See docs/optimisation.md.
@@ -27,7 +27,7 @@ from ._campaign import (
 )
 from ._journal import OPTIMIZER_USER, HistorianJournal, recorded_experiments
 from ._plan import KPIS, Plan, Variable, plan_from_recipe
-from ._simulated import SteadyStateExperimenter, TwinPrior, line_on_models
+from ._simulated import SteadyStateExperimenter, TwinPrior, line_on_models, plan_prior
 
 __all__ = [
     "ALGORITHMS",
@@ -53,5 +53,6 @@ __all__ = [
     "line_on_models",
     "make_search",
     "plan_from_recipe",
+    "plan_prior",
     "recorded_experiments",
 ]

@@ -85,6 +85,15 @@ def line_on_models(config: PlantConfig, params: Mapping[str, Mapping[str, float]
     return plant
 
 
+def plan_prior(plan: Plan, config: PlantConfig) -> TwinPrior | None:
+    """The prior a plan asks for (``prior: twin``: the plant's models, with the overlays the
+    plant includes, on :func:`line_on_models`), or None: the one place a plan's ``prior``
+    becomes a twin, for the line's optimize step and ``modulecontrol optimize`` alike."""
+    if plan.prior != "twin":
+        return None
+    return TwinPrior(lambda p: line_on_models(config, p), plan)
+
+
 class TwinPrior:
     """The twin as a search's prior (:class:`BayesSearch` ``prior``): the objective and
     margins the plan computes from the steady state of ``line`` at a point, ``None`` where

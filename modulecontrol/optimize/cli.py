@@ -22,8 +22,8 @@ from modulecontrol.optimize._campaign import Campaign, CampaignResult, MemoryJou
 from modulecontrol.optimize._plan import plan_from_recipe
 from modulecontrol.optimize._simulated import (
     SteadyStateExperimenter,
-    TwinPrior,
     line_on_models,
+    plan_prior,
 )
 from modulecontrol.recipe import load_recipe
 from modulecontrol.twin import TwinError, apply_overlay
@@ -46,9 +46,8 @@ def run_on_models(recipe: str | Path, plant: str | Path | None = None,
 
         plan = replace(plan, experiments=experiments)
     experimenter = SteadyStateExperimenter(lambda p: line_on_models(config, p))
-    prior = (TwinPrior(lambda p: line_on_models(config, p), plan)
-             if plan.prior == "twin" else None)
-    return asyncio.run(Campaign(plan, experimenter, MemoryJournal(), prior=prior).run())
+    return asyncio.run(Campaign(plan, experimenter, MemoryJournal(),
+                                prior=plan_prior(plan, config)).run())
 
 
 def optimize_cmd(

@@ -22,7 +22,7 @@ from modulecontrol.descriptors import residence_time
 from modulecontrol.drivers import DriverError
 from modulecontrol.events import EventKind, EventLog
 from modulecontrol.mtpcore import COMMAND_TARGETS, MtpError
-from modulecontrol.optimize import Campaign, TwinPrior, line_on_models, plan_from_recipe
+from modulecontrol.optimize import Campaign, plan_from_recipe, plan_prior
 from modulecontrol.orchestrator._monitor import si_number
 from modulecontrol.orchestrator._operator import OperatorChannel
 from modulecontrol.orchestrator._optimize import (
@@ -559,12 +559,9 @@ class Interpreter:
         line = LineExperimenter(self.validated, self.proxies, self.supervisor, self.clock,
                                 self.log, self.tick, self.gate_open, self.gate.is_set)
         journal = EventJournal(self.log, plan.name, self.optimize_history)
-        config = self.validated.plant
-        # the twin: the plant's models (with its calibrations) at steady state
-        prior = (TwinPrior(lambda p: line_on_models(config, p), plan)
-                 if plan.prior == "twin" else None)
         try:
-            await Campaign(plan, line, journal, prior=prior).run()
+            await Campaign(plan, line, journal,
+                           prior=plan_prior(plan, self.validated.plant)).run()
         except NotLive as exc:
             raise StepFailed(f"optimize {plan.name}: {exc}") from None
         except ValueError as exc:  # the twin cannot be the prior (no steady state at all)
