@@ -72,7 +72,13 @@ class ServiceModel(RuleBasedStateMachine):
     @rule(cmd=st.sampled_from(Command), channel=st.sampled_from(Channel))
     def command(self, cmd: Command, channel: Channel) -> None:
         before = (self.m.state, self.m.procedure_cur, self.m.command_en)
-        sc = PROCS[self.m.procedure_req - 1].self_completing
+        # the procedure the command runs under: a Start or Restart takes the requested one,
+        # every other command goes on with the current one (a request while Held waits for
+        # the next Start; the oracle read the request, and an Unhold of a procedure that is
+        # not self-completing was expected to complete)
+        pid = (self.m.procedure_req if cmd in (Command.START, Command.RESTART)
+               else self.m.procedure_cur or self.m.procedure_req)
+        sc = PROCS[pid - 1].self_completing
         target = expected_rest(before[0].label, cmd.label, self_completing=sc, rows=self.rows)
         expected = target if self.honoured(channel) else None
         try:
