@@ -349,6 +349,44 @@ REST_SPAN = 0.5
 by (below, see :func:`_check_starts_from_rest`)."""
 
 
+@dataclass(frozen=True)
+class OffRest:
+    """An output whose first samples rule out a start from rest (:func:`off_rest`)."""
+
+    signal: str
+    t: float
+    """Its first sample's time, s since the run start."""
+    recorded: float
+    replayed: float
+    """The replay from rest at that time."""
+    limit: float
+    sigma: float
+    span: float
+
+
+def off_rest(config: PlantConfig, rep: Replay, outputs: Sequence[str], dt: float,
+             at: dict[str, FloatArray], ys: dict[str, FloatArray]) -> list[OffRest]:
+    """The outputs whose first samples say the run did not start from rest (a recording
+    begun on a line already in production); empty when it did, or when nothing tells.
+
+    The test of :func:`_check_starts_from_rest` (its docstring says why), also used by the
+    what-if to choose where its replay of a run starts."""
+    first = {s: at[s][:REST_SAMPLES] for s in outputs if len(at[s])}
+    if not first:
+        return []
+    end = max(float(ts[-1]) for ts in first.values())
+    rest = replay(config, Replay(rep.inputs, end), list(first), dt, first)
+    off = []
+    for s, ts in first.items():
+        y, r = ys[s], rest[s]
+        span = max(float(y.max()), float(r.max())) - min(float(y.min()), float(r.min()))
+        sigma = _noise_sd(y)
+        limit = max(REST_NOISE * sigma, REST_SPAN * span)
+        if bool(np.all(np.abs(y[:len(ts)] - r) > limit)):
+            off.append(OffRest(s, float(ts[0]), float(y[0]), float(r[0]), limit, sigma, span))
+    return off
+
+
 def _check_starts_from_rest(config: PlantConfig, run: int, t0: float, rep: Replay,
                             outputs: Sequence[str], dt: float, at: dict[str, FloatArray],
                             ys: dict[str, FloatArray]) -> None:
@@ -386,29 +424,19 @@ def _check_starts_from_rest(config: PlantConfig, run: int, t0: float, rep: Repla
     rest value whatever the parameters, so a line in production is refused on its first
     sample of product.
     """
-    first = {s: at[s][:REST_SAMPLES] for s in outputs if len(at[s])}
-    if not first:
-        return
-    end = max(float(ts[-1]) for ts in first.values())
-    rest = replay(config, Replay(rep.inputs, end), list(first), dt, first)
-    off = []
-    for s, ts in first.items():
-        y, r = ys[s], rest[s]
-        span = max(float(y.max()), float(r.max())) - min(float(y.min()), float(r.min()))
-        sigma = _noise_sd(y)
-        limit = max(REST_NOISE * sigma, REST_SPAN * span)
-        if bool(np.all(np.abs(y[:len(ts)] - r) > limit)):
-            off.append((s, float(ts[0]), float(y[0]), float(r[0]), limit, sigma, span))
+    off = off_rest(config, rep, outputs, dt, at, ys)
     if not off:
         return
-    s, t, seen, model, limit, sigma, span = off[0]
-    when = _dt.datetime.fromtimestamp(t0 + t, _dt.UTC).isoformat(timespec="seconds")
-    also = f" (also {', '.join(o[0] for o in off[1:])})" if len(off) > 1 else ""
+    o = off[0]
+    when = _dt.datetime.fromtimestamp(t0 + o.t, _dt.UTC).isoformat(timespec="seconds")
+    also = f" (also {', '.join(x.signal for x in off[1:])})" if len(off) > 1 else ""
+    n = min(REST_SAMPLES, len(at[o.signal]))
     raise TwinError(
-        f"run {run} does not start from rest: {s} at {when} ({t:g} s after the run start) "
-        f"was {seen:.4g} recorded, {model:.4g} in the replay from rest{also}; its first "
-        f"{len(first[s])} samples are all off by more than {limit:.3g} (the larger of "
-        f"{REST_NOISE:g} x its noise SD {sigma:.3g} and {REST_SPAN:g} x its span {span:.3g} "
+        f"run {run} does not start from rest: {o.signal} at {when} ({o.t:g} s after the run "
+        f"start) was {o.recorded:.4g} recorded, {o.replayed:.4g} in the replay from rest{also}; "
+        f"its first {n} samples are all off by more than {o.limit:.3g} (the larger of "
+        f"{REST_NOISE:g} x its noise SD {o.sigma:.3g} and {REST_SPAN:g} x its span "
+        f"{o.span:.3g} "
         "in the run). --transient replays a run from a plant at rest (the models' initial "
         "state: an empty line); fit a run recorded on a line already in production on its "
         "steady windows (without --transient)")

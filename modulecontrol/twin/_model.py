@@ -27,8 +27,8 @@ from modulecontrol.units import parse_quantity
 
 FloatArray = npt.NDArray[np.float64]
 
-__all__ = ["ParamRef", "Replay", "Segment", "TwinError", "recorded_inputs", "replay", "segments",
-           "steady_outputs"]
+__all__ = ["ParamRef", "Replay", "Segment", "TwinError", "drive", "recorded_inputs", "replay",
+           "segments", "steady_outputs"]
 
 
 class TwinError(ValueError):
@@ -279,16 +279,26 @@ def replay(config: PlantConfig, data: Replay, outputs: Sequence[str], dt: float,
         view.noise = {}  # the twin predicts the true value; the data carry the noise
     plant = SimulatedPlant(config, fs, views, Clock(), dt)
     plant.start_services()
+    return drive(plant, data, outputs, dt, times)
+
+
+def drive(plant: SimulatedPlant, data: Replay, outputs: Sequence[str], dt: float,
+          times: Mapping[str, FloatArray], start: float = 0.0) -> dict[str, FloatArray]:
+    """Step ``plant`` from ``start`` to the end of ``data`` (s since the run start) with the
+    recorded inputs replayed, as :func:`replay` does from rest; each output's model value at
+    its sample ``times`` (interpolated on the steps; a time before the first step takes the
+    first step's value). The plant is left at the end: the what-if starts from there."""
+    views = plant.views
     links = {s: _link(views, s) for s in [*data.inputs, *outputs]}
     for s in outputs:
         if links[s] is None:
             raise TwinError(f"output {s}: no simulated module signal of that name")
-    n = max(1, math.ceil(data.duration / dt - 1e-9))
-    grid = np.arange(1, n + 1, dtype=float) * dt
+    n = max(1, math.ceil((data.duration - start) / dt - 1e-9))
+    grid = start + np.arange(1, n + 1, dtype=float) * dt
     track = np.empty((len(outputs), n))
     held: dict[str, float] = {}
     for k in range(n):
-        t = k * dt
+        t = start + k * dt
         for s, (ts, vs) in data.inputs.items():
             i = int(np.searchsorted(ts, t, side="right")) - 1
             if i < 0 or not math.isfinite(vs[i]) or held.get(s) == vs[i]:
@@ -297,7 +307,7 @@ def replay(config: PlantConfig, data: Replay, outputs: Sequence[str], dt: float,
             found = links[s]
             if found is not None:
                 found[0].write(found[1], None, held[s])
-        fs.step(dt)
+        plant.flowsheet.step(dt)
         for j, s in enumerate(outputs):
             found = links[s]
             assert found is not None
