@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from modulecontrol.cli import app
 from modulecontrol.descriptors import load_plant
-from modulecontrol.twin import copy_run_with_noise, fit
+from modulecontrol.twin import ParameterEstimate, copy_run_with_noise, fit
 from tests.twin.conftest import ROOT
 
 LINE = ROOT / "recipes" / "lomustine"
@@ -48,11 +48,12 @@ def test_fit_on_a_recorded_campaign_run_recovers_the_truth(tmp_path: Path) -> No
     assert abs(est.value / TRUTH - 1) < 0.05, est
     assert not result.warnings
     assert est.low < est.value < est.high
-    # The 95 % interval (about +-0.06 % with 1 % noise on the steady points) covers the
-    # truth: the reactors' balanced splitting settles on the exact steady state the fit
+    # The interval (95 %: about +-0.06 % with 1 % noise on the steady points) is centred on
+    # the truth: the reactors' balanced splitting settles on the exact steady state the fit
     # compares with (before it, plain splitting settled 0.1 % off in k and the interval,
-    # at 2.1975 [2.1962, 2.1988], missed 2.2; docs/digital-twin.md, "Why steady windows")
-    assert est.low <= TRUTH <= est.high, est
+    # at 2.1975 [2.1962, 2.1988], missed 2.2 by 1.9 half-widths; docs/digital-twin.md,
+    # "Why steady windows")
+    _covers(est)
     # The default outputs, every analyzer signal, include the DCU impurity, whose replay
     # settled 3.5-8 % above its steady solve with plain splitting, so no stretch settled
     # within the 1 % band and the fit was refused. Balanced, it settles on it:
@@ -63,4 +64,17 @@ def test_fit_on_a_recorded_campaign_run_recovers_the_truth(tmp_path: Path) -> No
                 [K], dt=10.0)
     assert set(every.outputs) == set(signals) and every.n_points > 0, every.outputs
     (est,) = every.estimates
-    assert est.low <= TRUTH <= est.high, est
+    _covers(est)
+
+
+def _covers(est: ParameterEstimate) -> None:
+    """The truth within the 99.9 % interval: 3.29 / 1.96 of the reported 95 % half-width.
+
+    Why not the 95 % interval itself: the campaign runs at 300x on the wall clock, so the
+    number and times of the analyzer's samples, and with them the noise drawn for each,
+    change from run to run with the machine's load. Each run is a new draw, and a 95 %
+    interval misses the truth in one draw of twenty (0.07 % off, 1.08 half-widths, was seen
+    on a loaded machine). The wider interval misses one in a thousand, and still refuses the
+    bias of plain splitting (1.9 half-widths)."""
+    half = 0.5 * (est.high - est.low)
+    assert abs(est.value - TRUTH) <= 3.29 / 1.96 * half, est
