@@ -138,11 +138,16 @@ class Client:
             "PUT", f"/modules/{tag}/values/{assembly}", {"value": value}))
 
     async def whatif(self, changes: Mapping[str, float], horizon: str = "2h",
-                     run: int | None = None, purity_spec: float = 90.0) -> dict[str, Any]:
+                     run: int | None = None, purity_spec: float = 90.0,
+                     start: str = "state") -> dict[str, Any]:
         """The twin's what-if of ``changes`` (``TAG.Assembly: value``) from a recorded
-        ``run``'s end state or, without one, from the line's live inputs."""
+        ``run``'s end (``start``: its ``state`` or the ``steady`` state at its inputs) or,
+        without one, from the line's state now (the run in progress replayed, its live
+        inputs)."""
         body: dict[str, Any] = {"set": dict(changes), "horizon": horizon,
                                 "purity_spec": purity_spec}
+        if run is not None:
+            body["start"] = start
         body.update({"run": run} if run is not None else {"live": True})
         return cast(dict[str, Any], await self._call("POST", "/twin/whatif", body))
 

@@ -107,6 +107,10 @@ class WhatIfRequest(BaseModel):
     live: bool = Field(False, description="Start from the line's live inputs")
     set: dict[str, float] = Field(description="TAG.Assembly: value, the proposed change")
     horizon: str = Field("2h", description="How far ahead, e.g. 2h, 90 min")
+    start: Literal["state", "steady"] = Field(
+        "state", description="Where a recorded run's what-if starts: its state at its end "
+        "(the twin's replay of its inputs) or the steady state at the inputs it held there; "
+        "a live what-if replays the run in progress")
     purity_spec: float = Field(90.0, description="Purity below which the stream is "
                                "off-spec, %")
 
@@ -372,14 +376,16 @@ def create_app(service: ControlService) -> FastAPI:
     async def twin_whatif(req: WhatIfRequest, who: Annotated[TokenInfo, read]
                           ) -> dict[str, Any]:
         """Simulate a proposed change ahead from a recorded run's end state, or from the
-        line's live inputs (the twin's ``whatif``): time to the new steady state, purity,
-        yield, throughput, off-spec volume."""
+        line's state now (the run in progress replayed, then its live inputs; the twin's
+        ``whatif``): time to the new steady state, purity, yield, throughput, off-spec
+        volume."""
         if req.live == (req.run is not None):
             raise ServiceError(422, "invalid what-if", "give either 'run' (a recorded run's "
                                "end state) or 'live': true (the line's inputs now)")
         live = service.live_inputs() if req.live else None  # read on the loop, now
+        running = service.running_record() if req.live else None
         return await asyncio.to_thread(service.whatif, req.run, req.set, req.horizon,
-                                       req.purity_spec, live)
+                                       req.purity_spec, live, req.start, running)
 
     @app.websocket("/api/v1/stream")
     async def stream(ws: WebSocket, since: int = 0, token: str = "") -> None:

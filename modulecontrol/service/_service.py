@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from modulecontrol.alarms import AlarmChange, AlarmRefused, UnknownAlarm
 from modulecontrol.descriptors import PlantConfig, load_plant
@@ -1341,22 +1341,31 @@ class ControlService:
 
         return live_inputs(line.plant, read)
 
+    def running_record(self) -> int | None:
+        """The records' id of the run in progress (None: none, or not yet recorded): a live
+        what-if replays it. Call on the event loop, with :meth:`live_inputs`."""
+        return self._active[1].run_id if self._active is not None else None
+
     def whatif(self, run: int | None, sets: Mapping[str, float], horizon: str,
-               purity_spec: float = 90.0, live: Mapping[str, float] | None = None
+               purity_spec: float = 90.0, live: Mapping[str, float] | None = None,
+               start: Literal["state", "steady"] = "state", running: int | None = None
                ) -> dict[str, Any]:
-        """``twin whatif`` of a recorded run of this line, or (``run`` None) from ``live``,
-        the inputs :meth:`live_inputs` read (docs/digital-twin.md). Blocking: call it in a
-        worker thread."""
+        """``twin whatif`` of a recorded run of this line, or (``run`` None) from the line's
+        state now: ``running`` (the record of the run in progress, :meth:`running_record`)
+        replayed to its state (none: the steady state), then ``live``, the inputs
+        :meth:`live_inputs` read (docs/digital-twin.md). Blocking: call it in a worker
+        thread. ``start``: a recorded run's ``state`` or ``steady``."""
         from modulecontrol.twin import TwinError, duration_seconds, whatif, whatif_live
 
         try:
             ahead = duration_seconds(horizon, "horizon")
             plant = self._ready()[1].plant
             if run is None:
-                return whatif_live(plant, live or {}, sets, ahead,
-                                   purity_spec=purity_spec).as_dict()
-            return whatif(plant, self.options.db, run, sets, ahead,
-                          purity_spec=purity_spec).as_dict()
+                return whatif_live(plant, live or {}, sets, ahead, purity_spec=purity_spec,
+                                   running=None if running is None
+                                   else (self.options.db, running)).as_dict()
+            return whatif(plant, self.options.db, run, sets, ahead, purity_spec=purity_spec,
+                          start=start).as_dict()
         except RecordsError as exc:
             raise ServiceError(404, "no such run", str(exc)) from None
         except (TwinError, ValueError) as exc:

@@ -167,8 +167,9 @@ def whatif_cmd(
     plant: Annotated[Path | None, typer.Option(
         "--plant", help="Plant file whose models are simulated (not with --live: the "
         "service's own).")] = None,
-    live: Annotated[bool, typer.Option("--live", help="Start from the live inputs of the "
-                                       "line a control service runs (--server, token in "
+    live: Annotated[bool, typer.Option("--live", help="Start from the state of the line a "
+                                       "control service runs: the run in progress replayed, "
+                                       "then the inputs it holds now (--server, token in "
                                        "MODULECONTROL_TOKEN).")] = False,
     server: Annotated[str, typer.Option("--server", envvar="MODULECONTROL_SERVER",
                                         help="URL of the control service (with --live).")
@@ -178,10 +179,14 @@ def whatif_cmd(
     dt: Annotated[float, typer.Option("--dt", help="Simulation step, s.")] = 10.0,
     spec: Annotated[float, typer.Option("--purity-spec", help="Purity below which the "
                                         "stream is off-spec, %.")] = 90.0,
+    start: Annotated[str, typer.Option(
+        "--start", help="Where RUN's what-if starts: state (the run's state at its end, the "
+        "twin's replay of its inputs) or steady (the steady state at the inputs it held "
+        "there).")] = "state",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Simulate a proposed change ahead from RUN's end state, or from a running line's
-    live inputs: time to the new steady state, yield, purity, throughput, off-spec volume."""
+    state: time to the new steady state, yield, purity, throughput, off-spec volume."""
     try:
         if live == (run is not None):
             raise TwinError("give RUN (a recorded run's end state) or --live (a running "
@@ -197,8 +202,11 @@ def whatif_cmd(
             if plant is None:
                 raise TwinError("--plant: the plant file whose models are simulated")
             assert run is not None
+            if start not in ("state", "steady"):
+                raise TwinError(f"--start {start}: write state or steady")
             result = whatif(load_plant(plant), db, run, changes,
-                            duration_seconds(horizon, "--horizon"), dt=dt, purity_spec=spec)
+                            duration_seconds(horizon, "--horizon"), dt=dt, purity_spec=spec,
+                            start="steady" if start == "steady" else "state")
     except (TwinError, RecordsError, OSError, ValueError) as exc:
         _fail(str(exc))
         return
@@ -213,6 +221,9 @@ def whatif_cmd(
     held = ", ".join(f"{k}={v:g}" for k, v in result.start.items())
     typer.echo(f"change: {', '.join(f'{k}={v:g}' for k, v in result.changes.items())}"
                f" (from {result.start_from}{': ' + held if held else ''})")
+    for signal, e in result.estimate.items():
+        typer.echo(f"start check: {signal} twin {e['twin']:.4g}, recorded {e['recorded']:.4g} "
+                   f"(mean of the run's last {e['samples']:.0f} samples)")
     typer.echo(f"time to new steady state: {settle}")
     typer.echo(f"purity: {b['purity_pct']:.2f} -> {result.purity_pct:.2f} %")
     typer.echo(f"yield: {yields}")

@@ -298,6 +298,43 @@ async def test_whatif_over_the_api_simulates_ahead_of_a_recorded_run(line: Serve
                 ).status_code == 401
 
 
+async def test_whatif_live_replays_the_run_in_progress(line: ServedLine) -> None:
+    """With a run in progress, the live what-if starts from its state: the twin replays the
+    run's record so far, then writes the inputs the line holds now."""
+    async with await _client(line, "engineer") as c:
+        queued = await c.start_run("examples/dosing_demo", {"volume": "50 mL"})
+        try:
+            deadline = time.monotonic() + 120  # a bound, not a timing: loaded machines
+            run = await c.run(queued["id"])
+            while run["record_run"] is None or run["state"] != "running":
+                assert time.monotonic() < deadline and not run["final"], run
+                await asyncio.sleep(0.2)
+                run = await c.run(queued["id"])
+            out = await c.whatif({"R2.TempSP": 10}, "10min")
+            assert out["start_from"].startswith(
+                f"the state at the line's live inputs (run {run['record_run']} in progress)"
+            ), out
+            assert out["start"]["P1.Run"] == 1.0
+        finally:
+            await c.command(queued["id"], "abort")
+            await _until_final(c, queued["id"], 120.0)
+            await _until_idle(c, "P1", "Dosing")
+
+
+async def _until_idle(c: Client, tag: str, service: str) -> None:
+    """Reset ``tag``'s ``service`` once it has come to rest, for the tests that follow."""
+    deadline = time.monotonic() + 120  # a bound, not a timing: loaded machines
+    while True:
+        state = next(m for m in (await c.plant())["modules"]
+                     if m["tag"] == tag)["services"][service]
+        if state == "Idle":
+            return
+        assert time.monotonic() < deadline, state
+        if state in ("Aborted", "Stopped", "Completed"):
+            await c.module_command(tag, service, "reset")
+        await asyncio.sleep(0.2)
+
+
 async def test_whatif_live_starts_from_the_lines_inputs_now(
         line: ServedLine, monkeypatch: pytest.MonkeyPatch) -> None:
     """With the reagent pumps started by hand, the live what-if starts from what the line
