@@ -80,6 +80,7 @@ class EventKind(StrEnum):
     DIVERT_FAILED = "divert_failed"
     DIVERT_OVERRIDE = "divert_override"
     OPTIMIZE_EXPERIMENT = "optimize_experiment"
+    OPTIMIZE_BEST = "optimize_best"
     SUPERVISION_FAILED = "supervision_failed"
     SUPERVISION_RESTORED = "supervision_restored"
     LISTENER_FAILED = "listener_failed"
@@ -232,6 +233,11 @@ PAYLOADS: Final[Mapping[EventKind, Payload]] = {
         "an optimisation campaign's experiment finished (source: the campaign); what a "
         "restarted campaign replays", ("index", "x", "setpoints", "means", "kpis", "objective",
                                         "margins", "feasible", "error")),
+    K.OPTIMIZE_BEST: Payload(
+        "an optimisation campaign ended and the line runs on at its best feasible experiment "
+        "(source: the campaign; recorded once its set points are written: the parameter_write "
+        "events just before it)",
+        ("index", "setpoints", "objective", "experiments")),
     K.SUPERVISION_FAILED: Payload("a part of the supervision tick raised; the recipe is held"
                                   " until a whole tick succeeds again", ("error",)),
     K.SUPERVISION_RESTORED: Payload("a whole supervision tick succeeded again; was is the"

@@ -899,6 +899,14 @@ class Session:
                 OPTIMIZER_USER, "optimize_setpoints", ev.source,
                 new_value=ev.data.get("setpoints"), reason=ev.message)
 
+        def optimize_best(ev: Event, payload: dict[str, Any]) -> None:
+            # where the campaign leaves the line: a set-point change as audited as each
+            # experiment's
+            hist.record_event(EventKind.OPTIMIZE_BEST, ev.source, payload)
+            hist.record_operator_action(
+                OPTIMIZER_USER, "optimize_best", ev.source,
+                new_value=ev.data.get("setpoints"), reason=ev.message)
+
         recorders: dict[EventKind, Callable[[Event, dict[str, Any]], None]] = {
             EventKind.RECIPE_STATE: state_change,
             EventKind.SERVICE_STATE: state_change,
@@ -911,6 +919,7 @@ class Session:
             EventKind.DIVERT_OVERRIDE: exception_moved,
             EventKind.OPERATOR_ACTION: operator_action,
             EventKind.OPTIMIZE_EXPERIMENT: optimize_experiment,
+            EventKind.OPTIMIZE_BEST: optimize_best,
         }
         """Kinds recorded by their own rule; the rest are stored under their declared kind."""
 

@@ -164,6 +164,13 @@ class Campaign:
         self.experimenter = experimenter
         self.journal = journal
         self.search = search or make_search(plan, prior)
+        self.records: list[ExperimentRecord] = []
+        """The experiments so far, restored ones first (filled by :meth:`run`): what a
+        station shows of a campaign while it runs."""
+        self.current: tuple[int, dict[str, float]] | None = None
+        """The experiment being made (index, set points), None between experiments."""
+        self.result: CampaignResult | None = None
+        """How the campaign ended, once it has (:meth:`run`'s result)."""
 
     def _trials(self, records: Sequence[ExperimentRecord]) -> list[Trial]:
         """The search's view: objectives relative to the first measured one, so step sizes
@@ -187,7 +194,7 @@ class Campaign:
         return ExperimentRecord(index, x, setpoints, dict(means), kpis, value, margins)
 
     async def run(self) -> CampaignResult:
-        records = list(self.journal.history())
+        records = self.records = list(self.journal.history())
         converged = False
         while len(records) < self.plan.experiments:
             # in a worker thread: a Bayesian ask fits its models, and with the twin as prior
@@ -200,6 +207,7 @@ class Campaign:
             index = len(records)
             setpoints = self.plan.setpoints(x)
             await self.journal.applying(index, setpoints)
+            self.current = (index, dict(setpoints))
             try:
                 means = await self.experimenter.run(setpoints, self.plan)
             except ExperimentFailed as exc:
@@ -207,6 +215,9 @@ class Campaign:
             else:
                 reference = next((r.kpis for r in records if r.objective is not None), None)
                 record = self.evaluate(index, x, setpoints, means, reference)
+            finally:
+                self.current = None
             await self.journal.finished(record)
             records.append(record)
-        return CampaignResult(tuple(records), converged)
+        self.result = CampaignResult(tuple(records), converged)
+        return self.result

@@ -22,7 +22,7 @@ from modulecontrol.descriptors import residence_time
 from modulecontrol.drivers import DriverError
 from modulecontrol.events import EventKind, EventLog
 from modulecontrol.mtpcore import COMMAND_TARGETS, MtpError
-from modulecontrol.optimize import Campaign, plan_from_recipe, plan_prior
+from modulecontrol.optimize import Campaign, ExperimentFailed, plan_from_recipe, plan_prior
 from modulecontrol.orchestrator._monitor import si_number
 from modulecontrol.orchestrator._operator import OperatorChannel
 from modulecontrol.orchestrator._optimize import (
@@ -206,6 +206,8 @@ class Interpreter:
         ))
         self._goto_done = False
         self.optimize_history: History = no_history
+        self.campaign: Campaign | None = None
+        """The run's optimisation campaign once its step has begun (kept after it ends)."""
         """Experiments of a campaign already in the records (set by the session)."""
         self._block = ""
         self.position = Position()
@@ -560,12 +562,30 @@ class Interpreter:
                                 self.log, self.tick, self.gate_open, self.gate.is_set)
         journal = EventJournal(self.log, plan.name, self.optimize_history)
         try:
-            await Campaign(plan, line, journal,
-                           prior=plan_prior(plan, self.validated.plant)).run()
+            self.campaign = Campaign(plan, line, journal,
+                                     prior=plan_prior(plan, self.validated.plant))
+            result = await self.campaign.run()
         except NotLive as exc:
             raise StepFailed(f"optimize {plan.name}: {exc}") from None
         except ValueError as exc:  # the twin cannot be the prior (no steady state at all)
             raise StepFailed(f"optimize {plan.name}: {exc}") from None
+        # the campaign's outcome is where the line runs on: its best feasible point, not the
+        # last one the search happened to ask (which may violate a constraint)
+        best = result.best
+        if best is None:
+            raise StepFailed(f"optimize {plan.name}: no feasible experiment in "
+                             f"{len(result.records)}; the line stays at the last one's set "
+                             "points")
+        try:
+            await line.apply(best.setpoints, plan)
+        except ExperimentFailed as exc:
+            raise StepFailed(f"optimize {plan.name}: the best point: {exc}") from None
+        self.log.emit(EventKind.OPTIMIZE_BEST, plan.name,
+                      f"campaign {plan.name}: the line runs at experiment {best.index + 1}, "
+                      f"the best feasible of {len(result.records)} (objective "
+                      f"{best.objective:.6g})", index=best.index,
+                      setpoints=dict(best.setpoints), objective=best.objective,
+                      experiments=len(result.records))
 
     async def _wait_step(self, step: WaitStep, label: str) -> None:
         w = step.wait

@@ -76,7 +76,9 @@ class LineExperimenter:
                           "service starts, so an experiment would not change the plant; "
                           f"optimise a set point it takes while running ({', '.join(live)})")
 
-    async def run(self, setpoints: Mapping[str, float], plan: Plan) -> Mapping[str, float]:
+    async def apply(self, setpoints: Mapping[str, float], plan: Plan) -> None:
+        """Write the set points as a ``set`` step writes them (a ``parameter_write`` event
+        each); :class:`ExperimentFailed` names a write the module refused."""
         units = {t: v.unit for v in plan.variables for t in v.targets}
         for target, value in setpoints.items():
             tag, assembly = target.split(".", 1)
@@ -88,6 +90,9 @@ class LineExperimenter:
                 raise ExperimentFailed(f"set {target}: {exc}") from None
             self.log.emit(EventKind.PARAMETER_WRITE, target, f"{target} = {given}",
                           value=coerced, given=given)
+
+    async def run(self, setpoints: Mapping[str, float], plan: Plan) -> Mapping[str, float]:
+        await self.apply(setpoints, plan)
         detector = next(d for d in self.recipe.recipe.steady_state if d.name == plan.steady)
         n = float(self.recipe.resolve(detector.residence_times))
         # first let the detector's window fill with what follows the change, then wait for it
