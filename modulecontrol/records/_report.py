@@ -980,6 +980,72 @@ def run_mode_text(metadata: dict[str, Any]) -> str:
     return f"{mode.upper()}: not a production batch" if mode != "production" else mode
 
 
+def _optimisation(data: _RunData) -> list[dict[str, Any]]:
+    """The run's optimisation campaigns (``optimize_experiment`` events, by campaign): each
+    experiment with its set points as written (the ``parameter_write`` events before it:
+    value and unit, what the line was given), window KPIs, objective, constraint margins
+    and outcome, the best feasible one of this run, and ``applied``: the experiment the line
+    ran on at after the search (its ``optimize_best`` event; the campaign's best, which may
+    be an earlier run's). From the events alone, as every section: the report can be
+    rebuilt without the recipe or the optimiser."""
+    out: dict[str, dict[str, Any]] = {}
+    written: dict[str, str] = {}
+    for t, kind, source, payload in data.events:
+        if kind == EventKind.PARAMETER_WRITE:
+            written[source] = str(payload.get("given", payload.get("value")))
+            continue
+        if kind == EventKind.OPTIMIZE_BEST:
+            out.setdefault(source, {"campaign": source, "experiments": [], "best": None,
+                                    "applied": None})["applied"] = payload.get("index")
+            continue
+        if kind != EventKind.OPTIMIZE_EXPERIMENT:
+            continue
+        campaign = out.setdefault(source, {"campaign": source, "experiments": [],
+                                           "best": None, "applied": None})
+        obj = payload.get("objective")
+        campaign["experiments"].append({
+            "index": int(payload.get("index", len(campaign["experiments"]))), "t": t,
+            "setpoints": {k: written.get(k, f"{v:g}")
+                          for k, v in dict(payload.get("setpoints", {})).items()},
+            "kpis": dict(payload.get("kpis", {})), "objective": obj,
+            "margins": list(payload.get("margins", [])),
+            "feasible": bool(payload.get("feasible")), "error": str(payload.get("error", ""))})
+    for campaign in out.values():
+        feasible = [e for e in campaign["experiments"]
+                    if e["feasible"] and isinstance(e["objective"], int | float)]
+        if feasible:
+            campaign["best"] = max(feasible, key=lambda e: e["objective"])["index"]
+    return list(out.values())
+
+
+def _optimisation_html(campaigns: list[dict[str, Any]], a: float) -> str:
+    parts = []
+    for c in campaigns:
+        rows = []
+        for e in c["experiments"]:
+            result = (f"failed: {e['error']}" if e["error"] else
+                      ("best" if e["index"] == c["best"] else "feasible") if e["feasible"]
+                      else "infeasible")
+            rows.append([e["index"] + 1, format_elapsed(e["t"] - a),
+                         "; ".join(f"{k} = {v}" for k, v in e["setpoints"].items()),
+                         "" if e["objective"] is None else f"{e['objective']:.6g}",
+                         "; ".join(f"{k} {v:.4g}" for k, v in e["kpis"].items()),
+                         ", ".join(f"{100.0 * m + 0.0:.3g} %" for m in e["margins"]), result])
+        best = next((e for e in c["experiments"] if e["index"] == c["best"]), None)
+        summary = (f"{len(c['experiments'])} experiments in this run; best feasible: "
+                   + (f"experiment {best['index'] + 1}, objective {best['objective']:.6g}"
+                      if best is not None else "none")
+                   + (f"; the line ran on at experiment {c['applied'] + 1}"
+                      if isinstance(c["applied"], int) else ""))
+        parts.append(f"<h3>Campaign {html.escape(c['campaign'])}</h3>"
+                     f"<p>{html.escape(summary)}. A margin is how far inside its bound a "
+                     "constraint's window mean was, relative to the bound (negative: "
+                     "violated).</p>"
+                     + _table(["#", "since start", "set points (as written)", "objective",
+                               "KPIs (SI)", "margins", "result"], rows))
+    return "".join(parts)
+
+
 def _json_doc(data: _RunData) -> dict[str, Any]:
     run = data.run
     info = asdict(run)
@@ -998,6 +1064,7 @@ def _json_doc(data: _RunData) -> dict[str, Any]:
         "plots": _plot_plan(data).as_json(),
         "mode": run.metadata.get("mode"),
         "signatures": data.signatures,
+        "optimisation": _optimisation(data),
     }
 
 
@@ -1277,6 +1344,8 @@ def _html(data: _RunData) -> str:
             f"<h3>Streams, whole run</h3>{stream_t}"
             f"<h2>Trends and states</h2>{imgs or '<p class=none>no samples</p>'}"
             f"<h3>Constant signals</h3>{const_t}{empty}"
+            + (f"<h2>Optimisation</h2>{_optimisation_html(doc['optimisation'], a)}"
+               if doc["optimisation"] else "") +
             f"<h2>Alarms</h2>{alarm_t}<h2>Deviations and interventions</h2>{dev_t}"
             f"<h2>Operator actions</h2>{act_t}"
             f"<h2>Automatic answers</h2>{auto_t}"

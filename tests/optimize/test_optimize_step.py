@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import struct
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -17,7 +18,7 @@ from modulecontrol.optimize import ExperimentRecord, recorded_experiments
 from modulecontrol.orchestrator import OperatorChannel, Orchestrator, RunResult
 from modulecontrol.proxy import ProxyOptions, proxies_for
 from modulecontrol.recipe import load_recipe
-from modulecontrol.records import AuditTrail, verify_audit
+from modulecontrol.records import AuditTrail, report, verify_audit
 from modulecontrol.session import RunOptions, Session
 from modulecontrol.testing.modbus import RecordingStore, TcpDevice
 
@@ -141,8 +142,12 @@ async def test_optimize_step_finds_the_most_flow_within_the_pressure_limit(
     assert best.setpoints["P1.FlowSetpoint"] == pytest.approx(2.0, abs=0.1)
     writes = [e for e in orch.log.of_kind(EventKind.PARAMETER_WRITE)
               if e.source == "P1.FlowSetpoint"]
+    # each experiment's point, then the best one: where the line runs on after the search
     assert [w.data["value"] for w in writes] == pytest.approx(
-        [r.setpoints["P1.FlowSetpoint"] for r in records])
+        [r.setpoints["P1.FlowSetpoint"] for r in records] + [best.setpoints["P1.FlowSetpoint"]])
+    (done,) = orch.log.of_kind(EventKind.OPTIMIZE_BEST)
+    assert done.data["index"] == best.index and done.data["experiments"] == len(records)
+    assert done.seq > writes[-1].seq  # recorded once the line has taken the point
 
 
 async def test_optimize_step_continues_a_recorded_campaign(
@@ -174,6 +179,23 @@ async def test_a_service_parameter_the_module_takes_only_at_start_fails_the_step
     assert not orch.log.of_kind(EventKind.OPTIMIZE_EXPERIMENT)
 
 
+async def test_a_campaign_without_a_feasible_experiment_fails_its_step(
+        line: tuple[TcpDevice, Path]) -> None:
+    """A bound no point meets (10 bar at the least flow): the search ends with nothing to
+    run the line at, and the step says so instead of leaving it at the last point asked."""
+    _, folder = line
+    path = folder / "recipe.yaml"
+    path.write_text(RECIPE.replace("EXPERIMENTS", "3").replace("<= 20 bar", "<= 1 bar")
+                    .replace("optimize: most_flow", "optimize: most_flow\n"
+                             "        on_error: abort"))
+    orch, result = await _orchestrate(path)
+    assert result is RunResult.ABORTED
+    (failed,) = orch.log.of_kind(EventKind.STEP_FAILED)
+    assert "optimize most_flow: no feasible experiment in 3; the line stays at the last " \
+        "one's set points" in failed.message
+    assert not orch.log.of_kind(EventKind.OPTIMIZE_BEST)
+
+
 async def test_a_campaign_continues_in_the_next_run_from_the_records_database(
         line: tuple[TcpDevice, Path]) -> None:
     """Two runs of the recipe on one records database: the second makes only the
@@ -196,5 +218,32 @@ async def test_a_campaign_continues_in_the_next_run_from_the_records_database(
     assert [r.x for r in recorded[2:]] == [r.x for r in made]
     with AuditTrail(db) as trail:
         audited = list(trail.entries("most_flow"))
-    assert [e.user for e in audited] == ["optimizer"] * len(recorded)
+    assert {e.user for e in audited} == {"optimizer"}
+    # every experiment's set points, and after each run's campaign the best point's
+    assert [e.action for e in audited if e.action == "optimize_setpoints"] == \
+        ["optimize_setpoints"] * len(recorded)
+    assert [e.action for e in audited if e.action == "optimize_best"] == ["optimize_best"] * 2
     assert verify_audit(db).ok
+    # each run's batch report shows its own experiments, the set points as written
+    assert first.run_id is not None and second.run_id is not None
+    doc = json.loads(report(db, second.run_id, "json"))
+    (campaign,) = doc["optimisation"]
+    shown = campaign["experiments"]
+    assert campaign["campaign"] == "most_flow"
+    assert [e["index"] for e in shown] == [r.index for r in made]
+    assert [e["setpoints"]["P1.FlowSetpoint"] for e in shown] == [
+        f"{r.setpoints['P1.FlowSetpoint']!r} mL/min" for r in made]
+    assert [e["objective"] for e in shown] == [r.objective for r in made]
+    feasible = [r for r in made if r.feasible]
+    assert campaign["best"] == max(feasible, key=lambda r: r.objective or 0.0).index
+    page = report(db, second.run_id, "html")
+    assert "<h2>Optimisation</h2><h3>Campaign most_flow</h3>" in page
+    assert f"{len(made)} experiments in this run; best feasible: experiment " \
+        f"{campaign['best'] + 1}" in page
+    # the line ran on at the campaign's best, which may be one of the first run's
+    every = recorded
+    overall = max((r for r in every if r.feasible), key=lambda r: r.objective or 0.0)
+    assert campaign["applied"] == overall.index
+    assert f"the line ran on at experiment {overall.index + 1}" in page
+    assert [e["index"] for e in json.loads(report(db, first.run_id, "json"))
+            ["optimisation"][0]["experiments"]] == [0, 1]
