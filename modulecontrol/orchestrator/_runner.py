@@ -23,6 +23,7 @@ from modulecontrol.clock import Clock
 from modulecontrol.descriptors import PlantConfig, shutdown_stages
 from modulecontrol.drivers import DriverError
 from modulecontrol.events import Event, EventKind, EventLog
+from modulecontrol.optimize import Campaign
 from modulecontrol.orchestrator._holds import HoldArbiter
 from modulecontrol.orchestrator._interpreter import _TARGETS, Interpreter, Position, Progress
 from modulecontrol.orchestrator._operator import OperatorChannel
@@ -275,6 +276,12 @@ class Orchestrator:
         if cmd is Command.HOLD and state is State.HOLDING:
             self._hold_reason = reason
         return state
+
+    @property
+    def campaign(self) -> Campaign | None:
+        """The run's optimisation campaign once its step has begun (its experiments so far
+        and the one being made), None in a run without one."""
+        return self.interpreter.campaign
 
     def held_by(self) -> list[str]:
         """Why the recipe is held: the causes that hold it (interlocks, lost modules,

@@ -37,6 +37,7 @@ from modulecontrol.mtpcore import (
     commands_in,
     enabled_commands,
 )
+from modulecontrol.optimize import Campaign
 from modulecontrol.orchestrator import remaining
 from modulecontrol.proxy import Modes
 from modulecontrol.recipe import walk_steps
@@ -833,6 +834,8 @@ class ControlService:
             out["divert"] = None if recipe.divert is None else recipe.divert.valve
             if orch is not None:  # interlocks (tripped, bypassed) and the divert override
                 out.update(orch.supervisor.exceptions())
+                if orch.campaign is not None:
+                    out["optimize"] = _campaign_json(orch.campaign)
             out["prompts"] = [{"id": p.id, "source": p.source, "message": p.message,
                                "choices": p.choices}
                               for p in session.operator.pending.values()]
@@ -1398,6 +1401,28 @@ class ControlService:
         if self.store is None or self.line is None:
             raise ServiceError(503, "service starting", "the service is still starting")
         return self.store, self.line
+
+
+def _campaign_json(c: Campaign) -> dict[str, Any]:
+    """A running campaign as the run view shows it: its plan in the recipe's terms, the
+    experiments so far (restored ones first: a campaign continues over runs) with the
+    event payload the records hold, the one being made, and the best feasible one."""
+    p = c.plan
+    records = list(c.records)
+    feasible = [r for r in records if r.feasible and r.objective is not None]
+    best = max(feasible, key=lambda r: r.objective or 0.0) if feasible else None
+    return {
+        "name": p.name, "algorithm": p.algorithm, "prior": p.prior, "budget": p.experiments,
+        "maximize": p.maximize, "constraints": [k.text for k in p.constraints],
+        "variables": [{"name": v.name, "targets": list(v.targets), "unit": v.unit,
+                       "low": v.low, "high": v.high} for v in p.variables],
+        "experiments": [r.payload() for r in records],
+        "current": None if c.current is None else {"index": c.current[0],
+                                                   "setpoints": c.current[1]},
+        "best": None if best is None else best.index,
+        # the search has ended: the step then runs the line at "best" (or fails without one)
+        "done": c.result is not None, "converged": c.result is not None and c.result.converged,
+    }
 
 
 def _modes_json(modes: Modes) -> dict[str, str | None]:

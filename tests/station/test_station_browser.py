@@ -191,6 +191,43 @@ def test_campaign_from_the_browser_hold_resume_stall_and_ack(
     page.close()
 
 
+def test_a_self_optimising_campaign_is_followed_in_the_run_view(
+        served: tuple[ServedLine, ServiceThread], browser: Browser) -> None:
+    """The example recipe with an ``optimize`` block: the run view shows the campaign (its
+    goal, the experiment being made, each one's set points and outcome) from the run's JSON,
+    kept live by the stream's experiment events."""
+    line = served[0]
+    page = login(browser, line, "engineer")
+    page.click("nav a[data-view=run]")
+    page.fill("form.queue input[name=recipe]", "examples/lomustine_optimize")
+    page.click("form.queue button[type=submit]")
+    head = page.locator("#campaign-head")
+    expect(head).to_have_text("Optimisation throughput: 0 of 25 experiments", timeout=SLOW)
+    expect(page.locator("section.campaign p.muted")).to_have_text(
+        "maximize throughput subject to PAT1.Purity >= 90 % · cobyla")
+    current = page.locator("table.experiments tr.current")
+    expect(current).to_contain_text("R2.TempSP = 25 degC")  # the recipe's start point
+    expect(current).to_contain_text("running: waiting for steady state")
+    first = page.locator("table.experiments tr[data-experiment='0']:not(.current)")
+    expect(first).to_contain_text(re.compile(r"best so far|feasible|infeasible|failed"),
+                                  timeout=SLOW)
+    expect(head).to_contain_text(re.compile(r"Optimisation throughput: [1-9]\d* of 25"))
+    with _api(line, "viewer") as api:
+        runs = api.get("/api/v1/runs").json()
+        run = next(r for r in runs if not r["final"])
+        c = api.get(f"/api/v1/runs/{run['id']}").json()["optimize"]
+    assert c["name"] == "throughput" and c["budget"] == 25 and c["prior"] == "none"
+    assert [v["targets"] for v in c["variables"]] == [
+        ["R2.TempSP"], ["P1.FlowSetpoint", "P2.FlowSetpoint"], ["P3.Rate"]]
+    e = c["experiments"][0]
+    assert e["index"] == 0 and e["setpoints"]["R2.TempSP"] == pytest.approx(25.0)
+    assert set(e) >= {"objective", "margins", "feasible", "error", "kpis", "means"}
+    page.click("button[data-action=stop]")
+    expect(page.locator("#run-state")).to_have_text("stopped", timeout=SLOW)
+    assert page.errors == []  # type: ignore[attr-defined]
+    page.close()
+
+
 @contextlib.contextmanager
 def _api(line: ServedLine, role: str) -> Iterator[httpx.Client]:
     """The service's API as a user of ``role`` (what a test seeds or checks beside the page)."""
