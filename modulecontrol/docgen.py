@@ -19,7 +19,8 @@ deactivated (the twin beside PAT1, the mismatch).
 
 ``python -m modulecontrol.docgen station-images docs/img`` serves the simulated lomustine line
 with the operator station (600x), runs the campaign into production, injects a pump stall
-and photographs each view in Debian's Chromium (Playwright) as ``station-<view>.png``.
+and photographs each view in Debian's Chromium (Playwright) as ``station-<view>.png``, then
+runs ``examples/lomustine_optimize`` and photographs its campaign (``station-campaign.png``).
 
 A program entry point, so it is a composition root: it wires the installed transports
 (:func:`modulecontrol.bootstrap.configure`) before it loads a module type.
@@ -234,6 +235,19 @@ async def _photograph(tmp: Path, out_dir: Path, chromium: Path) -> None:
             await page.click("nav a[data-view=records]")
             await page.wait_for_selector("table.audit tbody tr")
             await shot("records")
+            # a self-optimising campaign (docs/optimisation.md), three experiments in, with
+            # the stall of the first run acknowledged (its alarms stand until they are)
+            for run in (await api.get("/api/v1/runs", headers=headers)).json():
+                if not run["final"]:
+                    await api.post(f"/api/v1/runs/{run['id']}/stop", headers=headers)
+            for alarm in (await api.get("/api/v1/alarms", headers=headers)).json()["alarms"]:
+                await api.post(f"/api/v1/alarms/{alarm['name']}/ack", headers=headers)
+            await api.post("/api/v1/runs", headers=headers,
+                           json={"recipe": "examples/lomustine_optimize"})
+            await page.click("nav a[data-view=run]")
+            await page.wait_for_selector(
+                "table.experiments tr[data-experiment='2']:not(.current)", timeout=300_000)
+            await shot("campaign")
             await browser.close()
             for run in (await api.get("/api/v1/runs", headers=headers)).json():
                 if not run["final"]:

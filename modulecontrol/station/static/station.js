@@ -695,7 +695,7 @@
       el("h3", { id: "campaign-head", text: `Optimisation ${c.name}: ${c.experiments.length} of ${c.budget} experiments` }),
       el("p", { class: "muted", text: goal }), ended || "",
       el("table", { class: "experiments" }, el("thead", {}, el("tr", {},
-        ...["#", "set points", "objective", "result"].map((h) => el("th", { text: h })))), el("tbody", {}, ...rows)));
+        ...["#", "set points", "objective (SI)", "result"].map((h) => el("th", { text: h })))), el("tbody", {}, ...rows)));
   }
   function runParameters(r) {
     const values = r.parameter_values || r.parameters || {};
