@@ -568,10 +568,12 @@ class Supervisor:
             self._end_override(self.divert, AUTO, why)
 
     def exceptions(self) -> dict[str, Any]:
-        """The interlocks (tripped, bypassed) and the divert override, for the run view."""
+        """The interlocks (tripped, bypassed) and the divert override, for the run view.
+        An interlock's ``when`` is its condition with this run's parameter values in place
+        (``R1.T > 60 degC + 15 K``, not ``${t_r1}``): what it trips on in this run."""
         d = self.divert
         return {
-            "interlocks": [{"name": il.spec.name, "when": il.spec.when,
+            "interlocks": [{"name": il.spec.name, "when": str(self.validated.resolve(il.spec.when)),
                             "action": il.spec.action, "tripped": il.active,
                             "condition_true": il.active or il.bypassed_hit,
                             "bypass": None if il.bypass is None else il.bypass.data()}
