@@ -50,6 +50,7 @@ from modulecontrol.records import (
     list_runs,
     query_tag,
     recipe_content_hash,
+    run_samples,
 )
 from modulecontrol.records import RunResult as RecordResult
 from modulecontrol.units import UnitError, convert
@@ -802,7 +803,14 @@ class Session:
                 continue  # not a recorded tag: the detector starts an empty window
             history[ss.signal] = [(t - epoch0, v) for t, v, q in rows.points
                                   if v is not None and q >= 192]
-        return Resume(point.position, gap, history)
+        if self.vr.recipe.twin is None:
+            return Resume(point.position, gap, history)
+        # the twin replays what was written, so it takes up at the run's state (not at an
+        # empty line, whose predictions would raise its mismatch alarms); read in a worker
+        # thread: a run's record is a query of all its samples and events
+        record = await asyncio.to_thread(run_samples, hist.path, point.run_id)
+        return Resume(point.position, gap, history, record=record,
+                      elapsed=gap_to - record.run.t_start)
 
     def _write_position(self, orch: Orchestrator) -> None:
         """The run's position into its record (chained like every event)."""

@@ -34,8 +34,10 @@ from modulecontrol.orchestrator._supervisor import (
     Supervisor,
     emit_service_command,
 )
+from modulecontrol.orchestrator._twin import TwinMonitor
 from modulecontrol.proxy import ModuleProxy, ServiceProxy
 from modulecontrol.recipe import Recipe, ValidatedRecipe
+from modulecontrol.records import RunSamples
 from modulecontrol.statemachine import (
     Channel,
     Command,
@@ -73,6 +75,11 @@ class Resume:
     """Simulated seconds from that writing to now (the plant ran on meanwhile)."""
     history: Mapping[str, Sequence[tuple[float, float]]] = field(default_factory=dict)
     """Recorded samples (simulated time, value in its unit) of the steady-state signals."""
+    record: RunSamples | None = None
+    """The run's record so far, for a recipe with a twin: what the twin replays to the
+    run's state before its first tick (:meth:`TwinMonitor.resume`)."""
+    elapsed: float = 0.0
+    """Seconds from the run's start to now, on the record's time base."""
 
 
 class RunResult(enum.Enum):
@@ -226,6 +233,26 @@ class Orchestrator:
                 "interpreter": self.interpreter.position.as_dict(),
                 "supervisor": self.supervisor.snapshot(), "services": services}
 
+    def _resume_twin(self, twin: TwinMonitor, resume: Resume) -> None:
+        """The twin to the run's state from its record (:meth:`TwinMonitor.resume`). A record
+        that cannot be replayed leaves the twin at rest, and the run's events say so: its
+        predictions are then of an empty line, and the mismatch alarms raise on them, as
+        on any prediction that is wrong; nothing clears one."""
+        if resume.record is None:
+            self.log.emit(EventKind.MESSAGE, "twin", "twin: no record of the run to replay; "
+                          "its predictions start from an empty line")
+            return
+        try:
+            how = twin.resume(resume.record, resume.elapsed, self.clock.now())
+        except Exception as exc:  # a model that cannot step, a value that is not a value
+            self.log.emit(EventKind.MESSAGE, "twin",
+                          f"twin: the run's record could not be replayed "
+                          f"({type(exc).__name__}: {exc}); its predictions start from an "
+                          "empty line")
+            return
+        self.log.emit(EventKind.MESSAGE, "twin",
+                      f"twin: taken up at the run's state, {how}")
+
     def _restore(self, resume: Resume) -> str:
         """Everything but the recipe's own state; returns the state the run was in."""
         pos = resume.position
@@ -233,6 +260,9 @@ class Orchestrator:
         gap = resume.gap if state in _EXECUTING else 0.0
         self.interpreter.resume_from(Position.from_dict(pos["interpreter"]), gap)
         self.supervisor.restore(pos.get("supervisor") or {}, resume.history)
+        twin = self.supervisor.twin
+        if twin is not None:
+            self._resume_twin(twin, resume)
         for key, saved in dict(pos.get("services") or {}).items():
             tag, _, name = str(key).partition(".")
             proxy = self.proxies.get(tag)

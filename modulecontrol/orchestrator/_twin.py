@@ -22,6 +22,7 @@ from typing import Any
 from modulecontrol.orchestrator._monitor import AlarmState, delta_scale, delta_si, si_number
 from modulecontrol.proxy import ModuleProxy
 from modulecontrol.recipe import Alarm, Twin, ValidatedRecipe
+from modulecontrol.records import RunSamples
 from modulecontrol.twin import QualityPredictor
 from modulecontrol.units import to_si
 
@@ -66,6 +67,14 @@ class TwinMonitor:
             state = AlarmState(alarm, unit, band, -band, 0.0, hold)
             state.enabled = spec.enabled_from is None
             self.alarms.append(state)
+
+    def resume(self, record: RunSamples, elapsed: float, now: float) -> str:
+        """After a restart in the middle of the run: replay its ``record`` up to ``elapsed``
+        s after its start (:meth:`QualityPredictor.catch_up`), and go on from ``now`` (the
+        clock's time) as if the twin had run beside it all along. Returns how."""
+        how = self.predictor.catch_up(record, elapsed)
+        self.start = now - self.predictor.time
+        return how
 
     def on_values(self, listener: Callable[[float, Mapping[str, float]], None]) -> None:
         """Call ``listener(t, values)`` after each twin step (t: the run's clock; values:

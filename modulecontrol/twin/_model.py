@@ -27,8 +27,8 @@ from modulecontrol.units import parse_quantity
 
 FloatArray = npt.NDArray[np.float64]
 
-__all__ = ["ParamRef", "Replay", "Segment", "TwinError", "drive", "recorded_inputs", "replay",
-           "segments", "steady_outputs"]
+__all__ = ["ParamRef", "Replay", "Segment", "TwinError", "drive", "held_at", "recorded_inputs",
+           "replay", "segments", "steady_outputs"]
 
 
 class TwinError(ValueError):
@@ -313,6 +313,17 @@ def drive(plant: SimulatedPlant, data: Replay, outputs: Sequence[str], dt: float
             assert found is not None
             track[j, k] = float(found[0].read(found[1]))
     return {s: np.interp(times[s], grid, track[j]) for j, s in enumerate(outputs)}
+
+
+def held_at(data: Replay, t: float) -> dict[str, float]:
+    """The replayed inputs held at ``t`` s since the run start (zero-order hold, as
+    :func:`replay` applies them)."""
+    out = {}
+    for s, (ts, vs) in data.inputs.items():
+        i = int(np.searchsorted(ts, t, side="right")) - 1
+        if i >= 0 and math.isfinite(vs[i]):
+            out[s] = float(vs[i])
+    return out
 
 
 @dataclass(frozen=True)

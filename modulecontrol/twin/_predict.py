@@ -19,8 +19,18 @@ from dataclasses import dataclass
 
 from modulecontrol.clock import Clock
 from modulecontrol.descriptors import PlantConfig
+from modulecontrol.records import RunSamples
 from modulecontrol.simulators import SimulatedPlant, build_models
-from modulecontrol.twin._model import ParamRef, TwinError, is_input, upstream, with_parameters
+from modulecontrol.twin._model import (
+    ParamRef,
+    TwinError,
+    held_at,
+    is_input,
+    recorded_inputs,
+    upstream,
+    with_parameters,
+)
+from modulecontrol.twin._whatif import START_WINDOW
 from modulecontrol.units import parse_quantity
 
 __all__ = ["Mismatch", "QualityPredictor"]
@@ -71,6 +81,7 @@ class QualityPredictor:
         self.band = dict(band)
         self.hold = hold
         self.dt = dt
+        self.config = twin
         self._past: deque[tuple[float, dict[str, float]]] = deque()
         self._since: float | None = None
 
@@ -84,14 +95,47 @@ class QualityPredictor:
 
     def step(self, inputs: Mapping[str, float]) -> dict[str, float]:
         """Write the plant's measured ``inputs`` (``TAG.Assembly``), step ``dt``, predict."""
-        for s, v in inputs.items():
-            tag, _, assembly = s.partition(".")
-            if tag in self.plant.views and math.isfinite(v):
-                self.plant.views[tag].write(assembly, None, float(v))
+        self._write(inputs)
         self.plant.step()
         now = self.signals()
         self._past.append((self.time, now))
         return now
+
+    def catch_up(self, data: RunSamples, elapsed: float, window: float = START_WINDOW) -> str:
+        """Bring a predictor made at rest to the state of a run ``elapsed`` s after its start,
+        from the run's record: what a control service restarted in the middle of a run
+        does before its first tick. Returns how (for the log).
+
+        Why: started at rest, the twin predicts an empty line for as long as the line takes
+        to fill (the lomustine line's purity: 9 min outside a 2-point band), and a mismatch
+        alarm enabled in production then raises on a line that is fine. The recorded inputs
+        (what was written, when; the last value held through the gap the service was away)
+        are replayed over the run's last
+        ``window`` s from the steady state at the inputs held then (a flow line forgets
+        what came before), or over the whole run from rest if it is shorter, as the
+        what-if's estimate of a run's state (docs/digital-twin.md). Each replayed step is a
+        prediction like any other, so the mismatch after the restart compares with what the
+        twin predicted one dead time before, not with nothing."""
+        rep = recorded_inputs(self.config, data, list(self.plant.views))
+        start = max(0.0, elapsed - window)
+        how = "replayed from rest"
+        if start > 0.0:
+            self._write(held_at(rep, start))
+            try:
+                self.plant.steady_state()
+                how = f"its last {window / 3600:g} h replayed from the steady state then"
+            except ValueError:
+                how = f"its last {window / 3600:g} h replayed from rest (no flow then)"
+        n = math.ceil((elapsed - start) / self.dt - 1e-9)
+        for k in range(max(n, 0)):
+            self.step(held_at(rep, start + k * self.dt))
+        return how
+
+    def _write(self, inputs: Mapping[str, float]) -> None:
+        for s, v in inputs.items():
+            tag, _, assembly = s.partition(".")
+            if tag in self.plant.views and math.isfinite(v):
+                self.plant.views[tag].write(assembly, None, float(v))
 
     def compare(self, measured: Mapping[str, float]) -> Mismatch:
         """Compare the analyzer's ``measured`` signals now with the prediction made

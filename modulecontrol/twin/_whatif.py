@@ -42,9 +42,9 @@ from modulecontrol.simulators import ModuleView, SimulatedPlant, build_models
 from modulecontrol.simulators.lomustine import PRODUCTS
 from modulecontrol.twin._fit import off_rest
 from modulecontrol.twin._model import (
-    Replay,
     TwinError,
     drive,
+    held_at,
     is_input,
     recorded_inputs,
     segments,
@@ -160,16 +160,6 @@ def _settled(config: PlantConfig, inputs: Mapping[str, float], dt: float) -> Sim
     return plant
 
 
-def _held_at(rep: Replay, t: float) -> dict[str, float]:
-    """The replayed inputs held at ``t`` s since the run start (zero-order hold)."""
-    out = {}
-    for s, (ts, vs) in rep.inputs.items():
-        i = int(np.searchsorted(ts, t, side="right")) - 1
-        if i >= 0 and math.isfinite(vs[i]):
-            out[s] = float(vs[i])
-    return out
-
-
 CHECK_SAMPLES = 5
 """Last analyzer samples of a run whose mean the estimate's check compares with the twin's
 at the same times: one sample is as noisy as the analyzer, five a little over twice as
@@ -205,7 +195,7 @@ def _run_state(config: PlantConfig, data: RunSamples, pat: str, dt: float) -> _S
     start = max(0.0, rep.duration - window)
     if start > 0.0:
         try:
-            plant = _settled(config, _held_at(rep, start), dt)
+            plant = _settled(config, held_at(rep, start), dt)
             how = (f"its last {_span(window)} replayed from the steady state at the inputs "
                    "held then")
         except ValueError:
@@ -218,7 +208,7 @@ def _run_state(config: PlantConfig, data: RunSamples, pat: str, dt: float) -> _S
         how = "replayed from rest"
         if off:
             try:
-                plant = _settled(config, _held_at(rep, 0.0), dt)
+                plant = _settled(config, held_at(rep, 0.0), dt)
                 o = off[0]
                 how = (f"replayed from the steady state at its first inputs: it began on a line "
                        f"in production ({o.signal} read {o.recorded:.4g} at {o.t:g} s, an "

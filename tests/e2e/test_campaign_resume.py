@@ -147,6 +147,13 @@ async def test_a_killed_service_resumes_the_campaign_with_the_same_figures(
     resumed = next(e for e in events if e["kind"] == "run_resumed")
     assert resumed["data"]["step"] == "hour" and resumed["data"]["gap"] > 0
     assert not [e for e in events if e["kind"] == "command" and "restart" in e["message"]]
+    # the twin took up at the run's state (its record replayed), so the mismatch alarm did
+    # not raise on a line that is fine: at rest it predicted an empty line for 9 minutes,
+    # beyond the alarm's 5-minute hold (tests/twin/test_predict_resume.py)
+    notes = [e["message"] for e in events if e["kind"] == "message" and e["source"] == "twin"]
+    assert any("twin: taken up at the run's state" in m for m in notes), notes
+    assert not [e for e in events if e["kind"] == "alarm_raised"
+                and e["source"] == "twin_Purity"], "a mismatch alarm after the restart"
 
     db = killed / "line.db"
     figures = _figures(db)
