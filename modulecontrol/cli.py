@@ -173,7 +173,7 @@ def validate(
             report_problems(exc)
         else:
             console.print(f"[green]ok[/green] {path}")
-            for line in _calibration_lines(result):
+            for line in (*_calibration_lines(result), *_optimize_lines(result)):
                 console.print(line, markup=False, highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(1)
@@ -194,6 +194,25 @@ def _calibration_lines(result: object) -> list[str]:
         lines += [f"  calibration {cal.file} (sha256 {cal.sha256[:12]}): sets {sets}",
                   f"    fitted on {cal.summary()}"]
     return lines
+
+
+def _optimize_lines(result: object) -> list[str]:
+    """A note when a recipe declares an ``optimize`` block that none of its steps runs.
+
+    Why a note, not a problem: ``modulecontrol optimize RECIPE`` runs the block on the
+    simulated line, which is a use of its own. Why say it at all: queued on a line, such a
+    recipe optimises nothing, and nothing else tells the author (the lomustine example
+    shipped that way for a round)."""
+    from modulecontrol.recipe import OptimizeStep, ValidatedRecipe
+
+    if not isinstance(result, ValidatedRecipe) or result.recipe.optimize is None:
+        return []
+    name = result.recipe.optimize.name
+    if any(isinstance(s, OptimizeStep) for s in result.recipe.all_steps()):
+        return []
+    return [f"  note: the optimize block '{name}' is run by no step: on a line this recipe "
+            f"optimises nothing (add a step '- optimize: {name}' where the search belongs; "
+            "`modulecontrol optimize` runs the block on the simulator either way)"]
 
 
 def _check_build(result: object) -> None:

@@ -44,6 +44,23 @@ def test_set_on_a_plant_is_refused() -> None:
     assert code == 1 and "--set overrides recipe parameters: this is not a recipe" in out
 
 
+def test_an_optimize_block_that_no_step_runs_is_noted(tmp_path: Path) -> None:
+    """A recipe may declare a campaign for `modulecontrol optimize` alone, so validate passes
+    it, but says that on a line it optimises nothing."""
+    example = ROOT / "recipes" / "examples" / "lomustine_optimize.yaml"
+    code, out = _validate(str(example))
+    assert code == 0 and "note:" not in out, out
+    text = example.read_text(encoding="utf-8")
+    step = "      - name: search\n        optimize: throughput\n"
+    assert step in text
+    unused = tmp_path / "unused.yaml"
+    unused.write_text(text.replace(step, "").replace(
+        "../lomustine/plant.yaml", str(PLANT)), encoding="utf-8")
+    code, out = _validate(str(unused))
+    assert code == 0, out
+    assert "note: the optimize block 'throughput' is run by no step" in " ".join(out.split())
+
+
 def test_importing_the_cli_loads_no_heavy_library() -> None:
     """`modulecontrol --help` and short commands import the CLI only: the protocol stacks,
     numpy, pint and matplotlib load in the commands that need them."""
