@@ -231,8 +231,10 @@ PAYLOADS: Final[Mapping[EventKind, Payload]] = {
     K.DIVERT_FAILED: Payload("the divert valve could not be switched; message says why"),
     K.OPTIMIZE_EXPERIMENT: Payload(
         "an optimisation campaign's experiment finished (source: the campaign); what a "
-        "restarted campaign replays", ("index", "x", "setpoints", "means", "kpis", "objective",
-                                        "margins", "feasible", "error")),
+        "restarted campaign replays; units and unit_factors: how people read the SI KPIs and "
+        "objective ({name: unit}, {name: factor from SI})",
+        ("index", "x", "setpoints", "means", "kpis", "objective", "margins", "feasible",
+         "error"), ("units", "unit_factors")),
     K.OPTIMIZE_BEST: Payload(
         "an optimisation campaign ended and the line runs on at its best feasible experiment "
         "(source: the campaign; recorded once its set points are written: the parameter_write "

@@ -64,6 +64,16 @@ class Plan:
     step: float = 0.2
     tolerance: float = 0.01
     prior: str = "none"
+    shown: Mapping[str, tuple[str, float]] = field(default_factory=dict)
+    """The unit people read each KPI and ``objective`` in, and the factor from SI to it
+    (:func:`shown_units`); a name not here is shown in SI."""
+
+    def show(self, name: str, value: float | None) -> str:
+        """``value`` (SI) of a KPI or of ``objective`` as people read it: ``107.6 mg/h``."""
+        if value is None:
+            return "none"
+        unit, scale = self.shown.get(name, ("", 1.0))
+        return f"{value * scale:.4g}" + (f" {unit}" if unit else "")
 
     @property
     def signals(self) -> tuple[str, ...]:
@@ -103,6 +113,25 @@ class Plan:
         return sum(w * kpis[k] / (ref[k] if ref[k] else 1.0) for k, w in self.weights.items())
 
 
+def shown_units(maximize: str, product_unit: str) -> dict[str, tuple[str, float]]:
+    """The display unit and SI factor of each KPI and of the objective, from the unit the
+    plant reports the product signal in.
+
+    Why: the KPIs and the objective are computed in SI (a crystal rate of 3.0e-08 kg/s), which
+    no one on a line reads; throughput is shown in the product signal's own unit (mg/h),
+    space-time yield in that unit per litre, yield in %. A weighted objective is a sum of
+    KPIs relative to the first experiment's, a plain number.
+    """
+    def factor(unit: str) -> float:
+        return 1.0 / to_si(1.0, unit) if unit else 1.0
+
+    out = {"throughput": (product_unit, factor(product_unit)), "yield": ("%", 100.0)}
+    sty = f"{product_unit}/L" if product_unit else "1/L"
+    out["space_time_yield"] = (sty, factor(sty))
+    out["objective"] = out.get(maximize, ("", 1.0))
+    return out
+
+
 def _number(raw: Any, unit: str) -> float:
     return float(parse_quantity(raw, unit or None).to(unit or "").magnitude)
 
@@ -130,4 +159,10 @@ def plan_from_recipe(recipe: ValidatedRecipe) -> Plan:
         weights={str(k): w for k, w in (obj.weights or {}).items()},
         experiments=opt.experiments, steady=opt.steady,
         window=recipe.seconds(opt.window), settle_timeout=recipe.seconds(opt.settle_timeout),
-        algorithm=opt.algorithm, step=opt.step, tolerance=opt.tolerance, prior=opt.prior)
+        algorithm=opt.algorithm, step=opt.step, tolerance=opt.tolerance, prior=opt.prior,
+        shown=shown_units(obj.maximize, _product_unit(recipe, obj.product)))
+
+
+def _product_unit(recipe: ValidatedRecipe, signal: str) -> str:
+    info = recipe.signals.get(signal)
+    return info.unit if info is not None and info.kind == "number" else ""

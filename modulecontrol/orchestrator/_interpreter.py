@@ -560,7 +560,7 @@ class Interpreter:
         plan = plan_from_recipe(self.validated)
         line = LineExperimenter(self.validated, self.proxies, self.supervisor, self.clock,
                                 self.log, self.tick, self.gate_open, self.gate.is_set)
-        journal = EventJournal(self.log, plan.name, self.optimize_history)
+        journal = EventJournal(self.log, plan, self.optimize_history)
         try:
             self.campaign = Campaign(plan, line, journal,
                                      prior=plan_prior(plan, self.validated.plant))
@@ -583,7 +583,7 @@ class Interpreter:
         self.log.emit(EventKind.OPTIMIZE_BEST, plan.name,
                       f"campaign {plan.name}: the line runs at experiment {best.index + 1}, "
                       f"the best feasible of {len(result.records)} (objective "
-                      f"{best.objective:.6g})", index=best.index,
+                      f"{plan.show('objective', best.objective)})", index=best.index,
                       setpoints=dict(best.setpoints), objective=best.objective,
                       experiments=len(result.records))
 

@@ -124,9 +124,10 @@ class LineExperimenter:
 class EventJournal:
     """The campaign's records as run events (the session stores and chains them)."""
 
-    def __init__(self, log: EventLog, name: str, history: History) -> None:
+    def __init__(self, log: EventLog, plan: Plan, history: History) -> None:
         self.log = log
-        self.name = name
+        self.name = plan.name
+        self.plan = plan
         self._history = history
 
     def history(self) -> Sequence[ExperimentRecord]:
@@ -137,7 +138,12 @@ class EventJournal:
 
     async def finished(self, record: ExperimentRecord) -> None:
         payload: dict[str, Any] = record.payload()
+        # how people read the SI figures (the report and the station show them so)
+        # (flat: records keep an event's data one level deep)
+        payload["units"] = {k: u for k, (u, _) in self.plan.shown.items()}
+        payload["unit_factors"] = {k: f for k, (_, f) in self.plan.shown.items()}
         state = "failed: " + record.error if record.error else (
-            f"objective {record.objective:.6g}" + ("" if record.feasible else ", infeasible"))
+            f"objective {self.plan.show('objective', record.objective)}"
+            + ("" if record.feasible else ", infeasible"))
         self.log.emit(EventKind.OPTIMIZE_EXPERIMENT, self.name,
                       f"experiment {record.index + 1}: {state}", **payload)

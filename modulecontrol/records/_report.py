@@ -1002,6 +1002,10 @@ def _optimisation(data: _RunData) -> list[dict[str, Any]]:
             continue
         campaign = out.setdefault(source, {"campaign": source, "experiments": [],
                                            "best": None, "applied": None})
+        units, factors = payload.get("units"), payload.get("unit_factors")
+        if isinstance(units, dict) and isinstance(factors, dict):  # older records: SI
+            campaign["units"] = {str(k): [str(u), float(factors[k])]
+                                 for k, u in units.items() if k in factors}
         obj = payload.get("objective")
         campaign["experiments"].append({
             "index": int(payload.get("index", len(campaign["experiments"]))), "t": t,
@@ -1018,9 +1022,16 @@ def _optimisation(data: _RunData) -> list[dict[str, Any]]:
     return list(out.values())
 
 
+def _shown(c: dict[str, Any], name: str, value: float) -> str:
+    """A campaign's SI figure as people read it (its ``units``), or in SI if it has none."""
+    unit, factor = c.get("units", {}).get(name, ("", 1.0))
+    return f"{value * factor:.4g}" + (f" {unit}" if unit else "")
+
+
 def _optimisation_html(campaigns: list[dict[str, Any]], a: float) -> str:
     parts = []
     for c in campaigns:
+        si = "" if c.get("units") else " (SI)"
         rows = []
         for e in c["experiments"]:
             result = (f"failed: {e['error']}" if e["error"] else
@@ -1028,12 +1039,14 @@ def _optimisation_html(campaigns: list[dict[str, Any]], a: float) -> str:
                       else "infeasible")
             rows.append([e["index"] + 1, format_elapsed(e["t"] - a),
                          "; ".join(f"{k} = {v}" for k, v in e["setpoints"].items()),
-                         "" if e["objective"] is None else f"{e['objective']:.6g}",
-                         "; ".join(f"{k} {v:.4g}" for k, v in e["kpis"].items()),
+                         "" if e["objective"] is None else _shown(c, "objective",
+                                                                  e["objective"]),
+                         "; ".join(f"{k} {_shown(c, k, v)}" for k, v in e["kpis"].items()),
                          ", ".join(f"{100.0 * m + 0.0:.3g} %" for m in e["margins"]), result])
         best = next((e for e in c["experiments"] if e["index"] == c["best"]), None)
         summary = (f"{len(c['experiments'])} experiments in this run; best feasible: "
-                   + (f"experiment {best['index'] + 1}, objective {best['objective']:.6g}"
+                   + (f"experiment {best['index'] + 1}, objective "
+                      f"{_shown(c, 'objective', best['objective'])}"
                       if best is not None else "none")
                    + (f"; the line ran on at experiment {c['applied'] + 1}"
                       if isinstance(c["applied"], int) else ""))
@@ -1041,8 +1054,8 @@ def _optimisation_html(campaigns: list[dict[str, Any]], a: float) -> str:
                      f"<p>{html.escape(summary)}. A margin is how far inside its bound a "
                      "constraint's window mean was, relative to the bound (negative: "
                      "violated).</p>"
-                     + _table(["#", "since start", "set points (as written)", "objective",
-                               "KPIs (SI)", "margins", "result"], rows))
+                     + _table(["#", "since start", "set points (as written)",
+                               f"objective{si}", f"KPIs{si}", "margins", "result"], rows))
     return "".join(parts)
 
 

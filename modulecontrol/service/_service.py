@@ -1414,6 +1414,8 @@ def _campaign_json(c: Campaign) -> dict[str, Any]:
     return {
         "name": p.name, "algorithm": p.algorithm, "prior": p.prior, "budget": p.experiments,
         "maximize": p.maximize, "constraints": [k.text for k in p.constraints],
+        # how people read the SI objective and KPIs: {name: [unit, factor from SI]}
+        "units": {k: [u, f] for k, (u, f) in p.shown.items()},
         "variables": [{"name": v.name, "targets": list(v.targets), "unit": v.unit,
                        "low": v.low, "high": v.high} for v in p.variables],
         "experiments": [r.payload() for r in records],

@@ -132,6 +132,13 @@ def test_example_recipe_compiles_to_its_plan() -> None:
     assert (c.signal, c.sense) == ("PAT1.Purity", 1)
     assert c.bound == pytest.approx(0.9)
     assert plan.window == 600.0 and plan.steady == "purity"
+    # the crystal rate is computed in kg/s and shown in the crystallizer's g/h
+    unit, factor = plan.shown["objective"]
+    assert unit == "g/h" and factor == pytest.approx(3.6e6)
+    assert plan.show("objective", 0.1076 / 3.6e6) == "0.1076 g/h"
+    assert plan.show("yield", 0.62) == "62 %"
+    assert plan.shown["space_time_yield"][0] == "g/h/L"
+    assert plan.show("objective", None) == "none"
 
 
 async def test_short_lomustine_campaign_improves_on_the_operating_point() -> None:

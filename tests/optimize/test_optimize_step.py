@@ -236,8 +236,15 @@ async def test_a_campaign_continues_in_the_next_run_from_the_records_database(
     assert [e["objective"] for e in shown] == [r.objective for r in made]
     feasible = [r for r in made if r.feasible]
     assert campaign["best"] == max(feasible, key=lambda r: r.objective or 0.0).index
+    # shown as people read it: a flow in the product signal's unit, not m3/s
+    unit, factor = campaign["units"]["objective"]
+    assert unit == "mL/min" and factor == pytest.approx(6e7)
     page = report(db, second.run_id, "html")
     assert "<h2>Optimisation</h2><h3>Campaign most_flow</h3>" in page
+    best_made = next(r for r in made if r.index == campaign["best"])
+    assert best_made.objective is not None
+    assert f"objective {best_made.objective * factor:.4g} mL/min" in page
+    assert "objective (SI)" not in page
     assert f"{len(made)} experiments in this run; best feasible: experiment " \
         f"{campaign['best'] + 1}" in page
     # the line ran on at the campaign's best, which may be one of the first run's

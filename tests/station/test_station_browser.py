@@ -222,6 +222,12 @@ def test_a_self_optimising_campaign_is_followed_in_the_run_view(
     e = c["experiments"][0]
     assert e["index"] == 0 and e["setpoints"]["R2.TempSP"] == pytest.approx(25.0)
     assert set(e) >= {"objective", "margins", "feasible", "error", "kpis", "means"}
+    # the objective as people read it: the crystal rate in g/h, not kg/s
+    assert c["units"]["objective"][0] == "g/h"
+    assert c["units"]["objective"][1] == pytest.approx(3.6e6)
+    expect(page.locator("table.experiments thead")).to_contain_text("objective (throughput)")
+    if e["objective"] is not None:
+        expect(first.locator("td").nth(2)).to_contain_text(" g/h")
     page.click("button[data-action=stop]")
     expect(page.locator("#run-state")).to_have_text("stopped", timeout=SLOW)
     assert page.errors == []  # type: ignore[attr-defined]

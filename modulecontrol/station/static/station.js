@@ -675,19 +675,22 @@
     if (!c) return "";
     const unit = {};
     for (const v of c.variables) for (const t of v.targets) unit[t] = v.unit;
+    // the objective in the unit people read it in (the product's rate, %), not in SI
+    const [ounit, ofactor] = (c.units || {}).objective || ["", 1];
+    const objective = (v) => v === null || v === undefined ? "—" : `${fmt(v * ofactor)}${ounit ? " " + ounit : ""}`;
     const points = (sp) => Object.entries(sp).map(([k, v]) => `${k} = ${fmt(v)}${unit[k] ? " " + unit[k] : ""}`).join("; ");
     // the outcome in words, never only a colour (ISA-101)
     const result = (e) => e.error ? `failed: ${e.error}` : e.index === c.best ? "best so far" : e.feasible ? "feasible" : "infeasible";
     const rows = c.experiments.map((e) => el("tr", { "data-experiment": String(e.index),
       class: e.index === c.best ? "best" : e.feasible ? "" : "abnormal" },
       el("td", { text: String(e.index + 1) }), el("td", { text: points(e.setpoints) }),
-      el("td", { text: fmt(e.objective) }), el("td", { text: result(e) })));
+      el("td", { text: objective(e.objective) }), el("td", { text: result(e) })));
     if (c.current) rows.push(el("tr", { class: "current", "data-experiment": String(c.current.index) },
       el("td", { text: String(c.current.index + 1) }), el("td", { text: points(c.current.setpoints) }),
       el("td", { text: "—" }), el("td", { text: "running: waiting for steady state, then the window" })));
     const best = c.experiments.find((e) => e.index === c.best);
     const ended = !c.done ? null : el("p", { id: "campaign-done", text: best
-      ? `Search ended${c.converged ? " (converged)" : ""}: the line runs at experiment ${best.index + 1}, the best feasible (objective ${fmt(best.objective)}).`
+      ? `Search ended${c.converged ? " (converged)" : ""}: the line runs at experiment ${best.index + 1}, the best feasible (objective ${objective(best.objective)}).`
       : "Search ended without a feasible experiment: the step fails and the recipe's on_error decides." });
     const goal = `maximize ${c.maximize}` + (c.constraints.length ? ` subject to ${c.constraints.join(", ")}` : "") +
       ` · ${c.algorithm}` + (c.prior !== "none" ? `, prior: ${c.prior}` : "");
@@ -695,7 +698,7 @@
       el("h3", { id: "campaign-head", text: `Optimisation ${c.name}: ${c.experiments.length} of ${c.budget} experiments` }),
       el("p", { class: "muted", text: goal }), ended || "",
       el("table", { class: "experiments" }, el("thead", {}, el("tr", {},
-        ...["#", "set points", "objective (SI)", "result"].map((h) => el("th", { text: h })))), el("tbody", {}, ...rows)));
+        ...["#", "set points", `objective (${c.maximize})`, "result"].map((h) => el("th", { text: h })))), el("tbody", {}, ...rows)));
   }
   function runParameters(r) {
     const values = r.parameter_values || r.parameters || {};
