@@ -179,22 +179,24 @@ class Orchestrator:
     async def run(self) -> RunResult:
         """Start the recipe and return when it has completed, stopped or aborted."""
         after: asyncio.Task[None] | None = None
-        if self.resume is None:
-            self.log.emit(
-                EventKind.RUN_STARTED,
-                "recipe",
-                f"recipe {self.recipe.name} started",
-                recipe=self.recipe.name,
-                version=self.recipe.version,
-                parameters={n: p.text() for n, p in self.validated.parameters.items()},
-                file=self.validated.file,
-            )
-        else:
-            was = self._restore(self.resume)
-            after = asyncio.get_running_loop().create_task(self._take_up(self.resume, was))
-        self._detach.append(self.alarms.route(self.supervisor.alarm_changed))
-        self._monitor = asyncio.get_running_loop().create_task(self.supervisor.run())
         try:
+            if self.resume is None:
+                self.log.emit(
+                    EventKind.RUN_STARTED,
+                    "recipe",
+                    f"recipe {self.recipe.name} started",
+                    recipe=self.recipe.name,
+                    version=self.recipe.version,
+                    parameters={n: p.text() for n, p in self.validated.parameters.items()},
+                    file=self.validated.file,
+                )
+            else:
+                was = self._restore(self.resume)
+                if self.supervisor.twin is not None:
+                    await self._resume_twin(self.supervisor.twin, self.resume)
+                after = asyncio.get_running_loop().create_task(self._take_up(self.resume, was))
+            self._detach.append(self.alarms.route(self.supervisor.alarm_changed))
+            self._monitor = asyncio.get_running_loop().create_task(self.supervisor.run())
             self.machine.command(Command.START, Channel.EXTERNAL)
             final = await self.machine.wait_for(State.COMPLETED, State.STOPPED, State.ABORTED)
         finally:
@@ -233,17 +235,24 @@ class Orchestrator:
                 "interpreter": self.interpreter.position.as_dict(),
                 "supervisor": self.supervisor.snapshot(), "services": services}
 
-    def _resume_twin(self, twin: TwinMonitor, resume: Resume) -> None:
+    async def _resume_twin(self, twin: TwinMonitor, resume: Resume) -> None:
         """The twin to the run's state from its record (:meth:`TwinMonitor.resume`). A record
         that cannot be replayed leaves the twin at rest, and the run's events say so: its
         predictions are then of an empty line, and the mismatch alarms raise on them, as
-        on any prediction that is wrong; nothing clears one."""
+        on any prediction that is wrong; nothing clears one.
+
+        In a worker thread, before the supervision's first tick (the only other user of the
+        twin): the replay is seconds of simulation (two hours of the lomustine line's twin:
+        1.6 to 2 s of CPU, twice that on a busy machine), and on the event loop it stalled
+        the drivers' exchanges of a control service that had reattached to its plant, whose
+        timeouts then reported communication lost and held the run."""
         if resume.record is None:
             self.log.emit(EventKind.MESSAGE, "twin", "twin: no record of the run to replay; "
                           "its predictions start from an empty line")
             return
         try:
-            how = twin.resume(resume.record, resume.elapsed, self.clock.now())
+            how = await asyncio.to_thread(twin.resume, resume.record, resume.elapsed,
+                                          self.clock.now)
         except Exception as exc:  # a model that cannot step, a value that is not a value
             self.log.emit(EventKind.MESSAGE, "twin",
                           f"twin: the run's record could not be replayed "
@@ -260,9 +269,6 @@ class Orchestrator:
         gap = resume.gap if state in _EXECUTING else 0.0
         self.interpreter.resume_from(Position.from_dict(pos["interpreter"]), gap)
         self.supervisor.restore(pos.get("supervisor") or {}, resume.history)
-        twin = self.supervisor.twin
-        if twin is not None:
-            self._resume_twin(twin, resume)
         for key, saved in dict(pos.get("services") or {}).items():
             tag, _, name = str(key).partition(".")
             proxy = self.proxies.get(tag)

@@ -68,12 +68,14 @@ class TwinMonitor:
             state.enabled = spec.enabled_from is None
             self.alarms.append(state)
 
-    def resume(self, record: RunSamples, elapsed: float, now: float) -> str:
+    def resume(self, record: RunSamples, elapsed: float, now: Callable[[], float]) -> str:
         """After a restart in the middle of the run: replay its ``record`` up to ``elapsed``
-        s after its start (:meth:`QualityPredictor.catch_up`), and go on from ``now`` (the
-        clock's time) as if the twin had run beside it all along. Returns how."""
+        s after its start (:meth:`QualityPredictor.catch_up`), and go on from ``now()`` (the
+        clock's time once the replay is done: the line ran on meanwhile) as if the twin had
+        run beside it all along. Returns how. May run in a worker thread before the twin's
+        first :meth:`step` (nothing else touches the twin then)."""
         how = self.predictor.catch_up(record, elapsed)
-        self.start = now - self.predictor.time
+        self.start = now() - self.predictor.time
         return how
 
     def on_values(self, listener: Callable[[float, Mapping[str, float]], None]) -> None:

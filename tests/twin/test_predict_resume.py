@@ -4,9 +4,15 @@ it had run beside the line all along, instead of predicting an empty line."""
 
 from __future__ import annotations
 
+import threading
+from types import SimpleNamespace
+
 import pytest
 
+from modulecontrol.clock import Clock
 from modulecontrol.descriptors import PlantConfig, load_plant
+from modulecontrol.events import EventKind, EventLog
+from modulecontrol.orchestrator import Orchestrator, Resume
 from modulecontrol.orchestrator._twin import TwinMonitor
 from modulecontrol.recipe import load_recipe
 from modulecontrol.records import RunSamples, run_samples
@@ -72,7 +78,7 @@ def test_the_monitor_goes_on_from_the_clock_of_the_restarted_process(
     assert vr.recipe.twin is not None
     monitor = TwinMonitor(vr.recipe.twin, vr, {}, start=0.0)  # made at the new process's 0
     now = 40.0  # the restarted process's clock
-    how = monitor.resume(record, 3 * HOUR, now)
+    how = monitor.resume(record, 3 * HOUR, lambda: now)
     assert how.startswith("its last 2 h replayed")
     assert monitor.start == pytest.approx(now - monitor.predictor.time)
     steps = monitor.predictor.time
@@ -80,3 +86,37 @@ def test_the_monitor_goes_on_from_the_clock_of_the_restarted_process(
     assert monitor.predictor.time == pytest.approx(steps + 60.0)
     purity = values["twin.PAT1.Purity"]
     assert 0.9 < purity < 1.0  # SI: a fraction, the line's 94 %, not an empty line's
+
+
+async def test_the_replay_runs_in_a_worker_thread_and_is_reported(
+        record: RunSamples, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A control service restarted beside a running plant has its drivers polling on the
+    event loop while the twin replays; on the loop, the replay (seconds on a busy machine)
+    stalled their exchanges until they reported communication lost and held the run."""
+    vr = load_recipe(ROOT / "recipes" / "lomustine" / "campaign.yaml")
+    assert vr.recipe.twin is not None
+    monitor = TwinMonitor(vr.recipe.twin, vr, {}, start=0.0)
+    threads: list[int] = []
+    catch_up = monitor.predictor.catch_up
+
+    def spy(data: RunSamples, elapsed: float) -> str:
+        threads.append(threading.get_ident())
+        return catch_up(data, elapsed)
+
+    def broken(data: RunSamples, elapsed: float) -> str:
+        raise ZeroDivisionError("float division by zero")
+
+    monkeypatch.setattr(monitor.predictor, "catch_up", spy)
+    clock = Clock()
+    log = EventLog(clock.now)
+    stub = SimpleNamespace(log=log, clock=clock)
+    await Orchestrator._resume_twin(stub, monitor,  # type: ignore[arg-type]
+                                    Resume({}, 0.0, record=record, elapsed=3 * HOUR))
+    assert threads and threads[0] != threading.get_ident()
+    (note,) = [e.message for e in log.events if e.kind is EventKind.MESSAGE]
+    assert note.startswith("twin: taken up at the run's state, its last 2 h replayed")
+    # a record that cannot be replayed leaves the twin at rest, and the run's events say why
+    monkeypatch.setattr(monitor.predictor, "catch_up", broken)
+    await Orchestrator._resume_twin(stub, monitor,  # type: ignore[arg-type]
+                                    Resume({}, 0.0, record=record, elapsed=3 * HOUR))
+    assert "could not be replayed (ZeroDivisionError" in log.events[-1].message
