@@ -80,7 +80,13 @@ class Solubility(BaseModel):
         microseconds of numpy call overhead per evaluation for one value. The operations are
         those of :meth:`__call__` in the same order (the exponential and logarithm are
         numpy's), so the value is the same to the last bit."""
-        return max(float(self._pure(temp)), 1e-12) * factor
+        return self.unmixed(temp) * factor
+
+    def unmixed(self, temp: float) -> float:
+        """c* at one temperature without antisolvent (what :meth:`at` multiplies by the
+        antisolvent's factor): the part a crystallizer keeps per temperature while its
+        antisolvent fraction still moves."""
+        return max(float(self._pure(temp)), 1e-12)
 
     def _pure(self, temp: float | FloatArray) -> float | FloatArray:
         """c* without antisolvent, of one temperature or of an array (one formula for both
@@ -185,24 +191,34 @@ class _Kinetics:
     Why floats: the crystallizer integrates one small system per step, and numpy's call
     overhead (about a microsecond per operation on a one-element array) made the kinetics
     cost more than all the arithmetic of the step. The parameters are read at construction
-    (once per step: a changed parameter takes effect at the next step, as before), and the
-    operations are those the array form had, in the same order, so every rate is the same
-    to the last bit.
+    (the crystallizer builds one again when they or the antisolvent fraction change: a
+    changed parameter takes effect at the next step, as before), and the operations are
+    those the array form had, in the same order, so every rate is the same to the last
+    bit.
     """
 
-    __slots__ = ("_arrhenius", "_b1", "_b2", "_cs", "_cs_temp", "_ea", "_factor", "_fixed_b",
-                 "_fixed_g", "_g", "_inv_tref", "_j", "_kb1", "_kb2", "_kg", "_rk", "_sol")
+    __slots__ = ("_at_last", "_at_other", "_b1", "_b2", "_ea", "_exponent", "_fixed_b",
+                 "_fixed_g", "_g", "_inv_tref", "_j", "_kb1", "_kb2", "_kg", "_rk", "_sol",
+                 "factor")
 
     def __init__(self, p: MsmprParams, rk: float, phi: float) -> None:
         self._sol = p.solubility
-        self._factor = math.exp(-p.solubility.antisolvent_exponent * phi)
+        self._exponent = p.solubility.antisolvent_exponent
+        self.factor = 1.0
+        """The antisolvent's factor on c*, exp(-antisolvent_exponent * phi)."""
+        self.set_fraction(phi)
         self._fixed_g, self._fixed_b = p.fixed_growth_rate, p.fixed_nucleation_rate
         self._kg, self._g = p.kg, p.g
         self._ea = -p.growth_activation_energy / R_GAS
         self._inv_tref = 1.0 / p.reference_temperature
         self._kb1, self._b1, self._kb2, self._b2, self._j = p.kb1, p.b1, p.kb2, p.b2, p.j
         self._rk = rk
-        self._cs_temp, self._cs, self._arrhenius = math.nan, math.nan, math.nan
+        # (temperature, c*, Arrhenius factor) of the last two temperatures evaluated
+        self._at_last = self._at_other = (math.nan, math.nan, math.nan)
+
+    def set_fraction(self, phi: float) -> None:
+        """Take the antisolvent fraction ``phi`` (the kept c* values do not depend on it)."""
+        self.factor = math.exp(-self._exponent * phi)
 
     @property
     def reads_mu3(self) -> bool:
@@ -210,28 +226,42 @@ class _Kinetics:
         return self._fixed_b is None and self._kb2 != 0.0
 
     def solubility(self, temp: float) -> float:
-        """c* at ``temp``, kept for the next call: only a perturbed or stepped temperature
-        changes it, and most evaluations of a step share one."""
-        if temp != self._cs_temp:
-            self._at(temp)
-        return self._cs
+        """c* at ``temp`` (see :meth:`_at`)."""
+        return self._at(temp)[1] * self.factor
 
-    def _at(self, temp: float) -> None:
-        """c* and the growth's Arrhenius factor at ``temp``: both depend on the temperature
-        only, and a step evaluates the rates at a few temperatures but five times."""
-        self._cs_temp, self._cs = temp, self._sol.at(temp, self._factor)
+    def _at(self, temp: float) -> tuple[float, float, float]:
+        """(temp, c* without antisolvent, the growth's Arrhenius factor) at ``temp``; the
+        last two temperatures' are kept.
+
+        Why two: both depend on the temperature only (the antisolvent's factor is applied
+        after, the operations of :meth:`Solubility.at`), and a step evaluates the rates five
+        times at a few temperatures; in steady production the vessel's temperature stays
+        the same, so the temperature and the Jacobian's perturbed one are all a step (and
+        the next, the kinetics being kept: see ``MsmprCrystallizer._kinetics``) asks
+        for, while the antisolvent fraction still moves."""
+        kept = self._at_last
+        if temp == kept[0]:
+            return kept
+        other = self._at_other
+        if temp == other[0]:
+            self._at_last, self._at_other = other, kept
+            return other
+        arrhenius = math.nan
         if self._fixed_g is None:
             arg = self._ea * (1.0 / temp - self._inv_tref)
-            self._arrhenius = 1.0 if arg == 0.0 else float(np.exp(arg))
+            arrhenius = 1.0 if arg == 0.0 else float(np.exp(arg))
+        new = (temp, self._sol.unmixed(temp), arrhenius)
+        self._at_last, self._at_other = new, kept
+        return new
 
     def __call__(self, c: float, temp: float, mu3: float) -> tuple[float, float, float]:
         """(B, G, sigma) at solute ``c``, ``temp`` and third moment ``mu3``.
 
         The exponents 1 and 2 are written out (as :func:`_power` does, the same values):
         five evaluations per step, and a function call per power was a fifth of each."""
-        if temp != self._cs_temp:
-            self._at(temp)
-        cs = self._cs
+        kept = self._at_last
+        _, cs, arrhenius = kept if temp == kept[0] else self._at(temp)
+        cs = cs * self.factor
         d = c - cs
         sigma = (0.0 if d < 0.0 else d) / cs  # max(d, 0.0), NaN kept
         if self._fixed_g is not None:
@@ -239,7 +269,7 @@ class _Kinetics:
         else:
             e = self._g
             sg = sigma if e == 1.0 else sigma * sigma if e == 2.0 else _power(sigma, e)
-            g = self._kg * sg * self._arrhenius
+            g = self._kg * sg * arrhenius
         if self._fixed_b is not None:
             b = self._fixed_b
         else:
@@ -519,7 +549,9 @@ class MsmprCrystallizer(UnitModel):
         self._B = self._G = self._sigma = 0.0
         # the kinetics and the state (c, T, mu3) B, G and sigma are still to be evaluated at
         # (see _kinetic_values)
-        self._pending: tuple[_Kinetics, float, float, float] | None = None
+        self._pending: tuple[_Kinetics, float, float, float, float] | None = None
+        # the kinetics of the last step and what they were built from (see _kinetics)
+        self._kept_kinetics: tuple[tuple[Any, ...], _Kinetics] | None = None
         if params.cooling_profile:
             ts = [t for t, _ in params.cooling_profile]
             if any(b < a for a, b in itertools.pairwise(ts)):
@@ -577,9 +609,29 @@ class MsmprCrystallizer(UnitModel):
 
     # -- dynamics ---------------------------------------------------------------------------
     def _vessel(self, s: Stream, phi: float) -> _Vessel:
-        return _Vessel(_Kinetics(self.p, self._rk, phi), s, self.flow / self.p.volume,
+        return _Vessel(self._kinetics(phi), s, self.flow / self.p.volume,
                        self.p.ua / (self._rho_cp * self.p.volume), float(s.conc[self._i]),
                        self._rk / self._m)
+
+    def _kinetics(self, phi: float) -> _Kinetics:
+        """The kinetics at antisolvent fraction ``phi``, kept while every value they were
+        built from is the same (the parameters' fields, the solubility's, its coefficients:
+        an edit in place counts, as it did when they were built every step).
+
+        Why: the kinetics keep c* (without the antisolvent's factor) and the Arrhenius
+        factor of the last two temperatures (:meth:`_Kinetics._at`). Built anew each step,
+        they evaluated c* three times per step; kept, a crystallizer at a steady
+        temperature (production, while its moments and antisolvent fraction still settle)
+        evaluates it no more."""
+        p = self.p
+        sol = p.solubility
+        key = (tuple(vars(p).values()), tuple(vars(sol).values()), tuple(sol.coefficients))
+        kept = self._kept_kinetics
+        if kept is None or kept[0] != key:
+            kept = self._kept_kinetics = (key, _Kinetics(p, self._rk, phi))
+        kin = kept[1]
+        kin.set_fraction(phi)
+        return kin
 
     def _mixed_inlets(self, feed: Stream, antisolvent: Stream) -> tuple[Stream, float]:
         """The mixed inlet and its volumetric heat capacity, kept while the two inlets are
@@ -619,7 +671,7 @@ class MsmprCrystallizer(UnitModel):
         self.c[self._i] = y[_C]
         self.mu = np.array(y[_MU])
         self.T = y[_T]
-        self._pending = (vessel.kin, y[_C], y[_T], y[4])
+        self._pending = (vessel.kin, vessel.kin.factor, y[_C], y[_T], y[4])
         self.wall_heat_duty = self.p.ua * (self.T - self.jacket_temperature)
         if self.flow > 0.0:
             # step averages: what flowed in, plus what the holdup lost, per volume that left
@@ -838,7 +890,8 @@ class MsmprCrystallizer(UnitModel):
         at the end of the step gave."""
         pending = self._pending
         if pending is not None:
-            kin, c, temp, mu3 = pending
+            kin, factor, c, temp, mu3 = pending
+            kin.factor = factor  # the step's (the kinetics are kept, see _kinetics)
             self._B, self._G, self._sigma = kin(c, temp, mu3)
             self._pending = None
         return self._B, self._G, self._sigma
