@@ -277,8 +277,12 @@ class UnitModel(ABC):
         out = self._step(dt, ins)
         self._check_temperatures(self.time + dt, out)
         source = self._source_mass(dt)
-        inflow = dt * sum(s.mass_flow for s in ins.values())
-        outflow = dt * sum(s.mass_flow for s in out.values())
+        inflow = outflow = 0.0  # loops, not sum() over generators: every step of every unit
+        for s in ins.values():
+            inflow += s.mass_flow
+        for s in out.values():
+            outflow += s.mass_flow
+        inflow, outflow = dt * inflow, dt * outflow
         self._mass_in += inflow + source
         self._mass_out += outflow
         self.time += dt
