@@ -534,6 +534,8 @@ class MsmprCrystallizer(UnitModel):
         self._candidates = [species.index(n) for n in dict.fromkeys([params.solute,
                                                                        *params.solutes])]
         self._ias = species.index(params.antisolvent) if params.antisolvent else None
+        k = self._ias or 0
+        self._ias_m_rho = (float(species.molar_mass[k]), float(species.density[k]))
         self._m = float(species.molar_mass[self._i])
         self._rk = params.crystal_density * params.shape_factor
         # the last inlets mixed, their mix and its rho*cp (see _mixed_inlets)
@@ -588,10 +590,12 @@ class MsmprCrystallizer(UnitModel):
 
     # -- properties -----------------------------------------------------------------------
     def _phi(self, conc: FloatArray) -> float:
+        """The antisolvent's volume fraction (its molar mass and density as floats: the
+        same operations as on numpy's scalars, and this runs at every step)."""
         if self._ias is None:
             return 0.0
-        k = self._ias
-        return float(conc[k] * self.species.molar_mass[k] / self.species.density[k])
+        m, rho = self._ias_m_rho
+        return float(conc[self._ias]) * m / rho
 
     def solubility(self, temp: float | None = None, phi: float | None = None) -> float:
         """c* in mol/m3 at ``temp`` (default: current) and antisolvent fraction ``phi``."""
@@ -610,7 +614,7 @@ class MsmprCrystallizer(UnitModel):
     # -- dynamics ---------------------------------------------------------------------------
     def _vessel(self, s: Stream, phi: float) -> _Vessel:
         return _Vessel(self._kinetics(phi), s, self.flow / self.p.volume,
-                       self.p.ua / (self._rho_cp * self.p.volume), float(s.conc[self._i]),
+                       self.p.ua / (self._rho_cp * self.p.volume), self._c_in_solute,
                        self._rk / self._m)
 
     def _kinetics(self, phi: float) -> _Kinetics:
