@@ -154,7 +154,7 @@ def test_jacobian_by_entries_matches_the_derivatives_worked_out_by_hand(
     mu0=_log(6.0, 14.0),
     size=_log(-6.0, -3.5),
     h=_log(-3.0, 2.0),
-    r=st.lists(st.floats(-1.0, 1.0), min_size=13, max_size=13),
+    r=st.lists(st.floats(-1.0, 1.0, allow_subnormal=False), min_size=13, max_size=13),
 )
 def test_structured_solve_matches_lapack(
         q: float, kappa: float, g: float, gc: float, gt: float, bc: float, bm3: float,
@@ -173,7 +173,7 @@ def test_structured_solve_matches_lapack(
     rhs = np.array(r) * scale
     x = np.array(_Factored(jac, a).solve(rhs.tolist()))
     terms = np.abs(w) @ np.abs(x) + np.abs(rhs)
-    assert np.all(np.abs(w @ x - rhs) <= 1e-12 * terms)
+    assert np.all(np.abs(w @ x - rhs) <= 1e-12 * terms + 1e-300)  # 1e-300: underflow
     # LAPACK on W as it is loses digits to the moments' scales (1e-3 of the solute's
     # increment in one case hypothesis found, which the old code took); on W in the states'
     # own scales it does not, and that system is well conditioned unless the step is
