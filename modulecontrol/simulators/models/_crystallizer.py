@@ -14,8 +14,9 @@ Theory of Particulate Processes, 1988), the moments mu_j = int L^j n(L) dL obey
     M_T = rho_c kv mu3 (suspension density), L10 = mu1/mu0, L43 = mu4/mu3
 
 At steady state with constant B, G: mu_j = j! B tau (G tau)^j, so L10 = G tau, L43 = 4 G tau.
-Dynamic integration: ROS2 (Rosenbrock, finite-difference Jacobian; the formulas of
-``ros2_step`` on Python floats, see ``_Vessel``) with sub-steps of at most ``max_substep``;
+Dynamic integration: ROS2 (Rosenbrock; the formulas of ``ros2_step`` on Python floats, the
+Jacobian written down but for B and G's differenced derivatives, W eliminated by the system's
+structure: see ``_Vessel``) with sub-steps of at most ``max_substep``;
 outflow integrals are carried as extra states so mass closes to round-off. Other dissolved
 species wash out by the exact exponential of a CSTR.
 """
@@ -234,7 +235,7 @@ class _Kinetics:
         last two temperatures' are kept.
 
         Why two: both depend on the temperature only (the antisolvent's factor is applied
-        after, the operations of :meth:`Solubility.at`), and a step evaluates the rates five
+        after, the operations of :meth:`Solubility.at`), and a step evaluates the rates four
         times at a few temperatures; in steady production the vessel's temperature stays
         the same, so the temperature and the Jacobian's perturbed one are all a step (and
         the next, the kinetics being kept: see ``MsmprCrystallizer._kinetics``) asks
@@ -258,7 +259,7 @@ class _Kinetics:
         """(B, G, sigma) at solute ``c``, ``temp`` and third moment ``mu3``.
 
         The exponents 1 and 2 are written out (as :func:`_power` does, the same values):
-        five evaluations per step, and a function call per power was a fifth of each."""
+        several evaluations per step, and a function call per power was a fifth of each."""
         kept = self._at_last
         _, cs, arrhenius = kept if temp == kept[0] else self._at(temp)
         cs = cs * self.factor
