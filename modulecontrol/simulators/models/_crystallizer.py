@@ -14,8 +14,9 @@ Theory of Particulate Processes, 1988), the moments mu_j = int L^j n(L) dL obey
     M_T = rho_c kv mu3 (suspension density), L10 = mu1/mu0, L43 = mu4/mu3
 
 At steady state with constant B, G: mu_j = j! B tau (G tau)^j, so L10 = G tau, L43 = 4 G tau.
-Dynamic integration: ROS2 (Rosenbrock, finite-difference Jacobian; the formulas of
-``ros2_step`` on Python floats, see ``_Vessel``) with sub-steps of at most ``max_substep``;
+Dynamic integration: ROS2 (Rosenbrock; the formulas of ``ros2_step`` on Python floats, the
+Jacobian written down but for B and G's differenced derivatives, W eliminated by the system's
+structure: see ``_Vessel``) with sub-steps of at most ``max_substep``;
 outflow integrals are carried as extra states so mass closes to round-off. Other dissolved
 species wash out by the exact exponential of a CSTR.
 """
@@ -80,7 +81,13 @@ class Solubility(BaseModel):
         microseconds of numpy call overhead per evaluation for one value. The operations are
         those of :meth:`__call__` in the same order (the exponential and logarithm are
         numpy's), so the value is the same to the last bit."""
-        return max(float(self._pure(temp)), 1e-12) * factor
+        return self.unmixed(temp) * factor
+
+    def unmixed(self, temp: float) -> float:
+        """c* at one temperature without antisolvent (what :meth:`at` multiplies by the
+        antisolvent's factor): the part a crystallizer keeps per temperature while its
+        antisolvent fraction still moves."""
+        return max(float(self._pure(temp)), 1e-12)
 
     def _pure(self, temp: float | FloatArray) -> float | FloatArray:
         """c* without antisolvent, of one temperature or of an array (one formula for both
@@ -161,17 +168,8 @@ _NON_NEGATIVE = [_C, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12]
 (every one but the temperature)."""
 _GAMMA = float(_integrate._GAMMA)
 _DYNAMIC = 7
-_EYE = np.eye(_NSTATE)
-_KINETIC = (_C, 4, _T)
-"""The states B and G depend on: solute, mu3 (suspension density), temperature."""
-_READS = ((0, 1, 2, 3, 4, 5, 7), (1, 2, 8), (2, 3, 9), (0, 3, 4, 10), (1, 4, 5, 11), (5, 12),
-          (0, 1, 2, 3, 4, 5, 6))
-"""Per dynamic state, the rows of the right-hand side that depend on it: mu_j in its own
-balance, mu_(j+1)'s growth term and its outflow, mu2 also in the solute's consumption; c
-and T through B (row 1) and G (rows 0, 2..5), c also in its own balance and outflow, T in
-the heat balance; mu3 through B (secondary nucleation) but not G. Only the first
-:data:`_DYNAMIC` states (solute, moments, temperature) feed back into the rates; the outflow
-integrals after them never do, so their Jacobian columns are zero."""
+"""The states that feed back into the rates (solute, moments, temperature); the outflow
+integrals after them never do."""
 
 
 def _power(x: float, e: float) -> float:
@@ -194,48 +192,218 @@ class _Kinetics:
     Why floats: the crystallizer integrates one small system per step, and numpy's call
     overhead (about a microsecond per operation on a one-element array) made the kinetics
     cost more than all the arithmetic of the step. The parameters are read at construction
-    (once per step: a changed parameter takes effect at the next step, as before), and the
-    operations are those the array form had, in the same order, so every rate is the same
-    to the last bit.
+    (the crystallizer builds one again when they or the antisolvent fraction change: a
+    changed parameter takes effect at the next step, as before), and the operations are
+    those the array form had, in the same order, so every rate is the same to the last
+    bit.
     """
 
-    __slots__ = ("_b1", "_b2", "_cs", "_cs_temp", "_ea", "_factor", "_fixed_b", "_fixed_g",
-                 "_g", "_inv_tref", "_j", "_kb1", "_kb2", "_kg", "_rk", "_sol")
+    __slots__ = ("_at_last", "_at_other", "_b1", "_b2", "_ea", "_exponent", "_fixed_b",
+                 "_fixed_g", "_g", "_inv_tref", "_j", "_kb1", "_kb2", "_kg", "_rk", "_sol",
+                 "factor")
 
     def __init__(self, p: MsmprParams, rk: float, phi: float) -> None:
         self._sol = p.solubility
-        self._factor = math.exp(-p.solubility.antisolvent_exponent * phi)
+        self._exponent = p.solubility.antisolvent_exponent
+        self.factor = 1.0
+        """The antisolvent's factor on c*, exp(-antisolvent_exponent * phi)."""
+        self.set_fraction(phi)
         self._fixed_g, self._fixed_b = p.fixed_growth_rate, p.fixed_nucleation_rate
         self._kg, self._g = p.kg, p.g
         self._ea = -p.growth_activation_energy / R_GAS
         self._inv_tref = 1.0 / p.reference_temperature
         self._kb1, self._b1, self._kb2, self._b2, self._j = p.kb1, p.b1, p.kb2, p.b2, p.j
         self._rk = rk
-        self._cs_temp, self._cs = math.nan, math.nan
+        # (temperature, c*, Arrhenius factor) of the last two temperatures evaluated
+        self._at_last = self._at_other = (math.nan, math.nan, math.nan)
+
+    def set_fraction(self, phi: float) -> None:
+        """Take the antisolvent fraction ``phi`` (the kept c* values do not depend on it)."""
+        self.factor = math.exp(-self._exponent * phi)
+
+    @property
+    def reads_mu3(self) -> bool:
+        """Whether B depends on mu3 (secondary nucleation through the suspension density)."""
+        return self._fixed_b is None and self._kb2 != 0.0
 
     def solubility(self, temp: float) -> float:
-        """c* at ``temp``, kept for the next call: only a perturbed or stepped temperature
-        changes it, and most evaluations of a step share one."""
-        if temp != self._cs_temp:
-            self._cs_temp, self._cs = temp, self._sol.at(temp, self._factor)
-        return self._cs
+        """c* at ``temp`` (see :meth:`_at`)."""
+        return self._at(temp)[1] * self.factor
+
+    def _at(self, temp: float) -> tuple[float, float, float]:
+        """(temp, c* without antisolvent, the growth's Arrhenius factor) at ``temp``; the
+        last two temperatures' are kept.
+
+        Why two: both depend on the temperature only (the antisolvent's factor is applied
+        after, the operations of :meth:`Solubility.at`), and a step evaluates the rates four
+        times at a few temperatures; in steady production the vessel's temperature stays
+        the same, so the temperature and the Jacobian's perturbed one are all a step (and
+        the next, the kinetics being kept: see ``MsmprCrystallizer._kinetics``) asks
+        for, while the antisolvent fraction still moves."""
+        kept = self._at_last
+        if temp == kept[0]:
+            return kept
+        other = self._at_other
+        if temp == other[0]:
+            self._at_last, self._at_other = other, kept
+            return other
+        arrhenius = math.nan
+        if self._fixed_g is None:
+            arg = self._ea * (1.0 / temp - self._inv_tref)
+            arrhenius = 1.0 if arg == 0.0 else float(np.exp(arg))
+        new = (temp, self._sol.unmixed(temp), arrhenius)
+        self._at_last, self._at_other = new, kept
+        return new
 
     def __call__(self, c: float, temp: float, mu3: float) -> tuple[float, float, float]:
-        """(B, G, sigma) at solute ``c``, ``temp`` and third moment ``mu3``."""
-        cs = self.solubility(temp)
-        sigma = max(c - cs, 0.0) / cs
+        """(B, G, sigma) at solute ``c``, ``temp`` and third moment ``mu3``.
+
+        The exponents 1 and 2 are written out (as :func:`_power` does, the same values):
+        several evaluations per step, and a function call per power was a fifth of each."""
+        kept = self._at_last
+        _, cs, arrhenius = kept if temp == kept[0] else self._at(temp)
+        cs = cs * self.factor
+        d = c - cs
+        sigma = (0.0 if d < 0.0 else d) / cs  # max(d, 0.0), NaN kept
         if self._fixed_g is not None:
             g = self._fixed_g
         else:
-            arg = self._ea * (1.0 / temp - self._inv_tref)
-            g = self._kg * _power(sigma, self._g) * (1.0 if arg == 0.0 else float(np.exp(arg)))
+            e = self._g
+            sg = sigma if e == 1.0 else sigma * sigma if e == 2.0 else _power(sigma, e)
+            g = self._kg * sg * arrhenius
         if self._fixed_b is not None:
             b = self._fixed_b
         else:
-            mt = max(self._rk * mu3, 0.0)
-            b = self._kb1 * _power(sigma, self._b1) + self._kb2 * _power(sigma, self._b2) * _power(
-                mt, self._j)
+            e = self._b1
+            b = self._kb1 * (sigma if e == 1.0 else sigma * sigma if e == 2.0
+                             else _power(sigma, e))
+            if self._kb2 != 0.0:  # else the term adds +0.0: the same value
+                mt = max(self._rk * mu3, 0.0)
+                b = b + self._kb2 * _power(sigma, self._b2) * _power(mt, self._j)
         return b, g, sigma
+
+
+class _Jacobian:
+    """The crystallizer's Jacobian J = df/dy at one state, by its entries that are not zero.
+
+    Why by entries: the system's structure fixes where J is not zero, and most of those
+    entries are coefficients the rates are linear in (the growth terms k G mu_(k-1), the
+    washout q). Only the dependence of B and G on the solute, the temperature and mu3 is
+    non-linear; it is differenced (forward, the perturbations the full difference Jacobian
+    used), the rest is written down. Differencing the whole right-hand side, as before, took
+    seven evaluations of it and gave the linear coefficients with a difference noise of
+    about 1e-9 of themselves; and what is left is what :class:`_Factored` eliminates by
+    hand.
+
+    Entries (k = 1..4; q washout rate, kappa the wall's):
+
+    - d(mu0')/d(c, mu3, T) = ``bc``, ``bm3``, ``bt``; d(mu_k')/d(c, T) = k ``gc``, k ``gt``
+      times mu_(k-1); d(mu_k')/d(mu_(k-1)) = k G; d(mu_k')/d(mu_k) = -q
+    - the solute's row from the conservation law (solute + rho_c kv / M (mu3 + its outflow)
+      + solute outflow: w.J = 0), as before, so ROS2 keeps that invariant to round-off:
+      d(c')/dc = -(q + rk_m 3 gc mu2), d(c')/d(mu2) = -rk_m 3 G, d(c')/dT = -rk_m 3 gt mu2,
+      d(c')/d(mu3) = 0
+    - d(T')/dT = -(q + kappa), and nothing else in the heat balance
+    - the outflow integrals: q on their own state's column; no column of their own (nothing
+      depends on them)
+    """
+
+    __slots__ = ("bc", "bm3", "bt", "g", "gc", "gt", "kappa", "mu", "q", "rk_m")
+
+    def __init__(self, q: float, kappa: float, rk_m: float, mu: list[float], g: float,
+                 gc: float, gt: float, bc: float, bm3: float, bt: float) -> None:
+        self.q, self.kappa, self.rk_m, self.mu = q, kappa, rk_m, mu
+        """``mu``: mu0..mu3 of the state (the coefficients of the growth's derivatives)."""
+        self.g, self.gc, self.gt, self.bc, self.bm3, self.bt = g, gc, gt, bc, bm3, bt
+
+    def dense(self) -> FloatArray:
+        """The 13 x 13 matrix, for checking the structured solve against a dense one."""
+        j = np.zeros((_NSTATE, _NSTATE))
+        q, g, mu = self.q, self.g, self.mu
+        j[1, _C], j[1, 4], j[1, _T], j[1, 1] = self.bc, self.bm3, self.bt, -q
+        for k in range(1, 5):
+            j[1 + k, _C] = k * self.gc * mu[k - 1]
+            j[1 + k, _T] = k * self.gt * mu[k - 1]
+            j[1 + k, k] = k * g
+            j[1 + k, 1 + k] = -q
+        j[_C, _C] = -(q + self.rk_m * (3.0 * self.gc * mu[2]))
+        j[_C, 3] = -self.rk_m * (3.0 * g)
+        j[_C, _T] = -self.rk_m * (3.0 * self.gt * mu[2])
+        j[_T, _T] = -(q + self.kappa)
+        for k in range(6):
+            j[7 + k, k] = q
+        return j
+
+
+class _Factored:
+    """W = I - a J (a = gamma h, J a :class:`_Jacobian`) factored by its structure, and its
+    solve: what ROS2 solves twice per step.
+
+    Why not LAPACK: W is 13 x 13, and at one step per control interval numpy's solve cost
+    more in call overhead (two solves and building W: about a third of the crystallizer's
+    step) than the few dozen operations its structure leaves:
+
+    - the temperature's row has only its diagonal (the heat balance reads nothing else):
+      solved first, its column then moved to the right-hand side;
+    - the moments form a chain: mu_k's row reads mu_(k-1), mu_k, c and T; mu0's row reads c,
+      T and mu3 (secondary nucleation); the solute's row reads c, mu2 and T. With c and mu3
+      as unknowns, substitution down the chain gives mu0, mu1, mu2 as affine functions of
+      them, and the rows of mu3 and c leave a 2 x 2 system (pivoted on the solute's
+      coefficient, which is at least 1: every term of it is positive);
+    - the outflow integrals' rows read only their own state, and their columns are empty:
+      substituted last.
+
+    The divisors are 1 + a q (at least 1) and the 2 x 2 system's pivots; a zero one (a
+    singular W) raises ZeroDivisionError, which :meth:`_Vessel.ros2_step` turns into a
+    refused step.
+    """
+
+    __slots__ = ("_coef",)
+
+    def __init__(self, jac: _Jacobian, a: float) -> None:
+        mu0, mu1, mu2, mu3 = jac.mu
+        gc, gt, g = a * jac.gc, a * jac.gt, a * jac.g
+        aq = a * jac.q
+        d = 1.0 + aq
+        d_t = 1.0 + a * (jac.q + jac.kappa)
+        s0, s1, s2, s3, s4 = a * jac.bc, gc * mu0, 2.0 * gc * mu1, 3.0 * gc * mu2, 4.0 * gc * mu3
+        t0, t1, t2, t3, t4 = a * jac.bt, gt * mu0, 2.0 * gt * mu1, 3.0 * gt * mu2, 4.0 * gt * mu3
+        e1, e2, e3, e4 = g, 2.0 * g, 3.0 * g, 4.0 * g
+        v = a * jac.bm3
+        w_cc = 1.0 + a * (jac.q + jac.rk_m * (3.0 * jac.gc * mu2))
+        w_c2 = a * (jac.rk_m * (3.0 * jac.g))
+        w_ct = a * (jac.rk_m * (3.0 * jac.gt * mu2))
+        # mu_k = p_k + u_k c + v_k mu3 (k = 0..2); p_k depends on the right-hand side only
+        u0, v0 = s0 / d, v / d
+        u1, v1 = (s1 + e1 * u0) / d, e1 * v0 / d
+        u2, v2 = (s2 + e2 * u1) / d, e2 * v1 / d
+        # rows c and mu3 in (c, mu3): [a11 a12; a21 a22]
+        a11, a12 = w_cc + w_c2 * u2, w_c2 * v2
+        a21, a22 = -(s3 + e3 * u2), d - e3 * v2
+        r21 = a21 / a11
+        schur = a22 - r21 * a12
+        self._coef = (d, d_t, aq, s0, s1, s2, s4, t0, t1, t2, t3, t4, e1, e2, e3, e4, v, w_c2,
+                      w_ct, a11, a12, r21, schur)
+
+    def solve(self, r: list[float]) -> list[float]:
+        """x with W x = r."""
+        (d, d_t, aq, s0, s1, s2, s4, t0, t1, t2, t3, t4, e1, e2, e3, e4, v, w_c2, w_ct, a11,
+         a12, r21, schur) = self._coef
+        x_t = r[6] / d_t
+        r0, r1, r2 = r[1] + t0 * x_t, r[2] + t1 * x_t, r[3] + t2 * x_t
+        p0 = r0 / d
+        p1 = (r1 + e1 * p0) / d
+        p2 = (r2 + e2 * p1) / d
+        b1 = r[0] - w_ct * x_t - w_c2 * p2
+        b2 = r[4] + t3 * x_t + e3 * p2
+        x3 = (b2 - r21 * b1) / schur
+        xc = (b1 - a12 * x3) / a11
+        x0 = (r0 + s0 * xc + v * x3) / d
+        x1 = (r1 + s1 * xc + e1 * x0) / d
+        x2 = (r2 + s2 * xc + e2 * x1) / d
+        x4 = (r[5] + t4 * x_t + s4 * xc + e4 * x3) / d
+        return [xc, x0, x1, x2, x3, x4, x_t, r[7] + aq * xc, r[8] + aq * x0, r[9] + aq * x1,
+                r[10] + aq * x2, r[11] + aq * x3, r[12] + aq * x4]
 
 
 class _Vessel:
@@ -244,13 +412,13 @@ class _Vessel:
     Why not the batched numpy form (``ros2_step``): the system is one vessel of 13 states,
     so numpy's per-call overhead, not arithmetic, was the cost (some 100 operations on
     one-row arrays per step: about half of the lomustine line's CPU time in production).
-    The right-hand side, the forward-difference Jacobian (same perturbations, same
-    conservation row) and the ROS2 formulas repeat the array code's operations in the same
-    order; the two linear solves stay numpy's (one LAPACK call each, as cheap as any
-    Python elimination of 7 states, and the same to the last bit). So the step gives the
-    array code's results bit for bit: this matters because the difference quotients
-    amplify a last-bit difference of a rate to 1e-9 of a Jacobian entry, and round-off
-    differences grew to 1e-9 of the moments at the nucleation onset.
+    The right-hand side and the ROS2 formulas are :func:`ros2_step`'s; the Jacobian is
+    written down where the rates are linear and differenced only through B and G
+    (:class:`_Jacobian`), and the linear solves eliminate by the system's structure
+    (:class:`_Factored`). Both differ from the former full difference Jacobian and LAPACK
+    solves by round-off and difference noise (about 1e-9 of a Jacobian entry), which ROS2
+    damps: the results agree with theirs to far below what the tolerances of the models'
+    tests ask (see docs/simulators.md, "Speed of the lomustine line").
     """
 
     __slots__ = ("_c_in", "_kappa", "_mu_in", "_q", "_rk_m", "_rk_m3", "_t_in", "kin", "tj")
@@ -284,50 +452,45 @@ class _Vessel:
         b, g, _ = self.kin(y[_C], y[_T], y[4])
         return self.rates(y, b, g)
 
-    def jacobian(self, y: list[float]) -> tuple[list[list[float]], list[float]]:
-        """The Jacobian's non-zero columns (``cols[k][i]`` = df_i/dy_k, k < 7) by forward
-        differences, and f(y), which ROS2 needs too.
+    def jacobian(self, y: list[float]) -> tuple[_Jacobian, list[float]]:
+        """The Jacobian at ``y`` (:class:`_Jacobian`) and f(y), which ROS2 needs too.
 
-        Only the rows in :data:`_READS` are differenced: the others are the exact zeros
-        that differencing two equal values gives. B and G are re-evaluated only where a
-        state they depend on is perturbed, elsewhere reused (the values a re-evaluation
-        gives). The solute row comes from the conservation law (w.J = 0 exactly), so ROS2
-        keeps the solute + crystal + outflow invariant to round-off despite the difference
-        noise."""
-        kin, rk_m = self.kin, self._rk_m
-        b0, g0, _ = kin(y[_C], y[_T], y[4])
+        B and G are differenced forward in the solute, the temperature and (where B reads
+        it: secondary nucleation) mu3, with the perturbations of a full difference
+        Jacobian, 1e-7 of the value."""
+        kin = self.kin
+        c, temp, m3 = y[_C], y[_T], y[4]
+        b0, g0, _ = kin(c, temp, m3)
         f0 = self.rates(y, b0, g0)
-        cols = []
-        for k in range(_DYNAMIC):
-            eps = 1e-7 * (abs(y[k]) + 1e-12) + 1e-30
-            yk = y.copy()
-            yk[k] += eps
-            b, g = kin(yk[_C], yk[_T], yk[4])[:2] if k in _KINETIC else (b0, g0)
-            fk = self.rates(yk, b, g)
-            col = [0.0] * _NSTATE
-            for i in _READS[k]:
-                col[i] = (fk[i] - f0[i]) / eps
-            col[_C] = -(rk_m * col[4] + col[7] + rk_m * col[11])
-            cols.append(col)
-        return cols, f0
+        eps = 1e-7 * (abs(c) + 1e-12) + 1e-30
+        b, g, _ = kin(c + eps, temp, m3)
+        bc, gc = (b - b0) / eps, (g - g0) / eps
+        eps = 1e-7 * (abs(temp) + 1e-12) + 1e-30
+        b, g, _ = kin(c, temp + eps, m3)
+        bt, gt = (b - b0) / eps, (g - g0) / eps
+        bm3 = 0.0
+        if kin.reads_mu3:
+            eps = 1e-7 * (abs(m3) + 1e-12) + 1e-30
+            bm3 = (kin(c, temp, m3 + eps)[0] - b0) / eps
+        return _Jacobian(self._q, self._kappa, self._rk_m, y[1:5], g0, gc, gt, bc, bm3,
+                         bt), f0
 
     def ros2_step(self, y: list[float], h: float) -> list[float]:
         """One ROS2 step of ``h`` (:func:`ros2_step`'s formulas). A division by zero (a zero
-        temperature) gives NaN states, which the caller refuses like any other non-physical
-        step, as it did numpy's inf and NaN."""
+        temperature, a singular W) gives NaN states, which the caller refuses like any
+        other non-physical step."""
         try:
             return self._ros2(y, h)
         except (ZeroDivisionError, OverflowError):
             return [math.nan] * _NSTATE
 
     def _ros2(self, y: list[float], h: float) -> list[float]:
-        cols, f0 = self.jacobian(y)
-        jm = np.zeros((_NSTATE, _NSTATE))
-        jm[:, :_DYNAMIC] = np.array(cols).T
-        w = _EYE - (_GAMMA * h) * jm
-        k1 = np.linalg.solve(w, f0).tolist()
-        f1 = self.f([yi + h * ki for yi, ki in zip(y, k1, strict=True)])
-        k2 = np.linalg.solve(w, [fi - 2.0 * ki for fi, ki in zip(f1, k1, strict=True)]).tolist()
+        jac, f0 = self.jacobian(y)
+        w = _Factored(jac, _GAMMA * h)
+        k1 = w.solve(f0)
+        # the rates read the first _DYNAMIC states only
+        f1 = self.f([y[i] + h * k1[i] for i in range(_DYNAMIC)])
+        k2 = w.solve([fi - 2.0 * ki for fi, ki in zip(f1, k1, strict=True)])
         h1, h2 = 1.5 * h, 0.5 * h
         return [yi + h1 * a1 + h2 * a2 for yi, a1, a2 in zip(y, k1, k2, strict=True)]
 
@@ -372,6 +535,8 @@ class MsmprCrystallizer(UnitModel):
         self._candidates = [species.index(n) for n in dict.fromkeys([params.solute,
                                                                        *params.solutes])]
         self._ias = species.index(params.antisolvent) if params.antisolvent else None
+        k = self._ias or 0
+        self._ias_m_rho = (float(species.molar_mass[k]), float(species.density[k]))
         self._m = float(species.molar_mass[self._i])
         self._rk = params.crystal_density * params.shape_factor
         # the last inlets mixed, their mix and its rho*cp (see _mixed_inlets)
@@ -385,6 +550,11 @@ class MsmprCrystallizer(UnitModel):
         self._rho_cp = 4.18e6
         self._c_in_solute = 0.0
         self._B = self._G = self._sigma = 0.0
+        # the kinetics and the state (c, T, mu3) B, G and sigma are still to be evaluated at
+        # (see _kinetic_values)
+        self._pending: tuple[_Kinetics, float, float, float, float] | None = None
+        # the kinetics of the last step and what they were built from (see _kinetics)
+        self._kept_kinetics: tuple[tuple[Any, ...], _Kinetics] | None = None
         if params.cooling_profile:
             ts = [t for t, _ in params.cooling_profile]
             if any(b < a for a, b in itertools.pairwise(ts)):
@@ -403,8 +573,16 @@ class MsmprCrystallizer(UnitModel):
         changeover does, leaves few of them."""
         if len(self._candidates) < 2:
             return
-        best = max(self._candidates, key=lambda k: float(feed[k]))
-        if best == self._i or float(feed[best]) <= float(feed[self._i]):
+        # the first candidate of the highest concentration, if higher than the current's
+        # (what max() over the candidates and a comparison gave, without a key function
+        # and numpy scalars: this runs at every step)
+        values = feed.tolist()
+        best = self._i
+        top = values[best]
+        for k in self._candidates:
+            if values[k] > top:
+                best, top = k, values[k]
+        if best == self._i:
             return
         self.c[self._i] += self._rk * float(self.mu[3]) / self._m
         self.mu = np.zeros(5)
@@ -413,10 +591,12 @@ class MsmprCrystallizer(UnitModel):
 
     # -- properties -----------------------------------------------------------------------
     def _phi(self, conc: FloatArray) -> float:
+        """The antisolvent's volume fraction (its molar mass and density as floats: the
+        same operations as on numpy's scalars, and this runs at every step)."""
         if self._ias is None:
             return 0.0
-        k = self._ias
-        return float(conc[k] * self.species.molar_mass[k] / self.species.density[k])
+        m, rho = self._ias_m_rho
+        return float(conc[self._ias]) * m / rho
 
     def solubility(self, temp: float | None = None, phi: float | None = None) -> float:
         """c* in mol/m3 at ``temp`` (default: current) and antisolvent fraction ``phi``."""
@@ -434,9 +614,29 @@ class MsmprCrystallizer(UnitModel):
 
     # -- dynamics ---------------------------------------------------------------------------
     def _vessel(self, s: Stream, phi: float) -> _Vessel:
-        return _Vessel(_Kinetics(self.p, self._rk, phi), s, self.flow / self.p.volume,
-                       self.p.ua / (self._rho_cp * self.p.volume), float(s.conc[self._i]),
+        return _Vessel(self._kinetics(phi), s, self.flow / self.p.volume,
+                       self.p.ua / (self._rho_cp * self.p.volume), self._c_in_solute,
                        self._rk / self._m)
+
+    def _kinetics(self, phi: float) -> _Kinetics:
+        """The kinetics at antisolvent fraction ``phi``, kept while every value they were
+        built from is the same (the parameters' fields, the solubility's, its coefficients:
+        an edit in place counts, as it did when they were built every step).
+
+        Why: the kinetics keep c* (without the antisolvent's factor) and the Arrhenius
+        factor of the last two temperatures (:meth:`_Kinetics._at`). Built anew each step,
+        they evaluated c* three times per step; kept, a crystallizer at a steady
+        temperature (production, while its moments and antisolvent fraction still settle)
+        evaluates it no more."""
+        p = self.p
+        sol = p.solubility
+        key = (tuple(vars(p).values()), tuple(vars(sol).values()), tuple(sol.coefficients))
+        kept = self._kept_kinetics
+        if kept is None or kept[0] != key:
+            kept = self._kept_kinetics = (key, _Kinetics(p, self._rk, phi))
+        kin = kept[1]
+        kin.set_fraction(phi)
+        return kin
 
     def _mixed_inlets(self, feed: Stream, antisolvent: Stream) -> tuple[Stream, float]:
         """The mixed inlet and its volumetric heat capacity, kept while the two inlets are
@@ -465,22 +665,25 @@ class MsmprCrystallizer(UnitModel):
             y = self._advance(s, vessel, y, self.time + i * h, h)
         self.jacket_temperature = self._jacket(self.time + dt)
         # other species: exact CSTR washout
-        q_v = self.flow / self.p.volume
+        vol = self.p.volume
+        q_v = self.flow / vol
         # 1 - exp(-x) by expm1: at a small flow, 1.0 - exp(-x) cancels to a few digits and
         # the outflow came out negative (a negative outlet concentration, a mass residual)
         washed = -math.expm1(-q_v * dt)
-        others = s.conc + (self.c - s.conc) * (1.0 - washed)
-        moles_others = self.flow * dt * s.conc + (self.c - s.conc) * self.p.volume * washed
-        self.c = others
+        c_in = s.conc
+        excess = self.c - c_in
+        self.c = c_in + excess * (1.0 - washed)
         self.c[self._i] = y[_C]
         self.mu = np.array(y[_MU])
         self.T = y[_T]
-        self._B, self._G, self._sigma = vessel.kin(y[_C], y[_T], y[4])
+        self._pending = (vessel.kin, vessel.kin.factor, y[_C], y[_T], y[4])
         self.wall_heat_duty = self.p.ua * (self.T - self.jacket_temperature)
         if self.flow > 0.0:
-            conc = moles_others / (self.flow * dt)
-            conc[self._i] = y[7] * self.p.volume / (self.flow * dt)
-            mom = np.array(y[_CUM][1:]) * self.p.volume / (self.flow * dt)
+            # step averages: what flowed in, plus what the holdup lost, per volume that left
+            fdt = self.flow * dt
+            conc = c_in + excess * (vol * washed / fdt)
+            conc[self._i] = y[7] * vol / fdt
+            mom = np.array([m * vol / fdt for m in y[8:]])
         else:
             conc, mom = self.c.copy(), self.mu.copy()
         solids = Solids(mom, self.p.crystal_density, self.p.shape_factor)
@@ -583,7 +786,8 @@ class MsmprCrystallizer(UnitModel):
         scale in this step (:meth:`_below_zero` on floats: it runs at every step)."""
         for k in _NON_NEGATIVE:
             a = after[k]
-            if not a >= -1e-12 * max(abs(before[k]), abs(a)):
+            # the scale only for a value below zero (or NaN, which fails both tests)
+            if not a >= 0.0 and not a >= -1e-12 * max(abs(before[k]), abs(a)):
                 return False
         return True
 
@@ -606,7 +810,7 @@ class MsmprCrystallizer(UnitModel):
         # a cooling profile follows the clock: never steady
         if self.p.cooling_profile:
             return None
-        return np.concatenate([self.c, self.mu, [self.T]])
+        return np.concatenate((self.c, self.mu, (self.T,)))
 
     def _wake_key(self) -> tuple[Any, ...]:
         return (id(self.p), self._i)
@@ -671,6 +875,7 @@ class MsmprCrystallizer(UnitModel):
         self.c[self._i] = c
         self.mu = mu
         self._B, self._G, self._sigma = kinetics(float(c), self.T, float(mu[3]))
+        self._pending = None
         self.wall_heat_duty = self.p.ua * (self.T - tj)
         solids = Solids(mu.copy(), self.p.crystal_density, self.p.shape_factor)
         return {
@@ -680,7 +885,24 @@ class MsmprCrystallizer(UnitModel):
         }
 
     # -- state -----------------------------------------------------------------------------------
+    def _kinetic_values(self) -> tuple[float, float, float]:
+        """B, G and sigma of the state after the last step, evaluated when first read.
+
+        Why not at the end of each step: nothing in the step reads them, only
+        :meth:`state` does, and a line stepped faster than it is read (a what-if, a
+        benchmark) paid the evaluation, a new solubility among it, at every step. The
+        step's kinetics object and state are kept, so the values are those an evaluation
+        at the end of the step gave."""
+        pending = self._pending
+        if pending is not None:
+            kin, factor, c, temp, mu3 = pending
+            kin.factor = factor  # the step's (the kinetics are kept, see _kinetics)
+            self._B, self._G, self._sigma = kin(c, temp, mu3)
+            self._pending = None
+        return self._B, self._G, self._sigma
+
     def state(self) -> dict[str, float]:
+        b, g, sigma = self._kinetic_values()
         mu = self.mu
         solid_molar = self._rk * float(mu[3]) / self._m
         fed = self._c_in_solute
@@ -689,9 +911,9 @@ class MsmprCrystallizer(UnitModel):
             "jacket_temperature": self.jacket_temperature,
             "concentration": float(self.c[self._i]),
             "solubility": self.solubility(),
-            "supersaturation": self._sigma,
-            "nucleation_rate": self._B,
-            "growth_rate": self._G,
+            "supersaturation": sigma,
+            "nucleation_rate": b,
+            "growth_rate": g,
             "mu0": float(mu[0]),
             "mu1": float(mu[1]),
             "mu2": float(mu[2]),

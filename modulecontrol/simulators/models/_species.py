@@ -224,8 +224,10 @@ class Stream:
 
     @property
     def mass_flow(self) -> float:
-        """kg/s."""
-        return self.flow * self.mass_concentration
+        """kg/s (the kept mass concentration read directly: every unit's step asks for each
+        inlet's and outlet's)."""
+        m = self._mass
+        return self.flow * (self.mass_concentration if m is None else m)
 
     @property
     def molar_flows(self) -> FloatArray:
