@@ -51,6 +51,11 @@ async def test_two_product_campaign_reports_each_lot(tmp_path: Path) -> None:
     # what reached the product outlet within the lots is at most all it ever received
     received = f["streams"]["product solution"]["volume_ml"]
     assert lom["on_spec_volume_ml"] + sem["on_spec_volume_ml"] <= received * 1.000001
+    wasted = f["streams"]["waste"]["volume_ml"]
+    assert lom["diverted_volume_ml"] + sem["diverted_volume_ml"] <= wasted * 1.000001
+    # what came in left: a repeated step of a nearly empty line once scaled its flow by
+    # 1e10 and the record showed 1.5e10 mL diverted and a balance of 4.5e9 %
+    assert f["material_balance_pct"] == pytest.approx(100.0, abs=1.0)
     # the changeover: THF delivered, waste made, and lomustine left below the check's limit
     assert f["changeover.thf_ml"] > 0 and f["changeover.waste_ml"] > 0
     assert 0 <= f["changeover.carryover_mol_per_l"] < 1e-5

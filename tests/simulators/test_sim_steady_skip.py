@@ -5,11 +5,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modulecontrol.simulators.models import CoilReactor, Flowsheet, SpeciesTable, Thermostat
+from modulecontrol.simulators.models import (
+    BackPressureRegulator,
+    BprParams,
+    CoilReactor,
+    Flowsheet,
+    SpeciesTable,
+    Stream,
+    Thermostat,
+)
 from modulecontrol.units import to_si as q
 from tests.simulators.conftest import jacketed_line, worst_residual
 
@@ -176,3 +185,26 @@ def test_skipping_matches_integration_and_conserves_mass_for_any_history(
         _assert_same(skipping, integrated)
     assert worst_residual(skipping) <= 1e-12
 
+
+
+@pytest.mark.parametrize("ratio", [1e5, 1e-5, 1.0 + 1e-3])
+def test_a_stream_equal_only_by_the_floor_is_not_repeated_with_a_scaled_flow(
+        species: SpeciesTable, ratio: float) -> None:
+    """In a line that has not filled, the streams carry concentrations of 1e-43 mol/m3, which
+    the floor counts as equal whatever their ratio. A repeat scaled the kept outlet's flow by
+    that ratio to carry the inflow's mass, and the divert valve downstream counted 750 m3/s
+    into its waste volume (the two-product campaign: 1.5e10 mL diverted, a material balance
+    of 4.5e9 %). Such a step is integrated: the flow stays the flow."""
+    bpr = BackPressureRegulator("BPR", species, BprParams())
+    flow = 1e-8
+    empty = np.full(len(species), 1e-43)
+
+    def stream(conc: np.ndarray) -> Stream:
+        return Stream(species, flow, 298.15, 2e5, conc)
+
+    for _ in range(3):  # steady on the nearly empty stream
+        bpr.step(DT, {"in": stream(empty)})
+    assert bpr.skipped_steps >= 1
+    out = bpr.step(DT, {"in": stream(empty * ratio)})
+    assert out["out"].flow == pytest.approx(flow, rel=1e-12)
+    assert bpr.balance().residual == pytest.approx(0.0, abs=1e-60)
