@@ -27,8 +27,14 @@ from modulecontrol.units import parse_quantity
 
 FloatArray = npt.NDArray[np.float64]
 
-__all__ = ["ParamRef", "Replay", "Segment", "TwinError", "drive", "held_at", "recorded_inputs",
+__all__ = ["START_WINDOW", "ParamRef", "Replay", "Segment", "TwinError", "drive", "held_at", "recorded_inputs",
            "replay", "segments", "steady_outputs"]
+
+
+START_WINDOW = 2 * 3600.0
+"""s of a run's end the twin replays to estimate its state (the what-if's start and the twin
+taken up after a restart, :func:`held_at`). Two hours are many times the residence times of
+a flow line (the lomustine line's coils: minutes); the replay's cost grows with it."""
 
 
 class TwinError(ValueError):

@@ -22,6 +22,7 @@ from modulecontrol.descriptors import PlantConfig
 from modulecontrol.records import RunSamples
 from modulecontrol.simulators import SimulatedPlant, build_models
 from modulecontrol.twin._model import (
+    START_WINDOW,
     ParamRef,
     TwinError,
     held_at,
@@ -30,7 +31,6 @@ from modulecontrol.twin._model import (
     upstream,
     with_parameters,
 )
-from modulecontrol.twin._whatif import START_WINDOW
 from modulecontrol.units import parse_quantity
 
 __all__ = ["Mismatch", "QualityPredictor"]

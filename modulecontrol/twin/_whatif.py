@@ -42,6 +42,7 @@ from modulecontrol.simulators import ModuleView, SimulatedPlant, build_models
 from modulecontrol.simulators.lomustine import PRODUCTS
 from modulecontrol.twin._fit import off_rest
 from modulecontrol.twin._model import (
+    START_WINDOW,
     TwinError,
     drive,
     held_at,
@@ -57,12 +58,6 @@ __all__ = ["START_WINDOW", "Start", "WhatIf", "duration_seconds", "whatif"]
 Start = Literal["state", "steady"]
 """Where a what-if starts: the run's state at its end (the twin's replay), or the steady
 state at the inputs it held there."""
-
-START_WINDOW = 2 * 3600.0
-"""s of a run's end the twin replays to estimate its state (module docstring). Two hours
-are many times the residence times of a flow line (the lomustine line's coils: minutes);
-the replay's cost grows with it (about 0.1 s per simulated hour in production)."""
-
 
 @dataclass(frozen=True)
 class WhatIf:
