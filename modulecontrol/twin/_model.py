@@ -27,8 +27,8 @@ from modulecontrol.units import parse_quantity
 
 FloatArray = npt.NDArray[np.float64]
 
-__all__ = ["START_WINDOW", "ParamRef", "Replay", "Segment", "TwinError", "drive", "held_at", "recorded_inputs",
-           "replay", "segments", "steady_outputs"]
+__all__ = ["START_WINDOW", "ParamRef", "Replay", "Segment", "TwinError", "drive", "held_at",
+           "recorded_inputs", "replay", "segments", "steady_outputs"]
 
 
 START_WINDOW = 2 * 3600.0
