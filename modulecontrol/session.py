@@ -804,13 +804,13 @@ class Session:
             history[ss.signal] = [(t - epoch0, v) for t, v, q in rows.points
                                   if v is not None and q >= 192]
         if self.vr.recipe.twin is None:
-            return Resume(point.position, gap, history)
+            return Resume(point.position, gap, history, measured_at=now)
         # the twin replays what was written, so it takes up at the run's state (not at an
         # empty line, whose predictions would raise its mismatch alarms); read in a worker
         # thread: a run's record is a query of all its samples and events
         record = await asyncio.to_thread(run_samples, hist.path, point.run_id)
         return Resume(point.position, gap, history, record=record,
-                      elapsed=gap_to - record.run.t_start)
+                      elapsed=gap_to - record.run.t_start, measured_at=now)
 
     def _write_position(self, orch: Orchestrator) -> None:
         """The run's position into its record (chained like every event)."""

@@ -80,6 +80,10 @@ class Resume:
     run's state before its first tick (:meth:`TwinMonitor.resume`)."""
     elapsed: float = 0.0
     """Seconds from the run's start to now, on the record's time base."""
+    measured_at: float | None = None
+    """The clock's time when ``gap`` was measured. The time from then until the procedure
+    is taken up (reading the record, the twin's replay: minutes of line time on a fast
+    simulated clock) counts into the running waits too, as the plant ran on meanwhile."""
 
 
 class RunResult(enum.Enum):
@@ -194,6 +198,7 @@ class Orchestrator:
                 was = self._restore(self.resume)
                 if self.supervisor.twin is not None:
                     await self._resume_twin(self.supervisor.twin, self.resume)
+                self._resume_procedure(self.resume, was)
                 after = asyncio.get_running_loop().create_task(self._take_up(self.resume, was))
             self._detach.append(self.alarms.route(self.supervisor.alarm_changed))
             self._monitor = asyncio.get_running_loop().create_task(self.supervisor.run())
@@ -266,8 +271,6 @@ class Orchestrator:
         """Everything but the recipe's own state; returns the state the run was in."""
         pos = resume.position
         state = str(pos.get("state", State.EXECUTE.label))
-        gap = resume.gap if state in _EXECUTING else 0.0
-        self.interpreter.resume_from(Position.from_dict(pos["interpreter"]), gap)
         self.supervisor.restore(pos.get("supervisor") or {}, resume.history)
         for key, saved in dict(pos.get("services") or {}).items():
             tag, _, name = str(key).partition(".")
@@ -285,6 +288,17 @@ class Orchestrator:
             if svc.state is State.HELD:
                 self._held_by_us.add((tag, name))
         return state
+
+    def _resume_procedure(self, resume: Resume, was: str) -> None:
+        """The procedure at its position, the waits it was in counting the gap up to now:
+        the last thing before the recipe starts again, so the seconds spent taking the run
+        up count too (a wait that missed them ran that much longer than the recipe says;
+        at 150x, the twin's replay alone was 12 minutes of an extra lot)."""
+        gap = 0.0
+        if was in _EXECUTING:
+            late = 0.0 if resume.measured_at is None else self.clock.now() - resume.measured_at
+            gap = resume.gap + max(0.0, late)
+        self.interpreter.resume_from(Position.from_dict(resume.position["interpreter"]), gap)
 
     async def _take_up(self, resume: Resume, was: str) -> None:
         """Once the resumed recipe is in Execute: back to where it was. Held (or pausing)

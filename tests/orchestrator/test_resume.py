@@ -9,6 +9,7 @@ import contextlib
 import copy
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -64,18 +65,28 @@ async def _crash(orch: Orchestrator, task: asyncio.Task[RunResult]) -> dict[str,
 
 
 async def _taken_up(rig: Rig, position: dict[str, Any], gap: float,  # noqa: F811
-                    operator: OperatorChannel | None = None) -> Orchestrator:
+                    operator: OperatorChannel | None = None,
+                    late: float | None = None) -> Orchestrator:
+    """``late``: simulated seconds from the gap's measurement to the orchestrator's start
+    (the record read, the twin replayed), which count into the gap too."""
     vr = load_recipe(rig.folder / "recipe.yaml")
     proxies = proxies_for(vr.plant, options=ProxyOptions(
         poll_interval=0.02, complete_poll=0.01, adopt_running=True))
     for p in proxies.values():
         await p.start()
-    return Orchestrator(vr, proxies, clock=Clock.scaled(600.0), tick=2.0,
+    clock = Clock.scaled(600.0)
+    measured_at = None if late is None else clock.now() - late
+    return Orchestrator(vr, proxies, clock=clock, tick=2.0,
                         operator=operator or OperatorChannel(auto_answer="ok"),
-                        resume=Resume(position, gap))
+                        resume=Resume(position, gap, measured_at=measured_at))
 
 
-async def test_a_run_taken_up_in_its_wait_goes_on_where_it_was(rig: Rig) -> None:  # noqa: F811
+@pytest.mark.parametrize(("gap", "late"), [(300.0, None), (60.0, 240.0)])
+async def test_a_run_taken_up_in_its_wait_goes_on_where_it_was(
+        rig: Rig, gap: float, late: float | None) -> None:  # noqa: F811
+    """The wait counts the gap: 300 s measured at the restart, or 60 s measured then and
+    240 s more until the procedure was taken up (in the service, the record read and the
+    twin replayed: counted from the 150x clock, they had made a 2 h lot 12 min longer)."""
     orch = await _orchestrator(rig.write("20 min"), speed=600.0)
     task = asyncio.create_task(orch.run())
     try:
@@ -90,7 +101,7 @@ async def test_a_run_taken_up_in_its_wait_goes_on_where_it_was(rig: Rig) -> None
     leaf = position["interpreter"]["leaves"]["procedure/0/steps/2"]
     assert leaf["kind"] == "wait" and leaf["elapsed"] > 0
 
-    again = await _taken_up(rig, position, gap=300.0)
+    again = await _taken_up(rig, position, gap=gap, late=late)
     # read from the devices, written nowhere: both services run
     assert again.proxies["P1"].services["Dosing"].state is State.EXECUTE
     assert again.proxies["V1"].services["Divert"].state is State.EXECUTE
