@@ -1001,10 +1001,20 @@ class Session:
             from modulecontrol.records import report, run_figures
 
             out = self.options.report_dir / f"run-{self.run_id}.html"
+            db, run_id = self.options.db, self.run_id
+
+            def write() -> dict[str, Any]:
+                report(db, run_id, "html", out)
+                return dict(run_figures(db, run_id))
+
             try:
-                report(self.options.db, self.run_id, "html", out)
+                # in a worker thread: seconds of plots and queries that, on the event loop,
+                # stalled the drivers of a control service whose line stays connected
+                # between runs (the station's browser test saw every OPC UA link time out
+                # as a campaign ended, and the next run start on lost modules)
+                async with self.clock.hold():
+                    outcome.figures = await asyncio.to_thread(write)
                 outcome.report = out
-                outcome.figures = dict(run_figures(self.options.db, self.run_id))
             except Exception as exc:  # a report problem must not hide the run's result
                 _log.exception("report failed")
                 outcome.message = f"report failed: {exc}"
