@@ -315,7 +315,7 @@ class Supervisor:
         if self.twin is not None:
             # first: the predictions are part of this tick's snapshot for every other part
             try:
-                predicted = self.twin.step(now, values)
+                predicted = await self.twin.tick(now, values, self.clock)
                 self.derived.update(predicted)
                 values.update(predicted)
             except Exception as exc:
@@ -595,8 +595,8 @@ class Supervisor:
             **prompt.answer_data(),
         )
         cmd = {"resume": Command.UNHOLD, "stop": Command.STOP, "abort": Command.ABORT}[answer]
-        if cmd is Command.UNHOLD and self.holds.held:
-            return
+        if cmd is Command.UNHOLD and (self.holds.held or self.holds.decision is not None):
+            return  # another cause holds it still, or a step awaits its own decision
         self._command(cmd, f"operator after interlock {il.spec.name}")
 
     async def _module_command(self, tag: str, cmd: Command, why: str) -> None:

@@ -14,11 +14,14 @@ unknown value: it raises after the hold, never clears.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from modulecontrol.clock import Clock, ClockMode
 from modulecontrol.orchestrator._monitor import AlarmState, delta_scale, delta_si, si_number
 from modulecontrol.proxy import ModuleProxy
 from modulecontrol.recipe import Alarm, Twin, ValidatedRecipe
@@ -51,6 +54,8 @@ class TwinMonitor:
         self.values: dict[str, Any] = {}
         """The derived signals after the last tick."""
         self._listeners: list[Callable[[float, Mapping[str, float]], None]] = []
+        self._work: asyncio.Future[list[_Step]] | None = None
+        """The step in a worker thread, if one is under way (:meth:`tick`)."""
         self.alarms: list[AlarmState] = []
         for m in spec.mismatch:
             signal = f"twin.{spec.analyzer}.{m.signal}.mismatch"
@@ -94,34 +99,92 @@ class TwinMonitor:
         return out
 
     def step(self, now: float, snapshot: Mapping[str, Any]) -> dict[str, Any]:
-        """Step the twin up to ``now`` with the measured inputs; the derived signals."""
+        """Step the twin up to ``now`` with the measured inputs; the derived signals. On
+        the calling thread: what :meth:`tick` does without a worker thread."""
+        self._publish(self._advance(now, self._measured_inputs(), self._readings(snapshot)))
+        return self.values
+
+    async def tick(self, now: float, snapshot: Mapping[str, Any], clock: Clock) -> dict[
+            str, Any]:
+        """The supervision's tick: the twin stepped up to ``now`` in a worker thread; the
+        derived signals as far as it has got.
+
+        Why a thread: at a simulated line's speed the twin's steps are seconds of CPU a
+        wall second (600x: 60 steps of the whole line's models; at start-up, 5 to 20 ms
+        each on a slow machine), and on the event loop they stalled the drivers until
+        their links timed out (the station's browser test saw every OPC UA link of the
+        lomustine line lost, and a run held on them). With a real-time clock the tick
+        does not wait for the step: the interlocks are judged every tick on the twin's
+        last values (a tick late at most), and the step's result (or its error) is taken
+        at the next tick. On the fast clock, whose time stands still while the tick waits
+        (:meth:`Clock.hold`), it waits, so a run on it is the same every time."""
+        work = self._work
+        if work is not None and work.done():
+            self._work = None
+            self._publish(work.result())  # the thread's error raises here, into the tick
+        if self._work is None:
+            work = asyncio.ensure_future(asyncio.to_thread(
+                self._advance, now, self._measured_inputs(), self._readings(snapshot)))
+            # taken at the next tick, or dropped with the run (its error then too)
+            work.add_done_callback(lambda f: f.cancelled() or f.exception())
+            self._work = work
+            if clock.mode is ClockMode.FAST:
+                async with clock.hold():
+                    await asyncio.wait({work})
+                self._work = None
+                self._publish(work.result())
+        return self.values
+
+    def _readings(self, snapshot: Mapping[str, Any]) -> dict[str, float]:
+        """The analyzer's readings to compare with (NaN: bad quality, stale, missing)."""
         a = self.spec.analyzer
-        steps = 0
+        measured = {}
+        for name in self.spec.predict:
+            good = snapshot.get(f"{a}.{name}")  # None: bad quality or stale
+            raw = self.proxies[a].value(name) if a in self.proxies else None
+            readable = isinstance(good, float | int) and math.isfinite(float(good))
+            measured[name] = (float(raw) if readable and isinstance(raw, float | int)
+                              else math.nan)
+        return measured
+
+    def _advance(self, now: float, inputs: Mapping[str, float],
+                 measured: Mapping[str, float]) -> list[_Step]:
+        """The predictor stepped up to ``now``: each step's predictions and differences.
+        Touches nothing but the predictor (it may run in a worker thread)."""
+        out: list[_Step] = []
         while self.predictor.time + self.dt <= now - self.start + 1e-9:
-            if steps >= MAX_STEPS_PER_TICK:
+            if len(out) >= MAX_STEPS_PER_TICK:
                 _log.warning("twin: %d steps behind the run; catching up next tick",
                              round((now - self.start - self.predictor.time) / self.dt))
                 break
-            predicted = self.predictor.step(self._measured_inputs())
-            steps += 1
-            measured = {}
-            for name in self.spec.predict:
-                good = snapshot.get(f"{a}.{name}")  # None: bad quality or stale
-                raw = self.proxies[a].value(name) if a in self.proxies else None
-                readable = isinstance(good, float | int) and math.isfinite(float(good))
-                measured[name] = (float(raw) if readable and isinstance(raw, float | int)
-                                  else math.nan)
+            predicted = self.predictor.step(dict(inputs))
             diff = self.predictor.compare(measured).differences
+            out.append(_Step(self.start + self.predictor.time, dict(predicted), diff))
+        return out
+
+    def _publish(self, steps: list[_Step]) -> None:
+        """The steps' derived signals into :attr:`values` and to the listeners."""
+        a = self.spec.analyzer
+        for st in steps:
             raw_values: dict[str, float] = {}
             for name in self.spec.predict:
                 unit = self.units[name]
-                self.values[f"twin.{a}.{name}"] = to_si(predicted[name], unit)
-                raw_values[f"twin.{a}.{name}"] = predicted[name]
-                d = diff.get(name, math.nan)
+                self.values[f"twin.{a}.{name}"] = to_si(st.predicted[name], unit)
+                raw_values[f"twin.{a}.{name}"] = st.predicted[name]
+                d = st.differences.get(name, math.nan)
                 ok = math.isfinite(d)
                 self.values[f"twin.{a}.{name}.mismatch"] = d * delta_scale(unit) if ok else None
                 if ok:
                     raw_values[f"twin.{a}.{name}.mismatch"] = d
             for listener in list(self._listeners):
-                listener(self.start + self.predictor.time, raw_values)
-        return self.values
+                listener(st.t, raw_values)
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One step of the twin: when (the run's clock), its predictions (the analyzer's
+    units) and the differences of the readings from them."""
+
+    t: float
+    predicted: dict[str, float]
+    differences: Mapping[str, float]
