@@ -5,6 +5,11 @@ key with a reason; the recipe is held when the first cause appears and unheld au
 only when no cause is left and the cause that cleared allows it (``auto``). A cause that
 clears while the hold is still being carried out (Holding) unholds once Held, or the recipe
 would stay Held with nothing left to release it.
+
+A hold for an operator's decision (a step that failed and whose handler holds, a step a
+restart cannot verify) is not a cause that clears: while one is awaited no cause clearing
+unholds the recipe, since the step goes on (its command sent again) when the recipe is back
+in Execute. Only an operator's command ends it (:meth:`HoldArbiter.decided`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ class HoldArbiter:
         self._held_within = held_within
         """Wall seconds to wait for Held before an automatic unhold gives up."""
         self._reasons: dict[str, str] = {}
+        self._decision: str | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -42,6 +48,22 @@ class HoldArbiter:
     def reasons(self) -> list[str]:
         return sorted(self._reasons.values())
 
+    @property
+    def decision(self) -> str | None:
+        """The reason of the operator's decision awaited, if one is."""
+        return self._decision
+
+    def await_decision(self, reason: str) -> None:
+        """The recipe holds for an operator's decision (the caller commands the hold): no
+        cause that clears unholds it until :meth:`decided`. Without this, a module's link
+        lost at the same moment (a hold of its own) unheld the recipe when it came back, and
+        the failed step ran again, its command sent again, with no one having decided."""
+        self._decision = reason
+
+    def decided(self) -> None:
+        """An operator's command took the recipe out of Held (resume, stop, abort)."""
+        self._decision = None
+
     def request(self, key: str, reason: str) -> None:
         """Cause ``key`` wants the recipe held (the hold is commanded once, soon)."""
         self._reasons[key] = reason
@@ -50,7 +72,8 @@ class HoldArbiter:
 
     def release(self, key: str, *, auto: bool) -> None:
         """Cause ``key`` has cleared; with ``auto`` the recipe unholds if it was the last."""
-        if self._reasons.pop(key, None) is None or not auto or self._reasons:
+        if (self._reasons.pop(key, None) is None or not auto or self._reasons
+                or self._decision is not None):
             return
         state = self._machine.state
         if state is State.HELD:
@@ -64,5 +87,5 @@ class HoldArbiter:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._held_within):
                 await self._machine.wait_for(State.HELD)
-        if not self._reasons and self._machine.state is State.HELD:
+        if not self._reasons and self._decision is None and self._machine.state is State.HELD:
             self._command(Command.UNHOLD, f"{key} cleared")

@@ -403,6 +403,7 @@ class Interpreter:
         Holding work that closes it too runs a few loop turns later, and a step tried again
         meanwhile sent its command again without anyone deciding so (the service bench's
         records: 'SP1.Dosing start' failed three times in 5 ms, Start sent three times)."""
+        self.supervisor.holds.await_decision(reason)
         if self._command(Command.HOLD, reason) or self._machine.state is not State.EXECUTE:
             self.gate.clear()
 

@@ -325,6 +325,10 @@ class Orchestrator:
             self.end_reason = reason
         if cmd is Command.HOLD and state is State.HOLDING:
             self._hold_reason = reason
+        if cmd in (Command.UNHOLD, Command.STOP, Command.ABORT) and state in (
+                State.UNHOLDING, State.EXECUTE, State.STOPPING, State.ABORTING):
+            # no automatic unhold is commanded while a decision is awaited: this is one
+            self.holds.decided()
         return state
 
     @property
@@ -339,9 +343,10 @@ class Orchestrator:
         there (a failed step or a resumed run waiting for an operator's decision). Without
         the second, a recipe held for a decision showed an empty list to the station and
         the API, and only the records said why."""
+        decision = self.holds.decision
         if not self.awaits_operator():
-            return self.holds.reasons()
-        return [self._hold_reason] if self._hold_reason else []
+            return self.holds.reasons() + ([decision] if decision else [])
+        return [decision or self._hold_reason] if decision or self._hold_reason else []
 
     def awaits_operator(self) -> bool:
         """Held (or holding) with no cause left that would unhold it by itself: only an
