@@ -136,9 +136,12 @@ class Position:
 
 
 class StepFailed(Exception):
-    def __init__(self, message: str, *, timeout: bool = False) -> None:
+    def __init__(self, message: str, *, timeout: bool = False,
+                 unverified: bool = False) -> None:
         super().__init__(message)
         self.timeout = timeout
+        self.unverified = unverified
+        """A command whose exchange failed (the link): it may have been carried out."""
 
 
 class _Goto(Exception):
@@ -345,6 +348,9 @@ class Interpreter:
                     label, str(exc), handler=_handler_text(handler),
                 )  # fmt: skip
                 if await self._handle(handler, label, str(exc)):
+                    if exc.unverified and await self._carried_out(step, label):
+                        self._finished(step, kind)
+                        return
                     continue  # retry after an operator unhold
                 self.position.leaves.pop(key, None)
                 self.position.cursors[_key(step.path[:-1])] = int(step.path[-1]) + 1
@@ -396,6 +402,24 @@ class Interpreter:
         return (f"{label}: {cmd.label} of {where} {sent} before the restart and {where} is "
                 f"{state.label}, not {wanted}: whether it was carried out cannot be verified; "
                 f"resume sends it again, stop or abort ends the run")
+
+    async def _carried_out(self, step: AnyStep, label: str) -> bool:
+        """After an operator's resume of a service step whose command's exchange failed
+        (a link lost as it was sent): True if the service is in the command's target state,
+        or reaches it from the acting state it is in (the restart's verification), so the
+        command was carried out and is not sent again (it would be refused: a Start is not
+        enabled in Execute, and the run held again on that). Said in the run's events."""
+        if not isinstance(step, ServiceStep):
+            return False
+        if await self._resume_decision(step, label, {"phase": "commanded"}) != "done":
+            return False
+        call = step.service
+        svc = self.proxies[call.module].services[call.service]
+        self.log.emit(EventKind.MESSAGE, label,
+                      f"{call.module}.{call.service} is {svc.state.label}: the "
+                      f"{call.command.capitalize()} whose exchange failed was carried out; "
+                      f"not sent again")
+        return True
 
     def _hold_here(self, reason: str) -> None:
         """Hold the recipe for an operator decision on the step it is at; the step goes on
@@ -462,7 +486,10 @@ class Interpreter:
         )
         try:
             await svc.command(cmd, procedure=call.procedure, parameters=params or None)
-        except (CommandRefused, MtpError, DriverError, ValueError, KeyError) as exc:
+        except DriverError as exc:  # the link: sent or not, carried out or not, unknown
+            raise StepFailed(f"{call.module}.{call.service} {cmd.label}: {exc}",
+                             unverified=True) from None
+        except (CommandRefused, MtpError, ValueError, KeyError) as exc:
             # a PEA's refusal (CommandEn, procedure, parameter) fails the step, so its
             # handler holds or ends the run with the message, never a crashed recipe
             raise StepFailed(f"{call.module}.{call.service} {cmd.label}: {exc}") from None

@@ -8,7 +8,13 @@ back, the recipe unheld by itself and the Start was sent again."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import pytest
+
+from modulecontrol.drivers import DriverError
+from modulecontrol.events import EventKind
+from modulecontrol.orchestrator import RunResult
 from modulecontrol.orchestrator._holds import HoldArbiter
 from modulecontrol.statemachine import (
     Channel,
@@ -19,6 +25,7 @@ from modulecontrol.statemachine import (
     SourceMode,
     State,
 )
+from tests.orchestrator.test_orchestrator import Rig, _close, _orchestrator, rig  # noqa: F401
 
 
 def _recipe() -> tuple[ServiceStateMachine, HoldArbiter, list[Command]]:
@@ -38,9 +45,10 @@ def _recipe() -> tuple[ServiceStateMachine, HoldArbiter, list[Command]]:
     return m, HoldArbiter(m, command, 5.0), sent
 
 
-async def _settle(m: ServiceStateMachine, *states: State) -> State:
+async def _settle(m: Any, *states: State) -> State:
     async with asyncio.timeout(10):
-        return await m.wait_for(*states)
+        state: State = await m.wait_for(*states)
+        return state
 
 
 async def test_a_link_that_comes_back_does_not_end_a_hold_for_a_decision() -> None:
@@ -83,3 +91,41 @@ async def test_a_decision_awaited_while_holding_is_kept_once_held() -> None:
     for _ in range(20):
         await asyncio.sleep(0.01)
     assert m.state is State.HELD and Command.UNHOLD not in sent
+
+
+async def test_a_command_whose_answer_was_lost_is_verified_after_the_resume(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """The pump carried out the Start, its answer was lost with the link: the recipe holds
+    for a decision; resumed, the step finds the pump in Execute and moves on instead of
+    sending Start again (which a PEA refuses in Execute, holding the run again)."""
+    orch = await _orchestrator(rig.write("1 min"), speed=600.0)
+    svc = orch.proxies["P1"].services["Dosing"]
+    command = svc.command
+    lost: list[Command] = []
+
+    async def answer_lost(cmd: Command, **kw: Any) -> None:
+        await command(cmd, **kw)
+        if cmd is Command.START and not lost:
+            lost.append(cmd)
+            raise DriverError("P1: connection lost: no answer within 0.3 s")
+
+    monkeypatch.setattr(svc, "command", answer_lost)
+    task = asyncio.create_task(orch.run())
+    try:
+        await _settle(orch.machine, State.HELD)
+        assert any("connection lost" in r for r in orch.held_by()), orch.held_by()
+        assert orch.awaits_operator()
+        # carried out, as the pump reports (held with the recipe's hold)
+        await _settle(svc, State.EXECUTE, State.HELD)
+        orch.command(Command.UNHOLD)
+        async with asyncio.timeout(30):
+            assert await task is RunResult.COMPLETED
+    finally:
+        if not task.done():
+            task.cancel()
+        await _close(orch)
+    starts = [e for e in orch.log.of_kind(EventKind.COMMAND)
+              if e.source == "P1.Dosing" and e.data.get("command") == "Start"]
+    assert len(starts) == 1
+    assert any("was carried out; not sent again" in e.message
+               for e in orch.log.of_kind(EventKind.MESSAGE))
