@@ -16,7 +16,7 @@ import io
 import json
 import math
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -438,6 +438,8 @@ def _figures(data: _RunData) -> dict[str, Any]:
         out["not_available"] = na
         notes.append(f"{len(na)} figure(s) not available: {next(iter(na.values()))}")
     out["notes"] = notes
+    if _balance_deviation(data, spec, out) is not None:
+        out["deviations"] += 1
     return out
 
 
@@ -792,6 +794,35 @@ _LISTED = frozenset({EventKind.COMMAND_REFUSED, EventKind.COMMAND_TIMEOUT, Event
 """Event kinds listed among the deviations as they are, without a duration."""
 
 
+def _balance_deviation(data: _RunData, spec: FigureSpec,
+                       figures: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The material balance outside its declared tolerance (or not computable while one
+    is declared), as a deviation at the run's end; None when within or none declared."""
+    tol = spec.balance.tolerance if spec.balance is not None else None
+    if tol is None:
+        return None
+    pct = figures.get("material_balance_pct")
+    if pct is not None and abs(float(pct) - 100.0) <= tol:
+        return None
+    if pct is None:
+        why = "cannot be computed: " + ("; ".join(
+            n for n in figures.get("notes", []) if "balance" in n) or "no flow figures")
+    else:
+        why = (f"{float(pct):.4g} % (in {float(figures['mass_in_g']):.4g} g, out "
+               f"{float(figures['mass_out_g']):.4g} g), outside 100 ± {tol:g} %: a stream "
+               "not metered, a leak, or a record that is wrong")
+    t = data.t_end
+    return {"t": t, "at_s": _round(t - data.run.t_start), "kind": "material_balance",
+            "source": "figures", "duration_s": None, "details": f"material balance {why}"}
+
+
+def _all_deviations(data: _RunData, figures: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The events' deviations and the figures' (a material balance out of tolerance)."""
+    devs = _deviations(data)
+    balance = _balance_deviation(data, _spec(data.run), figures)
+    return [*devs, balance] if balance is not None else devs
+
+
 def _deviations(data: _RunData) -> list[dict[str, Any]]:
     """Interlock trips, holds, faults, operator answers and other departures, in time order.
 
@@ -1063,12 +1094,13 @@ def _json_doc(data: _RunData) -> dict[str, Any]:
     run = data.run
     info = asdict(run)
     info.update(t_start_utc=_iso(run.t_start), t_end_utc=_iso(run.t_end))
+    figures = _figures(data)
     return {
         "run": info,
-        "figures": _figures(data),
+        "figures": figures,
         "alarms": data.alarms,
         "alarm_kpis": _alarm_kpis(data).as_dict(),
-        "deviations": _deviations(data),
+        "deviations": _all_deviations(data, figures),
         "operator_actions": data.actions,
         "automatic_answers": data.automatic,
         "tags": {n: {"unit": s.unit, "samples": int(np.sum(s.t >= run.t_start))}

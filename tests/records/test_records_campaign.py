@@ -289,6 +289,42 @@ async def test_off_spec_from_diverted_feeds_and_default_balance(db: Path) -> Non
     assert f["mass_out_g"] == approx(PRODUCT_TOTAL_G + 190.0)
 
 
+@pytest.mark.parametrize(("tolerance", "flagged"), [(None, False), (15.0, False),
+                                                    (5.0, True)])
+async def test_a_balance_outside_its_tolerance_is_a_deviation(
+        db: Path, tolerance: float | None, flagged: bool) -> None:
+    """The campaign's balance is 190 g out for 170 g in (111.8 %): beyond a declared 5 %,
+    a deviation of the run, in the figures' count, the JSON and the HTML report."""
+    balance = {**FIGURES["balance"], "tolerance": tolerance}
+    rid = await make_campaign(db, {**FIGURES, "balance": balance})
+    f = run_figures(db, rid)
+    doc = json.loads(report(db, rid, "json"))
+    devs = [d for d in doc["deviations"] if d["kind"] == "material_balance"]
+    assert f["deviations"] == len(doc["deviations"])
+    if not flagged:
+        assert not devs
+        return
+    (dev,) = devs
+    assert dev["details"].startswith("material balance 111.8 % (in 170 g, out 190 g), "
+                                     "outside 100 ± 5 %")
+    assert dev["at_s"] == approx(f["duration_s"])
+    assert "material balance 111.8 %" in report(db, rid, "html")
+
+
+async def test_a_balance_that_cannot_be_computed_is_a_deviation_when_declared(
+        db: Path) -> None:
+    """A tolerance is a promise to check: a balance without the masses to compute it (a
+    stream without a density) is flagged, not passed."""
+    figures = json.loads(json.dumps(FIGURES))
+    figures["balance"]["tolerance"] = 2.0
+    for st in figures["outlets"]:
+        st.pop("density", None)
+    rid = await make_campaign(db, figures)
+    doc = json.loads(report(db, rid, "json"))
+    (dev,) = [d for d in doc["deviations"] if d["kind"] == "material_balance"]
+    assert "cannot be computed: material balance needs every stream in mass" in dev["details"]
+
+
 async def test_low_divert_state_and_no_divert(db: Path) -> None:
     rid = await make_campaign(db, {**FIGURES, "divert_product_state": "low"})
     f = run_figures(db, rid)
