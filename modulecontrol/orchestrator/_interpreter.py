@@ -347,7 +347,7 @@ class Interpreter:
                     EventKind.STEP_TIMEOUT if exc.timeout else EventKind.STEP_FAILED,
                     label, str(exc), handler=_handler_text(handler),
                 )  # fmt: skip
-                if await self._handle(handler, label, str(exc)):
+                if await self._handle(handler, label, str(exc), decision=not exc.unverified):
                     if exc.unverified and await self._carried_out(step, label):
                         self._finished(step, kind)
                         return
@@ -421,13 +421,20 @@ class Interpreter:
                       f"not sent again")
         return True
 
-    def _hold_here(self, reason: str) -> None:
+    def _hold_here(self, reason: str, *, decision: bool = True) -> None:
         """Hold the recipe for an operator decision on the step it is at; the step goes on
         (runs again) only once the recipe is back in Execute. The gate closes now: the
         Holding work that closes it too runs a few loop turns later, and a step tried again
         meanwhile sent its command again without anyone deciding so (the service bench's
-        records: 'SP1.Dosing start' failed three times in 5 ms, Start sent three times)."""
-        self.supervisor.holds.await_decision(reason)
+        records: 'SP1.Dosing start' failed three times in 5 ms, Start sent three times).
+
+        With ``decision`` (a failed step, a step a restart cannot verify) only an operator
+        ends the hold: a cause that clears meanwhile (a link back) does not. Without, the
+        failure was the link itself as a command went out: its return may end the hold, and
+        the step then first looks whether the command was carried out
+        (:meth:`_carried_out`) before sending it again."""
+        if decision:
+            self.supervisor.holds.await_decision(reason)
         if self._command(Command.HOLD, reason) or self._machine.state is not State.EXECUTE:
             self.gate.clear()
 
@@ -450,10 +457,11 @@ class Interpreter:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await t
 
-    async def _handle(self, handler: Any, label: str, why: str) -> bool:
+    async def _handle(self, handler: Any, label: str, why: str, *,
+                      decision: bool = True) -> bool:
         """Apply an on_timeout/on_error handler; True means: retry the step."""
         if handler is None or handler == "hold":
-            self._hold_here(f"{label}: {why}")
+            self._hold_here(f"{label}: {why}", decision=decision)
             await self.gate_open()
             return True
         if handler == "continue":

@@ -93,11 +93,13 @@ async def test_a_decision_awaited_while_holding_is_kept_once_held() -> None:
     assert m.state is State.HELD and Command.UNHOLD not in sent
 
 
+@pytest.mark.parametrize("resumed_by", ["operator", "link"])
 async def test_a_command_whose_answer_was_lost_is_verified_after_the_resume(
-        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
-    """The pump carried out the Start, its answer was lost with the link: the recipe holds
-    for a decision; resumed, the step finds the pump in Execute and moves on instead of
-    sending Start again (which a PEA refuses in Execute, holding the run again)."""
+        rig: Rig, monkeypatch: pytest.MonkeyPatch, resumed_by: str) -> None:  # noqa: F811
+    """The pump carried out the Start, its answer was lost with the link: the recipe holds;
+    resumed (by the operator, or by the link's return: the failure was the link, not a
+    step to decide on), the step finds the pump in Execute and moves on instead of sending
+    Start again (which a PEA refuses in Execute, holding the run again)."""
     orch = await _orchestrator(rig.write("1 min"), speed=600.0)
     svc = orch.proxies["P1"].services["Dosing"]
     command = svc.command
@@ -117,7 +119,11 @@ async def test_a_command_whose_answer_was_lost_is_verified_after_the_resume(
         assert orch.awaits_operator()
         # carried out, as the pump reports (held with the recipe's hold)
         await _settle(svc, State.EXECUTE, State.HELD)
-        orch.command(Command.UNHOLD)
+        if resumed_by == "operator":
+            orch.command(Command.UNHOLD)
+        else:  # the link's hold (supervisor's module cause), then its return
+            orch.holds.request("module:P1", "P1: connection lost")
+            orch.holds.release("module:P1", auto=True)
         async with asyncio.timeout(30):
             assert await task is RunResult.COMPLETED
     finally:
