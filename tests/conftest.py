@@ -20,8 +20,14 @@ server still comes up, on another port).
 
 from __future__ import annotations
 
+import asyncio
+import faulthandler
+import gc
+import os
 import socket
-from collections.abc import Iterator
+import sys
+import threading
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +59,45 @@ def _group(path: Path) -> str:
             or "browser" in rel.name:
         return "whole-lines"
     return rel.as_posix()
+
+
+HANG_MARGIN = 300.0
+"""Seconds past a test's own timeout after which its setup, call and teardown together count
+as hung: pytest-timeout does not cover the event loop's closing in the teardown, and a task
+that ignored its cancellation there once held ``make test`` for good (stop 29)."""
+
+
+def _hung(nodeid: str, after: float) -> None:
+    """Say what hangs (every thread's stack, every open event loop's tasks), then end the
+    run: a hung suite otherwise runs into CI's limit and says nothing."""
+    err = sys.stderr
+    err.write(f"\n{nodeid}: not done after {after:.0f} s (setup, call and teardown); the "
+              "threads and the open event loops' tasks, then the run ends\n")
+    faulthandler.dump_traceback(file=err, all_threads=True)
+    for loop in [o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop)]:
+        if loop.is_closed():
+            continue
+        for task in list(asyncio.all_tasks(loop)):
+            err.write(f"--- {task!r}\n")
+            task.print_stack(file=err)
+    err.flush()
+    os._exit(3)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None
+                            ) -> Generator[None, None, None]:
+    mark = item.get_closest_marker("timeout")
+    own = float(mark.args[0]) if mark is not None and mark.args else float(
+        item.config.getini("timeout") or 300)
+    after = own + HANG_MARGIN
+    timer = threading.Timer(after, _hung, args=(item.nodeid, after))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
