@@ -152,9 +152,23 @@ def delta_si(text: str) -> float:
     return float(number) * delta_scale(unit.strip())
 
 
+OPERATING_POINT_CHANGE = 0.10
+"""Relative change of a path's residence time (its flows) that starts a new operating point
+for the steady-state detectors on it; well above a piston pump's flow pulsation (2 % in the
+simulated pumps), well below a feed started, stopped or moved by a set point."""
+
+
 @dataclass
 class SteadyStateDetector:
-    """``signal`` within ``band`` over a window of N residence times (window follows flow)."""
+    """``signal`` within ``band`` over a window of N residence times (window follows flow),
+    all of them at the current operating point.
+
+    The operating point is the path's residence time: when it moves by more than
+    :data:`OPERATING_POINT_CHANGE` of what it was (a feed started or stopped, a flow set
+    point changed), the line is in transition and the window starts again from then. Without
+    this a signal that had been flat before the change (the lomustine line's purity before
+    the nitrite reaches the analyzer) kept its "steady" verdict for up to N residence times
+    of a line that was changing, and a recipe waiting for it went on to production."""
 
     spec: SteadyState
     band: float
@@ -163,14 +177,38 @@ class SteadyStateDetector:
     steady: bool = False
     since: float | None = None
     first_steady_at: float | None = None
+    point_since: float = -math.inf
+    """When the current operating point began (-inf: before anything this detector saw)."""
+    point_tau: float | None = None
+    """The path's residence time at the current operating point (None: not seen yet)."""
+    _moved_at: float | None = None
+    """The tick a change was first seen at, until a second tick confirms it."""
+
+    def _operating_point(self, now: float, tau: float) -> None:
+        """A change counts once seen on two ticks running (from the first): one reading
+        off (a glitch, a late sample) would otherwise restart the window, and divert a
+        steady product to waste for N residence times."""
+        ref = self.point_tau
+        if ref is None:
+            self.point_tau = tau  # the first tick: what came before is not known to differ
+            return
+        same = (tau == ref if not (math.isfinite(tau) and math.isfinite(ref))
+                else abs(tau - ref) <= OPERATING_POINT_CHANGE * ref)
+        if same:
+            self._moved_at = None
+        elif self._moved_at is None:
+            self._moved_at = now
+        else:
+            self.point_tau, self.point_since, self._moved_at = tau, self._moved_at, None
 
     def step(self, now: float, value: Any, residence_time: float) -> bool | None:
         """Returns the new steady flag when it changes, else None."""
         if isinstance(value, int | float) and not isinstance(value, bool):
             self.history.record(now, {"x": float(value)})
+        self._operating_point(now, residence_time)
         window = self.residence_times * residence_time
         result = False
-        if math.isfinite(window) and window > 0:
+        if math.isfinite(window) and window > 0 and now - self.point_since >= window - 1e-9:
             samples = self.history.window("x", now - window, now)
             if samples and samples[0][0] <= now - window + 1e-9:
                 vals = [float(s[1]) for s in samples if isinstance(s[1], int | float)]

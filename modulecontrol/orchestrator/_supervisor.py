@@ -189,7 +189,11 @@ class Supervisor:
                                      "unknown": a.unknown, "acknowledged": a.acknowledged}
                        for a in self.alarms},
             "steady": {s.spec.name: {"steady": s.steady, "first_steady_at": s.first_steady_at,
-                                     "signal": s.spec.signal}
+                                     "signal": s.spec.signal,
+                                     "point_since": (s.point_since if math.isfinite(
+                                         s.point_since) else None),
+                                     "point_tau": (s.point_tau if s.point_tau is not None
+                                                   and math.isfinite(s.point_tau) else None)}
                        for s in self.steady},
             "divert": None if d is None else {"active": d.active, "to_product": d.to_product,
                                               "switches": d.switches},
@@ -218,6 +222,11 @@ class Supervisor:
                 ss.steady = bool(st["steady"])
                 first = st.get("first_steady_at")
                 ss.first_steady_at = None if first is None else float(first)
+                # the operating point it was at (a record from before it was kept: since
+                # before the window, as then judged), so a restart does not start it again
+                since, tau = st.get("point_since"), st.get("point_tau")
+                ss.point_since = -math.inf if since is None else float(since)
+                ss.point_tau = None if tau is None else float(tau)
             self.derived[f"steady.{ss.spec.name}"] = ss.steady
         div = snap.get("divert")
         if self.divert is not None and div:
