@@ -351,7 +351,7 @@ class Interpreter:
                     if exc.unverified and await self._carried_out(step, label):
                         self._finished(step, kind)
                         return
-                    continue  # retry after an operator unhold
+                    continue  # retry after an unhold (the operator's, or the link's return)
                 self.position.leaves.pop(key, None)
                 self.position.cursors[_key(step.path[:-1])] = int(step.path[-1]) + 1
                 return
@@ -404,21 +404,22 @@ class Interpreter:
                 f"resume sends it again, stop or abort ends the run")
 
     async def _carried_out(self, step: AnyStep, label: str) -> bool:
-        """After an operator's resume of a service step whose command's exchange failed
-        (a link lost as it was sent): True if the service is in the command's target state,
-        or reaches it from the acting state it is in (the restart's verification), so the
-        command was carried out and is not sent again (it would be refused: a Start is not
-        enabled in Execute, and the run held again on that). Said in the run's events."""
+        """After the resume of a service step whose command's exchange failed (a link lost
+        as it was sent; resumed by the operator or by the link's return): True if the
+        service is in the command's target state, or reaches it from the acting state it is
+        in (the restart's verification), so the command was carried out and is not sent
+        again (it would be refused: a Start is not enabled in Execute, and the run held
+        again on that). Said in the run's events."""
         if not isinstance(step, ServiceStep):
             return False
         if await self._resume_decision(step, label, {"phase": "commanded"}) != "done":
             return False
         call = step.service
         svc = self.proxies[call.module].services[call.service]
+        cmd = Command[call.command.upper()]
         self.log.emit(EventKind.MESSAGE, label,
-                      f"{call.module}.{call.service} is {svc.state.label}: the "
-                      f"{call.command.capitalize()} whose exchange failed was carried out; "
-                      f"not sent again")
+                      f"{call.module}.{call.service} is {svc.state.label}: the {cmd.label} "
+                      f"whose exchange failed was carried out; not sent again")
         return True
 
     def _hold_here(self, reason: str, *, decision: bool = True) -> None:

@@ -346,7 +346,8 @@ class Orchestrator:
         decision = self.holds.decision
         if not self.awaits_operator():
             return self.holds.reasons() + ([decision] if decision else [])
-        return [decision or self._hold_reason] if decision or self._hold_reason else []
+        reason = decision or self._hold_reason
+        return [reason] if reason else []
 
     def awaits_operator(self) -> bool:
         """Held (or holding) with no cause left that would unhold it by itself: only an

@@ -804,9 +804,10 @@ def _balance_deviation(data: _RunData, spec: FigureSpec,
     pct = figures.get("material_balance_pct")
     if pct is not None and abs(float(pct) - 100.0) <= tol:
         return None
-    if pct is None:
-        why = "cannot be computed: " + ("; ".join(
-            n for n in figures.get("notes", []) if "balance" in n) or "no flow figures")
+    if pct is None:  # why: the samples' gap, or the masses the balance lacks
+        reason = (figures.get("not_available") or {}).get("material_balance_pct") or "; ".join(
+            n for n in figures.get("notes", []) if n.startswith("material balance"))
+        why = f"cannot be computed: {reason or 'no flow figures'}"
     else:
         why = (f"{float(pct):.4g} % (in {float(figures['mass_in_g']):.4g} g, out "
                f"{float(figures['mass_out_g']):.4g} g), outside 100 ± {tol:g} %: a stream "
