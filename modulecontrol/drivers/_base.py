@@ -404,8 +404,6 @@ class BaseDriver:
         stats = ScanStats(interval)
 
         async def poll() -> None:
-            me = asyncio.current_task()
-            assert me is not None
             clock = time.monotonic
             next_t = clock()
             stats.started = next_t
@@ -426,11 +424,6 @@ class BaseDriver:
                 stats.record(t0 - next_t, t1 - t0, ok=ok)
                 stats.last, stats.last_slot = t1, next_t
                 next_t += interval
-                if me.cancelling():
-                    # cancelled just as the read completed: Python 3.11's wait_for (ours and
-                    # pymodbus') returns the result then and drops the cancellation, which
-                    # left the loop polling until a second cancel (5 s in ModuleProxy.close)
-                    raise asyncio.CancelledError
                 await asyncio.sleep(max(0.0, next_t - clock()))
 
         task = asyncio.get_running_loop().create_task(poll(), name=f"poll {self.tag_name}")
@@ -452,11 +445,21 @@ class BaseDriver:
 
     async def _timed(self, coro: Awaitable[Any],
                      budget: float | _Default | None = _Default.TIMEOUT) -> Any:
-        """Await ``coro`` within ``budget`` s (default: the endpoint timeout; None: unbounded)."""
+        """Await ``coro`` within ``budget`` s (default: the endpoint timeout; None: unbounded).
+
+        A cancellation of the caller is never lost here. Python 3.11's ``asyncio.wait_for``
+        (pymodbus' and asyncua's wait for a reply) returns the reply when it lands in the
+        same loop iteration as a cancel, and drops the cancel: a cancelled service's work
+        then went on polling, and the next state's work, which waits for it, never began
+        (a pump left in Aborting with its Run on). A cancel request that came in while the
+        request ran and was not raised is raised here, after the reply.
+        """
         if budget is _Default.TIMEOUT:
             budget = self.timeout
         health = self._health
         health.requests += 1
+        me = asyncio.current_task()
+        asked = me.cancelling() if me is not None else 0
         t0 = time.perf_counter()
         try:
             if budget is None:
@@ -472,6 +475,8 @@ class BaseDriver:
             self._fail(str(exc))
             raise
         health.round_trip = time.perf_counter() - t0
+        if me is not None and me.cancelling() > asked:
+            raise asyncio.CancelledError
         return result
 
     def _fail(self, message: str) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from modulecontrol.descriptors import ModbusTcpEndpoint, ModuleInstance, builtin_types
 from modulecontrol.proxy import ModuleProxy, ProxyOptions
-from modulecontrol.statemachine import Command, State, StateChange
+from modulecontrol.statemachine import Channel, Command, State, StateChange
 from modulecontrol.testing.modbus import TcpDevice
 
 
@@ -87,6 +87,40 @@ async def test_volume_procedure_completes_by_itself(device: TcpDevice) -> None:
         device.store.set(1, "input", 4, _regs(3.2))  # the pump has delivered 3.2 mL
         await dosing.wait_for(State.COMPLETED, timeout=3)
         assert device.store.get(1, "coil", 0) == [0]  # Completing action stopped the pump
+    finally:
+        await proxy.close()
+
+
+async def test_abort_as_a_reply_lands_reaches_aborted(device: TcpDevice) -> None:
+    """An Abort given in the loop iteration in which the reply to the Volume procedure's
+    completion poll arrives: Python 3.11's ``wait_for`` (pymodbus' wait for the reply) then
+    returns the reply and drops the cancel of the Execute work. The work must still end, so
+    that Aborting's writes run and the service reaches Aborted (it stayed in Aborting, the
+    pump on, in the service's tests on a loaded machine)."""
+    proxy = ModuleProxy(  # polls far apart: only the Volume procedure's own reads go out
+        builtin_types().get("HPLCPump"), _proxy(device.port).instance,
+        options=ProxyOptions(poll_interval=60.0, complete_poll=0.02))
+    await proxy.start()
+    try:
+        dosing = proxy.services["Dosing"]
+        await dosing.command(
+            Command.START, procedure="Volume", parameters={"FlowSP": 2, "VolumeSP": "3 mL"})
+        await dosing.wait_for(State.EXECUTE, timeout=2)
+        assert device.store.get(1, "coil", 0) == [1]
+        transactions = proxy.driver._link.client.ctx  # type: ignore[attr-defined]
+        real = transactions.callback_data
+        aborted: list[State] = []
+
+        def reply_then_abort(data: bytes, addr: tuple[str, int] | None = None) -> int:
+            used = int(real(data, addr))  # sets the reply the completion poll waits for
+            if not aborted:
+                aborted.append(dosing.machine.command(Command.ABORT, Channel.EXTERNAL))
+            return used
+
+        transactions.callback_data = reply_then_abort
+        await dosing.wait_for(State.ABORTED, timeout=5)
+        assert aborted == [State.ABORTING]
+        assert device.store.get(1, "coil", 0) == [0]  # Aborting's writes went out
     finally:
         await proxy.close()
 
