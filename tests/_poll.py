@@ -32,3 +32,20 @@ def wait_until(what: str, check: Callable[[], Any], within: float = 60.0,
             return got
         time.sleep(step)
     raise AssertionError(f"{what}: not within {within} s")
+
+
+def tasks_report() -> str:
+    """Every open event loop's tasks with their stacks, for the message of a bound that
+    ran out: a served line runs in a thread of the test's process (``ServiceThread``),
+    so what it awaits is visible here, and a state that never comes says why."""
+    import gc
+    import io
+
+    out = io.StringIO()
+    for loop in [o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop)]:
+        if loop.is_closed():
+            continue
+        for task in list(asyncio.all_tasks(loop)):
+            out.write(f"--- {task!r}\n")
+            task.print_stack(file=out)
+    return out.getvalue()

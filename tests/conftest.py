@@ -20,9 +20,7 @@ server still comes up, on another port).
 
 from __future__ import annotations
 
-import asyncio
 import faulthandler
-import gc
 import os
 import socket
 import sys
@@ -34,6 +32,7 @@ from typing import Any
 import pytest
 
 from modulecontrol.bootstrap import Wiring, configure
+from tests._poll import tasks_report
 
 _WIRING: list[Wiring] = []
 
@@ -74,12 +73,7 @@ def _hung(nodeid: str, after: float) -> None:
     err.write(f"\n{nodeid}: not done after {after:.0f} s (setup, call and teardown); the "
               "threads and the open event loops' tasks, then the run ends\n")
     faulthandler.dump_traceback(file=err, all_threads=True)
-    for loop in [o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop)]:
-        if loop.is_closed():
-            continue
-        for task in list(asyncio.all_tasks(loop)):
-            err.write(f"--- {task!r}\n")
-            task.print_stack(file=err)
+    err.write(tasks_report())
     err.flush()
     os._exit(3)
 

@@ -23,6 +23,7 @@ from modulecontrol.client import ApiError, Client, Resync
 from modulecontrol.records import AuditTrail
 from modulecontrol.service import ServiceOptions
 from modulecontrol.testing.service import ServedLine, ServiceThread
+from tests._poll import tasks_report
 
 ROOT = Path(__file__).resolve().parents[2]
 PLANT = ROOT / "recipes" / "lomustine" / "plant.yaml"
@@ -53,7 +54,8 @@ async def _until_final(c: Client, run_id: int, within: float) -> dict[str, Any]:
         if run["final"]:
             return run
         await asyncio.sleep(0.2)
-    raise AssertionError(f"run {run_id} not final after {within} s: {await c.run(run_id)}")
+    raise AssertionError(f"run {run_id} not final after {within} s: {await c.run(run_id)}\n"
+                         f"{tasks_report()}")
 
 
 async def test_run_started_over_the_api_completes(line: ServedLine) -> None:
@@ -310,6 +312,14 @@ async def test_whatif_live_replays_the_run_in_progress(line: ServedLine) -> None
                 assert time.monotonic() < deadline and not run["final"], run
                 await asyncio.sleep(0.2)
                 run = await c.run(queued["id"])
+            # running, and P1's run bit read back as on: the run's first step has started
+            # the pump (a running run may still be in the step's Starting on a busy machine)
+            while True:
+                p1 = next(m for m in (await c.plant())["modules"] if m["tag"] == "P1")
+                if p1["services"]["Dosing"] == "Execute" and p1["values"]["Run"]["value"]:
+                    break
+                assert time.monotonic() < deadline, (p1["services"], p1["values"]["Run"])
+                await asyncio.sleep(0.2)
             out = await c.whatif({"R2.TempSP": 10}, "10min")
             assert out["start_from"].startswith(
                 f"the state at the line's live inputs (run {run['record_run']} in progress)"
@@ -329,7 +339,7 @@ async def _until_idle(c: Client, tag: str, service: str) -> None:
                      if m["tag"] == tag)["services"][service]
         if state == "Idle":
             return
-        assert time.monotonic() < deadline, state
+        assert time.monotonic() < deadline, f"{tag}.{service} in {state}\n{tasks_report()}"
         if state in ("Aborted", "Stopped", "Completed"):
             await c.module_command(tag, service, "reset")
         await asyncio.sleep(0.2)
