@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from typing import Any
 
 import pytest
 
 from modulecontrol.descriptors import ModbusTcpEndpoint, ModuleInstance, builtin_types
-from modulecontrol.proxy import ModuleProxy, ProxyOptions
+from modulecontrol.proxy import LocalService, ModuleProxy, ProxyOptions
 from modulecontrol.statemachine import Channel, Command, State, StateChange
 from modulecontrol.testing.modbus import TcpDevice
 
@@ -103,11 +104,13 @@ async def test_abort_as_a_reply_lands_reaches_aborted(device: TcpDevice) -> None
     await proxy.start()
     try:
         dosing = proxy.services["Dosing"]
+        assert isinstance(dosing, LocalService)
         await dosing.command(
             Command.START, procedure="Volume", parameters={"FlowSP": 2, "VolumeSP": "3 mL"})
         await dosing.wait_for(State.EXECUTE, timeout=2)
         assert device.store.get(1, "coil", 0) == [1]
-        transactions = proxy.driver._link.client.ctx  # type: ignore[attr-defined]
+        driver: Any = proxy.driver
+        transactions = driver._link.client.ctx
         real = transactions.callback_data
         aborted: list[State] = []
 
