@@ -5,7 +5,8 @@ this package runs it on ``transitions`` and re-exports the names a machine's use
 Public API: :class:`State` and :class:`Command` (IntEnums with the StateCur and command codes),
 :class:`OperationMode`, :class:`SourceMode`, :class:`Channel`, :class:`Procedure`,
 :class:`StateMachineOptions`, :class:`ServiceStateMachine`, :class:`CommandRefused`,
-:class:`StateChange`, :class:`WorkContext`, and :func:`state_table` with its renderers.
+:class:`StateChange`, :class:`WorkContext`, :data:`ABORT_DRAIN`, and :func:`state_table`
+with its renderers.
 The model is documented in ``docs/state-machine.md``.
 """
 
@@ -23,6 +24,7 @@ from modulecontrol.mtpcore import (
     transitions_for,
 )
 from modulecontrol.statemachine._machine import (
+    ABORT_DRAIN,
     DEFAULT_PROCEDURE,
     Channel,
     CommandRefused,
@@ -34,6 +36,7 @@ from modulecontrol.statemachine._machine import (
 from modulecontrol.statemachine._render import render_state_table, state_table_text
 
 __all__ = [
+    "ABORT_DRAIN",
     "DEFAULT_PROCEDURE",
     "SC",
     "Channel",

@@ -69,6 +69,13 @@ class Procedure:
 
 
 DEFAULT_PROCEDURE = Procedure(1, "Default", self_completing=False, is_default=True)
+
+ABORT_DRAIN = 10.0
+"""Seconds Aborting's work waits at most for earlier work, cancelled by the Abort, to end.
+Every other state's work waits for it without a bound, so that writes never interleave; but
+Aborting must write its safe outputs even when earlier work ignores its cancel (Python
+3.11's ``wait_for`` drops a cancel that comes as a reply lands): a service left in Aborting
+with its pump on is the worse fault."""
 _ADOPTABLE = frozenset({State.IDLE, State.EXECUTE, State.HELD, State.PAUSED, State.STOPPED,
                         State.COMPLETED, State.ABORTED})
 """The states :meth:`ServiceStateMachine.adopt` takes: stable ones, whose entry does no work."""
@@ -170,8 +177,12 @@ class ServiceStateMachine:
         operation_mode: OperationMode = OperationMode.OFFLINE,
         source_mode: SourceMode = SourceMode.INTERNAL,
         clock: Callable[[], float] = time.time,
+        abort_drain: float = ABORT_DRAIN,
     ) -> None:
         self.name = name
+        self.abort_drain = abort_drain
+        """Seconds Aborting's work waits for cancelled earlier work to end (see
+        :data:`ABORT_DRAIN`)."""
         self.options = options or StateMachineOptions()
         self._procedures: dict[int, Procedure] = {}
         for proc in procedures:
@@ -536,7 +547,12 @@ class ServiceStateMachine:
             if draining:
                 # asyncio.wait never cancels what it waits for, so a second cancellation of
                 # this task cannot cut short the cleanup of earlier work.
-                await asyncio.wait(draining)
+                if ctx.state is State.ABORTING:
+                    _, stuck = await asyncio.wait(draining, timeout=self.abort_drain)
+                    if stuck:
+                        self._stuck(ctx.state, stuck)
+                else:
+                    await asyncio.wait(draining)
             if work is not None:
                 await work(ctx)
         except asyncio.CancelledError:
@@ -547,6 +563,15 @@ class ServiceStateMachine:
         if generation == self._generation and not self._closed and self._needs_sc(ctx.state):
             self._current_task = None
             self._apply(SC, None, "")
+
+    def _stuck(self, state: State, stuck: set[asyncio.Task[None]]) -> None:
+        """Earlier work still runs ``abort_drain`` s after its cancel: Aborting writes its
+        outputs anyway, and the fault is kept in :attr:`last_error` and logged."""
+        names = ", ".join(sorted(t.get_name() for t in stuck))
+        self.last_error = RuntimeError(
+            f"service '{self.name}': work {names} did not end within {self.abort_drain:g} s "
+            f"of its cancel; {state.label} went on without it")
+        _log.error("%s", self.last_error)
 
     def _work_failed(self, generation: int, state: State, exc: Exception) -> None:
         self.last_error = exc

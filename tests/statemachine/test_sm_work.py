@@ -219,6 +219,41 @@ async def test_work_that_swallows_cancellation_cannot_fire_stale_sc() -> None:
     assert m.state is State.STOPPED  # not Execute
 
 
+async def test_abort_writes_its_outputs_even_when_earlier_work_ignores_its_cancel() -> None:
+    """Execute's work that goes on after its cancel (as when ``wait_for`` drops a cancel
+    that comes with a reply) holds up a Stop's work for good, but not an Abort's: Aborting
+    runs after ``abort_drain`` s and the machine reaches Aborted, the fault in last_error."""
+    m = ServiceStateMachine("Dosing", procedures=(Procedure(1, "Continuous", is_default=True),),
+                            operation_mode=OperationMode.OPERATOR, abort_drain=0.2)
+    done = asyncio.Event()
+    log: list[str] = []
+
+    async def execute(ctx: WorkContext) -> None:
+        while not done.is_set():
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                log.append("cancel dropped")
+
+    async def aborting(ctx: WorkContext) -> None:
+        log.append("abort writes")
+
+    m.set_work(State.EXECUTE, execute)
+    m.set_work(State.ABORTING, aborting)
+    m.command(Command.START)
+    await asyncio.sleep(0.02)
+    m.command(Command.ABORT)
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            await m.wait_for(State.ABORTED)
+        assert log == ["cancel dropped", "abort writes"]
+        assert isinstance(m.last_error, RuntimeError)
+        assert "did not end within 0.2 s of its cancel; Aborting went on" in str(m.last_error)
+    finally:
+        done.set()
+        await m.aclose()
+
+
 async def test_self_completing_execute_work_leads_to_completed() -> None:
     m = machine(Procedure(3, "Batch", self_completing=True, is_default=True))
     done = asyncio.Event()
