@@ -34,8 +34,14 @@ def test_two_simulated_lines_in_the_fleet_status(broker: Mosquitto, postgres: Po
              "--site", site, "--line", line],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             for site, line in (("Basel", "L1"), ("Cork", "L2"))]
-        for proc in runs:
-            out, _ = proc.communicate(timeout=240)
+        for site, proc in zip(("Basel", "Cork"), runs, strict=True):
+            try:
+                out, _ = proc.communicate(timeout=240)
+            except subprocess.TimeoutExpired:
+                proc.terminate()  # what the run printed up to its orderly end says why
+                out, _ = proc.communicate(timeout=60)
+                raise AssertionError(f"the {site} run not ended within 240 s:\n"
+                                     f"{out.decode()[-6000:]}") from None
             assert proc.returncode == 0, out.decode()
             assert b"not yet published" not in out
     finally:

@@ -152,8 +152,10 @@ def test_campaign_from_the_browser_hold_resume_stall_and_ack(
     page = login(browser, line, "engineer")
     viewer = login(browser, line, "viewer")
     page.click("nav a[data-view=run]")
-    # production long enough (3 x 60 min, 18 s at 600x) to hold, stall and acknowledge in it
-    page.fill("form.queue textarea[name=parameters]", "checks=3\ncheck_interval=60 min")
+    # production long enough (12 x 60 min, 72 s at 600x) to hold, stall, acknowledge and
+    # stop in it on a loaded machine (3 checks, 18 s, once ran out before the Stop); the Stop
+    # ends it, so the length costs nothing
+    page.fill("form.queue textarea[name=parameters]", "checks=12\ncheck_interval=60 min")
     page.click("form.queue button[type=submit]")
     state = page.locator("#run-state")
     # through preparation to production
