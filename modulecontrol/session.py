@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from modulecontrol.alarms import AUTO, PROCESS, AlarmBoard, AlarmChange, AlarmSpec
 from modulecontrol.clock import Clock, ClockMode
 from modulecontrol.descriptors import PlantConfig
-from modulecontrol.drivers import DriverError, DriverTimeout, Quality, TagValue
+from modulecontrol.drivers import Disconnected, DriverError, DriverTimeout, Quality, TagValue
 from modulecontrol.errors import ConfigError, Location
 from modulecontrol.events import PAYLOADS, Event, EventKind
 from modulecontrol.optimize import OPTIMIZER_USER, ExperimentRecord, recorded_experiments
@@ -417,10 +417,12 @@ class Line:
         failed = [(p.tag, r) for p, r in zip(self.proxies.values(), results, strict=True)
                   if isinstance(r, BaseException)]
         # Secure sessions opened all at once are CPU-heavy: on a busy machine some miss
-        # their timeout. Those get one more try each, one at a time, with a fresh proxy (a
-        # connect only reads, so trying again writes nothing twice); any other failure and
-        # a second timeout fail the start as before.
-        again = [tag for tag, r in failed if isinstance(r, DriverTimeout)]
+        # their timeout (a DriverTimeout, or a link given up: an OPC UA hello unanswered in
+        # time, a request its client library dropped). Those get one more try each, one at
+        # a time, with a fresh proxy (a connect only reads, so trying again writes nothing
+        # twice); any other failure (refused, misconfigured) and a second failure fail the
+        # start as before.
+        again = [tag for tag, r in failed if isinstance(r, DriverTimeout | Disconnected)]
         if again and len(again) == len(failed):
             failed = []
             for tag in again:
@@ -436,7 +438,7 @@ class Line:
             for p in self.proxies.values():
                 with contextlib.suppress(Exception):
                     await p.close()
-            detail = "; ".join(f"{tag}: {exc}" for tag, exc in failed)
+            detail = "; ".join(f"{tag}: {str(exc) or repr(exc)}" for tag, exc in failed)
             raise DriverError(f"cannot connect to {len(failed)} module(s): {detail}")
         if self.historian is not None:
             self._record_values(self.historian)

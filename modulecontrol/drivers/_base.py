@@ -310,12 +310,16 @@ class BaseDriver:
 
     # -- public -------------------------------------------------------------------------
     async def connect(self) -> None:
+        me = asyncio.current_task()
+        asked = me.cancelling() if me is not None else 0
         try:
             async with asyncio.timeout(self.timeout * 5):
                 await self._connect()
         except TimeoutError:
             self._fail("connect timed out")
             raise DriverTimeout("connect timed out", module=self.tag_name) from None
+        except asyncio.CancelledError:
+            raise self._dropped(me, asked, "the connect") from None
         self._health.connected = True
 
     async def close(self) -> None:
@@ -474,10 +478,26 @@ class BaseDriver:
         except DriverError as exc:
             self._fail(str(exc))
             raise
+        except asyncio.CancelledError:
+            raise self._dropped(me, asked, "the request") from None
         health.round_trip = time.perf_counter() - t0
         if me is not None and me.cancelling() > asked:
             raise asyncio.CancelledError
         return result
+
+    def _dropped(self, me: asyncio.Task[Any] | None, asked: int,
+                 what: str) -> BaseException:
+        """What a CancelledError out of a transport call is: the caller's own cancel (raised
+        as it is), or the protocol library cancelling the request's future itself (asyncua
+        does when its connection closes or resets), which is a lost link. Why tell them
+        apart: the library's cancel raised in a poll loop or a service's work as if the task
+        had been cancelled, ended it without a word (a subscription gone silent), and a
+        module's connect at start failed with an empty CancelledError."""
+        if me is None or me.cancelling() > asked:
+            return asyncio.CancelledError()
+        self._fail(f"{what} was dropped by the client library")
+        return Disconnected(f"{what} was dropped by the {self.transport} client library "
+                            "(its connection closed or was reset)", module=self.tag_name)
 
     def _fail(self, message: str) -> None:
         self._health.errors += 1
