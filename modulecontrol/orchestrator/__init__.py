@@ -9,12 +9,14 @@ from modulecontrol.orchestrator._interpreter import (
     Resumability,
     StepFailed,
 )
+from modulecontrol.orchestrator._monitor import OPERATING_POINT_CHANGE, SteadyStateDetector
 from modulecontrol.orchestrator._operator import AUTO_USER, OperatorChannel, Prompt
 from modulecontrol.orchestrator._plantalarms import AlarmEvent, PlantAlarms
 from modulecontrol.orchestrator._runner import Orchestrator, Resume, RunResult
 
 __all__ = [
     "AUTO_USER",
+    "OPERATING_POINT_CHANGE",
     "RESUMABILITY",
     "AlarmEvent",
     "Estimate",
@@ -29,6 +31,7 @@ __all__ = [
     "Resumability",
     "Resume",
     "RunResult",
+    "SteadyStateDetector",
     "StepFailed",
     "planned",
     "remaining",

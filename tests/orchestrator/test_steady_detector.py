@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modulecontrol.orchestrator._monitor import OPERATING_POINT_CHANGE, SteadyStateDetector
+from modulecontrol.orchestrator import OPERATING_POINT_CHANGE, SteadyStateDetector
 from modulecontrol.recipe import SteadyState
 
 TAU = 300.0
