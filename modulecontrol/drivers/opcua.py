@@ -391,6 +391,14 @@ def _status_name(code: int) -> str:
         return f"0x{code:08X}"
 
 
+def _cancel_requested() -> bool:
+    """Whether the running task was asked to end (its own cancel), as opposed to a
+    CancelledError asyncua raises when it cancels a request's future itself. For the
+    driver's own tasks (keep-alive, reconnect), which only a close cancels."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 async def _cancel(task: asyncio.Task[None] | None) -> None:
     if task is not None:
         task.cancel()
@@ -695,6 +703,13 @@ class OpcUaDriver(BaseDriver):
                     self._lost(TimeoutError(
                         f"no valid answer to the keep-alive read within {self.timeout:g} s"))
                 return
+            except asyncio.CancelledError:
+                if _cancel_requested():
+                    raise
+                # asyncua cancelled its own request: the link is gone, not this watch
+                if self._client is client:
+                    self._lost(ConnectionError("the keep-alive read was dropped by asyncua"))
+                return
             except Exception as exc:  # closed socket, a reply that does not parse
                 if self._client is client:
                     self._lost(exc)
@@ -736,7 +751,12 @@ class OpcUaDriver(BaseDriver):
                     for sub in list(self._ua_subs):
                         async with asyncio.timeout(self.timeout * 5):
                             await sub._attach(fresh, node_ids)
-                except Exception as exc:  # any failure: wait and try a fresh client again
+                except (Exception, asyncio.CancelledError) as exc:
+                    # any failure: wait and try a fresh client again; a CancelledError is
+                    # this task's end only when the task was cancelled (a close), not when
+                    # asyncua cancelled a request of the half-open client
+                    if isinstance(exc, asyncio.CancelledError) and _cancel_requested():
+                        raise
                     if client is not None:
                         await self._disconnect_quietly(client)
                     self._fail(f"reconnect failed: {str(exc) or type(exc).__name__}")

@@ -4,8 +4,10 @@ endpoint's timeout is not dropped. The link goes through the fault matrix's TCP 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import pytest
 
@@ -78,3 +80,57 @@ async def test_late_answers_within_timeout_keep_the_link(
             assert drv.health().reconnects == 0
         finally:
             relay.delay = 0.0
+
+
+async def test_a_keepalive_read_asyncua_cancels_is_a_lost_link_then_reconnected(
+        served: tuple[PeaServer, TcpRelay]) -> None:
+    """asyncua cancels a request's future itself when its connection resets; in the
+    keep-alive that raised CancelledError as if the watch had been closed, and it ended
+    without a word (no keep-alive any more). It is a lost link, and the driver reconnects."""
+    server, _ = served
+    drv = OpcUaDriver(coil_reactor(), instance(server.url, timeout=0.3))
+    async with drv:
+        client: Any = drv._client
+        node = client.nodes.server_state  # the node the keep-alive reads
+        real = node.read_value
+        dropped: list[bool] = []
+
+        async def dropped_by_asyncua() -> Any:
+            if not dropped:
+                dropped.append(True)
+                raise asyncio.CancelledError  # what awaiting a cancelled request gives
+            return await real()
+
+        node.read_value = dropped_by_asyncua
+        assert await until(lambda: bool(dropped), 3) is not None
+        assert await until(lambda: drv.health().reconnects == 1 and drv.health().connected,
+                           10) is not None
+        assert "dropped by asyncua" in (drv.health().last_error or "")
+        await server.set("T.V", 3.25)
+        assert (await drv.read(["T.V"]))["T.V"].value == 3.25
+
+
+async def test_a_reconnect_asyncua_cancels_is_tried_again(
+        served: tuple[PeaServer, TcpRelay]) -> None:
+    """A CancelledError from asyncua while the reconnect opens a fresh client ended the
+    reconnect task for good (the driver stayed disconnected); it is one failed attempt."""
+    server, relay = served
+    drv = OpcUaDriver(coil_reactor(), instance(relay.relayed(server.url), timeout=0.3))
+    async with drv:
+        real = drv._open_client
+        dropped: list[bool] = []
+
+        async def dropped_by_asyncua() -> Any:
+            if not dropped:
+                dropped.append(True)
+                raise asyncio.CancelledError
+            return await real()
+
+        drv._open_client = dropped_by_asyncua  # type: ignore[method-assign]
+        relay.stalled.clear()
+        try:
+            assert await until(lambda: not drv.health().connected, 3) is not None
+        finally:
+            relay.stalled.set()
+        assert await until(lambda: drv.health().connected, 15) is not None
+        assert dropped == [True] and drv.health().reconnects == 1
