@@ -255,6 +255,25 @@ def tag_table(module_type: ModuleType, transport: str) -> dict[str, TagInfo]:
     return out
 
 
+def cancels_asked() -> int:
+    """How many cancels the running task has been asked (0 outside a task): the mark a
+    transport call takes before it awaits, for :func:`cancel_asked_since`."""
+    task = asyncio.current_task()
+    return task.cancelling() if task is not None else 0
+
+
+def cancel_asked_since(mark: int) -> bool:
+    """Whether the running task was asked to cancel after ``mark`` (:func:`cancels_asked`).
+
+    Why a transport needs it: a ``CancelledError`` out of a protocol library is the task's
+    own cancel only if one was asked; asyncua also cancels a request's future itself when
+    its connection resets, which is a lost link. And Python 3.11's ``asyncio.wait_for``
+    (pymodbus' and asyncua's wait for a reply) returns a reply that lands in the same loop
+    iteration as a cancel and drops the cancel, which only this count still shows.
+    """
+    return cancels_asked() > mark
+
+
 class _Default(enum.Enum):
     TIMEOUT = 0
 
@@ -310,8 +329,7 @@ class BaseDriver:
 
     # -- public -------------------------------------------------------------------------
     async def connect(self) -> None:
-        me = asyncio.current_task()
-        asked = me.cancelling() if me is not None else 0
+        mark = cancels_asked()
         try:
             async with asyncio.timeout(self.timeout * 5):
                 await self._connect()
@@ -319,7 +337,9 @@ class BaseDriver:
             self._fail("connect timed out")
             raise DriverTimeout("connect timed out", module=self.tag_name) from None
         except asyncio.CancelledError:
-            raise self._dropped(me, asked, "the connect") from None
+            if cancel_asked_since(mark):
+                raise
+            raise self._dropped("the connect") from None
         self._health.connected = True
 
     async def close(self) -> None:
@@ -451,19 +471,17 @@ class BaseDriver:
                      budget: float | _Default | None = _Default.TIMEOUT) -> Any:
         """Await ``coro`` within ``budget`` s (default: the endpoint timeout; None: unbounded).
 
-        A cancellation of the caller is never lost here. Python 3.11's ``asyncio.wait_for``
-        (pymodbus' and asyncua's wait for a reply) returns the reply when it lands in the
-        same loop iteration as a cancel, and drops the cancel: a cancelled service's work
-        then went on polling, and the next state's work, which waits for it, never began
-        (a pump left in Aborting with its Run on). A cancel request that came in while the
-        request ran and was not raised is raised here, after the reply.
+        A cancellation of the caller is never lost here (:func:`cancel_asked_since`): one
+        the library's ``wait_for`` dropped as the reply landed is raised after the reply
+        (it left a cancelled service's work polling, and the next state's work, which waits
+        for it, never began: a pump left in Aborting with its Run on). A ``CancelledError``
+        the caller was not asked is the library dropping its request: ``Disconnected``.
         """
         if budget is _Default.TIMEOUT:
             budget = self.timeout
         health = self._health
         health.requests += 1
-        me = asyncio.current_task()
-        asked = me.cancelling() if me is not None else 0
+        mark = cancels_asked()
         t0 = time.perf_counter()
         try:
             if budget is None:
@@ -479,22 +497,19 @@ class BaseDriver:
             self._fail(str(exc))
             raise
         except asyncio.CancelledError:
-            raise self._dropped(me, asked, "the request") from None
+            if cancel_asked_since(mark):
+                raise
+            raise self._dropped("the request") from None
         health.round_trip = time.perf_counter() - t0
-        if me is not None and me.cancelling() > asked:
+        if cancel_asked_since(mark):
             raise asyncio.CancelledError
         return result
 
-    def _dropped(self, me: asyncio.Task[Any] | None, asked: int,
-                 what: str) -> BaseException:
-        """What a CancelledError out of a transport call is: the caller's own cancel (raised
-        as it is), or the protocol library cancelling the request's future itself (asyncua
-        does when its connection closes or resets), which is a lost link. Why tell them
-        apart: the library's cancel raised in a poll loop or a service's work as if the task
-        had been cancelled, ended it without a word (a subscription gone silent), and a
-        module's connect at start failed with an empty CancelledError."""
-        if me is None or me.cancelling() > asked:
-            return asyncio.CancelledError()
+    def _dropped(self, what: str) -> Disconnected:
+        """The error for a ``CancelledError`` the caller was not asked: the protocol library
+        cancelled its own request (asyncua does when its connection closes or resets), a lost
+        link. Raised as a cancel, it ended a poll loop or a service's work without a word,
+        and failed a module's connect at start with an empty message."""
         self._fail(f"{what} was dropped by the client library")
         return Disconnected(f"{what} was dropped by the {self.transport} client library "
                             "(its connection closed or was reset)", module=self.tag_name)

@@ -73,6 +73,7 @@ from modulecontrol.drivers._base import (
     TagInfo,
     TagValue,
     ValueRefused,
+    cancel_asked_since,
     refusal,
 )
 from modulecontrol.drivers._scan import ScanStats
@@ -391,14 +392,6 @@ def _status_name(code: int) -> str:
         return f"0x{code:08X}"
 
 
-def _cancel_requested() -> bool:
-    """Whether the running task was asked to end (its own cancel), as opposed to a
-    CancelledError asyncua raises when it cancels a request's future itself. For the
-    driver's own tasks (keep-alive, reconnect), which only a close cancels."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
 async def _cancel(task: asyncio.Task[None] | None) -> None:
     if task is not None:
         task.cancel()
@@ -704,7 +697,7 @@ class OpcUaDriver(BaseDriver):
                         f"no valid answer to the keep-alive read within {self.timeout:g} s"))
                 return
             except asyncio.CancelledError:
-                if _cancel_requested():
+                if cancel_asked_since(0):  # this task's own end: only a close cancels it
                     raise
                 # asyncua cancelled its own request: the link is gone, not this watch
                 if self._client is client:
@@ -755,7 +748,7 @@ class OpcUaDriver(BaseDriver):
                     # any failure: wait and try a fresh client again; a CancelledError is
                     # this task's end only when the task was cancelled (a close), not when
                     # asyncua cancelled a request of the half-open client
-                    if isinstance(exc, asyncio.CancelledError) and _cancel_requested():
+                    if isinstance(exc, asyncio.CancelledError) and cancel_asked_since(0):
                         raise
                     if client is not None:
                         await self._disconnect_quietly(client)
