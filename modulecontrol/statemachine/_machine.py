@@ -543,6 +543,7 @@ class ServiceStateMachine:
         work: Work | None,
         draining: set[asyncio.Task[None]],
     ) -> None:
+        stuck_note = ""
         try:
             if draining:
                 # asyncio.wait never cancels what it waits for, so a second cancellation of
@@ -550,7 +551,7 @@ class ServiceStateMachine:
                 if ctx.state is State.ABORTING:
                     _, stuck = await asyncio.wait(draining, timeout=self.abort_drain)
                     if stuck:
-                        self._stuck(ctx.state, stuck)
+                        stuck_note = self._stuck(ctx.state, stuck)
                 else:
                     await asyncio.wait(draining)
             if work is not None:
@@ -558,22 +559,26 @@ class ServiceStateMachine:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self._work_failed(generation, ctx.state, exc)
+            self._work_failed(generation, ctx.state, exc, stuck_note)
             return
         if generation == self._generation and not self._closed and self._needs_sc(ctx.state):
             self._current_task = None
-            self._apply(SC, None, "")
+            self._apply(SC, None, stuck_note)
 
-    def _stuck(self, state: State, stuck: set[asyncio.Task[None]]) -> None:
+    def _stuck(self, state: State, stuck: set[asyncio.Task[None]]) -> str:
         """Earlier work still runs ``abort_drain`` s after its cancel: Aborting writes its
-        outputs anyway, and the fault is kept in :attr:`last_error` and logged."""
+        outputs anyway. The fault is kept in :attr:`last_error`, logged, and returned as the
+        reason of the state change that leaves Aborting, so listeners (a run's events) get
+        it too."""
         names = ", ".join(sorted(t.get_name() for t in stuck))
-        self.last_error = RuntimeError(
-            f"service '{self.name}': work {names} did not end within {self.abort_drain:g} s "
-            f"of its cancel; {state.label} went on without it")
+        note = (f"work {names} did not end within {self.abort_drain:g} s of its cancel; "
+                f"{state.label} went on without it")
+        self.last_error = RuntimeError(f"service '{self.name}': {note}")
         _log.error("%s", self.last_error)
+        return note
 
-    def _work_failed(self, generation: int, state: State, exc: Exception) -> None:
+    def _work_failed(self, generation: int, state: State, exc: Exception,
+                     note: str = "") -> None:
         self.last_error = exc
         current = generation == self._generation and not self._closed
         _log.error(
@@ -587,7 +592,7 @@ class ServiceStateMachine:
         if not current:
             return
         self._current_task = None
-        reason = f"work of {state.label} failed: {exc!r}"
+        reason = "; ".join(filter(None, (note, f"work of {state.label} failed: {exc!r}")))
         if state is State.ABORTING:
             self._apply(SC, None, reason)  # aborting must end, even if its cleanup failed
         elif command_target(state, Command.ABORT, self.options) is not None:

@@ -9,6 +9,7 @@ import gc
 import pytest
 
 from modulecontrol.statemachine import (
+    ABORT_DRAIN,
     Command,
     OperationMode,
     Procedure,
@@ -21,11 +22,12 @@ from modulecontrol.statemachine import (
 TIMEOUT = 2.0
 
 
-def machine(*procs: Procedure) -> ServiceStateMachine:
+def machine(*procs: Procedure, abort_drain: float = ABORT_DRAIN) -> ServiceStateMachine:
     return ServiceStateMachine(
         "Dosing",
         procedures=procs or (Procedure(1, "Continuous", is_default=True),),
         operation_mode=OperationMode.OPERATOR,
+        abort_drain=abort_drain,
     )
 
 
@@ -223,8 +225,9 @@ async def test_abort_writes_its_outputs_even_when_earlier_work_ignores_its_cance
     """Execute's work that goes on after its cancel (as when ``wait_for`` drops a cancel
     that comes with a reply) holds up a Stop's work for good, but not an Abort's: Aborting
     runs after ``abort_drain`` s and the machine reaches Aborted, the fault in last_error."""
-    m = ServiceStateMachine("Dosing", procedures=(Procedure(1, "Continuous", is_default=True),),
-                            operation_mode=OperationMode.OPERATOR, abort_drain=0.2)
+    m = machine(abort_drain=0.2)
+    changes: list[StateChange] = []
+    m.subscribe(changes.append)
     done = asyncio.Event()
     log: list[str] = []
 
@@ -249,6 +252,8 @@ async def test_abort_writes_its_outputs_even_when_earlier_work_ignores_its_cance
         assert log == ["cancel dropped", "abort writes"]
         assert isinstance(m.last_error, RuntimeError)
         assert "did not end within 0.2 s of its cancel; Aborting went on" in str(m.last_error)
+        aborted = next(c for c in changes if c.new is State.ABORTED)
+        assert "did not end within 0.2 s" in aborted.reason  # the run's events hear it too
     finally:
         done.set()
         await m.aclose()
