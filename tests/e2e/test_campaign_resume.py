@@ -7,6 +7,7 @@ amine pump never stops: its totaliser counts the gap at its set flow)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import signal
 import sys
@@ -93,20 +94,39 @@ def _final(run: dict[str, Any]) -> bool:
     return run["state"] not in ("queued", "running")
 
 
-async def test_a_killed_service_resumes_the_campaign_with_the_same_figures(
-        folders: tuple[Path, Path]) -> None:
-    undisturbed, killed = folders
-    # the reference: the same campaign, same speed, nobody killed
-    ref = ServeProcess(undisturbed, PLANT, speed=SPEED)
+async def _reference(folder: Path) -> dict[str, Any]:
+    """The same campaign, same speed, nobody killed: its figures. The service's start and
+    end in a thread: the killed run's polls go on meanwhile."""
+    ref = await asyncio.to_thread(ServeProcess, folder, PLANT, speed=SPEED)
     try:
         async with await _client(ref.url) as c:
             rid = int((await c.start_run("campaign", PARAMETERS))["id"])
             done = await _until(c, rid, _final, 600)
             assert done["state"] == "completed", done
     finally:
-        ref.end(signal.SIGTERM)
-    reference = _figures(undisturbed / "line.db")
+        await asyncio.to_thread(ref.end, signal.SIGTERM)
+    return _figures(folder / "line.db")
 
+
+async def test_a_killed_service_resumes_the_campaign_with_the_same_figures(
+        folders: tuple[Path, Path]) -> None:
+    """The reference runs beside the killed one (two services, two plant processes: the
+    campaigns mostly wait on their clocks), which halves the test's time."""
+    undisturbed, killed = folders
+    reference_run = asyncio.create_task(_reference(undisturbed))
+    try:
+        await _killed_run(killed)
+        reference = await reference_run
+    finally:
+        if not reference_run.done():
+            reference_run.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reference_run
+    _same_figures(killed, reference)
+
+
+async def _killed_run(killed: Path) -> None:
+    """The campaign killed in production in ``killed``, then taken up by a new service."""
     first = ServeProcess(killed, PLANT, speed=SPEED)
     try:
         async with await _client(first.url) as c:
@@ -141,6 +161,10 @@ async def test_a_killed_service_resumes_the_campaign_with_the_same_figures(
             events = (await c.events_since(0))["events"]
     finally:
         second.end(signal.SIGTERM)
+    _resumed_in_production(events)
+
+
+def _resumed_in_production(events: list[dict[str, Any]]) -> None:
     kinds = [e["kind"] for e in events]
     assert "run_resumed" in kinds and "plant_reattached" in kinds
     # resumed in production, no hold for an operator decision on the way
@@ -155,6 +179,8 @@ async def test_a_killed_service_resumes_the_campaign_with_the_same_figures(
     assert not [e for e in events if e["kind"] == "alarm_raised"
                 and e["source"] == "twin_Purity"], "a mismatch alarm after the restart"
 
+
+def _same_figures(killed: Path, reference: dict[str, Any]) -> None:
     db = killed / "line.db"
     figures = _figures(db)
     for name in FIGURES:
