@@ -165,6 +165,9 @@ class PlantServer:
     async def start(self) -> None:
         """Start every server, then the plant's stepping task; on any failure, stop what was
         started and raise."""
+        # the models' first-step work (compiling the reactors' kernels: seconds, once per
+        # machine) before anyone can connect, and off the event loop
+        await asyncio.to_thread(self.plant.flowsheet.prepare)
         try:
             await self._start_servers()
         except BaseException:

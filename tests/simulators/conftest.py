@@ -40,6 +40,12 @@ LINE_DH = q("-100 kJ/mol")
 @pytest.fixture
 def species() -> SpeciesTable:
     """Solvent plus A <=> B (equal molar masses, so A -> B is mass balanced) and C."""
+    return abc_species()
+
+
+def abc_species() -> SpeciesTable:
+    """The table of the :func:`species` fixture, for property tests (which must not take
+    a function-scoped fixture)."""
     return SpeciesTable(
         [
             Species(

@@ -403,6 +403,13 @@ class UnitModel(ABC):
         base class compares already); compared by ``==``."""
         return ()
 
+    def prepare(self) -> None:
+        """Load or compile now what the first step would otherwise load or compile (the
+        coil reactor's compiled kernels). Why: a served plant steps with the clock, and a
+        first step that stops for seconds makes the drivers' reads time out; the server
+        prepares its models before it listens. Default: nothing to prepare."""
+        return None
+
     def wake(self) -> None:
         """Integrate the next step even if steady (after a change :meth:`_key` cannot see,
         e.g. an edit inside a nested parameter object)."""

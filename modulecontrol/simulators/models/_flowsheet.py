@@ -202,6 +202,11 @@ class Flowsheet:
         self.streams = produced
         self.propagate_pressures()
 
+    def prepare(self) -> None:
+        """:meth:`UnitModel.prepare` of every unit (before stepping with a clock)."""
+        for unit in self.units.values():
+            unit.prepare()
+
     def step(self, dt: float) -> None:
         """Advance the whole plant by ``dt`` seconds."""
         self._run(lambda u, ins: u.step(dt, ins))

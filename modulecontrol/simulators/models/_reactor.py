@@ -34,7 +34,8 @@ from modulecontrol.errors import did_you_mean
 from modulecontrol.units import UnitError
 
 from ._base import ModelStateError, ParameterError, UnitModel, register_model
-from ._integrate import FloatArray, ros2_step
+from ._integrate import FloatArray
+from ._kernels import Tables, kernels, reaction_rhs, reaction_rhs_jac, reaction_step
 from ._quantities import (
     Conductance,
     Diffusivity,
@@ -255,6 +256,30 @@ class Kinetics:
         self._terms = [self._term_table(self.A)]
         if self.reversible:
             self._terms.append(self._term_table(self.B))
+        forward = self._kernel_terms(self._terms[0])
+        reverse = (self._kernel_terms(self._terms[1]) if self.reversible
+                   else (np.zeros((self.nr, 1), dtype=np.intp), np.zeros((self.nr, 1)),
+                         np.full((self.nr, 1), -1, dtype=np.intp)))
+        with np.errstate(divide="ignore"):
+            inv_tref = 1.0 / self.Tref
+        #: the reaction set as the compiled sub-step reads it (:mod:`._kernels`); ``kf`` and
+        #: ``kr`` are these arrays themselves, which a deactivation fault scales in place
+        self.tables = Tables(
+            np.ascontiguousarray(self.active, dtype=np.intp), forward[0], forward[1],
+            forward[2], reverse[0], reverse[1], reverse[2], self.kf, self.kr,
+            np.ascontiguousarray(self.Ef), np.ascontiguousarray(self.Er), inv_tref,
+            self.S_active, np.ascontiguousarray(self.mdH), self.reversible)
+
+    @staticmethod
+    def _kernel_terms(table: tuple[Any, FloatArray, FloatArray]
+                      ) -> tuple[Any, FloatArray, Any]:
+        """(species index, order, position among the active species or -1) per term."""
+        idx, order, onehot = table
+        pos = np.full(idx.shape, -1, dtype=np.intp)
+        if onehot.shape[2]:  # argmax of no active species is no position
+            pos[onehot.any(axis=2)] = onehot.argmax(axis=2)[onehot.any(axis=2)]
+        return (np.ascontiguousarray(idx, dtype=np.intp), np.ascontiguousarray(order),
+                np.ascontiguousarray(pos))
 
     def _term_table(self, orders: FloatArray) -> tuple[Any, FloatArray, FloatArray]:
         """(species index, order, one-hot onto ``active``) per reaction and term."""
@@ -318,59 +343,18 @@ class Kinetics:
             drdt = drdt - dkr * pr
         return r, drdc, drdt
 
-    def _arrhenius(self, temp: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
-        """exp(-Ea/R (1/T - 1/T_ref)) forward and reverse, and 1/(R T^2), per tank."""
-        inv_t = 1.0 / temp[:, None]
-        ef = np.exp(-self.Ef / R_GAS * (inv_t - 1.0 / self.Tref))
-        er = np.exp(-self.Er / R_GAS * (inv_t - 1.0 / self.Tref)) if self.reversible else ef
-        return ef, er, inv_t * inv_t / R_GAS
-
     def reduced_rhs(self, c: FloatArray, temp: FloatArray, rho_cp: float) -> FloatArray:
-        """Reaction derivatives of [c[:, active], T] per tank, from all concentrations ``c``."""
-        ef, er, _ = self._arrhenius(temp)
-        cp = np.maximum(c, 0.0)
-        idx, order, _ = self._terms[0]
-        r = self.kf * ef * (cp[:, idx] ** order).prod(axis=2)
-        if self.reversible:
-            idx, order, _ = self._terms[1]
-            r = r - self.kr * er * (cp[:, idx] ** order).prod(axis=2)
-        out = np.empty((c.shape[0], self.active.size + 1))
-        out[:, :-1] = r @ self.S_active
-        out[:, -1] = (r @ self.mdH) / rho_cp
-        return out
+        """Reaction derivatives of [c[:, active], T] per tank, from all concentrations ``c``
+        (compiled, :mod:`._kernels`)."""
+        return reaction_rhs(np.ascontiguousarray(c, dtype=float),
+                            np.ascontiguousarray(temp, dtype=float), self.tables, rho_cp)
 
     def reduced_rhs_and_jac(
         self, c: FloatArray, temp: FloatArray, rho_cp: float
     ) -> tuple[FloatArray, FloatArray]:
         """:meth:`reduced_rhs` and its Jacobian wrt [c[:, active], T], (tanks, m, m)."""
-        ef, er, dinv = self._arrhenius(temp)
-        cp = np.maximum(c, 0.0)
-        safe = np.maximum(cp, 1e-30)
-        r = np.zeros((c.shape[0], self.nr))
-        drdc = np.zeros((c.shape[0], self.nr, self.active.size))
-        drdt = np.zeros_like(r)
-        for sign, k0, ea, arr, (idx, order, onehot) in zip(
-            (1.0, -1.0), (self.kf, self.kr), (self.Ef, self.Er), (ef, er), self._terms,
-            strict=False,
-        ):
-            k = sign * k0 * arr
-            prod = (cp[:, idx] ** order).prod(axis=2)
-            # d prod / d c_i = a_i prod / c_i, with c floored (the exact limit for order 1)
-            psafe = (safe[:, idx] ** order).prod(axis=2)
-            dterm = order * (psafe[:, :, None] / safe[:, idx])
-            r += k * prod
-            drdc += np.einsum("nrk,rka->nra", k[:, :, None] * dterm, onehot)
-            drdt += k * ea * dinv * prod
-        na = self.active.size
-        f = np.empty((c.shape[0], na + 1))
-        f[:, :-1] = r @ self.S_active
-        f[:, -1] = (r @ self.mdH) / rho_cp
-        j = np.empty((c.shape[0], na + 1, na + 1))
-        j[:, :-1, :-1] = np.matmul(self.S_active.T, drdc)
-        j[:, :-1, -1] = drdt @ self.S_active
-        j[:, -1, :-1] = np.matmul(self.mdH, drdc) / rho_cp
-        j[:, -1, -1] = (drdt @ self.mdH) / rho_cp
-        return f, j
+        return reaction_rhs_jac(np.ascontiguousarray(c, dtype=float),
+                                np.ascontiguousarray(temp, dtype=float), self.tables, rho_cp)
 
     def rhs(self, y: FloatArray, rho_cp: float) -> FloatArray:
         """Reaction-only derivatives of y = [c..., T] per tank (N, ns+1)."""
@@ -521,7 +505,13 @@ class CoilReactor(UnitModel):
         self._mu = params.viscosity or _WATER_VISCOSITY
         self._rho_cp = params.volumetric_heat_capacity or 4.18e6
         self._cache: dict[tuple[float, float, float], tuple[FloatArray, ...]] = {}
+        self._flow_cache: dict[tuple[float, float], tuple[FloatArray, ...]] = {}
         self._out = Stream.empty(species, params.initial_temperature)
+
+    def prepare(self) -> None:
+        """Compile (or load from the cache) the reaction sub-step's kernels."""
+        if self.kinetics.nr and self.p.integrator == "split":
+            kernels()
 
     # -- geometry and fouling -------------------------------------------------------------
     @property
@@ -554,6 +544,7 @@ class CoilReactor(UnitModel):
         )
         self._mass_lost += before - self.holdup_mass()
         self._cache.clear()
+        self._flow_cache.clear()
 
     @property
     def wall_conductance(self) -> float:
@@ -578,39 +569,68 @@ class CoilReactor(UnitModel):
 
     # -- exact transport --------------------------------------------------------------------
     def _weights(self, h: float, tau_t: float, kappa: float) -> tuple[FloatArray, ...]:
+        """The exact transport's weights for a step ``h`` at tank time ``tau_t`` and wall
+        exchange rate ``kappa``, cached.
+
+        Two levels: the flow's weights depend on (h, tau_t) only and the temperature's on
+        kappa too. kappa = UA / (rho cp V) follows the stream's heat capacity, which changes
+        at every step while the composition does (a start-up, a change of feed), and the flow
+        stays; so a new kappa costs one incomplete-gamma call and a gather, not the whole
+        table (about 100 µs of scipy calls per miss, twice per step, in a transient)."""
         key = (h, tau_t, kappa)
         w = self._cache.get(key)
         if w is not None:
             return w
         # scipy is imported where it is used (here, once per cached step size), not with the
         # module: `validate` builds the models and must not pay scipy's import (about 0.25 s)
-        from scipy.linalg import toeplitz
+        from scipy.special import gammainc
+
+        flow = self._flow_weights(h, tau_t)
+        e, g_c, cum_e, cum_g, g_q, cum_q, k1, lower = flow
+        x = h / tau_t
+        f = 1.0 + kappa * tau_t
+        e_t = e * math.exp(-kappa * h)
+        g_t = f ** (-k1) * gammainc(k1, x * f)
+        g_qt = np.append(g_t, 0.0)[lower]
+        w = (e, g_c, cum_e, cum_g, e_t, g_t, g_q, g_qt, cum_q)
+        if len(self._cache) > 64:
+            self._cache.clear()
+        self._cache[key] = w
+        return w
+
+    def _flow_weights(self, h: float, tau_t: float) -> tuple[FloatArray, ...]:
+        """The weights of :meth:`_weights` that depend on the flow alone, cached."""
+        key = (h, tau_t)
+        w = self._flow_cache.get(key)
+        if w is not None:
+            return w
         from scipy.special import gammainc, gammaln, xlogy
 
         n = self.n_tanks
         x = h / tau_t
         m = np.arange(n + 1, dtype=float)
+        # lower-triangular Toeplitz matrices as a gather: T[i, j] = v[i - j] for i >= j, and
+        # the appended zero above the diagonal
+        i, j = np.indices((n, n))
+        lower = np.where(i >= j, i - j, n)
         pois = np.exp(-x + xlogy(m, x) - gammaln(m + 1.0))
-        e = toeplitz(pois[:n], np.zeros(n))
+        e = pois[lower]
+        e[lower == n] = 0.0
         k1 = m[:n] + 1.0
         g_c = gammainc(k1, x)
         cum_e = gammainc(n - m[:n], x)
         cum_g = x * gammainc(n, x) - n * gammainc(n + 1, x)
-        f = 1.0 + kappa * tau_t
-        e_t = e * math.exp(-kappa * h)
-        g_t = f ** (-k1) * gammainc(k1, x * f)
         # a constant source q_j in tank j: tank i holds tau * P(i-j+1, x) q_j after h (the
         # Erlang integral of the Poisson weights), tau * g_t[i-j] q_j for T with the wall
         # exchange; the outflow integral of that source, tau * cum_q[j] q_j per tank volume
         # (int_0^x P(m+1, u) du with m = n-1-j tanks still ahead)
-        g_q = toeplitz(g_c, np.zeros(n))
-        g_qt = toeplitz(g_t, np.zeros(n))
+        g_q = np.append(g_c, 0.0)[lower]
         ahead = n - m[:n]
         cum_q = x * gammainc(ahead, x) - ahead * gammainc(ahead + 1.0, x)
-        w = (e, g_c, cum_e, np.array([cum_g]), e_t, g_t, g_q, g_qt, cum_q)
-        if len(self._cache) > 64:
-            self._cache.clear()
-        self._cache[key] = w
+        w = (e, g_c, cum_e, np.array([cum_g]), g_q, cum_q, k1, lower)
+        if len(self._flow_cache) > 16:
+            self._flow_cache.clear()
+        self._flow_cache[key] = w
         return w
 
     def _transport(self, h: float, s: Stream, kappa: float,
@@ -686,7 +706,7 @@ class CoilReactor(UnitModel):
         plain splitting is one evaluation of the rates per step. Far from steady state the
         frozen rate can drain a species below zero (a species the reactions use up faster
         than the tanks wash it, a wash-out). A step with a balanced reaction sub-step that
-        leaves the admissible set (:meth:`_refused`) or that ends with a concentration
+        leaves the admissible set (:meth:`_ros2`) or that ends with a concentration
         below zero beyond round-off (:attr:`_ROUND_OFF` of the tank's active total) is
         taken again from the same state by plain Strang splitting with its halvings
         (:meth:`_react`): the balance buys the steady state, never robustness."""
@@ -695,8 +715,8 @@ class CoilReactor(UnitModel):
         source = self._balance(s, kappa)
         moles = self._transport(0.5 * h, s, kappa, source)
         for i in range(n_sub):
-            c1, t1 = self._ros2(self.c, self.T, h, source)
-            if self._refused(self.c, self.T, c1, t1).any():
+            c1, t1, refused = self._ros2(self.c, self.T, h, source)
+            if refused.any():
                 break
             self.c, self.T = c1, t1
             moles = moles + self._transport(h if i < n_sub - 1 else 0.5 * h, s, kappa,
@@ -744,8 +764,7 @@ class CoilReactor(UnitModel):
         sub-step at most), so the results are those of the plain step. A step that is still
         refused after ``_MAX_HALVINGS`` halvings raises :class:`ModelStateError`."""
         c, temp = self.c, self.T
-        c1, t1 = self._ros2(c, temp, h)
-        refused = self._refused(c, temp, c1, t1)
+        c1, t1, refused = self._ros2(c, temp, h)
         if not refused.any():
             self.c, self.T = c1, t1
             return
@@ -763,51 +782,20 @@ class CoilReactor(UnitModel):
 
     def _ros2(self, c: FloatArray, temp: FloatArray, h: float,
               source: tuple[FloatArray, FloatArray] | None = None
-              ) -> tuple[FloatArray, FloatArray]:
+              ) -> tuple[FloatArray, FloatArray, npt.NDArray[np.bool_]]:
         """One ROS2 step of the reactions alone from (c, temp), less ``source`` (the
-        balancing rate the transport added, :meth:`_balance`); the state is not changed."""
-        kin, rc = self.kinetics, self._rho_cp
-        act = kin.active
-        y = np.empty((c.shape[0], act.size + 1))
-        y[:, :-1] = c[:, act]
-        y[:, -1] = temp
-        f0, jac = kin.reduced_rhs_and_jac(c, temp, rc)
-        shift = None
+        balancing rate the transport added, :meth:`_balance`): the new concentrations and
+        temperatures and, per tank, whether the step left the admissible set (finite, no
+        concentration below zero beyond 1e-9 of the tank's total of the active species, as
+        ROS2 leaves round-off negatives of 1e-32 of it at a depleted species, which the rates
+        read as zero; T > 0; no rate constant changed by more than a factor of 2). The state
+        is not changed. Compiled (:func:`._kernels.reaction_step`)."""
+        kin = self.kinetics
+        shift = np.zeros((c.shape[0], kin.active.size + 1))
         if source is not None:
-            shift = np.empty_like(f0)
             shift[:, :-1], shift[:, -1] = source
-            f0 = f0 - shift
-
-        def f(z: FloatArray) -> FloatArray:
-            cz = c.copy()
-            cz[:, act] = z[:, :-1]
-            out = kin.reduced_rhs(cz, z[:, -1], rc)
-            return out if shift is None else out - shift
-
-        y = ros2_step(f, lambda _z: jac, y, h, f0)
-        c1 = c.copy()
-        c1[:, act] = y[:, :-1]
-        return c1, y[:, -1].copy()
-
-    def _refused(
-        self, c0: FloatArray, t0: FloatArray, c1: FloatArray, t1: FloatArray
-    ) -> npt.NDArray[np.bool_]:
-        """Per tank, whether the step left the admissible set. Admissible: finite, no
-        concentration below zero beyond 1e-9 of the tank's total of the active species (ROS2
-        leaves round-off negatives of 1e-32 of it at a depleted species, which the rates read
-        as zero), T > 0 and no rate constant changed by more than a factor of 2
-        (:attr:`_MAX_RATE_CHANGE`)."""
-        act = self.kinetics.active
-        ca0, ca1 = c0[:, act], c1[:, act]
-        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-            scale = np.abs(ca0).sum(axis=1) + np.abs(ca1).sum(axis=1)
-            ok = np.isfinite(t1) & (t1 > 0.0) & np.all(np.isfinite(ca1), axis=1)
-            ok &= np.all(ca1 >= -1e-9 * scale[:, None], axis=1)
-            if self._max_activation > 0.0:
-                change = self._max_activation / R_GAS * np.abs(1.0 / t0 - 1.0 / t1)
-                ok &= change <= self._MAX_RATE_CHANGE
-        refused: npt.NDArray[np.bool_] = ~ok
-        return refused
+        return reaction_step(np.ascontiguousarray(c), np.ascontiguousarray(temp), float(h),
+                             shift, kin.tables, float(self._rho_cp), self._max_activation)
 
     # -- stepping ------------------------------------------------------------------------------
     def _update_properties(self, s: Stream) -> None:
