@@ -193,3 +193,40 @@ def test_a_served_plant_prepares_the_kernels_before_it_steps() -> None:
                          text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.split() == ["True", "True"]
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n_tanks=st.integers(1, 40),
+       h=st.floats(0.01, 30.0), with_source=st.booleans())
+def test_the_compiled_transport_is_the_weights_matrix_algebra(
+        seed: int, n_tanks: int, h: float, with_source: bool) -> None:
+    """The coil's exact transport, compiled, against its formulas in numpy matrix algebra
+    on the same weights (``CoilReactor._weights``)."""
+    from modulecontrol.simulators.models import CoilReactor, CoilReactorParams, Stream
+    from modulecontrol.simulators.models._kernels import transport
+
+    species = abc_species()
+    r = Reaction(stoichiometry={"A": -1, "B": 1}, k_ref=0.05)
+    coil = CoilReactor("R", species, CoilReactorParams(
+        volume=1e-5, inner_diameter=1e-3, n_tanks=n_tanks, ua=0.3, reactions=[r]))
+    rng = np.random.default_rng(seed)
+    c = rng.uniform(0.0, 900.0, size=(n_tanks, len(NAMES)))
+    temp = rng.uniform(290.0, 360.0, size=n_tanks)
+    feed = Stream.of(species, 1e-5 / 600, 330.0, {"solvent": 15000, "A": 500, "C": 20})
+    v_t, tau_t, kappa, tj = 1e-5 / n_tanks, 1e-5 / n_tanks / (1e-5 / 600), 2e-3, 300.0
+    w = coil._weights(h, tau_t, kappa)
+    act = coil.kinetics.active
+    q = (rng.normal(0.0, 0.1, size=(n_tanks, act.size)), rng.normal(0.0, 0.01, size=n_tanks))
+    c1, t1, moles = transport(c, temp, feed.conc, feed.temperature, tj, v_t, tau_t, w, act,
+                              q if with_source else None)
+    e, g_c, cum_e, cum_g, e_t, g_t, g_q, g_qt, cum_q = w
+    want_m = v_t * (cum_e @ c + cum_g[0] * feed.conc)
+    want_c = e @ c + np.outer(g_c, feed.conc)
+    want_t = tj + e_t @ (temp - tj) + g_t * (feed.temperature - tj)
+    if with_source:
+        want_m[act] += v_t * tau_t * (cum_q @ q[0])
+        want_c[:, act] += tau_t * (g_q @ q[0])
+        want_t = want_t + tau_t * (g_qt @ q[1])
+    np.testing.assert_allclose(c1, want_c, rtol=1e-12, atol=1e-12 * np.abs(want_c).max())
+    np.testing.assert_allclose(t1, want_t, rtol=1e-13)
+    np.testing.assert_allclose(moles, want_m, rtol=1e-12, atol=1e-12 * np.abs(want_m).max())

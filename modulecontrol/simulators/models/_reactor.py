@@ -35,7 +35,14 @@ from modulecontrol.units import UnitError
 
 from ._base import ModelStateError, ParameterError, UnitModel, register_model
 from ._integrate import FloatArray
-from ._kernels import Tables, kernels, reaction_rhs, reaction_rhs_jac, reaction_step
+from ._kernels import (
+    Tables,
+    kernels,
+    reaction_rhs,
+    reaction_rhs_jac,
+    reaction_step,
+    transport,
+)
 from ._quantities import (
     Conductance,
     Diffusivity,
@@ -264,11 +271,29 @@ class Kinetics:
             inv_tref = 1.0 / self.Tref
         #: the reaction set as the compiled sub-step reads it (:mod:`._kernels`); ``kf`` and
         #: ``kr`` are these arrays themselves, which a deactivation fault scales in place
+        s_pos, s_val, d_pos = self._sparsity(forward[2], reverse[2])
         self.tables = Tables(
             np.ascontiguousarray(self.active, dtype=np.intp), forward[0], forward[1],
             forward[2], reverse[0], reverse[1], reverse[2], self.kf, self.kr,
             np.ascontiguousarray(self.Ef), np.ascontiguousarray(self.Er), inv_tref,
-            self.S_active, np.ascontiguousarray(self.mdH), self.reversible)
+            s_pos, s_val, d_pos, np.ascontiguousarray(self.mdH), self.reversible)
+
+    def _sparsity(self, pos_f: Any, pos_r: Any) -> tuple[Any, FloatArray, Any]:
+        """Per reaction: the active positions it changes and their coefficients, and the
+        active positions its rate reads (each once), padded with -1 (:class:`Tables`)."""
+        changes = [np.flatnonzero(row) for row in self.S_active]
+        reads = [np.unique(np.concatenate([f[f >= 0], r[r >= 0]]))
+                 for f, r in zip(pos_f, pos_r, strict=True)]
+        width_s = max(1, max((len(c) for c in changes), default=0))
+        width_d = max(1, max((len(d) for d in reads), default=0))
+        s_pos = np.full((self.nr, width_s), -1, dtype=np.intp)
+        s_val = np.zeros((self.nr, width_s))
+        d_pos = np.full((self.nr, width_d), -1, dtype=np.intp)
+        for j, (c, d) in enumerate(zip(changes, reads, strict=True)):
+            s_pos[j, :len(c)] = c
+            s_val[j, :len(c)] = self.S_active[j, c]
+            d_pos[j, :len(d)] = d
+        return s_pos, s_val, d_pos
 
     @staticmethod
     def _kernel_terms(table: tuple[Any, FloatArray, FloatArray]
@@ -657,14 +682,14 @@ class CoilReactor(UnitModel):
                 self.T = self.T + h * source[1]
             return moles_out
         tau_t = v_t / self.flow
-        e, g_c, cum_e, cum_g, e_t, g_t, g_q, g_qt, cum_q = self._weights(h, tau_t, kappa)
-        moles: FloatArray = v_t * (cum_e @ self.c + cum_g[0] * s.conc)
-        self.c = e @ self.c + np.outer(g_c, s.conc)
-        self.T = tj + e_t @ (self.T - tj) + g_t * (s.temperature - tj)
-        if source is not None:
-            moles[act] += v_t * tau_t * (cum_q @ source[0])
-            self.c[:, act] += tau_t * (g_q @ source[0])
-            self.T = self.T + tau_t * (g_qt @ source[1])
+        # compiled (:func:`._kernels.transport`): the same products as matrix algebra,
+        # without numpy's per-call cost, which was most of a transport of 20 tanks
+        self.c, self.T, moles = transport(
+            np.ascontiguousarray(self.c), np.ascontiguousarray(self.T),
+            np.ascontiguousarray(s.conc), s.temperature, tj, v_t, tau_t,
+            self._weights(h, tau_t, kappa), act,
+            None if source is None else (np.ascontiguousarray(source[0]),
+                                         np.ascontiguousarray(source[1])))
         return moles
 
     def _balance(self, s: Stream, kappa: float) -> tuple[FloatArray, FloatArray]:
