@@ -230,3 +230,21 @@ def test_the_compiled_transport_is_the_weights_matrix_algebra(
     np.testing.assert_allclose(c1, want_c, rtol=1e-12, atol=1e-12 * np.abs(want_c).max())
     np.testing.assert_allclose(t1, want_t, rtol=1e-13)
     np.testing.assert_allclose(moles, want_m, rtol=1e-12, atol=1e-12 * np.abs(want_m).max())
+
+
+def test_a_division_by_zero_in_a_kernel_is_refused_not_raised() -> None:
+    """numpy's error model: 1/T at T = 0 in a kernel gives inf (or nan further on), the
+    step is refused (then halved by the caller) as the numpy version refused it; numba's
+    default error model raises ZeroDivisionError out of the plant's step (checked: this
+    test fails with it)."""
+    from modulecontrol.simulators.models._kernels import reaction_rhs, reaction_step
+
+    kin = Kinetics([Reaction(stoichiometry={"A": -1, "B": 1}, k_ref=0.05, Ea=5e4,
+                             dH=-1e5)], abc_species())
+    c = np.array([[15000.0, 500.0, 0.0, 0.0]])
+    zero = np.array([0.0])
+    # 1/T at T = 0 is inf, and k = k_ref exp(-Ea/R (inf - 1/T_ref)) = 0: no rate, no error
+    np.testing.assert_array_equal(reaction_rhs(c, zero, kin.tables, 3.9e6), 0.0)
+    # the Jacobian's dk/dT = k Ea/(R T^2) is 0 * inf = nan there: W cannot be factored
+    _, _, refused = reaction_step(c, zero, 1.0, np.zeros((1, 3)), kin.tables, 3.9e6, 5e4)
+    assert refused.tolist() == [True]

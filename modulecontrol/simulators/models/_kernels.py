@@ -369,6 +369,33 @@ def _reaction_step(c: FloatArray, temp: FloatArray, h: float, shift: FloatArray,
     return c1, t1, refused
 
 
+def _balance(c: FloatArray, temp: FloatArray, s_conc: FloatArray, s_temp: float, tj: float,
+             inv_tau: float, kappa: float, rho_cp: float, active: Any, idx_f: Any,
+             ord_f: Any, pos_f: Any, idx_r: Any, ord_r: Any, pos_r: Any, kf: Any, kr: Any,
+             ef: Any, er: Any, inv_tref: Any, s_pos: Any, s_val: Any, d_pos: Any, mdh: Any,
+             reversible: Any) -> tuple[FloatArray, FloatArray]:
+    """The balancing rate of the coil's Strang splitting (``CoilReactor._balance``): half
+    the reaction rate minus half the transport rate of each tank's active species (tanks,
+    na) and temperature (tanks,), at the state (c, temp) with the inlet (s_conc, s_temp)."""
+    t = Tables(active, idx_f, ord_f, pos_f, idx_r, ord_r, pos_r, kf, kr, ef, er, inv_tref,
+               s_pos, s_val, d_pos, mdh, reversible)
+    n = c.shape[0]
+    na = active.size
+    q_c = np.empty((n, na))
+    q_t = np.empty(n)
+    react = np.empty(na + 1)
+    r = np.empty(kf.size)
+    for i in range(n):
+        _rhs(c[i], temp[i], t, rho_cp, r, react)
+        for a in range(na):
+            s = active[a]
+            before = s_conc[s] if i == 0 else c[i - 1, s]
+            q_c[i, a] = 0.5 * (react[a] - inv_tau * (before - c[i, s]))
+        t_before = s_temp if i == 0 else temp[i - 1]
+        q_t[i] = 0.5 * (react[na] - (inv_tau * (t_before - temp[i]) + kappa * (tj - temp[i])))
+    return q_c, q_t
+
+
 def _transport(c: FloatArray, temp: FloatArray, s_conc: FloatArray, s_temp: float,
                tj: float, v_t: float, tau_t: float, e: FloatArray, g_c: FloatArray,
                cum_e: FloatArray, cum_g: float, e_t: FloatArray, g_t: FloatArray,
@@ -431,6 +458,7 @@ class _Compiled(NamedTuple):
     rhs_jac: Callable[..., tuple[FloatArray, FloatArray]]
     step: Callable[..., tuple[FloatArray, FloatArray, BoolArray]]
     transport: Callable[..., tuple[FloatArray, FloatArray, FloatArray]]
+    balance: Callable[..., tuple[FloatArray, FloatArray]]
 
 
 _lock = threading.Lock()
@@ -448,7 +476,9 @@ def _compile() -> _Compiled:
     cache = folder is not None
 
     def jit(fn: Any) -> Any:
-        return numba.njit(cache=cache, nogil=True)(fn)
+        # error_model "numpy": a division by zero gives inf or nan, as in numpy, and the step
+        # is refused as not finite; numba's default ("python") would raise out of the step
+        return numba.njit(cache=cache, nogil=True, error_model="numpy")(fn)
 
     # the helpers are compiled first and bound into the kernels' globals under their names:
     # numba resolves a called global at compile time, and a dispatcher there is inlined
@@ -463,7 +493,8 @@ def _compile() -> _Compiled:
     helpers["_rhs_jac"] = rhs_jac
     return _Compiled(_rebind(_reaction_rhs, helpers, jit),
                      _rebind(_reaction_rhs_jac, helpers, jit),
-                     _rebind(_reaction_step, helpers, jit), jit(_transport))
+                     _rebind(_reaction_step, helpers, jit), jit(_transport),
+                     _rebind(_balance, helpers, jit))
 
 
 def _rebind(fn: Any, helpers: dict[str, Any], jit: Callable[[Any], Any]) -> Any:
@@ -529,4 +560,13 @@ def transport(c: FloatArray, temp: FloatArray, s_conc: FloatArray, s_temp: float
 _NO_SOURCE = (np.zeros((1, 1)), np.zeros(1))
 
 
-__all__ = ["Tables", "reaction_rhs", "reaction_rhs_jac", "reaction_step", "transport"]
+def balance(c: FloatArray, temp: FloatArray, s_conc: FloatArray, s_temp: float, tj: float,
+            inv_tau: float, kappa: float, t: Tables, rho_cp: float
+            ) -> tuple[FloatArray, FloatArray]:
+    """See :func:`_balance`; compiled."""
+    return kernels().balance(c, temp, s_conc, float(s_temp), float(tj), float(inv_tau),
+                             float(kappa), float(rho_cp), *t)
+
+
+__all__ = ["Tables", "balance", "reaction_rhs", "reaction_rhs_jac", "reaction_step",
+           "transport"]

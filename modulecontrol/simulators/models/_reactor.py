@@ -37,6 +37,7 @@ from ._base import ModelStateError, ParameterError, UnitModel, register_model
 from ._integrate import FloatArray
 from ._kernels import (
     Tables,
+    balance,
     kernels,
     reaction_rhs,
     reaction_rhs_jac,
@@ -707,16 +708,11 @@ class CoilReactor(UnitModel):
         unchanged and makes each part zero where the full right-hand side is zero: the
         exact steady state is a fixed point of every sub-step.
         """
-        kin = self.kinetics
-        act = kin.active
-        v_t = self.effective_volume / self.n_tanks
-        inv_tau = self.flow / v_t
-        c_prev = np.vstack([s.conc[None, act], self.c[:-1, act]])
-        t_prev = np.concatenate([[s.temperature], self.T[:-1]])
-        react = kin.reduced_rhs(self.c, self.T, self._rho_cp)
-        a_c = inv_tau * (c_prev - self.c[:, act])
-        a_t = inv_tau * (t_prev - self.T) + kappa * (self.jacket_temperature - self.T)
-        return 0.5 * (react[:, :-1] - a_c), 0.5 * (react[:, -1] - a_t)
+        inv_tau = self.flow / (self.effective_volume / self.n_tanks)
+        # compiled (:func:`._kernels.balance`): per tank, (rates - transport rate) / 2
+        return balance(np.ascontiguousarray(self.c), np.ascontiguousarray(self.T),
+                       np.ascontiguousarray(s.conc), s.temperature, self.jacket_temperature,
+                       inv_tau, kappa, self.kinetics.tables, self._rho_cp)
 
     #: negatives the balanced step may leave, relative to the tank's active total
     _ROUND_OFF = 1e-12
