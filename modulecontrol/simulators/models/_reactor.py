@@ -535,9 +535,29 @@ class CoilReactor(UnitModel):
         self._out = Stream.empty(species, params.initial_temperature)
 
     def prepare(self) -> None:
-        """Compile (or load from the cache) the reaction sub-step's kernels."""
-        if self.kinetics.nr and self.p.integrator == "split":
-            kernels()
+        """Compile (or load from the cache) the kernels this reactor's steps call, by
+        calling each once on its own state with the argument types of a step.
+
+        Why calls, not just :func:`._kernels.kernels`: numba compiles a function at its
+        first call, for the types of that call. Making the dispatchers compiled nothing, and
+        a served plant then stopped for seconds at its first step (the drivers' first reads
+        timed out: a run on a fresh machine did not connect). Nothing here changes the
+        reactor's state."""
+        kin = self.kinetics
+        if not kin.nr or self.p.integrator != "split":
+            return
+        kernels()
+        inlet = Stream.empty(self.species, self.p.initial_temperature)
+        n, na = self.n_tanks, kin.active.size
+        kin.reduced_rhs(self.c, self.T, self._rho_cp)
+        kin.reduced_rhs_and_jac(self.c, self.T, self._rho_cp)
+        self._ros2(self.c, self.T, 1.0, (np.zeros((n, na)), np.zeros(n)))
+        self._balance(inlet, 0.0)
+        for source in (None, (np.zeros((n, na)), np.zeros(n))):
+            transport(np.ascontiguousarray(self.c), np.ascontiguousarray(self.T),
+                      np.ascontiguousarray(inlet.conc), inlet.temperature,
+                      self.jacket_temperature, 1.0, 1.0, self._weights(1.0, 1.0, 0.0),
+                      kin.active, source)
 
     # -- geometry and fouling -------------------------------------------------------------
     @property
