@@ -201,6 +201,29 @@ def test_a_served_plant_prepares_the_kernels_before_it_steps() -> None:
                          text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.split() == ["True", "True", "1"]
+    # a coil without reactions only transports: prepared too (a served load plant's coil
+    # compiled the transport at its first step, and its drivers' first reads timed out)
+    coil = (
+        "from modulecontrol.bootstrap import configure\n"
+        "configure()\n"
+        "from modulecontrol.simulators.models import CoilReactor, CoilReactorParams, Stream\n"
+        "from modulecontrol.simulators.models import _kernels\n"
+        "from tests.simulators.conftest import abc_species\n"
+        "sp = abc_species()\n"
+        "r = CoilReactor('R', sp, CoilReactorParams(volume=1e-5, inner_diameter=1e-3,\n"
+        "                n_tanks=10, ua=0.3))\n"
+        "r.prepare()\n"
+        "k = _kernels.kernels()\n"
+        "ready = len(k.transport.signatures)\n"
+        "feed = Stream.of(sp, 1e-5 / 600, 330.0, {'solvent': 15000, 'A': 500})\n"
+        "for _ in range(20):\n"
+        "    r.step(5.0, {'in': feed})\n"
+        "print(ready, len(k.transport.signatures))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", coil], cwd=REPO, capture_output=True,
+                         text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split() == ["1", "1"]
 
 
 @settings(max_examples=25, deadline=None)

@@ -544,15 +544,16 @@ class CoilReactor(UnitModel):
         timed out: a run on a fresh machine did not connect). Nothing here changes the
         reactor's state."""
         kin = self.kinetics
-        if not kin.nr or self.p.integrator != "split":
+        if self.p.integrator != "split":
             return
         kernels()
         inlet = Stream.empty(self.species, self.p.initial_temperature)
         n, na = self.n_tanks, kin.active.size
-        kin.reduced_rhs(self.c, self.T, self._rho_cp)
-        kin.reduced_rhs_and_jac(self.c, self.T, self._rho_cp)
-        self._ros2(self.c, self.T, 1.0, (np.zeros((n, na)), np.zeros(n)))
-        self._balance(inlet, 0.0)
+        if kin.nr:  # a coil without reactions only transports (a heat-up coil, a delay)
+            kin.reduced_rhs(self.c, self.T, self._rho_cp)
+            kin.reduced_rhs_and_jac(self.c, self.T, self._rho_cp)
+            self._ros2(self.c, self.T, 1.0, (np.zeros((n, na)), np.zeros(n)))
+            self._balance(inlet, 0.0)
         for source in (None, (np.zeros((n, na)), np.zeros(n))):
             transport(np.ascontiguousarray(self.c), np.ascontiguousarray(self.T),
                       np.ascontiguousarray(inlet.conc), inlet.temperature,
