@@ -154,11 +154,17 @@ print(json.dumps({"c": r2.c.tolist(), "T": r2.T.tolist()}))
 """
 
 
-def _probe(**env: str) -> dict[str, list[float]]:
-    run = subprocess.run([sys.executable, "-c", _PROBE], cwd=REPO, capture_output=True,
+def _python(code: str, **env: str) -> str:
+    """The last line ``code`` prints, run in a fresh interpreter (a process of its own:
+    what it compiled, and whether, is not this test process's)."""
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                          text=True, timeout=240, env={**os.environ, **env})
     assert run.returncode == 0, run.stderr[-3000:]
-    out: dict[str, list[float]] = json.loads(run.stdout.strip().splitlines()[-1])
+    return run.stdout.strip().splitlines()[-1]
+
+
+def _probe(**env: str) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = json.loads(_python(_PROBE, **env))
     return out
 
 
@@ -197,10 +203,7 @@ def test_a_served_plant_prepares_the_kernels_before_it_steps() -> None:
         "after = [len(getattr(k, n).signatures) for n in k._fields]\n"
         "print(built, ready == after, min(ready))\n"
     )
-    run = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True,
-                         text=True, timeout=240)
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert run.stdout.split() == ["True", "True", "1"]
+    assert _python(probe).split() == ["True", "True", "1"]
     # a coil without reactions only transports: prepared too (a served load plant's coil
     # compiled the transport at its first step, and its drivers' first reads timed out)
     coil = (
@@ -220,10 +223,7 @@ def test_a_served_plant_prepares_the_kernels_before_it_steps() -> None:
         "    r.step(5.0, {'in': feed})\n"
         "print(ready, len(k.transport.signatures))\n"
     )
-    run = subprocess.run([sys.executable, "-c", coil], cwd=REPO, capture_output=True,
-                         text=True, timeout=240)
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert run.stdout.split() == ["1", "1"]
+    assert _python(coil).split() == ["1", "1"]
 
 
 @settings(max_examples=25, deadline=None)

@@ -34,14 +34,17 @@ import numpy.typing as npt
 
 from modulecontrol.cachedir import user_cache_folder
 
+from . import _integrate
+from ._integrate import FloatArray
+
 _log = logging.getLogger(__name__)
 
-FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
 BoolArray = npt.NDArray[np.bool_]
 
 R_GAS = 8.314462618
-GAMMA = 1.0 + 1.0 / math.sqrt(2.0)
+#: ROS2's gamma, the one of :func:`._integrate.ros2_step`
+GAMMA = float(_integrate._GAMMA)
 #: a step is refused when a concentration falls below this fraction of the tank's active total
 NEGATIVE_TOLERANCE = 1e-9
 #: ... or a rate constant changes by more than this factor's logarithm across the step
@@ -162,6 +165,19 @@ def _rhs(cz: FloatArray, temp: float, t: Tables, rho_cp: float, r: FloatArray,
     out[na] = acc / rho_cp
 
 
+def _add_rate(f: FloatArray, jac: FloatArray, row: int, coef: float, rj: float,
+              drdt_j: float, drdc: FloatArray, j: int, d_pos: IntArray) -> None:
+    """Add reaction ``j``'s share to row ``row`` of f and of the Jacobian: ``coef`` times
+    its rate, its dr/dT and its dr/dc over the positions its rate reads."""
+    f[row] += coef * rj
+    jac[row, jac.shape[0] - 1] += coef * drdt_j
+    for d in range(d_pos.shape[1]):
+        b = d_pos[j, d]
+        if b < 0:
+            break
+        jac[row, b] += coef * drdc[j, b]
+
+
 def _rhs_jac(cz: FloatArray, temp: float, t: Tables, rho_cp: float, r: FloatArray,
              drdc: FloatArray, drdt: FloatArray, f: FloatArray, jac: FloatArray) -> None:
     """:func:`_rhs` and its Jacobian wrt [c_active, T] (na + 1, na + 1), by the
@@ -178,22 +194,8 @@ def _rhs_jac(cz: FloatArray, temp: float, t: Tables, rho_cp: float, r: FloatArra
             a = t.s_pos[j, q]
             if a < 0:
                 break
-            sv = t.s_val[j, q]
-            f[a] += r[j] * sv
-            jac[a, na] += drdt[j] * sv
-            for d in range(t.d_pos.shape[1]):
-                b = t.d_pos[j, d]
-                if b < 0:
-                    break
-                jac[a, b] += sv * drdc[j, b]
-        mdh = t.mdh[j]
-        f[na] += r[j] * mdh
-        jac[na, na] += drdt[j] * mdh
-        for d in range(t.d_pos.shape[1]):
-            b = t.d_pos[j, d]
-            if b < 0:
-                break
-            jac[na, b] += mdh * drdc[j, b]
+            _add_rate(f, jac, a, t.s_val[j, q], r[j], drdt[j], drdc, j, t.d_pos)
+        _add_rate(f, jac, na, t.mdh[j], r[j], drdt[j], drdc, j, t.d_pos)
     # the heat row divided once, as :func:`_rhs` does (the same rounding in both)
     for b in range(m):
         jac[na, b] /= rho_cp
@@ -484,7 +486,8 @@ def _compile() -> _Compiled:
     # numba resolves a called global at compile time, and a dispatcher there is inlined
     # into the caller's machine code
     scope = globals()
-    helpers = {name: jit(scope[name]) for name in ("_exp", "_power", "_lu", "_solve")}
+    helpers = {name: jit(scope[name])
+               for name in ("_exp", "_power", "_lu", "_solve", "_add_rate")}
     rates = _rebind(_rates, helpers, jit)
     helpers["_rates"] = rates
     rhs = _rebind(_rhs, helpers, jit)

@@ -36,6 +36,7 @@ from modulecontrol.units import UnitError
 from ._base import ModelStateError, ParameterError, UnitModel, register_model
 from ._integrate import FloatArray
 from ._kernels import (
+    R_GAS,
     Tables,
     balance,
     kernels,
@@ -62,8 +63,6 @@ from ._quantities import (
     units_required,
 )
 from ._species import SpeciesTable, Stream
-
-R_GAS = 8.314462618
 
 
 class Reaction(BaseModel):
@@ -784,9 +783,8 @@ class CoilReactor(UnitModel):
         return moles
 
     #: halvings of one reaction sub-step before it is refused (h / 4096: about 1 ms at 5 s)
+    #: (what a refused sub-step is: :func:`._kernels._reaction_step`)
     _MAX_HALVINGS = 12
-    #: the largest change of a rate constant across one accepted reaction sub-step (x2)
-    _MAX_RATE_CHANGE = math.log(2.0)
 
     def _react(self, h: float, depth: int = 0) -> None:
         """ROS2 over the species the reactions change and T, halved where it would leave the
